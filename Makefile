@@ -1,0 +1,140 @@
+# multigres-op Makefile
+#
+#   make                 ./multigres-op, dynamic glibc build for development
+#   make static          build/static/multigres-op: musl-gcc -static, shipped binary
+#   make test            unit tests, symbol check, then integration tests (real control plane)
+#   make test-unit       unit tests alone (ends "N passed, N failed")
+#   make test-integration  integration tests against the real local control plane
+#   make asan            unit tests under ASan+UBSan
+#   make valgrind        unit tests under valgrind
+#   make clang           warning-clean build and unit tests with clang
+#   make fuzz            every fuzz target for FUZZ_SECONDS each (libFuzzer)
+#   make check-symbols   no unprefixed global symbol in our object
+#   make demo            local control plane + CRDs + operator + sample cluster
+#   make cp-up / cp-down the local control plane alone
+#
+# Third-party libraries (mbedTLS 2.28.3, libyaml 0.2.5, jsmn 1.1.0) are built
+# from Debian's source packages by scripts/deps.sh into $(MGOP_CACHE)/deps.
+
+MGOP_CACHE ?= $(HOME)/.cache/multigres-op
+export MGOP_CACHE
+CC ?= gcc
+BASE_VERSION := 0.1.0
+GITREV := $(shell git rev-parse --short HEAD 2>/dev/null)
+VERSION ?= $(BASE_VERSION)$(if $(GITREV),+$(GITREV))
+BUILD := build
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2
+CFLAGS ?= -O2 -g
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -DMGOP_VERSION='"$(VERSION)"' -I. $(WARN)
+SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 20
+SRC := multigres-op.c multigres-op.h
+
+# --- third-party libraries, built once per config into the cache ----------
+NODEPS_GOALS := clean help cp-up cp-down
+ifneq ($(filter-out $(NODEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
+-include $(BUILD)/deps-glibc.mk
+endif
+ifneq ($(filter static image,$(MAKECMDGOALS)),)
+-include $(BUILD)/deps-musl.mk
+endif
+
+$(BUILD)/deps-%.mk: scripts/deps.sh scripts/mbedtls_config.h
+	@mkdir -p $(BUILD)
+	@p=$$(scripts/deps.sh $* | tail -1) && test -f "$$p/flags.mk" && \
+	  grep -E '^DEPS_$*_' "$$p/flags.mk" > $@.tmp && mv $@.tmp $@
+
+GLIBC_CFLAGS = $(DEPS_glibc_CFLAGS)
+GLIBC_LIBS = $(DEPS_glibc_LIBS)
+
+.PHONY: all static test test-unit test-integration asan valgrind clang fuzz check-symbols demo \
+        cp-up cp-down clean help image
+
+all: multigres-op
+
+help:
+	@sed -n '3,17p' Makefile | sed 's/^# \{0,1\}//'
+
+multigres-op: $(SRC) $(BUILD)/deps-glibc.mk
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(GLIBC_CFLAGS) multigres-op.c -o $@ $(GLIBC_LIBS)
+
+# --- the shipped binary -------------------------------------------------------
+$(BUILD)/static/multigres-op: $(SRC) $(BUILD)/deps-musl.mk
+	@mkdir -p $(dir $@)
+	$(DEPS_musl_CC) $(BASE_CFLAGS) -Os -ffunction-sections -fdata-sections $(DEPS_musl_CFLAGS) \
+	  multigres-op.c -o $@ -static -Wl,--gc-sections -s $(DEPS_musl_LIBS)
+
+static: $(BUILD)/static/multigres-op
+	scripts/static-check.sh $<
+
+# --- tests ------------------------------------------------------------------------
+$(BUILD)/unit: tests/unit.c $(SRC) $(BUILD)/deps-glibc.mk
+	@mkdir -p $(BUILD)
+	$(CC) $(BASE_CFLAGS) -O1 -g $(GLIBC_CFLAGS) tests/unit.c -o $@ $(GLIBC_LIBS)
+
+$(BUILD)/unit-asan: tests/unit.c $(SRC) $(BUILD)/deps-glibc.mk
+	@mkdir -p $(BUILD)
+	$(CC) $(BASE_CFLAGS) -O1 -g $(SAN) -DMGOP_SANITIZE $(GLIBC_CFLAGS) tests/unit.c -o $@ $(GLIBC_LIBS)
+
+$(BUILD)/unit-vg: tests/unit.c $(SRC) $(BUILD)/deps-glibc.mk
+	@mkdir -p $(BUILD)
+	$(CC) $(BASE_CFLAGS) -O0 -g -DMGOP_SANITIZE $(GLIBC_CFLAGS) tests/unit.c -o $@ $(GLIBC_LIBS)
+
+test-unit: $(BUILD)/unit
+	$(BUILD)/unit
+
+asan: $(BUILD)/unit-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/unit-asan
+
+valgrind: $(BUILD)/unit-vg
+	valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
+	  --track-fds=no $(BUILD)/unit-vg
+
+clang: $(BUILD)/deps-glibc.mk
+	@mkdir -p $(BUILD)
+	clang $(BASE_CFLAGS) $(CFLAGS) $(GLIBC_CFLAGS) multigres-op.c -o $(BUILD)/multigres-op-clang $(GLIBC_LIBS)
+	clang $(BASE_CFLAGS) -O1 -g $(GLIBC_CFLAGS) tests/unit.c -o $(BUILD)/unit-clang $(GLIBC_LIBS)
+	$(BUILD)/unit-clang
+
+# Every global symbol our translation unit defines must be mgop_-prefixed
+# (or main): nothing is exported by accident.
+check-symbols: $(SRC) $(BUILD)/deps-glibc.mk
+	@mkdir -p $(BUILD)
+	$(CC) $(BASE_CFLAGS) -O2 $(GLIBC_CFLAGS) -c multigres-op.c -o $(BUILD)/multigres-op.o
+	@bad=$$(nm -g --defined-only $(BUILD)/multigres-op.o | awk '{print $$3}' | grep -v -E '^(mgop_|main$$)' || true); \
+	if [ -n "$$bad" ]; then echo "unprefixed global symbols:"; echo "$$bad"; exit 1; fi; \
+	echo "check-symbols: every global symbol is mgop_* or main"
+
+FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(SRC) $(BUILD)/deps-glibc.mk
+	@mkdir -p $(BUILD)/fuzz
+	clang $(BASE_CFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -DMGOP_SANITIZE \
+	  $(GLIBC_CFLAGS) $< -o $@ $(GLIBC_LIBS)
+
+fuzz: $(FUZZERS)
+	@for f in $(FUZZERS); do \
+	  n=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$n; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=0 $(BUILD)/corpus/$$n tests/fuzz/seeds/$$n \
+	    2>$(BUILD)/fuzz/$$n.log || { tail -40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	  grep -E '^(#[0-9]+.*DONE|Done)' $(BUILD)/fuzz/$$n.log | tail -1; \
+	done
+
+test-integration: multigres-op
+	tests/integration/run.sh
+
+test: test-unit check-symbols test-integration
+
+# --- the local control plane and the demo ----------------------------------------
+cp-up:
+	tests/controlplane/cp.sh build
+	tests/controlplane/cp.sh up
+
+cp-down:
+	tests/controlplane/cp.sh down
+
+demo: multigres-op
+	tests/demo.sh
+
+clean:
+	rm -rf $(BUILD) multigres-op

@@ -1,0 +1,2302 @@
+/* multigres-op.h - the mechanism of multigres-op (stb-style single header).
+ *
+ * The policy (kinds, reconcile, flags, main) lives in multigres-op.c, which
+ * #defines MULTIGRES_OP_IMPLEMENTATION and includes this file once.
+ *
+ * Table of contents
+ *   1. Config knobs            compile-time bounds; every buffer is sized here
+ *   2. Public API
+ *        2.1 base              errors, log, time, arena, string views, buffers
+ *        2.2 json              jsmn wrapper (typed accessors) and a writer
+ *        2.3 kubeconfig        kubeconfig (libyaml) and in-cluster config
+ *        2.4 tls               mbedTLS glue: heap, RNG, client config
+ *        2.5 http              connection, request writer, response reader,
+ *                              incremental chunked decoder, line splitter
+ *        2.6 kube              API requests, paginated LIST, WATCH streams
+ *   3. Implementation          (under MULTIGRES_OP_IMPLEMENTATION), the same
+ *                              sections in the same order
+ *
+ * Ownership rule (stated once, holds everywhere): every pointer handed to a
+ * callback is borrowed and valid only for the duration of that callback.
+ * Nothing in this file calls malloc after start-up except libyaml (bounded by
+ * the input size it is given) and, in sanitizer builds, the arena.
+ *
+ * Error convention: functions return int, 0 (MGOP_OK) or a negative
+ * enum mgop_err. A human-readable reason, naming the field and the fix when
+ * the user can cause it, is left in mgop_errmsg().
+ */
+#ifndef MULTIGRES_OP_H
+#define MULTIGRES_OP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+#define JSMN_STATIC
+#define JSMN_STRICT
+#include <jsmn.h>
+
+#include <mbedtls/ssl.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/x509_crt.h>
+#include <mbedtls/pk.h>
+
+/* ======================================================================
+ * 1. Config knobs
+ * ==================================================================== */
+#ifndef MGOP_VERSION
+#define MGOP_VERSION "0.1.0-dev"
+#endif
+#define MGOP_HTTP_HEAD_MAX (16 * 1024)   /* response/request head limit   */
+#define MGOP_HTTP_RBUF (16 * 1024)       /* per-connection read buffer    */
+#ifndef MGOP_WATCH_LINE_MAX
+#define MGOP_WATCH_LINE_MAX (128 * 1024) /* one watch event; longer: relist */
+#endif
+#ifndef MGOP_BODY_MAX
+#define MGOP_BODY_MAX (1024 * 1024)      /* one LIST page or one object   */
+#endif
+#define MGOP_JSON_TOKENS_MAX 32768       /* tokens in one parsed document */
+#define MGOP_JW_DEPTH 64                 /* JSON writer nesting           */
+#define MGOP_PEM_MAX (64 * 1024)         /* a CA bundle, a cert, a key    */
+#define MGOP_TOKEN_MAX 8192              /* bearer token                  */
+#define MGOP_KUBECONFIG_MAX (1024 * 1024)
+#ifndef MGOP_TLS_HEAP_SIZE
+#define MGOP_TLS_HEAP_SIZE (2 * 1024 * 1024)
+#endif
+#define MGOP_LIST_PAGE 100               /* LIST ?limit=                  */
+#define MGOP_WATCH_TIMEOUT_S 300         /* server-side ?timeoutSeconds=  */
+#define MGOP_WATCH_IDLE_MS ((MGOP_WATCH_TIMEOUT_S + 60) * 1000LL)
+#define MGOP_TOKEN_RELOAD_MS 60000       /* bound tokens rotate           */
+#define MGOP_REQUEST_TIMEOUT_MS 30000
+#define MGOP_CONNECT_TIMEOUT_MS 10000
+#define MGOP_BACKOFF_MIN_MS 200
+#define MGOP_BACKOFF_MAX_MS 30000
+#define MGOP_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+
+/* ======================================================================
+ * 2.1 base
+ * ==================================================================== */
+enum mgop_err {
+  MGOP_OK = 0,
+  MGOP_ERR_NOMEM = -1,    /* a fixed bound was reached             */
+  MGOP_ERR_IO = -2,       /* socket or file error                  */
+  MGOP_ERR_PARSE = -3,    /* malformed input                       */
+  MGOP_ERR_TLS = -4,      /* handshake or verification             */
+  MGOP_ERR_HTTP = -5,     /* protocol violation by the peer        */
+  MGOP_ERR_CONFIG = -6,   /* bad kubeconfig, flag or environment   */
+  MGOP_ERR_TIMEOUT = -7,  /* deadline passed                       */
+  MGOP_ERR_AGAIN = -8,    /* non-blocking: nothing more right now  */
+  MGOP_ERR_CLOSED = -9,   /* peer closed the connection            */
+  MGOP_ERR_TOOBIG = -10,  /* input larger than its buffer          */
+  MGOP_ERR_AUTH = -11,    /* 401/403                               */
+  MGOP_ERR_GONE = -12,    /* 410: resourceVersion too old          */
+  MGOP_ERR_NOTFOUND = -13,
+  MGOP_ERR_TYPE = -14,    /* JSON value of the wrong type          */
+  MGOP_ERR_STATUS = -15   /* HTTP status the caller did not expect */
+};
+
+enum mgop_level { MGOP_DEBUG = -1, MGOP_INFO = 0, MGOP_WARN = 1, MGOP_ERROR = 2 };
+
+/* Log a printf-style message as one line: MGOP_LOG(MGOP_INFO, ("x=%d", x)) */
+#define MGOP_LOG(level, args)                                  \
+  do {                                                         \
+    if ((level) >= mgop_log_level) {                           \
+      mgop_log_prefix((level), __FILE__, __LINE__);            \
+      mgop_log_message args;                                   \
+    }                                                          \
+  } while (0)
+
+extern int mgop_log_level;   /* minimum level printed              */
+extern int mgop_log_json;    /* 1: JSON lines (zap json), 0: console */
+void mgop_log_prefix(int level, const char *file, int line);
+void mgop_log_message(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* One log line with extra structured fields: `fields` is a JSON object
+ * body without braces (`"k":"v","n":1`), or NULL. */
+void mgop_log_fields(int level, const char *logger, const char *msg, const char *fields);
+
+const char *mgop_err_name(int err);
+const char *mgop_errmsg(void);                   /* last detailed reason */
+int mgop_seterr(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+long long mgop_now_ms(void);                     /* monotonic             */
+void mgop_wall_iso8601(char *out, size_t cap);   /* 2026-11-23T09:33:03.123Z */
+
+struct mgop_str { const char *p; size_t n; };
+#define MGOP_STR(lit) ((struct mgop_str){(lit), sizeof(lit) - 1})
+int mgop_str_eq(struct mgop_str s, const char *cstr);
+
+/* Fixed-capacity byte buffer; appending past cap fails and sets overflow. */
+struct mgop_buf { char *p; size_t len, cap; int overflow; };
+void mgop_buf_init(struct mgop_buf *b, char *mem, size_t cap);
+int mgop_buf_append(struct mgop_buf *b, const void *data, size_t n);
+int mgop_buf_puts(struct mgop_buf *b, const char *s);
+int mgop_buf_printf(struct mgop_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *mgop_buf_cstr(struct mgop_buf *b); /* NUL-terminates (needs 1 spare byte) */
+
+/* Bump arena over fixed memory; reset per reconcile. In sanitizer builds
+ * (MGOP_SANITIZE) every allocation is a separate malloc so ASan sees it. */
+struct mgop_arena {
+  unsigned char *base;
+  size_t cap, used, high;
+#ifdef MGOP_SANITIZE
+  void *blocks;
+#endif
+};
+void mgop_arena_init(struct mgop_arena *a, void *mem, size_t cap);
+void *mgop_arena_alloc(struct mgop_arena *a, size_t n);
+char *mgop_arena_strndup(struct mgop_arena *a, const char *s, size_t n);
+void mgop_arena_reset(struct mgop_arena *a);
+
+int mgop_read_file(const char *path, char *buf, size_t cap, size_t *len);
+
+/* ======================================================================
+ * 2.2 json
+ * ==================================================================== */
+struct mgop_json {
+  const char *js;
+  size_t len;
+  jsmntok_t *tok;
+  int ntok;
+};
+/* Parses exactly one JSON value (trailing whitespace allowed). */
+int mgop_json_parse(struct mgop_json *j, const char *js, size_t len, jsmntok_t *tok, unsigned maxtok);
+int mgop_json_next(const struct mgop_json *j, int t);            /* token after t's subtree */
+int mgop_json_key(const struct mgop_json *j, int obj, const char *key); /* value token or -1 */
+int mgop_json_at(const struct mgop_json *j, int arr, int index);  /* element or -1 */
+/* Dotted path with [i] indices: "metadata.name", "items[0].metadata". */
+int mgop_json_path(const struct mgop_json *j, int root, const char *path);
+int mgop_json_is(const struct mgop_json *j, int t, jsmntype_t type);
+int mgop_json_is_null(const struct mgop_json *j, int t);
+struct mgop_str mgop_json_raw(const struct mgop_json *j, int t);
+/* Decodes a JSON string (escapes, \u with surrogates) into out, NUL-terminated. */
+int mgop_json_str(const struct mgop_json *j, int t, char *out, size_t cap);
+int mgop_json_i64(const struct mgop_json *j, int t, long long *out);
+int mgop_json_bool(const struct mgop_json *j, int t, int *out);
+/* Convenience: string at path, or "" when absent/not a string. */
+int mgop_json_path_str(const struct mgop_json *j, int root, const char *path, char *out, size_t cap);
+
+struct mgop_jw {
+  struct mgop_buf *b;
+  int depth;
+  unsigned char has_item[MGOP_JW_DEPTH];
+  int after_key;
+};
+void mgop_jw_init(struct mgop_jw *w, struct mgop_buf *b);
+void mgop_jw_obj(struct mgop_jw *w);
+void mgop_jw_obj_end(struct mgop_jw *w);
+void mgop_jw_arr(struct mgop_jw *w);
+void mgop_jw_arr_end(struct mgop_jw *w);
+void mgop_jw_key(struct mgop_jw *w, const char *key);
+void mgop_jw_str(struct mgop_jw *w, const char *s);
+void mgop_jw_strn(struct mgop_jw *w, const char *s, size_t n);
+void mgop_jw_i64(struct mgop_jw *w, long long v);
+void mgop_jw_bool(struct mgop_jw *w, int v);
+void mgop_jw_null(struct mgop_jw *w);
+void mgop_jw_raw(struct mgop_jw *w, const char *json, size_t n); /* pre-encoded value */
+void mgop_json_escape(struct mgop_buf *b, const char *s, size_t n);
+
+/* ======================================================================
+ * 2.3 kubeconfig
+ * ==================================================================== */
+struct mgop_kubecfg {
+  char source[64];          /* "kubeconfig PATH" or "in-cluster"     */
+  char scheme[8];           /* https (http only for local fakes)     */
+  char host[256];
+  char port[8];
+  char path_prefix[256];    /* server URL path, without trailing '/' */
+  char tls_server_name[256];
+  char context[128];
+  char namespace_[64];      /* context or service-account namespace  */
+  int insecure;             /* insecure-skip-tls-verify              */
+  char token[MGOP_TOKEN_MAX];
+  char token_file[512];
+  unsigned char ca[MGOP_PEM_MAX];      size_t ca_len;   /* PEM/DER + NUL */
+  unsigned char cert[MGOP_PEM_MAX];    size_t cert_len;
+  unsigned char key[MGOP_PEM_MAX];     size_t key_len;
+  long long token_loaded_ms;
+};
+/* Load from YAML text; base_dir resolves relative file paths (kubectl rule). */
+int mgop_kubecfg_from_yaml(struct mgop_kubecfg *c, const char *text, size_t len, const char *base_dir,
+                           const char *context);
+int mgop_kubecfg_from_file(struct mgop_kubecfg *c, const char *path, const char *context);
+/* In-cluster: KUBERNETES_SERVICE_HOST/PORT and the service-account dir. */
+int mgop_kubecfg_in_cluster(struct mgop_kubecfg *c, const char *sa_dir);
+/* --kubeconfig flag, then $KUBECONFIG, then in-cluster, then ~/.kube/config. */
+int mgop_kubecfg_auto(struct mgop_kubecfg *c, const char *flag_path, const char *context);
+/* Re-read token_file if it is time (or force). Returns MGOP_OK when unchanged too. */
+int mgop_kubecfg_reload_token(struct mgop_kubecfg *c, long long now_ms, int force);
+int mgop_url_parse(const char *url, char *scheme, size_t scap, char *host, size_t hcap, char *port, size_t pcap,
+                   char *path, size_t pathcap);
+
+/* ======================================================================
+ * 2.4 tls
+ * ==================================================================== */
+struct mgop_tls {
+  mbedtls_ssl_config conf;
+  mbedtls_x509_crt ca;
+  mbedtls_x509_crt cert;
+  mbedtls_pk_context key;
+  unsigned char verify_ip[16]; /* server is an IP literal: match IP SANs */
+  size_t verify_ip_len;
+  int ready;
+};
+int mgop_tls_global_init(void);
+int mgop_tls_client_init(struct mgop_tls *t, const struct mgop_kubecfg *c);
+void mgop_tls_free(struct mgop_tls *t);
+size_t mgop_tls_heap_high_water(void);
+/* depth-0 check that the certificate carries the IP in an iPAddress SAN */
+int mgop_tls_crt_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t iplen);
+
+/* ======================================================================
+ * 2.5 http
+ * ==================================================================== */
+struct mgop_conn {
+  int fd;
+  int tls_on;
+  int ssl_init;
+  mbedtls_ssl_context ssl;
+  unsigned char rbuf[MGOP_HTTP_RBUF];
+  size_t rpos, rlen;
+  int reused;                  /* at least one response already read */
+};
+void mgop_conn_init(struct mgop_conn *c);
+int mgop_conn_open(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_kubecfg *cfg, long long deadline);
+int mgop_conn_write(struct mgop_conn *c, const void *buf, size_t n, long long deadline);
+/* deadline 0: non-blocking (MGOP_ERR_AGAIN); otherwise wait until deadline. */
+int mgop_conn_read(struct mgop_conn *c, void *buf, size_t n, long long deadline);
+int mgop_conn_has_buffered(struct mgop_conn *c);
+void mgop_conn_close(struct mgop_conn *c);
+
+/* Incremental chunked transfer decoder. Chunk and TLS-record edges need not
+ * line up: feed any split, one byte at a time if need be. */
+enum mgop_chunk_state {
+  MGOP_CH_SIZE, MGOP_CH_EXT, MGOP_CH_SIZE_LF, MGOP_CH_DATA, MGOP_CH_DATA_CR, MGOP_CH_DATA_LF,
+  MGOP_CH_TRAILER, MGOP_CH_TRAILER_LINE, MGOP_CH_END_LF, MGOP_CH_DONE
+};
+struct mgop_chunked { int state; uint64_t remaining; int digits; };
+void mgop_chunked_init(struct mgop_chunked *d);
+/* Consumes input, writes payload to out (out may equal in). Returns bytes
+ * consumed (stops after the final CRLF) or a negative error. */
+long mgop_chunked_decode(struct mgop_chunked *d, const unsigned char *in, size_t n, unsigned char *out,
+                         size_t *outn);
+
+struct mgop_http_resp {
+  int status;
+  int chunked;
+  long long content_length;   /* -1 when absent              */
+  int close;                  /* Connection: close           */
+  int retry_after_s;          /* -1 when absent              */
+  char content_type[96];
+  struct mgop_chunked ch;
+  long long body_left;
+  int body_done;
+  int no_body;
+};
+/* Parses "HTTP/1.1 200 OK\r\nK: v\r\n...\r\n\r\n" (n includes the blank line). */
+int mgop_http_parse_head(const char *buf, size_t n, struct mgop_http_resp *r, int head_request);
+int mgop_http_read_head(struct mgop_conn *c, struct mgop_http_resp *r, long long deadline);
+typedef int (*mgop_sink_fn)(void *ctx, const char *data, size_t n);
+/* Delivers decoded body bytes to sink. deadline 0: process what is buffered or
+ * readable now and return MGOP_ERR_AGAIN if the body is not complete. */
+int mgop_http_read_body(struct mgop_conn *c, struct mgop_http_resp *r, mgop_sink_fn sink, void *ctx,
+                        long long deadline);
+
+/* Splits a byte stream into '\n'-terminated lines of at most cap bytes. An
+ * over-long line is skipped whole and counted in `overlong`. */
+struct mgop_lines {
+  char *buf;
+  size_t cap, len;
+  int skipping;
+  unsigned long overlong;
+  int (*on_line)(void *ctx, char *line, size_t n);
+  void *ctx;
+};
+void mgop_lines_init(struct mgop_lines *l, char *buf, size_t cap, int (*on_line)(void *, char *, size_t),
+                     void *ctx);
+int mgop_lines_feed(void *lines, const char *data, size_t n); /* an mgop_sink_fn */
+
+/* ======================================================================
+ * 2.6 kube
+ * ==================================================================== */
+struct mgop_kube_stats {
+  unsigned long long requests, writes, errors, reconnects, token_reloads;
+};
+struct mgop_kube {
+  struct mgop_kubecfg *cfg;
+  struct mgop_tls tls;
+  struct mgop_conn conn;      /* keep-alive connection for requests */
+  struct mgop_kube_stats stats;
+  int last_retry_after_s;
+};
+int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg);
+void mgop_kube_free(struct mgop_kube *k);
+/* One request. *status gets the HTTP status; body (bounded) goes to out,
+ * which may be NULL. Retries once on a stale keep-alive connection and once
+ * after re-reading a rotated token on 401. */
+int mgop_kube_request(struct mgop_kube *k, const char *method, const char *path, const char *content_type,
+                      const char *body, size_t body_len, struct mgop_buf *out, int *status);
+/* Writes the request line and headers shared by requests and watches. */
+int mgop_kube_write_head(struct mgop_kube *k, struct mgop_conn *c, const char *method, const char *path,
+                         const char *content_type, size_t body_len, long long deadline);
+
+typedef int (*mgop_item_fn)(void *ctx, const struct mgop_json *j, int item);
+/* Paginated LIST of `path` (may carry a query). Calls fn per item and copies
+ * the list's resourceVersion into rv. */
+int mgop_kube_list(struct mgop_kube *k, const char *path, mgop_item_fn fn, void *ctx, char *rv, size_t rvcap);
+
+enum mgop_watch_state { MGOP_W_LIST, MGOP_W_START, MGOP_W_STREAM, MGOP_W_BACKOFF };
+struct mgop_watch;
+/* type is ADDED, MODIFIED, DELETED, or SYNC for objects seen by a (re)list. */
+typedef void (*mgop_event_fn)(void *ctx, struct mgop_watch *w, const char *type, const struct mgop_json *j,
+                              int obj);
+struct mgop_watch {
+  char kind[48];              /* for logs and metrics                 */
+  char path[384];             /* collection path                      */
+  char selector[256];         /* labelSelector, URL-encoded, or ""    */
+  char rv[32];
+  enum mgop_watch_state state;
+  long long next_ms;          /* when BACKOFF ends                    */
+  long long last_data_ms;
+  int backoff_ms;
+  struct mgop_conn conn;
+  struct mgop_http_resp resp;
+  struct mgop_lines lines;
+  char line[MGOP_WATCH_LINE_MAX];
+  mgop_event_fn on_event;
+  void *ctx;
+  struct mgop_kube *kube;
+  unsigned long long events, relists, restarts, overlong;
+};
+void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind, const char *path,
+                     const char *selector, mgop_event_fn fn, void *ctx);
+/* Drives the state machine: list, (re)start, read what is available.
+ * Never blocks longer than one request. */
+int mgop_watch_step(struct mgop_watch *w, long long now);
+int mgop_watch_fd(const struct mgop_watch *w);     /* -1 when not streaming */
+long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now); /* ms until step is due */
+void mgop_watch_close(struct mgop_watch *w);
+
+#endif /* MULTIGRES_OP_H */
+
+/* ######################################################################
+ * 3. Implementation
+ * #################################################################### */
+#ifdef MULTIGRES_OP_IMPLEMENTATION
+#ifndef MULTIGRES_OP_IMPLEMENTED
+#define MULTIGRES_OP_IMPLEMENTED
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <yaml.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/error.h>
+#include <mbedtls/asn1.h>
+#include <mbedtls/net_sockets.h> /* error codes only; we do our own sockets */
+#if defined(MBEDTLS_MEMORY_BUFFER_ALLOC_C) && !defined(MGOP_SANITIZE)
+#include <mbedtls/memory_buffer_alloc.h>
+#define MGOP_TLS_FIXED_HEAP 1
+#endif
+#define MGOP_FALLTHROUGH __attribute__((fallthrough))
+
+/* ======================================================================
+ * 3.1 base
+ * ==================================================================== */
+int mgop_log_level = MGOP_INFO;
+int mgop_log_json = 1;
+static char mgop_errbuf[512];
+
+static const char *mgop_level_name(int level) {
+  switch (level) {
+    case MGOP_DEBUG: return "debug";
+    case MGOP_INFO: return "info";
+    case MGOP_WARN: return "warn";
+    default: return "error";
+  }
+}
+
+const char *mgop_err_name(int err) {
+  switch (err) {
+    case MGOP_OK: return "ok";
+    case MGOP_ERR_NOMEM: return "out of fixed memory";
+    case MGOP_ERR_IO: return "i/o error";
+    case MGOP_ERR_PARSE: return "parse error";
+    case MGOP_ERR_TLS: return "tls error";
+    case MGOP_ERR_HTTP: return "http protocol error";
+    case MGOP_ERR_CONFIG: return "configuration error";
+    case MGOP_ERR_TIMEOUT: return "timeout";
+    case MGOP_ERR_AGAIN: return "again";
+    case MGOP_ERR_CLOSED: return "connection closed";
+    case MGOP_ERR_TOOBIG: return "too big";
+    case MGOP_ERR_AUTH: return "unauthorized";
+    case MGOP_ERR_GONE: return "gone";
+    case MGOP_ERR_NOTFOUND: return "not found";
+    case MGOP_ERR_TYPE: return "wrong type";
+    case MGOP_ERR_STATUS: return "unexpected status";
+    default: return "unknown error";
+  }
+}
+
+const char *mgop_errmsg(void) { return mgop_errbuf[0] ? mgop_errbuf : "no details"; }
+
+int mgop_seterr(int err, const char *fmt, ...) {
+  char tmp[sizeof(mgop_errbuf)]; /* the arguments may point into mgop_errbuf */
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tmp, sizeof(tmp), fmt, ap);
+  va_end(ap);
+  memcpy(mgop_errbuf, tmp, sizeof(tmp));
+  return err;
+}
+
+long long mgop_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void mgop_wall_iso8601(char *out, size_t cap) {
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+           tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
+int mgop_str_eq(struct mgop_str s, const char *cstr) {
+  size_t n = strlen(cstr);
+  return s.n == n && memcmp(s.p, cstr, n) == 0;
+}
+
+void mgop_buf_init(struct mgop_buf *b, char *mem, size_t cap) {
+  b->p = mem;
+  b->cap = cap;
+  b->len = 0;
+  b->overflow = 0;
+  if (cap) mem[0] = 0;
+}
+
+int mgop_buf_append(struct mgop_buf *b, const void *data, size_t n) {
+  if (b->overflow || n > b->cap || b->len > b->cap - n) {
+    b->overflow = 1;
+    return MGOP_ERR_TOOBIG;
+  }
+  memcpy(b->p + b->len, data, n);
+  b->len += n;
+  return MGOP_OK;
+}
+
+int mgop_buf_puts(struct mgop_buf *b, const char *s) { return mgop_buf_append(b, s, strlen(s)); }
+
+int mgop_buf_printf(struct mgop_buf *b, const char *fmt, ...) {
+  va_list ap;
+  size_t room = b->overflow ? 0 : b->cap - b->len;
+  int n;
+  va_start(ap, fmt);
+  n = vsnprintf(room ? b->p + b->len : NULL, room, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= room) {
+    b->overflow = 1;
+    return MGOP_ERR_TOOBIG;
+  }
+  b->len += (size_t)n;
+  return MGOP_OK;
+}
+
+const char *mgop_buf_cstr(struct mgop_buf *b) {
+  if (b->len < b->cap) {
+    b->p[b->len] = 0;
+  } else {
+    b->overflow = 1;
+    if (b->cap) b->p[b->cap - 1] = 0;
+  }
+  return b->p;
+}
+
+/* --- logging: zap-compatible JSON lines or console lines ------------- */
+static char mgop_logline[8192];
+static size_t mgop_loglen;
+
+static void mgop_log_emit(void) {
+  if (mgop_loglen >= sizeof(mgop_logline) - 2) mgop_loglen = sizeof(mgop_logline) - 2;
+  mgop_logline[mgop_loglen++] = '\n';
+  /* one write(2) per line so concurrent writers never interleave */
+  ssize_t off = 0;
+  while (off < (ssize_t)mgop_loglen) {
+    ssize_t w = write(2, mgop_logline + off, mgop_loglen - (size_t)off);
+    if (w <= 0) break;
+    off += w;
+  }
+  mgop_loglen = 0;
+}
+
+static void mgop_log_start(int level, const char *logger, const char *caller) {
+  char ts[40];
+  struct mgop_buf b;
+  mgop_wall_iso8601(ts, sizeof(ts));
+  mgop_buf_init(&b, mgop_logline, sizeof(mgop_logline) - 2);
+  if (mgop_log_json) {
+    mgop_buf_printf(&b, "{\"level\":\"%s\",\"ts\":\"%s\"", mgop_level_name(level), ts);
+    if (logger) mgop_buf_printf(&b, ",\"logger\":\"%s\"", logger);
+    if (caller) mgop_buf_printf(&b, ",\"caller\":\"%s\"", caller);
+  } else {
+    mgop_buf_printf(&b, "%s\t%s\t%s\t", ts, level == MGOP_DEBUG ? "DEBUG" : level == MGOP_INFO ? "INFO"
+                                            : level == MGOP_WARN ? "WARN" : "ERROR", logger ? logger : "");
+  }
+  mgop_loglen = b.overflow ? sizeof(mgop_logline) - 2 : b.len;
+}
+
+static void mgop_log_msg_and_fields(const char *msg, const char *fields) {
+  struct mgop_buf b;
+  b.p = mgop_logline;
+  b.cap = sizeof(mgop_logline) - 2;
+  b.len = mgop_loglen;
+  b.overflow = 0;
+  if (mgop_log_json) {
+    mgop_buf_puts(&b, ",\"msg\":\"");
+    mgop_json_escape(&b, msg, strlen(msg));
+    mgop_buf_puts(&b, "\"");
+    if (fields && fields[0]) {
+      mgop_buf_puts(&b, ",");
+      mgop_buf_puts(&b, fields);
+    }
+    if (b.overflow) { /* keep the line valid JSON even when cut */
+      b.overflow = 0;
+      b.len = mgop_loglen;
+      mgop_buf_puts(&b, ",\"msg\":\"(log line too long, truncated)\"");
+    }
+    mgop_buf_puts(&b, "}");
+  } else {
+    mgop_buf_puts(&b, msg);
+    if (fields && fields[0]) mgop_buf_printf(&b, "\t{%s}", fields);
+  }
+  mgop_loglen = b.overflow ? b.cap : b.len;
+  mgop_log_emit();
+}
+
+static char mgop_log_caller[96];
+static int mgop_log_pending_level;
+
+void mgop_log_prefix(int level, const char *file, int line) {
+  const char *base = strrchr(file, '/');
+  snprintf(mgop_log_caller, sizeof(mgop_log_caller), "%s:%d", base ? base + 1 : file, line);
+  mgop_log_pending_level = level;
+}
+
+void mgop_log_message(const char *fmt, ...) {
+  char msg[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  mgop_log_start(mgop_log_pending_level, NULL, mgop_log_caller);
+  mgop_log_msg_and_fields(msg, NULL);
+}
+
+void mgop_log_fields(int level, const char *logger, const char *msg, const char *fields) {
+  if (level < mgop_log_level) return;
+  mgop_log_start(level, logger, NULL);
+  mgop_log_msg_and_fields(msg, fields);
+}
+
+/* --- arena ------------------------------------------------------------ */
+#ifdef MGOP_SANITIZE
+struct mgop_arena_block { struct mgop_arena_block *next; size_t n; };
+#endif
+
+void mgop_arena_init(struct mgop_arena *a, void *mem, size_t cap) {
+  a->base = mem;
+  a->cap = cap;
+  a->used = a->high = 0;
+#ifdef MGOP_SANITIZE
+  a->blocks = NULL;
+#endif
+}
+
+void *mgop_arena_alloc(struct mgop_arena *a, size_t n) {
+  size_t need = (n + 15) & ~(size_t)15;
+  if (need < n || need > a->cap - a->used) return NULL;
+  a->used += need;
+  if (a->used > a->high) a->high = a->used;
+#ifdef MGOP_SANITIZE
+  {
+    struct mgop_arena_block *blk = malloc(sizeof(*blk) + n);
+    if (!blk) return NULL;
+    blk->next = a->blocks;
+    blk->n = n;
+    a->blocks = blk;
+    return blk + 1;
+  }
+#else
+  return a->base + a->used - need;
+#endif
+}
+
+char *mgop_arena_strndup(struct mgop_arena *a, const char *s, size_t n) {
+  char *p = mgop_arena_alloc(a, n + 1);
+  if (!p) return NULL;
+  memcpy(p, s, n);
+  p[n] = 0;
+  return p;
+}
+
+void mgop_arena_reset(struct mgop_arena *a) {
+#ifdef MGOP_SANITIZE
+  struct mgop_arena_block *blk = a->blocks;
+  while (blk) {
+    struct mgop_arena_block *next = blk->next;
+    free(blk);
+    blk = next;
+  }
+  a->blocks = NULL;
+#endif
+  a->used = 0;
+}
+
+int mgop_read_file(const char *path, char *buf, size_t cap, size_t *len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  size_t got = 0;
+  if (fd < 0) return mgop_seterr(MGOP_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+  for (;;) {
+    ssize_t r;
+    if (got == cap) {
+      char extra;
+      r = read(fd, &extra, 1);
+      close(fd);
+      if (r > 0) return mgop_seterr(MGOP_ERR_TOOBIG, "%s is larger than %zu bytes", path, cap);
+      break;
+    }
+    r = read(fd, buf + got, cap - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      int e = errno;
+      close(fd);
+      return mgop_seterr(MGOP_ERR_IO, "cannot read %s: %s", path, strerror(e));
+    }
+    if (r == 0) {
+      close(fd);
+      break;
+    }
+    got += (size_t)r;
+  }
+  *len = got;
+  return MGOP_OK;
+}
+
+/* ======================================================================
+ * 3.2 json
+ * ==================================================================== */
+int mgop_json_parse(struct mgop_json *j, const char *js, size_t len, jsmntok_t *tok, unsigned maxtok) {
+  jsmn_parser p;
+  int n;
+  size_t end;
+  j->js = js;
+  j->len = len;
+  j->tok = tok;
+  j->ntok = 0;
+  if (len > 0x7fffffff) return mgop_seterr(MGOP_ERR_TOOBIG, "JSON document larger than 2 GiB");
+  jsmn_init(&p);
+  n = jsmn_parse(&p, js, len, tok, maxtok);
+  if (n == JSMN_ERROR_NOMEM)
+    return mgop_seterr(MGOP_ERR_TOOBIG, "JSON document has more than %u tokens", maxtok);
+  if (n == JSMN_ERROR_PART) return mgop_seterr(MGOP_ERR_PARSE, "JSON document is truncated");
+  if (n < 0) return mgop_seterr(MGOP_ERR_PARSE, "JSON document is malformed near byte %u", p.pos);
+  if (n == 0) return mgop_seterr(MGOP_ERR_PARSE, "JSON document is empty");
+  j->ntok = n;
+  /* exactly one top-level value: the first token's subtree must cover all */
+  if (mgop_json_next(j, 0) != n) return mgop_seterr(MGOP_ERR_PARSE, "JSON has more than one top-level value");
+  end = (size_t)tok[0].end + (tok[0].type == JSMN_STRING); /* a string token excludes its closing quote */
+  while (end < len && (js[end] == ' ' || js[end] == '\n' || js[end] == '\r' || js[end] == '\t')) end++;
+  if (end != len) return mgop_seterr(MGOP_ERR_PARSE, "JSON has trailing bytes at %zu", end);
+  /* a strict primitive check jsmn leaves to us */
+  for (int i = 0; i < n; i++) {
+    if (tok[i].type == JSMN_PRIMITIVE) {
+      struct mgop_str s = mgop_json_raw(j, i);
+      if (!(mgop_str_eq(s, "true") || mgop_str_eq(s, "false") || mgop_str_eq(s, "null"))) {
+        char *endp;
+        char num[64];
+        if (s.n == 0 || s.n >= sizeof(num) || !(s.p[0] == '-' || (s.p[0] >= '0' && s.p[0] <= '9')))
+          return mgop_seterr(MGOP_ERR_PARSE, "JSON has an invalid literal at byte %d", tok[i].start);
+        memcpy(num, s.p, s.n);
+        num[s.n] = 0;
+        (void)strtod(num, &endp);
+        if (*endp) return mgop_seterr(MGOP_ERR_PARSE, "JSON has an invalid number at byte %d", tok[i].start);
+      }
+    }
+  }
+  return MGOP_OK;
+}
+
+int mgop_json_next(const struct mgop_json *j, int t) {
+  int pending = 1;
+  if (t < 0) return j->ntok;
+  while (pending > 0 && t < j->ntok) {
+    pending += j->tok[t].size;
+    pending--;
+    t++;
+  }
+  return t;
+}
+
+int mgop_json_is(const struct mgop_json *j, int t, jsmntype_t type) {
+  return t >= 0 && t < j->ntok && j->tok[t].type == type;
+}
+
+int mgop_json_is_null(const struct mgop_json *j, int t) {
+  return mgop_json_is(j, t, JSMN_PRIMITIVE) && mgop_str_eq(mgop_json_raw(j, t), "null");
+}
+
+struct mgop_str mgop_json_raw(const struct mgop_json *j, int t) {
+  struct mgop_str s = {"", 0};
+  if (t < 0 || t >= j->ntok) return s;
+  s.p = j->js + j->tok[t].start;
+  s.n = (size_t)(j->tok[t].end - j->tok[t].start);
+  return s;
+}
+
+/* Compare a JSON string token to a key without allocating: escapes in keys
+ * are rare, so decode only when a backslash appears. */
+static int mgop_json_key_eq(const struct mgop_json *j, int t, const char *key, size_t keylen) {
+  struct mgop_str s = mgop_json_raw(j, t);
+  if (!memchr(s.p, '\\', s.n)) return s.n == keylen && memcmp(s.p, key, keylen) == 0;
+  {
+    char tmp[256];
+    if (mgop_json_str(j, t, tmp, sizeof(tmp)) != MGOP_OK) return 0;
+    return strlen(tmp) == keylen && memcmp(tmp, key, keylen) == 0;
+  }
+}
+
+static int mgop_json_keyn(const struct mgop_json *j, int obj, const char *key, size_t keylen) {
+  int i, k;
+  if (!mgop_json_is(j, obj, JSMN_OBJECT)) return -1;
+  i = obj + 1;
+  for (k = 0; k < j->tok[obj].size && i < j->ntok; k++) {
+    if (j->tok[i].type == JSMN_STRING && mgop_json_key_eq(j, i, key, keylen)) return i + 1 < j->ntok ? i + 1 : -1;
+    i = mgop_json_next(j, i + 1);
+  }
+  return -1;
+}
+
+int mgop_json_key(const struct mgop_json *j, int obj, const char *key) {
+  return mgop_json_keyn(j, obj, key, strlen(key));
+}
+
+int mgop_json_at(const struct mgop_json *j, int arr, int index) {
+  int i, k;
+  if (!mgop_json_is(j, arr, JSMN_ARRAY) || index < 0 || index >= j->tok[arr].size) return -1;
+  i = arr + 1;
+  for (k = 0; k < index; k++) i = mgop_json_next(j, i);
+  return i < j->ntok ? i : -1;
+}
+
+int mgop_json_path(const struct mgop_json *j, int root, const char *path) {
+  int t = root;
+  const char *p = path;
+  while (*p && t >= 0) {
+    if (*p == '.') {
+      p++;
+      continue;
+    }
+    if (*p == '[') {
+      char *end;
+      long idx = strtol(p + 1, &end, 10);
+      if (*end != ']' || end == p + 1) return -1;
+      t = mgop_json_at(j, t, (int)idx);
+      p = end + 1;
+    } else {
+      size_t n = strcspn(p, ".[");
+      t = mgop_json_keyn(j, t, p, n);
+      p += n;
+    }
+  }
+  return t;
+}
+
+static int mgop_hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static int mgop_utf8_put(char *out, size_t cap, size_t *o, unsigned long cp) {
+  unsigned char tmp[4];
+  size_t n;
+  if (cp < 0x80) { tmp[0] = (unsigned char)cp; n = 1; }
+  else if (cp < 0x800) { tmp[0] = (unsigned char)(0xC0 | (cp >> 6)); tmp[1] = (unsigned char)(0x80 | (cp & 0x3F)); n = 2; }
+  else if (cp < 0x10000) {
+    tmp[0] = (unsigned char)(0xE0 | (cp >> 12)); tmp[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    tmp[2] = (unsigned char)(0x80 | (cp & 0x3F)); n = 3;
+  } else {
+    tmp[0] = (unsigned char)(0xF0 | (cp >> 18)); tmp[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    tmp[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); tmp[3] = (unsigned char)(0x80 | (cp & 0x3F)); n = 4;
+  }
+  if (*o + n >= cap) return MGOP_ERR_TOOBIG;
+  memcpy(out + *o, tmp, n);
+  *o += n;
+  return MGOP_OK;
+}
+
+static int mgop_hex4(const char *p, const char *end, unsigned long *v) {
+  *v = 0;
+  if (end - p < 4) return -1;
+  for (int i = 0; i < 4; i++) {
+    int h = mgop_hexval((unsigned char)p[i]);
+    if (h < 0) return -1;
+    *v = (*v << 4) | (unsigned long)h;
+  }
+  return 0;
+}
+
+int mgop_json_str(const struct mgop_json *j, int t, char *out, size_t cap) {
+  struct mgop_str s;
+  const char *p, *end;
+  size_t o = 0;
+  if (cap == 0) return MGOP_ERR_TOOBIG;
+  out[0] = 0;
+  if (!mgop_json_is(j, t, JSMN_STRING)) return MGOP_ERR_TYPE;
+  s = mgop_json_raw(j, t);
+  p = s.p;
+  end = s.p + s.n;
+  while (p < end) {
+    unsigned char c = (unsigned char)*p++;
+    if (c != '\\') {
+      if (o + 1 >= cap) return MGOP_ERR_TOOBIG;
+      out[o++] = (char)c;
+      continue;
+    }
+    if (p >= end) return MGOP_ERR_PARSE;
+    c = (unsigned char)*p++;
+    switch (c) {
+      case '"': case '\\': case '/': if (o + 1 >= cap) return MGOP_ERR_TOOBIG; out[o++] = (char)c; break;
+      case 'b': if (o + 1 >= cap) return MGOP_ERR_TOOBIG; out[o++] = '\b'; break;
+      case 'f': if (o + 1 >= cap) return MGOP_ERR_TOOBIG; out[o++] = '\f'; break;
+      case 'n': if (o + 1 >= cap) return MGOP_ERR_TOOBIG; out[o++] = '\n'; break;
+      case 'r': if (o + 1 >= cap) return MGOP_ERR_TOOBIG; out[o++] = '\r'; break;
+      case 't': if (o + 1 >= cap) return MGOP_ERR_TOOBIG; out[o++] = '\t'; break;
+      case 'u': {
+        unsigned long cp, lo;
+        if (mgop_hex4(p, end, &cp)) return MGOP_ERR_PARSE;
+        p += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || mgop_hex4(p + 2, end, &lo) || lo < 0xDC00 ||
+              lo > 0xDFFF)
+            return MGOP_ERR_PARSE;
+          p += 6;
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+          return MGOP_ERR_PARSE;
+        }
+        if (cp == 0) return MGOP_ERR_PARSE; /* NUL would silently cut C strings */
+        if (mgop_utf8_put(out, cap, &o, cp)) return MGOP_ERR_TOOBIG;
+        break;
+      }
+      default: return MGOP_ERR_PARSE;
+    }
+  }
+  out[o] = 0;
+  return MGOP_OK;
+}
+
+int mgop_json_i64(const struct mgop_json *j, int t, long long *out) {
+  struct mgop_str s;
+  char num[32], *end;
+  long long v;
+  if (!mgop_json_is(j, t, JSMN_PRIMITIVE)) return MGOP_ERR_TYPE;
+  s = mgop_json_raw(j, t);
+  if (s.n == 0 || s.n >= sizeof(num)) return MGOP_ERR_TYPE;
+  memcpy(num, s.p, s.n);
+  num[s.n] = 0;
+  errno = 0;
+  v = strtoll(num, &end, 10);
+  if (*end || errno || !(num[0] == '-' || (num[0] >= '0' && num[0] <= '9'))) return MGOP_ERR_TYPE;
+  *out = v;
+  return MGOP_OK;
+}
+
+int mgop_json_bool(const struct mgop_json *j, int t, int *out) {
+  struct mgop_str s;
+  if (!mgop_json_is(j, t, JSMN_PRIMITIVE)) return MGOP_ERR_TYPE;
+  s = mgop_json_raw(j, t);
+  if (mgop_str_eq(s, "true")) *out = 1;
+  else if (mgop_str_eq(s, "false")) *out = 0;
+  else return MGOP_ERR_TYPE;
+  return MGOP_OK;
+}
+
+int mgop_json_path_str(const struct mgop_json *j, int root, const char *path, char *out, size_t cap) {
+  int t = mgop_json_path(j, root, path);
+  if (cap) out[0] = 0;
+  if (t < 0) return MGOP_ERR_NOTFOUND;
+  return mgop_json_str(j, t, out, cap);
+}
+
+void mgop_json_escape(struct mgop_buf *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  size_t run = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    const char *esc = NULL;
+    char u[7];
+    if (c == '"') esc = "\\\"";
+    else if (c == '\\') esc = "\\\\";
+    else if (c == '\n') esc = "\\n";
+    else if (c == '\r') esc = "\\r";
+    else if (c == '\t') esc = "\\t";
+    else if (c < 0x20 || c == 0x7f) {
+      u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0'; u[4] = hex[c >> 4]; u[5] = hex[c & 15]; u[6] = 0;
+      esc = u;
+    }
+    if (esc) {
+      mgop_buf_append(b, s + run, i - run);
+      mgop_buf_puts(b, esc);
+      run = i + 1;
+    }
+  }
+  mgop_buf_append(b, s + run, n - run);
+}
+
+void mgop_jw_init(struct mgop_jw *w, struct mgop_buf *b) {
+  w->b = b;
+  w->depth = 0;
+  w->has_item[0] = 0;
+  w->after_key = 0;
+}
+
+static void mgop_jw_sep(struct mgop_jw *w) {
+  if (w->after_key) {
+    w->after_key = 0;
+    return;
+  }
+  if (w->has_item[w->depth]) mgop_buf_append(w->b, ",", 1);
+  w->has_item[w->depth] = 1;
+}
+
+static void mgop_jw_open(struct mgop_jw *w, char c) {
+  mgop_jw_sep(w);
+  mgop_buf_append(w->b, &c, 1);
+  if (w->depth + 1 < MGOP_JW_DEPTH) w->depth++;
+  else w->b->overflow = 1;
+  w->has_item[w->depth] = 0;
+}
+
+static void mgop_jw_close(struct mgop_jw *w, char c) {
+  mgop_buf_append(w->b, &c, 1);
+  if (w->depth > 0) w->depth--;
+}
+
+void mgop_jw_obj(struct mgop_jw *w) { mgop_jw_open(w, '{'); }
+void mgop_jw_obj_end(struct mgop_jw *w) { mgop_jw_close(w, '}'); }
+void mgop_jw_arr(struct mgop_jw *w) { mgop_jw_open(w, '['); }
+void mgop_jw_arr_end(struct mgop_jw *w) { mgop_jw_close(w, ']'); }
+
+void mgop_jw_key(struct mgop_jw *w, const char *key) {
+  mgop_jw_sep(w);
+  mgop_buf_append(w->b, "\"", 1);
+  mgop_json_escape(w->b, key, strlen(key));
+  mgop_buf_append(w->b, "\":", 2);
+  w->after_key = 1;
+}
+
+void mgop_jw_strn(struct mgop_jw *w, const char *s, size_t n) {
+  mgop_jw_sep(w);
+  mgop_buf_append(w->b, "\"", 1);
+  mgop_json_escape(w->b, s, n);
+  mgop_buf_append(w->b, "\"", 1);
+}
+
+void mgop_jw_str(struct mgop_jw *w, const char *s) { mgop_jw_strn(w, s, strlen(s)); }
+
+void mgop_jw_i64(struct mgop_jw *w, long long v) {
+  mgop_jw_sep(w);
+  mgop_buf_printf(w->b, "%lld", v);
+}
+
+void mgop_jw_bool(struct mgop_jw *w, int v) {
+  mgop_jw_sep(w);
+  mgop_buf_puts(w->b, v ? "true" : "false");
+}
+
+void mgop_jw_null(struct mgop_jw *w) {
+  mgop_jw_sep(w);
+  mgop_buf_puts(w->b, "null");
+}
+
+void mgop_jw_raw(struct mgop_jw *w, const char *json, size_t n) {
+  mgop_jw_sep(w);
+  mgop_buf_append(w->b, json, n);
+}
+
+/* ======================================================================
+ * 3.3 kubeconfig
+ * ==================================================================== */
+int mgop_url_parse(const char *url, char *scheme, size_t scap, char *host, size_t hcap, char *port, size_t pcap,
+                   char *path, size_t pathcap) {
+  const char *p = strstr(url, "://"), *h, *hend, *pend;
+  size_t n;
+  if (!p) return mgop_seterr(MGOP_ERR_CONFIG, "server URL \"%s\" has no scheme; use https://HOST:PORT", url);
+  n = (size_t)(p - url);
+  if (n >= scap) return mgop_seterr(MGOP_ERR_CONFIG, "server URL \"%s\": scheme too long", url);
+  memcpy(scheme, url, n);
+  scheme[n] = 0;
+  if (strcmp(scheme, "https") && strcmp(scheme, "http"))
+    return mgop_seterr(MGOP_ERR_CONFIG, "server URL \"%s\": scheme must be https (or http)", url);
+  h = p + 3;
+  if (*h == '[') { /* IPv6 literal */
+    hend = strchr(h, ']');
+    if (!hend) return mgop_seterr(MGOP_ERR_CONFIG, "server URL \"%s\": unterminated [IPv6] host", url);
+    h++;
+    n = (size_t)(hend - h);
+    pend = hend + 1;
+  } else {
+    hend = h + strcspn(h, ":/?#");
+    n = (size_t)(hend - h);
+    pend = hend;
+  }
+  if (n == 0 || n >= hcap) return mgop_seterr(MGOP_ERR_CONFIG, "server URL \"%s\": bad host", url);
+  memcpy(host, h, n);
+  host[n] = 0;
+  if (*pend == ':') {
+    const char *ps = pend + 1;
+    size_t pn = strspn(ps, "0123456789");
+    if (pn == 0 || pn >= pcap || pn > 5 || atoi(ps) < 1 || atoi(ps) > 65535)
+      return mgop_seterr(MGOP_ERR_CONFIG, "server URL \"%s\": bad port", url);
+    memcpy(port, ps, pn);
+    port[pn] = 0;
+    pend = ps + pn;
+  } else {
+    snprintf(port, pcap, "%s", strcmp(scheme, "https") == 0 ? "443" : "80");
+  }
+  if (*pend && *pend != '/')
+    return mgop_seterr(MGOP_ERR_CONFIG, "server URL \"%s\": unexpected \"%s\" after host", url, pend);
+  n = strlen(pend);
+  while (n > 0 && pend[n - 1] == '/') n--;
+  if (n >= pathcap) return mgop_seterr(MGOP_ERR_CONFIG, "server URL \"%s\": path too long", url);
+  memcpy(path, pend, n);
+  path[n] = 0;
+  return MGOP_OK;
+}
+
+/* The YAML document tree libyaml builds; small helpers to walk it. */
+static yaml_node_t *mgop_y_get(yaml_document_t *d, yaml_node_t *map, const char *key) {
+  yaml_node_pair_t *pair;
+  if (!map || map->type != YAML_MAPPING_NODE) return NULL;
+  for (pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
+    yaml_node_t *k = yaml_document_get_node(d, pair->key);
+    if (k && k->type == YAML_SCALAR_NODE && strlen(key) == k->data.scalar.length &&
+        memcmp(k->data.scalar.value, key, k->data.scalar.length) == 0)
+      return yaml_document_get_node(d, pair->value);
+  }
+  return NULL;
+}
+
+static const char *mgop_y_scalar(yaml_node_t *n) {
+  if (!n || n->type != YAML_SCALAR_NODE) return NULL;
+  return (const char *)n->data.scalar.value;
+}
+
+/* clusters/users/contexts are lists of {name: X, <inner>: {...}} */
+static yaml_node_t *mgop_y_named(yaml_document_t *d, yaml_node_t *root, const char *list, const char *name,
+                                 const char *inner) {
+  yaml_node_t *seq = mgop_y_get(d, root, list);
+  yaml_node_item_t *it;
+  if (!seq || seq->type != YAML_SEQUENCE_NODE) return NULL;
+  for (it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
+    yaml_node_t *e = yaml_document_get_node(d, *it);
+    const char *n = mgop_y_scalar(mgop_y_get(d, e, "name"));
+    if (n && strcmp(n, name) == 0) return mgop_y_get(d, e, inner);
+  }
+  return NULL;
+}
+
+static int mgop_y_truthy(const char *v) {
+  return v && (!strcmp(v, "true") || !strcmp(v, "True") || !strcmp(v, "TRUE") || !strcmp(v, "yes"));
+}
+
+static void mgop_path_join(char *out, size_t cap, const char *base_dir, const char *path) {
+  if (path[0] == '/' || !base_dir || !base_dir[0]) snprintf(out, cap, "%s", path);
+  else snprintf(out, cap, "%s/%s", base_dir, path);
+}
+
+/* Load a PEM/DER blob from *-data (base64) or from a file path. The buffer
+ * gets a trailing NUL counted in the length, as mbedTLS wants for PEM. */
+static int mgop_load_blob(unsigned char *dst, size_t cap, size_t *len, const char *b64, const char *file,
+                          const char *base_dir, const char *field) {
+  size_t n = 0;
+  if (b64 && b64[0]) {
+    int r = mbedtls_base64_decode(dst, cap - 1, &n, (const unsigned char *)b64, strlen(b64));
+    if (r == MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL)
+      return mgop_seterr(MGOP_ERR_TOOBIG, "kubeconfig %s-data is larger than %d bytes", field, MGOP_PEM_MAX - 1);
+    if (r) return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig %s-data is not valid base64", field);
+  } else if (file && file[0]) {
+    char full[1024];
+    mgop_path_join(full, sizeof(full), base_dir, file);
+    if (mgop_read_file(full, (char *)dst, cap - 1, &n))
+      return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig %s: %s", field, mgop_errmsg());
+  } else {
+    *len = 0;
+    return MGOP_OK;
+  }
+  dst[n] = 0;
+  *len = n + 1;
+  return MGOP_OK;
+}
+
+static int mgop_trim_token(char *tok) {
+  size_t n = strlen(tok);
+  while (n > 0 && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' ' || tok[n - 1] == '\t')) n--;
+  tok[n] = 0;
+  return (int)n;
+}
+
+int mgop_kubecfg_reload_token(struct mgop_kubecfg *c, long long now_ms, int force) {
+  char tmp[MGOP_TOKEN_MAX];
+  size_t n;
+  if (!c->token_file[0]) return MGOP_OK;
+  if (!force && c->token_loaded_ms && now_ms - c->token_loaded_ms < MGOP_TOKEN_RELOAD_MS) return MGOP_OK;
+  if (mgop_read_file(c->token_file, tmp, sizeof(tmp) - 1, &n))
+    return mgop_seterr(MGOP_ERR_CONFIG, "token file: %s", mgop_errmsg());
+  tmp[n] = 0;
+  if (mgop_trim_token(tmp) == 0) return mgop_seterr(MGOP_ERR_CONFIG, "token file %s is empty", c->token_file);
+  memcpy(c->token, tmp, strlen(tmp) + 1);
+  c->token_loaded_ms = now_ms ? now_ms : 1;
+  return MGOP_OK;
+}
+
+static int mgop_copy_field(char *dst, size_t cap, const char *src, const char *field) {
+  if (!src) {
+    dst[0] = 0;
+    return MGOP_OK;
+  }
+  if (strlen(src) >= cap) return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig %s is too long (max %zu)", field, cap - 1);
+  memcpy(dst, src, strlen(src) + 1);
+  return MGOP_OK;
+}
+
+static int mgop_kubecfg_from_doc(struct mgop_kubecfg *c, yaml_document_t *d, const char *base_dir,
+                                 const char *context) {
+  yaml_node_t *root = yaml_document_get_root_node(d), *ctx, *cl, *us;
+  const char *ctxname = context && context[0] ? context : NULL, *clname, *usname, *server, *v;
+  int r;
+  if (!root || root->type != YAML_MAPPING_NODE)
+    return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig is not a YAML mapping (expected apiVersion: v1, kind: Config)");
+  if (!ctxname) ctxname = mgop_y_scalar(mgop_y_get(d, root, "current-context"));
+  if (!ctxname || !ctxname[0])
+    return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig has no current-context; set one with `kubectl config "
+                                        "use-context NAME` or pass --context");
+  ctx = mgop_y_named(d, root, "contexts", ctxname, "context");
+  if (!ctx) return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig contexts[] has no context named \"%s\"", ctxname);
+  if ((r = mgop_copy_field(c->context, sizeof(c->context), ctxname, "context name"))) return r;
+  clname = mgop_y_scalar(mgop_y_get(d, ctx, "cluster"));
+  usname = mgop_y_scalar(mgop_y_get(d, ctx, "user"));
+  if ((r = mgop_copy_field(c->namespace_, sizeof(c->namespace_), mgop_y_scalar(mgop_y_get(d, ctx, "namespace")),
+                           "contexts[].context.namespace")))
+    return r;
+  if (!clname) return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig context \"%s\" names no cluster", ctxname);
+  cl = mgop_y_named(d, root, "clusters", clname, "cluster");
+  if (!cl) return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig clusters[] has no cluster named \"%s\"", clname);
+  server = mgop_y_scalar(mgop_y_get(d, cl, "server"));
+  if (!server || !server[0])
+    return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig clusters[name=%s].cluster.server is missing", clname);
+  if ((r = mgop_url_parse(server, c->scheme, sizeof(c->scheme), c->host, sizeof(c->host), c->port,
+                          sizeof(c->port), c->path_prefix, sizeof(c->path_prefix))))
+    return mgop_seterr(r, "kubeconfig clusters[name=%s].cluster.server: %s", clname, mgop_errmsg());
+  if (mgop_y_get(d, cl, "proxy-url"))
+    return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig clusters[name=%s].cluster.proxy-url is not supported; "
+                                        "remove it or reach the API server directly", clname);
+  c->insecure = mgop_y_truthy(mgop_y_scalar(mgop_y_get(d, cl, "insecure-skip-tls-verify")));
+  if ((r = mgop_copy_field(c->tls_server_name, sizeof(c->tls_server_name),
+                           mgop_y_scalar(mgop_y_get(d, cl, "tls-server-name")), "tls-server-name")))
+    return r;
+  if ((r = mgop_load_blob(c->ca, sizeof(c->ca), &c->ca_len,
+                          mgop_y_scalar(mgop_y_get(d, cl, "certificate-authority-data")),
+                          mgop_y_scalar(mgop_y_get(d, cl, "certificate-authority")), base_dir,
+                          "certificate-authority")))
+    return r;
+  if (usname) {
+    us = mgop_y_named(d, root, "users", usname, "user");
+    if (!us) return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig users[] has no user named \"%s\"", usname);
+    if (mgop_y_get(d, us, "exec") || mgop_y_get(d, us, "auth-provider"))
+      return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig users[name=%s].user uses an exec/auth-provider plugin, "
+                                          "which multigres-op does not run; use a token, tokenFile or a client "
+                                          "certificate", usname);
+    if ((r = mgop_load_blob(c->cert, sizeof(c->cert), &c->cert_len,
+                            mgop_y_scalar(mgop_y_get(d, us, "client-certificate-data")),
+                            mgop_y_scalar(mgop_y_get(d, us, "client-certificate")), base_dir,
+                            "client-certificate")))
+      return r;
+    if ((r = mgop_load_blob(c->key, sizeof(c->key), &c->key_len,
+                            mgop_y_scalar(mgop_y_get(d, us, "client-key-data")),
+                            mgop_y_scalar(mgop_y_get(d, us, "client-key")), base_dir, "client-key")))
+      return r;
+    if ((c->cert_len == 0) != (c->key_len == 0))
+      return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig users[name=%s].user has a client certificate without a "
+                                          "key (or a key without a certificate); set both", usname);
+    v = mgop_y_scalar(mgop_y_get(d, us, "token"));
+    if (v) {
+      if (strlen(v) >= sizeof(c->token))
+        return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig users[name=%s].user.token is too long", usname);
+      memcpy(c->token, v, strlen(v) + 1);
+    }
+    v = mgop_y_scalar(mgop_y_get(d, us, "tokenFile"));
+    if (v && v[0] && !c->token[0]) {
+      mgop_path_join(c->token_file, sizeof(c->token_file), base_dir, v);
+      if ((r = mgop_kubecfg_reload_token(c, mgop_now_ms(), 1))) return r;
+    }
+    if (mgop_y_get(d, us, "username") || mgop_y_get(d, us, "password"))
+      return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig users[name=%s].user uses basic auth, which Kubernetes "
+                                          "removed; use a token or a client certificate", usname);
+  }
+  if (!strcmp(c->scheme, "https") && !c->insecure && c->ca_len == 0)
+    return mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig clusters[name=%s].cluster has neither certificate-authority "
+                                        "nor certificate-authority-data; add the API server's CA (or, for "
+                                        "throwaway clusters only, insecure-skip-tls-verify: true)", clname);
+  return MGOP_OK;
+}
+
+int mgop_kubecfg_from_yaml(struct mgop_kubecfg *c, const char *text, size_t len, const char *base_dir,
+                           const char *context) {
+  yaml_parser_t parser;
+  yaml_document_t doc;
+  int r;
+  memset(c, 0, sizeof(*c));
+  snprintf(c->source, sizeof(c->source), "kubeconfig");
+  if (len > MGOP_KUBECONFIG_MAX) return mgop_seterr(MGOP_ERR_TOOBIG, "kubeconfig is larger than 1 MiB");
+  if (!yaml_parser_initialize(&parser)) return mgop_seterr(MGOP_ERR_NOMEM, "cannot initialise the YAML parser");
+  yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+  if (!yaml_parser_load(&parser, &doc)) {
+    r = mgop_seterr(MGOP_ERR_CONFIG, "kubeconfig is not valid YAML: %s at line %zu column %zu",
+                    parser.problem ? parser.problem : "error", parser.problem_mark.line + 1,
+                    parser.problem_mark.column + 1);
+    yaml_parser_delete(&parser);
+    return r;
+  }
+  r = mgop_kubecfg_from_doc(c, &doc, base_dir, context);
+  yaml_document_delete(&doc);
+  yaml_parser_delete(&parser);
+  return r;
+}
+
+int mgop_kubecfg_from_file(struct mgop_kubecfg *c, const char *path, const char *context) {
+  static char text[MGOP_KUBECONFIG_MAX];
+  char dir[1024];
+  const char *slash;
+  size_t n;
+  int r;
+  if ((r = mgop_read_file(path, text, sizeof(text), &n))) return r;
+  slash = strrchr(path, '/');
+  if (slash) snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+  else snprintf(dir, sizeof(dir), ".");
+  if (slash == path) snprintf(dir, sizeof(dir), "/");
+  r = mgop_kubecfg_from_yaml(c, text, n, dir, context);
+  memset(text, 0, n); /* the file may hold keys */
+  if (r) return mgop_seterr(r, "%s: %s", path, mgop_errmsg());
+  snprintf(c->source, sizeof(c->source), "kubeconfig");
+  return MGOP_OK;
+}
+
+int mgop_kubecfg_in_cluster(struct mgop_kubecfg *c, const char *sa_dir) {
+  const char *host = getenv("KUBERNETES_SERVICE_HOST"), *port = getenv("KUBERNETES_SERVICE_PORT");
+  char path[1024];
+  size_t n;
+  int r;
+  memset(c, 0, sizeof(*c));
+  snprintf(c->source, sizeof(c->source), "in-cluster");
+  if (!host || !host[0] || !port || !port[0])
+    return mgop_seterr(MGOP_ERR_CONFIG, "not running in a cluster: KUBERNETES_SERVICE_HOST and "
+                                        "KUBERNETES_SERVICE_PORT must both be set");
+  if (strlen(host) >= sizeof(c->host) || strlen(port) >= sizeof(c->port) || atoi(port) <= 0 || atoi(port) > 65535)
+    return mgop_seterr(MGOP_ERR_CONFIG, "KUBERNETES_SERVICE_HOST/PORT (%s:%s) are not a valid address", host, port);
+  snprintf(c->scheme, sizeof(c->scheme), "https");
+  /* strip IPv6 brackets if the environment carries them */
+  if (host[0] == '[') snprintf(c->host, sizeof(c->host), "%.*s", (int)strcspn(host + 1, "]"), host + 1);
+  else snprintf(c->host, sizeof(c->host), "%s", host);
+  snprintf(c->port, sizeof(c->port), "%s", port);
+  /* mbedTLS 2.28 cannot match IP SANs; the API server certificate always
+   * carries this DNS name, so verify against it. */
+  snprintf(c->tls_server_name, sizeof(c->tls_server_name), "kubernetes.default.svc");
+  snprintf(path, sizeof(path), "%s/ca.crt", sa_dir);
+  if ((r = mgop_read_file(path, (char *)c->ca, sizeof(c->ca) - 1, &n)))
+    return mgop_seterr(r, "in-cluster CA: %s", mgop_errmsg());
+  c->ca[n] = 0;
+  c->ca_len = n + 1;
+  snprintf(c->token_file, sizeof(c->token_file), "%s/token", sa_dir);
+  if ((r = mgop_kubecfg_reload_token(c, mgop_now_ms(), 1))) return r;
+  snprintf(path, sizeof(path), "%s/namespace", sa_dir);
+  if (mgop_read_file(path, c->namespace_, sizeof(c->namespace_) - 1, &n) == MGOP_OK) {
+    c->namespace_[n] = 0;
+    mgop_trim_token(c->namespace_);
+  }
+  return MGOP_OK;
+}
+
+int mgop_kubecfg_auto(struct mgop_kubecfg *c, const char *flag_path, const char *context) {
+  const char *env = getenv("KUBECONFIG"), *home = getenv("HOME");
+  char path[1024];
+  struct stat st;
+  if (flag_path && flag_path[0]) return mgop_kubecfg_from_file(c, flag_path, context);
+  if (env && env[0]) {
+    /* kubectl merges a ':'-separated list; we take the first file that exists */
+    const char *p = env;
+    while (*p) {
+      size_t n = strcspn(p, ":");
+      if (n > 0 && n < sizeof(path)) {
+        memcpy(path, p, n);
+        path[n] = 0;
+        if (stat(path, &st) == 0) return mgop_kubecfg_from_file(c, path, context);
+      }
+      p += n;
+      if (*p == ':') p++;
+    }
+    return mgop_seterr(MGOP_ERR_CONFIG, "KUBECONFIG=%s names no existing file", env);
+  }
+  if (getenv("KUBERNETES_SERVICE_HOST")) return mgop_kubecfg_in_cluster(c, MGOP_SA_DIR);
+  if (home && home[0]) {
+    snprintf(path, sizeof(path), "%s/.kube/config", home);
+    if (stat(path, &st) == 0) return mgop_kubecfg_from_file(c, path, context);
+  }
+  return mgop_seterr(MGOP_ERR_CONFIG, "no Kubernetes configuration found: pass --kubeconfig, set KUBECONFIG, "
+                                      "run in a Pod, or create ~/.kube/config");
+}
+
+/* ======================================================================
+ * 3.4 tls
+ * ==================================================================== */
+static mbedtls_entropy_context mgop_entropy;
+static mbedtls_ctr_drbg_context mgop_drbg;
+static int mgop_tls_inited;
+#ifdef MGOP_TLS_FIXED_HEAP
+static unsigned char mgop_tls_heap[MGOP_TLS_HEAP_SIZE];
+#endif
+
+int mgop_tls_global_init(void) {
+  int r;
+  if (mgop_tls_inited) return MGOP_OK;
+#ifdef MGOP_TLS_FIXED_HEAP
+  mbedtls_memory_buffer_alloc_init(mgop_tls_heap, sizeof(mgop_tls_heap));
+#endif
+  mbedtls_entropy_init(&mgop_entropy);
+  mbedtls_ctr_drbg_init(&mgop_drbg);
+  r = mbedtls_ctr_drbg_seed(&mgop_drbg, mbedtls_entropy_func, &mgop_entropy,
+                            (const unsigned char *)"multigres-op", 12);
+  if (r) return mgop_seterr(MGOP_ERR_TLS, "cannot seed the random generator (mbedtls -0x%04x)", -r);
+  mgop_tls_inited = 1;
+  return MGOP_OK;
+}
+
+size_t mgop_tls_heap_high_water(void) {
+#if defined(MGOP_TLS_FIXED_HEAP) && defined(MBEDTLS_MEMORY_DEBUG)
+  size_t max_used, max_blocks;
+  mbedtls_memory_buffer_alloc_max_get(&max_used, &max_blocks);
+  return max_used;
+#else
+  return 0;
+#endif
+}
+
+int mgop_tls_crt_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t iplen) {
+  const mbedtls_x509_sequence *san;
+  for (san = &crt->subject_alt_names; san && san->buf.p; san = san->next) {
+    if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && san->buf.len == iplen &&
+        memcmp(san->buf.p, ip, iplen) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+static int mgop_tls_verify_cb(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
+  struct mgop_tls *t = ctx;
+  if (depth == 0 && t->verify_ip_len && !mgop_tls_crt_has_ip(crt, t->verify_ip, t->verify_ip_len))
+    *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+  return 0;
+}
+
+static int mgop_tls_fail(int r, const char *what) {
+  char e[160];
+  mbedtls_strerror(r, e, sizeof(e));
+  return mgop_seterr(MGOP_ERR_TLS, "%s: %s (mbedtls -0x%04x)", what, e, -r);
+}
+
+int mgop_tls_client_init(struct mgop_tls *t, const struct mgop_kubecfg *c) {
+  int r;
+  memset(t, 0, sizeof(*t));
+  if ((r = mgop_tls_global_init())) return r;
+  mbedtls_ssl_config_init(&t->conf);
+  mbedtls_x509_crt_init(&t->ca);
+  mbedtls_x509_crt_init(&t->cert);
+  mbedtls_pk_init(&t->key);
+  t->ready = 1;
+  r = mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                  MBEDTLS_SSL_PRESET_DEFAULT);
+  if (r) return mgop_tls_fail(r, "TLS defaults");
+  mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &mgop_drbg);
+  mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+  if (c->insecure) {
+    mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_NONE);
+  } else {
+    if (c->ca_len == 0) return mgop_seterr(MGOP_ERR_CONFIG, "no CA certificate to verify the API server with");
+    r = mbedtls_x509_crt_parse(&t->ca, c->ca, c->ca_len);
+    if (r < 0) return mgop_tls_fail(r, "certificate-authority is not a valid PEM/DER certificate");
+    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
+    mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    if (!c->tls_server_name[0]) {
+      if (inet_pton(AF_INET, c->host, t->verify_ip) == 1) t->verify_ip_len = 4;
+      else if (inet_pton(AF_INET6, c->host, t->verify_ip) == 1) t->verify_ip_len = 16;
+    }
+    mbedtls_ssl_conf_verify(&t->conf, mgop_tls_verify_cb, t);
+  }
+  if (c->cert_len) {
+    r = mbedtls_x509_crt_parse(&t->cert, c->cert, c->cert_len);
+    if (r) return mgop_tls_fail(r, "client-certificate is not a valid certificate");
+    r = mbedtls_pk_parse_key(&t->key, c->key, c->key_len, NULL, 0);
+    if (r) return mgop_tls_fail(r, "client-key is not a valid unencrypted private key");
+    r = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key);
+    if (r) return mgop_tls_fail(r, "client certificate and key do not fit together");
+  }
+  return MGOP_OK;
+}
+
+void mgop_tls_free(struct mgop_tls *t) {
+  if (!t->ready) return;
+  mbedtls_ssl_config_free(&t->conf);
+  mbedtls_x509_crt_free(&t->ca);
+  mbedtls_x509_crt_free(&t->cert);
+  mbedtls_pk_free(&t->key);
+  t->ready = 0;
+}
+
+/* ======================================================================
+ * 3.5 http
+ * ==================================================================== */
+void mgop_conn_init(struct mgop_conn *c) {
+  memset(c, 0, offsetof(struct mgop_conn, rbuf));
+  c->fd = -1;
+  c->rpos = c->rlen = 0;
+}
+
+static int mgop_fd_send(void *ctx, const unsigned char *buf, size_t n) {
+  int fd = *(int *)ctx;
+  ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
+  if (w < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return MBEDTLS_ERR_SSL_WANT_WRITE;
+    return MBEDTLS_ERR_NET_SEND_FAILED;
+  }
+  return (int)w;
+}
+
+static int mgop_fd_recv(void *ctx, unsigned char *buf, size_t n) {
+  int fd = *(int *)ctx;
+  ssize_t r = recv(fd, buf, n, 0);
+  if (r < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return MBEDTLS_ERR_SSL_WANT_READ;
+    if (errno == ECONNRESET || errno == EPIPE) return MBEDTLS_ERR_NET_CONN_RESET;
+    return MBEDTLS_ERR_NET_RECV_FAILED;
+  }
+  return (int)r;
+}
+
+/* Waits for fd to become readable/writable; 0 on ready, MGOP_ERR_TIMEOUT. */
+static int mgop_wait_fd(int fd, short events, long long deadline) {
+  for (;;) {
+    struct pollfd p = {fd, events, 0};
+    long long left = deadline - mgop_now_ms();
+    int r;
+    if (left <= 0) return MGOP_ERR_TIMEOUT;
+    r = poll(&p, 1, (int)(left > 1000000 ? 1000000 : left));
+    if (r > 0) return MGOP_OK;
+    if (r == 0) return MGOP_ERR_TIMEOUT;
+    if (errno != EINTR) return MGOP_ERR_IO;
+  }
+}
+
+static void mgop_sock_tune(int fd) {
+  int one = 1, idle = 30, intvl = 10, cnt = 3;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+#ifdef TCP_KEEPIDLE
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#else
+  (void)idle; (void)intvl; (void)cnt;
+#endif
+}
+
+static int mgop_tcp_connect(const char *host, const char *port, long long deadline) {
+  struct addrinfo hints, *res = NULL, *ai;
+  int fd = -1, r, last_errno = 0;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  r = getaddrinfo(host, port, &hints, &res);
+  if (r) return mgop_seterr(MGOP_ERR_IO, "cannot resolve %s: %s", host, gai_strerror(r));
+  for (ai = res; ai; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) continue;
+    r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    if (r < 0 && errno == EINPROGRESS) {
+      int err = 0;
+      socklen_t len = sizeof(err);
+      if (mgop_wait_fd(fd, POLLOUT, deadline) == MGOP_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+          err == 0)
+        r = 0;
+      else
+        last_errno = err ? err : ETIMEDOUT;
+    } else if (r < 0) {
+      last_errno = errno;
+    }
+    if (r == 0) break;
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) return mgop_seterr(MGOP_ERR_IO, "cannot connect to %s:%s: %s", host, port, strerror(last_errno));
+  mgop_sock_tune(fd);
+  return fd;
+}
+
+int mgop_conn_open(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_kubecfg *cfg, long long deadline) {
+  int r, fd;
+  mgop_conn_close(c);
+  fd = mgop_tcp_connect(cfg->host, cfg->port, deadline);
+  if (fd < 0) return fd;
+  c->fd = fd;
+  if (strcmp(cfg->scheme, "https") != 0) return MGOP_OK;
+  mbedtls_ssl_init(&c->ssl);
+  c->ssl_init = 1;
+  c->tls_on = 1;
+  if ((r = mbedtls_ssl_setup(&c->ssl, &tls->conf))) {
+    mgop_conn_close(c);
+    return mgop_tls_fail(r, "TLS setup");
+  }
+  if (cfg->tls_server_name[0]) r = mbedtls_ssl_set_hostname(&c->ssl, cfg->tls_server_name);
+  else if (!tls->verify_ip_len) r = mbedtls_ssl_set_hostname(&c->ssl, cfg->host);
+  else r = 0; /* IP literal: no SNI; the verify callback matches the IP SAN */
+  if (r) {
+    mgop_conn_close(c);
+    return mgop_tls_fail(r, "TLS hostname");
+  }
+  mbedtls_ssl_set_bio(&c->ssl, &c->fd, mgop_fd_send, mgop_fd_recv, NULL);
+  while ((r = mbedtls_ssl_handshake(&c->ssl)) != 0) {
+    if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+      if (mgop_wait_fd(c->fd, r == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT, deadline)) {
+        mgop_conn_close(c);
+        return mgop_seterr(MGOP_ERR_TIMEOUT, "TLS handshake with %s:%s timed out", cfg->host, cfg->port);
+      }
+      continue;
+    }
+    {
+      uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
+      char vinfo[256] = "";
+      if (flags && flags != (uint32_t)-1) mbedtls_x509_crt_verify_info(vinfo, sizeof(vinfo), "", flags);
+      mgop_conn_close(c);
+      if (vinfo[0]) {
+        size_t n = strlen(vinfo);
+        if (n && vinfo[n - 1] == '\n') vinfo[n - 1] = 0;
+        return mgop_seterr(MGOP_ERR_TLS, "API server %s:%s certificate rejected: %s; check certificate-authority "
+                                         "and tls-server-name", cfg->host, cfg->port, vinfo);
+      }
+      return mgop_tls_fail(r, "TLS handshake");
+    }
+  }
+  return MGOP_OK;
+}
+
+int mgop_conn_write(struct mgop_conn *c, const void *buf, size_t n, long long deadline) {
+  const unsigned char *p = buf;
+  while (n > 0) {
+    int w;
+    if (c->tls_on) {
+      w = mbedtls_ssl_write(&c->ssl, p, n);
+      if (w == MBEDTLS_ERR_SSL_WANT_WRITE || w == MBEDTLS_ERR_SSL_WANT_READ) {
+        if (mgop_wait_fd(c->fd, w == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT, deadline))
+          return MGOP_ERR_TIMEOUT;
+        continue;
+      }
+      if (w < 0) return MGOP_ERR_IO;
+    } else {
+      w = mgop_fd_send(&c->fd, p, n);
+      if (w == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        if (mgop_wait_fd(c->fd, POLLOUT, deadline)) return MGOP_ERR_TIMEOUT;
+        continue;
+      }
+      if (w < 0) return MGOP_ERR_IO;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return MGOP_OK;
+}
+
+int mgop_conn_read(struct mgop_conn *c, void *buf, size_t n, long long deadline) {
+  for (;;) {
+    int r;
+    if (c->fd < 0) return MGOP_ERR_CLOSED;
+    r = c->tls_on ? mbedtls_ssl_read(&c->ssl, buf, n) : mgop_fd_recv(&c->fd, buf, n);
+    if (r > 0) return r;
+    if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == MBEDTLS_ERR_NET_CONN_RESET) return MGOP_ERR_CLOSED;
+    if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+      if (deadline == 0) return MGOP_ERR_AGAIN;
+      if (mgop_wait_fd(c->fd, r == MBEDTLS_ERR_SSL_WANT_WRITE ? POLLOUT : POLLIN, deadline)) return MGOP_ERR_TIMEOUT;
+      continue;
+    }
+    return MGOP_ERR_IO;
+  }
+}
+
+int mgop_conn_has_buffered(struct mgop_conn *c) {
+  if (c->rpos < c->rlen) return 1;
+  return c->tls_on && c->fd >= 0 && mbedtls_ssl_get_bytes_avail(&c->ssl) > 0;
+}
+
+void mgop_conn_close(struct mgop_conn *c) {
+  if (c->ssl_init) {
+    mbedtls_ssl_free(&c->ssl);
+    c->ssl_init = 0;
+  }
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  c->tls_on = 0;
+  c->rpos = c->rlen = 0;
+  c->reused = 0;
+}
+
+/* --- chunked transfer decoding ----------------------------------------- */
+void mgop_chunked_init(struct mgop_chunked *d) {
+  d->state = MGOP_CH_SIZE;
+  d->remaining = 0;
+  d->digits = 0;
+}
+
+long mgop_chunked_decode(struct mgop_chunked *d, const unsigned char *in, size_t n, unsigned char *out,
+                         size_t *outn) {
+  size_t i = 0, o = 0;
+  while (i < n && d->state != MGOP_CH_DONE) {
+    unsigned char c = in[i];
+    switch (d->state) {
+      case MGOP_CH_SIZE: {
+        int h = mgop_hexval(c);
+        if (h >= 0) {
+          if (++d->digits > 15) return MGOP_ERR_HTTP; /* > 2^60: not a real chunk */
+          d->remaining = (d->remaining << 4) | (uint64_t)h;
+          i++;
+        } else if (d->digits == 0) {
+          return MGOP_ERR_HTTP;
+        } else if (c == ';' || c == ' ' || c == '\t') {
+          d->state = MGOP_CH_EXT;
+          i++;
+        } else if (c == '\r') {
+          d->state = MGOP_CH_SIZE_LF;
+          i++;
+        } else if (c == '\n') {
+          i++;
+          goto size_done;
+        } else {
+          return MGOP_ERR_HTTP;
+        }
+        break;
+      }
+      case MGOP_CH_EXT: /* chunk extensions are ignored */
+        if (c == '\r') d->state = MGOP_CH_SIZE_LF;
+        else if (c == '\n') { i++; goto size_done; }
+        i++;
+        break;
+      case MGOP_CH_SIZE_LF:
+        if (c != '\n') return MGOP_ERR_HTTP;
+        i++;
+      size_done:
+        d->digits = 0;
+        d->state = d->remaining ? MGOP_CH_DATA : MGOP_CH_TRAILER;
+        break;
+      case MGOP_CH_DATA: {
+        size_t take = n - i;
+        if ((uint64_t)take > d->remaining) take = (size_t)d->remaining;
+        if (out + o != in + i) memmove(out + o, in + i, take);
+        o += take;
+        i += take;
+        d->remaining -= take;
+        if (d->remaining == 0) d->state = MGOP_CH_DATA_CR;
+        break;
+      }
+      case MGOP_CH_DATA_CR:
+        if (c == '\r') d->state = MGOP_CH_DATA_LF;
+        else if (c == '\n') d->state = MGOP_CH_SIZE;
+        else return MGOP_ERR_HTTP;
+        i++;
+        break;
+      case MGOP_CH_DATA_LF:
+        if (c != '\n') return MGOP_ERR_HTTP;
+        d->state = MGOP_CH_SIZE;
+        i++;
+        break;
+      case MGOP_CH_TRAILER: /* start of a trailer line, or the final CRLF */
+        if (c == '\r') d->state = MGOP_CH_END_LF;
+        else if (c == '\n') d->state = MGOP_CH_DONE;
+        else d->state = MGOP_CH_TRAILER_LINE;
+        i++;
+        break;
+      case MGOP_CH_TRAILER_LINE:
+        if (c == '\n') d->state = MGOP_CH_TRAILER;
+        i++;
+        break;
+      case MGOP_CH_END_LF:
+        if (c != '\n') return MGOP_ERR_HTTP;
+        d->state = MGOP_CH_DONE;
+        i++;
+        break;
+      default: return MGOP_ERR_HTTP;
+    }
+  }
+  *outn = o;
+  return (long)i;
+}
+
+/* --- response head ------------------------------------------------------ */
+static int mgop_hdr_name_eq(const char *a, size_t n, const char *b) {
+  if (strlen(b) != n) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
+    if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
+    if (x != y) return 0;
+  }
+  return 1;
+}
+
+static int mgop_ci_contains(const char *v, size_t n, const char *needle) {
+  size_t m = strlen(needle);
+  for (size_t i = 0; i + m <= n; i++)
+    if (mgop_hdr_name_eq(v + i, m, needle)) return 1;
+  return 0;
+}
+
+int mgop_http_parse_head(const char *buf, size_t n, struct mgop_http_resp *r, int head_request) {
+  const char *p = buf, *end = buf + n, *eol;
+  memset(r, 0, sizeof(*r));
+  r->content_length = -1;
+  r->retry_after_s = -1;
+  mgop_chunked_init(&r->ch);
+  eol = memchr(p, '\n', (size_t)(end - p));
+  if (!eol || eol - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ')
+    return mgop_seterr(MGOP_ERR_HTTP, "malformed HTTP status line");
+  if (p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
+    return mgop_seterr(MGOP_ERR_HTTP, "malformed HTTP status code");
+  r->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+  if (p[7] == '0') r->close = 1; /* HTTP/1.0 closes by default */
+  p = eol + 1;
+  while (p < end) {
+    const char *colon, *v, *ve;
+    eol = memchr(p, '\n', (size_t)(end - p));
+    if (!eol) return mgop_seterr(MGOP_ERR_HTTP, "malformed HTTP header line");
+    ve = eol;
+    if (ve > p && ve[-1] == '\r') ve--;
+    if (ve == p) break; /* blank line: end of head */
+    colon = memchr(p, ':', (size_t)(ve - p));
+    if (!colon || colon == p) return mgop_seterr(MGOP_ERR_HTTP, "malformed HTTP header line");
+    v = colon + 1;
+    while (v < ve && (*v == ' ' || *v == '\t')) v++;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    if (mgop_hdr_name_eq(p, (size_t)(colon - p), "content-length")) {
+      long long cl = 0;
+      if (v == ve) return mgop_seterr(MGOP_ERR_HTTP, "empty Content-Length");
+      for (const char *q = v; q < ve; q++) {
+        if (*q < '0' || *q > '9' || cl > (1LL << 50)) return mgop_seterr(MGOP_ERR_HTTP, "bad Content-Length");
+        cl = cl * 10 + (*q - '0');
+      }
+      if (r->content_length >= 0 && r->content_length != cl)
+        return mgop_seterr(MGOP_ERR_HTTP, "conflicting Content-Length headers");
+      r->content_length = cl;
+    } else if (mgop_hdr_name_eq(p, (size_t)(colon - p), "transfer-encoding")) {
+      if (mgop_ci_contains(v, (size_t)(ve - v), "chunked")) r->chunked = 1;
+    } else if (mgop_hdr_name_eq(p, (size_t)(colon - p), "connection")) {
+      if (mgop_ci_contains(v, (size_t)(ve - v), "close")) r->close = 1;
+      if (mgop_ci_contains(v, (size_t)(ve - v), "keep-alive")) r->close = 0;
+    } else if (mgop_hdr_name_eq(p, (size_t)(colon - p), "retry-after")) {
+      int s = 0, ok = v < ve;
+      for (const char *q = v; q < ve; q++) {
+        if (*q < '0' || *q > '9' || s > 86400) { ok = 0; break; }
+        s = s * 10 + (*q - '0');
+      }
+      if (ok) r->retry_after_s = s;
+    } else if (mgop_hdr_name_eq(p, (size_t)(colon - p), "content-type")) {
+      snprintf(r->content_type, sizeof(r->content_type), "%.*s", (int)(ve - v), v);
+    }
+    p = eol + 1;
+  }
+  if (head_request || r->status == 204 || r->status == 304 || r->status < 200) r->no_body = 1;
+  if (r->chunked) r->content_length = -1; /* RFC 9112: chunked wins */
+  r->body_left = r->content_length;
+  if (r->no_body || r->content_length == 0) r->body_done = 1;
+  return MGOP_OK;
+}
+
+static const unsigned char *mgop_find_head_end(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (p[i] == '\n' && p[i + 1] == '\n') return p + i + 2;
+    if (p[i] == '\n' && i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n') return p + i + 3;
+  }
+  return NULL;
+}
+
+static void mgop_rbuf_compact(struct mgop_conn *c) {
+  if (c->rpos == 0) return;
+  memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+  c->rlen -= c->rpos;
+  c->rpos = 0;
+}
+
+int mgop_http_read_head(struct mgop_conn *c, struct mgop_http_resp *r, long long deadline) {
+  for (;;) {
+    const unsigned char *he = mgop_find_head_end(c->rbuf + c->rpos, c->rlen - c->rpos);
+    int n;
+    if (he) {
+      size_t hn = (size_t)(he - (c->rbuf + c->rpos));
+      int rc = mgop_http_parse_head((const char *)c->rbuf + c->rpos, hn, r, 0);
+      c->rpos += hn;
+      return rc;
+    }
+    mgop_rbuf_compact(c);
+    if (c->rlen == sizeof(c->rbuf)) return mgop_seterr(MGOP_ERR_TOOBIG, "HTTP response head over %d bytes",
+                                                        MGOP_HTTP_RBUF);
+    n = mgop_conn_read(c, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen, deadline);
+    if (n < 0) return n;
+    c->rlen += (size_t)n;
+  }
+}
+
+int mgop_http_read_body(struct mgop_conn *c, struct mgop_http_resp *r, mgop_sink_fn sink, void *ctx,
+                        long long deadline) {
+  size_t budget = 4 * sizeof(c->rbuf); /* per call when non-blocking: be fair to other streams */
+  while (!r->body_done) {
+    if (c->rpos < c->rlen) {
+      unsigned char *p = c->rbuf + c->rpos;
+      size_t avail = c->rlen - c->rpos, outn = 0;
+      int rc = MGOP_OK;
+      if (r->chunked) {
+        long used = mgop_chunked_decode(&r->ch, p, avail, p, &outn);
+        if (used < 0) return mgop_seterr(MGOP_ERR_HTTP, "malformed chunked encoding");
+        c->rpos += (size_t)used;
+        if (outn) rc = sink(ctx, (const char *)p, outn);
+        if (r->ch.state == MGOP_CH_DONE) r->body_done = 1;
+      } else {
+        size_t take = avail;
+        if (r->body_left >= 0 && (long long)take > r->body_left) take = (size_t)r->body_left;
+        c->rpos += take;
+        if (r->body_left >= 0) r->body_left -= (long long)take;
+        rc = sink(ctx, (const char *)p, take);
+        if (r->body_left == 0) r->body_done = 1;
+      }
+      if (rc) return rc;
+      continue;
+    }
+    c->rpos = c->rlen = 0;
+    if (deadline == 0 && budget == 0) return MGOP_ERR_AGAIN;
+    {
+      int n = mgop_conn_read(c, c->rbuf, sizeof(c->rbuf), deadline);
+      if (n == MGOP_ERR_CLOSED && !r->chunked && r->content_length < 0) {
+        r->body_done = 1; /* body delimited by close */
+        r->close = 1;
+        break;
+      }
+      if (n < 0) return n;
+      c->rlen = (size_t)n;
+      budget = budget > (size_t)n ? budget - (size_t)n : 0;
+    }
+  }
+  return MGOP_OK;
+}
+
+/* --- line splitter ------------------------------------------------------- */
+void mgop_lines_init(struct mgop_lines *l, char *buf, size_t cap, int (*on_line)(void *, char *, size_t),
+                     void *ctx) {
+  l->buf = buf;
+  l->cap = cap;
+  l->len = 0;
+  l->skipping = 0;
+  l->overlong = 0;
+  l->on_line = on_line;
+  l->ctx = ctx;
+}
+
+int mgop_lines_feed(void *lines, const char *data, size_t n) {
+  struct mgop_lines *l = lines;
+  while (n > 0) {
+    const char *nl = memchr(data, '\n', n);
+    size_t seg = nl ? (size_t)(nl - data) : n;
+    if (!l->skipping) {
+      if (seg > l->cap - 1 - l->len) {
+        l->skipping = 1; /* one event larger than our bound: drop it whole */
+        l->len = 0;
+      } else {
+        memcpy(l->buf + l->len, data, seg);
+        l->len += seg;
+      }
+    }
+    if (!nl) break;
+    if (l->skipping) {
+      l->skipping = 0;
+      l->overlong++;
+    } else if (l->len > 0) {
+      int rc;
+      l->buf[l->len] = 0;
+      rc = l->on_line(l->ctx, l->buf, l->len);
+      l->len = 0;
+      if (rc) return rc;
+    }
+    data = nl + 1;
+    n -= seg + 1;
+  }
+  return MGOP_OK;
+}
+
+/* ======================================================================
+ * 3.6 kube
+ * ==================================================================== */
+static jsmntok_t mgop_tokens[MGOP_JSON_TOKENS_MAX];
+static char mgop_body[MGOP_BODY_MAX];
+
+int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg) {
+  memset(&k->stats, 0, sizeof(k->stats));
+  k->cfg = cfg;
+  k->last_retry_after_s = -1;
+  mgop_conn_init(&k->conn);
+  if (!strcmp(cfg->scheme, "https")) return mgop_tls_client_init(&k->tls, cfg);
+  memset(&k->tls, 0, sizeof(k->tls));
+  return MGOP_OK;
+}
+
+void mgop_kube_free(struct mgop_kube *k) {
+  mgop_conn_close(&k->conn);
+  mgop_tls_free(&k->tls);
+}
+
+int mgop_kube_write_head(struct mgop_kube *k, struct mgop_conn *c, const char *method, const char *path,
+                         const char *content_type, size_t body_len, long long deadline) {
+  char head[MGOP_HTTP_HEAD_MAX];
+  struct mgop_buf b;
+  const struct mgop_kubecfg *cfg = k->cfg;
+  int v6 = strchr(cfg->host, ':') != NULL;
+  mgop_buf_init(&b, head, sizeof(head));
+  mgop_buf_printf(&b, "%s %s%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n", method, cfg->path_prefix, path, v6 ? "[" : "",
+                  cfg->host, v6 ? "]" : "", cfg->port);
+  mgop_buf_puts(&b, "User-Agent: multigres-op/" MGOP_VERSION "\r\nAccept: application/json\r\n");
+  if (cfg->token[0]) mgop_buf_printf(&b, "Authorization: Bearer %s\r\n", cfg->token);
+  if (content_type) mgop_buf_printf(&b, "Content-Type: %s\r\n", content_type);
+  if (body_len || content_type) mgop_buf_printf(&b, "Content-Length: %zu\r\n", body_len);
+  mgop_buf_puts(&b, "\r\n");
+  if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "request head for %s is too long", path);
+  return mgop_conn_write(c, head, b.len, deadline);
+}
+
+static int mgop_sink_buf(void *ctx, const char *data, size_t n) {
+  struct mgop_buf *b = ctx;
+  if (b) mgop_buf_append(b, data, n); /* overflow is recorded; keep draining */
+  return MGOP_OK;
+}
+
+static int mgop_kube_once(struct mgop_kube *k, const char *method, const char *path, const char *ctype,
+                          const char *body, size_t blen, struct mgop_buf *out, int *status, int *retryable) {
+  long long deadline = mgop_now_ms() + MGOP_REQUEST_TIMEOUT_MS;
+  struct mgop_http_resp resp;
+  int rc, was_reused = k->conn.fd >= 0 && k->conn.reused;
+  *retryable = 0;
+  if (k->conn.fd < 0) {
+    if ((rc = mgop_conn_open(&k->conn, &k->tls, k->cfg, mgop_now_ms() + MGOP_CONNECT_TIMEOUT_MS))) return rc;
+    k->stats.reconnects++;
+  }
+  rc = mgop_kube_write_head(k, &k->conn, method, path, ctype, blen, deadline);
+  if (!rc && blen) rc = mgop_conn_write(&k->conn, body, blen, deadline);
+  if (!rc) rc = mgop_http_read_head(&k->conn, &resp, deadline);
+  if (rc) {
+    /* a keep-alive connection the server closed while idle: retry on a new one */
+    *retryable = was_reused && (rc == MGOP_ERR_CLOSED || rc == MGOP_ERR_IO);
+    mgop_conn_close(&k->conn);
+    return mgop_seterr(rc, "%s %s: %s (API server %s:%s)", method, path,
+                       rc == MGOP_ERR_CLOSED || rc == MGOP_ERR_IO ? "connection lost" : mgop_err_name(rc),
+                       k->cfg->host, k->cfg->port);
+  }
+  if (out) out->len = 0, out->overflow = 0;
+  rc = mgop_http_read_body(&k->conn, &resp, mgop_sink_buf, out, deadline);
+  if (rc || resp.close) mgop_conn_close(&k->conn);
+  else k->conn.reused = 1;
+  if (rc) return mgop_seterr(rc, "%s %s: reading the response failed: %s", method, path, mgop_err_name(rc));
+  *status = resp.status;
+  k->last_retry_after_s = resp.retry_after_s;
+  if (out && out->overflow)
+    return mgop_seterr(MGOP_ERR_TOOBIG, "%s %s: response larger than %zu bytes", method, path, out->cap);
+  return MGOP_OK;
+}
+
+int mgop_kube_request(struct mgop_kube *k, const char *method, const char *path, const char *content_type,
+                      const char *body, size_t body_len, struct mgop_buf *out, int *status) {
+  int rc, retryable, attempt;
+  int is_write = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
+  *status = 0;
+  mgop_kubecfg_reload_token(k->cfg, mgop_now_ms(), 0);
+  for (attempt = 0; attempt < 3; attempt++) {
+    k->stats.requests++;
+    if (is_write) k->stats.writes++;
+    rc = mgop_kube_once(k, method, path, content_type, body, body_len, out, status, &retryable);
+    if (rc && retryable && attempt == 0) continue;
+    if (!rc && *status == 401 && k->cfg->token_file[0] && attempt < 2) {
+      /* bound service-account tokens rotate: re-read and try again */
+      if (mgop_kubecfg_reload_token(k->cfg, mgop_now_ms(), 1) == MGOP_OK) {
+        k->stats.token_reloads++;
+        continue;
+      }
+    }
+    break;
+  }
+  if (rc || *status >= 400) k->stats.errors++;
+  return rc;
+}
+
+/* Items of one LIST page are handed to fn; returns the continue token. */
+int mgop_kube_list(struct mgop_kube *k, const char *path, mgop_item_fn fn, void *ctx, char *rv, size_t rvcap) {
+  char url[2048], cont[1024] = "";
+  struct mgop_buf body;
+  int status, rc, restarted = 0;
+  const char *sep = strchr(path, '?') ? "&" : "?";
+  for (;;) {
+    struct mgop_json j;
+    int items;
+    struct mgop_buf ub;
+    mgop_buf_init(&ub, url, sizeof(url));
+    mgop_buf_printf(&ub, "%s%slimit=%d", path, sep, MGOP_LIST_PAGE);
+    if (cont[0]) mgop_buf_printf(&ub, "&continue=%s", cont);
+    if (ub.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "LIST URL for %s is too long", path);
+    mgop_buf_cstr(&ub);
+    mgop_buf_init(&body, mgop_body, sizeof(mgop_body));
+    rc = mgop_kube_request(k, "GET", url, NULL, NULL, 0, &body, &status);
+    if (rc) return rc;
+    if (status == 410 && cont[0] && !restarted) { /* continue token expired: start over once */
+      cont[0] = 0;
+      restarted = 1;
+      continue;
+    }
+    if (status == 404) return mgop_seterr(MGOP_ERR_NOTFOUND, "GET %s: 404 Not Found", path);
+    if (status == 401 || status == 403)
+      return mgop_seterr(MGOP_ERR_AUTH, "GET %s: %d %s: grant list/watch on this resource to the operator", path,
+                         status, status == 401 ? "Unauthorized" : "Forbidden");
+    if (status != 200) return mgop_seterr(MGOP_ERR_STATUS, "GET %s: HTTP %d", path, status);
+    rc = mgop_json_parse(&j, body.p, body.len, mgop_tokens, MGOP_JSON_TOKENS_MAX);
+    if (rc) return mgop_seterr(rc, "GET %s: %s", path, mgop_errmsg());
+    items = mgop_json_key(&j, 0, "items");
+    if (!mgop_json_is(&j, items, JSMN_ARRAY) && !mgop_json_is_null(&j, items))
+      return mgop_seterr(MGOP_ERR_TYPE, "GET %s: the response has no items[] list", path);
+    if (mgop_json_is(&j, items, JSMN_ARRAY)) {
+      int it = items + 1;
+      for (int i = 0; i < j.tok[items].size; i++) {
+        if (fn && (rc = fn(ctx, &j, it))) return rc;
+        it = mgop_json_next(&j, it);
+      }
+    }
+    mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, rvcap);
+    if (mgop_json_path_str(&j, 0, "metadata.continue", cont, sizeof(cont)) != MGOP_OK || !cont[0]) break;
+    /* a continue token is URL-safe base64 already; no escaping needed */
+  }
+  return MGOP_OK;
+}
+
+/* --- watch ------------------------------------------------------------------ */
+static int mgop_watch_on_line(void *ctx, char *line, size_t n);
+
+void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind, const char *path,
+                     const char *selector, mgop_event_fn fn, void *ctx) {
+  memset(w, 0, offsetof(struct mgop_watch, conn));
+  snprintf(w->kind, sizeof(w->kind), "%s", kind);
+  snprintf(w->path, sizeof(w->path), "%s", path);
+  snprintf(w->selector, sizeof(w->selector), "%s", selector ? selector : "");
+  w->state = MGOP_W_LIST;
+  w->backoff_ms = MGOP_BACKOFF_MIN_MS;
+  w->kube = k;
+  w->on_event = fn;
+  w->ctx = ctx;
+  mgop_conn_init(&w->conn);
+  mgop_lines_init(&w->lines, w->line, sizeof(w->line), mgop_watch_on_line, w);
+}
+
+void mgop_watch_close(struct mgop_watch *w) { mgop_conn_close(&w->conn); }
+
+static void mgop_watch_backoff(struct mgop_watch *w, long long now, const char *why) {
+  /* full jitter: uniform in [backoff/2, backoff] */
+  int span = w->backoff_ms / 2;
+  int wait = w->backoff_ms - (span > 0 ? rand() % (span + 1) : 0);
+  char f[512];
+  mgop_watch_close(w);
+  w->state = MGOP_W_BACKOFF;
+  w->next_ms = now + wait;
+  w->backoff_ms = w->backoff_ms * 2 > MGOP_BACKOFF_MAX_MS ? MGOP_BACKOFF_MAX_MS : w->backoff_ms * 2;
+  {
+    struct mgop_buf b;
+    mgop_buf_init(&b, f, sizeof(f));
+    mgop_buf_printf(&b, "\"kind\":\"%s\",\"retryInMs\":%d,\"error\":\"", w->kind, wait);
+    mgop_json_escape(&b, why, strlen(why));
+    mgop_buf_puts(&b, "\"");
+    mgop_log_fields(MGOP_WARN, "watch", "watch interrupted; retrying", mgop_buf_cstr(&b));
+  }
+}
+
+static int mgop_watch_list_item(void *ctx, const struct mgop_json *j, int item) {
+  struct mgop_watch *w = ctx;
+  if (w->on_event) w->on_event(w->ctx, w, "SYNC", j, item);
+  return MGOP_OK;
+}
+
+static int mgop_watch_do_list(struct mgop_watch *w) {
+  char path[700];
+  snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?labelSelector=" : "", w->selector);
+  w->relists++;
+  return mgop_kube_list(w->kube, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv));
+}
+
+static int mgop_watch_start(struct mgop_watch *w) {
+  char path[900];
+  long long deadline = mgop_now_ms() + MGOP_REQUEST_TIMEOUT_MS;
+  int rc;
+  /* the server ends a watch at timeoutSeconds; jitter so watches don't restart together */
+  snprintf(path, sizeof(path), "%s?watch=1&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%d%s%s",
+           w->path, w->rv, MGOP_WATCH_TIMEOUT_S - (rand() % 60), w->selector[0] ? "&labelSelector=" : "",
+           w->selector);
+  mgop_kubecfg_reload_token(w->kube->cfg, mgop_now_ms(), 0);
+  if ((rc = mgop_conn_open(&w->conn, &w->kube->tls, w->kube->cfg, mgop_now_ms() + MGOP_CONNECT_TIMEOUT_MS)))
+    return rc;
+  w->kube->stats.requests++;
+  if ((rc = mgop_kube_write_head(w->kube, &w->conn, "GET", path, NULL, 0, deadline)) ||
+      (rc = mgop_http_read_head(&w->conn, &w->resp, deadline)))
+    return mgop_seterr(rc, "watch %s: %s while starting the watch", w->kind, mgop_err_name(rc));
+  if (w->resp.status == 410) return MGOP_ERR_GONE;
+  if (w->resp.status == 401 && w->kube->cfg->token_file[0]) {
+    mgop_kubecfg_reload_token(w->kube->cfg, mgop_now_ms(), 1);
+    return mgop_seterr(MGOP_ERR_AUTH, "watch %s: 401, token re-read", w->kind);
+  }
+  if (w->resp.status != 200) return mgop_seterr(MGOP_ERR_STATUS, "watch %s: HTTP %d", w->kind, w->resp.status);
+  mgop_lines_init(&w->lines, w->line, sizeof(w->line), mgop_watch_on_line, w);
+  w->restarts++;
+  return MGOP_OK;
+}
+
+/* One watch event: {"type":"ADDED","object":{...}}. */
+static int mgop_watch_on_line(void *ctx, char *line, size_t n) {
+  struct mgop_watch *w = ctx;
+  struct mgop_json j;
+  char type[16], rv[32];
+  int obj, rc;
+  rc = mgop_json_parse(&j, line, n, mgop_tokens, MGOP_JSON_TOKENS_MAX);
+  if (rc) {
+    MGOP_LOG(MGOP_WARN, ("watch %s: undecodable event skipped, will relist: %s", w->kind, mgop_errmsg()));
+    w->overlong++;
+    return MGOP_ERR_PARSE;
+  }
+  obj = mgop_json_key(&j, 0, "object");
+  if (mgop_json_path_str(&j, 0, "type", type, sizeof(type)) || !mgop_json_is(&j, obj, JSMN_OBJECT)) {
+    MGOP_LOG(MGOP_WARN, ("watch %s: event without type/object skipped, will relist", w->kind));
+    return MGOP_ERR_PARSE;
+  }
+  if (!strcmp(type, "ERROR")) {
+    long long code = 0;
+    mgop_json_i64(&j, mgop_json_key(&j, obj, "code"), &code);
+    return code == 410 ? MGOP_ERR_GONE : mgop_seterr(MGOP_ERR_STATUS, "watch %s: ERROR event code %lld", w->kind, code);
+  }
+  if (mgop_json_path_str(&j, obj, "metadata.resourceVersion", rv, sizeof(rv)) == MGOP_OK && rv[0])
+    memcpy(w->rv, rv, sizeof(rv));
+  if (!strcmp(type, "BOOKMARK")) return MGOP_OK;
+  w->events++;
+  if (w->on_event) w->on_event(w->ctx, w, type, &j, obj);
+  return MGOP_OK;
+}
+
+int mgop_watch_step(struct mgop_watch *w, long long now) {
+  int rc;
+  switch (w->state) {
+    case MGOP_W_BACKOFF:
+      if (now < w->next_ms) return MGOP_OK;
+      w->state = w->rv[0] ? MGOP_W_START : MGOP_W_LIST;
+      return mgop_watch_step(w, now);
+    case MGOP_W_LIST:
+      rc = mgop_watch_do_list(w);
+      if (rc) {
+        mgop_watch_backoff(w, now, mgop_errmsg());
+        return rc;
+      }
+      w->state = MGOP_W_START;
+      MGOP_FALLTHROUGH;
+    case MGOP_W_START:
+      rc = mgop_watch_start(w);
+      if (rc == MGOP_ERR_GONE) {
+        mgop_watch_close(w);
+        w->rv[0] = 0;
+        w->state = MGOP_W_LIST; /* the loop relists on its next turn */
+        return MGOP_OK;
+      }
+      if (rc) {
+        mgop_watch_backoff(w, now, mgop_errmsg());
+        return rc;
+      }
+      w->state = MGOP_W_STREAM;
+      w->last_data_ms = mgop_now_ms();
+      w->backoff_ms = MGOP_BACKOFF_MIN_MS;
+      MGOP_FALLTHROUGH; /* the first events may already be buffered */
+    case MGOP_W_STREAM: {
+      unsigned long before = w->lines.overlong;
+      rc = mgop_http_read_body(&w->conn, &w->resp, mgop_lines_feed, &w->lines, 0);
+      if (w->lines.overlong != before) {
+        w->overlong += w->lines.overlong - before;
+        rc = MGOP_ERR_TOOBIG;
+      }
+      if (rc == MGOP_ERR_AGAIN) {
+        if (now - w->last_data_ms > MGOP_WATCH_IDLE_MS) {
+          mgop_watch_backoff(w, now, "no data or bookmark for too long");
+          return MGOP_ERR_TIMEOUT;
+        }
+        return MGOP_OK;
+      }
+      w->last_data_ms = now;
+      if (rc == MGOP_OK) { /* server ended the watch (timeoutSeconds): resume from rv */
+        mgop_watch_close(w);
+        w->state = MGOP_W_START;
+        return MGOP_OK;
+      }
+      if (rc == MGOP_ERR_GONE || rc == MGOP_ERR_TOOBIG || rc == MGOP_ERR_PARSE) {
+        /* history is gone, or we dropped an event: only a relist is safe */
+        mgop_watch_close(w);
+        w->rv[0] = 0;
+        w->state = MGOP_W_LIST;
+        return MGOP_OK;
+      }
+      mgop_watch_backoff(w, now, rc == MGOP_ERR_CLOSED ? "connection closed mid-stream" : mgop_err_name(rc));
+      return rc;
+    }
+  }
+  return MGOP_OK;
+}
+
+int mgop_watch_fd(const struct mgop_watch *w) { return w->state == MGOP_W_STREAM ? w->conn.fd : -1; }
+
+long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now) {
+  switch (w->state) {
+    case MGOP_W_BACKOFF: return w->next_ms > now ? w->next_ms - now : 0;
+    case MGOP_W_STREAM: {
+      if (mgop_conn_has_buffered((struct mgop_conn *)&w->conn)) return 0;
+      long long idle_end = w->last_data_ms + MGOP_WATCH_IDLE_MS;
+      return idle_end > now ? idle_end - now : 0;
+    }
+    default: return 0;
+  }
+}
+
+#endif /* MULTIGRES_OP_IMPLEMENTED */
+#endif /* MULTIGRES_OP_IMPLEMENTATION */

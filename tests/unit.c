@@ -1,0 +1,933 @@
+/* Unit tests for multigres-op. Includes the whole program (MGOP_NO_MAIN) so
+ * static functions are reachable. Ends with the line "N passed, N failed".
+ *
+ * Table of contents
+ *   1. Harness
+ *   2. Chunked decoder and line splitter
+ *   3. HTTP response head
+ *   4. JSON accessors and writer
+ *   5. kubeconfig and in-cluster config
+ *   6. Scripted fake API server (faults a real one can't produce on demand)
+ *   7. TLS against a local mbedTLS server
+ *   8. Flags
+ *   9. Runner
+ */
+#define MGOP_NO_MAIN
+#include "../multigres-op.c"
+
+#include <sys/wait.h>
+#include <mbedtls/net_sockets.h>
+
+/* ======================================================================
+ * 1. Harness
+ * ==================================================================== */
+static int t_failed_checks;
+static const char *t_fixtures = "tests/fixtures";
+
+#define CHECK(cond)                                                             \
+  do {                                                                          \
+    if (!(cond)) {                                                              \
+      fprintf(stderr, "    CHECK failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+      t_failed_checks++;                                                        \
+    }                                                                           \
+  } while (0)
+#define CHECK_STR(a, b)                                                                              \
+  do {                                                                                               \
+    const char *a_ = (a), *b_ = (b);                                                                 \
+    if (strcmp(a_, b_) != 0) {                                                                       \
+      fprintf(stderr, "    CHECK_STR failed at %s:%d: \"%s\" != \"%s\"\n", __FILE__, __LINE__, a_, b_); \
+      t_failed_checks++;                                                                             \
+    }                                                                                                \
+  } while (0)
+
+static unsigned t_rand_state = 12345;
+static unsigned t_rand(void) {
+  t_rand_state = t_rand_state * 1103515245u + 12345u;
+  return (t_rand_state >> 16) & 0x7fff;
+}
+
+/* ======================================================================
+ * 2. Chunked decoder and line splitter
+ * ==================================================================== */
+static const char t_chunked_msg[] =
+    "5\r\nhello\r\n"
+    "6;name=value\r\n world\r\n"
+    "1A\r\nabcdefghijklmnopqrstuvwxyz\r\n"
+    "0\r\n"
+    "X-Trailer: 1\r\n"
+    "\r\n"
+    "NEXT";
+static const char t_chunked_payload[] = "hello worldabcdefghijklmnopqrstuvwxyz";
+
+/* Decodes msg fed in the given split sizes; returns payload, consumed bytes. */
+static int t_decode_split(const char *msg, size_t len, const size_t *splits, size_t nsplits, char *out,
+                          size_t *outlen, size_t *consumed, int *state) {
+  struct mgop_chunked d;
+  size_t pos = 0, o = 0, s = 0;
+  mgop_chunked_init(&d);
+  while (pos < len && d.state != MGOP_CH_DONE) {
+    size_t take = nsplits ? splits[s++ % nsplits] : 1;
+    unsigned char piece[256];
+    size_t outn = 0;
+    long used;
+    if (take > len - pos) take = len - pos;
+    if (take > sizeof(piece)) take = sizeof(piece);
+    memcpy(piece, msg + pos, take);
+    used = mgop_chunked_decode(&d, piece, take, piece, &outn); /* in place, as the reader does */
+    if (used < 0) return (int)used;
+    memcpy(out + o, piece, outn);
+    o += outn;
+    pos += (size_t)used;
+    if ((size_t)used < take && d.state != MGOP_CH_DONE) return -100; /* must consume all unless done */
+  }
+  *outlen = o;
+  *consumed = pos;
+  *state = d.state;
+  return 0;
+}
+
+static void test_chunked_whole(void) {
+  char out[256];
+  size_t outlen, consumed, split = sizeof(t_chunked_msg);
+  int state;
+  CHECK(t_decode_split(t_chunked_msg, sizeof(t_chunked_msg) - 1, &split, 1, out, &outlen, &consumed, &state) == 0);
+  CHECK(outlen == strlen(t_chunked_payload) && memcmp(out, t_chunked_payload, outlen) == 0);
+  CHECK(state == MGOP_CH_DONE);
+  CHECK(consumed == sizeof(t_chunked_msg) - 1 - 4); /* "NEXT" belongs to the next response */
+}
+
+static void test_chunked_bytewise(void) {
+  char out[256];
+  size_t outlen = 0, consumed = 0, one = 1;
+  int state = -1;
+  CHECK(t_decode_split(t_chunked_msg, sizeof(t_chunked_msg) - 1, &one, 1, out, &outlen, &consumed, &state) == 0);
+  CHECK(outlen == strlen(t_chunked_payload) && memcmp(out, t_chunked_payload, outlen) == 0);
+  CHECK(state == MGOP_CH_DONE);
+  CHECK(consumed == sizeof(t_chunked_msg) - 1 - 4);
+}
+
+static void test_chunked_random_splits(void) {
+  /* a long body with many chunk sizes, decoded under 500 random splittings */
+  static char msg[64 * 1024], want[32 * 1024], out[32 * 1024];
+  size_t mlen = 0, wlen = 0;
+  int ok = 1;
+  for (int c = 0; c < 200; c++) {
+    size_t n = 1 + t_rand() % 150;
+    mlen += (size_t)sprintf(msg + mlen, c % 3 ? "%zx\r\n" : "%zX;ext=%d\r\n", n, c);
+    for (size_t i = 0; i < n; i++) {
+      char ch = (char)('a' + (t_rand() % 26));
+      if (i % 37 == 36) ch = '\n'; /* watch lines cross chunk edges */
+      msg[mlen++] = ch;
+      want[wlen++] = ch;
+    }
+    msg[mlen++] = '\r';
+    msg[mlen++] = '\n';
+  }
+  mlen += (size_t)sprintf(msg + mlen, "0\r\n\r\n");
+  for (int trial = 0; trial < 500; trial++) {
+    size_t splits[16], outlen, consumed;
+    int state;
+    for (int i = 0; i < 16; i++) splits[i] = 1 + t_rand() % (trial % 2 ? 7 : 200);
+    if (t_decode_split(msg, mlen, splits, 16, out, &outlen, &consumed, &state) != 0 || outlen != wlen ||
+        memcmp(out, want, wlen) != 0 || consumed != mlen || state != MGOP_CH_DONE) {
+      ok = 0;
+      fprintf(stderr, "    random split trial %d differs\n", trial);
+      break;
+    }
+  }
+  CHECK(ok);
+}
+
+static void test_chunked_errors(void) {
+  static const char *bad[] = {
+      "zz\r\n",                       /* not hex */
+      "\r\n",                         /* empty size */
+      "5\r\nhelloX\r\n",              /* data not followed by CRLF */
+      "1000000000000000\r\n",         /* 16 hex digits: absurd size */
+      "5\rX",                         /* CR not followed by LF */
+      "0\r\n\rX",                     /* bad final CRLF */
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char out[64];
+    size_t outlen, consumed, one = 1;
+    int state;
+    int r = t_decode_split(bad[i], strlen(bad[i]), &one, 1, out, &outlen, &consumed, &state);
+    if (r != MGOP_ERR_HTTP) fprintf(stderr, "    bad chunked input %zu accepted (r=%d)\n", i, r);
+    CHECK(r == MGOP_ERR_HTTP);
+  }
+}
+
+struct t_lines_ctx { char got[8][64]; int n; };
+static int t_on_line(void *ctx, char *line, size_t n) {
+  struct t_lines_ctx *c = ctx;
+  if (c->n < 8) snprintf(c->got[c->n++], sizeof(c->got[0]), "%.*s", (int)n, line);
+  return 0;
+}
+
+static void test_lines(void) {
+  char buf[16];
+  struct mgop_lines l;
+  struct t_lines_ctx c = {{{0}}, 0};
+  mgop_lines_init(&l, buf, sizeof(buf), t_on_line, &c);
+  CHECK(mgop_lines_feed(&l, "ab", 2) == 0);
+  CHECK(mgop_lines_feed(&l, "c\nde", 4) == 0);
+  CHECK(mgop_lines_feed(&l, "f\n\n", 3) == 0); /* empty line ignored */
+  CHECK(mgop_lines_feed(&l, "0123456789", 10) == 0);
+  CHECK(mgop_lines_feed(&l, "abcdefghij\nok\n", 14) == 0); /* 20-byte line > 15: skipped */
+  CHECK(c.n == 3);
+  CHECK_STR(c.got[0], "abc");
+  CHECK_STR(c.got[1], "def");
+  CHECK_STR(c.got[2], "ok");
+  CHECK(l.overlong == 1);
+  /* a line of exactly cap-1 bytes still fits */
+  CHECK(mgop_lines_feed(&l, "123456789012345\n", 16) == 0);
+  CHECK(c.n == 4 && l.overlong == 1);
+}
+
+/* ======================================================================
+ * 3. HTTP response head
+ * ==================================================================== */
+static void test_http_head(void) {
+  struct mgop_http_resp r;
+  const char *h1 = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\ntransfer-encoding: Chunked\r\n\r\n";
+  const char *h2 = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 12\r\nConnection: close\r\n\r\n";
+  const char *h3 = "HTTP/1.0 204 No Content\n\n";
+  CHECK(mgop_http_parse_head(h1, strlen(h1), &r, 0) == 0);
+  CHECK(r.status == 200 && r.chunked && r.content_length == -1 && !r.close && !r.body_done);
+  CHECK_STR(r.content_type, "application/json");
+  CHECK(mgop_http_parse_head(h2, strlen(h2), &r, 0) == 0);
+  CHECK(r.status == 429 && r.retry_after_s == 7 && r.content_length == 12 && r.close);
+  CHECK(mgop_http_parse_head(h3, strlen(h3), &r, 0) == 0);
+  CHECK(r.status == 204 && r.close && r.body_done);
+  CHECK(mgop_http_parse_head("HTTP/1.1 20 OK\r\n\r\n", 18, &r, 0) == MGOP_ERR_HTTP);
+  CHECK(mgop_http_parse_head("SPDY/3 200 OK\r\n\r\n", 17, &r, 0) == MGOP_ERR_HTTP);
+  {
+    const char *bad = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+    CHECK(mgop_http_parse_head(bad, strlen(bad), &r, 0) == MGOP_ERR_HTTP);
+    bad = "HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n";
+    CHECK(mgop_http_parse_head(bad, strlen(bad), &r, 0) == MGOP_ERR_HTTP);
+    bad = "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n";
+    CHECK(mgop_http_parse_head(bad, strlen(bad), &r, 0) == MGOP_ERR_HTTP);
+  }
+}
+
+/* ======================================================================
+ * 4. JSON accessors and writer
+ * ==================================================================== */
+static jsmntok_t t_tok[256];
+
+static void test_json_accessors(void) {
+  const char *doc = "{\"metadata\":{\"name\":\"minimal\",\"generation\":3,\"labels\":{\"a.b/c\":\"x\"}},"
+                    "\"items\":[1,{\"k\":\"v\"},[true,false,null]],\"esc\":\"q\\\"\\\\\\n\\u00e9\\ud83d\\ude00\","
+                    "\"neg\":-42, \"big\":123456789012, \"f\":1.5e3}";
+  struct mgop_json j;
+  char s[64];
+  long long v;
+  int b;
+  CHECK(mgop_json_parse(&j, doc, strlen(doc), t_tok, 256) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "metadata.name", s, sizeof(s)) == 0);
+  CHECK_STR(s, "minimal");
+  CHECK(mgop_json_i64(&j, mgop_json_path(&j, 0, "metadata.generation"), &v) == 0 && v == 3);
+  CHECK(mgop_json_i64(&j, mgop_json_path(&j, 0, "neg"), &v) == 0 && v == -42);
+  CHECK(mgop_json_i64(&j, mgop_json_path(&j, 0, "big"), &v) == 0 && v == 123456789012LL);
+  CHECK(mgop_json_i64(&j, mgop_json_path(&j, 0, "f"), &v) == MGOP_ERR_TYPE); /* not an integer */
+  CHECK(mgop_json_path_str(&j, 0, "items[1].k", s, sizeof(s)) == 0);
+  CHECK_STR(s, "v");
+  CHECK(mgop_json_bool(&j, mgop_json_path(&j, 0, "items[2][0]"), &b) == 0 && b == 1);
+  CHECK(mgop_json_bool(&j, mgop_json_path(&j, 0, "items[2][1]"), &b) == 0 && b == 0);
+  CHECK(mgop_json_is_null(&j, mgop_json_path(&j, 0, "items[2][2]")));
+  CHECK(mgop_json_path(&j, 0, "items[3]") == -1);
+  CHECK(mgop_json_path(&j, 0, "items[-1]") == -1);
+  CHECK(mgop_json_path(&j, 0, "items[x]") == -1);
+  CHECK(mgop_json_path(&j, 0, "metadata.missing") == -1);
+  CHECK(mgop_json_path(&j, 0, "metadata.name.deeper") == -1); /* a string has no keys */
+  /* a dotted key can't be reached by path; mgop_json_key takes it whole */
+  CHECK(mgop_json_key(&j, mgop_json_path(&j, 0, "metadata.labels"), "a.b/c") > 0);
+  CHECK(mgop_json_path_str(&j, 0, "esc", s, sizeof(s)) == 0);
+  CHECK_STR(s, "q\"\\\n\xc3\xa9\xf0\x9f\x98\x80");
+  /* wrong types are reported, never misread */
+  CHECK(mgop_json_str(&j, mgop_json_path(&j, 0, "metadata.generation"), s, sizeof(s)) == MGOP_ERR_TYPE);
+  CHECK(mgop_json_i64(&j, mgop_json_path(&j, 0, "metadata.name"), &v) == MGOP_ERR_TYPE);
+  CHECK(mgop_json_bool(&j, mgop_json_path(&j, 0, "items"), &b) == MGOP_ERR_TYPE);
+  CHECK(mgop_json_i64(&j, -1, &v) == MGOP_ERR_TYPE);
+  /* output buffer too small */
+  CHECK(mgop_json_path_str(&j, 0, "metadata.name", s, 4) == MGOP_ERR_TOOBIG);
+}
+
+static void test_json_malformed(void) {
+  static const char *bad[] = {
+      "",                       "   ",          "{",          "{\"a\":}",    "{\"a\" 1}",      "[1,2",
+      "{\"a\":1}}",             "{\"a\":1} x",  "tru",        "{\"a\":tru}", "{\"a\":1.2.3}",  "{\"a\":-}",
+      "{\"a\":\"\\x\"}",        "\"unterminated", "{1:2}",    "[1] [2]",     "{\"a\":nul}",    "{\"a\":+1}",
+  };
+  struct mgop_json j;
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    int r = mgop_json_parse(&j, bad[i], strlen(bad[i]), t_tok, 256);
+    if (r == 0) {
+      /* jsmn accepts bad escapes lexically: they must fail when decoded */
+      char s[16];
+      r = mgop_json_path_str(&j, 0, "a", s, sizeof(s));
+    }
+    if (r == 0) fprintf(stderr, "    malformed JSON %zu accepted: %s\n", i, bad[i]);
+    CHECK(r != 0);
+  }
+  /* escapes that decode badly */
+  {
+    static const char *badesc[] = {"\"\\ud83d\"", "\"\\ude00\"", "\"\\u12\"", "\"\\u0000\""};
+    for (size_t i = 0; i < 4; i++) {
+      char s[16];
+      /* rejected by the tokenizer or by the decoder, never accepted */
+      int r = mgop_json_parse(&j, badesc[i], strlen(badesc[i]), t_tok, 256);
+      if (r == 0) r = mgop_json_str(&j, 0, s, sizeof(s));
+      CHECK(r == MGOP_ERR_PARSE);
+    }
+  }
+  /* more tokens than we allow */
+  {
+    char big[2048];
+    size_t n = 0;
+    big[n++] = '[';
+    for (int i = 0; i < 300; i++) n += (size_t)sprintf(big + n, "%s1", i ? "," : "");
+    big[n++] = ']';
+    CHECK(mgop_json_parse(&j, big, n, t_tok, 256) == MGOP_ERR_TOOBIG);
+  }
+}
+
+static void test_json_writer(void) {
+  char mem[256];
+  struct mgop_buf b;
+  struct mgop_jw w;
+  struct mgop_json j;
+  char s[32];
+  long long v;
+  mgop_buf_init(&b, mem, sizeof(mem));
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "name"); mgop_jw_str(&w, "a\"b\n\x01");
+  mgop_jw_key(&w, "list"); mgop_jw_arr(&w); mgop_jw_i64(&w, 1); mgop_jw_bool(&w, 0); mgop_jw_null(&w);
+  mgop_jw_obj(&w); mgop_jw_obj_end(&w); mgop_jw_arr_end(&w);
+  mgop_jw_key(&w, "n"); mgop_jw_i64(&w, -7);
+  mgop_jw_obj_end(&w);
+  mgop_buf_cstr(&b);
+  CHECK_STR(b.p, "{\"name\":\"a\\\"b\\n\\u0001\",\"list\":[1,false,null,{}],\"n\":-7}");
+  CHECK(mgop_json_parse(&j, b.p, b.len, t_tok, 256) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "name", s, sizeof(s)) == 0);
+  CHECK_STR(s, "a\"b\n\x01");
+  CHECK(mgop_json_i64(&j, mgop_json_path(&j, 0, "n"), &v) == 0 && v == -7);
+  /* overflow is sticky and reported */
+  mgop_buf_init(&b, mem, 8);
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "a-long-key");
+  CHECK(b.overflow);
+}
+
+/* ======================================================================
+ * 5. kubeconfig and in-cluster config
+ * ==================================================================== */
+static struct mgop_kubecfg t_cfg;
+static char t_tmpdir[256];
+
+static void t_write(const char *dir, const char *name, const char *text) {
+  char path[512];
+  FILE *f;
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  f = fopen(path, "w");
+  if (!f) { perror(path); exit(3); }
+  fputs(text, f);
+  fclose(f);
+}
+
+static char *t_read_fixture(const char *name, char *buf, size_t cap) {
+  char path[512];
+  size_t n;
+  snprintf(path, sizeof(path), "%s/%s", t_fixtures, name);
+  if (mgop_read_file(path, buf, cap - 1, &n)) { fprintf(stderr, "missing fixture %s\n", path); exit(3); }
+  buf[n] = 0;
+  return buf;
+}
+
+static void t_b64(const char *in, char *out, size_t cap) {
+  size_t olen;
+  mbedtls_base64_encode((unsigned char *)out, cap, &olen, (const unsigned char *)in, strlen(in));
+  out[olen] = 0;
+}
+
+static int t_load(const char *yaml, const char *ctx) {
+  return mgop_kubecfg_from_yaml(&t_cfg, yaml, strlen(yaml), t_tmpdir, ctx);
+}
+
+static void test_kubeconfig_inline_certs(void) {
+  static char ca[4096], crt[4096], key[4096], ca64[8192], crt64[8192], key64[8192], yaml[32768];
+  t_b64(t_read_fixture("test-ca.crt", ca, sizeof(ca)), ca64, sizeof(ca64));
+  t_b64(t_read_fixture("server.crt", crt, sizeof(crt)), crt64, sizeof(crt64));
+  t_b64(t_read_fixture("server.key", key, sizeof(key)), key64, sizeof(key64));
+  snprintf(yaml, sizeof(yaml),
+           "apiVersion: v1\nkind: Config\ncurrent-context: dev\n"
+           "clusters:\n- name: other\n  cluster:\n    server: https://10.0.0.1:1\n"
+           "- name: local\n  cluster:\n    server: https://127.0.0.1:6443/\n    certificate-authority-data: %s\n"
+           "contexts:\n- name: dev\n  context:\n    cluster: local\n    user: admin\n    namespace: team-a\n"
+           "users:\n- name: admin\n  user:\n    client-certificate-data: %s\n    client-key-data: %s\n",
+           ca64, crt64, key64);
+  CHECK(t_load(yaml, NULL) == 0);
+  CHECK_STR(t_cfg.scheme, "https");
+  CHECK_STR(t_cfg.host, "127.0.0.1");
+  CHECK_STR(t_cfg.port, "6443");
+  CHECK_STR(t_cfg.path_prefix, "");
+  CHECK_STR(t_cfg.namespace_, "team-a");
+  CHECK(t_cfg.ca_len == strlen(ca) + 1 && memcmp(t_cfg.ca, ca, strlen(ca)) == 0);
+  CHECK(t_cfg.cert_len == strlen(crt) + 1 && t_cfg.key_len == strlen(key) + 1);
+  CHECK(t_cfg.token[0] == 0 && !t_cfg.insecure);
+  /* the material must be usable by the TLS layer as loaded */
+  {
+    struct mgop_tls t;
+    CHECK(mgop_tls_client_init(&t, &t_cfg) == 0);
+    CHECK(t.verify_ip_len == 4); /* IP literal without tls-server-name: IP SAN check */
+    mgop_tls_free(&t);
+  }
+}
+
+static void test_kubeconfig_files_token_context(void) {
+  static char yaml[4096];
+  char ca[4096];
+  t_read_fixture("test-ca.crt", ca, sizeof(ca));
+  t_write(t_tmpdir, "ca.crt", ca);
+  t_write(t_tmpdir, "tok", "file-token-1\n");
+  snprintf(yaml, sizeof(yaml),
+           "apiVersion: v1\nkind: Config\ncurrent-context: a\n"
+           "clusters:\n- name: c\n  cluster:\n    server: https://[::1]:8443/prefix/\n"
+           "    certificate-authority: ca.crt\n    tls-server-name: kubernetes.default.svc\n"
+           "- name: insecure\n  cluster:\n    server: https://example.test\n    insecure-skip-tls-verify: true\n"
+           "contexts:\n- name: a\n  context: {cluster: c, user: tokuser}\n"
+           "- name: b\n  context: {cluster: insecure, user: fileuser}\n"
+           "users:\n- name: tokuser\n  user:\n    token: abc.def\n"
+           "- name: fileuser\n  user:\n    tokenFile: tok\n");
+  CHECK(t_load(yaml, NULL) == 0);
+  CHECK_STR(t_cfg.host, "::1");
+  CHECK_STR(t_cfg.port, "8443");
+  CHECK_STR(t_cfg.path_prefix, "/prefix");
+  CHECK_STR(t_cfg.tls_server_name, "kubernetes.default.svc");
+  CHECK_STR(t_cfg.token, "abc.def");
+  CHECK(t_cfg.ca_len == strlen(ca) + 1); /* read relative to the kubeconfig's dir */
+  /* --context picks another context: insecure cluster, token from a file */
+  CHECK(t_load(yaml, "b") == 0);
+  CHECK_STR(t_cfg.context, "b");
+  CHECK_STR(t_cfg.host, "example.test");
+  CHECK_STR(t_cfg.port, "443");
+  CHECK(t_cfg.insecure == 1 && t_cfg.ca_len == 0);
+  CHECK_STR(t_cfg.token, "file-token-1");
+  /* the token file rotates: a forced reload picks up the new one */
+  t_write(t_tmpdir, "tok", "file-token-2");
+  CHECK(mgop_kubecfg_reload_token(&t_cfg, mgop_now_ms(), 0) == 0);
+  CHECK_STR(t_cfg.token, "file-token-1"); /* not yet due */
+  CHECK(mgop_kubecfg_reload_token(&t_cfg, mgop_now_ms(), 1) == 0);
+  CHECK_STR(t_cfg.token, "file-token-2");
+}
+
+static void test_kubeconfig_errors(void) {
+  struct { const char *yaml, *ctx, *needle; } cases[] = {
+      {"apiVersion: v1\nclusters: [\n", NULL, "not valid YAML"},
+      {"- just\n- a list\n", NULL, "not a YAML mapping"},
+      {"apiVersion: v1\nkind: Config\n", NULL, "no current-context"},
+      {"current-context: x\ncontexts: []\n", NULL, "no context named \"x\""},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n", NULL, "no cluster named \"c\""},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\nclusters: [{name: c, cluster: {}}]\n",
+       NULL, "server is missing"},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
+       "clusters: [{name: c, cluster: {server: 'ftp://h'}}]\n", NULL, "scheme must be https"},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
+       "clusters: [{name: c, cluster: {server: 'https://h:99999'}}]\n", NULL, "bad port"},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
+       "clusters: [{name: c, cluster: {server: 'https://h'}}]\n", NULL, "neither certificate-authority"},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+       "clusters: [{name: c, cluster: {server: 'https://h', insecure-skip-tls-verify: true}}]\n"
+       "users: [{name: u, user: {exec: {command: aws}}}]\n", NULL, "exec/auth-provider"},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+       "clusters: [{name: c, cluster: {server: 'https://h', insecure-skip-tls-verify: true}}]\n"
+       "users: [{name: u, user: {client-certificate-data: QUJD}}]\n", NULL, "without a key"},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
+       "clusters: [{name: c, cluster: {server: 'https://h', certificate-authority-data: '!!!'}}]\n", NULL,
+       "not valid base64"},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
+       "clusters: [{name: c, cluster: {server: 'https://h', certificate-authority: /nonexistent/ca}}]\n", NULL,
+       "cannot open /nonexistent/ca"},
+      {"current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
+       "clusters: [{name: c, cluster: {server: 'https://h', insecure-skip-tls-verify: true}}]\n", "nope",
+       "no context named \"nope\""},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int r = t_load(cases[i].yaml, cases[i].ctx);
+    if (r == 0 || !strstr(mgop_errmsg(), cases[i].needle))
+      fprintf(stderr, "    kubeconfig case %zu: r=%d msg=\"%s\" (want \"%s\")\n", i, r, mgop_errmsg(),
+              cases[i].needle);
+    CHECK(r != 0 && strstr(mgop_errmsg(), cases[i].needle));
+  }
+  /* a CA that is not a certificate fails in TLS setup with a clear message */
+  {
+    const char *y = "current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n"
+                    "clusters: [{name: c, cluster: {server: 'https://h', certificate-authority-data: QUJD}}]\n";
+    struct mgop_tls t;
+    CHECK(t_load(y, NULL) == 0);
+    CHECK(mgop_tls_client_init(&t, &t_cfg) == MGOP_ERR_TLS && strstr(mgop_errmsg(), "certificate-authority"));
+    mgop_tls_free(&t);
+  }
+}
+
+static void test_in_cluster(void) {
+  char sa[300], ca[4096];
+  snprintf(sa, sizeof(sa), "%s/sa", t_tmpdir);
+  mkdir(sa, 0700);
+  t_write(sa, "ca.crt", t_read_fixture("test-ca.crt", ca, sizeof(ca)));
+  t_write(sa, "token", "sa-token-1\n");
+  t_write(sa, "namespace", "multigres-operator\n");
+  unsetenv("KUBERNETES_SERVICE_HOST");
+  unsetenv("KUBERNETES_SERVICE_PORT");
+  CHECK(mgop_kubecfg_in_cluster(&t_cfg, sa) == MGOP_ERR_CONFIG && strstr(mgop_errmsg(), "KUBERNETES_SERVICE_HOST"));
+  setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1", 1);
+  setenv("KUBERNETES_SERVICE_PORT", "443", 1);
+  CHECK(mgop_kubecfg_in_cluster(&t_cfg, sa) == 0);
+  CHECK_STR(t_cfg.host, "10.96.0.1");
+  CHECK_STR(t_cfg.port, "443");
+  CHECK_STR(t_cfg.tls_server_name, "kubernetes.default.svc");
+  CHECK_STR(t_cfg.token, "sa-token-1");
+  CHECK_STR(t_cfg.namespace_, "multigres-operator");
+  CHECK_STR(t_cfg.source, "in-cluster");
+  /* kubelet rotates the projected token: the reload picks it up */
+  t_write(sa, "token", "sa-token-2\n");
+  CHECK(mgop_kubecfg_reload_token(&t_cfg, t_cfg.token_loaded_ms + MGOP_TOKEN_RELOAD_MS + 1, 0) == 0);
+  CHECK_STR(t_cfg.token, "sa-token-2");
+  /* an empty token file is an error, and the old token stays */
+  t_write(sa, "token", "\n");
+  CHECK(mgop_kubecfg_reload_token(&t_cfg, 0, 1) == MGOP_ERR_CONFIG);
+  CHECK_STR(t_cfg.token, "sa-token-2");
+  setenv("KUBERNETES_SERVICE_PORT", "notaport", 1);
+  CHECK(mgop_kubecfg_in_cluster(&t_cfg, sa) == MGOP_ERR_CONFIG);
+  unsetenv("KUBERNETES_SERVICE_HOST");
+  unsetenv("KUBERNETES_SERVICE_PORT");
+}
+
+static void test_url_parse(void) {
+  char s[8], h[64], p[8], path[64];
+  CHECK(mgop_url_parse("https://a.b:6443", s, 8, h, 64, p, 8, path, 64) == 0);
+  CHECK_STR(h, "a.b"); CHECK_STR(p, "6443"); CHECK_STR(path, "");
+  CHECK(mgop_url_parse("http://h/x/y//", s, 8, h, 64, p, 8, path, 64) == 0);
+  CHECK_STR(s, "http"); CHECK_STR(p, "80"); CHECK_STR(path, "/x/y");
+  CHECK(mgop_url_parse("https://[fe80::1]:1/", s, 8, h, 64, p, 8, path, 64) == 0);
+  CHECK_STR(h, "fe80::1");
+  CHECK(mgop_url_parse("a.b:6443", s, 8, h, 64, p, 8, path, 64) == MGOP_ERR_CONFIG);
+  CHECK(mgop_url_parse("https://:1", s, 8, h, 64, p, 8, path, 64) == MGOP_ERR_CONFIG);
+  CHECK(mgop_url_parse("https://h:0", s, 8, h, 64, p, 8, path, 64) == MGOP_ERR_CONFIG);
+  CHECK(mgop_url_parse("https://h:1x", s, 8, h, 64, p, 8, path, 64) == MGOP_ERR_CONFIG);
+  CHECK(mgop_url_parse("https://[::1", s, 8, h, 64, p, 8, path, 64) == MGOP_ERR_CONFIG);
+}
+
+/* ======================================================================
+ * 6. Scripted fake API server
+ * A forked child answers each accepted connection's requests from a script
+ * of raw responses, so a test can inject what a real API server won't
+ * produce on demand: 410s, 429s, truncated chunks, split events.
+ * ==================================================================== */
+struct t_step { const char *expect; const char *reply; int close_after; };
+
+static int t_listen(int *port) {
+  struct sockaddr_in a;
+  socklen_t len = sizeof(a);
+  int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 8)) { perror("bind"); exit(3); }
+  getsockname(fd, (struct sockaddr *)&a, &len);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+/* Reads one request head; returns its first line. */
+static int t_read_request(int fd, char *line, size_t cap) {
+  char buf[8192];
+  size_t n = 0;
+  while (n < sizeof(buf) - 1) {
+    ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
+    if (r <= 0) return -1;
+    n += (size_t)r;
+    buf[n] = 0;
+    if (strstr(buf, "\r\n\r\n")) break;
+  }
+  snprintf(line, cap, "%.*s", (int)strcspn(buf, "\r\n"), buf);
+  return 0;
+}
+
+/* Child: serve the steps in order, whichever connection asks next (a watch
+ * has its own connection beside the request one). "expect" must be a
+ * substring of the request line or the child exits 1, which the test sees.
+ * Replies are written in small pieces so chunk edges fall anywhere. */
+static void t_serve(int lfd, const struct t_step *steps, int n) {
+  int conns[8], nconn = 0;
+  for (int i = 0; i < n; i++) {
+    char line[2048];
+    int cfd = -1;
+    while (cfd < 0) {
+      struct pollfd p[9];
+      p[0] = (struct pollfd){lfd, POLLIN, 0};
+      for (int c = 0; c < nconn; c++) p[c + 1] = (struct pollfd){conns[c], POLLIN, 0};
+      int polled = nconn; /* a connection accepted now is polled next turn */
+      if (poll(p, (nfds_t)nconn + 1, 10000) <= 0) _exit(4);
+      if (p[0].revents && nconn < 8) conns[nconn++] = accept(lfd, NULL, NULL);
+      for (int c = 0; c < polled && cfd < 0; c++) {
+        if (!p[c + 1].revents) continue;
+        if (t_read_request(conns[c], line, sizeof(line)) == 0) {
+          cfd = conns[c];
+        } else { /* the client closed this one */
+          close(conns[c]);
+          conns[c--] = conns[--nconn];
+          break;
+        }
+      }
+    }
+    if (!strstr(line, steps[i].expect)) {
+      fprintf(stderr, "    fake server step %d: got \"%s\", want \"%s\"\n", i, line, steps[i].expect);
+      _exit(1);
+    }
+    for (size_t off = 0, len = strlen(steps[i].reply); off < len;) {
+      size_t piece = 1 + (size_t)(t_rand() % (len > 4096 ? 4096 : 9));
+      if (piece > len - off) piece = len - off;
+      if (write(cfd, steps[i].reply + off, piece) < 0) _exit(2);
+      off += piece;
+      if (t_rand() % 4 == 0) usleep(200);
+    }
+    if (steps[i].close_after) {
+      for (int c = 0; c < nconn; c++)
+        if (conns[c] == cfd) conns[c] = conns[--nconn];
+      close(cfd);
+    }
+  }
+  usleep(100000);
+  _exit(0);
+}
+
+static pid_t t_fake_start(const struct t_step *steps, int n, int *port) {
+  int lfd = t_listen(port);
+  pid_t pid = fork();
+  if (pid == 0) t_serve(lfd, steps, n);
+  close(lfd);
+  return pid;
+}
+
+static int t_fake_wait(pid_t pid) {
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 99;
+}
+
+static void t_fake_client(struct mgop_kube *k, int port) {
+  memset(&t_cfg, 0, sizeof(t_cfg));
+  snprintf(t_cfg.scheme, sizeof(t_cfg.scheme), "http");
+  snprintf(t_cfg.host, sizeof(t_cfg.host), "127.0.0.1");
+  snprintf(t_cfg.port, sizeof(t_cfg.port), "%d", port);
+  mgop_kube_init(k, &t_cfg);
+}
+
+struct t_events { char log[16][96]; int n; };
+static void t_record(void *ctx, struct mgop_watch *w, const char *type, const struct mgop_json *j, int obj) {
+  struct t_events *e = ctx;
+  char name[64];
+  (void)w;
+  mgop_json_path_str(j, obj, "metadata.name", name, sizeof(name));
+  if (e->n < 16) snprintf(e->log[e->n++], sizeof(e->log[0]), "%s %s", type, name);
+}
+
+#define T_OBJ(name, rv) "{\"metadata\":{\"name\":\"" name "\",\"resourceVersion\":\"" rv "\"}}"
+
+/* Builds "HTTP/1.1 200 OK" + a chunked body, one chunk per piece (NULL-ended),
+ * so chunk sizes are computed, never hand-counted. */
+static const char *t_chunked(char *out, size_t cap, const char *const *pieces) {
+  size_t n = (size_t)snprintf(out, cap, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+  for (; *pieces; pieces++) n += (size_t)snprintf(out + n, cap - n, "%zx\r\n%s\r\n", strlen(*pieces), *pieces);
+  snprintf(out + n, cap - n, "0\r\n\r\n");
+  return out;
+}
+
+/* "HTTP/1.1 200 OK" with a Content-Length body, the length computed. */
+static const char *t_plain(char *out, size_t cap, const char *body) {
+  snprintf(out, cap, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+  return out;
+}
+
+static void test_fake_list_pages_and_watch_410(void) {
+  static char page1[1024], page2[1024], relist[1024], watch1[1024], watch2[1024];
+  static const char *const page1_pieces[] = {"{\"metadata\":{\"continue\":\"tok1\"",
+                                             "},\"items\":[" T_OBJ("a", "5") "]}", NULL};
+  /* a bookmark, an event split across chunks, then a 410 ERROR event */
+  static const char *const watch1_pieces[] = {
+      "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"12\"}}}\n{\"type\":\"A",
+      "DDED\",\"object\":{\"metadata\":{\"name\":\"d\",\"resourceVersion\":\"13\"}}}\n",
+      "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410,\"reason\":\"Gone\"}}\n", NULL};
+  static const char *const watch2_pieces[] = {
+      "{\"type\":\"DELETED\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"21\"}}}\n", NULL};
+  struct t_step steps[5] = {
+      {"GET /apis/x/v1/things?limit=100 ", t_chunked(page1, sizeof(page1), page1_pieces), 0},
+      /* page 2, Content-Length body */
+      {"continue=tok1",
+       t_plain(page2, sizeof(page2),
+               "{\"metadata\":{\"resourceVersion\":\"10\"},\"items\":[" T_OBJ("b", "7") ",{\"metadata\":{\"name\":\"c\"}}]}"),
+       0},
+      {"watch=1&allowWatchBookmarks=true&resourceVersion=10", t_chunked(watch1, sizeof(watch1), watch1_pieces), 1},
+      /* relist after 410, then a new watch from the new list's version */
+      {"GET /apis/x/v1/things?limit=100 ",
+       t_plain(relist, sizeof(relist), "{\"metadata\":{\"resourceVersion\":\"20\"},\"items\":[" T_OBJ("a", "5") "]}"), 0},
+      {"resourceVersion=20", t_chunked(watch2, sizeof(watch2), watch2_pieces), 1},
+  };
+  struct mgop_kube k;
+  static struct mgop_watch w;
+  struct t_events ev = {{{0}}, 0};
+  int port, rounds = 0;
+  pid_t pid = t_fake_start(steps, 5, &port);
+  t_fake_client(&k, port);
+  mgop_watch_init(&w, &k, "Thing", "/apis/x/v1/things", NULL, t_record, &ev);
+  while (ev.n < 6 && rounds++ < 400) {
+    mgop_watch_step(&w, mgop_now_ms());
+    if (w.state == MGOP_W_STREAM) {
+      struct pollfd p = {w.conn.fd, POLLIN, 0};
+      poll(&p, 1, 20);
+    }
+  }
+  CHECK(ev.n == 6);
+  CHECK_STR(ev.log[0], "SYNC a");
+  CHECK_STR(ev.log[1], "SYNC b");
+  CHECK_STR(ev.log[2], "SYNC c");
+  CHECK_STR(ev.log[3], "ADDED d");
+  CHECK_STR(ev.log[4], "SYNC a");
+  CHECK_STR(ev.log[5], "DELETED a");
+  CHECK(w.relists == 2);
+  CHECK_STR(w.rv, "21");
+  mgop_watch_close(&w);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
+static void test_fake_truncated_and_429(void) {
+  static const struct t_step steps[] = {
+      {"GET /a ", "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}", 0},
+      /* truncated chunked body: the connection closes mid-chunk */
+      {"GET /b ", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"partial\":", 1},
+      /* a garbled chunk header */
+      {"GET /c ", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 1},
+      /* the client must recover on a fresh connection */
+      {"GET /d ", "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}", 0},
+  };
+  struct mgop_kube k;
+  char mem[256];
+  struct mgop_buf out;
+  int port, status;
+  pid_t pid = t_fake_start(steps, 4, &port);
+  t_fake_client(&k, port);
+  mgop_buf_init(&out, mem, sizeof(mem));
+  CHECK(mgop_kube_request(&k, "GET", "/a", NULL, NULL, 0, &out, &status) == 0);
+  CHECK(status == 429 && k.last_retry_after_s == 3);
+  CHECK(mgop_kube_request(&k, "GET", "/b", NULL, NULL, 0, &out, &status) == MGOP_ERR_CLOSED);
+  CHECK(mgop_kube_request(&k, "GET", "/c", NULL, NULL, 0, &out, &status) == MGOP_ERR_HTTP);
+  CHECK(mgop_kube_request(&k, "GET", "/d", NULL, NULL, 0, &out, &status) == 0);
+  CHECK(status == 200 && out.len == 11 && memcmp(out.p, "{\"ok\":true}", 11) == 0);
+  CHECK(k.stats.errors == 3);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
+static void test_fake_overlong_event_relists(void) {
+  static char reply[MGOP_WATCH_LINE_MAX + 4096];
+  static struct t_step steps[4];
+  struct mgop_kube k;
+  static struct mgop_watch w;
+  struct t_events ev = {{{0}}, 0};
+  int port, rounds = 0;
+  size_t n = 0, pad = MGOP_WATCH_LINE_MAX + 10;
+  n += (size_t)sprintf(reply, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n", pad + 1);
+  memset(reply + n, 'x', pad);
+  n += pad;
+  n += (size_t)sprintf(reply + n, "\n\r\n");
+  static char list1[256], list2[256];
+  steps[0] = (struct t_step){"limit=100", t_plain(list1, sizeof(list1), "{\"metadata\":{\"resourceVersion\":\"1\"},\"items\":[]}"), 0};
+  steps[1] = (struct t_step){"resourceVersion=1", reply, 1};
+  steps[2] = (struct t_step){"limit=100",
+                             t_plain(list2, sizeof(list2), "{\"metadata\":{\"resourceVersion\":\"9\"},\"items\":[" T_OBJ("z", "9") "]}"), 0};
+  steps[3] = (struct t_step){"resourceVersion=9", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 1};
+  pid_t pid = t_fake_start(steps, 4, &port);
+  t_fake_client(&k, port);
+  mgop_watch_init(&w, &k, "Thing", "/apis/x/v1/things", NULL, t_record, &ev);
+  while (w.relists < 2 && rounds++ < 2000) {
+    mgop_watch_step(&w, mgop_now_ms());
+    if (w.state == MGOP_W_STREAM) {
+      struct pollfd p = {w.conn.fd, POLLIN, 0};
+      poll(&p, 1, 20);
+    }
+  }
+  for (int i = 0; i < 20 && ev.n < 1; i++) mgop_watch_step(&w, mgop_now_ms());
+  CHECK(w.overlong == 1);
+  CHECK(w.relists == 2);
+  CHECK(ev.n == 1 && !strcmp(ev.log[0], "SYNC z"));
+  mgop_watch_close(&w);
+  mgop_kube_free(&k);
+  kill(pid, SIGTERM);
+  t_fake_wait(pid);
+}
+
+/* ======================================================================
+ * 7. TLS against a local mbedTLS server
+ * ==================================================================== */
+static void t_tls_server(int lfd, int connections) {
+  mbedtls_ssl_config conf;
+  mbedtls_x509_crt crt;
+  mbedtls_pk_context key;
+  char path[512];
+  mbedtls_ssl_config_init(&conf);
+  mbedtls_x509_crt_init(&crt);
+  mbedtls_pk_init(&key);
+  snprintf(path, sizeof(path), "%s/server.crt", t_fixtures);
+  if (mbedtls_x509_crt_parse_file(&crt, path)) _exit(3);
+  snprintf(path, sizeof(path), "%s/server.key", t_fixtures);
+  if (mbedtls_pk_parse_keyfile(&key, path, NULL)) _exit(3);
+  mgop_tls_global_init();
+  mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+  mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &mgop_drbg);
+  mbedtls_ssl_conf_own_cert(&conf, &crt, &key);
+  for (int i = 0; i < connections; i++) {
+    mbedtls_ssl_context ssl;
+    int cfd = accept(lfd, NULL, NULL), r;
+    unsigned char buf[4096];
+    static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    mbedtls_ssl_init(&ssl);
+    mbedtls_ssl_setup(&ssl, &conf);
+    mbedtls_ssl_set_bio(&ssl, &cfd, mbedtls_net_send, mbedtls_net_recv, NULL);
+    r = mbedtls_ssl_handshake(&ssl);
+    if (r == 0 && mbedtls_ssl_read(&ssl, buf, sizeof(buf)) > 0) mbedtls_ssl_write(&ssl, (const unsigned char *)reply, sizeof(reply) - 1);
+    mbedtls_ssl_close_notify(&ssl);
+    mbedtls_ssl_free(&ssl);
+    close(cfd);
+  }
+  _exit(0);
+}
+
+static int t_tls_get(int port, const char *host, const char *server_name) {
+  struct mgop_kube k;
+  char ca[4096];
+  int status = 0, rc;
+  memset(&t_cfg, 0, sizeof(t_cfg));
+  snprintf(t_cfg.scheme, sizeof(t_cfg.scheme), "https");
+  snprintf(t_cfg.host, sizeof(t_cfg.host), "%s", host);
+  snprintf(t_cfg.port, sizeof(t_cfg.port), "%d", port);
+  snprintf(t_cfg.tls_server_name, sizeof(t_cfg.tls_server_name), "%s", server_name);
+  t_read_fixture("test-ca.crt", ca, sizeof(ca));
+  memcpy(t_cfg.ca, ca, strlen(ca) + 1);
+  t_cfg.ca_len = strlen(ca) + 1;
+  if ((rc = mgop_kube_init(&k, &t_cfg))) return rc;
+  rc = mgop_kube_request(&k, "GET", "/version", NULL, NULL, 0, NULL, &status);
+  mgop_kube_free(&k);
+  return rc ? rc : status;
+}
+
+static void test_tls_verification(void) {
+  int port, lfd = t_listen(&port);
+  pid_t pid = fork();
+  if (pid == 0) t_tls_server(lfd, 4);
+  close(lfd);
+  CHECK(t_tls_get(port, "127.0.0.1", "") == 200);                  /* IP SAN match */
+  CHECK(t_tls_get(port, "127.0.0.1", "kubernetes.default.svc") == 200); /* DNS SAN match */
+  CHECK(t_tls_get(port, "localhost", "") == 200);                  /* DNS SAN via host */
+  CHECK(t_tls_get(port, "127.0.0.1", "wrong.example") == MGOP_ERR_TLS);
+  CHECK(strstr(mgop_errmsg(), "certificate rejected") != NULL);
+  t_fake_wait(pid);
+}
+
+static void test_ip_san_matcher(void) {
+  mbedtls_x509_crt crt;
+  char path[512];
+  unsigned char lo[4] = {127, 0, 0, 1}, other[4] = {127, 0, 0, 2};
+  mbedtls_x509_crt_init(&crt);
+  snprintf(path, sizeof(path), "%s/server.crt", t_fixtures);
+  CHECK(mbedtls_x509_crt_parse_file(&crt, path) == 0);
+  CHECK(mgop_tls_crt_has_ip(&crt, lo, 4) == 1);
+  CHECK(mgop_tls_crt_has_ip(&crt, other, 4) == 0);
+  mbedtls_x509_crt_free(&crt);
+}
+
+/* ======================================================================
+ * 8. Flags
+ * ==================================================================== */
+static void test_flags(void) {
+  struct mgop_options opt = {NULL, NULL, ""};
+  int exit_now;
+  char *ok[] = {"x", "--kubeconfig=/k", "--context", "c", "--namespace=ns", "--zap-log-level", "warn", NULL};
+  char *unknown[] = {"x", "--frobnicate", NULL};
+  char *badlevel[] = {"x", "--zap-log-level=loud", NULL};
+  char *noval[] = {"x", "--kubeconfig", NULL};
+  int saved_level = mgop_log_level;
+  CHECK(mgop_parse_flags(7, ok, &opt, &exit_now) == 0 && !exit_now);
+  CHECK_STR(opt.kubeconfig, "/k");
+  CHECK_STR(opt.context, "c");
+  CHECK_STR(opt.watch_namespace, "ns");
+  CHECK(mgop_log_level == MGOP_WARN);
+  mgop_log_level = saved_level;
+  fprintf(stderr, "    (expected errors follow)\n");
+  CHECK(mgop_parse_flags(2, unknown, &opt, &exit_now) == 2);
+  CHECK(mgop_parse_flags(2, badlevel, &opt, &exit_now) == 2);
+  CHECK(mgop_parse_flags(2, noval, &opt, &exit_now) == 2);
+}
+
+/* ======================================================================
+ * 9. Runner
+ * ==================================================================== */
+struct t_case { const char *name; void (*fn)(void); };
+static const struct t_case t_cases[] = {
+    {"chunked_whole", test_chunked_whole},
+    {"chunked_bytewise", test_chunked_bytewise},
+    {"chunked_random_splits", test_chunked_random_splits},
+    {"chunked_errors", test_chunked_errors},
+    {"lines", test_lines},
+    {"http_head", test_http_head},
+    {"json_accessors", test_json_accessors},
+    {"json_malformed", test_json_malformed},
+    {"json_writer", test_json_writer},
+    {"kubeconfig_inline_certs", test_kubeconfig_inline_certs},
+    {"kubeconfig_files_token_context", test_kubeconfig_files_token_context},
+    {"kubeconfig_errors", test_kubeconfig_errors},
+    {"in_cluster", test_in_cluster},
+    {"url_parse", test_url_parse},
+    {"fake_list_pages_and_watch_410", test_fake_list_pages_and_watch_410},
+    {"fake_truncated_and_429", test_fake_truncated_and_429},
+    {"fake_overlong_event_relists", test_fake_overlong_event_relists},
+    {"ip_san_matcher", test_ip_san_matcher},
+    {"tls_verification", test_tls_verification},
+    {"flags", test_flags},
+};
+
+int main(int argc, char **argv) {
+  int passed = 0, failed = 0;
+  const char *only = argc > 1 ? argv[1] : NULL;
+  if (getenv("MGOP_FIXTURES")) t_fixtures = getenv("MGOP_FIXTURES");
+  snprintf(t_tmpdir, sizeof(t_tmpdir), "/tmp/mgop-unit-XXXXXX");
+  if (!mkdtemp(t_tmpdir)) { perror("mkdtemp"); return 3; }
+  signal(SIGPIPE, SIG_IGN);
+  mgop_log_level = getenv("MGOP_TEST_LOG") ? MGOP_DEBUG : MGOP_ERROR + 1; /* quiet: tests check results, not logs */
+  mgop_tls_global_init();
+  for (size_t i = 0; i < sizeof(t_cases) / sizeof(t_cases[0]); i++) {
+    int before = t_failed_checks;
+    if (only && !strstr(t_cases[i].name, only)) continue;
+    t_cases[i].fn();
+    if (t_failed_checks == before) {
+      passed++;
+      printf("ok   %s\n", t_cases[i].name);
+    } else {
+      failed++;
+      printf("FAIL %s\n", t_cases[i].name);
+    }
+    fflush(stdout);
+  }
+  {
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", t_tmpdir);
+    if (system(cmd)) { /* best effort */ }
+  }
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
