@@ -1,0 +1,25 @@
+/* libFuzzer target: JSON parse and every accessor on arbitrary input. */
+#define MGOP_NO_MAIN
+#include "../../multigres-op.c"
+
+static jsmntok_t fz_tok[4096];
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  struct mgop_json j;
+  char s[256];
+  long long v;
+  int b;
+  if (mgop_json_parse(&j, (const char *)data, size, fz_tok, 4096)) return 0;
+  for (int t = 0; t < j.ntok; t++) {
+    mgop_json_str(&j, t, s, sizeof(s));
+    mgop_json_i64(&j, t, &v);
+    mgop_json_bool(&j, t, &b);
+    mgop_json_next(&j, t);
+    mgop_json_at(&j, t, 1);
+  }
+  mgop_json_path_str(&j, 0, "metadata.name", s, sizeof(s));
+  mgop_json_path(&j, 0, "items[0].metadata.labels");
+  mgop_json_path(&j, 0, "a[1][2].b");
+  return 0;
+}

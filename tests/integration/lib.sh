@@ -1,0 +1,65 @@
+# tests/integration/lib.sh - helpers for integration tests. Sourced by run.sh
+# and by each t_*.sh; expects the control plane env ($MGOP_CP_DIR/env).
+# A test is a bash script that exits 0 on success; `fail` explains why not.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OP_BIN=${OP_BIN:-$ROOT/multigres-op}
+IT_LOGS=${IT_LOGS:-$ROOT/build/it-logs}
+mkdir -p "$IT_LOGS"
+
+fail() { echo "  FAIL: $*" >&2; exit 1; }
+note() { echo "  $*" >&2; }
+
+# start_operator NAME [flags...]: run the operator in the background,
+# its JSON log lines in $IT_LOGS/NAME.log.
+start_operator() {
+  local name=$1; shift
+  : >"$IT_LOGS/$name.log"
+  "$OP_BIN" "$@" 2>"$IT_LOGS/$name.log" &
+  echo $! >"$IT_LOGS/$name.pid"
+}
+
+stop_operator() {
+  local name=$1 pid
+  pid=$(cat "$IT_LOGS/$name.pid" 2>/dev/null) || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -f "$IT_LOGS/$name.pid"
+}
+
+operator_alive() { kill -0 "$(cat "$IT_LOGS/$1.pid")" 2>/dev/null; }
+
+# wait_log NAME FIXED-STRING [SECONDS]: wait until the log has the string.
+wait_log() {
+  local name=$1 needle=$2 secs=${3:-30} i
+  for ((i = 0; i < secs * 10; i++)); do
+    grep -qF -- "$needle" "$IT_LOGS/$name.log" && return 0
+    sleep 0.1
+  done
+  note "log $name.log never showed: $needle"
+  note "--- last lines of $name.log:"
+  tail -20 "$IT_LOGS/$name.log" >&2
+  return 1
+}
+
+# count_log NAME FIXED-STRING: how many lines have the string.
+count_log() { grep -cF -- "$2" "$IT_LOGS/$1.log" || true; }
+
+# The watch event line the operator logs, fields in a fixed order.
+event_needle() { # TYPE NAMESPACE NAME
+  printf '"kind":"MultigresCluster","type":"%s","namespace":"%s","name":"%s"' "$1" "$2" "$3"
+}
+
+# new_namespace NAME: a fresh namespace for one test.
+new_namespace() {
+  kubectl delete namespace "$1" --ignore-not-found --wait=true >/dev/null 2>&1 || true
+  kubectl create namespace "$1" >/dev/null
+}
+
+# apply_cluster NS NAME: the minimal sample under another name.
+apply_cluster() {
+  sed -e "s/^  name: minimal$/  name: $2/" "$ROOT/config/samples/minimal.yaml" |
+    kubectl apply -n "$1" -f - >/dev/null
+}
