@@ -150,6 +150,12 @@ void mgop_arena_reset(struct mgop_arena *a);
 
 int mgop_read_file(const char *path, char *buf, size_t cap, size_t *len);
 
+/* FNV-1a: 32-bit for names (as the reference operator), 64-bit for keys. */
+uint32_t mgop_fnv1a32(uint32_t h, const void *data, size_t n);
+#define MGOP_FNV32_INIT 0x811c9dc5u
+uint64_t mgop_fnv1a64(uint64_t h, const void *data, size_t n);
+#define MGOP_FNV64_INIT 0xcbf29ce484222325ull
+
 /* ======================================================================
  * 2.2 json
  * ==================================================================== */
@@ -195,6 +201,14 @@ void mgop_jw_bool(struct mgop_jw *w, int v);
 void mgop_jw_null(struct mgop_jw *w);
 void mgop_jw_raw(struct mgop_jw *w, const char *json, size_t n); /* pre-encoded value */
 void mgop_json_escape(struct mgop_buf *b, const char *s, size_t n);
+/* Deep merge for the defaults chain: writes `base` with `over` laid on top.
+ * Objects merge key by key (recursively); scalars and lists in `over`
+ * replace; a null in `over` removes the key (RFC 7386). Either side may be
+ * -1 (absent). Keys keep base's order, then
+ * over's new keys in their order. */
+void mgop_json_merge(struct mgop_jw *w, const struct mgop_json *base, int bt, const struct mgop_json *over, int ot);
+/* Copies one value verbatim (re-encoding strings) into the writer. */
+void mgop_jw_copy(struct mgop_jw *w, const struct mgop_json *j, int t);
 
 /* ======================================================================
  * 2.3 kubeconfig
@@ -666,6 +680,24 @@ void mgop_arena_reset(struct mgop_arena *a) {
   a->used = 0;
 }
 
+uint32_t mgop_fnv1a32(uint32_t h, const void *data, size_t n) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 16777619u;
+  }
+  return h;
+}
+
+uint64_t mgop_fnv1a64(uint64_t h, const void *data, size_t n) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
 int mgop_read_file(const char *path, char *buf, size_t cap, size_t *len) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   size_t got = 0;
@@ -1038,6 +1070,93 @@ void mgop_jw_null(struct mgop_jw *w) {
 void mgop_jw_raw(struct mgop_jw *w, const char *json, size_t n) {
   mgop_jw_sep(w);
   mgop_buf_append(w->b, json, n);
+}
+
+/* Re-encode a string token through the escaper so output is canonical. */
+static void mgop_jw_copy_key(struct mgop_jw *w, const struct mgop_json *j, int t) {
+  char tmp[512];
+  if (mgop_json_str(j, t, tmp, sizeof(tmp)) == MGOP_OK) mgop_jw_key(w, tmp);
+  else w->b->overflow = 1; /* keys longer than 512 bytes are not ours to merge */
+}
+
+void mgop_jw_copy(struct mgop_jw *w, const struct mgop_json *j, int t) {
+  if (t < 0 || t >= j->ntok) {
+    mgop_jw_null(w);
+    return;
+  }
+  switch (j->tok[t].type) {
+    case JSMN_OBJECT: {
+      int i = t + 1;
+      mgop_jw_obj(w);
+      for (int k = 0; k < j->tok[t].size; k++) {
+        mgop_jw_copy_key(w, j, i);
+        mgop_jw_copy(w, j, i + 1);
+        i = mgop_json_next(j, i + 1);
+      }
+      mgop_jw_obj_end(w);
+      break;
+    }
+    case JSMN_ARRAY: {
+      int i = t + 1;
+      mgop_jw_arr(w);
+      for (int k = 0; k < j->tok[t].size; k++) {
+        mgop_jw_copy(w, j, i);
+        i = mgop_json_next(j, i);
+      }
+      mgop_jw_arr_end(w);
+      break;
+    }
+    case JSMN_STRING: {
+      struct mgop_str s = mgop_json_raw(j, t);
+      mgop_jw_sep(w); /* the raw text is already valid JSON string content */
+      mgop_buf_append(w->b, "\"", 1);
+      mgop_buf_append(w->b, s.p, s.n);
+      mgop_buf_append(w->b, "\"", 1);
+      break;
+    }
+    default: {
+      struct mgop_str s = mgop_json_raw(j, t);
+      mgop_jw_raw(w, s.p, s.n);
+    }
+  }
+}
+
+/* Value of key (given as a string token of another document) in obj. */
+static int mgop_json_key_tok(const struct mgop_json *j, int obj, const struct mgop_json *kj, int kt) {
+  char key[512];
+  if (mgop_json_str(kj, kt, key, sizeof(key)) != MGOP_OK) return -1;
+  return mgop_json_key(j, obj, key);
+}
+
+void mgop_json_merge(struct mgop_jw *w, const struct mgop_json *base, int bt, const struct mgop_json *over, int ot) {
+  int i;
+  if (ot < 0) {
+    mgop_jw_copy(w, base, bt);
+    return;
+  }
+  if (bt < 0 || !mgop_json_is(base, bt, JSMN_OBJECT) || !mgop_json_is(over, ot, JSMN_OBJECT)) {
+    mgop_jw_copy(w, over, ot); /* scalars, lists, null and type changes replace */
+    return;
+  }
+  mgop_jw_obj(w);
+  i = bt + 1;
+  for (int k = 0; k < base->tok[bt].size; k++) {
+    int ov = mgop_json_key_tok(over, ot, base, i);
+    if (!mgop_json_is_null(over, ov)) { /* null in over removes the key (RFC 7386) */
+      mgop_jw_copy_key(w, base, i);
+      mgop_json_merge(w, base, i + 1, over, ov);
+    }
+    i = mgop_json_next(base, i + 1);
+  }
+  i = ot + 1;
+  for (int k = 0; k < over->tok[ot].size; k++) {
+    if (mgop_json_key_tok(base, bt, over, i) < 0 && !mgop_json_is_null(over, i + 1)) {
+      mgop_jw_copy_key(w, over, i);
+      mgop_jw_copy(w, over, i + 1);
+    }
+    i = mgop_json_next(over, i + 1);
+  }
+  mgop_jw_obj_end(w);
 }
 
 /* ======================================================================

@@ -322,6 +322,60 @@ static void test_json_writer(void) {
   CHECK(b.overflow);
 }
 
+/* Table-driven: every rule of the overrides merge. */
+static void test_json_merge(void) {
+  static const struct { const char *base, *over, *want, *rule; } cases[] = {
+      {"{\"a\":1,\"b\":2}", "{\"b\":3,\"c\":4}", "{\"a\":1,\"b\":3,\"c\":4}", "maps merge; over wins"},
+      {"{\"m\":{\"x\":1,\"y\":{\"z\":1}}}", "{\"m\":{\"y\":{\"w\":2}}}", "{\"m\":{\"x\":1,\"y\":{\"z\":1,\"w\":2}}}",
+       "nested maps merge recursively"},
+      {"{\"l\":[1,2,3]}", "{\"l\":[9]}", "{\"l\":[9]}", "lists replace whole"},
+      {"{\"s\":\"a\"}", "{\"s\":{\"k\":1}}", "{\"s\":{\"k\":1}}", "a type change replaces"},
+      {"{\"m\":{\"k\":1}}", "{\"m\":\"x\"}", "{\"m\":\"x\"}", "a scalar replaces a map"},
+      {"{\"a\":1,\"b\":2}", "{\"a\":null}", "{\"b\":2}", "null removes the key"},
+      {"{\"a\":1}", "{\"n\":null}", "{\"a\":1}", "null for a missing key adds nothing"},
+      {"{\"a\":1}", "{}", "{\"a\":1}", "empty over changes nothing"},
+      {"{}", "{\"a\":{\"b\":[{\"c\":\"d\\\"e\"}]}}", "{\"a\":{\"b\":[{\"c\":\"d\\\"e\"}]}}", "escapes survive"},
+      {"{\"r\":{\"requests\":{\"cpu\":\"100m\",\"memory\":\"1Gi\"}}}", "{\"r\":{\"requests\":{\"cpu\":\"2\"}}}",
+       "{\"r\":{\"requests\":{\"cpu\":\"2\",\"memory\":\"1Gi\"}}}", "partial resources keep the rest"},
+  };
+  static jsmntok_t tb[128], to[128];
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct mgop_json b, o;
+    char mem[512];
+    struct mgop_buf out;
+    struct mgop_jw w;
+    CHECK(mgop_json_parse(&b, cases[i].base, strlen(cases[i].base), tb, 128) == 0);
+    CHECK(mgop_json_parse(&o, cases[i].over, strlen(cases[i].over), to, 128) == 0);
+    mgop_buf_init(&out, mem, sizeof(mem));
+    mgop_jw_init(&w, &out);
+    mgop_json_merge(&w, &b, 0, &o, 0);
+    mgop_buf_cstr(&out);
+    if (strcmp(out.p, cases[i].want)) fprintf(stderr, "    merge rule \"%s\": got %s\n", cases[i].rule, out.p);
+    CHECK(strcmp(out.p, cases[i].want) == 0);
+  }
+  /* absent sides */
+  {
+    struct mgop_json b;
+    char mem[64];
+    struct mgop_buf out;
+    struct mgop_jw w;
+    CHECK(mgop_json_parse(&b, "{\"a\":1}", 7, tb, 128) == 0);
+    mgop_buf_init(&out, mem, sizeof(mem));
+    mgop_jw_init(&w, &out);
+    mgop_json_merge(&w, &b, 0, &b, -1);
+    CHECK(strcmp(mgop_buf_cstr(&out), "{\"a\":1}") == 0);
+  }
+}
+
+static void test_fnv(void) {
+  /* published FNV-1a test vectors */
+  CHECK(mgop_fnv1a32(MGOP_FNV32_INIT, "", 0) == 0x811c9dc5u);
+  CHECK(mgop_fnv1a32(MGOP_FNV32_INIT, "a", 1) == 0xe40c292cu);
+  CHECK(mgop_fnv1a32(MGOP_FNV32_INIT, "foobar", 6) == 0xbf9cf968u);
+  CHECK(mgop_fnv1a64(MGOP_FNV64_INIT, "a", 1) == 0xaf63dc4c8601ec8cull);
+  CHECK(mgop_fnv1a64(MGOP_FNV64_INIT, "foobar", 6) == 0x85944171f73967e8ull);
+}
+
 /* ======================================================================
  * 5. kubeconfig and in-cluster config
  * ==================================================================== */
@@ -888,6 +942,8 @@ static const struct t_case t_cases[] = {
     {"json_accessors", test_json_accessors},
     {"json_malformed", test_json_malformed},
     {"json_writer", test_json_writer},
+    {"json_merge", test_json_merge},
+    {"fnv", test_fnv},
     {"kubeconfig_inline_certs", test_kubeconfig_inline_certs},
     {"kubeconfig_files_token_context", test_kubeconfig_files_token_context},
     {"kubeconfig_errors", test_kubeconfig_errors},
