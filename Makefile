@@ -10,6 +10,7 @@
 #   make clang           warning-clean build and unit tests with clang
 #   make fuzz            every fuzz target for FUZZ_SECONDS each (libFuzzer)
 #   make check-symbols   no unprefixed global symbol in our object
+#   make generate        regenerate crds.yaml and install.yaml; check-generated fails on drift
 #   make demo            local control plane + CRDs + operator + sample cluster
 #   make cp-up / cp-down the local control plane alone
 #
@@ -31,7 +32,7 @@ FUZZ_SECONDS ?= 20
 SRC := multigres-op.c multigres-op.h
 
 # --- third-party libraries, built once per config into the cache ----------
-NODEPS_GOALS := clean help cp-up cp-down
+NODEPS_GOALS := clean help cp-up cp-down generate check-generated
 ifneq ($(filter-out $(NODEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
 -include $(BUILD)/deps-glibc.mk
 endif
@@ -48,12 +49,12 @@ GLIBC_CFLAGS = $(DEPS_glibc_CFLAGS)
 GLIBC_LIBS = $(DEPS_glibc_LIBS)
 
 .PHONY: all static test test-unit test-integration asan valgrind clang fuzz check-symbols demo \
-        cp-up cp-down clean help image
+        cp-up cp-down clean help image generate check-generated
 
 all: multigres-op
 
 help:
-	@sed -n '3,17p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,18p' Makefile | sed 's/^# \{0,1\}//'
 
 multigres-op: $(SRC) $(BUILD)/deps-glibc.mk
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(GLIBC_CFLAGS) multigres-op.c -o $@ $(GLIBC_LIBS)
@@ -123,7 +124,17 @@ fuzz: $(FUZZERS)
 test-integration: multigres-op
 	tests/integration/run.sh
 
-test: test-unit check-symbols test-integration
+# --- generated files: crds.yaml from its generator, install.yaml from crds.yaml -----
+generate:
+	python3 config/crd/gen-crds.py > crds.yaml
+	cat config/install-header.yaml crds.yaml > install.yaml
+
+check-generated:
+	@python3 config/crd/gen-crds.py | cmp -s - crds.yaml || { echo "crds.yaml drifted from config/crd/gen-crds.py: run make generate"; exit 1; }
+	@cat config/install-header.yaml crds.yaml | cmp -s - install.yaml || { echo "install.yaml drifted: run make generate"; exit 1; }
+	@echo "check-generated: crds.yaml and install.yaml match their sources"
+
+test: test-unit check-symbols check-generated test-integration
 
 # --- the local control plane and the demo ----------------------------------------
 cp-up:

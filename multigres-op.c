@@ -163,7 +163,8 @@ static const char mgop_usage[] =
     "  -h, --help               print this help and exit\n";
 
 /* Accepts --flag=value and --flag value. Returns 0, or 2 with a message. */
-static int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now) {
+int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now);
+int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now) {
   *exit_now = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = NULL, *eq;

@@ -380,6 +380,7 @@ struct mgop_watch {
   mgop_event_fn on_event;
   void *ctx;
   struct mgop_kube *kube;
+  int retry_after_s;          /* from the last 429/503, or -1         */
   unsigned long long events, relists, restarts, overlong;
 };
 void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind, const char *path,
@@ -2241,6 +2242,7 @@ void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind
   snprintf(w->selector, sizeof(w->selector), "%s", selector ? selector : "");
   w->state = MGOP_W_LIST;
   w->backoff_ms = MGOP_BACKOFF_MIN_MS;
+  w->retry_after_s = -1;
   w->kube = k;
   w->on_event = fn;
   w->ctx = ctx;
@@ -2255,6 +2257,12 @@ static void mgop_watch_backoff(struct mgop_watch *w, long long now, const char *
   int span = w->backoff_ms / 2;
   int wait = w->backoff_ms - (span > 0 ? rand() % (span + 1) : 0);
   char f[512];
+  if (w->retry_after_s > 0) { /* the server asked for a pause: honour it, jittered up */
+    long long ra = (long long)w->retry_after_s * 1000 + rand() % 250;
+    if (ra > MGOP_BACKOFF_MAX_MS) ra = MGOP_BACKOFF_MAX_MS;
+    if (ra > wait) wait = (int)ra;
+    w->retry_after_s = -1;
+  }
   mgop_watch_close(w);
   w->state = MGOP_W_BACKOFF;
   w->next_ms = now + wait;
@@ -2277,9 +2285,12 @@ static int mgop_watch_list_item(void *ctx, const struct mgop_json *j, int item) 
 
 static int mgop_watch_do_list(struct mgop_watch *w) {
   char path[700];
+  int rc;
   snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?labelSelector=" : "", w->selector);
   w->relists++;
-  return mgop_kube_list(w->kube, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv));
+  rc = mgop_kube_list(w->kube, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv));
+  if (rc) w->retry_after_s = w->kube->last_retry_after_s;
+  return rc;
 }
 
 static int mgop_watch_start(struct mgop_watch *w) {
@@ -2302,7 +2313,10 @@ static int mgop_watch_start(struct mgop_watch *w) {
     mgop_kubecfg_reload_token(w->kube->cfg, mgop_now_ms(), 1);
     return mgop_seterr(MGOP_ERR_AUTH, "watch %s: 401, token re-read", w->kind);
   }
-  if (w->resp.status != 200) return mgop_seterr(MGOP_ERR_STATUS, "watch %s: HTTP %d", w->kind, w->resp.status);
+  if (w->resp.status != 200) {
+    w->retry_after_s = w->resp.retry_after_s;
+    return mgop_seterr(MGOP_ERR_STATUS, "watch %s: HTTP %d", w->kind, w->resp.status);
+  }
   mgop_lines_init(&w->lines, w->line, sizeof(w->line), mgop_watch_on_line, w);
   w->restarts++;
   return MGOP_OK;

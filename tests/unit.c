@@ -826,6 +826,29 @@ static void test_fake_overlong_event_relists(void) {
   t_fake_wait(pid);
 }
 
+static void test_fake_watch_honours_retry_after(void) {
+  static char list[256];
+  struct t_step steps[2] = {
+      {"limit=100", t_plain(list, sizeof(list), "{\"metadata\":{\"resourceVersion\":\"3\"},\"items\":[]}"), 0},
+      {"resourceVersion=3", "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n", 1},
+  };
+  struct mgop_kube k;
+  static struct mgop_watch w;
+  int port;
+  long long now;
+  pid_t pid = t_fake_start(steps, 2, &port);
+  t_fake_client(&k, port);
+  mgop_watch_init(&w, &k, "Thing", "/apis/x/v1/things", NULL, NULL, NULL);
+  now = mgop_now_ms();
+  mgop_watch_step(&w, now);
+  CHECK(w.state == MGOP_W_BACKOFF);
+  CHECK(w.next_ms - now >= 2000); /* not the 200 ms first backoff */
+  CHECK(w.next_ms - now <= 2500);
+  mgop_watch_close(&w);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
 /* ======================================================================
  * 7. TLS against a local mbedTLS server
  * ==================================================================== */
@@ -952,6 +975,7 @@ static const struct t_case t_cases[] = {
     {"fake_list_pages_and_watch_410", test_fake_list_pages_and_watch_410},
     {"fake_truncated_and_429", test_fake_truncated_and_429},
     {"fake_overlong_event_relists", test_fake_overlong_event_relists},
+    {"fake_watch_honours_retry_after", test_fake_watch_honours_retry_after},
     {"ip_san_matcher", test_ip_san_matcher},
     {"tls_verification", test_tls_verification},
     {"flags", test_flags},

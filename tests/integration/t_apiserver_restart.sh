@@ -21,7 +21,7 @@ rv_before=$(kubectl get -n $ns multigrescluster r1 -o jsonpath='{.metadata.resou
 
 # changes right after the restart, while the operator is still reconnecting
 apply_cluster $ns r2
-kubectl label -n $ns multigrescluster r1 it/phase=after >/dev/null
+kubectl label --overwrite -n $ns multigrescluster r1 it/phase=after >/dev/null
 rv_after=$(kubectl get -n $ns multigrescluster r1 -o jsonpath='{.metadata.resourceVersion}')
 rv_r2=$(kubectl get -n $ns multigrescluster r2 -o jsonpath='{.metadata.resourceVersion}')
 
