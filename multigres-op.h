@@ -12,7 +12,9 @@
  *        2.4 tls               mbedTLS glue: heap, RNG, client config
  *        2.5 http              connection, request writer, response reader,
  *                              incremental chunked decoder, line splitter
- *        2.6 kube              API requests, paginated LIST, WATCH streams
+ *        2.6 kube              API requests, paginated LIST, WATCH streams,
+ *                              server-side apply, status patches
+ *        2.7 state             names, the fingerprint table, the work set
  *   3. Implementation          (under MULTIGRES_OP_IMPLEMENTATION), the same
  *                              sections in the same order
  *
@@ -391,6 +393,78 @@ int mgop_watch_step(struct mgop_watch *w, long long now);
 int mgop_watch_fd(const struct mgop_watch *w);     /* -1 when not streaming */
 long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now); /* ms until step is due */
 void mgop_watch_close(struct mgop_watch *w);
+
+/* Server-side apply of one object (JSON is valid apply YAML), as
+ * fieldManager=multigres-operator with force. `item_path` is the object's own
+ * path. The new resourceVersion goes to rv. On failure *status is set and the
+ * API server's message is in mgop_errmsg(). */
+int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv, size_t rvcap,
+                    int *status);
+/* JSON merge patch of the status subresource. */
+int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, int *status);
+/* GET one object into out (bounded). */
+int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *out, int *status);
+/* DELETE one object; propagation is Background, Foreground or Orphan. */
+int mgop_kube_delete(struct mgop_kube *k, const char *item_path, const char *propagation, int *status);
+/* The "message" of a Kubernetes Status body, or a short excerpt. */
+void mgop_kube_status_message(const char *body, size_t n, char *out, size_t cap);
+
+/* ======================================================================
+ * 2.7 state
+ * ==================================================================== */
+#define MGOP_NAME_MAX 253
+/* Length limits of the reference operator's names. */
+#define MGOP_LIMIT_SERVICE 63   /* Services, PVCs, PDBs  */
+#define MGOP_LIMIT_POD 60       /* pod base names         */
+#define MGOP_LIMIT_STS 52       /* StatefulSets           */
+#define MGOP_LIMIT_DEFAULT 253
+/* Joins parts with '-' and appends "-" + 8-hex FNV-1a-32 of the parts (each
+ * followed by a NUL). Too long: the joined part is cut and "---" + hash
+ * appended, so the name stays unique and within limit. hashed=0 gives the
+ * plain join for singletons (still cut with the hash if too long). */
+int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const *parts, int nparts);
+
+/* One row per object we own: what we last applied and what we last saw.
+ * Fixed capacity; open addressing on a 64-bit key of kind/namespace/name. */
+#ifndef MGOP_FP_SLOTS
+#define MGOP_FP_SLOTS 8192
+#endif
+struct mgop_fp {
+  uint64_t key;           /* 0: empty                                   */
+  uint64_t applied_hash;  /* hash of the body we last applied           */
+  uint64_t root;          /* key of the owning root object              */
+  char applied_rv[24];    /* resourceVersion our apply returned         */
+  char seen_rv[24];       /* resourceVersion last seen on a watch       */
+  int32_t ready, desired; /* readiness summary from the watch           */
+  uint32_t flags;
+};
+#define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
+#define MGOP_FP_PROGRESS 2u /* controller has not observed the latest   */
+uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name);
+struct mgop_fp *mgop_fp_find(uint64_t key);
+struct mgop_fp *mgop_fp_upsert(uint64_t key); /* NULL when full */
+void mgop_fp_remove(uint64_t key);
+size_t mgop_fp_count(void);
+
+/* The work set: roots (namespace/name of a kind) waiting to be reconciled,
+ * de-duplicated, each with a not-before time. */
+#ifndef MGOP_WORK_SLOTS
+#define MGOP_WORK_SLOTS 1024
+#endif
+struct mgop_work {
+  char kind[24];
+  char ns[64];
+  char name[64];
+  long long not_before;
+  int attempts;
+  int used;
+};
+/* Adds (or moves earlier) a root; returns MGOP_ERR_NOMEM when full. */
+int mgop_work_add(const char *kind, const char *ns, const char *name, long long not_before);
+/* Pops the due root with the earliest not-before time into *out. */
+int mgop_work_pop(long long now, struct mgop_work *out);
+long long mgop_work_next_due(long long now); /* ms until the next is due, or -1 */
+size_t mgop_work_depth(void);
 
 #endif /* MULTIGRES_OP_H */
 
@@ -2231,6 +2305,82 @@ int mgop_kube_list(struct mgop_kube *k, const char *path, mgop_item_fn fn, void 
   return MGOP_OK;
 }
 
+void mgop_kube_status_message(const char *body, size_t n, char *out, size_t cap) {
+  static jsmntok_t tok[512];
+  struct mgop_json j;
+  if (cap == 0) return;
+  out[0] = 0;
+  if (n && mgop_json_parse(&j, body, n, tok, 512) == MGOP_OK &&
+      mgop_json_path_str(&j, 0, "message", out, cap) == MGOP_OK && out[0])
+    return;
+  snprintf(out, cap, "%.*s", (int)(n > 200 ? 200 : n), body);
+}
+
+static char mgop_small_body[64 * 1024]; /* apply/patch/delete responses */
+
+int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv, size_t rvcap,
+                    int *status) {
+  char path[1024];
+  struct mgop_buf out;
+  int rc;
+  snprintf(path, sizeof(path), "%s?fieldManager=multigres-operator&force=true", item_path);
+  mgop_buf_init(&out, mgop_small_body, sizeof(mgop_small_body));
+  rc = mgop_kube_request(k, "PATCH", path, "application/apply-patch+yaml", json, n, &out, status);
+  if (rc && rc != MGOP_ERR_TOOBIG) return rc;
+  if (*status == 200 || *status == 201) {
+    static jsmntok_t tok[4096];
+    struct mgop_json j;
+    if (rv && rvcap) rv[0] = 0;
+    if (!out.overflow && mgop_json_parse(&j, out.p, out.len, tok, 4096) == MGOP_OK && rv)
+      mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, rvcap);
+    return MGOP_OK;
+  }
+  {
+    char msg[400];
+    mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
+    return mgop_seterr(MGOP_ERR_STATUS, "apply %s: HTTP %d: %s", item_path, *status, msg);
+  }
+}
+
+int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, int *status) {
+  char path[1024], msg[400];
+  struct mgop_buf out;
+  int rc;
+  snprintf(path, sizeof(path), "%s/status", item_path);
+  mgop_buf_init(&out, mgop_small_body, sizeof(mgop_small_body));
+  rc = mgop_kube_request(k, "PATCH", path, "application/merge-patch+json", json, n, &out, status);
+  if (rc && rc != MGOP_ERR_TOOBIG) return rc;
+  if (*status == 200) return MGOP_OK;
+  mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
+  return mgop_seterr(MGOP_ERR_STATUS, "status of %s: HTTP %d: %s", item_path, *status, msg);
+}
+
+int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *out, int *status) {
+  int rc = mgop_kube_request(k, "GET", item_path, NULL, NULL, 0, out, status);
+  if (rc) return rc;
+  if (*status == 200) return MGOP_OK;
+  if (*status == 404) return MGOP_ERR_NOTFOUND;
+  {
+    char msg[400];
+    mgop_kube_status_message(out->p, out->len, msg, sizeof(msg));
+    return mgop_seterr(MGOP_ERR_STATUS, "GET %s: HTTP %d: %s", item_path, *status, msg);
+  }
+}
+
+int mgop_kube_delete(struct mgop_kube *k, const char *item_path, const char *propagation, int *status) {
+  char body[128], msg[400];
+  struct mgop_buf out;
+  int n = snprintf(body, sizeof(body), "{\"kind\":\"DeleteOptions\",\"apiVersion\":\"v1\",\"propagationPolicy\":\"%s\"}",
+                   propagation);
+  int rc;
+  mgop_buf_init(&out, mgop_small_body, sizeof(mgop_small_body));
+  rc = mgop_kube_request(k, "DELETE", item_path, "application/json", body, (size_t)n, &out, status);
+  if (rc && rc != MGOP_ERR_TOOBIG) return rc;
+  if (*status == 200 || *status == 202 || *status == 404) return MGOP_OK;
+  mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
+  return mgop_seterr(MGOP_ERR_STATUS, "DELETE %s: HTTP %d: %s", item_path, *status, msg);
+}
+
 /* --- watch ------------------------------------------------------------------ */
 static int mgop_watch_on_line(void *ctx, char *line, size_t n);
 
@@ -2430,6 +2580,151 @@ long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now) {
     default: return 0;
   }
 }
+
+/* ======================================================================
+ * 3.7 state
+ * ==================================================================== */
+int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const *parts, int nparts) {
+  char joined[MGOP_NAME_MAX * 2 + 1];
+  struct mgop_buf b;
+  uint32_t h = MGOP_FNV32_INIT;
+  char hex[9];
+  size_t keep;
+  mgop_buf_init(&b, joined, sizeof(joined));
+  for (int i = 0; i < nparts; i++) {
+    if (i) mgop_buf_append(&b, "-", 1);
+    mgop_buf_puts(&b, parts[i]);
+    h = mgop_fnv1a32(h, parts[i], strlen(parts[i]) + 1); /* each part followed by NUL */
+  }
+  if (b.overflow || limit > MGOP_NAME_MAX || cap <= limit)
+    return mgop_seterr(MGOP_ERR_TOOBIG, "name parts too long to build a name");
+  mgop_buf_cstr(&b);
+  snprintf(hex, sizeof(hex), "%08x", h);
+  if (!hashed && b.len <= limit) {
+    memcpy(out, joined, b.len + 1);
+    return MGOP_OK;
+  }
+  if (b.len + 1 + 8 <= limit) {
+    snprintf(out, cap, "%s-%s", joined, hex);
+    return MGOP_OK;
+  }
+  keep = limit - 3 - 8;
+  while (keep > 0 && joined[keep - 1] == '-') keep--; /* no "----" runs */
+  snprintf(out, cap, "%.*s---%s", (int)keep, joined, hex);
+  return MGOP_OK;
+}
+
+static struct mgop_fp mgop_fp_table[MGOP_FP_SLOTS];
+static size_t mgop_fp_used;
+
+uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name) {
+  uint64_t h = MGOP_FNV64_INIT;
+  h = mgop_fnv1a64(h, kind, strlen(kind) + 1);
+  h = mgop_fnv1a64(h, ns, strlen(ns) + 1);
+  h = mgop_fnv1a64(h, name, strlen(name) + 1);
+  return h ? h : 1; /* 0 marks an empty slot */
+}
+
+static size_t mgop_fp_slot(uint64_t key, int *found) {
+  size_t i = (size_t)(key % MGOP_FP_SLOTS), first_free = (size_t)-1;
+  for (size_t probe = 0; probe < MGOP_FP_SLOTS; probe++, i = (i + 1) % MGOP_FP_SLOTS) {
+    if (mgop_fp_table[i].key == key) {
+      *found = 1;
+      return i;
+    }
+    if (mgop_fp_table[i].key == 0) {
+      *found = 0;
+      return first_free != (size_t)-1 ? first_free : i;
+    }
+    if (mgop_fp_table[i].key == UINT64_MAX && first_free == (size_t)-1) first_free = i; /* tombstone */
+  }
+  *found = 0;
+  return first_free;
+}
+
+struct mgop_fp *mgop_fp_find(uint64_t key) {
+  int found;
+  size_t i = mgop_fp_slot(key, &found);
+  return found ? &mgop_fp_table[i] : NULL;
+}
+
+struct mgop_fp *mgop_fp_upsert(uint64_t key) {
+  int found;
+  size_t i = mgop_fp_slot(key, &found);
+  if (found) return &mgop_fp_table[i];
+  if (i == (size_t)-1 || mgop_fp_used >= MGOP_FP_SLOTS - 1) return NULL; /* keep one empty slot */
+  memset(&mgop_fp_table[i], 0, sizeof(mgop_fp_table[i]));
+  mgop_fp_table[i].key = key;
+  mgop_fp_used++;
+  return &mgop_fp_table[i];
+}
+
+void mgop_fp_remove(uint64_t key) {
+  int found;
+  size_t i = mgop_fp_slot(key, &found);
+  if (!found) return;
+  memset(&mgop_fp_table[i], 0, sizeof(mgop_fp_table[i]));
+  mgop_fp_table[i].key = UINT64_MAX; /* tombstone keeps probe chains intact */
+  mgop_fp_used--;
+}
+
+size_t mgop_fp_count(void) { return mgop_fp_used; }
+
+static struct mgop_work mgop_work_set[MGOP_WORK_SLOTS];
+static size_t mgop_work_used;
+
+int mgop_work_add(const char *kind, const char *ns, const char *name, long long not_before) {
+  struct mgop_work *free_slot = NULL;
+  if (strlen(kind) >= sizeof(free_slot->kind) || strlen(ns) >= sizeof(free_slot->ns) ||
+      strlen(name) >= sizeof(free_slot->name))
+    return mgop_seterr(MGOP_ERR_TOOBIG, "work item %s %s/%s: name too long", kind, ns, name);
+  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+    struct mgop_work *w = &mgop_work_set[i];
+    if (!w->used) {
+      if (!free_slot) free_slot = w;
+      continue;
+    }
+    if (!strcmp(w->kind, kind) && !strcmp(w->ns, ns) && !strcmp(w->name, name)) {
+      if (not_before < w->not_before) w->not_before = not_before;
+      return MGOP_OK;
+    }
+  }
+  if (!free_slot) return mgop_seterr(MGOP_ERR_NOMEM, "work set full (%d roots)", MGOP_WORK_SLOTS);
+  memset(free_slot, 0, sizeof(*free_slot));
+  snprintf(free_slot->kind, sizeof(free_slot->kind), "%s", kind);
+  snprintf(free_slot->ns, sizeof(free_slot->ns), "%s", ns);
+  snprintf(free_slot->name, sizeof(free_slot->name), "%s", name);
+  free_slot->not_before = not_before;
+  free_slot->used = 1;
+  mgop_work_used++;
+  return MGOP_OK;
+}
+
+int mgop_work_pop(long long now, struct mgop_work *out) {
+  struct mgop_work *best = NULL;
+  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+    struct mgop_work *w = &mgop_work_set[i];
+    if (w->used && w->not_before <= now && (!best || w->not_before < best->not_before)) best = w;
+  }
+  if (!best) return MGOP_ERR_AGAIN;
+  *out = *best;
+  best->used = 0;
+  mgop_work_used--;
+  return MGOP_OK;
+}
+
+long long mgop_work_next_due(long long now) {
+  long long best = -1;
+  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+    struct mgop_work *w = &mgop_work_set[i];
+    if (!w->used) continue;
+    if (w->not_before <= now) return 0;
+    if (best < 0 || w->not_before - now < best) best = w->not_before - now;
+  }
+  return best;
+}
+
+size_t mgop_work_depth(void) { return mgop_work_used; }
 
 #endif /* MULTIGRES_OP_IMPLEMENTED */
 #endif /* MULTIGRES_OP_IMPLEMENTATION */

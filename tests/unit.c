@@ -929,6 +929,102 @@ static void test_ip_san_matcher(void) {
 }
 
 /* ======================================================================
+ * 7b. State: names, fingerprint table, work set
+ * ==================================================================== */
+static void test_names(void) {
+  char out[300], want[64];
+  const char *single[] = {"minimal", "global-topo"};
+  const char *cell[] = {"minimal", "zone-a"};
+  const char *lng[] = {"a-very-long-cluster-name-xx", "postgres", "a-table-group-with-a-long-name", "0-inf", "zone-a"};
+  uint32_t h = MGOP_FNV32_INIT;
+  CHECK(mgop_name(out, sizeof(out), MGOP_LIMIT_DEFAULT, 0, single, 2) == 0);
+  CHECK_STR(out, "minimal-global-topo");
+  /* hashed: FNV-1a-32 over each part followed by NUL */
+  h = mgop_fnv1a32(h, "minimal", 8);
+  h = mgop_fnv1a32(h, "zone-a", 7);
+  snprintf(want, sizeof(want), "minimal-zone-a-%08x", h);
+  CHECK(mgop_name(out, sizeof(out), MGOP_LIMIT_DEFAULT, 1, cell, 2) == 0);
+  CHECK_STR(out, want);
+  /* too long for a StatefulSet: cut, "---", hash; still unique per parts */
+  CHECK(mgop_name(out, sizeof(out), MGOP_LIMIT_STS, 1, lng, 5) == 0);
+  CHECK(strlen(out) <= MGOP_LIMIT_STS);
+  CHECK(strstr(out, "---") != NULL);
+  {
+    char other[300];
+    const char *lng2[] = {"a-very-long-cluster-name-xx", "postgres", "a-table-group-with-a-long-name", "0-inf", "zone-b"};
+    CHECK(mgop_name(other, sizeof(other), MGOP_LIMIT_STS, 1, lng2, 5) == 0);
+    CHECK(strcmp(out, other) != 0);
+    CHECK(strlen(other) == strlen(out));
+  }
+  /* parts that join alike hash apart: "a-b"+"c" vs "a"+"b-c" */
+  {
+    const char *p1[] = {"a-b", "c"}, *p2[] = {"a", "b-c"};
+    char n1[64], n2[64];
+    mgop_name(n1, sizeof(n1), 63, 1, p1, 2);
+    mgop_name(n2, sizeof(n2), 63, 1, p2, 2);
+    CHECK(strcmp(n1, n2) != 0);
+  }
+}
+
+static void test_fp_table(void) {
+  uint64_t k1 = mgop_fp_key("StatefulSet", "ns", "a"), k2 = mgop_fp_key("StatefulSet", "ns", "b");
+  size_t before = mgop_fp_count();
+  struct mgop_fp *f;
+  CHECK(k1 != k2 && k1 != 0);
+  CHECK(mgop_fp_key("Service", "ns", "a") != k1); /* the kind is part of the key */
+  CHECK(mgop_fp_find(k1) == NULL);
+  f = mgop_fp_upsert(k1);
+  CHECK(f != NULL && f->key == k1);
+  f->applied_hash = 42;
+  CHECK(mgop_fp_upsert(k1) == f && mgop_fp_find(k1)->applied_hash == 42);
+  CHECK(mgop_fp_upsert(k2) != NULL);
+  CHECK(mgop_fp_count() == before + 2);
+  mgop_fp_remove(k1);
+  CHECK(mgop_fp_find(k1) == NULL && mgop_fp_find(k2) != NULL); /* tombstone keeps k2 reachable */
+  mgop_fp_remove(k2);
+  CHECK(mgop_fp_count() == before);
+  /* the table fills, then refuses, then recovers after removals */
+  {
+    size_t added = 0;
+    char name[32];
+    for (int i = 0; i < MGOP_FP_SLOTS + 10; i++) {
+      snprintf(name, sizeof(name), "x%d", i);
+      if (mgop_fp_upsert(mgop_fp_key("K", "n", name))) added++;
+    }
+    CHECK(added == MGOP_FP_SLOTS - 1 - before);
+    for (int i = 0; i < MGOP_FP_SLOTS + 10; i++) {
+      snprintf(name, sizeof(name), "x%d", i);
+      mgop_fp_remove(mgop_fp_key("K", "n", name));
+    }
+    CHECK(mgop_fp_count() == before);
+    CHECK(mgop_fp_upsert(mgop_fp_key("K", "n", "again")) != NULL);
+    mgop_fp_remove(mgop_fp_key("K", "n", "again"));
+  }
+}
+
+static void test_work_set(void) {
+  struct mgop_work w;
+  long long now = 1000000;
+  CHECK(mgop_work_depth() == 0);
+  CHECK(mgop_work_add("MultigresCluster", "ns", "b", now + 50) == 0);
+  CHECK(mgop_work_add("MultigresCluster", "ns", "a", now) == 0);
+  CHECK(mgop_work_add("MultigresCluster", "ns", "a", now + 999) == 0); /* dedup keeps the earlier time */
+  CHECK(mgop_work_depth() == 2);
+  CHECK(mgop_work_next_due(now) == 0);
+  CHECK(mgop_work_pop(now, &w) == 0 && !strcmp(w.name, "a"));
+  CHECK(mgop_work_pop(now, &w) == MGOP_ERR_AGAIN); /* b is not due yet */
+  CHECK(mgop_work_next_due(now) == 50);
+  CHECK(mgop_work_pop(now + 50, &w) == 0 && !strcmp(w.name, "b"));
+  CHECK(mgop_work_depth() == 0 && mgop_work_next_due(now) == -1);
+  {
+    char big[100];
+    memset(big, 'x', 99);
+    big[99] = 0;
+    CHECK(mgop_work_add("MultigresCluster", "ns", big, now) == MGOP_ERR_TOOBIG);
+  }
+}
+
+/* ======================================================================
  * 8. Flags
  * ==================================================================== */
 static void test_flags(void) {
@@ -978,6 +1074,9 @@ static const struct t_case t_cases[] = {
     {"fake_watch_honours_retry_after", test_fake_watch_honours_retry_after},
     {"ip_san_matcher", test_ip_san_matcher},
     {"tls_verification", test_tls_verification},
+    {"names", test_names},
+    {"fp_table", test_fp_table},
+    {"work_set", test_work_set},
     {"flags", test_flags},
 };
 
