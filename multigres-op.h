@@ -244,6 +244,11 @@ int mgop_kubecfg_auto(struct mgop_kubecfg *c, const char *flag_path, const char 
 int mgop_kubecfg_reload_token(struct mgop_kubecfg *c, long long now_ms, int force);
 int mgop_url_parse(const char *url, char *scheme, size_t scap, char *host, size_t hcap, char *port, size_t pcap,
                    char *path, size_t pathcap);
+/* Manifests: each YAML document of `text` converted to one JSON value and
+ * handed to fn. Plain scalars true/false/null and numbers become JSON
+ * literals (YAML 1.2 core schema); quoted scalars stay strings. */
+typedef int (*mgop_doc_fn)(void *ctx, const char *json, size_t n, int index);
+int mgop_yaml_to_json_docs(const char *text, size_t len, struct mgop_buf *scratch, mgop_doc_fn fn, void *ctx);
 
 /* ======================================================================
  * 2.4 tls
@@ -398,7 +403,8 @@ void mgop_watch_close(struct mgop_watch *w);
  * fieldManager=multigres-operator with force. `item_path` is the object's own
  * path. The new resourceVersion goes to rv. On failure *status is set and the
  * API server's message is in mgop_errmsg(). */
-int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv, size_t rvcap,
+struct mgop_applied { char rv[24]; char uid[40]; long long generation; };
+int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, struct mgop_applied *out,
                     int *status);
 /* JSON merge patch of the status subresource. */
 int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, int *status);
@@ -418,10 +424,12 @@ void mgop_kube_status_message(const char *body, size_t n, char *out, size_t cap)
 #define MGOP_LIMIT_POD 60       /* pod base names         */
 #define MGOP_LIMIT_STS 52       /* StatefulSets           */
 #define MGOP_LIMIT_DEFAULT 253
-/* Joins parts with '-' and appends "-" + 8-hex FNV-1a-32 of the parts (each
- * followed by a NUL). Too long: the joined part is cut and "---" + hash
- * appended, so the name stays unique and within limit. hashed=0 gives the
- * plain join for singletons (still cut with the hash if too long). */
+/* The reference operator's names: parts lower-cased (other characters become
+ * '-'), joined with '-', then "-" + 8-hex FNV-1a-32 of the original parts
+ * (each followed by a NUL). Too long: the joined part is cut and "---" +
+ * hash appended, exactly `limit` long. A first character that cannot start
+ * a name gets an "x" in front. hashed=0 gives the plain join for
+ * singletons (still cut with the hash if too long). */
 int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const *parts, int nparts);
 
 /* One row per object we own: what we last applied and what we last saw.
@@ -430,16 +438,22 @@ int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const
 #define MGOP_FP_SLOTS 8192
 #endif
 struct mgop_fp {
-  uint64_t key;           /* 0: empty                                   */
+  uint64_t key;           /* 0: empty, UINT64_MAX: removed              */
   uint64_t applied_hash;  /* hash of the body we last applied           */
-  uint64_t root;          /* key of the owning root object              */
+  uint64_t status_hash;   /* hash of the status we last wrote           */
+  long long applied_gen;  /* generation our apply returned (0: none)    */
+  long long seen_gen;     /* generation last seen on a watch            */
   char applied_rv[24];    /* resourceVersion our apply returned         */
   char seen_rv[24];       /* resourceVersion last seen on a watch       */
+  char uid[40];
   int32_t ready, desired; /* readiness summary from the watch           */
   uint32_t flags;
+  int32_t cond_ready;     /* last Ready status we wrote: -1 none, 0, 1  */
+  long long cond_since;   /* unix seconds of its last transition        */
 };
 #define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
-#define MGOP_FP_PROGRESS 2u /* controller has not observed the latest   */
+#define MGOP_FP_SETTLED 2u  /* its controller observed the latest spec  */
+#define MGOP_FP_READY 4u    /* its own Ready condition is True (our CRs) */
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name);
 struct mgop_fp *mgop_fp_find(uint64_t key);
 struct mgop_fp *mgop_fp_upsert(uint64_t key); /* NULL when full */
@@ -1461,6 +1475,96 @@ static int mgop_kubecfg_from_doc(struct mgop_kubecfg *c, yaml_document_t *d, con
   return MGOP_OK;
 }
 
+static int mgop_yaml_plain_literal(const char *v, size_t n) {
+  char tmp[64], *end;
+  if ((n == 4 && !memcmp(v, "true", 4)) || (n == 5 && !memcmp(v, "false", 5)) || (n == 4 && !memcmp(v, "null", 4)))
+    return 1;
+  if (n == 0 || n >= sizeof(tmp)) return 0;
+  if (!(v[0] == '-' || (v[0] >= '0' && v[0] <= '9'))) return 0;
+  if (n > 1 && v[0] == '0' && v[1] != '.') return 0;       /* 0755 is a string to JSON */
+  if (n > 2 && v[0] == '-' && v[1] == '0' && v[2] != '.') return 0;
+  memcpy(tmp, v, n);
+  tmp[n] = 0;
+  (void)strtod(tmp, &end);
+  return *end == 0 && strspn(tmp, "-0123456789.eE+") == n;
+}
+
+static int mgop_yaml_node_json(yaml_document_t *d, yaml_node_t *node, struct mgop_jw *w, int depth) {
+  if (!node || depth > 64) return mgop_seterr(MGOP_ERR_PARSE, "YAML nested deeper than 64 levels");
+  switch (node->type) {
+    case YAML_SCALAR_NODE: {
+      const char *v = (const char *)node->data.scalar.value;
+      size_t n = node->data.scalar.length;
+      if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && (n == 0 || (n == 1 && v[0] == '~'))) mgop_jw_null(w);
+      else if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && mgop_yaml_plain_literal(v, n)) mgop_jw_raw(w, v, n);
+      else mgop_jw_strn(w, v, n);
+      return MGOP_OK;
+    }
+    case YAML_SEQUENCE_NODE: {
+      yaml_node_item_t *it;
+      mgop_jw_arr(w);
+      for (it = node->data.sequence.items.start; it < node->data.sequence.items.top; it++) {
+        int rc = mgop_yaml_node_json(d, yaml_document_get_node(d, *it), w, depth + 1);
+        if (rc) return rc;
+      }
+      mgop_jw_arr_end(w);
+      return MGOP_OK;
+    }
+    case YAML_MAPPING_NODE: {
+      yaml_node_pair_t *pair;
+      mgop_jw_obj(w);
+      for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(d, pair->key);
+        char key[512];
+        int rc;
+        if (!k || k->type != YAML_SCALAR_NODE || k->data.scalar.length >= sizeof(key))
+          return mgop_seterr(MGOP_ERR_PARSE, "YAML mapping key at line %zu is not a short scalar",
+                             k ? k->start_mark.line + 1 : 0);
+        memcpy(key, k->data.scalar.value, k->data.scalar.length);
+        key[k->data.scalar.length] = 0;
+        mgop_jw_key(w, key);
+        if ((rc = mgop_yaml_node_json(d, yaml_document_get_node(d, pair->value), w, depth + 1))) return rc;
+      }
+      mgop_jw_obj_end(w);
+      return MGOP_OK;
+    }
+    default: return mgop_seterr(MGOP_ERR_PARSE, "empty YAML node");
+  }
+}
+
+int mgop_yaml_to_json_docs(const char *text, size_t len, struct mgop_buf *scratch, mgop_doc_fn fn, void *ctx) {
+  yaml_parser_t parser;
+  int index = 0, rc = MGOP_OK;
+  if (!yaml_parser_initialize(&parser)) return mgop_seterr(MGOP_ERR_NOMEM, "cannot initialise the YAML parser");
+  yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+  for (;;) {
+    yaml_document_t doc;
+    yaml_node_t *root;
+    struct mgop_jw w;
+    if (!yaml_parser_load(&parser, &doc)) {
+      rc = mgop_seterr(MGOP_ERR_PARSE, "invalid YAML: %s at line %zu column %zu",
+                       parser.problem ? parser.problem : "error", parser.problem_mark.line + 1,
+                       parser.problem_mark.column + 1);
+      break;
+    }
+    root = yaml_document_get_root_node(&doc);
+    if (!root) { /* end of stream */
+      yaml_document_delete(&doc);
+      break;
+    }
+    scratch->len = 0;
+    scratch->overflow = 0;
+    mgop_jw_init(&w, scratch);
+    rc = mgop_yaml_node_json(&doc, root, &w, 0);
+    yaml_document_delete(&doc);
+    if (!rc && scratch->overflow) rc = mgop_seterr(MGOP_ERR_TOOBIG, "YAML document %d is too large", index + 1);
+    if (!rc && !(root == NULL)) rc = fn(ctx, scratch->p, scratch->len, index++);
+    if (rc) break;
+  }
+  yaml_parser_delete(&parser);
+  return rc;
+}
+
 int mgop_kubecfg_from_yaml(struct mgop_kubecfg *c, const char *text, size_t len, const char *base_dir,
                            const char *context) {
   yaml_parser_t parser;
@@ -2318,7 +2422,7 @@ void mgop_kube_status_message(const char *body, size_t n, char *out, size_t cap)
 
 static char mgop_small_body[64 * 1024]; /* apply/patch/delete responses */
 
-int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv, size_t rvcap,
+int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, struct mgop_applied *res,
                     int *status) {
   char path[1024];
   struct mgop_buf out;
@@ -2330,9 +2434,12 @@ int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json
   if (*status == 200 || *status == 201) {
     static jsmntok_t tok[4096];
     struct mgop_json j;
-    if (rv && rvcap) rv[0] = 0;
-    if (!out.overflow && mgop_json_parse(&j, out.p, out.len, tok, 4096) == MGOP_OK && rv)
-      mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, rvcap);
+    memset(res, 0, sizeof(*res));
+    if (!out.overflow && mgop_json_parse(&j, out.p, out.len, tok, 4096) == MGOP_OK) {
+      mgop_json_path_str(&j, 0, "metadata.resourceVersion", res->rv, sizeof(res->rv));
+      mgop_json_path_str(&j, 0, "metadata.uid", res->uid, sizeof(res->uid));
+      mgop_json_i64(&j, mgop_json_path(&j, 0, "metadata.generation"), &res->generation);
+    }
     return MGOP_OK;
   }
   {
@@ -2585,22 +2692,43 @@ long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now) {
  * 3.7 state
  * ==================================================================== */
 int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const *parts, int nparts) {
-  char joined[MGOP_NAME_MAX * 2 + 1];
+  char joined[MGOP_NAME_MAX * 2 + 2];
   struct mgop_buf b;
   uint32_t h = MGOP_FNV32_INIT;
   char hex[9];
-  size_t keep;
-  mgop_buf_init(&b, joined, sizeof(joined));
+  mgop_buf_init(&b, joined, sizeof(joined) - 1);
   for (int i = 0; i < nparts; i++) {
-    if (i) mgop_buf_append(&b, "-", 1);
-    mgop_buf_puts(&b, parts[i]);
-    h = mgop_fnv1a32(h, parts[i], strlen(parts[i]) + 1); /* each part followed by NUL */
+    const unsigned char *p = (const unsigned char *)parts[i];
+    size_t start = b.len;
+    if (i) mgop_buf_append(&b, "-", 1), start++;
+    h = mgop_fnv1a32(h, parts[i], strlen(parts[i]) + 1); /* hash the original part, then a NUL */
+    for (; *p; p++) {
+      char c = (char)*p;
+      if (*p >= 0x80) { /* one '-' per UTF-8 rune: skip continuation bytes */
+        while ((p[1] & 0xC0) == 0x80) p++;
+        c = '-';
+      } else if (c >= 'A' && c <= 'Z') {
+        c = (char)(c + 32);
+      } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+        c = '-';
+      }
+      mgop_buf_append(&b, &c, 1);
+    }
+    if (i == 0) { /* DNS names start with a letter (a digit too for 253-long names) */
+      char c0 = b.len > start ? joined[start] : 0;
+      int ok = (c0 >= 'a' && c0 <= 'z') || (limit == MGOP_NAME_MAX && c0 >= '0' && c0 <= '9');
+      if (!ok && !b.overflow) {
+        memmove(joined + start + 1, joined + start, b.len - start);
+        joined[start] = 'x';
+        b.len++;
+      }
+    }
   }
-  if (b.overflow || limit > MGOP_NAME_MAX || cap <= limit)
+  if (b.overflow || limit > MGOP_NAME_MAX || limit < 12 || cap <= limit)
     return mgop_seterr(MGOP_ERR_TOOBIG, "name parts too long to build a name");
   mgop_buf_cstr(&b);
   snprintf(hex, sizeof(hex), "%08x", h);
-  if (!hashed && b.len <= limit) {
+  if (!hashed && b.len <= limit) { /* singletons: {cluster}-global-topo and the like */
     memcpy(out, joined, b.len + 1);
     return MGOP_OK;
   }
@@ -2608,9 +2736,7 @@ int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const
     snprintf(out, cap, "%s-%s", joined, hex);
     return MGOP_OK;
   }
-  keep = limit - 3 - 8;
-  while (keep > 0 && joined[keep - 1] == '-') keep--; /* no "----" runs */
-  snprintf(out, cap, "%.*s---%s", (int)keep, joined, hex);
+  snprintf(out, cap, "%.*s---%s", (int)(limit - 11), joined, hex); /* exactly limit characters */
   return MGOP_OK;
 }
 

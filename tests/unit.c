@@ -945,9 +945,22 @@ static void test_names(void) {
   snprintf(want, sizeof(want), "minimal-zone-a-%08x", h);
   CHECK(mgop_name(out, sizeof(out), MGOP_LIMIT_DEFAULT, 1, cell, 2) == 0);
   CHECK_STR(out, want);
-  /* too long for a StatefulSet: cut, "---", hash; still unique per parts */
+  /* worked examples from the reference operator (docs/components.md §2) */
+  {
+    const char *c[] = {"minimal", "zone-a"}, *sh[] = {"minimal", "postgres", "default", "0-inf"};
+    CHECK(mgop_name(out, sizeof(out), MGOP_LIMIT_DEFAULT, 1, c, 2) == 0);
+    CHECK_STR(out, "minimal-zone-a-96c88ae0");
+    CHECK(mgop_name(out, sizeof(out), MGOP_LIMIT_DEFAULT, 1, sh, 4) == 0);
+    CHECK_STR(out, "minimal-postgres-default-0-inf-1e3c045c");
+  }
+  {
+    const char *odd[] = {"9Lives", "A_b"};
+    CHECK(mgop_name(out, sizeof(out), MGOP_LIMIT_SERVICE, 0, odd, 2) == 0);
+    CHECK_STR(out, "x9lives-a-b"); /* lower-cased, '_' -> '-', letter first for 63-long names */
+  }
+  /* too long for a StatefulSet: cut, "---", hash, exactly the limit */
   CHECK(mgop_name(out, sizeof(out), MGOP_LIMIT_STS, 1, lng, 5) == 0);
-  CHECK(strlen(out) <= MGOP_LIMIT_STS);
+  CHECK(strlen(out) == MGOP_LIMIT_STS);
   CHECK(strstr(out, "---") != NULL);
   {
     char other[300];
