@@ -475,6 +475,8 @@ struct mgop_work {
 };
 /* Adds (or moves earlier) a root; returns MGOP_ERR_NOMEM when full. */
 int mgop_work_add(const char *kind, const char *ns, const char *name, long long not_before);
+/* Re-adds a popped item with one more attempt (for its backoff). */
+int mgop_work_retry(const struct mgop_work *item, long long not_before);
 /* Pops the due root with the earliest not-before time into *out. */
 int mgop_work_pop(long long now, struct mgop_work *out);
 long long mgop_work_next_due(long long now); /* ms until the next is due, or -1 */
@@ -2823,6 +2825,19 @@ int mgop_work_add(const char *kind, const char *ns, const char *name, long long 
   free_slot->not_before = not_before;
   free_slot->used = 1;
   mgop_work_used++;
+  return MGOP_OK;
+}
+
+int mgop_work_retry(const struct mgop_work *item, long long not_before) {
+  int rc = mgop_work_add(item->kind, item->ns, item->name, not_before);
+  if (rc) return rc;
+  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+    struct mgop_work *w = &mgop_work_set[i];
+    if (w->used && !strcmp(w->kind, item->kind) && !strcmp(w->ns, item->ns) && !strcmp(w->name, item->name)) {
+      if (item->attempts + 1 > w->attempts) w->attempts = item->attempts + 1;
+      break;
+    }
+  }
   return MGOP_OK;
 }
 

@@ -1038,10 +1038,119 @@ static void test_work_set(void) {
 }
 
 /* ======================================================================
+ * 7c. render: the builders, offline
+ * ==================================================================== */
+/* Renders files into a buffer; returns the exit code. */
+static int t_render(const char *const *files, int n, char *out, size_t cap) {
+  struct mgop_options opt;
+  FILE *f = fmemopen(out, cap, "w");
+  int rc;
+  memset(&opt, 0, sizeof(opt));
+  for (int i = 0; i < n; i++) opt.render_files[opt.nrender++] = files[i];
+  rc = mgop_render(&opt, f);
+  fclose(f);
+  return rc;
+}
+
+static void test_render_minimal(void) {
+  static char out[256 * 1024];
+  static jsmntok_t tok[8192];
+  const char *files[] = {"config/samples/minimal.yaml"};
+  const char *want[][2] = {{"TopoServer", "minimal-global-topo"}, {"Service", "minimal-global-topo"},
+                           {"Service", "minimal-global-topo-headless"}, {"StatefulSet", "minimal-global-topo"}};
+  char *p, *save = NULL;
+  int n = 0;
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  for (p = strtok_r(out, "\n", &save); p; p = strtok_r(NULL, "\n", &save)) {
+    struct mgop_json j;
+    char kind[32], name[64], label[64], owner[32];
+    int labels;
+    if (p[0] != '{') continue; /* comments and --- separators */
+    CHECK(mgop_json_parse(&j, p, strlen(p), tok, 8192) == 0);
+    mgop_json_path_str(&j, 0, "kind", kind, sizeof(kind));
+    mgop_json_path_str(&j, 0, "metadata.name", name, sizeof(name));
+    if (n < 4) {
+      CHECK_STR(kind, want[n][0]);
+      CHECK_STR(name, want[n][1]);
+    }
+    labels = mgop_json_path(&j, 0, "metadata.labels");
+    CHECK(mgop_json_str(&j, mgop_json_key(&j, labels, "app.kubernetes.io/managed-by"), label, sizeof(label)) == 0);
+    CHECK_STR(label, "multigres-operator");
+    CHECK(mgop_json_str(&j, mgop_json_key(&j, labels, "multigres.com/cluster"), label, sizeof(label)) == 0);
+    CHECK_STR(label, "minimal");
+    if (!strcmp(kind, "StatefulSet")) { /* PVCs are retained unless a policy says Delete */
+      char pol[16];
+      CHECK(mgop_json_path_str(&j, 0, "spec.persistentVolumeClaimRetentionPolicy.whenDeleted", pol, sizeof(pol)) == 0);
+      CHECK_STR(pol, "Retain");
+      CHECK(mgop_json_path_str(&j, 0, "spec.persistentVolumeClaimRetentionPolicy.whenScaled", pol, sizeof(pol)) == 0);
+      CHECK_STR(pol, "Retain");
+    }
+    CHECK(mgop_json_path_str(&j, 0, "metadata.ownerReferences[0].kind", owner, sizeof(owner)) == 0);
+    CHECK_STR(owner, n == 0 ? "MultigresCluster" : "TopoServer");
+    {
+      int ctl = 0;
+      CHECK(mgop_json_bool(&j, mgop_json_path(&j, 0, "metadata.ownerReferences[0].controller"), &ctl) == 0 && ctl);
+    }
+    n++;
+  }
+  CHECK(n == 4);
+}
+
+static void test_render_defaults_and_errors(void) {
+  static char out[256 * 1024];
+  const char *ext[] = {"config/samples/external-etcd.yaml"};
+  const char *tmpl[] = {"config/samples/minimal.yaml", "config/samples/default-templates/core.yaml"};
+  /* an external etcd: no TopoServer and no etcd workloads */
+  CHECK(t_render(ext, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "\"kind\":\"TopoServer\"") == NULL && strstr(out, "StatefulSet") == NULL);
+  /* the namespace's "default" CoreTemplate is the third level of the chain */
+  CHECK(t_render(tmpl, 2, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "\"kind\":\"TopoServer\"") != NULL);
+  {
+    char bad[300];
+    const char *files[] = {bad};
+    snprintf(bad, sizeof(bad), "%s/bad-ref.yaml", t_tmpdir);
+    t_write(t_tmpdir, "bad-ref.yaml",
+            "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: x}\n"
+            "spec:\n  globalTopoServer: {templateRef: nope}\n");
+    fprintf(stderr, "    (expected errors follow)\n");
+    CHECK(t_render(files, 1, out, sizeof(out)) == 1);
+    t_write(t_tmpdir, "bad-ref.yaml", "just: [a, list\n");
+    CHECK(t_render(files, 1, out, sizeof(out)) == 2);
+    t_write(t_tmpdir, "bad-ref.yaml", "kind: ConfigMap\n");
+    CHECK(t_render(files, 1, out, sizeof(out)) == 1);
+  }
+}
+
+struct t_yaml_docs { char out[2][512]; int n; };
+static int t_yaml_cb(void *ctx, const char *json, size_t n, int index) {
+  struct t_yaml_docs *g = ctx;
+  if (index < 2) snprintf(g->out[index], 512, "%.*s", (int)n, json);
+  g->n = index + 1;
+  return 0;
+}
+
+static void test_yaml_to_json(void) {
+  static char scratch[4096];
+  struct mgop_buf b;
+  struct t_yaml_docs got = {{{0}}, 0};
+  const char *y = "a: 1\nb: '1'\nc: true\nd: ~\ne: [x, 0755, -0.5e3]\nf: \"q\\\"\"\ng:\n  h: null\n---\n- 1\n";
+  int rc;
+  mgop_buf_init(&b, scratch, sizeof(scratch));
+  rc = mgop_yaml_to_json_docs(y, strlen(y), &b, t_yaml_cb, &got);
+  CHECK(rc == 0 && got.n == 2);
+  CHECK_STR(got.out[0], "{\"a\":1,\"b\":\"1\",\"c\":true,\"d\":null,\"e\":[\"x\",\"0755\",-0.5e3],\"f\":\"q\\\"\",\"g\":{\"h\":null}}");
+  CHECK_STR(got.out[1], "[1]");
+  CHECK(mgop_yaml_to_json_docs("a: [1,\n", 7, &b, t_yaml_cb, &got) == MGOP_ERR_PARSE);
+}
+
+/* ======================================================================
  * 8. Flags
  * ==================================================================== */
 static void test_flags(void) {
-  struct mgop_options opt = {NULL, NULL, ""};
+  struct mgop_options opt;
+  memset(&opt, 0, sizeof(opt));
+  opt.watch_namespace = "";
   int exit_now;
   char *ok[] = {"x", "--kubeconfig=/k", "--context", "c", "--namespace=ns", "--zap-log-level", "warn", NULL};
   char *unknown[] = {"x", "--frobnicate", NULL};
@@ -1090,6 +1199,9 @@ static const struct t_case t_cases[] = {
     {"names", test_names},
     {"fp_table", test_fp_table},
     {"work_set", test_work_set},
+    {"render_minimal", test_render_minimal},
+    {"render_defaults_and_errors", test_render_defaults_and_errors},
+    {"yaml_to_json", test_yaml_to_json},
     {"flags", test_flags},
 };
 

@@ -580,6 +580,11 @@ start_apiserver() {
 
 start_controller_manager() {
   local p="$D/pki" kc="$D/kubeconfig-kube-controller-manager"
+  # A long node-monitor grace period: kwok's node heartbeats can arrive late on
+  # a loaded 2-core machine; the node lifecycle controller would then mark
+  # every pod Ready=False, and kwok never marks them Ready again, which makes
+  # readiness tests flaky. (The controller itself must run: it removes the
+  # not-ready taint that admission puts on new nodes.)
   start_component kube-controller-manager \
     --kubeconfig="$kc" \
     --authentication-kubeconfig="$kc" \
@@ -587,6 +592,7 @@ start_controller_manager() {
     --bind-address=127.0.0.1 \
     --secure-port="$KCM_PORT" \
     --controllers='*' \
+    --node-monitor-grace-period=1h \
     --enable-hostpath-provisioner=true \
     --service-account-private-key-file="$p/sa.key" \
     --root-ca-file="$p/ca.crt" \

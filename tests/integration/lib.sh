@@ -63,3 +63,42 @@ apply_cluster() {
   sed -e "s/^  name: minimal$/  name: $2/" "$ROOT/config/samples/minimal.yaml" |
     kubectl apply -n "$1" -f - >/dev/null
 }
+
+# cluster_manifest NS NAME: the minimal sample as NAME in NS, to stdout.
+cluster_manifest() {
+  sed -e "s/^  name: minimal$/  name: $2\n  namespace: $1/" "$ROOT/config/samples/minimal.yaml"
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND until it succeeds.
+wait_for() {
+  local secs=$1 what=$2 i; shift 2
+  for ((i = 0; i < secs * 2; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  note "timed out after ${secs}s waiting for: $what"
+  return 1
+}
+
+jget() { kubectl get "$@" 2>/dev/null; } # quiet kubectl get
+
+# writes_by_operator SINCE_EPOCH: write requests the operator made since then,
+# counted in the API server's audit log (its user agent is multigres-op/...).
+writes_by_operator() {
+  python3 - "$MGOP_AUDIT_LOG" "$1" <<'PY'
+import json, sys, datetime
+path, since = sys.argv[1], float(sys.argv[2])
+n = 0
+for line in open(path):
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("stage") != "ResponseComplete": continue
+    if not e.get("userAgent", "").startswith("multigres-op/"): continue
+    if e.get("verb") not in ("create", "update", "patch", "delete", "deletecollection"): continue
+    t = datetime.datetime.strptime(e["requestReceivedTimestamp"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
+    if t >= since:
+        n += 1
+        print("write:", e.get("verb"), e.get("requestURI"), file=sys.stderr)
+print(n)
+PY
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The global topology server tree: a MultigresCluster gets its TopoServer,
+# etcd StatefulSet and Services, with owners and labels as designed; the
+# TopoServer reaches Ready=True on kwok; the cluster's status says where it
+# stands; and `render` shows exactly what was applied.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+ns=it-topo c=t1 topo=t1-global-topo
+new_namespace $ns
+start_operator topo --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns
+trap 'stop_operator topo' EXIT
+cluster_manifest $ns $c | kubectl apply -f - >/dev/null
+
+kubectl wait -n $ns --for=condition=Ready toposerver/$topo --timeout=120s >/dev/null || fail "TopoServer never Ready"
+[ "$(jget -n $ns sts $topo -o jsonpath='{.status.readyReplicas}')" = 3 ] || fail "etcd StatefulSet not 3/3 ready"
+[ "$(jget -n $ns pods -l multigres.com/cluster=$c --field-selector=status.phase=Running -o name | wc -l)" = 3 ] || fail "not 3 Running etcd pods"
+jget -n $ns svc $topo >/dev/null || fail "client Service missing"
+[ "$(jget -n $ns svc $topo-headless -o jsonpath='{.spec.clusterIP}')" = None ] || fail "peer Service is not headless"
+[ "$(jget -n $ns pvc -l multigres.com/cluster=$c -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c Bound)" = 3 ] || fail "etcd PVCs not bound"
+
+# ownership: cluster -> TopoServer -> workloads, controller refs
+[ "$(jget -n $ns toposerver $topo -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.metadata.ownerReferences[0].controller}')" = "MultigresCluster/$c/true" ] || fail "TopoServer owner wrong"
+for o in sts/$topo svc/$topo svc/$topo-headless; do
+  [ "$(jget -n $ns $o -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.metadata.ownerReferences[0].blockOwnerDeletion}')" = "TopoServer/$topo/true" ] || fail "$o owner wrong"
+  [ "$(jget -n $ns $o -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by} {.metadata.labels.multigres\.com/cluster} {.metadata.labels.app\.kubernetes\.io/instance}')" = "multigres-operator $c $c" ] || fail "$o labels wrong"
+done
+
+# status: kstatus conditions and the topology summary
+wait_for 30 "cluster status names the topology server available" \
+  sh -c "kubectl get -n $ns mgc $c -o jsonpath='{.status.globalTopoServer.available}' | grep -qx True"
+gen=$(jget -n $ns mgc $c -o jsonpath='{.metadata.generation}')
+[ "$(jget -n $ns mgc $c -o jsonpath='{.status.observedGeneration}')" = "$gen" ] || fail "observedGeneration != generation"
+for t in Ready Reconciling Stalled Available Progressing; do
+  [ -n "$(jget -n $ns mgc $c -o jsonpath="{.status.conditions[?(@.type==\"$t\")].status}")" ] || fail "condition $t missing"
+done
+[ "$(jget -n $ns mgc $c -o jsonpath='{.status.conditions[?(@.type=="Stalled")].status}')" = False ] || fail "Stalled is not False"
+[ "$(jget -n $ns toposerver $topo -o jsonpath='{.status.readyReplicas}/{.status.replicas} {.status.phase}')" = "3/3 Healthy" ] || fail "TopoServer status wrong"
+
+# render shows what the live reconcile applied (uids aside)
+cluster_manifest $ns $c >"$IT_LOGS/topo-cluster.yaml"
+"$OP_BIN" render -f "$IT_LOGS/topo-cluster.yaml" >"$IT_LOGS/topo-render.yaml" || fail "render failed"
+python3 - "$IT_LOGS/topo-render.yaml" "$ns" <<'PY' || fail "render differs from the live objects"
+import json, subprocess, sys
+docs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+assert docs, "render printed nothing"
+def subset(want, have, path):
+    if isinstance(want, dict):
+        assert isinstance(have, dict), path
+        for k, v in want.items():
+            if path.endswith("ownerReferences[]") and k == "uid": continue
+            if k == "multigres.com/spec-hash": continue   # hashes cover the owner uid
+            assert k in have, f"{path}.{k} missing live"
+            subset(v, have[k], f"{path}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(have, list) and len(want) == len(have), f"{path}: list length"
+        for i, (a, b) in enumerate(zip(want, have)): subset(a, b, path + "[]")
+    else:
+        assert want == have, f"{path}: render {want!r} != live {have!r}"
+for d in docs:
+    kind, name = d["kind"], d["metadata"]["name"]
+    live = json.loads(subprocess.check_output(["kubectl", "get", "-n", sys.argv[2], kind, name, "-o", "json"]))
+    subset(d, live, kind)
+print(f"render matches live for {len(docs)} objects", file=sys.stderr)
+PY
+operator_alive topo || fail "operator exited"
