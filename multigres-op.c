@@ -116,6 +116,13 @@ struct mgop_rctx {
   char stalled_reason[64];
   char stalled_msg[512];
   char resolved_core[300];    /* "CoreTemplate/NAME" or "built-in"    */
+  char resolved_admin[300];
+  int ncells, nshards, ntg, nshard_names;
+  char tg_names[32][254];     /* TableGroup CRs of this cluster       */
+  char shard_names[64][254];  /* Shard CRs, with their table group    */
+  char shard_tg[64][254];
+  char shard_db[64][32];
+  int pool_sets, orch_sets, pool_replicas;
   /* render mode inputs */
   struct mgop_manifest *manifests;
   int nmanifests;
@@ -275,6 +282,18 @@ static int mgop_build_begin(struct mgop_rctx *r, struct mgop_build *o, int kind,
   return MGOP_OK;
 }
 
+/* Identity of an object below the cluster: each part may be NULL. */
+struct mgop_ids { const char *cell, *database, *tablegroup, *shard, *pool; };
+
+static void mgop_id_labels(struct mgop_jw *w, const struct mgop_ids *ids) {
+  if (!ids) return;
+  if (ids->cell) { mgop_jw_key(w, "multigres.com/cell"); mgop_jw_str(w, ids->cell); }
+  if (ids->database) { mgop_jw_key(w, "multigres.com/database"); mgop_jw_str(w, ids->database); }
+  if (ids->tablegroup) { mgop_jw_key(w, "multigres.com/tablegroup"); mgop_jw_str(w, ids->tablegroup); }
+  if (ids->shard) { mgop_jw_key(w, "multigres.com/shard"); mgop_jw_str(w, ids->shard); }
+  if (ids->pool) { mgop_jw_key(w, "multigres.com/pool"); mgop_jw_str(w, ids->pool); }
+}
+
 /* The labels every object carries (DESIGN section 2: app.kubernetes.io and multigres.com). */
 static void mgop_labels(struct mgop_jw *w, const char *cluster, const char *component) {
   mgop_jw_key(w, "app.kubernetes.io/name"); mgop_jw_str(w, "multigres");
@@ -293,8 +312,8 @@ static void mgop_selector_labels(struct mgop_jw *w, const char *cluster, const c
 }
 
 /* metadata with labels, the spec-hash annotation placeholder, and the owner. */
-static void mgop_build_meta(struct mgop_build *o, const char *component, int owner_kind, const char *owner_name,
-                            const char *owner_uid) {
+static void mgop_build_meta_ids(struct mgop_build *o, const char *component, const struct mgop_ids *ids,
+                                int owner_kind, const char *owner_name, const char *owner_uid) {
   struct mgop_jw *w = &o->w;
   struct mgop_rctx *r = o->r;
   mgop_jw_key(w, "metadata");
@@ -304,6 +323,7 @@ static void mgop_build_meta(struct mgop_build *o, const char *component, int own
   mgop_jw_key(w, "labels");
   mgop_jw_obj(w);
   mgop_labels(w, r->name, component);
+  mgop_id_labels(w, ids);
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "annotations");
   mgop_jw_obj(w);
@@ -323,6 +343,11 @@ static void mgop_build_meta(struct mgop_build *o, const char *component, int own
   mgop_jw_obj_end(w);
   mgop_jw_arr_end(w);
   mgop_jw_obj_end(w);
+}
+
+static void mgop_build_meta(struct mgop_build *o, const char *component, int owner_kind, const char *owner_name,
+                            const char *owner_uid) {
+  mgop_build_meta_ids(o, component, NULL, owner_kind, owner_name, owner_uid);
 }
 
 /* Closes the object, stamps the hash of its bytes into the annotation and
@@ -383,11 +408,11 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
 
   /* client Service */
   if ((rc = mgop_build_begin(r, &o, K_SVC, name))) return rc;
-  mgop_build_meta(&o, "global-topo", K_TOPO, name, topo_uid);
+  mgop_build_meta(&o, "toposerver", K_TOPO, name, topo_uid);
   mgop_jw_key(&o.w, "spec");
   mgop_jw_obj(&o.w);
   mgop_jw_key(&o.w, "type"); mgop_jw_str(&o.w, "ClusterIP");
-  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w); mgop_selector_labels(&o.w, r->name, "global-topo"); mgop_jw_obj_end(&o.w);
+  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w); mgop_selector_labels(&o.w, r->name, "toposerver"); mgop_jw_obj_end(&o.w);
   mgop_jw_key(&o.w, "ports");
   mgop_jw_arr(&o.w);
   MGOP_JW_LIT(&o.w, "{\"name\":\"client\",\"port\":2379,\"targetPort\":2379,\"protocol\":\"TCP\"}");
@@ -397,12 +422,12 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
 
   /* headless peer Service: members find each other before they are ready */
   if ((rc = mgop_build_begin(r, &o, K_SVC, headless))) return rc;
-  mgop_build_meta(&o, "global-topo", K_TOPO, name, topo_uid);
+  mgop_build_meta(&o, "toposerver", K_TOPO, name, topo_uid);
   mgop_jw_key(&o.w, "spec");
   mgop_jw_obj(&o.w);
   mgop_jw_key(&o.w, "clusterIP"); mgop_jw_str(&o.w, "None");
   mgop_jw_key(&o.w, "publishNotReadyAddresses"); mgop_jw_bool(&o.w, 1);
-  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w); mgop_selector_labels(&o.w, r->name, "global-topo"); mgop_jw_obj_end(&o.w);
+  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w); mgop_selector_labels(&o.w, r->name, "toposerver"); mgop_jw_obj_end(&o.w);
   mgop_jw_key(&o.w, "ports");
   mgop_jw_arr(&o.w);
   MGOP_JW_LIT(&o.w, "{\"name\":\"client\",\"port\":2379,\"targetPort\":2379,\"protocol\":\"TCP\"}");
@@ -413,7 +438,7 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
 
   /* the etcd StatefulSet */
   if ((rc = mgop_build_begin(r, &o, K_STS, name))) return rc;
-  mgop_build_meta(&o, "global-topo", K_TOPO, name, topo_uid);
+  mgop_build_meta(&o, "toposerver", K_TOPO, name, topo_uid);
   {
     struct mgop_jw *w = &o.w;
     char cluster_arg[2048], url[256];
@@ -434,7 +459,7 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
     mgop_jw_key(w, "serviceName"); mgop_jw_str(w, headless);
     mgop_jw_key(w, "podManagementPolicy"); mgop_jw_str(w, "Parallel");
     mgop_jw_key(w, "selector"); mgop_jw_obj(w);
-    mgop_jw_key(w, "matchLabels"); mgop_jw_obj(w); mgop_selector_labels(w, r->name, "global-topo"); mgop_jw_obj_end(w);
+    mgop_jw_key(w, "matchLabels"); mgop_jw_obj(w); mgop_selector_labels(w, r->name, "toposerver"); mgop_jw_obj_end(w);
     mgop_jw_obj_end(w);
     mgop_jw_key(w, "persistentVolumeClaimRetentionPolicy"); mgop_jw_obj(w);
     mgop_jw_key(w, "whenDeleted"); mgop_jw_str(w, when_deleted);
@@ -442,7 +467,7 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
     mgop_jw_obj_end(w);
     mgop_jw_key(w, "template"); mgop_jw_obj(w);
     mgop_jw_key(w, "metadata"); mgop_jw_obj(w);
-    mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_labels(w, r->name, "global-topo"); mgop_jw_obj_end(w);
+    mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_labels(w, r->name, "toposerver"); mgop_jw_obj_end(w);
     mgop_jw_obj_end(w);
     mgop_jw_key(w, "spec"); mgop_jw_obj(w);
     mgop_jw_key(w, "containers"); mgop_jw_arr(w); mgop_jw_obj(w);
@@ -481,7 +506,7 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
     mgop_jw_obj_end(w); /* template */
     mgop_jw_key(w, "volumeClaimTemplates"); mgop_jw_arr(w); mgop_jw_obj(w);
     mgop_jw_key(w, "metadata"); mgop_jw_obj(w); mgop_jw_key(w, "name"); mgop_jw_str(w, "data");
-    mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_labels(w, r->name, "global-topo"); mgop_jw_obj_end(w);
+    mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_labels(w, r->name, "toposerver"); mgop_jw_obj_end(w);
     mgop_jw_obj_end(w);
     mgop_jw_key(w, "spec"); mgop_jw_obj(w);
     mgop_jw_key(w, "accessModes"); MGOP_JW_LIT(w, "[\"ReadWriteOnce\"]");
@@ -536,6 +561,8 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
     r->applied++;
     f = mgop_fp_upsert(key);
     if (f) {
+      /* a new generation is not settled until its controller says so */
+      if (mgop_kinds[d->kind].generation && res.generation != f->seen_gen) f->flags &= ~MGOP_FP_SETTLED;
       f->applied_hash = d->hash;
       f->applied_gen = res.generation;
       snprintf(f->applied_rv, sizeof(f->applied_rv), "%s", res.rv);
@@ -644,18 +671,23 @@ static void mgop_topo_status_extra(struct mgop_jw *w, void *ctx) {
   mgop_jw_key(w, "replicas"); mgop_jw_i64(w, t->replicas);
 }
 
-struct mgop_root_status { int topo_ready; const char *topo_name; int cells; const char *core; };
+struct mgop_root_status {
+  int topo_ready, admin_ready, cells, ready_cells, shards, ready_shards;
+  const char *topo_name, *core;
+};
 static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
   struct mgop_root_status *s = ctx;
   mgop_jw_key(w, "globalTopoServer"); mgop_jw_obj(w);
   mgop_jw_key(w, "available"); mgop_jw_str(w, s->topo_ready ? "True" : "False");
   mgop_jw_key(w, "serviceName"); mgop_jw_str(w, s->topo_name);
   mgop_jw_obj_end(w);
-  mgop_jw_key(w, "readyCells"); mgop_jw_i64(w, 0);
+  mgop_jw_key(w, "readyCells"); mgop_jw_i64(w, s->ready_cells);
+  mgop_jw_key(w, "readyShards"); mgop_jw_i64(w, s->ready_shards);
   mgop_jw_key(w, "resolvedTemplates"); mgop_jw_obj(w);
   mgop_jw_key(w, "coreTemplate"); mgop_jw_str(w, s->core);
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "totalCells"); mgop_jw_i64(w, s->cells);
+  mgop_jw_key(w, "totalShards"); mgop_jw_i64(w, s->shards);
 }
 
 /* ======================================================================
@@ -665,77 +697,1118 @@ static char mgop_root_body[256 * 1024];
 static unsigned char mgop_arena_mem[4 * 1024 * 1024];
 static struct mgop_arena mgop_arena;
 
-/* Builds (and, live, applies) everything for the cluster in r->root. */
-static int mgop_reconcile_tree(struct mgop_rctx *r) {
-  struct mgop_json topo;
-  char topo_name[64];
-  const char *parts[2] = {r->name, "global-topo"};
-  const char *topo_uid;
-  int topo_managed, rc, n_before;
-  rc = mgop_resolve_global_topo(r, &topo);
+/* ---- the rest of the tree ------------------------------------------------ */
+/* Where the components find the global topology. */
+static void mgop_topo_address(struct mgop_rctx *r, const struct mgop_json *topo, char *addr, size_t acap, char *root,
+                              size_t rcap) {
+  int ext = mgop_json_key(topo, 0, "external");
+  mgop_str_or(topo, 0, ext >= 0 ? "external.rootPath" : "etcd.rootPath", root, rcap, NULL);
+  if (!root[0]) snprintf(root, rcap, "/multigres/global");
+  if (ext >= 0) {
+    int eps = mgop_json_key(topo, ext, "endpoints");
+    struct mgop_buf b;
+    mgop_buf_init(&b, addr, acap);
+    for (int i = 0; i < (mgop_json_is(topo, eps, JSMN_ARRAY) ? topo->tok[eps].size : 0); i++) {
+      char ep[512], *h;
+      if (mgop_json_str(topo, mgop_json_at(topo, eps, i), ep, sizeof(ep))) continue;
+      h = strstr(ep, "://") ? strstr(ep, "://") + 3 : ep; /* the flag takes host:port */
+      mgop_buf_printf(&b, "%s%s", b.len ? "," : "", h);
+    }
+    mgop_buf_cstr(&b);
+  } else {
+    const char *parts[] = {r->name, "global-topo"};
+    char name[64];
+    mgop_name(name, sizeof(name), MGOP_LIMIT_STS, 0, parts, 2);
+    snprintf(addr, acap, "%s.%s.svc:2379", name, r->ns);
+  }
+}
+
+/* One level of the chain for a component: inline spec, a named template,
+ * spec.templateDefaults, the namespace's "default" template; then the
+ * component's overrides on top. Built-in defaults are applied by the
+ * builders field by field. */
+struct mgop_chain {
+  const char *what;          /* field path for messages, e.g. spec.cells[zone-a] */
+  const struct mgop_json *doc; /* the document holding comp            */
+  int comp;                  /* the component object in doc, or -1     */
+  const char *inline_key;    /* "spec"                                 */
+  const char *ref_key;       /* "templateRef", "cellTemplate", ...     */
+  const char *defaults_key;  /* key in spec.templateDefaults           */
+  int tkind;                 /* template kind                          */
+  const char *tsection;      /* where the settings sit in the template */
+  const char *overrides_key; /* "overrides" or NULL                    */
+};
+
+static int mgop_resolve_chain(struct mgop_rctx *r, const struct mgop_chain *c, struct mgop_json *out, char *source,
+                              size_t scap) {
+  static const char empty_doc[] = "{}";
+  struct mgop_json empty, tmpl, first;
+  const struct mgop_json *ldoc = NULL;
+  int layer = -1, rc, inl = c->inline_key && c->comp >= 0 ? mgop_json_key(c->doc, c->comp, c->inline_key) : -1;
+  char ref[254] = "", field[300] = "";
+  if ((rc = mgop_parse_arena(r->arena, empty_doc, 2, &empty))) return rc;
+  if (inl >= 0) {
+    ldoc = c->doc;
+    layer = inl;
+    snprintf(source, scap, "inline");
+  } else {
+    if (c->ref_key && c->comp >= 0 && mgop_json_path_str(c->doc, c->comp, c->ref_key, ref, sizeof(ref)) == MGOP_OK &&
+        ref[0])
+      snprintf(field, sizeof(field), "%s.%s", c->what, c->ref_key);
+    else if (c->defaults_key) {
+      char path[96];
+      snprintf(path, sizeof(path), "templateDefaults.%s", c->defaults_key);
+      if (mgop_json_path_str(&r->root, r->spec, path, ref, sizeof(ref)) == MGOP_OK && ref[0])
+        snprintf(field, sizeof(field), "spec.%s", path);
+    }
+    if (ref[0]) {
+      rc = mgop_fetch(r, c->tkind, ref, &tmpl);
+      if (rc == MGOP_ERR_NOTFOUND) {
+        mgop_stall(r, "TemplateNotFound", "%s names %s \"%s\", which does not exist in namespace %s; create it or fix "
+                   "the name", field, mgop_kinds[c->tkind].kind, ref, r->ns);
+        return rc;
+      }
+      if (rc) return rc;
+      snprintf(source, scap, "%s/%s", mgop_kinds[c->tkind].kind, ref);
+    } else {
+      rc = mgop_fetch(r, c->tkind, "default", &tmpl);
+      if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
+      snprintf(source, scap, rc ? "built-in" : "%s/default", mgop_kinds[c->tkind].kind);
+      if (rc) ref[0] = 0;
+      else snprintf(ref, sizeof(ref), "default");
+    }
+    if (ref[0]) {
+      ldoc = &tmpl;
+      layer = mgop_json_path(&tmpl, 0, c->tsection);
+    }
+  }
+  if ((rc = mgop_merge_to(r, &empty, 0, ldoc ? ldoc : &empty, ldoc ? layer : -1, &first))) return rc;
+  {
+    int ov = c->overrides_key && c->comp >= 0 ? mgop_json_key(c->doc, c->comp, c->overrides_key) : -1;
+    if (ov >= 0 && !mgop_json_is(c->doc, ov, JSMN_OBJECT)) {
+      mgop_stall(r, "InvalidOverride", "%s.%s must be a mapping of fields to override", c->what, c->overrides_key);
+      return MGOP_ERR_CONFIG;
+    }
+    return mgop_merge_to(r, &first, 0, c->doc, ov, out);
+  }
+}
+
+/* spec.images.<key>, else the built-in image. */
+static const char *mgop_image(struct mgop_rctx *r, const char *key, char *buf, size_t cap, const char *builtin) {
+  char path[64];
+  snprintf(path, sizeof(path), "images.%s", key);
+  return mgop_str_or(&r->root, r->spec, path, buf, cap, builtin);
+}
+
+static const char *mgop_log_level_of(struct mgop_rctx *r, const char *comp, char *buf, size_t cap) {
+  char path[64];
+  snprintf(path, sizeof(path), "logLevels.%s", comp);
+  return mgop_str_or(&r->root, r->spec, path, buf, cap, "info");
+}
+
+/* A container in the making. */
+struct mgop_ctr {
+  const char *name, *image;
+  const char *command;           /* JSON array literal or NULL      */
+  const char *args[24];
+  int nargs;
+  const char *env;               /* JSON array literal or NULL      */
+  const char *ports;             /* JSON array literal              */
+  const char *ready_path, *live_path;
+  int probe_port;                /* 0: no probes                    */
+  const struct mgop_json *res_doc;
+  int res_tok;                   /* resources from the resolved spec */
+  const char *res_default;       /* JSON literal when unset         */
+  const char *mounts;            /* JSON array literal or NULL      */
+  const char *security;          /* JSON object literal or NULL     */
+};
+
+static void mgop_write_container(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_ctr *c) {
+  char pull[32], probe[160];
+  mgop_jw_obj(w);
+  mgop_jw_key(w, "name"); mgop_jw_str(w, c->name);
+  mgop_jw_key(w, "image"); mgop_jw_str(w, c->image);
+  mgop_jw_key(w, "imagePullPolicy");
+  mgop_jw_str(w, mgop_str_or(&r->root, r->spec, "images.imagePullPolicy", pull, sizeof(pull), "IfNotPresent"));
+  if (c->command) { mgop_jw_key(w, "command"); mgop_jw_raw(w, c->command, strlen(c->command)); }
+  if (c->nargs) {
+    mgop_jw_key(w, "args");
+    mgop_jw_arr(w);
+    for (int i = 0; i < c->nargs; i++) mgop_jw_str(w, c->args[i]);
+    mgop_jw_arr_end(w);
+  }
+  if (c->env) { mgop_jw_key(w, "env"); mgop_jw_raw(w, c->env, strlen(c->env)); }
+  if (c->ports) { mgop_jw_key(w, "ports"); mgop_jw_raw(w, c->ports, strlen(c->ports)); }
+  if (c->probe_port) {
+    snprintf(probe, sizeof(probe), "{\"httpGet\":{\"path\":\"%s\",\"port\":%d},\"periodSeconds\":5,\"failureThreshold\":30}",
+             c->ready_path, c->probe_port);
+    mgop_jw_key(w, "startupProbe"); mgop_jw_raw(w, probe, strlen(probe));
+    snprintf(probe, sizeof(probe), "{\"httpGet\":{\"path\":\"%s\",\"port\":%d},\"periodSeconds\":10}", c->live_path,
+             c->probe_port);
+    mgop_jw_key(w, "livenessProbe"); mgop_jw_raw(w, probe, strlen(probe));
+    snprintf(probe, sizeof(probe), "{\"httpGet\":{\"path\":\"%s\",\"port\":%d},\"periodSeconds\":5}", c->ready_path,
+             c->probe_port);
+    mgop_jw_key(w, "readinessProbe"); mgop_jw_raw(w, probe, strlen(probe));
+  }
+  mgop_jw_key(w, "resources");
+  if (c->res_doc && c->res_tok >= 0) mgop_jw_copy(w, c->res_doc, c->res_tok);
+  else mgop_jw_raw(w, c->res_default, strlen(c->res_default));
+  if (c->mounts) { mgop_jw_key(w, "volumeMounts"); mgop_jw_raw(w, c->mounts, strlen(c->mounts)); }
+  if (c->security) { mgop_jw_key(w, "securityContext"); mgop_jw_raw(w, c->security, strlen(c->security)); }
+  mgop_jw_obj_end(w);
+}
+
+/* What a pod template needs besides its containers. */
+struct mgop_podspec {
+  const char *component;
+  const struct mgop_ids *ids;
+  const struct mgop_json *doc;   /* resolved component settings        */
+  int comp;                      /* ... their token                    */
+  int tolerations;               /* token in doc, or -1                */
+  const char *zone_key, *zone;   /* nodeSelector, or NULL              */
+  const struct mgop_ctr *ctr;
+  int nctr;
+  const char *volumes;           /* JSON array literal or NULL         */
+  const char *annotations;       /* JSON object literal or NULL        */
+};
+
+static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_podspec *p) {
+  int labels = mgop_json_key(p->doc, p->comp, "podLabels"), ann = mgop_json_key(p->doc, p->comp, "podAnnotations");
+  int secrets = mgop_json_path(&r->root, r->spec, "images.imagePullSecrets");
+  mgop_jw_key(w, "template"); mgop_jw_obj(w);
+  mgop_jw_key(w, "metadata"); mgop_jw_obj(w);
+  mgop_jw_key(w, "labels");
+  if (labels >= 0) { /* user labels first, ours on top: ours win */
+    struct mgop_json mine;
+    char mem[2048];
+    struct mgop_buf b;
+    struct mgop_jw lw;
+    mgop_buf_init(&b, mem, sizeof(mem));
+    mgop_jw_init(&lw, &b);
+    mgop_jw_obj(&lw); mgop_labels(&lw, r->name, p->component); mgop_id_labels(&lw, p->ids); mgop_jw_obj_end(&lw);
+    if (!b.overflow && mgop_parse_arena(r->arena, b.p, b.len, &mine) == MGOP_OK) mgop_json_merge(w, p->doc, labels, &mine, 0);
+  } else {
+    mgop_jw_obj(w); mgop_labels(w, r->name, p->component); mgop_id_labels(w, p->ids); mgop_jw_obj_end(w);
+  }
+  if (ann >= 0 || p->annotations) {
+    mgop_jw_key(w, "annotations");
+    if (ann >= 0 && p->annotations) {
+      struct mgop_json extra;
+      if (mgop_parse_arena(r->arena, p->annotations, strlen(p->annotations), &extra) == MGOP_OK)
+        mgop_json_merge(w, p->doc, ann, &extra, 0);
+    } else if (ann >= 0) mgop_jw_copy(w, p->doc, ann);
+    else mgop_jw_raw(w, p->annotations, strlen(p->annotations));
+  }
+  mgop_jw_obj_end(w);
+  mgop_jw_key(w, "spec"); mgop_jw_obj(w);
+  if (secrets >= 0) { mgop_jw_key(w, "imagePullSecrets"); mgop_jw_copy(w, &r->root, secrets); }
+  if (p->zone_key) {
+    mgop_jw_key(w, "nodeSelector"); mgop_jw_obj(w); mgop_jw_key(w, p->zone_key); mgop_jw_str(w, p->zone); mgop_jw_obj_end(w);
+  }
+  mgop_copy_key(w, "affinity", p->doc, mgop_json_key(p->doc, p->comp, "affinity"));
+  if (p->tolerations >= 0) mgop_copy_key(w, "tolerations", p->doc, p->tolerations);
+  mgop_jw_key(w, "containers"); mgop_jw_arr(w);
+  for (int i = 0; i < p->nctr; i++) mgop_write_container(r, w, &p->ctr[i]);
+  mgop_jw_arr_end(w);
+  if (p->volumes) { mgop_jw_key(w, "volumes"); mgop_jw_raw(w, p->volumes, strlen(p->volumes)); }
+  mgop_jw_obj_end(w);
+  mgop_jw_obj_end(w);
+}
+
+static void mgop_write_selector(struct mgop_rctx *r, struct mgop_jw *w, const char *component, const struct mgop_ids *ids) {
+  mgop_jw_key(w, "selector"); mgop_jw_obj(w);
+  mgop_jw_key(w, "matchLabels"); mgop_jw_obj(w);
+  mgop_selector_labels(w, r->name, component);
+  mgop_id_labels(w, ids);
+  mgop_jw_obj_end(w);
+  mgop_jw_obj_end(w);
+}
+
+static int mgop_build_deployment(struct mgop_rctx *r, int owner_kind, const char *owner_name, const char *owner_uid,
+                                 const char *name, long long replicas, const struct mgop_podspec *p) {
+  struct mgop_build o;
+  int rc;
+  if ((rc = mgop_build_begin(r, &o, K_DEPLOY, name))) return rc;
+  mgop_build_meta_ids(&o, p->component, p->ids, owner_kind, owner_name, owner_uid);
+  mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "replicas"); mgop_jw_i64(&o.w, replicas);
+  mgop_write_selector(r, &o.w, p->component, p->ids);
+  mgop_write_pod_template(r, &o.w, p);
+  mgop_jw_obj_end(&o.w);
+  return mgop_build_end(&o);
+}
+
+/* A Service selecting the component (and ids), with pre-encoded ports. */
+static int mgop_build_service(struct mgop_rctx *r, int owner_kind, const char *owner_name, const char *owner_uid,
+                              const char *name, const char *component, const struct mgop_ids *ids, int headless,
+                              const char *ports) {
+  struct mgop_build o;
+  int rc;
+  if ((rc = mgop_build_begin(r, &o, K_SVC, name))) return rc;
+  mgop_build_meta_ids(&o, component, ids, owner_kind, owner_name, owner_uid);
+  mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+  if (headless) {
+    mgop_jw_key(&o.w, "clusterIP"); mgop_jw_str(&o.w, "None");
+    mgop_jw_key(&o.w, "publishNotReadyAddresses"); mgop_jw_bool(&o.w, 1);
+  } else {
+    mgop_jw_key(&o.w, "type"); mgop_jw_str(&o.w, "ClusterIP");
+  }
+  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w);
+  mgop_selector_labels(&o.w, r->name, component);
+  mgop_id_labels(&o.w, ids);
+  mgop_jw_obj_end(&o.w);
+  mgop_jw_key(&o.w, "ports"); mgop_jw_raw(&o.w, ports, strlen(ports));
+  mgop_jw_obj_end(&o.w);
+  return mgop_build_end(&o);
+}
+
+static long long mgop_i64_or(const struct mgop_json *j, int t, const char *path, long long fallback) {
+  long long v;
+  if (mgop_json_i64(j, mgop_json_path(j, t, path), &v) == MGOP_OK) return v;
+  return fallback;
+}
+
+/* multiadmin, multiadmin-web and the cluster-wide gateway Services. */
+static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *root) {
+  struct mgop_json admin, web;
+  struct mgop_chain c = {"spec.multiadmin", &r->root, mgop_json_key(&r->root, r->spec, "multiadmin"), "spec",
+                         "templateRef", "coreTemplate", K_CORET, "spec.multiadmin", NULL};
+  char src[300], image[256], level[16], name[64], web_name[80], a1[1100], a2[600], env[1024], user[64];
+  const char *parts[] = {r->name, "multiadmin"};
+  struct mgop_ctr ctr;
+  struct mgop_podspec p;
+  int rc;
+  if ((rc = mgop_resolve_chain(r, &c, &admin, src, sizeof(src)))) return rc;
+  snprintf(r->resolved_admin, sizeof(r->resolved_admin), "%s", src);
+  mgop_name(name, sizeof(name), MGOP_LIMIT_SERVICE, 0, parts, 2);
+  memset(&ctr, 0, sizeof(ctr));
+  ctr.name = "multiadmin";
+  ctr.image = mgop_image(r, "multiadmin", image, sizeof(image), MGOP_IMAGE_MULTIGRES);
+  ctr.command = "[\"/multigres/bin/multiadmin\"]";
+  snprintf(a1, sizeof(a1), "--topo-global-server-addresses=%s", addr);
+  snprintf(a2, sizeof(a2), "--topo-global-root=%s", root);
+  {
+    static char lv[40];
+    snprintf(lv, sizeof(lv), "--log-level=%s", mgop_log_level_of(r, "multiadmin", level, sizeof(level)));
+    const char *args[] = {"--http-port=18000", "--grpc-port=18070", a1, a2, "--service-map=grpc-multiadmin",
+                          "--pprof-http=true", lv};
+    memcpy(ctr.args, args, sizeof(args));
+    ctr.nargs = 7;
+  }
+  ctr.ports = "[{\"name\":\"http\",\"containerPort\":18000,\"protocol\":\"TCP\"},"
+              "{\"name\":\"grpc\",\"containerPort\":18070,\"protocol\":\"TCP\"}]";
+  ctr.ready_path = "/ready";
+  ctr.live_path = "/live";
+  ctr.probe_port = 18000;
+  ctr.res_doc = &admin;
+  ctr.res_tok = mgop_json_key(&admin, 0, "resources");
+  ctr.res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"128Mi\"},\"limits\":{\"memory\":\"256Mi\"}}";
+  memset(&p, 0, sizeof(p));
+  p.component = "multiadmin";
+  p.doc = &admin;
+  p.comp = 0;
+  p.tolerations = mgop_json_path(&r->root, r->spec, "multiadmin.placement.tolerations");
+  p.ctr = &ctr;
+  p.nctr = 1;
+  if (p.tolerations >= 0) { /* tolerations live in the cluster doc, not the resolved one */
+    p.tolerations = -1;
+  }
+  if ((rc = mgop_build_deployment(r, K_CLUSTER, r->name, r->uid, name, mgop_i64_or(&admin, 0, "replicas", 1), &p)))
+    return rc;
+  if ((rc = mgop_build_service(r, K_CLUSTER, r->name, r->uid, name, "multiadmin", NULL, 0,
+                               "[{\"name\":\"http\",\"port\":18000,\"targetPort\":18000,\"protocol\":\"TCP\"},"
+                               "{\"name\":\"grpc\",\"port\":18070,\"targetPort\":18070,\"protocol\":\"TCP\"}]")))
+    return rc;
+
+  /* multiadmin-web */
+  c.what = "spec.multiadminWeb";
+  c.comp = mgop_json_key(&r->root, r->spec, "multiadminWeb");
+  c.tsection = "spec.multiadminWeb";
+  if ((rc = mgop_resolve_chain(r, &c, &web, src, sizeof(src)))) return rc;
+  snprintf(web_name, sizeof(web_name), "%s-web", name);
+  memset(&ctr, 0, sizeof(ctr));
+  ctr.name = "multiadmin-web";
+  ctr.image = mgop_image(r, "multiadminWeb", image, sizeof(image), MGOP_IMAGE_ADMIN_WEB);
+  snprintf(env, sizeof(env),
+           "[{\"name\":\"HOSTNAME\",\"value\":\"::\"},{\"name\":\"MULTIADMIN_API_URL\",\"value\":\"http://%s:18000\"},"
+           "{\"name\":\"POSTGRES_HOST\",\"value\":\"%s-multigateway\"},{\"name\":\"POSTGRES_PORT\",\"value\":\"5432\"},"
+           "{\"name\":\"POSTGRES_DATABASE\",\"value\":\"postgres\"},{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"}]",
+           name, r->name, mgop_str_or(&r->root, r->spec, "postgresSuperuser", user, sizeof(user), "postgres"));
+  ctr.env = env;
+  ctr.ports = "[{\"name\":\"http\",\"containerPort\":18100,\"protocol\":\"TCP\"}]";
+  ctr.ready_path = ctr.live_path = "/";
+  ctr.probe_port = 18100;
+  ctr.res_doc = &web;
+  ctr.res_tok = mgop_json_key(&web, 0, "resources");
+  ctr.res_default = "{\"requests\":{\"cpu\":\"50m\",\"memory\":\"64Mi\"},\"limits\":{\"memory\":\"128Mi\"}}";
+  p.component = "multiadmin-web";
+  p.doc = &web;
+  p.ctr = &ctr;
+  if ((rc = mgop_build_deployment(r, K_CLUSTER, r->name, r->uid, web_name, mgop_i64_or(&web, 0, "replicas", 1), &p)))
+    return rc;
+  if ((rc = mgop_build_service(r, K_CLUSTER, r->name, r->uid, web_name, "multiadmin-web", NULL, 0,
+                               "[{\"name\":\"http\",\"port\":18100,\"targetPort\":18100,\"protocol\":\"TCP\"}]")))
+    return rc;
+
+  /* the cluster-wide gateway Services span every cell */
+  snprintf(web_name, sizeof(web_name), "%s-multigateway", r->name);
+  if ((rc = mgop_build_service(r, K_CLUSTER, r->name, r->uid, web_name, "multigateway", NULL, 0,
+                               "[{\"name\":\"postgres\",\"port\":5432,\"targetPort\":\"postgres\",\"protocol\":\"TCP\"}]")))
+    return rc;
+  snprintf(web_name, sizeof(web_name), "%s-multigateway-replica", r->name);
+  return mgop_build_service(r, K_CLUSTER, r->name, r->uid, web_name, "multigateway", NULL, 0,
+                            "[{\"name\":\"pg-replica\",\"port\":5433,\"targetPort\":\"pg-replica\",\"protocol\":\"TCP\"}]");
+}
+
+/* A cell: where its pods go. */
+static void mgop_cell_zone(const struct mgop_json *j, int cell, const char **key, char *zone, size_t cap) {
+  *key = NULL;
+  if (mgop_json_path_str(j, cell, "zone", zone, cap) == MGOP_OK && zone[0]) *key = "topology.kubernetes.io/zone";
+  else if (mgop_json_path_str(j, cell, "zoneId", zone, cap) == MGOP_OK && zone[0]) *key = "topology.k8s.aws/zone-id";
+  else if (mgop_json_path_str(j, cell, "region", zone, cap) == MGOP_OK && zone[0]) *key = "topology.kubernetes.io/region";
+}
+
+/* Phase 1 (CR) or phase 3 (workloads) of one cell. */
+static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const char *addr, const char *root) {
+  struct mgop_json cfg;
+  char name[64], cr[254], src[300], what[128], zone[64], image[256], level[16], gw[254], gws[64];
+  char a_addr[1100], a_root[600], a_cell[96], a_lv[40];
+  const char *zone_key, *uid;
+  struct mgop_ids ids;
+  struct mgop_chain c;
+  int rc;
+  if (mgop_json_path_str(&r->root, cell, "name", name, sizeof(name)) || !name[0]) {
+    mgop_stall(r, "InvalidSpec", "spec.cells[] has an entry without a name; give every cell a name");
+    return MGOP_ERR_CONFIG;
+  }
+  {
+    const char *parts[] = {r->name, name};
+    mgop_name(cr, sizeof(cr), MGOP_LIMIT_DEFAULT, 1, parts, 2);
+  }
+  snprintf(what, sizeof(what), "spec.cells[name=%s]", name);
+  c = (struct mgop_chain){what, &r->root, cell, "spec", "cellTemplate", "cellTemplate", K_CELLT, "spec", "overrides"};
+  if ((rc = mgop_resolve_chain(r, &c, &cfg, src, sizeof(src)))) return rc;
+  mgop_cell_zone(&r->root, cell, &zone_key, zone, sizeof(zone));
+  memset(&ids, 0, sizeof(ids));
+  ids.cell = name;
+  if (!workloads) {
+    struct mgop_build o;
+    int cells = mgop_json_key(&r->root, r->spec, "cells");
+    if ((rc = mgop_build_begin(r, &o, K_CELL, cr))) return rc;
+    mgop_build_meta_ids(&o, "cell", &ids, K_CLUSTER, r->name, r->uid);
+    mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+    mgop_jw_key(&o.w, "name"); mgop_jw_str(&o.w, name);
+    if (zone_key) {
+      mgop_jw_key(&o.w, strstr(zone_key, "zone-id") ? "zoneId" : strstr(zone_key, "region") ? "region" : "zone");
+      mgop_jw_str(&o.w, zone);
+    }
+    mgop_copy_key(&o.w, "multigateway", &cfg, mgop_json_key(&cfg, 0, "multigateway"));
+    mgop_copy_key(&o.w, "multigatewayPlacement", &cfg, mgop_json_key(&cfg, 0, "multigatewayPlacement"));
+    mgop_jw_key(&o.w, "globalTopoServer"); mgop_jw_obj(&o.w);
+    mgop_jw_key(&o.w, "address"); mgop_jw_str(&o.w, addr);
+    mgop_jw_key(&o.w, "rootPath"); mgop_jw_str(&o.w, root);
+    mgop_jw_key(&o.w, "implementation"); mgop_jw_str(&o.w, "etcd");
+    mgop_jw_obj_end(&o.w);
+    mgop_jw_key(&o.w, "allCells"); mgop_jw_arr(&o.w);
+    for (int i = 0; i < r->root.tok[cells].size; i++) {
+      char n[64];
+      if (mgop_json_path_str(&r->root, mgop_json_at(&r->root, cells, i), "name", n, sizeof(n)) == MGOP_OK) mgop_jw_str(&o.w, n);
+    }
+    mgop_jw_arr_end(&o.w);
+    mgop_jw_obj_end(&o.w);
+    return mgop_build_end(&o);
+  }
+  uid = mgop_uid_of(r, K_CELL, cr);
+  if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "Cell %s has no uid yet", cr);
+  {
+    const char *parts[] = {r->name, name, "multigateway"};
+    mgop_name(gw, sizeof(gw), MGOP_LIMIT_DEFAULT, 1, parts, 3);
+    mgop_name(gws, sizeof(gws), MGOP_LIMIT_SERVICE, 1, parts, 3);
+  }
+  {
+    struct mgop_ctr ctr;
+    struct mgop_podspec p;
+    int gwt = mgop_json_key(&cfg, 0, "multigateway");
+    memset(&ctr, 0, sizeof(ctr));
+    ctr.name = "multigateway";
+    ctr.image = mgop_image(r, "multigateway", image, sizeof(image), MGOP_IMAGE_MULTIGRES);
+    snprintf(a_addr, sizeof(a_addr), "--topo-global-server-addresses=%s", addr);
+    snprintf(a_root, sizeof(a_root), "--topo-global-root=%s", root);
+    snprintf(a_cell, sizeof(a_cell), "--cell=%s", name);
+    snprintf(a_lv, sizeof(a_lv), "--log-level=%s", mgop_log_level_of(r, "multigateway", level, sizeof(level)));
+    {
+      const char *args[] = {"multigateway", "--http-port=15100", "--grpc-port=15170", "--pg-port=5432",
+                            "--pg-replica-port=5433", a_addr, a_root, a_cell, a_lv};
+      memcpy(ctr.args, args, sizeof(args));
+      ctr.nargs = 9;
+    }
+    ctr.ports = "[{\"name\":\"http\",\"containerPort\":15100,\"protocol\":\"TCP\"},"
+                "{\"name\":\"grpc\",\"containerPort\":15170,\"protocol\":\"TCP\"},"
+                "{\"name\":\"postgres\",\"containerPort\":5432,\"protocol\":\"TCP\"},"
+                "{\"name\":\"pg-replica\",\"containerPort\":5433,\"protocol\":\"TCP\"}]";
+    ctr.ready_path = "/ready";
+    ctr.live_path = "/live";
+    ctr.probe_port = 15100;
+    ctr.res_doc = &cfg;
+    ctr.res_tok = mgop_json_key(&cfg, gwt, "resources");
+    ctr.res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"128Mi\"},\"limits\":{\"memory\":\"256Mi\"}}";
+    memset(&p, 0, sizeof(p));
+    p.component = "multigateway";
+    p.ids = &ids;
+    p.doc = &cfg;
+    p.comp = gwt;
+    p.tolerations = mgop_json_path(&cfg, 0, "multigatewayPlacement.tolerations");
+    p.zone_key = zone_key;
+    p.zone = zone;
+    p.ctr = &ctr;
+    p.nctr = 1;
+    if ((rc = mgop_build_deployment(r, K_CELL, cr, uid, gw, mgop_i64_or(&cfg, gwt, "replicas", 1), &p))) return rc;
+  }
+  return mgop_build_service(r, K_CELL, cr, uid, gws, "multigateway", &ids, 0,
+                            "[{\"name\":\"http\",\"port\":15100,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
+                            "{\"name\":\"grpc\",\"port\":15170,\"targetPort\":\"grpc\",\"protocol\":\"TCP\"},"
+                            "{\"name\":\"postgres\",\"port\":5432,\"targetPort\":\"postgres\",\"protocol\":\"TCP\"}]");
+}
+
+/* The built-in database layout when spec.databases is empty. */
+static const char mgop_default_databases[] =
+    "[{\"name\":\"postgres\",\"default\":true,\"tablegroups\":[{\"name\":\"default\",\"default\":true,"
+    "\"shards\":[{\"name\":\"0-inf\"}]}]}]";
+
+/* Field-by-field PVC policy: the most specific level wins, then Retain. */
+static const char *mgop_pvc_policy(struct mgop_rctx *r, const char *field, const struct mgop_json *const *docs,
+                                   const int *toks, int n, char *buf, size_t cap) {
+  char path[64];
+  snprintf(path, sizeof(path), "pvcDeletionPolicy.%s", field);
+  for (int i = 0; i < n; i++)
+    if (toks[i] >= 0 && mgop_json_path_str(docs[i], toks[i], path, buf, cap) == MGOP_OK && buf[0]) return buf;
+  return mgop_str_or(&r->root, r->spec, path, buf, cap, "Retain");
+}
+
+static const char mgop_pg_hba[] =
+    "# TYPE  DATABASE  USER  ADDRESS  METHOD\n"
+    "local   all       all            trust\n"
+    "host    all       all   127.0.0.1/32  trust\n"
+    "host    all       all   ::1/128       trust\n"
+    "host    all       all   0.0.0.0/0     scram-sha-256\n"
+    "host    all       all   ::/0          scram-sha-256\n"
+    "host    replication all 0.0.0.0/0     scram-sha-256\n";
+
+/* The superuser password Secret: created once with a random password and
+ * never written again (never applied, so an edit or rotation by the user
+ * sticks; never rendered, so no password reaches a pull request). */
+static int mgop_ensure_password_secret(struct mgop_rctx *r, const char *name, const char *shard_cr,
+                                       const char *owner_uid, const struct mgop_ids *ids) {
+  uint64_t key = mgop_fp_key("Secret", r->ns, name);
+  struct mgop_fp *f = mgop_fp_find(key);
+  unsigned char raw[24];
+  char pw[64], b64[96], path[512], body[4096];
+  size_t n;
+  struct mgop_build o;
+  struct mgop_buf out;
+  int rc, status;
+  if (f && (f->flags & MGOP_FP_EXISTS)) return MGOP_OK;
+  if (mbedtls_ctr_drbg_random(&mgop_drbg, raw, sizeof(raw)))
+    return mgop_seterr(MGOP_ERR_TLS, "no randomness for the postgres password");
+  mbedtls_base64_encode((unsigned char *)pw, sizeof(pw), &n, raw, sizeof(raw));
+  for (size_t i = 0; i < n; i++) if (pw[i] == '+' || pw[i] == '/') pw[i] = 'x'; /* shell- and URL-safe */
+  mbedtls_base64_encode((unsigned char *)b64, sizeof(b64), &n, (const unsigned char *)pw, strlen(pw));
+  b64[n] = 0;
+  if ((rc = mgop_build_begin(r, &o, K_CM, name))) return rc; /* a builder for the bytes only */
+  o.b.len = 0;
+  mgop_jw_init(&o.w, &o.b);
+  mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "apiVersion"); mgop_jw_str(&o.w, "v1");
+  mgop_jw_key(&o.w, "kind"); mgop_jw_str(&o.w, "Secret");
+  mgop_build_meta_ids(&o, "postgres-password", ids, K_SHARD, shard_cr, owner_uid);
+  mgop_jw_key(&o.w, "type"); mgop_jw_str(&o.w, "Opaque");
+  mgop_jw_key(&o.w, "data"); mgop_jw_obj(&o.w); mgop_jw_key(&o.w, "password"); mgop_jw_str(&o.w, b64); mgop_jw_obj_end(&o.w);
+  mgop_jw_obj_end(&o.w);
+  memset(raw, 0, sizeof(raw));
+  memset(pw, 0, sizeof(pw));
+  if (o.b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "Secret %s too large", name);
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets?fieldManager=" MGOP_MANAGER, r->ns);
+  mgop_buf_init(&out, body, sizeof(body));
+  rc = mgop_kube_request(mgop_api_ptr, "POST", path, "application/json", o.b.p, o.b.len, &out, &status);
+  memset(o.b.p, 0, o.b.len);
   if (rc) return rc;
-  topo_managed = mgop_json_key(&topo, 0, "etcd") >= 0;
-  mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
-  if (topo_managed) {
-    /* phase 1: the TopoServer CR, whose uid owns the workloads */
-    n_before = r->ndesired;
-    topo_uid = mgop_uid_of(r, K_TOPO, topo_name);
-    if ((rc = mgop_build_global_topo(r, &topo, topo_uid ? topo_uid : "pending"))) return rc;
-    if (!r->render) {
-      r->ndesired = n_before + 1; /* apply the CR alone first */
-      if ((rc = mgop_apply_from(r, n_before))) return rc;
-      topo_uid = mgop_uid_of(r, K_TOPO, topo_name);
-      if (!topo_uid) return mgop_seterr(MGOP_ERR_STATUS, "TopoServer %s has no uid after apply", topo_name);
-      r->ndesired = n_before;
-      if ((rc = mgop_build_global_topo(r, &topo, topo_uid))) return rc;
-      if ((rc = mgop_apply_from(r, n_before + 1))) return rc;
+  if (status != 201 && status != 409) {
+    char msg[300];
+    mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
+    return mgop_seterr(MGOP_ERR_STATUS, "create Secret %s: HTTP %d: %s", name, status, msg);
+  }
+  if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS;
+  return MGOP_OK;
+}
+
+/* One shard: phase 2 builds the Shard CR, phase 3 its workloads. */
+static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int tg,
+                            const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
+                            const char *root) {
+  struct mgop_json cfg;
+  char sname[32], cr[254], src[300], what[200], image[256], level[16];
+  struct mgop_chain c;
+  struct mgop_ids ids;
+  int rc, pools;
+  static const char pool_default[] = "{\"default\":{\"type\":\"readWrite\"}}";
+  struct mgop_json defpool;
+  const struct mgop_json *pdoc;
+  if (mgop_json_path_str(d, shard, "name", sname, sizeof(sname)) || !sname[0]) snprintf(sname, sizeof(sname), "0-inf");
+  {
+    const char *parts[] = {r->name, db, tg_name, sname};
+    mgop_name(cr, sizeof(cr), MGOP_LIMIT_DEFAULT, 1, parts, 4);
+  }
+  snprintf(what, sizeof(what), "spec.databases[name=%s].tablegroups[name=%s].shards[name=%s]", db, tg_name, sname);
+  c = (struct mgop_chain){what, d, shard, "spec", "shardTemplate", "shardTemplate", K_SHARDT, "spec", "overrides"};
+  if ((rc = mgop_resolve_chain(r, &c, &cfg, src, sizeof(src)))) return rc;
+  pools = mgop_json_key(&cfg, 0, "pools");
+  pdoc = &cfg;
+  if (!mgop_json_is(&cfg, pools, JSMN_OBJECT) || cfg.tok[pools].size == 0) {
+    if ((rc = mgop_parse_arena(r->arena, pool_default, sizeof(pool_default) - 1, &defpool))) return rc;
+    pdoc = &defpool;
+    pools = 0;
+  }
+  memset(&ids, 0, sizeof(ids));
+  ids.database = db;
+  ids.tablegroup = tg_name;
+  ids.shard = sname;
+  r->nshards++;
+  if (!workloads) {
+    struct mgop_build o;
+    const char *tg_uid = mgop_uid_of(r, K_TG, tg_cr);
+    if (!tg_uid) return mgop_seterr(MGOP_ERR_STATUS, "TableGroup %s has no uid yet", tg_cr);
+    if ((rc = mgop_build_begin(r, &o, K_SHARD, cr))) return rc;
+    mgop_build_meta_ids(&o, "shard", &ids, K_TG, tg_cr, tg_uid);
+    mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+    mgop_jw_key(&o.w, "databaseName"); mgop_jw_str(&o.w, db);
+    mgop_jw_key(&o.w, "tableGroupName"); mgop_jw_str(&o.w, tg_name);
+    mgop_jw_key(&o.w, "shardName"); mgop_jw_str(&o.w, sname);
+    mgop_jw_key(&o.w, "globalTopoServer"); mgop_jw_obj(&o.w);
+    mgop_jw_key(&o.w, "address"); mgop_jw_str(&o.w, addr);
+    mgop_jw_key(&o.w, "rootPath"); mgop_jw_str(&o.w, root);
+    mgop_jw_key(&o.w, "implementation"); mgop_jw_str(&o.w, "etcd");
+    mgop_jw_obj_end(&o.w);
+    mgop_copy_key(&o.w, "multiorch", &cfg, mgop_json_key(&cfg, 0, "multiorch"));
+    mgop_copy_key(&o.w, "pools", pdoc, pools);
+    mgop_jw_obj_end(&o.w);
+    return mgop_build_end(&o);
+  }
+  {
+    const char *uid = mgop_uid_of(r, K_SHARD, cr);
+    int orch = mgop_json_key(&cfg, 0, "multiorch"), all_cells = mgop_json_key(&r->root, r->spec, "cells");
+    char cm[300], secret[300];
+    if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "Shard %s has no uid yet", cr);
+    snprintf(cm, sizeof(cm), "%s-pg-hba", cr);
+    snprintf(secret, sizeof(secret), "%s-postgres-password", cr);
+    {
+      struct mgop_build o;
+      if ((rc = mgop_build_begin(r, &o, K_CM, cm))) return rc;
+      mgop_build_meta_ids(&o, "pg-hba-config", &ids, K_SHARD, cr, uid);
+      mgop_jw_key(&o.w, "data"); mgop_jw_obj(&o.w);
+      mgop_jw_key(&o.w, "pg_hba_template.conf"); mgop_jw_str(&o.w, mgop_pg_hba);
+      mgop_jw_obj_end(&o.w);
+      if ((rc = mgop_build_end(&o))) return rc;
+    }
+    if (!r->render && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids))) return rc;
+    /* pools: one StatefulSet and headless Service per (pool, cell) */
+    for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
+      char pool[64], sts[64], svc[64], a[8][1100], vols[1024], pol_d[16], pol_s[16], storage_size[32], klass[128];
+      int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
+      int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
+      long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
+      if (mgop_json_str(pdoc, pt, pool, sizeof(pool))) continue;
+      for (int ci = 0; ci < ncells; ci++) {
+        char cell[64], zone[64];
+        const char *zone_key = NULL;
+        int cell_tok = -1;
+        struct mgop_ids pids = ids;
+        struct mgop_build o;
+        struct mgop_ctr ctr[2];
+        struct mgop_podspec p;
+        if (mgop_json_is(pdoc, pcells, JSMN_ARRAY)) mgop_json_str(pdoc, mgop_json_at(pdoc, pcells, ci), cell, sizeof(cell));
+        else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, ci), "name", cell, sizeof(cell));
+        for (int k = 0; k < r->root.tok[all_cells].size; k++) {
+          char n[64];
+          int ct = mgop_json_at(&r->root, all_cells, k);
+          if (mgop_json_path_str(&r->root, ct, "name", n, sizeof(n)) == MGOP_OK && !strcmp(n, cell)) cell_tok = ct;
+        }
+        if (cell_tok < 0) {
+          mgop_stall(r, "InvalidSpec", "%s.pools.%s.cells names cell \"%s\", which is not in spec.cells; add the cell "
+                     "or fix the name", what, pool, cell);
+          return MGOP_ERR_CONFIG;
+        }
+        mgop_cell_zone(&r->root, cell_tok, &zone_key, zone, sizeof(zone));
+        pids.cell = cell;
+        pids.pool = pool;
+        {
+          const char *parts[] = {r->name, db, tg_name, sname, "pool", pool, cell};
+          const char *hparts[] = {r->name, db, tg_name, sname, "pool", pool, cell, "headless"};
+          mgop_name(sts, sizeof(sts), MGOP_LIMIT_STS, 1, parts, 7);
+          mgop_name(svc, sizeof(svc), MGOP_LIMIT_SERVICE, 1, hparts, 8);
+        }
+        if ((rc = mgop_build_service(r, K_SHARD, cr, uid, svc, "shard-pool", &pids, 1,
+                                     "[{\"name\":\"http\",\"port\":15200,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
+                                     "{\"name\":\"grpc\",\"port\":15270,\"targetPort\":\"grpc\",\"protocol\":\"TCP\"},"
+                                     "{\"name\":\"postgres\",\"port\":5432,\"targetPort\":\"postgres\",\"protocol\":\"TCP\"},"
+                                     "{\"name\":\"pgctld-http\",\"port\":15400,\"targetPort\":\"pgctld-http\",\"protocol\":\"TCP\"}]")))
+          return rc;
+        memset(ctr, 0, sizeof(ctr));
+        ctr[0].name = "postgres";
+        ctr[0].image = mgop_image(r, "postgres", image, sizeof(image), MGOP_IMAGE_PGCTLD);
+        ctr[0].command = "[\"/usr/local/bin/pgctld\"]";
+        snprintf(a[0], sizeof(a[0]), "--log-level=%s", mgop_log_level_of(r, "pgctld", level, sizeof(level)));
+        {
+          const char *args[] = {"server", "--pooler-dir=/var/lib/pooler", "--grpc-port=15470", "--pg-port=5432",
+                                "--pg-listen-addresses=*", a[0], "--grpc-socket-file=/var/lib/pooler/pgctld.sock",
+                                "--pg-hba-template=/etc/pgctld/pg_hba_template.conf", "--http-port=15400"};
+          memcpy(ctr[0].args, args, sizeof(args));
+          ctr[0].nargs = 9;
+        }
+        ctr[0].env = "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
+                     "{\"name\":\"POSTGRES_USER\",\"value\":\"postgres\"},"
+                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}]";
+        ctr[0].ports = "[{\"name\":\"pgctld-http\",\"containerPort\":15400,\"protocol\":\"TCP\"},"
+                       "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"}]";
+        ctr[0].ready_path = ctr[0].live_path = "/live";
+        ctr[0].probe_port = 15400;
+        ctr[0].res_doc = pdoc;
+        ctr[0].res_tok = mgop_json_path(pdoc, pv, "postgres.resources");
+        ctr[0].res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"256Mi\"},\"limits\":{\"memory\":\"512Mi\"}}";
+        ctr[0].mounts = "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
+                        "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
+                        "{\"name\":\"pg-hba-template\",\"mountPath\":\"/etc/pgctld\",\"readOnly\":true},"
+                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}]";
+        ctr[0].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
+        ctr[1].name = "multipooler";
+        ctr[1].image = mgop_image(r, "multipooler", image + 128, 128, MGOP_IMAGE_MULTIGRES);
+        snprintf(a[1], sizeof(a[1]), "--topo-global-server-addresses=%s", addr);
+        snprintf(a[2], sizeof(a[2]), "--topo-global-root=%s", root);
+        snprintf(a[3], sizeof(a[3]), "--cell=%s", cell);
+        snprintf(a[4], sizeof(a[4]), "--database=%s", db);
+        snprintf(a[5], sizeof(a[5]), "--table-group=%s", tg_name);
+        snprintf(a[6], sizeof(a[6]), "--shard=%s", sname);
+        snprintf(a[7], sizeof(a[7]), "--log-level=%s", mgop_log_level_of(r, "multipooler", level, sizeof(level)));
+        {
+          const char *args[] = {"multipooler", "--http-port=15200", "--grpc-port=15270", "--pooler-dir=/var/lib/pooler",
+                                "--socket-file=/var/lib/pooler/pg_sockets/.s.PGSQL.5432", "--service-map=grpc-pooler",
+                                a[1], a[2], a[3], a[4], a[5], a[6], "--service-id=$(POD_NAME)", a[7]};
+          memcpy(ctr[1].args, args, sizeof(args));
+          ctr[1].nargs = 14;
+        }
+        ctr[1].env = "[{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}},"
+                     "{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
+                     "{\"name\":\"POSTGRES_USER\",\"value\":\"postgres\"},"
+                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}]";
+        ctr[1].ports = "[{\"name\":\"http\",\"containerPort\":15200,\"protocol\":\"TCP\"},"
+                       "{\"name\":\"grpc\",\"containerPort\":15270,\"protocol\":\"TCP\"},"
+                       "{\"name\":\"postgres\",\"containerPort\":5432,\"protocol\":\"TCP\"}]";
+        ctr[1].ready_path = "/ready";
+        ctr[1].live_path = "/live";
+        ctr[1].probe_port = 15200;
+        ctr[1].res_doc = pdoc;
+        ctr[1].res_tok = mgop_json_path(pdoc, pv, "multipooler.resources");
+        ctr[1].res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"128Mi\"},\"limits\":{\"memory\":\"256Mi\"}}";
+        ctr[1].mounts = "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
+                        "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
+                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}]";
+        ctr[1].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
+        snprintf(vols, sizeof(vols),
+                 "[{\"name\":\"socket-dir\",\"emptyDir\":{}},"
+                 "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
+                 "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
+                 "\"items\":[{\"key\":\"password\",\"path\":\"password\"}]}}]", cm, secret);
+        memset(&p, 0, sizeof(p));
+        p.component = "shard-pool";
+        p.ids = &pids;
+        p.doc = pdoc;
+        p.comp = pv;
+        p.tolerations = mgop_json_key(pdoc, pv, "tolerations");
+        p.zone_key = zone_key;
+        p.zone = zone;
+        p.ctr = ctr;
+        p.nctr = 2;
+        p.volumes = vols;
+        p.annotations = "{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\",\"prometheus.io/path\":\"/metrics\"}";
+        if ((rc = mgop_build_begin(r, &o, K_STS, sts))) return rc;
+        mgop_build_meta_ids(&o, "shard-pool", &pids, K_SHARD, cr, uid);
+        mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+        mgop_jw_key(&o.w, "replicas"); mgop_jw_i64(&o.w, per);
+        mgop_jw_key(&o.w, "serviceName"); mgop_jw_str(&o.w, svc);
+        mgop_jw_key(&o.w, "podManagementPolicy"); mgop_jw_str(&o.w, "Parallel");
+        /* the operator rolls pool pods itself, replicas first, primary last */
+        mgop_jw_key(&o.w, "updateStrategy"); MGOP_JW_LIT(&o.w, "{\"type\":\"OnDelete\"}");
+        mgop_write_selector(r, &o.w, "shard-pool", &pids);
+        {
+          const struct mgop_json *docs[] = {pdoc, &cfg, d};
+          int toks[] = {pv, 0, tg};
+          mgop_jw_key(&o.w, "persistentVolumeClaimRetentionPolicy"); mgop_jw_obj(&o.w);
+          mgop_jw_key(&o.w, "whenDeleted"); mgop_jw_str(&o.w, mgop_pvc_policy(r, "whenDeleted", docs, toks, 3, pol_d, sizeof(pol_d)));
+          mgop_jw_key(&o.w, "whenScaled"); mgop_jw_str(&o.w, mgop_pvc_policy(r, "whenScaled", docs, toks, 3, pol_s, sizeof(pol_s)));
+          mgop_jw_obj_end(&o.w);
+        }
+        mgop_write_pod_template(r, &o.w, &p);
+        mgop_jw_key(&o.w, "volumeClaimTemplates"); mgop_jw_arr(&o.w); mgop_jw_obj(&o.w);
+        mgop_jw_key(&o.w, "metadata"); mgop_jw_obj(&o.w); mgop_jw_key(&o.w, "name"); mgop_jw_str(&o.w, "pgdata");
+        mgop_jw_key(&o.w, "labels"); mgop_jw_obj(&o.w); mgop_labels(&o.w, r->name, "shard-pool"); mgop_id_labels(&o.w, &pids);
+        mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w);
+        mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+        mgop_jw_key(&o.w, "accessModes");
+        if (mgop_json_path(pdoc, pv, "storage.accessModes") >= 0) mgop_jw_copy(&o.w, pdoc, mgop_json_path(pdoc, pv, "storage.accessModes"));
+        else MGOP_JW_LIT(&o.w, "[\"ReadWriteOnce\"]");
+        if (mgop_str_or(pdoc, pv, "storage.class", klass, sizeof(klass), NULL)) {
+          mgop_jw_key(&o.w, "storageClassName"); mgop_jw_str(&o.w, klass);
+        }
+        mgop_jw_key(&o.w, "resources"); mgop_jw_obj(&o.w); mgop_jw_key(&o.w, "requests"); mgop_jw_obj(&o.w);
+        mgop_jw_key(&o.w, "storage"); mgop_jw_str(&o.w, mgop_str_or(pdoc, pv, "storage.size", storage_size, sizeof(storage_size), "1Gi"));
+        mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w);
+        mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w); mgop_jw_arr_end(&o.w);
+        mgop_jw_obj_end(&o.w);
+        if ((rc = mgop_build_end(&o))) return rc;
+        r->pool_replicas += (int)per;
+        r->pool_sets++;
+      }
+    }
+    /* multiorch per cell: its own list, else every cell with a pool of this shard */
+    {
+      int ocells = mgop_json_key(&cfg, orch, "cells");
+      int n = mgop_json_is(&cfg, ocells, JSMN_ARRAY) && cfg.tok[ocells].size ? cfg.tok[ocells].size : r->root.tok[all_cells].size;
+      for (int ci = 0; ci < n; ci++) {
+        char cell[64], dn[254], sv[64], zone[64], a_addr[1100], a_root[600], a_cell[96], a_wt[200], a_lv[40];
+        const char *zone_key = NULL;
+        struct mgop_ids oids = ids;
+        struct mgop_ctr ctr;
+        struct mgop_podspec p;
+        if (mgop_json_is(&cfg, ocells, JSMN_ARRAY) && cfg.tok[ocells].size) mgop_json_str(&cfg, mgop_json_at(&cfg, ocells, ci), cell, sizeof(cell));
+        else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, ci), "name", cell, sizeof(cell));
+        for (int k = 0; k < r->root.tok[all_cells].size; k++) {
+          char nm[64];
+          int ct = mgop_json_at(&r->root, all_cells, k);
+          if (mgop_json_path_str(&r->root, ct, "name", nm, sizeof(nm)) == MGOP_OK && !strcmp(nm, cell))
+            mgop_cell_zone(&r->root, ct, &zone_key, zone, sizeof(zone));
+        }
+        oids.cell = cell;
+        {
+          const char *parts[] = {r->name, db, tg_name, sname, "multiorch", cell};
+          mgop_name(dn, sizeof(dn), MGOP_LIMIT_DEFAULT, 1, parts, 6);
+          mgop_name(sv, sizeof(sv), MGOP_LIMIT_SERVICE, 1, parts, 6);
+        }
+        memset(&ctr, 0, sizeof(ctr));
+        ctr.name = "multiorch";
+        ctr.image = mgop_image(r, "multiorch", image, sizeof(image), MGOP_IMAGE_MULTIGRES);
+        snprintf(a_addr, sizeof(a_addr), "--topo-global-server-addresses=%s", addr);
+        snprintf(a_root, sizeof(a_root), "--topo-global-root=%s", root);
+        snprintf(a_cell, sizeof(a_cell), "--cell=%s", cell);
+        snprintf(a_wt, sizeof(a_wt), "--watch-targets=%s/%s/%s", db, tg_name, sname);
+        snprintf(a_lv, sizeof(a_lv), "--log-level=%s", mgop_log_level_of(r, "multiorch", level, sizeof(level)));
+        {
+          const char *args[] = {"multiorch", "--http-port=15300", "--grpc-port=15370", a_addr, a_root, a_cell, a_wt, a_lv};
+          memcpy(ctr.args, args, sizeof(args));
+          ctr.nargs = 8;
+        }
+        ctr.ports = "[{\"name\":\"http\",\"containerPort\":15300,\"protocol\":\"TCP\"},"
+                    "{\"name\":\"grpc\",\"containerPort\":15370,\"protocol\":\"TCP\"}]";
+        ctr.ready_path = "/ready";
+        ctr.live_path = "/live";
+        ctr.probe_port = 15300;
+        ctr.res_doc = &cfg;
+        ctr.res_tok = mgop_json_key(&cfg, orch, "resources");
+        ctr.res_default = "{\"requests\":{\"cpu\":\"50m\",\"memory\":\"64Mi\"},\"limits\":{\"memory\":\"128Mi\"}}";
+        memset(&p, 0, sizeof(p));
+        p.component = "multiorch";
+        p.ids = &oids;
+        p.doc = &cfg;
+        p.comp = orch;
+        p.tolerations = mgop_json_path(&cfg, orch, "placement.tolerations");
+        p.zone_key = zone_key;
+        p.zone = zone;
+        p.ctr = &ctr;
+        p.nctr = 1;
+        if ((rc = mgop_build_deployment(r, K_SHARD, cr, uid, dn, mgop_i64_or(&cfg, orch, "replicas", 1), &p))) return rc;
+        if ((rc = mgop_build_service(r, K_SHARD, cr, uid, sv, "multiorch", &oids, 0,
+                                     "[{\"name\":\"http\",\"port\":15300,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
+                                     "{\"name\":\"grpc\",\"port\":15370,\"targetPort\":\"grpc\",\"protocol\":\"TCP\"}]")))
+          return rc;
+        r->orch_sets++;
+      }
     }
   }
   return MGOP_OK;
 }
 
-/* Status of the TopoServer and the root from what the watches reported. */
-static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
-  char topo_name[64], msg[512];
+/* Walks databases -> table groups -> shards. phase 1: TableGroup CRs;
+ * phase 2: Shard CRs; phase 3: shard workloads. */
+static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, const char *root) {
+  const struct mgop_json *d = &r->root;
+  struct mgop_json builtin;
+  int dbs = mgop_json_key(&r->root, r->spec, "databases"), rc;
+  if (!mgop_json_is(d, dbs, JSMN_ARRAY) || d->tok[dbs].size == 0) {
+    if ((rc = mgop_parse_arena(r->arena, mgop_default_databases, sizeof(mgop_default_databases) - 1, &builtin))) return rc;
+    d = &builtin; /* one database postgres, table group default, shard 0-inf */
+    dbs = 0;
+  }
+  r->nshards = 0;
+  for (int i = 0; i < d->tok[dbs].size; i++) {
+    int db_tok = mgop_json_at(d, dbs, i), tgs = mgop_json_key(d, db_tok, "tablegroups");
+    char db[32];
+    if (mgop_json_path_str(d, db_tok, "name", db, sizeof(db))) continue;
+    for (int t = 0; mgop_json_is(d, tgs, JSMN_ARRAY) && t < d->tok[tgs].size; t++) {
+      int tg_tok = mgop_json_at(d, tgs, t), shards = mgop_json_key(d, tg_tok, "shards");
+      char tg[32], tg_cr[254];
+      if (mgop_json_path_str(d, tg_tok, "name", tg, sizeof(tg))) continue;
+      {
+        const char *parts[] = {r->name, db, tg};
+        mgop_name(tg_cr, sizeof(tg_cr), MGOP_LIMIT_DEFAULT, 1, parts, 3);
+      }
+      if (phase == 1) {
+        struct mgop_build o;
+        struct mgop_ids ids = {NULL, db, tg, NULL, NULL};
+        int dflt = 0;
+        if ((rc = mgop_build_begin(r, &o, K_TG, tg_cr))) return rc;
+        mgop_build_meta_ids(&o, "tablegroup", &ids, K_CLUSTER, r->name, r->uid);
+        mgop_json_bool(d, mgop_json_key(d, tg_tok, "default"), &dflt);
+        mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+        mgop_jw_key(&o.w, "databaseName"); mgop_jw_str(&o.w, db);
+        mgop_jw_key(&o.w, "tableGroupName"); mgop_jw_str(&o.w, tg);
+        mgop_jw_key(&o.w, "default"); mgop_jw_bool(&o.w, dflt);
+        mgop_jw_key(&o.w, "globalTopoServer"); mgop_jw_obj(&o.w);
+        mgop_jw_key(&o.w, "address"); mgop_jw_str(&o.w, addr);
+        mgop_jw_key(&o.w, "rootPath"); mgop_jw_str(&o.w, root);
+        mgop_jw_key(&o.w, "implementation"); mgop_jw_str(&o.w, "etcd");
+        mgop_jw_obj_end(&o.w);
+        mgop_jw_key(&o.w, "shards"); mgop_jw_arr(&o.w);
+        for (int s = 0; mgop_json_is(d, shards, JSMN_ARRAY) && s < d->tok[shards].size; s++) {
+          char sn[32];
+          if (mgop_json_path_str(d, mgop_json_at(d, shards, s), "name", sn, sizeof(sn))) continue;
+          mgop_jw_obj(&o.w); mgop_jw_key(&o.w, "name"); mgop_jw_str(&o.w, sn); mgop_jw_obj_end(&o.w);
+        }
+        mgop_jw_arr_end(&o.w);
+        mgop_jw_obj_end(&o.w);
+        if ((rc = mgop_build_end(&o))) return rc;
+        if (r->ntg < 32) snprintf(r->tg_names[r->ntg++], sizeof(r->tg_names[0]), "%s", tg_cr);
+        continue;
+      }
+      for (int s = 0; mgop_json_is(d, shards, JSMN_ARRAY) && s < d->tok[shards].size; s++) {
+        int st = mgop_json_at(d, shards, s);
+        rc = mgop_build_shard(r, d, db, tg_tok, tg, tg_cr, st, phase == 3, addr, root);
+        if (rc) return rc;
+        if (phase == 2 && r->nshard_names < 64) {
+          char sn[32];
+          const char *parts[4];
+          if (mgop_json_path_str(d, st, "name", sn, sizeof(sn)) || !sn[0]) snprintf(sn, sizeof(sn), "0-inf");
+          parts[0] = r->name; parts[1] = db; parts[2] = tg; parts[3] = sn;
+          mgop_name(r->shard_names[r->nshard_names], sizeof(r->shard_names[0]), MGOP_LIMIT_DEFAULT, 1, parts, 4);
+          snprintf(r->shard_tg[r->nshard_names], sizeof(r->shard_tg[0]), "%s", tg_cr);
+          snprintf(r->shard_db[r->nshard_names++], sizeof(r->shard_db[0]), "%s", db);
+        }
+      }
+    }
+  }
+  return MGOP_OK;
+}
+
+/* Builds (and, live, applies) everything for the cluster in r->root, in
+ * three phases so every object can name its owner's uid: the CRs owned by
+ * the cluster, then the Shards owned by TableGroups, then the workloads. */
+static int mgop_reconcile_tree(struct mgop_rctx *r) {
+  struct mgop_json topo;
+  char topo_name[64], addr[1024], root[512];
   const char *parts[2] = {r->name, "global-topo"};
-  struct mgop_fp *sts, *topo_fp, *root_fp;
+  int topo_managed, rc, cells = mgop_json_key(&r->root, r->spec, "cells"), mark;
+  rc = mgop_resolve_global_topo(r, &topo);
+  if (rc) return rc;
+  topo_managed = mgop_json_key(&topo, 0, "etcd") >= 0;
+  mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
+  mgop_topo_address(r, &topo, addr, sizeof(addr), root, sizeof(root));
+  if (!mgop_json_is(&r->root, cells, JSMN_ARRAY) || r->root.tok[cells].size == 0) {
+    mgop_stall(r, "InvalidSpec", "spec.cells is empty; add at least one cell, e.g. {name: zone-a, zone: us-east-1a}");
+    return MGOP_ERR_CONFIG;
+  }
+  r->ncells = r->root.tok[cells].size;
+
+  /* phase 1: CRs owned by the cluster */
+  mark = r->ndesired;
+  if (topo_managed) {
+    const char *uid = mgop_uid_of(r, K_TOPO, topo_name);
+    struct mgop_build o;
+    if ((rc = mgop_build_begin(r, &o, K_TOPO, topo_name))) return rc;
+    mgop_build_meta(&o, "global-topo", K_CLUSTER, r->name, r->uid);
+    mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+    mgop_copy_key(&o.w, "etcd", &topo, mgop_json_key(&topo, 0, "etcd"));
+    mgop_jw_obj_end(&o.w);
+    if ((rc = mgop_build_end(&o))) return rc;
+    (void)uid;
+  }
+  for (int i = 0; i < r->ncells; i++)
+    if ((rc = mgop_build_cell(r, mgop_json_at(&r->root, cells, i), 0, addr, root))) return rc;
+  if ((rc = mgop_walk_shards(r, 1, addr, root))) return rc;
+  if (!r->render && (rc = mgop_apply_from(r, mark))) return rc;
+
+  /* phase 2: Shards, owned by their TableGroup */
+  mark = r->ndesired;
+  if ((rc = mgop_walk_shards(r, 2, addr, root))) return rc;
+  if (!r->render && (rc = mgop_apply_from(r, mark))) return rc;
+
+  /* phase 3: workloads */
+  mark = r->ndesired;
+  if (topo_managed) {
+    const char *uid = mgop_uid_of(r, K_TOPO, topo_name);
+    if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "TopoServer %s has no uid yet", topo_name);
+    if ((rc = mgop_build_global_topo(r, &topo, uid))) return rc;
+    /* mgop_build_global_topo also emits the TopoServer CR: drop that copy */
+    memmove(&r->desired[mark], &r->desired[mark + 1], sizeof(r->desired[0]) * (size_t)(r->ndesired - mark - 1));
+    r->ndesired--;
+  }
+  if ((rc = mgop_build_admin(r, addr, root))) return rc;
+  for (int i = 0; i < r->ncells; i++)
+    if ((rc = mgop_build_cell(r, mgop_json_at(&r->root, cells, i), 1, addr, root))) return rc;
+  r->pool_sets = r->orch_sets = r->pool_replicas = 0;
+  if ((rc = mgop_walk_shards(r, 3, addr, root))) return rc;
+  if (!r->render && (rc = mgop_apply_from(r, mark))) return rc;
+  return MGOP_OK;
+}
+
+/* ---- status -------------------------------------------------------------- */
+/* A workload is ready when its controller saw the latest spec and every
+ * replica is ready. */
+static int mgop_workload_ready(struct mgop_rctx *r, const char *kind, const char *name, int *ready, int *desired) {
+  struct mgop_fp *f = mgop_fp_find(mgop_fp_key(kind, r->ns, name));
+  *ready = f ? f->ready : 0;
+  *desired = f ? f->desired : 0;
+  return f && (f->flags & MGOP_FP_SETTLED) && f->desired > 0 && f->ready >= f->desired;
+}
+
+struct mgop_counts { int ready, total; const char *svc; };
+static void mgop_cell_status_extra(struct mgop_jw *w, void *ctx) {
+  struct mgop_counts *c = ctx;
+  mgop_jw_key(w, "gatewayReadyReplicas"); mgop_jw_i64(w, c->ready);
+  mgop_jw_key(w, "gatewayReplicas"); mgop_jw_i64(w, c->total);
+  mgop_jw_key(w, "gatewayServiceName"); mgop_jw_str(w, c->svc);
+}
+static void mgop_shard_status_extra(struct mgop_jw *w, void *ctx) {
+  struct mgop_counts *c = ctx;
+  mgop_jw_key(w, "readyReplicas"); mgop_jw_i64(w, c->ready);
+  mgop_jw_key(w, "replicas"); mgop_jw_i64(w, c->total);
+}
+static void mgop_tg_status_extra(struct mgop_jw *w, void *ctx) {
+  struct mgop_counts *c = ctx;
+  mgop_jw_key(w, "readyShards"); mgop_jw_i64(w, c->ready);
+  mgop_jw_key(w, "totalShards"); mgop_jw_i64(w, c->total);
+}
+
+static const char *mgop_phase(int ready, int some) { return ready ? "Healthy" : some ? "Progressing" : "Initializing"; }
+
+/* Status of every child from what the watches reported, then the root's. */
+static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
+  char topo_name[64], msg[600];
+  const char *parts[2] = {r->name, "global-topo"};
   struct mgop_topo_status ts = {0, 0, NULL, NULL};
   struct mgop_root_status rs;
-  int topo_ready, cells, root_ready, stalled = r->stalled_reason[0] != 0;
-  int cells_tok = mgop_json_key(&r->root, r->spec, "cells");
+  int topo_ready = 1, admin_ready, stalled = r->stalled_reason[0] != 0, root_ready, ready_cells = 0, ready_shards = 0;
+  int cells = mgop_json_key(&r->root, r->spec, "cells");
+  char name[80];
+  int rd, ds;
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
-  sts = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, topo_name));
-  topo_fp = mgop_fp_find(mgop_fp_key("TopoServer", r->ns, topo_name));
-  if (sts) {
-    ts.replicas = sts->desired;
-    ts.ready = sts->ready;
+  {
+    struct mgop_fp *topo_fp = mgop_fp_find(mgop_fp_key("TopoServer", r->ns, topo_name));
+    if (topo_fp && topo_fp->uid[0]) {
+      topo_ready = mgop_workload_ready(r, "StatefulSet", topo_name, &ts.ready, &ts.replicas);
+      ts.client = topo_name;
+      snprintf(msg, sizeof(msg), "%d/%d etcd members ready", ts.ready, ts.replicas);
+      mgop_write_status(r, K_TOPO, topo_name, topo_fp, topo_ready, 0, topo_ready ? "AllMembersReady" : "MembersNotReady",
+                        msg, topo_fp->seen_gen, mgop_phase(topo_ready, ts.ready), mgop_topo_status_extra, &ts);
+    }
   }
-  ts.client = topo_name;
-  topo_ready = sts && (sts->flags & MGOP_FP_SETTLED) && sts->desired > 0 && sts->ready >= sts->desired;
-  if (topo_fp && topo_fp->uid[0]) {
-    long long gen = topo_fp->seen_gen;
-    snprintf(msg, sizeof(msg), "%d/%d etcd members ready", ts.ready, ts.replicas);
-    mgop_write_status(r, K_TOPO, topo_name, topo_fp, topo_ready, 0, topo_ready ? "AllMembersReady" : "MembersNotReady",
-                      msg, gen, topo_ready ? "Healthy" : (ts.ready ? "Progressing" : "Initializing"),
-                      mgop_topo_status_extra, &ts);
+  snprintf(name, sizeof(name), "%s-multiadmin", r->name);
+  admin_ready = mgop_workload_ready(r, "Deployment", name, &rd, &ds);
+  /* cells */
+  for (int i = 0; mgop_json_is(&r->root, cells, JSMN_ARRAY) && i < r->root.tok[cells].size; i++) {
+    char cell[64], cr[254], gw[254], gws[64];
+    struct mgop_counts c;
+    struct mgop_fp *f;
+    int ready;
+    if (mgop_json_path_str(&r->root, mgop_json_at(&r->root, cells, i), "name", cell, sizeof(cell))) continue;
+    {
+      const char *p2[] = {r->name, cell}, *p3[] = {r->name, cell, "multigateway"};
+      mgop_name(cr, sizeof(cr), MGOP_LIMIT_DEFAULT, 1, p2, 2);
+      mgop_name(gw, sizeof(gw), MGOP_LIMIT_DEFAULT, 1, p3, 3);
+      mgop_name(gws, sizeof(gws), MGOP_LIMIT_SERVICE, 1, p3, 3);
+    }
+    ready = mgop_workload_ready(r, "Deployment", gw, &c.ready, &c.total);
+    c.svc = gws;
+    ready_cells += ready;
+    f = mgop_fp_find(mgop_fp_key("Cell", r->ns, cr));
+    if (f && f->uid[0]) {
+      snprintf(msg, sizeof(msg), "%d/%d multigateway pods ready", c.ready, c.total);
+      mgop_write_status(r, K_CELL, cr, f, ready, 0, ready ? "GatewayReady" : "GatewayNotReady", msg, f->seen_gen,
+                        mgop_phase(ready, c.ready), mgop_cell_status_extra, &c);
+    }
   }
-  cells = mgop_json_is(&r->root, cells_tok, JSMN_ARRAY) ? r->root.tok[cells_tok].size : 0;
+  /* shards: every pool StatefulSet and multiorch Deployment they own */
+  for (int s = 0; s < r->nshard_names; s++) {
+    struct mgop_fp *f = mgop_fp_find(mgop_fp_key("Shard", r->ns, r->shard_names[s]));
+    struct mgop_counts c = {0, 0, NULL};
+    int ready = 1, any = 0;
+    for (int i = 0; i < r->ndesired; i++) {
+      struct mgop_desired *d = &r->desired[i];
+      struct mgop_fp *w;
+      if (d->kind != K_STS && d->kind != K_DEPLOY) continue;
+      if (!strstr(d->json, r->shard_names[s])) continue; /* owned by this shard (owner name in its metadata) */
+      w = mgop_fp_find(mgop_fp_key(mgop_kinds[d->kind].kind, r->ns, d->name));
+      any = 1;
+      if (d->kind == K_STS) {
+        c.ready += w ? w->ready : 0;
+        c.total += w ? w->desired : 0;
+      }
+      if (!w || !(w->flags & MGOP_FP_SETTLED) || w->desired <= 0 || w->ready < w->desired) ready = 0;
+    }
+    ready = ready && any;
+    ready_shards += ready;
+    if (f && f->uid[0]) {
+      snprintf(msg, sizeof(msg), "%d/%d pool pods ready%s", c.ready, c.total, ready ? "" : "; multiorch or pools converging");
+      mgop_write_status(r, K_SHARD, r->shard_names[s], f, ready, 0, ready ? "AllPodsReady" : "NotAllPodsReady", msg,
+                        f->seen_gen, mgop_phase(ready, c.ready), mgop_shard_status_extra, &c);
+    }
+  }
+  for (int t = 0; t < r->ntg; t++) {
+    struct mgop_fp *f = mgop_fp_find(mgop_fp_key("TableGroup", r->ns, r->tg_names[t]));
+    struct mgop_counts c = {0, 0, NULL};
+    for (int s = 0; s < r->nshard_names; s++) {
+      if (strcmp(r->shard_tg[s], r->tg_names[t])) continue;
+      c.total++;
+      {
+        struct mgop_fp *sf = mgop_fp_find(mgop_fp_key("Shard", r->ns, r->shard_names[s]));
+        if (sf && sf->cond_ready == 1) c.ready++;
+      }
+    }
+    if (f && f->uid[0]) {
+      int ready = c.total > 0 && c.ready == c.total;
+      snprintf(msg, sizeof(msg), "%d/%d shards ready", c.ready, c.total);
+      mgop_write_status(r, K_TG, r->tg_names[t], f, ready, 0, ready ? "AllShardsReady" : "ShardsNotReady", msg,
+                        f->seen_gen, mgop_phase(ready, c.ready), mgop_tg_status_extra, &c);
+    }
+  }
   rs.topo_ready = topo_ready;
   rs.topo_name = topo_name;
-  rs.cells = cells;
+  rs.cells = r->ncells;
+  rs.ready_cells = ready_cells;
+  rs.shards = r->nshard_names;
+  rs.ready_shards = ready_shards;
+  rs.admin_ready = admin_ready;
   rs.core = r->resolved_core[0] ? r->resolved_core : "built-in";
-  /* Cells, table groups and shards are not reconciled yet: the cluster is
-   * not Ready while they are missing, and says so. */
-  root_ready = 0;
-  if (stalled) snprintf(msg, sizeof(msg), "%s", r->stalled_msg);
+  root_ready = ok && !stalled && topo_ready && admin_ready && r->ncells > 0 && ready_cells == r->ncells &&
+               r->nshard_names > 0 && ready_shards == r->nshard_names;
+  if (stalled) snprintf(msg, sizeof(msg), "%.590s", r->stalled_msg);
   else if (!ok) snprintf(msg, sizeof(msg), "reconcile failed, retrying: %.400s", r->last_error);
-  else snprintf(msg, sizeof(msg), "global topology server %s; 0/%d cells ready (cells, table groups and shards are "
-                "not reconciled by this version)", topo_ready ? "ready" : "not ready", cells);
-  root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", r->ns, r->name));
-  if (root_fp && root_fp->cond_ready == 0 && root_fp->cond_since == 0) root_fp->cond_ready = -1;
-  mgop_write_status(r, K_CLUSTER, r->name, root_fp, root_ready, stalled,
-                    stalled ? r->stalled_reason : !ok ? "ReconcileError" : "Progressing", msg, r->generation,
-                    stalled ? "Degraded" : "Progressing", mgop_root_status_extra, &rs);
+  else snprintf(msg, sizeof(msg), "topology %s, multiadmin %s, %d/%d cells ready, %d/%d shards ready",
+                topo_ready ? "ready" : "not ready", admin_ready ? "ready" : "not ready", ready_cells, r->ncells,
+                ready_shards, r->nshard_names);
+  {
+    struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", r->ns, r->name));
+    mgop_write_status(r, K_CLUSTER, r->name, root_fp, root_ready, stalled,
+                      stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged" : "Progressing",
+                      msg, r->generation, stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards),
+                      mgop_root_status_extra, &rs);
+  }
 }
 
 /* One turn for one root: GET, resolve, apply, status. */

@@ -1053,31 +1053,56 @@ static int t_render(const char *const *files, int n, char *out, size_t cap) {
 }
 
 static void test_render_minimal(void) {
-  static char out[256 * 1024];
+  static char out[512 * 1024];
   static jsmntok_t tok[8192];
   const char *files[] = {"config/samples/minimal.yaml"};
-  const char *want[][2] = {{"TopoServer", "minimal-global-topo"}, {"Service", "minimal-global-topo"},
-                           {"Service", "minimal-global-topo-headless"}, {"StatefulSet", "minimal-global-topo"}};
+  /* the reference operator's names for this sample (docs/components.md 2.3), and each owner */
+  static const char *want[][3] = {
+      {"TopoServer", "minimal-global-topo", "MultigresCluster"},
+      {"Cell", "minimal-zone-a-96c88ae0", "MultigresCluster"},
+      {"TableGroup", "minimal-postgres-default-f7d4ad4a", "MultigresCluster"},
+      {"Shard", "minimal-postgres-default-0-inf-1e3c045c", "TableGroup"},
+      {"Service", "minimal-global-topo", "TopoServer"},
+      {"Service", "minimal-global-topo-headless", "TopoServer"},
+      {"StatefulSet", "minimal-global-topo", "TopoServer"},
+      {"Deployment", "minimal-multiadmin", "MultigresCluster"},
+      {"Service", "minimal-multiadmin", "MultigresCluster"},
+      {"Deployment", "minimal-multiadmin-web", "MultigresCluster"},
+      {"Service", "minimal-multiadmin-web", "MultigresCluster"},
+      {"Service", "minimal-multigateway", "MultigresCluster"},
+      {"Service", "minimal-multigateway-replica", "MultigresCluster"},
+      {"Deployment", "minimal-zone-a-multigateway-0ccc2e8b", "Cell"},
+      {"Service", "minimal-zone-a-multigateway-0ccc2e8b", "Cell"},
+      {"ConfigMap", "minimal-postgres-default-0-inf-1e3c045c-pg-hba", "Shard"},
+      {"Service", "minimal-postgres-default-0-inf-pool-default-zone-a-h---22cdf02c", "Shard"},
+      {"StatefulSet", "minimal-postgres-default-0-inf-pool-defau---a3a0d77b", "Shard"},
+      {"Deployment", "minimal-postgres-default-0-inf-multiorch-zone-a-bbe2a333", "Shard"},
+      {"Service", "minimal-postgres-default-0-inf-multiorch-zone-a-bbe2a333", "Shard"},
+  };
+  const int nwant = (int)(sizeof(want) / sizeof(want[0]));
   char *p, *save = NULL;
   int n = 0;
   CHECK(t_render(files, 1, out, sizeof(out)) == 0);
   for (p = strtok_r(out, "\n", &save); p; p = strtok_r(NULL, "\n", &save)) {
     struct mgop_json j;
-    char kind[32], name[64], label[64], owner[32];
-    int labels;
+    char kind[32], name[80], label[64], owner[32];
+    int labels, ctl = 0;
     if (p[0] != '{') continue; /* comments and --- separators */
     CHECK(mgop_json_parse(&j, p, strlen(p), tok, 8192) == 0);
     mgop_json_path_str(&j, 0, "kind", kind, sizeof(kind));
     mgop_json_path_str(&j, 0, "metadata.name", name, sizeof(name));
-    if (n < 4) {
+    mgop_json_path_str(&j, 0, "metadata.ownerReferences[0].kind", owner, sizeof(owner));
+    if (n < nwant) {
       CHECK_STR(kind, want[n][0]);
       CHECK_STR(name, want[n][1]);
+      CHECK_STR(owner, want[n][2]);
     }
     labels = mgop_json_path(&j, 0, "metadata.labels");
     CHECK(mgop_json_str(&j, mgop_json_key(&j, labels, "app.kubernetes.io/managed-by"), label, sizeof(label)) == 0);
     CHECK_STR(label, "multigres-operator");
     CHECK(mgop_json_str(&j, mgop_json_key(&j, labels, "multigres.com/cluster"), label, sizeof(label)) == 0);
     CHECK_STR(label, "minimal");
+    CHECK(mgop_json_bool(&j, mgop_json_path(&j, 0, "metadata.ownerReferences[0].controller"), &ctl) == 0 && ctl);
     if (!strcmp(kind, "StatefulSet")) { /* PVCs are retained unless a policy says Delete */
       char pol[16];
       CHECK(mgop_json_path_str(&j, 0, "spec.persistentVolumeClaimRetentionPolicy.whenDeleted", pol, sizeof(pol)) == 0);
@@ -1085,15 +1110,22 @@ static void test_render_minimal(void) {
       CHECK(mgop_json_path_str(&j, 0, "spec.persistentVolumeClaimRetentionPolicy.whenScaled", pol, sizeof(pol)) == 0);
       CHECK_STR(pol, "Retain");
     }
-    CHECK(mgop_json_path_str(&j, 0, "metadata.ownerReferences[0].kind", owner, sizeof(owner)) == 0);
-    CHECK_STR(owner, n == 0 ? "MultigresCluster" : "TopoServer");
-    {
-      int ctl = 0;
-      CHECK(mgop_json_bool(&j, mgop_json_path(&j, 0, "metadata.ownerReferences[0].controller"), &ctl) == 0 && ctl);
+    if (!strcmp(kind, "StatefulSet") && strstr(name, "pool-defau")) { /* pools roll under the operator's control */
+      char strat[16];
+      CHECK(mgop_json_path_str(&j, 0, "spec.updateStrategy.type", strat, sizeof(strat)) == 0);
+      CHECK_STR(strat, "OnDelete");
+    }
+    { /* every container sets its pull policy (the reference forgets) */
+      int tmpl = mgop_json_path(&j, 0, "spec.template.spec.containers");
+      for (int c = 0; tmpl >= 0 && c < j.tok[tmpl].size; c++) {
+        char pull[32];
+        CHECK(mgop_json_path_str(&j, mgop_json_at(&j, tmpl, c), "imagePullPolicy", pull, sizeof(pull)) == 0);
+        CHECK_STR(pull, "IfNotPresent");
+      }
     }
     n++;
   }
-  CHECK(n == 4);
+  CHECK(n == nwant);
 }
 
 static void test_render_defaults_and_errors(void) {
@@ -1102,7 +1134,7 @@ static void test_render_defaults_and_errors(void) {
   const char *tmpl[] = {"config/samples/minimal.yaml", "config/samples/default-templates/core.yaml"};
   /* an external etcd: no TopoServer and no etcd workloads */
   CHECK(t_render(ext, 1, out, sizeof(out)) == 0);
-  CHECK(strstr(out, "\"kind\":\"TopoServer\"") == NULL && strstr(out, "StatefulSet") == NULL);
+  CHECK(strstr(out, "\"kind\":\"TopoServer\"") == NULL && strstr(out, "global-topo") == NULL);
   /* the namespace's "default" CoreTemplate is the third level of the chain */
   CHECK(t_render(tmpl, 2, out, sizeof(out)) == 0);
   CHECK(strstr(out, "\"kind\":\"TopoServer\"") != NULL);

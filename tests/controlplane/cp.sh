@@ -635,9 +635,11 @@ start_kwok() {
 }
 
 bootstrap_objects() {
-  local i zones=(zone-a zone-b zone-c)
+  # One node per zone the samples name (config/samples), so pods with a zone
+  # nodeSelector schedule.
+  local i zones=(us-east-1a us-east-1b us-east-1c z1)
   {
-    for i in 0 1 2; do
+    for i in 0 1 2 3; do
       cat <<EOF
 ---
 apiVersion: v1
@@ -654,7 +656,7 @@ metadata:
     kubernetes.io/role: agent
     node-role.kubernetes.io/agent: ""
     type: kwok
-    topology.kubernetes.io/region: region-1
+    topology.kubernetes.io/region: us-east-1
     topology.kubernetes.io/zone: ${zones[$i]}
 spec:
   podCIDR: 10.244.$i.0/24
@@ -756,7 +758,7 @@ export MGOP_ADMIN_CERT_FILE="$D/pki/admin.crt"
 export MGOP_ADMIN_KEY_FILE="$D/pki/admin.key"
 export MGOP_AUDIT_LOG="$D/audit.log"
 export MGOP_ETCD_URL="http://127.0.0.1:$ETCD_PORT"
-export MGOP_KWOK_NODES="kwok-node-0 kwok-node-1 kwok-node-2"
+export MGOP_KWOK_NODES="kwok-node-0 kwok-node-1 kwok-node-2 kwok-node-3"
 export MGOP_STORAGE_CLASS="standard"
 export PATH="$BIN:\${PATH}"
 EOF

@@ -11,7 +11,7 @@ start_operator idle --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns
 trap 'stop_operator idle' EXIT
 for c in ca cb cc; do cluster_manifest $ns $c | kubectl apply -f - >/dev/null; done
 for c in ca cb cc; do
-  kubectl wait -n $ns --for=condition=Ready toposerver/$c-global-topo --timeout=120s >/dev/null || fail "$c TopoServer never Ready"
+  kubectl wait -n $ns --for=condition=Ready mgc/$c --timeout=240s >/dev/null || fail "$c never Ready"
 done
 wait_for 30 "statuses settle" sh -c "kubectl get -n $ns mgc -o jsonpath='{range .items[*]}{.status.globalTopoServer.available}{\"\n\"}{end}' | grep -c True | grep -qx 3"
 sleep 5
@@ -41,7 +41,7 @@ rv_a=$(jget -n $ns sts ca-global-topo -o jsonpath='{.metadata.resourceVersion}')
 rv_c=$(jget -n $ns sts cc-global-topo -o jsonpath='{.metadata.resourceVersion}')
 kubectl delete -n $ns mgc cb --wait=true >/dev/null
 wait_for 60 "cb's workloads garbage-collected" sh -c "! kubectl get -n $ns sts cb-global-topo >/dev/null 2>&1" || fail "cb's StatefulSet outlived its cluster"
-[ "$(jget -n $ns pvc -l multigres.com/cluster=cb -o name | wc -l)" = 3 ] || fail "cb's PVCs were not retained (whenDeleted defaults to Retain)"
+[ "$(jget -n $ns pvc -l multigres.com/cluster=cb -o name | wc -l)" = 6 ] || fail "cb's 6 PVCs (etcd and pool) were not retained (whenDeleted defaults to Retain)"
 [ "$(jget -n $ns sts ca-global-topo -o jsonpath='{.metadata.resourceVersion}')" = "$rv_a" ] || fail "deleting cb touched ca"
 [ "$(jget -n $ns sts cc-global-topo -o jsonpath='{.metadata.resourceVersion}')" = "$rv_c" ] || fail "deleting cb touched cc"
 operator_alive idle || fail "operator exited"
