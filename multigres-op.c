@@ -17,6 +17,7 @@
 #define MULTIGRES_OP_IMPLEMENTATION
 #include "multigres-op.h"
 
+#include <dirent.h>
 #include <signal.h>
 
 #define MGOP_GROUP "multigres.com"
@@ -102,6 +103,9 @@ struct mgop_desired {
 struct mgop_manifest { int kind; char ns[64]; char name[254]; char *json; size_t len; };
 #define MGOP_MANIFESTS_MAX 64
 
+#define MGOP_TREFS_MAX 32 /* templates one cluster may reference */
+#define MGOP_TEMPLATE_FINALIZER "multigres.com/template-in-use"
+
 struct mgop_rctx {
   int render;                 /* 1: offline, no API calls             */
   const char *ns, *name;
@@ -123,6 +127,16 @@ struct mgop_rctx {
   char shard_tg[64][254];
   char shard_db[64][32];
   int pool_sets, orch_sets, pool_replicas;
+  /* every template this turn looked up, found or not: a per-turn cache,
+   * and the record of what the cluster uses (consumers, propagation) */
+  struct mgop_tref {
+    int kind, found, terminating;
+    char name[254];
+    struct mgop_json j;
+  } trefs[MGOP_TREFS_MAX];
+  int ntrefs;
+  char applied_note[900];     /* what this turn applied, for its Event */
+  size_t applied_note_len;
   /* render mode inputs */
   struct mgop_manifest *manifests;
   int nmanifests;
@@ -159,7 +173,7 @@ static int mgop_parse_arena(struct mgop_arena *a, const char *js, size_t n, stru
  * ==================================================================== */
 /* Fetches a template's JSON (live: GET; render: from the files given).
  * Returns MGOP_ERR_NOTFOUND when it does not exist. */
-static int mgop_fetch(struct mgop_rctx *r, int kind, const char *name, struct mgop_json *out) {
+static int mgop_fetch_uncached(struct mgop_rctx *r, int kind, const char *name, struct mgop_json *out) {
   if (r->render) {
     for (int i = 0; i < r->nmanifests; i++) {
       struct mgop_manifest *m = &r->manifests[i];
@@ -179,8 +193,40 @@ static int mgop_fetch(struct mgop_rctx *r, int kind, const char *name, struct mg
     mgop_item_path(kind, r->ns, name, path, sizeof(path));
     rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
     if (rc) return rc;
+    mgop_arena_trim(r->arena, mem, cap, b.len);
     return mgop_parse_arena(r->arena, b.p, b.len, out);
   }
+}
+
+/* A template, once per turn: later lookups reuse the first answer, so every
+ * component of the cluster sees the same version of it. */
+static int mgop_fetch(struct mgop_rctx *r, int kind, const char *name, struct mgop_json *out) {
+  struct mgop_tref *t;
+  int rc;
+  for (int i = 0; i < r->ntrefs; i++) {
+    t = &r->trefs[i];
+    if (t->kind != kind || strcmp(t->name, name)) continue;
+    if (!t->found) return MGOP_ERR_NOTFOUND;
+    *out = t->j;
+    return MGOP_OK;
+  }
+  if (r->ntrefs == MGOP_TREFS_MAX) {
+    mgop_stall(r, "TooManyTemplates", "the cluster references more than %d distinct templates; share templates "
+               "between cells and shards", MGOP_TREFS_MAX);
+    return MGOP_ERR_CONFIG;
+  }
+  rc = mgop_fetch_uncached(r, kind, name, out);
+  if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
+  t = &r->trefs[r->ntrefs++];
+  memset(t, 0, sizeof(*t));
+  t->kind = kind;
+  snprintf(t->name, sizeof(t->name), "%s", name);
+  t->found = rc == MGOP_OK;
+  if (t->found) {
+    t->j = *out;
+    t->terminating = mgop_json_path(out, 0, "metadata.deletionTimestamp") >= 0;
+  }
+  return rc;
 }
 
 /* Writes base ⊕ over into the arena and parses it back. */
@@ -195,6 +241,7 @@ static int mgop_merge_to(struct mgop_rctx *r, const struct mgop_json *base, int 
   mgop_jw_init(&w, &b);
   mgop_json_merge(&w, base, bt, over, ot);
   if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "resolved configuration larger than 64 KiB");
+  mgop_arena_trim(r->arena, mem, cap, b.len);
   return mgop_parse_arena(r->arena, b.p, b.len, out);
 }
 
@@ -345,11 +392,6 @@ static void mgop_build_meta_ids(struct mgop_build *o, const char *component, con
   mgop_jw_obj_end(w);
 }
 
-static void mgop_build_meta(struct mgop_build *o, const char *component, int owner_kind, const char *owner_name,
-                            const char *owner_uid) {
-  mgop_build_meta_ids(o, component, NULL, owner_kind, owner_name, owner_uid);
-}
-
 /* Closes the object, stamps the hash of its bytes into the annotation and
  * adds it to the desired list. */
 static int mgop_build_end(struct mgop_build *o) {
@@ -367,6 +409,7 @@ static int mgop_build_end(struct mgop_build *o) {
   d->hash = mgop_fnv1a64(MGOP_FNV64_INIT, o->b.p, o->b.len);
   snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)d->hash);
   memcpy(o->b.p + o->hash_at, hex, 16);
+  mgop_arena_trim(r->arena, o->b.p, o->b.cap, o->b.len);
   return MGOP_OK;
 }
 
@@ -383,36 +426,83 @@ static const char *mgop_str_or(const struct mgop_json *j, int t, const char *pat
   return fallback;
 }
 
-/* The global TopoServer CR and its etcd StatefulSet and Services. */
-static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *topo, const char *topo_uid) {
+/* A PodDisruptionBudget over the pods of component (+ ids): minAvailable
+ * when min_available > 0, else maxUnavailable 1. Unhealthy pods may always
+ * be evicted, so a crash-looping pod never blocks a node drain. */
+static int mgop_build_pdb(struct mgop_rctx *r, int owner_kind, const char *owner_name, const char *owner_uid,
+                          const char *name, const char *component, const struct mgop_ids *ids, int min_available) {
   struct mgop_build o;
+  int rc;
+  if ((rc = mgop_build_begin(r, &o, K_PDB, name))) return rc;
+  mgop_build_meta_ids(&o, component, ids, owner_kind, owner_name, owner_uid);
+  mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+  if (min_available > 0) { mgop_jw_key(&o.w, "minAvailable"); mgop_jw_i64(&o.w, min_available); }
+  else { mgop_jw_key(&o.w, "maxUnavailable"); mgop_jw_i64(&o.w, 1); }
+  mgop_jw_key(&o.w, "unhealthyPodEvictionPolicy"); mgop_jw_str(&o.w, "AlwaysAllow");
+  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "matchLabels"); mgop_jw_obj(&o.w);
+  mgop_selector_labels(&o.w, r->name, component);
+  mgop_id_labels(&o.w, ids);
+  mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w);
+  mgop_jw_obj_end(&o.w);
+  return mgop_build_end(&o);
+}
+
+/* Which topology server a builder makes: the cluster's global one, or a
+ * cell's local one (owned by its Cell; pods labelled with the cell and the
+ * component local-toposerver, so the global Services never select them). */
+struct mgop_topo_target {
+  const char *name;         /* TopoServer, StatefulSet and client Service   */
+  const char *cell;         /* NULL: the global topology server            */
+  int owner_kind;           /* of the TopoServer CR                        */
+  const char *owner_name, *owner_uid;
+};
+
+static void mgop_topo_selector(struct mgop_jw *w, struct mgop_rctx *r, const struct mgop_topo_target *t) {
+  mgop_selector_labels(w, r->name, t->cell ? "local-toposerver" : "toposerver");
+  if (t->cell) { mgop_jw_key(w, "multigres.com/cell"); mgop_jw_str(w, t->cell); }
+}
+
+static void mgop_topo_labels(struct mgop_jw *w, struct mgop_rctx *r, const struct mgop_topo_target *t) {
+  mgop_labels(w, r->name, t->cell ? "local-toposerver" : "toposerver");
+  if (t->cell) { mgop_jw_key(w, "multigres.com/cell"); mgop_jw_str(w, t->cell); }
+}
+
+/* A TopoServer CR (cr=1), or its etcd StatefulSet and Services (cr=0,
+ * owned by the CR whose uid is topo_uid). */
+static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, const struct mgop_topo_target *t, int cr,
+                           const char *topo_uid) {
+  struct mgop_build o;
+  struct mgop_ids ids = {t->cell, NULL, NULL, NULL, NULL};
+  const char *component = t->cell ? "local-toposerver" : "toposerver";
   char name[64], headless[80], image[256], size[32], klass[128];
-  const char *parts[] = {r->name, "global-topo"};
   int etcd = mgop_json_key(topo, 0, "etcd"), rc;
   long long replicas = 3;
   mgop_json_i64(topo, mgop_json_key(topo, etcd, "replicas"), &replicas);
-  mgop_name(name, sizeof(name), MGOP_LIMIT_STS, 0, parts, 2);
+  snprintf(name, sizeof(name), "%s", t->name);
   snprintf(headless, sizeof(headless), "%s-headless", name);
   mgop_str_or(topo, etcd, "image", image, sizeof(image), MGOP_IMAGE_ETCD);
   mgop_str_or(topo, etcd, "storage.size", size, sizeof(size), "1Gi");
   mgop_str_or(topo, etcd, "storage.class", klass, sizeof(klass), "");
 
-  /* the TopoServer CR, owned by the cluster */
-  if ((rc = mgop_build_begin(r, &o, K_TOPO, name))) return rc;
-  mgop_build_meta(&o, "global-topo", K_CLUSTER, r->name, r->uid);
-  mgop_jw_key(&o.w, "spec");
-  mgop_jw_obj(&o.w);
-  mgop_copy_key(&o.w, "etcd", topo, etcd);
-  mgop_jw_obj_end(&o.w);
-  if ((rc = mgop_build_end(&o))) return rc;
+  if (cr) { /* the TopoServer CR */
+    if ((rc = mgop_build_begin(r, &o, K_TOPO, name))) return rc;
+    mgop_build_meta_ids(&o, t->cell ? "local-topo" : "global-topo", t->cell ? &ids : NULL, t->owner_kind, t->owner_name,
+                        t->owner_uid);
+    mgop_jw_key(&o.w, "spec");
+    mgop_jw_obj(&o.w);
+    mgop_copy_key(&o.w, "etcd", topo, etcd);
+    mgop_jw_obj_end(&o.w);
+    return mgop_build_end(&o);
+  }
 
   /* client Service */
   if ((rc = mgop_build_begin(r, &o, K_SVC, name))) return rc;
-  mgop_build_meta(&o, "toposerver", K_TOPO, name, topo_uid);
+  mgop_build_meta_ids(&o, component, t->cell ? &ids : NULL, K_TOPO, name, topo_uid);
   mgop_jw_key(&o.w, "spec");
   mgop_jw_obj(&o.w);
   mgop_jw_key(&o.w, "type"); mgop_jw_str(&o.w, "ClusterIP");
-  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w); mgop_selector_labels(&o.w, r->name, "toposerver"); mgop_jw_obj_end(&o.w);
+  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w); mgop_topo_selector(&o.w, r, t); mgop_jw_obj_end(&o.w);
   mgop_jw_key(&o.w, "ports");
   mgop_jw_arr(&o.w);
   MGOP_JW_LIT(&o.w, "{\"name\":\"client\",\"port\":2379,\"targetPort\":2379,\"protocol\":\"TCP\"}");
@@ -422,12 +512,12 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
 
   /* headless peer Service: members find each other before they are ready */
   if ((rc = mgop_build_begin(r, &o, K_SVC, headless))) return rc;
-  mgop_build_meta(&o, "toposerver", K_TOPO, name, topo_uid);
+  mgop_build_meta_ids(&o, component, t->cell ? &ids : NULL, K_TOPO, name, topo_uid);
   mgop_jw_key(&o.w, "spec");
   mgop_jw_obj(&o.w);
   mgop_jw_key(&o.w, "clusterIP"); mgop_jw_str(&o.w, "None");
   mgop_jw_key(&o.w, "publishNotReadyAddresses"); mgop_jw_bool(&o.w, 1);
-  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w); mgop_selector_labels(&o.w, r->name, "toposerver"); mgop_jw_obj_end(&o.w);
+  mgop_jw_key(&o.w, "selector"); mgop_jw_obj(&o.w); mgop_topo_selector(&o.w, r, t); mgop_jw_obj_end(&o.w);
   mgop_jw_key(&o.w, "ports");
   mgop_jw_arr(&o.w);
   MGOP_JW_LIT(&o.w, "{\"name\":\"client\",\"port\":2379,\"targetPort\":2379,\"protocol\":\"TCP\"}");
@@ -438,7 +528,7 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
 
   /* the etcd StatefulSet */
   if ((rc = mgop_build_begin(r, &o, K_STS, name))) return rc;
-  mgop_build_meta(&o, "toposerver", K_TOPO, name, topo_uid);
+  mgop_build_meta_ids(&o, component, t->cell ? &ids : NULL, K_TOPO, name, topo_uid);
   {
     struct mgop_jw *w = &o.w;
     char cluster_arg[2048], url[256];
@@ -459,7 +549,7 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
     mgop_jw_key(w, "serviceName"); mgop_jw_str(w, headless);
     mgop_jw_key(w, "podManagementPolicy"); mgop_jw_str(w, "Parallel");
     mgop_jw_key(w, "selector"); mgop_jw_obj(w);
-    mgop_jw_key(w, "matchLabels"); mgop_jw_obj(w); mgop_selector_labels(w, r->name, "toposerver"); mgop_jw_obj_end(w);
+    mgop_jw_key(w, "matchLabels"); mgop_jw_obj(w); mgop_topo_selector(w, r, t); mgop_jw_obj_end(w);
     mgop_jw_obj_end(w);
     mgop_jw_key(w, "persistentVolumeClaimRetentionPolicy"); mgop_jw_obj(w);
     mgop_jw_key(w, "whenDeleted"); mgop_jw_str(w, when_deleted);
@@ -467,7 +557,7 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
     mgop_jw_obj_end(w);
     mgop_jw_key(w, "template"); mgop_jw_obj(w);
     mgop_jw_key(w, "metadata"); mgop_jw_obj(w);
-    mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_labels(w, r->name, "toposerver"); mgop_jw_obj_end(w);
+    mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_topo_labels(w, r, t); mgop_jw_obj_end(w);
     mgop_jw_obj_end(w);
     mgop_jw_key(w, "spec"); mgop_jw_obj(w);
     mgop_jw_key(w, "containers"); mgop_jw_arr(w); mgop_jw_obj(w);
@@ -506,7 +596,7 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
     mgop_jw_obj_end(w); /* template */
     mgop_jw_key(w, "volumeClaimTemplates"); mgop_jw_arr(w); mgop_jw_obj(w);
     mgop_jw_key(w, "metadata"); mgop_jw_obj(w); mgop_jw_key(w, "name"); mgop_jw_str(w, "data");
-    mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_labels(w, r->name, "toposerver"); mgop_jw_obj_end(w);
+    mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_topo_labels(w, r, t); mgop_jw_obj_end(w);
     mgop_jw_obj_end(w);
     mgop_jw_key(w, "spec"); mgop_jw_obj(w);
     mgop_jw_key(w, "accessModes"); MGOP_JW_LIT(w, "[\"ReadWriteOnce\"]");
@@ -518,7 +608,9 @@ static int mgop_build_global_topo(struct mgop_rctx *r, const struct mgop_json *t
     mgop_jw_obj_end(w); mgop_jw_arr_end(w);
     mgop_jw_obj_end(w); /* sts spec */
   }
-  return mgop_build_end(&o);
+  if ((rc = mgop_build_end(&o))) return rc;
+  /* quorum survives voluntary disruptions: one member at a time */
+  return mgop_build_pdb(r, K_TOPO, name, topo_uid, name, component, t->cell ? &ids : NULL, 0);
 }
 
 /* ======================================================================
@@ -559,6 +651,10 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
       return rc;
     }
     r->applied++;
+    if (r->applied_note_len < sizeof(r->applied_note) - 80)
+      r->applied_note_len += (size_t)snprintf(r->applied_note + r->applied_note_len,
+                                              sizeof(r->applied_note) - r->applied_note_len, "%s%s %s",
+                                              r->applied > 1 ? ", " : "", mgop_kinds[d->kind].kind, d->name);
     f = mgop_fp_upsert(key);
     if (f) {
       /* a new generation is not settled until its controller says so */
@@ -621,8 +717,9 @@ static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const cha
   mgop_jw_arr_end(w);
 }
 
-/* Patches `status` when it differs from what we last wrote. The transition
- * time is kept in the object's fingerprint row. */
+/* Patches `status` when it differs from what we last wrote: returns 1 when
+ * it wrote, 0 when nothing changed, or an error. The transition time is
+ * kept in the object's fingerprint row. */
 static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, struct mgop_fp *f, int ready, int stalled,
                              const char *reason, const char *message, long long generation, const char *phase,
                              void (*extra)(struct mgop_jw *, void *), void *extra_ctx) {
@@ -655,8 +752,11 @@ static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, st
   if (r->render) return MGOP_OK;
   mgop_item_path(kind, r->ns, name, path, sizeof(path));
   rc = mgop_kube_patch_status(mgop_api_ptr, path, b.p, b.len, &status);
-  if (rc == MGOP_OK) f->status_hash = h;
-  else MGOP_LOG(MGOP_WARN, ("status of %s %s/%s not written: %s", mgop_kinds[kind].kind, r->ns, name, mgop_errmsg()));
+  if (rc == MGOP_OK) {
+    f->status_hash = h;
+    return 1; /* written */
+  }
+  MGOP_LOG(MGOP_WARN, ("status of %s %s/%s not written: %s", mgop_kinds[kind].kind, r->ns, name, mgop_errmsg()));
   return rc;
 }
 
@@ -674,12 +774,40 @@ static void mgop_topo_status_extra(struct mgop_jw *w, void *ctx) {
 struct mgop_root_status {
   int topo_ready, admin_ready, cells, ready_cells, shards, ready_shards;
   const char *topo_name, *core;
+  char admin_svc[64];
+  /* per-cell and per-database rollups, as seed 001 shows them */
+  char cell_name[64][64];
+  int cell_ready[64], cell_gw_ready[64];
+  int ndb;
+  char db_name[8][32];
+  int db_ready[8], db_total[8];
 };
 static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
   struct mgop_root_status *s = ctx;
+  mgop_jw_key(w, "cells"); mgop_jw_obj(w);
+  for (int i = 0; i < s->cells && i < 64; i++) {
+    if (!s->cell_name[i][0]) continue;
+    mgop_jw_key(w, s->cell_name[i]); mgop_jw_obj(w);
+    mgop_jw_key(w, "gatewayReplicas"); mgop_jw_i64(w, s->cell_gw_ready[i]);
+    mgop_jw_key(w, "ready"); mgop_jw_bool(w, s->cell_ready[i]);
+    mgop_jw_obj_end(w);
+  }
+  mgop_jw_obj_end(w);
+  mgop_jw_key(w, "databases"); mgop_jw_obj(w);
+  for (int i = 0; i < s->ndb; i++) {
+    mgop_jw_key(w, s->db_name[i]); mgop_jw_obj(w);
+    mgop_jw_key(w, "readyShards"); mgop_jw_i64(w, s->db_ready[i]);
+    mgop_jw_key(w, "totalShards"); mgop_jw_i64(w, s->db_total[i]);
+    mgop_jw_obj_end(w);
+  }
+  mgop_jw_obj_end(w);
   mgop_jw_key(w, "globalTopoServer"); mgop_jw_obj(w);
   mgop_jw_key(w, "available"); mgop_jw_str(w, s->topo_ready ? "True" : "False");
   mgop_jw_key(w, "serviceName"); mgop_jw_str(w, s->topo_name);
+  mgop_jw_obj_end(w);
+  mgop_jw_key(w, "multiadmin"); mgop_jw_obj(w);
+  mgop_jw_key(w, "available"); mgop_jw_str(w, s->admin_ready ? "True" : "False");
+  mgop_jw_key(w, "serviceName"); mgop_jw_str(w, s->admin_svc);
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "readyCells"); mgop_jw_i64(w, s->ready_cells);
   mgop_jw_key(w, "readyShards"); mgop_jw_i64(w, s->ready_shards);
@@ -688,6 +816,66 @@ static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "totalCells"); mgop_jw_i64(w, s->cells);
   mgop_jw_key(w, "totalShards"); mgop_jw_i64(w, s->shards);
+}
+
+/* A Kubernetes Event (events.k8s.io/v1) about one of our objects. Best
+ * effort: an Event that cannot be written is logged, never retried. */
+static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const char *uid, const char *type,
+                       const char *reason, const char *action, const char *note) {
+  char mem[4096], path[300], ts[80], host[64] = "";
+  struct mgop_buf b;
+  struct mgop_jw w;
+  struct timespec now;
+  struct tm tm;
+  int status;
+  if (r->render) return;
+  clock_gettime(CLOCK_REALTIME, &now);
+  gmtime_r(&now.tv_sec, &tm);
+  snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+           tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000);
+  gethostname(host, sizeof(host) - 1);
+  mgop_buf_init(&b, mem, sizeof(mem));
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "events.k8s.io/v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "Event");
+  mgop_jw_key(&w, "metadata"); mgop_jw_obj(&w);
+  {
+    char ename[280]; /* as client-go names them: object name, '.', hex nanoseconds */
+    snprintf(ename, sizeof(ename), "%.235s.%llx", name,
+             (unsigned long long)now.tv_sec * 1000000000ull + (unsigned long long)now.tv_nsec);
+    mgop_jw_key(&w, "name"); mgop_jw_str(&w, ename);
+  }
+  mgop_jw_key(&w, "namespace"); mgop_jw_str(&w, r->ns);
+  mgop_jw_obj_end(&w);
+  mgop_jw_key(&w, "eventTime"); mgop_jw_str(&w, ts);
+  mgop_jw_key(&w, "reportingController"); mgop_jw_str(&w, "multigres.com/" MGOP_MANAGER);
+  mgop_jw_key(&w, "reportingInstance"); mgop_jw_str(&w, host[0] ? host : MGOP_MANAGER);
+  mgop_jw_key(&w, "type"); mgop_jw_str(&w, type);
+  mgop_jw_key(&w, "reason"); mgop_jw_str(&w, reason);
+  mgop_jw_key(&w, "action"); mgop_jw_str(&w, action);
+  mgop_jw_key(&w, "note"); mgop_jw_strn(&w, note, strlen(note) > 1000 ? 1000 : strlen(note));
+  mgop_jw_key(&w, "regarding"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, mgop_kinds[kind].api_version);
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, mgop_kinds[kind].kind);
+  mgop_jw_key(&w, "namespace"); mgop_jw_str(&w, r->ns);
+  mgop_jw_key(&w, "name"); mgop_jw_str(&w, name);
+  if (uid && uid[0]) { mgop_jw_key(&w, "uid"); mgop_jw_str(&w, uid); }
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (b.overflow) return;
+  snprintf(path, sizeof(path), "/apis/events.k8s.io/v1/namespaces/%s/events", r->ns);
+  {
+    char resp[2048], why[300] = "";
+    struct mgop_buf out;
+    mgop_buf_init(&out, resp, sizeof(resp));
+    status = 0;
+    if (mgop_kube_request(mgop_api_ptr, "POST", path, "application/json", b.p, b.len, &out, &status) || status != 201) {
+      if (status) mgop_kube_status_message(out.p, out.len, why, sizeof(why));
+      MGOP_LOG(MGOP_WARN, ("event %s on %s %s/%s not recorded (HTTP %d): %s", reason, mgop_kinds[kind].kind, r->ns, name,
+                           status, why[0] ? why : mgop_errmsg()));
+    }
+  }
 }
 
 /* ======================================================================
@@ -1068,7 +1256,8 @@ static void mgop_cell_zone(const struct mgop_json *j, int cell, const char **key
   else if (mgop_json_path_str(j, cell, "region", zone, cap) == MGOP_OK && zone[0]) *key = "topology.kubernetes.io/region";
 }
 
-/* Phase 1 (CR) or phase 3 (workloads) of one cell. */
+/* One cell: its Cell CR (workloads=0, phase 1), its local TopoServer CR
+ * (workloads=2, phase 2), or its workloads (workloads=1, phase 3). */
 static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const char *addr, const char *root) {
   struct mgop_json cfg;
   char name[64], cr[254], src[300], what[128], zone[64], image[256], level[16], gw[254], gws[64];
@@ -1104,6 +1293,7 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
     }
     mgop_copy_key(&o.w, "multigateway", &cfg, mgop_json_key(&cfg, 0, "multigateway"));
     mgop_copy_key(&o.w, "multigatewayPlacement", &cfg, mgop_json_key(&cfg, 0, "multigatewayPlacement"));
+    mgop_copy_key(&o.w, "topoServer", &cfg, mgop_json_key(&cfg, 0, "localTopoServer"));
     mgop_jw_key(&o.w, "globalTopoServer"); mgop_jw_obj(&o.w);
     mgop_jw_key(&o.w, "address"); mgop_jw_str(&o.w, addr);
     mgop_jw_key(&o.w, "rootPath"); mgop_jw_str(&o.w, root);
@@ -1120,6 +1310,28 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
   }
   uid = mgop_uid_of(r, K_CELL, cr);
   if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "Cell %s has no uid yet", cr);
+  { /* a local topology server: its CR in phase 2 (owned by the Cell), its etcd in phase 3 */
+    int lt = mgop_json_key(&cfg, 0, "localTopoServer");
+    if (mgop_json_key(&cfg, lt, "etcd") >= 0) {
+      struct mgop_json builtin, local;
+      struct mgop_topo_target t;
+      char tname[64];
+      const char *tparts[] = {cr, "topo"};
+      mgop_name(tname, sizeof(tname), MGOP_LIMIT_STS, 1, tparts, 2);
+      t = (struct mgop_topo_target){tname, name, K_CELL, cr, uid};
+      if ((rc = mgop_parse_arena(r->arena, mgop_default_global_topo, sizeof(mgop_default_global_topo) - 1, &builtin)))
+        return rc;
+      if ((rc = mgop_merge_to(r, &builtin, 0, &cfg, lt, &local))) return rc;
+      if (workloads == 2) return mgop_build_topo(r, &local, &t, 1, NULL);
+      {
+        const char *tuid = mgop_uid_of(r, K_TOPO, tname);
+        if (!tuid) return mgop_seterr(MGOP_ERR_STATUS, "TopoServer %s has no uid yet", tname);
+        if ((rc = mgop_build_topo(r, &local, &t, 0, tuid))) return rc;
+      }
+    } else if (workloads == 2) {
+      return MGOP_OK;
+    }
+  }
   {
     const char *parts[] = {r->name, name, "multigateway"};
     mgop_name(gw, sizeof(gw), MGOP_LIMIT_DEFAULT, 1, parts, 3);
@@ -1250,6 +1462,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   struct mgop_chain c;
   struct mgop_ids ids;
   int rc, pools;
+  long long shard_replicas;
   static const char pool_default[] = "{\"default\":{\"type\":\"readWrite\"}}";
   struct mgop_json defpool;
   const struct mgop_json *pdoc;
@@ -1310,6 +1523,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
       if ((rc = mgop_build_end(&o))) return rc;
     }
     if (!r->render && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids))) return rc;
+    shard_replicas = 0;
     /* pools: one StatefulSet and headless Service per (pool, cell) */
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
       char pool[64], sts[64], svc[64], a[8][1100], vols[1024], pol_d[16], pol_s[16], storage_size[32], klass[128];
@@ -1438,12 +1652,22 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         /* the operator rolls pool pods itself, replicas first, primary last */
         mgop_jw_key(&o.w, "updateStrategy"); MGOP_JW_LIT(&o.w, "{\"type\":\"OnDelete\"}");
         mgop_write_selector(r, &o.w, "shard-pool", &pids);
-        {
-          const struct mgop_json *docs[] = {pdoc, &cfg, d};
-          int toks[] = {pv, 0, tg};
+        { /* shard (its inline spec or overrides, pool first), table group,
+           * cluster, then the ShardTemplate (pool first), then Retain */
+          struct mgop_json tj;
+          int own = mgop_json_key(d, shard, "spec"), own_pools, t_spec = -1, t_pools;
+          memset(&tj, 0, sizeof(tj));
+          if (own < 0) own = mgop_json_key(d, shard, "overrides");
+          own_pools = mgop_json_key(d, own, "pools");
+          if (!strncmp(src, "ShardTemplate/", 14) && mgop_fetch(r, K_SHARDT, src + 14, &tj) == MGOP_OK)
+            t_spec = mgop_json_key(&tj, 0, "spec");
+          t_pools = mgop_json_key(&tj, t_spec, "pools");
+          const struct mgop_json *docs[] = {d, d, d, &r->root, &tj, &tj};
+          int toks[] = {mgop_json_key(d, own_pools, pool), own, tg, r->spec, mgop_json_key(&tj, t_pools, pool), t_spec};
+          if (t_spec < 0) toks[4] = toks[5] = -1;
           mgop_jw_key(&o.w, "persistentVolumeClaimRetentionPolicy"); mgop_jw_obj(&o.w);
-          mgop_jw_key(&o.w, "whenDeleted"); mgop_jw_str(&o.w, mgop_pvc_policy(r, "whenDeleted", docs, toks, 3, pol_d, sizeof(pol_d)));
-          mgop_jw_key(&o.w, "whenScaled"); mgop_jw_str(&o.w, mgop_pvc_policy(r, "whenScaled", docs, toks, 3, pol_s, sizeof(pol_s)));
+          mgop_jw_key(&o.w, "whenDeleted"); mgop_jw_str(&o.w, mgop_pvc_policy(r, "whenDeleted", docs, toks, 6, pol_d, sizeof(pol_d)));
+          mgop_jw_key(&o.w, "whenScaled"); mgop_jw_str(&o.w, mgop_pvc_policy(r, "whenScaled", docs, toks, 6, pol_s, sizeof(pol_s)));
           mgop_jw_obj_end(&o.w);
         }
         mgop_write_pod_template(r, &o.w, &p);
@@ -1465,8 +1689,17 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         mgop_jw_obj_end(&o.w);
         if ((rc = mgop_build_end(&o))) return rc;
         r->pool_replicas += (int)per;
+        shard_replicas += per;
         r->pool_sets++;
       }
+    }
+    { /* one shard-wide PDB: the durability floor, max(2, replicas - 1) available */
+      char pdb[64];
+      const char *parts[] = {r->name, db, tg_name, sname, "pdb"};
+      mgop_name(pdb, sizeof(pdb), MGOP_LIMIT_SERVICE, 1, parts, 5);
+      if ((rc = mgop_build_pdb(r, K_SHARD, cr, uid, pdb, "shard-pool", &ids,
+                               shard_replicas - 1 > 2 ? (int)(shard_replicas - 1) : 2)))
+        return rc;
     }
     /* multiorch per cell: its own list, else every cell with a pool of this shard */
     {
@@ -1628,24 +1861,19 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
   /* phase 1: CRs owned by the cluster */
   mark = r->ndesired;
   if (topo_managed) {
-    const char *uid = mgop_uid_of(r, K_TOPO, topo_name);
-    struct mgop_build o;
-    if ((rc = mgop_build_begin(r, &o, K_TOPO, topo_name))) return rc;
-    mgop_build_meta(&o, "global-topo", K_CLUSTER, r->name, r->uid);
-    mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
-    mgop_copy_key(&o.w, "etcd", &topo, mgop_json_key(&topo, 0, "etcd"));
-    mgop_jw_obj_end(&o.w);
-    if ((rc = mgop_build_end(&o))) return rc;
-    (void)uid;
+    struct mgop_topo_target t = {topo_name, NULL, K_CLUSTER, r->name, r->uid};
+    if ((rc = mgop_build_topo(r, &topo, &t, 1, NULL))) return rc;
   }
   for (int i = 0; i < r->ncells; i++)
     if ((rc = mgop_build_cell(r, mgop_json_at(&r->root, cells, i), 0, addr, root))) return rc;
   if ((rc = mgop_walk_shards(r, 1, addr, root))) return rc;
   if (!r->render && (rc = mgop_apply_from(r, mark))) return rc;
 
-  /* phase 2: Shards, owned by their TableGroup */
+  /* phase 2: Shards, owned by their TableGroup; local TopoServers, by their Cell */
   mark = r->ndesired;
   if ((rc = mgop_walk_shards(r, 2, addr, root))) return rc;
+  for (int i = 0; i < r->ncells; i++)
+    if ((rc = mgop_build_cell(r, mgop_json_at(&r->root, cells, i), 2, addr, root))) return rc;
   if (!r->render && (rc = mgop_apply_from(r, mark))) return rc;
 
   /* phase 3: workloads */
@@ -1653,10 +1881,8 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
   if (topo_managed) {
     const char *uid = mgop_uid_of(r, K_TOPO, topo_name);
     if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "TopoServer %s has no uid yet", topo_name);
-    if ((rc = mgop_build_global_topo(r, &topo, uid))) return rc;
-    /* mgop_build_global_topo also emits the TopoServer CR: drop that copy */
-    memmove(&r->desired[mark], &r->desired[mark + 1], sizeof(r->desired[0]) * (size_t)(r->ndesired - mark - 1));
-    r->ndesired--;
+    struct mgop_topo_target t = {topo_name, NULL, K_CLUSTER, r->name, r->uid};
+    if ((rc = mgop_build_topo(r, &topo, &t, 0, uid))) return rc;
   }
   if ((rc = mgop_build_admin(r, addr, root))) return rc;
   for (int i = 0; i < r->ncells; i++)
@@ -1707,6 +1933,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   int cells = mgop_json_key(&r->root, r->spec, "cells");
   char name[80];
   int rd, ds;
+  memset(&rs, 0, sizeof(rs));
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
   {
     struct mgop_fp *topo_fp = mgop_fp_find(mgop_fp_key("TopoServer", r->ns, topo_name));
@@ -1717,6 +1944,10 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       mgop_write_status(r, K_TOPO, topo_name, topo_fp, topo_ready, 0, topo_ready ? "AllMembersReady" : "MembersNotReady",
                         msg, topo_fp->seen_gen, mgop_phase(topo_ready, ts.ready), mgop_topo_status_extra, &ts);
     }
+  }
+  {
+    const char *ap[] = {r->name, "multiadmin"};
+    mgop_name(rs.admin_svc, sizeof(rs.admin_svc), MGOP_LIMIT_SERVICE, 0, ap, 2);
   }
   snprintf(name, sizeof(name), "%s-multiadmin", r->name);
   admin_ready = mgop_workload_ready(r, "Deployment", name, &rd, &ds);
@@ -1734,8 +1965,33 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       mgop_name(gws, sizeof(gws), MGOP_LIMIT_SERVICE, 1, p3, 3);
     }
     ready = mgop_workload_ready(r, "Deployment", gw, &c.ready, &c.total);
+    { /* a local topology server, when the turn built one, is part of the cell */
+      char tname[64];
+      const char *tparts[] = {cr, "topo"};
+      struct mgop_fp *tf;
+      mgop_name(tname, sizeof(tname), MGOP_LIMIT_STS, 1, tparts, 2);
+      tf = mgop_fp_find(mgop_fp_key("TopoServer", r->ns, tname));
+      for (int d = 0; d < r->ndesired; d++) {
+        struct mgop_topo_status lts = {0, 0, tname, NULL};
+        int lready;
+        if (r->desired[d].kind != K_TOPO || strcmp(r->desired[d].name, tname)) continue;
+        lready = mgop_workload_ready(r, "StatefulSet", tname, &lts.ready, &lts.replicas);
+        ready = ready && lready;
+        if (tf && tf->uid[0]) {
+          snprintf(msg, sizeof(msg), "%d/%d etcd members ready", lts.ready, lts.replicas);
+          mgop_write_status(r, K_TOPO, tname, tf, lready, 0, lready ? "AllMembersReady" : "MembersNotReady", msg,
+                            tf->seen_gen, mgop_phase(lready, lts.ready), mgop_topo_status_extra, &lts);
+        }
+        break;
+      }
+    }
     c.svc = gws;
     ready_cells += ready;
+    if (i < 64) {
+      snprintf(rs.cell_name[i], sizeof(rs.cell_name[i]), "%s", cell);
+      rs.cell_ready[i] = ready;
+      rs.cell_gw_ready[i] = c.ready;
+    }
     f = mgop_fp_find(mgop_fp_key("Cell", r->ns, cr));
     if (f && f->uid[0]) {
       snprintf(msg, sizeof(msg), "%d/%d multigateway pods ready", c.ready, c.total);
@@ -1763,6 +2019,12 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     }
     ready = ready && any;
     ready_shards += ready;
+    {
+      int d = 0;
+      while (d < rs.ndb && strcmp(rs.db_name[d], r->shard_db[s])) d++;
+      if (d == rs.ndb && d < 8) snprintf(rs.db_name[rs.ndb++], sizeof(rs.db_name[0]), "%s", r->shard_db[s]);
+      if (d < 8) { rs.db_total[d]++; rs.db_ready[d] += ready; }
+    }
     if (f && f->uid[0]) {
       snprintf(msg, sizeof(msg), "%d/%d pool pods ready%s", c.ready, c.total, ready ? "" : "; multiorch or pools converging");
       mgop_write_status(r, K_SHARD, r->shard_names[s], f, ready, 0, ready ? "AllPodsReady" : "NotAllPodsReady", msg,
@@ -1804,12 +2066,17 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
                 ready_shards, r->nshard_names);
   {
     struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", r->ns, r->name));
-    mgop_write_status(r, K_CLUSTER, r->name, root_fp, root_ready, stalled,
-                      stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged" : "Progressing",
-                      msg, r->generation, stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards),
-                      mgop_root_status_extra, &rs);
+    const char *reason = stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged" : "Progressing";
+    int wrote = mgop_write_status(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
+                                  stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards),
+                                  mgop_root_status_extra, &rs);
+    /* an Event when the story changes: stalled, failing, or converged */
+    if (wrote == 1 && (stalled || !ok)) mgop_event(r, K_CLUSTER, r->name, r->uid, "Warning", reason, "Reconcile", msg);
+    else if (wrote == 1 && root_ready) mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "Converged", "Reconcile", msg);
   }
 }
+
+static void mgop_note_uses(const char *ns, const char *name, const struct mgop_rctx *r, int complete);
 
 /* One turn for one root: GET, resolve, apply, status. */
 static int mgop_reconcile(const char *ns, const char *name) {
@@ -1834,6 +2101,19 @@ static int mgop_reconcile(const char *ns, const char *name) {
   r.spec = mgop_json_key(&r.root, 0, "spec");
   rc = mgop_reconcile_tree(&r);
   if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
+  for (int i = 0; i < r.ntrefs; i++)
+    if (r.trefs[i].found && r.trefs[i].terminating)
+      mgop_stall(&r, "TemplateDeleting", "%s \"%s\" is being deleted, but this cluster still resolves it; the "
+                 "operator keeps its settings and holds the deletion (finalizer %s) until no cluster uses it: name "
+                 "another template or set the values inline, and the deletion completes",
+                 mgop_kinds[r.trefs[i].kind].kind, r.trefs[i].name, MGOP_TEMPLATE_FINALIZER);
+  mgop_note_uses(ns, name, &r, rc == MGOP_OK);
+  if (r.applied) { /* what changed in the cluster, in one Event */
+    char note[1000];
+    snprintf(note, sizeof(note), "applied %d object%s: %s%s", r.applied, r.applied == 1 ? "" : "s", r.applied_note,
+             r.applied_note_len >= sizeof(r.applied_note) - 80 ? ", ..." : "");
+    mgop_event(&r, K_CLUSTER, name, r.uid, "Normal", "Applied", "Apply", note);
+  }
   mgop_reconcile_status(&r, rc == MGOP_OK);
   {
     char f[256];
@@ -1848,15 +2128,86 @@ static int mgop_reconcile(const char *ns, const char *name) {
 /* ======================================================================
  * 9. Events
  * ==================================================================== */
-struct mgop_root_ref { char ns[64]; char name[64]; int used; };
+/* Every MultigresCluster we know of, with the templates its last turn
+ * looked up (as fingerprint keys): who consumes which template. */
+struct mgop_root_ref {
+  char ns[64];
+  char name[64];
+  int used;
+  int uses_known;                   /* reconciled once since start       */
+  int nuses;
+  uint64_t uses[MGOP_TREFS_MAX];
+};
 static struct mgop_root_ref mgop_roots[MGOP_WORK_SLOTS];
+
+/* Templates seen on the watches, so a key leads back to a name. */
+#define MGOP_TEMPLATE_SLOTS 512
+struct mgop_template_ref {
+  uint64_t key;                     /* 0: free                           */
+  int kind;
+  char ns[64];
+  char name[254];
+  long long generation;
+  int terminating;
+  uint64_t status_hash;             /* last status we wrote              */
+};
+static struct mgop_template_ref mgop_templates[MGOP_TEMPLATE_SLOTS];
+
+static struct mgop_template_ref *mgop_template_find(uint64_t key) {
+  for (int i = 0; i < MGOP_TEMPLATE_SLOTS; i++)
+    if (mgop_templates[i].key == key) return &mgop_templates[i];
+  return NULL;
+}
+
+static struct mgop_root_ref *mgop_root_find(const char *ns, const char *name) {
+  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++)
+    if (mgop_roots[i].used && !strcmp(mgop_roots[i].ns, ns) && !strcmp(mgop_roots[i].name, name)) return &mgop_roots[i];
+  return NULL;
+}
+
+static int mgop_root_uses(const struct mgop_root_ref *r, uint64_t key) {
+  for (int u = 0; u < r->nuses; u++)
+    if (r->uses[u] == key) return 1;
+  return 0;
+}
+
+/* Queues the consumers/finalizer upkeep of one template. */
+static void mgop_template_enqueue(uint64_t key, long long delay_ms) {
+  struct mgop_template_ref *t = mgop_template_find(key);
+  char id[24];
+  if (!t) return; /* never seen: nothing to keep up */
+  snprintf(id, sizeof(id), "%016llx", (unsigned long long)key);
+  if (mgop_work_add(mgop_kinds[t->kind].kind, t->ns, id, mgop_now_ms() + delay_ms))
+    MGOP_LOG(MGOP_ERROR, ("cannot queue %s %s/%s: %s", mgop_kinds[t->kind].kind, t->ns, t->name, mgop_errmsg()));
+}
+
+/* After a turn: what the cluster uses now. A turn that stopped early saw
+ * only part of its templates, so it adds to the record and drops nothing. */
+static void mgop_note_uses(const char *ns, const char *name, const struct mgop_rctx *r, int complete) {
+  struct mgop_root_ref *root = mgop_root_find(ns, name);
+  uint64_t now[MGOP_TREFS_MAX];
+  int n = 0;
+  if (!root) return;
+  for (int i = 0; i < r->ntrefs; i++) now[n++] = mgop_fp_key(mgop_kinds[r->trefs[i].kind].kind, ns, r->trefs[i].name);
+  for (int u = 0; u < root->nuses; u++) {
+    int still = 0;
+    for (int i = 0; i < n; i++) still |= now[i] == root->uses[u];
+    if (!still && complete) mgop_template_enqueue(root->uses[u], 0); /* may have lost a consumer */
+    if (!still && !complete && n < MGOP_TREFS_MAX) now[n++] = root->uses[u];
+  }
+  for (int i = 0; i < n; i++)
+    if (!mgop_root_uses(root, now[i]) || !root->uses_known) mgop_template_enqueue(now[i], 0); /* gained one */
+  memcpy(root->uses, now, sizeof(now[0]) * (size_t)n);
+  root->nuses = n;
+  root->uses_known = 1;
+}
 
 static void mgop_roots_set(const char *ns, const char *name, int present) {
   struct mgop_root_ref *free_slot = NULL;
   for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
     struct mgop_root_ref *r = &mgop_roots[i];
     if (r->used && !strcmp(r->ns, ns) && !strcmp(r->name, name)) {
-      if (!present) r->used = 0;
+      if (!present) memset(r, 0, sizeof(*r));
       return;
     }
     if (!r->used && !free_slot) free_slot = r;
@@ -1865,6 +2216,8 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
     snprintf(free_slot->ns, sizeof(free_slot->ns), "%s", ns);
     snprintf(free_slot->name, sizeof(free_slot->name), "%s", name);
     free_slot->used = 1;
+    free_slot->uses_known = 0;
+    free_slot->nuses = 0;
   }
 }
 
@@ -1890,6 +2243,174 @@ static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj,
   } else {
     f->desired = f->ready = 1;
     f->flags |= MGOP_FP_SETTLED;
+  }
+}
+
+/* A template changed: its consumers reconcile (and clusters not yet
+ * reconciled, which may turn out to use it); its own upkeep is queued. Our
+ * own status writes change neither generation nor deletion, so they wake
+ * nobody. */
+static void mgop_on_template_event(int kind, const char *type, const char *ns, const char *name,
+                                   const struct mgop_json *j, int obj) {
+  uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, ns, name);
+  struct mgop_template_ref *t = mgop_template_find(key);
+  long long gen = 0;
+  int terminating = mgop_json_path(j, obj, "metadata.deletionTimestamp") >= 0, changed;
+  mgop_json_i64(j, mgop_json_path(j, obj, "metadata.generation"), &gen);
+  if (!strcmp(type, "DELETED")) {
+    if (t) memset(t, 0, sizeof(*t));
+    changed = 1;
+  } else {
+    if (!t) t = mgop_template_find(0);
+    if (!t) {
+      MGOP_LOG(MGOP_ERROR, ("template table full (%d); %s %s/%s is not tracked", MGOP_TEMPLATE_SLOTS,
+                            mgop_kinds[kind].kind, ns, name));
+      return;
+    }
+    changed = t->key != key || t->generation != gen || t->terminating != terminating;
+    if (t->key != key) {
+      memset(t, 0, sizeof(*t));
+      t->key = key;
+      t->kind = kind;
+      snprintf(t->ns, sizeof(t->ns), "%s", ns);
+      snprintf(t->name, sizeof(t->name), "%s", name);
+    }
+    t->generation = gen;
+    t->terminating = terminating;
+    mgop_template_enqueue(key, 500); /* after its consumers had their turn */
+  }
+  if (!changed) return;
+  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+    struct mgop_root_ref *r = &mgop_roots[i];
+    if (r->used && !strcmp(r->ns, ns) && (!r->uses_known || mgop_root_uses(r, key))) mgop_enqueue(ns, r->name, 100);
+  }
+}
+
+static int mgop_cmp_cstr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* Keeps one template's bookkeeping true: status.consumers lists the clusters
+ * that resolve it, and the finalizer holds its deletion while any does.
+ * Writes only what differs from the live object. */
+static int mgop_template_sync(const char *ns, const char *id) {
+  uint64_t key = strtoull(id, NULL, 16);
+  struct mgop_template_ref *t = mgop_template_find(key);
+  const char *consumers[MGOP_WORK_SLOTS];
+  int ncons = 0, all_known = 1, status, rc, has_fin = 0, terminating, same;
+  char path[512], mem[8192], ltt[40] = "", live_reason[32] = "";
+  long long gen = 0, live_gen = -1;
+  struct mgop_buf b, body;
+  struct mgop_json j;
+  struct mgop_jw w;
+  if (!t || strcmp(t->ns, ns)) return MGOP_OK; /* deleted since */
+  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+    struct mgop_root_ref *r = &mgop_roots[i];
+    if (!r->used || strcmp(r->ns, ns)) continue;
+    if (!r->uses_known) all_known = 0;
+    if (mgop_root_uses(r, key)) consumers[ncons++] = r->name;
+  }
+  qsort(consumers, (size_t)ncons, sizeof(consumers[0]), mgop_cmp_cstr);
+  mgop_arena_reset(&mgop_arena);
+  mgop_buf_init(&b, mgop_root_body, sizeof(mgop_root_body));
+  mgop_item_path(t->kind, ns, t->name, path, sizeof(path));
+  rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+  if (rc == MGOP_ERR_NOTFOUND) return MGOP_OK;
+  if (rc) return rc;
+  if ((rc = mgop_parse_arena(&mgop_arena, b.p, b.len, &j))) return rc;
+  {
+    int fins = mgop_json_path(&j, 0, "metadata.finalizers");
+    for (int i = 0; mgop_json_is(&j, fins, JSMN_ARRAY) && i < j.tok[fins].size; i++) {
+      char f[64];
+      if (mgop_json_str(&j, mgop_json_at(&j, fins, i), f, sizeof(f)) == MGOP_OK && !strcmp(f, MGOP_TEMPLATE_FINALIZER))
+        has_fin = 1;
+    }
+  }
+  terminating = mgop_json_path(&j, 0, "metadata.deletionTimestamp") >= 0;
+  mgop_json_i64(&j, mgop_json_path(&j, 0, "metadata.generation"), &gen);
+
+  /* the finalizer: present while in use; kept while some cluster of the
+   * namespace has not had its first turn (its use is not known yet) */
+  if ((ncons > 0 && !has_fin && !terminating) || (ncons == 0 && has_fin && all_known)) {
+    struct mgop_applied res;
+    mgop_buf_init(&body, mem, sizeof(mem));
+    mgop_jw_init(&w, &body);
+    mgop_jw_obj(&w);
+    mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, MGOP_API_VERSION);
+    mgop_jw_key(&w, "kind"); mgop_jw_str(&w, mgop_kinds[t->kind].kind);
+    mgop_jw_key(&w, "metadata"); mgop_jw_obj(&w);
+    mgop_jw_key(&w, "name"); mgop_jw_str(&w, t->name);
+    mgop_jw_key(&w, "namespace"); mgop_jw_str(&w, ns);
+    if (ncons > 0) { /* applying without it drops the one we own */
+      mgop_jw_key(&w, "finalizers"); mgop_jw_arr(&w); mgop_jw_str(&w, MGOP_TEMPLATE_FINALIZER); mgop_jw_arr_end(&w);
+    }
+    mgop_jw_obj_end(&w);
+    mgop_jw_obj_end(&w);
+    if (body.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "finalizer patch too large");
+    if ((rc = mgop_kube_apply(mgop_api_ptr, path, body.p, body.len, &res, &status))) return rc;
+    MGOP_LOG(MGOP_INFO, ("%s %s/%s: finalizer %s %s", mgop_kinds[t->kind].kind, ns, t->name, MGOP_TEMPLATE_FINALIZER,
+                         ncons > 0 ? "added: clusters use it" : "removed: no cluster uses it"));
+  } else if (ncons == 0 && has_fin && !all_known) {
+    return mgop_seterr(MGOP_ERR_STATUS, "waiting for every cluster of %s to be reconciled once", ns); /* retried */
+  }
+
+  /* status: consumers, and Ready (a template is usable once accepted) */
+  {
+    int st = mgop_json_key(&j, 0, "status"), lc = mgop_json_key(&j, st, "consumers"), conds = mgop_json_key(&j, st, "conditions");
+    mgop_json_i64(&j, mgop_json_key(&j, st, "observedGeneration"), &live_gen);
+    same = live_gen == gen && mgop_json_is(&j, lc, JSMN_ARRAY) == (ncons > 0) &&
+           (ncons == 0 || j.tok[lc].size == ncons);
+    for (int i = 0; same && i < ncons; i++) {
+      char n[64];
+      same = mgop_json_str(&j, mgop_json_at(&j, lc, i), n, sizeof(n)) == MGOP_OK && !strcmp(n, consumers[i]);
+    }
+    for (int i = 0; mgop_json_is(&j, conds, JSMN_ARRAY) && i < j.tok[conds].size; i++) {
+      int c = mgop_json_at(&j, conds, i);
+      char type[16], cs[8];
+      if (mgop_json_path_str(&j, c, "type", type, sizeof(type)) || strcmp(type, "Ready")) continue;
+      if (mgop_json_path_str(&j, c, "status", cs, sizeof(cs)) == MGOP_OK && !strcmp(cs, "True"))
+        mgop_json_path_str(&j, c, "lastTransitionTime", ltt, sizeof(ltt));
+      mgop_json_path_str(&j, c, "reason", live_reason, sizeof(live_reason));
+    }
+    same = same && ltt[0] && !strcmp(live_reason, terminating ? "Deleting" : ncons ? "InUse" : "Unused");
+    if (same) return MGOP_OK;
+    if (!ltt[0]) {
+      time_t now = time(NULL);
+      struct tm tm;
+      gmtime_r(&now, &tm);
+      strftime(ltt, sizeof(ltt), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    mgop_buf_init(&body, mem, sizeof(mem));
+    mgop_jw_init(&w, &body);
+    mgop_jw_obj(&w);
+    mgop_jw_key(&w, "status"); mgop_jw_obj(&w);
+    mgop_jw_key(&w, "observedGeneration"); mgop_jw_i64(&w, gen);
+    mgop_jw_key(&w, "consumers");
+    if (ncons) {
+      mgop_jw_arr(&w);
+      for (int i = 0; i < ncons; i++) mgop_jw_str(&w, consumers[i]);
+      mgop_jw_arr_end(&w);
+    } else {
+      mgop_jw_raw(&w, "null", 4); /* merge patch: remove the field */
+    }
+    mgop_jw_key(&w, "conditions"); mgop_jw_arr(&w); mgop_jw_obj(&w);
+    mgop_jw_key(&w, "type"); mgop_jw_str(&w, "Ready");
+    mgop_jw_key(&w, "status"); mgop_jw_str(&w, "True");
+    mgop_jw_key(&w, "observedGeneration"); mgop_jw_i64(&w, gen);
+    mgop_jw_key(&w, "lastTransitionTime"); mgop_jw_str(&w, ltt);
+    mgop_jw_key(&w, "reason"); mgop_jw_str(&w, terminating ? "Deleting" : ncons ? "InUse" : "Unused");
+    {
+      char msg[300];
+      if (terminating && ncons)
+        snprintf(msg, sizeof(msg), "deletion waits until no cluster uses it (%d do: %s%s)", ncons, consumers[0],
+                 ncons > 1 ? ", ..." : "");
+      else if (ncons) snprintf(msg, sizeof(msg), "used by %d cluster%s", ncons, ncons == 1 ? "" : "s");
+      else snprintf(msg, sizeof(msg), "no cluster uses this template");
+      mgop_jw_key(&w, "message"); mgop_jw_str(&w, msg);
+    }
+    mgop_jw_obj_end(&w); mgop_jw_arr_end(&w);
+    mgop_jw_obj_end(&w);
+    mgop_jw_obj_end(&w);
+    if (body.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "template status too large");
+    return mgop_kube_patch_status(mgop_api_ptr, path, body.p, body.len, &status);
   }
 }
 
@@ -1925,6 +2446,8 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
   switch (mgop_kinds[kind].role) {
     case MGOP_ROLE_ROOT:
       if (!strcmp(type, "DELETED")) {
+        struct mgop_root_ref *root = mgop_root_find(ns, name);
+        for (int u = 0; root && u < root->nuses; u++) mgop_template_enqueue(root->uses[u], 0);
         mgop_roots_set(ns, name, 0);
         mgop_fp_remove(mgop_fp_key("MultigresCluster", ns, name));
         return;
@@ -1933,9 +2456,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       mgop_enqueue(ns, name, 0);
       return;
     case MGOP_ROLE_TEMPLATE:
-      /* a template change may concern any cluster of its namespace */
-      for (size_t i = 0; i < MGOP_WORK_SLOTS; i++)
-        if (mgop_roots[i].used && !strcmp(mgop_roots[i].ns, ns)) mgop_enqueue(ns, mgop_roots[i].name, 100);
+      mgop_on_template_event(kind, type, ns, name, j, obj);
       return;
     default: break;
   }
@@ -1993,6 +2514,7 @@ struct mgop_options {
   const char *watch_namespace;
   const char *render_files[16];
   int nrender;
+  const char *render_namespace; /* for manifests that name none */
 };
 
 int mgop_run(const struct mgop_options *opt); /* also called by tests */
@@ -2048,7 +2570,8 @@ int mgop_run(const struct mgop_options *opt) {
     }
     /* reconcile what is due, one root per turn so watches stay fresh */
     if (mgop_work_pop(mgop_now_ms(), &item) == MGOP_OK) {
-      rc = mgop_reconcile(item.ns, item.name);
+      rc = strcmp(item.kind, "MultigresCluster") ? mgop_template_sync(item.ns, item.name)
+                                                 : mgop_reconcile(item.ns, item.name);
       if (rc) {
         int backoff = 1000 << (item.attempts < 5 ? item.attempts : 5);
         if (mgop_api.last_retry_after_s > 0 && mgop_api.last_retry_after_s * 1000 > backoff)
@@ -2084,6 +2607,20 @@ static struct mgop_manifest mgop_manifests[MGOP_MANIFESTS_MAX];
 static int mgop_nmanifests;
 static char mgop_manifest_store[2 * 1024 * 1024];
 static size_t mgop_manifest_used;
+static const char *mgop_render_ns = "default";
+
+static int mgop_cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int mgop_collect_manifest(void *ctx, const char *json, size_t n, int index);
+
+/* Reads one manifest file into the manifest table. */
+static int mgop_render_read(const char *file, char *text, size_t cap, char *scratch, size_t scap) {
+  struct mgop_buf sb;
+  size_t n;
+  if (mgop_read_file(file, text, cap, &n)) return MGOP_ERR_IO;
+  mgop_buf_init(&sb, scratch, scap);
+  return mgop_yaml_to_json_docs(text, n, &sb, mgop_collect_manifest, (void *)file);
+}
 
 static int mgop_collect_manifest(void *ctx, const char *json, size_t n, int index) {
   static jsmntok_t tok[MGOP_JSON_TOKENS_MAX];
@@ -2091,6 +2628,8 @@ static int mgop_collect_manifest(void *ctx, const char *json, size_t n, int inde
   char kind[64], ns[64];
   const char *file = ctx;
   int k = -1;
+  while (n > 0 && (json[n - 1] == ' ' || json[n - 1] == '\n')) n--;
+  if (n == 0 || (n == 4 && !memcmp(json, "null", 4))) return MGOP_OK; /* an empty document, as kubectl skips it */
   if (mgop_json_parse(&j, json, n, tok, MGOP_JSON_TOKENS_MAX))
     return mgop_seterr(MGOP_ERR_PARSE, "%s document %d: %s", file, index + 1, mgop_errmsg());
   if (mgop_json_path_str(&j, 0, "kind", kind, sizeof(kind))) return MGOP_OK; /* not an object with a kind */
@@ -2103,7 +2642,8 @@ static int mgop_collect_manifest(void *ctx, const char *json, size_t n, int inde
     struct mgop_manifest *m = &mgop_manifests[mgop_nmanifests++];
     m->kind = k;
     mgop_json_path_str(&j, 0, "metadata.name", m->name, sizeof(m->name));
-    if (mgop_json_path_str(&j, 0, "metadata.namespace", ns, sizeof(ns)) || !ns[0]) snprintf(ns, sizeof(ns), "default");
+    if (mgop_json_path_str(&j, 0, "metadata.namespace", ns, sizeof(ns)) || !ns[0])
+      snprintf(ns, sizeof(ns), "%s", mgop_render_ns);
     snprintf(m->ns, sizeof(m->ns), "%s", ns);
     m->json = mgop_manifest_store + mgop_manifest_used;
     memcpy(m->json, json, n);
@@ -2119,21 +2659,54 @@ int mgop_render(const struct mgop_options *opt, FILE *out); /* also called by te
 int mgop_render(const struct mgop_options *opt, FILE *out) {
   static char text[MGOP_KUBECONFIG_MAX], scratch[512 * 1024];
   static struct mgop_rctx r;
-  struct mgop_buf sb;
   int rc;
   mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
   mgop_nmanifests = 0;
   mgop_manifest_used = 0;
+  mgop_render_ns = opt->render_namespace ? opt->render_namespace : "default";
   for (int f = 0; f < opt->nrender; f++) {
-    size_t n;
-    if (mgop_read_file(opt->render_files[f], text, sizeof(text), &n)) {
-      fprintf(stderr, "multigres-op render: %s\n", mgop_errmsg());
-      return 2;
+    const char *path = opt->render_files[f];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+      /* like kubectl -f DIR: its *.yaml, *.yml and *.json files, in name order */
+      static char names[64][256], full[64][512];
+      char *sorted[64];
+      int nn = 0;
+      DIR *dir = opendir(path);
+      struct dirent *e;
+      if (!dir) {
+        fprintf(stderr, "multigres-op render: %s: cannot open the directory\n", path);
+        return 2;
+      }
+      while ((e = readdir(dir)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (e->d_name[0] == '.' || l >= sizeof(names[0])) continue;
+        if (!(l > 5 && !strcmp(e->d_name + l - 5, ".yaml")) && !(l > 4 && !strcmp(e->d_name + l - 4, ".yml")) &&
+            !(l > 5 && !strcmp(e->d_name + l - 5, ".json")))
+          continue;
+        if (nn == 64) {
+          closedir(dir);
+          fprintf(stderr, "multigres-op render: %s: more than 64 manifest files; pass fewer\n", path);
+          return 2;
+        }
+        snprintf(names[nn], sizeof(names[nn]), "%s", e->d_name);
+        sorted[nn] = names[nn];
+        nn++;
+      }
+      closedir(dir);
+      qsort(sorted, (size_t)nn, sizeof(sorted[0]), mgop_cmp_str);
+      for (int i = 0; i < nn; i++) {
+        snprintf(full[i], sizeof(full[i]), "%s/%s", path, sorted[i]);
+        if (mgop_render_read(full[i], text, sizeof(text), scratch, sizeof(scratch))) {
+          fprintf(stderr, "multigres-op render: %s: %s\n", full[i], mgop_errmsg());
+          return 2;
+        }
+      }
+      continue;
     }
-    mgop_buf_init(&sb, scratch, sizeof(scratch));
-    rc = mgop_yaml_to_json_docs(text, n, &sb, mgop_collect_manifest, (void *)opt->render_files[f]);
-    if (rc) {
-      fprintf(stderr, "multigres-op render: %s: %s\n", opt->render_files[f], mgop_errmsg());
+    if ((rc = mgop_render_read(path, text, sizeof(text), scratch, sizeof(scratch)))) {
+      if (rc == MGOP_ERR_IO) fprintf(stderr, "multigres-op render: %s\n", mgop_errmsg()); /* names the file */
+      else fprintf(stderr, "multigres-op render: %s: %s\n", path, mgop_errmsg());
       return 2;
     }
   }
@@ -2183,13 +2756,15 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
 /* ======================================================================
  * 12. Flags and main
  * ==================================================================== */
+#define MGOP_RENDER_USAGE "multigres-op render [-n NAMESPACE] -f FILE|DIR [-f FILE|DIR...]"
 static const char mgop_usage[] =
     "Usage: multigres-op [flags]\n"
-    "       multigres-op render -f FILE [-f FILE...]\n"
+    "       " MGOP_RENDER_USAGE "\n"
     "\n"
     "Kubernetes operator for Multigres. Watches multigres.com/v1alpha1 resources\n"
     "and makes the cluster match them. `render` prints the objects the operator\n"
-    "would create for the MultigresClusters (and templates) in FILEs, offline.\n"
+    "would create for the MultigresClusters (and templates) in FILEs, offline;\n"
+    "-n sets the namespace of manifests that name none (default: default).\n"
     "\n"
     "Flags:\n"
     "  --kubeconfig PATH        kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)\n"
@@ -2212,8 +2787,17 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
       const char *f = NULL;
       if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--filename")) f = i + 1 < argc ? argv[++i] : NULL;
       else if (!strncmp(argv[i], "--filename=", 11)) f = argv[i] + 11;
-      else {
-        fprintf(stderr, "multigres-op render: unexpected \"%s\"; usage: multigres-op render -f FILE [-f FILE...]\n", argv[i]);
+      else if (!strcmp(argv[i], "-n") || !strcmp(argv[i], "--namespace") || !strncmp(argv[i], "--namespace=", 12)) {
+        const char *ns = argv[i][1] == 'n' ? (i + 1 < argc ? argv[++i] : NULL)
+                         : argv[i][11] == '=' ? argv[i] + 12 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!ns || !ns[0] || strlen(ns) > 63) {
+          fprintf(stderr, "multigres-op render: --namespace needs a namespace name (at most 63 characters)\n");
+          return 2;
+        }
+        opt->render_namespace = ns;
+        continue;
+      } else {
+        fprintf(stderr, "multigres-op render: unexpected \"%s\"; usage: %s\n", argv[i], MGOP_RENDER_USAGE);
         return 2;
       }
       if (!f || opt->nrender >= 16) {

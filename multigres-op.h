@@ -149,6 +149,9 @@ void mgop_arena_init(struct mgop_arena *a, void *mem, size_t cap);
 void *mgop_arena_alloc(struct mgop_arena *a, size_t n);
 char *mgop_arena_strndup(struct mgop_arena *a, const char *s, size_t n);
 void mgop_arena_reset(struct mgop_arena *a);
+/* Gives back the unused tail of the most recent allocation p (size cap)
+ * once only `used` bytes of it are needed. No-op for any other pointer. */
+void mgop_arena_trim(struct mgop_arena *a, void *p, size_t cap, size_t used);
 
 int mgop_read_file(const char *path, char *buf, size_t cap, size_t *len);
 
@@ -756,6 +759,17 @@ char *mgop_arena_strndup(struct mgop_arena *a, const char *s, size_t n) {
   memcpy(p, s, n);
   p[n] = 0;
   return p;
+}
+
+void mgop_arena_trim(struct mgop_arena *a, void *p, size_t cap, size_t used) {
+  size_t had = (cap + 15) & ~(size_t)15, keep = (used + 15) & ~(size_t)15;
+  if (keep >= had || had > a->used) return;
+#ifdef MGOP_SANITIZE
+  if (!a->blocks || (void *)((struct mgop_arena_block *)a->blocks + 1) != p) return;
+#else
+  if ((unsigned char *)p != a->base + a->used - had) return;
+#endif
+  a->used -= had - keep;
 }
 
 void mgop_arena_reset(struct mgop_arena *a) {

@@ -1065,6 +1065,7 @@ static void test_render_minimal(void) {
       {"Service", "minimal-global-topo", "TopoServer"},
       {"Service", "minimal-global-topo-headless", "TopoServer"},
       {"StatefulSet", "minimal-global-topo", "TopoServer"},
+      {"PodDisruptionBudget", "minimal-global-topo", "TopoServer"},
       {"Deployment", "minimal-multiadmin", "MultigresCluster"},
       {"Service", "minimal-multiadmin", "MultigresCluster"},
       {"Deployment", "minimal-multiadmin-web", "MultigresCluster"},
@@ -1076,6 +1077,7 @@ static void test_render_minimal(void) {
       {"ConfigMap", "minimal-postgres-default-0-inf-1e3c045c-pg-hba", "Shard"},
       {"Service", "minimal-postgres-default-0-inf-pool-default-zone-a-h---22cdf02c", "Shard"},
       {"StatefulSet", "minimal-postgres-default-0-inf-pool-defau---a3a0d77b", "Shard"},
+      {"PodDisruptionBudget", "minimal-postgres-default-0-inf-pdb-7138f1d2", "Shard"},
       {"Deployment", "minimal-postgres-default-0-inf-multiorch-zone-a-bbe2a333", "Shard"},
       {"Service", "minimal-postgres-default-0-inf-multiorch-zone-a-bbe2a333", "Shard"},
   };
@@ -1132,9 +1134,14 @@ static void test_render_defaults_and_errors(void) {
   static char out[256 * 1024];
   const char *ext[] = {"config/samples/external-etcd.yaml"};
   const char *tmpl[] = {"config/samples/minimal.yaml", "config/samples/default-templates/core.yaml"};
-  /* an external etcd: no TopoServer and no etcd workloads */
+  /* an external global etcd: no global TopoServer and no global etcd
+   * workloads; the isolated cell's local TopoServer, owned by its Cell */
   CHECK(t_render(ext, 1, out, sizeof(out)) == 0);
-  CHECK(strstr(out, "\"kind\":\"TopoServer\"") == NULL && strstr(out, "global-topo") == NULL);
+  CHECK(strstr(out, "global-topo") == NULL);
+  CHECK(strstr(out, "{\"apiVersion\":\"multigres.com/v1alpha1\",\"kind\":\"TopoServer\",\"metadata\":{\"name\":"
+                    "\"external-etcd-cluster-zone-b-isolated-562---b8bcdd8b\"") != NULL);
+  CHECK(strstr(out, "\"app.kubernetes.io/component\":\"local-toposerver\",\"multigres.com/cluster\":\"external-etcd-cluster\","
+                    "\"multigres.com/cell\":\"zone-b-isolated\"}") != NULL);
   /* the namespace's "default" CoreTemplate is the third level of the chain */
   CHECK(t_render(tmpl, 2, out, sizeof(out)) == 0);
   CHECK(strstr(out, "\"kind\":\"TopoServer\"") != NULL);
@@ -1151,6 +1158,217 @@ static void test_render_defaults_and_errors(void) {
     CHECK(t_render(files, 1, out, sizeof(out)) == 2);
     t_write(t_tmpdir, "bad-ref.yaml", "kind: ConfigMap\n");
     CHECK(t_render(files, 1, out, sizeof(out)) == 1);
+  }
+}
+
+/* ======================================================================
+ * 7d. the defaults chain, table-driven
+ * ==================================================================== */
+/* Resolves one cluster (YAML) with templates (a YAML stream) offline, the
+ * way render does; returns the tree's rc and leaves the context in *r. */
+static int t_resolve(const char *cluster, const char *templates, struct mgop_rctx *r) {
+  static char scratch[256 * 1024], text[64 * 1024];
+  struct mgop_buf sb;
+  int n;
+  mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
+  mgop_nmanifests = 0;
+  mgop_manifest_used = 0;
+  mgop_render_ns = "default";
+  n = snprintf(text, sizeof(text), "%s\n---\n%s\n", cluster, templates ? templates : "");
+  mgop_buf_init(&sb, scratch, sizeof(scratch));
+  if (mgop_yaml_to_json_docs(text, (size_t)n, &sb, mgop_collect_manifest, (void *)"test")) {
+    fprintf(stderr, "    t_resolve: %s\n", mgop_errmsg());
+    return -100;
+  }
+  memset(r, 0, sizeof(*r));
+  r->render = 1;
+  r->arena = &mgop_arena;
+  r->ns = "default";
+  r->manifests = mgop_manifests;
+  r->nmanifests = mgop_nmanifests;
+  for (int i = 0; i < mgop_nmanifests; i++)
+    if (mgop_manifests[i].kind == K_CLUSTER) {
+      r->name = mgop_manifests[i].name;
+      if (mgop_parse_arena(r->arena, mgop_manifests[i].json, mgop_manifests[i].len, &r->root)) return -101;
+    }
+  if (!r->name) return -102;
+  r->spec = mgop_json_key(&r->root, 0, "spec");
+  return mgop_reconcile_tree(r);
+}
+
+/* The value at path in the first desired object of kind whose name has
+ * name_part, as JSON text ("" when absent). */
+static const char *t_desired_value(struct mgop_rctx *r, const char *kind, const char *name_part, const char *path) {
+  static char out[2048];
+  static jsmntok_t tok[8192];
+  out[0] = 0;
+  for (int i = 0; i < r->ndesired; i++) {
+    struct mgop_json j;
+    int t;
+    if (strcmp(mgop_kinds[r->desired[i].kind].kind, kind) || !strstr(r->desired[i].name, name_part)) continue;
+    if (mgop_json_parse(&j, r->desired[i].json, r->desired[i].len, tok, 8192)) return "(unparsable)";
+    t = mgop_json_path(&j, 0, path);
+    if (t >= 0) snprintf(out, sizeof(out), "%.*s", j.tok[t].end - j.tok[t].start, j.js + j.tok[t].start);
+    return out;
+  }
+  return "(no such object)";
+}
+
+#define T_CLUSTER "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: c}\n"
+#define T_CELL(name, n) "apiVersion: multigres.com/v1alpha1\nkind: CellTemplate\nmetadata: {name: " name "}\n" \
+  "spec: {multigateway: {replicas: " #n ", resources: {requests: {cpu: 7m}}}}\n---\n"
+#define T_CORE(name, n) "apiVersion: multigres.com/v1alpha1\nkind: CoreTemplate\nmetadata: {name: " name "}\n" \
+  "spec: {globalTopoServer: {etcd: {replicas: " #n "}}, multiadmin: {replicas: " #n "}}\n---\n"
+#define T_SHARD(name, n) "apiVersion: multigres.com/v1alpha1\nkind: ShardTemplate\nmetadata: {name: " name "}\n" \
+  "spec: {multiorch: {replicas: " #n "}, pools: {main: {type: readWrite, replicasPerCell: " #n \
+  ", cells: [a], storage: {size: " #n "Gi}}}}\n---\n"
+#define T_SHARDS(extra) "  databases:\n  - name: postgres\n    default: true\n    tablegroups:\n    - name: default\n" \
+  "      default: true\n      shards:\n      - name: 0-inf\n" extra
+
+/* Every level of the 4-level chain, for every component, every overrides
+ * merge rule as the resolver applies it, and the errors. */
+static void test_resolver_chain(void) {
+  static const struct {
+    const char *what, *cluster, *templates, *kind, *name_part, *path, *want;
+  } cases[] = {
+      /* cells: multigateway */
+      {"cell: built-in", T_CLUSTER "spec: {cells: [{name: a, zone: z}]}", NULL,
+       "Deployment", "multigateway", "spec.replicas", "1"},
+      {"cell: namespace default template", T_CLUSTER "spec: {cells: [{name: a, zone: z}]}", T_CELL("default", 2),
+       "Deployment", "multigateway", "spec.replicas", "2"},
+      {"cell: templateDefaults beats default", T_CLUSTER "spec: {templateDefaults: {cellTemplate: t}, cells: [{name: a, zone: z}]}",
+       T_CELL("default", 2) T_CELL("t", 3), "Deployment", "multigateway", "spec.replicas", "3"},
+      {"cell: explicit cellTemplate beats templateDefaults",
+       T_CLUSTER "spec: {templateDefaults: {cellTemplate: t}, cells: [{name: a, zone: z, cellTemplate: u}]}",
+       T_CELL("default", 2) T_CELL("t", 3) T_CELL("u", 4), "Deployment", "multigateway", "spec.replicas", "4"},
+      {"cell: inline spec beats every template",
+       T_CLUSTER "spec: {templateDefaults: {cellTemplate: t}, cells: [{name: a, zone: z, spec: {multigateway: {replicas: 5}}}]}",
+       T_CELL("default", 2) T_CELL("t", 3), "Deployment", "multigateway", "spec.replicas", "5"},
+      {"cell: overrides replace a scalar of the template",
+       T_CLUSTER "spec: {cells: [{name: a, zone: z, cellTemplate: t, overrides: {multigateway: {replicas: 6}}}]}",
+       T_CELL("t", 3), "Deployment", "multigateway", "spec.replicas", "6"},
+      {"cell: overrides merge maps (template's resources kept)",
+       T_CLUSTER "spec: {cells: [{name: a, zone: z, cellTemplate: t, overrides: {multigateway: {replicas: 6}}}]}",
+       T_CELL("t", 3), "Deployment", "multigateway", "spec.template.spec.containers[0].resources.requests.cpu", "7m"},
+      {"cell: overrides merge nested maps (both sides kept)",
+       T_CLUSTER "spec: {cells: [{name: a, zone: z, cellTemplate: t, overrides: {multigateway: {resources: {limits: {memory: 9Mi}}}}}]}",
+       T_CELL("t", 3), "Deployment", "multigateway", "spec.template.spec.containers[0].resources",
+       "{\"requests\":{\"cpu\":\"7m\"},\"limits\":{\"memory\":\"9Mi\"}}"},
+      /* core: global etcd and multiadmin */
+      {"core: built-in etcd", T_CLUSTER "spec: {cells: [{name: a, zone: z}]}", NULL,
+       "StatefulSet", "global-topo", "spec.replicas", "3"},
+      {"core: namespace default template", T_CLUSTER "spec: {cells: [{name: a, zone: z}]}", T_CORE("default", 5),
+       "StatefulSet", "global-topo", "spec.replicas", "5"},
+      {"core: templateDefaults beats default",
+       T_CLUSTER "spec: {templateDefaults: {coreTemplate: t}, cells: [{name: a, zone: z}]}", T_CORE("default", 5) T_CORE("t", 1),
+       "StatefulSet", "global-topo", "spec.replicas", "1"},
+      {"core: templateRef beats templateDefaults",
+       T_CLUSTER "spec: {templateDefaults: {coreTemplate: t}, globalTopoServer: {templateRef: u}, cells: [{name: a, zone: z}]}",
+       T_CORE("t", 1) T_CORE("u", 7), "StatefulSet", "global-topo", "spec.replicas", "7"},
+      {"core: inline etcd beats templates",
+       T_CLUSTER "spec: {templateDefaults: {coreTemplate: t}, globalTopoServer: {etcd: {replicas: 9}}, cells: [{name: a, zone: z}]}",
+       T_CORE("t", 1), "StatefulSet", "global-topo", "spec.replicas", "9"},
+      {"core: inline etcd keeps built-in defaults for the rest",
+       T_CLUSTER "spec: {globalTopoServer: {etcd: {replicas: 1}}, cells: [{name: a, zone: z}]}", NULL,
+       "StatefulSet", "global-topo", "spec.volumeClaimTemplates[0].spec.resources.requests.storage", "1Gi"},
+      {"multiadmin: template", T_CLUSTER "spec: {templateDefaults: {coreTemplate: t}, cells: [{name: a, zone: z}]}",
+       T_CORE("t", 2), "Deployment", "multiadmin", "spec.replicas", "2"},
+      {"multiadmin: inline beats template",
+       T_CLUSTER "spec: {templateDefaults: {coreTemplate: t}, multiadmin: {spec: {replicas: 4}}, cells: [{name: a, zone: z}]}",
+       T_CORE("t", 2), "Deployment", "multiadmin", "spec.replicas", "4"},
+      /* shards: multiorch and pools */
+      {"shard: namespace default template", T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n" T_SHARDS(""),
+       T_SHARD("default", 2), "StatefulSet", "pool-main", "spec.replicas", "2"},
+      {"shard: templateDefaults beats default",
+       T_CLUSTER "spec:\n  templateDefaults: {shardTemplate: t}\n  cells: [{name: a, zone: z}]\n" T_SHARDS(""),
+       T_SHARD("default", 2) T_SHARD("t", 3), "StatefulSet", "pool-main", "spec.replicas", "3"},
+      {"shard: explicit shardTemplate beats templateDefaults",
+       T_CLUSTER "spec:\n  templateDefaults: {shardTemplate: t}\n  cells: [{name: a, zone: z}]\n" T_SHARDS("        shardTemplate: u\n"),
+       T_SHARD("t", 3) T_SHARD("u", 4), "StatefulSet", "pool-main", "spec.replicas", "4"},
+      {"shard: overrides merge into a pool (scalar replaced)",
+       T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n" T_SHARDS("        shardTemplate: u\n        overrides: {pools: {main: {replicasPerCell: 1}}}\n"),
+       T_SHARD("u", 4), "StatefulSet", "pool-main", "spec.replicas", "1"},
+      {"shard: overrides keep the template's other pool fields",
+       T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n" T_SHARDS("        shardTemplate: u\n        overrides: {pools: {main: {replicasPerCell: 1}}}\n"),
+       T_SHARD("u", 4), "StatefulSet", "pool-main", "spec.volumeClaimTemplates[0].spec.resources.requests.storage", "4Gi"},
+      {"shard: overrides replace lists whole (pool cells)",
+       T_CLUSTER "spec:\n  cells: [{name: a, zone: z}, {name: b, zone: y}]\n"
+       T_SHARDS("        shardTemplate: u\n        overrides: {pools: {main: {cells: [b]}}}\n"),
+       T_SHARD("u", 4), "StatefulSet", "pool-main", "metadata.labels", "~\"multigres.com/cell\":\"b\""},
+      /* PVC policy: shard > table group > cluster > template > Retain, field by field */
+      {"pvc: built-in Retain", T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n" T_SHARDS(""), NULL,
+       "StatefulSet", "pool-defau", "spec.persistentVolumeClaimRetentionPolicy.whenDeleted", "Retain"},
+      {"pvc: the template when nothing else says",
+       T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n" T_SHARDS("        shardTemplate: p\n"),
+       "apiVersion: multigres.com/v1alpha1\nkind: ShardTemplate\nmetadata: {name: p}\n"
+       "spec: {pvcDeletionPolicy: {whenDeleted: Delete}, pools: {main: {cells: [a]}}}\n",
+       "StatefulSet", "pool-main", "spec.persistentVolumeClaimRetentionPolicy.whenDeleted", "Delete"},
+      {"pvc: the cluster ranks above the template",
+       T_CLUSTER "spec:\n  pvcDeletionPolicy: {whenDeleted: Retain}\n  cells: [{name: a, zone: z}]\n" T_SHARDS("        shardTemplate: p\n"),
+       "apiVersion: multigres.com/v1alpha1\nkind: ShardTemplate\nmetadata: {name: p}\n"
+       "spec: {pvcDeletionPolicy: {whenDeleted: Delete}, pools: {main: {cells: [a], pvcDeletionPolicy: {whenDeleted: Delete}}}}\n",
+       "StatefulSet", "pool-main", "spec.persistentVolumeClaimRetentionPolicy.whenDeleted", "Retain"},
+      {"pvc: the table group ranks above the cluster",
+       T_CLUSTER "spec:\n  pvcDeletionPolicy: {whenScaled: Retain}\n  cells: [{name: a, zone: z}]\n"
+       "  databases:\n  - name: postgres\n    default: true\n    tablegroups:\n    - name: default\n      default: true\n"
+       "      pvcDeletionPolicy: {whenScaled: Delete}\n      shards: [{name: 0-inf}]\n", NULL,
+       "StatefulSet", "pool-defau", "spec.persistentVolumeClaimRetentionPolicy.whenScaled", "Delete"},
+      {"pvc: shard overrides rank above the table group, field by field",
+       T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n"
+       "  databases:\n  - name: postgres\n    default: true\n    tablegroups:\n    - name: default\n      default: true\n"
+       "      pvcDeletionPolicy: {whenScaled: Delete, whenDeleted: Delete}\n"
+       "      shards: [{name: 0-inf, shardTemplate: p, overrides: {pvcDeletionPolicy: {whenScaled: Retain}}}]\n",
+       "apiVersion: multigres.com/v1alpha1\nkind: ShardTemplate\nmetadata: {name: p}\nspec: {pools: {main: {cells: [a]}}}\n",
+       "StatefulSet", "pool-main", "spec.persistentVolumeClaimRetentionPolicy",
+       "{\"whenDeleted\":\"Delete\",\"whenScaled\":\"Retain\"}"},
+      {"shard: multiorch from the template", T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n" T_SHARDS("        shardTemplate: u\n"),
+       T_SHARD("u", 2), "Deployment", "multiorch", "spec.replicas", "2"},
+  };
+  static struct mgop_rctx r;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int rc = t_resolve(cases[i].cluster, cases[i].templates, &r);
+    const char *got = rc ? "(error)" : t_desired_value(&r, cases[i].kind, cases[i].name_part, cases[i].path);
+    /* "~x": the value contains x */
+    int match = cases[i].want[0] == '~' ? strstr(got, cases[i].want + 1) != NULL : !strcmp(got, cases[i].want);
+    if (rc || !match)
+      fprintf(stderr, "    chain case \"%s\": rc %d (%s %s), got %s, want %s\n", cases[i].what, rc, r.stalled_reason,
+              r.stalled_msg, got, cases[i].want);
+    CHECK(rc == 0 && match);
+  }
+}
+
+/* The error cases: Stalled with a reason, and a message naming the field. */
+static void test_resolver_errors(void) {
+  static const struct { const char *what, *cluster, *templates, *reason, *field; } cases[] = {
+      {"missing cellTemplate", T_CLUSTER "spec: {cells: [{name: a, zone: z, cellTemplate: nope}]}", NULL,
+       "TemplateNotFound", "spec.cells[name=a].cellTemplate"},
+      {"missing templateDefaults.cellTemplate", T_CLUSTER "spec: {templateDefaults: {cellTemplate: nope}, cells: [{name: a, zone: z}]}",
+       NULL, "TemplateNotFound", "spec.templateDefaults.cellTemplate"},
+      {"missing globalTopoServer.templateRef",
+       T_CLUSTER "spec: {globalTopoServer: {templateRef: nope}, cells: [{name: a, zone: z}]}", NULL, "TemplateNotFound",
+       "spec.globalTopoServer.templateRef"},
+      {"missing templateDefaults.coreTemplate", T_CLUSTER "spec: {templateDefaults: {coreTemplate: nope}, cells: [{name: a, zone: z}]}",
+       NULL, "TemplateNotFound", "spec.templateDefaults.coreTemplate"},
+      {"missing shardTemplate", T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n" T_SHARDS("        shardTemplate: nope\n"), NULL,
+       "TemplateNotFound", "shards[name=0-inf].shardTemplate"},
+      {"missing templateDefaults.shardTemplate",
+       T_CLUSTER "spec:\n  templateDefaults: {shardTemplate: nope}\n  cells: [{name: a, zone: z}]\n" T_SHARDS(""), NULL,
+       "TemplateNotFound", "spec.templateDefaults.shardTemplate"},
+      {"overrides not a mapping", T_CLUSTER "spec: {cells: [{name: a, zone: z, overrides: [1]}]}", NULL, "InvalidOverride",
+       "spec.cells[name=a].overrides"},
+      {"external etcd in a template", T_CLUSTER "spec: {globalTopoServer: {templateRef: t}, cells: [{name: a, zone: z}]}",
+       "apiVersion: multigres.com/v1alpha1\nkind: CoreTemplate\nmetadata: {name: t}\n"
+       "spec: {globalTopoServer: {external: {endpoints: [http://e:2379]}}}\n", "UnsupportedValue", "globalTopoServer.external"},
+      {"no cells", T_CLUSTER "spec: {cells: []}", NULL, "InvalidSpec", "spec.cells"},
+  };
+  static struct mgop_rctx r;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int rc = t_resolve(cases[i].cluster, cases[i].templates, &r);
+    int ok = rc != 0 && !strcmp(r.stalled_reason, cases[i].reason) && strstr(r.stalled_msg, cases[i].field);
+    if (!ok)
+      fprintf(stderr, "    error case \"%s\": rc %d, reason \"%s\", message \"%s\"\n", cases[i].what, rc, r.stalled_reason,
+              r.stalled_msg);
+    CHECK(ok);
   }
 }
 
@@ -1216,6 +1434,8 @@ static const struct t_case t_cases[] = {
     {"json_malformed", test_json_malformed},
     {"json_writer", test_json_writer},
     {"json_merge", test_json_merge},
+    {"resolver_chain", test_resolver_chain},
+    {"resolver_errors", test_resolver_errors},
     {"fnv", test_fnv},
     {"kubeconfig_inline_certs", test_kubeconfig_inline_certs},
     {"kubeconfig_files_token_context", test_kubeconfig_files_token_context},

@@ -23,6 +23,8 @@ Deployment/t1-multiadmin-web:MultigresCluster
 Deployment/t1-multiadmin:MultigresCluster
 Deployment/t1-postgres-default-0-inf-multiorch-zone-a-74080dad:Shard
 Deployment/t1-zone-a-multigateway-fd926989:Cell
+PodDisruptionBudget/t1-global-topo:TopoServer
+PodDisruptionBudget/t1-postgres-default-0-inf-pdb-6ba86c9c:Shard
 Secret/t1-postgres-default-0-inf-1056198a-postgres-password:Shard
 Service/t1-global-topo-headless:TopoServer
 Service/t1-global-topo:TopoServer
@@ -38,7 +40,7 @@ StatefulSet/t1-global-topo:TopoServer
 StatefulSet/t1-postgres-default-0-inf-pool-default-zo---96231a19:Shard
 TableGroup/t1-postgres-default-4b907a30:MultigresCluster
 TopoServer/t1-global-topo:MultigresCluster"
-have=$(kubectl get -n $ns toposervers,cells,tablegroups,shards,deploy,sts,svc,cm,secrets -l multigres.com/cluster=$c \
+have=$(kubectl get -n $ns toposervers,cells,tablegroups,shards,deploy,sts,svc,cm,secrets,pdb -l multigres.com/cluster=$c \
   -o jsonpath='{range .items[*]}{.kind}/{.metadata.name}:{.metadata.ownerReferences[0].kind}{"\n"}{end}' | sort)
 if [ "$have" != "$(echo "$expect" | sort)" ]; then
   diff <(echo "$expect" | sort) <(echo "$have") >&2 || true
@@ -76,27 +78,15 @@ done
 # render shows what the live reconcile applied (uids aside)
 cluster_manifest $ns $c >"$IT_LOGS/topo-cluster.yaml"
 "$OP_BIN" render -f "$IT_LOGS/topo-cluster.yaml" >"$IT_LOGS/topo-render.yaml" || fail "render failed"
-python3 - "$IT_LOGS/topo-render.yaml" "$ns" <<'PY' || fail "render differs from the live objects"
-import json, subprocess, sys
-docs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-assert docs, "render printed nothing"
-def subset(want, have, path):
-    if isinstance(want, dict):
-        assert isinstance(have, dict), path
-        for k, v in want.items():
-            if path.endswith("ownerReferences[]") and k == "uid": continue
-            if k == "multigres.com/spec-hash": continue   # hashes cover the owner uid
-            assert k in have, f"{path}.{k} missing live"
-            subset(v, have[k], f"{path}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(have, list) and len(want) == len(have), f"{path}: list length"
-        for i, (a, b) in enumerate(zip(want, have)): subset(a, b, path + "[]")
-    else:
-        assert want == have, f"{path}: render {want!r} != live {have!r}"
-for d in docs:
-    kind, name = d["kind"], d["metadata"]["name"]
-    live = json.loads(subprocess.check_output(["kubectl", "get", "-n", sys.argv[2], kind, name, "-o", "json"]))
-    subset(d, live, kind)
-print(f"render matches live for {len(docs)} objects", file=sys.stderr)
-PY
+wait_for 30 "render matches live" python3 "$ROOT/tests/integration/render_vs_live.py" "$IT_LOGS/topo-render.yaml" $ns ||
+  { python3 "$ROOT/tests/integration/render_vs_live.py" "$IT_LOGS/topo-render.yaml" $ns; fail "render differs from the live objects"; }
+
+# per-cell and per-database rollups
+[ "$(jget -n $ns mgc $c -o jsonpath='{.status.cells.zone-a.ready} {.status.cells.zone-a.gatewayReplicas} {.status.databases.postgres.readyShards}/{.status.databases.postgres.totalShards} {.status.multiadmin.available}')" = "true 1 1/1 True" ] ||
+  fail "per-cell/per-database rollups wrong: $(jget -n $ns mgc $c -o jsonpath='{.status}')"
+
+# Events (events.k8s.io/v1) for what the operator did
+evs=$(jget -n $ns events.events.k8s.io --field-selector regarding.name=$c -o jsonpath='{range .items[*]}{.type}/{.reason}/{.reportingController}{"\n"}{end}')
+grep -qx "Normal/Applied/multigres.com/multigres-operator" <<<"$evs" || fail "no Applied event: $evs"
+grep -qx "Normal/Converged/multigres.com/multigres-operator" <<<"$evs" || fail "no Converged event: $evs"
 operator_alive topo || fail "operator exited"
