@@ -19,6 +19,7 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <sys/random.h>
 
 #define MGOP_GROUP "multigres.com"
 #define MGOP_API_VERSION "multigres.com/v1alpha1"
@@ -146,6 +147,7 @@ struct mgop_rctx {
 };
 
 static struct mgop_kube *mgop_api_ptr; /* live mode API client            */
+static int mgop_may_write(void);       /* leader election (section 10)    */
 
 static void mgop_stall(struct mgop_rctx *r, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -640,6 +642,7 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
       r->skipped++;
       continue;
     }
+    if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not applying");
     mgop_item_path(d->kind, r->ns, d->name, path, sizeof(path));
     rc = mgop_kube_apply(mgop_api_ptr, path, d->json, d->len, &res, &status);
     if (rc) {
@@ -750,6 +753,7 @@ static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, st
   h = mgop_fnv1a64(MGOP_FNV64_INIT, b.p, b.len);
   if (h == f->status_hash) return MGOP_OK; /* idle costs no write */
   if (r->render) return MGOP_OK;
+  if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not writing status");
   mgop_item_path(kind, r->ns, name, path, sizeof(path));
   rc = mgop_kube_patch_status(mgop_api_ptr, path, b.p, b.len, &status);
   if (rc == MGOP_OK) {
@@ -828,7 +832,7 @@ static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const ch
   struct timespec now;
   struct tm tm;
   int status;
-  if (r->render) return;
+  if (r->render || !mgop_may_write()) return;
   clock_gettime(CLOCK_REALTIME, &now);
   gmtime_r(&now.tv_sec, &tm);
   snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
@@ -2302,6 +2306,7 @@ static int mgop_template_sync(const char *ns, const char *id) {
   struct mgop_json j;
   struct mgop_jw w;
   if (!t || strcmp(t->ns, ns)) return MGOP_OK; /* deleted since */
+  if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader: template upkeep waits");
   for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
     struct mgop_root_ref *r = &mgop_roots[i];
     if (!r->used || strcmp(r->ns, ns)) continue;
@@ -2499,7 +2504,187 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
 }
 
 /* ======================================================================
- * 10. The loop
+ * 10. Leader election
+ * A coordination.k8s.io/v1 Lease, as client-go's leaderelection does it:
+ * another holder's lease counts as expired only when its record has not
+ * changed for leaseDurationSeconds by our own clock (no clock-skew trust).
+ * Only the leader pops work, so only the leader writes; a leader that has
+ * not renewed within the renew deadline stops writing at once and exits.
+ * ==================================================================== */
+#define MGOP_LEASE_DURATION_S 15
+#define MGOP_LEASE_RENEW_DEADLINE_MS 10000
+#define MGOP_LEASE_RETRY_MS 2000
+
+static struct {
+  int enabled;
+  char ns[64], name[128], identity[128];
+  int leading;                 /* we hold the lease                        */
+  long long renewed_ms;        /* last successful acquire/renew (monotonic) */
+  long long next_ms;           /* next attempt                              */
+  char observed[300];          /* holder + renewTime as last seen           */
+  long long observed_ms;       /* when that record last changed             */
+  long long looked_ms;         /* our previous look at the record           */
+  long long expires_ms;        /* when another holder's lease runs out      */
+  int transitions;             /* leaseTransitions as last seen             */
+} mgop_lease;
+
+/* May this process write now? Always without leader election. */
+static int mgop_may_write(void) {
+  if (!mgop_lease.enabled) return 1;
+  return mgop_lease.leading && mgop_now_ms() - mgop_lease.renewed_ms < MGOP_LEASE_RENEW_DEADLINE_MS;
+}
+
+static void mgop_micro_time(char *out, size_t cap) {
+  struct timespec now;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &now);
+  gmtime_r(&now.tv_sec, &tm);
+  snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+           tm.tm_min, tm.tm_sec, now.tv_nsec / 1000);
+}
+
+/* The Lease body: holder (empty to release), with resourceVersion for an
+ * optimistic update, or without for a create. */
+static void mgop_lease_body(struct mgop_buf *b, const char *rv, const char *holder, int duration_s, const char *acquire,
+                            const char *renew, int transitions) {
+  struct mgop_jw w;
+  mgop_jw_init(&w, b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "coordination.k8s.io/v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "Lease");
+  mgop_jw_key(&w, "metadata"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "name"); mgop_jw_str(&w, mgop_lease.name);
+  mgop_jw_key(&w, "namespace"); mgop_jw_str(&w, mgop_lease.ns);
+  if (rv) { mgop_jw_key(&w, "resourceVersion"); mgop_jw_str(&w, rv); }
+  mgop_jw_obj_end(&w);
+  mgop_jw_key(&w, "spec"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "holderIdentity"); mgop_jw_str(&w, holder);
+  mgop_jw_key(&w, "leaseDurationSeconds"); mgop_jw_i64(&w, duration_s);
+  mgop_jw_key(&w, "acquireTime"); mgop_jw_str(&w, acquire);
+  mgop_jw_key(&w, "renewTime"); mgop_jw_str(&w, renew);
+  mgop_jw_key(&w, "leaseTransitions"); mgop_jw_i64(&w, transitions);
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+}
+
+/* One try to acquire or renew. Returns 1 when we hold the lease after it. */
+static int mgop_lease_try(void) {
+  static char resp[16 * 1024];
+  static jsmntok_t tok[512];
+  char path[400], body[2048], rv[32] = "", holder[128] = "", renew[64] = "", acquire[64] = "", now_s[96], seen[300];
+  struct mgop_buf out, b;
+  struct mgop_json j;
+  long long duration = MGOP_LEASE_DURATION_S, transitions = 0, now = mgop_now_ms();
+  int status = 0, rc;
+  snprintf(path, sizeof(path), "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", mgop_lease.ns, mgop_lease.name);
+  mgop_micro_time(now_s, sizeof(now_s));
+  mgop_buf_init(&out, resp, sizeof(resp));
+  rc = mgop_kube_request(mgop_api_ptr, "GET", path, NULL, NULL, 0, &out, &status);
+  if (rc) return 0;
+  if (status == 404) { /* nobody has it: create it, held by us */
+    char coll[400];
+    mgop_buf_init(&b, body, sizeof(body));
+    mgop_lease_body(&b, NULL, mgop_lease.identity, MGOP_LEASE_DURATION_S, now_s, now_s, 0);
+    snprintf(coll, sizeof(coll), "/apis/coordination.k8s.io/v1/namespaces/%s/leases", mgop_lease.ns);
+    mgop_buf_init(&out, resp, sizeof(resp));
+    rc = mgop_kube_request(mgop_api_ptr, "POST", coll, "application/json", b.p, b.len, &out, &status);
+    return !rc && status == 201;
+  }
+  if (status != 200 || out.overflow || mgop_json_parse(&j, out.p, out.len, tok, 512)) {
+    if (status == 403)
+      MGOP_LOG(MGOP_ERROR, ("leader election: forbidden to read Lease %s/%s; grant get/create/update on leases",
+                            mgop_lease.ns, mgop_lease.name));
+    return 0;
+  }
+  mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, sizeof(rv));
+  mgop_json_path_str(&j, 0, "spec.holderIdentity", holder, sizeof(holder));
+  mgop_json_path_str(&j, 0, "spec.renewTime", renew, sizeof(renew));
+  mgop_json_path_str(&j, 0, "spec.acquireTime", acquire, sizeof(acquire));
+  mgop_json_i64(&j, mgop_json_path(&j, 0, "spec.leaseDurationSeconds"), &duration);
+  mgop_json_i64(&j, mgop_json_path(&j, 0, "spec.leaseTransitions"), &transitions);
+  snprintf(seen, sizeof(seen), "%s@%s", holder, renew);
+  if (strcmp(seen, mgop_lease.observed)) {
+    /* the record moved: restart its clock from the earliest moment it can
+     * have moved, our previous look. That errs towards an earlier takeover
+     * by at most one retry period (2 s), still well after the old leader's
+     * renew deadline (10 s) has stopped its writes. */
+    snprintf(mgop_lease.observed, sizeof(mgop_lease.observed), "%s", seen);
+    mgop_lease.observed_ms = mgop_lease.looked_ms ? mgop_lease.looked_ms : now;
+  }
+  mgop_lease.looked_ms = now;
+  mgop_lease.expires_ms = mgop_lease.observed_ms + duration * 1000;
+  if (holder[0] && strcmp(holder, mgop_lease.identity) && now < mgop_lease.expires_ms)
+    return 0; /* held by someone else, and alive */
+  {
+    int ours = !strcmp(holder, mgop_lease.identity);
+    mgop_buf_init(&b, body, sizeof(body));
+    mgop_lease_body(&b, rv, mgop_lease.identity, MGOP_LEASE_DURATION_S, ours && acquire[0] ? acquire : now_s, now_s,
+                    (int)transitions + (ours ? 0 : 1));
+    mgop_buf_init(&out, resp, sizeof(resp));
+    rc = mgop_kube_request(mgop_api_ptr, "PUT", path, "application/json", b.p, b.len, &out, &status);
+    if (rc || status != 200) return 0; /* 409: someone else got there first */
+    if (!ours) MGOP_LOG(MGOP_INFO, ("leader election: took over Lease %s/%s from \"%s\"", mgop_lease.ns, mgop_lease.name,
+                                    holder));
+    mgop_lease.transitions = (int)transitions + (ours ? 0 : 1);
+    return 1;
+  }
+}
+
+/* Called from the loop: acquire or renew when due. Returns -1 when the
+ * lease was lost (the caller exits), else ms until the next call. */
+static long long mgop_lease_step(void) {
+  long long now = mgop_now_ms();
+  if (!mgop_lease.enabled) return 60000;
+  if (now < mgop_lease.next_ms) {
+    if (mgop_lease.leading && now - mgop_lease.renewed_ms >= MGOP_LEASE_RENEW_DEADLINE_MS) return -1;
+    return mgop_lease.next_ms - now;
+  }
+  if (mgop_lease_try()) {
+    if (!mgop_lease.leading) {
+      MGOP_LOG(MGOP_INFO, ("leader election: %s is the leader (Lease %s/%s)", mgop_lease.identity, mgop_lease.ns,
+                           mgop_lease.name));
+      for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) /* every known cluster gets a turn under the new leader */
+        if (mgop_roots[i].used) mgop_enqueue(mgop_roots[i].ns, mgop_roots[i].name, 0);
+    }
+    mgop_lease.leading = 1;
+    mgop_lease.renewed_ms = mgop_now_ms();
+  } else if (mgop_lease.leading && mgop_now_ms() - mgop_lease.renewed_ms >= MGOP_LEASE_RENEW_DEADLINE_MS) {
+    return -1;
+  }
+  mgop_lease.next_ms = mgop_now_ms() + MGOP_LEASE_RETRY_MS;
+  if (!mgop_lease.leading && mgop_lease.expires_ms > mgop_now_ms() && mgop_lease.expires_ms < mgop_lease.next_ms)
+    mgop_lease.next_ms = mgop_lease.expires_ms + 1; /* try the moment another holder's lease runs out */
+  return mgop_lease.next_ms - mgop_now_ms();
+}
+
+/* On a clean shutdown: hand the lease back so a standby takes over now,
+ * not after the lease duration (client-go's ReleaseOnCancel). */
+static void mgop_lease_release(void) {
+  static char resp[16 * 1024];
+  static jsmntok_t tok[512];
+  char path[400], body[2048], rv[32] = "", now_s[96];
+  struct mgop_buf out, b;
+  struct mgop_json j;
+  int status = 0;
+  if (!mgop_lease.enabled || !mgop_may_write()) return;
+  snprintf(path, sizeof(path), "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", mgop_lease.ns, mgop_lease.name);
+  mgop_buf_init(&out, resp, sizeof(resp));
+  if (mgop_kube_request(mgop_api_ptr, "GET", path, NULL, NULL, 0, &out, &status) || status != 200 ||
+      mgop_json_parse(&j, out.p, out.len, tok, 512))
+    return;
+  mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, sizeof(rv));
+  mgop_micro_time(now_s, sizeof(now_s));
+  mgop_buf_init(&b, body, sizeof(body));
+  mgop_lease_body(&b, rv, "", 1, now_s, now_s, mgop_lease.transitions);
+  mgop_buf_init(&out, resp, sizeof(resp));
+  if (mgop_kube_request(mgop_api_ptr, "PUT", path, "application/json", b.p, b.len, &out, &status) == MGOP_OK &&
+      status == 200)
+    MGOP_LOG(MGOP_INFO, ("leader election: released Lease %s/%s", mgop_lease.ns, mgop_lease.name));
+  mgop_lease.leading = 0;
+}
+
+/* ======================================================================
+ * 11. The loop
  * ==================================================================== */
 static volatile sig_atomic_t mgop_stop_signal;
 static void mgop_on_signal(int sig) { mgop_stop_signal = sig; }
@@ -2515,13 +2700,15 @@ struct mgop_options {
   const char *render_files[16];
   int nrender;
   const char *render_namespace; /* for manifests that name none */
+  int leader_elect;
+  const char *leader_election_namespace, *leader_election_id;
 };
 
 int mgop_run(const struct mgop_options *opt); /* also called by tests */
 int mgop_run(const struct mgop_options *opt) {
   struct sigaction sa;
   char path[384];
-  int rc;
+  int rc, exit_code = 0;
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = mgop_on_signal; /* no SA_RESTART: poll() must wake up */
   sigaction(SIGTERM, &sa, NULL);
@@ -2541,6 +2728,30 @@ int mgop_run(const struct mgop_options *opt) {
   MGOP_LOG(MGOP_INFO, ("multigres-op %s starting; API server %s://%s:%s (%s)", MGOP_VERSION, mgop_cfg.scheme,
                        mgop_cfg.host, mgop_cfg.port, mgop_cfg.source));
   srand((unsigned)(mgop_now_ms() ^ getpid()));
+  if (opt->leader_elect) {
+    char host[64] = "";
+    gethostname(host, sizeof(host) - 1);
+    mgop_lease.enabled = 1;
+    snprintf(mgop_lease.ns, sizeof(mgop_lease.ns), "%s",
+             opt->leader_election_namespace ? opt->leader_election_namespace
+             : mgop_cfg.namespace_[0]       ? mgop_cfg.namespace_
+                                            : "multigres-operator");
+    snprintf(mgop_lease.name, sizeof(mgop_lease.name), "%s",
+             opt->leader_election_id ? opt->leader_election_id : "multigres-operator.multigres.com");
+    { /* hostname_random, like client-go: two replicas must never share one */
+      unsigned char rnd[8] = {0};
+      char hex[17];
+      if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) { /* no getrandom: time, pid, address */
+        unsigned long long x = (unsigned long long)mgop_now_ms() * 1000003ull ^ (unsigned long long)getpid() << 32 ^
+                               (unsigned long long)(uintptr_t)&rnd;
+        memcpy(rnd, &x, sizeof(rnd));
+      }
+      for (int i = 0; i < 8; i++) snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+      snprintf(mgop_lease.identity, sizeof(mgop_lease.identity), "%s_%s", host[0] ? host : "multigres-op", hex);
+    }
+    MGOP_LOG(MGOP_INFO, ("leader election: %s waits for Lease %s/%s", mgop_lease.identity, mgop_lease.ns,
+                         mgop_lease.name));
+  }
   for (int i = 0; i < K_COUNT; i++) {
     int owned = mgop_kinds[i].role == MGOP_ROLE_CHILD || mgop_kinds[i].role == MGOP_ROLE_WORKLOAD;
     mgop_collection_path(i, opt->watch_namespace, path, sizeof(path));
@@ -2568,8 +2779,17 @@ int mgop_run(const struct mgop_options *opt) {
         owner[n++] = i;
       }
     }
-    /* reconcile what is due, one root per turn so watches stay fresh */
-    if (mgop_work_pop(mgop_now_ms(), &item) == MGOP_OK) {
+    due = mgop_lease_step();
+    if (due < 0) {
+      MGOP_LOG(MGOP_ERROR, ("leader election: Lease %s/%s not renewed for %d ms; stopping all writes and exiting",
+                            mgop_lease.ns, mgop_lease.name, MGOP_LEASE_RENEW_DEADLINE_MS));
+      exit_code = 1;
+      break;
+    }
+    if (due < wait) wait = due;
+    /* reconcile what is due, one root per turn so watches stay fresh; only
+     * the leader takes work (the others keep watching, ready to take over) */
+    if (mgop_may_write() && mgop_work_pop(mgop_now_ms(), &item) == MGOP_OK) {
       rc = strcmp(item.kind, "MultigresCluster") ? mgop_template_sync(item.ns, item.name)
                                                  : mgop_reconcile(item.ns, item.name);
       if (rc) {
@@ -2593,15 +2813,18 @@ int mgop_run(const struct mgop_options *opt) {
       if (pfd[p].revents || mgop_watch_wake_ms(w, now) == 0) mgop_watch_step(w, now);
     }
   }
-  MGOP_LOG(MGOP_INFO, ("shutting down on signal %d", (int)mgop_stop_signal));
+  if (mgop_stop_signal) {
+    MGOP_LOG(MGOP_INFO, ("shutting down on signal %d", (int)mgop_stop_signal));
+    mgop_lease_release();
+  }
   mgop_arena_reset(&mgop_arena);
   for (int i = 0; i < K_COUNT; i++) mgop_watch_close(&mgop_watches[i]);
   mgop_kube_free(&mgop_api);
-  return 0;
+  return exit_code;
 }
 
 /* ======================================================================
- * 11. render
+ * 12. render
  * ==================================================================== */
 static struct mgop_manifest mgop_manifests[MGOP_MANIFESTS_MAX];
 static int mgop_nmanifests;
@@ -2754,7 +2977,7 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
 }
 
 /* ======================================================================
- * 12. Flags and main
+ * 13. Flags and main
  * ==================================================================== */
 #define MGOP_RENDER_USAGE "multigres-op render [-n NAMESPACE] -f FILE|DIR [-f FILE|DIR...]"
 static const char mgop_usage[] =
@@ -2766,15 +2989,28 @@ static const char mgop_usage[] =
     "would create for the MultigresClusters (and templates) in FILEs, offline;\n"
     "-n sets the namespace of manifests that name none (default: default).\n"
     "\n"
-    "Flags:\n"
+    "Flags (--flag=value or --flag value; booleans as --flag or --flag=false):\n"
     "  --kubeconfig PATH        kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)\n"
     "  --context NAME           kubeconfig context (default: current-context)\n"
     "  --namespace NS           watch only this namespace (default: all namespaces)\n"
-    "  --zap-log-level LEVEL    debug, info, warn or error (default: info)\n"
-    "  --zap-encoder ENC        json or console (default: json)\n"
-    "  --zap-devel              development logging: console encoder, debug level\n"
+    "  --leader-elect           elect one active replica through a Lease (default: false)\n"
+    "  --leader-election-namespace NS  namespace of the Lease (default: the operator's own)\n"
+    "  --leader-election-id NAME       name of the Lease (default: multigres-operator.multigres.com)\n"
+    "  --zap-devel              development mode: console encoder, debug level (default: true)\n"
+    "  --zap-log-level LEVEL    debug, info, warn, error, or 0 (debug), 1 (info), 2 (error);\n"
+    "                           default: debug with --zap-devel, else info\n"
+    "  --zap-encoder ENC        console or json (default: console with --zap-devel, else json)\n"
+    "  --zap-stacktrace-level LEVEL  accepted for compatibility; a C binary has no stack traces\n"
     "  --version                print the version and exit\n"
     "  -h, --help               print this help and exit\n";
+
+/* Every flag the operator accepts; anything else is an error. */
+struct mgop_flag { const char *name; int is_bool; };
+static const struct mgop_flag mgop_flags[] = {
+    {"kubeconfig", 0},    {"context", 0},       {"namespace", 0},     {"leader-elect", 1},
+    {"leader-election-namespace", 0},           {"leader-election-id", 0},
+    {"zap-devel", 1},     {"zap-log-level", 0}, {"zap-encoder", 0},   {"zap-stacktrace-level", 0},
+};
 
 /* Accepts --flag=value and --flag value. Returns 0, or 2 with a message. */
 int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now);
@@ -2812,67 +3048,82 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
     }
     return 0;
   }
-  for (int i = first; i < argc; i++) {
-    const char *a = argv[i], *val = NULL, *eq;
-    char name[64];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      fputs(mgop_usage, stdout);
-      *exit_now = 1;
-      return 0;
-    }
-    if (strncmp(a, "--", 2) != 0) {
-      fprintf(stderr, "multigres-op: unexpected argument \"%s\"; flags start with --, see --help\n", a);
-      return 2;
-    }
-    eq = strchr(a, '=');
-    snprintf(name, sizeof(name), "%.*s", (int)(eq ? (size_t)(eq - a) : strlen(a)), a);
-    if (!strcmp(name, "--version")) {
-      printf("multigres-op %s\n", MGOP_VERSION);
-      *exit_now = 1;
-      return 0;
-    }
-    if (!strcmp(name, "--zap-devel")) {
-      if (eq && strcmp(eq + 1, "true") && strcmp(eq + 1, "false")) {
-        fprintf(stderr, "multigres-op: --zap-devel takes true or false, not \"%s\"\n", eq + 1);
+  {
+    int devel = 1, level = 0, level_set = 0, json = -1; /* seed 003: --zap-devel defaults to true */
+    for (int i = first; i < argc; i++) {
+      const char *a = argv[i], *val = NULL, *eq;
+      char name[64];
+      const struct mgop_flag *f = NULL;
+      if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        fputs(mgop_usage, stdout);
+        *exit_now = 1;
+        return 0;
+      }
+      if (strncmp(a, "--", 2) != 0) {
+        fprintf(stderr, "multigres-op: unexpected argument \"%s\"; flags start with --, see --help\n", a);
         return 2;
       }
-      if (!eq || !strcmp(eq + 1, "true")) {
-        mgop_log_json = 0;
-        mgop_log_level = MGOP_DEBUG;
+      eq = strchr(a, '=');
+      snprintf(name, sizeof(name), "%.*s", (int)(eq ? (size_t)(eq - a) : strlen(a)), a);
+      if (!strcmp(name, "--version")) {
+        printf("multigres-op %s\n", MGOP_VERSION);
+        *exit_now = 1;
+        return 0;
       }
-      continue;
-    }
-    if (strcmp(name, "--kubeconfig") && strcmp(name, "--context") && strcmp(name, "--namespace") &&
-        strcmp(name, "--zap-log-level") && strcmp(name, "--zap-encoder")) {
-      fprintf(stderr, "multigres-op: unknown flag \"%s\"; see --help for the supported flags\n", name);
-      return 2;
-    }
-    if (eq) val = eq + 1;
-    else if (i + 1 < argc) val = argv[++i];
-    else {
-      fprintf(stderr, "multigres-op: flag %s needs a value\n", name);
-      return 2;
-    }
-    if (!strcmp(name, "--kubeconfig")) opt->kubeconfig = val;
-    else if (!strcmp(name, "--context")) opt->context = val;
-    else if (!strcmp(name, "--namespace")) opt->watch_namespace = val;
-    else if (!strcmp(name, "--zap-log-level")) {
-      if (!strcmp(val, "debug")) mgop_log_level = MGOP_DEBUG;
-      else if (!strcmp(val, "info")) mgop_log_level = MGOP_INFO;
-      else if (!strcmp(val, "warn")) mgop_log_level = MGOP_WARN;
-      else if (!strcmp(val, "error")) mgop_log_level = MGOP_ERROR;
+      for (size_t k = 0; k < sizeof(mgop_flags) / sizeof(mgop_flags[0]); k++)
+        if (!strcmp(name + 2, mgop_flags[k].name)) f = &mgop_flags[k];
+      if (!f) {
+        fprintf(stderr, "multigres-op: unknown flag \"%s\"; see --help for the supported flags\n", name);
+        return 2;
+      }
+      if (f->is_bool) { /* --flag, --flag=true, --flag=false (as Go's flag package) */
+        int on;
+        if (!eq || !strcmp(eq + 1, "true")) on = 1;
+        else if (!strcmp(eq + 1, "false")) on = 0;
+        else {
+          fprintf(stderr, "multigres-op: %s takes true or false, not \"%s\"\n", name, eq + 1);
+          return 2;
+        }
+        if (!strcmp(f->name, "zap-devel")) devel = on;
+        else if (!strcmp(f->name, "leader-elect")) opt->leader_elect = on;
+        continue;
+      }
+      if (eq) val = eq + 1;
+      else if (i + 1 < argc) val = argv[++i];
       else {
-        fprintf(stderr, "multigres-op: --zap-log-level must be debug, info, warn or error, not \"%s\"\n", val);
+        fprintf(stderr, "multigres-op: flag %s needs a value\n", name);
         return 2;
       }
-    } else if (!strcmp(name, "--zap-encoder")) {
-      if (!strcmp(val, "json")) mgop_log_json = 1;
-      else if (!strcmp(val, "console")) mgop_log_json = 0;
-      else {
-        fprintf(stderr, "multigres-op: --zap-encoder must be json or console, not \"%s\"\n", val);
-        return 2;
+      if (!strcmp(f->name, "kubeconfig")) opt->kubeconfig = val;
+      else if (!strcmp(f->name, "context")) opt->context = val;
+      else if (!strcmp(f->name, "namespace")) opt->watch_namespace = val;
+      else if (!strcmp(f->name, "leader-election-namespace")) opt->leader_election_namespace = val;
+      else if (!strcmp(f->name, "leader-election-id")) opt->leader_election_id = val;
+      else if (!strcmp(f->name, "zap-log-level") || !strcmp(f->name, "zap-stacktrace-level")) {
+        /* names, or the integers of seed 003: 0 debug, 1 info, 2 error */
+        int l, known = 1;
+        if (!strcmp(val, "debug") || !strcmp(val, "0")) l = MGOP_DEBUG;
+        else if (!strcmp(val, "info") || !strcmp(val, "1")) l = MGOP_INFO;
+        else if (!strcmp(val, "warn")) l = MGOP_WARN;
+        else if (!strcmp(val, "error") || !strcmp(val, "2") || !strcmp(val, "panic")) l = MGOP_ERROR;
+        else l = MGOP_INFO, known = 0;
+        if (!known) {
+          fprintf(stderr, "multigres-op: %s must be debug, info, warn, error, panic, 0, 1 or 2, not \"%s\"\n", name, val);
+          return 2;
+        }
+        if (!strcmp(f->name, "zap-log-level")) level = l, level_set = 1;
+      } else if (!strcmp(f->name, "zap-encoder")) {
+        if (!strcmp(val, "json")) json = 1;
+        else if (!strcmp(val, "console")) json = 0;
+        else {
+          fprintf(stderr, "multigres-op: --zap-encoder must be json or console, not \"%s\"\n", val);
+          return 2;
+        }
       }
     }
+    /* the mode sets the defaults; explicit flags win, in any order */
+    mgop_log_level = level_set ? level : devel ? MGOP_DEBUG : MGOP_INFO;
+    mgop_log_json = json >= 0 ? json : !devel;
   }
   return 0;
 }

@@ -24,18 +24,32 @@ kubectl apply --server-side -f "$ROOT/crds.yaml"
 kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 
 say "Running the operator (log: $LOG)"
-"$ROOT/multigres-op" --kubeconfig "$KUBECONFIG" 2>"$LOG" &
+"$ROOT/multigres-op" --kubeconfig "$KUBECONFIG" --zap-devel=false 2>"$LOG" &
 OP_PID=$!
 sleep 1
 
 say "Applying config/samples/minimal.yaml"
 kubectl apply -f "$ROOT/config/samples/minimal.yaml"
-for _ in $(seq 100); do grep -q '"type":"ADDED"' "$LOG" && break; sleep 0.1; done
 
-say "What the API server holds"
-kubectl get multigresclusters -A
-say "What the operator saw (one JSON line per watch event)"
-cat "$LOG"
+say "Waiting for the cluster to converge (kubectl wait --for=condition=Ready)"
+start=$(date +%s)
+if ! kubectl wait --for=condition=Ready multigrescluster/minimal --timeout=180s; then
+  kubectl get multigrescluster minimal -o jsonpath='{.status.conditions}'; echo
+  tail -20 "$LOG"
+  echo "the sample did not converge" >&2
+  exit 1
+fi
+say "Ready after $(( $(date +%s) - start ))s"
+
+say "The cluster and its children"
+kubectl get multigresclusters,toposervers,cells,tablegroups,shards
+say "The workloads (kwok runs the pods on fake nodes)"
+kubectl get statefulsets,deployments,services,poddisruptionbudgets,pvc -l multigres.com/cluster=minimal
+say "Events the operator recorded"
+kubectl get events.events.k8s.io --field-selector regarding.name=minimal \
+  -o custom-columns=TYPE:.type,REASON:.reason,NOTE:.note
+say "Operator log (last lines; one JSON object per line)"
+tail -n 15 "$LOG"
 
 if [ "${KEEP:-0}" = 1 ]; then
   trap - EXIT

@@ -1417,6 +1417,25 @@ static void test_flags(void) {
   CHECK(mgop_parse_flags(2, unknown, &opt, &exit_now) == 2);
   CHECK(mgop_parse_flags(2, badlevel, &opt, &exit_now) == 2);
   CHECK(mgop_parse_flags(2, noval, &opt, &exit_now) == 2);
+  { /* zap modes (seed 003): devel by default; explicit flags win in any order */
+    char *none[] = {"x", NULL};
+    char *prod[] = {"x", "--zap-devel=false", NULL};
+    char *level_first[] = {"x", "--zap-log-level=error", "--zap-devel", NULL};
+    char *ints[] = {"x", "--zap-devel=false", "--zap-log-level", "0", "--zap-encoder=console", NULL};
+    char *badbool[] = {"x", "--leader-elect=yes", NULL};
+    char *leader[] = {"x", "--leader-elect", "--leader-election-namespace=ops", "--leader-election-id", "l", NULL};
+    int saved_json = mgop_log_json;
+    CHECK(mgop_parse_flags(1, none, &opt, &exit_now) == 0 && mgop_log_level == MGOP_DEBUG && mgop_log_json == 0);
+    CHECK(mgop_parse_flags(2, prod, &opt, &exit_now) == 0 && mgop_log_level == MGOP_INFO && mgop_log_json == 1);
+    CHECK(mgop_parse_flags(3, level_first, &opt, &exit_now) == 0 && mgop_log_level == MGOP_ERROR && mgop_log_json == 0);
+    CHECK(mgop_parse_flags(5, ints, &opt, &exit_now) == 0 && mgop_log_level == MGOP_DEBUG && mgop_log_json == 0);
+    CHECK(mgop_parse_flags(2, badbool, &opt, &exit_now) == 2);
+    CHECK(mgop_parse_flags(5, leader, &opt, &exit_now) == 0 && opt.leader_elect == 1);
+    CHECK_STR(opt.leader_election_namespace, "ops");
+    CHECK_STR(opt.leader_election_id, "l");
+    mgop_log_level = saved_level;
+    mgop_log_json = saved_json;
+  }
 }
 
 /* ======================================================================
