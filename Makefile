@@ -2,6 +2,7 @@
 #
 #   make                 ./multigres-op, dynamic glibc build for development
 #   make static          build/static/multigres-op: musl-gcc -static, shipped binary
+#   make image           the FROM scratch image (docker; without an engine, its files in a chroot)
 #   make test            unit tests, symbol check, then integration tests (real control plane)
 #   make test-unit       unit tests alone (ends "N passed, N failed")
 #   make test-integration  integration tests against the real local control plane
@@ -10,14 +11,17 @@
 #   make clang           warning-clean build and unit tests with clang
 #   make fuzz            every fuzz target for FUZZ_SECONDS each (libFuzzer)
 #   make check-symbols   no unprefixed global symbol in our object
-#   make generate        regenerate crds.yaml and install.yaml; check-generated fails on drift
+#   make generate        regenerate crds.yaml and the install manifests; check-generated fails on drift
 #   make demo            local control plane + CRDs + operator + sample cluster
+#   make bench           figures to compare across commits (BENCH_CLUSTERS=10 clusters)
+#   make tools           test tools from Go modules (metrics-lint)
 #   make cp-up / cp-down the local control plane alone
 #
 # Third-party libraries (mbedTLS 2.28.3, libyaml 0.2.5, jsmn 1.1.0) are built
 # from Debian's source packages by scripts/deps.sh into $(MGOP_CACHE)/deps.
 
 MGOP_CACHE ?= $(HOME)/.cache/multigres-op
+BENCH_CLUSTERS ?= 10
 export MGOP_CACHE
 CC ?= gcc
 BASE_VERSION := 0.1.0
@@ -49,12 +53,12 @@ GLIBC_CFLAGS = $(DEPS_glibc_CFLAGS)
 GLIBC_LIBS = $(DEPS_glibc_LIBS)
 
 .PHONY: all static test test-unit test-integration asan valgrind clang fuzz check-symbols demo \
-        cp-up cp-down clean help image generate check-generated
+        cp-up cp-down clean help image generate check-generated tools bench
 
 all: multigres-op
 
 help:
-	@sed -n '3,18p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
 
 multigres-op: $(SRC) $(BUILD)/deps-glibc.mk
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(GLIBC_CFLAGS) multigres-op.c -o $@ $(GLIBC_LIBS)
@@ -67,6 +71,14 @@ $(BUILD)/static/multigres-op: $(SRC) $(BUILD)/deps-musl.mk
 
 static: $(BUILD)/static/multigres-op
 	scripts/static-check.sh $<
+
+# The image: Dockerfile (FROM scratch). Tagged with BASE_VERSION, the tag the
+# install manifests deploy (a "+gitrev" is not allowed in an image tag).
+IMAGE ?= multigres-op:$(BASE_VERSION)
+image: static
+	@$(BUILD)/static/multigres-op --version | grep -q '^multigres-op $(BASE_VERSION)' || \
+	  { echo "image: the binary's version is not $(BASE_VERSION)"; exit 1; }
+	scripts/image.sh $(IMAGE)
 
 # --- tests ------------------------------------------------------------------------
 $(BUILD)/unit: tests/unit.c $(SRC) $(BUILD)/deps-glibc.mk
@@ -121,18 +133,28 @@ fuzz: $(FUZZERS)
 	  grep -E '^(#[0-9]+.*DONE|Done)' $(BUILD)/fuzz/$$n.log | tail -1; \
 	done
 
-test-integration: multigres-op
+test-integration: multigres-op tools
 	tests/integration/run.sh
 
-# --- generated files: crds.yaml from its generator, install.yaml from crds.yaml -----
+# figures to compare across commits (bench/run.sh: convergence time, API requests, RSS, latency)
+bench: multigres-op
+	bench/run.sh $(BENCH_CLUSTERS)
+
+# test tools from Go modules (metrics-lint: the /metrics checker), cached in $(MGOP_CACHE)
+tools:
+	scripts/tools.sh
+
+# --- generated files: crds.yaml from its generator; install.yaml, install-certmanager.yaml,
+# install-observability.yaml and k3s/multigres-operator.yaml from the kustomize tree
+# under config/ (scripts/gen-install.sh, with the control plane's pinned kubectl) ---
 generate:
 	python3 config/crd/gen-crds.py > crds.yaml
-	cat config/install-header.yaml crds.yaml > install.yaml
+	scripts/gen-install.sh generate $(BASE_VERSION)
 
 check-generated:
 	@python3 config/crd/gen-crds.py | cmp -s - crds.yaml || { echo "crds.yaml drifted from config/crd/gen-crds.py: run make generate"; exit 1; }
-	@cat config/install-header.yaml crds.yaml | cmp -s - install.yaml || { echo "install.yaml drifted: run make generate"; exit 1; }
-	@echo "check-generated: crds.yaml and install.yaml match their sources"
+	@scripts/gen-install.sh check $(BASE_VERSION)
+	@echo "check-generated: crds.yaml and the install manifests match their sources"
 
 test: test-unit check-symbols check-generated test-integration
 

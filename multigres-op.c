@@ -109,6 +109,7 @@ struct mgop_manifest { int kind; char ns[64]; char name[254]; char *json; size_t
 
 struct mgop_rctx {
   int render;                 /* 1: offline, no API calls             */
+  int live_templates;         /* render, but templates from the API   */
   const char *ns, *name;
   char uid[40];
   long long generation;
@@ -176,7 +177,7 @@ static int mgop_parse_arena(struct mgop_arena *a, const char *js, size_t n, stru
 /* Fetches a template's JSON (live: GET; render: from the files given).
  * Returns MGOP_ERR_NOTFOUND when it does not exist. */
 static int mgop_fetch_uncached(struct mgop_rctx *r, int kind, const char *name, struct mgop_json *out) {
-  if (r->render) {
+  if (r->render && !r->live_templates) {
     for (int i = 0; i < r->nmanifests; i++) {
       struct mgop_manifest *m = &r->manifests[i];
       if (m->kind == kind && !strcmp(m->name, name) && !strcmp(m->ns, r->ns))
@@ -688,6 +689,118 @@ static const char *mgop_uid_of(struct mgop_rctx *r, int kind, const char *name) 
   if (r->render) return "00000000-0000-0000-0000-000000000000";
   f = mgop_fp_find(mgop_fp_key(mgop_kinds[kind].kind, r->ns, name));
   return f && f->uid[0] ? f->uid : NULL;
+}
+
+/* Metric series and counters, written by the status code; exposed by
+ * section 11. */
+#define MGOP_SERIES_MAX 2048
+struct mgop_series {
+  uint64_t owner;            /* root key of the cluster; 0: free      */
+  const char *family;        /* a name from mgop_families              */
+  char labels[224];          /* rendered: a="x",b="y"                 */
+  double value;
+};
+static struct mgop_series mgop_series[MGOP_SERIES_MAX];
+static unsigned long long mgop_series_full; /* sets that found no free row */
+
+enum { MGOP_C_CLUSTER, MGOP_C_TEMPLATE, MGOP_C_COUNT }; /* our "controllers": the two kinds of work */
+static const char *const mgop_controller_names[MGOP_C_COUNT] = {"multigrescluster", "template"};
+static const double mgop_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+#define MGOP_NBUCKETS ((int)(sizeof(mgop_buckets) / sizeof(mgop_buckets[0])))
+struct mgop_histogram { unsigned long long bucket[MGOP_NBUCKETS], count; double sum; };
+static struct {
+  unsigned long long success[MGOP_C_COUNT], error[MGOP_C_COUNT], requeue[MGOP_C_COUNT];
+  struct mgop_histogram latency[MGOP_C_COUNT];
+  unsigned long long adds;
+  long long start_s;
+} mgop_stats;
+
+static void mgop_histogram_observe(struct mgop_histogram *h, double v) {
+  for (int i = 0; i < MGOP_NBUCKETS; i++)
+    if (v <= mgop_buckets[i]) h->bucket[i]++;
+  h->count++;
+  h->sum += v;
+}
+
+/* One reconcile turn finished: result "success", "error" or "requeue". */
+static void mgop_metrics_turn(int controller, const char *result, double seconds) {
+  if (!strcmp(result, "error")) mgop_stats.error[controller]++;
+  else if (!strcmp(result, "requeue")) mgop_stats.requeue[controller]++;
+  else mgop_stats.success[controller]++;
+  mgop_histogram_observe(&mgop_stats.latency[controller], seconds);
+}
+
+/* Appends name="value" to a label buffer, escaped as the format asks. */
+static void mgop_label(char *buf, size_t cap, const char *name, const char *value) {
+  size_t n = strlen(buf);
+  if (n && n + 1 < cap) buf[n++] = ',';
+  n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s=\"", name);
+  for (const char *p = value; *p && n + 3 < cap; p++) {
+    if (*p == '\\' || *p == '"') buf[n++] = '\\', buf[n++] = *p;
+    else if (*p == '\n') buf[n++] = '\\', buf[n++] = 'n';
+    else buf[n++] = *p;
+  }
+  if (n + 1 < cap) buf[n++] = '"';
+  buf[n < cap ? n : cap - 1] = 0;
+}
+
+static void mgop_gauge_set(uint64_t owner, const char *family, const char *labels, double value) {
+  struct mgop_series *free_row = NULL;
+  for (int i = 0; i < MGOP_SERIES_MAX; i++) {
+    struct mgop_series *s = &mgop_series[i];
+    if (!s->owner) {
+      if (!free_row) free_row = s;
+      continue;
+    }
+    if (s->family == family && !strcmp(s->labels, labels)) {
+      s->owner = owner;
+      s->value = value;
+      return;
+    }
+  }
+  if (!free_row) {
+    mgop_series_full++;
+    return;
+  }
+  free_row->owner = owner;
+  free_row->family = family;
+  snprintf(free_row->labels, sizeof(free_row->labels), "%s", labels);
+  free_row->value = value;
+}
+
+static void mgop_series_drop(uint64_t owner) {
+  for (int i = 0; i < MGOP_SERIES_MAX; i++)
+    if (mgop_series[i].owner == owner) memset(&mgop_series[i], 0, sizeof(mgop_series[i]));
+}
+
+/* The families seed 003 names, in the order they are exposed. */
+static const char mgop_f_cluster_info[] = "multigres_operator_cluster_info";
+static const char mgop_f_cells[] = "multigres_operator_cluster_cells_total";
+static const char mgop_f_shards[] = "multigres_operator_cluster_shards_total";
+static const char mgop_f_gateway[] = "multigres_operator_cell_gateway_replicas";
+static const char mgop_f_pool[] = "multigres_operator_shard_pool_replicas";
+static const char mgop_f_topo[] = "multigres_operator_toposerver_replicas";
+static const struct { const char *name, *help; } mgop_families[] = {
+    {mgop_f_cluster_info, "Cluster phase tracking (always 1)."},
+    {mgop_f_cells, "Cells of the cluster."},
+    {mgop_f_shards, "Shards of the cluster."},
+    {mgop_f_gateway, "multigateway replicas of a cell, by state (ready, desired)."},
+    {mgop_f_pool, "Pool replicas of a shard, by state (ready, desired)."},
+    {mgop_f_topo, "etcd members of a TopoServer, by state (ready, desired)."},
+};
+
+/* A replica pair for one object: state="ready" and state="desired". */
+static void mgop_gauge_pair(uint64_t owner, const char *family, const char *k1, const char *v1, const char *k2,
+                            const char *v2, const char *ns, int ready, int desired) {
+  char l[224];
+  for (int i = 0; i < 2; i++) {
+    l[0] = 0;
+    mgop_label(l, sizeof(l), k1, v1);
+    if (k2) mgop_label(l, sizeof(l), k2, v2);
+    mgop_label(l, sizeof(l), "namespace", ns);
+    mgop_label(l, sizeof(l), "state", i ? "desired" : "ready");
+    mgop_gauge_set(owner, family, l, i ? desired : ready);
+  }
 }
 
 /* ======================================================================
@@ -1937,13 +2050,16 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   int cells = mgop_json_key(&r->root, r->spec, "cells");
   char name[80];
   int rd, ds;
+  uint64_t owner = mgop_fp_key("MultigresCluster", r->ns, r->name); /* of its metric series */
   memset(&rs, 0, sizeof(rs));
+  mgop_series_drop(owner);
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
   {
     struct mgop_fp *topo_fp = mgop_fp_find(mgop_fp_key("TopoServer", r->ns, topo_name));
     if (topo_fp && topo_fp->uid[0]) {
       topo_ready = mgop_workload_ready(r, "StatefulSet", topo_name, &ts.ready, &ts.replicas);
       ts.client = topo_name;
+      mgop_gauge_pair(owner, mgop_f_topo, "name", topo_name, NULL, NULL, r->ns, ts.ready, ts.replicas);
       snprintf(msg, sizeof(msg), "%d/%d etcd members ready", ts.ready, ts.replicas);
       mgop_write_status(r, K_TOPO, topo_name, topo_fp, topo_ready, 0, topo_ready ? "AllMembersReady" : "MembersNotReady",
                         msg, topo_fp->seen_gen, mgop_phase(topo_ready, ts.ready), mgop_topo_status_extra, &ts);
@@ -1980,6 +2096,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
         int lready;
         if (r->desired[d].kind != K_TOPO || strcmp(r->desired[d].name, tname)) continue;
         lready = mgop_workload_ready(r, "StatefulSet", tname, &lts.ready, &lts.replicas);
+        mgop_gauge_pair(owner, mgop_f_topo, "name", tname, NULL, NULL, r->ns, lts.ready, lts.replicas);
         ready = ready && lready;
         if (tf && tf->uid[0]) {
           snprintf(msg, sizeof(msg), "%d/%d etcd members ready", lts.ready, lts.replicas);
@@ -1990,6 +2107,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       }
     }
     c.svc = gws;
+    mgop_gauge_pair(owner, mgop_f_gateway, "cell", cr, NULL, NULL, r->ns, c.ready, c.total); /* Cell name: unique */
     ready_cells += ready;
     if (i < 64) {
       snprintf(rs.cell_name[i], sizeof(rs.cell_name[i]), "%s", cell);
@@ -2007,7 +2125,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   for (int s = 0; s < r->nshard_names; s++) {
     struct mgop_fp *f = mgop_fp_find(mgop_fp_key("Shard", r->ns, r->shard_names[s]));
     struct mgop_counts c = {0, 0, NULL};
-    int ready = 1, any = 0;
+    int ready = 1, any = 0, npools = 0, pools_ready[16], pools_total[16];
+    char pool_names[16][64];
     for (int i = 0; i < r->ndesired; i++) {
       struct mgop_desired *d = &r->desired[i];
       struct mgop_fp *w;
@@ -2016,13 +2135,29 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       w = mgop_fp_find(mgop_fp_key(mgop_kinds[d->kind].kind, r->ns, d->name));
       any = 1;
       if (d->kind == K_STS) {
+        static const char pool_label[] = "\"multigres.com/pool\":\"";
+        const char *pl = strstr(d->json, pool_label);
+        char pool[64] = "";
         c.ready += w ? w->ready : 0;
         c.total += w ? w->desired : 0;
+        if (pl) sscanf(pl + sizeof(pool_label) - 1, "%63[^\"]", pool);
+        pools_ready[npools < 16 ? npools : 15] = w ? w->ready : 0;
+        pools_total[npools < 16 ? npools : 15] = w ? w->desired : 0;
+        snprintf(pool_names[npools < 16 ? npools : 15], sizeof(pool_names[0]), "%s", pool);
+        if (npools < 16) npools++;
       }
       if (!w || !(w->flags & MGOP_FP_SETTLED) || w->desired <= 0 || w->ready < w->desired) ready = 0;
     }
     ready = ready && any;
     ready_shards += ready;
+    for (int p = 0; p < npools; p++) { /* one series per pool: its StatefulSets (one per cell) summed */
+      int rsum = 0, tsum = 0, first = 1;
+      for (int q = 0; q < p; q++) first &= strcmp(pool_names[q], pool_names[p]) != 0;
+      if (!first) continue;
+      for (int q = p; q < npools; q++)
+        if (!strcmp(pool_names[q], pool_names[p])) rsum += pools_ready[q], tsum += pools_total[q];
+      mgop_gauge_pair(owner, mgop_f_pool, "shard", r->shard_names[s], "pool", pool_names[p], r->ns, rsum, tsum);
+    }
     {
       int d = 0;
       while (d < rs.ndb && strcmp(rs.db_name[d], r->shard_db[s])) d++;
@@ -2071,6 +2206,16 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   {
     struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", r->ns, r->name));
     const char *reason = stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged" : "Progressing";
+    char l[224] = "";
+    mgop_label(l, sizeof(l), "name", r->name);
+    mgop_label(l, sizeof(l), "namespace", r->ns);
+    mgop_label(l, sizeof(l), "phase", stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards));
+    mgop_gauge_set(owner, mgop_f_cluster_info, l, 1);
+    l[0] = 0;
+    mgop_label(l, sizeof(l), "cluster", r->name);
+    mgop_label(l, sizeof(l), "namespace", r->ns);
+    mgop_gauge_set(owner, mgop_f_cells, l, r->ncells);
+    mgop_gauge_set(owner, mgop_f_shards, l, r->nshard_names);
     int wrote = mgop_write_status(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
                                   stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards),
                                   mgop_root_status_extra, &rs);
@@ -2226,6 +2371,7 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
 }
 
 static void mgop_enqueue(const char *ns, const char *name, long long delay_ms) {
+  mgop_stats.adds++;
   if (mgop_work_add("MultigresCluster", ns, name, mgop_now_ms() + delay_ms))
     MGOP_LOG(MGOP_ERROR, ("cannot queue %s/%s: %s", ns, name, mgop_errmsg()));
 }
@@ -2453,6 +2599,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       if (!strcmp(type, "DELETED")) {
         struct mgop_root_ref *root = mgop_root_find(ns, name);
         for (int u = 0; root && u < root->nuses; u++) mgop_template_enqueue(root->uses[u], 0);
+        mgop_series_drop(mgop_fp_key("MultigresCluster", ns, name));
         mgop_roots_set(ns, name, 0);
         mgop_fp_remove(mgop_fp_key("MultigresCluster", ns, name));
         return;
@@ -2684,14 +2831,656 @@ static void mgop_lease_release(void) {
 }
 
 /* ======================================================================
- * 11. The loop
+ * 11. Admission webhook and its certificates
+ * The validating webhook covers what CEL cannot: it resolves a cluster the
+ * way the reconciler would (templates read live) and refuses what would
+ * stall; it refuses to delete a template that has consumers, and writes to
+ * the operator's children by anyone but the operator or the garbage
+ * collector. Its certificates: a CA and a serving certificate (ECDSA
+ * P-256) in two Secrets owned by the operator Deployment, renewed before
+ * expiry by the leader, read by every replica; new connections pick up a
+ * new certificate at once. The CA bundle is patched into the
+ * ValidatingWebhookConfiguration. There is no mutating webhook: the
+ * operator never writes defaults into a spec.
+ * ==================================================================== */
+#define MGOP_WH_CONNS 16
+static struct {
+  int enabled, internal_certs;
+  const char *bind, *cert_dir, *service, *config_name, *owner_deployment;
+  char ns[64];                    /* of the Service and the Secrets   */
+  char extra_sans[256];           /* comma list, for out-of-cluster runs */
+  long long ca_validity_s, cert_validity_s, check_ms;
+  struct mgop_pki_pair ca, serving;
+  char prev_ca[MGOP_PKI_PEM_MAX]; /* the CA before the last rotation  */
+  char serial[80];                /* of the certificate being served  */
+  char serving_cert[MGOP_PKI_PEM_MAX];
+  char bundle_b64[3 * MGOP_PKI_PEM_MAX];
+  char operator_user[256];        /* who the operator is (SelfSubjectReview) */
+  long long next_check_ms;
+  long long dir_mtime;            /* of tls.crt in cert_dir            */
+  struct mgop_srv srv;
+  struct mgop_srv_conn conns[MGOP_WH_CONNS];
+  /* metrics: operation x resource x result */
+  unsigned long long total[4][8][3];
+  struct mgop_histogram latency[4][8];
+} mgop_wh;
+
+static const char *const mgop_wh_ops[4] = {"CREATE", "UPDATE", "DELETE", "CONNECT"};
+static const char *const mgop_wh_results[3] = {"allowed", "denied", "error"};
+
+/* base64 data.KEY of a Secret (parsed) into out, NUL-terminated. */
+static int mgop_secret_value(const struct mgop_json *j, const char *key, char *out, size_t cap) {
+  char b64[3 * MGOP_PKI_PEM_MAX];
+  size_t n = 0;
+  /* by key, not by path: the keys have dots (tls.crt) */
+  if (mgop_json_str(j, mgop_json_key(j, mgop_json_key(j, 0, "data"), key), b64, sizeof(b64))) return MGOP_ERR_NOTFOUND;
+  if (mbedtls_base64_decode((unsigned char *)out, cap - 1, &n, (const unsigned char *)b64, strlen(b64)))
+    return mgop_seterr(MGOP_ERR_PARSE, "data.%s is not base64", key);
+  out[n] = 0;
+  return MGOP_OK;
+}
+
+/* GETs a Secret of the webhook namespace; MGOP_ERR_NOTFOUND when absent. */
+static int mgop_wh_get_secret(const char *name, struct mgop_json *j) {
+  static char body[64 * 1024];
+  static jsmntok_t tok[256];
+  char path[300];
+  struct mgop_buf b;
+  int status, rc;
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", mgop_wh.ns, name);
+  mgop_buf_init(&b, body, sizeof(body));
+  if ((rc = mgop_kube_get(mgop_api_ptr, path, &b, &status))) return rc;
+  return mgop_json_parse(j, b.p, b.len, tok, 256);
+}
+
+/* Writes (server-side apply) a Secret owned by the operator Deployment. */
+static int mgop_wh_put_secret(const char *name, const char *type, const char *const *keys, const char *const *values,
+                              int n) {
+  static char mem[32 * 1024];
+  char path[300], uid[64] = "", b64[3 * MGOP_PKI_PEM_MAX];
+  struct mgop_buf b, out;
+  struct mgop_jw w;
+  struct mgop_applied res;
+  int status = 0, rc;
+  if (mgop_wh.owner_deployment[0]) { /* owned by the Deployment: gone with the operator */
+    static char dbody[64 * 1024];
+    static jsmntok_t tok[4096];
+    struct mgop_json j;
+    snprintf(path, sizeof(path), "/apis/apps/v1/namespaces/%s/deployments/%s", mgop_wh.ns, mgop_wh.owner_deployment);
+    mgop_buf_init(&out, dbody, sizeof(dbody));
+    if (mgop_kube_get(mgop_api_ptr, path, &out, &status) == MGOP_OK && !out.overflow &&
+        mgop_json_parse(&j, out.p, out.len, tok, 4096) == MGOP_OK)
+      mgop_json_path_str(&j, 0, "metadata.uid", uid, sizeof(uid));
+  }
+  mgop_buf_init(&b, mem, sizeof(mem));
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "Secret");
+  mgop_jw_key(&w, "metadata"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "name"); mgop_jw_str(&w, name);
+  mgop_jw_key(&w, "namespace"); mgop_jw_str(&w, mgop_wh.ns);
+  mgop_jw_key(&w, "labels"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "app.kubernetes.io/name"); mgop_jw_str(&w, "multigres-operator");
+  mgop_jw_key(&w, "app.kubernetes.io/component"); mgop_jw_str(&w, "webhook-certificates");
+  mgop_jw_obj_end(&w);
+  if (uid[0]) {
+    mgop_jw_key(&w, "ownerReferences"); mgop_jw_arr(&w); mgop_jw_obj(&w);
+    mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "apps/v1");
+    mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "Deployment");
+    mgop_jw_key(&w, "name"); mgop_jw_str(&w, mgop_wh.owner_deployment);
+    mgop_jw_key(&w, "uid"); mgop_jw_str(&w, uid);
+    mgop_jw_obj_end(&w); mgop_jw_arr_end(&w);
+  }
+  mgop_jw_obj_end(&w);
+  mgop_jw_key(&w, "type"); mgop_jw_str(&w, type);
+  mgop_jw_key(&w, "data"); mgop_jw_obj(&w);
+  for (int i = 0; i < n; i++) {
+    size_t bl = 0;
+    if (!values[i] || !values[i][0]) continue;
+    mbedtls_base64_encode((unsigned char *)b64, sizeof(b64), &bl, (const unsigned char *)values[i], strlen(values[i]));
+    mgop_jw_key(&w, keys[i]);
+    mgop_jw_strn(&w, b64, bl);
+  }
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "Secret %s too large", name);
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", mgop_wh.ns, name);
+  rc = mgop_kube_apply(mgop_api_ptr, path, b.p, b.len, &res, &status);
+  mbedtls_platform_zeroize(mem, b.len); /* a private key went through here */
+  return rc;
+}
+
+static void mgop_wh_names(const char **names, int *n, char *store, size_t cap) {
+  size_t used = 0;
+  *n = 0;
+  for (int i = 0; i < 2; i++) { /* service.ns.svc and service.ns.svc.cluster.local */
+    int w = snprintf(store + used, cap - used, "%s.%s.svc%s", mgop_wh.service, mgop_wh.ns, i ? ".cluster.local" : "");
+    names[(*n)++] = store + used;
+    used += (size_t)w + 1;
+  }
+  for (char *p = mgop_wh.extra_sans; p < mgop_wh.extra_sans + sizeof(mgop_wh.extra_sans) - 1 && *p && *n < 8;) {
+    /* the list was split on ',' into NULs at flag time */
+    names[(*n)++] = p;
+    p += strlen(p) + 1;
+  }
+}
+
+/* The bundle the API server trusts: the CA, and the previous CA while a
+ * certificate it signed may still be served by another replica. */
+static void mgop_wh_bundle(void) {
+  char pem[2 * MGOP_PKI_PEM_MAX + 2];
+  size_t n = 0;
+  long long prev_end = 0;
+  snprintf(pem, sizeof(pem), "%s", mgop_wh.ca.cert);
+  if (mgop_wh.prev_ca[0] && mgop_pki_not_after(mgop_wh.prev_ca, strlen(mgop_wh.prev_ca), &prev_end) == MGOP_OK &&
+      prev_end > (long long)time(NULL))
+    snprintf(pem + strlen(pem), sizeof(pem) - strlen(pem), "%s", mgop_wh.prev_ca);
+  mbedtls_base64_encode((unsigned char *)mgop_wh.bundle_b64, sizeof(mgop_wh.bundle_b64), &n, (const unsigned char *)pem,
+                        strlen(pem));
+  mgop_wh.bundle_b64[n] = 0;
+}
+
+/* caBundle of every webhook of the configuration, when it differs. */
+static int mgop_wh_patch_bundle(void) {
+  static char body[128 * 1024], patch[64 * 1024];
+  static jsmntok_t tok[4096];
+  char path[300];
+  struct mgop_buf b, p;
+  struct mgop_json j;
+  int status, rc, hooks, changed = 0;
+  snprintf(path, sizeof(path), "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/%s",
+           mgop_wh.config_name);
+  mgop_buf_init(&b, body, sizeof(body));
+  rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+  if (rc == MGOP_ERR_NOTFOUND) {
+    MGOP_LOG(MGOP_WARN, ("ValidatingWebhookConfiguration %s not found; apply install.yaml (the API server will not "
+                         "call the webhook without it)", mgop_wh.config_name));
+    return MGOP_OK;
+  }
+  if (rc) return rc;
+  if ((rc = mgop_json_parse(&j, b.p, b.len, tok, 4096))) return rc;
+  hooks = mgop_json_key(&j, 0, "webhooks");
+  mgop_buf_init(&p, patch, sizeof(patch));
+  mgop_buf_puts(&p, "[");
+  for (int i = 0; mgop_json_is(&j, hooks, JSMN_ARRAY) && i < j.tok[hooks].size; i++) {
+    char have[3 * MGOP_PKI_PEM_MAX] = "";
+    mgop_json_path_str(&j, mgop_json_at(&j, hooks, i), "clientConfig.caBundle", have, sizeof(have));
+    if (!strcmp(have, mgop_wh.bundle_b64)) continue;
+    mgop_buf_printf(&p, "%s{\"op\":\"add\",\"path\":\"/webhooks/%d/clientConfig/caBundle\",\"value\":\"%s\"}",
+                    changed ? "," : "", i, mgop_wh.bundle_b64);
+    changed++;
+  }
+  mgop_buf_puts(&p, "]");
+  if (!changed) return MGOP_OK;
+  if (p.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "caBundle patch too large");
+  mgop_buf_init(&b, body, sizeof(body));
+  rc = mgop_kube_request(mgop_api_ptr, "PATCH", path, "application/json-patch+json", p.p, p.len, &b, &status);
+  if (rc) return rc;
+  if (status != 200) {
+    char msg[300];
+    mgop_kube_status_message(b.p, b.len, msg, sizeof(msg));
+    return mgop_seterr(MGOP_ERR_STATUS, "patch caBundle of %s: HTTP %d: %s", mgop_wh.config_name, status, msg);
+  }
+  MGOP_LOG(MGOP_INFO, ("webhook: CA bundle of %s updated (%d webhook%s)", mgop_wh.config_name, changed,
+                       changed == 1 ? "" : "s"));
+  return MGOP_OK;
+}
+
+/* Serves pair if it is not what is served already. */
+static void mgop_wh_serve(const struct mgop_pki_pair *pair) {
+  char serial[80] = "";
+  mgop_pki_serial_hex(pair->cert, pair->cert_len, serial, sizeof(serial));
+  if (!strcmp(serial, mgop_wh.serial)) return;
+  if (mgop_srv_set_cert(&mgop_wh.srv, pair->cert, pair->cert_len, pair->key, pair->key_len)) {
+    MGOP_LOG(MGOP_ERROR, ("webhook: cannot use the serving certificate: %s", mgop_errmsg()));
+    return;
+  }
+  MGOP_LOG(MGOP_INFO, ("webhook: serving certificate %s%s", serial, mgop_wh.serial[0] ? " (rotated)" : ""));
+  snprintf(mgop_wh.serial, sizeof(mgop_wh.serial), "%s", serial);
+  snprintf(mgop_wh.serving_cert, sizeof(mgop_wh.serving_cert), "%s", pair->cert);
+}
+
+#define MGOP_WH_CA_SECRET "multigres-operator-webhook-ca"
+#define MGOP_WH_CERT_SECRET "multigres-operator-webhook-cert"
+
+/* Due for renewal: less than a third of its configured lifetime left, or
+ * less than two check intervals (the generated certificates are backdated
+ * an hour, so their own span overstates the lifetime we asked for). */
+static int mgop_wh_due(const char *cert, size_t len, long long validity_s, long long now) {
+  long long not_after = 0, margin = mgop_wh.check_ms / 1000 * 2;
+  if (!len || mgop_pki_not_after(cert, len, &not_after)) return 1;
+  return not_after - now < validity_s / 3 || not_after - now < margin;
+}
+
+/* The hourly (--webhook-cert-check-interval) check. The leader makes what
+ * is missing or near expiry; every replica serves what the Secrets hold. */
+static int mgop_wh_certs(void) {
+  static struct mgop_pki_pair cand;
+  struct mgop_json j;
+  char cert[MGOP_PKI_PEM_MAX], key[MGOP_PKI_PEM_MAX], prev[MGOP_PKI_PEM_MAX] = "";
+  const char *names[10];
+  char store[600];
+  int nnames, rc, lead = mgop_may_write(), ca_new = 0;
+  long long now = (long long)time(NULL);
+  if (!mgop_wh.internal_certs) { /* cert-manager: files in cert_dir, re-read when they change */
+    char path[512];
+    struct stat st;
+    size_t cl, kl;
+    snprintf(path, sizeof(path), "%s/tls.crt", mgop_wh.cert_dir);
+    if (stat(path, &st)) return mgop_seterr(MGOP_ERR_IO, "webhook certificate %s: %s", path, strerror(errno));
+    if ((long long)st.st_mtime == mgop_wh.dir_mtime && mgop_wh.serial[0]) return MGOP_OK;
+    if ((rc = mgop_read_file(path, cert, sizeof(cert) - 1, &cl))) return rc;
+    snprintf(path, sizeof(path), "%s/tls.key", mgop_wh.cert_dir);
+    if ((rc = mgop_read_file(path, key, sizeof(key) - 1, &kl))) return rc;
+    cert[cl] = key[kl] = 0;
+    if ((rc = mgop_pki_pair_load(&cand, cert, cl, key, kl))) return rc;
+    mgop_wh.dir_mtime = (long long)st.st_mtime;
+    mgop_wh_serve(&cand);
+    mbedtls_platform_zeroize(key, sizeof(key));
+    return MGOP_OK;
+  }
+  mgop_wh_names(names, &nnames, store, sizeof(store));
+  /* the CA */
+  rc = mgop_wh_get_secret(MGOP_WH_CA_SECRET, &j);
+  if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
+  if (rc == MGOP_OK && mgop_secret_value(&j, "ca.crt", cert, sizeof(cert)) == MGOP_OK &&
+      mgop_secret_value(&j, "ca.key", key, sizeof(key)) == MGOP_OK &&
+      mgop_pki_pair_load(&mgop_wh.ca, cert, strlen(cert), key, strlen(key)) == MGOP_OK) {
+    mgop_secret_value(&j, "ca-previous.crt", prev, sizeof(prev));
+    snprintf(mgop_wh.prev_ca, sizeof(mgop_wh.prev_ca), "%s", prev);
+  } else {
+    mgop_wh.ca.cert_len = 0;
+  }
+  if (mgop_wh_due(mgop_wh.ca.cert, mgop_wh.ca.cert_len, mgop_wh.ca_validity_s, now)) {
+    if (!lead) return mgop_seterr(MGOP_ERR_NOTFOUND, "waiting for the leader to write Secret %s", MGOP_WH_CA_SECRET);
+    snprintf(mgop_wh.prev_ca, sizeof(mgop_wh.prev_ca), "%s", mgop_wh.ca.cert_len ? mgop_wh.ca.cert : "");
+    if ((rc = mgop_pki_make_ca(&mgop_wh.ca, "multigres-operator-ca", mgop_wh.ca_validity_s, now))) return rc;
+    {
+      const char *k[] = {"ca.crt", "ca.key", "ca-previous.crt"}, *v[] = {mgop_wh.ca.cert, mgop_wh.ca.key, mgop_wh.prev_ca};
+      if ((rc = mgop_wh_put_secret(MGOP_WH_CA_SECRET, "Opaque", k, v, 3))) return rc;
+    }
+    MGOP_LOG(MGOP_INFO, ("webhook: new CA in Secret %s/%s", mgop_wh.ns, MGOP_WH_CA_SECRET));
+    ca_new = 1;
+  }
+  /* the serving certificate, signed by that CA */
+  rc = mgop_wh_get_secret(MGOP_WH_CERT_SECRET, &j);
+  if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
+  cand.cert_len = 0;
+  if (rc == MGOP_OK && mgop_secret_value(&j, "tls.crt", cert, sizeof(cert)) == MGOP_OK &&
+      mgop_secret_value(&j, "tls.key", key, sizeof(key)) == MGOP_OK)
+    mgop_pki_pair_load(&cand, cert, strlen(cert), key, strlen(key));
+  if (!cand.cert_len || ca_new || mgop_wh_due(cand.cert, cand.cert_len, mgop_wh.cert_validity_s, now) ||
+      mgop_pki_verify(cand.cert, cand.cert_len, mgop_wh.ca.cert, mgop_wh.ca.cert_len, names[0], now)) {
+    if (!lead) return mgop_seterr(MGOP_ERR_NOTFOUND, "waiting for the leader to renew Secret %s", MGOP_WH_CERT_SECRET);
+    if ((rc = mgop_pki_make_serving(&cand, &mgop_wh.ca, names, nnames, mgop_wh.cert_validity_s, now))) return rc;
+    {
+      const char *k[] = {"tls.crt", "tls.key", "ca.crt"}, *v[] = {cand.cert, cand.key, mgop_wh.ca.cert};
+      if ((rc = mgop_wh_put_secret(MGOP_WH_CERT_SECRET, "kubernetes.io/tls", k, v, 3))) return rc;
+    }
+  }
+  mbedtls_platform_zeroize(key, sizeof(key));
+  mgop_wh_bundle();
+  if (lead && (rc = mgop_wh_patch_bundle())) return rc; /* the bundle first: it already trusts the new CA */
+  mgop_wh_serve(&cand);
+  return MGOP_OK;
+}
+
+/* Who we are, so the webhook lets our own writes to children through. */
+static void mgop_wh_whoami(void) {
+  static char body[16 * 1024];
+  static jsmntok_t tok[512];
+  static const char req[] = "{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"SelfSubjectReview\"}";
+  struct mgop_buf b;
+  struct mgop_json j;
+  int status = 0;
+  mgop_buf_init(&b, body, sizeof(body));
+  if (mgop_kube_request(mgop_api_ptr, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", "application/json",
+                        req, sizeof(req) - 1, &b, &status) == MGOP_OK &&
+      status == 201 && mgop_json_parse(&j, b.p, b.len, tok, 512) == MGOP_OK &&
+      mgop_json_path_str(&j, 0, "status.userInfo.username", mgop_wh.operator_user, sizeof(mgop_wh.operator_user)) ==
+          MGOP_OK) {
+    MGOP_LOG(MGOP_INFO, ("webhook: children are writable only by %s (and the garbage collector)",
+                         mgop_wh.operator_user));
+    return;
+  }
+  mgop_wh.operator_user[0] = 0;
+  MGOP_LOG(MGOP_WARN, ("webhook: SelfSubjectReview failed (HTTP %d); writes to children are not checked", status));
+}
+
+/* One admission decision. */
+struct mgop_verdict {
+  int allowed, code;
+  char reason[32];
+  char message[700];
+  char warning[300];
+};
+
+static void mgop_deny(struct mgop_verdict *v, int code, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void mgop_deny(struct mgop_verdict *v, int code, const char *reason, const char *fmt, ...) {
+  va_list ap;
+  v->allowed = 0;
+  v->code = code;
+  snprintf(v->reason, sizeof(v->reason), "%s", reason);
+  va_start(ap, fmt);
+  vsnprintf(v->message, sizeof(v->message), fmt, ap);
+  va_end(ap);
+}
+
+/* A MultigresCluster as the reconciler would resolve it, templates read
+ * live: anything that would stall it is refused with the same message. */
+static void mgop_admit_cluster(const struct mgop_json *j, int object, const char *ns, struct mgop_verdict *v) {
+  static struct mgop_rctx r;
+  char name[64] = "";
+  int rc;
+  if (!mgop_json_is(j, object, JSMN_OBJECT)) {
+    snprintf(v->warning, sizeof(v->warning), "not checked: the review has no request.object");
+    return;
+  }
+  memset(&r, 0, sizeof(r));
+  r.render = 1;
+  r.live_templates = mgop_api_ptr != NULL; /* offline (tests, fuzzing): no template exists */
+  r.arena = &mgop_arena;
+  r.ns = ns;
+  mgop_json_path_str(j, object, "metadata.name", name, sizeof(name));
+  r.name = name[0] ? name : "new-cluster";
+  snprintf(r.uid, sizeof(r.uid), "00000000-0000-0000-0000-000000000000");
+  r.root = *j; /* tokens of the review; the cluster is its object */
+  {
+    /* re-root: the builders address the cluster from token 0 */
+    const char *js = j->js + j->tok[object].start;
+    size_t n = (size_t)(j->tok[object].end - j->tok[object].start);
+    if ((rc = mgop_parse_arena(r.arena, js, n, &r.root))) {
+      snprintf(v->warning, sizeof(v->warning), "not checked: %.250s", mgop_errmsg());
+      return;
+    }
+  }
+  r.spec = mgop_json_key(&r.root, 0, "spec");
+  rc = mgop_reconcile_tree(&r);
+  if (r.stalled_reason[0]) {
+    mgop_deny(v, 422, "Invalid", "%s: %s", r.stalled_reason, r.stalled_msg);
+    return;
+  }
+  if (rc) snprintf(v->warning, sizeof(v->warning), "not fully checked (%.200s); the operator will report problems in status",
+                   mgop_errmsg());
+}
+
+static void mgop_admit(const struct mgop_json *j, int req, const char *op, const char *kind, const char *ns,
+                       struct mgop_verdict *v) {
+  int k = -1;
+  for (int i = 0; i < K_COUNT; i++)
+    if (!strcmp(mgop_kinds[i].kind, kind)) k = i;
+  v->allowed = 1;
+  if (k < 0) return;
+  if (mgop_kinds[k].role == MGOP_ROLE_CHILD && strcmp(op, "DELETE")) {
+    char user[256] = "";
+    mgop_json_path_str(j, req, "userInfo.username", user, sizeof(user));
+    if (!mgop_wh.operator_user[0] || !strcmp(user, mgop_wh.operator_user) ||
+        !strcmp(user, "system:serviceaccount:kube-system:generic-garbage-collector") ||
+        !strcmp(user, "system:serviceaccount:kube-system:namespace-controller"))
+      return;
+    mgop_deny(v, 403, "Forbidden", "%s resources are owned by the multigres operator and read-only: change the "
+              "MultigresCluster (or its templates) instead; the operator reverts edits to children", kind);
+    return;
+  }
+  if (mgop_kinds[k].role == MGOP_ROLE_TEMPLATE && !strcmp(op, "DELETE")) {
+    int old = mgop_json_key(j, req, "oldObject"), cons = mgop_json_path(j, old, "status.consumers");
+    char name[254] = "", list[400] = "";
+    if (!mgop_json_is(j, cons, JSMN_ARRAY) || j->tok[cons].size == 0) return;
+    mgop_json_path_str(j, old, "metadata.name", name, sizeof(name));
+    for (int i = 0; i < j->tok[cons].size && strlen(list) < sizeof(list) - 80; i++) {
+      char c[64];
+      if (mgop_json_str(j, mgop_json_at(j, cons, i), c, sizeof(c)) == MGOP_OK)
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "", c);
+    }
+    mgop_deny(v, 403, "Forbidden", "%s \"%s\" is in use by MultigresCluster%s %s (status.consumers); point %s at "
+              "another template or set the values inline, then delete it", kind, name,
+              j->tok[cons].size > 1 ? "s" : "", list, j->tok[cons].size > 1 ? "them" : "it");
+    return;
+  }
+  if (k == K_CLUSTER && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE")))
+    mgop_admit_cluster(j, mgop_json_key(j, req, "object"), ns, v);
+}
+
+/* POST /validate: an AdmissionReview in, the same with a response out. */
+static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const char *body, size_t body_len,
+                               struct mgop_srv_resp *resp) {
+  struct mgop_json j;
+  struct mgop_verdict v;
+  struct mgop_jw w;
+  char uid[64] = "", op[16] = "", kind[48] = "", ns[64] = "";
+  int rq, opi = 3, ki = -1;
+  long long t0 = mgop_now_ms();
+  (void)ctx;
+  memset(&v, 0, sizeof(v));
+  if (!strcmp(req->path, "/healthz") || !strcmp(req->path, "/readyz")) {
+    mgop_buf_puts(&resp->body, "ok\n");
+    resp->status = 200;
+    return;
+  }
+  if (strcmp(req->path, "/validate")) {
+    resp->status = 404;
+    mgop_buf_puts(&resp->body, "not found; the webhook is POST /validate\n");
+    return;
+  }
+  if (strcmp(req->method, "POST")) {
+    resp->status = 405;
+    snprintf(resp->headers, sizeof(resp->headers), "Allow: POST\r\n");
+    return;
+  }
+  mgop_arena_reset(&mgop_arena);
+  if (mgop_parse_arena(&mgop_arena, body, body_len, &j) || (rq = mgop_json_key(&j, 0, "request")) < 0 ||
+      mgop_json_path_str(&j, rq, "uid", uid, sizeof(uid))) {
+    resp->status = 400;
+    snprintf(resp->content_type, sizeof(resp->content_type), "text/plain; charset=utf-8");
+    mgop_buf_puts(&resp->body, "expected an admission.k8s.io/v1 AdmissionReview with request.uid\n");
+    return;
+  }
+  mgop_json_path_str(&j, rq, "operation", op, sizeof(op));
+  mgop_json_path_str(&j, rq, "kind.kind", kind, sizeof(kind));
+  mgop_json_path_str(&j, rq, "namespace", ns, sizeof(ns));
+  mgop_admit(&j, rq, op, kind, ns, &v);
+  mgop_arena_reset(&mgop_arena);
+  snprintf(resp->content_type, sizeof(resp->content_type), "application/json");
+  mgop_jw_init(&w, &resp->body);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "admission.k8s.io/v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "AdmissionReview");
+  mgop_jw_key(&w, "response"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "uid"); mgop_jw_str(&w, uid);
+  mgop_jw_key(&w, "allowed"); mgop_jw_bool(&w, v.allowed);
+  if (!v.allowed) {
+    mgop_jw_key(&w, "status"); mgop_jw_obj(&w);
+    mgop_jw_key(&w, "code"); mgop_jw_i64(&w, v.code);
+    mgop_jw_key(&w, "reason"); mgop_jw_str(&w, v.reason);
+    mgop_jw_key(&w, "message"); mgop_jw_str(&w, v.message);
+    mgop_jw_obj_end(&w);
+  }
+  if (v.warning[0]) {
+    mgop_jw_key(&w, "warnings"); mgop_jw_arr(&w); mgop_jw_str(&w, v.warning); mgop_jw_arr_end(&w);
+  }
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  resp->status = 200;
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(op, mgop_wh_ops[i])) opi = i;
+  for (int i = 0; i <= K_SHARD; i++) /* the eight multigres.com kinds come first in the table */
+    if (!strcmp(kind, mgop_kinds[i].kind)) ki = i;
+  if (ki >= 0) {
+    mgop_wh.total[opi][ki][v.allowed ? 0 : 1]++;
+    mgop_histogram_observe(&mgop_wh.latency[opi][ki], (double)(mgop_now_ms() - t0) / 1000.0);
+  }
+  MGOP_LOG(v.allowed ? MGOP_DEBUG : MGOP_INFO, ("webhook: %s %s %s/%s: %s%s%s", op, kind, ns, uid,
+                                                v.allowed ? "allowed" : "denied: ", v.allowed ? "" : v.message,
+                                                v.warning[0] ? " (warning)" : ""));
+}
+
+/* ======================================================================
+ * 12. Metrics
+ * Prometheus text exposition (version 0.0.4) from fixed tables: labelled
+ * gauges owned by a cluster (dropped with it), the reconcile counters and
+ * latency histograms per controller, and the process's own figures.
+ * ==================================================================== */
+static void mgop_metric_head(struct mgop_buf *b, const char *name, const char *type, const char *help) {
+  mgop_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void mgop_histogram_write(struct mgop_buf *b, const char *name, const char *labels,
+                                 const struct mgop_histogram *h) {
+  for (int i = 0; i < MGOP_NBUCKETS; i++)
+    mgop_buf_printf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, mgop_buckets[i], h->bucket[i]);
+  mgop_buf_printf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, h->count);
+  mgop_buf_printf(b, "%s_sum{%s} %.6f\n", name, labels, h->sum);
+  mgop_buf_printf(b, "%s_count{%s} %llu\n", name, labels, h->count);
+}
+
+static long mgop_rss_bytes(void) {
+  char buf[128];
+  long pages = 0, rss = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (!f) return -1;
+  if (!fgets(buf, sizeof(buf), f) || sscanf(buf, "%ld %ld", &pages, &rss) != 2) rss = -1;
+  fclose(f);
+  return rss < 0 ? -1 : rss * sysconf(_SC_PAGESIZE);
+}
+
+static struct mgop_watch mgop_watches[K_COUNT];
+static struct mgop_kube mgop_api;
+
+/* Every metric, as text. */
+static void mgop_metrics_render(struct mgop_buf *b) {
+  static const char *const hist_names[] = {"controller_runtime_reconcile_time_seconds",
+                                           "multigres_reconciliation_duration_seconds"};
+  char l[96];
+  mgop_metric_head(b, "controller_runtime_reconcile_total", "counter", "Reconcile turns per controller and result.");
+  for (int c = 0; c < MGOP_C_COUNT; c++) {
+    mgop_buf_printf(b, "controller_runtime_reconcile_total{controller=\"%s\",result=\"success\"} %llu\n",
+                    mgop_controller_names[c], mgop_stats.success[c]);
+    mgop_buf_printf(b, "controller_runtime_reconcile_total{controller=\"%s\",result=\"error\"} %llu\n",
+                    mgop_controller_names[c], mgop_stats.error[c]);
+    mgop_buf_printf(b, "controller_runtime_reconcile_total{controller=\"%s\",result=\"requeue\"} %llu\n",
+                    mgop_controller_names[c], mgop_stats.requeue[c]);
+  }
+  mgop_metric_head(b, "controller_runtime_reconcile_errors_total", "counter", "Reconcile turns that failed.");
+  for (int c = 0; c < MGOP_C_COUNT; c++)
+    mgop_buf_printf(b, "controller_runtime_reconcile_errors_total{controller=\"%s\"} %llu\n", mgop_controller_names[c],
+                    mgop_stats.error[c]);
+  for (int h = 0; h < 2; h++) {
+    mgop_metric_head(b, hist_names[h], "histogram",
+                     h ? "Reconcile latency per controller (seed 000 name)." : "Reconcile latency per controller.");
+    for (int c = 0; c < MGOP_C_COUNT; c++) {
+      snprintf(l, sizeof(l), "controller=\"%s\"", mgop_controller_names[c]);
+      mgop_histogram_write(b, hist_names[h], l, &mgop_stats.latency[c]);
+    }
+  }
+  mgop_metric_head(b, "workqueue_depth", "gauge", "Roots waiting in the work set.");
+  mgop_buf_printf(b, "workqueue_depth{name=\"multigres\"} %zu\n", mgop_work_depth());
+  mgop_metric_head(b, "workqueue_adds_total", "counter", "Roots added to the work set.");
+  mgop_buf_printf(b, "workqueue_adds_total{name=\"multigres\"} %llu\n", mgop_stats.adds);
+  mgop_metric_head(b, "leader_election_master_status", "gauge", "1 while this replica holds the Lease.");
+  mgop_buf_printf(b, "leader_election_master_status{name=\"%s\"} %d\n",
+                  mgop_lease.enabled ? mgop_lease.name : "disabled", mgop_may_write() ? 1 : 0);
+
+  for (size_t f = 0; f < sizeof(mgop_families) / sizeof(mgop_families[0]); f++) {
+    mgop_metric_head(b, mgop_families[f].name, "gauge", mgop_families[f].help);
+    for (int i = 0; i < MGOP_SERIES_MAX; i++)
+      if (mgop_series[i].owner && mgop_series[i].family == mgop_families[f].name)
+        mgop_buf_printf(b, "%s{%s} %g\n", mgop_families[f].name, mgop_series[i].labels, mgop_series[i].value);
+  }
+
+  mgop_metric_head(b, "multigres_operator_webhook_request_total", "counter", "Admission requests, by result.");
+  for (int o = 0; o < 4; o++)
+    for (int k = 0; k <= K_SHARD; k++)
+      for (int res = 0; res < 3; res++)
+        if (mgop_wh.total[o][k][res])
+          mgop_buf_printf(b, "multigres_operator_webhook_request_total{operation=\"%s\",resource=\"%s\",result=\"%s\"} %llu\n",
+                          mgop_wh_ops[o], mgop_kinds[k].plural, mgop_wh_results[res], mgop_wh.total[o][k][res]);
+  mgop_metric_head(b, "multigres_operator_webhook_request_duration_seconds", "histogram", "Admission latency.");
+  for (int o = 0; o < 4; o++)
+    for (int k = 0; k <= K_SHARD; k++)
+      if (mgop_wh.latency[o][k].count) {
+        snprintf(l, sizeof(l), "operation=\"%s\",resource=\"%s\"", mgop_wh_ops[o], mgop_kinds[k].plural);
+        mgop_histogram_write(b, "multigres_operator_webhook_request_duration_seconds", l, &mgop_wh.latency[o][k]);
+      }
+  mgop_metric_head(b, "multigres_operator_webhook_certificate_expiry_seconds", "gauge",
+                   "Unix time the served webhook certificate expires (0: none yet).");
+  {
+    long long na = 0;
+    if (mgop_wh.serial[0]) mgop_pki_not_after(mgop_wh.serving_cert, strlen(mgop_wh.serving_cert), &na);
+    mgop_buf_printf(b, "multigres_operator_webhook_certificate_expiry_seconds %lld\n", na);
+  }
+  mgop_metric_head(b, "multigres_operator_api_requests_total", "counter", "Requests to the API server, by kind.");
+  mgop_buf_printf(b, "multigres_operator_api_requests_total{kind=\"all\"} %llu\n", mgop_api.stats.requests);
+  mgop_buf_printf(b, "multigres_operator_api_requests_total{kind=\"write\"} %llu\n", mgop_api.stats.writes);
+  mgop_buf_printf(b, "multigres_operator_api_requests_total{kind=\"error\"} %llu\n", mgop_api.stats.errors);
+  mgop_metric_head(b, "multigres_operator_watch_events_total", "counter", "Watch events received, per kind.");
+  for (int k = 0; k < K_COUNT; k++)
+    mgop_buf_printf(b, "multigres_operator_watch_events_total{kind=\"%s\"} %llu\n", mgop_kinds[k].kind,
+                    mgop_watches[k].events);
+  mgop_metric_head(b, "multigres_operator_watch_relists_total", "counter", "Full LISTs after a 410 or a lost stream.");
+  for (int k = 0; k < K_COUNT; k++)
+    mgop_buf_printf(b, "multigres_operator_watch_relists_total{kind=\"%s\"} %llu\n", mgop_kinds[k].kind,
+                    mgop_watches[k].relists);
+  mgop_metric_head(b, "multigres_operator_fingerprints", "gauge", "Rows in use in the fingerprint table.");
+  mgop_buf_printf(b, "multigres_operator_fingerprints %zu\n", mgop_fp_count());
+  mgop_metric_head(b, "multigres_operator_metric_series_dropped_total", "counter",
+                   "Gauge updates lost because the series table was full.");
+  mgop_buf_printf(b, "multigres_operator_metric_series_dropped_total %llu\n", mgop_series_full);
+  mgop_metric_head(b, "multigres_operator_arena_high_water_bytes", "gauge", "Most reconcile arena bytes ever in use.");
+  mgop_buf_printf(b, "multigres_operator_arena_high_water_bytes %zu\n", mgop_arena.high);
+  mgop_metric_head(b, "multigres_operator_tls_heap_high_water_bytes", "gauge", "Most mbedTLS heap bytes ever in use.");
+  mgop_buf_printf(b, "multigres_operator_tls_heap_high_water_bytes %zu\n", mgop_tls_heap_high_water());
+  mgop_metric_head(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  mgop_buf_printf(b, "process_resident_memory_bytes %ld\n", mgop_rss_bytes());
+  mgop_metric_head(b, "process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
+  mgop_buf_printf(b, "process_start_time_seconds %lld\n", mgop_stats.start_s);
+}
+
+/* /metrics on the metrics address; /healthz and /readyz on the probe
+ * address. Every replica serves them, leader or not. */
+static int mgop_synced(void) {
+  for (int k = 0; k < K_COUNT; k++)
+    if (!mgop_watches[k].rv[0]) return 0; /* not listed once yet */
+  return 1;
+}
+
+static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const char *body, size_t body_len,
+                            struct mgop_srv_resp *resp) {
+  (void)ctx, (void)body, (void)body_len;
+  if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
+    resp->status = 405;
+    snprintf(resp->headers, sizeof(resp->headers), "Allow: GET, HEAD\r\n");
+    return;
+  }
+  snprintf(resp->content_type, sizeof(resp->content_type), "text/plain; charset=utf-8");
+  if (!strcmp(req->path, "/metrics")) {
+    snprintf(resp->content_type, sizeof(resp->content_type), "text/plain; version=0.0.4; charset=utf-8");
+    mgop_metrics_render(&resp->body);
+    resp->status = 200;
+  } else if (!strcmp(req->path, "/healthz") || !strcmp(req->path, "/livez")) {
+    mgop_buf_puts(&resp->body, "ok\n");
+    resp->status = 200;
+  } else if (!strcmp(req->path, "/readyz")) {
+    int ready = mgop_synced();
+    mgop_buf_puts(&resp->body, ready ? "ok\n" : "watches not synced yet\n");
+    resp->status = ready ? 200 : 503;
+  } else {
+    mgop_buf_puts(&resp->body, "not found; try /metrics, /healthz or /readyz\n");
+    resp->status = 404;
+  }
+}
+
+/* ======================================================================
+ * 13. The loop
  * ==================================================================== */
 static volatile sig_atomic_t mgop_stop_signal;
 static void mgop_on_signal(int sig) { mgop_stop_signal = sig; }
 
 static struct mgop_kubecfg mgop_cfg;
-static struct mgop_kube mgop_api;
-static struct mgop_watch mgop_watches[K_COUNT];
+#define MGOP_HTTP_CONNS 8 /* per plain-HTTP server: Prometheus and the kubelet */
+static struct mgop_srv mgop_http_srv[2];
+static struct mgop_srv_conn mgop_http_conns[2][MGOP_HTTP_CONNS];
 
 struct mgop_options {
   const char *kubeconfig;
@@ -2702,6 +3491,11 @@ struct mgop_options {
   const char *render_namespace; /* for manifests that name none */
   int leader_elect;
   const char *leader_election_namespace, *leader_election_id;
+  const char *metrics_addr, *probe_addr; /* "0": off */
+  int webhook_enable, webhook_internal_certs;
+  const char *webhook_bind, *webhook_cert_dir, *webhook_service, *webhook_service_ns, *webhook_config,
+      *webhook_owner, *webhook_extra_sans;
+  long long webhook_cert_validity_s, webhook_ca_validity_s, webhook_check_s;
 };
 
 int mgop_run(const struct mgop_options *opt); /* also called by tests */
@@ -2728,6 +3522,7 @@ int mgop_run(const struct mgop_options *opt) {
   MGOP_LOG(MGOP_INFO, ("multigres-op %s starting; API server %s://%s:%s (%s)", MGOP_VERSION, mgop_cfg.scheme,
                        mgop_cfg.host, mgop_cfg.port, mgop_cfg.source));
   srand((unsigned)(mgop_now_ms() ^ getpid()));
+  mgop_stats.start_s = (long long)time(NULL);
   if (opt->leader_elect) {
     char host[64] = "";
     gethostname(host, sizeof(host) - 1);
@@ -2759,9 +3554,49 @@ int mgop_run(const struct mgop_options *opt) {
                     mgop_on_event, (void *)(intptr_t)i);
   }
 
+  if (opt->webhook_enable) { /* HTTPS; no connection is accepted before a certificate is installed */
+    snprintf(mgop_wh.ns, sizeof(mgop_wh.ns), "%s",
+             opt->webhook_service_ns ? opt->webhook_service_ns
+             : mgop_cfg.namespace_[0] ? mgop_cfg.namespace_ : "multigres-operator");
+    mgop_wh.enabled = 1;
+    mgop_wh.internal_certs = opt->webhook_internal_certs;
+    mgop_wh.cert_dir = opt->webhook_cert_dir;
+    mgop_wh.service = opt->webhook_service;
+    mgop_wh.config_name = opt->webhook_config;
+    mgop_wh.owner_deployment = opt->webhook_owner;
+    mgop_wh.ca_validity_s = opt->webhook_ca_validity_s;
+    mgop_wh.cert_validity_s = opt->webhook_cert_validity_s;
+    mgop_wh.check_ms = opt->webhook_check_s * 1000;
+    snprintf(mgop_wh.extra_sans, sizeof(mgop_wh.extra_sans), "%s", opt->webhook_extra_sans ? opt->webhook_extra_sans : "");
+    for (char *c = mgop_wh.extra_sans; *c; c++)
+      if (*c == ',') *c = 0; /* NUL-separated list, read by mgop_wh_names */
+    mgop_srv_init(&mgop_wh.srv, "webhook", 1, mgop_wh.conns, MGOP_WH_CONNS, mgop_serve_webhook, NULL);
+    if (mgop_srv_listen(&mgop_wh.srv, opt->webhook_bind)) {
+      MGOP_LOG(MGOP_ERROR, ("cannot serve the webhook on %s: %s; free the port or pass --webhook-enable=false",
+                            opt->webhook_bind, mgop_errmsg()));
+      return 2;
+    }
+    MGOP_LOG(MGOP_INFO, ("serving the admission webhook on %s (port %d), certificates %s", opt->webhook_bind,
+                         mgop_srv_port(&mgop_wh.srv), mgop_wh.internal_certs ? "built in" : opt->webhook_cert_dir));
+    mgop_wh_whoami();
+  }
+  for (int i = 0; i < 2; i++) { /* metrics and probes: plain HTTP, on every replica */
+    const char *addr = i ? opt->probe_addr : opt->metrics_addr;
+    mgop_srv_init(&mgop_http_srv[i], i ? "probes" : "metrics", 0, mgop_http_conns[i], MGOP_HTTP_CONNS, mgop_serve_http,
+                  NULL);
+    if (!addr || !strcmp(addr, "0")) continue;
+    if (mgop_srv_listen(&mgop_http_srv[i], addr)) {
+      MGOP_LOG(MGOP_ERROR, ("cannot serve %s on %s: %s", i ? "/healthz and /readyz" : "/metrics", addr, mgop_errmsg()));
+      return 2;
+    }
+    MGOP_LOG(MGOP_INFO, ("serving %s on %s (port %d)", i ? "/healthz and /readyz" : "/metrics", addr,
+                         mgop_srv_port(&mgop_http_srv[i])));
+  }
+
   while (!mgop_stop_signal) {
-    struct pollfd pfd[K_COUNT];
-    int owner[K_COUNT], n = 0;
+    struct pollfd pfd[K_COUNT + 2 * (MGOP_HTTP_CONNS + 1) + MGOP_WH_CONNS + 1];
+    struct mgop_srv *srvs[3] = {&mgop_http_srv[0], &mgop_http_srv[1], mgop_wh.enabled ? &mgop_wh.srv : NULL};
+    int owner[K_COUNT], n = 0, srv_at[3], srv_n[3];
     long long now = mgop_now_ms(), wait = 1000, due;
     struct mgop_work item;
     for (int i = 0; i < K_COUNT; i++) {
@@ -2790,8 +3625,10 @@ int mgop_run(const struct mgop_options *opt) {
     /* reconcile what is due, one root per turn so watches stay fresh; only
      * the leader takes work (the others keep watching, ready to take over) */
     if (mgop_may_write() && mgop_work_pop(mgop_now_ms(), &item) == MGOP_OK) {
-      rc = strcmp(item.kind, "MultigresCluster") ? mgop_template_sync(item.ns, item.name)
-                                                 : mgop_reconcile(item.ns, item.name);
+      long long t0 = mgop_now_ms();
+      int controller = strcmp(item.kind, "MultigresCluster") ? MGOP_C_TEMPLATE : MGOP_C_CLUSTER;
+      rc = controller == MGOP_C_TEMPLATE ? mgop_template_sync(item.ns, item.name) : mgop_reconcile(item.ns, item.name);
+      mgop_metrics_turn(controller, rc ? "error" : "success", (double)(mgop_now_ms() - t0) / 1000.0);
       if (rc) {
         int backoff = 1000 << (item.attempts < 5 ? item.attempts : 5);
         if (mgop_api.last_retry_after_s > 0 && mgop_api.last_retry_after_s * 1000 > backoff)
@@ -2803,9 +3640,29 @@ int mgop_run(const struct mgop_options *opt) {
     }
     due = mgop_work_next_due(mgop_now_ms());
     if (due >= 0 && due < wait) wait = due;
-    if (poll(pfd, (nfds_t)n, (int)wait) < 0 && errno != EINTR) {
-      MGOP_LOG(MGOP_ERROR, ("poll failed: %s", strerror(errno)));
-      break;
+    {
+      int nw = n;
+      if (mgop_wh.enabled && mgop_now_ms() >= mgop_wh.next_check_ms) { /* certificates: hourly, or soon after a miss */
+        int crc = mgop_wh_certs();
+        if (crc) MGOP_LOG(MGOP_WARN, ("webhook certificates: %s; retrying in 5 s", mgop_errmsg()));
+        mgop_wh.next_check_ms = mgop_now_ms() + (crc ? 5000 : mgop_wh.check_ms);
+      }
+      if (mgop_wh.enabled && mgop_wh.next_check_ms - mgop_now_ms() < wait) wait = mgop_wh.next_check_ms - mgop_now_ms();
+      if (wait < 0) wait = 0;
+      for (int i = 0; i < 3; i++) {
+        srv_at[i] = n;
+        srv_n[i] = srvs[i] ? mgop_srv_pollfds(srvs[i], pfd + n, (int)(sizeof(pfd) / sizeof(pfd[0])) - n) : 0;
+        n += srv_n[i];
+        due = srvs[i] ? mgop_srv_wake_ms(srvs[i], mgop_now_ms()) : wait;
+        if (due < wait) wait = due;
+      }
+      if (poll(pfd, (nfds_t)n, (int)wait) < 0 && errno != EINTR) {
+        MGOP_LOG(MGOP_ERROR, ("poll failed: %s", strerror(errno)));
+        break;
+      }
+      for (int i = 0; i < 3; i++)
+        if (srvs[i]) mgop_srv_step(srvs[i], pfd + srv_at[i], srv_n[i], mgop_now_ms());
+      n = nw; /* the watches' own entries come first */
     }
     now = mgop_now_ms();
     for (int p = 0; p < n; p++) {
@@ -2818,13 +3675,15 @@ int mgop_run(const struct mgop_options *opt) {
     mgop_lease_release();
   }
   mgop_arena_reset(&mgop_arena);
+  for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);
+  if (mgop_wh.enabled) mgop_srv_close(&mgop_wh.srv);
   for (int i = 0; i < K_COUNT; i++) mgop_watch_close(&mgop_watches[i]);
   mgop_kube_free(&mgop_api);
   return exit_code;
 }
 
 /* ======================================================================
- * 12. render
+ * 14. render
  * ==================================================================== */
 static struct mgop_manifest mgop_manifests[MGOP_MANIFESTS_MAX];
 static int mgop_nmanifests;
@@ -2977,7 +3836,7 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
 }
 
 /* ======================================================================
- * 13. Flags and main
+ * 15. Flags and main
  * ==================================================================== */
 #define MGOP_RENDER_USAGE "multigres-op render [-n NAMESPACE] -f FILE|DIR [-f FILE|DIR...]"
 static const char mgop_usage[] =
@@ -2996,6 +3855,25 @@ static const char mgop_usage[] =
     "  --leader-elect           elect one active replica through a Lease (default: false)\n"
     "  --leader-election-namespace NS  namespace of the Lease (default: the operator's own)\n"
     "  --leader-election-id NAME       name of the Lease (default: multigres-operator.multigres.com)\n"
+    "  --metrics-bind-address ADDR     serve /metrics, e.g. :8080 (default: 0, off)\n"
+    "  --health-probe-bind-address ADDR  serve /healthz and /readyz, e.g. :8081 (default: 0, off)\n"
+    "  --webhook-enable         serve the validating admission webhook (default: true)\n"
+    "  --webhook-bind-address ADDR     where it listens (default: :9443)\n"
+    "  --webhook-use-internal-certs    built-in CA and certificate in Secrets (default: true);\n"
+    "                           false: tls.crt/tls.key from --webhook-cert-dir (cert-manager)\n"
+    "  --webhook-cert-dir DIR   (default: /var/run/secrets/webhook)\n"
+    "  --webhook-service-name NAME     Service in front of the webhook, for the certificate's names\n"
+    "                           (default: multigres-operator-webhook-service)\n"
+    "  --webhook-service-namespace NS  its namespace, and the Secrets' (default: the operator's own)\n"
+    "  --webhook-configuration-name NAME  ValidatingWebhookConfiguration that gets the CA bundle\n"
+    "                           (default: multigres-operator-validating-webhook-configuration)\n"
+    "  --webhook-owner-deployment NAME  owner of the certificate Secrets\n"
+    "                           (default: multigres-operator)\n"
+    "  --webhook-extra-sans LIST       more certificate names or IPs, comma-separated (out-of-cluster runs)\n"
+    "  --webhook-cert-validity D       serving certificate lifetime (default: 8760h)\n"
+    "  --webhook-ca-validity D         CA lifetime (default: 87600h)\n"
+    "  --webhook-cert-check-interval D how often certificates are checked (default: 1h); each is\n"
+    "                           renewed when a third of its life or two intervals remain\n"
     "  --zap-devel              development mode: console encoder, debug level (default: true)\n"
     "  --zap-log-level LEVEL    debug, info, warn, error, or 0 (debug), 1 (info), 2 (error);\n"
     "                           default: debug with --zap-devel, else info\n"
@@ -3010,13 +3888,47 @@ static const struct mgop_flag mgop_flags[] = {
     {"kubeconfig", 0},    {"context", 0},       {"namespace", 0},     {"leader-elect", 1},
     {"leader-election-namespace", 0},           {"leader-election-id", 0},
     {"zap-devel", 1},     {"zap-log-level", 0}, {"zap-encoder", 0},   {"zap-stacktrace-level", 0},
+    {"metrics-bind-address", 0},                {"health-probe-bind-address", 0},
+    {"webhook-enable", 1},                      {"webhook-use-internal-certs", 1},
+    {"webhook-cert-dir", 0},                    {"webhook-service-name", 0},
+    {"webhook-service-namespace", 0},           {"webhook-bind-address", 0},
+    {"webhook-configuration-name", 0},          {"webhook-owner-deployment", 0},
+    {"webhook-extra-sans", 0},                  {"webhook-cert-validity", 0},
+    {"webhook-ca-validity", 0},                 {"webhook-cert-check-interval", 0},
 };
+
+/* "90s", "10m", "8760h", "1h30m" -> seconds; -1 when malformed or < 1s. */
+static long long mgop_parse_duration(const char *v) {
+  long long total = 0;
+  if (!*v) return -1;
+  while (*v) {
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || n < 0 || n > 100000000) return -1;
+    if (*end == 's') total += n;
+    else if (*end == 'm') total += n * 60;
+    else if (*end == 'h') total += n * 3600;
+    else return -1;
+    v = end + 1;
+  }
+  return total >= 1 ? total : -1;
+}
 
 /* Accepts --flag=value and --flag value. Returns 0, or 2 with a message. */
 int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now);
 int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now) {
   int first = 1;
   *exit_now = 0;
+  /* seed 003's defaults */
+  opt->webhook_enable = opt->webhook_internal_certs = 1;
+  opt->webhook_cert_dir = "/var/run/secrets/webhook";
+  opt->webhook_service = "multigres-operator-webhook-service";
+  opt->webhook_bind = ":9443";
+  opt->webhook_config = "multigres-operator-validating-webhook-configuration";
+  opt->webhook_owner = "multigres-operator";
+  opt->webhook_cert_validity_s = 365LL * 24 * 3600;
+  opt->webhook_ca_validity_s = 10LL * 365 * 24 * 3600;
+  opt->webhook_check_s = 3600;
   if (argc > 1 && !strcmp(argv[1], "render")) {
     first = 2;
     for (int i = 2; i < argc; i++) {
@@ -3086,6 +3998,8 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
         }
         if (!strcmp(f->name, "zap-devel")) devel = on;
         else if (!strcmp(f->name, "leader-elect")) opt->leader_elect = on;
+        else if (!strcmp(f->name, "webhook-enable")) opt->webhook_enable = on;
+        else if (!strcmp(f->name, "webhook-use-internal-certs")) opt->webhook_internal_certs = on;
         continue;
       }
       if (eq) val = eq + 1;
@@ -3099,6 +4013,25 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
       else if (!strcmp(f->name, "namespace")) opt->watch_namespace = val;
       else if (!strcmp(f->name, "leader-election-namespace")) opt->leader_election_namespace = val;
       else if (!strcmp(f->name, "leader-election-id")) opt->leader_election_id = val;
+      else if (!strcmp(f->name, "metrics-bind-address")) opt->metrics_addr = val;
+      else if (!strcmp(f->name, "webhook-cert-dir")) opt->webhook_cert_dir = val;
+      else if (!strcmp(f->name, "webhook-service-name")) opt->webhook_service = val;
+      else if (!strcmp(f->name, "webhook-service-namespace")) opt->webhook_service_ns = val;
+      else if (!strcmp(f->name, "webhook-bind-address")) opt->webhook_bind = val;
+      else if (!strcmp(f->name, "webhook-configuration-name")) opt->webhook_config = val;
+      else if (!strcmp(f->name, "webhook-owner-deployment")) opt->webhook_owner = val;
+      else if (!strcmp(f->name, "webhook-extra-sans")) opt->webhook_extra_sans = val;
+      else if (!strncmp(f->name, "webhook-c", 9)) { /* the three durations */
+        long long d = mgop_parse_duration(val);
+        if (d < 0) {
+          fprintf(stderr, "multigres-op: %s takes a duration such as 90s, 10m or 8760h, not \"%s\"\n", name, val);
+          return 2;
+        }
+        if (!strcmp(f->name, "webhook-cert-validity")) opt->webhook_cert_validity_s = d;
+        else if (!strcmp(f->name, "webhook-ca-validity")) opt->webhook_ca_validity_s = d;
+        else opt->webhook_check_s = d;
+      }
+      else if (!strcmp(f->name, "health-probe-bind-address")) opt->probe_addr = val;
       else if (!strcmp(f->name, "zap-log-level") || !strcmp(f->name, "zap-stacktrace-level")) {
         /* names, or the integers of seed 003: 0 debug, 1 info, 2 error */
         int l, known = 1;

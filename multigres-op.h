@@ -15,6 +15,11 @@
  *        2.6 kube              API requests, paginated LIST, WATCH streams,
  *                              server-side apply, status patches
  *        2.7 state             names, the fingerprint table, the work set
+ *        2.8 pki               ECDSA P-256 CA and serving certificates (SAN,
+ *                              EKU in DER), validity, renewal, verification
+ *        2.9 server            HTTP/1.1 + TLS server on the caller's poll():
+ *                              request parser, connection table, deadlines,
+ *                              hot certificate swap
  *   3. Implementation          (under MULTIGRES_OP_IMPLEMENTATION), the same
  *                              sections in the same order
  *
@@ -75,6 +80,34 @@
 #define MGOP_BACKOFF_MIN_MS 200
 #define MGOP_BACKOFF_MAX_MS 30000
 #define MGOP_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+/* pki (2.8) */
+#define MGOP_PKI_PEM_MAX 4096            /* one generated cert or key, PEM */
+#define MGOP_PKI_NAMES_MAX 16            /* subjectAltName entries         */
+#define MGOP_PKI_BACKDATE_S 3600         /* not_before = now - 1h (skew)   */
+/* server (2.9): memory is the caller's connection array plus the pool */
+#define MGOP_HTTP_TARGET_MAX 1024        /* request path; query the same   */
+#define MGOP_HTTP_HEADERS_MAX 64         /* header fields in one request   */
+#ifndef MGOP_SRV_HEAD_MAX
+#define MGOP_SRV_HEAD_MAX (8 * 1024)     /* request head; 431 beyond       */
+#endif
+#ifndef MGOP_SRV_RBUF
+#define MGOP_SRV_RBUF (16 * 1024)        /* per connection: head + small body */
+#endif
+#ifndef MGOP_SRV_WBUF
+#define MGOP_SRV_WBUF (16 * 1024)        /* per connection: small response */
+#endif
+#ifndef MGOP_SRV_BIG_MAX
+#define MGOP_SRV_BIG_MAX (1024 * 1024)   /* largest request body/response  */
+#endif
+#ifndef MGOP_SRV_BIG_SLOTS
+#define MGOP_SRV_BIG_SLOTS 3             /* shared pool of BIG_MAX buffers */
+#endif
+#define MGOP_SRV_TLS_GENS 3              /* current certificate + 2 draining */
+#define MGOP_SRV_REQUEST_TIMEOUT_MS 10000 /* accept/first byte -> whole request */
+#define MGOP_SRV_WRITE_TIMEOUT_MS 10000  /* one response                   */
+#define MGOP_SRV_IDLE_MS 120000          /* idle keep-alive (Go clients: 90 s) */
+#define MGOP_SRV_KEEPALIVE_MAX 1000      /* requests per connection        */
+#define MGOP_SRV_LINGER_MS 1000          /* drain after an error response  */
 
 /* ======================================================================
  * 2.1 base
@@ -484,6 +517,188 @@ int mgop_work_retry(const struct mgop_work *item, long long not_before);
 int mgop_work_pop(long long now, struct mgop_work *out);
 long long mgop_work_next_due(long long now); /* ms until the next is due, or -1 */
 size_t mgop_work_depth(void);
+
+/* ======================================================================
+ * 2.8 pki
+ *
+ * The webhook's built-in PKI: an ECDSA P-256 CA and serving certificates
+ * it signs, all in memory (PEM in fixed buffers; the policy keeps them in
+ * Secrets). mbedTLS 2.28 has no setters for subjectAltName or
+ * extendedKeyUsage; they are DER-encoded here. Times are unix seconds,
+ * passed in so tests can move the clock. Random numbers come from the TLS
+ * client's CTR_DRBG (mgop_tls_global_init).
+ * ==================================================================== */
+struct mgop_pki_pair {
+  char cert[MGOP_PKI_PEM_MAX];   /* PEM, NUL-terminated                    */
+  size_t cert_len;               /* strlen(cert)                           */
+  char key[MGOP_PKI_PEM_MAX];    /* PEM "EC PRIVATE KEY", NUL-terminated   */
+  size_t key_len;
+};
+/* Self-signed CA: CN=cn, basicConstraints CA:true pathlen 0 (critical),
+ * keyUsage keyCertSign|cRLSign, subject/authority key identifiers,
+ * not_before now-1h, not_after now+validity_s. */
+int mgop_pki_make_ca(struct mgop_pki_pair *ca, const char *cn, long long validity_s, long long now_s);
+/* Serving certificate signed by ca: CN = names[0] (cut to 64), subjectAltName
+ * with every name (dNSName, or iPAddress for an IPv4/IPv6 literal),
+ * extendedKeyUsage serverAuth, keyUsage digitalSignature, CA:false. */
+int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                          int nnames, long long validity_s, long long now_s);
+/* Fills a pair from PEM text (e.g. a Secret's tls.crt/tls.key) after
+ * checking that both parse and the key belongs to the (first) certificate. */
+int mgop_pki_pair_load(struct mgop_pki_pair *p, const char *cert, size_t cert_len, const char *key, size_t key_len);
+/* not_before/not_after of the first certificate of PEM/DER text; either
+ * output may be NULL. */
+int mgop_pki_validity(const char *cert, size_t len, long long *not_before_s, long long *not_after_s);
+int mgop_pki_not_after(const char *cert, size_t len, long long *not_after_s);
+/* 1 when the certificate should be replaced: less than a third of its
+ * lifetime (not_after - not_before) or less than margin_s remains, or it
+ * does not parse; 0 otherwise. */
+int mgop_pki_needs_renewal(const char *cert, size_t len, long long now_s, long long margin_s);
+/* Checks that leaf chains to the CA certificate(s) in ca_pem at now_s and
+ * is valid for `name` (a DNS name, or an IP literal matched against the
+ * iPAddress SANs); name may be NULL. MGOP_ERR_TLS with the reason otherwise
+ * ("signed by a rotated CA" shows up here). */
+int mgop_pki_verify(const char *leaf, size_t leaf_len, const char *ca_pem, size_t ca_len, const char *name,
+                    long long now_s);
+/* The certificate's serial number as lower-case hex (for logs, tests). */
+int mgop_pki_serial_hex(const char *cert, size_t len, char *out, size_t cap);
+
+/* ======================================================================
+ * 2.9 server
+ *
+ * HTTP/1.1 server (HTTPS when a certificate is installed) for the admission
+ * webhook, /metrics and /healthz. No threads: the caller adds the server's
+ * pollfds to its own poll() and calls mgop_srv_step on readiness, like a
+ * watch. Connections live in a caller-owned fixed array; request bodies and
+ * responses larger than the per-connection buffers borrow from a shared pool
+ * of MGOP_SRV_BIG_SLOTS buffers (503 with Retry-After when it is empty;
+ * request bodies never take the last free one). Chunked request
+ * bodies get 411, oversize heads 431, oversize bodies 413. Every connection
+ * has a deadline: the whole request within request_timeout_ms of accept (or
+ * of its first byte on a keep-alive connection), the response within
+ * write_timeout_ms, idle keep-alive for idle_ms. When the table is full, the
+ * least recently used idle connection makes room.
+ * ==================================================================== */
+#include <poll.h>
+
+/* A parsed request head. The parser is pure (no I/O, no globals). */
+struct mgop_http_req {
+  char method[16];
+  char path[MGOP_HTTP_TARGET_MAX];   /* "/validate", or "*"; no query     */
+  char query[MGOP_HTTP_TARGET_MAX];  /* after '?', or ""                  */
+  char content_type[128];
+  int minor;                         /* HTTP/1.minor                      */
+  long long content_length;          /* -1 when absent                    */
+  size_t body_len;                   /* bytes of body after the head      */
+  size_t head_len;                   /* bytes of head, blank line included */
+  int close;                         /* client wants the connection closed */
+  int expect_continue;               /* Expect: 100-continue              */
+  int nheaders;
+  int status;                        /* on error: the status to answer    */
+  const char *error;                 /* on error: why (static text)       */
+};
+/* Parses the request head at the start of buf[0..n). MGOP_OK: complete
+ * (req->head_len bytes; the body, req->body_len bytes, follows).
+ * MGOP_ERR_AGAIN: incomplete, read more. Otherwise MGOP_ERR_HTTP or
+ * MGOP_ERR_TOOBIG with req->status (400, 411, 413, 414, 417, 431, 501, 505)
+ * and req->error set; the connection cannot be reused after that. */
+int mgop_http_parse_request(const char *buf, size_t n, size_t head_max, size_t body_max,
+                            struct mgop_http_req *req);
+const char *mgop_http_reason(int status); /* "OK", "Not Found", ... */
+
+/* What a handler fills. body points at a bounded buffer (a pool slot or,
+ * when the pool is in use, the connection's own); overflow is answered
+ * with a 500 (503 with Retry-After when no pool slot was free). */
+struct mgop_srv_resp {
+  int status;                        /* 0 is answered as 500              */
+  char content_type[96];             /* "" for none                       */
+  char headers[256];                 /* extra "Name: value\r\n" lines     */
+  struct mgop_buf body;
+  int close;                         /* close the connection afterwards   */
+};
+/* Called once per complete request; body is body_len bytes (not
+ * NUL-terminated). Everything passed in is borrowed for the call only. */
+typedef void (*mgop_srv_handler)(void *ctx, const struct mgop_http_req *req, const char *body, size_t body_len,
+                                 struct mgop_srv_resp *resp);
+
+enum mgop_srv_cstate { MGOP_SC_FREE, MGOP_SC_HANDSHAKE, MGOP_SC_READ, MGOP_SC_WRITE, MGOP_SC_LINGER };
+struct mgop_srv_conn {
+  int fd;
+  enum mgop_srv_cstate state;
+  int gen;                           /* TLS generation, -1 for plain HTTP */
+  int ssl_init;
+  short events;                      /* what to poll for: POLLIN/POLLOUT  */
+  int more;                          /* work left without readiness       */
+  mbedtls_ssl_context ssl;
+  long long accepted_ms, deadline_ms, last_ms;
+  unsigned requests;                 /* responses completed               */
+  int have_head, continue_sent, close_after, after_write_read;
+  struct mgop_http_req req;
+  int big_in, big_out;               /* pool slots held, or -1            */
+  size_t body_got;                   /* body bytes in big_in              */
+  size_t scan;                       /* end-of-head search resumes here   */
+  size_t rlen, wh_len, wh_off, wb_len, wb_off;
+  const char *wbody;
+  char peer[64];
+  unsigned char rbuf[MGOP_SRV_RBUF];
+  char whead[1024];
+  char wbuf[MGOP_SRV_WBUF];
+};
+struct mgop_srv_tls {                /* one certificate generation        */
+  mbedtls_ssl_config conf;
+  mbedtls_x509_crt crt;
+  mbedtls_pk_context key;
+  int live, refs;
+  unsigned long long seq;
+};
+struct mgop_srv_stats {
+  unsigned long long accepted, requests, responses_4xx, responses_5xx, handshake_errors, timeouts, evicted,
+      pool_exhausted, cert_swaps;
+  int active, active_high;
+};
+struct mgop_srv {
+  char name[32];                     /* for logs: "webhook", "metrics"    */
+  int lfd, port, tls;
+  struct mgop_srv_conn *conns;
+  int nconns;
+  mgop_srv_handler handler;
+  void *ctx;
+  struct mgop_srv_tls gens[MGOP_SRV_TLS_GENS];
+  int cur;                           /* current generation, -1 none yet   */
+  unsigned long long seq;
+  long long request_timeout_ms, write_timeout_ms, idle_ms;
+  long long accept_pause_until;      /* after EMFILE and the like         */
+  unsigned keepalive_max;
+  size_t head_max, body_max;
+  struct mgop_srv_stats stats;
+};
+/* tls: 1 for HTTPS (no connection is accepted before mgop_srv_set_cert).
+ * conns/nconns: the connection table, owned by the caller. The timeouts
+ * and limits are fields the caller may change after init. */
+void mgop_srv_init(struct mgop_srv *s, const char *name, int tls, struct mgop_srv_conn *conns, int nconns,
+                   mgop_srv_handler handler, void *ctx);
+/* Listens on "host:port", "[v6]:port" or ":port" (all interfaces, IPv6
+ * dual-stack when available, else IPv4). Port 0 picks a free one. */
+int mgop_srv_listen(struct mgop_srv *s, const char *addr);
+int mgop_srv_port(const struct mgop_srv *s);   /* the bound port, or -1 */
+/* Installs a certificate chain (leaf first) and key, PEM. New connections
+ * use it at once; open ones finish on the one they started with. When
+ * every generation slot is busy, the connections of the oldest draining
+ * one are closed to make room. */
+int mgop_srv_set_cert(struct mgop_srv *s, const char *cert, size_t cert_len, const char *key, size_t key_len);
+/* Serial (hex) of the certificate new connections get, or "" (tests, logs). */
+void mgop_srv_cert_serial(const struct mgop_srv *s, char *out, size_t cap);
+/* Fills up to cap pollfds (at most nconns + 1 are needed); returns how many. */
+int mgop_srv_pollfds(const struct mgop_srv *s, struct pollfd *pfd, int cap);
+/* After poll(): pfd/n as filled by mgop_srv_pollfds, revents set. Accepts,
+ * handshakes, reads, calls the handler, writes, enforces deadlines.
+ * Never blocks. */
+void mgop_srv_step(struct mgop_srv *s, const struct pollfd *pfd, int n, long long now);
+/* ms until mgop_srv_step is due without any readiness (a deadline, or
+ * buffered TLS input); never negative, at most 60000. */
+long long mgop_srv_wake_ms(const struct mgop_srv *s, long long now);
+/* Closes every connection and the listener; frees the certificates. */
+void mgop_srv_close(struct mgop_srv *s);
 
 #endif /* MULTIGRES_OP_H */
 
@@ -2880,6 +3095,1315 @@ long long mgop_work_next_due(long long now) {
 }
 
 size_t mgop_work_depth(void) { return mgop_work_used; }
+
+/* ======================================================================
+ * 3.8 pki
+ * ==================================================================== */
+#include <mbedtls/asn1write.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/ecp.h>
+#include <mbedtls/bignum.h>
+#include <mbedtls/platform_util.h>
+
+/* Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant). */
+static long long mgop_days_from_civil(long long y, unsigned m, unsigned d) {
+  long long era;
+  unsigned yoe, doy, doe;
+  y -= m <= 2;
+  era = (y >= 0 ? y : y - 399) / 400;
+  yoe = (unsigned)(y - era * 400);
+  doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + (long long)doe - 719468;
+}
+
+static long long mgop_x509_time_unix(const mbedtls_x509_time *t) {
+  if (t->mon < 1 || t->mon > 12 || t->day < 1 || t->day > 31) return 0;
+  return mgop_days_from_civil(t->year, (unsigned)t->mon, (unsigned)t->day) * 86400LL + t->hour * 3600LL +
+         t->min * 60LL + t->sec;
+}
+
+/* "YYYYMMDDhhmmss" (UTC), as mbedtls_x509write_crt_set_validity wants. */
+static int mgop_pki_timestr(long long t, char *out, size_t cap) {
+  struct tm tm;
+  time_t tt = (time_t)t;
+  if (t < 0 || t > 253402300799LL || !gmtime_r(&tt, &tm)) return MGOP_ERR_CONFIG;
+  return strftime(out, cap, "%Y%m%d%H%M%S", &tm) == 14 ? MGOP_OK : MGOP_ERR_CONFIG;
+}
+
+/* mbedTLS parses PEM only NUL-terminated with the NUL counted; DER as is. */
+static char mgop_pki_tmp[MGOP_PEM_MAX + 1];
+static const unsigned char *mgop_pki_text(const char *s, size_t *len) {
+  if (*len > 0 && (s[*len - 1] == 0 || (unsigned char)s[0] == 0x30)) return (const unsigned char *)s;
+  if (*len >= sizeof(mgop_pki_tmp)) return NULL;
+  memcpy(mgop_pki_tmp, s, *len);
+  mgop_pki_tmp[(*len)++] = 0;
+  return (const unsigned char *)mgop_pki_tmp;
+}
+
+static int mgop_pki_parse_crt(mbedtls_x509_crt *crt, const char *s, size_t len, const char *what) {
+  const unsigned char *p = mgop_pki_text(s, &len);
+  int r;
+  if (!p) return mgop_seterr(MGOP_ERR_TOOBIG, "%s is larger than %d bytes", what, MGOP_PEM_MAX);
+  r = mbedtls_x509_crt_parse(crt, p, len);
+  if (r > 0) return mgop_seterr(MGOP_ERR_PARSE, "%s: %d of its certificates do not parse", what, r);
+  if (r < 0) return mgop_seterr(MGOP_ERR_PARSE, "%s is not a PEM/DER certificate (mbedtls -0x%04x)", what, -r);
+  return MGOP_OK;
+}
+
+static int mgop_pki_parse_key(mbedtls_pk_context *pk, const char *s, size_t len, const char *what) {
+  const unsigned char *p = mgop_pki_text(s, &len);
+  int r;
+  if (!p) return mgop_seterr(MGOP_ERR_TOOBIG, "%s is larger than %d bytes", what, MGOP_PEM_MAX);
+  r = mbedtls_pk_parse_key(pk, p, len, NULL, 0);
+  if (p == (const unsigned char *)mgop_pki_tmp) mbedtls_platform_zeroize(mgop_pki_tmp, len);
+  if (r) return mgop_seterr(MGOP_ERR_PARSE, "%s is not an unencrypted PEM/DER private key (mbedtls -0x%04x)", what, -r);
+  return MGOP_OK;
+}
+
+/* 4 or 16 bytes for an IPv4/IPv6 literal, else 0. */
+static size_t mgop_pki_ip(const char *name, unsigned char ip[16]) {
+  if (inet_pton(AF_INET, name, ip) == 1) return 4;
+  if (inet_pton(AF_INET6, name, ip) == 1) return 16;
+  return 0;
+}
+
+/* DNS names (a leading "*." allowed) and IP literals; nothing a DN string
+ * would need escaping for. */
+static int mgop_pki_name_ok(const char *n) {
+  unsigned char ip[16];
+  size_t len = strlen(n);
+  if (len == 0 || len > 253) return 0;
+  if (mgop_pki_ip(n, ip)) return 1;
+  if (n[0] == '*' && n[1] == '.') n += 2;
+  for (; *n; n++)
+    if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9') || *n == '-' || *n == '.'))
+      return 0;
+  return 1;
+}
+
+static int mgop_pki_rng(void *ctx, unsigned char *out, size_t n) { return mbedtls_ctr_drbg_random(ctx, out, n); }
+
+static int mgop_pki_genkey(mbedtls_pk_context *key) {
+  int r;
+  if ((r = mgop_tls_global_init())) return r;
+  if ((r = mbedtls_pk_setup(key, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY))) ||
+      (r = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(*key), mgop_pki_rng, &mgop_drbg)))
+    return mgop_tls_fail(r, "generating a P-256 key");
+  return MGOP_OK;
+}
+
+/* extendedKeyUsage: SEQUENCE { id-kp-serverAuth } */
+static int mgop_pki_eku_der(unsigned char *buf, size_t cap, unsigned char **start) {
+  int ret;
+  size_t len = 0;
+  unsigned char *p = buf + cap;
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_oid(&p, buf, MBEDTLS_OID_SERVER_AUTH,
+                                                   MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&p, buf, len));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
+  *start = p;
+  return (int)len;
+}
+
+/* subjectAltName: SEQUENCE OF GeneralName, dNSName [2] or iPAddress [7]. */
+static int mgop_pki_san_der(unsigned char *buf, size_t cap, const char *const *names, int n, unsigned char **start) {
+  int ret;
+  size_t len = 0;
+  unsigned char *p = buf + cap;
+  for (int i = n - 1; i >= 0; i--) {
+    unsigned char ip[16];
+    size_t iplen = mgop_pki_ip(names[i], ip), one = 0;
+    const unsigned char *v = iplen ? ip : (const unsigned char *)names[i];
+    size_t vlen = iplen ? iplen : strlen(names[i]);
+    MBEDTLS_ASN1_CHK_ADD(one, mbedtls_asn1_write_raw_buffer(&p, buf, v, vlen));
+    MBEDTLS_ASN1_CHK_ADD(one, mbedtls_asn1_write_len(&p, buf, vlen));
+    MBEDTLS_ASN1_CHK_ADD(one, mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONTEXT_SPECIFIC | (iplen ? 7 : 2)));
+    len += one;
+  }
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&p, buf, len));
+  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
+  *start = p;
+  return (int)len;
+}
+
+/* Writes one certificate (PEM) for subject_key, signed by issuer_key. */
+static int mgop_pki_write_crt(struct mgop_pki_pair *out, mbedtls_pk_context *subject_key,
+                              mbedtls_pk_context *issuer_key, const char *subject, const char *issuer, int is_ca,
+                              const char *const *names, int nnames, long long not_before, long long not_after) {
+  mbedtls_x509write_cert w;
+  mbedtls_mpi serial;
+  unsigned char sb[16], ext[2048], *start;
+  char nb[16], na[16];
+  int r, rc = MGOP_OK, n;
+  const char *step = "";
+  if (mgop_pki_timestr(not_before, nb, sizeof(nb)) || mgop_pki_timestr(not_after, na, sizeof(na)))
+    return mgop_seterr(MGOP_ERR_CONFIG, "certificate validity %lld..%lld is out of range", not_before, not_after);
+  mbedtls_x509write_crt_init(&w);
+  mbedtls_mpi_init(&serial);
+  /* 128 random bits, positive and 16 bytes long */
+  if ((r = mbedtls_ctr_drbg_random(&mgop_drbg, sb, sizeof(sb)))) { step = "serial"; goto fail; }
+  sb[0] = (unsigned char)((sb[0] & 0x7f) | 0x40);
+  if ((r = mbedtls_mpi_read_binary(&serial, sb, sizeof(sb)))) { step = "serial"; goto fail; }
+  mbedtls_x509write_crt_set_version(&w, MBEDTLS_X509_CRT_VERSION_3);
+  mbedtls_x509write_crt_set_md_alg(&w, MBEDTLS_MD_SHA256);
+  mbedtls_x509write_crt_set_subject_key(&w, subject_key);
+  mbedtls_x509write_crt_set_issuer_key(&w, issuer_key);
+  if ((r = mbedtls_x509write_crt_set_subject_name(&w, subject))) { step = "subject"; goto fail; }
+  if ((r = mbedtls_x509write_crt_set_issuer_name(&w, issuer))) { step = "issuer"; goto fail; }
+  if ((r = mbedtls_x509write_crt_set_serial(&w, &serial))) { step = "serial"; goto fail; }
+  if ((r = mbedtls_x509write_crt_set_validity(&w, nb, na))) { step = "validity"; goto fail; }
+  if ((r = mbedtls_x509write_crt_set_subject_key_identifier(&w))) { step = "subjectKeyIdentifier"; goto fail; }
+  if ((r = mbedtls_x509write_crt_set_authority_key_identifier(&w))) { step = "authorityKeyIdentifier"; goto fail; }
+  if (is_ca) {
+    if ((r = mbedtls_x509write_crt_set_basic_constraints(&w, 1, 0))) { step = "basicConstraints"; goto fail; }
+    if ((r = mbedtls_x509write_crt_set_key_usage(&w, MBEDTLS_X509_KU_KEY_CERT_SIGN | MBEDTLS_X509_KU_CRL_SIGN))) {
+      step = "keyUsage";
+      goto fail;
+    }
+  } else {
+    if ((r = mbedtls_x509write_crt_set_basic_constraints(&w, 0, -1))) { step = "basicConstraints"; goto fail; }
+    if ((r = mbedtls_x509write_crt_set_key_usage(&w, MBEDTLS_X509_KU_DIGITAL_SIGNATURE))) { step = "keyUsage"; goto fail; }
+    if ((n = mgop_pki_eku_der(ext, sizeof(ext), &start)) < 0) { r = n; step = "extendedKeyUsage"; goto fail; }
+    if ((r = mbedtls_x509write_crt_set_extension(&w, MBEDTLS_OID_EXTENDED_KEY_USAGE,
+                                                 MBEDTLS_OID_SIZE(MBEDTLS_OID_EXTENDED_KEY_USAGE), 0, start,
+                                                 (size_t)n))) {
+      step = "extendedKeyUsage";
+      goto fail;
+    }
+    if ((n = mgop_pki_san_der(ext, sizeof(ext), names, nnames, &start)) < 0) {
+      r = n;
+      step = "subjectAltName";
+      goto fail;
+    }
+    if ((r = mbedtls_x509write_crt_set_extension(&w, MBEDTLS_OID_SUBJECT_ALT_NAME,
+                                                 MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME), 0, start,
+                                                 (size_t)n))) {
+      step = "subjectAltName";
+      goto fail;
+    }
+  }
+  if ((r = mbedtls_x509write_crt_pem(&w, (unsigned char *)out->cert, sizeof(out->cert), mgop_pki_rng, &mgop_drbg))) {
+    step = "signing";
+    goto fail;
+  }
+  out->cert_len = strlen(out->cert);
+  if ((r = mbedtls_pk_write_key_pem(subject_key, (unsigned char *)out->key, sizeof(out->key)))) {
+    step = "key PEM";
+    goto fail;
+  }
+  out->key_len = strlen(out->key);
+  goto done;
+fail: {
+    char what[64];
+    snprintf(what, sizeof(what), "certificate %s", step);
+    rc = mgop_tls_fail(r, what);
+  }
+done:
+  mbedtls_mpi_free(&serial);
+  mbedtls_x509write_crt_free(&w);
+  return rc;
+}
+
+static int mgop_pki_check_validity(long long validity_s, long long now_s) {
+  if (validity_s <= 0 || validity_s > 100LL * 366 * 86400 || now_s < MGOP_PKI_BACKDATE_S)
+    return mgop_seterr(MGOP_ERR_CONFIG, "certificate validity must be 1 s to 100 years (got %lld s at %lld)",
+                       validity_s, now_s);
+  return MGOP_OK;
+}
+
+int mgop_pki_make_ca(struct mgop_pki_pair *ca, const char *cn, long long validity_s, long long now_s) {
+  mbedtls_pk_context key;
+  char subject[96];
+  int rc;
+  memset(ca, 0, sizeof(*ca));
+  if (!cn || !mgop_pki_name_ok(cn) || strlen(cn) > 64)
+    return mgop_seterr(MGOP_ERR_CONFIG, "CA common name \"%s\" must be 1-64 characters of [A-Za-z0-9.-]", cn ? cn : "");
+  if ((rc = mgop_pki_check_validity(validity_s, now_s))) return rc;
+  snprintf(subject, sizeof(subject), "CN=%s", cn);
+  mbedtls_pk_init(&key);
+  rc = mgop_pki_genkey(&key);
+  if (!rc)
+    rc = mgop_pki_write_crt(ca, &key, &key, subject, subject, 1, NULL, 0, now_s - MGOP_PKI_BACKDATE_S,
+                            now_s + validity_s);
+  mbedtls_pk_free(&key);
+  if (rc) mbedtls_platform_zeroize(ca, sizeof(*ca));
+  return rc;
+}
+
+int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                          int nnames, long long validity_s, long long now_s) {
+  mbedtls_x509_crt cacrt;
+  mbedtls_pk_context cakey, key;
+  char subject[96], issuer[512];
+  const char *cn = NULL;
+  long long not_after = now_s + validity_s, ca_after;
+  int rc, r;
+  memset(out, 0, sizeof(*out));
+  if (nnames < 1 || nnames > MGOP_PKI_NAMES_MAX)
+    return mgop_seterr(MGOP_ERR_CONFIG, "a serving certificate needs 1 to %d names (got %d)", MGOP_PKI_NAMES_MAX,
+                       nnames);
+  for (int i = 0; i < nnames; i++) {
+    unsigned char ip[16];
+    if (!names[i] || !mgop_pki_name_ok(names[i]))
+      return mgop_seterr(MGOP_ERR_CONFIG, "serving certificate name \"%s\" is neither a DNS name nor an IP address",
+                         names[i] ? names[i] : "(null)");
+    if (!cn && !mgop_pki_ip(names[i], ip)) cn = names[i];
+  }
+  if (!cn) cn = names[0];
+  if ((rc = mgop_pki_check_validity(validity_s, now_s))) return rc;
+  snprintf(subject, sizeof(subject), "CN=%.64s", cn);
+  mbedtls_x509_crt_init(&cacrt);
+  mbedtls_pk_init(&cakey);
+  mbedtls_pk_init(&key);
+  if ((rc = mgop_pki_parse_crt(&cacrt, ca->cert, ca->cert_len, "CA certificate")) ||
+      (rc = mgop_pki_parse_key(&cakey, ca->key, ca->key_len, "CA key")))
+    goto done;
+  if (mbedtls_pk_check_pair(&cacrt.pk, &cakey)) {
+    rc = mgop_seterr(MGOP_ERR_CONFIG, "the CA key does not belong to the CA certificate");
+    goto done;
+  }
+  if (!cacrt.ca_istrue) {
+    rc = mgop_seterr(MGOP_ERR_CONFIG, "the CA certificate is not a CA (basicConstraints CA:false)");
+    goto done;
+  }
+  if ((r = mbedtls_x509_dn_gets(issuer, sizeof(issuer), &cacrt.subject)) < 0) {
+    rc = mgop_tls_fail(r, "CA subject");
+    goto done;
+  }
+  /* a certificate never outlives its issuer */
+  ca_after = mgop_x509_time_unix(&cacrt.valid_to);
+  if (ca_after > 0 && not_after > ca_after) not_after = ca_after;
+  if (not_after <= now_s) {
+    rc = mgop_seterr(MGOP_ERR_CONFIG, "the CA certificate has expired; make a new CA");
+    goto done;
+  }
+  if ((rc = mgop_pki_genkey(&key))) goto done;
+  rc = mgop_pki_write_crt(out, &key, &cakey, subject, issuer, 0, names, nnames, now_s - MGOP_PKI_BACKDATE_S,
+                          not_after);
+done:
+  mbedtls_pk_free(&key);
+  mbedtls_pk_free(&cakey);
+  mbedtls_x509_crt_free(&cacrt);
+  if (rc) mbedtls_platform_zeroize(out, sizeof(*out));
+  return rc;
+}
+
+int mgop_pki_pair_load(struct mgop_pki_pair *p, const char *cert, size_t cert_len, const char *key, size_t key_len) {
+  mbedtls_x509_crt crt;
+  mbedtls_pk_context pk;
+  int rc;
+  while (cert_len > 0 && cert[cert_len - 1] == 0) cert_len--;
+  while (key_len > 0 && key[key_len - 1] == 0) key_len--;
+  if (cert_len >= sizeof(p->cert) || key_len >= sizeof(p->key))
+    return mgop_seterr(MGOP_ERR_TOOBIG, "certificate or key larger than %d bytes", MGOP_PKI_PEM_MAX - 1);
+  mbedtls_x509_crt_init(&crt);
+  mbedtls_pk_init(&pk);
+  if (!(rc = mgop_pki_parse_crt(&crt, cert, cert_len, "certificate")) &&
+      !(rc = mgop_pki_parse_key(&pk, key, key_len, "key")) && mbedtls_pk_check_pair(&crt.pk, &pk))
+    rc = mgop_seterr(MGOP_ERR_CONFIG, "the key does not belong to the certificate");
+  mbedtls_pk_free(&pk);
+  mbedtls_x509_crt_free(&crt);
+  if (rc) return rc;
+  memcpy(p->cert, cert, cert_len);
+  p->cert[cert_len] = 0;
+  p->cert_len = cert_len;
+  memcpy(p->key, key, key_len);
+  p->key[key_len] = 0;
+  p->key_len = key_len;
+  return MGOP_OK;
+}
+
+int mgop_pki_validity(const char *cert, size_t len, long long *not_before_s, long long *not_after_s) {
+  mbedtls_x509_crt crt;
+  int rc;
+  mbedtls_x509_crt_init(&crt);
+  rc = mgop_pki_parse_crt(&crt, cert, len, "certificate");
+  if (!rc) {
+    if (not_before_s) *not_before_s = mgop_x509_time_unix(&crt.valid_from);
+    if (not_after_s) *not_after_s = mgop_x509_time_unix(&crt.valid_to);
+  }
+  mbedtls_x509_crt_free(&crt);
+  return rc;
+}
+
+int mgop_pki_not_after(const char *cert, size_t len, long long *not_after_s) {
+  return mgop_pki_validity(cert, len, NULL, not_after_s);
+}
+
+int mgop_pki_needs_renewal(const char *cert, size_t len, long long now_s, long long margin_s) {
+  long long nb, na, left;
+  if (mgop_pki_validity(cert, len, &nb, &na)) return 1;
+  left = na - now_s;
+  return left < (na - nb) / 3 || left < margin_s || now_s < nb;
+}
+
+static int mgop_pki_vrfy_cb(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
+  long long now = *(const long long *)ctx;
+  (void)depth;
+  *flags &= ~(uint32_t)(MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE);
+  if (now < mgop_x509_time_unix(&crt->valid_from)) *flags |= MBEDTLS_X509_BADCERT_FUTURE;
+  if (now > mgop_x509_time_unix(&crt->valid_to)) *flags |= MBEDTLS_X509_BADCERT_EXPIRED;
+  return 0;
+}
+
+int mgop_pki_verify(const char *leaf, size_t leaf_len, const char *ca_pem, size_t ca_len, const char *name,
+                    long long now_s) {
+  mbedtls_x509_crt crt, ca;
+  unsigned char ip[16];
+  size_t iplen = name ? mgop_pki_ip(name, ip) : 0;
+  uint32_t flags = 0;
+  int rc, r;
+  mbedtls_x509_crt_init(&crt);
+  mbedtls_x509_crt_init(&ca);
+  if ((rc = mgop_pki_parse_crt(&crt, leaf, leaf_len, "certificate")) ||
+      (rc = mgop_pki_parse_crt(&ca, ca_pem, ca_len, "CA bundle")))
+    goto done;
+  r = mbedtls_x509_crt_verify(&crt, &ca, NULL, iplen ? NULL : name, &flags, mgop_pki_vrfy_cb, &now_s);
+  if (iplen && !mgop_tls_crt_has_ip(&crt, ip, iplen)) flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+  if (r || flags) {
+    char info[256] = "";
+    size_t n;
+    mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
+    for (n = strlen(info); n > 0 && info[n - 1] == '\n'; n--) info[n - 1] = 0;
+    for (char *q = info; *q; q++)
+      if (*q == '\n') *q = ';';
+    rc = mgop_seterr(MGOP_ERR_TLS, "certificate does not verify%s%s: %s", name ? " for " : "", name ? name : "",
+                     info[0] ? info : "verification failed");
+  }
+done:
+  mbedtls_x509_crt_free(&ca);
+  mbedtls_x509_crt_free(&crt);
+  return rc;
+}
+
+static void mgop_hex_serial(const mbedtls_x509_buf *serial, char *out, size_t cap) {
+  size_t o = 0;
+  if (cap == 0) return;
+  for (size_t i = 0; i < serial->len && o + 3 <= cap; i++) o += (size_t)snprintf(out + o, cap - o, "%02x", serial->p[i]);
+  out[o] = 0;
+}
+
+int mgop_pki_serial_hex(const char *cert, size_t len, char *out, size_t cap) {
+  mbedtls_x509_crt crt;
+  int rc;
+  if (cap) out[0] = 0;
+  mbedtls_x509_crt_init(&crt);
+  rc = mgop_pki_parse_crt(&crt, cert, len, "certificate");
+  if (!rc) mgop_hex_serial(&crt.serial, out, cap);
+  mbedtls_x509_crt_free(&crt);
+  return rc;
+}
+
+/* ======================================================================
+ * 3.9 server
+ * ==================================================================== */
+/* --- request parser (pure) ---------------------------------------------- */
+static int mgop_tchar(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static int mgop_req_fail(struct mgop_http_req *r, int status, const char *why) {
+  r->status = status;
+  r->error = why;
+  return status == 413 || status == 414 || status == 431 ? MGOP_ERR_TOOBIG : MGOP_ERR_HTTP;
+}
+
+/* Calls fn for each comma-separated token of a header value (OWS trimmed). */
+static int mgop_has_token(const char *v, size_t n, const char *tok) {
+  size_t i = 0;
+  while (i < n) {
+    size_t s = i, e;
+    while (i < n && v[i] != ',') i++;
+    e = i++;
+    while (s < e && (v[s] == ' ' || v[s] == '\t')) s++;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+    if (mgop_hdr_name_eq(v + s, e - s, tok)) return 1;
+  }
+  return 0;
+}
+
+static int mgop_copy_target(char *dst, const char *s, size_t n) {
+  if (n >= MGOP_HTTP_TARGET_MAX) return -1;
+  memcpy(dst, s, n);
+  dst[n] = 0;
+  return 0;
+}
+
+int mgop_http_parse_request(const char *buf, size_t n, size_t head_max, size_t body_max,
+                            struct mgop_http_req *r) {
+  size_t lim = n < head_max ? n : head_max, i = 0, hs, he = 0;
+  const char *p, *end, *eol, *le, *sp, *t, *tend, *v, *q;
+  int hosts = 0, te = 0, chunked = 0, keepalive = 0, close_tok = 0, cl_seen = 0, cl_big = 0;
+  unsigned long long cl = 0;
+  memset(r, 0, sizeof(*r));
+  r->content_length = -1;
+  r->minor = 1;
+  r->status = 400;
+  if (body_max > (1ULL << 50)) body_max = 1ULL << 50;
+  /* RFC 9112 2.2: ignore empty lines before the request line */
+  while (i < lim && (buf[i] == '\n' || buf[i] == '\r')) {
+    if (buf[i] == '\n') {
+      i++;
+      continue;
+    }
+    if (i + 1 >= lim) return n >= head_max ? mgop_req_fail(r, 431, "request head too large") : MGOP_ERR_AGAIN;
+    if (buf[i + 1] != '\n') return mgop_req_fail(r, 400, "bare CR in the request");
+    i += 2;
+  }
+  hs = i;
+  /* early rejection (binary, TLS to a plain port): the method is a token */
+  for (size_t k = hs; k < lim && buf[k] != ' '; k++)
+    if (!mgop_tchar((unsigned char)buf[k])) return mgop_req_fail(r, 400, "malformed request line");
+  for (size_t k = hs; k < lim; k++) {
+    if (buf[k] != '\n') continue;
+    if (k + 1 < lim && buf[k + 1] == '\n') { he = k + 2; break; }
+    if (k + 2 < lim && buf[k + 1] == '\r' && buf[k + 2] == '\n') { he = k + 3; break; }
+  }
+  if (!he) return n >= head_max ? mgop_req_fail(r, 431, "request head too large") : MGOP_ERR_AGAIN;
+  p = buf + hs;
+  end = buf + he;
+
+  /* request line: method SP target SP HTTP/1.x */
+  eol = memchr(p, '\n', (size_t)(end - p));
+  le = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+  for (sp = p; sp < le && mgop_tchar((unsigned char)*sp); sp++) {}
+  if (sp == p || sp >= le || *sp != ' ') return mgop_req_fail(r, 400, "malformed request line");
+  if ((size_t)(sp - p) >= sizeof(r->method)) return mgop_req_fail(r, 501, "method not implemented");
+  memcpy(r->method, p, (size_t)(sp - p));
+  t = sp + 1;
+  for (tend = t; tend < le && *tend != ' '; tend++)
+    if ((unsigned char)*tend <= 0x20 || (unsigned char)*tend >= 0x7f)
+      return mgop_req_fail(r, 400, "invalid character in the request target");
+  if (tend == t || tend >= le) return mgop_req_fail(r, 400, "malformed request line");
+  v = tend + 1;
+  if (le - v != 8 || memcmp(v, "HTTP/", 5) || v[5] < '0' || v[5] > '9' || v[6] != '.' || v[7] < '0' || v[7] > '9')
+    return mgop_req_fail(r, 400, "malformed HTTP version");
+  if (v[5] != '1') return mgop_req_fail(r, 505, "only HTTP/1.x is supported");
+  r->minor = v[7] - '0';
+  if (tend - t == 1 && *t == '*') {
+    if (strcmp(r->method, "OPTIONS")) return mgop_req_fail(r, 400, "\"*\" target outside OPTIONS");
+    r->path[0] = '*';
+  } else {
+    const char *qm, *hash;
+    if (tend - t >= 8 && (mgop_hdr_name_eq(t, 7, "http://") || mgop_hdr_name_eq(t, 8, "https://"))) {
+      /* absolute-form: keep the path and query */
+      const char *a = memchr(t, ':', (size_t)(tend - t)) + 3;
+      while (a < tend && *a != '/' && *a != '?') a++;
+      if (a == tend || *a == '?') {
+        r->path[0] = '/';
+        if (a < tend && mgop_copy_target(r->query, a + 1, (size_t)(tend - a - 1)))
+          return mgop_req_fail(r, 414, "request query too long");
+        goto target_done;
+      }
+      t = a;
+    }
+    if (*t != '/') return mgop_req_fail(r, 400, "request target must start with /");
+    if ((hash = memchr(t, '#', (size_t)(tend - t)))) return mgop_req_fail(r, 400, "fragment in the request target");
+    qm = memchr(t, '?', (size_t)(tend - t));
+    if (mgop_copy_target(r->path, t, (size_t)((qm ? qm : tend) - t)))
+      return mgop_req_fail(r, 414, "request path too long");
+    if (qm && mgop_copy_target(r->query, qm + 1, (size_t)(tend - qm - 1)))
+      return mgop_req_fail(r, 414, "request query too long");
+  }
+target_done:
+
+  /* header fields */
+  for (p = eol + 1; p < end; p = eol + 1) {
+    const char *colon, *ve;
+    size_t nlen;
+    eol = memchr(p, '\n', (size_t)(end - p));
+    le = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+    if (le == p) break; /* the blank line */
+    if (*p == ' ' || *p == '\t') return mgop_req_fail(r, 400, "obsolete line folding");
+    if (++r->nheaders > MGOP_HTTP_HEADERS_MAX) return mgop_req_fail(r, 431, "too many header fields");
+    for (colon = p; colon < le && mgop_tchar((unsigned char)*colon); colon++) {}
+    if (colon == p || colon >= le || *colon != ':') return mgop_req_fail(r, 400, "malformed header field");
+    nlen = (size_t)(colon - p);
+    for (q = colon + 1; q < le; q++)
+      if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f)
+        return mgop_req_fail(r, 400, "invalid character in a header value");
+    v = colon + 1;
+    ve = le;
+    while (v < ve && (*v == ' ' || *v == '\t')) v++;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    if (mgop_hdr_name_eq(p, nlen, "content-length")) {
+      unsigned long long val = 0;
+      int big = 0;
+      if (v == ve) return mgop_req_fail(r, 400, "empty Content-Length");
+      for (q = v; q < ve; q++) {
+        if (*q < '0' || *q > '9') return mgop_req_fail(r, 400, "invalid Content-Length");
+        if (val > body_max) big = 1;
+        else val = val * 10 + (unsigned)(*q - '0');
+      }
+      if (val > body_max) big = 1;
+      if (cl_seen && (big != cl_big || val != cl)) return mgop_req_fail(r, 400, "conflicting Content-Length headers");
+      cl_seen = 1;
+      cl_big = big;
+      cl = val;
+    } else if (mgop_hdr_name_eq(p, nlen, "transfer-encoding")) {
+      te = 1;
+      if (mgop_ci_contains(v, (size_t)(ve - v), "chunked")) chunked = 1;
+    } else if (mgop_hdr_name_eq(p, nlen, "connection")) {
+      if (mgop_has_token(v, (size_t)(ve - v), "close")) close_tok = 1;
+      if (mgop_has_token(v, (size_t)(ve - v), "keep-alive")) keepalive = 1;
+    } else if (mgop_hdr_name_eq(p, nlen, "host")) {
+      hosts++;
+    } else if (mgop_hdr_name_eq(p, nlen, "expect")) {
+      if (!mgop_hdr_name_eq(v, (size_t)(ve - v), "100-continue"))
+        return mgop_req_fail(r, 417, "only Expect: 100-continue is supported");
+      if (r->minor >= 1) r->expect_continue = 1;
+    } else if (mgop_hdr_name_eq(p, nlen, "content-type")) {
+      if ((size_t)(ve - v) >= sizeof(r->content_type)) return mgop_req_fail(r, 431, "Content-Type too long");
+      memcpy(r->content_type, v, (size_t)(ve - v));
+      r->content_type[ve - v] = 0;
+    }
+  }
+  if (hosts > 1) return mgop_req_fail(r, 400, "more than one Host header");
+  if (hosts == 0 && r->minor >= 1) return mgop_req_fail(r, 400, "missing Host header");
+  if (te && chunked)
+    return mgop_req_fail(r, 411, "chunked request bodies are not supported; send Content-Length");
+  if (te) return mgop_req_fail(r, 501, "unsupported Transfer-Encoding");
+  if (cl_big) return mgop_req_fail(r, 413, "request body too large");
+  r->content_length = cl_seen ? (long long)cl : -1;
+  r->body_len = cl_seen ? (size_t)cl : 0;
+  r->close = r->minor == 0 ? !keepalive : close_tok;
+  r->head_len = he;
+  r->status = 0;
+  return MGOP_OK;
+}
+
+const char *mgop_http_reason(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 300 ? "OK" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+/* --- buffers shared by every server ------------------------------------- */
+_Static_assert(MGOP_SRV_BIG_SLOTS >= 2, "MGOP_SRV_BIG_SLOTS: one for a request body, one for its response");
+static char mgop_srv_pool[MGOP_SRV_BIG_SLOTS][MGOP_SRV_BIG_MAX];
+static unsigned char mgop_srv_pool_used[MGOP_SRV_BIG_SLOTS];
+static char mgop_srv_drain[4096];
+
+static int mgop_srv_pool_get(void) {
+  for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++)
+    if (!mgop_srv_pool_used[i]) {
+      mgop_srv_pool_used[i] = 1;
+      return i;
+    }
+  return -1;
+}
+
+/* A request body may take a slot only if one stays free for responses:
+ * otherwise requests holding every slot could not be answered. */
+static int mgop_srv_pool_get_for_request(void) {
+  int nfree = 0;
+  for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++) nfree += !mgop_srv_pool_used[i];
+  return nfree >= 2 ? mgop_srv_pool_get() : -1;
+}
+
+static void mgop_srv_pool_put(int *slot) {
+  if (*slot >= 0) mgop_srv_pool_used[*slot] = 0;
+  *slot = -1;
+}
+
+/* --- certificates -------------------------------------------------------- */
+static void mgop_srv_gen_free(struct mgop_srv_tls *g) {
+  if (!g->live) return;
+  mbedtls_ssl_config_free(&g->conf);
+  mbedtls_x509_crt_free(&g->crt);
+  mbedtls_pk_free(&g->key);
+  g->live = 0;
+  g->refs = 0;
+}
+
+/* --- connections ---------------------------------------------------------- */
+static void mgop_srv_free_conn(struct mgop_srv *s, struct mgop_srv_conn *c) {
+  if (c->state == MGOP_SC_FREE) return;
+  if (c->ssl_init) {
+    mbedtls_ssl_free(&c->ssl);
+    c->ssl_init = 0;
+  }
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  mgop_srv_pool_put(&c->big_in);
+  mgop_srv_pool_put(&c->big_out);
+  if (c->gen >= 0) {
+    struct mgop_srv_tls *g = &s->gens[c->gen];
+    g->refs--;
+    if (c->gen != s->cur && g->refs <= 0) mgop_srv_gen_free(g);
+  }
+  c->gen = -1;
+  c->state = MGOP_SC_FREE;
+  c->more = 0;
+  s->stats.active--;
+}
+
+/* An incomplete request or idle keep-alive: what eviction may take. */
+static int mgop_srv_idle(const struct mgop_srv_conn *c) {
+  return c->state == MGOP_SC_READ && !c->have_head && c->rlen == 0 && c->requests > 0;
+}
+static int mgop_srv_incomplete(const struct mgop_srv_conn *c) {
+  return c->state == MGOP_SC_HANDSHAKE || (c->state == MGOP_SC_READ && !c->have_head);
+}
+
+/* A free slot, else (evict=1) the one to close: the least recently used
+ * idle keep-alive connection, a lingering one, or the oldest connection
+ * still sending its head after a second. NULL when none. */
+static struct mgop_srv_conn *mgop_srv_slot(struct mgop_srv *s, long long now, int evict) {
+  struct mgop_srv_conn *best = NULL;
+  int rank = 0;
+  for (int i = 0; i < s->nconns; i++) {
+    struct mgop_srv_conn *c = &s->conns[i];
+    int cr = 0;
+    if (c->state == MGOP_SC_FREE) return c;
+    if (mgop_srv_idle(c)) cr = 3;
+    else if (c->state == MGOP_SC_LINGER) cr = 2;
+    else if (mgop_srv_incomplete(c) && now - c->accepted_ms >= 1000) cr = 1;
+    if (cr > rank || (cr && cr == rank && c->last_ms < best->last_ms)) best = c, rank = cr;
+  }
+  if (best && evict) {
+    MGOP_LOG(MGOP_DEBUG, ("%s server: table full, closing the connection from %s", s->name, best->peer));
+    s->stats.evicted++;
+    mgop_srv_free_conn(s, best);
+  }
+  return best;
+}
+
+static int mgop_srv_recv(struct mgop_srv_conn *c, void *buf, size_t n) {
+  int r = c->gen >= 0 ? mbedtls_ssl_read(&c->ssl, buf, n) : mgop_fd_recv(&c->fd, buf, n);
+  if (r > 0) return r;
+  if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    c->events = r == MBEDTLS_ERR_SSL_WANT_WRITE ? POLLOUT : POLLIN;
+    return MGOP_ERR_AGAIN;
+  }
+  if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == MBEDTLS_ERR_NET_CONN_RESET) return MGOP_ERR_CLOSED;
+  return MGOP_ERR_IO;
+}
+
+static int mgop_srv_send(struct mgop_srv_conn *c, const void *buf, size_t n) {
+  int r = c->gen >= 0 ? mbedtls_ssl_write(&c->ssl, buf, n) : mgop_fd_send(&c->fd, buf, n);
+  if (r > 0) return r;
+  if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    c->events = r == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT;
+    return MGOP_ERR_AGAIN;
+  }
+  return MGOP_ERR_IO;
+}
+
+/* Queues a response: head in whead, body (borrowed) after it. */
+static void mgop_srv_queue(struct mgop_srv *s, struct mgop_srv_conn *c, int status, const char *ctype,
+                           const char *extra, const char *body, size_t len, int head_only, long long now) {
+  char date[40];
+  struct tm tm;
+  time_t tt = time(NULL);
+  struct mgop_buf b;
+  date[0] = 0;
+  if (gmtime_r(&tt, &tm)) strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  mgop_buf_init(&b, c->whead, sizeof(c->whead));
+  mgop_buf_printf(&b, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, mgop_http_reason(status), date);
+  if (ctype && ctype[0]) mgop_buf_printf(&b, "Content-Type: %s\r\n", ctype);
+  if (status >= 200 && status != 204 && status != 304) mgop_buf_printf(&b, "Content-Length: %zu\r\n", len);
+  if (extra && extra[0]) mgop_buf_puts(&b, extra);
+  if (status >= 200) {
+    if (c->close_after) mgop_buf_puts(&b, "Connection: close\r\n");
+    else if (c->req.minor == 0) mgop_buf_puts(&b, "Connection: keep-alive\r\n");
+  }
+  mgop_buf_puts(&b, "\r\n");
+  if (b.overflow) { /* the handler's extra headers were too long */
+    MGOP_LOG(MGOP_ERROR, ("%s server: response head over %zu bytes; answering 500", s->name, sizeof(c->whead)));
+    status = 500;
+    c->close_after = 1;
+    len = 0;
+    b.len = (size_t)snprintf(c->whead, sizeof(c->whead),
+                             "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  }
+  if (status >= 500) s->stats.responses_5xx++;
+  else if (status >= 400) s->stats.responses_4xx++;
+  c->wh_len = b.len;
+  c->wh_off = 0;
+  c->wbody = body;
+  c->wb_len = head_only ? 0 : len;
+  c->wb_off = 0;
+  c->state = MGOP_SC_WRITE;
+  c->events = POLLOUT;
+  c->deadline_ms = now + s->write_timeout_ms;
+}
+
+/* A response the server makes itself; the connection closes after it. */
+static void mgop_srv_error(struct mgop_srv *s, struct mgop_srv_conn *c, int status, const char *why, long long now) {
+  int n = snprintf(c->wbuf, sizeof(c->wbuf), "%s\n", why ? why : mgop_http_reason(status));
+  MGOP_LOG(MGOP_DEBUG, ("%s server: %d for %s: %s", s->name, status, c->peer, why ? why : ""));
+  c->close_after = 1;
+  c->have_head = 0;
+  mgop_srv_pool_put(&c->big_in);
+  mgop_srv_pool_put(&c->big_out);
+  mgop_srv_queue(s, c, status, "text/plain; charset=utf-8", status == 503 ? "Retry-After: 1\r\n" : NULL, c->wbuf,
+                 (size_t)n, !strcmp(c->req.method, "HEAD"), now);
+}
+
+static void mgop_srv_dispatch(struct mgop_srv *s, struct mgop_srv_conn *c, long long now) {
+  struct mgop_srv_resp resp;
+  const char *body = c->big_in >= 0 ? mgop_srv_pool[c->big_in] : (const char *)c->rbuf + c->req.head_len;
+  size_t consumed;
+  int status;
+  memset(&resp, 0, sizeof(resp));
+  c->big_out = mgop_srv_pool_get();
+  if (c->big_out >= 0) mgop_buf_init(&resp.body, mgop_srv_pool[c->big_out], MGOP_SRV_BIG_MAX);
+  else mgop_buf_init(&resp.body, c->wbuf, sizeof(c->wbuf));
+  s->stats.requests++;
+  s->handler(s->ctx, &c->req, body, c->req.body_len, &resp);
+  /* the request is done with: drop it from the buffers */
+  consumed = c->big_in >= 0 ? c->req.head_len : c->req.head_len + c->req.body_len;
+  mgop_srv_pool_put(&c->big_in);
+  memmove(c->rbuf, c->rbuf + consumed, c->rlen - consumed);
+  c->rlen -= consumed;
+  c->scan = 0;
+  c->have_head = 0;
+  c->continue_sent = 0;
+  c->close_after = c->req.close || resp.close || c->requests + 1 >= s->keepalive_max;
+  status = resp.status ? resp.status : 500;
+  if (resp.body.overflow || status < 200 || status > 599) {
+    int busy = resp.body.overflow && c->big_out < 0; /* a pool buffer might have held it */
+    if (busy) s->stats.pool_exhausted++;
+    MGOP_LOG(busy ? MGOP_WARN : MGOP_ERROR,
+             ("%s server: %s %s: %s", s->name, c->req.method, c->req.path,
+              busy ? "response larger than the connection buffer and the pool is in use; answering 503"
+                   : resp.body.overflow ? "response larger than its buffer" : "handler set no valid status"));
+    mgop_srv_error(s, c, busy ? 503 : 500,
+                   busy ? "server busy; retry" : resp.body.overflow ? "response too large" : "no response", now);
+    return;
+  }
+  if (c->big_out >= 0 && resp.body.len <= sizeof(c->wbuf)) { /* give the slot back at once */
+    memcpy(c->wbuf, resp.body.p, resp.body.len);
+    mgop_srv_pool_put(&c->big_out);
+  }
+  mgop_srv_queue(s, c, status, resp.content_type, resp.headers, c->big_out >= 0 ? mgop_srv_pool[c->big_out] : c->wbuf,
+                 resp.body.len, !strcmp(c->req.method, "HEAD"), now);
+}
+
+static int mgop_srv_body_done(const struct mgop_srv_conn *c) {
+  return c->big_in >= 0 ? c->body_got == c->req.body_len : c->rlen >= c->req.head_len + c->req.body_len;
+}
+
+/* Returns 1 when the state changed (go on), 0 to wait for readiness. */
+static int mgop_srv_on_read(struct mgop_srv *s, struct mgop_srv_conn *c, long long now) {
+  for (;;) {
+    unsigned char *dst;
+    size_t room;
+    int n;
+    if (!c->have_head && c->rlen > 0) {
+      /* parse once a line has ended (or the buffer is full), not per byte */
+      int ready = c->scan == 0 || c->rlen >= s->head_max || memchr(c->rbuf + c->scan, '\n', c->rlen - c->scan);
+      c->scan = c->rlen;
+      if (ready) {
+        int rc = mgop_http_parse_request((const char *)c->rbuf, c->rlen, s->head_max, s->body_max, &c->req);
+        if (rc == MGOP_OK) {
+          c->have_head = 1;
+          if (c->req.head_len + c->req.body_len > sizeof(c->rbuf)) { /* large body: a pool slot */
+            size_t have = c->rlen - c->req.head_len;
+            if ((c->big_in = mgop_srv_pool_get_for_request()) < 0) {
+              s->stats.pool_exhausted++;
+              mgop_srv_error(s, c, 503, "server busy; retry", now);
+              return 1;
+            }
+            memcpy(mgop_srv_pool[c->big_in], c->rbuf + c->req.head_len, have);
+            c->body_got = have;
+            c->rlen = c->req.head_len;
+          }
+          if (c->req.expect_continue && !c->continue_sent && !mgop_srv_body_done(c)) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            c->continue_sent = 1;
+            memcpy(c->whead, cont, sizeof(cont) - 1);
+            c->wh_len = sizeof(cont) - 1;
+            c->wh_off = c->wb_len = c->wb_off = 0;
+            c->after_write_read = 1;
+            c->state = MGOP_SC_WRITE;
+            c->events = POLLOUT;
+            return 1;
+          }
+        } else if (rc != MGOP_ERR_AGAIN) {
+          mgop_srv_error(s, c, c->req.status, c->req.error, now);
+          return 1;
+        }
+      }
+    }
+    if (c->have_head && mgop_srv_body_done(c)) {
+      mgop_srv_dispatch(s, c, now);
+      return 1;
+    }
+    if (c->have_head && c->big_in >= 0) {
+      dst = (unsigned char *)mgop_srv_pool[c->big_in] + c->body_got;
+      room = c->req.body_len - c->body_got;
+    } else {
+      dst = c->rbuf + c->rlen;
+      room = sizeof(c->rbuf) - c->rlen;
+    }
+    if (room == 0) { /* head_max was raised past the buffer */
+      mgop_srv_error(s, c, 431, "request head too large", now);
+      return 1;
+    }
+    n = mgop_srv_recv(c, dst, room);
+    if (n == MGOP_ERR_AGAIN) return 0;
+    if (n < 0) {
+      if (c->rlen || c->have_head)
+        MGOP_LOG(MGOP_DEBUG, ("%s server: %s closed in the middle of a request", s->name, c->peer));
+      mgop_srv_free_conn(s, c);
+      return 0;
+    }
+    if (!c->have_head && c->rlen == 0 && c->requests > 0) /* a new request on a kept-alive connection */
+      c->deadline_ms = now + s->request_timeout_ms;
+    c->last_ms = now;
+    if (c->have_head && c->big_in >= 0) c->body_got += (size_t)n;
+    else c->rlen += (size_t)n;
+  }
+}
+
+static void mgop_srv_linger(struct mgop_srv *s, struct mgop_srv_conn *c, long long now) {
+  if (c->gen >= 0 && c->ssl_init) (void)mbedtls_ssl_close_notify(&c->ssl); /* best effort */
+  shutdown(c->fd, SHUT_WR);
+  mgop_srv_pool_put(&c->big_in);
+  mgop_srv_pool_put(&c->big_out);
+  c->state = MGOP_SC_LINGER;
+  c->events = POLLIN;
+  c->deadline_ms = now + MGOP_SRV_LINGER_MS;
+  (void)s;
+}
+
+static int mgop_srv_on_write(struct mgop_srv *s, struct mgop_srv_conn *c, long long now) {
+  while (c->wh_off < c->wh_len || c->wb_off < c->wb_len) {
+    int head = c->wh_off < c->wh_len;
+    int n = head ? mgop_srv_send(c, c->whead + c->wh_off, c->wh_len - c->wh_off)
+                 : mgop_srv_send(c, c->wbody + c->wb_off, c->wb_len - c->wb_off);
+    if (n == MGOP_ERR_AGAIN) return 0;
+    if (n < 0) {
+      MGOP_LOG(MGOP_DEBUG, ("%s server: writing to %s failed", s->name, c->peer));
+      mgop_srv_free_conn(s, c);
+      return 0;
+    }
+    if (head) c->wh_off += (size_t)n;
+    else c->wb_off += (size_t)n;
+  }
+  mgop_srv_pool_put(&c->big_out);
+  c->last_ms = now;
+  if (c->after_write_read) { /* 100 Continue went out: now the body */
+    c->after_write_read = 0;
+    c->state = MGOP_SC_READ;
+    c->events = POLLIN;
+    c->deadline_ms = now + s->request_timeout_ms;
+    return 1;
+  }
+  c->requests++;
+  if (c->close_after) {
+    mgop_srv_linger(s, c, now);
+    return 1;
+  }
+  c->state = MGOP_SC_READ;
+  c->events = POLLIN;
+  c->deadline_ms = now + (c->rlen ? s->request_timeout_ms : s->idle_ms);
+  return 1;
+}
+
+static void mgop_srv_on_linger(struct mgop_srv *s, struct mgop_srv_conn *c) {
+  for (int i = 0; i < 16; i++) {
+    ssize_t r = recv(c->fd, mgop_srv_drain, sizeof(mgop_srv_drain), 0);
+    if (r > 0) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    break;
+  }
+  mgop_srv_free_conn(s, c);
+}
+
+static void mgop_srv_handshake_failed(struct mgop_srv *s, struct mgop_srv_conn *c, int r) {
+  s->stats.handshake_errors++;
+  if (r == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) {
+    MGOP_LOG(MGOP_WARN, ("%s server: %s ended the TLS handshake with an alert; a client that does not trust our "
+                         "certificate does this: check the caBundle of the webhook configurations", s->name, c->peer));
+  } else if (r == MBEDTLS_ERR_NET_CONN_RESET || r == MBEDTLS_ERR_SSL_CONN_EOF || r == MBEDTLS_ERR_NET_RECV_FAILED) {
+    MGOP_LOG(MGOP_DEBUG, ("%s server: %s closed during the TLS handshake", s->name, c->peer));
+  } else {
+    char e[128];
+    mbedtls_strerror(r, e, sizeof(e));
+    MGOP_LOG(MGOP_INFO, ("%s server: TLS handshake with %s failed: %s (mbedtls -0x%04x)", s->name, c->peer, e, -r));
+  }
+  mgop_srv_free_conn(s, c);
+}
+
+/* Runs one connection's state machine as far as it goes without blocking. */
+static void mgop_srv_progress(struct mgop_srv *s, struct mgop_srv_conn *c, long long now) {
+  c->more = 0;
+  for (int turn = 0; turn < 32; turn++) {
+    switch (c->state) {
+      case MGOP_SC_HANDSHAKE: {
+        int r = mbedtls_ssl_handshake(&c->ssl);
+        if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+          c->events = r == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT;
+          return;
+        }
+        if (r) {
+          mgop_srv_handshake_failed(s, c, r);
+          return;
+        }
+        c->state = MGOP_SC_READ;
+        c->events = POLLIN;
+        break;
+      }
+      case MGOP_SC_READ:
+        if (!mgop_srv_on_read(s, c, now)) return;
+        break;
+      case MGOP_SC_WRITE:
+        if (!mgop_srv_on_write(s, c, now)) return;
+        break;
+      case MGOP_SC_LINGER: mgop_srv_on_linger(s, c); return;
+      default: return;
+    }
+  }
+  c->more = 1; /* pipelined requests: the rest on the next step, fairly */
+}
+
+static void mgop_srv_accept(struct mgop_srv *s, long long now) {
+  for (int k = 0; k < 16; k++) {
+    struct sockaddr_storage a;
+    socklen_t alen = sizeof(a);
+    struct mgop_srv_conn *c;
+    int fd;
+    if (s->tls && s->cur < 0) return;
+    if (!mgop_srv_slot(s, now, 0)) return;
+    fd = accept4(s->lfd, (struct sockaddr *)&a, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        MGOP_LOG(MGOP_WARN, ("%s server: accept: %s; pausing 100 ms", s->name, strerror(errno)));
+        s->accept_pause_until = now + 100;
+      }
+      return;
+    }
+    c = mgop_srv_slot(s, now, 1); /* a free one, or one made free */
+    memset(c, 0, offsetof(struct mgop_srv_conn, rbuf));
+    c->fd = fd;
+    c->gen = -1;
+    c->big_in = c->big_out = -1;
+    c->accepted_ms = c->last_ms = now;
+    c->deadline_ms = now + s->request_timeout_ms;
+    c->events = POLLIN;
+    if (a.ss_family == AF_INET)
+      inet_ntop(AF_INET, &((struct sockaddr_in *)&a)->sin_addr, c->peer, sizeof(c->peer));
+    else if (a.ss_family == AF_INET6)
+      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a)->sin6_addr, c->peer, sizeof(c->peer));
+    mgop_sock_tune(fd);
+    c->state = MGOP_SC_READ;
+    s->stats.accepted++;
+    if (++s->stats.active > s->stats.active_high) s->stats.active_high = s->stats.active;
+    if (s->tls) {
+      int r;
+      c->gen = s->cur;
+      s->gens[c->gen].refs++;
+      mbedtls_ssl_init(&c->ssl);
+      c->ssl_init = 1;
+      if ((r = mbedtls_ssl_setup(&c->ssl, &s->gens[c->gen].conf))) {
+        char e[128];
+        mbedtls_strerror(r, e, sizeof(e));
+        MGOP_LOG(MGOP_WARN, ("%s server: TLS setup for %s failed: %s", s->name, c->peer, e));
+        mgop_srv_free_conn(s, c);
+        continue;
+      }
+      mbedtls_ssl_set_bio(&c->ssl, &c->fd, mgop_fd_send, mgop_fd_recv, NULL);
+      c->state = MGOP_SC_HANDSHAKE;
+    }
+    mgop_srv_progress(s, c, now);
+  }
+}
+
+/* --- public ---------------------------------------------------------------- */
+void mgop_srv_init(struct mgop_srv *s, const char *name, int tls, struct mgop_srv_conn *conns, int nconns,
+                   mgop_srv_handler handler, void *ctx) {
+  memset(s, 0, sizeof(*s));
+  snprintf(s->name, sizeof(s->name), "%s", name ? name : "http");
+  s->lfd = -1;
+  s->port = -1;
+  s->tls = tls;
+  s->conns = conns;
+  s->nconns = nconns;
+  s->handler = handler;
+  s->ctx = ctx;
+  s->cur = -1;
+  s->request_timeout_ms = MGOP_SRV_REQUEST_TIMEOUT_MS;
+  s->write_timeout_ms = MGOP_SRV_WRITE_TIMEOUT_MS;
+  s->idle_ms = MGOP_SRV_IDLE_MS;
+  s->keepalive_max = MGOP_SRV_KEEPALIVE_MAX;
+  s->head_max = MGOP_SRV_HEAD_MAX < MGOP_SRV_RBUF ? MGOP_SRV_HEAD_MAX : MGOP_SRV_RBUF;
+  s->body_max = MGOP_SRV_BIG_MAX;
+  for (int i = 0; i < nconns; i++) {
+    conns[i].state = MGOP_SC_FREE;
+    conns[i].fd = -1;
+    conns[i].gen = -1;
+    conns[i].ssl_init = 0;
+    conns[i].big_in = conns[i].big_out = -1;
+  }
+}
+
+int mgop_srv_listen(struct mgop_srv *s, const char *addr) {
+  char host[256], port[8];
+  const char *colon, *ps;
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof(ss);
+  int fd = -1, one = 1, zero = 0, err = 0;
+  if (addr[0] == '[') {
+    const char *rb = strchr(addr, ']');
+    if (!rb || rb[1] != ':' || (size_t)(rb - addr - 1) >= sizeof(host)) goto bad;
+    snprintf(host, sizeof(host), "%.*s", (int)(rb - addr - 1), addr + 1);
+    ps = rb + 2;
+  } else {
+    colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof(host) || memchr(addr, ':', (size_t)(colon - addr))) goto bad;
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+    ps = colon + 1;
+  }
+  if (!ps[0] || strlen(ps) > 5 || strspn(ps, "0123456789") != strlen(ps) || atoi(ps) > 65535) goto bad;
+  snprintf(port, sizeof(port), "%s", ps);
+  if (!host[0]) { /* all interfaces: dual-stack [::], else 0.0.0.0 */
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    memset(&a6, 0, sizeof(a6));
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons((uint16_t)atoi(port));
+    a6.sin6_addr = in6addr_any;
+    fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+      if (bind(fd, (struct sockaddr *)&a6, sizeof(a6)) == 0 && listen(fd, 128) == 0) goto ok;
+      err = errno;
+      close(fd);
+      if (err == EADDRINUSE || err == EACCES) goto fail;
+    }
+    memset(&a4, 0, sizeof(a4));
+    a4.sin_family = AF_INET;
+    a4.sin_port = htons((uint16_t)atoi(port));
+    a4.sin_addr.s_addr = htonl(INADDR_ANY);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { err = errno; goto fail; }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&a4, sizeof(a4)) == 0 && listen(fd, 128) == 0) goto ok;
+    err = errno;
+    close(fd);
+    goto fail;
+  } else {
+    struct addrinfo hints, *res = NULL, *ai;
+    int r;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if ((r = getaddrinfo(host, port, &hints, &res)))
+      return mgop_seterr(MGOP_ERR_CONFIG, "%s server: cannot resolve listen address %s: %s", s->name, addr,
+                         gai_strerror(r));
+    for (ai = res; ai; ai = ai->ai_next) {
+      fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+      if (fd < 0) { err = errno; continue; }
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0) break;
+      err = errno;
+      close(fd);
+      fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) goto fail;
+  }
+ok:
+  if (s->lfd >= 0) close(s->lfd);
+  s->lfd = fd;
+  s->port = -1;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+    s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+  MGOP_LOG(MGOP_DEBUG, ("%s server listening on %s (port %d, %s)", s->name, addr, s->port, s->tls ? "https" : "http"));
+  return MGOP_OK;
+fail:
+  return mgop_seterr(MGOP_ERR_IO, "%s server: cannot listen on %s: %s", s->name, addr, strerror(err));
+bad:
+  return mgop_seterr(MGOP_ERR_CONFIG, "%s server: listen address \"%s\" is not HOST:PORT, [IPv6]:PORT or :PORT",
+                     s->name, addr);
+}
+
+int mgop_srv_port(const struct mgop_srv *s) { return s->lfd >= 0 ? s->port : -1; }
+
+int mgop_srv_set_cert(struct mgop_srv *s, const char *cert, size_t cert_len, const char *key, size_t key_len) {
+  struct mgop_srv_tls *g;
+  int slot = -1, r, rc, old = s->cur;
+  if ((rc = mgop_tls_global_init())) return rc;
+  for (int i = 0; i < MGOP_SRV_TLS_GENS && slot < 0; i++)
+    if (!s->gens[i].live) slot = i;
+  if (slot < 0) { /* every slot busy: the oldest draining generation goes */
+    for (int i = 0; i < MGOP_SRV_TLS_GENS; i++)
+      if (i != s->cur && (slot < 0 || s->gens[i].seq < s->gens[slot].seq)) slot = i;
+    MGOP_LOG(MGOP_INFO, ("%s server: closing %d connections still on a certificate two rotations old", s->name,
+                         s->gens[slot].refs));
+    for (int i = 0; i < s->nconns; i++)
+      if (s->conns[i].state != MGOP_SC_FREE && s->conns[i].gen == slot) mgop_srv_free_conn(s, &s->conns[i]);
+    mgop_srv_gen_free(&s->gens[slot]);
+  }
+  g = &s->gens[slot];
+  memset(g, 0, sizeof(*g));
+  mbedtls_ssl_config_init(&g->conf);
+  mbedtls_x509_crt_init(&g->crt);
+  mbedtls_pk_init(&g->key);
+  g->live = 1;
+  if ((rc = mgop_pki_parse_crt(&g->crt, cert, cert_len, "serving certificate")) ||
+      (rc = mgop_pki_parse_key(&g->key, key, key_len, "serving key")))
+    goto fail;
+  if (mbedtls_pk_check_pair(&g->crt.pk, &g->key)) {
+    rc = mgop_seterr(MGOP_ERR_CONFIG, "the serving key does not belong to the serving certificate");
+    goto fail;
+  }
+  if ((r = mbedtls_ssl_config_defaults(&g->conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                       MBEDTLS_SSL_PRESET_DEFAULT))) {
+    rc = mgop_tls_fail(r, "TLS server defaults");
+    goto fail;
+  }
+  mbedtls_ssl_conf_rng(&g->conf, mbedtls_ctr_drbg_random, &mgop_drbg);
+  mbedtls_ssl_conf_min_version(&g->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+  if ((r = mbedtls_ssl_conf_own_cert(&g->conf, &g->crt, &g->key))) {
+    rc = mgop_tls_fail(r, "serving certificate");
+    goto fail;
+  }
+  g->seq = ++s->seq;
+  g->refs = 0;
+  s->cur = slot;
+  if (old >= 0) {
+    s->stats.cert_swaps++;
+    if (s->gens[old].refs <= 0) mgop_srv_gen_free(&s->gens[old]);
+  }
+  {
+    char serial[80];
+    mgop_hex_serial(&g->crt.serial, serial, sizeof(serial));
+    MGOP_LOG(MGOP_DEBUG, ("%s server: serving certificate %s installed", s->name, serial));
+  }
+  return MGOP_OK;
+fail:
+  mgop_srv_gen_free(g);
+  return rc;
+}
+
+void mgop_srv_cert_serial(const struct mgop_srv *s, char *out, size_t cap) {
+  if (cap == 0) return;
+  out[0] = 0;
+  if (s->cur >= 0) mgop_hex_serial(&s->gens[s->cur].crt.serial, out, cap);
+}
+
+int mgop_srv_pollfds(const struct mgop_srv *s, struct pollfd *pfd, int cap) {
+  int n = 0;
+  long long now = mgop_now_ms();
+  if (s->lfd >= 0 && n < cap && (!s->tls || s->cur >= 0) && now >= s->accept_pause_until &&
+      mgop_srv_slot((struct mgop_srv *)s, now, 0)) {
+    pfd[n].fd = s->lfd;
+    pfd[n].events = POLLIN;
+    pfd[n++].revents = 0;
+  }
+  for (int i = 0; i < s->nconns && n < cap; i++) {
+    const struct mgop_srv_conn *c = &s->conns[i];
+    if (c->state == MGOP_SC_FREE) continue;
+    pfd[n].fd = c->fd;
+    pfd[n].events = c->events ? c->events : POLLIN;
+    pfd[n++].revents = 0;
+  }
+  return n;
+}
+
+static int mgop_srv_buffered(const struct mgop_srv_conn *c) {
+  if (c->more) return 1;
+  return c->state == MGOP_SC_READ && c->ssl_init && c->gen >= 0 &&
+         (mbedtls_ssl_get_bytes_avail(&c->ssl) > 0 || mbedtls_ssl_check_pending(&c->ssl));
+}
+
+void mgop_srv_step(struct mgop_srv *s, const struct pollfd *pfd, int n, long long now) {
+  int accept_ready = 0;
+  for (int i = 0; i < n; i++) {
+    if (!pfd[i].revents) continue;
+    if (pfd[i].fd == s->lfd) {
+      accept_ready = 1;
+      continue;
+    }
+    for (int k = 0; k < s->nconns; k++) {
+      struct mgop_srv_conn *c = &s->conns[k];
+      if (c->state != MGOP_SC_FREE && c->fd == pfd[i].fd) {
+        mgop_srv_progress(s, c, now);
+        break;
+      }
+    }
+  }
+  for (int k = 0; k < s->nconns; k++) {
+    struct mgop_srv_conn *c = &s->conns[k];
+    if (c->state == MGOP_SC_FREE) continue;
+    if (mgop_srv_buffered(c)) mgop_srv_progress(s, c, now);
+    if (c->state != MGOP_SC_FREE && now >= c->deadline_ms) {
+      if (c->state != MGOP_SC_LINGER && !mgop_srv_idle(c)) {
+        s->stats.timeouts++;
+        MGOP_LOG(MGOP_DEBUG, ("%s server: %s timed out (%s)", s->name, c->peer,
+                              c->state == MGOP_SC_HANDSHAKE ? "TLS handshake"
+                              : c->state == MGOP_SC_WRITE   ? "writing the response"
+                                                            : "reading the request"));
+      }
+      mgop_srv_free_conn(s, c);
+    }
+  }
+  if (accept_ready && now >= s->accept_pause_until) mgop_srv_accept(s, now);
+}
+
+long long mgop_srv_wake_ms(const struct mgop_srv *s, long long now) {
+  long long w = 60000;
+  int full = 1;
+  for (int k = 0; k < s->nconns; k++)
+    if (s->conns[k].state == MGOP_SC_FREE) full = 0;
+  if (s->accept_pause_until > now && s->accept_pause_until - now < w) w = s->accept_pause_until - now;
+  for (int k = 0; k < s->nconns; k++) {
+    const struct mgop_srv_conn *c = &s->conns[k];
+    long long d;
+    if (c->state == MGOP_SC_FREE) continue;
+    if (mgop_srv_buffered(c)) return 0;
+    d = c->deadline_ms - now;
+    if (full && mgop_srv_incomplete(c) && c->accepted_ms + 1000 - now < d) d = c->accepted_ms + 1000 - now;
+    if (d < w) w = d;
+  }
+  return w < 0 ? 0 : w;
+}
+
+void mgop_srv_close(struct mgop_srv *s) {
+  for (int k = 0; k < s->nconns; k++) mgop_srv_free_conn(s, &s->conns[k]);
+  if (s->lfd >= 0) close(s->lfd);
+  s->lfd = -1;
+  for (int i = 0; i < MGOP_SRV_TLS_GENS; i++) mgop_srv_gen_free(&s->gens[i]);
+  s->cur = -1;
+}
 
 #endif /* MULTIGRES_OP_IMPLEMENTED */
 #endif /* MULTIGRES_OP_IMPLEMENTATION */

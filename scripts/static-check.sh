@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# scripts/static-check.sh BINARY [ARGS...]
+# scripts/static-check.sh [--root DIR] BINARY [ARGS...]
 #
 # Checks that BINARY is what we ship FROM scratch (DESIGN.md section 7):
 #   a) `file` says "statically linked", not "dynamically linked" and not
 #      "static-pie"; the ELF has no PT_INTERP and no PT_DYNAMIC;
 #   b) it runs in an empty root: a temp dir holding only /multigres-op (plus
-#      a one-line /etc/passwd and /etc/group for a numeric user), chroot'ed
-#      into as uid:gid 65532:65532 with an empty environment, with
-#      ARGS (default: --version); it must exit 0, and with --version print
-#      a line holding a version number (N.N or a git hash);
+#      the image's one-line /etc/passwd and /etc/group from image/etc/, for
+#      the numeric user), chroot'ed into as uid:gid 65532:65532 with an empty
+#      environment, with ARGS (default: --version); it must exit 0, and with
+#      --version print a line holding a version number (N.N or a git hash);
+#      with --root DIR, DIR is that root as given (it must hold
+#      /multigres-op; scripts/image.sh assembles it from the Dockerfile) and
+#      is left in place;
 #   c) prints the size in bytes.
 # Needs root for chroot; otherwise tries `unshare -r` (user namespaces).
 # Exits non-zero with a message on the first failure.
@@ -17,7 +20,12 @@ set -euo pipefail
 die() { printf 'static-check: FAIL: %s\n' "$*" >&2; exit 1; }
 say() { printf 'static-check: %s\n' "$*"; }
 
-[ $# -ge 1 ] || { echo "usage: $0 BINARY [ARGS...]   (default ARGS: --version)" >&2; exit 2; }
+given_root=
+if [ "${1:-}" = --root ]; then
+  [ $# -ge 2 ] || { echo "usage: $0 [--root DIR] BINARY [ARGS...]" >&2; exit 2; }
+  given_root=$2; shift 2
+fi
+[ $# -ge 1 ] || { echo "usage: $0 [--root DIR] BINARY [ARGS...]   (default ARGS: --version)" >&2; exit 2; }
 bin=$1; shift
 [ $# -gt 0 ] || set -- --version
 [ -f "$bin" ] || die "$bin: no such file"
@@ -50,15 +58,24 @@ type=$(LC_ALL=C readelf -hW "$bin" | awk -F: '/^ *Type:/ { sub(/^[ \t]+/, "", $2
 case "$type" in EXEC*) ;; *) die "ELF type is '$type', expected EXEC (a non-PIE static executable)" ;; esac
 
 # ---- (b) run in an empty root -------------------------------------------------
-root=$(mktemp -d "${TMPDIR:-/tmp}/static-check.XXXXXX")
-trap 'rm -rf "$root"' EXIT
-chmod 755 "$root"
-mkdir -p "$root/etc"
-cp "$bin" "$root/multigres-op"
-chmod 755 "$root/multigres-op"
-echo 'nonroot:x:65532:65532:nonroot:/:/nonexistent' > "$root/etc/passwd"
-echo 'nonroot:x:65532:' > "$root/etc/group"
-say "running in an empty root as 65532:65532: /multigres-op $*"
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -n "$given_root" ]; then
+  root=$(cd "$given_root" && pwd)
+  [ -x "$root/multigres-op" ] || die "$root/multigres-op: missing or not executable"
+  cmp -s "$bin" "$root/multigres-op" || die "$root/multigres-op differs from $bin"
+  say "running in $root as 65532:65532: /multigres-op $*"
+else
+  root=$(mktemp -d "${TMPDIR:-/tmp}/static-check.XXXXXX")
+  trap 'rm -rf "$root"' EXIT
+  chmod 755 "$root"
+  mkdir -p "$root/etc"
+  cp "$bin" "$root/multigres-op"
+  chmod 755 "$root/multigres-op"
+  # the image's user database (Dockerfile: COPY image/etc/passwd image/etc/group /etc/)
+  install -m 644 "$here/image/etc/passwd" "$root/etc/passwd"
+  install -m 644 "$here/image/etc/group" "$root/etc/group"
+  say "running in an empty root as 65532:65532: /multigres-op $*"
+fi
 
 # Absolute paths: env -i below clears PATH.
 chroot_cmd=$(command -v chroot || true)
@@ -72,10 +89,11 @@ else
   die "chroot needs root (or unprivileged user namespaces for unshare -r)"
 fi
 set +e
-out=$(cd / && timeout 20 env -i "${run[@]}" 2>"$root.stderr")
+errf=$(mktemp "${TMPDIR:-/tmp}/static-check-err.XXXXXX")
+out=$(cd / && timeout 20 env -i "${run[@]}" 2>"$errf")
 rc=$?
 set -e
-err=$(cat "$root.stderr" 2>/dev/null || true); rm -f "$root.stderr"
+err=$(cat "$errf" 2>/dev/null || true); rm -f "$errf"
 [ -z "$out" ] || printf '  stdout: %s\n' "$out" | head -5
 [ -z "$err" ] || printf '  stderr: %s\n' "$err" | head -5
 [ "$rc" -ne 124 ] || die "timed out after 20s in the empty root"

@@ -24,7 +24,7 @@ kubectl apply --server-side -f "$ROOT/crds.yaml"
 kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 
 say "Running the operator (log: $LOG)"
-"$ROOT/multigres-op" --kubeconfig "$KUBECONFIG" --zap-devel=false 2>"$LOG" &
+"$ROOT/multigres-op" --kubeconfig "$KUBECONFIG" --zap-devel=false --webhook-enable=false 2>"$LOG" &
 OP_PID=$!
 sleep 1
 

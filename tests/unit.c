@@ -11,6 +11,7 @@
  *   7. TLS against a local mbedTLS server
  *   8. Flags
  *   9. Runner
+ *  10. Webhook and metrics mechanism: PKI, request parser, HTTP(S) server
  */
 #define MGOP_NO_MAIN
 #include "../multigres-op.c"
@@ -1439,8 +1440,90 @@ static void test_flags(void) {
 }
 
 /* ======================================================================
+ * 8b. admission: POST /validate, offline (no API server: no template exists)
+ * ==================================================================== */
+static void test_admission(void) {
+#define T_REVIEW(uid, kind, op, user, extra)                                                              \
+  "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"" uid "\"," \
+  "\"kind\":{\"group\":\"multigres.com\",\"version\":\"v1alpha1\",\"kind\":\"" kind "\"},\"operation\":\"" op \
+  "\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"" user "\"}" extra "}}"
+  static const struct { const char *what, *body; int status, allowed; const char *says; } cases[] = {
+      {"cluster naming a missing template", T_REVIEW("u1", "MultigresCluster", "CREATE", "alice",
+       ",\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{\"templateDefaults\":{\"cellTemplate\":\"nope\"},"
+       "\"cells\":[{\"name\":\"a\",\"zone\":\"z\"}]}}"), 200, 0,
+       "TemplateNotFound: spec.templateDefaults.cellTemplate names CellTemplate \\\"nope\\\""},
+      {"cluster whose pool names an unknown cell", T_REVIEW("u2", "MultigresCluster", "UPDATE", "alice",
+       ",\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z\"}],\"databases\":"
+       "[{\"name\":\"postgres\",\"default\":true,\"tablegroups\":[{\"name\":\"default\",\"default\":true,\"shards\":"
+       "[{\"name\":\"0-inf\",\"spec\":{\"pools\":{\"p\":{\"cells\":[\"b\"]}}}}]}]}]}}"), 200, 0,
+       "pools.p.cells names cell \\\"b\\\", which is not in spec.cells"},
+      {"a valid cluster", T_REVIEW("u3", "MultigresCluster", "CREATE", "alice",
+       ",\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z\"}]}}"), 200, 1,
+       "\"uid\":\"u3\""},
+      {"a template with consumers", T_REVIEW("u4", "CellTemplate", "DELETE", "alice",
+       ",\"oldObject\":{\"metadata\":{\"name\":\"default\"},\"status\":{\"consumers\":[\"a\",\"b\"]}}"), 200, 0,
+       "CellTemplate \\\"default\\\" is in use by MultigresClusters a, b (status.consumers)"},
+      {"a template nobody uses", T_REVIEW("u5", "ShardTemplate", "DELETE", "alice",
+       ",\"oldObject\":{\"metadata\":{\"name\":\"t\"},\"status\":{}}"), 200, 1, "\"allowed\":true"},
+      {"a user editing a child", T_REVIEW("u6", "Shard", "UPDATE", "alice", ",\"object\":{}"), 200, 0,
+       "Shard resources are owned by the multigres operator and read-only"},
+      {"the operator writing a child", T_REVIEW("u7", "Cell", "UPDATE", "system:serviceaccount:op:op", ",\"object\":{}"),
+       200, 1, "\"allowed\":true"},
+      {"the garbage collector orphaning a child",
+       T_REVIEW("u8", "Cell", "UPDATE", "system:serviceaccount:kube-system:generic-garbage-collector", ",\"object\":{}"),
+       200, 1, "\"allowed\":true"},
+      {"a user deleting a child (it is recreated)", T_REVIEW("u9", "TopoServer", "DELETE", "alice", ""), 200, 1,
+       "\"allowed\":true"},
+      {"no request.object", T_REVIEW("u10", "MultigresCluster", "CREATE", "alice", ""), 200, 1,
+       "no request.object"},
+      {"not JSON", "{\"request\":", 400, 0, "AdmissionReview"},
+      {"no uid", "{\"request\":{\"kind\":{\"kind\":\"Cell\"}}}", 400, 0, "request.uid"},
+  };
+  static char out[64 * 1024];
+  char saved_user[256];
+  snprintf(saved_user, sizeof(saved_user), "%s", mgop_wh.operator_user);
+  snprintf(mgop_wh.operator_user, sizeof(mgop_wh.operator_user), "system:serviceaccount:op:op");
+  mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct mgop_http_req req;
+    struct mgop_srv_resp resp;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    snprintf(req.method, sizeof(req.method), "POST");
+    snprintf(req.path, sizeof(req.path), "/validate");
+    mgop_buf_init(&resp.body, out, sizeof(out) - 1);
+    mgop_serve_webhook(NULL, &req, cases[i].body, strlen(cases[i].body), &resp);
+    mgop_buf_cstr(&resp.body);
+    {
+      int ok = resp.status == cases[i].status && strstr(out, cases[i].says) != NULL &&
+               (cases[i].status != 200 || strstr(out, cases[i].allowed ? "\"allowed\":true" : "\"allowed\":false"));
+      if (!ok) fprintf(stderr, "    admission case \"%s\": HTTP %d: %s\n", cases[i].what, resp.status, out);
+      CHECK(ok);
+    }
+  }
+  /* the metrics counted the reviews: 8 answered for multigres kinds */
+  {
+    unsigned long long n = 0;
+    for (int o = 0; o < 4; o++)
+      for (int k = 0; k <= K_SHARD; k++) n += mgop_wh.total[o][k][0] + mgop_wh.total[o][k][1];
+    CHECK(n >= 10);
+  }
+  snprintf(mgop_wh.operator_user, sizeof(mgop_wh.operator_user), "%s", saved_user);
+#undef T_REVIEW
+}
+
+/* ======================================================================
  * 9. Runner
  * ==================================================================== */
+/* section 10 (after main): PKI, request parser, HTTP(S) server */
+static void test_pki_round_trip(void);
+static void test_pki_renewal(void);
+static void test_http_request_parser(void);
+static void test_srv_listen_addresses(void);
+static void test_srv_https_swap(void);
+static void test_srv_plain(void);
+static void test_srv_pool(void);
+
 struct t_case { const char *name; void (*fn)(void); };
 static const struct t_case t_cases[] = {
     {"chunked_whole", test_chunked_whole},
@@ -1455,6 +1538,7 @@ static const struct t_case t_cases[] = {
     {"json_merge", test_json_merge},
     {"resolver_chain", test_resolver_chain},
     {"resolver_errors", test_resolver_errors},
+    {"admission", test_admission},
     {"fnv", test_fnv},
     {"kubeconfig_inline_certs", test_kubeconfig_inline_certs},
     {"kubeconfig_files_token_context", test_kubeconfig_files_token_context},
@@ -1474,6 +1558,13 @@ static const struct t_case t_cases[] = {
     {"render_defaults_and_errors", test_render_defaults_and_errors},
     {"yaml_to_json", test_yaml_to_json},
     {"flags", test_flags},
+    {"pki_round_trip", test_pki_round_trip},
+    {"pki_renewal", test_pki_renewal},
+    {"http_request_parser", test_http_request_parser},
+    {"srv_listen_addresses", test_srv_listen_addresses},
+    {"srv_https_swap", test_srv_https_swap},
+    {"srv_plain", test_srv_plain},
+    {"srv_pool", test_srv_pool},
 };
 
 int main(int argc, char **argv) {
@@ -1505,4 +1596,752 @@ int main(int argc, char **argv) {
   }
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
+}
+
+/* ======================================================================
+ * 10. Webhook and metrics mechanism: PKI, request parser, HTTP(S) server
+ *
+ * Client and server share one process and no thread: the server listens
+ * on 127.0.0.1:0 and whenever a client call would wait, the test pumps the
+ * server one poll() turn, as the operator's loop does (no fork, so nothing
+ * but the server's own state is in play, under valgrind too).
+ * ==================================================================== */
+#define T_SVC "multigres-operator-webhook-service.multigres-operator.svc"
+#define T_SVC_LOCAL T_SVC ".cluster.local"
+static const char *const t_svc_names[] = {T_SVC, T_SVC_LOCAL, "127.0.0.1"};
+#define T_RAW(lit) (lit), sizeof(lit) - 1 /* a literal and its length */
+
+static int t_has_san(const mbedtls_x509_crt *crt, int tag, const void *v, size_t n) {
+  for (const mbedtls_x509_sequence *s = &crt->subject_alt_names; s && s->buf.p; s = s->next)
+    if (s->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | tag) && s->buf.len == n && !memcmp(s->buf.p, v, n)) return 1;
+  return 0;
+}
+
+static void test_pki_round_trip(void) {
+  static struct mgop_pki_pair ca, ca2, leaf, clamped, loaded;
+  mbedtls_x509_crt cacrt, crt;
+  char dn[256], s1[80], s2[80];
+  unsigned char lo[4] = {127, 0, 0, 1};
+  long long now = (long long)time(NULL), nb = 0, na = 0;
+  uint32_t flags = 0;
+  const char *bad_names[] = {"a,b"};
+  CHECK(mgop_pki_make_ca(&ca, "multigres-operator-ca", 10LL * 365 * 86400, now) == MGOP_OK);
+  CHECK(mgop_pki_make_serving(&leaf, &ca, t_svc_names, 3, 3600, now) == MGOP_OK);
+  CHECK(strncmp(ca.cert, "-----BEGIN CERTIFICATE-----", 27) == 0 && ca.cert_len == strlen(ca.cert));
+  CHECK(strncmp(leaf.key, "-----BEGIN EC PRIVATE KEY-----", 30) == 0 && leaf.key_len == strlen(leaf.key));
+  mbedtls_x509_crt_init(&cacrt);
+  mbedtls_x509_crt_init(&crt);
+  CHECK(mbedtls_x509_crt_parse(&cacrt, (const unsigned char *)ca.cert, ca.cert_len + 1) == 0);
+  CHECK(mbedtls_x509_crt_parse(&crt, (const unsigned char *)leaf.cert, leaf.cert_len + 1) == 0);
+  /* the CA */
+  CHECK(mbedtls_x509_dn_gets(dn, sizeof(dn), &cacrt.subject) > 0);
+  CHECK_STR(dn, "CN=multigres-operator-ca");
+  CHECK(cacrt.ca_istrue == 1);
+  CHECK(mbedtls_x509_crt_check_key_usage(&cacrt, MBEDTLS_X509_KU_KEY_CERT_SIGN | MBEDTLS_X509_KU_CRL_SIGN) == 0);
+  CHECK(mbedtls_pk_get_type(&cacrt.pk) == MBEDTLS_PK_ECKEY && mbedtls_pk_ec(cacrt.pk)->grp.id == MBEDTLS_ECP_DP_SECP256R1);
+  CHECK(mbedtls_x509_crt_verify(&cacrt, &cacrt, NULL, NULL, &flags, NULL, NULL) == 0 && flags == 0); /* self-signed */
+  /* the serving certificate: CN, SAN (DNS and IP), EKU, key usage, chain */
+  CHECK(mbedtls_x509_dn_gets(dn, sizeof(dn), &crt.subject) > 0);
+  CHECK_STR(dn, "CN=" T_SVC);
+  CHECK(crt.ca_istrue == 0);
+  CHECK((crt.ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) && (crt.ext_types & MBEDTLS_X509_EXT_EXTENDED_KEY_USAGE));
+  CHECK(t_has_san(&crt, 2, T_SVC, strlen(T_SVC)) && t_has_san(&crt, 2, T_SVC_LOCAL, strlen(T_SVC_LOCAL)));
+  CHECK(t_has_san(&crt, 7, lo, 4) && mgop_tls_crt_has_ip(&crt, lo, 4));
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_SERVER_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)) == 0);
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_CLIENT_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) != 0);
+  CHECK(mbedtls_x509_crt_check_key_usage(&crt, MBEDTLS_X509_KU_DIGITAL_SIGNATURE) == 0);
+  CHECK(mbedtls_x509_crt_check_key_usage(&crt, MBEDTLS_X509_KU_KEY_CERT_SIGN) != 0);
+  flags = 0;
+  CHECK(mbedtls_x509_crt_verify(&crt, &cacrt, NULL, T_SVC_LOCAL, &flags, NULL, NULL) == 0 && flags == 0);
+  CHECK(mbedtls_x509_crt_verify(&crt, &cacrt, NULL, T_SVC, &flags, NULL, NULL) == 0 && flags == 0);
+  CHECK(mbedtls_x509_crt_verify(&crt, &cacrt, NULL, "other.example", &flags, NULL, NULL) != 0 &&
+        (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH));
+  /* validity honours the request; the serial is random and 16 bytes */
+  CHECK(mgop_pki_validity(leaf.cert, leaf.cert_len, &nb, &na) == MGOP_OK);
+  CHECK(na == now + 3600 && nb == now - MGOP_PKI_BACKDATE_S);
+  CHECK(mgop_pki_not_after(ca.cert, ca.cert_len, &na) == MGOP_OK && na == now + 10LL * 365 * 86400);
+  CHECK(mgop_pki_serial_hex(ca.cert, ca.cert_len, s1, sizeof(s1)) == MGOP_OK && strlen(s1) == 32);
+  CHECK(mgop_pki_serial_hex(leaf.cert, leaf.cert_len, s2, sizeof(s2)) == MGOP_OK && strcmp(s1, s2) != 0);
+  /* the library's own verification, including names, IPs, time and a rotated CA */
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, T_SVC, now) == MGOP_OK);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "127.0.0.1", now) == MGOP_OK);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "10.0.0.1", now) == MGOP_ERR_TLS);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "x.example", now) == MGOP_ERR_TLS);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, T_SVC, now + 7200) == MGOP_ERR_TLS);
+  CHECK(strstr(mgop_errmsg(), "expired") != NULL);
+  CHECK(mgop_pki_make_ca(&ca2, "multigres-operator-ca", 86400, now) == MGOP_OK);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca2.cert, ca2.cert_len, T_SVC, now) == MGOP_ERR_TLS);
+  /* a serving certificate never outlives its CA */
+  CHECK(mgop_pki_make_serving(&clamped, &ca2, t_svc_names, 1, 10LL * 86400, now) == MGOP_OK);
+  CHECK(mgop_pki_not_after(clamped.cert, clamped.cert_len, &na) == MGOP_OK && na == now + 86400);
+  /* pairs load back (from PEM with or without the NUL) and must match */
+  CHECK(mgop_pki_pair_load(&loaded, leaf.cert, leaf.cert_len, leaf.key, leaf.key_len + 1) == MGOP_OK);
+  CHECK(loaded.cert_len == leaf.cert_len && !strcmp(loaded.cert, leaf.cert) && !strcmp(loaded.key, leaf.key));
+  CHECK(mgop_pki_pair_load(&loaded, leaf.cert, leaf.cert_len, ca.key, ca.key_len) == MGOP_ERR_CONFIG);
+  CHECK(mgop_pki_pair_load(&loaded, "junk", 4, leaf.key, leaf.key_len) == MGOP_ERR_PARSE);
+  /* bad requests name the problem */
+  CHECK(mgop_pki_make_serving(&clamped, &ca, bad_names, 1, 3600, now) == MGOP_ERR_CONFIG);
+  CHECK(mgop_pki_make_serving(&clamped, &ca, t_svc_names, 0, 3600, now) == MGOP_ERR_CONFIG);
+  CHECK(mgop_pki_make_serving(&clamped, &ca, t_svc_names, 1, 0, now) == MGOP_ERR_CONFIG);
+  CHECK(mgop_pki_make_ca(&ca2, "", 3600, now) == MGOP_ERR_CONFIG);
+  {
+    struct mgop_pki_pair swapped = ca;
+    memcpy(swapped.key, leaf.key, leaf.key_len + 1);
+    swapped.key_len = leaf.key_len;
+    CHECK(mgop_pki_make_serving(&clamped, &swapped, t_svc_names, 1, 3600, now) == MGOP_ERR_CONFIG);
+    CHECK(mgop_pki_make_serving(&clamped, &leaf, t_svc_names, 1, 3600, now) == MGOP_ERR_CONFIG); /* not a CA */
+  }
+  mbedtls_x509_crt_free(&crt);
+  mbedtls_x509_crt_free(&cacrt);
+}
+
+static void test_pki_renewal(void) {
+  static struct mgop_pki_pair ca, leaf;
+  long long t = 1800000000LL, na = 0; /* 2027-01-15: tests do not depend on the clock */
+  CHECK(mgop_pki_make_ca(&ca, "multigres-operator-ca", 10LL * 365 * 86400, t) == MGOP_OK);
+  /* lifetime = 3000 s + 1 h backdating = 6600 s; a third is 2200 s */
+  CHECK(mgop_pki_make_serving(&leaf, &ca, t_svc_names, 2, 3000, t) == MGOP_OK);
+  CHECK(mgop_pki_not_after(leaf.cert, leaf.cert_len, &na) == MGOP_OK && na == t + 3000);
+  CHECK(mgop_pki_needs_renewal(leaf.cert, leaf.cert_len, t, 0) == 0);
+  CHECK(mgop_pki_needs_renewal(leaf.cert, leaf.cert_len, t + 799, 0) == 0);  /* 2201 s left */
+  CHECK(mgop_pki_needs_renewal(leaf.cert, leaf.cert_len, t + 801, 0) == 1);  /* 2199 s left */
+  CHECK(mgop_pki_needs_renewal(leaf.cert, leaf.cert_len, t, 2999) == 0);     /* margin not reached */
+  CHECK(mgop_pki_needs_renewal(leaf.cert, leaf.cert_len, t, 3001) == 1);     /* margin reached */
+  CHECK(mgop_pki_needs_renewal(leaf.cert, leaf.cert_len, t + 5000, 0) == 1); /* expired */
+  CHECK(mgop_pki_needs_renewal("not a certificate", 17, t, 0) == 1);
+  /* the CA: 10 years, renewed 30 days before the end as the design says */
+  CHECK(mgop_pki_needs_renewal(ca.cert, ca.cert_len, t + 9LL * 365 * 86400, 30LL * 86400) == 1); /* < 1/3 left */
+  CHECK(mgop_pki_needs_renewal(ca.cert, ca.cert_len, t + 365LL * 86400, 30LL * 86400) == 0);
+}
+
+struct t_req_case {
+  const char *in;
+  int rc, status;
+  const char *method, *path, *query;
+  long long cl;
+  int close;
+};
+
+static void test_http_request_parser(void) {
+  static const struct t_req_case cases[] = {
+      {"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_OK, 0, "GET", "/metrics", "", -1, 0},
+      {"POST /validate-multigres-com-v1alpha1-multigrescluster?timeout=10s HTTP/1.1\r\nHost: svc:443\r\n"
+       "Content-Type: application/json\r\nAccept: application/json\r\nContent-Length: 2\r\n\r\n{}",
+       MGOP_OK, 0, "POST", "/validate-multigres-com-v1alpha1-multigrescluster", "timeout=10s", 2, 0},
+      {"GET / HTTP/1.0\r\n\r\n", MGOP_OK, 0, "GET", "/", "", -1, 1},
+      {"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", MGOP_OK, 0, "GET", "/", "", -1, 0},
+      {"GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n", MGOP_OK, 0, "GET", "/", "", -1, 1},
+      {"GET / HTTP/1.1\r\nHost: x\r\nConnection: closed\r\n\r\n", MGOP_OK, 0, "GET", "/", "", -1, 0},
+      {"\r\n\nGET /healthz HTTP/1.1\nHost: x\n\n", MGOP_OK, 0, "GET", "/healthz", "", -1, 0},
+      {"GET http://h:1/p?q=1 HTTP/1.1\r\nHost: h\r\n\r\n", MGOP_OK, 0, "GET", "/p", "q=1", -1, 0},
+      {"GET https://h?q HTTP/1.1\r\nHost: h\r\n\r\n", MGOP_OK, 0, "GET", "/", "q", -1, 0},
+      {"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_OK, 0, "OPTIONS", "*", "", -1, 0},
+      {"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc", MGOP_OK, 0, "POST", "/x",
+       "", 3, 0},
+      {"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length:  007 \r\n\r\n", MGOP_OK, 0, "POST", "/x", "", 7, 0},
+      {"PUT /x HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n", MGOP_OK, 0, "PUT", "/x", "",
+       1, 0},
+      /* incomplete */
+      {"", MGOP_ERR_AGAIN, 0, NULL, NULL, NULL, 0, 0},
+      {"\r", MGOP_ERR_AGAIN, 0, NULL, NULL, NULL, 0, 0},
+      {"GE", MGOP_ERR_AGAIN, 0, NULL, NULL, NULL, 0, 0},
+      {"GET / HTTP/1.1\r\nHost: x\r\n", MGOP_ERR_AGAIN, 0, NULL, NULL, NULL, 0, 0},
+      {"GET / HTTP/1.1\r\nHost: x\r\n\r", MGOP_ERR_AGAIN, 0, NULL, NULL, NULL, 0, 0},
+      /* malformed request line */
+      {"GET / HTTP/1.1 x\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET /\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"\x16\x03\x01\x02\x00\x01", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0}, /* TLS to the plain port */
+      {"GET / http/1.1\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET / HTTP/2.0\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 505, NULL, NULL, NULL, 0, 0},
+      {"GET noslash HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET /a\x01 HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET * HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET /\rX HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"\rGET / HTTP/1.1\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"ABCDEFGHIJKLMNOPQ / HTTP/1.1\r\nHost: x\r\n\r\n", MGOP_ERR_HTTP, 501, NULL, NULL, NULL, 0, 0},
+      /* header fields */
+      {"GET / HTTP/1.1\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0}, /* no Host */
+      {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET / HTTP/1.1\r\nHost : a\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET / HTTP/1.1\r\nHost: a\r\nX-Nul: a\0b\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"PUT /x HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n", MGOP_ERR_HTTP, 417, NULL, NULL, NULL, 0, 0},
+      /* Content-Length */
+      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n", MGOP_ERR_HTTP, 400, NULL, NULL, NULL, 0, 0},
+      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", MGOP_ERR_HTTP, 400, NULL,
+       NULL, NULL, 0, 0},
+      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999999\r\n\r\n", MGOP_ERR_TOOBIG, 413,
+       NULL, NULL, NULL, 0, 0},
+      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n", MGOP_ERR_TOOBIG, 413, NULL, NULL, NULL, 0, 0},
+      /* chunked and other transfer codings are refused */
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", MGOP_ERR_HTTP,
+       411, NULL, NULL, NULL, 0, 0},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\nContent-Length: 5\r\n\r\n", MGOP_ERR_HTTP,
+       411, NULL, NULL, NULL, 0, 0},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", MGOP_ERR_HTTP, 501, NULL, NULL, NULL, 0, 0},
+  };
+  static char big[20000];
+  struct mgop_http_req r;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const struct t_req_case *c = &cases[i];
+    size_t n = strlen(c->in);
+    int rc;
+    if (strstr(c->in, "X-Nul")) n += strlen(c->in + n + 1) + 1; /* the case with a NUL inside */
+    rc = mgop_http_parse_request(c->in, n, 8192, 1024 * 1024, &r);
+    if (rc != c->rc || (rc != MGOP_OK && rc != MGOP_ERR_AGAIN && r.status != c->status)) {
+      fprintf(stderr, "    parser case %zu: rc %d status %d (%s), want rc %d status %d\n", i, rc, r.status,
+              r.error ? r.error : "", c->rc, c->status);
+      t_failed_checks++;
+      continue;
+    }
+    if (rc != MGOP_OK) {
+      CHECK(rc == MGOP_ERR_AGAIN || (r.error && r.error[0]));
+      continue;
+    }
+    CHECK_STR(r.method, c->method);
+    CHECK_STR(r.path, c->path);
+    CHECK_STR(r.query, c->query);
+    CHECK(r.content_length == c->cl && r.body_len == (size_t)(c->cl < 0 ? 0 : c->cl));
+    CHECK(r.close == c->close);
+    CHECK(r.head_len <= n && r.head_len + r.body_len <= n + 7);
+    /* every strict prefix of a good head is incomplete, never an error */
+    for (size_t k = 0; k < r.head_len; k++) {
+      struct mgop_http_req pr;
+      int prc = mgop_http_parse_request(c->in, k, 8192, 1024 * 1024, &pr);
+      if (prc != MGOP_ERR_AGAIN) {
+        fprintf(stderr, "    parser case %zu: prefix %zu gave rc %d\n", i, k, prc);
+        t_failed_checks++;
+        break;
+      }
+    }
+  }
+  CHECK(mgop_http_parse_request(cases[1].in, strlen(cases[1].in), 8192, 1024, &r) == MGOP_OK);
+  CHECK_STR(r.content_type, "application/json");
+  CHECK(mgop_http_parse_request(cases[12].in, strlen(cases[12].in), 8192, 1024, &r) == MGOP_OK && r.expect_continue);
+
+  /* pipelined: three requests back to back in one buffer */
+  {
+    static const char pipe[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                               "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                               "GET /c?d=e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    const char *want[] = {"/a", "/b", "/c"};
+    size_t off = 0, len = sizeof(pipe) - 1;
+    for (int k = 0; k < 3; k++) {
+      CHECK(mgop_http_parse_request(pipe + off, len - off, 8192, 1024, &r) == MGOP_OK);
+      CHECK_STR(r.path, want[k]);
+      if (k == 1) CHECK(r.body_len == 3 && !memcmp(pipe + off + r.head_len, "abc", 3));
+      if (k == 2) CHECK(r.close && !strcmp(r.query, "d=e"));
+      off += r.head_len + r.body_len;
+    }
+    CHECK(off == len);
+  }
+  /* oversize heads: 431 whether or not the end is in sight; long targets 414 */
+  memset(big, 'a', sizeof(big));
+  memcpy(big, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ", 32);
+  CHECK(mgop_http_parse_request(big, 9000, 8192, 1024, &r) == MGOP_ERR_TOOBIG && r.status == 431);
+  memcpy(big + 9000, "\r\n\r\n", 4);
+  CHECK(mgop_http_parse_request(big, 9004, 8192, 1024, &r) == MGOP_ERR_TOOBIG && r.status == 431);
+  CHECK(mgop_http_parse_request(big, 9004, 16384, 1024, &r) == MGOP_OK && r.head_len == 9004);
+  {
+    struct mgop_buf b;
+    mgop_buf_init(&b, big, sizeof(big));
+    mgop_buf_puts(&b, "GET / HTTP/1.1\r\nHost: x\r\n");
+    for (int k = 0; k < MGOP_HTTP_HEADERS_MAX; k++) mgop_buf_printf(&b, "X-H%d: v\r\n", k);
+    mgop_buf_puts(&b, "\r\n");
+    CHECK(mgop_http_parse_request(b.p, b.len, 8192, 1024, &r) == MGOP_ERR_TOOBIG && r.status == 431);
+    mgop_buf_init(&b, big, sizeof(big));
+    mgop_buf_puts(&b, "GET /");
+    for (int k = 0; k < MGOP_HTTP_TARGET_MAX; k++) mgop_buf_puts(&b, "p");
+    mgop_buf_puts(&b, " HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(mgop_http_parse_request(b.p, b.len, 8192, 1024, &r) == MGOP_ERR_TOOBIG && r.status == 414);
+  }
+  CHECK_STR(mgop_http_reason(431), "Request Header Fields Too Large");
+  CHECK_STR(mgop_http_reason(299), "OK");
+}
+
+static void test_srv_listen_addresses(void) {
+  static struct mgop_srv_conn conns[1];
+  struct mgop_srv s;
+  mgop_srv_init(&s, "t", 0, conns, 1, NULL, NULL);
+  CHECK(mgop_srv_port(&s) == -1);
+  CHECK(mgop_srv_listen(&s, "nonsense") == MGOP_ERR_CONFIG);
+  CHECK(mgop_srv_listen(&s, "[::1") == MGOP_ERR_CONFIG);
+  CHECK(mgop_srv_listen(&s, "1.2.3.4:99999") == MGOP_ERR_CONFIG);
+  CHECK(mgop_srv_listen(&s, "::1:80") == MGOP_ERR_CONFIG); /* IPv6 needs brackets */
+  CHECK(mgop_srv_listen(&s, "127.0.0.1:") == MGOP_ERR_CONFIG);
+  CHECK(strstr(mgop_errmsg(), "HOST:PORT") != NULL);
+  CHECK(mgop_srv_listen(&s, "127.0.0.1:0") == MGOP_OK && mgop_srv_port(&s) > 0);
+  CHECK(mgop_srv_listen(&s, ":0") == MGOP_OK && mgop_srv_port(&s) > 0); /* all interfaces */
+  {
+    struct mgop_srv s2;
+    char addr[32];
+    mgop_srv_init(&s2, "t2", 0, conns, 1, NULL, NULL);
+    snprintf(addr, sizeof(addr), ":%d", mgop_srv_port(&s));
+    CHECK(mgop_srv_listen(&s2, addr) == MGOP_ERR_IO); /* in use */
+    CHECK(strstr(mgop_errmsg(), "cannot listen") != NULL);
+  }
+  if (mgop_srv_listen(&s, "[::1]:0") == MGOP_OK) CHECK(mgop_srv_port(&s) > 0); /* when the host has IPv6 */
+  CHECK(mgop_srv_wake_ms(&s, mgop_now_ms()) == 60000);
+  mgop_srv_close(&s);
+  CHECK(mgop_srv_port(&s) == -1);
+}
+
+/* --- the server side ------------------------------------------------------------ */
+struct t_srv_ctx { int swap_requested, requests; };
+
+static void t_srv_handler(void *ctx, const struct mgop_http_req *req, const char *body, size_t n,
+                          struct mgop_srv_resp *resp) {
+  struct t_srv_ctx *x = ctx;
+  x->requests++;
+  if (!strcmp(req->path, "/echo") && !strcmp(req->method, "POST")) {
+    resp->status = 200;
+    snprintf(resp->content_type, sizeof(resp->content_type), "application/json");
+    mgop_buf_printf(&resp->body, "{\"got\":%zu,\"ct\":\"%s\",\"q\":\"%s\",\"body\":", n, req->content_type, req->query);
+    mgop_buf_append(&resp->body, body, n);
+    mgop_buf_puts(&resp->body, "}");
+  } else if (!strcmp(req->path, "/swap")) {
+    x->swap_requested = 1;
+    resp->status = 200;
+    mgop_buf_puts(&resp->body, "swapping");
+  } else if (!strcmp(req->path, "/metrics") && (!strcmp(req->method, "GET") || !strcmp(req->method, "HEAD"))) {
+    resp->status = 200;
+    snprintf(resp->content_type, sizeof(resp->content_type), "text/plain; version=0.0.4; charset=utf-8");
+    mgop_buf_printf(&resp->body, "# TYPE mgop_test_requests_total counter\nmgop_test_requests_total %d\n", x->requests);
+  } else if (!strcmp(req->path, "/big")) {
+    resp->status = 200;
+    for (int i = 0; i < 200000; i++) mgop_buf_append(&resp->body, &"0123456789abcdef"[i % 16], 1);
+  } else if (!strcmp(req->path, "/huge")) { /* larger than any response buffer: a 500 */
+    resp->status = 200;
+    for (int i = 0; i < MGOP_SRV_BIG_MAX + 1; i += 1000) mgop_buf_printf(&resp->body, "%01000d", 0);
+  } else if (!strcmp(req->path, "/bye")) {
+    resp->status = 204;
+    resp->close = 1;
+  } else {
+    resp->status = 404;
+    snprintf(resp->headers, sizeof(resp->headers), "X-Test: 1\r\n");
+    mgop_buf_puts(&resp->body, "not found\n");
+  }
+}
+
+/* Client and server share this process: while a client call would wait,
+ * it pumps the server one poll() turn, as the operator's loop does. */
+static struct mgop_srv *t_srv;
+static struct t_srv_ctx *t_srvx;
+static const struct mgop_pki_pair *t_swap_to; /* installed when a client asks /swap */
+
+static void t_pump(int ms) {
+  struct pollfd pfd[16];
+  int n = mgop_srv_pollfds(t_srv, pfd, 16);
+  long long w = mgop_srv_wake_ms(t_srv, mgop_now_ms());
+  CHECK(w >= 0 && w <= 60000);
+  if (w < ms) ms = (int)w;
+  if (poll(pfd, (nfds_t)n, ms) < 0) CHECK(errno == EINTR);
+  mgop_srv_step(t_srv, pfd, n, mgop_now_ms());
+  if (t_srvx && t_srvx->swap_requested && t_swap_to) {
+    CHECK(mgop_srv_set_cert(t_srv, t_swap_to->cert, t_swap_to->cert_len, t_swap_to->key, t_swap_to->key_len) ==
+          MGOP_OK);
+    t_srvx->swap_requested = 0;
+  }
+}
+
+static void t_pump_for(int ms) {
+  long long end = mgop_now_ms() + ms;
+  while (mgop_now_ms() < end) t_pump(5);
+}
+
+/* --- the client side ------------------------------------------------------------ */
+static char t_cbody[512 * 1024];
+
+/* Connects (and, with tls, handshakes) without blocking the server. */
+static int t_cli_open(struct mgop_conn *c, int port, struct mgop_tls *tls, const char *server_name) {
+  struct sockaddr_in a;
+  long long end = mgop_now_ms() + 10000;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), r, err = 0;
+  socklen_t elen = sizeof(err);
+  mgop_conn_init(c);
+  if (fd < 0) return MGOP_ERR_IO;
+  c->fd = fd;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) && errno != EINPROGRESS) return MGOP_ERR_IO;
+  for (;;) {
+    struct pollfd p = {fd, POLLOUT, 0};
+    if (poll(&p, 1, 0) == 1) break;
+    if (mgop_now_ms() > end) return MGOP_ERR_TIMEOUT;
+    t_pump(5);
+  }
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) || err) return MGOP_ERR_IO;
+  if (!tls) return MGOP_OK;
+  mbedtls_ssl_init(&c->ssl);
+  c->ssl_init = 1;
+  c->tls_on = 1;
+  if (mbedtls_ssl_setup(&c->ssl, &tls->conf)) return MGOP_ERR_TLS;
+  if (server_name && mbedtls_ssl_set_hostname(&c->ssl, server_name)) return MGOP_ERR_TLS;
+  mbedtls_ssl_set_bio(&c->ssl, &c->fd, mgop_fd_send, mgop_fd_recv, NULL);
+  while ((r = mbedtls_ssl_handshake(&c->ssl)) != 0) {
+    if (r != MBEDTLS_ERR_SSL_WANT_READ && r != MBEDTLS_ERR_SSL_WANT_WRITE) return MGOP_ERR_TLS;
+    if (mgop_now_ms() > end) return MGOP_ERR_TIMEOUT;
+    t_pump(5);
+  }
+  return MGOP_OK;
+}
+
+static int t_cli_write(struct mgop_conn *c, const char *p, size_t n) {
+  long long end = mgop_now_ms() + 10000;
+  while (n > 0) {
+    int w = c->tls_on ? mbedtls_ssl_write(&c->ssl, (const unsigned char *)p, n)
+                      : mgop_fd_send(&c->fd, (const unsigned char *)p, n);
+    if (w == MBEDTLS_ERR_SSL_WANT_READ || w == MBEDTLS_ERR_SSL_WANT_WRITE) {
+      if (mgop_now_ms() > end) return MGOP_ERR_TIMEOUT;
+      t_pump(5);
+      continue;
+    }
+    if (w < 0) return MGOP_ERR_IO;
+    p += w;
+    n -= (size_t)w;
+  }
+  return MGOP_OK;
+}
+
+/* Writes raw bytes (if any), reads one response; the body goes to t_cbody. */
+static int t_exchange(struct mgop_conn *c, const char *raw, size_t n, struct mgop_http_resp *r, struct mgop_buf *b,
+                      int head_request) {
+  long long end = mgop_now_ms() + 10000;
+  int rc;
+  if (raw && n && (rc = t_cli_write(c, raw, n))) return rc;
+  while ((rc = mgop_http_read_head(c, r, 0)) == MGOP_ERR_AGAIN) {
+    if (mgop_now_ms() > end) return MGOP_ERR_TIMEOUT;
+    t_pump(5);
+  }
+  if (rc) return rc;
+  if (head_request) r->body_done = 1;
+  mgop_buf_init(b, t_cbody, sizeof(t_cbody) - 1);
+  while ((rc = mgop_http_read_body(c, r, mgop_sink_buf, b, 0)) == MGOP_ERR_AGAIN) {
+    if (mgop_now_ms() > end) return MGOP_ERR_TIMEOUT;
+    t_pump(5);
+  }
+  if (rc) return rc;
+  mgop_buf_cstr(b);
+  return r->status;
+}
+
+/* 1 when the server closes the connection within wait_ms (after what it
+ * had to say, which is skipped). */
+static int t_closed(struct mgop_conn *c, long long wait_ms) {
+  unsigned char b[256];
+  long long end = mgop_now_ms() + wait_ms;
+  for (;;) {
+    int n = mgop_conn_read(c, b, sizeof(b), 0);
+    if (n == MGOP_ERR_CLOSED || n == MGOP_ERR_IO) return 1;
+    if (n > 0) continue;
+    if (mgop_now_ms() > end) return 0;
+    t_pump(5);
+  }
+}
+
+static void t_peer_serial(struct mgop_conn *c, char *out, size_t cap) {
+  const mbedtls_x509_crt *p = mbedtls_ssl_get_peer_cert(&c->ssl);
+  out[0] = 0;
+  if (p) mgop_hex_serial(&p->serial, out, cap);
+}
+
+static void test_srv_https_swap(void) {
+  static struct mgop_pki_pair ca, other_ca, cert1, cert2;
+  static struct mgop_srv_conn conns[4];
+  static struct mgop_srv s;
+  static struct mgop_kubecfg cfg, ipcfg, badcfg;
+  static struct mgop_tls tls, iptls, badtls;
+  static char post[256 * 1024];
+  struct t_srv_ctx x = {0, 0};
+  struct mgop_conn a, b, c, d;
+  struct mgop_http_resp r;
+  struct mgop_buf body;
+  char serial1[80], serial2[80], serial[80];
+  long long now = (long long)time(NULL);
+  size_t n;
+  int port;
+  CHECK(mgop_pki_make_ca(&ca, "multigres-operator-ca", 86400, now) == MGOP_OK);
+  CHECK(mgop_pki_make_ca(&other_ca, "multigres-operator-ca", 86400, now) == MGOP_OK);
+  CHECK(mgop_pki_make_serving(&cert1, &ca, t_svc_names, 3, 3600, now) == MGOP_OK);
+  CHECK(mgop_pki_make_serving(&cert2, &ca, t_svc_names, 3, 3600, now) == MGOP_OK);
+  CHECK(mgop_pki_serial_hex(cert1.cert, cert1.cert_len, serial1, sizeof(serial1)) == MGOP_OK);
+  CHECK(mgop_pki_serial_hex(cert2.cert, cert2.cert_len, serial2, sizeof(serial2)) == MGOP_OK);
+  CHECK(strcmp(serial1, serial2) != 0);
+  mgop_srv_init(&s, "webhook", 1, conns, 4, t_srv_handler, &x);
+  t_srv = &s;
+  t_srvx = &x;
+  t_swap_to = &cert2;
+  CHECK(mgop_srv_listen(&s, "127.0.0.1:0") == MGOP_OK);
+  port = mgop_srv_port(&s);
+  {
+    struct pollfd pfd[8];
+    CHECK(mgop_srv_pollfds(&s, pfd, 8) == 0); /* HTTPS without a certificate accepts nothing */
+  }
+  CHECK(mgop_srv_set_cert(&s, cert1.key, cert1.key_len, cert1.key, cert1.key_len) == MGOP_ERR_PARSE);
+  CHECK(mgop_srv_set_cert(&s, cert1.cert, cert1.cert_len, cert2.key, cert2.key_len) == MGOP_ERR_CONFIG);
+  CHECK(mgop_srv_set_cert(&s, cert1.cert, cert1.cert_len, cert1.key, cert1.key_len) == MGOP_OK);
+  mgop_srv_cert_serial(&s, serial, sizeof(serial));
+  CHECK_STR(serial, serial1);
+
+  /* clients: verify as the service name; as the IP (its SAN); a wrong CA */
+  memset(&cfg, 0, sizeof(cfg));
+  snprintf(cfg.scheme, sizeof(cfg.scheme), "https");
+  snprintf(cfg.host, sizeof(cfg.host), "127.0.0.1");
+  snprintf(cfg.port, sizeof(cfg.port), "%d", port);
+  snprintf(cfg.tls_server_name, sizeof(cfg.tls_server_name), T_SVC);
+  memcpy(cfg.ca, ca.cert, ca.cert_len + 1);
+  cfg.ca_len = ca.cert_len + 1;
+  ipcfg = cfg;
+  ipcfg.tls_server_name[0] = 0;
+  badcfg = cfg;
+  memcpy(badcfg.ca, other_ca.cert, other_ca.cert_len + 1);
+  badcfg.ca_len = other_ca.cert_len + 1;
+  CHECK(mgop_tls_client_init(&tls, &cfg) == MGOP_OK);
+  CHECK(mgop_tls_client_init(&iptls, &ipcfg) == MGOP_OK);
+  CHECK(mgop_tls_client_init(&badtls, &badcfg) == MGOP_OK);
+
+  /* A: keep-alive connection on the first certificate; POST a body */
+  CHECK(t_cli_open(&a, port, &tls, T_SVC) == MGOP_OK);
+  t_peer_serial(&a, serial, sizeof(serial));
+  CHECK_STR(serial, serial1);
+  CHECK(t_exchange(&a, T_RAW("POST /echo?timeout=10s HTTP/1.1\r\nHost: " T_SVC "\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 7\r\n\r\n{\"x\":1}"), &r, &body, 0) == 200);
+  CHECK_STR(body.p, "{\"got\":7,\"ct\":\"application/json\",\"q\":\"timeout=10s\",\"body\":{\"x\":1}}");
+  CHECK_STR(r.content_type, "application/json");
+  CHECK(!r.close);
+  /* a body larger than the connection buffer, answered by a response larger than its buffer */
+  n = (size_t)snprintf(post, sizeof(post), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+  memset(post + n, 'z', 100000);
+  CHECK(t_exchange(&a, post, n + 100000, &r, &body, 0) == 200);
+  CHECK(body.len == 100000 + strlen("{\"got\":100000,\"ct\":\"\",\"q\":\"\",\"body\":}") &&
+        !strncmp(body.p, "{\"got\":100000,", 14) && body.p[body.len - 2] == 'z');
+  CHECK(t_exchange(&a, T_RAW("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  CHECK(body.len == 200000 && body.p[199999] == 'f' && body.p[16] == '0');
+  /* Expect: 100-continue: the interim response, then the real one */
+  CHECK(t_exchange(&a, T_RAW("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"),
+                   &r, &body, 0) == 100);
+  CHECK(t_exchange(&a, T_RAW("hello"), &r, &body, 0) == 200);
+  CHECK(strstr(body.p, "\"body\":hello}") != NULL);
+  /* ask for the certificate swap (the pump installs cert2 right after this step) */
+  CHECK(t_exchange(&a, T_RAW("POST /swap HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"), &r, &body, 0) == 200);
+  t_pump(5);
+  mgop_srv_cert_serial(&s, serial, sizeof(serial));
+  CHECK_STR(serial, serial2);
+
+  /* B: a new connection sees the new certificate; C verifies the IP SAN */
+  CHECK(t_cli_open(&b, port, &tls, T_SVC) == MGOP_OK);
+  t_peer_serial(&b, serial, sizeof(serial));
+  CHECK_STR(serial, serial2);
+  CHECK(t_exchange(&b, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  CHECK(strstr(body.p, "mgop_test_requests_total ") != NULL);
+  CHECK(t_cli_open(&c, port, &iptls, NULL) == MGOP_OK);
+  CHECK(t_exchange(&c, T_RAW("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 404);
+  CHECK_STR(body.p, "not found\n");
+
+  /* A still works, still on the first certificate: no downtime */
+  CHECK(t_exchange(&a, T_RAW("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"), &r, &body, 0) == 200);
+  CHECK(strstr(body.p, "\"body\":ok}") != NULL);
+  t_peer_serial(&a, serial, sizeof(serial));
+  CHECK_STR(serial, serial1);
+  CHECK(s.stats.active == 3 && s.gens[0].live && s.gens[1].live);
+  /* a response too large for any buffer is a 500, and the connection closes */
+  CHECK(t_exchange(&b, T_RAW("GET /huge HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 500);
+  CHECK(r.close && t_closed(&b, 2000));
+  mgop_conn_close(&b);
+  t_pump_for(50);
+  /* a client that does not trust us: counted, logged, no harm done */
+  CHECK(t_cli_open(&d, port, &badtls, T_SVC) == MGOP_ERR_TLS);
+  mgop_conn_close(&d);
+  t_pump_for(50);
+  CHECK(s.stats.handshake_errors == 1);
+  /* once A goes, nothing holds the first certificate */
+  mgop_conn_close(&a);
+  t_pump_for(50);
+  CHECK(s.stats.active == 1 && s.gens[s.cur].live && !s.gens[!s.cur].live);
+
+  CHECK(s.stats.cert_swaps == 1);
+  CHECK(s.stats.requests == 9 && x.requests == 9);
+  CHECK(s.stats.responses_5xx == 1 && s.stats.responses_4xx == 1);
+  CHECK(s.stats.active_high == 3);
+  /* swapping faster than connections drain: the oldest generation's are closed */
+  CHECK(t_cli_open(&a, port, &tls, T_SVC) == MGOP_OK);                  /* on cert2 */
+  CHECK(t_exchange(&a, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  CHECK(mgop_srv_set_cert(&s, cert1.cert, cert1.cert_len, cert1.key, cert1.key_len) == MGOP_OK);
+  CHECK(t_cli_open(&b, port, &tls, T_SVC) == MGOP_OK);                  /* on cert1 */
+  CHECK(t_exchange(&b, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  CHECK(mgop_srv_set_cert(&s, cert2.cert, cert2.cert_len, cert2.key, cert2.key_len) == MGOP_OK);
+  CHECK(mgop_srv_set_cert(&s, cert1.cert, cert1.cert_len, cert1.key, cert1.key_len) == MGOP_OK);
+  CHECK(t_closed(&a, 2000));                                             /* its generation was the oldest */
+  CHECK(t_exchange(&b, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  mgop_conn_close(&a);
+  mgop_conn_close(&b);
+  mgop_conn_close(&c);
+  mgop_srv_close(&s);
+  for (int i = 0; i < MGOP_SRV_TLS_GENS; i++) CHECK(!s.gens[i].live);
+  CHECK(s.stats.active == 0);
+  mgop_tls_free(&tls);
+  mgop_tls_free(&iptls);
+  mgop_tls_free(&badtls);
+  t_srv = NULL;
+  t_srvx = NULL;
+  t_swap_to = NULL;
+}
+
+static void test_srv_plain(void) {
+  static struct mgop_srv_conn conns[3];
+  static struct mgop_srv s;
+  static char hdr[10000];
+  static const char pipe[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                             "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                             "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                             "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+  struct t_srv_ctx x = {0, 0};
+  struct mgop_conn c, k1, k2, k3, k4;
+  struct mgop_http_resp r;
+  struct mgop_buf body;
+  int port;
+  mgop_srv_init(&s, "metrics", 0, conns, 3, t_srv_handler, &x);
+  s.request_timeout_ms = 1000;
+  t_srv = &s;
+  t_srvx = &x;
+  CHECK(mgop_srv_listen(&s, ":0") == MGOP_OK); /* all interfaces, reached on 127.0.0.1 */
+  port = mgop_srv_port(&s);
+
+  /* pipelined requests in one write, HEAD among them */
+  CHECK(t_cli_open(&c, port, NULL, NULL) == MGOP_OK);
+  CHECK(t_exchange(&c, pipe, sizeof(pipe) - 1, &r, &body, 0) == 200);
+  CHECK_STR(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
+  CHECK(!strncmp(body.p, "# TYPE mgop_test_requests_total counter\n", 40));
+  CHECK(t_exchange(&c, NULL, 0, &r, &body, 0) == 200 && strstr(body.p, "\"body\":abc}") != NULL);
+  CHECK(t_exchange(&c, NULL, 0, &r, &body, 1) == 200 && r.content_length > 0 && body.len == 0);
+  CHECK(t_exchange(&c, NULL, 0, &r, &body, 0) == 404 && !strcmp(body.p, "not found\n"));
+  CHECK(t_exchange(&c, T_RAW("GET /bye HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 204 && r.close);
+  CHECK(t_closed(&c, 2000));
+  mgop_conn_close(&c);
+
+  /* what the server refuses, each answered and then closed */
+  CHECK(t_cli_open(&c, port, NULL, NULL) == MGOP_OK);
+  CHECK(t_exchange(&c, T_RAW("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+                   &r, &body, 0) == 411);
+  CHECK(r.close && strstr(body.p, "Content-Length") != NULL && t_closed(&c, 2000));
+  mgop_conn_close(&c);
+  CHECK(t_cli_open(&c, port, NULL, NULL) == MGOP_OK);
+  memset(hdr, 'h', sizeof(hdr));
+  memcpy(hdr, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ", 32);
+  memcpy(hdr + sizeof(hdr) - 4, "\r\n\r\n", 4);
+  CHECK(t_exchange(&c, hdr, sizeof(hdr), &r, &body, 0) == 431 && r.close && t_closed(&c, 2000));
+  mgop_conn_close(&c);
+  CHECK(t_cli_open(&c, port, NULL, NULL) == MGOP_OK);
+  CHECK(t_exchange(&c, T_RAW("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n"), &r, &body, 0) == 413);
+  CHECK(t_closed(&c, 2000));
+  mgop_conn_close(&c);
+  CHECK(t_cli_open(&c, port, NULL, NULL) == MGOP_OK);
+  CHECK(t_exchange(&c, T_RAW("GET /metrics HTTP/1.0\r\n\r\n"), &r, &body, 0) == 200 && r.close && t_closed(&c, 2000));
+  mgop_conn_close(&c);
+
+  /* slowloris: half a head, a trickle, then nothing: the deadline (1 s here) closes it */
+  CHECK(t_cli_open(&c, port, NULL, NULL) == MGOP_OK);
+  CHECK(t_cli_write(&c, T_RAW("GET /metrics HTTP/1.1\r\nHo")) == MGOP_OK);
+  t_pump_for(400);
+  CHECK(t_cli_write(&c, T_RAW("st")) == MGOP_OK); /* trickling does not extend it */
+  t_pump_for(400);
+  CHECK(s.stats.timeouts == 0);
+  CHECK(t_closed(&c, 3000));
+  CHECK(s.stats.timeouts == 1);
+  mgop_conn_close(&c);
+
+  /* a full table: the least recently used idle connection makes room */
+  t_pump_for(50);
+  CHECK(s.stats.active == 0);
+  CHECK(t_cli_open(&k1, port, NULL, NULL) == MGOP_OK && t_cli_open(&k2, port, NULL, NULL) == MGOP_OK &&
+        t_cli_open(&k3, port, NULL, NULL) == MGOP_OK);
+  CHECK(t_exchange(&k1, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  t_pump_for(20);
+  CHECK(t_exchange(&k2, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  t_pump_for(20);
+  CHECK(t_exchange(&k3, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  CHECK(s.stats.active == 3 && s.stats.evicted == 0);
+  CHECK(t_cli_open(&k4, port, NULL, NULL) == MGOP_OK);
+  CHECK(t_exchange(&k4, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  CHECK(s.stats.evicted == 1);
+  CHECK(t_closed(&k1, 2000));
+  CHECK(t_exchange(&k2, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  CHECK(t_exchange(&k3, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
+  mgop_conn_close(&k1);
+  mgop_conn_close(&k2);
+  mgop_conn_close(&k3);
+  mgop_conn_close(&k4);
+  t_pump_for(50);
+  CHECK(s.stats.active == 0);
+  CHECK(s.stats.responses_4xx == 4 && s.stats.responses_5xx == 0 && s.stats.handshake_errors == 0);
+  mgop_srv_close(&s);
+  t_srv = NULL;
+  t_srvx = NULL;
+}
+
+/* The shared pool: request bodies never take its last buffer, and when it
+ * is empty, large requests and large responses get 503 + Retry-After. */
+static void test_srv_pool(void) {
+  static struct mgop_srv_conn conns[6];
+  static struct mgop_srv s;
+  static char post[128];
+  struct t_srv_ctx x = {0, 0};
+  struct mgop_conn k1, k2, k3, k4;
+  struct mgop_http_resp r;
+  struct mgop_buf body;
+  int port, n, used = 0;
+  mgop_srv_init(&s, "pool", 0, conns, 6, t_srv_handler, &x);
+  t_srv = &s;
+  t_srvx = &x;
+  CHECK(mgop_srv_listen(&s, "127.0.0.1:0") == MGOP_OK);
+  port = mgop_srv_port(&s);
+  n = snprintf(post, sizeof(post), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789");
+  /* two large bodies in progress hold two of the three buffers */
+  CHECK(t_cli_open(&k1, port, NULL, NULL) == MGOP_OK && t_cli_write(&k1, post, (size_t)n) == MGOP_OK);
+  CHECK(t_cli_open(&k2, port, NULL, NULL) == MGOP_OK && t_cli_write(&k2, post, (size_t)n) == MGOP_OK);
+  t_pump_for(50);
+  for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++) used += mgop_srv_pool_used[i];
+  CHECK(used == 2);
+  /* a third large body is turned away: the last buffer is for responses */
+  CHECK(t_cli_open(&k3, port, NULL, NULL) == MGOP_OK);
+  CHECK(t_exchange(&k3, post, (size_t)n, &r, &body, 0) == 503 && r.retry_after_s == 1 && r.close);
+  mgop_conn_close(&k3);
+  /* which a large response still gets */
+  CHECK(t_cli_open(&k4, port, NULL, NULL) == MGOP_OK);
+  CHECK(t_exchange(&k4, T_RAW("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200 && body.len == 200000);
+  /* and so does the body that completes */
+  memset(t_cbody, 'q', 100000 - 10);
+  CHECK(t_cli_write(&k1, t_cbody, 100000 - 10) == MGOP_OK);
+  CHECK(t_exchange(&k1, NULL, 0, &r, &body, 0) == 200 && body.len > 100000 && !strncmp(body.p, "{\"got\":100000,", 14));
+  /* with every buffer taken (faked here), a large response is a 503 too */
+  for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++)
+    if (!mgop_srv_pool_used[i]) mgop_srv_pool_used[i] = 2;
+  CHECK(t_exchange(&k4, T_RAW("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 503 && r.close);
+  CHECK(t_exchange(&k1, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200); /* small: fine */
+  for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++)
+    if (mgop_srv_pool_used[i] == 2) mgop_srv_pool_used[i] = 0;
+  CHECK(s.stats.pool_exhausted == 2);
+  mgop_conn_close(&k1);
+  mgop_conn_close(&k2);
+  mgop_conn_close(&k4);
+  t_pump_for(50);
+  CHECK(s.stats.active == 0);
+  used = 0;
+  for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++) used += mgop_srv_pool_used[i];
+  CHECK(used == 0);
+  mgop_srv_close(&s);
+  t_srv = NULL;
+  t_srvx = NULL;
 }

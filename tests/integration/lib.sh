@@ -15,7 +15,7 @@ note() { echo "  $*" >&2; }
 start_operator() {
   local name=$1; shift
   : >"$IT_LOGS/$name.log"
-  "$OP_BIN" --zap-devel=false "$@" 2>"$IT_LOGS/$name.log" &
+  "$OP_BIN" --zap-devel=false --webhook-enable=false "$@" 2>"$IT_LOGS/$name.log" &
   echo $! >"$IT_LOGS/$name.pid"
 }
 

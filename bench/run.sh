@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# bench/run.sh [CLUSTERS] - figures to compare across commits, against the
+# real local control plane (kwok nodes): N copies of config/samples/minimal.yaml
+# in one namespace. Prints one "bench <name> <value> <unit>" line per figure:
+#   converge_seconds      apply of N clusters -> all Ready
+#   api_requests          requests the operator made to converge them
+#   api_writes            of which writes
+#   idle_writes_30s       writes during 30 s of idle afterwards (should be 0)
+#   rss_kib, hwm_kib      the operator's resident memory now and at its peak
+#   reconcile_p50_ms, reconcile_p99_ms  from the reconcile latency histogram
+#   render_ms             `multigres-op render` of the sample, offline
+#   binary_bytes          the static binary (make static)
+# Timings vary with the machine; compare runs made on the same one.
+set -euo pipefail
+N=${1:-${BENCH_CLUSTERS:-10}}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CP="$ROOT/tests/controlplane/cp.sh"
+export MGOP_CP_DIR=${MGOP_CP_DIR:-/tmp/multigres-op-bench}
+"$CP" build >&2
+"$CP" up >&2
+trap '"$CP" down >&2' EXIT
+source "$MGOP_CP_DIR/env"
+IT_LOGS=$ROOT/build/bench source "$ROOT/tests/integration/lib.sh"
+kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
+ns=bench
+new_namespace $ns
+start_operator bench --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --metrics-bind-address 127.0.0.1:0
+trap 'stop_operator bench; "$CP" down >&2' EXIT
+wait_log bench '(port ' >/dev/null
+port=$(grep -o 'serving /metrics on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
+metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+pid=$(cat "$IT_LOGS/bench.pid")
+sleep 2
+req0=$(metric 'multigres_operator_api_requests_total{kind="all"}') wr0=$(metric 'multigres_operator_api_requests_total{kind="write"}')
+t0=$(date +%s.%N)
+for i in $(seq 1 "$N"); do cluster_manifest $ns b$i; echo ---; done | kubectl apply -f - >/dev/null
+for i in $(seq 1 "$N"); do
+  kubectl wait -n $ns --for=condition=Ready mgc/b$i --timeout=600s >/dev/null || { echo "bench: b$i never Ready" >&2; exit 1; }
+done
+t1=$(date +%s.%N)
+req1=$(metric 'multigres_operator_api_requests_total{kind="all"}') wr1=$(metric 'multigres_operator_api_requests_total{kind="write"}')
+sleep 30
+wr2=$(metric 'multigres_operator_api_requests_total{kind="write"}')
+read -r rss hwm < <(awk '/^VmRSS:/ {r = $2} /^VmHWM:/ {h = $2} END {print r, h}' "/proc/$pid/status")
+quantile() { # Q: from the cumulative reconcile histogram, the upper bound of the bucket holding quantile Q
+  curl -s "http://127.0.0.1:$port/metrics" | python3 -c '
+import re, sys
+q = float(sys.argv[1]); b = []
+for l in sys.stdin:
+    m = re.match(r"controller_runtime_reconcile_time_seconds_bucket\{controller=\"multigrescluster\",le=\"([^\"]+)\"\} (\d+)", l)
+    if m: b.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), int(m.group(2))))
+total = b[-1][1]
+print(next(int(le * 1000) if le != float("inf") else -1 for le, n in b if n >= q * total))' "$1"
+}
+rs=$(date +%s%N); "$OP_BIN" render -f "$ROOT/config/samples/minimal.yaml" >/dev/null; re=$(date +%s%N)
+make -s -C "$ROOT" static >/dev/null 2>&1 || true
+echo "bench clusters $N count"
+echo "bench converge_seconds $(python3 -c "print(round($t1 - $t0, 1))") s"
+echo "bench api_requests $((${req1%.*} - ${req0%.*})) count"
+echo "bench api_writes $((${wr1%.*} - ${wr0%.*})) count"
+echo "bench idle_writes_30s $((${wr2%.*} - ${wr1%.*})) count"
+echo "bench rss_kib $rss KiB"
+echo "bench hwm_kib $hwm KiB"
+echo "bench reconcile_p50_ms $(quantile 0.5) ms"
+echo "bench reconcile_p99_ms $(quantile 0.99) ms"
+echo "bench render_ms $(( (re - rs) / 1000000 )) ms"
+echo "bench binary_bytes $(stat -c %s "$ROOT/build/static/multigres-op" 2>/dev/null || echo 0) bytes"
