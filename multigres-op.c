@@ -890,7 +890,8 @@ static void mgop_topo_status_extra(struct mgop_jw *w, void *ctx) {
 
 struct mgop_root_status {
   int topo_ready, admin_ready, cells, ready_cells, shards, ready_shards;
-  const char *topo_name, *core;
+  const char *topo_name;
+  const struct mgop_rctx *r;      /* its templates: trefs */
   char admin_svc[64];
   /* per-cell and per-database rollups, as seed 001 shows them */
   char cell_name[64][64];
@@ -928,8 +929,19 @@ static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "readyCells"); mgop_jw_i64(w, s->ready_cells);
   mgop_jw_key(w, "readyShards"); mgop_jw_i64(w, s->ready_shards);
-  mgop_jw_key(w, "resolvedTemplates"); mgop_jw_obj(w);
-  mgop_jw_key(w, "coreTemplate"); mgop_jw_str(w, s->core);
+  mgop_jw_key(w, "resolvedTemplates"); mgop_jw_obj(w); /* the templates this turn found, by kind */
+  {
+    static const char *const keys[] = {"coreTemplates", "cellTemplates", "shardTemplates"};
+    for (int k = 0; k < 3; k++) {
+      int any = 0;
+      for (int i = 0; i < s->r->ntrefs; i++) {
+        if (!s->r->trefs[i].found || s->r->trefs[i].kind != K_CORET + k) continue;
+        if (!any++) { mgop_jw_key(w, keys[k]); mgop_jw_arr(w); }
+        mgop_jw_str(w, s->r->trefs[i].name);
+      }
+      if (any) mgop_jw_arr_end(w);
+    }
+  }
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "totalCells"); mgop_jw_i64(w, s->cells);
   mgop_jw_key(w, "totalShards"); mgop_jw_i64(w, s->shards);
@@ -2195,7 +2207,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   rs.shards = r->nshard_names;
   rs.ready_shards = ready_shards;
   rs.admin_ready = admin_ready;
-  rs.core = r->resolved_core[0] ? r->resolved_core : "built-in";
+  rs.r = r;
   root_ready = ok && !stalled && topo_ready && admin_ready && r->ncells > 0 && ready_cells == r->ncells &&
                r->nshard_names > 0 && ready_shards == r->nshard_names;
   if (stalled) snprintf(msg, sizeof(msg), "%.590s", r->stalled_msg);

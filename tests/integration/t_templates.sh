@@ -23,6 +23,9 @@ wait_for 90 "ShardTemplate standard-shard consumed by standard-ha-cluster" \
 wait_for 30 "ShardTemplate default consumed by minimal only" \
   sh -c "kubectl get -n $ns shardtemplate default -o jsonpath='{.status.consumers}' | grep -qx '\[\"minimal\"\]'" ||
   fail "consumers of ShardTemplate default: $(consumers shardtemplate default)"
+# the cluster's status names what it resolved; its spec stays as applied
+rt=$(jget -n $ns mgc standard-ha-cluster -o jsonpath='{.status.resolvedTemplates.coreTemplates} {.status.resolvedTemplates.cellTemplates} {.status.resolvedTemplates.shardTemplates}')
+[ "$rt" = '["standard-core"] ["standard-cell"] ["standard-shard"]' ] || fail "status.resolvedTemplates: $rt"
 for t in shardtemplate/standard-shard shardtemplate/default celltemplate/standard-cell coretemplate/standard-core; do
   [ "$(jget -n $ns $t -o jsonpath='{.metadata.finalizers}')" = '["multigres.com/template-in-use"]' ] ||
     fail "$t in use but has no in-use finalizer"
