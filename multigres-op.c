@@ -2798,7 +2798,12 @@ static long long mgop_lease_step(void) {
     if (mgop_lease.leading && now - mgop_lease.renewed_ms >= MGOP_LEASE_RENEW_DEADLINE_MS) return -1;
     return mgop_lease.next_ms - now;
   }
-  if (mgop_lease_try()) {
+  /* a Lease request must give up well before the renew deadline, or a
+   * hung API server would keep a stale leader alive until the request timed out */
+  mgop_api_ptr->timeout_ms = MGOP_LEASE_RENEW_DEADLINE_MS / 3;
+  int got = mgop_lease_try();
+  mgop_api_ptr->timeout_ms = 0;
+  if (got) {
     if (!mgop_lease.leading) {
       MGOP_LOG(MGOP_INFO, ("leader election: %s is the leader (Lease %s/%s)", mgop_lease.identity, mgop_lease.ns,
                            mgop_lease.name));
@@ -2826,6 +2831,7 @@ static void mgop_lease_release(void) {
   struct mgop_json j;
   int status = 0;
   if (!mgop_lease.enabled || !mgop_may_write()) return;
+  mgop_api_ptr->timeout_ms = 2000; /* best effort: shutdown must not hang on it */
   snprintf(path, sizeof(path), "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", mgop_lease.ns, mgop_lease.name);
   mgop_buf_init(&out, resp, sizeof(resp));
   if (mgop_kube_request(mgop_api_ptr, "GET", path, NULL, NULL, 0, &out, &status) || status != 200 ||
@@ -2839,6 +2845,7 @@ static void mgop_lease_release(void) {
   if (mgop_kube_request(mgop_api_ptr, "PUT", path, "application/json", b.p, b.len, &out, &status) == MGOP_OK &&
       status == 200)
     MGOP_LOG(MGOP_INFO, ("leader election: released Lease %s/%s", mgop_lease.ns, mgop_lease.name));
+  mgop_api_ptr->timeout_ms = 0;
   mgop_lease.leading = 0;
 }
 

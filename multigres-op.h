@@ -385,6 +385,7 @@ struct mgop_kube {
   struct mgop_conn conn;      /* keep-alive connection for requests */
   struct mgop_kube_stats stats;
   int last_retry_after_s;
+  long long timeout_ms;       /* per request; 0: MGOP_REQUEST_TIMEOUT_MS */
 };
 int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg);
 void mgop_kube_free(struct mgop_kube *k);
@@ -2538,7 +2539,7 @@ static int mgop_sink_buf(void *ctx, const char *data, size_t n) {
 
 static int mgop_kube_once(struct mgop_kube *k, const char *method, const char *path, const char *ctype,
                           const char *body, size_t blen, struct mgop_buf *out, int *status, int *retryable) {
-  long long deadline = mgop_now_ms() + MGOP_REQUEST_TIMEOUT_MS;
+  long long deadline = mgop_now_ms() + (k->timeout_ms > 0 ? k->timeout_ms : MGOP_REQUEST_TIMEOUT_MS);
   struct mgop_http_resp resp;
   int rc, was_reused = k->conn.fd >= 0 && k->conn.reused;
   *retryable = 0;

@@ -45,3 +45,21 @@ wait_for 20 "the Service recreated by the new leader" kubectl get -n $ns svc $c-
 stop_operator $follower
 [ -z "$(jget -n $ns lease $lease -o jsonpath='{.spec.holderIdentity}')" ] || fail "SIGTERM did not release the Lease"
 grep -q '"msg":"leader election: released Lease' "$IT_LOGS/$follower.log" || fail "no release logged"
+
+# renewal fails: with the API server frozen (SIGSTOP), the leader cannot
+# renew; after the 10 s renew deadline it stops writing and exits 1
+start_operator lead-c "${flags[@]}"
+wait_for 30 "lead-c leads" grep -q '"msg":"leader election: .* is the leader' "$IT_LOGS/lead-c.log" || fail "lead-c never led"
+apid=$(cat "$MGOP_CP_DIR/pids/kube-apiserver.pid")
+cpid=$(cat "$IT_LOGS/lead-c.pid")
+kill -STOP "$apid"
+t0=$(date +%s)
+for _ in $(seq 40); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.5; done
+kill -CONT "$apid"
+took=$(( $(date +%s) - t0 ))
+kill -0 "$cpid" 2>/dev/null && fail "the leader kept running ${took}s without renewing"
+code=0; wait "$cpid" 2>/dev/null || code=$?
+[ "$code" = 1 ] || fail "the leader exited with $code, not 1"
+grep -q 'not renewed for 10000 ms; stopping all writes and exiting' "$IT_LOGS/lead-c.log" || fail "no reason logged"
+note "with the API server frozen the leader exited 1 after ${took}s"
+wait_for 60 "the API server answers again" kubectl get --raw /readyz || fail "the API server did not come back"
