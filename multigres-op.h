@@ -2502,6 +2502,7 @@ int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg) {
   memset(&k->stats, 0, sizeof(k->stats));
   k->cfg = cfg;
   k->last_retry_after_s = -1;
+  k->timeout_ms = 0;
   mgop_conn_init(&k->conn);
   if (!strcmp(cfg->scheme, "https")) return mgop_tls_client_init(&k->tls, cfg);
   memset(&k->tls, 0, sizeof(k->tls));
