@@ -4,15 +4,19 @@
  * Table of contents
  *   1. Kind table          every resource we watch, its role and paths
  *   2. Built-in defaults   the last level of the defaults chain
- *   3. Reconcile context   one root being reconciled (live or render)
+ *   3. Reconcile context   one root being reconciled (live, render or admission)
  *   4. Resolution          inline spec > templateDefaults > "default" template > built-in
- *   5. Builders            desired objects: metadata, TopoServer, etcd
+ *   5. Builders            desired objects: metadata, TopoServers, PDBs, workloads
  *   6. Apply               fingerprint check, server-side apply, prune-free
- *   7. Status              kstatus conditions on children and the root
- *   8. Events              watch events -> fingerprints and the work set
- *   9. The loop            one poll()-driven loop over every watch and the work set
- *  10. render              the same builders, offline, for pull-request review
- *  11. Flags and main      (main behind MGOP_NO_MAIN so tests can include this file)
+ *   7. Status              kstatus conditions and rollups; metric series; Events
+ *   8. Reconcile one root  cells, shards and pools; the tree in three phases
+ *   9. Events              watch events -> fingerprints, template uses, the work set
+ *  10. Leader election     a coordination.k8s.io Lease; only the leader writes
+ *  11. Admission webhook   POST /validate, its certificates and CA bundle
+ *  12. Metrics             /metrics, /healthz, /readyz
+ *  13. The loop            one poll()-driven loop over watches, servers and the work set
+ *  14. render              the same builders, offline, for pull-request review
+ *  15. Flags and main      (main behind MGOP_NO_MAIN so tests can include this file)
  */
 #define MULTIGRES_OP_IMPLEMENTATION
 #include "multigres-op.h"

@@ -9,18 +9,21 @@
 #   rss_kib, hwm_kib      the operator's resident memory now and at its peak
 #   reconcile_p50_ms, reconcile_p99_ms  from the reconcile latency histogram
 #   render_ms             `multigres-op render` of the sample, offline
-#   binary_bytes          the static binary (make static)
+#   binary_bytes          the static binary (make static), the one measured
 # Timings vary with the machine; compare runs made on the same one.
 set -euo pipefail
 N=${1:-${BENCH_CLUSTERS:-10}}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CP="$ROOT/tests/controlplane/cp.sh"
 export MGOP_CP_DIR=${MGOP_CP_DIR:-/tmp/multigres-op-bench}
+make -s -C "$ROOT" static >&2       # the shipped binary is what we measure
+export OP_BIN=$ROOT/build/static/multigres-op
 "$CP" build >&2
 "$CP" up >&2
 trap '"$CP" down >&2' EXIT
 source "$MGOP_CP_DIR/env"
-IT_LOGS=$ROOT/build/bench source "$ROOT/tests/integration/lib.sh"
+export IT_LOGS=$ROOT/build/bench
+source "$ROOT/tests/integration/lib.sh"
 kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 ns=bench
@@ -54,7 +57,6 @@ total = b[-1][1]
 print(next(int(le * 1000) if le != float("inf") else -1 for le, n in b if n >= q * total))' "$1"
 }
 rs=$(date +%s%N); "$OP_BIN" render -f "$ROOT/config/samples/minimal.yaml" >/dev/null; re=$(date +%s%N)
-make -s -C "$ROOT" static >/dev/null 2>&1 || true
 echo "bench clusters $N count"
 echo "bench converge_seconds $(python3 -c "print(round($t1 - $t0, 1))") s"
 echo "bench api_requests $((${req1%.*} - ${req0%.*})) count"
