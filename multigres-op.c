@@ -152,6 +152,7 @@ struct mgop_rctx {
 };
 
 static struct mgop_kube *mgop_api_ptr; /* live mode API client            */
+static uint32_t mgop_list_epoch[K_COUNT]; /* per kind: bumped by each (re)list (section 9) */
 static int mgop_may_write(void);       /* leader election (section 10)    */
 
 static void mgop_stall(struct mgop_rctx *r, const char *reason, const char *fmt, ...)
@@ -665,6 +666,8 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
                                               r->applied > 1 ? ", " : "", mgop_kinds[d->kind].kind, d->name);
     f = mgop_fp_upsert(key);
     if (f) {
+      f->kind = d->kind + 1; /* swept by a relist that does not show it */
+      f->epoch = mgop_list_epoch[d->kind];
       /* a new generation is not settled until its controller says so */
       if (mgop_kinds[d->kind].generation && res.generation != f->seen_gen) f->flags &= ~MGOP_FP_SETTLED;
       f->applied_hash = d->hash;
@@ -2300,6 +2303,7 @@ struct mgop_root_ref {
   char name[64];
   int used;
   int uses_known;                   /* reconciled once since start       */
+  uint32_t epoch;                   /* list epoch when last seen          */
   int nuses;
   uint64_t uses[MGOP_TREFS_MAX];
 };
@@ -2315,6 +2319,7 @@ struct mgop_template_ref {
   long long generation;
   int terminating;
   uint64_t status_hash;             /* last status we wrote              */
+  uint32_t epoch;                   /* list epoch when last seen          */
 };
 static struct mgop_template_ref mgop_templates[MGOP_TEMPLATE_SLOTS];
 
@@ -2443,6 +2448,7 @@ static void mgop_on_template_event(int kind, const char *type, const char *ns, c
     }
     t->generation = gen;
     t->terminating = terminating;
+    t->epoch = mgop_list_epoch[kind];
     mgop_template_enqueue(key, 500); /* after its consumers had their turn */
   }
   if (!changed) return;
@@ -2581,11 +2587,58 @@ static int mgop_template_sync(const char *ns, const char *id) {
   }
 }
 
+/* A (re)list brackets what exists: anything of that kind the list did not
+ * show was deleted while the watch was down, and no DELETED event will say
+ * so. Rows carry the list epoch (mgop_list_epoch) in which they were last seen. */
+
+static void mgop_on_list_end(int kind) {
+  int gone = 0;
+  const struct mgop_kind *k = &mgop_kinds[kind];
+  if (k->role == MGOP_ROLE_ROOT) {
+    for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+      struct mgop_root_ref *r = &mgop_roots[i];
+      if (!r->used || r->epoch == mgop_list_epoch[kind]) continue;
+      for (int u = 0; u < r->nuses; u++) mgop_template_enqueue(r->uses[u], 0); /* they lost a consumer */
+      mgop_series_drop(mgop_fp_key("MultigresCluster", r->ns, r->name));
+      mgop_fp_remove(mgop_fp_key("MultigresCluster", r->ns, r->name));
+      memset(r, 0, sizeof(*r));
+      gone++;
+    }
+  } else if (k->role == MGOP_ROLE_TEMPLATE) {
+    for (int i = 0; i < MGOP_TEMPLATE_SLOTS; i++) {
+      struct mgop_template_ref *t = &mgop_templates[i];
+      if (!t->key || t->kind != kind || t->epoch == mgop_list_epoch[kind]) continue;
+      for (size_t r = 0; r < MGOP_WORK_SLOTS; r++) /* its consumers reconcile: it is gone */
+        if (mgop_roots[r].used && !strcmp(mgop_roots[r].ns, t->ns) && mgop_root_uses(&mgop_roots[r], t->key))
+          mgop_enqueue(t->ns, mgop_roots[r].name, 100);
+      memset(t, 0, sizeof(*t));
+      gone++;
+    }
+  } else {
+    for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+      struct mgop_fp *f = mgop_fp_at(i);
+      if (!f || f->kind != kind + 1 || f->epoch == mgop_list_epoch[kind]) continue;
+      mgop_fp_remove(f->key);
+      gone++;
+    }
+    if (gone) /* the owners are not known from a bare row: every cluster checks its tree */
+      for (size_t r = 0; r < MGOP_WORK_SLOTS; r++)
+        if (mgop_roots[r].used) mgop_enqueue(mgop_roots[r].ns, mgop_roots[r].name, 100);
+  }
+  if (gone) MGOP_LOG(MGOP_INFO, ("relist of %s: %d object%s deleted while the watch was down", k->kind, gone,
+                                 gone == 1 ? "" : "s"));
+}
+
 static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, const struct mgop_json *j, int obj) {
   int kind = (int)(intptr_t)ctx;
   char ns[64], name[254], cluster[64], rv[24];
   long long gen = 0;
   (void)w;
+  if (!j) {
+    if (!strcmp(type, "LIST_BEGIN")) mgop_list_epoch[kind]++;
+    else if (!strcmp(type, "LIST_END")) mgop_on_list_end(kind);
+    return;
+  }
   if (mgop_json_path_str(j, obj, "metadata.namespace", ns, sizeof(ns)) ||
       mgop_json_path_str(j, obj, "metadata.name", name, sizeof(name)))
     return;
@@ -2621,6 +2674,10 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
         return;
       }
       mgop_roots_set(ns, name, 1);
+      {
+        struct mgop_root_ref *r = mgop_root_find(ns, name);
+        if (r) r->epoch = mgop_list_epoch[kind];
+      }
       mgop_enqueue(ns, name, 0);
       return;
     case MGOP_ROLE_TEMPLATE:
@@ -2643,6 +2700,8 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       mgop_json_i64(j, mgop_json_path(j, obj, "metadata.generation"), &gen);
       snprintf(f->seen_rv, sizeof(f->seen_rv), "%s", rv);
       f->seen_gen = gen;
+      f->kind = kind + 1;
+      f->epoch = mgop_list_epoch[kind];
       mgop_json_path_str(j, obj, "metadata.uid", f->uid, sizeof(f->uid));
       f->flags |= MGOP_FP_EXISTS;
       if (f->applied_hash == 0) {

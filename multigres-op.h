@@ -405,7 +405,10 @@ int mgop_kube_list(struct mgop_kube *k, const char *path, mgop_item_fn fn, void 
 
 enum mgop_watch_state { MGOP_W_LIST, MGOP_W_START, MGOP_W_STREAM, MGOP_W_BACKOFF };
 struct mgop_watch;
-/* type is ADDED, MODIFIED, DELETED, or SYNC for objects seen by a (re)list. */
+/* type is ADDED, MODIFIED, DELETED, or SYNC for objects seen by a (re)list.
+ * LIST_BEGIN and LIST_END (j NULL, obj -1) bracket a complete (re)list:
+ * whatever it did not show is gone, even if no DELETED event said so (it
+ * was deleted while the watch was down). A failed list has no LIST_END. */
 typedef void (*mgop_event_fn)(void *ctx, struct mgop_watch *w, const char *type, const struct mgop_json *j,
                               int obj);
 struct mgop_watch {
@@ -487,6 +490,8 @@ struct mgop_fp {
   uint32_t flags;
   int32_t cond_ready;     /* last Ready status we wrote: -1 none, 0, 1  */
   long long cond_since;   /* unix seconds of its last transition        */
+  int32_t kind;           /* policy's kind id + 1 (0: not from a watch) */
+  uint32_t epoch;         /* list epoch of that kind when last seen     */
 };
 #define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
 #define MGOP_FP_SETTLED 2u  /* its controller observed the latest spec  */
@@ -496,6 +501,9 @@ struct mgop_fp *mgop_fp_find(uint64_t key);
 struct mgop_fp *mgop_fp_upsert(uint64_t key); /* NULL when full */
 void mgop_fp_remove(uint64_t key);
 size_t mgop_fp_count(void);
+/* Row i (0 <= i < MGOP_FP_SLOTS) when it holds a key, else NULL: for a
+ * sweep; removing the row returned is safe while sweeping. */
+struct mgop_fp *mgop_fp_at(size_t i);
 
 /* The work set: roots (namespace/name of a kind) waiting to be reconciled,
  * de-duplicated, each with a not-before time. */
@@ -2778,8 +2786,10 @@ static int mgop_watch_do_list(struct mgop_watch *w) {
   int rc;
   snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?labelSelector=" : "", w->selector);
   w->relists++;
+  if (w->on_event) w->on_event(w->ctx, w, "LIST_BEGIN", NULL, -1);
   rc = mgop_kube_list(w->kube, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv));
   if (rc) w->retry_after_s = w->kube->last_retry_after_s;
+  else if (w->on_event) w->on_event(w->ctx, w, "LIST_END", NULL, -1);
   return rc;
 }
 
@@ -3015,6 +3025,11 @@ struct mgop_fp *mgop_fp_upsert(uint64_t key) {
   memset(&mgop_fp_table[i], 0, sizeof(mgop_fp_table[i]));
   mgop_fp_table[i].key = key;
   mgop_fp_used++;
+  return &mgop_fp_table[i];
+}
+
+struct mgop_fp *mgop_fp_at(size_t i) {
+  if (i >= MGOP_FP_SLOTS || mgop_fp_table[i].key == 0 || mgop_fp_table[i].key == UINT64_MAX) return NULL;
   return &mgop_fp_table[i];
 }
 

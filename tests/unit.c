@@ -688,6 +688,7 @@ static void t_record(void *ctx, struct mgop_watch *w, const char *type, const st
   struct t_events *e = ctx;
   char name[64];
   (void)w;
+  if (!j) return; /* LIST_BEGIN / LIST_END */
   mgop_json_path_str(j, obj, "metadata.name", name, sizeof(name));
   if (e->n < 16) snprintf(e->log[e->n++], sizeof(e->log[0]), "%s %s", type, name);
 }
@@ -1443,6 +1444,66 @@ static void test_flags(void) {
 }
 
 /* ======================================================================
+ * 8a. a relist that misses objects: they were deleted while the watch was
+ *     down, and the operator forgets them (so it recreates children)
+ * ==================================================================== */
+static void t_event(int kind, const char *type, const char *json) {
+  static jsmntok_t tok[256];
+  struct mgop_json j;
+  if (!json) {
+    mgop_on_event((void *)(intptr_t)kind, NULL, type, NULL, -1);
+    return;
+  }
+  CHECK(mgop_json_parse(&j, json, strlen(json), tok, 256) == 0);
+  mgop_on_event((void *)(intptr_t)kind, NULL, type, &j, 0);
+}
+
+static void test_relist_sweeps(void) {
+#define T_CELL_OBJ(n) "{\"metadata\":{\"namespace\":\"rl\",\"name\":\"" n "\",\"uid\":\"u-" n "\",\"resourceVersion\":\"1\"," \
+  "\"generation\":1,\"labels\":{\"multigres.com/cluster\":\"c\"}}}"
+#define T_ROOT_OBJ(n) "{\"metadata\":{\"namespace\":\"rl\",\"name\":\"" n "\",\"uid\":\"r-" n "\",\"generation\":1}}"
+  int saved = mgop_log_level;
+  mgop_log_level = MGOP_ERROR;
+  t_event(K_CLUSTER, "LIST_BEGIN", NULL);
+  t_event(K_CLUSTER, "SYNC", T_ROOT_OBJ("c"));
+  t_event(K_CLUSTER, "SYNC", T_ROOT_OBJ("gone"));
+  t_event(K_CLUSTER, "LIST_END", NULL);
+  t_event(K_CELL, "LIST_BEGIN", NULL);
+  t_event(K_CELL, "SYNC", T_CELL_OBJ("a"));
+  t_event(K_CELL, "SYNC", T_CELL_OBJ("b"));
+  t_event(K_CELL, "LIST_END", NULL);
+  t_event(K_CELL, "ADDED", T_CELL_OBJ("d"));
+  CHECK(mgop_fp_find(mgop_fp_key("Cell", "rl", "a")) && mgop_fp_find(mgop_fp_key("Cell", "rl", "b")));
+  CHECK(mgop_fp_find(mgop_fp_key("Cell", "rl", "d")) != NULL);
+  CHECK(mgop_root_find("rl", "gone") != NULL);
+  /* the watch was down: b and d were deleted meanwhile, and so was a cluster */
+  t_event(K_CELL, "LIST_BEGIN", NULL);
+  t_event(K_CELL, "SYNC", T_CELL_OBJ("a"));
+  t_event(K_CELL, "LIST_END", NULL);
+  CHECK(mgop_fp_find(mgop_fp_key("Cell", "rl", "a")) != NULL);
+  CHECK(mgop_fp_find(mgop_fp_key("Cell", "rl", "b")) == NULL);
+  CHECK(mgop_fp_find(mgop_fp_key("Cell", "rl", "d")) == NULL);
+  t_event(K_CLUSTER, "LIST_BEGIN", NULL);
+  t_event(K_CLUSTER, "SYNC", T_ROOT_OBJ("c"));
+  t_event(K_CLUSTER, "LIST_END", NULL);
+  CHECK(mgop_root_find("rl", "c") != NULL);
+  CHECK(mgop_root_find("rl", "gone") == NULL);
+  /* a failed relist (no LIST_END) forgets nothing */
+  t_event(K_CELL, "LIST_BEGIN", NULL);
+  CHECK(mgop_fp_find(mgop_fp_key("Cell", "rl", "a")) != NULL);
+  /* clean up what this test put in the global tables */
+  mgop_fp_remove(mgop_fp_key("Cell", "rl", "a"));
+  mgop_roots_set("rl", "c", 0);
+  while (mgop_work_depth() > 0) {
+    struct mgop_work item;
+    if (mgop_work_pop(LLONG_MAX, &item)) break;
+  }
+  mgop_log_level = saved;
+#undef T_CELL_OBJ
+#undef T_ROOT_OBJ
+}
+
+/* ======================================================================
  * 8b. admission: POST /validate, offline (no API server: no template exists)
  * ==================================================================== */
 static void test_admission(void) {
@@ -1544,6 +1605,7 @@ static const struct t_case t_cases[] = {
     {"resolver_chain", test_resolver_chain},
     {"resolver_errors", test_resolver_errors},
     {"admission", test_admission},
+    {"relist_sweeps", test_relist_sweeps},
     {"fnv", test_fnv},
     {"kubeconfig_inline_certs", test_kubeconfig_inline_certs},
     {"kubeconfig_files_token_context", test_kubeconfig_files_token_context},
