@@ -3233,6 +3233,7 @@ static void mgop_wh_whoami(void) {
 /* One admission decision. */
 struct mgop_verdict {
   int allowed, code;
+  int errored;                    /* allowed only because the check failed */
   char reason[32];
   char message[700];
   char warning[300];
@@ -3275,6 +3276,7 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
     size_t n = (size_t)(j->tok[object].end - j->tok[object].start);
     if ((rc = mgop_parse_arena(r.arena, js, n, &r.root))) {
       snprintf(v->warning, sizeof(v->warning), "not checked: %.250s", mgop_errmsg());
+      v->errored = 1;
       return;
     }
   }
@@ -3284,8 +3286,11 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
     mgop_deny(v, 422, "Invalid", "%s: %s", r.stalled_reason, r.stalled_msg);
     return;
   }
-  if (rc) snprintf(v->warning, sizeof(v->warning), "not fully checked (%.200s); the operator will report problems in status",
-                   mgop_errmsg());
+  if (rc) {
+    snprintf(v->warning, sizeof(v->warning), "not fully checked (%.200s); the operator will report problems in status",
+             mgop_errmsg());
+    v->errored = 1;
+  }
 }
 
 static void mgop_admit(const struct mgop_json *j, int req, const char *op, const char *kind, const char *ns,
@@ -3390,7 +3395,7 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
   for (int i = 0; i <= K_SHARD; i++) /* the eight multigres.com kinds come first in the table */
     if (!strcmp(kind, mgop_kinds[i].kind)) ki = i;
   if (ki >= 0) {
-    mgop_wh.total[opi][ki][v.allowed ? 0 : 1]++;
+    mgop_wh.total[opi][ki][v.errored ? 2 : v.allowed ? 0 : 1]++;
     mgop_histogram_observe(&mgop_wh.latency[opi][ki], (double)(mgop_now_ms() - t0) / 1000.0);
   }
   MGOP_LOG(v.allowed ? MGOP_DEBUG : MGOP_INFO, ("webhook: %s %s %s/%s: %s%s%s", op, kind, ns, uid,
