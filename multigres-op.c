@@ -1849,11 +1849,19 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         struct mgop_podspec p;
         if (mgop_json_is(&cfg, ocells, JSMN_ARRAY) && cfg.tok[ocells].size) mgop_json_str(&cfg, mgop_json_at(&cfg, ocells, ci), cell, sizeof(cell));
         else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, ci), "name", cell, sizeof(cell));
+        int known = 0;
         for (int k = 0; k < r->root.tok[all_cells].size; k++) {
           char nm[64];
           int ct = mgop_json_at(&r->root, all_cells, k);
-          if (mgop_json_path_str(&r->root, ct, "name", nm, sizeof(nm)) == MGOP_OK && !strcmp(nm, cell))
+          if (mgop_json_path_str(&r->root, ct, "name", nm, sizeof(nm)) == MGOP_OK && !strcmp(nm, cell)) {
             mgop_cell_zone(&r->root, ct, &zone_key, zone, sizeof(zone));
+            known = 1;
+          }
+        }
+        if (!known) {
+          mgop_stall(r, "InvalidSpec", "%s.multiorch.cells names cell \"%s\", which is not in spec.cells; add the cell "
+                     "or fix the name", what, cell);
+          return MGOP_ERR_CONFIG;
         }
         oids.cell = cell;
         {

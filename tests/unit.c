@@ -1364,6 +1364,12 @@ static void test_resolver_errors(void) {
        "apiVersion: multigres.com/v1alpha1\nkind: CoreTemplate\nmetadata: {name: t}\n"
        "spec: {globalTopoServer: {external: {endpoints: [http://e:2379]}}}\n", "UnsupportedValue", "globalTopoServer.external"},
       {"no cells", T_CLUSTER "spec: {cells: []}", NULL, "InvalidSpec", "spec.cells"},
+      {"a pool in an unknown cell",
+       T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n" T_SHARDS("        spec: {pools: {p: {cells: [b]}}}\n"), NULL,
+       "InvalidSpec", "shards[name=0-inf].pools.p.cells names cell \"b\""},
+      {"a multiorch in an unknown cell",
+       T_CLUSTER "spec:\n  cells: [{name: a, zone: z}]\n" T_SHARDS("        spec: {multiorch: {cells: [b]}}\n"), NULL,
+       "InvalidSpec", "shards[name=0-inf].multiorch.cells names cell \"b\""},
   };
   static struct mgop_rctx r;
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
