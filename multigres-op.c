@@ -126,7 +126,6 @@ struct mgop_rctx {
   char stalled_reason[64];
   char stalled_msg[512];
   char resolved_core[300];    /* "CoreTemplate/NAME" or "built-in"    */
-  char resolved_admin[300];
   int ncells, nshards, ntg, nshard_names;
   char tg_names[32][254];     /* TableGroup CRs of this cluster       */
   char shard_names[64][254];  /* Shard CRs, with their table group    */
@@ -154,6 +153,19 @@ struct mgop_rctx {
 static struct mgop_kube *mgop_api_ptr; /* live mode API client            */
 static uint32_t mgop_list_epoch[K_COUNT]; /* per kind: bumped by each (re)list (section 9) */
 static int mgop_may_write(void);       /* leader election (section 10)    */
+
+/* Now as a metav1.MicroTime (RFC 3339, microseconds, UTC). */
+static void mgop_micro_time(char *out, size_t cap) {
+  struct timespec now;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &now);
+  gmtime_r(&now.tv_sec, &tm);
+  snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+           tm.tm_min, tm.tm_sec, now.tv_nsec / 1000);
+}
+
+/* qsort comparator for an array of C strings. */
+static int mgop_cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 static void mgop_stall(struct mgop_rctx *r, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -958,17 +970,14 @@ static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
  * effort: an Event that cannot be written is logged, never retried. */
 static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const char *uid, const char *type,
                        const char *reason, const char *action, const char *note) {
-  char mem[4096], path[300], ts[80], host[64] = "";
+  char mem[4096], path[300], ts[96], host[64] = "";
   struct mgop_buf b;
   struct mgop_jw w;
   struct timespec now;
-  struct tm tm;
   int status;
   if (r->render || !mgop_may_write()) return;
-  clock_gettime(CLOCK_REALTIME, &now);
-  gmtime_r(&now.tv_sec, &tm);
-  snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-           tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000);
+  clock_gettime(CLOCK_REALTIME, &now); /* also names the Event */
+  mgop_micro_time(ts, sizeof(ts));
   gethostname(host, sizeof(host) - 1);
   mgop_buf_init(&b, mem, sizeof(mem));
   mgop_jw_init(&w, &b);
@@ -1303,7 +1312,6 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   struct mgop_podspec p;
   int rc;
   if ((rc = mgop_resolve_chain(r, &c, &admin, src, sizeof(src)))) return rc;
-  snprintf(r->resolved_admin, sizeof(r->resolved_admin), "%s", src);
   mgop_name(name, sizeof(name), MGOP_LIMIT_SERVICE, 0, parts, 2);
   memset(&ctr, 0, sizeof(ctr));
   ctr.name = "multiadmin";
@@ -2233,10 +2241,11 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   {
     struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", r->ns, r->name));
     const char *reason = stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged" : "Progressing";
+    const char *phase = stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards);
     char l[224] = "";
     mgop_label(l, sizeof(l), "name", r->name);
     mgop_label(l, sizeof(l), "namespace", r->ns);
-    mgop_label(l, sizeof(l), "phase", stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards));
+    mgop_label(l, sizeof(l), "phase", phase);
     mgop_gauge_set(owner, mgop_f_cluster_info, l, 1);
     l[0] = 0;
     mgop_label(l, sizeof(l), "cluster", r->name);
@@ -2244,8 +2253,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     mgop_gauge_set(owner, mgop_f_cells, l, r->ncells);
     mgop_gauge_set(owner, mgop_f_shards, l, r->nshard_names);
     int wrote = mgop_write_status(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
-                                  stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards),
-                                  mgop_root_status_extra, &rs);
+                                  phase, mgop_root_status_extra, &rs);
     /* an Event when the story changes: stalled, failing, or converged */
     if (wrote == 1 && (stalled || !ok)) mgop_event(r, K_CLUSTER, r->name, r->uid, "Warning", reason, "Reconcile", msg);
     else if (wrote == 1 && root_ready) mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "Converged", "Reconcile", msg);
@@ -2391,8 +2399,9 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
     if (!r->used && !free_slot) free_slot = r;
   }
   if (present && free_slot) {
-    snprintf(free_slot->ns, sizeof(free_slot->ns), "%s", ns);
-    snprintf(free_slot->name, sizeof(free_slot->name), "%s", name);
+    /* a cluster name is at most 25 characters (CEL), a namespace 63 */
+    snprintf(free_slot->ns, sizeof(free_slot->ns), "%.63s", ns);
+    snprintf(free_slot->name, sizeof(free_slot->name), "%.63s", name);
     free_slot->used = 1;
     free_slot->uses_known = 0;
     free_slot->nuses = 0;
@@ -2422,6 +2431,15 @@ static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj,
   } else {
     f->desired = f->ready = 1;
     f->flags |= MGOP_FP_SETTLED;
+  }
+}
+
+/* The clusters of ns that use the template key reconcile, and those not
+ * reconciled yet since start (they may turn out to use it). */
+static void mgop_wake_consumers(const char *ns, uint64_t key) {
+  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+    struct mgop_root_ref *r = &mgop_roots[i];
+    if (r->used && !strcmp(r->ns, ns) && (!r->uses_known || mgop_root_uses(r, key))) mgop_enqueue(ns, r->name, 100);
   }
 }
 
@@ -2459,14 +2477,9 @@ static void mgop_on_template_event(int kind, const char *type, const char *ns, c
     t->epoch = mgop_list_epoch[kind];
     mgop_template_enqueue(key, 500); /* after its consumers had their turn */
   }
-  if (!changed) return;
-  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
-    struct mgop_root_ref *r = &mgop_roots[i];
-    if (r->used && !strcmp(r->ns, ns) && (!r->uses_known || mgop_root_uses(r, key))) mgop_enqueue(ns, r->name, 100);
-  }
+  if (changed) mgop_wake_consumers(ns, key);
 }
 
-static int mgop_cmp_cstr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 /* Keeps one template's bookkeeping true: status.consumers lists the clusters
  * that resolve it, and the finalizer holds its deletion while any does.
@@ -2489,7 +2502,7 @@ static int mgop_template_sync(const char *ns, const char *id) {
     if (!r->uses_known) all_known = 0;
     if (mgop_root_uses(r, key)) consumers[ncons++] = r->name;
   }
-  qsort(consumers, (size_t)ncons, sizeof(consumers[0]), mgop_cmp_cstr);
+  qsort(consumers, (size_t)ncons, sizeof(consumers[0]), mgop_cmp_str);
   mgop_arena_reset(&mgop_arena);
   mgop_buf_init(&b, mgop_root_body, sizeof(mgop_root_body));
   mgop_item_path(t->kind, ns, t->name, path, sizeof(path));
@@ -2599,6 +2612,17 @@ static int mgop_template_sync(const char *ns, const char *id) {
  * show was deleted while the watch was down, and no DELETED event will say
  * so. Rows carry the list epoch (mgop_list_epoch) in which they were last seen. */
 
+/* A cluster is gone: its templates lose a consumer, its series and its
+ * status row go. */
+static void mgop_forget_root(const char *ns, const char *name) {
+  struct mgop_root_ref *root = mgop_root_find(ns, name);
+  uint64_t key = mgop_fp_key("MultigresCluster", ns, name);
+  for (int u = 0; root && u < root->nuses; u++) mgop_template_enqueue(root->uses[u], 0);
+  mgop_series_drop(key);
+  mgop_fp_remove(key);
+  if (root) memset(root, 0, sizeof(*root)); /* last: ns and name may point into it */
+}
+
 static void mgop_on_list_end(int kind) {
   int gone = 0;
   const struct mgop_kind *k = &mgop_kinds[kind];
@@ -2606,19 +2630,14 @@ static void mgop_on_list_end(int kind) {
     for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
       struct mgop_root_ref *r = &mgop_roots[i];
       if (!r->used || r->epoch == mgop_list_epoch[kind]) continue;
-      for (int u = 0; u < r->nuses; u++) mgop_template_enqueue(r->uses[u], 0); /* they lost a consumer */
-      mgop_series_drop(mgop_fp_key("MultigresCluster", r->ns, r->name));
-      mgop_fp_remove(mgop_fp_key("MultigresCluster", r->ns, r->name));
-      memset(r, 0, sizeof(*r));
+      mgop_forget_root(r->ns, r->name);
       gone++;
     }
   } else if (k->role == MGOP_ROLE_TEMPLATE) {
     for (int i = 0; i < MGOP_TEMPLATE_SLOTS; i++) {
       struct mgop_template_ref *t = &mgop_templates[i];
       if (!t->key || t->kind != kind || t->epoch == mgop_list_epoch[kind]) continue;
-      for (size_t r = 0; r < MGOP_WORK_SLOTS; r++) /* its consumers reconcile: it is gone */
-        if (mgop_roots[r].used && !strcmp(mgop_roots[r].ns, t->ns) && mgop_root_uses(&mgop_roots[r], t->key))
-          mgop_enqueue(t->ns, mgop_roots[r].name, 100);
+      mgop_wake_consumers(t->ns, t->key); /* it is gone */
       memset(t, 0, sizeof(*t));
       gone++;
     }
@@ -2674,11 +2693,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
   switch (mgop_kinds[kind].role) {
     case MGOP_ROLE_ROOT:
       if (!strcmp(type, "DELETED")) {
-        struct mgop_root_ref *root = mgop_root_find(ns, name);
-        for (int u = 0; root && u < root->nuses; u++) mgop_template_enqueue(root->uses[u], 0);
-        mgop_series_drop(mgop_fp_key("MultigresCluster", ns, name));
-        mgop_roots_set(ns, name, 0);
-        mgop_fp_remove(mgop_fp_key("MultigresCluster", ns, name));
+        mgop_forget_root(ns, name);
         return;
       }
       mgop_roots_set(ns, name, 1);
@@ -2764,14 +2779,6 @@ static int mgop_may_write(void) {
   return mgop_lease.leading && mgop_now_ms() - mgop_lease.renewed_ms < MGOP_LEASE_RENEW_DEADLINE_MS;
 }
 
-static void mgop_micro_time(char *out, size_t cap) {
-  struct timespec now;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &now);
-  gmtime_r(&now.tv_sec, &tm);
-  snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-           tm.tm_min, tm.tm_sec, now.tv_nsec / 1000);
-}
 
 /* The Lease body: holder (empty to release), with resourceVersion for an
  * optimistic update, or without for a create. */
@@ -3277,9 +3284,7 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
   mgop_json_path_str(j, object, "metadata.name", name, sizeof(name));
   r.name = name[0] ? name : "new-cluster";
   snprintf(r.uid, sizeof(r.uid), "00000000-0000-0000-0000-000000000000");
-  r.root = *j; /* tokens of the review; the cluster is its object */
-  {
-    /* re-root: the builders address the cluster from token 0 */
+  { /* re-parse the object alone: the builders address the cluster from token 0 */
     const char *js = j->js + j->tok[object].start;
     size_t n = (size_t)(j->tok[object].end - j->tok[object].start);
     if ((rc = mgop_parse_arena(r.arena, js, n, &r.root))) {
@@ -3785,8 +3790,6 @@ static int mgop_nmanifests;
 static char mgop_manifest_store[2 * 1024 * 1024];
 static size_t mgop_manifest_used;
 static const char *mgop_render_ns = "default";
-
-static int mgop_cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int mgop_collect_manifest(void *ctx, const char *json, size_t n, int index);
 
