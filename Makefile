@@ -76,8 +76,8 @@ static: $(BUILD)/static/multigres-op
 # install manifests deploy (a "+gitrev" is not allowed in an image tag).
 IMAGE ?= multigres-op:$(BASE_VERSION)
 image: static
-	@$(BUILD)/static/multigres-op --version | grep -q '^multigres-op $(BASE_VERSION)' || \
-	  { echo "image: the binary's version is not $(BASE_VERSION)"; exit 1; }
+	@v=$$($(BUILD)/static/multigres-op --version) && case "$$v" in "multigres-op $(BASE_VERSION)"*) ;; \
+	  *) echo "image: the binary's version is not $(BASE_VERSION): $$v"; exit 1;; esac
 	scripts/image.sh $(IMAGE)
 
 # --- tests ------------------------------------------------------------------------

@@ -69,7 +69,7 @@ for t in "${targets[@]}"; do
     cp "$tmp/$out" "$out"
   elif ! cmp -s "$tmp/$out" "$out"; then
     echo "gen-install: $out drifted from its sources ($header, $dir, crds.yaml): run make generate" >&2
-    diff -u "$out" "$tmp/$out" 2>/dev/null | head -20 >&2 || true
+    diff -u "$out" "$tmp/$out" 2>/dev/null | sed -n 1,20p >&2 || true
     drift=1
   fi
 done

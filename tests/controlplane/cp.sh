@@ -240,9 +240,15 @@ cmd_build() {
   build_k8s "$stage"
 
   # Smoke-check every binary before publishing the cache.
-  "$stage/kube-apiserver" --version | grep -qF "$K8S_VERSION" || die "kube-apiserver --version is not $K8S_VERSION"
-  "$stage/kubectl" version --client 2>/dev/null | grep -qF "$K8S_VERSION" || die "kubectl version is not $K8S_VERSION"
-  "$stage/etcd" --version | grep -qF "${ETCD_VERSION#v}" || die "etcd --version is not $ETCD_VERSION"
+  # Capture, then match: a pipe into grep -q under pipefail lets grep exit at
+  # the first match and kill the writer with SIGPIPE, a race a loaded machine loses.
+  local v
+  v=$("$stage/kube-apiserver" --version 2>&1) || die "kube-apiserver --version failed"
+  [[ $v == *"$K8S_VERSION"* ]] || die "kube-apiserver --version is not $K8S_VERSION: $v"
+  v=$("$stage/kubectl" version --client 2>/dev/null) || die "kubectl version --client failed"
+  [[ $v == *"$K8S_VERSION"* ]] || die "kubectl version is not $K8S_VERSION: $v"
+  v=$("$stage/etcd" --version 2>&1) || die "etcd --version failed"
+  [[ $v == *"${ETCD_VERSION#v}"* ]] || die "etcd --version is not $ETCD_VERSION: $v"
   "$stage/kwok" --version >/dev/null 2>&1 || die "kwok --version failed"
   {
     echo "key=$CP_KEY"
@@ -335,7 +341,8 @@ stray_pids() {
   for p in /proc/[0-9]*; do
     exe="$(readlink "$p/exe" 2>/dev/null || true)"
     case "$exe" in "$BIN"/*|"$real"/*) ;; *) continue;; esac
-    tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qF "$D/" || continue
+    local cmdline; cmdline=$(tr '\0' '\n' <"$p/cmdline" 2>/dev/null) || continue
+    [[ $cmdline == *"$D/"* ]] || continue
     grep -q '^State:[[:space:]]*Z' "$p/status" 2>/dev/null && continue
     echo "${p#/proc/}"
   done
@@ -500,7 +507,7 @@ curl_api() { # curl_api <path>   as admin
     "https://127.0.0.1:$APISERVER_PORT$1"
 }
 apiserver_ready() { [ "$(curl_api /readyz)" = ok ]; }
-etcd_healthy() { curl -fsS --max-time 3 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'; }
+etcd_healthy() { local h; h=$(curl -fsS --max-time 3 "http://127.0.0.1:$ETCD_PORT/health") && [[ $h == *'"health":"true"'* ]]; }
 https_healthz() { [ "$(curl -fsSk --max-time 3 "https://127.0.0.1:$1/healthz")" = ok ]; }
 http_healthz() { [ "$(curl -fsS --max-time 3 "http://127.0.0.1:$1/healthz")" = ok ]; }
 

@@ -182,7 +182,7 @@ for k in coretemplate celltemplate shardtemplate; do # the operator marked them 
     fail_op "$k default is not marked in use"
 done
 
-if printf '%s\n' "${args[@]}" | grep -qx -- '--leader-elect'; then
+if [[ " ${args[*]} " == *" --leader-elect "* ]]; then
   holder=$(jget -n $opns lease multigres-operator.multigres.com -o jsonpath='{.spec.holderIdentity}')
   [ -n "$holder" ] || fail_op "no leader-election Lease held in $opns"
   note "leader: $holder"

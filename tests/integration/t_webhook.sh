@@ -80,7 +80,7 @@ kubectl apply -n $ns -f $S/minimal.yaml >/dev/null || fail "a valid cluster was 
 
 # children are read-only except to the operator
 wait_for 60 "a Cell exists" sh -c "kubectl get -n $ns cells -o name | grep -q ." || fail "no Cell"
-cell=$(kubectl get -n $ns cells -o name | head -1)
+cells=$(kubectl get -n $ns cells -o name); cell=${cells%%$'\n'*}
 if out=$(kubectl label -n $ns "$cell" edited=by-hand 2>&1); then fail "a user edited a Cell"; fi
 grep -q 'read-only' <<<"$out" || fail "child edit refused without the reason: $out"
 kubectl wait -n $ns --for=condition=Ready mgc/minimal --timeout=180s >/dev/null || fail "the operator's own writes were refused"
@@ -101,7 +101,7 @@ wait_for 90 "the CA rotates" sh -c "[ \"\$(kubectl get -n $ns secret multigres-o
   fail "the CA never rotated"
 ca1=$(serial multigres-operator-webhook-ca ca.crt)
 bundle_has() { kubectl get validatingwebhookconfiguration $vwc -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | base64 -d |
-  awk '/BEGIN/{c++} {print > "/tmp/mgop-bundle-" c ".pem"}' && for f in /tmp/mgop-bundle-*.pem; do openssl x509 -noout -serial -in "$f"; done | grep -qx "$1"; }
+  awk '/BEGIN/{c++} {print > "/tmp/mgop-bundle-" c ".pem"}' && local serials; serials=$(for f in /tmp/mgop-bundle-*.pem; do openssl x509 -noout -serial -in "$f"; done); grep -qx "$1" <<<"$serials"; }
 wait_for 20 "the new CA in the bundle" bundle_has "$ca1" || fail "the CA bundle was not updated"
 rm -f /tmp/mgop-bundle-*.pem
 sleep 4 # the serving certificate is re-signed by the new CA on the same check
