@@ -50,7 +50,7 @@ $(BUILD)/deps-%.mk: scripts/deps.sh scripts/mbedtls_config.h
 	  grep -E '^DEPS_$*_' "$$p/flags.mk" > $@.tmp && mv $@.tmp $@
 
 GLIBC_CFLAGS = $(DEPS_glibc_CFLAGS)
-GLIBC_LIBS = $(DEPS_glibc_LIBS)
+GLIBC_LIBS = $(DEPS_glibc_LIBS) -pthread
 
 .PHONY: all static test test-unit test-integration asan valgrind clang fuzz check-symbols demo \
         cp-up cp-down clean help image generate check-generated tools bench
@@ -67,7 +67,7 @@ multigres-op: $(SRC) $(BUILD)/deps-glibc.mk
 $(BUILD)/static/multigres-op: $(SRC) $(BUILD)/deps-musl.mk
 	@mkdir -p $(dir $@)
 	$(DEPS_musl_CC) $(BASE_CFLAGS) -Os -ffunction-sections -fdata-sections $(DEPS_musl_CFLAGS) \
-	  multigres-op.c -o $@ -static -Wl,--gc-sections -s $(DEPS_musl_LIBS)
+	  multigres-op.c -o $@ -static -Wl,--gc-sections -s $(DEPS_musl_LIBS) -pthread
 
 static: $(BUILD)/static/multigres-op
 	scripts/static-check.sh $<

@@ -22,6 +22,7 @@
 #include "multigres-op.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/random.h>
 
@@ -114,6 +115,8 @@ struct mgop_manifest { int kind; char ns[64]; char name[254]; char *json; size_t
 struct mgop_rctx {
   int render;                 /* 1: offline, no API calls             */
   int live_templates;         /* render, but templates from the API   */
+  int cached_templates;       /* render, templates from the watch cache
+                                 (admission, on the serving thread)    */
   const char *ns, *name;
   char uid[40];
   long long generation;
@@ -151,6 +154,23 @@ struct mgop_rctx {
 };
 
 static struct mgop_kube *mgop_api_ptr; /* live mode API client            */
+
+/* What the loop shares with the serving thread (the rules: section 13). */
+static struct {
+  pthread_mutex_t mu;          /* guards this struct's plain fields, the
+                                  series table and mgop_stats (section 6) */
+  struct mgop_kube_stats api;  /* the loop's counters, copied by mgop_publish */
+  unsigned long long watch_events[K_COUNT], watch_relists[K_COUNT];
+  size_t fingerprints, work_depth, arena_high;
+  struct mgop_pki_pair offer;  /* a certificate for the webhook to serve   */
+  int offered;
+  int synced;                  /* atomic: every watch listed once          */
+  long long beat_ms;           /* atomic: the loop turned, or sent a request */
+  int stop_pipe[2];            /* written once at shutdown; never read     */
+  int offer_pipe[2];           /* a byte per certificate offered           */
+  int wake_pipe[2];            /* wakes the loop (the Lease was lost)      */
+} mgop_shared = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                 .stop_pipe = {-1, -1}, .offer_pipe = {-1, -1}, .wake_pipe = {-1, -1}};
 static uint32_t mgop_list_epoch[K_COUNT]; /* per kind: bumped by each (re)list (section 9) */
 static int mgop_may_write(void);       /* leader election (section 10)    */
 
@@ -188,12 +208,71 @@ static int mgop_parse_arena(struct mgop_arena *a, const char *js, size_t n, stru
   return mgop_json_parse(out, js, n, tok, maxtok);
 }
 
+/* The template cache: what the template watches last showed (metadata and
+ * spec only), for admission on the serving thread, which must answer
+ * without an API call. The loop writes it (section 9) under the write
+ * lock; admission copies one template out under the read lock. */
+#define MGOP_TEMPLATE_SLOTS 512           /* templates tracked (all namespaces) */
+#define MGOP_TCACHE_BYTES (1024 * 1024)   /* their metadata+spec text           */
+#define MGOP_TCACHE_WAIT_MS 500           /* admission's budget for the lock    */
+struct mgop_tcache_row { uint64_t key; uint32_t off, len; int toobig; };
+static struct {
+  pthread_rwlock_t lock;
+  struct mgop_tcache_row rows[MGOP_TEMPLATE_SLOTS];
+  char text[MGOP_TCACHE_BYTES];
+  size_t used;                /* text bytes, live and dead             */
+  int synced;                 /* every template kind listed once       */
+  int incomplete;             /* a template found no row: misses prove nothing */
+  unsigned long long refused; /* templates too large for what is left  */
+} mgop_tcache = {.lock = PTHREAD_RWLOCK_INITIALIZER};
+
+/* A template for admission: MGOP_ERR_NOTFOUND when the cache says it does
+ * not exist, MGOP_ERR_AGAIN when the cache cannot tell (not synced yet,
+ * no room for it, or the lock not had within the budget). */
+static int mgop_tcache_get(struct mgop_rctx *r, int kind, const char *name, struct mgop_json *out) {
+  uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, r->ns, name);
+  struct timespec until;
+  char *mem = NULL;
+  size_t n = 0;
+  int rc = MGOP_ERR_NOTFOUND, toobig = 0, synced;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_nsec += MGOP_TCACHE_WAIT_MS * 1000000L;
+  until.tv_sec += until.tv_nsec / 1000000000L;
+  until.tv_nsec %= 1000000000L;
+  if (pthread_rwlock_timedrdlock(&mgop_tcache.lock, &until))
+    return mgop_seterr(MGOP_ERR_AGAIN, "the template cache was busy for %d ms", MGOP_TCACHE_WAIT_MS);
+  synced = mgop_tcache.synced && !mgop_tcache.incomplete;
+  for (int i = 0; i < MGOP_TEMPLATE_SLOTS; i++) {
+    const struct mgop_tcache_row *row = &mgop_tcache.rows[i];
+    if (row->key != key) continue;
+    toobig = row->toobig;
+    if (!toobig && (mem = mgop_arena_alloc(r->arena, row->len + 1))) {
+      memcpy(mem, mgop_tcache.text + row->off, row->len);
+      n = row->len;
+      rc = MGOP_OK;
+    } else if (!toobig) {
+      rc = mgop_seterr(MGOP_ERR_NOMEM, "admission arena exhausted");
+    }
+    break;
+  }
+  pthread_rwlock_unlock(&mgop_tcache.lock);
+  if (toobig)
+    return mgop_seterr(MGOP_ERR_AGAIN, "%s \"%s\" is not in the template cache (%d bytes, all in use)",
+                       mgop_kinds[kind].kind, name, MGOP_TCACHE_BYTES);
+  if (rc == MGOP_ERR_NOTFOUND && !synced)
+    return mgop_seterr(MGOP_ERR_AGAIN, "%s \"%s\" is not in the template cache, which is not complete (the template "
+                       "watches have not listed once yet, or the cache is full)", mgop_kinds[kind].kind, name);
+  if (rc) return rc;
+  return mgop_parse_arena(r->arena, mem, n, out);
+}
+
 /* ======================================================================
  * 4. Resolution
  * ==================================================================== */
 /* Fetches a template's JSON (live: GET; render: from the files given).
  * Returns MGOP_ERR_NOTFOUND when it does not exist. */
 static int mgop_fetch_uncached(struct mgop_rctx *r, int kind, const char *name, struct mgop_json *out) {
+  if (r->cached_templates) return mgop_tcache_get(r, kind, name, out);
   if (r->render && !r->live_templates) {
     for (int i = 0; i < r->nmanifests; i++) {
       struct mgop_manifest *m = &r->manifests[i];
@@ -743,10 +822,12 @@ static void mgop_histogram_observe(struct mgop_histogram *h, double v) {
 
 /* One reconcile turn finished: result "success", "error" or "requeue". */
 static void mgop_metrics_turn(int controller, const char *result, double seconds) {
+  pthread_mutex_lock(&mgop_shared.mu);
   if (!strcmp(result, "error")) mgop_stats.error[controller]++;
   else if (!strcmp(result, "requeue")) mgop_stats.requeue[controller]++;
   else mgop_stats.success[controller]++;
   mgop_histogram_observe(&mgop_stats.latency[controller], seconds);
+  pthread_mutex_unlock(&mgop_shared.mu);
 }
 
 /* Appends name="value" to a label buffer, escaped as the format asks. */
@@ -763,7 +844,14 @@ static void mgop_label(char *buf, size_t cap, const char *name, const char *valu
   buf[n < cap ? n : cap - 1] = 0;
 }
 
+static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char *labels, double value);
 static void mgop_gauge_set(uint64_t owner, const char *family, const char *labels, double value) {
+  pthread_mutex_lock(&mgop_shared.mu);
+  mgop_gauge_set_locked(owner, family, labels, value);
+  pthread_mutex_unlock(&mgop_shared.mu);
+}
+
+static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char *labels, double value) {
   struct mgop_series *free_row = NULL;
   for (int i = 0; i < MGOP_SERIES_MAX; i++) {
     struct mgop_series *s = &mgop_series[i];
@@ -788,8 +876,10 @@ static void mgop_gauge_set(uint64_t owner, const char *family, const char *label
 }
 
 static void mgop_series_drop(uint64_t owner) {
+  pthread_mutex_lock(&mgop_shared.mu);
   for (int i = 0; i < MGOP_SERIES_MAX; i++)
     if (mgop_series[i].owner == owner) memset(&mgop_series[i], 0, sizeof(mgop_series[i]));
+  pthread_mutex_unlock(&mgop_shared.mu);
 }
 
 /* The families seed 003 names, in the order they are exposed. */
@@ -1319,8 +1409,8 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   ctr.command = "[\"/multigres/bin/multiadmin\"]";
   snprintf(a1, sizeof(a1), "--topo-global-server-addresses=%s", addr);
   snprintf(a2, sizeof(a2), "--topo-global-root=%s", root);
+  char lv[40]; /* lives until the container is written below */
   {
-    static char lv[40];
     snprintf(lv, sizeof(lv), "--log-level=%s", mgop_log_level_of(r, "multiadmin", level, sizeof(level)));
     const char *args[] = {"--http-port=18000", "--grpc-port=18070", a1, a2, "--service-map=grpc-multiadmin",
                           "--pprof-http=true", lv};
@@ -2326,7 +2416,6 @@ struct mgop_root_ref {
 static struct mgop_root_ref mgop_roots[MGOP_WORK_SLOTS];
 
 /* Templates seen on the watches, so a key leads back to a name. */
-#define MGOP_TEMPLATE_SLOTS 512
 struct mgop_template_ref {
   uint64_t key;                     /* 0: free                           */
   int kind;
@@ -2409,7 +2498,9 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
 }
 
 static void mgop_enqueue(const char *ns, const char *name, long long delay_ms) {
+  pthread_mutex_lock(&mgop_shared.mu);
   mgop_stats.adds++;
+  pthread_mutex_unlock(&mgop_shared.mu);
   if (mgop_work_add("MultigresCluster", ns, name, mgop_now_ms() + delay_ms))
     MGOP_LOG(MGOP_ERROR, ("cannot queue %s/%s: %s", ns, name, mgop_errmsg()));
 }
@@ -2443,6 +2534,76 @@ static void mgop_wake_consumers(const char *ns, uint64_t key) {
   }
 }
 
+/* Packs the text left by live rows to the front (write lock held). */
+static void mgop_tcache_compact(void) {
+  size_t at = 0;
+  for (;;) { /* rows in order of their text: move the lowest not yet moved */
+    struct mgop_tcache_row *next = NULL;
+    for (int i = 0; i < MGOP_TEMPLATE_SLOTS; i++) {
+      struct mgop_tcache_row *row = &mgop_tcache.rows[i];
+      if (row->key && !row->toobig && row->off >= at && (!next || row->off < next->off)) next = row;
+    }
+    if (!next) break;
+    memmove(mgop_tcache.text + at, mgop_tcache.text + next->off, next->len);
+    next->off = (uint32_t)at;
+    at += next->len;
+    if (!next->len) at++; /* a zero-length row would be found again */
+  }
+  mgop_tcache.used = at;
+}
+
+static void mgop_tcache_drop(uint64_t key) {
+  pthread_rwlock_wrlock(&mgop_tcache.lock);
+  for (int i = 0; i < MGOP_TEMPLATE_SLOTS; i++)
+    if (mgop_tcache.rows[i].key == key) memset(&mgop_tcache.rows[i], 0, sizeof(mgop_tcache.rows[i]));
+  pthread_rwlock_unlock(&mgop_tcache.lock);
+}
+
+/* Keeps metadata and spec of a template (not status, not managedFields),
+ * as admission will resolve it. Called by the loop on every event. */
+static void mgop_tcache_put(uint64_t key, const struct mgop_json *j, int obj) {
+  static char text[MGOP_WATCH_LINE_MAX];
+  struct mgop_buf b;
+  struct mgop_jw w;
+  struct mgop_tcache_row *row = NULL, *free_row = NULL;
+  int meta = mgop_json_key(j, obj, "metadata"), spec = mgop_json_key(j, obj, "spec");
+  mgop_buf_init(&b, text, sizeof(text));
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "metadata"); mgop_jw_obj(&w);
+  static const char *const keep[] = {"name", "namespace", "generation", "deletionTimestamp"};
+  for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) mgop_copy_key(&w, keep[i], j, mgop_json_key(j, meta, keep[i]));
+  mgop_jw_obj_end(&w);
+  mgop_copy_key(&w, "spec", j, spec);
+  mgop_jw_obj_end(&w);
+  pthread_rwlock_wrlock(&mgop_tcache.lock);
+  for (int i = 0; i < MGOP_TEMPLATE_SLOTS; i++) {
+    if (mgop_tcache.rows[i].key == key) row = &mgop_tcache.rows[i];
+    else if (!mgop_tcache.rows[i].key && !free_row) free_row = &mgop_tcache.rows[i];
+  }
+  if (!row) row = free_row;
+  if (!row) mgop_tcache.incomplete = 1; /* from now on a miss proves nothing */
+  if (row) {
+    row->key = key;
+    row->len = 0;
+    row->toobig = 1; /* until it has a place: admission says it cannot tell */
+    if (!b.overflow && mgop_tcache.used + b.len > sizeof(mgop_tcache.text)) mgop_tcache_compact();
+    if (!b.overflow && mgop_tcache.used + b.len <= sizeof(mgop_tcache.text)) {
+      memcpy(mgop_tcache.text + mgop_tcache.used, b.p, b.len);
+      row->off = (uint32_t)mgop_tcache.used;
+      row->len = (uint32_t)b.len;
+      row->toobig = 0;
+      mgop_tcache.used += b.len;
+    } else {
+      __atomic_add_fetch(&mgop_tcache.refused, 1, __ATOMIC_RELAXED);
+    }
+  }
+  pthread_rwlock_unlock(&mgop_tcache.lock);
+  if (!row || row->toobig)
+    MGOP_LOG(MGOP_ERROR, ("template cache full (%d templates, %d bytes): admission will not check clusters that use "
+                          "this template; the reconciler still does", MGOP_TEMPLATE_SLOTS, MGOP_TCACHE_BYTES));
+}
+
 /* A template changed: its consumers reconcile (and clusters not yet
  * reconciled, which may turn out to use it); its own upkeep is queued. Our
  * own status writes change neither generation nor deletion, so they wake
@@ -2456,8 +2617,10 @@ static void mgop_on_template_event(int kind, const char *type, const char *ns, c
   mgop_json_i64(j, mgop_json_path(j, obj, "metadata.generation"), &gen);
   if (!strcmp(type, "DELETED")) {
     if (t) memset(t, 0, sizeof(*t));
+    mgop_tcache_drop(key);
     changed = 1;
   } else {
+    mgop_tcache_put(key, j, obj);
     if (!t) t = mgop_template_find(0);
     if (!t) {
       MGOP_LOG(MGOP_ERROR, ("template table full (%d); %s %s/%s is not tracked", MGOP_TEMPLATE_SLOTS,
@@ -2638,6 +2801,7 @@ static void mgop_on_list_end(int kind) {
       struct mgop_template_ref *t = &mgop_templates[i];
       if (!t->key || t->kind != kind || t->epoch == mgop_list_epoch[kind]) continue;
       mgop_wake_consumers(t->ns, t->key); /* it is gone */
+      mgop_tcache_drop(t->key);
       memset(t, 0, sizeof(*t));
       gone++;
     }
@@ -2760,11 +2924,20 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
 #define MGOP_LEASE_RENEW_DEADLINE_MS 10000
 #define MGOP_LEASE_RETRY_MS 2000
 
+/* Owned by the Lease thread (section 13), except the fields marked shared,
+ * which it writes and others read with __atomic loads. */
 static struct {
-  int enabled;
+  int enabled;                 /* set before the threads start             */
   char ns[64], name[128], identity[128];
-  int leading;                 /* we hold the lease                        */
-  long long renewed_ms;        /* last successful acquire/renew (monotonic) */
+  int leading;                 /* shared: we hold the lease                */
+  long long renewed_ms;        /* shared: last acquire/renew (monotonic)   */
+  long long seen_ok_ms;        /* shared: last time the Lease was read or
+                                  written at all (readiness)               */
+  int new_term;                /* shared: became leader; the loop takes it */
+  int lost;                    /* shared: renew deadline passed            */
+  struct mgop_kube api;        /* its own connection: never queued behind
+                                  a reconcile's request                    */
+  struct mgop_kubecfg cfg;     /* its own copy: token reloads are per client */
   long long next_ms;           /* next attempt                              */
   char observed[300];          /* holder + renewTime as last seen           */
   long long observed_ms;       /* when that record last changed             */
@@ -2773,10 +2946,18 @@ static struct {
   int transitions;             /* leaseTransitions as last seen             */
 } mgop_lease;
 
-/* May this process write now? Always without leader election. */
+/* May this process write now? Always without leader election. Any thread. */
 static int mgop_may_write(void) {
   if (!mgop_lease.enabled) return 1;
-  return mgop_lease.leading && mgop_now_ms() - mgop_lease.renewed_ms < MGOP_LEASE_RENEW_DEADLINE_MS;
+  return __atomic_load_n(&mgop_lease.leading, __ATOMIC_ACQUIRE) &&
+         mgop_now_ms() - __atomic_load_n(&mgop_lease.renewed_ms, __ATOMIC_ACQUIRE) < MGOP_LEASE_RENEW_DEADLINE_MS;
+}
+
+/* Leader election works: the Lease was read or written within its
+ * duration (leader or standby). Any thread; for /readyz. */
+static int mgop_lease_healthy(void) {
+  if (!mgop_lease.enabled) return 1;
+  return mgop_now_ms() - __atomic_load_n(&mgop_lease.seen_ok_ms, __ATOMIC_ACQUIRE) < MGOP_LEASE_DURATION_S * 1000LL;
 }
 
 
@@ -2816,15 +2997,16 @@ static int mgop_lease_try(void) {
   snprintf(path, sizeof(path), "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", mgop_lease.ns, mgop_lease.name);
   mgop_micro_time(now_s, sizeof(now_s));
   mgop_buf_init(&out, resp, sizeof(resp));
-  rc = mgop_kube_request(mgop_api_ptr, "GET", path, NULL, NULL, 0, &out, &status);
+  rc = mgop_kube_request(&mgop_lease.api, "GET", path, NULL, NULL, 0, &out, &status);
   if (rc) return 0;
+  if (status == 200 || status == 404) __atomic_store_n(&mgop_lease.seen_ok_ms, mgop_now_ms(), __ATOMIC_RELEASE);
   if (status == 404) { /* nobody has it: create it, held by us */
     char coll[400];
     mgop_buf_init(&b, body, sizeof(body));
     mgop_lease_body(&b, NULL, mgop_lease.identity, MGOP_LEASE_DURATION_S, now_s, now_s, 0);
     snprintf(coll, sizeof(coll), "/apis/coordination.k8s.io/v1/namespaces/%s/leases", mgop_lease.ns);
     mgop_buf_init(&out, resp, sizeof(resp));
-    rc = mgop_kube_request(mgop_api_ptr, "POST", coll, "application/json", b.p, b.len, &out, &status);
+    rc = mgop_kube_request(&mgop_lease.api, "POST", coll, "application/json", b.p, b.len, &out, &status);
     return !rc && status == 201;
   }
   if (status != 200 || out.overflow || mgop_json_parse(&j, out.p, out.len, tok, 512)) {
@@ -2858,7 +3040,7 @@ static int mgop_lease_try(void) {
     mgop_lease_body(&b, rv, mgop_lease.identity, MGOP_LEASE_DURATION_S, ours && acquire[0] ? acquire : now_s, now_s,
                     (int)transitions + (ours ? 0 : 1));
     mgop_buf_init(&out, resp, sizeof(resp));
-    rc = mgop_kube_request(mgop_api_ptr, "PUT", path, "application/json", b.p, b.len, &out, &status);
+    rc = mgop_kube_request(&mgop_lease.api, "PUT", path, "application/json", b.p, b.len, &out, &status);
     if (rc || status != 200) return 0; /* 409: someone else got there first */
     if (!ours) MGOP_LOG(MGOP_INFO, ("leader election: took over Lease %s/%s from \"%s\"", mgop_lease.ns, mgop_lease.name,
                                     holder));
@@ -2867,8 +3049,8 @@ static int mgop_lease_try(void) {
   }
 }
 
-/* Called from the loop: acquire or renew when due. Returns -1 when the
- * lease was lost (the caller exits), else ms until the next call. */
+/* On the Lease thread: acquire or renew when due. Returns -1 when the
+ * lease was lost (the process exits), else ms until the next call. */
 static long long mgop_lease_step(void) {
   long long now = mgop_now_ms();
   if (!mgop_lease.enabled) return 60000;
@@ -2878,18 +3060,17 @@ static long long mgop_lease_step(void) {
   }
   /* a Lease request must give up well before the renew deadline, or a
    * hung API server would keep a stale leader alive until the request timed out */
-  mgop_api_ptr->timeout_ms = MGOP_LEASE_RENEW_DEADLINE_MS / 3;
+  mgop_lease.api.timeout_ms = MGOP_LEASE_RENEW_DEADLINE_MS / 3;
   int got = mgop_lease_try();
-  mgop_api_ptr->timeout_ms = 0;
   if (got) {
     if (!mgop_lease.leading) {
       MGOP_LOG(MGOP_INFO, ("leader election: %s is the leader (Lease %s/%s)", mgop_lease.identity, mgop_lease.ns,
                            mgop_lease.name));
-      for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) /* every known cluster gets a turn under the new leader */
-        if (mgop_roots[i].used) mgop_enqueue(mgop_roots[i].ns, mgop_roots[i].name, 0);
+      __atomic_store_n(&mgop_lease.new_term, 1, __ATOMIC_RELEASE); /* the loop gives every cluster a turn */
     }
-    mgop_lease.leading = 1;
-    mgop_lease.renewed_ms = mgop_now_ms();
+    __atomic_store_n(&mgop_lease.renewed_ms, mgop_now_ms(), __ATOMIC_RELEASE);
+    __atomic_store_n(&mgop_lease.seen_ok_ms, mgop_now_ms(), __ATOMIC_RELEASE);
+    __atomic_store_n(&mgop_lease.leading, 1, __ATOMIC_RELEASE);
   } else if (mgop_lease.leading && mgop_now_ms() - mgop_lease.renewed_ms >= MGOP_LEASE_RENEW_DEADLINE_MS) {
     return -1;
   }
@@ -2909,10 +3090,11 @@ static void mgop_lease_release(void) {
   struct mgop_json j;
   int status = 0;
   if (!mgop_lease.enabled || !mgop_may_write()) return;
-  mgop_api_ptr->timeout_ms = 2000; /* best effort: shutdown must not hang on it */
+  /* best effort within the 2 s a shutdown may take: two requests of 700 ms */
+  mgop_lease.api.timeout_ms = 700;
   snprintf(path, sizeof(path), "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", mgop_lease.ns, mgop_lease.name);
   mgop_buf_init(&out, resp, sizeof(resp));
-  if (mgop_kube_request(mgop_api_ptr, "GET", path, NULL, NULL, 0, &out, &status) || status != 200 ||
+  if (mgop_kube_request(&mgop_lease.api, "GET", path, NULL, NULL, 0, &out, &status) || status != 200 ||
       mgop_json_parse(&j, out.p, out.len, tok, 512))
     return;
   mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, sizeof(rv));
@@ -2920,11 +3102,10 @@ static void mgop_lease_release(void) {
   mgop_buf_init(&b, body, sizeof(body));
   mgop_lease_body(&b, rv, "", 1, now_s, now_s, mgop_lease.transitions);
   mgop_buf_init(&out, resp, sizeof(resp));
-  if (mgop_kube_request(mgop_api_ptr, "PUT", path, "application/json", b.p, b.len, &out, &status) == MGOP_OK &&
+  if (mgop_kube_request(&mgop_lease.api, "PUT", path, "application/json", b.p, b.len, &out, &status) == MGOP_OK &&
       status == 200)
     MGOP_LOG(MGOP_INFO, ("leader election: released Lease %s/%s", mgop_lease.ns, mgop_lease.name));
-  mgop_api_ptr->timeout_ms = 0;
-  mgop_lease.leading = 0;
+  __atomic_store_n(&mgop_lease.leading, 0, __ATOMIC_RELEASE);
 }
 
 /* ======================================================================
@@ -2949,7 +3130,8 @@ static struct {
   long long ca_validity_s, cert_validity_s, check_ms;
   struct mgop_pki_pair ca, serving;
   char prev_ca[MGOP_PKI_PEM_MAX]; /* the CA before the last rotation  */
-  char serial[80];                /* of the certificate being served  */
+  char serial[80];                /* of the certificate being served (serving thread) */
+  char offered_serial[80];        /* of the one the loop last offered */
   char serving_cert[MGOP_PKI_PEM_MAX];
   char bundle_b64[3 * MGOP_PKI_PEM_MAX];
   char operator_user[256];        /* who the operator is (SelfSubjectReview) */
@@ -3124,7 +3306,25 @@ static int mgop_wh_patch_bundle(void) {
   return MGOP_OK;
 }
 
-/* Serves pair if it is not what is served already. */
+static void mgop_wh_serve(const struct mgop_pki_pair *pair);
+
+/* On the loop: hands pair to the serving thread, once per certificate. */
+static void mgop_wh_offer(const struct mgop_pki_pair *pair) {
+  char serial[80] = "";
+  mgop_pki_serial_hex(pair->cert, pair->cert_len, serial, sizeof(serial));
+  if (!strcmp(serial, mgop_wh.offered_serial)) return;
+  pthread_mutex_lock(&mgop_shared.mu);
+  mgop_shared.offer = *pair;
+  mgop_shared.offered = 1;
+  pthread_mutex_unlock(&mgop_shared.mu);
+  snprintf(mgop_wh.offered_serial, sizeof(mgop_wh.offered_serial), "%s", serial);
+  if (mgop_shared.offer_pipe[1] >= 0 && write(mgop_shared.offer_pipe[1], "c", 1) < 0 && errno != EAGAIN)
+    MGOP_LOG(MGOP_WARN, ("webhook: cannot wake the serving thread: %s", strerror(errno)));
+  else if (mgop_shared.offer_pipe[1] < 0) /* no serving thread (tests): serve it here */
+    mgop_wh_serve(pair);
+}
+
+/* On the serving thread: serves pair if it is not what is served already. */
 static void mgop_wh_serve(const struct mgop_pki_pair *pair) {
   char serial[80] = "";
   mgop_pki_serial_hex(pair->cert, pair->cert_len, serial, sizeof(serial));
@@ -3166,14 +3366,14 @@ static int mgop_wh_certs(void) {
     size_t cl, kl;
     snprintf(path, sizeof(path), "%s/tls.crt", mgop_wh.cert_dir);
     if (stat(path, &st)) return mgop_seterr(MGOP_ERR_IO, "webhook certificate %s: %s", path, strerror(errno));
-    if ((long long)st.st_mtime == mgop_wh.dir_mtime && mgop_wh.serial[0]) return MGOP_OK;
+    if ((long long)st.st_mtime == mgop_wh.dir_mtime && mgop_wh.offered_serial[0]) return MGOP_OK;
     if ((rc = mgop_read_file(path, cert, sizeof(cert) - 1, &cl))) return rc;
     snprintf(path, sizeof(path), "%s/tls.key", mgop_wh.cert_dir);
     if ((rc = mgop_read_file(path, key, sizeof(key) - 1, &kl))) return rc;
     cert[cl] = key[kl] = 0;
     if ((rc = mgop_pki_pair_load(&cand, cert, cl, key, kl))) return rc;
     mgop_wh.dir_mtime = (long long)st.st_mtime;
-    mgop_wh_serve(&cand);
+    mgop_wh_offer(&cand);
     mbedtls_platform_zeroize(key, sizeof(key));
     return MGOP_OK;
   }
@@ -3219,7 +3419,7 @@ static int mgop_wh_certs(void) {
   mbedtls_platform_zeroize(key, sizeof(key));
   mgop_wh_bundle();
   if (lead && (rc = mgop_wh_patch_bundle())) return rc; /* the bundle first: it already trusts the new CA */
-  mgop_wh_serve(&cand);
+  mgop_wh_offer(&cand);
   return MGOP_OK;
 }
 
@@ -3266,8 +3466,14 @@ static void mgop_deny(struct mgop_verdict *v, int code, const char *reason, cons
   va_end(ap);
 }
 
-/* A MultigresCluster as the reconciler would resolve it, templates read
- * live: anything that would stall it is refused with the same message. */
+/* Admission's own memory: it runs on the serving thread, beside the loop. */
+static unsigned char mgop_admit_arena_mem[4 * 1024 * 1024];
+static struct mgop_arena mgop_admit_arena;
+static int mgop_tcache_enabled; /* live: the loop fills the template cache */
+
+/* A MultigresCluster as the reconciler would resolve it, templates from the
+ * watch cache: anything that would stall it is refused with the same
+ * message; what the cache cannot tell is admitted with a warning saying so. */
 static void mgop_admit_cluster(const struct mgop_json *j, int object, const char *ns, struct mgop_verdict *v) {
   static struct mgop_rctx r;
   char name[64] = "";
@@ -3278,8 +3484,8 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
   }
   memset(&r, 0, sizeof(r));
   r.render = 1;
-  r.live_templates = mgop_api_ptr != NULL; /* offline (tests, fuzzing): no template exists */
-  r.arena = &mgop_arena;
+  r.cached_templates = mgop_tcache_enabled; /* offline (tests, fuzzing): no template exists */
+  r.arena = &mgop_admit_arena;
   r.ns = ns;
   mgop_json_path_str(j, object, "metadata.name", name, sizeof(name));
   r.name = name[0] ? name : "new-cluster";
@@ -3369,8 +3575,9 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
     snprintf(resp->headers, sizeof(resp->headers), "Allow: POST\r\n");
     return;
   }
-  mgop_arena_reset(&mgop_arena);
-  if (mgop_parse_arena(&mgop_arena, body, body_len, &j) || (rq = mgop_json_key(&j, 0, "request")) < 0 ||
+  if (!mgop_admit_arena.base) mgop_arena_init(&mgop_admit_arena, mgop_admit_arena_mem, sizeof(mgop_admit_arena_mem));
+  mgop_arena_reset(&mgop_admit_arena);
+  if (mgop_parse_arena(&mgop_admit_arena, body, body_len, &j) || (rq = mgop_json_key(&j, 0, "request")) < 0 ||
       mgop_json_path_str(&j, rq, "uid", uid, sizeof(uid))) {
     resp->status = 400;
     snprintf(resp->content_type, sizeof(resp->content_type), "text/plain; charset=utf-8");
@@ -3381,7 +3588,7 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
   mgop_json_path_str(&j, rq, "kind.kind", kind, sizeof(kind));
   mgop_json_path_str(&j, rq, "namespace", ns, sizeof(ns));
   mgop_admit(&j, rq, op, kind, ns, &v);
-  mgop_arena_reset(&mgop_arena);
+  mgop_arena_reset(&mgop_admit_arena);
   snprintf(resp->content_type, sizeof(resp->content_type), "application/json");
   mgop_jw_init(&w, &resp->body);
   mgop_jw_obj(&w);
@@ -3448,8 +3655,16 @@ static long mgop_rss_bytes(void) {
 static struct mgop_watch mgop_watches[K_COUNT];
 static struct mgop_kube mgop_api;
 
-/* Every metric, as text. */
+/* Every metric, as text. On the serving thread: what the loop counts is
+ * read from its last mgop_publish(), under mgop_shared.mu. */
+static void mgop_metrics_render_locked(struct mgop_buf *b);
 static void mgop_metrics_render(struct mgop_buf *b) {
+  pthread_mutex_lock(&mgop_shared.mu);
+  mgop_metrics_render_locked(b);
+  pthread_mutex_unlock(&mgop_shared.mu);
+}
+
+static void mgop_metrics_render_locked(struct mgop_buf *b) {
   static const char *const hist_names[] = {"controller_runtime_reconcile_time_seconds",
                                            "multigres_reconciliation_duration_seconds"};
   char l[96];
@@ -3475,7 +3690,7 @@ static void mgop_metrics_render(struct mgop_buf *b) {
     }
   }
   mgop_metric_head(b, "workqueue_depth", "gauge", "Roots waiting in the work set.");
-  mgop_buf_printf(b, "workqueue_depth{name=\"multigres\"} %zu\n", mgop_work_depth());
+  mgop_buf_printf(b, "workqueue_depth{name=\"multigres\"} %zu\n", mgop_shared.work_depth);
   mgop_metric_head(b, "workqueue_adds_total", "counter", "Roots added to the work set.");
   mgop_buf_printf(b, "workqueue_adds_total{name=\"multigres\"} %llu\n", mgop_stats.adds);
   mgop_metric_head(b, "leader_election_master_status", "gauge", "1 while this replica holds the Lease.");
@@ -3511,24 +3726,28 @@ static void mgop_metrics_render(struct mgop_buf *b) {
     mgop_buf_printf(b, "multigres_operator_webhook_certificate_expiry_seconds %lld\n", na);
   }
   mgop_metric_head(b, "multigres_operator_api_requests_total", "counter", "Requests to the API server, by kind.");
-  mgop_buf_printf(b, "multigres_operator_api_requests_total{kind=\"all\"} %llu\n", mgop_api.stats.requests);
-  mgop_buf_printf(b, "multigres_operator_api_requests_total{kind=\"write\"} %llu\n", mgop_api.stats.writes);
-  mgop_buf_printf(b, "multigres_operator_api_requests_total{kind=\"error\"} %llu\n", mgop_api.stats.errors);
+  mgop_buf_printf(b, "multigres_operator_api_requests_total{kind=\"all\"} %llu\n", mgop_shared.api.requests);
+  mgop_buf_printf(b, "multigres_operator_api_requests_total{kind=\"write\"} %llu\n", mgop_shared.api.writes);
+  mgop_buf_printf(b, "multigres_operator_api_requests_total{kind=\"error\"} %llu\n", mgop_shared.api.errors);
   mgop_metric_head(b, "multigres_operator_watch_events_total", "counter", "Watch events received, per kind.");
   for (int k = 0; k < K_COUNT; k++)
     mgop_buf_printf(b, "multigres_operator_watch_events_total{kind=\"%s\"} %llu\n", mgop_kinds[k].kind,
-                    mgop_watches[k].events);
+                    mgop_shared.watch_events[k]);
   mgop_metric_head(b, "multigres_operator_watch_relists_total", "counter", "Full LISTs after a 410 or a lost stream.");
   for (int k = 0; k < K_COUNT; k++)
     mgop_buf_printf(b, "multigres_operator_watch_relists_total{kind=\"%s\"} %llu\n", mgop_kinds[k].kind,
-                    mgop_watches[k].relists);
+                    mgop_shared.watch_relists[k]);
   mgop_metric_head(b, "multigres_operator_fingerprints", "gauge", "Rows in use in the fingerprint table.");
-  mgop_buf_printf(b, "multigres_operator_fingerprints %zu\n", mgop_fp_count());
+  mgop_buf_printf(b, "multigres_operator_fingerprints %zu\n", mgop_shared.fingerprints);
   mgop_metric_head(b, "multigres_operator_metric_series_dropped_total", "counter",
                    "Gauge updates lost because the series table was full.");
   mgop_buf_printf(b, "multigres_operator_metric_series_dropped_total %llu\n", mgop_series_full);
   mgop_metric_head(b, "multigres_operator_arena_high_water_bytes", "gauge", "Most reconcile arena bytes ever in use.");
-  mgop_buf_printf(b, "multigres_operator_arena_high_water_bytes %zu\n", mgop_arena.high);
+  mgop_buf_printf(b, "multigres_operator_arena_high_water_bytes %zu\n", mgop_shared.arena_high);
+  mgop_metric_head(b, "multigres_operator_template_cache_refused_total", "counter",
+                   "Templates admission cannot check: the template cache had no room for them.");
+  mgop_buf_printf(b, "multigres_operator_template_cache_refused_total %llu\n",
+                  __atomic_load_n(&mgop_tcache.refused, __ATOMIC_RELAXED));
   mgop_metric_head(b, "multigres_operator_tls_heap_high_water_bytes", "gauge", "Most mbedTLS heap bytes ever in use.");
   mgop_buf_printf(b, "multigres_operator_tls_heap_high_water_bytes %zu\n", mgop_tls_heap_high_water());
   mgop_metric_head(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
@@ -3537,14 +3756,41 @@ static void mgop_metrics_render(struct mgop_buf *b) {
   mgop_buf_printf(b, "process_start_time_seconds %lld\n", mgop_stats.start_s);
 }
 
-/* /metrics on the metrics address; /healthz and /readyz on the probe
- * address. Every replica serves them, leader or not. */
+/* On the loop: every watch has listed once. */
 static int mgop_synced(void) {
   for (int k = 0; k < K_COUNT; k++)
     if (!mgop_watches[k].rv[0]) return 0; /* not listed once yet */
   return 1;
 }
 
+/* On the loop, after every turn: what the serving thread may show. */
+static void mgop_publish(void) {
+  int templates_listed = mgop_watches[K_CORET].rv[0] && mgop_watches[K_CELLT].rv[0] && mgop_watches[K_SHARDT].rv[0];
+  pthread_mutex_lock(&mgop_shared.mu);
+  mgop_shared.api = mgop_api.stats;
+  for (int k = 0; k < K_COUNT; k++) {
+    mgop_shared.watch_events[k] = mgop_watches[k].events;
+    mgop_shared.watch_relists[k] = mgop_watches[k].relists;
+  }
+  mgop_shared.fingerprints = mgop_fp_count();
+  mgop_shared.work_depth = mgop_work_depth();
+  mgop_shared.arena_high = mgop_arena.high;
+  pthread_mutex_unlock(&mgop_shared.mu);
+  if (templates_listed != mgop_tcache.synced) { /* a relist in progress does not unsync: rows stay until swept */
+    pthread_rwlock_wrlock(&mgop_tcache.lock);
+    mgop_tcache.synced = templates_listed;
+    pthread_rwlock_unlock(&mgop_tcache.lock);
+  }
+  __atomic_store_n(&mgop_shared.synced, mgop_synced(), __ATOMIC_RELEASE);
+  __atomic_store_n(&mgop_shared.beat_ms, mgop_now_ms(), __ATOMIC_RELEASE);
+}
+
+/* /metrics on the metrics address; /healthz and /readyz on the probe
+ * address. Every replica serves them, leader or not, from the serving
+ * thread: /healthz says the loop turns (it turned, or sent a request,
+ * within MGOP_HEALTHZ_STALL_MS); /readyz that the watches are synced and
+ * leader election works (this replica holds the Lease or sees who does). */
+#define MGOP_HEALTHZ_STALL_MS 120000
 static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const char *body, size_t body_len,
                             struct mgop_srv_resp *resp) {
   (void)ctx, (void)body, (void)body_len;
@@ -3559,12 +3805,20 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
     mgop_metrics_render(&resp->body);
     resp->status = 200;
   } else if (!strcmp(req->path, "/healthz") || !strcmp(req->path, "/livez")) {
-    mgop_buf_puts(&resp->body, "ok\n");
-    resp->status = 200;
+    long long idle = mgop_now_ms() - __atomic_load_n(&mgop_shared.beat_ms, __ATOMIC_ACQUIRE);
+    int live = idle < MGOP_HEALTHZ_STALL_MS;
+    if (live) mgop_buf_puts(&resp->body, "ok\n");
+    else mgop_buf_printf(&resp->body, "the reconcile loop has not turned for %lld s\n", idle / 1000);
+    resp->status = live ? 200 : 503;
   } else if (!strcmp(req->path, "/readyz")) {
-    int ready = mgop_synced();
-    mgop_buf_puts(&resp->body, ready ? "ok\n" : "watches not synced yet\n");
-    resp->status = ready ? 200 : 503;
+    int synced = __atomic_load_n(&mgop_shared.synced, __ATOMIC_ACQUIRE), lease = mgop_lease_healthy();
+    if (synced && lease)
+      mgop_buf_printf(&resp->body, "ok: watches synced; %s\n", !mgop_lease.enabled ? "no leader election"
+                                                               : mgop_may_write() ? "leader" : "standby");
+    else
+      mgop_buf_printf(&resp->body, "%s%s%s\n", synced ? "" : "watches not synced yet", !synced && !lease ? "; " : "",
+                      lease ? "" : "the Lease could not be read or renewed recently");
+    resp->status = synced && lease ? 200 : 503;
   } else {
     mgop_buf_puts(&resp->body, "not found; try /metrics, /healthz or /readyz\n");
     resp->status = 404;
@@ -3574,13 +3828,133 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
 /* ======================================================================
  * 13. The loop
  * ==================================================================== */
+/* Three threads, each with its own API connection where it needs one:
+ *   the loop     (main thread) watches, reconciles, rotates certificates;
+ *                it owns every table of sections 3-9, the watches and
+ *                mgop_api. It alone takes signals.
+ *   serving      the webhook, /metrics, /healthz and /readyz servers. It
+ *                makes no API call: admission reads the template cache.
+ *   Lease        acquires and renews the Lease on mgop_lease.api.
+ * What crosses threads, and how (nothing else does):
+ *   - mgop_shared.mu guards mgop_shared's plain fields, the metric series
+ *     and mgop_stats: the loop writes them, the serving thread renders them;
+ *   - mgop_tcache.lock (rwlock) guards the template cache;
+ *   - atomics: mgop_shared.synced and .beat_ms (loop -> serving), the
+ *     Lease's leading, renewed_ms, seen_ok_ms, new_term, lost (Lease ->
+ *     all), mgop_stop_signal and mgop_io_abort (signal -> all);
+ *   - pipes: stop (main -> both threads), offer (loop -> serving: a new
+ *     certificate in mgop_shared.offer), wake (Lease -> loop).
+ * The serving thread's servers, connections, admission arena and the
+ * webhook's counters are its own; the loop never touches them after start. */
 static volatile sig_atomic_t mgop_stop_signal;
-static void mgop_on_signal(int sig) { mgop_stop_signal = sig; }
+static void mgop_on_signal(int sig) {
+  mgop_stop_signal = sig;
+  mgop_io_abort = 1; /* every blocked request gives up within MGOP_IO_SLICE_MS */
+}
 
 static struct mgop_kubecfg mgop_cfg;
 #define MGOP_HTTP_CONNS 8 /* per plain-HTTP server: Prometheus and the kubelet */
 static struct mgop_srv mgop_http_srv[2];
 static struct mgop_srv_conn mgop_http_conns[2][MGOP_HTTP_CONNS];
+
+static int mgop_stopping(void) { return mgop_stop_signal || __atomic_load_n(&mgop_lease.lost, __ATOMIC_ACQUIRE); }
+
+/* The serving thread: poll() over the three servers and two pipes. */
+static void *mgop_serve_main(void *arg) {
+  (void)arg;
+  for (;;) {
+    struct pollfd pfd[2 + 2 * (MGOP_HTTP_CONNS + 1) + MGOP_WH_CONNS + 1];
+    struct mgop_srv *srvs[3] = {&mgop_http_srv[0], &mgop_http_srv[1], mgop_wh.enabled ? &mgop_wh.srv : NULL};
+    int n = 2, at[3], cnt[3];
+    long long wait = 1000;
+    pfd[0] = (struct pollfd){mgop_shared.stop_pipe[0], POLLIN, 0};
+    pfd[1] = (struct pollfd){mgop_shared.offer_pipe[0], POLLIN, 0};
+    for (int i = 0; i < 3; i++) {
+      at[i] = n;
+      cnt[i] = srvs[i] ? mgop_srv_pollfds(srvs[i], pfd + n, (int)(sizeof(pfd) / sizeof(pfd[0])) - n) : 0;
+      n += cnt[i];
+      long long due = srvs[i] ? mgop_srv_wake_ms(srvs[i], mgop_now_ms()) : wait;
+      if (due < wait) wait = due;
+    }
+    if (poll(pfd, (nfds_t)n, (int)(wait < 0 ? 0 : wait)) < 0 && errno != EINTR) {
+      MGOP_LOG(MGOP_ERROR, ("serving thread: poll failed: %s", strerror(errno)));
+      break;
+    }
+    if (pfd[0].revents) break; /* shutdown */
+    if (pfd[1].revents) {
+      char drain[16];
+      struct mgop_pki_pair pair;
+      int offered;
+      while (read(mgop_shared.offer_pipe[0], drain, sizeof(drain)) > 0) {}
+      pthread_mutex_lock(&mgop_shared.mu);
+      offered = mgop_shared.offered;
+      if (offered) pair = mgop_shared.offer;
+      mgop_shared.offered = 0;
+      pthread_mutex_unlock(&mgop_shared.mu);
+      if (offered) mgop_wh_serve(&pair);
+      mbedtls_platform_zeroize(&pair, sizeof(pair));
+    }
+    for (int i = 0; i < 3; i++)
+      if (srvs[i]) mgop_srv_step(srvs[i], pfd + at[i], cnt[i], mgop_now_ms());
+  }
+  return NULL;
+}
+
+/* The Lease thread: renew on time whatever the loop waits on; on
+ * shutdown hand the Lease back (a request the stop did not abort). */
+static void *mgop_lease_main(void *arg) {
+  (void)arg;
+  while (!mgop_stop_signal) {
+    long long due = mgop_lease_step();
+    struct pollfd p = {mgop_shared.stop_pipe[0], POLLIN, 0};
+    if (due < 0) {
+      MGOP_LOG(MGOP_ERROR, ("leader election: Lease %s/%s not renewed for %d ms; stopping all writes and exiting",
+                            mgop_lease.ns, mgop_lease.name, MGOP_LEASE_RENEW_DEADLINE_MS));
+      __atomic_store_n(&mgop_lease.lost, 1, __ATOMIC_RELEASE);
+      mgop_io_abort = 1; /* the loop's request in flight, if any, ends now */
+      if (write(mgop_shared.wake_pipe[1], "l", 1) < 0) { /* the loop also polls at least every second */ }
+      return NULL;
+    }
+    if (poll(&p, 1, (int)(due > 60000 ? 60000 : due)) > 0) break;
+  }
+  mgop_io_unabortable = 1;
+  mgop_lease_release();
+  return NULL;
+}
+
+static int mgop_pipe(int fds[2]) {
+  if (pipe(fds)) return -1;
+  for (int i = 0; i < 2; i++) {
+    fcntl(fds[i], F_SETFL, O_NONBLOCK);
+    fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+  }
+  return 0;
+}
+
+/* Starts the two threads with SIGTERM/SIGINT blocked, so signals reach
+ * the loop (whose poll() they interrupt). */
+static int mgop_threads_start(pthread_t *serve, pthread_t *lease, int *started) {
+  sigset_t block, old;
+  pthread_attr_t attr;
+  int rc = 0;
+  if (mgop_pipe(mgop_shared.stop_pipe) || mgop_pipe(mgop_shared.offer_pipe) || mgop_pipe(mgop_shared.wake_pipe))
+    return mgop_seterr(MGOP_ERR_IO, "pipe: %s", strerror(errno));
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  sigaddset(&block, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 1024 * 1024); /* admission resolves a whole cluster on it */
+  if (pthread_create(serve, &attr, mgop_serve_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the serving thread");
+  else started[0] = 1;
+  if (!rc && mgop_lease.enabled) {
+    if (pthread_create(lease, &attr, mgop_lease_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the Lease thread");
+    else started[1] = 1;
+  }
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}
 
 struct mgop_options {
   const char *kubeconfig;
@@ -3602,7 +3976,8 @@ int mgop_run(const struct mgop_options *opt); /* also called by tests */
 int mgop_run(const struct mgop_options *opt) {
   struct sigaction sa;
   char path[384];
-  int rc, exit_code = 0;
+  int rc, exit_code = 0, started[2] = {0, 0};
+  pthread_t serve_thread, lease_thread;
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = mgop_on_signal; /* no SA_RESTART: poll() must wake up */
   sigaction(SIGTERM, &sa, NULL);
@@ -3617,7 +3992,10 @@ int mgop_run(const struct mgop_options *opt) {
     MGOP_LOG(MGOP_ERROR, ("cannot set up the API client (%s): %s", mgop_cfg.source, mgop_errmsg()));
     return 2;
   }
+  mgop_api.may_write = mgop_may_write; /* only the leader's requests may write */
+  mgop_api.beat_ms = &mgop_shared.beat_ms;
   mgop_api_ptr = &mgop_api;
+  mgop_tcache_enabled = 1;
   mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
   MGOP_LOG(MGOP_INFO, ("multigres-op %s starting; API server %s://%s:%s (%s)", MGOP_VERSION, mgop_cfg.scheme,
                        mgop_cfg.host, mgop_cfg.port, mgop_cfg.source));
@@ -3643,6 +4021,11 @@ int mgop_run(const struct mgop_options *opt) {
       }
       for (int i = 0; i < 8; i++) snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
       snprintf(mgop_lease.identity, sizeof(mgop_lease.identity), "%s_%s", host[0] ? host : "multigres-op", hex);
+    }
+    mgop_lease.cfg = mgop_cfg; /* its own token reloads, its own connection */
+    if ((rc = mgop_kube_init(&mgop_lease.api, &mgop_lease.cfg))) {
+      MGOP_LOG(MGOP_ERROR, ("cannot set up the Lease's API client: %s", mgop_errmsg()));
+      return 2;
     }
     MGOP_LOG(MGOP_INFO, ("leader election: %s waits for Lease %s/%s", mgop_lease.identity, mgop_lease.ns,
                          mgop_lease.name));
@@ -3693,10 +4076,15 @@ int mgop_run(const struct mgop_options *opt) {
                          mgop_srv_port(&mgop_http_srv[i])));
   }
 
-  while (!mgop_stop_signal) {
-    struct pollfd pfd[K_COUNT + 2 * (MGOP_HTTP_CONNS + 1) + MGOP_WH_CONNS + 1];
-    struct mgop_srv *srvs[3] = {&mgop_http_srv[0], &mgop_http_srv[1], mgop_wh.enabled ? &mgop_wh.srv : NULL};
-    int owner[K_COUNT], n = 0, srv_at[3], srv_n[3];
+  if (mgop_threads_start(&serve_thread, &lease_thread, started)) {
+    MGOP_LOG(MGOP_ERROR, ("%s", mgop_errmsg()));
+    exit_code = 2;
+    mgop_stop_signal = SIGTERM;
+  }
+  mgop_publish();
+  while (!mgop_stopping()) {
+    struct pollfd pfd[K_COUNT + 1];
+    int owner[K_COUNT], n = 0;
     long long now = mgop_now_ms(), wait = 1000, due;
     struct mgop_work item;
     for (int i = 0; i < K_COUNT; i++) {
@@ -3714,14 +4102,9 @@ int mgop_run(const struct mgop_options *opt) {
         owner[n++] = i;
       }
     }
-    due = mgop_lease_step();
-    if (due < 0) {
-      MGOP_LOG(MGOP_ERROR, ("leader election: Lease %s/%s not renewed for %d ms; stopping all writes and exiting",
-                            mgop_lease.ns, mgop_lease.name, MGOP_LEASE_RENEW_DEADLINE_MS));
-      exit_code = 1;
-      break;
-    }
-    if (due < wait) wait = due;
+    if (__atomic_exchange_n(&mgop_lease.new_term, 0, __ATOMIC_ACQ_REL))
+      for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) /* every known cluster gets a turn under the new leader */
+        if (mgop_roots[i].used) mgop_enqueue(mgop_roots[i].ns, mgop_roots[i].name, 0);
     /* reconcile what is due, one root per turn so watches stay fresh; only
      * the leader takes work (the others keep watching, ready to take over) */
     if (mgop_may_write() && mgop_work_pop(mgop_now_ms(), &item) == MGOP_OK) {
@@ -3729,7 +4112,7 @@ int mgop_run(const struct mgop_options *opt) {
       int controller = strcmp(item.kind, "MultigresCluster") ? MGOP_C_TEMPLATE : MGOP_C_CLUSTER;
       rc = controller == MGOP_C_TEMPLATE ? mgop_template_sync(item.ns, item.name) : mgop_reconcile(item.ns, item.name);
       mgop_metrics_turn(controller, rc ? "error" : "success", (double)(mgop_now_ms() - t0) / 1000.0);
-      if (rc) {
+      if (rc && !mgop_stopping()) {
         int backoff = 1000 << (item.attempts < 5 ? item.attempts : 5);
         if (mgop_api.last_retry_after_s > 0 && mgop_api.last_retry_after_s * 1000 > backoff)
           backoff = mgop_api.last_retry_after_s * 1000;
@@ -3740,44 +4123,38 @@ int mgop_run(const struct mgop_options *opt) {
     }
     due = mgop_work_next_due(mgop_now_ms());
     if (due >= 0 && due < wait) wait = due;
-    {
-      int nw = n;
-      if (mgop_wh.enabled && mgop_now_ms() >= mgop_wh.next_check_ms) { /* certificates: hourly, or soon after a miss */
-        int crc = mgop_wh_certs();
-        if (crc) MGOP_LOG(MGOP_WARN, ("webhook certificates: %s; retrying in 5 s", mgop_errmsg()));
-        mgop_wh.next_check_ms = mgop_now_ms() + (crc ? 5000 : mgop_wh.check_ms);
-      }
-      if (mgop_wh.enabled && mgop_wh.next_check_ms - mgop_now_ms() < wait) wait = mgop_wh.next_check_ms - mgop_now_ms();
-      if (wait < 0) wait = 0;
-      for (int i = 0; i < 3; i++) {
-        srv_at[i] = n;
-        srv_n[i] = srvs[i] ? mgop_srv_pollfds(srvs[i], pfd + n, (int)(sizeof(pfd) / sizeof(pfd[0])) - n) : 0;
-        n += srv_n[i];
-        due = srvs[i] ? mgop_srv_wake_ms(srvs[i], mgop_now_ms()) : wait;
-        if (due < wait) wait = due;
-      }
-      if (poll(pfd, (nfds_t)n, (int)wait) < 0 && errno != EINTR) {
-        MGOP_LOG(MGOP_ERROR, ("poll failed: %s", strerror(errno)));
-        break;
-      }
-      for (int i = 0; i < 3; i++)
-        if (srvs[i]) mgop_srv_step(srvs[i], pfd + srv_at[i], srv_n[i], mgop_now_ms());
-      n = nw; /* the watches' own entries come first */
+    if (mgop_wh.enabled && mgop_now_ms() >= mgop_wh.next_check_ms) { /* certificates: hourly, or soon after a miss */
+      int crc = mgop_wh_certs();
+      if (crc) MGOP_LOG(MGOP_WARN, ("webhook certificates: %s; retrying in 5 s", mgop_errmsg()));
+      mgop_wh.next_check_ms = mgop_now_ms() + (crc ? 5000 : mgop_wh.check_ms);
+    }
+    if (mgop_wh.enabled && mgop_wh.next_check_ms - mgop_now_ms() < wait) wait = mgop_wh.next_check_ms - mgop_now_ms();
+    if (wait < 0) wait = 0;
+    pfd[n] = (struct pollfd){mgop_shared.wake_pipe[0], POLLIN, 0};
+    if (poll(pfd, (nfds_t)n + (mgop_shared.wake_pipe[0] >= 0), (int)wait) < 0 && errno != EINTR) {
+      MGOP_LOG(MGOP_ERROR, ("poll failed: %s", strerror(errno)));
+      break;
     }
     now = mgop_now_ms();
-    for (int p = 0; p < n; p++) {
+    for (int p = 0; p < n && !mgop_stopping(); p++) {
       struct mgop_watch *w = &mgop_watches[owner[p]];
       if (pfd[p].revents || mgop_watch_wake_ms(w, now) == 0) mgop_watch_step(w, now);
     }
+    mgop_publish();
   }
-  if (mgop_stop_signal) {
-    MGOP_LOG(MGOP_INFO, ("shutting down on signal %d", (int)mgop_stop_signal));
-    mgop_lease_release();
-  }
+  if (__atomic_load_n(&mgop_lease.lost, __ATOMIC_ACQUIRE)) exit_code = 1;
+  else if (mgop_stop_signal) MGOP_LOG(MGOP_INFO, ("shutting down on signal %d", (int)mgop_stop_signal));
+  /* the threads: the serving one stops at once, the Lease one after
+   * handing the Lease back (at most two 700 ms requests) */
+  if (mgop_shared.stop_pipe[1] >= 0 && write(mgop_shared.stop_pipe[1], "s", 1) < 0)
+    MGOP_LOG(MGOP_WARN, ("cannot signal the threads to stop: %s", strerror(errno)));
+  if (started[1]) pthread_join(lease_thread, NULL);
+  if (started[0]) pthread_join(serve_thread, NULL);
   mgop_arena_reset(&mgop_arena);
   for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);
   if (mgop_wh.enabled) mgop_srv_close(&mgop_wh.srv);
   for (int i = 0; i < K_COUNT; i++) mgop_watch_close(&mgop_watches[i]);
+  if (mgop_lease.enabled) mgop_kube_free(&mgop_lease.api);
   mgop_kube_free(&mgop_api);
   return exit_code;
 }

@@ -28,6 +28,13 @@
  * Nothing in this file calls malloc after start-up except libyaml (bounded by
  * the input size it is given) and, in sanitizer builds, the arena.
  *
+ * Threads: the mechanism keeps no shared mutable state except the mbedTLS
+ * heap and RNG (built with MBEDTLS_THREADING_C, so they lock). The last
+ * error, the log line and scratch buffers are per thread (_Thread_local);
+ * every other object (a kube client, a connection, a server, a watch)
+ * belongs to the one thread that made it. What the policy shares between
+ * its threads, and under which lock, is stated in multigres-op.c section 13.
+ *
  * Error convention: functions return int, 0 (MGOP_OK) or a negative
  * enum mgop_err. A human-readable reason, naming the field and the fix when
  * the user can cause it, is left in mgop_errmsg().
@@ -38,6 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <signal.h>
 
 #define JSMN_STATIC
 #define JSMN_STRICT
@@ -77,6 +85,7 @@
 #define MGOP_TOKEN_RELOAD_MS 60000       /* bound tokens rotate           */
 #define MGOP_REQUEST_TIMEOUT_MS 30000
 #define MGOP_CONNECT_TIMEOUT_MS 10000
+#define MGOP_IO_SLICE_MS 100             /* a blocked request notices shutdown */
 #define MGOP_BACKOFF_MIN_MS 200
 #define MGOP_BACKOFF_MAX_MS 30000
 #define MGOP_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -143,6 +152,11 @@ enum mgop_level { MGOP_DEBUG = -1, MGOP_INFO = 0, MGOP_WARN = 1, MGOP_ERROR = 2 
   } while (0)
 
 extern int mgop_log_level;   /* minimum level printed              */
+/* Set by a signal handler: every blocking wait of every client returns
+ * MGOP_ERR_TIMEOUT within MGOP_IO_SLICE_MS, except on a thread that set
+ * mgop_io_unabortable (the Lease release on the way out). */
+extern volatile sig_atomic_t mgop_io_abort;
+extern _Thread_local int mgop_io_unabortable;
 extern int mgop_log_json;    /* 1: JSON lines (zap json), 0: console */
 void mgop_log_prefix(int level, const char *file, int line);
 void mgop_log_message(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -386,6 +400,10 @@ struct mgop_kube {
   struct mgop_kube_stats stats;
   int last_retry_after_s;
   long long timeout_ms;       /* per request; 0: MGOP_REQUEST_TIMEOUT_MS */
+  int (*may_write)(void);     /* when set and false, writes are refused
+                                 before they leave (leader election)     */
+  long long *beat_ms;         /* when set: stamped before every attempt,
+                                 so a watchdog sees a waiting caller live */
 };
 int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg);
 void mgop_kube_free(struct mgop_kube *k);
@@ -748,7 +766,9 @@ void mgop_srv_close(struct mgop_srv *s);
  * ==================================================================== */
 int mgop_log_level = MGOP_INFO;
 int mgop_log_json = 1;
-static char mgop_errbuf[512];
+/* Per thread: the loop, the serving thread and the Lease thread each keep
+ * their own last error and log line (see "Threads" in section 2.1). */
+static _Thread_local char mgop_errbuf[512];
 
 static const char *mgop_level_name(int level) {
   switch (level) {
@@ -859,8 +879,8 @@ const char *mgop_buf_cstr(struct mgop_buf *b) {
 }
 
 /* --- logging: zap-compatible JSON lines or console lines ------------- */
-static char mgop_logline[8192];
-static size_t mgop_loglen;
+static _Thread_local char mgop_logline[8192];
+static _Thread_local size_t mgop_loglen;
 
 static void mgop_log_emit(void) {
   if (mgop_loglen >= sizeof(mgop_logline) - 2) mgop_loglen = sizeof(mgop_logline) - 2;
@@ -919,8 +939,8 @@ static void mgop_log_msg_and_fields(const char *msg, const char *fields) {
   mgop_log_emit();
 }
 
-static char mgop_log_caller[96];
-static int mgop_log_pending_level;
+static _Thread_local char mgop_log_caller[96];
+static _Thread_local int mgop_log_pending_level;
 
 void mgop_log_prefix(int level, const char *file, int line) {
   const char *base = strrchr(file, '/');
@@ -2046,17 +2066,22 @@ static int mgop_fd_recv(void *ctx, unsigned char *buf, size_t n) {
   return (int)r;
 }
 
-/* Waits for fd to become readable/writable; 0 on ready, MGOP_ERR_TIMEOUT. */
+volatile sig_atomic_t mgop_io_abort;
+_Thread_local int mgop_io_unabortable;
+
+/* Waits for fd to become readable/writable; 0 on ready, MGOP_ERR_TIMEOUT.
+ * Waits in slices of MGOP_IO_SLICE_MS so a shutdown (mgop_io_abort) ends
+ * a blocked request at once, whichever thread the signal reached. */
 static int mgop_wait_fd(int fd, short events, long long deadline) {
   for (;;) {
     struct pollfd p = {fd, events, 0};
     long long left = deadline - mgop_now_ms();
     int r;
+    if (mgop_io_abort && !mgop_io_unabortable) return MGOP_ERR_TIMEOUT;
     if (left <= 0) return MGOP_ERR_TIMEOUT;
-    r = poll(&p, 1, (int)(left > 1000000 ? 1000000 : left));
+    r = poll(&p, 1, (int)(left > MGOP_IO_SLICE_MS ? MGOP_IO_SLICE_MS : left));
     if (r > 0) return MGOP_OK;
-    if (r == 0) return MGOP_ERR_TIMEOUT;
-    if (errno != EINTR) return MGOP_ERR_IO;
+    if (r < 0 && errno != EINTR) return MGOP_ERR_IO;
   }
 }
 
@@ -2511,6 +2536,8 @@ int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg) {
   k->cfg = cfg;
   k->last_retry_after_s = -1;
   k->timeout_ms = 0;
+  k->may_write = NULL;
+  k->beat_ms = NULL;
   mgop_conn_init(&k->conn);
   if (!strcmp(cfg->scheme, "https")) return mgop_tls_client_init(&k->tls, cfg);
   memset(&k->tls, 0, sizeof(k->tls));
@@ -2584,8 +2611,12 @@ int mgop_kube_request(struct mgop_kube *k, const char *method, const char *path,
   int rc, retryable, attempt;
   int is_write = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
   *status = 0;
+  if (is_write && k->may_write && !k->may_write())
+    return mgop_seterr(MGOP_ERR_AUTH, "%s %s: not sent: this replica does not hold the Lease", method, path);
   mgop_kubecfg_reload_token(k->cfg, mgop_now_ms(), 0);
   for (attempt = 0; attempt < 3; attempt++) {
+    if (mgop_io_abort && !mgop_io_unabortable) return mgop_seterr(MGOP_ERR_TIMEOUT, "%s %s: shutting down", method, path);
+    if (k->beat_ms) __atomic_store_n(k->beat_ms, mgop_now_ms(), __ATOMIC_RELAXED);
     k->stats.requests++;
     if (is_write) k->stats.writes++;
     rc = mgop_kube_once(k, method, path, content_type, body, body_len, out, status, &retryable);
@@ -2651,7 +2682,7 @@ int mgop_kube_list(struct mgop_kube *k, const char *path, mgop_item_fn fn, void 
 }
 
 void mgop_kube_status_message(const char *body, size_t n, char *out, size_t cap) {
-  static jsmntok_t tok[512];
+  static _Thread_local jsmntok_t tok[512];
   struct mgop_json j;
   if (cap == 0) return;
   out[0] = 0;
@@ -3149,7 +3180,7 @@ static int mgop_pki_timestr(long long t, char *out, size_t cap) {
 }
 
 /* mbedTLS parses PEM only NUL-terminated with the NUL counted; DER as is. */
-static char mgop_pki_tmp[MGOP_PEM_MAX + 1];
+static _Thread_local char mgop_pki_tmp[MGOP_PEM_MAX + 1];
 static const unsigned char *mgop_pki_text(const char *s, size_t *len) {
   if (*len > 0 && (s[*len - 1] == 0 || (unsigned char)s[0] == 0x30)) return (const unsigned char *)s;
   if (*len >= sizeof(mgop_pki_tmp)) return NULL;

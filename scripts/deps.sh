@@ -378,7 +378,7 @@ verify_prefix() {  # verify_prefix TOOLCHAIN CC STAGE FINAL_PREFIX
 #include <mbedtls/memory_buffer_alloc.h>
 #include <yaml.h>
 #include <jsmn.h>
-#if !defined(MBEDTLS_MEMORY_BUFFER_ALLOC_C) || defined(MBEDTLS_THREADING_C)
+#if !defined(MBEDTLS_MEMORY_BUFFER_ALLOC_C) || !defined(MBEDTLS_THREADING_C) || !defined(MBEDTLS_THREADING_PTHREAD)
 #error "not multigres-op's mbedTLS configuration"
 #endif
 static unsigned char heap[32 * 1024];
@@ -401,7 +401,7 @@ EOF
   "$cc" "${static[@]}" -O2 -Wall -Wextra -Werror -isystem "$st/include" \
       '-DMBEDTLS_CONFIG_FILE="mbedtls/mgop_config.h"' -Wl,--gc-sections \
       -o "$d/smoke" "$d/smoke.c" \
-      "$st/lib/libmbedtls.a" "$st/lib/libmbedx509.a" "$st/lib/libmbedcrypto.a" "$st/lib/libyaml.a" >&2 \
+      "$st/lib/libmbedtls.a" "$st/lib/libmbedx509.a" "$st/lib/libmbedcrypto.a" "$st/lib/libyaml.a" -pthread >&2 \
     || die "$tc smoke link failed"
   out=$("$d/smoke") || die "$tc smoke binary failed"
   [ "$out" = "smoke mbedtls $MBEDTLS_VERSION yaml $YAML_VERSION" ] || die "$tc smoke binary printed '$out'"

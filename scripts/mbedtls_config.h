@@ -2217,7 +2217,7 @@
  *
  * Uncomment this to enable pthread mutexes.
  */
-//#define MBEDTLS_THREADING_PTHREAD
+#define MBEDTLS_THREADING_PTHREAD /* multigres-op: the loop, serving and Lease threads share the heap and RNG */
 
 /**
  * \def MBEDTLS_USE_PSA_CRYPTO
@@ -3570,7 +3570,7 @@
  *
  * Enable this layer to allow use of mutexes within mbed TLS
  */
-//#define MBEDTLS_THREADING_C
+#define MBEDTLS_THREADING_C
 
 /**
  * \def MBEDTLS_TIMING_C
