@@ -1585,6 +1585,183 @@ static void test_admission(void) {
 }
 
 /* ======================================================================
+ * 8c. admission from the template cache (the serving thread's view)
+ * ==================================================================== */
+static void t_admit(const char *body, char *out, size_t cap) {
+  struct mgop_http_req req;
+  struct mgop_srv_resp resp;
+  memset(&req, 0, sizeof(req));
+  memset(&resp, 0, sizeof(resp));
+  snprintf(req.method, sizeof(req.method), "POST");
+  snprintf(req.path, sizeof(req.path), "/validate");
+  mgop_buf_init(&resp.body, out, cap - 1);
+  mgop_serve_webhook(NULL, &req, body, strlen(body), &resp);
+  mgop_buf_cstr(&resp.body);
+}
+
+static int t_tcache_put(const char *ns, const char *name, const char *json) {
+  static jsmntok_t tok[4096];
+  struct mgop_json j;
+  if (mgop_json_parse(&j, json, strlen(json), tok, 4096)) return -1;
+  mgop_tcache_put(mgop_fp_key("CellTemplate", ns, name), &j, 0);
+  return 0;
+}
+
+static void t_tcache_clear(void) {
+  memset(mgop_tcache.rows, 0, sizeof(mgop_tcache.rows));
+  mgop_tcache.used = 0;
+  mgop_tcache.synced = mgop_tcache.incomplete = 0;
+  mgop_tcache.refused = 0;
+}
+
+static void test_admission_cache(void) {
+  static const char review[] =
+      "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"c1\","
+      "\"kind\":{\"group\":\"multigres.com\",\"version\":\"v1alpha1\",\"kind\":\"MultigresCluster\"},"
+      "\"operation\":\"CREATE\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"alice\"},\"object\":{\"metadata\":"
+      "{\"name\":\"c\"},\"spec\":{\"templateDefaults\":{\"cellTemplate\":\"fast\"},\"cells\":[{\"name\":\"a\","
+      "\"zone\":\"z\"}]}}}}";
+  static char out[64 * 1024], big[24 * 1024], obj[32 * 1024];
+  int saved = mgop_tcache_enabled;
+  mgop_tcache_enabled = 1;
+  t_tcache_clear();
+
+  /* not listed yet: a miss proves nothing, so the cluster is admitted, saying why */
+  t_admit(review, out, sizeof(out));
+  CHECK(strstr(out, "\"allowed\":true") != NULL);
+  CHECK(strstr(out, "is not in the template cache, which is not complete") != NULL);
+
+  /* listed: the miss is real, the cluster is refused as the reconciler would stall it */
+  mgop_tcache.synced = 1;
+  t_admit(review, out, sizeof(out));
+  CHECK(strstr(out, "\"allowed\":false") != NULL);
+  CHECK(strstr(out, "TemplateNotFound") != NULL);
+
+  /* the template arrives on the watch: admitted, with neither status nor managedFields kept */
+  memset(big, 'm', sizeof(big) - 1);
+  big[sizeof(big) - 1] = 0;
+  snprintf(obj, sizeof(obj), "{\"metadata\":{\"name\":\"fast\",\"namespace\":\"ns\",\"generation\":3,"
+           "\"managedFields\":[{\"manager\":\"%s\"}]},\"spec\":{\"multigateway\":{\"replicas\":2}},"
+           "\"status\":{\"consumers\":[\"x\"]}}", big);
+  CHECK(t_tcache_put("ns", "fast", obj) == 0);
+  t_admit(review, out, sizeof(out));
+  CHECK(strstr(out, "\"allowed\":true") != NULL);
+  CHECK(strstr(out, "warnings") == NULL);
+  CHECK(mgop_tcache.used < 200); /* metadata and spec only */
+  CHECK(memmem(mgop_tcache.text, mgop_tcache.used, "managedFields", 13) == NULL);
+
+  /* churn far past the cache's size: compaction keeps the newest text of each */
+  for (int round = 0; round < 400; round++) {
+    char name[32];
+    int n = 1000 + (int)(t_rand() % 20000);
+    snprintf(name, sizeof(name), "t%d", round % 40);
+    snprintf(obj, sizeof(obj), "{\"metadata\":{\"name\":\"%s\",\"namespace\":\"ns\"},\"spec\":{\"round\":%d,"
+             "\"pad\":\"%.*s\"}}", name, round, n, big);
+    CHECK(t_tcache_put("ns", name, obj) == 0);
+  }
+  for (int i = 0; i < 40; i++) {
+    struct mgop_rctx r;
+    struct mgop_json j;
+    char name[32];
+    long long round = -1;
+    memset(&r, 0, sizeof(r));
+    r.ns = "ns";
+    r.arena = &mgop_admit_arena;
+    mgop_arena_reset(&mgop_admit_arena);
+    snprintf(name, sizeof(name), "t%d", i);
+    CHECK(mgop_tcache_get(&r, K_CELLT, name, &j) == MGOP_OK);
+    mgop_json_i64(&j, mgop_json_path(&j, 0, "spec.round"), &round);
+    CHECK(round == 360 + i);
+  }
+  CHECK(mgop_tcache.used <= sizeof(mgop_tcache.text));
+
+  /* more templates than rows: from then on a miss is "cannot tell", never "not found" */
+  for (int i = 0; i < MGOP_TEMPLATE_SLOTS + 10; i++) {
+    char name[32];
+    snprintf(name, sizeof(name), "many%d", i);
+    snprintf(obj, sizeof(obj), "{\"metadata\":{\"name\":\"%s\",\"namespace\":\"ns\"},\"spec\":{}}", name);
+    t_tcache_put("ns", name, obj);
+  }
+  CHECK(mgop_tcache.incomplete == 1);
+  {
+    struct mgop_rctx r;
+    struct mgop_json j;
+    memset(&r, 0, sizeof(r));
+    r.ns = "ns";
+    r.arena = &mgop_admit_arena;
+    CHECK(mgop_tcache_get(&r, K_CELLT, "never-seen", &j) == MGOP_ERR_AGAIN);
+  }
+  t_tcache_clear();
+  mgop_arena_reset(&mgop_admit_arena);
+  mgop_tcache_enabled = saved;
+}
+
+/* A blocked request ends within a slice once shutdown begins (any thread),
+ * and a write is refused before it leaves when the Lease is not held. */
+static int t_never(void) { return 0; }
+static void test_abort_and_write_gate(void) {
+  int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  struct sockaddr_in a;
+  socklen_t al = sizeof(a);
+  struct mgop_kubecfg *cfg = calloc(1, sizeof(*cfg));
+  struct mgop_kube *k = calloc(1, sizeof(*k));
+  char port[8];
+  int status = 0, rc;
+  long long t0;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  CHECK(bind(lfd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(lfd, 4) == 0);
+  getsockname(lfd, (struct sockaddr *)&a, &al);
+  snprintf(port, sizeof(port), "%d", ntohs(a.sin_port));
+  snprintf(cfg->scheme, sizeof(cfg->scheme), "http");
+  snprintf(cfg->host, sizeof(cfg->host), "127.0.0.1");
+  snprintf(cfg->port, sizeof(cfg->port), "%s", port);
+  CHECK(mgop_kube_init(k, cfg) == MGOP_OK);
+
+  /* the write gate: nothing is sent (the listener never sees a connection) */
+  k->may_write = t_never;
+  rc = mgop_kube_request(k, "PATCH", "/x", "application/json", "{}", 2, NULL, &status);
+  CHECK(rc == MGOP_ERR_AUTH && strstr(mgop_errmsg(), "does not hold the Lease") != NULL);
+  CHECK(k->stats.requests == 0);
+  k->may_write = NULL;
+
+  /* a GET to a server that accepts and never answers: blocked until aborted */
+  mgop_io_abort = 1;
+  t0 = mgop_now_ms();
+  rc = mgop_kube_request(k, "GET", "/slow", NULL, NULL, 0, NULL, &status);
+  CHECK(rc == MGOP_ERR_TIMEOUT && mgop_now_ms() - t0 < 50); /* refused before it starts */
+  mgop_io_abort = 0;
+  {
+    pid_t child = fork();
+    if (child == 0) { /* abort 300 ms into the wait, as a signal handler would */
+      usleep(300 * 1000);
+      kill(getppid(), SIGUSR1);
+      _exit(0);
+    }
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = mgop_on_signal;
+    sigaction(SIGUSR1, &sa, &old);
+    k->timeout_ms = 10000;
+    t0 = mgop_now_ms();
+    rc = mgop_kube_request(k, "GET", "/slow", NULL, NULL, 0, NULL, &status);
+    long long took = mgop_now_ms() - t0;
+    CHECK(rc == MGOP_ERR_TIMEOUT);
+    CHECK(took >= 250 && took < 300 + 3 * MGOP_IO_SLICE_MS);
+    waitpid(child, NULL, 0);
+    sigaction(SIGUSR1, &old, NULL);
+  }
+  mgop_io_abort = 0;
+  mgop_stop_signal = 0;
+  mgop_kube_free(k);
+  free(k);
+  free(cfg);
+  close(lfd);
+}
+
+/* ======================================================================
  * 9. Runner
  * ==================================================================== */
 /* section 10 (after main): PKI, request parser, HTTP(S) server */
@@ -1611,6 +1788,8 @@ static const struct t_case t_cases[] = {
     {"resolver_chain", test_resolver_chain},
     {"resolver_errors", test_resolver_errors},
     {"admission", test_admission},
+    {"admission_cache", test_admission_cache},
+    {"abort_and_write_gate", test_abort_and_write_gate},
     {"relist_sweeps", test_relist_sweeps},
     {"fnv", test_fnv},
     {"kubeconfig_inline_certs", test_kubeconfig_inline_certs},
