@@ -13,8 +13,9 @@
  *   9. Events              watch events -> fingerprints, template uses, the work set
  *  10. Leader election     a coordination.k8s.io Lease; only the leader writes
  *  11. Admission webhook   POST /validate, its certificates and CA bundle
- *  12. Metrics             /metrics, /healthz, /readyz
- *  13. The loop            one poll()-driven loop over watches, servers and the work set
+ *  12. Metrics             /metrics, /healthz, /readyz (on the serving thread)
+ *  13. The loop            threads and what they share; the loop over watches and work;
+ *                          the serving thread; the Lease thread
  *  14. render              the same builders, offline, for pull-request review
  *  15. Flags and main      (main behind MGOP_NO_MAIN so tests can include this file)
  */

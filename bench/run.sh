@@ -10,6 +10,12 @@
 #   reconcile_p50_ms, reconcile_p99_ms  from the reconcile latency histogram
 #   render_ms             `multigres-op render` of the sample, offline
 #   binary_bytes          the static binary (make static), the one measured
+#   webhook_p50_ms/p99_ms, healthz_p50_ms/p99_ms   the serving path
+#                         (bench/serving_latency.py, 50 reviews/s over one
+#                         keep-alive TLS connection, each followed by a
+#                         /healthz), with the loop idle, then while it
+#                         applies LOAD_CLUSTERS (100) more clusters
+#                         (suffix _idle and _busy)
 # Timings vary with the machine; compare runs made on the same one.
 set -euo pipefail
 N=${1:-${BENCH_CLUSTERS:-10}}
@@ -28,7 +34,10 @@ kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 ns=bench
 new_namespace $ns
-start_operator bench --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --metrics-bind-address 127.0.0.1:0
+start_operator bench --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --metrics-bind-address 127.0.0.1:0 \
+  --health-probe-bind-address 127.0.0.1:0 --webhook-enable --webhook-bind-address 127.0.0.1:0 \
+  --webhook-service-namespace $ns --webhook-configuration-name bench-none --webhook-extra-sans 127.0.0.1 \
+  --webhook-owner-deployment=
 trap 'stop_operator bench; "$CP" down >&2' EXIT
 wait_log bench '(port ' >/dev/null
 port=$(grep -o 'serving /metrics on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
@@ -68,3 +77,27 @@ echo "bench reconcile_p50_ms $(quantile 0.5) ms"
 echo "bench reconcile_p99_ms $(quantile 0.99) ms"
 echo "bench render_ms $(( (re - rs) / 1000000 )) ms"
 echo "bench binary_bytes $(stat -c %s "$ROOT/build/static/multigres-op" 2>/dev/null || echo 0) bytes"
+
+# The serving path, idle and while the loop is busy applying more clusters.
+LOAD=${LOAD_CLUSTERS:-100}
+wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
+wport=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
+pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
+serving() { python3 "$ROOT/bench/serving_latency.py" "$wport" "$pport" $ns "$1" 50; }
+read -r wi50 wi99 hi50 hi99 ni ei < <(serving 15)
+applied0=$(count_log bench '"msg":"applied"')
+for i in $(seq 1 "$LOAD"); do cluster_manifest $ns w$i; echo ---; done | kubectl apply -f - >/dev/null &
+loader=$!
+read -r wb50 wb99 hb50 hb99 nb eb < <(serving 20)
+wait $loader
+applied=$(( $(count_log bench '"msg":"applied"') - applied0 ))
+for phase in idle busy; do
+  if [ $phase = idle ]; then set -- "$wi50" "$wi99" "$hi50" "$hi99" "$ni" "$ei"; else set -- "$wb50" "$wb99" "$hb50" "$hb99" "$nb" "$eb"; fi
+  echo "bench webhook_p50_ms_$phase $1 ms"
+  echo "bench webhook_p99_ms_$phase $2 ms"
+  echo "bench healthz_p50_ms_$phase $3 ms"
+  echo "bench healthz_p99_ms_$phase $4 ms"
+  echo "bench serving_requests_$phase $5 count"
+  echo "bench serving_errors_$phase $6 count"
+done
+echo "bench objects_applied_while_busy $applied count"
