@@ -152,6 +152,7 @@ struct mgop_rctx {
   /* counters for status and metrics */
   int applied, skipped, failed;
   char last_error[512];
+  int root_ready;             /* the status this turn wrote says Ready */
 };
 
 static struct mgop_kube *mgop_api_ptr; /* live mode API client            */
@@ -2324,6 +2325,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   rs.r = r;
   root_ready = ok && !stalled && topo_ready && admin_ready && r->ncells > 0 && ready_cells == r->ncells &&
                r->nshard_names > 0 && ready_shards == r->nshard_names;
+  r->root_ready = root_ready;
   if (stalled) snprintf(msg, sizeof(msg), "%.590s", r->stalled_msg);
   else if (!ok) snprintf(msg, sizeof(msg), "reconcile failed, retrying: %.400s", r->last_error);
   else snprintf(msg, sizeof(msg), "topology %s, multiadmin %s, %d/%d cells ready, %d/%d shards ready",
@@ -2352,6 +2354,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
 }
 
 static void mgop_note_uses(const char *ns, const char *name, const struct mgop_rctx *r, int complete);
+
+#define MGOP_PROGRESS_RECHECK_MS 30000
 
 /* One turn for one root: GET, resolve, apply, status. */
 static int mgop_reconcile(const char *ns, const char *name) {
@@ -2396,7 +2400,11 @@ static int mgop_reconcile(const char *ns, const char *name) {
              ns, name, r.applied, r.skipped, r.failed, r.stalled_reason[0] ? ",\"stalled\":true" : "");
     mgop_log_fields(r.applied || r.failed ? MGOP_INFO : MGOP_DEBUG, "reconcile", "reconciled", f);
   }
-  /* a Stalled cluster waits for a change; other errors retry with backoff */
+  /* a Stalled cluster waits for a change; other errors retry with backoff;
+   * one still converging looks again after MGOP_PROGRESS_RECHECK_MS even if
+   * no watch event wakes it (a safety net: events normally do, and a
+   * converged cluster costs nothing while idle) */
+  if (!rc && !r.stalled_reason[0] && !r.root_ready) mgop_enqueue(ns, name, MGOP_PROGRESS_RECHECK_MS);
   return r.stalled_reason[0] ? MGOP_OK : rc;
 }
 
