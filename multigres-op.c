@@ -2354,6 +2354,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
 }
 
 static void mgop_note_uses(const char *ns, const char *name, const struct mgop_rctx *r, int complete);
+static void mgop_enqueue(const char *ns, const char *name, long long delay_ms);
 
 #define MGOP_PROGRESS_RECHECK_MS 30000
 
