@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # A restarted operator with 300 clusters present is synced (/readyz 200) and
-# idle again (no writes, nothing queued) within bounds measured here; the
+# idle again (no write for QUIET_S) within bounds measured here; the
 # figures are printed. Before LISTs were parsed item by item, a page of 100
 # objects held more tokens than one parse may have, and a restarted operator
-# never synced at ~150 clusters. Not every cluster becomes Ready (the kwok
-# nodes fit ~40 clusters' pods): what is measured is the operator's own sync.
+# never synced at ~150 clusters. What is measured is the operator's own
+# sync, so the controller manager is paused (SIGSTOP) for the test: it would
+# spend the machine's two cores on 3000 pods the kwok nodes could not run
+# anyway (they fit ~40 clusters' pods), and the workloads' status does not
+# matter here.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ns=it-r300
 N=${MGOP_IT_CLUSTERS:-300}
 SYNC_BOUND_S=${MGOP_IT_SYNC_BOUND_S:-30}  # measured: see the commit message
 IDLE_BOUND_S=${MGOP_IT_IDLE_BOUND_S:-150}
-QUIET_S=10                                # idle: no write and an empty work set this long
+QUIET_S=10                                # idle: no write this long
 new_namespace $ns
+kcm=$(cat "${MGOP_CP_DIR:-/tmp/multigres-op-cp}/pids/kube-controller-manager.pid")
+kill -STOP "$kcm"
 
 op_start() { # NAME: the operator, /metrics and probes on free ports ($mport, $pport)
   start_operator "$1" --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns \
@@ -30,27 +35,28 @@ metric() { # NAME{labels}: its value, or empty
 writes() { metric 'multigres_operator_api_requests_total{kind="write"}'; }
 readyz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pport/readyz" || true; }
 
-# wait_idle SECONDS: until the write counter has not moved and the work set
-# has been empty for QUIET_S; sets $idle_at (epoch, the last write seen).
+# wait_idle SECONDS: until the write counter has not moved for QUIET_S (the
+# work set may hold rechecks of clusters that are not Ready: they write
+# nothing); sets $idle_at (epoch, the last write seen).
 wait_idle() {
-  local deadline=$(($(date +%s) + $1)) last w d
+  local deadline=$(($(date +%s) + $1)) last w
   last=$(writes) idle_at=$(date +%s)
   while [ "$(date +%s)" -lt "$deadline" ]; do
     sleep 1
-    w=$(writes) d=$(metric 'workqueue_depth{name="multigres"}')
-    if [ "$w" != "$last" ] || [ "${d:-1}" != 0 ]; then last=$w idle_at=$(date +%s); continue; fi
+    w=$(writes)
+    if [ "$w" != "$last" ]; then last=$w idle_at=$(date +%s); continue; fi
     [ $(($(date +%s) - idle_at)) -ge $QUIET_S ] && return 0
   done
   return 1
 }
 
 op_start r300a
-trap 'stop_operator r300a; stop_operator r300b' EXIT
+trap 'kill -CONT "$kcm"; stop_operator r300a; stop_operator r300b' EXIT
 manifest="$IT_LOGS/r300.yaml"
 for i in $(seq 1 "$N"); do cluster_manifest $ns r$i; echo ---; done >"$manifest"
 t0=$(date +%s)
 kubectl apply -f "$manifest" >/dev/null || fail "applying $N clusters failed"
-wait_idle 300 || fail "the first operator never went idle with $N clusters"
+wait_idle 900 || fail "the first operator never went idle with $N clusters"
 note "first operator: $N clusters applied and idle after $((idle_at - t0))s, $(writes) writes"
 fps=$(metric multigres_operator_fingerprints)
 [ "${fps:-0}" -gt $((N * 10)) ] || fail "only ${fps:-0} objects tracked for $N clusters"
@@ -81,4 +87,5 @@ sleep 5
 a=$(writes_by_operator "$since" 2>/dev/null)
 [ "$a" = 0 ] || fail "$a writes in the audit log while the operator's counter said idle"
 operator_alive r300b || fail "operator exited"
+kill -CONT "$kcm"
 kubectl delete namespace $ns --wait=false >/dev/null
