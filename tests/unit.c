@@ -1724,6 +1724,132 @@ static void test_relist_sweeps(void) {
 }
 
 /* ======================================================================
+ * 8c. why a cluster does not converge: unschedulable pods and node zones
+ * ==================================================================== */
+#define T_POD(name, owner_kind, owner, sched, reason)                                                        \
+  "{\"metadata\":{\"namespace\":\"us\",\"name\":\"" name "\",\"labels\":{\"multigres.com/cluster\":\"c\"},"  \
+  "\"ownerReferences\":[{\"kind\":\"" owner_kind "\",\"name\":\"" owner "\",\"controller\":true}]},"          \
+  "\"status\":{\"phase\":\"Pending\",\"conditions\":[{\"type\":\"PodScheduled\",\"status\":\"" sched "\","   \
+  "\"reason\":\"Unschedulable\",\"message\":\"" reason "\"}]}}"
+#define T_NODE(name, zone, region)                                                                           \
+  "{\"metadata\":{\"name\":\"" name "\",\"labels\":{\"topology.kubernetes.io/zone\":\"" zone "\","           \
+  "\"topology.kubernetes.io/region\":\"" region "\"}}}"
+#define T_NOMATCH "0/4 nodes are available: 4 node(s) didn't match Pod's node affinity/selector."
+
+static void t_drain_work(void) {
+  while (mgop_work_depth() > 0) {
+    struct mgop_work item;
+    if (mgop_work_pop(LLONG_MAX, &item)) break;
+  }
+}
+
+static void test_unschedulable_pods(void) {
+  char why[320] = "", msg[600], w[320];
+  int saved = mgop_log_level;
+  mgop_log_level = MGOP_ERROR;
+  t_drain_work();
+  t_event(K_POD, "LIST_BEGIN", NULL);
+  t_event(K_POD, "SYNC", T_POD("c-pool-0", "StatefulSet", "c-pool", "False", T_NOMATCH));
+  t_event(K_POD, "SYNC", T_POD("c-gw-5d4f9-x2x", "ReplicaSet", "c-gw-5d4f9", "False", "pod has unbound immediate PersistentVolumeClaims"));
+  t_event(K_POD, "SYNC", T_POD("c-admin-77-abc", "ReplicaSet", "c-admin-77", "True", ""));
+  t_event(K_POD, "LIST_END", NULL);
+  CHECK(mgop_work_depth() == 1); /* cluster c woke (once: the set coalesces) */
+  CHECK(mgop_unsched_why("StatefulSet", "us", "c-pool", w, sizeof(w)) == 1);
+  CHECK_STR(w, "pod c-pool-0 cannot be scheduled: Unschedulable: " T_NOMATCH);
+  CHECK(mgop_unsched_why("Deployment", "us", "c-gw", w, sizeof(w)) == 1 && strstr(w, "unbound immediate"));
+  CHECK(mgop_unsched_why("Deployment", "us", "c-admin", w, sizeof(w)) == 0);
+  /* status: a not-ready workload's message names the reason; the first goes to the cluster's */
+  snprintf(msg, sizeof(msg), "0/3 pool pods ready");
+  mgop_status_why("StatefulSet", "us", "c-pool", 0, msg, sizeof(msg), why, sizeof(why));
+  CHECK_STR(msg, "0/3 pool pods ready; pod c-pool-0 cannot be scheduled: Unschedulable: " T_NOMATCH);
+  mgop_status_why("Deployment", "us", "c-gw", 0, msg, sizeof(msg), why, sizeof(why));
+  CHECK(strstr(why, "c-pool-0") && !strstr(why, "c-gw"));
+  snprintf(msg, sizeof(msg), "1/1 ready");
+  mgop_status_why("Deployment", "us", "c-gw", 1, msg, sizeof(msg), why, sizeof(why)); /* ready: nothing said */
+  CHECK_STR(msg, "1/1 ready");
+  /* an unchanged event wakes nobody; the pod schedules: the row goes and the cluster wakes */
+  t_drain_work();
+  t_event(K_POD, "MODIFIED", T_POD("c-pool-0", "StatefulSet", "c-pool", "False", T_NOMATCH));
+  CHECK(mgop_work_depth() == 0);
+  t_event(K_POD, "MODIFIED", T_POD("c-pool-0", "StatefulSet", "c-pool", "True", ""));
+  CHECK(mgop_unsched_why("StatefulSet", "us", "c-pool", w, sizeof(w)) == 0 && mgop_work_depth() == 1);
+  t_event(K_POD, "DELETED", T_POD("c-gw-5d4f9-x2x", "ReplicaSet", "c-gw-5d4f9", "False", "x"));
+  CHECK(mgop_unsched_why("Deployment", "us", "c-gw", w, sizeof(w)) == 0);
+  /* a relist that no longer shows a pod forgets it */
+  t_event(K_POD, "ADDED", T_POD("c-pool-1", "StatefulSet", "c-pool", "False", T_NOMATCH));
+  CHECK(mgop_unsched_why("StatefulSet", "us", "c-pool", w, sizeof(w)) == 1);
+  t_event(K_POD, "LIST_BEGIN", NULL);
+  t_event(K_POD, "LIST_END", NULL);
+  CHECK(mgop_unsched_why("StatefulSet", "us", "c-pool", w, sizeof(w)) == 0);
+  /* the table is bounded: past MGOP_UNSCHED_SLOTS pods, rows are refused and counted (and logged) */
+  mgop_log_level = MGOP_ERROR + 1;
+  for (int i = 0; i <= MGOP_UNSCHED_SLOTS; i++) {
+    char pod[600];
+    snprintf(pod, sizeof(pod), T_POD("p-%d", "StatefulSet", "big", "False", "x"), i);
+    t_event(K_POD, "ADDED", pod);
+  }
+  CHECK(mgop_unsched_dropped == 1);
+  memset(mgop_unsched, 0, sizeof(mgop_unsched));
+  mgop_unsched_dropped = 0;
+  t_drain_work();
+  mgop_log_level = saved;
+}
+
+static void test_cell_zone_warnings(void) {
+  static jsmntok_t tok[128];
+  struct mgop_json j;
+  char out[300] = "";
+  const char spec[] = "{\"cells\":[{\"name\":\"a\",\"zone\":\"us-east-1a\"},{\"name\":\"b\",\"zone\":\"mars-1a\"},"
+                      "{\"name\":\"c\",\"region\":\"mars\"},{\"name\":\"d\",\"region\":\"us-east-1\"}]}";
+  int saved = mgop_log_level;
+  mgop_log_level = MGOP_ERROR;
+  CHECK(mgop_json_parse(&j, spec, sizeof(spec) - 1, tok, 128) == 0);
+  mgop_cell_zone_warnings(&j, 0, out, sizeof(out)); /* no node list yet: no guess */
+  CHECK_STR(out, "");
+  t_event(K_NODE, "LIST_BEGIN", NULL);
+  t_event(K_NODE, "SYNC", T_NODE("n1", "us-east-1a", "us-east-1"));
+  t_event(K_NODE, "SYNC", T_NODE("n2", "us-east-1b", "us-east-1"));
+  t_event(K_NODE, "LIST_END", NULL);
+  mgop_cell_zone_warnings(&j, 0, out, sizeof(out));
+  CHECK(strstr(out, "spec.cells[1].zone \"mars-1a\" matches no node's topology.kubernetes.io/zone label") != NULL);
+  CHECK(strstr(out, "spec.cells[2].region \"mars\" matches no node's topology.kubernetes.io/region label") != NULL);
+  CHECK(!strstr(out, "cells[0]") && !strstr(out, "cells[3]"));
+  /* the node goes: its zone no longer counts */
+  t_event(K_NODE, "DELETED", T_NODE("n1", "us-east-1a", "us-east-1"));
+  out[0] = 0;
+  mgop_cell_zone_warnings(&j, 0, out, sizeof(out));
+  CHECK(strstr(out, "cells[0].zone") != NULL && !strstr(out, "cells[3]"));
+  /* admission returns it as a warning and still allows the cluster */
+  {
+    static char body[64 * 1024];
+    static const char review[] =
+        "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"z1\","
+        "\"kind\":{\"group\":\"multigres.com\",\"version\":\"v1alpha1\",\"kind\":\"MultigresCluster\"},"
+        "\"operation\":\"CREATE\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"alice\"},"
+        "\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"mars-1a\"}]}}}}";
+    struct mgop_http_req req;
+    struct mgop_srv_resp resp;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    snprintf(req.method, sizeof(req.method), "POST");
+    snprintf(req.path, sizeof(req.path), "/validate");
+    mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
+    mgop_buf_init(&resp.body, body, sizeof(body) - 1);
+    mgop_serve_webhook(NULL, &req, review, sizeof(review) - 1, &resp);
+    mgop_buf_cstr(&resp.body);
+    CHECK(resp.status == 200 && strstr(body, "\"allowed\":true") &&
+          strstr(body, "\"warnings\":[\"spec.cells[0].zone \\\"mars-1a\\\" matches no node"));
+    mgop_arena_reset(&mgop_arena);
+  }
+  memset(mgop_nodes, 0, sizeof(mgop_nodes));
+  mgop_nodes_synced = 0;
+  mgop_log_level = saved;
+}
+#undef T_POD
+#undef T_NODE
+#undef T_NOMATCH
+
+/* ======================================================================
  * 8b. admission: POST /validate, offline (no API server: no template exists)
  * ==================================================================== */
 static void test_admission(void) {
@@ -1828,6 +1954,8 @@ static const struct t_case t_cases[] = {
     {"resolver_errors", test_resolver_errors},
     {"admission", test_admission},
     {"relist_sweeps", test_relist_sweeps},
+    {"unschedulable_pods", test_unschedulable_pods},
+    {"cell_zone_warnings", test_cell_zone_warnings},
     {"fnv", test_fnv},
     {"kubeconfig_inline_certs", test_kubeconfig_inline_certs},
     {"kubeconfig_files_token_context", test_kubeconfig_files_token_context},
