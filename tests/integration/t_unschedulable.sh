@@ -22,7 +22,7 @@ mv "$opkc.src" "$opkc"
 start_operator unsched --kubeconfig "$opkc" --namespace $ns \
   --webhook-enable --webhook-bind-address 127.0.0.1:0 --webhook-service-namespace $ns \
   --webhook-configuration-name $vwc --webhook-extra-sans 127.0.0.1 --webhook-owner-deployment= \
-  --health-probe-bind-address 127.0.0.1:0
+  --webhook-cert-check-interval 3s --health-probe-bind-address 127.0.0.1:0
 cleanup() {
   kubectl delete validatingwebhookconfiguration $vwc --ignore-not-found >/dev/null 2>&1 || true
   kubectl delete clusterrolebinding it-unsched-op --ignore-not-found >/dev/null 2>&1 || true
