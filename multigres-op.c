@@ -38,11 +38,12 @@
 /* ======================================================================
  * 1. Kind table
  * ==================================================================== */
-enum mgop_role { MGOP_ROLE_ROOT, MGOP_ROLE_TEMPLATE, MGOP_ROLE_CHILD, MGOP_ROLE_WORKLOAD };
+enum mgop_role { MGOP_ROLE_ROOT, MGOP_ROLE_TEMPLATE, MGOP_ROLE_CHILD, MGOP_ROLE_WORKLOAD, MGOP_ROLE_OBSERVED };
 enum mgop_kind_id {
   K_CLUSTER, K_CORET, K_CELLT, K_SHARDT,              /* user-edited     */
   K_TOPO, K_CELL, K_TG, K_SHARD,                      /* our children    */
   K_STS, K_DEPLOY, K_SVC, K_CM, K_PDB,                /* our workloads   */
+  K_POD, K_NODE,                                      /* only read       */
   K_COUNT
 };
 struct mgop_kind {
@@ -67,6 +68,9 @@ static const struct mgop_kind mgop_kinds[K_COUNT] = {
     [K_SVC] = {"Service", "v1", "/api/v1", "services", MGOP_ROLE_WORKLOAD, 0},
     [K_CM] = {"ConfigMap", "v1", "/api/v1", "configmaps", MGOP_ROLE_WORKLOAD, 0},
     [K_PDB] = {"PodDisruptionBudget", "policy/v1", "/apis/policy/v1", "poddisruptionbudgets", MGOP_ROLE_WORKLOAD, 1},
+    /* why pods do not schedule (managed pods only), which zones exist (section 9) */
+    [K_POD] = {"Pod", "v1", "/api/v1", "pods", MGOP_ROLE_OBSERVED, 0},
+    [K_NODE] = {"Node", "v1", "/api/v1", "nodes", MGOP_ROLE_OBSERVED, 0},
 };
 
 static void mgop_collection_path(int kind, const char *ns, char *out, size_t cap) {
@@ -2167,9 +2171,21 @@ static void mgop_tg_status_extra(struct mgop_jw *w, void *ctx) {
 
 static const char *mgop_phase(int ready, int some) { return ready ? "Healthy" : some ? "Progressing" : "Initializing"; }
 
+static int mgop_unsched_why(const char *kind, const char *ns, const char *name, char *out, size_t cap);
+/* A workload that is not ready because the scheduler refuses its pods: the
+ * reason goes onto msg, and the first of the turn into why (the cluster's). */
+static void mgop_status_why(const char *kind, const char *ns, const char *name, int ready, char *msg, size_t cap,
+                            char *why, size_t why_cap) {
+  char w[320];
+  size_t n = strlen(msg);
+  if (ready || !mgop_unsched_why(kind, ns, name, w, sizeof(w))) return;
+  snprintf(msg + n, cap - n, "; %s", w);
+  if (!why[0]) snprintf(why, why_cap, "%s", w);
+}
+
 /* Status of every child from what the watches reported, then the root's. */
 static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
-  char topo_name[64], msg[600];
+  char topo_name[64], msg[600], why[320] = "";
   const char *parts[2] = {r->name, "global-topo"};
   struct mgop_topo_status ts = {0, 0, NULL, NULL};
   struct mgop_root_status rs;
@@ -2188,6 +2204,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       ts.client = topo_name;
       mgop_gauge_pair(owner, mgop_f_topo, "name", topo_name, NULL, NULL, r->ns, ts.ready, ts.replicas);
       snprintf(msg, sizeof(msg), "%d/%d etcd members ready", ts.ready, ts.replicas);
+      mgop_status_why("StatefulSet", r->ns, topo_name, topo_ready, msg, sizeof(msg), why, sizeof(why));
       mgop_write_status(r, K_TOPO, topo_name, topo_fp, topo_ready, 0, topo_ready ? "AllMembersReady" : "MembersNotReady",
                         msg, topo_fp->seen_gen, mgop_phase(topo_ready, ts.ready), mgop_topo_status_extra, &ts);
     }
@@ -2227,6 +2244,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
         ready = ready && lready;
         if (tf && tf->uid[0]) {
           snprintf(msg, sizeof(msg), "%d/%d etcd members ready", lts.ready, lts.replicas);
+          mgop_status_why("StatefulSet", r->ns, tname, lready, msg, sizeof(msg), why, sizeof(why));
           mgop_write_status(r, K_TOPO, tname, tf, lready, 0, lready ? "AllMembersReady" : "MembersNotReady", msg,
                             tf->seen_gen, mgop_phase(lready, lts.ready), mgop_topo_status_extra, &lts);
         }
@@ -2244,6 +2262,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     f = mgop_fp_find(mgop_fp_key("Cell", r->ns, cr));
     if (f && f->uid[0]) {
       snprintf(msg, sizeof(msg), "%d/%d multigateway pods ready", c.ready, c.total);
+      mgop_status_why("Deployment", r->ns, gw, ready, msg, sizeof(msg), why, sizeof(why));
       mgop_write_status(r, K_CELL, cr, f, ready, 0, ready ? "GatewayReady" : "GatewayNotReady", msg, f->seen_gen,
                         mgop_phase(ready, c.ready), mgop_cell_status_extra, &c);
     }
@@ -2293,6 +2312,13 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     }
     if (f && f->uid[0]) {
       snprintf(msg, sizeof(msg), "%d/%d pool pods ready%s", c.ready, c.total, ready ? "" : "; multiorch or pools converging");
+      for (int i = 0; !ready && i < r->ndesired; i++) { /* the first of its workloads the scheduler refuses */
+        struct mgop_desired *d = &r->desired[i];
+        size_t before = strlen(msg);
+        if ((d->kind != K_STS && d->kind != K_DEPLOY) || !strstr(d->json, r->shard_names[s])) continue;
+        mgop_status_why(mgop_kinds[d->kind].kind, r->ns, d->name, 0, msg, sizeof(msg), why, sizeof(why));
+        if (strlen(msg) != before) break;
+      }
       mgop_write_status(r, K_SHARD, r->shard_names[s], f, ready, 0, ready ? "AllPodsReady" : "NotAllPodsReady", msg,
                         f->seen_gen, mgop_phase(ready, c.ready), mgop_shard_status_extra, &c);
     }
@@ -2328,9 +2354,9 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   r->root_ready = root_ready;
   if (stalled) snprintf(msg, sizeof(msg), "%.590s", r->stalled_msg);
   else if (!ok) snprintf(msg, sizeof(msg), "reconcile failed, retrying: %.400s", r->last_error);
-  else snprintf(msg, sizeof(msg), "topology %s, multiadmin %s, %d/%d cells ready, %d/%d shards ready",
+  else snprintf(msg, sizeof(msg), "topology %s, multiadmin %s, %d/%d cells ready, %d/%d shards ready%s%.320s",
                 topo_ready ? "ready" : "not ready", admin_ready ? "ready" : "not ready", ready_cells, r->ncells,
-                ready_shards, r->nshard_names);
+                ready_shards, r->nshard_names, why[0] && !root_ready ? "; " : "", root_ready ? "" : why);
   {
     struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", r->ns, r->name));
     const char *reason = stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged" : "Progressing";
@@ -2796,10 +2822,213 @@ static void mgop_forget_root(const char *ns, const char *name) {
   if (root) memset(root, 0, sizeof(*root)); /* last: ns and name may point into it */
 }
 
+/* --- observed kinds: why pods do not schedule, which zones exist ---------
+ * Managed Pods and all Nodes are watched, never written. A pod the
+ * scheduler refused (PodScheduled=False) keeps one row naming its workload
+ * and the scheduler's words; the row goes when the pod schedules or is
+ * deleted, and each change wakes the pod's cluster, whose status messages
+ * then name the reason (mgop_unsched_find). Nothing is polled: a converged
+ * fleet costs no request. Nodes leave their zone and region labels, which
+ * admission checks cells against (mgop_cell_zone_warnings). */
+#define MGOP_UNSCHED_SLOTS 256 /* unschedulable pods remembered; more: counted, logged */
+#define MGOP_NODE_SLOTS 1024   /* nodes whose zone is known; more: zone warnings off */
+#define MGOP_ZONE_LABEL "topology.kubernetes.io/zone"
+#define MGOP_REGION_LABEL "topology.kubernetes.io/region"
+struct mgop_unsched {
+  uint64_t pod;      /* fp key of the pod; 0: free row */
+  uint64_t workload; /* fp key of its StatefulSet or Deployment */
+  uint32_t epoch;    /* list epoch it was last seen in */
+  char pod_name[64];
+  char reason[240];  /* "Unschedulable: 0/4 nodes are available: ..." */
+};
+static struct mgop_unsched mgop_unsched[MGOP_UNSCHED_SLOTS];
+static unsigned long long mgop_unsched_dropped; /* rows refused: the table was full */
+struct mgop_node_ref { uint64_t key; uint32_t epoch; char zone[64], region[64]; };
+static struct mgop_node_ref mgop_nodes[MGOP_NODE_SLOTS];
+static int mgop_nodes_synced;   /* the Node watch listed completely once */
+static int mgop_nodes_overflow; /* a node found no row: the zone set is partial */
+
+/* The scheduler's reason and message when it could not place the pod. */
+static void mgop_pod_unschedulable(const struct mgop_json *j, int obj, char *out, size_t cap) {
+  int conds = mgop_json_path(j, obj, "status.conditions");
+  out[0] = 0;
+  for (int i = 0; mgop_json_is(j, conds, JSMN_ARRAY) && i < j->tok[conds].size; i++) {
+    int c = mgop_json_at(j, conds, i);
+    char type[32], status[16], reason[64], msg[200];
+    mgop_json_path_str(j, c, "type", type, sizeof(type));
+    mgop_json_path_str(j, c, "status", status, sizeof(status));
+    if (strcmp(type, "PodScheduled") || strcmp(status, "False")) continue;
+    mgop_json_path_str(j, c, "reason", reason, sizeof(reason));
+    mgop_json_path_str(j, c, "message", msg, sizeof(msg));
+    snprintf(out, cap, "%.40s: %.190s", reason[0] ? reason : "NotScheduled", msg[0] ? msg : "no message");
+    return;
+  }
+}
+
+/* The fp key of the workload that controls the pod: a StatefulSet, or the
+ * Deployment whose ReplicaSet (name-hash) does. 0 when neither. */
+static uint64_t mgop_pod_workload(const struct mgop_json *j, int obj, const char *ns) {
+  int refs = mgop_json_path(j, obj, "metadata.ownerReferences");
+  for (int i = 0; mgop_json_is(j, refs, JSMN_ARRAY) && i < j->tok[refs].size; i++) {
+    int ref = mgop_json_at(j, refs, i), ctl = 0;
+    char kind[32], name[254], *dash;
+    mgop_json_bool(j, mgop_json_key(j, ref, "controller"), &ctl);
+    if (!ctl || mgop_json_path_str(j, ref, "kind", kind, sizeof(kind)) ||
+        mgop_json_path_str(j, ref, "name", name, sizeof(name)))
+      continue;
+    if (!strcmp(kind, "StatefulSet")) return mgop_fp_key("StatefulSet", ns, name);
+    if (!strcmp(kind, "ReplicaSet") && (dash = strrchr(name, '-'))) {
+      *dash = 0;
+      return mgop_fp_key("Deployment", ns, name);
+    }
+  }
+  return 0;
+}
+
+static struct mgop_unsched *mgop_unsched_row(uint64_t pod, int create) {
+  struct mgop_unsched *free_row = NULL;
+  for (int i = 0; i < MGOP_UNSCHED_SLOTS; i++) {
+    if (mgop_unsched[i].pod == pod) return &mgop_unsched[i];
+    if (!free_row && !mgop_unsched[i].pod) free_row = &mgop_unsched[i];
+  }
+  if (create && !free_row && mgop_unsched_dropped++ % 100 == 0)
+    MGOP_LOG(MGOP_ERROR, ("more than %d unschedulable pods (MGOP_UNSCHED_SLOTS): status messages name the first %d "
+                          "only", MGOP_UNSCHED_SLOTS, MGOP_UNSCHED_SLOTS));
+  return create ? free_row : NULL;
+}
+
+/* Why a workload's pods do not schedule, or NULL. */
+static const struct mgop_unsched *mgop_unsched_find(const char *kind, const char *ns, const char *name) {
+  uint64_t key = mgop_fp_key(kind, ns, name);
+  for (int i = 0; i < MGOP_UNSCHED_SLOTS; i++)
+    if (mgop_unsched[i].pod && mgop_unsched[i].workload == key) return &mgop_unsched[i];
+  return NULL;
+}
+
+static int mgop_unsched_why(const char *kind, const char *ns, const char *name, char *out, size_t cap) {
+  const struct mgop_unsched *u = mgop_unsched_find(kind, ns, name);
+  if (!u) return 0;
+  snprintf(out, cap, "pod %s cannot be scheduled: %s", u->pod_name, u->reason);
+  return 1;
+}
+
+/* Returns 1 when what status would say about the pod changed. */
+static int mgop_on_pod(const char *type, const char *ns, const char *name, const struct mgop_json *j, int obj) {
+  uint64_t key = mgop_fp_key("Pod", ns, name), wl = 0;
+  struct mgop_unsched *row;
+  char reason[sizeof(row->reason)] = "";
+  if (strcmp(type, "DELETED")) mgop_pod_unschedulable(j, obj, reason, sizeof(reason));
+  if (reason[0]) wl = mgop_pod_workload(j, obj, ns);
+  if (!wl) { /* scheduled, gone, or not ours to explain */
+    if (!(row = mgop_unsched_row(key, 0))) return 0;
+    memset(row, 0, sizeof(*row));
+    return 1;
+  }
+  if (!(row = mgop_unsched_row(key, 1))) return 0;
+  row->epoch = mgop_list_epoch[K_POD];
+  if (row->pod == key && row->workload == wl && !strcmp(row->reason, reason)) return 0;
+  row->pod = key;
+  row->workload = wl;
+  snprintf(row->pod_name, sizeof(row->pod_name), "%.63s", name);
+  memcpy(row->reason, reason, sizeof(reason));
+  return 1;
+}
+
+static void mgop_on_node_locked(const char *type, uint64_t key, const struct mgop_json *j, int labels);
+static void mgop_on_node(const char *type, const char *name, const struct mgop_json *j, int obj) {
+  pthread_rwlock_wrlock(&mgop_tcache.lock); /* admission reads the node table too */
+  mgop_on_node_locked(type, mgop_fp_key("Node", "", name), j, mgop_json_path(j, obj, "metadata.labels"));
+  pthread_rwlock_unlock(&mgop_tcache.lock);
+}
+
+static void mgop_on_node_locked(const char *type, uint64_t key, const struct mgop_json *j, int labels) {
+  struct mgop_node_ref *row = NULL, *free_row = NULL;
+  for (int i = 0; i < MGOP_NODE_SLOTS && !row; i++) {
+    if (mgop_nodes[i].key == key) row = &mgop_nodes[i];
+    else if (!free_row && !mgop_nodes[i].key) free_row = &mgop_nodes[i];
+  }
+  if (!strcmp(type, "DELETED")) {
+    if (row) memset(row, 0, sizeof(*row));
+    return;
+  }
+  if (!row && !(row = free_row)) {
+    if (!mgop_nodes_overflow)
+      MGOP_LOG(MGOP_ERROR, ("more than %d nodes (MGOP_NODE_SLOTS): admission no longer warns about cell zones "
+                            "that match no node", MGOP_NODE_SLOTS));
+    mgop_nodes_overflow = 1;
+    return;
+  }
+  row->key = key;
+  row->epoch = mgop_list_epoch[K_NODE];
+  mgop_json_str(j, mgop_json_key(j, labels, MGOP_ZONE_LABEL), row->zone, sizeof(row->zone));
+  mgop_json_str(j, mgop_json_key(j, labels, MGOP_REGION_LABEL), row->region, sizeof(row->region));
+}
+
+/* A relist of pods or nodes: rows it did not show are gone. */
+static int mgop_observed_list_end(int kind) {
+  int gone = 0;
+  for (int i = 0; kind == K_POD && i < MGOP_UNSCHED_SLOTS; i++)
+    if (mgop_unsched[i].pod && mgop_unsched[i].epoch != mgop_list_epoch[K_POD]) {
+      memset(&mgop_unsched[i], 0, sizeof(mgop_unsched[i]));
+      gone++;
+    }
+  if (kind == K_NODE) pthread_rwlock_wrlock(&mgop_tcache.lock);
+  for (int i = 0; kind == K_NODE && i < MGOP_NODE_SLOTS; i++)
+    if (mgop_nodes[i].key && mgop_nodes[i].epoch != mgop_list_epoch[K_NODE]) {
+      memset(&mgop_nodes[i], 0, sizeof(mgop_nodes[i]));
+      gone++;
+    }
+  if (kind == K_NODE) {
+    mgop_nodes_synced = 1;
+    pthread_rwlock_unlock(&mgop_tcache.lock);
+  }
+  if (gone && kind == K_POD) /* their clusters are not known from a bare row */
+    for (size_t r = 0; r < MGOP_WORK_SLOTS; r++)
+      if (mgop_roots[r].used) mgop_enqueue(mgop_roots[r].ns, mgop_roots[r].name, 100);
+  return gone;
+}
+
+static int mgop_zone_known(int region, const char *value) {
+  for (int i = 0; i < MGOP_NODE_SLOTS; i++)
+    if (mgop_nodes[i].key && !strcmp(region ? mgop_nodes[i].region : mgop_nodes[i].zone, value)) return 1;
+  return 0;
+}
+
+/* Admission: a cell whose zone or region no node carries cannot schedule a
+ * pod. Reads only the table the Node watch keeps (the loop's; no request),
+ * and says nothing before that watch has listed or once it overflowed.
+ * Appends "; "-separated warnings to out. */
+static void mgop_cell_zone_warnings_locked(const struct mgop_json *j, int spec, char *out, size_t cap);
+static void mgop_cell_zone_warnings(const struct mgop_json *j, int spec, char *out, size_t cap) {
+  pthread_rwlock_rdlock(&mgop_tcache.lock); /* the loop writes the node table */
+  mgop_cell_zone_warnings_locked(j, spec, out, cap);
+  pthread_rwlock_unlock(&mgop_tcache.lock);
+}
+
+static void mgop_cell_zone_warnings_locked(const struct mgop_json *j, int spec, char *out, size_t cap) {
+  int cells = mgop_json_key(j, spec, "cells");
+  if (!mgop_nodes_synced || mgop_nodes_overflow) return;
+  for (int i = 0; mgop_json_is(j, cells, JSMN_ARRAY) && i < j->tok[cells].size; i++) {
+    int cell = mgop_json_at(j, cells, i);
+    for (int k = 0; k < 2; k++) {
+      const char *field = k ? "region" : "zone", *label = k ? MGOP_REGION_LABEL : MGOP_ZONE_LABEL;
+      char v[64];
+      size_t n = strlen(out);
+      if (mgop_json_path_str(j, cell, field, v, sizeof(v)) || !v[0]) continue;
+      if (!mgop_zone_known(k, v))
+        snprintf(out + n, cap - n, "%sspec.cells[%d].%s \"%s\" matches no node's %s label: its pods cannot be "
+                 "scheduled", n ? "; " : "", i, field, v, label);
+      break; /* the zone, when set, is the nodeSelector; the region only otherwise */
+    }
+  }
+}
+
 static void mgop_on_list_end(int kind) {
   int gone = 0;
   const struct mgop_kind *k = &mgop_kinds[kind];
-  if (k->role == MGOP_ROLE_ROOT) {
+  if (k->role == MGOP_ROLE_OBSERVED) {
+    gone = mgop_observed_list_end(kind);
+  } else if (k->role == MGOP_ROLE_ROOT) {
     for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
       struct mgop_root_ref *r = &mgop_roots[i];
       if (!r->used || r->epoch == mgop_list_epoch[kind]) continue;
@@ -2838,6 +3067,10 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
   if (!j) {
     if (!strcmp(type, "LIST_BEGIN")) mgop_list_epoch[kind]++;
     else if (!strcmp(type, "LIST_END")) mgop_on_list_end(kind);
+    return;
+  }
+  if (kind == K_NODE) { /* cluster-scoped: no namespace */
+    if (mgop_json_path_str(j, obj, "metadata.name", name, sizeof(name)) == MGOP_OK) mgop_on_node(type, name, j, obj);
     return;
   }
   if (mgop_json_path_str(j, obj, "metadata.namespace", ns, sizeof(ns)) ||
@@ -2879,6 +3112,13 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       return;
     case MGOP_ROLE_TEMPLATE:
       mgop_on_template_event(kind, type, ns, name, j, obj);
+      return;
+    case MGOP_ROLE_OBSERVED:
+      if (mgop_on_pod(type, ns, name, j, obj)) {
+        int labels = mgop_json_path(j, obj, "metadata.labels");
+        if (mgop_json_str(j, mgop_json_key(j, labels, "multigres.com/cluster"), cluster, sizeof(cluster)) == MGOP_OK)
+          mgop_enqueue(ns, cluster, 200);
+      }
       return;
     default: break;
   }
@@ -3520,6 +3760,7 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
              mgop_errmsg());
     v->errored = 1;
   }
+  mgop_cell_zone_warnings(&r.root, r.spec, v->warning, sizeof(v->warning));
 }
 
 static void mgop_admit(const struct mgop_json *j, int req, const char *op, const char *kind, const char *ns,
@@ -4041,8 +4282,8 @@ int mgop_run(const struct mgop_options *opt) {
                          mgop_lease.name));
   }
   for (int i = 0; i < K_COUNT; i++) {
-    int owned = mgop_kinds[i].role == MGOP_ROLE_CHILD || mgop_kinds[i].role == MGOP_ROLE_WORKLOAD;
-    mgop_collection_path(i, opt->watch_namespace, path, sizeof(path));
+    int owned = mgop_kinds[i].role == MGOP_ROLE_CHILD || mgop_kinds[i].role == MGOP_ROLE_WORKLOAD || i == K_POD;
+    mgop_collection_path(i, i == K_NODE ? "" : opt->watch_namespace, path, sizeof(path));
     mgop_watch_init(&mgop_watches[i], &mgop_api, mgop_kinds[i].kind, path, owned ? MGOP_MANAGED_SELECTOR : NULL,
                     mgop_on_event, (void *)(intptr_t)i);
   }

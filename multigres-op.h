@@ -12,7 +12,7 @@
  *        2.4 tls               mbedTLS glue: heap, RNG, client config
  *        2.5 http              connection, request writer, response reader,
  *                              incremental chunked decoder, line splitter
- *        2.6 kube              API requests, paginated LIST, WATCH streams,
+ *        2.6 kube              API requests, streamed paginated LIST, WATCH,
  *                              server-side apply, status patches
  *        2.7 state             names, the fingerprint table, the work set
  *        2.8 pki               ECDSA P-256 CA and serving certificates (SAN,
@@ -69,9 +69,10 @@
 #define MGOP_WATCH_LINE_MAX (128 * 1024) /* one watch event; longer: relist */
 #endif
 #ifndef MGOP_BODY_MAX
-#define MGOP_BODY_MAX (1024 * 1024)      /* one LIST page or one object   */
+#define MGOP_BODY_MAX (1024 * 1024)      /* one object (a LIST item, a GET) */
 #endif
 #define MGOP_JSON_TOKENS_MAX 32768       /* tokens in one parsed document */
+#define MGOP_LIST_ENVELOPE_MAX 8192      /* a LIST body minus its items   */
 #define MGOP_JW_DEPTH 64                 /* JSON writer nesting           */
 #define MGOP_PEM_MAX (64 * 1024)         /* a CA bundle, a cert, a key    */
 #define MGOP_TOKEN_MAX 8192              /* bearer token                  */
@@ -79,7 +80,8 @@
 #ifndef MGOP_TLS_HEAP_SIZE
 #define MGOP_TLS_HEAP_SIZE (2 * 1024 * 1024)
 #endif
-#define MGOP_LIST_PAGE 100               /* LIST ?limit=                  */
+#define MGOP_LIST_PAGE 500               /* LIST ?limit= (streamed: memory
+                                            does not depend on it)        */
 #define MGOP_WATCH_TIMEOUT_S 300         /* server-side ?timeoutSeconds=  */
 #define MGOP_WATCH_IDLE_MS ((MGOP_WATCH_TIMEOUT_S + 60) * 1000LL)
 #define MGOP_TOKEN_RELOAD_MS 60000       /* bound tokens rotate           */
@@ -416,17 +418,57 @@ int mgop_kube_request(struct mgop_kube *k, const char *method, const char *path,
 int mgop_kube_write_head(struct mgop_kube *k, struct mgop_conn *c, const char *method, const char *path,
                          const char *content_type, size_t body_len, long long deadline);
 
+/* A LIST body, scanned as it streams (any split, byte by byte if need be):
+ * each element of the top-level "items" array is found by tracking string,
+ * escape and nesting state only, and handed whole to on_item, so memory does
+ * not depend on the page size. The rest of the body (kind, apiVersion,
+ * metadata.resourceVersion and .continue) is kept as the envelope, with
+ * "items" left empty, for mgop_list_scan_end. An element longer than the
+ * item buffer is skipped: on_item gets its first `cap` bytes, truncated 1. */
+typedef int (*mgop_list_item_fn)(void *ctx, char *item, size_t n, int truncated);
+struct mgop_list_scan {
+  int state;                  /* before, inside, after the body's object */
+  int depth;                  /* open containers; the body's object is 1 */
+  int in_str, esc;            /* string state, inside items or not       */
+  int key_items;              /* the depth-1 string just read is "items" */
+  int val_items;              /* the depth-1 value being read is items'  */
+  int in_items;               /* depth 2 is the items array              */
+  int expect;                 /* between elements: what may come next    */
+  int in_item;                /* bytes go to the item buffer             */
+  char key[8];
+  size_t key_len;
+  char *item;
+  size_t cap, len, total;
+  mgop_list_item_fn on_item;
+  void *ctx;
+  unsigned long items, truncated;
+  size_t env_len;
+  char env[MGOP_LIST_ENVELOPE_MAX];
+};
+void mgop_list_scan_init(struct mgop_list_scan *s, char *item, size_t cap, mgop_list_item_fn on_item, void *ctx);
+int mgop_list_scan_feed(void *scan, const char *data, size_t n); /* an mgop_sink_fn */
+/* The body ended: it must have been one whole object. Parses the envelope
+ * into env (tokens in tok) and checks items is a list or null. */
+int mgop_list_scan_end(struct mgop_list_scan *s, struct mgop_json *env, jsmntok_t *tok, unsigned maxtok);
+
 typedef int (*mgop_item_fn)(void *ctx, const struct mgop_json *j, int item);
-/* Paginated LIST of `path` (may carry a query). Calls fn per item and copies
- * the list's resourceVersion into rv. */
-int mgop_kube_list(struct mgop_kube *k, const char *path, mgop_item_fn fn, void *ctx, char *rv, size_t rvcap);
+/* Paginated LIST of `path` (may carry a query), streamed over connection c
+ * (NULL: k's own). Calls fn per item, each parsed on its own, and copies the
+ * list's resourceVersion into rv once every page has been read (rv is left
+ * empty on failure). An object over MGOP_BODY_MAX bytes or
+ * MGOP_JSON_TOKENS_MAX tokens is logged by name and counted in *skipped
+ * (may be NULL); the rest of the list goes on. */
+int mgop_kube_list(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx, char *rv,
+                   size_t rvcap, unsigned long *skipped);
 
 enum mgop_watch_state { MGOP_W_LIST, MGOP_W_START, MGOP_W_STREAM, MGOP_W_BACKOFF };
 struct mgop_watch;
 /* type is ADDED, MODIFIED, DELETED, or SYNC for objects seen by a (re)list.
  * LIST_BEGIN and LIST_END (j NULL, obj -1) bracket a complete (re)list:
  * whatever it did not show is gone, even if no DELETED event said so (it
- * was deleted while the watch was down). A failed list has no LIST_END. */
+ * was deleted while the watch was down). A failed list has no LIST_END, nor
+ * has a list that skipped an object too large to decode: nothing is
+ * forgotten until a complete relist. */
 typedef void (*mgop_event_fn)(void *ctx, struct mgop_watch *w, const char *type, const struct mgop_json *j,
                               int obj);
 struct mgop_watch {
@@ -446,7 +488,7 @@ struct mgop_watch {
   void *ctx;
   struct mgop_kube *kube;
   int retry_after_s;          /* from the last 429/503, or -1         */
-  unsigned long long events, relists, restarts, overlong;
+  unsigned long long events, relists, restarts, overlong; /* overlong: events and list items dropped */
 };
 void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind, const char *path,
                      const char *selector, mgop_event_fn fn, void *ctx);
@@ -2573,31 +2615,51 @@ static int mgop_sink_buf(void *ctx, const char *data, size_t n) {
   return MGOP_OK;
 }
 
-static int mgop_kube_once(struct mgop_kube *k, const char *method, const char *path, const char *ctype,
-                          const char *body, size_t blen, struct mgop_buf *out, int *status, int *retryable) {
+/* The body of a 2xx response goes to `ok` when given (a streaming reader);
+ * any other body, and every body without `ok`, to `out` (may be NULL). */
+struct mgop_kube_sink {
+  mgop_sink_fn fn;
+  void *ctx;
+  int rc; /* what fn returned: its message in mgop_errmsg() stands */
+};
+
+static int mgop_sink_tracked(void *ctx, const char *data, size_t n) {
+  struct mgop_kube_sink *s = ctx;
+  return s->rc = s->fn(s->ctx, data, n);
+}
+
+static int mgop_kube_once(struct mgop_kube *k, struct mgop_conn *c, const char *method, const char *path,
+                          const char *ctype, const char *body, size_t blen, struct mgop_buf *out,
+                          struct mgop_kube_sink *ok, int *status, int *retryable) {
   long long deadline = mgop_now_ms() + (k->timeout_ms > 0 ? k->timeout_ms : MGOP_REQUEST_TIMEOUT_MS);
   struct mgop_http_resp resp;
-  int rc, was_reused = k->conn.fd >= 0 && k->conn.reused;
+  int rc, was_reused = c->fd >= 0 && c->reused;
   *retryable = 0;
-  if (k->conn.fd < 0) {
-    if ((rc = mgop_conn_open(&k->conn, &k->tls, k->cfg, mgop_now_ms() + MGOP_CONNECT_TIMEOUT_MS))) return rc;
+  if (c->fd < 0) {
+    if ((rc = mgop_conn_open(c, &k->tls, k->cfg, mgop_now_ms() + MGOP_CONNECT_TIMEOUT_MS))) return rc;
     k->stats.reconnects++;
   }
-  rc = mgop_kube_write_head(k, &k->conn, method, path, ctype, blen, deadline);
-  if (!rc && blen) rc = mgop_conn_write(&k->conn, body, blen, deadline);
-  if (!rc) rc = mgop_http_read_head(&k->conn, &resp, deadline);
+  rc = mgop_kube_write_head(k, c, method, path, ctype, blen, deadline);
+  if (!rc && blen) rc = mgop_conn_write(c, body, blen, deadline);
+  if (!rc) rc = mgop_http_read_head(c, &resp, deadline);
   if (rc) {
     /* a keep-alive connection the server closed while idle: retry on a new one */
     *retryable = was_reused && (rc == MGOP_ERR_CLOSED || rc == MGOP_ERR_IO);
-    mgop_conn_close(&k->conn);
+    mgop_conn_close(c);
     return mgop_seterr(rc, "%s %s: %s (API server %s:%s)", method, path,
                        rc == MGOP_ERR_CLOSED || rc == MGOP_ERR_IO ? "connection lost" : mgop_err_name(rc),
                        k->cfg->host, k->cfg->port);
   }
   if (out) out->len = 0, out->overflow = 0;
-  rc = mgop_http_read_body(&k->conn, &resp, mgop_sink_buf, out, deadline);
-  if (rc || resp.close) mgop_conn_close(&k->conn);
-  else k->conn.reused = 1;
+  if (ok && resp.status >= 200 && resp.status < 300) {
+    ok->rc = MGOP_OK;
+    rc = mgop_http_read_body(c, &resp, mgop_sink_tracked, ok, deadline);
+  } else {
+    rc = mgop_http_read_body(c, &resp, mgop_sink_buf, out, deadline);
+  }
+  if (rc || resp.close) mgop_conn_close(c);
+  else c->reused = 1;
+  if (rc && ok && ok->rc) return rc; /* the reader's own message stands */
   if (rc) return mgop_seterr(rc, "%s %s: reading the response failed: %s", method, path, mgop_err_name(rc));
   *status = resp.status;
   k->last_retry_after_s = resp.retry_after_s;
@@ -2606,8 +2668,9 @@ static int mgop_kube_once(struct mgop_kube *k, const char *method, const char *p
   return MGOP_OK;
 }
 
-int mgop_kube_request(struct mgop_kube *k, const char *method, const char *path, const char *content_type,
-                      const char *body, size_t body_len, struct mgop_buf *out, int *status) {
+static int mgop_kube_exchange(struct mgop_kube *k, struct mgop_conn *c, const char *method, const char *path,
+                              const char *content_type, const char *body, size_t body_len, struct mgop_buf *out,
+                              struct mgop_kube_sink *ok, int *status) {
   int rc, retryable, attempt;
   int is_write = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
   *status = 0;
@@ -2619,7 +2682,7 @@ int mgop_kube_request(struct mgop_kube *k, const char *method, const char *path,
     if (k->beat_ms) __atomic_store_n(k->beat_ms, mgop_now_ms(), __ATOMIC_RELAXED);
     k->stats.requests++;
     if (is_write) k->stats.writes++;
-    rc = mgop_kube_once(k, method, path, content_type, body, body_len, out, status, &retryable);
+    rc = mgop_kube_once(k, c, method, path, content_type, body, body_len, out, ok, status, &retryable);
     if (rc && retryable && attempt == 0) continue;
     if (!rc && *status == 401 && k->cfg->token_file[0] && attempt < 2) {
       /* bound service-account tokens rotate: re-read and try again */
@@ -2634,23 +2697,203 @@ int mgop_kube_request(struct mgop_kube *k, const char *method, const char *path,
   return rc;
 }
 
-/* Items of one LIST page are handed to fn; returns the continue token. */
-int mgop_kube_list(struct mgop_kube *k, const char *path, mgop_item_fn fn, void *ctx, char *rv, size_t rvcap) {
+int mgop_kube_request(struct mgop_kube *k, const char *method, const char *path, const char *content_type,
+                      const char *body, size_t body_len, struct mgop_buf *out, int *status) {
+  return mgop_kube_exchange(k, &k->conn, method, path, content_type, body, body_len, out, NULL, status);
+}
+
+/* --- streaming LIST ------------------------------------------------------------ */
+enum { MGOP_LS_BEFORE, MGOP_LS_BODY, MGOP_LS_AFTER }; /* where in the body       */
+enum { MGOP_LS_FIRST, MGOP_LS_NEXT, MGOP_LS_SEP };    /* between items' elements */
+#define MGOP_LS_DEPTH_MAX 100000 /* far beyond any object; keeps depth from overflowing */
+
+void mgop_list_scan_init(struct mgop_list_scan *s, char *item, size_t cap, mgop_list_item_fn on_item, void *ctx) {
+  memset(s, 0, offsetof(struct mgop_list_scan, env));
+  s->item = item;
+  s->cap = cap;
+  s->on_item = on_item;
+  s->ctx = ctx;
+}
+
+static int mgop_ls_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+/* String and nesting state, the same for item and envelope bytes. */
+static int mgop_ls_track(struct mgop_list_scan *s, char c) {
+  if (s->in_str) {
+    if (s->esc) s->esc = 0;
+    else if (c == '\\') s->esc = 1;
+    else if (c == '"') s->in_str = 0;
+  } else if (c == '"') {
+    s->in_str = 1;
+  } else if (c == '{' || c == '[') {
+    if (++s->depth > MGOP_LS_DEPTH_MAX) return mgop_seterr(MGOP_ERR_PARSE, "LIST body nested too deeply");
+  } else if (c == '}' || c == ']') {
+    s->depth--;
+  }
+  return MGOP_OK;
+}
+
+static int mgop_ls_item_byte(struct mgop_list_scan *s, char c) {
+  int rc;
+  if (s->len < s->cap) s->item[s->len++] = c;
+  s->total++;
+  if ((rc = mgop_ls_track(s, c))) return rc;
+  if (s->in_str || s->depth != 2) return MGOP_OK;
+  s->in_item = 0; /* the element closed */
+  s->expect = MGOP_LS_SEP;
+  s->items++;
+  if (s->total > s->len) s->truncated++;
+  return s->on_item ? s->on_item(s->ctx, s->item, s->len, s->total > s->len) : MGOP_OK;
+}
+
+static int mgop_ls_env_byte(struct mgop_list_scan *s, char c) {
+  if (s->env_len >= sizeof(s->env))
+    return mgop_seterr(MGOP_ERR_TOOBIG, "LIST body outside its items is over %d bytes (MGOP_LIST_ENVELOPE_MAX)",
+                       MGOP_LIST_ENVELOPE_MAX);
+  s->env[s->env_len++] = c;
+  return MGOP_OK;
+}
+
+/* Between the elements of items[]: whitespace and commas are dropped, so
+ * the envelope keeps "items":[]. */
+static int mgop_ls_items_byte(struct mgop_list_scan *s, char c) {
+  if (mgop_ls_ws(c)) return MGOP_OK;
+  if (c == '{' && s->expect != MGOP_LS_SEP) {
+    s->in_item = 1;
+    s->len = s->total = 0;
+    return mgop_ls_item_byte(s, c);
+  }
+  if (c == ',' && s->expect == MGOP_LS_SEP) {
+    s->expect = MGOP_LS_NEXT;
+    return MGOP_OK;
+  }
+  if (c == ']' && s->expect != MGOP_LS_NEXT) {
+    s->in_items = 0;
+    s->depth = 1;
+    return mgop_ls_env_byte(s, c);
+  }
+  return mgop_seterr(MGOP_ERR_PARSE, "LIST items[%lu]: byte 0x%02x where an object was expected", s->items,
+                     (unsigned char)c);
+}
+
+/* A byte of the body's own object (depth 1), or of a value other than items. */
+static int mgop_ls_body_byte(struct mgop_list_scan *s, char c) {
+  int was_str = s->in_str, rc;
+  if ((rc = mgop_ls_env_byte(s, c)) || (rc = mgop_ls_track(s, c))) return rc;
+  if (s->depth == 1 && was_str && s->in_str) { /* inside a depth-1 string: maybe a key */
+    if (s->key_len < sizeof(s->key)) s->key[s->key_len] = c;
+    s->key_len++;
+  } else if (s->depth == 1 && was_str) { /* it ended */
+    s->key_items = s->key_len == 5 && !memcmp(s->key, "items", 5);
+  } else if (s->depth == 1 && s->in_str) { /* it starts */
+    s->key_len = 0;
+  } else if (s->depth == 1 && c == ':') {
+    s->val_items = s->key_items;
+  } else if (s->depth == 1 && c == ',') {
+    s->val_items = 0;
+  } else if (s->depth == 2 && c == '[' && s->val_items) {
+    s->in_items = 1;
+    s->expect = MGOP_LS_FIRST;
+  } else if (s->depth == 0) {
+    s->state = MGOP_LS_AFTER;
+  }
+  return MGOP_OK;
+}
+
+int mgop_list_scan_feed(void *scan, const char *data, size_t n) {
+  struct mgop_list_scan *s = scan;
+  for (size_t i = 0; i < n; i++) {
+    char c = data[i];
+    int rc = MGOP_OK;
+    if (s->state == MGOP_LS_BODY) {
+      if (s->in_item) rc = mgop_ls_item_byte(s, c);
+      else if (s->in_items) rc = mgop_ls_items_byte(s, c);
+      else rc = mgop_ls_body_byte(s, c);
+    } else if (!mgop_ls_ws(c)) {
+      if (s->state == MGOP_LS_AFTER || c != '{')
+        return mgop_seterr(MGOP_ERR_PARSE, "LIST body is not one JSON object (byte 0x%02x)", (unsigned char)c);
+      s->state = MGOP_LS_BODY;
+      rc = mgop_ls_body_byte(s, c);
+    }
+    if (rc) return rc;
+  }
+  return MGOP_OK;
+}
+
+int mgop_list_scan_end(struct mgop_list_scan *s, struct mgop_json *env, jsmntok_t *tok, unsigned maxtok) {
+  int rc, items;
+  if (s->state != MGOP_LS_AFTER) return mgop_seterr(MGOP_ERR_PARSE, "LIST body is truncated");
+  if ((rc = mgop_json_parse(env, s->env, s->env_len, tok, maxtok)))
+    return mgop_seterr(rc, "LIST body outside its items: %s", mgop_errmsg());
+  items = mgop_json_key(env, 0, "items");
+  if (!mgop_json_is(env, items, JSMN_ARRAY) && !mgop_json_is_null(env, items))
+    return mgop_seterr(MGOP_ERR_TYPE, "the LIST response has no items[] list");
+  return MGOP_OK;
+}
+
+/* Best effort, for the log only: the first "key":"..." in an object's bytes
+ * (metadata comes first in what the API server writes). */
+static void mgop_list_item_str(const char *item, size_t n, const char *key, char *out, size_t cap) {
+  size_t kl = strlen(key);
+  out[0] = 0;
+  for (size_t i = 0; i + kl + 4 < n; i++) {
+    size_t v = i + kl + 2, e;
+    if (item[i] != '"' || memcmp(item + i + 1, key, kl) || item[v - 1] != '"' || item[v] != ':' ||
+        item[v + 1] != '"')
+      continue;
+    for (e = v + 2; e < n && item[e] != '"' && item[e] != '\\' && e - v - 2 < cap - 1; e++) {}
+    snprintf(out, cap, "%.*s", (int)(e - v - 2), item + v + 2);
+    return;
+  }
+}
+
+struct mgop_list_ctx {
+  const char *path;
+  mgop_item_fn fn;
+  void *ctx;
+  unsigned long skipped;
+};
+
+static int mgop_list_on_item(void *ctx, char *item, size_t n, int truncated) {
+  struct mgop_list_ctx *lc = ctx;
+  struct mgop_json j;
+  int rc = truncated ? mgop_seterr(MGOP_ERR_TOOBIG, "larger than %d bytes (MGOP_BODY_MAX)", MGOP_BODY_MAX)
+                     : mgop_json_parse(&j, item, n, mgop_tokens, MGOP_JSON_TOKENS_MAX);
+  if (rc == MGOP_ERR_TOOBIG) { /* this object only: the others still count */
+    char ns[64], name[254];
+    mgop_list_item_str(item, n, "namespace", ns, sizeof(ns));
+    mgop_list_item_str(item, n, "name", name, sizeof(name));
+    MGOP_LOG(MGOP_ERROR, ("LIST %s: object %s/%s skipped: %s%s; the operator cannot see it until it shrinks",
+                          lc->path, ns, name, mgop_errmsg(), truncated ? "" : " (MGOP_JSON_TOKENS_MAX)"));
+    lc->skipped++;
+    return MGOP_OK;
+  }
+  if (rc) return mgop_seterr(rc, "LIST %s: an item: %s", lc->path, mgop_errmsg());
+  return lc->fn ? lc->fn(lc->ctx, &j, 0) : MGOP_OK;
+}
+
+/* Items of each page go to fn as they arrive; follows continue. */
+int mgop_kube_list(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx, char *rv,
+                   size_t rvcap, unsigned long *skipped) {
   char url[2048], cont[1024] = "";
-  struct mgop_buf body;
   int status, rc, restarted = 0;
   const char *sep = strchr(path, '?') ? "&" : "?";
+  struct mgop_list_ctx lc = {path, fn, ctx, 0};
+  static struct mgop_list_scan scan; /* its envelope buffer stays off the stack */
+  if (rvcap) rv[0] = 0;
+  if (skipped) *skipped = 0;
+  if (!c) c = &k->conn;
   for (;;) {
-    struct mgop_json j;
-    int items;
+    struct mgop_json env;
+    struct mgop_kube_sink ok = {mgop_list_scan_feed, &scan, 0};
     struct mgop_buf ub;
     mgop_buf_init(&ub, url, sizeof(url));
     mgop_buf_printf(&ub, "%s%slimit=%d", path, sep, MGOP_LIST_PAGE);
     if (cont[0]) mgop_buf_printf(&ub, "&continue=%s", cont);
     if (ub.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "LIST URL for %s is too long", path);
     mgop_buf_cstr(&ub);
-    mgop_buf_init(&body, mgop_body, sizeof(mgop_body));
-    rc = mgop_kube_request(k, "GET", url, NULL, NULL, 0, &body, &status);
+    mgop_list_scan_init(&scan, mgop_body, sizeof(mgop_body), mgop_list_on_item, &lc);
+    rc = mgop_kube_exchange(k, c, "GET", url, NULL, NULL, 0, NULL, &ok, &status);
     if (rc) return rc;
     if (status == 410 && cont[0] && !restarted) { /* continue token expired: start over once */
       cont[0] = 0;
@@ -2662,22 +2905,15 @@ int mgop_kube_list(struct mgop_kube *k, const char *path, mgop_item_fn fn, void 
       return mgop_seterr(MGOP_ERR_AUTH, "GET %s: %d %s: grant list/watch on this resource to the operator", path,
                          status, status == 401 ? "Unauthorized" : "Forbidden");
     if (status != 200) return mgop_seterr(MGOP_ERR_STATUS, "GET %s: HTTP %d", path, status);
-    rc = mgop_json_parse(&j, body.p, body.len, mgop_tokens, MGOP_JSON_TOKENS_MAX);
-    if (rc) return mgop_seterr(rc, "GET %s: %s", path, mgop_errmsg());
-    items = mgop_json_key(&j, 0, "items");
-    if (!mgop_json_is(&j, items, JSMN_ARRAY) && !mgop_json_is_null(&j, items))
-      return mgop_seterr(MGOP_ERR_TYPE, "GET %s: the response has no items[] list", path);
-    if (mgop_json_is(&j, items, JSMN_ARRAY)) {
-      int it = items + 1;
-      for (int i = 0; i < j.tok[items].size; i++) {
-        if (fn && (rc = fn(ctx, &j, it))) return rc;
-        it = mgop_json_next(&j, it);
-      }
+    if ((rc = mgop_list_scan_end(&scan, &env, mgop_tokens, MGOP_JSON_TOKENS_MAX)))
+      return mgop_seterr(rc, "GET %s: %s", path, mgop_errmsg());
+    if (mgop_json_path_str(&env, 0, "metadata.continue", cont, sizeof(cont)) != MGOP_OK || !cont[0]) {
+      mgop_json_path_str(&env, 0, "metadata.resourceVersion", rv, rvcap);
+      break; /* the last page: rv only now, so a failed list leaves it empty */
     }
-    mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, rvcap);
-    if (mgop_json_path_str(&j, 0, "metadata.continue", cont, sizeof(cont)) != MGOP_OK || !cont[0]) break;
     /* a continue token is URL-safe base64 already; no escaping needed */
   }
+  if (skipped) *skipped = lc.skipped;
   return MGOP_OK;
 }
 
@@ -2812,14 +3048,22 @@ static int mgop_watch_list_item(void *ctx, const struct mgop_json *j, int item) 
   return MGOP_OK;
 }
 
+/* The list streams over the watch's own connection, idle until the watch
+ * starts, so event handlers may make requests on the shared one. */
 static int mgop_watch_do_list(struct mgop_watch *w) {
   char path[700];
+  unsigned long skipped = 0;
   int rc;
   snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?labelSelector=" : "", w->selector);
   w->relists++;
   if (w->on_event) w->on_event(w->ctx, w, "LIST_BEGIN", NULL, -1);
-  rc = mgop_kube_list(w->kube, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv));
+  rc = mgop_kube_list(w->kube, &w->conn, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped);
+  mgop_watch_close(w);
+  w->overlong += skipped;
   if (rc) w->retry_after_s = w->kube->last_retry_after_s;
+  else if (skipped) /* what the list did not show may still exist: forget nothing */
+    MGOP_LOG(MGOP_WARN, ("watch %s: the list skipped %lu object%s; deletions are inferred at the next complete "
+                         "list", w->kind, skipped, skipped == 1 ? "" : "s"));
   else if (w->on_event) w->on_event(w->ctx, w, "LIST_END", NULL, -1);
   return rc;
 }

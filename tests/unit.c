@@ -185,6 +185,119 @@ static void test_lines(void) {
   CHECK(c.n == 4 && l.overlong == 1);
 }
 
+/* --- streaming LIST scanner ---------------------------------------------- */
+struct t_items { char got[8][160]; int n, truncated; };
+static int t_on_item(void *ctx, char *item, size_t n, int truncated) {
+  struct t_items *c = ctx;
+  if (c->n < 8) snprintf(c->got[c->n], sizeof(c->got[0]), "%.*s", (int)n, item);
+  c->n++;
+  c->truncated += truncated;
+  return 0;
+}
+
+/* Braces, brackets and escaped quotes inside strings; "items" as a value, as a
+ * nested key and inside metadata; only the top-level items[] yields items. */
+static const char t_list_body[] =
+    " {\"kind\":\"items\",\"metadata\":{\"resourceVersion\":\"42\",\"continue\":\"c1\",\"items\":[1]},"
+    "\"x\":{\"items\":[{\"no\":1}]},\"items\" : [ {\"metadata\":{\"name\":\"a\"},\"s\":\"}{][\\\"\\\\\"}"
+    " ,\n{\"metadata\":{\"name\":\"b\\\"}\"},\"v\":[{\"items\":[]}]},{\"u\":\"\\u007d\"} ],\"trail\":\"]}\"}\r\n";
+static const char *const t_list_items[] = {
+    "{\"metadata\":{\"name\":\"a\"},\"s\":\"}{][\\\"\\\\\"}",
+    "{\"metadata\":{\"name\":\"b\\\"}\"},\"v\":[{\"items\":[]}]}",
+    "{\"u\":\"\\u007d\"}",
+};
+
+/* Feeds body in pieces (sizes cycled from splits) and checks what came out. */
+static int t_scan_split(const char *body, size_t len, const size_t *splits, int nsplits) {
+  static struct mgop_list_scan s;
+  static char item[256];
+  static jsmntok_t tok[64];
+  struct t_items got = {{{0}}, 0, 0};
+  struct mgop_json env;
+  char rv[16], cont[16];
+  int k = 0, ok;
+  mgop_list_scan_init(&s, item, sizeof(item), t_on_item, &got);
+  for (size_t off = 0; off < len;) {
+    size_t n = splits[k++ % nsplits];
+    if (n > len - off) n = len - off;
+    if (mgop_list_scan_feed(&s, body + off, n)) return 0;
+    off += n;
+  }
+  if (mgop_list_scan_end(&s, &env, tok, 64)) return 0;
+  mgop_json_path_str(&env, 0, "metadata.resourceVersion", rv, sizeof(rv));
+  mgop_json_path_str(&env, 0, "metadata.continue", cont, sizeof(cont));
+  ok = got.n == 3 && !got.truncated && !strcmp(rv, "42") && !strcmp(cont, "c1");
+  ok = ok && mgop_json_is(&env, mgop_json_key(&env, 0, "items"), JSMN_ARRAY) &&
+       env.tok[mgop_json_key(&env, 0, "items")].size == 0;
+  for (int i = 0; ok && i < 3; i++) ok = !strcmp(got.got[i], t_list_items[i]);
+  return ok;
+}
+
+static void test_list_scan_splits(void) {
+  size_t len = sizeof(t_list_body) - 1, one = 1, all = len;
+  int bad = 0;
+  CHECK(t_scan_split(t_list_body, len, &all, 1));
+  CHECK(t_scan_split(t_list_body, len, &one, 1));
+  for (int trial = 0; trial < 300; trial++) {
+    size_t splits[8];
+    for (int i = 0; i < 8; i++) splits[i] = 1 + t_rand() % (trial % 2 ? 5 : 60);
+    bad += !t_scan_split(t_list_body, len, splits, 8);
+  }
+  CHECK(bad == 0);
+}
+
+static int t_scan_whole(const char *body, size_t cap, struct t_items *got, int *end_rc) {
+  static struct mgop_list_scan s;
+  static char item[256];
+  static jsmntok_t tok[64];
+  struct mgop_json env;
+  int rc;
+  memset(got, 0, sizeof(*got));
+  mgop_list_scan_init(&s, item, cap, t_on_item, got);
+  rc = mgop_list_scan_feed(&s, body, strlen(body));
+  *end_rc = rc ? rc : mgop_list_scan_end(&s, &env, tok, 64);
+  return rc;
+}
+
+static void test_list_scan_errors(void) {
+  static char big_env[MGOP_LIST_ENVELOPE_MAX + 64];
+  struct t_items got;
+  int end;
+  CHECK(t_scan_whole("[{}]", 256, &got, &end) == MGOP_ERR_PARSE);
+  CHECK(t_scan_whole("{\"items\":[1]}", 256, &got, &end) == MGOP_ERR_PARSE);
+  CHECK(t_scan_whole("{\"items\":[{}{}]}", 256, &got, &end) == MGOP_ERR_PARSE && got.n == 1);
+  CHECK(t_scan_whole("{\"items\":[{},]}", 256, &got, &end) == MGOP_ERR_PARSE);
+  CHECK(t_scan_whole("{\"items\":[,{}]}", 256, &got, &end) == MGOP_ERR_PARSE);
+  CHECK(t_scan_whole("{\"items\":[]} x", 256, &got, &end) == MGOP_ERR_PARSE);
+  CHECK(t_scan_whole("{\"items\":[]}{}", 256, &got, &end) == MGOP_ERR_PARSE);
+  /* the scanner leaves JSON grammar to jsmn: a bad envelope fails at the end */
+  CHECK(t_scan_whole("{\"items\":[],\"a\":tru}", 256, &got, &end) == 0 && end == MGOP_ERR_PARSE);
+  CHECK(t_scan_whole("{\"items\":[{\"a\":\"}", 256, &got, &end) == 0 && end == MGOP_ERR_PARSE); /* truncated */
+  CHECK(t_scan_whole("{\"metadata\":{}}", 256, &got, &end) == 0 && end == MGOP_ERR_TYPE);      /* no items */
+  CHECK(t_scan_whole("{\"items\":{}}", 256, &got, &end) == 0 && end == MGOP_ERR_TYPE);
+  CHECK(t_scan_whole("{\"items\":null}", 256, &got, &end) == 0 && end == 0 && got.n == 0);
+  CHECK(t_scan_whole("{\"items\":[]}", 256, &got, &end) == 0 && end == 0 && got.n == 0);
+  /* an element over the item buffer is cut short and flagged; the next is whole */
+  CHECK(t_scan_whole("{\"items\":[{\"name\":\"0123456789abcdef\"},{\"n\":1}]}", 16, &got, &end) == 0 && end == 0);
+  CHECK(got.n == 2 && got.truncated == 1 && !strcmp(got.got[0], "{\"name\":\"0123456") &&
+        !strcmp(got.got[1], "{\"n\":1}"));
+  /* exactly cap bytes still fits */
+  CHECK(t_scan_whole("{\"items\":[{\"n\":1}]}", 7, &got, &end) == 0 && end == 0 && got.n == 1 && !got.truncated);
+  /* the envelope is bounded, with the knob named */
+  memset(big_env, 'x', sizeof(big_env) - 1);
+  memcpy(big_env, "{\"kind\":\"", 9);
+  CHECK(t_scan_whole(big_env, 256, &got, &end) == MGOP_ERR_TOOBIG && strstr(mgop_errmsg(), "MGOP_LIST_ENVELOPE_MAX"));
+  /* and the name of a skipped object is found for the log */
+  {
+    char name[16];
+    const char obj[] = "{\"metadata\":{\"annotations\":{\"x\":\"\\\"name\\\":\\\"no\"},\"name\":\"big-one\",\"namespace";
+    mgop_list_item_str(obj, sizeof(obj) - 1, "name", name, sizeof(name));
+    CHECK_STR(name, "big-one");
+    mgop_list_item_str(obj, sizeof(obj) - 1, "namespace", name, sizeof(name));
+    CHECK_STR(name, "");
+  }
+}
+
 /* ======================================================================
  * 3. HTTP response head
  * ==================================================================== */
@@ -722,7 +835,7 @@ static void test_fake_list_pages_and_watch_410(void) {
   static const char *const watch2_pieces[] = {
       "{\"type\":\"DELETED\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"21\"}}}\n", NULL};
   struct t_step steps[5] = {
-      {"GET /apis/x/v1/things?limit=100 ", t_chunked(page1, sizeof(page1), page1_pieces), 0},
+      {"GET /apis/x/v1/things?limit=500 ", t_chunked(page1, sizeof(page1), page1_pieces), 0},
       /* page 2, Content-Length body */
       {"continue=tok1",
        t_plain(page2, sizeof(page2),
@@ -730,7 +843,7 @@ static void test_fake_list_pages_and_watch_410(void) {
        0},
       {"watch=1&allowWatchBookmarks=true&resourceVersion=10", t_chunked(watch1, sizeof(watch1), watch1_pieces), 1},
       /* relist after 410, then a new watch from the new list's version */
-      {"GET /apis/x/v1/things?limit=100 ",
+      {"GET /apis/x/v1/things?limit=500 ",
        t_plain(relist, sizeof(relist), "{\"metadata\":{\"resourceVersion\":\"20\"},\"items\":[" T_OBJ("a", "5") "]}"), 0},
       {"resourceVersion=20", t_chunked(watch2, sizeof(watch2), watch2_pieces), 1},
   };
@@ -757,7 +870,108 @@ static void test_fake_list_pages_and_watch_410(void) {
   CHECK_STR(ev.log[5], "DELETED a");
   CHECK(w.relists == 2);
   CHECK_STR(w.rv, "21");
+  /* let the server finish writing the stream before hanging up on it */
+  for (rounds = 0; rounds < 100 && w.state == MGOP_W_STREAM; rounds++) {
+    struct pollfd p = {w.conn.fd, POLLIN, 0};
+    poll(&p, 1, 20);
+    mgop_watch_step(&w, mgop_now_ms());
+  }
   mgop_watch_close(&w);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
+struct t_list_events { int sync, list_end; char names[8][32]; int nnames; };
+static void t_count_events(void *ctx, struct mgop_watch *w, const char *type, const struct mgop_json *j, int obj) {
+  struct t_list_events *e = ctx;
+  char name[32];
+  (void)w;
+  if (!strcmp(type, "LIST_END")) e->list_end++;
+  if (!j || strcmp(type, "SYNC")) return;
+  e->sync++;
+  mgop_json_path_str(j, obj, "metadata.name", name, sizeof(name));
+  if (name[0] != 'o' && e->nnames < 8) snprintf(e->names[e->nnames++], sizeof(e->names[0]), "%s", name);
+}
+
+/* A page of 300 objects holds ~58000 tokens, beyond the 32768 one document
+ * may have: streamed item by item it lists. On page 2 one object is larger
+ * than MGOP_BODY_MAX and one has more tokens than MGOP_JSON_TOKENS_MAX: each
+ * is skipped alone, the rest still arrive, and no LIST_END says the kind was
+ * seen whole. */
+static void test_fake_list_beyond_token_bound(void) {
+  static char page1[256 * 1024], page2[MGOP_BODY_MAX + 256 * 1024], body[MGOP_BODY_MAX + 200 * 1024];
+  static char list1[sizeof(body) + 256], list2[sizeof(body) + 256];
+  static struct mgop_watch w;
+  struct t_list_events ev = {0, 0, {{0}}, 0};
+  struct mgop_kube k;
+  size_t n = 0;
+  int port, rounds = 0;
+  n += (size_t)sprintf(page1 + n, "{\"kind\":\"ThingList\",\"metadata\":{\"continue\":\"p2\"},\"items\":[");
+  for (int i = 0; i < 300; i++) {
+    n += (size_t)sprintf(page1 + n, "%s{\"metadata\":{\"name\":\"o%03d\",\"resourceVersion\":\"%d\"},\"spec\":{\"a\":[",
+                         i ? "," : "", i, i);
+    for (int v = 0; v < 180; v++) n += (size_t)sprintf(page1 + n, v ? ",%d" : "%d", v);
+    n += (size_t)sprintf(page1 + n, "]}}");
+  }
+  sprintf(page1 + n, "]}");
+  n = (size_t)sprintf(page2, "{\"metadata\":{\"resourceVersion\":\"77\"},\"items\":[" T_OBJ("p1", "70")
+                              ",{\"metadata\":{\"name\":\"huge\"},\"pad\":\"");
+  memset(page2 + n, 'x', MGOP_BODY_MAX + 10);
+  n += MGOP_BODY_MAX + 10;
+  n += (size_t)sprintf(page2 + n, "\"},{\"metadata\":{\"name\":\"tokens\"},\"a\":[0");
+  for (int v = 0; v < MGOP_JSON_TOKENS_MAX; v++) memcpy(page2 + n + 2 * (size_t)v, ",1", 2);
+  n += 2 * MGOP_JSON_TOKENS_MAX;
+  sprintf(page2 + n, "]}," T_OBJ("p2", "71") "]}");
+  struct t_step steps[3] = {
+      {"GET /apis/x/v1/things?limit=500 ", t_plain(list1, sizeof(list1), page1), 0},
+      {"limit=500&continue=p2", t_plain(list2, sizeof(list2), page2), 0},
+      {"watch=1&allowWatchBookmarks=true&resourceVersion=77",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 1},
+  };
+  (void)body;
+  pid_t pid = t_fake_start(steps, 3, &port);
+  t_fake_client(&k, port);
+  mgop_watch_init(&w, &k, "Thing", "/apis/x/v1/things", NULL, t_count_events, &ev);
+  mgop_log_level = MGOP_ERROR + 1; /* the two skipped objects are logged: expected */
+  while (w.state != MGOP_W_STREAM && w.restarts == 0 && rounds++ < 50) mgop_watch_step(&w, mgop_now_ms());
+  mgop_log_level = MGOP_INFO;
+  CHECK(ev.sync == 302);
+  CHECK(ev.nnames == 2 && !strcmp(ev.names[0], "p1") && !strcmp(ev.names[1], "p2"));
+  CHECK(w.overlong == 2);
+  CHECK(ev.list_end == 0); /* incomplete: nothing may be inferred deleted */
+  CHECK_STR(w.rv, "77");
+  CHECK(w.restarts == 1);
+  for (rounds = 0; rounds < 100 && w.state == MGOP_W_STREAM; rounds++) {
+    struct pollfd p = {w.conn.fd, POLLIN, 0};
+    poll(&p, 1, 20);
+    mgop_watch_step(&w, mgop_now_ms());
+  }
+  mgop_watch_close(&w);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
+/* A list that fails on a later page leaves rv empty: a watch must never
+ * start from a list it did not finish. A malformed item fails the page. */
+static void test_fake_list_failed_page(void) {
+  static char p1[512], p3[512];
+  struct t_step steps[3] = {
+      {"limit=500 ", t_plain(p1, sizeof(p1), "{\"metadata\":{\"resourceVersion\":\"5\",\"continue\":\"c\"},\"items\":["
+                                             T_OBJ("a", "5") "]}"), 0},
+      {"continue=c", "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\n{}", 0},
+      {"limit=500 ", t_plain(p3, sizeof(p3), "{\"metadata\":{\"resourceVersion\":\"6\"},\"items\":[{\"a\":1},2]}"), 0},
+  };
+  struct mgop_kube k;
+  char rv[32] = "stale";
+  unsigned long skipped = 9;
+  int port, items = 0;
+  pid_t pid = t_fake_start(steps, 3, &port);
+  t_fake_client(&k, port);
+  CHECK(mgop_kube_list(&k, NULL, "/apis/x/v1/things", NULL, &items, rv, sizeof(rv), &skipped) == MGOP_ERR_STATUS);
+  CHECK_STR(rv, "");
+  CHECK(mgop_kube_list(&k, NULL, "/apis/x/v1/things", NULL, &items, rv, sizeof(rv), &skipped) == MGOP_ERR_PARSE);
+  CHECK(strstr(mgop_errmsg(), "items[1]") != NULL);
+  CHECK_STR(rv, "");
   mgop_kube_free(&k);
   CHECK(t_fake_wait(pid) == 0);
 }
@@ -803,9 +1017,9 @@ static void test_fake_overlong_event_relists(void) {
   n += pad;
   n += (size_t)sprintf(reply + n, "\n\r\n");
   static char list1[256], list2[256];
-  steps[0] = (struct t_step){"limit=100", t_plain(list1, sizeof(list1), "{\"metadata\":{\"resourceVersion\":\"1\"},\"items\":[]}"), 0};
+  steps[0] = (struct t_step){"limit=500", t_plain(list1, sizeof(list1), "{\"metadata\":{\"resourceVersion\":\"1\"},\"items\":[]}"), 0};
   steps[1] = (struct t_step){"resourceVersion=1", reply, 1};
-  steps[2] = (struct t_step){"limit=100",
+  steps[2] = (struct t_step){"limit=500",
                              t_plain(list2, sizeof(list2), "{\"metadata\":{\"resourceVersion\":\"9\"},\"items\":[" T_OBJ("z", "9") "]}"), 0};
   steps[3] = (struct t_step){"resourceVersion=9", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 1};
   pid_t pid = t_fake_start(steps, 4, &port);
@@ -831,7 +1045,7 @@ static void test_fake_overlong_event_relists(void) {
 static void test_fake_watch_honours_retry_after(void) {
   static char list[256];
   struct t_step steps[2] = {
-      {"limit=100", t_plain(list, sizeof(list), "{\"metadata\":{\"resourceVersion\":\"3\"},\"items\":[]}"), 0},
+      {"limit=500", t_plain(list, sizeof(list), "{\"metadata\":{\"resourceVersion\":\"3\"},\"items\":[]}"), 0},
       {"resourceVersion=3", "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n", 1},
   };
   struct mgop_kube k;
@@ -1510,6 +1724,132 @@ static void test_relist_sweeps(void) {
 }
 
 /* ======================================================================
+ * 8c. why a cluster does not converge: unschedulable pods and node zones
+ * ==================================================================== */
+#define T_POD(name, owner_kind, owner, sched, reason)                                                        \
+  "{\"metadata\":{\"namespace\":\"us\",\"name\":\"" name "\",\"labels\":{\"multigres.com/cluster\":\"c\"},"  \
+  "\"ownerReferences\":[{\"kind\":\"" owner_kind "\",\"name\":\"" owner "\",\"controller\":true}]},"          \
+  "\"status\":{\"phase\":\"Pending\",\"conditions\":[{\"type\":\"PodScheduled\",\"status\":\"" sched "\","   \
+  "\"reason\":\"Unschedulable\",\"message\":\"" reason "\"}]}}"
+#define T_NODE(name, zone, region)                                                                           \
+  "{\"metadata\":{\"name\":\"" name "\",\"labels\":{\"topology.kubernetes.io/zone\":\"" zone "\","           \
+  "\"topology.kubernetes.io/region\":\"" region "\"}}}"
+#define T_NOMATCH "0/4 nodes are available: 4 node(s) didn't match Pod's node affinity/selector."
+
+static void t_drain_work(void) {
+  while (mgop_work_depth() > 0) {
+    struct mgop_work item;
+    if (mgop_work_pop(LLONG_MAX, &item)) break;
+  }
+}
+
+static void test_unschedulable_pods(void) {
+  char why[320] = "", msg[600], w[320];
+  int saved = mgop_log_level;
+  mgop_log_level = MGOP_ERROR;
+  t_drain_work();
+  t_event(K_POD, "LIST_BEGIN", NULL);
+  t_event(K_POD, "SYNC", T_POD("c-pool-0", "StatefulSet", "c-pool", "False", T_NOMATCH));
+  t_event(K_POD, "SYNC", T_POD("c-gw-5d4f9-x2x", "ReplicaSet", "c-gw-5d4f9", "False", "pod has unbound immediate PersistentVolumeClaims"));
+  t_event(K_POD, "SYNC", T_POD("c-admin-77-abc", "ReplicaSet", "c-admin-77", "True", ""));
+  t_event(K_POD, "LIST_END", NULL);
+  CHECK(mgop_work_depth() == 1); /* cluster c woke (once: the set coalesces) */
+  CHECK(mgop_unsched_why("StatefulSet", "us", "c-pool", w, sizeof(w)) == 1);
+  CHECK_STR(w, "pod c-pool-0 cannot be scheduled: Unschedulable: " T_NOMATCH);
+  CHECK(mgop_unsched_why("Deployment", "us", "c-gw", w, sizeof(w)) == 1 && strstr(w, "unbound immediate"));
+  CHECK(mgop_unsched_why("Deployment", "us", "c-admin", w, sizeof(w)) == 0);
+  /* status: a not-ready workload's message names the reason; the first goes to the cluster's */
+  snprintf(msg, sizeof(msg), "0/3 pool pods ready");
+  mgop_status_why("StatefulSet", "us", "c-pool", 0, msg, sizeof(msg), why, sizeof(why));
+  CHECK_STR(msg, "0/3 pool pods ready; pod c-pool-0 cannot be scheduled: Unschedulable: " T_NOMATCH);
+  mgop_status_why("Deployment", "us", "c-gw", 0, msg, sizeof(msg), why, sizeof(why));
+  CHECK(strstr(why, "c-pool-0") && !strstr(why, "c-gw"));
+  snprintf(msg, sizeof(msg), "1/1 ready");
+  mgop_status_why("Deployment", "us", "c-gw", 1, msg, sizeof(msg), why, sizeof(why)); /* ready: nothing said */
+  CHECK_STR(msg, "1/1 ready");
+  /* an unchanged event wakes nobody; the pod schedules: the row goes and the cluster wakes */
+  t_drain_work();
+  t_event(K_POD, "MODIFIED", T_POD("c-pool-0", "StatefulSet", "c-pool", "False", T_NOMATCH));
+  CHECK(mgop_work_depth() == 0);
+  t_event(K_POD, "MODIFIED", T_POD("c-pool-0", "StatefulSet", "c-pool", "True", ""));
+  CHECK(mgop_unsched_why("StatefulSet", "us", "c-pool", w, sizeof(w)) == 0 && mgop_work_depth() == 1);
+  t_event(K_POD, "DELETED", T_POD("c-gw-5d4f9-x2x", "ReplicaSet", "c-gw-5d4f9", "False", "x"));
+  CHECK(mgop_unsched_why("Deployment", "us", "c-gw", w, sizeof(w)) == 0);
+  /* a relist that no longer shows a pod forgets it */
+  t_event(K_POD, "ADDED", T_POD("c-pool-1", "StatefulSet", "c-pool", "False", T_NOMATCH));
+  CHECK(mgop_unsched_why("StatefulSet", "us", "c-pool", w, sizeof(w)) == 1);
+  t_event(K_POD, "LIST_BEGIN", NULL);
+  t_event(K_POD, "LIST_END", NULL);
+  CHECK(mgop_unsched_why("StatefulSet", "us", "c-pool", w, sizeof(w)) == 0);
+  /* the table is bounded: past MGOP_UNSCHED_SLOTS pods, rows are refused and counted (and logged) */
+  mgop_log_level = MGOP_ERROR + 1;
+  for (int i = 0; i <= MGOP_UNSCHED_SLOTS; i++) {
+    char pod[600];
+    snprintf(pod, sizeof(pod), T_POD("p-%d", "StatefulSet", "big", "False", "x"), i);
+    t_event(K_POD, "ADDED", pod);
+  }
+  CHECK(mgop_unsched_dropped == 1);
+  memset(mgop_unsched, 0, sizeof(mgop_unsched));
+  mgop_unsched_dropped = 0;
+  t_drain_work();
+  mgop_log_level = saved;
+}
+
+static void test_cell_zone_warnings(void) {
+  static jsmntok_t tok[128];
+  struct mgop_json j;
+  char out[300] = "";
+  const char spec[] = "{\"cells\":[{\"name\":\"a\",\"zone\":\"us-east-1a\"},{\"name\":\"b\",\"zone\":\"mars-1a\"},"
+                      "{\"name\":\"c\",\"region\":\"mars\"},{\"name\":\"d\",\"region\":\"us-east-1\"}]}";
+  int saved = mgop_log_level;
+  mgop_log_level = MGOP_ERROR;
+  CHECK(mgop_json_parse(&j, spec, sizeof(spec) - 1, tok, 128) == 0);
+  mgop_cell_zone_warnings(&j, 0, out, sizeof(out)); /* no node list yet: no guess */
+  CHECK_STR(out, "");
+  t_event(K_NODE, "LIST_BEGIN", NULL);
+  t_event(K_NODE, "SYNC", T_NODE("n1", "us-east-1a", "us-east-1"));
+  t_event(K_NODE, "SYNC", T_NODE("n2", "us-east-1b", "us-east-1"));
+  t_event(K_NODE, "LIST_END", NULL);
+  mgop_cell_zone_warnings(&j, 0, out, sizeof(out));
+  CHECK(strstr(out, "spec.cells[1].zone \"mars-1a\" matches no node's topology.kubernetes.io/zone label") != NULL);
+  CHECK(strstr(out, "spec.cells[2].region \"mars\" matches no node's topology.kubernetes.io/region label") != NULL);
+  CHECK(!strstr(out, "cells[0]") && !strstr(out, "cells[3]"));
+  /* the node goes: its zone no longer counts */
+  t_event(K_NODE, "DELETED", T_NODE("n1", "us-east-1a", "us-east-1"));
+  out[0] = 0;
+  mgop_cell_zone_warnings(&j, 0, out, sizeof(out));
+  CHECK(strstr(out, "cells[0].zone") != NULL && !strstr(out, "cells[3]"));
+  /* admission returns it as a warning and still allows the cluster */
+  {
+    static char body[64 * 1024];
+    static const char review[] =
+        "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"z1\","
+        "\"kind\":{\"group\":\"multigres.com\",\"version\":\"v1alpha1\",\"kind\":\"MultigresCluster\"},"
+        "\"operation\":\"CREATE\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"alice\"},"
+        "\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"mars-1a\"}]}}}}";
+    struct mgop_http_req req;
+    struct mgop_srv_resp resp;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    snprintf(req.method, sizeof(req.method), "POST");
+    snprintf(req.path, sizeof(req.path), "/validate");
+    mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
+    mgop_buf_init(&resp.body, body, sizeof(body) - 1);
+    mgop_serve_webhook(NULL, &req, review, sizeof(review) - 1, &resp);
+    mgop_buf_cstr(&resp.body);
+    CHECK(resp.status == 200 && strstr(body, "\"allowed\":true") &&
+          strstr(body, "\"warnings\":[\"spec.cells[0].zone \\\"mars-1a\\\" matches no node"));
+    mgop_arena_reset(&mgop_arena);
+  }
+  memset(mgop_nodes, 0, sizeof(mgop_nodes));
+  mgop_nodes_synced = 0;
+  mgop_log_level = saved;
+}
+#undef T_POD
+#undef T_NODE
+#undef T_NOMATCH
+
+/* ======================================================================
  * 8b. admission: POST /validate, offline (no API server: no template exists)
  * ==================================================================== */
 static void test_admission(void) {
@@ -1780,6 +2120,8 @@ static const struct t_case t_cases[] = {
     {"chunked_random_splits", test_chunked_random_splits},
     {"chunked_errors", test_chunked_errors},
     {"lines", test_lines},
+    {"list_scan_splits", test_list_scan_splits},
+    {"list_scan_errors", test_list_scan_errors},
     {"http_head", test_http_head},
     {"json_accessors", test_json_accessors},
     {"json_malformed", test_json_malformed},
@@ -1791,6 +2133,8 @@ static const struct t_case t_cases[] = {
     {"admission_cache", test_admission_cache},
     {"abort_and_write_gate", test_abort_and_write_gate},
     {"relist_sweeps", test_relist_sweeps},
+    {"unschedulable_pods", test_unschedulable_pods},
+    {"cell_zone_warnings", test_cell_zone_warnings},
     {"fnv", test_fnv},
     {"kubeconfig_inline_certs", test_kubeconfig_inline_certs},
     {"kubeconfig_files_token_context", test_kubeconfig_files_token_context},
@@ -1798,6 +2142,8 @@ static const struct t_case t_cases[] = {
     {"in_cluster", test_in_cluster},
     {"url_parse", test_url_parse},
     {"fake_list_pages_and_watch_410", test_fake_list_pages_and_watch_410},
+    {"fake_list_beyond_token_bound", test_fake_list_beyond_token_bound},
+    {"fake_list_failed_page", test_fake_list_failed_page},
     {"fake_truncated_and_429", test_fake_truncated_and_429},
     {"fake_overlong_event_relists", test_fake_overlong_event_relists},
     {"fake_watch_honours_retry_after", test_fake_watch_honours_retry_after},

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Why a cluster does not converge: a cell whose zone no node carries.
+#  - admission allows the cluster but kubectl prints the webhook's warning
+#    naming the field, the zone and the node label (a cell in a zone that
+#    exists gets none);
+#  - its pool and gateway pods cannot be scheduled, and the Cell, Shard and
+#    cluster status messages name a pod and the scheduler's reason instead
+#    of a bare count.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+ns=it-unsched vwc=it-unsched-config
+new_namespace $ns
+# the operator has its own identity, which the webhook configuration excludes
+# (as in t_webhook: it cannot answer a call about its own write)
+kubectl -n $ns create serviceaccount op >/dev/null
+kubectl create clusterrolebinding it-unsched-op --clusterrole=cluster-admin --serviceaccount=$ns:op >/dev/null 2>&1 || true
+opkc=$IT_LOGS/unsched-op.kubeconfig
+kubectl config view --raw --minify >"$opkc.src"
+KUBECONFIG=$opkc.src kubectl config set-credentials op --token="$(kubectl create token op -n $ns --duration=1h)" >/dev/null
+KUBECONFIG=$opkc.src kubectl config set-context --current --user=op >/dev/null
+mv "$opkc.src" "$opkc"
+start_operator unsched --kubeconfig "$opkc" --namespace $ns \
+  --webhook-enable --webhook-bind-address 127.0.0.1:0 --webhook-service-namespace $ns \
+  --webhook-configuration-name $vwc --webhook-extra-sans 127.0.0.1 --webhook-owner-deployment= \
+  --webhook-cert-check-interval 3s --health-probe-bind-address 127.0.0.1:0
+cleanup() {
+  kubectl delete validatingwebhookconfiguration $vwc --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete clusterrolebinding it-unsched-op --ignore-not-found >/dev/null 2>&1 || true
+  stop_operator unsched
+}
+trap cleanup EXIT
+wait_log unsched '"msg":"serving the admission webhook on 127.0.0.1:0 (port ' || fail "no webhook server"
+wait_log unsched 'serving /healthz and /readyz on 127.0.0.1:0 (port ' || fail "no probe server"
+port=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/unsched.log" | grep -o '[0-9]*$')
+pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/unsched.log" | grep -o '[0-9]*$')
+kubectl apply -f - >/dev/null <<Y
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: $vwc}
+webhooks:
+- name: vmultigrescluster.multigres.com
+  clientConfig: {url: "https://127.0.0.1:$port/validate"}
+  rules: [{apiGroups: [multigres.com], apiVersions: [v1alpha1], operations: ["CREATE", "UPDATE"], resources: [multigresclusters], scope: Namespaced}]
+  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
+  matchConditions:
+  - name: not-the-operator
+    expression: "request.userInfo.username != 'system:serviceaccount:$ns:op'"
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: 5
+Y
+wait_for 30 "CA bundle patched" sh -c \
+  "kubectl get validatingwebhookconfiguration $vwc -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | grep -q ." ||
+  fail "the operator did not patch the CA bundle"
+# the zone check reads the Node watch: wait until every watch has listed
+wait_for 30 "/readyz 200" sh -c "[ \$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$pport/readyz) = 200 ]" ||
+  fail "/readyz never 200"
+
+cluster() { # NAME ZONE
+  printf 'apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: %s, namespace: %s}\nspec:\n  cells: [{name: zone-x, zone: %s}]\n' "$1" $ns "$2"
+}
+out=$(cluster lost mars-1a | kubectl apply -f - 2>&1) || fail "the cluster was refused: $out"
+grep -qF 'Warning: spec.cells[0].zone "mars-1a" matches no node'"'"'s topology.kubernetes.io/zone label' <<<"$out" ||
+  fail "kubectl printed no zone warning: $out"
+note "kubectl: $(grep -F Warning <<<"$out")"
+out=$(cluster found us-east-1a | kubectl apply -f - 2>&1) || fail "the second cluster was refused: $out"
+grep -qF 'Warning' <<<"$out" && fail "a cell in an existing zone was warned about: $out"
+
+msg_has() { # KIND NAME TEXT: the object's status.message contains TEXT
+  local m
+  m=$(jget -n $ns "$1" "$2" -o jsonpath='{.status.message}') || return 1
+  [[ $m == *"$3"* ]]
+}
+reason="node(s) didn't match Pod's node affinity/selector"
+wait_for 90 "the cluster's message names the scheduling reason" msg_has mgc lost "$reason" || {
+  note "message: $(jget -n $ns mgc lost -o jsonpath='{.status.message}')"
+  fail "the cluster's status message does not say why"
+}
+m=$(jget -n $ns mgc lost -o jsonpath='{.status.message}')
+[[ $m == *"cannot be scheduled: Unschedulable: 0/4 nodes are available"* ]] || fail "no pod or reason named: $m"
+note "cluster: $m"
+cell=$(jget -n $ns cells -l multigres.com/cluster=lost -o jsonpath='{.items[0].metadata.name}')
+wait_for 30 "the Cell's message names it" msg_has cell "$cell" "$reason" ||
+  fail "Cell $cell: $(jget -n $ns cell "$cell" -o jsonpath='{.status.message}')"
+shard=$(jget -n $ns shards -l multigres.com/cluster=lost -o jsonpath='{.items[0].metadata.name}')
+wait_for 30 "the Shard's message names it" msg_has shard "$shard" "$reason" ||
+  fail "Shard $shard: $(jget -n $ns shard "$shard" -o jsonpath='{.status.message}')"
+# the cluster in a real zone says nothing of the kind
+m=$(jget -n $ns mgc found -o jsonpath='{.status.message}')
+[[ $m != *"cannot be scheduled"* ]] || fail "the schedulable cluster claims a scheduling problem: $m"
+operator_alive unsched || fail "operator exited"
