@@ -248,10 +248,10 @@ void mgop_json_merge(struct mgop_jw *w, const struct mgop_json *base, int bt, co
 /* Copies one value verbatim (re-encoding strings) into the writer. */
 void mgop_jw_copy(struct mgop_jw *w, const struct mgop_json *j, int t);
 /* A hash of one value that ignores how it was written: object keys in any
- * order, strings compared decoded (Go escapes <, > and & where we do not),
- * whitespace ignored. Two encodings of the same value hash alike. 0 when
- * the value is beyond the bounds (depth 16, 128 keys an object, strings of
- * 4 KiB): callers treat 0 as "unknown". */
+ * order, strings and keys compared decoded (Go escapes <, > and & where we
+ * do not), whitespace ignored. Two encodings of the same value hash alike.
+ * 0 when the value is beyond the bounds (depth 16, 128 keys an object,
+ * strings of 4 KiB): callers treat 0 as "unknown". */
 #define MGOP_CANON_DEPTH 16
 #define MGOP_CANON_KEYS 128
 uint64_t mgop_json_canon_hash(const struct mgop_json *j, int t);
@@ -1472,10 +1472,14 @@ static int mgop_json_key_tok(const struct mgop_json *j, int obj, const struct mg
   return mgop_json_key(j, obj, key);
 }
 
-static int mgop_canon_key_cmp(const struct mgop_json *j, int a, int b) {
-  struct mgop_str x = mgop_json_raw(j, a), y = mgop_json_raw(j, b);
-  int c = memcmp(x.p, y.p, x.n < y.n ? x.n : y.n);
-  return c ? c : (x.n > y.n) - (x.n < y.n);
+static char mgop_canon_scratch[4096]; /* one decoded string at a time */
+
+/* The decoded string's hash, so "\u003c" and "<" agree; 0 when too long. */
+static uint64_t mgop_canon_str(const struct mgop_json *j, int t) {
+  uint64_t h;
+  if (mgop_json_str(j, t, mgop_canon_scratch, sizeof(mgop_canon_scratch))) return 0;
+  h = mgop_fnv1a64(MGOP_FNV64_INIT, mgop_canon_scratch, strlen(mgop_canon_scratch) + 1);
+  return h ? h : 1;
 }
 
 /* Feeds one value into h; returns 0 when beyond the bounds. */
@@ -1483,19 +1487,20 @@ static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t
   char tag;
   if (t < 0 || t >= j->ntok || depth > MGOP_CANON_DEPTH) return 0;
   switch (j->tok[t].type) {
-    case JSMN_OBJECT: {
+    case JSMN_OBJECT: { /* members in the order of their decoded keys' hashes: any encoding, any order */
       int keys[MGOP_CANON_KEYS], n = j->tok[t].size, i = t + 1;
+      uint64_t kh[MGOP_CANON_KEYS];
       if (n > MGOP_CANON_KEYS) return 0;
       for (int k = 0; k < n; k++, i = mgop_json_next(j, i + 1)) { /* insertion sort: objects are small */
+        uint64_t x = mgop_canon_str(j, i);
         int at = k;
-        while (at > 0 && mgop_canon_key_cmp(j, keys[at - 1], i) > 0) keys[at] = keys[at - 1], at--;
-        keys[at] = i;
+        if (!x) return 0;
+        while (at > 0 && kh[at - 1] > x) keys[at] = keys[at - 1], kh[at] = kh[at - 1], at--;
+        keys[at] = i, kh[at] = x;
       }
       *h = mgop_fnv1a64(*h, "{", 1);
       for (int k = 0; k < n; k++) {
-        struct mgop_str key = mgop_json_raw(j, keys[k]); /* keys are names: never escaped */
-        *h = mgop_fnv1a64(*h, key.p, key.n);
-        *h = mgop_fnv1a64(*h, ":", 1);
+        *h = mgop_fnv1a64(*h, &kh[k], sizeof(kh[k]));
         if (!mgop_canon_feed(j, keys[k] + 1, depth + 1, h)) return 0;
       }
       *h = mgop_fnv1a64(*h, "}", 1);
@@ -1510,11 +1515,11 @@ static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t
       return 1;
     }
     case JSMN_STRING: {
-      char s[4096];
-      if (mgop_json_str(j, t, s, sizeof(s))) return 0;
+      uint64_t x = mgop_canon_str(j, t);
+      if (!x) return 0;
       tag = '"';
       *h = mgop_fnv1a64(*h, &tag, 1);
-      *h = mgop_fnv1a64(*h, s, strlen(s) + 1);
+      *h = mgop_fnv1a64(*h, &x, sizeof(x));
       return 1;
     }
     default: { /* numbers, true, false, null: their text */
