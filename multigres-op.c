@@ -1757,12 +1757,16 @@ static int mgop_ensure_password_secret(struct mgop_rctx *r, const char *name, co
   struct mgop_build o;
   struct mgop_buf out;
   int rc, status;
-  if (f && (f->flags & MGOP_FP_EXISTS)) return MGOP_OK;
+  uint64_t shard_uid = mgop_uid_hash(owner_uid);
+  /* made for this incarnation of the Shard (a re-created Shard lost it to
+   * the garbage collector) */
+  if (f && (f->flags & MGOP_FP_EXISTS) && f->owner_uid == shard_uid) return MGOP_OK;
   /* The shard's pg_hba ConfigMap is applied only after this Secret was made
-   * (same turn, later phase): when it exists, so does the Secret. Secrets are
-   * never read, so after a restart this is how we know without a POST. */
-  if (cm && (cm->flags & MGOP_FP_EXISTS) && cm->kind) {
-    if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS;
+   * (same turn, later phase): when it exists for this Shard, so does the
+   * Secret. Secrets are never read, so after a restart this is how we know
+   * without a POST. */
+  if (cm && (cm->flags & MGOP_FP_EXISTS) && cm->kind && cm->owner_uid == shard_uid) {
+    if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS, f->owner_uid = shard_uid;
     return MGOP_OK;
   }
   if (mbedtls_ctr_drbg_random(&mgop_drbg, raw, sizeof(raw)))
@@ -1794,7 +1798,7 @@ static int mgop_ensure_password_secret(struct mgop_rctx *r, const char *name, co
     mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
     return mgop_seterr(MGOP_ERR_STATUS, "create Secret %s: HTTP %d: %s", name, status, msg);
   }
-  if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS;
+  if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS, f->owner_uid = shard_uid;
   return MGOP_OK;
 }
 
