@@ -499,8 +499,10 @@ struct mgop_fp {
   char uid[40];
   int32_t ready, desired; /* readiness summary from the watch           */
   uint32_t flags;
-  int32_t cond_ready;     /* last Ready status we wrote: -1 none, 0, 1  */
-  long long cond_since;   /* unix seconds of its last transition        */
+  int32_t cond_ready;     /* Ready state written (or read back from the
+                             live object): 0, 1, 2 Stalled             */
+  long long cond_since;   /* unix seconds of its last transition (0: not
+                             known yet)                                */
   int32_t kind;           /* policy's kind id + 1 (0: not from a watch) */
   uint32_t epoch;         /* list epoch of that kind when last seen     */
   /* Ownership, for pruning: hashes, not strings, so the row stays small. */
