@@ -762,6 +762,26 @@ static void test_fake_list_pages_and_watch_410(void) {
   CHECK(t_fake_wait(pid) == 0);
 }
 
+/* DELETE: 200 and 404 (already gone) succeed; 409 (the uid precondition
+ * failed: another object of that name) is an error the caller can tell. */
+static void test_fake_delete_statuses(void) {
+  static const struct t_step steps[] = {
+      {"DELETE /x/a ", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 0},
+      {"DELETE /x/b ", "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}", 0},
+      {"DELETE /x/c ", "HTTP/1.1 409 Conflict\r\nContent-Length: 54\r\n\r\n{\"kind\":\"Status\",\"message\":\"Precondition failed: UID\"}", 0},
+  };
+  struct mgop_kube k;
+  int port, status = 0;
+  pid_t pid = t_fake_start(steps, 3, &port);
+  t_fake_client(&k, port);
+  CHECK(mgop_kube_delete(&k, "/x/a", "Background", "u-1", &status) == 0 && status == 200);
+  CHECK(mgop_kube_delete(&k, "/x/b", "Background", "u-2", &status) == 0 && status == 404);
+  CHECK(mgop_kube_delete(&k, "/x/c", "Background", "u-3", &status) == MGOP_ERR_STATUS && status == 409);
+  CHECK(strstr(mgop_errmsg(), "Precondition failed") != NULL);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
 static void test_fake_truncated_and_429(void) {
   static const struct t_step steps[] = {
       {"GET /a ", "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}", 0},
@@ -1707,6 +1727,7 @@ static const struct t_case t_cases[] = {
     {"tls_verification", test_tls_verification},
     {"names", test_names},
     {"fp_table", test_fp_table},
+    {"fake_delete_statuses", test_fake_delete_statuses},
     {"json_canon_hash", test_json_canon_hash},
     {"adopt_status", test_adopt_status},
     {"prune_owner_depth", test_prune_owner_depth},
