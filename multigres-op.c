@@ -7,7 +7,7 @@
  *   3. Reconcile context   one root being reconciled (live, render or admission)
  *   4. Resolution          inline spec > templateDefaults > "default" template > built-in
  *   5. Builders            desired objects: metadata, TopoServers, PDBs, workloads
- *   6. Apply               fingerprint check, server-side apply, prune-free
+ *   6. Apply               fingerprint check, server-side apply, prune
  *   7. Status              kstatus conditions and rollups; metric series; Events
  *   8. Reconcile one root  cells, shards and pools; the tree in three phases
  *   9. Events              watch events -> fingerprints, template uses, the work set
@@ -721,6 +721,15 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
 /* ======================================================================
  * 6. Apply
  * ==================================================================== */
+/* Which cluster a row belongs to: its namespace and multigres.com/cluster label. */
+static uint64_t mgop_cluster_hash(const char *ns, const char *cluster) {
+  uint64_t h = mgop_fnv1a64(MGOP_FNV64_INIT, ns, strlen(ns) + 1);
+  h = mgop_fnv1a64(h, cluster, strlen(cluster) + 1);
+  return h ? h : 1;
+}
+
+static uint64_t mgop_uid_hash(const char *uid) { return mgop_fnv1a64(MGOP_FNV64_INIT, uid, strlen(uid)); }
+
 static uint64_t mgop_desired_key(const struct mgop_rctx *r, const struct mgop_desired *d) {
   return mgop_fp_key(mgop_kinds[d->kind].kind, r->ns, d->name);
 }
@@ -763,6 +772,7 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
                                               r->applied > 1 ? ", " : "", mgop_kinds[d->kind].kind, d->name);
     f = mgop_fp_upsert(key);
     if (f) {
+      f->cluster = mgop_cluster_hash(r->ns, r->name);
       f->kind = d->kind + 1; /* swept by a relist that does not show it */
       f->epoch = mgop_list_epoch[d->kind];
       /* a new generation is not settled until its controller says so */
@@ -816,6 +826,7 @@ static struct {
   unsigned long long success[MGOP_C_COUNT], error[MGOP_C_COUNT], requeue[MGOP_C_COUNT];
   struct mgop_histogram latency[MGOP_C_COUNT];
   unsigned long long adds;
+  unsigned long long pruned; /* objects deleted because the tree no longer has them */
   long long start_s;
 } mgop_stats;
 
@@ -918,6 +929,146 @@ static void mgop_gauge_pair(uint64_t owner, const char *family, const char *k1, 
   }
 }
 
+static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const char *uid, const char *type,
+                       const char *reason, const char *action, const char *note); /* section 7 */
+static void mgop_enqueue(const char *ns, const char *name, long long delay_ms); /* section 9 */
+
+/* ---- prune ---------------------------------------------------------------- */
+/* After a turn that built the whole tree, whatever of this cluster the watches
+ * show and the tree no longer has is deleted: an object is ours when it has
+ * the cluster's label (rows come from the managed-by watches) and its
+ * controller ownerReferences lead, row by row, to the cluster's own uid.
+ * Children go before their parents; each DELETE names the uid it saw, so an
+ * object re-created under the same name stays. PVCs are never deleted here:
+ * the StatefulSet's persistentVolumeClaimRetentionPolicy (pvcDeletionPolicy)
+ * decides whether its volumes go with it. */
+#define MGOP_PRUNE_MAX MGOP_DESIRED_MAX /* per turn; more waits for the next */
+struct mgop_prune_item { uint64_t key; int kind, depth, found; char name[MGOP_NAME_MAX + 1]; char uid[40]; };
+static struct mgop_prune_item mgop_prune_items[MGOP_PRUNE_MAX];
+
+/* How many owner links from f up to the cluster (uid root_uid), or 0 when
+ * the chain breaks: not ours, or of an earlier cluster of the same name. */
+static int mgop_owner_depth(const struct mgop_fp *f, uint64_t cluster, uint64_t root_key, uint64_t root_uid) {
+  for (int depth = 1; depth <= 6; depth++) {
+    const struct mgop_fp *p;
+    if (!f->owner_key) return 0;
+    if (f->owner_key == root_key) return f->owner_uid == root_uid ? depth : 0;
+    p = mgop_fp_find(f->owner_key);
+    if (!p || p->cluster != cluster || !p->uid[0] || mgop_uid_hash(p->uid) != f->owner_uid) return 0;
+    f = p;
+  }
+  return 0;
+}
+
+static int mgop_cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+static int mgop_cmp_prune(const void *a, const void *b) { /* deepest first */
+  const struct mgop_prune_item *x = a, *y = b;
+  return y->depth - x->depth;
+}
+
+struct mgop_prune_list { struct mgop_rctx *r; int kind, n; };
+/* A LIST item: names the candidates (rows hold hashes, not names). */
+static int mgop_prune_on_item(void *ctx, const struct mgop_json *j, int item) {
+  struct mgop_prune_list *pl = ctx;
+  char name[MGOP_NAME_MAX + 1], uid[40];
+  uint64_t key;
+  if (mgop_json_path_str(j, item, "metadata.name", name, sizeof(name)) ||
+      mgop_json_path_str(j, item, "metadata.uid", uid, sizeof(uid)))
+    return MGOP_OK;
+  if (mgop_json_path(j, item, "metadata.deletionTimestamp") >= 0) return MGOP_OK; /* already going */
+  key = mgop_fp_key(mgop_kinds[pl->kind].kind, pl->r->ns, name);
+  for (int i = 0; i < pl->n; i++) {
+    struct mgop_prune_item *c = &mgop_prune_items[i];
+    if (c->key != key || strcmp(c->uid, uid)) continue;
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    c->found = 1;
+  }
+  return MGOP_OK;
+}
+
+/* Deletes one candidate; returns 1 when deleted. */
+static int mgop_prune_one(struct mgop_rctx *r, struct mgop_prune_item *c, char *note, size_t *note_len, size_t cap) {
+  char path[512], fields[600];
+  int status = 0;
+  mgop_item_path(c->kind, r->ns, c->name, path, sizeof(path));
+  if (mgop_kube_delete(mgop_api_ptr, path, "Background", c->uid, &status)) {
+    if (status == 409) return 0; /* another object of that name now: not ours to delete */
+    snprintf(r->last_error, sizeof(r->last_error), "%s", mgop_errmsg());
+    return -1;
+  }
+  pthread_mutex_lock(&mgop_shared.mu); /* the serving thread renders it */
+  mgop_stats.pruned++;
+  pthread_mutex_unlock(&mgop_shared.mu);
+  snprintf(fields, sizeof(fields), "\"kind\":\"%s\",\"namespace\":\"%s\",\"name\":\"%s\",\"uid\":\"%s\"",
+           mgop_kinds[c->kind].kind, r->ns, c->name, c->uid);
+  mgop_log_fields(MGOP_INFO, "reconcile", "pruned", fields);
+  if (*note_len < cap - 80)
+    *note_len += (size_t)snprintf(note + *note_len, cap - *note_len, "%s%s %s", *note_len ? ", " : "",
+                                  mgop_kinds[c->kind].kind, c->name);
+  return 1;
+}
+
+static int mgop_prune(struct mgop_rctx *r) {
+  uint64_t want[MGOP_DESIRED_MAX], cl = mgop_cluster_hash(r->ns, r->name);
+  uint64_t root_key = mgop_fp_key("MultigresCluster", r->ns, r->name), root_uid = mgop_uid_hash(r->uid);
+  int n = 0, more = 0, pruned = 0, rc = MGOP_OK;
+  char note[900];
+  size_t note_len = 0;
+  for (int i = 0; i < r->ndesired; i++) want[i] = mgop_desired_key(r, &r->desired[i]);
+  qsort(want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64);
+  for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+    struct mgop_fp *f = mgop_fp_at(i);
+    int depth;
+    if (!f || f->cluster != cl || f->kind <= 0 || !(f->flags & MGOP_FP_EXISTS) || !f->uid[0]) continue;
+    if (bsearch(&f->key, want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64)) continue;
+    if (!(depth = mgop_owner_depth(f, cl, root_key, root_uid))) continue;
+    if (n == MGOP_PRUNE_MAX) { more = 1; break; }
+    memset(&mgop_prune_items[n], 0, sizeof(mgop_prune_items[0]));
+    mgop_prune_items[n].key = f->key;
+    mgop_prune_items[n].kind = f->kind - 1;
+    mgop_prune_items[n].depth = depth;
+    snprintf(mgop_prune_items[n].uid, sizeof(mgop_prune_items[n].uid), "%s", f->uid);
+    n++;
+  }
+  if (!n) return MGOP_OK;
+  if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not pruning");
+  for (int kind = 0; kind < K_COUNT; kind++) { /* names from a LIST of this cluster's objects of each kind */
+    struct mgop_prune_list pl = {r, kind, n};
+    char path[512], rv[32];
+    int any = 0;
+    for (int i = 0; i < n; i++) any |= mgop_prune_items[i].kind == kind;
+    if (!any) continue;
+    mgop_collection_path(kind, r->ns, path, sizeof(path));
+    snprintf(path + strlen(path), sizeof(path) - strlen(path), "?labelSelector=%s%%2Cmultigres.com%%2Fcluster%%3D%s",
+             MGOP_MANAGED_SELECTOR, r->name);
+    if ((rc = mgop_kube_list(mgop_api_ptr, NULL, path, mgop_prune_on_item, &pl, rv, sizeof(rv), NULL))) return rc;
+  }
+  qsort(mgop_prune_items, (size_t)n, sizeof(mgop_prune_items[0]), mgop_cmp_prune);
+  for (int i = 0; i < n && rc == MGOP_OK; i++) {
+    int one;
+    if (!mgop_prune_items[i].found) continue; /* gone already, or another uid: the watch will say */
+    one = mgop_prune_one(r, &mgop_prune_items[i], note, &note_len, sizeof(note));
+    if (one < 0) rc = MGOP_ERR_STATUS;
+    else pruned += one;
+  }
+  if (pruned) {
+    char msg[1000];
+    snprintf(msg, sizeof(msg), "deleted %d object%s the spec no longer has: %s%s", pruned, pruned == 1 ? "" : "s", note,
+             note_len >= sizeof(note) - 80 ? ", ..." : "");
+    mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "Pruned", "Prune", msg);
+  }
+  if (more) {
+    MGOP_LOG(MGOP_INFO, ("%s/%s: more than %d objects to prune; the rest in the next turn", r->ns, r->name,
+                         MGOP_PRUNE_MAX));
+    mgop_enqueue(r->ns, r->name, 0);
+  }
+  return rc;
+}
+
 /* ======================================================================
  * 7. Status
  * ==================================================================== */
@@ -946,6 +1097,51 @@ static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const cha
     mgop_jw_obj_end(w);
   }
   mgop_jw_arr_end(w);
+}
+
+/* The status in a {"status":{...}} body or an object, hashed so that the
+ * live object (as the API server encodes it) and what we would write
+ * compare equal when they say the same: 0 when unknown. */
+static jsmntok_t mgop_status_tok[8192 / 2 + 16]; /* a status body is at most 8 KiB */
+static uint64_t mgop_status_hash(const char *body, size_t n) {
+  struct mgop_json j;
+  if (mgop_json_parse(&j, body, n, mgop_status_tok, sizeof(mgop_status_tok) / sizeof(mgop_status_tok[0]))) return 0;
+  return mgop_json_canon_hash(&j, mgop_json_key(&j, 0, "status"));
+}
+
+/* What the live object already shows, learnt once (after a restart, or for
+ * a row new to us): its status hash, and its Ready state with the time of
+ * its last transition, so an unchanged condition keeps its time and a
+ * converged object costs no write. */
+static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int obj) {
+  int st, conds;
+  if (!f) return;
+  st = mgop_json_key(j, obj, "status");
+  if (st < 0) return;
+  if (!f->status_hash) f->status_hash = mgop_json_canon_hash(j, st);
+  conds = mgop_json_key(j, st, "conditions");
+  if (f->cond_since || !mgop_json_is(j, conds, JSMN_ARRAY)) return;
+  {
+    int ready = -1, stalled = 0;
+    long long since = 0;
+    for (int i = 0; i < j->tok[conds].size; i++) {
+      int c = mgop_json_at(j, conds, i);
+      char type[16], cs[8], ltt[40];
+      struct tm tm;
+      if (mgop_json_path_str(j, c, "type", type, sizeof(type)) || mgop_json_path_str(j, c, "status", cs, sizeof(cs)))
+        continue;
+      if (!strcmp(type, "Stalled")) stalled = !strcmp(cs, "True");
+      if (strcmp(type, "Ready")) continue;
+      ready = !strcmp(cs, "True");
+      memset(&tm, 0, sizeof(tm));
+      if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
+          strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        since = (long long)timegm(&tm);
+    }
+    if (ready < 0 || since <= 0) return;
+    f->cond_ready = stalled ? 2 : ready;
+    f->cond_since = since;
+  }
 }
 
 /* Patches `status` when it differs from what we last wrote: returns 1 when
@@ -978,8 +1174,8 @@ static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, st
   mgop_jw_obj_end(&w);
   mgop_jw_obj_end(&w);
   if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "status of %s too large", name);
-  h = mgop_fnv1a64(MGOP_FNV64_INIT, b.p, b.len);
-  if (h == f->status_hash) return MGOP_OK; /* idle costs no write */
+  h = mgop_status_hash(b.p, b.len);
+  if (h && h == f->status_hash) return MGOP_OK; /* idle costs no write */
   if (r->render) return MGOP_OK;
   if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not writing status");
   mgop_item_path(kind, r->ns, name, path, sizeof(path));
@@ -1650,16 +1846,27 @@ static const char mgop_pg_hba[] =
  * never written again (never applied, so an edit or rotation by the user
  * sticks; never rendered, so no password reaches a pull request). */
 static int mgop_ensure_password_secret(struct mgop_rctx *r, const char *name, const char *shard_cr,
-                                       const char *owner_uid, const struct mgop_ids *ids) {
+                                       const char *owner_uid, const struct mgop_ids *ids, const char *hba_cm) {
   uint64_t key = mgop_fp_key("Secret", r->ns, name);
-  struct mgop_fp *f = mgop_fp_find(key);
+  struct mgop_fp *f = mgop_fp_find(key), *cm = mgop_fp_find(mgop_fp_key("ConfigMap", r->ns, hba_cm));
   unsigned char raw[24];
   char pw[64], b64[96], path[512], body[4096];
   size_t n;
   struct mgop_build o;
   struct mgop_buf out;
   int rc, status;
-  if (f && (f->flags & MGOP_FP_EXISTS)) return MGOP_OK;
+  uint64_t shard_uid = mgop_uid_hash(owner_uid);
+  /* made for this incarnation of the Shard (a re-created Shard lost it to
+   * the garbage collector) */
+  if (f && (f->flags & MGOP_FP_EXISTS) && f->owner_uid == shard_uid) return MGOP_OK;
+  /* The shard's pg_hba ConfigMap is applied only after this Secret was made
+   * (same turn, later phase): when it exists for this Shard, so does the
+   * Secret. Secrets are never read, so after a restart this is how we know
+   * without a POST. */
+  if (cm && (cm->flags & MGOP_FP_EXISTS) && cm->kind && cm->owner_uid == shard_uid) {
+    if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS, f->owner_uid = shard_uid;
+    return MGOP_OK;
+  }
   if (mbedtls_ctr_drbg_random(&mgop_drbg, raw, sizeof(raw)))
     return mgop_seterr(MGOP_ERR_TLS, "no randomness for the postgres password");
   mbedtls_base64_encode((unsigned char *)pw, sizeof(pw), &n, raw, sizeof(raw));
@@ -1689,7 +1896,7 @@ static int mgop_ensure_password_secret(struct mgop_rctx *r, const char *name, co
     mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
     return mgop_seterr(MGOP_ERR_STATUS, "create Secret %s: HTTP %d: %s", name, status, msg);
   }
-  if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS;
+  if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS, f->owner_uid = shard_uid;
   return MGOP_OK;
 }
 
@@ -1762,7 +1969,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
       mgop_jw_obj_end(&o.w);
       if ((rc = mgop_build_end(&o))) return rc;
     }
-    if (!r->render && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids))) return rc;
+    if (!r->render && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids, cm))) return rc;
     shard_replicas = 0;
     /* pools: one StatefulSet and headless Service per (pool, cell) */
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
@@ -2405,6 +2612,7 @@ static int mgop_reconcile(const char *ns, const char *name) {
   mgop_json_path_str(&r.root, 0, "metadata.uid", r.uid, sizeof(r.uid));
   mgop_json_i64(&r.root, mgop_json_path(&r.root, 0, "metadata.generation"), &r.generation);
   r.spec = mgop_json_key(&r.root, 0, "spec");
+  mgop_adopt_status(mgop_fp_upsert(mgop_fp_key("MultigresCluster", ns, name)), &r.root, 0);
   rc = mgop_reconcile_tree(&r);
   if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
   for (int i = 0; i < r.ntrefs; i++)
@@ -2413,6 +2621,11 @@ static int mgop_reconcile(const char *ns, const char *name) {
                  "operator keeps its settings and holds the deletion (finalizer %s) until no cluster uses it: name "
                  "another template or set the values inline, and the deletion completes",
                  mgop_kinds[r.trefs[i].kind].kind, r.trefs[i].name, MGOP_TEMPLATE_FINALIZER);
+  /* only a turn that built the whole tree knows what is no longer wanted */
+  if (rc == MGOP_OK && !r.stalled_reason[0]) {
+    rc = mgop_prune(&r);
+    if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
+  }
   mgop_note_uses(ns, name, &r, rc == MGOP_OK);
   if (r.applied) { /* what changed in the cluster, in one Event */
     char note[1000];
@@ -3059,6 +3272,29 @@ static void mgop_on_list_end(int kind) {
                                  gone == 1 ? "" : "s"));
 }
 
+/* Whose the object is, for pruning: the cluster of its labels (managed by
+ * us), and its controller ownerReference. */
+static void mgop_note_owner(struct mgop_fp *f, const struct mgop_json *j, int obj, const char *ns) {
+  int labels = mgop_json_path(j, obj, "metadata.labels"), refs = mgop_json_path(j, obj, "metadata.ownerReferences");
+  char cluster[64], by[64];
+  f->cluster = f->owner_key = f->owner_uid = 0;
+  if (mgop_json_str(j, mgop_json_key(j, labels, "app.kubernetes.io/managed-by"), by, sizeof(by)) || strcmp(by, MGOP_MANAGER) ||
+      mgop_json_str(j, mgop_json_key(j, labels, "multigres.com/cluster"), cluster, sizeof(cluster)) || !cluster[0])
+    return;
+  f->cluster = mgop_cluster_hash(ns, cluster);
+  for (int i = 0; mgop_json_is(j, refs, JSMN_ARRAY) && i < j->tok[refs].size; i++) {
+    int ref = mgop_json_at(j, refs, i), controller = 0;
+    char kind[64], name[MGOP_NAME_MAX + 1], uid[40];
+    mgop_json_bool(j, mgop_json_key(j, ref, "controller"), &controller);
+    if (!controller || mgop_json_path_str(j, ref, "kind", kind, sizeof(kind)) ||
+        mgop_json_path_str(j, ref, "name", name, sizeof(name)) || mgop_json_path_str(j, ref, "uid", uid, sizeof(uid)))
+      continue;
+    f->owner_key = mgop_fp_key(kind, ns, name);
+    f->owner_uid = mgop_uid_hash(uid);
+    return;
+  }
+}
+
 static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, const struct mgop_json *j, int obj) {
   int kind = (int)(intptr_t)ctx;
   char ns[64], name[254], cluster[64], rv[24];
@@ -3153,6 +3389,8 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
         }
       }
       mgop_observe_readiness(kind, j, obj, f);
+      mgop_note_owner(f, j, obj, ns);
+      if (mgop_kinds[kind].role == MGOP_ROLE_CHILD) mgop_adopt_status(f, j, obj);
     }
   }
   {
@@ -3988,6 +4226,9 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
   for (int k = 0; k < K_COUNT; k++)
     mgop_buf_printf(b, "multigres_operator_watch_relists_total{kind=\"%s\"} %llu\n", mgop_kinds[k].kind,
                     mgop_shared.watch_relists[k]);
+  mgop_metric_head(b, "multigres_operator_pruned_objects_total", "counter",
+                   "Objects deleted because their cluster's spec no longer has them.");
+  mgop_buf_printf(b, "multigres_operator_pruned_objects_total %llu\n", mgop_stats.pruned);
   mgop_metric_head(b, "multigres_operator_fingerprints", "gauge", "Rows in use in the fingerprint table.");
   mgop_buf_printf(b, "multigres_operator_fingerprints %zu\n", mgop_shared.fingerprints);
   mgop_metric_head(b, "multigres_operator_metric_series_dropped_total", "counter",

@@ -263,6 +263,14 @@ void mgop_json_escape(struct mgop_buf *b, const char *s, size_t n);
 void mgop_json_merge(struct mgop_jw *w, const struct mgop_json *base, int bt, const struct mgop_json *over, int ot);
 /* Copies one value verbatim (re-encoding strings) into the writer. */
 void mgop_jw_copy(struct mgop_jw *w, const struct mgop_json *j, int t);
+/* A hash of one value that ignores how it was written: object keys in any
+ * order, strings and keys compared decoded (Go escapes <, > and & where we
+ * do not), whitespace ignored. Two encodings of the same value hash alike.
+ * 0 when the value is beyond the bounds (depth 16, 128 keys an object,
+ * strings of 4 KiB): callers treat 0 as "unknown". */
+#define MGOP_CANON_DEPTH 16
+#define MGOP_CANON_KEYS 128
+uint64_t mgop_json_canon_hash(const struct mgop_json *j, int t);
 
 /* ======================================================================
  * 2.3 kubeconfig
@@ -510,8 +518,11 @@ int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json
 int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, int *status);
 /* GET one object into out (bounded). */
 int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *out, int *status);
-/* DELETE one object; propagation is Background, Foreground or Orphan. */
-int mgop_kube_delete(struct mgop_kube *k, const char *item_path, const char *propagation, int *status);
+/* DELETE one object; propagation is Background, Foreground or Orphan. With
+ * a uid, only that incarnation: a precondition, so an object re-created under
+ * the same name is never deleted by mistake (409 Conflict). 404 is success. */
+int mgop_kube_delete(struct mgop_kube *k, const char *item_path, const char *propagation, const char *uid,
+                     int *status);
 /* The "message" of a Kubernetes Status body, or a short excerpt. */
 void mgop_kube_status_message(const char *body, size_t n, char *out, size_t cap);
 
@@ -548,10 +559,16 @@ struct mgop_fp {
   char uid[40];
   int32_t ready, desired; /* readiness summary from the watch           */
   uint32_t flags;
-  int32_t cond_ready;     /* last Ready status we wrote: -1 none, 0, 1  */
-  long long cond_since;   /* unix seconds of its last transition        */
+  int32_t cond_ready;     /* Ready state written (or read back from the
+                             live object): 0, 1, 2 Stalled             */
+  long long cond_since;   /* unix seconds of its last transition (0: not
+                             known yet)                                */
   int32_t kind;           /* policy's kind id + 1 (0: not from a watch) */
   uint32_t epoch;         /* list epoch of that kind when last seen     */
+  /* Ownership, for pruning: hashes, not strings, so the row stays small. */
+  uint64_t cluster;       /* hash of namespace/cluster label (0: none)  */
+  uint64_t owner_key;     /* fp key of its controller owner (0: none)   */
+  uint64_t owner_uid;     /* hash of that owner's uid                   */
 };
 #define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
 #define MGOP_FP_SETTLED 2u  /* its controller observed the latest spec  */
@@ -1517,6 +1534,73 @@ static int mgop_json_key_tok(const struct mgop_json *j, int obj, const struct mg
   char key[512];
   if (mgop_json_str(kj, kt, key, sizeof(key)) != MGOP_OK) return -1;
   return mgop_json_key(j, obj, key);
+}
+
+static char mgop_canon_scratch[4096]; /* one decoded string at a time */
+
+/* The decoded string's hash, so "\u003c" and "<" agree; 0 when too long. */
+static uint64_t mgop_canon_str(const struct mgop_json *j, int t) {
+  uint64_t h;
+  if (mgop_json_str(j, t, mgop_canon_scratch, sizeof(mgop_canon_scratch))) return 0;
+  h = mgop_fnv1a64(MGOP_FNV64_INIT, mgop_canon_scratch, strlen(mgop_canon_scratch) + 1);
+  return h ? h : 1;
+}
+
+/* Feeds one value into h; returns 0 when beyond the bounds. */
+static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t *h) {
+  char tag;
+  if (t < 0 || t >= j->ntok || depth > MGOP_CANON_DEPTH) return 0;
+  switch (j->tok[t].type) {
+    case JSMN_OBJECT: { /* members in the order of their decoded keys' hashes: any encoding, any order */
+      int keys[MGOP_CANON_KEYS], n = j->tok[t].size, i = t + 1;
+      uint64_t kh[MGOP_CANON_KEYS];
+      if (n > MGOP_CANON_KEYS) return 0;
+      for (int k = 0; k < n; k++, i = mgop_json_next(j, i + 1)) { /* insertion sort: objects are small */
+        uint64_t x = mgop_canon_str(j, i);
+        int at = k;
+        if (!x) return 0;
+        while (at > 0 && kh[at - 1] > x) keys[at] = keys[at - 1], kh[at] = kh[at - 1], at--;
+        keys[at] = i, kh[at] = x;
+      }
+      *h = mgop_fnv1a64(*h, "{", 1);
+      for (int k = 0; k < n; k++) {
+        *h = mgop_fnv1a64(*h, &kh[k], sizeof(kh[k]));
+        if (!mgop_canon_feed(j, keys[k] + 1, depth + 1, h)) return 0;
+      }
+      *h = mgop_fnv1a64(*h, "}", 1);
+      return 1;
+    }
+    case JSMN_ARRAY: {
+      int i = t + 1;
+      *h = mgop_fnv1a64(*h, "[", 1);
+      for (int k = 0; k < j->tok[t].size; k++, i = mgop_json_next(j, i))
+        if (!mgop_canon_feed(j, i, depth + 1, h)) return 0;
+      *h = mgop_fnv1a64(*h, "]", 1);
+      return 1;
+    }
+    case JSMN_STRING: {
+      uint64_t x = mgop_canon_str(j, t);
+      if (!x) return 0;
+      tag = '"';
+      *h = mgop_fnv1a64(*h, &tag, 1);
+      *h = mgop_fnv1a64(*h, &x, sizeof(x));
+      return 1;
+    }
+    default: { /* numbers, true, false, null: their text */
+      struct mgop_str v = mgop_json_raw(j, t);
+      tag = '#';
+      *h = mgop_fnv1a64(*h, &tag, 1);
+      *h = mgop_fnv1a64(*h, v.p, v.n);
+      *h = mgop_fnv1a64(*h, ",", 1);
+      return 1;
+    }
+  }
+}
+
+uint64_t mgop_json_canon_hash(const struct mgop_json *j, int t) {
+  uint64_t h = MGOP_FNV64_INIT;
+  if (!mgop_canon_feed(j, t, 0, &h)) return 0;
+  return h ? h : 1;
 }
 
 void mgop_json_merge(struct mgop_jw *w, const struct mgop_json *base, int bt, const struct mgop_json *over, int ot) {
@@ -2982,11 +3066,15 @@ int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *o
   }
 }
 
-int mgop_kube_delete(struct mgop_kube *k, const char *item_path, const char *propagation, int *status) {
-  char body[128], msg[400];
+int mgop_kube_delete(struct mgop_kube *k, const char *item_path, const char *propagation, const char *uid,
+                     int *status) {
+  char body[256], msg[400];
   struct mgop_buf out;
-  int n = snprintf(body, sizeof(body), "{\"kind\":\"DeleteOptions\",\"apiVersion\":\"v1\",\"propagationPolicy\":\"%s\"}",
-                   propagation);
+  int n = uid && uid[0]
+              ? snprintf(body, sizeof(body), "{\"kind\":\"DeleteOptions\",\"apiVersion\":\"v1\",\"preconditions\":"
+                         "{\"uid\":\"%.40s\"},\"propagationPolicy\":\"%.16s\"}", uid, propagation)
+              : snprintf(body, sizeof(body), "{\"kind\":\"DeleteOptions\",\"apiVersion\":\"v1\",\"propagationPolicy\":"
+                         "\"%.16s\"}", propagation);
   int rc;
   mgop_buf_init(&out, mgop_small_body, sizeof(mgop_small_body));
   rc = mgop_kube_request(k, "DELETE", item_path, "application/json", body, (size_t)n, &out, status);

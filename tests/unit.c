@@ -932,9 +932,10 @@ static void test_fake_list_beyond_token_bound(void) {
   pid_t pid = t_fake_start(steps, 3, &port);
   t_fake_client(&k, port);
   mgop_watch_init(&w, &k, "Thing", "/apis/x/v1/things", NULL, t_count_events, &ev);
+  int saved_level = mgop_log_level;
   mgop_log_level = MGOP_ERROR + 1; /* the two skipped objects are logged: expected */
   while (w.state != MGOP_W_STREAM && w.restarts == 0 && rounds++ < 50) mgop_watch_step(&w, mgop_now_ms());
-  mgop_log_level = MGOP_INFO;
+  mgop_log_level = saved_level;
   CHECK(ev.sync == 302);
   CHECK(ev.nnames == 2 && !strcmp(ev.names[0], "p1") && !strcmp(ev.names[1], "p2"));
   CHECK(w.overlong == 2);
@@ -972,6 +973,26 @@ static void test_fake_list_failed_page(void) {
   CHECK(mgop_kube_list(&k, NULL, "/apis/x/v1/things", NULL, &items, rv, sizeof(rv), &skipped) == MGOP_ERR_PARSE);
   CHECK(strstr(mgop_errmsg(), "items[1]") != NULL);
   CHECK_STR(rv, "");
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
+/* DELETE: 200 and 404 (already gone) succeed; 409 (the uid precondition
+ * failed: another object of that name) is an error the caller can tell. */
+static void test_fake_delete_statuses(void) {
+  static const struct t_step steps[] = {
+      {"DELETE /x/a ", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 0},
+      {"DELETE /x/b ", "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}", 0},
+      {"DELETE /x/c ", "HTTP/1.1 409 Conflict\r\nContent-Length: 54\r\n\r\n{\"kind\":\"Status\",\"message\":\"Precondition failed: UID\"}", 0},
+  };
+  struct mgop_kube k;
+  int port, status = 0;
+  pid_t pid = t_fake_start(steps, 3, &port);
+  t_fake_client(&k, port);
+  CHECK(mgop_kube_delete(&k, "/x/a", "Background", "u-1", &status) == 0 && status == 200);
+  CHECK(mgop_kube_delete(&k, "/x/b", "Background", "u-2", &status) == 0 && status == 404);
+  CHECK(mgop_kube_delete(&k, "/x/c", "Background", "u-3", &status) == MGOP_ERR_STATUS && status == 409);
+  CHECK(strstr(mgop_errmsg(), "Precondition failed") != NULL);
   mgop_kube_free(&k);
   CHECK(t_fake_wait(pid) == 0);
 }
@@ -1229,6 +1250,87 @@ static void test_fp_table(void) {
     CHECK(mgop_fp_upsert(mgop_fp_key("K", "n", "again")) != NULL);
     mgop_fp_remove(mgop_fp_key("K", "n", "again"));
   }
+}
+
+/* Two encodings of one value hash alike (key order, Go's \u003c escapes,
+ * whitespace); a changed value does not; beyond the bounds is 0. */
+static void test_json_canon_hash(void) {
+  static const char a[] = "{\"b\":[1,{\"y\":\"x<y\",\"x\":true}],\"a\":\"m\"}";
+  static const char b[] = "{ \"a\" : \"m\", \"b\": [1, {\"x\": true, \"y\": \"x\\u003cy\"}] }";
+  static const char c[] = "{\"a\":\"m\",\"b\":[{\"x\":true,\"y\":\"x<y\"},1]}"; /* array order counts */
+  static const char d[] = "{\"a\":\"1\",\"b\":[1,{\"y\":\"x<y\",\"x\":true}]}";
+  static const char e[] = "{\"a\":1,\"b\":[1,{\"y\":\"x<y\",\"x\":true}]}"; /* "1" is not 1 */
+  char deep[64];
+  jsmntok_t t1[64], t2[64];
+  struct mgop_json j1, j2;
+  uint64_t ha;
+  CHECK(mgop_json_parse(&j1, a, sizeof(a) - 1, t1, 64) == 0 && mgop_json_parse(&j2, b, sizeof(b) - 1, t2, 64) == 0);
+  ha = mgop_json_canon_hash(&j1, 0);
+  CHECK(ha != 0 && ha == mgop_json_canon_hash(&j2, 0));
+  CHECK(mgop_json_parse(&j2, c, sizeof(c) - 1, t2, 64) == 0 && mgop_json_canon_hash(&j2, 0) != ha);
+  CHECK(mgop_json_parse(&j2, d, sizeof(d) - 1, t2, 64) == 0 && mgop_json_canon_hash(&j2, 0) != ha);
+  CHECK(mgop_json_parse(&j1, e, sizeof(e) - 1, t1, 64) == 0 && mgop_json_canon_hash(&j1, 0) != mgop_json_canon_hash(&j2, 0));
+  memset(deep, 0, sizeof(deep));
+  for (int i = 0; i < MGOP_CANON_DEPTH + 2; i++) deep[i] = '[', deep[2 * (MGOP_CANON_DEPTH + 2) - 1 - i] = ']';
+  CHECK(mgop_json_parse(&j1, deep, strlen(deep), t1, 64) == 0 && mgop_json_canon_hash(&j1, 0) == 0);
+}
+
+/* After a restart: the live status (as the API server encodes it) and the
+ * body we would write compare equal; the Ready state and its transition
+ * time come from the live object and are kept. */
+static void test_adopt_status(void) {
+  static const char live[] =
+      "{\"metadata\":{\"name\":\"x\"},\"status\":{\"phase\":\"Healthy\",\"observedGeneration\":2,\"message\":\"a \\u003e b\","
+      "\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\",\"reason\":\"R\",\"message\":\"m\",\"observedGeneration\":2,"
+      "\"lastTransitionTime\":\"2026-01-02T03:04:05Z\"},{\"type\":\"Stalled\",\"status\":\"False\",\"reason\":\"R\","
+      "\"message\":\"m\",\"observedGeneration\":2,\"lastTransitionTime\":\"2026-01-02T03:04:05Z\"}]}}";
+  static const char ours[] =
+      "{\"status\":{\"conditions\":[{\"lastTransitionTime\":\"2026-01-02T03:04:05Z\",\"message\":\"m\",\"observedGeneration\":2,"
+      "\"reason\":\"R\",\"status\":\"True\",\"type\":\"Ready\"},{\"lastTransitionTime\":\"2026-01-02T03:04:05Z\",\"message\":\"m\","
+      "\"observedGeneration\":2,\"reason\":\"R\",\"status\":\"False\",\"type\":\"Stalled\"}],\"message\":\"a > b\","
+      "\"observedGeneration\":2,\"phase\":\"Healthy\"}}";
+  static const char changed[] = "{\"status\":{\"phase\":\"Progressing\"}}";
+  jsmntok_t tok[128];
+  struct mgop_json j;
+  struct mgop_fp f;
+  memset(&f, 0, sizeof(f));
+  CHECK(mgop_json_parse(&j, live, sizeof(live) - 1, tok, 128) == 0);
+  mgop_adopt_status(&f, &j, 0);
+  CHECK(f.status_hash != 0 && f.status_hash == mgop_status_hash(ours, sizeof(ours) - 1));
+  CHECK(f.status_hash != mgop_status_hash(changed, sizeof(changed) - 1));
+  CHECK(f.cond_ready == 1 && f.cond_since == 1767323045LL); /* 2026-01-02T03:04:05Z */
+  f.status_hash = 7; /* known already: a later event does not overwrite what we track */
+  f.cond_since = 5;
+  mgop_adopt_status(&f, &j, 0);
+  CHECK(f.status_hash == 7 && f.cond_since == 5);
+}
+
+/* Prune's ownership test: label and a chain of controller references up to
+ * this cluster's uid; a broken chain or another uid is not ours. */
+static void test_prune_owner_depth(void) {
+  uint64_t cl = mgop_cluster_hash("ns", "c1"), root = mgop_fp_key("MultigresCluster", "ns", "c1");
+  uint64_t ku = mgop_fp_key("Shard", "ns", "s"), kt = mgop_fp_key("TableGroup", "ns", "t"), kw = mgop_fp_key("StatefulSet", "ns", "w");
+  struct mgop_fp *tg = mgop_fp_upsert(kt), *sh = mgop_fp_upsert(ku), *sts = mgop_fp_upsert(kw);
+  CHECK(tg && sh && sts);
+  if (!tg || !sh || !sts) return;
+  CHECK(cl != mgop_cluster_hash("ns2", "c1") && cl != mgop_cluster_hash("ns", "c2"));
+  snprintf(tg->uid, sizeof(tg->uid), "uid-tg");
+  snprintf(sh->uid, sizeof(sh->uid), "uid-sh");
+  tg->cluster = sh->cluster = sts->cluster = cl;
+  tg->owner_key = root, tg->owner_uid = mgop_uid_hash("uid-root");
+  sh->owner_key = kt, sh->owner_uid = mgop_uid_hash("uid-tg");
+  sts->owner_key = ku, sts->owner_uid = mgop_uid_hash("uid-sh");
+  CHECK(mgop_owner_depth(tg, cl, root, mgop_uid_hash("uid-root")) == 1);
+  CHECK(mgop_owner_depth(sts, cl, root, mgop_uid_hash("uid-root")) == 3);
+  CHECK(mgop_owner_depth(sts, cl, root, mgop_uid_hash("uid-other")) == 0); /* an earlier cluster of that name */
+  snprintf(sh->uid, sizeof(sh->uid), "uid-sh2"); /* the Shard was re-created: the old chain breaks */
+  CHECK(mgop_owner_depth(sts, cl, root, mgop_uid_hash("uid-root")) == 0);
+  snprintf(sh->uid, sizeof(sh->uid), "uid-sh");
+  sh->cluster = mgop_cluster_hash("ns", "c2"); /* a link of another cluster */
+  CHECK(mgop_owner_depth(sts, cl, root, mgop_uid_hash("uid-root")) == 0);
+  mgop_fp_remove(kt);
+  mgop_fp_remove(ku);
+  mgop_fp_remove(kw);
 }
 
 static void test_work_set(void) {
@@ -2151,6 +2253,10 @@ static const struct t_case t_cases[] = {
     {"tls_verification", test_tls_verification},
     {"names", test_names},
     {"fp_table", test_fp_table},
+    {"fake_delete_statuses", test_fake_delete_statuses},
+    {"json_canon_hash", test_json_canon_hash},
+    {"adopt_status", test_adopt_status},
+    {"prune_owner_depth", test_prune_owner_depth},
     {"work_set", test_work_set},
     {"render_minimal", test_render_minimal},
     {"render_defaults_and_errors", test_render_defaults_and_errors},

@@ -21,5 +21,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   mgop_json_path_str(&j, 0, "metadata.name", s, sizeof(s));
   mgop_json_path(&j, 0, "items[0].metadata.labels");
   mgop_json_path(&j, 0, "a[1][2].b");
+  { /* the canonical hash: bounded, and the same for our own re-encoding */
+    static char out[64 * 1024];
+    struct mgop_buf ob;
+    struct mgop_jw w;
+    static jsmntok_t tok2[4096];
+    struct mgop_json j2;
+    uint64_t h = mgop_json_canon_hash(&j, 0);
+    mgop_buf_init(&ob, out, sizeof(out));
+    mgop_jw_init(&w, &ob);
+    mgop_jw_copy(&w, &j, 0);
+    if (h && !ob.overflow && mgop_json_parse(&j2, ob.p, ob.len, tok2, 4096) == 0 && mgop_json_canon_hash(&j2, 0) != h)
+      __builtin_trap();
+  }
   return 0;
 }
