@@ -528,8 +528,8 @@ size_t mgop_work_depth(void);
  *
  * The webhook's built-in PKI: an ECDSA P-256 CA and serving certificates
  * it signs, all in memory (PEM in fixed buffers; the policy keeps them in
- * Secrets). mbedTLS 2.28 has no setters for subjectAltName or
- * extendedKeyUsage; they are DER-encoded here. Times are unix seconds,
+ * Secrets), written with mbedTLS 3.6's x509write setters (subjectAltName
+ * with dNSName and iPAddress entries, extendedKeyUsage). Times are unix seconds,
  * passed in so tests can move the clock. Random numbers come from the TLS
  * client's CTR_DRBG (mgop_tls_global_init).
  * ==================================================================== */

@@ -222,15 +222,14 @@ fetch_sources() {
 # ---- build ---------------------------------------------------------------------
 REQUIRED_SYMBOLS="mbedtls_memory_buffer_alloc_init mbedtls_memory_buffer_alloc_max_get
  mbedtls_platform_set_calloc_free mbedtls_ssl_config_defaults mbedtls_ssl_setup
- mbedtls_ssl_handshake mbedtls_ssl_conf_alpn_protocols mbedtls_ssl_set_hostname
+ mbedtls_ssl_handshake mbedtls_ssl_set_hostname mbedtls_ssl_get_peer_cert
  mbedtls_ssl_tls13_handshake_client_step mbedtls_ssl_tls13_handshake_server_step psa_crypto_init
- mbedtls_ctr_drbg_seed mbedtls_entropy_func mbedtls_x509_crt_parse mbedtls_x509_crt_parse_file
+ mbedtls_ctr_drbg_seed mbedtls_entropy_func mbedtls_x509_crt_parse mbedtls_x509_crt_verify
  mbedtls_x509write_crt_pem mbedtls_x509write_crt_set_serial_raw
  mbedtls_x509write_crt_set_subject_alternative_name mbedtls_x509write_crt_set_ext_key_usage
  mbedtls_pk_parse_key mbedtls_pk_write_key_pem
  mbedtls_ecp_gen_key mbedtls_ecdsa_write_signature mbedtls_rsa_pkcs1_sign mbedtls_asn1_write_len
- mbedtls_base64_encode mbedtls_net_connect mbedtls_net_bind mbedtls_strerror
- mbedtls_gcm_crypt_and_tag mbedtls_chachapoly_encrypt_and_tag mbedtls_sha512 mbedtls_sha1
+ mbedtls_base64_encode mbedtls_strerror mbedtls_gcm_crypt_and_tag mbedtls_sha512 mbedtls_sha1
  yaml_parser_initialize yaml_parser_parse yaml_emitter_initialize yaml_get_version_string"
 
 BUILD_TMP=

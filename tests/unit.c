@@ -17,7 +17,6 @@
 #include "../multigres-op.c"
 
 #include <sys/wait.h>
-#include <mbedtls/net_sockets.h>
 
 /* ======================================================================
  * 1. Harness
@@ -858,15 +857,17 @@ static void t_tls_server(int lfd, int connections) {
   mbedtls_ssl_config conf;
   mbedtls_x509_crt crt;
   mbedtls_pk_context key;
-  char path[512];
+  static char pem[8192];
   mbedtls_ssl_config_init(&conf);
   mbedtls_x509_crt_init(&crt);
   mbedtls_pk_init(&key);
-  snprintf(path, sizeof(path), "%s/server.crt", t_fixtures);
-  if (mbedtls_x509_crt_parse_file(&crt, path)) _exit(3);
-  snprintf(path, sizeof(path), "%s/server.key", t_fixtures);
   mgop_tls_global_init();
-  if (mbedtls_pk_parse_keyfile(&key, path, NULL, mbedtls_ctr_drbg_random, &mgop_drbg)) _exit(3);
+  t_read_fixture("server.crt", pem, sizeof(pem));
+  if (mbedtls_x509_crt_parse(&crt, (const unsigned char *)pem, strlen(pem) + 1)) _exit(3);
+  t_read_fixture("server.key", pem, sizeof(pem));
+  if (mbedtls_pk_parse_key(&key, (const unsigned char *)pem, strlen(pem) + 1, NULL, 0, mbedtls_ctr_drbg_random,
+                           &mgop_drbg))
+    _exit(3);
   mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
   mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &mgop_drbg);
   mbedtls_ssl_conf_own_cert(&conf, &crt, &key);
@@ -877,7 +878,7 @@ static void t_tls_server(int lfd, int connections) {
     static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     mbedtls_ssl_init(&ssl);
     mbedtls_ssl_setup(&ssl, &conf);
-    mbedtls_ssl_set_bio(&ssl, &cfd, mbedtls_net_send, mbedtls_net_recv, NULL);
+    mbedtls_ssl_set_bio(&ssl, &cfd, mgop_fd_send, mgop_fd_recv, NULL); /* cfd blocks */
     r = mbedtls_ssl_handshake(&ssl);
     if (r == 0 && mbedtls_ssl_read(&ssl, buf, sizeof(buf)) > 0) mbedtls_ssl_write(&ssl, (const unsigned char *)reply, sizeof(reply) - 1);
     mbedtls_ssl_close_notify(&ssl);
@@ -938,14 +939,14 @@ static void test_tls_ip_san(void) {
  * DNS names against dNSName SANs, never one for the other. */
 static void test_ip_san_matcher(void) {
   mbedtls_x509_crt crt, ca;
-  char path[512];
+  static char pem[8192];
   uint32_t flags = 0;
   mbedtls_x509_crt_init(&crt);
   mbedtls_x509_crt_init(&ca);
-  snprintf(path, sizeof(path), "%s/server.crt", t_fixtures);
-  CHECK(mbedtls_x509_crt_parse_file(&crt, path) == 0);
-  snprintf(path, sizeof(path), "%s/test-ca.crt", t_fixtures);
-  CHECK(mbedtls_x509_crt_parse_file(&ca, path) == 0);
+  t_read_fixture("server.crt", pem, sizeof(pem));
+  CHECK(mbedtls_x509_crt_parse(&crt, (const unsigned char *)pem, strlen(pem) + 1) == 0);
+  t_read_fixture("test-ca.crt", pem, sizeof(pem));
+  CHECK(mbedtls_x509_crt_parse(&ca, (const unsigned char *)pem, strlen(pem) + 1) == 0);
   CHECK(mbedtls_x509_crt_verify(&crt, &ca, NULL, "127.0.0.1", &flags, NULL, NULL) == 0 && flags == 0);
   CHECK(mbedtls_x509_crt_verify(&crt, &ca, NULL, "localhost", &flags, NULL, NULL) == 0 && flags == 0);
   CHECK(mbedtls_x509_crt_verify(&crt, &ca, NULL, "127.0.0.2", &flags, NULL, NULL) != 0 &&
