@@ -57,6 +57,7 @@
 #define MBEDTLS_PEM_WRITE_C
 #define MBEDTLS_X509_USE_C
 #define MBEDTLS_X509_CRT_PARSE_C
+#define MBEDTLS_X509_RSASSA_PSS_SUPPORT  /* offers rsa_pss_rsae: TLS 1.3, RSA certs */
 #define MBEDTLS_X509_CREATE_C
 #define MBEDTLS_X509_CRT_WRITE_C
 /* TLS 1.2 and 1.3, client and server, ECDHE only: no PSK, tickets,

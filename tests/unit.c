@@ -853,7 +853,10 @@ static void test_fake_watch_honours_retry_after(void) {
 /* ======================================================================
  * 7. TLS against a local mbedTLS server
  * ==================================================================== */
-static void t_tls_server(int lfd, int connections) {
+/* Serves `connections` TLS connections with the fixture pair crt/key, at
+ * most TLS 1.2 when tls12; answers each request with 200 and the protocol
+ * version it negotiated ("TLSv1.3") as the body. */
+static void t_tls_server_pair(int lfd, int connections, const char *crt_name, const char *key_name, int tls12) {
   mbedtls_ssl_config conf;
   mbedtls_x509_crt crt;
   mbedtls_pk_context key;
@@ -862,25 +865,30 @@ static void t_tls_server(int lfd, int connections) {
   mbedtls_x509_crt_init(&crt);
   mbedtls_pk_init(&key);
   mgop_tls_global_init();
-  t_read_fixture("server.crt", pem, sizeof(pem));
+  t_read_fixture(crt_name, pem, sizeof(pem));
   if (mbedtls_x509_crt_parse(&crt, (const unsigned char *)pem, strlen(pem) + 1)) _exit(3);
-  t_read_fixture("server.key", pem, sizeof(pem));
+  t_read_fixture(key_name, pem, sizeof(pem));
   if (mbedtls_pk_parse_key(&key, (const unsigned char *)pem, strlen(pem) + 1, NULL, 0, mbedtls_ctr_drbg_random,
                            &mgop_drbg))
     _exit(3);
   mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
   mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &mgop_drbg);
   mbedtls_ssl_conf_own_cert(&conf, &crt, &key);
+  if (tls12) mbedtls_ssl_conf_max_tls_version(&conf, MBEDTLS_SSL_VERSION_TLS1_2);
   for (int i = 0; i < connections; i++) {
     mbedtls_ssl_context ssl;
     int cfd = accept(lfd, NULL, NULL), r;
     unsigned char buf[4096];
-    static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    char reply[128];
     mbedtls_ssl_init(&ssl);
     mbedtls_ssl_setup(&ssl, &conf);
     mbedtls_ssl_set_bio(&ssl, &cfd, mgop_fd_send, mgop_fd_recv, NULL); /* cfd blocks */
     r = mbedtls_ssl_handshake(&ssl);
-    if (r == 0 && mbedtls_ssl_read(&ssl, buf, sizeof(buf)) > 0) mbedtls_ssl_write(&ssl, (const unsigned char *)reply, sizeof(reply) - 1);
+    if (r == 0 && mbedtls_ssl_read(&ssl, buf, sizeof(buf)) > 0) {
+      const char *v = mbedtls_ssl_get_version(&ssl);
+      int n = snprintf(reply, sizeof(reply), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(v), v);
+      mbedtls_ssl_write(&ssl, (const unsigned char *)reply, (size_t)n);
+    }
     mbedtls_ssl_close_notify(&ssl);
     mbedtls_ssl_free(&ssl);
     close(cfd);
@@ -888,8 +896,16 @@ static void t_tls_server(int lfd, int connections) {
   _exit(0);
 }
 
-static int t_tls_get(int port, const char *host, const char *server_name) {
+static void t_tls_server(int lfd, int connections) {
+  t_tls_server_pair(lfd, connections, "server.crt", "server.key", 0);
+}
+
+/* GET /version over mgop_kube, trusting the fixture CA ca_name; the status,
+ * or an error; the body (the server's protocol version) into version. */
+static int t_tls_get_ca(int port, const char *host, const char *server_name, const char *ca_name, char *version,
+                        size_t vcap) {
   struct mgop_kube k;
+  struct mgop_buf out;
   char ca[4096];
   int status = 0, rc;
   memset(&t_cfg, 0, sizeof(t_cfg));
@@ -897,13 +913,48 @@ static int t_tls_get(int port, const char *host, const char *server_name) {
   snprintf(t_cfg.host, sizeof(t_cfg.host), "%s", host);
   snprintf(t_cfg.port, sizeof(t_cfg.port), "%d", port);
   snprintf(t_cfg.tls_server_name, sizeof(t_cfg.tls_server_name), "%s", server_name);
-  t_read_fixture("test-ca.crt", ca, sizeof(ca));
+  t_read_fixture(ca_name, ca, sizeof(ca));
   memcpy(t_cfg.ca, ca, strlen(ca) + 1);
   t_cfg.ca_len = strlen(ca) + 1;
   if ((rc = mgop_kube_init(&k, &t_cfg))) return rc;
-  rc = mgop_kube_request(&k, "GET", "/version", NULL, NULL, 0, NULL, &status);
+  mgop_buf_init(&out, version, vcap - 1);
+  rc = mgop_kube_request(&k, "GET", "/version", NULL, NULL, 0, &out, &status);
+  mgop_buf_cstr(&out);
   mgop_kube_free(&k);
   return rc ? rc : status;
+}
+
+static int t_tls_get(int port, const char *host, const char *server_name) {
+  char version[32];
+  return t_tls_get_ca(port, host, server_name, "test-ca.crt", version, sizeof(version));
+}
+
+/* API servers usually have RSA certificates from an RSA-2048 CA: TLS 1.3
+ * (RSA-PSS signatures) and TLS 1.2 (ECDHE-RSA), the IP SAN matched, a
+ * wrong CA refused; and the ECDSA fixture over TLS 1.2 (ECDHE-ECDSA). */
+static void test_tls_rsa_and_versions(void) {
+  char v[32];
+  int port, lfd = t_listen(&port);
+  pid_t pid = fork();
+  if (pid == 0) t_tls_server_pair(lfd, 3, "rsa-server.crt", "rsa-server.key", 0);
+  close(lfd);
+  CHECK(t_tls_get_ca(port, "127.0.0.1", "", "rsa-ca.crt", v, sizeof(v)) == 200);
+  CHECK_STR(v, "TLSv1.3");
+  CHECK(t_tls_get_ca(port, "localhost", "", "rsa-ca.crt", v, sizeof(v)) == 200);
+  CHECK(t_tls_get_ca(port, "127.0.0.1", "", "test-ca.crt", v, sizeof(v)) == MGOP_ERR_TLS);
+  t_fake_wait(pid);
+  lfd = t_listen(&port);
+  if ((pid = fork()) == 0) t_tls_server_pair(lfd, 1, "rsa-server.crt", "rsa-server.key", 1);
+  close(lfd);
+  CHECK(t_tls_get_ca(port, "127.0.0.1", "", "rsa-ca.crt", v, sizeof(v)) == 200);
+  CHECK_STR(v, "TLSv1.2");
+  t_fake_wait(pid);
+  lfd = t_listen(&port);
+  if ((pid = fork()) == 0) t_tls_server_pair(lfd, 1, "server.crt", "server.key", 1);
+  close(lfd);
+  CHECK(t_tls_get_ca(port, "127.0.0.1", "", "test-ca.crt", v, sizeof(v)) == 200);
+  CHECK_STR(v, "TLSv1.2");
+  t_fake_wait(pid);
 }
 
 static void test_tls_verification(void) {
@@ -1653,6 +1704,7 @@ static const struct t_case t_cases[] = {
     {"ip_san_matcher", test_ip_san_matcher},
     {"tls_verification", test_tls_verification},
     {"tls_ip_san", test_tls_ip_san},
+    {"tls_rsa_and_versions", test_tls_rsa_and_versions},
     {"names", test_names},
     {"fp_table", test_fp_table},
     {"work_set", test_work_set},
