@@ -17,7 +17,7 @@
 #   make tools           test tools from Go modules (metrics-lint)
 #   make cp-up / cp-down the local control plane alone
 #
-# Third-party libraries (mbedTLS 2.28.3, libyaml 0.2.5, jsmn 1.1.0) are built
+# Third-party libraries (mbedTLS 3.6.6 LTS, libyaml 0.2.5, jsmn 1.1.0) are built
 # from Debian's source packages by scripts/deps.sh into $(MGOP_CACHE)/deps.
 
 MGOP_CACHE ?= $(HOME)/.cache/multigres-op

@@ -318,16 +318,12 @@ struct mgop_tls {
   mbedtls_x509_crt ca;
   mbedtls_x509_crt cert;
   mbedtls_pk_context key;
-  unsigned char verify_ip[16]; /* server is an IP literal: match IP SANs */
-  size_t verify_ip_len;
   int ready;
 };
 int mgop_tls_global_init(void);
 int mgop_tls_client_init(struct mgop_tls *t, const struct mgop_kubecfg *c);
 void mgop_tls_free(struct mgop_tls *t);
 size_t mgop_tls_heap_high_water(void);
-/* depth-0 check that the certificate carries the IP in an iPAddress SAN */
-int mgop_tls_crt_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t iplen);
 
 /* ======================================================================
  * 2.5 http
@@ -609,8 +605,8 @@ size_t mgop_work_depth(void);
  *
  * The webhook's built-in PKI: an ECDSA P-256 CA and serving certificates
  * it signs, all in memory (PEM in fixed buffers; the policy keeps them in
- * Secrets). mbedTLS 2.28 has no setters for subjectAltName or
- * extendedKeyUsage; they are DER-encoded here. Times are unix seconds,
+ * Secrets), written with mbedTLS 3.6's x509write setters (subjectAltName
+ * with dNSName and iPAddress entries, extendedKeyUsage). Times are unix seconds,
  * passed in so tests can move the clock. Random numbers come from the TLS
  * client's CTR_DRBG (mgop_tls_global_init).
  * ==================================================================== */
@@ -814,6 +810,7 @@ void mgop_srv_close(struct mgop_srv *s);
 #include <mbedtls/error.h>
 #include <mbedtls/asn1.h>
 #include <mbedtls/net_sockets.h> /* error codes only; we do our own sockets */
+#include <psa/crypto.h>
 #if defined(MBEDTLS_MEMORY_BUFFER_ALLOC_C) && !defined(MGOP_SANITIZE)
 #include <mbedtls/memory_buffer_alloc.h>
 #define MGOP_TLS_FIXED_HEAP 1
@@ -2009,9 +2006,9 @@ int mgop_kubecfg_in_cluster(struct mgop_kubecfg *c, const char *sa_dir) {
   if (host[0] == '[') snprintf(c->host, sizeof(c->host), "%.*s", (int)strcspn(host + 1, "]"), host + 1);
   else snprintf(c->host, sizeof(c->host), "%s", host);
   snprintf(c->port, sizeof(c->port), "%s", port);
-  /* mbedTLS 2.28 cannot match IP SANs; the API server certificate always
-   * carries this DNS name, so verify against it. */
-  snprintf(c->tls_server_name, sizeof(c->tls_server_name), "kubernetes.default.svc");
+  /* The API server is verified as the address we connect to: the service
+   * IP, which its certificate carries as an iPAddress SAN (mbedTLS 3.6
+   * matches those), or a name if the environment gives one. */
   snprintf(path, sizeof(path), "%s/ca.crt", sa_dir);
   if ((r = mgop_read_file(path, (char *)c->ca, sizeof(c->ca) - 1, &n)))
     return mgop_seterr(r, "in-cluster CA: %s", mgop_errmsg());
@@ -2077,6 +2074,12 @@ int mgop_tls_global_init(void) {
   r = mbedtls_ctr_drbg_seed(&mgop_drbg, mbedtls_entropy_func, &mgop_entropy,
                             (const unsigned char *)"multigres-op", 12);
   if (r) return mgop_seterr(MGOP_ERR_TLS, "cannot seed the random generator (mbedtls -0x%04x)", -r);
+#if defined(MBEDTLS_PSA_CRYPTO_C)
+  /* TLS 1.3 does its key schedule and AEAD through PSA; its key slots come
+   * from the same bounded heap. */
+  if ((r = (int)psa_crypto_init()) != PSA_SUCCESS)
+    return mgop_seterr(MGOP_ERR_TLS, "cannot start PSA crypto (psa_status %d)", r);
+#endif
   mgop_tls_inited = 1;
   return MGOP_OK;
 }
@@ -2089,23 +2092,6 @@ size_t mgop_tls_heap_high_water(void) {
 #else
   return 0;
 #endif
-}
-
-int mgop_tls_crt_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t iplen) {
-  const mbedtls_x509_sequence *san;
-  for (san = &crt->subject_alt_names; san && san->buf.p; san = san->next) {
-    if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && san->buf.len == iplen &&
-        memcmp(san->buf.p, ip, iplen) == 0)
-      return 1;
-  }
-  return 0;
-}
-
-static int mgop_tls_verify_cb(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
-  struct mgop_tls *t = ctx;
-  if (depth == 0 && t->verify_ip_len && !mgop_tls_crt_has_ip(crt, t->verify_ip, t->verify_ip_len))
-    *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
-  return 0;
 }
 
 static int mgop_tls_fail(int r, const char *what) {
@@ -2127,7 +2113,7 @@ int mgop_tls_client_init(struct mgop_tls *t, const struct mgop_kubecfg *c) {
                                   MBEDTLS_SSL_PRESET_DEFAULT);
   if (r) return mgop_tls_fail(r, "TLS defaults");
   mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &mgop_drbg);
-  mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+  mbedtls_ssl_conf_min_tls_version(&t->conf, MBEDTLS_SSL_VERSION_TLS1_2);
   if (c->insecure) {
     mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_NONE);
   } else {
@@ -2136,16 +2122,11 @@ int mgop_tls_client_init(struct mgop_tls *t, const struct mgop_kubecfg *c) {
     if (r < 0) return mgop_tls_fail(r, "certificate-authority is not a valid PEM/DER certificate");
     mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
     mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
-    if (!c->tls_server_name[0]) {
-      if (inet_pton(AF_INET, c->host, t->verify_ip) == 1) t->verify_ip_len = 4;
-      else if (inet_pton(AF_INET6, c->host, t->verify_ip) == 1) t->verify_ip_len = 16;
-    }
-    mbedtls_ssl_conf_verify(&t->conf, mgop_tls_verify_cb, t);
   }
   if (c->cert_len) {
     r = mbedtls_x509_crt_parse(&t->cert, c->cert, c->cert_len);
     if (r) return mgop_tls_fail(r, "client-certificate is not a valid certificate");
-    r = mbedtls_pk_parse_key(&t->key, c->key, c->key_len, NULL, 0);
+    r = mbedtls_pk_parse_key(&t->key, c->key, c->key_len, NULL, 0, mbedtls_ctr_drbg_random, &mgop_drbg);
     if (r) return mgop_tls_fail(r, "client-key is not a valid unencrypted private key");
     r = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key);
     if (r) return mgop_tls_fail(r, "client certificate and key do not fit together");
@@ -2271,9 +2252,9 @@ int mgop_conn_open(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_
     mgop_conn_close(c);
     return mgop_tls_fail(r, "TLS setup");
   }
-  if (cfg->tls_server_name[0]) r = mbedtls_ssl_set_hostname(&c->ssl, cfg->tls_server_name);
-  else if (!tls->verify_ip_len) r = mbedtls_ssl_set_hostname(&c->ssl, cfg->host);
-  else r = 0; /* IP literal: no SNI; the verify callback matches the IP SAN */
+  /* The name to verify (and send as SNI): tls-server-name, else the host,
+   * DNS name or IP literal; mbedTLS matches the latter to iPAddress SANs. */
+  r = mbedtls_ssl_set_hostname(&c->ssl, cfg->tls_server_name[0] ? cfg->tls_server_name : cfg->host);
   if (r) {
     mgop_conn_close(c);
     return mgop_tls_fail(r, "TLS hostname");
@@ -3511,6 +3492,8 @@ static int mgop_pki_timestr(long long t, char *out, size_t cap) {
   return strftime(out, cap, "%Y%m%d%H%M%S", &tm) == 14 ? MGOP_OK : MGOP_ERR_CONFIG;
 }
 
+static int mgop_pki_rng(void *ctx, unsigned char *out, size_t n) { return mbedtls_ctr_drbg_random(ctx, out, n); }
+
 /* mbedTLS parses PEM only NUL-terminated with the NUL counted; DER as is. */
 static _Thread_local char mgop_pki_tmp[MGOP_PEM_MAX + 1];
 static const unsigned char *mgop_pki_text(const char *s, size_t *len) {
@@ -3535,7 +3518,8 @@ static int mgop_pki_parse_key(mbedtls_pk_context *pk, const char *s, size_t len,
   const unsigned char *p = mgop_pki_text(s, &len);
   int r;
   if (!p) return mgop_seterr(MGOP_ERR_TOOBIG, "%s is larger than %d bytes", what, MGOP_PEM_MAX);
-  r = mbedtls_pk_parse_key(pk, p, len, NULL, 0);
+  if ((r = mgop_tls_global_init())) return r; /* the DRBG blinds EC operations */
+  r = mbedtls_pk_parse_key(pk, p, len, NULL, 0, mgop_pki_rng, &mgop_drbg);
   if (p == (const unsigned char *)mgop_pki_tmp) mbedtls_platform_zeroize(mgop_pki_tmp, len);
   if (r) return mgop_seterr(MGOP_ERR_PARSE, "%s is not an unencrypted PEM/DER private key (mbedtls -0x%04x)", what, -r);
   return MGOP_OK;
@@ -3562,8 +3546,6 @@ static int mgop_pki_name_ok(const char *n) {
   return 1;
 }
 
-static int mgop_pki_rng(void *ctx, unsigned char *out, size_t n) { return mbedtls_ctr_drbg_random(ctx, out, n); }
-
 static int mgop_pki_genkey(mbedtls_pk_context *key) {
   int r;
   if ((r = mgop_tls_global_init())) return r;
@@ -3573,38 +3555,35 @@ static int mgop_pki_genkey(mbedtls_pk_context *key) {
   return MGOP_OK;
 }
 
-/* extendedKeyUsage: SEQUENCE { id-kp-serverAuth } */
-static int mgop_pki_eku_der(unsigned char *buf, size_t cap, unsigned char **start) {
-  int ret;
-  size_t len = 0;
-  unsigned char *p = buf + cap;
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_oid(&p, buf, MBEDTLS_OID_SERVER_AUTH,
-                                                   MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&p, buf, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
-  *start = p;
-  return (int)len;
+/* subjectAltName: a dNSName, or an iPAddress for an IPv4/IPv6 literal, per
+ * name; ips holds the binary addresses the list points into. */
+static void mgop_pki_san_list(mbedtls_x509_san_list *san, unsigned char (*ips)[16], const char *const *names, int n) {
+  for (int i = 0; i < n; i++) {
+    size_t iplen = mgop_pki_ip(names[i], ips[i]);
+    memset(&san[i], 0, sizeof(san[i]));
+    san[i].node.type = iplen ? MBEDTLS_X509_SAN_IP_ADDRESS : MBEDTLS_X509_SAN_DNS_NAME;
+    san[i].node.san.unstructured_name.p = iplen ? ips[i] : (unsigned char *)(uintptr_t)names[i];
+    san[i].node.san.unstructured_name.len = iplen ? iplen : strlen(names[i]);
+    san[i].next = i + 1 < n ? &san[i + 1] : NULL;
+  }
 }
 
-/* subjectAltName: SEQUENCE OF GeneralName, dNSName [2] or iPAddress [7]. */
-static int mgop_pki_san_der(unsigned char *buf, size_t cap, const char *const *names, int n, unsigned char **start) {
-  int ret;
-  size_t len = 0;
-  unsigned char *p = buf + cap;
-  for (int i = n - 1; i >= 0; i--) {
-    unsigned char ip[16];
-    size_t iplen = mgop_pki_ip(names[i], ip), one = 0;
-    const unsigned char *v = iplen ? ip : (const unsigned char *)names[i];
-    size_t vlen = iplen ? iplen : strlen(names[i]);
-    MBEDTLS_ASN1_CHK_ADD(one, mbedtls_asn1_write_raw_buffer(&p, buf, v, vlen));
-    MBEDTLS_ASN1_CHK_ADD(one, mbedtls_asn1_write_len(&p, buf, vlen));
-    MBEDTLS_ASN1_CHK_ADD(one, mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONTEXT_SPECIFIC | (iplen ? 7 : 2)));
-    len += one;
-  }
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_len(&p, buf, len));
-  MBEDTLS_ASN1_CHK_ADD(len, mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
-  *start = p;
-  return (int)len;
+/* The serving certificate's extensions: CA:false, digitalSignature,
+ * extendedKeyUsage serverAuth, subjectAltName. */
+static int mgop_pki_leaf_exts(mbedtls_x509write_cert *w, const char *const *names, int nnames, const char **step) {
+  static const char server_auth[] = MBEDTLS_OID_SERVER_AUTH;
+  mbedtls_asn1_sequence eku = {{MBEDTLS_ASN1_OID, MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH),
+                                (unsigned char *)(uintptr_t)server_auth}, NULL};
+  mbedtls_x509_san_list san[MGOP_PKI_NAMES_MAX];
+  unsigned char ips[MGOP_PKI_NAMES_MAX][16];
+  int r;
+  if (nnames < 1 || nnames > MGOP_PKI_NAMES_MAX) return MBEDTLS_ERR_X509_BAD_INPUT_DATA; /* checked by the caller */
+  mgop_pki_san_list(san, ips, names, nnames);
+  if ((r = mbedtls_x509write_crt_set_basic_constraints(w, 0, -1))) *step = "basicConstraints";
+  else if ((r = mbedtls_x509write_crt_set_key_usage(w, MBEDTLS_X509_KU_DIGITAL_SIGNATURE))) *step = "keyUsage";
+  else if ((r = mbedtls_x509write_crt_set_ext_key_usage(w, &eku))) *step = "extendedKeyUsage";
+  else if ((r = mbedtls_x509write_crt_set_subject_alternative_name(w, san))) *step = "subjectAltName";
+  return r;
 }
 
 /* Writes one certificate (PEM) for subject_key, signed by issuer_key. */
@@ -3612,26 +3591,23 @@ static int mgop_pki_write_crt(struct mgop_pki_pair *out, mbedtls_pk_context *sub
                               mbedtls_pk_context *issuer_key, const char *subject, const char *issuer, int is_ca,
                               const char *const *names, int nnames, long long not_before, long long not_after) {
   mbedtls_x509write_cert w;
-  mbedtls_mpi serial;
-  unsigned char sb[16], ext[2048], *start;
+  unsigned char sb[16];
   char nb[16], na[16];
-  int r, rc = MGOP_OK, n;
+  int r, rc = MGOP_OK;
   const char *step = "";
   if (mgop_pki_timestr(not_before, nb, sizeof(nb)) || mgop_pki_timestr(not_after, na, sizeof(na)))
     return mgop_seterr(MGOP_ERR_CONFIG, "certificate validity %lld..%lld is out of range", not_before, not_after);
   mbedtls_x509write_crt_init(&w);
-  mbedtls_mpi_init(&serial);
   /* 128 random bits, positive and 16 bytes long */
   if ((r = mbedtls_ctr_drbg_random(&mgop_drbg, sb, sizeof(sb)))) { step = "serial"; goto fail; }
   sb[0] = (unsigned char)((sb[0] & 0x7f) | 0x40);
-  if ((r = mbedtls_mpi_read_binary(&serial, sb, sizeof(sb)))) { step = "serial"; goto fail; }
   mbedtls_x509write_crt_set_version(&w, MBEDTLS_X509_CRT_VERSION_3);
   mbedtls_x509write_crt_set_md_alg(&w, MBEDTLS_MD_SHA256);
   mbedtls_x509write_crt_set_subject_key(&w, subject_key);
   mbedtls_x509write_crt_set_issuer_key(&w, issuer_key);
   if ((r = mbedtls_x509write_crt_set_subject_name(&w, subject))) { step = "subject"; goto fail; }
   if ((r = mbedtls_x509write_crt_set_issuer_name(&w, issuer))) { step = "issuer"; goto fail; }
-  if ((r = mbedtls_x509write_crt_set_serial(&w, &serial))) { step = "serial"; goto fail; }
+  if ((r = mbedtls_x509write_crt_set_serial_raw(&w, sb, sizeof(sb)))) { step = "serial"; goto fail; }
   if ((r = mbedtls_x509write_crt_set_validity(&w, nb, na))) { step = "validity"; goto fail; }
   if ((r = mbedtls_x509write_crt_set_subject_key_identifier(&w))) { step = "subjectKeyIdentifier"; goto fail; }
   if ((r = mbedtls_x509write_crt_set_authority_key_identifier(&w))) { step = "authorityKeyIdentifier"; goto fail; }
@@ -3641,27 +3617,8 @@ static int mgop_pki_write_crt(struct mgop_pki_pair *out, mbedtls_pk_context *sub
       step = "keyUsage";
       goto fail;
     }
-  } else {
-    if ((r = mbedtls_x509write_crt_set_basic_constraints(&w, 0, -1))) { step = "basicConstraints"; goto fail; }
-    if ((r = mbedtls_x509write_crt_set_key_usage(&w, MBEDTLS_X509_KU_DIGITAL_SIGNATURE))) { step = "keyUsage"; goto fail; }
-    if ((n = mgop_pki_eku_der(ext, sizeof(ext), &start)) < 0) { r = n; step = "extendedKeyUsage"; goto fail; }
-    if ((r = mbedtls_x509write_crt_set_extension(&w, MBEDTLS_OID_EXTENDED_KEY_USAGE,
-                                                 MBEDTLS_OID_SIZE(MBEDTLS_OID_EXTENDED_KEY_USAGE), 0, start,
-                                                 (size_t)n))) {
-      step = "extendedKeyUsage";
-      goto fail;
-    }
-    if ((n = mgop_pki_san_der(ext, sizeof(ext), names, nnames, &start)) < 0) {
-      r = n;
-      step = "subjectAltName";
-      goto fail;
-    }
-    if ((r = mbedtls_x509write_crt_set_extension(&w, MBEDTLS_OID_SUBJECT_ALT_NAME,
-                                                 MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME), 0, start,
-                                                 (size_t)n))) {
-      step = "subjectAltName";
-      goto fail;
-    }
+  } else if ((r = mgop_pki_leaf_exts(&w, names, nnames, &step))) {
+    goto fail;
   }
   if ((r = mbedtls_x509write_crt_pem(&w, (unsigned char *)out->cert, sizeof(out->cert), mgop_pki_rng, &mgop_drbg))) {
     step = "signing";
@@ -3680,7 +3637,6 @@ fail: {
     rc = mgop_tls_fail(r, what);
   }
 done:
-  mbedtls_mpi_free(&serial);
   mbedtls_x509write_crt_free(&w);
   return rc;
 }
@@ -3739,11 +3695,11 @@ int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair 
   if ((rc = mgop_pki_parse_crt(&cacrt, ca->cert, ca->cert_len, "CA certificate")) ||
       (rc = mgop_pki_parse_key(&cakey, ca->key, ca->key_len, "CA key")))
     goto done;
-  if (mbedtls_pk_check_pair(&cacrt.pk, &cakey)) {
+  if (mbedtls_pk_check_pair(&cacrt.pk, &cakey, mgop_pki_rng, &mgop_drbg)) {
     rc = mgop_seterr(MGOP_ERR_CONFIG, "the CA key does not belong to the CA certificate");
     goto done;
   }
-  if (!cacrt.ca_istrue) {
+  if (mbedtls_x509_crt_get_ca_istrue(&cacrt) != 1) {
     rc = mgop_seterr(MGOP_ERR_CONFIG, "the CA certificate is not a CA (basicConstraints CA:false)");
     goto done;
   }
@@ -3780,7 +3736,7 @@ int mgop_pki_pair_load(struct mgop_pki_pair *p, const char *cert, size_t cert_le
   mbedtls_x509_crt_init(&crt);
   mbedtls_pk_init(&pk);
   if (!(rc = mgop_pki_parse_crt(&crt, cert, cert_len, "certificate")) &&
-      !(rc = mgop_pki_parse_key(&pk, key, key_len, "key")) && mbedtls_pk_check_pair(&crt.pk, &pk))
+      !(rc = mgop_pki_parse_key(&pk, key, key_len, "key")) && mbedtls_pk_check_pair(&crt.pk, &pk, mgop_pki_rng, &mgop_drbg))
     rc = mgop_seterr(MGOP_ERR_CONFIG, "the key does not belong to the certificate");
   mbedtls_pk_free(&pk);
   mbedtls_x509_crt_free(&crt);
@@ -3830,8 +3786,6 @@ static int mgop_pki_vrfy_cb(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_
 int mgop_pki_verify(const char *leaf, size_t leaf_len, const char *ca_pem, size_t ca_len, const char *name,
                     long long now_s) {
   mbedtls_x509_crt crt, ca;
-  unsigned char ip[16];
-  size_t iplen = name ? mgop_pki_ip(name, ip) : 0;
   uint32_t flags = 0;
   int rc, r;
   mbedtls_x509_crt_init(&crt);
@@ -3839,8 +3793,8 @@ int mgop_pki_verify(const char *leaf, size_t leaf_len, const char *ca_pem, size_
   if ((rc = mgop_pki_parse_crt(&crt, leaf, leaf_len, "certificate")) ||
       (rc = mgop_pki_parse_crt(&ca, ca_pem, ca_len, "CA bundle")))
     goto done;
-  r = mbedtls_x509_crt_verify(&crt, &ca, NULL, iplen ? NULL : name, &flags, mgop_pki_vrfy_cb, &now_s);
-  if (iplen && !mgop_tls_crt_has_ip(&crt, ip, iplen)) flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+  /* name: a DNS name, or an IP literal matched against iPAddress SANs */
+  r = mbedtls_x509_crt_verify(&crt, &ca, NULL, name, &flags, mgop_pki_vrfy_cb, &now_s);
   if (r || flags) {
     char info[256] = "";
     size_t n;
@@ -4661,7 +4615,7 @@ int mgop_srv_set_cert(struct mgop_srv *s, const char *cert, size_t cert_len, con
   if ((rc = mgop_pki_parse_crt(&g->crt, cert, cert_len, "serving certificate")) ||
       (rc = mgop_pki_parse_key(&g->key, key, key_len, "serving key")))
     goto fail;
-  if (mbedtls_pk_check_pair(&g->crt.pk, &g->key)) {
+  if (mbedtls_pk_check_pair(&g->crt.pk, &g->key, mgop_pki_rng, &mgop_drbg)) {
     rc = mgop_seterr(MGOP_ERR_CONFIG, "the serving key does not belong to the serving certificate");
     goto fail;
   }
@@ -4671,7 +4625,7 @@ int mgop_srv_set_cert(struct mgop_srv *s, const char *cert, size_t cert_len, con
     goto fail;
   }
   mbedtls_ssl_conf_rng(&g->conf, mbedtls_ctr_drbg_random, &mgop_drbg);
-  mbedtls_ssl_conf_min_version(&g->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+  mbedtls_ssl_conf_min_tls_version(&g->conf, MBEDTLS_SSL_VERSION_TLS1_2);
   if ((r = mbedtls_ssl_conf_own_cert(&g->conf, &g->crt, &g->key))) {
     rc = mgop_tls_fail(r, "serving certificate");
     goto fail;

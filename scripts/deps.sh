@@ -3,7 +3,7 @@
 # libraries from Debian's source packages into a cache outside the repo.
 #
 #   prefix = ${MGOP_CACHE:-$HOME/.cache/multigres-op}/deps/
-#            <toolchain>-mbedtls-2.28.3_yaml-0.2.5-<hash>/{include,lib}
+#            <toolchain>-mbedtls-3.6.6_yaml-0.2.5-<hash>/{include,lib}
 #
 #   toolchain glibc = gcc (tests, sanitizers), musl = musl-gcc (the shipped
 #   static binary). <hash> covers this script, scripts/mbedtls_config.h and
@@ -17,7 +17,8 @@
 # What it does, once per cache key (later runs only hash two files):
 #   - apt-get installs what it needs if missing (build-essential, musl-tools,
 #     dpkg-dev, libjsmn-dev); root or sudo is needed only for that;
-#   - downloads the source packages mbedtls 2.28.3-1 and libyaml 0.2.5-1
+#   - downloads the source packages mbedtls 3.6.6-0.1~deb13u1 (trixie, the
+#     3.6 LTS) and libyaml 0.2.5-1 (bookworm)
 #     with `apt-get source --download-only`, using a temporary deb-src list
 #     and a private apt state dir under the cache (the system's
 #     /etc/apt and /var/lib/apt/lists are not touched), mirroring the Debian
@@ -33,22 +34,24 @@
 #     link), and publishes the prefix atomically.
 #
 # Environment: MGOP_CACHE (cache root), MGOP_DEBIAN_MIRROR (override the
-# mirror, e.g. a snapshot.debian.org URL), MGOP_DEBIAN_SUITE (default
-# bookworm), MGOP_DEPS_REBUILD=1 (ignore a finished prefix and rebuild it).
+# mirror, e.g. a snapshot.debian.org URL), MGOP_DEBIAN_SUITE (libyaml's,
+# default bookworm), MGOP_DEBIAN_MBEDTLS_SUITE (default trixie),
+# MGOP_DEPS_REBUILD=1 (ignore a finished prefix and rebuild it).
 set -Eeuo pipefail
 # Unexpected failures: say where (expected ones go through die with a message).
 # die exits 3, which a subshell passes up; that was already reported.
 trap 'rc=$?; [ "$rc" = 3 ] || printf "deps.sh: error: status %s at line %s: %.160s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
 # ---- pinned versions ---------------------------------------------------------
-MBEDTLS_VERSION=2.28.3
-MBEDTLS_DEBVER=2.28.3-1
+MBEDTLS_VERSION=3.6.6
+MBEDTLS_DEBVER=3.6.6-0.1~deb13u1
 YAML_VERSION=0.2.5
 YAML_DEBVER=0.2.5-1
 JSMN_VERSION=1.1.0
-# sha256 of the pinned .dsc files as published in bookworm. apt checks
-# downloads against the signed Sources index; this re-checks the cache.
-MBEDTLS_DSC_SHA256=a8bf91b5ffb40654efb0ebe0c962ac1e87b8eed5e104880982eaa70dd4bb33e3
+# sha256 of the pinned .dsc files as published in trixie (mbedtls) and
+# bookworm (libyaml). apt checks downloads against the signed Sources index;
+# this re-checks the cache.
+MBEDTLS_DSC_SHA256=eb9ed1adbbddcb0d00276fac6fcee0056c64ce01481c2522a16dca75792eb5eb
 YAML_DSC_SHA256=1edbf86e5cd76937ff62892ba6c2537456d645d834d4cd4a82430b8be7051bf4
 
 # Keep stdout for the prefix path(s) only.
@@ -172,16 +175,19 @@ fetch_sources() {
     return 0
   fi
   command -v apt-get >/dev/null 2>&1 || die "apt-get not found; cannot download source packages"
-  local mirror suite keyring opt
+  local mirror suite msuite keyring opt
   mirror=$(detect_mirror)
   suite=${MGOP_DEBIAN_SUITE:-bookworm}
+  msuite=${MGOP_DEBIAN_MBEDTLS_SUITE:-trixie}
   keyring=/usr/share/keyrings/debian-archive-keyring.gpg
   [ -f "$keyring" ] || apt_install debian-archive-keyring
-  log "downloading source packages from $mirror $suite (temporary deb-src list)"
+  log "downloading source packages from $mirror $suite $msuite (temporary deb-src list)"
   mkdir -p "$SRC_DIR"
   APT_TMP=$(mktemp -d "$DEPS_DIR/.apt.XXXXXX")
   mkdir -p "$APT_TMP/lists/partial" "$APT_TMP/cache/archives/partial" "$APT_TMP/dl"
-  printf 'deb-src [signed-by=%s] %s %s main\n' "$keyring" "$mirror" "$suite" > "$APT_TMP/sources.list"
+  # Both suites: an exact version pin picks the suite that has it.
+  printf 'deb-src [signed-by=%s] %s %s main\n' "$keyring" "$mirror" "$suite" "$keyring" "$mirror" "$msuite" \
+    | sort -u > "$APT_TMP/sources.list"
   # The machine's apt settings (proxies etc.) apply, but its update hooks
   # (docker-clean, appstream, packagekit) are about the system lists, not
   # ours: use a copy of apt.conf.d with them cleared. APT_CONFIG is read
@@ -197,15 +203,15 @@ fetch_sources() {
     -o APT::Get::List-Cleanup=0 -o Acquire::GzipIndexes=true)
   # apt's _apt sandbox user cannot write into a private (0700) home.
   [ "$(id -u)" != 0 ] || apt+=(-o APT::Sandbox::User=root)
-  "${apt[@]}" update >&2 || die "apt-get update of the temporary deb-src list failed ($mirror $suite)"
+  "${apt[@]}" update >&2 || die "apt-get update of the temporary deb-src list failed ($mirror $suite $msuite)"
   local spec
   for spec in "mbedtls $MBEDTLS_DEBVER $MBEDTLS_VERSION" "libyaml $YAML_DEBVER $YAML_VERSION"; do
     set -- $spec
     if ! (cd "$APT_TMP/dl" && "${apt[@]}" source --download-only "$1=$2" >&2); then
-      log "warning: $1=$2 not available from $mirror $suite; trying the suite's current version"
+      log "warning: $1=$2 not available from $mirror $suite $msuite; trying the current version"
       (cd "$APT_TMP/dl" && "${apt[@]}" source --download-only "$1" >&2) || die "apt-get source $1 failed"
       ls "$APT_TMP/dl/${1}_${3}"-*.dsc >/dev/null 2>&1 \
-        || die "$mirror $suite no longer has $1 $3 (got: $(cd "$APT_TMP/dl" && ls ${1}_*.dsc)); update the pins in scripts/deps.sh"
+        || die "$mirror $suite $msuite no longer has $1 $3 (got: $(cd "$APT_TMP/dl" && ls ${1}_*.dsc)); update the pins in scripts/deps.sh"
     fi
   done
   # Only complete downloads reach the cache.
@@ -216,12 +222,14 @@ fetch_sources() {
 # ---- build ---------------------------------------------------------------------
 REQUIRED_SYMBOLS="mbedtls_memory_buffer_alloc_init mbedtls_memory_buffer_alloc_max_get
  mbedtls_platform_set_calloc_free mbedtls_ssl_config_defaults mbedtls_ssl_setup
- mbedtls_ssl_handshake mbedtls_ssl_conf_alpn_protocols mbedtls_ssl_set_hostname
- mbedtls_ctr_drbg_seed mbedtls_entropy_func mbedtls_x509_crt_parse mbedtls_x509_crt_parse_file
- mbedtls_x509write_crt_pem mbedtls_x509write_csr_pem mbedtls_pk_parse_key mbedtls_pk_write_key_pem
+ mbedtls_ssl_handshake mbedtls_ssl_set_hostname mbedtls_ssl_get_peer_cert
+ mbedtls_ssl_tls13_handshake_client_step mbedtls_ssl_tls13_handshake_server_step psa_crypto_init
+ mbedtls_ctr_drbg_seed mbedtls_entropy_func mbedtls_x509_crt_parse mbedtls_x509_crt_verify
+ mbedtls_x509write_crt_pem mbedtls_x509write_crt_set_serial_raw
+ mbedtls_x509write_crt_set_subject_alternative_name mbedtls_x509write_crt_set_ext_key_usage
+ mbedtls_pk_parse_key mbedtls_pk_write_key_pem
  mbedtls_ecp_gen_key mbedtls_ecdsa_write_signature mbedtls_rsa_pkcs1_sign mbedtls_asn1_write_len
- mbedtls_base64_encode mbedtls_net_connect mbedtls_net_bind mbedtls_strerror
- mbedtls_gcm_crypt_and_tag mbedtls_chachapoly_encrypt_and_tag mbedtls_sha512_ret mbedtls_sha1_ret
+ mbedtls_base64_encode mbedtls_strerror mbedtls_gcm_crypt_and_tag mbedtls_sha512 mbedtls_sha1
  yaml_parser_initialize yaml_parser_parse yaml_emitter_initialize yaml_get_version_string"
 
 BUILD_TMP=
@@ -269,7 +277,7 @@ build_prefix() {  # build_prefix TOOLCHAIN PREFIX
       '/* multigres-op: mbedTLS was built with mbedtls/mgop_config.h (a copy of' \
       ' * scripts/mbedtls_config.h). This stub makes a translation unit that' \
       ' * forgets -DMBEDTLS_CONFIG_FILE see the same configuration anyway. */' \
-      '#include "mgop_config.h"' > include/mbedtls/config.h
+      '#include "mgop_config.h"' > include/mbedtls/mbedtls_config.h
     # Make passes CFLAGS through /bin/sh, hence the escaped quotes. Unset the
     # caller's MAKEFLAGS (when run from $(shell) in a Makefile).
     env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \

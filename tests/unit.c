@@ -17,7 +17,6 @@
 #include "../multigres-op.c"
 
 #include <sys/wait.h>
-#include <mbedtls/net_sockets.h>
 
 /* ======================================================================
  * 1. Harness
@@ -550,7 +549,7 @@ static void test_kubeconfig_inline_certs(void) {
   {
     struct mgop_tls t;
     CHECK(mgop_tls_client_init(&t, &t_cfg) == 0);
-    CHECK(t.verify_ip_len == 4); /* IP literal without tls-server-name: IP SAN check */
+    CHECK(t.ready && t.ca.raw.len > 0 && t.cert.raw.len > 0);
     mgop_tls_free(&t);
   }
 }
@@ -656,7 +655,7 @@ static void test_in_cluster(void) {
   CHECK(mgop_kubecfg_in_cluster(&t_cfg, sa) == 0);
   CHECK_STR(t_cfg.host, "10.96.0.1");
   CHECK_STR(t_cfg.port, "443");
-  CHECK_STR(t_cfg.tls_server_name, "kubernetes.default.svc");
+  CHECK_STR(t_cfg.tls_server_name, ""); /* verified as 10.96.0.1: an iPAddress SAN */
   CHECK_STR(t_cfg.token, "sa-token-1");
   CHECK_STR(t_cfg.namespace_, "multigres-operator");
   CHECK_STR(t_cfg.source, "in-cluster");
@@ -1089,32 +1088,42 @@ static void test_fake_watch_honours_retry_after(void) {
 /* ======================================================================
  * 7. TLS against a local mbedTLS server
  * ==================================================================== */
-static void t_tls_server(int lfd, int connections) {
+/* Serves `connections` TLS connections with the fixture pair crt/key, at
+ * most TLS 1.2 when tls12; answers each request with 200 and the protocol
+ * version it negotiated ("TLSv1.3") as the body. */
+static void t_tls_server_pair(int lfd, int connections, const char *crt_name, const char *key_name, int tls12) {
   mbedtls_ssl_config conf;
   mbedtls_x509_crt crt;
   mbedtls_pk_context key;
-  char path[512];
+  static char pem[8192];
   mbedtls_ssl_config_init(&conf);
   mbedtls_x509_crt_init(&crt);
   mbedtls_pk_init(&key);
-  snprintf(path, sizeof(path), "%s/server.crt", t_fixtures);
-  if (mbedtls_x509_crt_parse_file(&crt, path)) _exit(3);
-  snprintf(path, sizeof(path), "%s/server.key", t_fixtures);
-  if (mbedtls_pk_parse_keyfile(&key, path, NULL)) _exit(3);
   mgop_tls_global_init();
+  t_read_fixture(crt_name, pem, sizeof(pem));
+  if (mbedtls_x509_crt_parse(&crt, (const unsigned char *)pem, strlen(pem) + 1)) _exit(3);
+  t_read_fixture(key_name, pem, sizeof(pem));
+  if (mbedtls_pk_parse_key(&key, (const unsigned char *)pem, strlen(pem) + 1, NULL, 0, mbedtls_ctr_drbg_random,
+                           &mgop_drbg))
+    _exit(3);
   mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
   mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &mgop_drbg);
   mbedtls_ssl_conf_own_cert(&conf, &crt, &key);
+  if (tls12) mbedtls_ssl_conf_max_tls_version(&conf, MBEDTLS_SSL_VERSION_TLS1_2);
   for (int i = 0; i < connections; i++) {
     mbedtls_ssl_context ssl;
     int cfd = accept(lfd, NULL, NULL), r;
     unsigned char buf[4096];
-    static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    char reply[128];
     mbedtls_ssl_init(&ssl);
     mbedtls_ssl_setup(&ssl, &conf);
-    mbedtls_ssl_set_bio(&ssl, &cfd, mbedtls_net_send, mbedtls_net_recv, NULL);
+    mbedtls_ssl_set_bio(&ssl, &cfd, mgop_fd_send, mgop_fd_recv, NULL); /* cfd blocks */
     r = mbedtls_ssl_handshake(&ssl);
-    if (r == 0 && mbedtls_ssl_read(&ssl, buf, sizeof(buf)) > 0) mbedtls_ssl_write(&ssl, (const unsigned char *)reply, sizeof(reply) - 1);
+    if (r == 0 && mbedtls_ssl_read(&ssl, buf, sizeof(buf)) > 0) {
+      const char *v = mbedtls_ssl_get_version(&ssl);
+      int n = snprintf(reply, sizeof(reply), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(v), v);
+      mbedtls_ssl_write(&ssl, (const unsigned char *)reply, (size_t)n);
+    }
     mbedtls_ssl_close_notify(&ssl);
     mbedtls_ssl_free(&ssl);
     close(cfd);
@@ -1122,8 +1131,16 @@ static void t_tls_server(int lfd, int connections) {
   _exit(0);
 }
 
-static int t_tls_get(int port, const char *host, const char *server_name) {
+static void t_tls_server(int lfd, int connections) {
+  t_tls_server_pair(lfd, connections, "server.crt", "server.key", 0);
+}
+
+/* GET /version over mgop_kube, trusting the fixture CA ca_name; the status,
+ * or an error; the body (the server's protocol version) into version. */
+static int t_tls_get_ca(int port, const char *host, const char *server_name, const char *ca_name, char *version,
+                        size_t vcap) {
   struct mgop_kube k;
+  struct mgop_buf out;
   char ca[4096];
   int status = 0, rc;
   memset(&t_cfg, 0, sizeof(t_cfg));
@@ -1131,13 +1148,48 @@ static int t_tls_get(int port, const char *host, const char *server_name) {
   snprintf(t_cfg.host, sizeof(t_cfg.host), "%s", host);
   snprintf(t_cfg.port, sizeof(t_cfg.port), "%d", port);
   snprintf(t_cfg.tls_server_name, sizeof(t_cfg.tls_server_name), "%s", server_name);
-  t_read_fixture("test-ca.crt", ca, sizeof(ca));
+  t_read_fixture(ca_name, ca, sizeof(ca));
   memcpy(t_cfg.ca, ca, strlen(ca) + 1);
   t_cfg.ca_len = strlen(ca) + 1;
   if ((rc = mgop_kube_init(&k, &t_cfg))) return rc;
-  rc = mgop_kube_request(&k, "GET", "/version", NULL, NULL, 0, NULL, &status);
+  mgop_buf_init(&out, version, vcap - 1);
+  rc = mgop_kube_request(&k, "GET", "/version", NULL, NULL, 0, &out, &status);
+  mgop_buf_cstr(&out);
   mgop_kube_free(&k);
   return rc ? rc : status;
+}
+
+static int t_tls_get(int port, const char *host, const char *server_name) {
+  char version[32];
+  return t_tls_get_ca(port, host, server_name, "test-ca.crt", version, sizeof(version));
+}
+
+/* API servers usually have RSA certificates from an RSA-2048 CA: TLS 1.3
+ * (RSA-PSS signatures) and TLS 1.2 (ECDHE-RSA), the IP SAN matched, a
+ * wrong CA refused; and the ECDSA fixture over TLS 1.2 (ECDHE-ECDSA). */
+static void test_tls_rsa_and_versions(void) {
+  char v[32];
+  int port, lfd = t_listen(&port);
+  pid_t pid = fork();
+  if (pid == 0) t_tls_server_pair(lfd, 3, "rsa-server.crt", "rsa-server.key", 0);
+  close(lfd);
+  CHECK(t_tls_get_ca(port, "127.0.0.1", "", "rsa-ca.crt", v, sizeof(v)) == 200);
+  CHECK_STR(v, "TLSv1.3");
+  CHECK(t_tls_get_ca(port, "localhost", "", "rsa-ca.crt", v, sizeof(v)) == 200);
+  CHECK(t_tls_get_ca(port, "127.0.0.1", "", "test-ca.crt", v, sizeof(v)) == MGOP_ERR_TLS);
+  t_fake_wait(pid);
+  lfd = t_listen(&port);
+  if ((pid = fork()) == 0) t_tls_server_pair(lfd, 1, "rsa-server.crt", "rsa-server.key", 1);
+  close(lfd);
+  CHECK(t_tls_get_ca(port, "127.0.0.1", "", "rsa-ca.crt", v, sizeof(v)) == 200);
+  CHECK_STR(v, "TLSv1.2");
+  t_fake_wait(pid);
+  lfd = t_listen(&port);
+  if ((pid = fork()) == 0) t_tls_server_pair(lfd, 1, "server.crt", "server.key", 1);
+  close(lfd);
+  CHECK(t_tls_get_ca(port, "127.0.0.1", "", "test-ca.crt", v, sizeof(v)) == 200);
+  CHECK_STR(v, "TLSv1.2");
+  t_fake_wait(pid);
 }
 
 static void test_tls_verification(void) {
@@ -1145,7 +1197,7 @@ static void test_tls_verification(void) {
   pid_t pid = fork();
   if (pid == 0) t_tls_server(lfd, 4);
   close(lfd);
-  CHECK(t_tls_get(port, "127.0.0.1", "") == 200);                  /* IP SAN match */
+  CHECK(t_tls_get(port, "127.0.0.1", "") == 200);                  /* IP SAN match via host */
   CHECK(t_tls_get(port, "127.0.0.1", "kubernetes.default.svc") == 200); /* DNS SAN match */
   CHECK(t_tls_get(port, "localhost", "") == 200);                  /* DNS SAN via host */
   CHECK(t_tls_get(port, "127.0.0.1", "wrong.example") == MGOP_ERR_TLS);
@@ -1153,15 +1205,41 @@ static void test_tls_verification(void) {
   t_fake_wait(pid);
 }
 
+/* A client connecting to an IP verifies it against the iPAddress SANs: as
+ * the host, or given as tls-server-name; 127.0.0.2 and ::1 are not in the
+ * certificate (the connection still goes to 127.0.0.1). */
+static void test_tls_ip_san(void) {
+  int port, lfd = t_listen(&port);
+  pid_t pid = fork();
+  if (pid == 0) t_tls_server(lfd, 4);
+  close(lfd);
+  CHECK(t_tls_get(port, "127.0.0.1", "") == 200);
+  CHECK(t_tls_get(port, "127.0.0.1", "127.0.0.1") == 200);
+  CHECK(t_tls_get(port, "127.0.0.1", "127.0.0.2") == MGOP_ERR_TLS);
+  CHECK(strstr(mgop_errmsg(), "certificate rejected") != NULL);
+  CHECK(t_tls_get(port, "127.0.0.1", "::1") == MGOP_ERR_TLS);
+  t_fake_wait(pid);
+}
+
+/* mbedTLS's own name check: IPv4 and IPv6 literals against iPAddress SANs,
+ * DNS names against dNSName SANs, never one for the other. */
 static void test_ip_san_matcher(void) {
-  mbedtls_x509_crt crt;
-  char path[512];
-  unsigned char lo[4] = {127, 0, 0, 1}, other[4] = {127, 0, 0, 2};
+  mbedtls_x509_crt crt, ca;
+  static char pem[8192];
+  uint32_t flags = 0;
   mbedtls_x509_crt_init(&crt);
-  snprintf(path, sizeof(path), "%s/server.crt", t_fixtures);
-  CHECK(mbedtls_x509_crt_parse_file(&crt, path) == 0);
-  CHECK(mgop_tls_crt_has_ip(&crt, lo, 4) == 1);
-  CHECK(mgop_tls_crt_has_ip(&crt, other, 4) == 0);
+  mbedtls_x509_crt_init(&ca);
+  t_read_fixture("server.crt", pem, sizeof(pem));
+  CHECK(mbedtls_x509_crt_parse(&crt, (const unsigned char *)pem, strlen(pem) + 1) == 0);
+  t_read_fixture("test-ca.crt", pem, sizeof(pem));
+  CHECK(mbedtls_x509_crt_parse(&ca, (const unsigned char *)pem, strlen(pem) + 1) == 0);
+  CHECK(mbedtls_x509_crt_verify(&crt, &ca, NULL, "127.0.0.1", &flags, NULL, NULL) == 0 && flags == 0);
+  CHECK(mbedtls_x509_crt_verify(&crt, &ca, NULL, "localhost", &flags, NULL, NULL) == 0 && flags == 0);
+  CHECK(mbedtls_x509_crt_verify(&crt, &ca, NULL, "127.0.0.2", &flags, NULL, NULL) != 0 &&
+        (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH));
+  CHECK(mbedtls_x509_crt_verify(&crt, &ca, NULL, "::ffff:127.0.0.1", &flags, NULL, NULL) != 0 &&
+        (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH));
+  mbedtls_x509_crt_free(&ca);
   mbedtls_x509_crt_free(&crt);
 }
 
@@ -2208,6 +2286,7 @@ static void test_abort_and_write_gate(void) {
  * ==================================================================== */
 /* section 10 (after main): PKI, request parser, HTTP(S) server */
 static void test_pki_round_trip(void);
+static void test_pki_san_ip_eku(void);
 static void test_pki_renewal(void);
 static void test_http_request_parser(void);
 static void test_srv_listen_addresses(void);
@@ -2251,6 +2330,8 @@ static const struct t_case t_cases[] = {
     {"fake_watch_honours_retry_after", test_fake_watch_honours_retry_after},
     {"ip_san_matcher", test_ip_san_matcher},
     {"tls_verification", test_tls_verification},
+    {"tls_ip_san", test_tls_ip_san},
+    {"tls_rsa_and_versions", test_tls_rsa_and_versions},
     {"names", test_names},
     {"fp_table", test_fp_table},
     {"fake_delete_statuses", test_fake_delete_statuses},
@@ -2263,6 +2344,7 @@ static const struct t_case t_cases[] = {
     {"yaml_to_json", test_yaml_to_json},
     {"flags", test_flags},
     {"pki_round_trip", test_pki_round_trip},
+    {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},
     {"http_request_parser", test_http_request_parser},
     {"srv_listen_addresses", test_srv_listen_addresses},
@@ -2340,17 +2422,19 @@ static void test_pki_round_trip(void) {
   /* the CA */
   CHECK(mbedtls_x509_dn_gets(dn, sizeof(dn), &cacrt.subject) > 0);
   CHECK_STR(dn, "CN=multigres-operator-ca");
-  CHECK(cacrt.ca_istrue == 1);
+  CHECK(mbedtls_x509_crt_get_ca_istrue(&cacrt) == 1);
   CHECK(mbedtls_x509_crt_check_key_usage(&cacrt, MBEDTLS_X509_KU_KEY_CERT_SIGN | MBEDTLS_X509_KU_CRL_SIGN) == 0);
-  CHECK(mbedtls_pk_get_type(&cacrt.pk) == MBEDTLS_PK_ECKEY && mbedtls_pk_ec(cacrt.pk)->grp.id == MBEDTLS_ECP_DP_SECP256R1);
+  CHECK(mbedtls_pk_get_type(&cacrt.pk) == MBEDTLS_PK_ECKEY && 
+        mbedtls_ecp_keypair_get_group_id(mbedtls_pk_ec(cacrt.pk)) == MBEDTLS_ECP_DP_SECP256R1);
   CHECK(mbedtls_x509_crt_verify(&cacrt, &cacrt, NULL, NULL, &flags, NULL, NULL) == 0 && flags == 0); /* self-signed */
   /* the serving certificate: CN, SAN (DNS and IP), EKU, key usage, chain */
   CHECK(mbedtls_x509_dn_gets(dn, sizeof(dn), &crt.subject) > 0);
   CHECK_STR(dn, "CN=" T_SVC);
-  CHECK(crt.ca_istrue == 0);
-  CHECK((crt.ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) && (crt.ext_types & MBEDTLS_X509_EXT_EXTENDED_KEY_USAGE));
+  CHECK(mbedtls_x509_crt_get_ca_istrue(&crt) == 0);
+  CHECK(mbedtls_x509_crt_has_ext_type(&crt, MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) &&
+        mbedtls_x509_crt_has_ext_type(&crt, MBEDTLS_X509_EXT_EXTENDED_KEY_USAGE));
   CHECK(t_has_san(&crt, 2, T_SVC, strlen(T_SVC)) && t_has_san(&crt, 2, T_SVC_LOCAL, strlen(T_SVC_LOCAL)));
-  CHECK(t_has_san(&crt, 7, lo, 4) && mgop_tls_crt_has_ip(&crt, lo, 4));
+  CHECK(t_has_san(&crt, 7, lo, 4));
   CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_SERVER_AUTH,
                                                   MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)) == 0);
   CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_CLIENT_AUTH,
@@ -2399,6 +2483,34 @@ static void test_pki_round_trip(void) {
   }
   mbedtls_x509_crt_free(&crt);
   mbedtls_x509_crt_free(&cacrt);
+}
+
+/* The 3.6 SAN/EKU writers: IPv6 and IPv4 literals become iPAddress SANs (16
+ * and 4 bytes), names dNSName; EKU serverAuth only; verification by IP. */
+static void test_pki_san_ip_eku(void) {
+  static struct mgop_pki_pair ca, leaf;
+  static const char *const mixed[] = {"::1", "svc.example", "10.1.2.3"};
+  static const unsigned char v6[16] = {[15] = 1}, v4[4] = {10, 1, 2, 3};
+  long long now = (long long)time(NULL);
+  mbedtls_x509_crt m;
+  char dn[128];
+  CHECK(mgop_pki_make_ca(&ca, "multigres-operator-ca", 86400, now) == MGOP_OK);
+  CHECK(mgop_pki_make_serving(&leaf, &ca, mixed, 3, 3600, now) == MGOP_OK);
+  mbedtls_x509_crt_init(&m);
+  CHECK(mbedtls_x509_crt_parse(&m, (const unsigned char *)leaf.cert, leaf.cert_len + 1) == 0);
+  CHECK(t_has_san(&m, 7, v6, 16) && t_has_san(&m, 7, v4, 4) && t_has_san(&m, 2, "svc.example", 11));
+  CHECK(!t_has_san(&m, 2, "::1", 3) && !t_has_san(&m, 2, "10.1.2.3", 8));
+  CHECK(mbedtls_x509_dn_gets(dn, sizeof(dn), &m.subject) > 0);
+  CHECK_STR(dn, "CN=svc.example"); /* the first DNS name, not the IP */
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&m, MBEDTLS_OID_SERVER_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)) == 0);
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&m, MBEDTLS_OID_CODE_SIGNING,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_CODE_SIGNING)) != 0);
+  mbedtls_x509_crt_free(&m);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "::1", now) == MGOP_OK);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "10.1.2.3", now) == MGOP_OK);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "::2", now) == MGOP_ERR_TLS);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "10.1.2.4", now) == MGOP_ERR_TLS);
 }
 
 static void test_pki_renewal(void) {
@@ -2850,7 +2962,7 @@ static void test_srv_https_swap(void) {
   CHECK_STR(serial, serial2);
   CHECK(t_exchange(&b, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
   CHECK(strstr(body.p, "mgop_test_requests_total ") != NULL);
-  CHECK(t_cli_open(&c, port, &iptls, NULL) == MGOP_OK);
+  CHECK(t_cli_open(&c, port, &iptls, "127.0.0.1") == MGOP_OK);
   CHECK(t_exchange(&c, T_RAW("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 404);
   CHECK_STR(body.p, "not found\n");
 

@@ -5,7 +5,8 @@
 # (scripts/image.sh --assemble, from the Dockerfile) plus a kubelet-style
 # service-account volume, as uid 65532, with only KUBERNETES_SERVICE_HOST/PORT
 # in its environment and the Deployment's args. It must:
-#   - verify the API server as kubernetes.default.svc against the mounted CA;
+#   - verify the API server as KUBERNETES_SERVICE_HOST (an IP: the
+#     certificate's iPAddress SAN) against the mounted CA;
 #   - bring config/samples/minimal.yaml to Ready, with the namespace default
 #     templates of config/samples/default-templates/ (so it also marks them
 #     in use: finalizer and status.consumers);
