@@ -95,7 +95,67 @@ static const char mgop_default_global_topo[] =
 /* ======================================================================
  * 3. Reconcile context
  * ==================================================================== */
-#define MGOP_DESIRED_MAX 256
+/* ---- Limits: the CRD's maxima (config/crd/gen-crds.py) and every bound of
+ * one cluster derived from them, here and nowhere else. A bound the schema
+ * cannot reach fits by construction; one it can (objects per cluster, the
+ * process-wide tables) is reported when reached: a Stalled condition naming
+ * the field and the limit, its Event, a log line and
+ * multigres_operator_limit_reached_total{limit} (mgop_limit_reached). */
+#define MGOP_CRD_NAMESPACE_MAX 63     /* a Kubernetes namespace               */
+#define MGOP_CRD_CLUSTER_NAME_MAX 25  /* CEL on metadata.name                 */
+#define MGOP_CRD_CELLS_MAX 50         /* spec.cells maxItems                  */
+#define MGOP_CRD_CELL_NAME_MAX 30
+#define MGOP_CRD_DATABASES_MAX 1      /* spec.databases maxItems              */
+#define MGOP_CRD_DATABASE_NAME_MAX 30
+#define MGOP_CRD_TABLEGROUPS_MAX 20   /* per database                         */
+#define MGOP_CRD_TABLEGROUP_NAME_MAX 25
+#define MGOP_CRD_SHARDS_PER_TG 1      /* a list map keyed by name, and CEL: name == '0-inf' */
+#define MGOP_CRD_SHARD_NAME_MAX 25
+#define MGOP_CRD_POOLS_MAX 8          /* pools maxProperties                  */
+#define MGOP_CRD_POOL_NAME_MAX 62     /* template pool keys: < 63             */
+#define MGOP_CRD_IMAGE_MAX 512        /* spec.images.*, etcd.image            */
+#define MGOP_CRD_QUANTITY_MAX 63      /* storage.size                         */
+#define MGOP_CRD_ROOT_PATH_MAX 512    /* etcd/external rootPath               */
+#define MGOP_CRD_STORAGE_CLASS_MAX 63
+/* what follows for one cluster */
+#define MGOP_TABLEGROUPS_MAX (MGOP_CRD_DATABASES_MAX * MGOP_CRD_TABLEGROUPS_MAX)
+#define MGOP_SHARDS_MAX (MGOP_TABLEGROUPS_MAX * MGOP_CRD_SHARDS_PER_TG)
+/* distinct templates one cluster can name: CoreTemplates (globalTopoServer,
+ * multiadmin, multiadminWeb, templateDefaults, "default"), one CellTemplate
+ * per cell plus templateDefaults and "default", the same for shards */
+#define MGOP_TREFS_MAX (5 + MGOP_CRD_CELLS_MAX + 2 + MGOP_SHARDS_MAX + 2)
+/* Objects of the largest tree: 11 cluster-wide (global etcd 5, multiadmin
+ * 6), 8 per cell (Cell, local TopoServer and its etcd 4, multigateway 2),
+ * a TableGroup each, per shard 3 (Shard, ConfigMap, PDB) plus 2 per cell
+ * of a multiorch and 2 per (pool, cell). */
+#define MGOP_OBJECTS_OF(cells, tgs, shards, pool_cells) \
+  (11 + 8 * (cells) + (tgs) + (shards) * (3 + 2 * (cells)) + 2 * (pool_cells))
+/* The schema admits 8 pools in each of 50 cells for 20 shards: 18,471
+ * objects, 80 MiB of JSON. The budget is what a 50-cell cluster with one
+ * pool per cell and a shard needs, with room for more pools or table
+ * groups; past it the cluster stalls (and the webhook refuses it) with a
+ * message that names the field. */
+#define MGOP_OBJECTS_SCHEMA_MAX \
+  MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, MGOP_TABLEGROUPS_MAX, MGOP_SHARDS_MAX, \
+                  MGOP_SHARDS_MAX * MGOP_CRD_POOLS_MAX * MGOP_CRD_CELLS_MAX)
+#define MGOP_DESIRED_MAX 1024
+_Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3 / 2 <= MGOP_DESIRED_MAX,
+               "a 50-cell cluster with a pool in every cell fits with room to spare");
+/* One turn's arena holds every desired object (a pool StatefulSet is about
+ * 6 KiB, most others 1-3 KiB) and the resolved settings: 8 KiB an object.
+ * Pages are touched only as far as the largest cluster reaches. */
+#define MGOP_ARENA_BYTES ((size_t)MGOP_DESIRED_MAX * 8 * 1024)
+/* buffers that hold one CRD value (+1 for the NUL) */
+#define MGOP_IMAGE_BUF (MGOP_CRD_IMAGE_MAX + 1)
+#define MGOP_QUANTITY_BUF (MGOP_CRD_QUANTITY_MAX + 1)
+#define MGOP_ROOT_PATH_BUF (MGOP_CRD_ROOT_PATH_MAX + 1)
+/* A metric label set, the widest one: shard="<Shard name>",pool="<pool>",
+ * namespace="<ns>",state="desired". A Shard name is
+ * cluster-db-tg-shard-<8 hex>; names are DNS labels, nothing to escape. */
+#define MGOP_SHARD_CR_NAME_MAX (MGOP_CRD_CLUSTER_NAME_MAX + MGOP_CRD_DATABASE_NAME_MAX + \
+                                MGOP_CRD_TABLEGROUP_NAME_MAX + MGOP_CRD_SHARD_NAME_MAX + 4 + 8)
+#define MGOP_LABELS_MAX (sizeof("shard=\"\",pool=\"\",namespace=\"\",state=\"desired\"") + \
+                         MGOP_SHARD_CR_NAME_MAX + MGOP_CRD_POOL_NAME_MAX + MGOP_CRD_NAMESPACE_MAX)
 struct mgop_desired {
   int kind;
   char name[MGOP_NAME_MAX + 1];
@@ -108,7 +168,6 @@ struct mgop_desired {
 struct mgop_manifest { int kind; char ns[64]; char name[254]; char *json; size_t len; };
 #define MGOP_MANIFESTS_MAX 64
 
-#define MGOP_TREFS_MAX 32 /* templates one cluster may reference */
 #define MGOP_TEMPLATE_FINALIZER "multigres.com/template-in-use"
 
 struct mgop_rctx {
@@ -127,10 +186,11 @@ struct mgop_rctx {
   char stalled_msg[512];
   char resolved_core[300];    /* "CoreTemplate/NAME" or "built-in"    */
   int ncells, nshards, ntg, nshard_names;
-  char tg_names[32][254];     /* TableGroup CRs of this cluster       */
-  char shard_names[64][254];  /* Shard CRs, with their table group    */
-  char shard_tg[64][254];
-  char shard_db[64][32];
+  char tg_names[MGOP_TABLEGROUPS_MAX][254]; /* TableGroup CRs of this cluster */
+  char shard_names[MGOP_SHARDS_MAX][254];   /* Shard CRs, with their table group */
+  char shard_tg[MGOP_SHARDS_MAX][254];
+  char shard_db[MGOP_SHARDS_MAX][32];
+  char where[240];            /* field path being built, for limit messages */
   int pool_sets, orch_sets, pool_replicas;
   /* every template this turn looked up, found or not: a per-turn cache,
    * and the record of what the cluster uses (consumers, propagation) */
@@ -176,6 +236,51 @@ static void mgop_stall(struct mgop_rctx *r, const char *reason, const char *fmt,
   va_start(ap, fmt);
   vsnprintf(r->stalled_msg, sizeof(r->stalled_msg), fmt, ap);
   va_end(ap);
+}
+
+/* A bound was reached: counted per limit (multigres_operator_limit_reached_total),
+ * logged, and the cluster stalls with a message naming the field and the
+ * limit; its status write makes the Warning Event, and the webhook refuses
+ * the same spec with the same message. */
+enum mgop_limit_id {
+  MGOP_L_OBJECTS, MGOP_L_ARENA, MGOP_L_TEMPLATES_PER_CLUSTER, MGOP_L_VALUE_LENGTH, MGOP_L_CLUSTERS,
+  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_COUNT
+};
+static const char *const mgop_limit_names[MGOP_L_COUNT] = {
+    "objects_per_cluster", "reconcile_arena", "templates_per_cluster", "value_length", "clusters",
+    "templates", "fingerprints", "metric_labels"};
+static unsigned long long mgop_limit_hits[MGOP_L_COUNT];
+
+/* Counted and logged only: a process-wide table, no cluster to stall. */
+static void mgop_limit_note(int limit, const char *what) {
+  mgop_limit_hits[limit]++;
+  MGOP_LOG(MGOP_ERROR, ("limit %s reached: %s", mgop_limit_names[limit], what));
+}
+
+static void mgop_limit_reached(struct mgop_rctx *r, int limit, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void mgop_limit_reached(struct mgop_rctx *r, int limit, const char *fmt, ...) {
+  char msg[sizeof(r->stalled_msg)];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (r->stalled_reason[0]) return; /* one cause per turn, counted once */
+  if (!r->render || r->live_templates) mgop_limit_hits[limit]++;
+  MGOP_LOG(MGOP_WARN, ("MultigresCluster %s/%s: limit %s reached: %s", r->ns, r->name, mgop_limit_names[limit], msg));
+  mgop_stall(r, "LimitReached", "%s (limit %s)", msg, mgop_limit_names[limit]);
+}
+
+/* A string value of the spec that must fit buf: the CRD's maxLength sizes
+ * buf, so too long means the schema and the code disagree; say so. */
+static int mgop_spec_str(struct mgop_rctx *r, const struct mgop_json *j, int t, const char *path, char *buf, size_t cap,
+                         const char *field) {
+  int rc = mgop_json_path_str(j, t, path, buf, cap);
+  if (rc == MGOP_ERR_TOOBIG) {
+    buf[0] = 0;
+    mgop_limit_reached(r, MGOP_L_VALUE_LENGTH, "%s is longer than %zu characters", field, cap - 1);
+  }
+  return rc;
 }
 
 /* Parses JSON text into arena-allocated tokens. */
@@ -231,8 +336,8 @@ static int mgop_fetch(struct mgop_rctx *r, int kind, const char *name, struct mg
     return MGOP_OK;
   }
   if (r->ntrefs == MGOP_TREFS_MAX) {
-    mgop_stall(r, "TooManyTemplates", "the cluster references more than %d distinct templates; share templates "
-               "between cells and shards", MGOP_TREFS_MAX);
+    mgop_limit_reached(r, MGOP_L_TEMPLATES_PER_CLUSTER, "%s: the cluster references more than %d distinct templates; "
+                       "share templates between cells and shards", r->where[0] ? r->where : "spec", MGOP_TREFS_MAX);
     return MGOP_ERR_CONFIG;
   }
   rc = mgop_fetch_uncached(r, kind, name, out);
@@ -420,7 +525,14 @@ static int mgop_build_end(struct mgop_build *o) {
   char hex[17];
   mgop_jw_obj_end(&o->w);
   if (o->b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "%s %s is larger than 32 KiB", mgop_kinds[o->kind].kind, o->name);
-  if (r->ndesired >= MGOP_DESIRED_MAX) return mgop_seterr(MGOP_ERR_NOMEM, "more than %d objects for one cluster", MGOP_DESIRED_MAX);
+  if (r->ndesired >= MGOP_DESIRED_MAX) {
+    mgop_limit_reached(r, MGOP_L_OBJECTS, "the cluster needs more than %d objects; %s %s of %s is one too many: every "
+                       "pool makes a StatefulSet and a Service in each cell it runs in (all cells when pools.*.cells "
+                       "is unset), and every shard a multiorch per cell; list fewer cells per pool, or use fewer "
+                       "pools, table groups or cells", MGOP_DESIRED_MAX, mgop_kinds[o->kind].kind, o->name,
+                       r->where[0] ? r->where : "spec");
+    return mgop_seterr(MGOP_ERR_NOMEM, "more than %d objects for one cluster", MGOP_DESIRED_MAX);
+  }
   d = &r->desired[r->ndesired++];
   d->kind = o->kind;
   snprintf(d->name, sizeof(d->name), "%s", o->name);
@@ -495,7 +607,7 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
   struct mgop_build o;
   struct mgop_ids ids = {t->cell, NULL, NULL, NULL, NULL};
   const char *component = t->cell ? "local-toposerver" : "toposerver";
-  char name[64], headless[80], image[256], size[32], klass[128];
+  char name[64], headless[80], image[MGOP_IMAGE_BUF], size[MGOP_QUANTITY_BUF], klass[128];
   int etcd = mgop_json_key(topo, 0, "etcd"), rc;
   long long replicas = 3;
   mgop_json_i64(topo, mgop_json_key(topo, etcd, "replicas"), &replicas);
@@ -677,6 +789,11 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
                                               sizeof(r->applied_note) - r->applied_note_len, "%s%s %s",
                                               r->applied > 1 ? ", " : "", mgop_kinds[d->kind].kind, d->name);
     f = mgop_fp_upsert(key);
+    if (!f)
+      mgop_limit_reached(r, MGOP_L_FINGERPRINTS, "%s %s was applied, but the operator's object table is full (%d "
+                         "rows for all clusters), so it cannot tell when it is in sync: fewer or smaller clusters per "
+                         "operator, or a build with a larger MGOP_FP_SLOTS", mgop_kinds[d->kind].kind, d->name,
+                         MGOP_FP_SLOTS);
     if (f) {
       f->kind = d->kind + 1; /* swept by a relist that does not show it */
       f->epoch = mgop_list_epoch[d->kind];
@@ -716,7 +833,7 @@ static const char *mgop_uid_of(struct mgop_rctx *r, int kind, const char *name) 
 struct mgop_series {
   uint64_t owner;            /* root key of the cluster; 0: free      */
   const char *family;        /* a name from mgop_families              */
-  char labels[224];          /* rendered: a="x",b="y"                 */
+  char labels[MGOP_LABELS_MAX]; /* rendered: a="x",b="y"               */
   double value;
 };
 static struct mgop_series mgop_series[MGOP_SERIES_MAX];
@@ -749,18 +866,29 @@ static void mgop_metrics_turn(int controller, const char *result, double seconds
   mgop_histogram_observe(&mgop_stats.latency[controller], seconds);
 }
 
-/* Appends name="value" to a label buffer, escaped as the format asks. */
-static void mgop_label(char *buf, size_t cap, const char *name, const char *value) {
-  size_t n = strlen(buf);
-  if (n && n + 1 < cap) buf[n++] = ',';
-  n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s=\"", name);
-  for (const char *p = value; *p && n + 3 < cap; p++) {
+/* Appends name="value" to a label buffer, escaped as the format asks. The
+ * buffers are sized for the longest names the CRD allows; a label that
+ * does not fit all the same is counted and logged, never silently cut. */
+static int mgop_label(char *buf, size_t cap, const char *name, const char *value) {
+  size_t n = strlen(buf), need = n + (n ? 1 : 0) + strlen(name) + 3;
+  for (const char *p = value; *p; p++) need += (*p == '\\' || *p == '"' || *p == '\n') ? 2 : 1;
+  if (need >= cap) {
+    char what[160];
+    snprintf(what, sizeof(what), "label %s=\"%.40s...\" does not fit the %zu-byte label set; the series is "
+             "not written", name, value, cap);
+    mgop_limit_note(MGOP_L_METRIC_LABELS, what);
+    return -1;
+  }
+  if (n) buf[n++] = ',';
+  n += (size_t)snprintf(buf + n, cap - n, "%s=\"", name); /* need < cap: everything below fits */
+  for (const char *p = value; *p; p++) {
     if (*p == '\\' || *p == '"') buf[n++] = '\\', buf[n++] = *p;
     else if (*p == '\n') buf[n++] = '\\', buf[n++] = 'n';
     else buf[n++] = *p;
   }
-  if (n + 1 < cap) buf[n++] = '"';
-  buf[n < cap ? n : cap - 1] = 0;
+  buf[n++] = '"';
+  buf[n] = 0;
+  return 0;
 }
 
 static void mgop_gauge_set(uint64_t owner, const char *family, const char *labels, double value) {
@@ -811,14 +939,15 @@ static const struct { const char *name, *help; } mgop_families[] = {
 /* A replica pair for one object: state="ready" and state="desired". */
 static void mgop_gauge_pair(uint64_t owner, const char *family, const char *k1, const char *v1, const char *k2,
                             const char *v2, const char *ns, int ready, int desired) {
-  char l[224];
+  char l[MGOP_LABELS_MAX];
   for (int i = 0; i < 2; i++) {
+    int bad;
     l[0] = 0;
-    mgop_label(l, sizeof(l), k1, v1);
-    if (k2) mgop_label(l, sizeof(l), k2, v2);
-    mgop_label(l, sizeof(l), "namespace", ns);
-    mgop_label(l, sizeof(l), "state", i ? "desired" : "ready");
-    mgop_gauge_set(owner, family, l, i ? desired : ready);
+    bad = mgop_label(l, sizeof(l), k1, v1);
+    if (k2) bad |= mgop_label(l, sizeof(l), k2, v2);
+    bad |= mgop_label(l, sizeof(l), "namespace", ns);
+    bad |= mgop_label(l, sizeof(l), "state", i ? "desired" : "ready");
+    if (!bad) mgop_gauge_set(owner, family, l, i ? desired : ready);
   }
 }
 
@@ -1027,7 +1156,7 @@ static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const ch
  * 8. Reconcile one root
  * ==================================================================== */
 static char mgop_root_body[256 * 1024];
-static unsigned char mgop_arena_mem[4 * 1024 * 1024];
+static unsigned char mgop_arena_mem[MGOP_ARENA_BYTES];
 static struct mgop_arena mgop_arena;
 
 /* ---- the rest of the tree ------------------------------------------------ */
@@ -1035,7 +1164,8 @@ static struct mgop_arena mgop_arena;
 static void mgop_topo_address(struct mgop_rctx *r, const struct mgop_json *topo, char *addr, size_t acap, char *root,
                               size_t rcap) {
   int ext = mgop_json_key(topo, 0, "external");
-  mgop_str_or(topo, 0, ext >= 0 ? "external.rootPath" : "etcd.rootPath", root, rcap, NULL);
+  mgop_spec_str(r, topo, 0, ext >= 0 ? "external.rootPath" : "etcd.rootPath", root, rcap,
+                ext >= 0 ? "spec.globalTopoServer.external.rootPath" : "spec.globalTopoServer.etcd.rootPath");
   if (!root[0]) snprintf(root, rcap, "/multigres/global");
   if (ext >= 0) {
     int eps = mgop_json_key(topo, ext, "endpoints");
@@ -1046,6 +1176,12 @@ static void mgop_topo_address(struct mgop_rctx *r, const struct mgop_json *topo,
       if (mgop_json_str(topo, mgop_json_at(topo, eps, i), ep, sizeof(ep))) continue;
       h = strstr(ep, "://") ? strstr(ep, "://") + 3 : ep; /* the flag takes host:port */
       mgop_buf_printf(&b, "%s%s", b.len ? "," : "", h);
+    }
+    /* the children carry it in globalTopoServer.address (maxLength 512) */
+    if (b.overflow || b.len > MGOP_CRD_ROOT_PATH_MAX) {
+      b.len = 0;
+      mgop_limit_reached(r, MGOP_L_VALUE_LENGTH, "spec.globalTopoServer.external.endpoints: the host:port list is "
+                         "longer than %d characters; list fewer endpoints (or shorter names)", MGOP_CRD_ROOT_PATH_MAX);
     }
     mgop_buf_cstr(&b);
   } else {
@@ -1128,9 +1264,11 @@ static int mgop_resolve_chain(struct mgop_rctx *r, const struct mgop_chain *c, s
 
 /* spec.images.<key>, else the built-in image. */
 static const char *mgop_image(struct mgop_rctx *r, const char *key, char *buf, size_t cap, const char *builtin) {
-  char path[64];
+  char path[64], field[80];
   snprintf(path, sizeof(path), "images.%s", key);
-  return mgop_str_or(&r->root, r->spec, path, buf, cap, builtin);
+  snprintf(field, sizeof(field), "spec.images.%s", key);
+  if (mgop_spec_str(r, &r->root, r->spec, path, buf, cap, field) == MGOP_OK && buf[0]) return buf;
+  return builtin;
 }
 
 static const char *mgop_log_level_of(struct mgop_rctx *r, const char *comp, char *buf, size_t cap) {
@@ -1306,11 +1444,12 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   struct mgop_json admin, web;
   struct mgop_chain c = {"spec.multiadmin", &r->root, mgop_json_key(&r->root, r->spec, "multiadmin"), "spec",
                          "templateRef", "coreTemplate", K_CORET, "spec.multiadmin", NULL};
-  char src[300], image[256], level[16], name[64], web_name[80], a1[1100], a2[600], env[1024], user[64];
+  char src[300], image[MGOP_IMAGE_BUF], level[16], name[64], web_name[80], a1[1100], a2[600], env[1024], user[64];
   const char *parts[] = {r->name, "multiadmin"};
   struct mgop_ctr ctr;
   struct mgop_podspec p;
   int rc;
+  snprintf(r->where, sizeof(r->where), "spec.multiadmin");
   if ((rc = mgop_resolve_chain(r, &c, &admin, src, sizeof(src)))) return rc;
   mgop_name(name, sizeof(name), MGOP_LIMIT_SERVICE, 0, parts, 2);
   memset(&ctr, 0, sizeof(ctr));
@@ -1404,7 +1543,7 @@ static void mgop_cell_zone(const struct mgop_json *j, int cell, const char **key
  * (workloads=2, phase 2), or its workloads (workloads=1, phase 3). */
 static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const char *addr, const char *root) {
   struct mgop_json cfg;
-  char name[64], cr[254], src[300], what[128], zone[64], image[256], level[16], gw[254], gws[64];
+  char name[64], cr[254], src[300], what[128], zone[64], image[MGOP_IMAGE_BUF], level[16], gw[254], gws[64];
   char a_addr[1100], a_root[600], a_cell[96], a_lv[40];
   const char *zone_key, *uid;
   struct mgop_ids ids;
@@ -1419,6 +1558,7 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
     mgop_name(cr, sizeof(cr), MGOP_LIMIT_DEFAULT, 1, parts, 2);
   }
   snprintf(what, sizeof(what), "spec.cells[name=%s]", name);
+  snprintf(r->where, sizeof(r->where), "%s", what);
   c = (struct mgop_chain){what, &r->root, cell, "spec", "cellTemplate", "cellTemplate", K_CELLT, "spec", "overrides"};
   if ((rc = mgop_resolve_chain(r, &c, &cfg, src, sizeof(src)))) return rc;
   mgop_cell_zone(&r->root, cell, &zone_key, zone, sizeof(zone));
@@ -1602,7 +1742,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                             const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
                             const char *root) {
   struct mgop_json cfg;
-  char sname[32], cr[254], src[300], what[200], image[256], level[16];
+  char sname[32], cr[254], src[300], what[200], image[MGOP_IMAGE_BUF], pooler_image[MGOP_IMAGE_BUF], level[16];
   struct mgop_chain c;
   struct mgop_ids ids;
   int rc, pools;
@@ -1616,6 +1756,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     mgop_name(cr, sizeof(cr), MGOP_LIMIT_DEFAULT, 1, parts, 4);
   }
   snprintf(what, sizeof(what), "spec.databases[name=%s].tablegroups[name=%s].shards[name=%s]", db, tg_name, sname);
+  snprintf(r->where, sizeof(r->where), "%s", what);
   c = (struct mgop_chain){what, d, shard, "spec", "shardTemplate", "shardTemplate", K_SHARDT, "spec", "overrides"};
   if ((rc = mgop_resolve_chain(r, &c, &cfg, src, sizeof(src)))) return rc;
   pools = mgop_json_key(&cfg, 0, "pools");
@@ -1670,7 +1811,8 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     shard_replicas = 0;
     /* pools: one StatefulSet and headless Service per (pool, cell) */
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
-      char pool[64], sts[64], svc[64], a[8][1100], vols[1024], pol_d[16], pol_s[16], storage_size[32], klass[128];
+      char pool[64], sts[64], svc[64], a[8][1100], vols[1024], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
+          klass[128];
       int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
       int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
       long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
@@ -1738,7 +1880,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                         "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}]";
         ctr[0].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
         ctr[1].name = "multipooler";
-        ctr[1].image = mgop_image(r, "multipooler", image + 128, 128, MGOP_IMAGE_MULTIGRES);
+        ctr[1].image = mgop_image(r, "multipooler", pooler_image, sizeof(pooler_image), MGOP_IMAGE_MULTIGRES);
         snprintf(a[1], sizeof(a[1]), "--topo-global-server-addresses=%s", addr);
         snprintf(a[2], sizeof(a[2]), "--topo-global-root=%s", root);
         snprintf(a[3], sizeof(a[3]), "--cell=%s", cell);
@@ -1944,6 +2086,7 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
         const char *parts[] = {r->name, db, tg};
         mgop_name(tg_cr, sizeof(tg_cr), MGOP_LIMIT_DEFAULT, 1, parts, 3);
       }
+      snprintf(r->where, sizeof(r->where), "spec.databases[name=%s].tablegroups[name=%s]", db, tg);
       if (phase == 1) {
         struct mgop_build o;
         struct mgop_ids ids = {NULL, db, tg, NULL, NULL};
@@ -1969,14 +2112,22 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
         mgop_jw_arr_end(&o.w);
         mgop_jw_obj_end(&o.w);
         if ((rc = mgop_build_end(&o))) return rc;
-        if (r->ntg < 32) snprintf(r->tg_names[r->ntg++], sizeof(r->tg_names[0]), "%s", tg_cr);
+        if (r->ntg == MGOP_TABLEGROUPS_MAX) {
+          mgop_limit_reached(r, MGOP_L_OBJECTS, "%s: more than %d table groups", r->where, MGOP_TABLEGROUPS_MAX);
+          return MGOP_ERR_CONFIG;
+        }
+        snprintf(r->tg_names[r->ntg++], sizeof(r->tg_names[0]), "%s", tg_cr);
         continue;
       }
       for (int s = 0; mgop_json_is(d, shards, JSMN_ARRAY) && s < d->tok[shards].size; s++) {
         int st = mgop_json_at(d, shards, s);
         rc = mgop_build_shard(r, d, db, tg_tok, tg, tg_cr, st, phase == 3, addr, root);
         if (rc) return rc;
-        if (phase == 2 && r->nshard_names < 64) {
+        if (phase == 2 && r->nshard_names == MGOP_SHARDS_MAX) {
+          mgop_limit_reached(r, MGOP_L_OBJECTS, "%s: more than %d shards", r->where, MGOP_SHARDS_MAX);
+          return MGOP_ERR_CONFIG;
+        }
+        if (phase == 2) {
           char sn[32];
           const char *parts[4];
           if (mgop_json_path_str(d, st, "name", sn, sizeof(sn)) || !sn[0]) snprintf(sn, sizeof(sn), "0-inf");
@@ -1994,9 +2145,9 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
 /* Builds (and, live, applies) everything for the cluster in r->root, in
  * three phases so every object can name its owner's uid: the CRs owned by
  * the cluster, then the Shards owned by TableGroups, then the workloads. */
-static int mgop_reconcile_tree(struct mgop_rctx *r) {
+static int mgop_reconcile_phases(struct mgop_rctx *r) {
   struct mgop_json topo;
-  char topo_name[64], addr[1024], root[512];
+  char topo_name[64], addr[1024], root[MGOP_ROOT_PATH_BUF];
   const char *parts[2] = {r->name, "global-topo"};
   int topo_managed, rc, cells = mgop_json_key(&r->root, r->spec, "cells"), mark;
   rc = mgop_resolve_global_topo(r, &topo);
@@ -2004,6 +2155,7 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
   topo_managed = mgop_json_key(&topo, 0, "etcd") >= 0;
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
   mgop_topo_address(r, &topo, addr, sizeof(addr), root, sizeof(root));
+  if (r->stalled_reason[0]) return MGOP_ERR_CONFIG;
   if (!mgop_json_is(&r->root, cells, JSMN_ARRAY) || r->root.tok[cells].size == 0) {
     mgop_stall(r, "InvalidSpec", "spec.cells is empty; add at least one cell, e.g. {name: zone-a, zone: us-east-1a}");
     return MGOP_ERR_CONFIG;
@@ -2012,6 +2164,7 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
 
   /* phase 1: CRs owned by the cluster */
   mark = r->ndesired;
+  snprintf(r->where, sizeof(r->where), "spec.globalTopoServer");
   if (topo_managed) {
     struct mgop_topo_target t = {topo_name, NULL, K_CLUSTER, r->name, r->uid};
     if ((rc = mgop_build_topo(r, &topo, &t, 1, NULL))) return rc;
@@ -2030,6 +2183,7 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
 
   /* phase 3: workloads */
   mark = r->ndesired;
+  snprintf(r->where, sizeof(r->where), "spec.globalTopoServer");
   if (topo_managed) {
     const char *uid = mgop_uid_of(r, K_TOPO, topo_name);
     if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "TopoServer %s has no uid yet", topo_name);
@@ -2043,6 +2197,16 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
   if ((rc = mgop_walk_shards(r, 3, addr, root))) return rc;
   if (!r->render && (rc = mgop_apply_from(r, mark))) return rc;
   return MGOP_OK;
+}
+
+/* The tree; a turn that ran out of arena stalls like any other limit. */
+static int mgop_reconcile_tree(struct mgop_rctx *r) {
+  int rc = mgop_reconcile_phases(r);
+  if (rc == MGOP_ERR_NOMEM && strstr(mgop_errmsg(), "arena exhausted"))
+    mgop_limit_reached(r, MGOP_L_ARENA, "%s: the cluster's objects and resolved settings do not fit the %zu-byte "
+                       "reconcile arena; use fewer cells, pools or table groups, or smaller inline settings",
+                       r->where[0] ? r->where : "spec", r->arena->cap);
+  return rc;
 }
 
 /* ---- status -------------------------------------------------------------- */
@@ -2160,8 +2324,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   for (int s = 0; s < r->nshard_names; s++) {
     struct mgop_fp *f = mgop_fp_find(mgop_fp_key("Shard", r->ns, r->shard_names[s]));
     struct mgop_counts c = {0, 0, NULL};
-    int ready = 1, any = 0, npools = 0, pools_ready[16], pools_total[16];
-    char pool_names[16][64];
+    int ready = 1, any = 0, npools = 0, pools_ready[MGOP_CRD_POOLS_MAX], pools_total[MGOP_CRD_POOLS_MAX];
+    char pool_names[MGOP_CRD_POOLS_MAX][MGOP_CRD_POOL_NAME_MAX + 2];
     for (int i = 0; i < r->ndesired; i++) {
       struct mgop_desired *d = &r->desired[i];
       struct mgop_fp *w;
@@ -2172,27 +2336,28 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       if (d->kind == K_STS) {
         static const char pool_label[] = "\"multigres.com/pool\":\"";
         const char *pl = strstr(d->json, pool_label);
-        char pool[64] = "";
+        char pool[MGOP_CRD_POOL_NAME_MAX + 2] = "";
+        int p = 0;
         c.ready += w ? w->ready : 0;
         c.total += w ? w->desired : 0;
         if (pl) sscanf(pl + sizeof(pool_label) - 1, "%63[^\"]", pool);
-        pools_ready[npools < 16 ? npools : 15] = w ? w->ready : 0;
-        pools_total[npools < 16 ? npools : 15] = w ? w->desired : 0;
-        snprintf(pool_names[npools < 16 ? npools : 15], sizeof(pool_names[0]), "%s", pool);
-        if (npools < 16) npools++;
+        while (p < npools && strcmp(pool_names[p], pool)) p++; /* one StatefulSet per (pool, cell): sum the cells */
+        if (p == npools && npools < MGOP_CRD_POOLS_MAX) {
+          snprintf(pool_names[npools++], sizeof(pool_names[0]), "%s", pool);
+          pools_ready[p] = pools_total[p] = 0;
+        }
+        if (p < npools) {
+          pools_ready[p] += w ? w->ready : 0;
+          pools_total[p] += w ? w->desired : 0;
+        }
       }
       if (!w || !(w->flags & MGOP_FP_SETTLED) || w->desired <= 0 || w->ready < w->desired) ready = 0;
     }
     ready = ready && any;
     ready_shards += ready;
-    for (int p = 0; p < npools; p++) { /* one series per pool: its StatefulSets (one per cell) summed */
-      int rsum = 0, tsum = 0, first = 1;
-      for (int q = 0; q < p; q++) first &= strcmp(pool_names[q], pool_names[p]) != 0;
-      if (!first) continue;
-      for (int q = p; q < npools; q++)
-        if (!strcmp(pool_names[q], pool_names[p])) rsum += pools_ready[q], tsum += pools_total[q];
-      mgop_gauge_pair(owner, mgop_f_pool, "shard", r->shard_names[s], "pool", pool_names[p], r->ns, rsum, tsum);
-    }
+    for (int p = 0; p < npools; p++) /* one series per pool: its StatefulSets (one per cell) summed */
+      mgop_gauge_pair(owner, mgop_f_pool, "shard", r->shard_names[s], "pool", pool_names[p], r->ns, pools_ready[p],
+                      pools_total[p]);
     {
       int d = 0;
       while (d < rs.ndb && strcmp(rs.db_name[d], r->shard_db[s])) d++;
@@ -2242,16 +2407,15 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", r->ns, r->name));
     const char *reason = stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged" : "Progressing";
     const char *phase = stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards);
-    char l[224] = "";
-    mgop_label(l, sizeof(l), "name", r->name);
-    mgop_label(l, sizeof(l), "namespace", r->ns);
-    mgop_label(l, sizeof(l), "phase", phase);
-    mgop_gauge_set(owner, mgop_f_cluster_info, l, 1);
+    char l[MGOP_LABELS_MAX] = "";
+    if (!(mgop_label(l, sizeof(l), "name", r->name) | mgop_label(l, sizeof(l), "namespace", r->ns) |
+          mgop_label(l, sizeof(l), "phase", phase)))
+      mgop_gauge_set(owner, mgop_f_cluster_info, l, 1);
     l[0] = 0;
-    mgop_label(l, sizeof(l), "cluster", r->name);
-    mgop_label(l, sizeof(l), "namespace", r->ns);
-    mgop_gauge_set(owner, mgop_f_cells, l, r->ncells);
-    mgop_gauge_set(owner, mgop_f_shards, l, r->nshard_names);
+    if (!(mgop_label(l, sizeof(l), "cluster", r->name) | mgop_label(l, sizeof(l), "namespace", r->ns))) {
+      mgop_gauge_set(owner, mgop_f_cells, l, r->ncells);
+      mgop_gauge_set(owner, mgop_f_shards, l, r->nshard_names);
+    }
     int wrote = mgop_write_status(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
                                   phase, mgop_root_status_extra, &rs);
     /* an Event when the story changes: stalled, failing, or converged */
@@ -2261,6 +2425,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
 }
 
 static void mgop_note_uses(const char *ns, const char *name, const struct mgop_rctx *r, int complete);
+static struct mgop_root_ref *mgop_root_find(const char *ns, const char *name);
 
 /* One turn for one root: GET, resolve, apply, status. */
 static int mgop_reconcile(const char *ns, const char *name) {
@@ -2283,7 +2448,14 @@ static int mgop_reconcile(const char *ns, const char *name) {
   mgop_json_path_str(&r.root, 0, "metadata.uid", r.uid, sizeof(r.uid));
   mgop_json_i64(&r.root, mgop_json_path(&r.root, 0, "metadata.generation"), &r.generation);
   r.spec = mgop_json_key(&r.root, 0, "spec");
-  rc = mgop_reconcile_tree(&r);
+  if (!mgop_root_find(ns, name)) { /* the cluster table was full when it appeared */
+    mgop_stall(&r, "LimitReached", "this operator already tracks %d MultigresClusters, the most it can; this one is "
+               "not reconciled: delete unused clusters, or run another operator with --namespace for some namespaces "
+               "(limit clusters)", MGOP_WORK_SLOTS);
+    rc = MGOP_ERR_CONFIG;
+  } else {
+    rc = mgop_reconcile_tree(&r);
+  }
   if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
   for (int i = 0; i < r.ntrefs; i++)
     if (r.trefs[i].found && r.trefs[i].terminating)
@@ -2398,6 +2570,12 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
     }
     if (!r->used && !free_slot) free_slot = r;
   }
+  if (present && !free_slot) { /* its turn stalls with the same message (mgop_reconcile) */
+    char what[300];
+    snprintf(what, sizeof(what), "cluster table full (%d clusters); MultigresCluster %s/%s is not reconciled",
+             MGOP_WORK_SLOTS, ns, name);
+    mgop_limit_note(MGOP_L_CLUSTERS, what);
+  }
   if (present && free_slot) {
     /* a cluster name is at most 25 characters (CEL), a namespace 63 */
     snprintf(free_slot->ns, sizeof(free_slot->ns), "%.63s", ns);
@@ -2410,8 +2588,11 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
 
 static void mgop_enqueue(const char *ns, const char *name, long long delay_ms) {
   mgop_stats.adds++;
-  if (mgop_work_add("MultigresCluster", ns, name, mgop_now_ms() + delay_ms))
-    MGOP_LOG(MGOP_ERROR, ("cannot queue %s/%s: %s", ns, name, mgop_errmsg()));
+  if (mgop_work_add("MultigresCluster", ns, name, mgop_now_ms() + delay_ms)) {
+    char what[900];
+    snprintf(what, sizeof(what), "cannot queue MultigresCluster %s/%s: %s", ns, name, mgop_errmsg());
+    mgop_limit_note(MGOP_L_CLUSTERS, what);
+  }
 }
 
 /* Readiness of a workload as its controller reports it. */
@@ -2460,8 +2641,10 @@ static void mgop_on_template_event(int kind, const char *type, const char *ns, c
   } else {
     if (!t) t = mgop_template_find(0);
     if (!t) {
-      MGOP_LOG(MGOP_ERROR, ("template table full (%d); %s %s/%s is not tracked", MGOP_TEMPLATE_SLOTS,
-                            mgop_kinds[kind].kind, ns, name));
+      char what[600];
+      snprintf(what, sizeof(what), "template table full (%d); %s %s/%s is not tracked: its edits do not wake its "
+               "clusters and its consumers are not kept", MGOP_TEMPLATE_SLOTS, mgop_kinds[kind].kind, ns, name);
+      mgop_limit_note(MGOP_L_TEMPLATES, what);
       return;
     }
     changed = t->key != key || t->generation != gen || t->terminating != terminating;
@@ -2716,7 +2899,10 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
     } else {
       struct mgop_fp *f = mgop_fp_upsert(key);
       if (!f) {
-        MGOP_LOG(MGOP_ERROR, ("fingerprint table full (%d); raise MGOP_FP_SLOTS", MGOP_FP_SLOTS));
+        char what[600];
+        snprintf(what, sizeof(what), "fingerprint table full (%d rows); %s %s/%s is not tracked; raise MGOP_FP_SLOTS",
+                 MGOP_FP_SLOTS, mgop_kinds[kind].kind, ns, name);
+        mgop_limit_note(MGOP_L_FINGERPRINTS, what);
         return;
       }
       mgop_json_path_str(j, obj, "metadata.resourceVersion", rv, sizeof(rv));
@@ -3527,6 +3713,11 @@ static void mgop_metrics_render(struct mgop_buf *b) {
   mgop_metric_head(b, "multigres_operator_metric_series_dropped_total", "counter",
                    "Gauge updates lost because the series table was full.");
   mgop_buf_printf(b, "multigres_operator_metric_series_dropped_total %llu\n", mgop_series_full);
+  mgop_metric_head(b, "multigres_operator_limit_reached_total", "counter",
+                   "Times a fixed bound was reached (each also stalls the cluster or logs an error naming it).");
+  for (int i = 0; i < MGOP_L_COUNT; i++)
+    mgop_buf_printf(b, "multigres_operator_limit_reached_total{limit=\"%s\"} %llu\n", mgop_limit_names[i],
+                    mgop_limit_hits[i]);
   mgop_metric_head(b, "multigres_operator_arena_high_water_bytes", "gauge", "Most reconcile arena bytes ever in use.");
   mgop_buf_printf(b, "multigres_operator_arena_high_water_bytes %zu\n", mgop_arena.high);
   mgop_metric_head(b, "multigres_operator_tls_heap_high_water_bytes", "gauge", "Most mbedTLS heap bytes ever in use.");
