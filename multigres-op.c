@@ -145,6 +145,8 @@ _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3
  * 6 KiB, most others 1-3 KiB) and the resolved settings: 8 KiB an object.
  * Pages are touched only as far as the largest cluster reaches. */
 #define MGOP_ARENA_BYTES ((size_t)MGOP_DESIRED_MAX * 8 * 1024)
+/* StatefulSets whose PVCs one turn expands; more wait for the next turn */
+#define MGOP_GROWS_MAX 32
 /* buffers that hold one CRD value (+1 for the NUL) */
 #define MGOP_IMAGE_BUF (MGOP_CRD_IMAGE_MAX + 1)
 #define MGOP_QUANTITY_BUF (MGOP_CRD_QUANTITY_MAX + 1)
@@ -191,6 +193,14 @@ struct mgop_rctx {
   char shard_tg[MGOP_SHARDS_MAX][254];
   char shard_db[MGOP_SHARDS_MAX][32];
   char where[240];            /* field path being built, for limit messages */
+  /* StatefulSets whose volumes this turn grows in place (after the apply) */
+  struct mgop_grow {
+    char sts[64], vct[16];
+    char size[MGOP_QUANTITY_BUF];
+    char field[400];
+    uint64_t hash;
+  } grows[MGOP_GROWS_MAX];
+  int ngrows, expanded;
   int pool_sets, orch_sets, pool_replicas;
   /* every template this turn looked up, found or not: a per-turn cache,
    * and the record of what the cluster uses (consumers, propagation) */
@@ -427,6 +437,63 @@ static int mgop_resolve_global_topo(struct mgop_rctx *r, struct mgop_json *out) 
 /* ======================================================================
  * 5. Builders
  * ==================================================================== */
+/* A Kubernetes quantity (10Gi, 1.5G, 500M, 1e9, 1073741824) as a number of
+ * bytes; -1 when it is not one. Enough to order two storage sizes. */
+static double mgop_quantity(const char *q) {
+  static const struct { const char *sfx; double mul; } sfx[] = {
+      {"Ki", 1024.0}, {"Mi", 1048576.0}, {"Gi", 1073741824.0}, {"Ti", 1099511627776.0},
+      {"Pi", 1125899906842624.0}, {"Ei", 1152921504606846976.0}, {"n", 1e-9}, {"u", 1e-6}, {"m", 1e-3},
+      {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"P", 1e15}, {"E", 1e18}, {"", 1}};
+  char *end;
+  double v;
+  if (!q || !*q || strpbrk(q, "xXnN") == q || strpbrk(q, "xX") || !strchr("+-.0123456789", q[0])) return -1;
+  v = strtod(q, &end);
+  if (end == q) return -1;
+  for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++)
+    if (!strcmp(end, sfx[i].sfx)) return v * sfx[i].mul;
+  return -1;
+}
+
+/* The storage request written into a StatefulSet's volumeClaimTemplates.
+ * The field is immutable, so a StatefulSet that exists keeps the size it
+ * was created with (the apply is never rejected for it); a larger size is
+ * recorded to expand its PVCs in place after the apply (mgop_expand_volumes),
+ * a smaller one is refused: volumes never shrink. */
+static const char *mgop_vct_size(struct mgop_rctx *r, const char *sts, const char *vct, const char *want, long long replicas,
+                                 const char *field) {
+  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
+  double w = mgop_quantity(want), have;
+  uint64_t h;
+  if (!f || !(f->flags & MGOP_FP_EXISTS) || !f->vct_size[0]) return want; /* new: as asked */
+  have = mgop_quantity(f->vct_size);
+  if (w < 0 || have < 0) return want; /* not a quantity: the API server says why */
+  if (w < have) {
+    mgop_stall(r, "StorageShrinkRefused", "%s is %s, smaller than the %s of the existing volumes of StatefulSet %s; "
+               "volumes can grow but never shrink: set %s or more", field, want, f->vct_size, sts, f->vct_size);
+    return f->vct_size;
+  }
+  h = mgop_fnv1a64(mgop_fnv1a64(MGOP_FNV64_INIT, want, strlen(want) + 1), &replicas, sizeof(replicas));
+  if (w > have && f->grown_hash != h && r->ngrows < MGOP_GROWS_MAX) {
+    struct mgop_grow *g = &r->grows[r->ngrows++];
+    snprintf(g->sts, sizeof(g->sts), "%s", sts);
+    snprintf(g->vct, sizeof(g->vct), "%s", vct);
+    snprintf(g->size, sizeof(g->size), "%s", want);
+    snprintf(g->field, sizeof(g->field), "%s", field);
+    g->hash = h;
+  }
+  return f->vct_size;
+}
+
+/* An etcd cluster's membership is fixed at bootstrap (ETCD_INITIAL_CLUSTER):
+ * an existing etcd StatefulSet keeps its replicas, and a change is refused. */
+static long long mgop_etcd_replicas(struct mgop_rctx *r, const char *sts, long long want, const char *field) {
+  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
+  if (!f || !(f->flags & MGOP_FP_EXISTS) || f->desired <= 0 || f->desired == want) return want;
+  mgop_stall(r, "EtcdReplicasImmutable", "%s is %lld, but the etcd cluster %s was created with %d members and its "
+             "membership is fixed: restore %d (a different size needs a new cluster)", field, want, sts, (int)f->desired,
+             (int)f->desired);
+  return f->desired;
+}
 /* A desired object in the making: the writer, and where the hash goes. */
 struct mgop_build {
   struct mgop_rctx *r;
@@ -617,6 +684,18 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
   mgop_str_or(topo, etcd, "storage.size", size, sizeof(size), "1Gi");
   mgop_str_or(topo, etcd, "storage.class", klass, sizeof(klass), "");
 
+  if (!cr) { /* the etcd StatefulSet: what cannot change on a live one */
+    char field[300];
+    snprintf(field, sizeof(field), "%.240s.%setcd.replicas", t->cell ? r->where : "spec.globalTopoServer",
+             t->cell ? "localTopoServer." : "");
+    replicas = mgop_etcd_replicas(r, name, replicas, field);
+    snprintf(field, sizeof(field), "%.240s.%setcd.storage.size", t->cell ? r->where : "spec.globalTopoServer",
+             t->cell ? "localTopoServer." : "");
+    { /* the answer may be size itself */
+      const char *keep = mgop_vct_size(r, name, "data", size, replicas, field);
+      if (keep != size) snprintf(size, sizeof(size), "%s", keep);
+    }
+  }
   if (cr) { /* the TopoServer CR */
     if ((rc = mgop_build_begin(r, &o, K_TOPO, name))) return rc;
     mgop_build_meta_ids(&o, t->cell ? "local-topo" : "global-topo", t->cell ? &ids : NULL, t->owner_kind, t->owner_name,
@@ -759,8 +838,11 @@ static int mgop_in_sync(const struct mgop_desired *d, const struct mgop_fp *f) {
   return strcmp(f->seen_rv, f->applied_rv) == 0;
 }
 
-/* Applies every desired object from index `from` that is out of sync. */
+/* Applies every desired object from index `from` that is out of sync. A
+ * rejected object does not hold back the ones after it: the first error is
+ * returned once all were tried. */
 static int mgop_apply_from(struct mgop_rctx *r, int from) {
+  int first_rc = MGOP_OK, rejected = 0;
   for (int i = from; i < r->ndesired; i++) {
     struct mgop_desired *d = &r->desired[i];
     uint64_t key = mgop_desired_key(r, d);
@@ -777,11 +859,17 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
     rc = mgop_kube_apply(mgop_api_ptr, path, d->json, d->len, &res, &status);
     if (rc) {
       r->failed++;
-      snprintf(r->last_error, sizeof(r->last_error), "%s", mgop_errmsg());
+      if (!r->last_error[0]) snprintf(r->last_error, sizeof(r->last_error), "%s", mgop_errmsg());
       MGOP_LOG(MGOP_WARN, ("apply %s %s/%s failed: %s", mgop_kinds[d->kind].kind, r->ns, d->name, mgop_errmsg()));
-      if (status == 422 || status == 400) /* the API server rejects what we built: a human must look */
+      if (status < 400 || status >= 500 || status == 401 || status == 403 || status == 429)
+        return rc; /* the API server is unreachable or refuses us: nothing after this would fare better */
+      /* the API server rejects this object: a human must look; the objects
+       * after it are still applied, and the turn reports every rejection */
+      if (status == 422 || status == 400)
         mgop_stall(r, "ApplyRejected", "%s %s was rejected: %s", mgop_kinds[d->kind].kind, d->name, mgop_errmsg());
-      return rc;
+      if (!first_rc) first_rc = rc;
+      rejected++;
+      continue;
     }
     r->applied++;
     if (r->applied_note_len < sizeof(r->applied_note) - 80)
@@ -815,7 +903,12 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
       mgop_log_fields(MGOP_INFO, "reconcile", "applied", fields);
     }
   }
-  return MGOP_OK;
+  if (rejected > 1 && !strncmp(r->stalled_reason, "ApplyRejected", 13)) {
+    size_t n = strlen(r->stalled_msg);
+    snprintf(r->stalled_msg + n, sizeof(r->stalled_msg) - n, " (and %d more object%s rejected this turn; see the "
+             "operator log)", rejected - 1, rejected == 2 ? "" : "s");
+  }
+  return first_rc;
 }
 
 /* The uid of an owned object: from our table, or a stable placeholder when
@@ -1969,7 +2062,12 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
           mgop_jw_key(&o.w, "storageClassName"); mgop_jw_str(&o.w, klass);
         }
         mgop_jw_key(&o.w, "resources"); mgop_jw_obj(&o.w); mgop_jw_key(&o.w, "requests"); mgop_jw_obj(&o.w);
-        mgop_jw_key(&o.w, "storage"); mgop_jw_str(&o.w, mgop_str_or(pdoc, pv, "storage.size", storage_size, sizeof(storage_size), "1Gi"));
+        {
+          char field[400];
+          const char *want = mgop_str_or(pdoc, pv, "storage.size", storage_size, sizeof(storage_size), "1Gi");
+          snprintf(field, sizeof(field), "%.150s.pools.%.62s.storage.size (cell %.30s, from %.30s)", what, pool, cell, src);
+          mgop_jw_key(&o.w, "storage"); mgop_jw_str(&o.w, mgop_vct_size(r, sts, "pgdata", want, per, field));
+        }
         mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w);
         mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w); mgop_jw_arr_end(&o.w);
         mgop_jw_obj_end(&o.w);
@@ -2142,6 +2240,117 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
   return MGOP_OK;
 }
 
+/* Whether StorageClass name allows volume expansion: 1, 0, or an error. */
+static int mgop_class_expands(const char *name) {
+  static jsmntok_t tok[512];
+  char path[300], body[8192];
+  struct mgop_buf b;
+  struct mgop_json j;
+  int status = 0, rc, on = 0;
+  snprintf(path, sizeof(path), "/apis/storage.k8s.io/v1/storageclasses/%s", name);
+  mgop_buf_init(&b, body, sizeof(body));
+  rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+  if (rc == MGOP_ERR_NOTFOUND) return 0;
+  if (rc) return rc;
+  if (mgop_json_parse(&j, b.p, b.len, tok, 512)) return 0;
+  mgop_json_bool(&j, mgop_json_key(&j, 0, "allowVolumeExpansion"), &on);
+  return on;
+}
+
+/* One PVC of a growing StatefulSet: patched to the new size when it is
+ * bound and its StorageClass allows expansion; otherwise the turn stalls
+ * with the reason. Returns 1 when the PVC has the size now, 0 when not yet. */
+static int mgop_expand_pvc(struct mgop_rctx *r, const struct mgop_grow *g, const struct mgop_json *j, int pvc) {
+  char name[254] = "", cur[MGOP_QUANTITY_BUF] = "", phase[16] = "", klass[MGOP_CRD_STORAGE_CLASS_MAX + 1] = "";
+  char path[512], patch[200], resp[4096];
+  struct mgop_buf out;
+  int status = 0, ok;
+  mgop_json_path_str(j, pvc, "metadata.name", name, sizeof(name));
+  mgop_json_path_str(j, pvc, "spec.resources.requests.storage", cur, sizeof(cur));
+  mgop_json_path_str(j, pvc, "status.phase", phase, sizeof(phase));
+  mgop_json_path_str(j, pvc, "spec.storageClassName", klass, sizeof(klass));
+  if (mgop_quantity(cur) >= mgop_quantity(g->size)) return 1;
+  if (strcmp(phase, "Bound")) {
+    MGOP_LOG(MGOP_INFO, ("PVC %s/%s is %s; it grows to %s once bound", r->ns, name, phase[0] ? phase : "not bound",
+                         g->size));
+    return 0;
+  }
+  ok = klass[0] ? mgop_class_expands(klass) : 0;
+  if (ok < 0) return ok;
+  if (!ok) {
+    mgop_stall(r, "VolumeExpansionUnsupported", "%s asks for %s, but PVC %s (StatefulSet %s) cannot grow: %s%s%s; the "
+               "volumes keep %s: use a StorageClass with allowVolumeExpansion: true, or restore %s", g->field, g->size,
+               name, g->sts, klass[0] ? "StorageClass " : "it names no StorageClass", klass,
+               klass[0] ? " does not set allowVolumeExpansion: true" : "", cur, cur);
+    return 0;
+  }
+  if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not expanding volumes");
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims/%s", r->ns, name);
+  snprintf(patch, sizeof(patch), "{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"%s\"}}}}", g->size);
+  mgop_buf_init(&out, resp, sizeof(resp));
+  if ((ok = mgop_kube_request(mgop_api_ptr, "PATCH", path, "application/merge-patch+json", patch, strlen(patch), &out,
+                              &status)))
+    return ok;
+  if (status != 200) {
+    char why[300];
+    mgop_kube_status_message(out.p, out.len, why, sizeof(why));
+    mgop_stall(r, "VolumeExpansionFailed", "%s asks for %s; expanding PVC %s was refused (HTTP %d): %s", g->field,
+               g->size, name, status, why);
+    return 0;
+  }
+  MGOP_LOG(MGOP_INFO, ("PVC %s/%s: storage %s -> %s (%s)", r->ns, name, cur, g->size, g->field));
+  r->expanded++;
+  return 1;
+}
+
+/* After the apply: the PVCs of every StatefulSet whose storage grew. The
+ * StatefulSet keeps its volumeClaimTemplates (immutable); its existing
+ * PVCs are patched in place, which the StorageClass must allow. */
+static int mgop_expand_volumes(struct mgop_rctx *r) {
+  char path[512];
+  size_t cap = MGOP_BODY_MAX;
+  char *mem;
+  struct mgop_buf b;
+  struct mgop_json j;
+  int status = 0, rc, items;
+  if (!r->ngrows) return MGOP_OK;
+  if (!(mem = mgop_arena_alloc(r->arena, cap))) return mgop_seterr(MGOP_ERR_NOMEM, "reconcile arena exhausted");
+  mgop_buf_init(&b, mem, cap);
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims?labelSelector=multigres.com%%2Fcluster%%3D%s",
+           r->ns, r->name);
+  if ((rc = mgop_kube_get(mgop_api_ptr, path, &b, &status))) return rc;
+  mgop_arena_trim(r->arena, mem, cap, b.len);
+  if ((rc = mgop_parse_arena(r->arena, b.p, b.len, &j))) return rc;
+  items = mgop_json_key(&j, 0, "items");
+  for (int g = 0; g < r->ngrows; g++) {
+    struct mgop_grow *gr = &r->grows[g];
+    char prefix[100];
+    int all = 1;
+    size_t pl = (size_t)snprintf(prefix, sizeof(prefix), "%s-%s-", gr->vct, gr->sts);
+    for (int i = 0; mgop_json_is(&j, items, JSMN_ARRAY) && i < j.tok[items].size; i++) {
+      int pvc = mgop_json_at(&j, items, i);
+      char name[254];
+      if (mgop_json_path_str(&j, pvc, "metadata.name", name, sizeof(name)) || strncmp(name, prefix, pl) ||
+          !name[pl] || strspn(name + pl, "0123456789") != strlen(name + pl))
+        continue; /* another StatefulSet's (names are VCT-STS-ORDINAL) */
+      rc = mgop_expand_pvc(r, gr, &j, pvc);
+      if (rc < 0) return rc;
+      all &= rc;
+    }
+    if (all) {
+      struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, gr->sts));
+      if (f) f->grown_hash = gr->hash; /* every PVC has the size: no LIST next turn */
+    }
+  }
+  if (r->expanded) {
+    char note[200];
+    snprintf(note, sizeof(note), "expanded %d PersistentVolumeClaim%s in place (storage.size grew)", r->expanded,
+             r->expanded == 1 ? "" : "s");
+    mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "VolumesExpanded", "Expand", note);
+  }
+  return MGOP_OK;
+}
+
 /* Builds (and, live, applies) everything for the cluster in r->root, in
  * three phases so every object can name its owner's uid: the CRs owned by
  * the cluster, then the Shards owned by TableGroups, then the workloads. */
@@ -2195,8 +2404,12 @@ static int mgop_reconcile_phases(struct mgop_rctx *r) {
     if ((rc = mgop_build_cell(r, mgop_json_at(&r->root, cells, i), 1, addr, root))) return rc;
   r->pool_sets = r->orch_sets = r->pool_replicas = 0;
   if ((rc = mgop_walk_shards(r, 3, addr, root))) return rc;
-  if (!r->render && (rc = mgop_apply_from(r, mark))) return rc;
-  return MGOP_OK;
+  if (r->render) return MGOP_OK;
+  rc = mgop_apply_from(r, mark);
+  { /* volumes grow even when some other object was rejected */
+    int erc = mgop_expand_volumes(r);
+    return rc ? rc : erc;
+  }
 }
 
 /* The tree; a turn that ran out of arena stalls like any other limit. */
@@ -2925,6 +3138,9 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
         }
       }
       mgop_observe_readiness(kind, j, obj, f);
+      if (kind == K_STS && mgop_json_path_str(j, obj, "spec.volumeClaimTemplates[0].spec.resources.requests.storage",
+                                              f->vct_size, sizeof(f->vct_size)))
+        f->vct_size[0] = 0; /* none, or too long to compare: treated as new */
     }
   }
   {
