@@ -1569,6 +1569,125 @@ static void test_limits_cluster_table(void) {
   memset(mgop_roots, 0, sizeof(mgop_roots));
 }
 
+/* ======================================================================
+ * 7f. storage: live StatefulSets keep their volumeClaimTemplates
+ * ==================================================================== */
+static void test_quantity(void) {
+  CHECK(mgop_quantity("1Gi") == 1073741824.0);
+  CHECK(mgop_quantity("10Gi") > mgop_quantity("9.5Gi"));
+  CHECK(mgop_quantity("1G") == 1e9 && mgop_quantity("1G") < mgop_quantity("1Gi"));
+  CHECK(mgop_quantity("500M") == 5e8 && mgop_quantity("1e9") == 1e9 && mgop_quantity("1073741824") == 1073741824.0);
+  CHECK(mgop_quantity("1500m") == 1.5);
+  CHECK(mgop_quantity("") < 0 && mgop_quantity("Gi") < 0 && mgop_quantity("1Gb") < 0 && mgop_quantity("0x10") < 0 &&
+        mgop_quantity("nan") < 0 && mgop_quantity("inf") < 0);
+}
+
+#define T_POOL_CLUSTER(size, etcd) T_CLUSTER "spec:\n  globalTopoServer: {etcd: {replicas: " #etcd "}}\n" \
+  "  cells: [{name: a, zone: z}]\n" T_SHARDS("        spec: {pools: {main: {storage: {size: " size "}}}}\n")
+
+/* The live StatefulSet names, as the watch would have recorded them. */
+static void t_live_sts(struct mgop_rctx *r, const char *name_part, const char *vct_size, int replicas) {
+  for (int i = 0; i < r->ndesired; i++) {
+    struct mgop_fp *f;
+    if (r->desired[i].kind != K_STS || !strstr(r->desired[i].name, name_part)) continue;
+    f = mgop_fp_upsert(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
+    f->flags |= MGOP_FP_EXISTS;
+    snprintf(f->vct_size, sizeof(f->vct_size), "%s", vct_size);
+    f->desired = replicas;
+    f->grown_hash = 0;
+  }
+}
+
+static void t_forget_sts(struct mgop_rctx *r) {
+  for (int i = 0; i < r->ndesired; i++)
+    if (r->desired[i].kind == K_STS) mgop_fp_remove(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
+}
+
+static void test_storage_growth(void) {
+  static struct mgop_rctx r;
+  const char *vct = "spec.volumeClaimTemplates[0].spec.resources.requests.storage";
+  /* a new cluster: the sizes as asked */
+  CHECK(t_resolve(T_POOL_CLUSTER("10Gi", 3), NULL, &r) == 0);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "-postgres-", vct), "10Gi");
+  CHECK(r.ngrows == 0);
+  t_live_sts(&r, "-postgres-", "10Gi", 3);
+  t_live_sts(&r, "global-topo", "1Gi", 3);
+  /* grown: the StatefulSet keeps 10Gi (immutable), its PVCs are queued to grow */
+  CHECK(t_resolve(T_POOL_CLUSTER("20Gi", 3), NULL, &r) == 0);
+  CHECK_STR(r.stalled_reason, "");
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "-postgres-", vct), "10Gi");
+  CHECK(r.ngrows == 1 && !strcmp(r.grows[0].size, "20Gi") && !strcmp(r.grows[0].vct, "pgdata") &&
+        strstr(r.grows[0].sts, "-postgres-") != NULL);
+  CHECK(strstr(r.grows[0].field, "shards[name=0-inf].pools.main.storage.size (cell a") != NULL);
+  /* once every PVC has grown, nothing is queued (no LIST per turn) */
+  {
+    struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", "default", r.grows[0].sts));
+    CHECK(f != NULL);
+    if (f) f->grown_hash = r.grows[0].hash;
+    CHECK(t_resolve(T_POOL_CLUSTER("20Gi", 3), NULL, &r) == 0 && r.ngrows == 0);
+  }
+  /* shrunk: refused, the live size kept */
+  CHECK(t_resolve(T_POOL_CLUSTER("5Gi", 3), NULL, &r) == 0);
+  CHECK_STR(r.stalled_reason, "StorageShrinkRefused");
+  CHECK(strstr(r.stalled_msg, "pools.main.storage.size (cell a, from inline) is 5Gi, smaller than the 10Gi of the "
+                              "existing volumes") != NULL);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "-postgres-", vct), "10Gi");
+  /* the same size in other words is no change */
+  CHECK(t_resolve(T_POOL_CLUSTER("10240Mi", 3), NULL, &r) == 0 && r.ngrows == 0 && !r.stalled_reason[0]);
+  /* etcd members are fixed: the live count is kept and the change refused */
+  CHECK(t_resolve(T_POOL_CLUSTER("10Gi", 5), NULL, &r) == 0);
+  CHECK_STR(r.stalled_reason, "EtcdReplicasImmutable");
+  CHECK(strstr(r.stalled_msg, "spec.globalTopoServer.etcd.replicas is 5, but the etcd cluster") != NULL);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "global-topo", "spec.replicas"), "3");
+  t_forget_sts(&r);
+}
+
+/* The webhook refuses what the live StatefulSets cannot take. */
+static void test_admission_storage(void) {
+#define T_UPDATE(size, etcd)                                                                                        \
+  "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"s\",\"kind\":"    \
+  "{\"kind\":\"MultigresCluster\"},\"operation\":\"UPDATE\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"a\"}," \
+  "\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{\"globalTopoServer\":{\"etcd\":{\"replicas\":" #etcd "}},"    \
+  "\"cells\":[{\"name\":\"a\",\"zone\":\"z\"}],\"databases\":[{\"name\":\"postgres\",\"default\":true,"             \
+  "\"tablegroups\":[{\"name\":\"default\",\"default\":true,\"shards\":[{\"name\":\"0-inf\",\"spec\":{\"pools\":"    \
+  "{\"main\":{\"storage\":{\"size\":\"" size "\"}}}}}]}]}]}}}}"
+  static const struct { const char *body, *says; int allowed; } cases[] = {
+      {T_UPDATE("20Gi", 3), "\"allowed\":true", 1},
+      {T_UPDATE("5Gi", 3), "StorageShrinkRefused", 0},
+      {T_UPDATE("10Gi", 5), "EtcdReplicasImmutable", 0},
+  };
+  static struct mgop_rctx r;
+  static char out[64 * 1024];
+  CHECK(t_resolve(T_POOL_CLUSTER("10Gi", 3), NULL, &r) == 0); /* the cluster c as it runs, in namespace ns */
+  for (int i = 0; i < r.ndesired; i++) {
+    struct mgop_fp *f;
+    if (r.desired[i].kind != K_STS) continue;
+    f = mgop_fp_upsert(mgop_fp_key("StatefulSet", "ns", r.desired[i].name));
+    f->flags |= MGOP_FP_EXISTS;
+    snprintf(f->vct_size, sizeof(f->vct_size), "%s", strstr(r.desired[i].name, "global-topo") ? "1Gi" : "10Gi");
+    f->desired = 3;
+  }
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct mgop_http_req req;
+    struct mgop_srv_resp resp;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    snprintf(req.method, sizeof(req.method), "POST");
+    snprintf(req.path, sizeof(req.path), "/validate");
+    mgop_buf_init(&resp.body, out, sizeof(out) - 1);
+    mgop_serve_webhook(NULL, &req, cases[i].body, strlen(cases[i].body), &resp);
+    mgop_buf_cstr(&resp.body);
+    if (!(strstr(out, cases[i].says) && strstr(out, cases[i].allowed ? "\"allowed\":true" : "\"allowed\":false")))
+      fprintf(stderr, "    storage admission case %zu: %s\n", i, out);
+    CHECK(strstr(out, cases[i].says) != NULL);
+    CHECK(strstr(out, cases[i].allowed ? "\"allowed\":true" : "\"allowed\":false") != NULL);
+  }
+  for (int i = 0; i < r.ndesired; i++)
+    if (r.desired[i].kind == K_STS) mgop_fp_remove(mgop_fp_key("StatefulSet", "ns", r.desired[i].name));
+  mgop_arena_reset(&mgop_arena);
+#undef T_UPDATE
+}
+
 static int t_yaml_cb(void *ctx, const char *json, size_t n, int index) {
   struct t_yaml_docs *g = ctx;
   if (index < 2) snprintf(g->out[index], 512, "%.*s", (int)n, json);
@@ -1801,6 +1920,9 @@ static const struct t_case t_cases[] = {
     {"limits_largest_tree", test_limits_largest_tree},
     {"limits_metric_labels", test_limits_metric_labels},
     {"limits_cluster_table", test_limits_cluster_table},
+    {"quantity", test_quantity},
+    {"storage_growth", test_storage_growth},
+    {"admission_storage", test_admission_storage},
     {"relist_sweeps", test_relist_sweeps},
     {"fnv", test_fnv},
     {"kubeconfig_inline_certs", test_kubeconfig_inline_certs},
