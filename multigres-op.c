@@ -130,8 +130,8 @@ static const char mgop_default_global_topo[] =
  * of a multiorch and 2 per (pool, cell). */
 #define MGOP_OBJECTS_OF(cells, tgs, shards, pool_cells) \
   (11 + 8 * (cells) + (tgs) + (shards) * (3 + 2 * (cells)) + 2 * (pool_cells))
-/* The schema admits 8 pools in each of 50 cells for 20 shards: 18,471
- * objects, 80 MiB of JSON. The budget is what a 50-cell cluster with one
+/* The schema admits 8 pools in each of 50 cells for 20 shards: 18,491
+ * objects, about 65 MB of JSON. The budget is what a 50-cell cluster with one
  * pool per cell and a shard needs, with room for more pools or table
  * groups; past it the cluster stalls (and the webhook refuses it) with a
  * message that names the field. */
@@ -139,12 +139,15 @@ static const char mgop_default_global_topo[] =
   MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, MGOP_TABLEGROUPS_MAX, MGOP_SHARDS_MAX, \
                   MGOP_SHARDS_MAX * MGOP_CRD_POOLS_MAX * MGOP_CRD_CELLS_MAX)
 #define MGOP_DESIRED_MAX 1024
+_Static_assert(MGOP_OBJECTS_SCHEMA_MAX == 18491, "docs/operations.md (Limits) quotes this figure");
 _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3 / 2 <= MGOP_DESIRED_MAX,
                "a 50-cell cluster with a pool in every cell fits with room to spare");
 /* One turn's arena holds every desired object (a pool StatefulSet is about
- * 6 KiB, most others 1-3 KiB) and the resolved settings: 8 KiB an object.
- * Pages are touched only as far as the largest cluster reaches. */
-#define MGOP_ARENA_BYTES ((size_t)MGOP_DESIRED_MAX * 8 * 1024)
+ * 6 KiB, most others 1-3 KiB) and the resolved settings. Measured: 1024
+ * objects of a 50-cell cluster (8 pools, local etcds) take 3.9 MiB; 6 KiB
+ * an object leaves half again for larger inline settings. Pages are touched
+ * only as far as the largest cluster reaches. */
+#define MGOP_ARENA_BYTES ((size_t)MGOP_DESIRED_MAX * 6 * 1024)
 /* StatefulSets whose PVCs one turn expands; more wait for the next turn */
 #define MGOP_GROWS_MAX 32
 /* buffers that hold one CRD value (+1 for the NUL) */
