@@ -257,17 +257,20 @@ static void mgop_stall(struct mgop_rctx *r, const char *reason, const char *fmt,
  * the same spec with the same message. */
 enum mgop_limit_id {
   MGOP_L_OBJECTS, MGOP_L_ARENA, MGOP_L_TEMPLATES_PER_CLUSTER, MGOP_L_VALUE_LENGTH, MGOP_L_CLUSTERS,
-  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_COUNT
+  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_METRIC_SERIES, MGOP_L_COUNT
 };
 static const char *const mgop_limit_names[MGOP_L_COUNT] = {
     "objects_per_cluster", "reconcile_arena", "templates_per_cluster", "value_length", "clusters",
-    "templates", "fingerprints", "metric_labels"};
+    "templates", "fingerprints", "metric_labels", "metric_series"};
 static unsigned long long mgop_limit_hits[MGOP_L_COUNT];
 
-/* Counted and logged only: a process-wide table, no cluster to stall. */
+/* Counted and logged only: a process-wide table, no cluster to stall. The
+ * log line is written the 1st, 2nd, 4th, 8th... time, so a table that stays
+ * full is visible without flooding the log every turn. */
 static void mgop_limit_note(int limit, const char *what) {
-  mgop_limit_hits[limit]++;
-  MGOP_LOG(MGOP_ERROR, ("limit %s reached: %s", mgop_limit_names[limit], what));
+  unsigned long long n = ++mgop_limit_hits[limit];
+  if ((n & (n - 1)) == 0)
+    MGOP_LOG(MGOP_ERROR, ("limit %s reached (%llu time%s): %s", mgop_limit_names[limit], n, n == 1 ? "" : "s", what));
 }
 
 static void mgop_limit_reached(struct mgop_rctx *r, int limit, const char *fmt, ...)
@@ -1002,7 +1005,11 @@ static void mgop_gauge_set(uint64_t owner, const char *family, const char *label
     }
   }
   if (!free_row) {
+    char what[300];
     mgop_series_full++;
+    snprintf(what, sizeof(what), "metric series table full (%d series); %s{%.200s} is not exposed", MGOP_SERIES_MAX,
+             family, labels);
+    mgop_limit_note(MGOP_L_METRIC_SERIES, what);
     return;
   }
   free_row->owner = owner;
@@ -2787,8 +2794,8 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
     if (!r->used && !free_slot) free_slot = r;
   }
   if (present && !free_slot) { /* its turn stalls with the same message (mgop_reconcile) */
-    char what[300];
-    snprintf(what, sizeof(what), "cluster table full (%d clusters); MultigresCluster %s/%s is not reconciled",
+    char what[400];
+    snprintf(what, sizeof(what), "cluster table full (%d clusters); MultigresCluster %.63s/%.253s is not reconciled",
              MGOP_WORK_SLOTS, ns, name);
     mgop_limit_note(MGOP_L_CLUSTERS, what);
   }

@@ -492,8 +492,9 @@ struct mgop_fp {
   long long cond_since;   /* unix seconds of its last transition        */
   int32_t kind;           /* policy's kind id + 1 (0: not from a watch) */
   uint32_t epoch;         /* list epoch of that kind when last seen     */
-  char vct_size[40];      /* StatefulSets: the live volumeClaimTemplates[0]
-                           * storage request (immutable once created)   */
+  char vct_size[64];      /* StatefulSets: the live volumeClaimTemplates[0]
+                           * storage request (immutable once created; a
+                           * quantity is at most 63 characters in the CRD) */
   uint64_t grown_hash;    /* StatefulSets: the (size, replicas) whose PVCs
                            * were all expanded, so a turn skips the LIST */
 };
