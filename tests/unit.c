@@ -1434,7 +1434,7 @@ static void test_limits_images(void) {
 }
 
 /* A 50-cell cluster, each cell with its own etcd, every name at its
- * length limit: all 615 objects render, with their values whole. */
+ * length limit: all 819 objects render, with their values whole. */
 static void test_limits_fifty_cells(void) {
   static struct mgop_rctx r;
   static char yaml[32 * 1024], cells[16 * 1024], root_path[MGOP_CRD_ROOT_PATH_MAX + 1], size[MGOP_CRD_QUANTITY_MAX + 1];
@@ -1445,13 +1445,16 @@ static void test_limits_fifty_cells(void) {
   t_cells_yaml(cells, sizeof(cells), MGOP_CRD_CELLS_MAX, 1);
   snprintf(yaml, sizeof(yaml), "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: " T_LONG_NAME
            "}\nspec:\n  globalTopoServer: {etcd: {rootPath: \"%s\", storage: {size: \"%s\"}}}\n%s" T_SHARDS(
-           "        spec: {pools: {ppppppppppppppppppppppppp: {storage: {size: \"%s\"}}}}\n"), root_path, size, cells, size);
+           "        spec: {pools: {ppppppppppppppppppppppppp: {storage: {size: \"%s\"}}}}\n"
+           "    - {name: ttttttttttttttttttttttttt, shards: [{name: 0-inf}]}\n"), root_path, size, cells, size);
   t_resolve_ns = T_LONG_NS;
   CHECK(t_resolve(yaml, NULL, &r) == 0);
   t_resolve_ns = "default";
   CHECK_STR(r.stalled_reason, "");
   CHECK(r.ncells == MGOP_CRD_CELLS_MAX);
-  CHECK(r.ndesired == MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX));
+  /* two table groups (one named at its 25-character limit), one pool each, in every cell */
+  CHECK(r.ndesired == MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 2, 2, 2 * MGOP_CRD_CELLS_MAX));
+  CHECK(r.ntg == 2 && r.nshard_names == 2);
   {
     char want[MGOP_CRD_ROOT_PATH_MAX + 40];
     int orch = 0, pools = 0;
@@ -1466,7 +1469,7 @@ static void test_limits_fifty_cells(void) {
       orch += r.desired[i].kind == K_DEPLOY && strstr(r.desired[i].json, "\"app.kubernetes.io/component\":\"multiorch\"");
       pools += r.desired[i].kind == K_STS && strstr(r.desired[i].json, "\"app.kubernetes.io/component\":\"shard-pool\"");
     }
-    CHECK(orch == MGOP_CRD_CELLS_MAX && pools == MGOP_CRD_CELLS_MAX);
+    CHECK(orch == 2 * MGOP_CRD_CELLS_MAX && pools == 2 * MGOP_CRD_CELLS_MAX);
   }
   for (int i = 0; i < r.ndesired; i++) CHECK(strstr(r.desired[i].json, "\"namespace\":\"" T_LONG_NS "\"") != NULL);
 }
