@@ -490,15 +490,17 @@ static const char *mgop_vct_size(struct mgop_rctx *r, const char *sts, const cha
   return f->vct_size;
 }
 
-/* An etcd cluster's membership is fixed at bootstrap (ETCD_INITIAL_CLUSTER):
- * an existing etcd StatefulSet keeps its replicas, and a change is refused. */
+/* An etcd cluster's membership is fixed at bootstrap (ETCD_INITIAL_CLUSTER,
+ * which the watch records): an existing etcd StatefulSet keeps its member
+ * count and a change is refused. A hand-edited spec.replicas is not a
+ * change of membership: the apply reverts it. */
 static long long mgop_etcd_replicas(struct mgop_rctx *r, const char *sts, long long want, const char *field) {
   struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
-  if (!f || !(f->flags & MGOP_FP_EXISTS) || f->desired <= 0 || f->desired == want) return want;
+  if (!f || !(f->flags & MGOP_FP_EXISTS) || f->etcd_members <= 0 || f->etcd_members == want) return want;
   mgop_stall(r, "EtcdReplicasImmutable", "%s is %lld, but the etcd cluster %s was created with %d members and its "
-             "membership is fixed: restore %d (a different size needs a new cluster)", field, want, sts, (int)f->desired,
-             (int)f->desired);
-  return f->desired;
+             "membership is fixed: restore %d (a different size needs a new cluster)", field, want, sts,
+             (int)f->etcd_members, (int)f->etcd_members);
+  return f->etcd_members;
 }
 /* A desired object in the making: the writer, and where the hash goes. */
 struct mgop_build {
@@ -2818,6 +2820,22 @@ static void mgop_enqueue(const char *ns, const char *name, long long delay_ms) {
   }
 }
 
+/* Members an etcd StatefulSet was bootstrapped with: the entries of its
+ * ETCD_INITIAL_CLUSTER (name=url,...); 0 for any other StatefulSet. */
+static int32_t mgop_etcd_members_of(const struct mgop_json *j, int obj) {
+  int env = mgop_json_path(j, obj, "spec.template.spec.containers[0].env");
+  for (int i = 0; mgop_json_is(j, env, JSMN_ARRAY) && i < j->tok[env].size; i++) {
+    int e = mgop_json_at(j, env, i);
+    char name[32], value[2048];
+    int32_t n = 1;
+    if (mgop_json_path_str(j, e, "name", name, sizeof(name)) || strcmp(name, "ETCD_INITIAL_CLUSTER")) continue;
+    if (mgop_json_path_str(j, e, "value", value, sizeof(value)) || !value[0]) return 0;
+    for (const char *c = value; *c; c++) n += *c == ',';
+    return n;
+  }
+  return 0;
+}
+
 /* Readiness of a workload as its controller reports it. */
 static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj, struct mgop_fp *f) {
   long long gen = 0, observed = -1, replicas = 1, ready = 0, updated = 0;
@@ -3151,6 +3169,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       if (kind == K_STS && mgop_json_path_str(j, obj, "spec.volumeClaimTemplates[0].spec.resources.requests.storage",
                                               f->vct_size, sizeof(f->vct_size)))
         f->vct_size[0] = 0; /* none, or too long to compare: treated as new */
+      if (kind == K_STS) f->etcd_members = mgop_etcd_members_of(j, obj);
     }
   }
   {

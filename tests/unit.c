@@ -1597,6 +1597,7 @@ static void t_live_sts(struct mgop_rctx *r, const char *name_part, const char *v
     f->flags |= MGOP_FP_EXISTS;
     snprintf(f->vct_size, sizeof(f->vct_size), "%s", vct_size);
     f->desired = replicas;
+    f->etcd_members = strstr(r->desired[i].json, "ETCD_INITIAL_CLUSTER") ? replicas : 0;
     f->grown_hash = 0;
   }
 }
@@ -1642,6 +1643,27 @@ static void test_storage_growth(void) {
   CHECK_STR(r.stalled_reason, "EtcdReplicasImmutable");
   CHECK(strstr(r.stalled_msg, "spec.globalTopoServer.etcd.replicas is 5, but the etcd cluster") != NULL);
   CHECK_STR(t_desired_value(&r, "StatefulSet", "global-topo", "spec.replicas"), "3");
+  /* the member count comes from the live StatefulSet's ETCD_INITIAL_CLUSTER */
+  {
+    static jsmntok_t tok[8192];
+    struct mgop_json j;
+    int32_t members = -1;
+    for (int i = 0; i < r.ndesired; i++)
+      if (r.desired[i].kind == K_STS && mgop_json_parse(&j, r.desired[i].json, r.desired[i].len, tok, 8192) == 0)
+        members = strstr(r.desired[i].name, "global-topo") ? mgop_etcd_members_of(&j, 0) : members;
+    CHECK(members == 3);
+  }
+  /* a hand-scaled etcd StatefulSet is reverted, not taken for a membership change */
+  {
+    struct mgop_fp *f = NULL;
+    for (int i = 0; i < r.ndesired; i++)
+      if (r.desired[i].kind == K_STS && strstr(r.desired[i].name, "global-topo"))
+        f = mgop_fp_find(mgop_fp_key("StatefulSet", "default", r.desired[i].name));
+    CHECK(f != NULL);
+    if (f) f->desired = 5;
+    CHECK(t_resolve(T_POOL_CLUSTER("10Gi", 3), NULL, &r) == 0 && !r.stalled_reason[0]);
+    CHECK_STR(t_desired_value(&r, "StatefulSet", "global-topo", "spec.replicas"), "3");
+  }
   t_forget_sts(&r);
 }
 
@@ -1669,6 +1691,7 @@ static void test_admission_storage(void) {
     f->flags |= MGOP_FP_EXISTS;
     snprintf(f->vct_size, sizeof(f->vct_size), "%s", strstr(r.desired[i].name, "global-topo") ? "1Gi" : "10Gi");
     f->desired = 3;
+    f->etcd_members = strstr(r.desired[i].name, "global-topo") ? 3 : 0;
   }
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     struct mgop_http_req req;
