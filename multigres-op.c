@@ -148,6 +148,11 @@ _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3
  * an object leaves half again for larger inline settings. Pages are touched
  * only as far as the largest cluster reaches. */
 #define MGOP_ARENA_BYTES ((size_t)MGOP_DESIRED_MAX * 6 * 1024)
+/* A status patch, the root's being the largest: five conditions and the
+ * message (each up to the 600 characters of a stall), a summary per cell,
+ * and every template the cluster resolved (names of at most 63). */
+#define MGOP_STATUS_BUF (6 * (200 + 600) + MGOP_CRD_CELLS_MAX * (MGOP_CRD_CELL_NAME_MAX + 64) + \
+                         MGOP_TREFS_MAX * (63 + 4) + 2048)
 /* StatefulSets whose PVCs one turn expands; more wait for the next turn */
 #define MGOP_GROWS_MAX 32
 /* buffers that hold one CRD value (+1 for the NUL) */
@@ -1092,7 +1097,7 @@ static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const cha
 static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, struct mgop_fp *f, int ready, int stalled,
                              const char *reason, const char *message, long long generation, const char *phase,
                              void (*extra)(struct mgop_jw *, void *), void *extra_ctx) {
-  char mem[8192], path[512];
+  char mem[MGOP_STATUS_BUF], path[512];
   struct mgop_buf b;
   struct mgop_jw w;
   int state = stalled ? 2 : ready, status, rc;
@@ -1115,7 +1120,13 @@ static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, st
   mgop_jw_key(&w, "phase"); mgop_jw_str(&w, phase);
   mgop_jw_obj_end(&w);
   mgop_jw_obj_end(&w);
-  if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "status of %s too large", name);
+  if (b.overflow) {
+    char what[400];
+    snprintf(what, sizeof(what), "the status of %s %s/%s is larger than %d bytes and is not written",
+             mgop_kinds[kind].kind, r->ns, name, MGOP_STATUS_BUF);
+    mgop_limit_note(MGOP_L_VALUE_LENGTH, what);
+    return mgop_seterr(MGOP_ERR_TOOBIG, "status of %s too large", name);
+  }
   h = mgop_fnv1a64(MGOP_FNV64_INIT, b.p, b.len);
   if (h == f->status_hash) return MGOP_OK; /* idle costs no write */
   if (r->render) return MGOP_OK;
@@ -1147,8 +1158,8 @@ struct mgop_root_status {
   const struct mgop_rctx *r;      /* its templates: trefs */
   char admin_svc[64];
   /* per-cell and per-database rollups, as seed 001 shows them */
-  char cell_name[64][64];
-  int cell_ready[64], cell_gw_ready[64];
+  char cell_name[MGOP_CRD_CELLS_MAX][64];
+  int cell_ready[MGOP_CRD_CELLS_MAX], cell_gw_ready[MGOP_CRD_CELLS_MAX];
   int ndb;
   char db_name[8][32];
   int db_ready[8], db_total[8];
@@ -1156,7 +1167,7 @@ struct mgop_root_status {
 static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
   struct mgop_root_status *s = ctx;
   mgop_jw_key(w, "cells"); mgop_jw_obj(w);
-  for (int i = 0; i < s->cells && i < 64; i++) {
+  for (int i = 0; i < s->cells && i < MGOP_CRD_CELLS_MAX; i++) {
     if (!s->cell_name[i][0]) continue;
     mgop_jw_key(w, s->cell_name[i]); mgop_jw_obj(w);
     mgop_jw_key(w, "gatewayReplicas"); mgop_jw_i64(w, s->cell_gw_ready[i]);
@@ -2533,7 +2544,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     c.svc = gws;
     mgop_gauge_pair(owner, mgop_f_gateway, "cell", cr, NULL, NULL, r->ns, c.ready, c.total); /* Cell name: unique */
     ready_cells += ready;
-    if (i < 64) {
+    if (i < MGOP_CRD_CELLS_MAX) {
       snprintf(rs.cell_name[i], sizeof(rs.cell_name[i]), "%s", cell);
       rs.cell_ready[i] = ready;
       rs.cell_gw_ready[i] = c.ready;

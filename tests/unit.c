@@ -1471,6 +1471,29 @@ static void test_limits_fifty_cells(void) {
     }
     CHECK(orch == 2 * MGOP_CRD_CELLS_MAX && pools == 2 * MGOP_CRD_CELLS_MAX);
   }
+  { /* its status, stalled with a long message, fits the status buffer */
+    unsigned long long before = mgop_limit_hits[MGOP_L_VALUE_LENGTH];
+    uint64_t root = mgop_fp_key("MultigresCluster", r.ns, r.name);
+    char ns_copy[64];
+    snprintf(ns_copy, sizeof(ns_copy), "%s", T_LONG_NS);
+    r.ns = ns_copy;
+    snprintf(r.stalled_reason, sizeof(r.stalled_reason), "LimitReached");
+    memset(r.stalled_msg, 'm', sizeof(r.stalled_msg) - 1);
+    r.stalled_msg[sizeof(r.stalled_msg) - 1] = 0;
+    for (int i = 0; i < MGOP_TREFS_MAX; i++) { /* every template it can name, named at the 63-character limit */
+      memset(&r.trefs[i], 0, sizeof(r.trefs[i]));
+      r.trefs[i].kind = K_CORET + i % 3;
+      r.trefs[i].found = 1;
+      snprintf(r.trefs[i].name, sizeof(r.trefs[i].name), "t%02d%s", i,
+               "-ttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt");
+      CHECK(strlen(r.trefs[i].name) == 63);
+    }
+    r.ntrefs = MGOP_TREFS_MAX;
+    mgop_reconcile_status(&r, 1);
+    CHECK(mgop_limit_hits[MGOP_L_VALUE_LENGTH] == before);
+    mgop_series_drop(root);
+    mgop_fp_remove(root);
+  }
   for (int i = 0; i < r.ndesired; i++) CHECK(strstr(r.desired[i].json, "\"namespace\":\"" T_LONG_NS "\"") != NULL);
 }
 
