@@ -604,7 +604,8 @@ static int mgop_build_end(struct mgop_build *o) {
   struct mgop_desired *d;
   char hex[17];
   mgop_jw_obj_end(&o->w);
-  if (o->b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "%s %s is larger than 32 KiB", mgop_kinds[o->kind].kind, o->name);
+  if (o->b.overflow || o->b.len >= o->b.cap) /* room for the NUL below */
+    return mgop_seterr(MGOP_ERR_TOOBIG, "%s %s is larger than 32 KiB", mgop_kinds[o->kind].kind, o->name);
   if (r->ndesired >= MGOP_DESIRED_MAX) {
     mgop_limit_reached(r, MGOP_L_OBJECTS, "the cluster needs more than %d objects; %s %s of %s is one too many: every "
                        "pool makes a StatefulSet and a Service in each cell it runs in (all cells when pools.*.cells "
@@ -621,7 +622,9 @@ static int mgop_build_end(struct mgop_build *o) {
   d->hash = mgop_fnv1a64(MGOP_FNV64_INIT, o->b.p, o->b.len);
   snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)d->hash);
   memcpy(o->b.p + o->hash_at, hex, 16);
-  mgop_arena_trim(r->arena, o->b.p, o->b.cap, o->b.len);
+  /* NUL-terminated too: the status code searches the text (strstr) */
+  o->b.p[o->b.len] = 0;
+  mgop_arena_trim(r->arena, o->b.p, o->b.cap, o->b.len + 1);
   return MGOP_OK;
 }
 
