@@ -101,7 +101,77 @@ static const char mgop_default_global_topo[] =
 /* ======================================================================
  * 3. Reconcile context
  * ==================================================================== */
-#define MGOP_DESIRED_MAX 256
+/* ---- Limits: the CRD's maxima (config/crd/gen-crds.py) and every bound of
+ * one cluster derived from them, here and nowhere else. A bound the schema
+ * cannot reach fits by construction; one it can (objects per cluster, the
+ * process-wide tables) is reported when reached: a Stalled condition naming
+ * the field and the limit, its Event, a log line and
+ * multigres_operator_limit_reached_total{limit} (mgop_limit_reached). */
+#define MGOP_CRD_NAMESPACE_MAX 63     /* a Kubernetes namespace               */
+#define MGOP_CRD_CLUSTER_NAME_MAX 25  /* CEL on metadata.name                 */
+#define MGOP_CRD_CELLS_MAX 50         /* spec.cells maxItems                  */
+#define MGOP_CRD_CELL_NAME_MAX 30
+#define MGOP_CRD_DATABASES_MAX 1      /* spec.databases maxItems              */
+#define MGOP_CRD_DATABASE_NAME_MAX 30
+#define MGOP_CRD_TABLEGROUPS_MAX 20   /* per database                         */
+#define MGOP_CRD_TABLEGROUP_NAME_MAX 25
+#define MGOP_CRD_SHARDS_PER_TG 1      /* a list map keyed by name, and CEL: name == '0-inf' */
+#define MGOP_CRD_SHARD_NAME_MAX 25
+#define MGOP_CRD_POOLS_MAX 8          /* pools maxProperties                  */
+#define MGOP_CRD_POOL_NAME_MAX 62     /* template pool keys: < 63             */
+#define MGOP_CRD_IMAGE_MAX 512        /* spec.images.*, etcd.image            */
+#define MGOP_CRD_QUANTITY_MAX 63      /* storage.size                         */
+#define MGOP_CRD_ROOT_PATH_MAX 512    /* etcd/external rootPath               */
+#define MGOP_CRD_STORAGE_CLASS_MAX 63
+/* what follows for one cluster */
+#define MGOP_TABLEGROUPS_MAX (MGOP_CRD_DATABASES_MAX * MGOP_CRD_TABLEGROUPS_MAX)
+#define MGOP_SHARDS_MAX (MGOP_TABLEGROUPS_MAX * MGOP_CRD_SHARDS_PER_TG)
+/* distinct templates one cluster can name: CoreTemplates (globalTopoServer,
+ * multiadmin, multiadminWeb, templateDefaults, "default"), one CellTemplate
+ * per cell plus templateDefaults and "default", the same for shards */
+#define MGOP_TREFS_MAX (5 + MGOP_CRD_CELLS_MAX + 2 + MGOP_SHARDS_MAX + 2)
+/* Objects of the largest tree: 11 cluster-wide (global etcd 5, multiadmin
+ * 6), 8 per cell (Cell, local TopoServer and its etcd 4, multigateway 2),
+ * a TableGroup each, per shard 3 (Shard, ConfigMap, PDB) plus 2 per cell
+ * of a multiorch and 2 per (pool, cell). */
+#define MGOP_OBJECTS_OF(cells, tgs, shards, pool_cells) \
+  (11 + 8 * (cells) + (tgs) + (shards) * (3 + 2 * (cells)) + 2 * (pool_cells))
+/* The schema admits 8 pools in each of 50 cells for 20 shards: 18,491
+ * objects, about 65 MB of JSON. The budget is what a 50-cell cluster with one
+ * pool per cell and a shard needs, with room for more pools or table
+ * groups; past it the cluster stalls (and the webhook refuses it) with a
+ * message that names the field. */
+#define MGOP_OBJECTS_SCHEMA_MAX \
+  MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, MGOP_TABLEGROUPS_MAX, MGOP_SHARDS_MAX, \
+                  MGOP_SHARDS_MAX * MGOP_CRD_POOLS_MAX * MGOP_CRD_CELLS_MAX)
+#define MGOP_DESIRED_MAX 1024
+_Static_assert(MGOP_OBJECTS_SCHEMA_MAX == 18491, "docs/operations.md (Limits) quotes this figure");
+_Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3 / 2 <= MGOP_DESIRED_MAX,
+               "a 50-cell cluster with a pool in every cell fits with room to spare");
+/* One turn's arena holds every desired object (a pool StatefulSet is about
+ * 6 KiB, most others 1-3 KiB) and the resolved settings. Measured: 1024
+ * objects of a 50-cell cluster (8 pools, local etcds) take 3.9 MiB; 6 KiB
+ * an object leaves half again for larger inline settings. Pages are touched
+ * only as far as the largest cluster reaches. */
+#define MGOP_ARENA_BYTES ((size_t)MGOP_DESIRED_MAX * 6 * 1024)
+/* A status patch, the root's being the largest: five conditions and the
+ * message (each up to the 600 characters of a stall), a summary per cell,
+ * and every template the cluster resolved (names of at most 63). */
+#define MGOP_STATUS_BUF (6 * (200 + 600) + MGOP_CRD_CELLS_MAX * (MGOP_CRD_CELL_NAME_MAX + 64) + \
+                         MGOP_TREFS_MAX * (63 + 4) + 2048)
+/* StatefulSets whose PVCs one turn expands; more wait for the next turn */
+#define MGOP_GROWS_MAX 32
+/* buffers that hold one CRD value (+1 for the NUL) */
+#define MGOP_IMAGE_BUF (MGOP_CRD_IMAGE_MAX + 1)
+#define MGOP_QUANTITY_BUF (MGOP_CRD_QUANTITY_MAX + 1)
+#define MGOP_ROOT_PATH_BUF (MGOP_CRD_ROOT_PATH_MAX + 1)
+/* A metric label set, the widest one: shard="<Shard name>",pool="<pool>",
+ * namespace="<ns>",state="desired". A Shard name is
+ * cluster-db-tg-shard-<8 hex>; names are DNS labels, nothing to escape. */
+#define MGOP_SHARD_CR_NAME_MAX (MGOP_CRD_CLUSTER_NAME_MAX + MGOP_CRD_DATABASE_NAME_MAX + \
+                                MGOP_CRD_TABLEGROUP_NAME_MAX + MGOP_CRD_SHARD_NAME_MAX + 4 + 8)
+#define MGOP_LABELS_MAX (sizeof("shard=\"\",pool=\"\",namespace=\"\",state=\"desired\"") + \
+                         MGOP_SHARD_CR_NAME_MAX + MGOP_CRD_POOL_NAME_MAX + MGOP_CRD_NAMESPACE_MAX)
 struct mgop_desired {
   int kind;
   char name[MGOP_NAME_MAX + 1];
@@ -114,7 +184,6 @@ struct mgop_desired {
 struct mgop_manifest { int kind; char ns[64]; char name[254]; char *json; size_t len; };
 #define MGOP_MANIFESTS_MAX 64
 
-#define MGOP_TREFS_MAX 32 /* templates one cluster may reference */
 #define MGOP_TEMPLATE_FINALIZER "multigres.com/template-in-use"
 
 struct mgop_rctx {
@@ -135,10 +204,19 @@ struct mgop_rctx {
   char stalled_msg[512];
   char resolved_core[300];    /* "CoreTemplate/NAME" or "built-in"    */
   int ncells, nshards, ntg, nshard_names;
-  char tg_names[32][254];     /* TableGroup CRs of this cluster       */
-  char shard_names[64][254];  /* Shard CRs, with their table group    */
-  char shard_tg[64][254];
-  char shard_db[64][32];
+  char tg_names[MGOP_TABLEGROUPS_MAX][254]; /* TableGroup CRs of this cluster */
+  char shard_names[MGOP_SHARDS_MAX][254];   /* Shard CRs, with their table group */
+  char shard_tg[MGOP_SHARDS_MAX][254];
+  char shard_db[MGOP_SHARDS_MAX][32];
+  char where[240];            /* field path being built, for limit messages */
+  /* StatefulSets whose volumes this turn grows in place (after the apply) */
+  struct mgop_grow {
+    char sts[64], vct[16];
+    char size[MGOP_QUANTITY_BUF];
+    char field[400];
+    uint64_t hash;
+  } grows[MGOP_GROWS_MAX];
+  int ngrows, expanded;
   int pool_sets, orch_sets, pool_replicas;
   /* every template this turn looked up, found or not: a per-turn cache,
    * and the record of what the cluster uses (consumers, propagation) */
@@ -202,6 +280,54 @@ static void mgop_stall(struct mgop_rctx *r, const char *reason, const char *fmt,
   va_start(ap, fmt);
   vsnprintf(r->stalled_msg, sizeof(r->stalled_msg), fmt, ap);
   va_end(ap);
+}
+
+/* A bound was reached: counted per limit (multigres_operator_limit_reached_total),
+ * logged, and the cluster stalls with a message naming the field and the
+ * limit; its status write makes the Warning Event, and the webhook refuses
+ * the same spec with the same message. */
+enum mgop_limit_id {
+  MGOP_L_OBJECTS, MGOP_L_ARENA, MGOP_L_TEMPLATES_PER_CLUSTER, MGOP_L_VALUE_LENGTH, MGOP_L_CLUSTERS,
+  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_METRIC_SERIES, MGOP_L_COUNT
+};
+static const char *const mgop_limit_names[MGOP_L_COUNT] = {
+    "objects_per_cluster", "reconcile_arena", "templates_per_cluster", "value_length", "clusters",
+    "templates", "fingerprints", "metric_labels", "metric_series"};
+static unsigned long long mgop_limit_hits[MGOP_L_COUNT];
+
+/* Counted and logged only: a process-wide table, no cluster to stall. The
+ * log line is written the 1st, 2nd, 4th, 8th... time, so a table that stays
+ * full is visible without flooding the log every turn. */
+static void mgop_limit_note(int limit, const char *what) {
+  unsigned long long n = __atomic_add_fetch(&mgop_limit_hits[limit], 1, __ATOMIC_RELAXED); /* any thread */
+  if ((n & (n - 1)) == 0)
+    MGOP_LOG(MGOP_ERROR, ("limit %s reached (%llu time%s): %s", mgop_limit_names[limit], n, n == 1 ? "" : "s", what));
+}
+
+static void mgop_limit_reached(struct mgop_rctx *r, int limit, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void mgop_limit_reached(struct mgop_rctx *r, int limit, const char *fmt, ...) {
+  char msg[sizeof(r->stalled_msg)];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (r->stalled_reason[0]) return; /* one cause per turn, counted once */
+  if (!r->render || r->live_templates) __atomic_add_fetch(&mgop_limit_hits[limit], 1, __ATOMIC_RELAXED);
+  MGOP_LOG(MGOP_WARN, ("MultigresCluster %s/%s: limit %s reached: %s", r->ns, r->name, mgop_limit_names[limit], msg));
+  mgop_stall(r, "LimitReached", "%s (limit %s)", msg, mgop_limit_names[limit]);
+}
+
+/* A string value of the spec that must fit buf: the CRD's maxLength sizes
+ * buf, so too long means the schema and the code disagree; say so. */
+static int mgop_spec_str(struct mgop_rctx *r, const struct mgop_json *j, int t, const char *path, char *buf, size_t cap,
+                         const char *field) {
+  int rc = mgop_json_path_str(j, t, path, buf, cap);
+  if (rc == MGOP_ERR_TOOBIG) {
+    buf[0] = 0;
+    mgop_limit_reached(r, MGOP_L_VALUE_LENGTH, "%s is longer than %zu characters", field, cap - 1);
+  }
+  return rc;
 }
 
 /* Parses JSON text into arena-allocated tokens. */
@@ -316,8 +442,8 @@ static int mgop_fetch(struct mgop_rctx *r, int kind, const char *name, struct mg
     return MGOP_OK;
   }
   if (r->ntrefs == MGOP_TREFS_MAX) {
-    mgop_stall(r, "TooManyTemplates", "the cluster references more than %d distinct templates; share templates "
-               "between cells and shards", MGOP_TREFS_MAX);
+    mgop_limit_reached(r, MGOP_L_TEMPLATES_PER_CLUSTER, "%s: the cluster references more than %d distinct templates; "
+                       "share templates between cells and shards", r->where[0] ? r->where : "spec", MGOP_TREFS_MAX);
     return MGOP_ERR_CONFIG;
   }
   rc = mgop_fetch_uncached(r, kind, name, out);
@@ -407,6 +533,65 @@ static int mgop_resolve_global_topo(struct mgop_rctx *r, struct mgop_json *out) 
 /* ======================================================================
  * 5. Builders
  * ==================================================================== */
+/* A Kubernetes quantity (10Gi, 1.5G, 500M, 1e9, 1073741824) as a number of
+ * bytes; -1 when it is not one. Enough to order two storage sizes. */
+static double mgop_quantity(const char *q) {
+  static const struct { const char *sfx; double mul; } sfx[] = {
+      {"Ki", 1024.0}, {"Mi", 1048576.0}, {"Gi", 1073741824.0}, {"Ti", 1099511627776.0},
+      {"Pi", 1125899906842624.0}, {"Ei", 1152921504606846976.0}, {"n", 1e-9}, {"u", 1e-6}, {"m", 1e-3},
+      {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"P", 1e15}, {"E", 1e18}, {"", 1}};
+  char *end;
+  double v;
+  if (!q || !*q || strpbrk(q, "xXnN") == q || strpbrk(q, "xX") || !strchr("+-.0123456789", q[0])) return -1;
+  v = strtod(q, &end);
+  if (end == q) return -1;
+  for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++)
+    if (!strcmp(end, sfx[i].sfx)) return v * sfx[i].mul;
+  return -1;
+}
+
+/* The storage request written into a StatefulSet's volumeClaimTemplates.
+ * The field is immutable, so a StatefulSet that exists keeps the size it
+ * was created with (the apply is never rejected for it); a larger size is
+ * recorded to expand its PVCs in place after the apply (mgop_expand_volumes),
+ * a smaller one is refused: volumes never shrink. */
+static const char *mgop_vct_size(struct mgop_rctx *r, const char *sts, const char *vct, const char *want, long long replicas,
+                                 const char *field) {
+  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
+  double w = mgop_quantity(want), have;
+  uint64_t h;
+  if (!f || !(f->flags & MGOP_FP_EXISTS) || !f->vct_size[0]) return want; /* new: as asked */
+  have = mgop_quantity(f->vct_size);
+  if (w < 0 || have < 0) return want; /* not a quantity: the API server says why */
+  if (w < have) {
+    mgop_stall(r, "StorageShrinkRefused", "%s is %s, smaller than the %s of the existing volumes of StatefulSet %s; "
+               "volumes can grow but never shrink: set %s or more", field, want, f->vct_size, sts, f->vct_size);
+    return f->vct_size;
+  }
+  h = mgop_fnv1a64(mgop_fnv1a64(MGOP_FNV64_INIT, want, strlen(want) + 1), &replicas, sizeof(replicas));
+  if (w > have && f->grown_hash != h && r->ngrows < MGOP_GROWS_MAX) {
+    struct mgop_grow *g = &r->grows[r->ngrows++];
+    snprintf(g->sts, sizeof(g->sts), "%s", sts);
+    snprintf(g->vct, sizeof(g->vct), "%s", vct);
+    snprintf(g->size, sizeof(g->size), "%s", want);
+    snprintf(g->field, sizeof(g->field), "%s", field);
+    g->hash = h;
+  }
+  return f->vct_size;
+}
+
+/* An etcd cluster's membership is fixed at bootstrap (ETCD_INITIAL_CLUSTER,
+ * which the watch records): an existing etcd StatefulSet keeps its member
+ * count and a change is refused. A hand-edited spec.replicas is not a
+ * change of membership: the apply reverts it. */
+static long long mgop_etcd_replicas(struct mgop_rctx *r, const char *sts, long long want, const char *field) {
+  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
+  if (!f || !(f->flags & MGOP_FP_EXISTS) || f->etcd_members <= 0 || f->etcd_members == want) return want;
+  mgop_stall(r, "EtcdReplicasImmutable", "%s is %lld, but the etcd cluster %s was created with %d members and its "
+             "membership is fixed: restore %d (a different size needs a new cluster)", field, want, sts,
+             (int)f->etcd_members, (int)f->etcd_members);
+  return f->etcd_members;
+}
 /* A desired object in the making: the writer, and where the hash goes. */
 struct mgop_build {
   struct mgop_rctx *r;
@@ -504,8 +689,16 @@ static int mgop_build_end(struct mgop_build *o) {
   struct mgop_desired *d;
   char hex[17];
   mgop_jw_obj_end(&o->w);
-  if (o->b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "%s %s is larger than 32 KiB", mgop_kinds[o->kind].kind, o->name);
-  if (r->ndesired >= MGOP_DESIRED_MAX) return mgop_seterr(MGOP_ERR_NOMEM, "more than %d objects for one cluster", MGOP_DESIRED_MAX);
+  if (o->b.overflow || o->b.len >= o->b.cap) /* room for the NUL below */
+    return mgop_seterr(MGOP_ERR_TOOBIG, "%s %s is larger than 32 KiB", mgop_kinds[o->kind].kind, o->name);
+  if (r->ndesired >= MGOP_DESIRED_MAX) {
+    mgop_limit_reached(r, MGOP_L_OBJECTS, "the cluster needs more than %d objects; %s %s of %s is one too many: every "
+                       "pool makes a StatefulSet and a Service in each cell it runs in (all cells when pools.*.cells "
+                       "is unset), and every shard a multiorch per cell; list fewer cells per pool, or use fewer "
+                       "pools, table groups or cells", MGOP_DESIRED_MAX, mgop_kinds[o->kind].kind, o->name,
+                       r->where[0] ? r->where : "spec");
+    return mgop_seterr(MGOP_ERR_NOMEM, "more than %d objects for one cluster", MGOP_DESIRED_MAX);
+  }
   d = &r->desired[r->ndesired++];
   d->kind = o->kind;
   snprintf(d->name, sizeof(d->name), "%s", o->name);
@@ -514,7 +707,9 @@ static int mgop_build_end(struct mgop_build *o) {
   d->hash = mgop_fnv1a64(MGOP_FNV64_INIT, o->b.p, o->b.len);
   snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)d->hash);
   memcpy(o->b.p + o->hash_at, hex, 16);
-  mgop_arena_trim(r->arena, o->b.p, o->b.cap, o->b.len);
+  /* NUL-terminated too: the status code searches the text (strstr) */
+  o->b.p[o->b.len] = 0;
+  mgop_arena_trim(r->arena, o->b.p, o->b.cap, o->b.len + 1);
   return MGOP_OK;
 }
 
@@ -580,7 +775,7 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
   struct mgop_build o;
   struct mgop_ids ids = {t->cell, NULL, NULL, NULL, NULL};
   const char *component = t->cell ? "local-toposerver" : "toposerver";
-  char name[64], headless[80], image[256], size[32], klass[128];
+  char name[64], headless[80], image[MGOP_IMAGE_BUF], size[MGOP_QUANTITY_BUF], klass[128];
   int etcd = mgop_json_key(topo, 0, "etcd"), rc;
   long long replicas = 3;
   mgop_json_i64(topo, mgop_json_key(topo, etcd, "replicas"), &replicas);
@@ -590,6 +785,18 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
   mgop_str_or(topo, etcd, "storage.size", size, sizeof(size), "1Gi");
   mgop_str_or(topo, etcd, "storage.class", klass, sizeof(klass), "");
 
+  if (!cr) { /* the etcd StatefulSet: what cannot change on a live one */
+    char field[300];
+    snprintf(field, sizeof(field), "%.240s.%setcd.replicas", t->cell ? r->where : "spec.globalTopoServer",
+             t->cell ? "localTopoServer." : "");
+    replicas = mgop_etcd_replicas(r, name, replicas, field);
+    snprintf(field, sizeof(field), "%.240s.%setcd.storage.size", t->cell ? r->where : "spec.globalTopoServer",
+             t->cell ? "localTopoServer." : "");
+    { /* the answer may be size itself */
+      const char *keep = mgop_vct_size(r, name, "data", size, replicas, field);
+      if (keep != size) snprintf(size, sizeof(size), "%s", keep);
+    }
+  }
   if (cr) { /* the TopoServer CR */
     if ((rc = mgop_build_begin(r, &o, K_TOPO, name))) return rc;
     mgop_build_meta_ids(&o, t->cell ? "local-topo" : "global-topo", t->cell ? &ids : NULL, t->owner_kind, t->owner_name,
@@ -741,8 +948,11 @@ static int mgop_in_sync(const struct mgop_desired *d, const struct mgop_fp *f) {
   return strcmp(f->seen_rv, f->applied_rv) == 0;
 }
 
-/* Applies every desired object from index `from` that is out of sync. */
+/* Applies every desired object from index `from` that is out of sync. A
+ * rejected object does not hold back the ones after it: the first error is
+ * returned once all were tried. */
 static int mgop_apply_from(struct mgop_rctx *r, int from) {
+  int first_rc = MGOP_OK, rejected = 0;
   for (int i = from; i < r->ndesired; i++) {
     struct mgop_desired *d = &r->desired[i];
     uint64_t key = mgop_desired_key(r, d);
@@ -759,11 +969,17 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
     rc = mgop_kube_apply(mgop_api_ptr, path, d->json, d->len, &res, &status);
     if (rc) {
       r->failed++;
-      snprintf(r->last_error, sizeof(r->last_error), "%s", mgop_errmsg());
+      if (!r->last_error[0]) snprintf(r->last_error, sizeof(r->last_error), "%s", mgop_errmsg());
       MGOP_LOG(MGOP_WARN, ("apply %s %s/%s failed: %s", mgop_kinds[d->kind].kind, r->ns, d->name, mgop_errmsg()));
-      if (status == 422 || status == 400) /* the API server rejects what we built: a human must look */
+      if (status < 400 || status >= 500 || status == 401 || status == 403 || status == 429)
+        return rc; /* the API server is unreachable or refuses us: nothing after this would fare better */
+      /* the API server rejects this object: a human must look; the objects
+       * after it are still applied, and the turn reports every rejection */
+      if (status == 422 || status == 400)
         mgop_stall(r, "ApplyRejected", "%s %s was rejected: %s", mgop_kinds[d->kind].kind, d->name, mgop_errmsg());
-      return rc;
+      if (!first_rc) first_rc = rc;
+      rejected++;
+      continue;
     }
     r->applied++;
     if (r->applied_note_len < sizeof(r->applied_note) - 80)
@@ -771,6 +987,11 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
                                               sizeof(r->applied_note) - r->applied_note_len, "%s%s %s",
                                               r->applied > 1 ? ", " : "", mgop_kinds[d->kind].kind, d->name);
     f = mgop_fp_upsert(key);
+    if (!f)
+      mgop_limit_reached(r, MGOP_L_FINGERPRINTS, "%s %s was applied, but the operator's object table is full (%d "
+                         "rows for all clusters), so it cannot tell when it is in sync: fewer or smaller clusters per "
+                         "operator, or a build with a larger MGOP_FP_SLOTS", mgop_kinds[d->kind].kind, d->name,
+                         MGOP_FP_SLOTS);
     if (f) {
       f->cluster = mgop_cluster_hash(r->ns, r->name);
       f->kind = d->kind + 1; /* swept by a relist that does not show it */
@@ -793,7 +1014,12 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
       mgop_log_fields(MGOP_INFO, "reconcile", "applied", fields);
     }
   }
-  return MGOP_OK;
+  if (rejected > 1 && !strncmp(r->stalled_reason, "ApplyRejected", 13)) {
+    size_t n = strlen(r->stalled_msg);
+    snprintf(r->stalled_msg + n, sizeof(r->stalled_msg) - n, " (and %d more object%s rejected this turn; see the "
+             "operator log)", rejected - 1, rejected == 2 ? "" : "s");
+  }
+  return first_rc;
 }
 
 /* The uid of an owned object: from our table, or a stable placeholder when
@@ -811,7 +1037,7 @@ static const char *mgop_uid_of(struct mgop_rctx *r, int kind, const char *name) 
 struct mgop_series {
   uint64_t owner;            /* root key of the cluster; 0: free      */
   const char *family;        /* a name from mgop_families              */
-  char labels[224];          /* rendered: a="x",b="y"                 */
+  char labels[MGOP_LABELS_MAX]; /* rendered: a="x",b="y"               */
   double value;
 };
 static struct mgop_series mgop_series[MGOP_SERIES_MAX];
@@ -847,18 +1073,29 @@ static void mgop_metrics_turn(int controller, const char *result, double seconds
   pthread_mutex_unlock(&mgop_shared.mu);
 }
 
-/* Appends name="value" to a label buffer, escaped as the format asks. */
-static void mgop_label(char *buf, size_t cap, const char *name, const char *value) {
-  size_t n = strlen(buf);
-  if (n && n + 1 < cap) buf[n++] = ',';
-  n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s=\"", name);
-  for (const char *p = value; *p && n + 3 < cap; p++) {
+/* Appends name="value" to a label buffer, escaped as the format asks. The
+ * buffers are sized for the longest names the CRD allows; a label that
+ * does not fit all the same is counted and logged, never silently cut. */
+static int mgop_label(char *buf, size_t cap, const char *name, const char *value) {
+  size_t n = strlen(buf), need = n + (n ? 1 : 0) + strlen(name) + 3;
+  for (const char *p = value; *p; p++) need += (*p == '\\' || *p == '"' || *p == '\n') ? 2 : 1;
+  if (need >= cap) {
+    char what[160];
+    snprintf(what, sizeof(what), "label %s=\"%.40s...\" does not fit the %zu-byte label set; the series is "
+             "not written", name, value, cap);
+    mgop_limit_note(MGOP_L_METRIC_LABELS, what);
+    return -1;
+  }
+  if (n) buf[n++] = ',';
+  n += (size_t)snprintf(buf + n, cap - n, "%s=\"", name); /* need < cap: everything below fits */
+  for (const char *p = value; *p; p++) {
     if (*p == '\\' || *p == '"') buf[n++] = '\\', buf[n++] = *p;
     else if (*p == '\n') buf[n++] = '\\', buf[n++] = 'n';
     else buf[n++] = *p;
   }
-  if (n + 1 < cap) buf[n++] = '"';
-  buf[n < cap ? n : cap - 1] = 0;
+  buf[n++] = '"';
+  buf[n] = 0;
+  return 0;
 }
 
 static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char *labels, double value);
@@ -883,7 +1120,11 @@ static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char
     }
   }
   if (!free_row) {
+    char what[300];
     mgop_series_full++;
+    snprintf(what, sizeof(what), "metric series table full (%d series); %s{%.200s} is not exposed", MGOP_SERIES_MAX,
+             family, labels);
+    mgop_limit_note(MGOP_L_METRIC_SERIES, what);
     return;
   }
   free_row->owner = owner;
@@ -918,14 +1159,15 @@ static const struct { const char *name, *help; } mgop_families[] = {
 /* A replica pair for one object: state="ready" and state="desired". */
 static void mgop_gauge_pair(uint64_t owner, const char *family, const char *k1, const char *v1, const char *k2,
                             const char *v2, const char *ns, int ready, int desired) {
-  char l[224];
+  char l[MGOP_LABELS_MAX];
   for (int i = 0; i < 2; i++) {
+    int bad;
     l[0] = 0;
-    mgop_label(l, sizeof(l), k1, v1);
-    if (k2) mgop_label(l, sizeof(l), k2, v2);
-    mgop_label(l, sizeof(l), "namespace", ns);
-    mgop_label(l, sizeof(l), "state", i ? "desired" : "ready");
-    mgop_gauge_set(owner, family, l, i ? desired : ready);
+    bad = mgop_label(l, sizeof(l), k1, v1);
+    if (k2) bad |= mgop_label(l, sizeof(l), k2, v2);
+    bad |= mgop_label(l, sizeof(l), "namespace", ns);
+    bad |= mgop_label(l, sizeof(l), "state", i ? "desired" : "ready");
+    if (!bad) mgop_gauge_set(owner, family, l, i ? desired : ready);
   }
 }
 
@@ -1150,7 +1392,7 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
 static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, struct mgop_fp *f, int ready, int stalled,
                              const char *reason, const char *message, long long generation, const char *phase,
                              void (*extra)(struct mgop_jw *, void *), void *extra_ctx) {
-  char mem[8192], path[512];
+  char mem[MGOP_STATUS_BUF], path[512];
   struct mgop_buf b;
   struct mgop_jw w;
   int state = stalled ? 2 : ready, status, rc;
@@ -1173,7 +1415,13 @@ static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, st
   mgop_jw_key(&w, "phase"); mgop_jw_str(&w, phase);
   mgop_jw_obj_end(&w);
   mgop_jw_obj_end(&w);
-  if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "status of %s too large", name);
+  if (b.overflow) {
+    char what[400];
+    snprintf(what, sizeof(what), "the status of %s %s/%s is larger than %d bytes and is not written",
+             mgop_kinds[kind].kind, r->ns, name, MGOP_STATUS_BUF);
+    mgop_limit_note(MGOP_L_VALUE_LENGTH, what);
+    return mgop_seterr(MGOP_ERR_TOOBIG, "status of %s too large", name);
+  }
   h = mgop_status_hash(b.p, b.len);
   if (h && h == f->status_hash) return MGOP_OK; /* idle costs no write */
   if (r->render) return MGOP_OK;
@@ -1205,8 +1453,8 @@ struct mgop_root_status {
   const struct mgop_rctx *r;      /* its templates: trefs */
   char admin_svc[64];
   /* per-cell and per-database rollups, as seed 001 shows them */
-  char cell_name[64][64];
-  int cell_ready[64], cell_gw_ready[64];
+  char cell_name[MGOP_CRD_CELLS_MAX][64];
+  int cell_ready[MGOP_CRD_CELLS_MAX], cell_gw_ready[MGOP_CRD_CELLS_MAX];
   int ndb;
   char db_name[8][32];
   int db_ready[8], db_total[8];
@@ -1214,7 +1462,7 @@ struct mgop_root_status {
 static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
   struct mgop_root_status *s = ctx;
   mgop_jw_key(w, "cells"); mgop_jw_obj(w);
-  for (int i = 0; i < s->cells && i < 64; i++) {
+  for (int i = 0; i < s->cells && i < MGOP_CRD_CELLS_MAX; i++) {
     if (!s->cell_name[i][0]) continue;
     mgop_jw_key(w, s->cell_name[i]); mgop_jw_obj(w);
     mgop_jw_key(w, "gatewayReplicas"); mgop_jw_i64(w, s->cell_gw_ready[i]);
@@ -1319,7 +1567,7 @@ static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const ch
  * 8. Reconcile one root
  * ==================================================================== */
 static char mgop_root_body[256 * 1024];
-static unsigned char mgop_arena_mem[4 * 1024 * 1024];
+static unsigned char mgop_arena_mem[MGOP_ARENA_BYTES];
 static struct mgop_arena mgop_arena;
 
 /* ---- the rest of the tree ------------------------------------------------ */
@@ -1327,7 +1575,8 @@ static struct mgop_arena mgop_arena;
 static void mgop_topo_address(struct mgop_rctx *r, const struct mgop_json *topo, char *addr, size_t acap, char *root,
                               size_t rcap) {
   int ext = mgop_json_key(topo, 0, "external");
-  mgop_str_or(topo, 0, ext >= 0 ? "external.rootPath" : "etcd.rootPath", root, rcap, NULL);
+  mgop_spec_str(r, topo, 0, ext >= 0 ? "external.rootPath" : "etcd.rootPath", root, rcap,
+                ext >= 0 ? "spec.globalTopoServer.external.rootPath" : "spec.globalTopoServer.etcd.rootPath");
   if (!root[0]) snprintf(root, rcap, "/multigres/global");
   if (ext >= 0) {
     int eps = mgop_json_key(topo, ext, "endpoints");
@@ -1338,6 +1587,12 @@ static void mgop_topo_address(struct mgop_rctx *r, const struct mgop_json *topo,
       if (mgop_json_str(topo, mgop_json_at(topo, eps, i), ep, sizeof(ep))) continue;
       h = strstr(ep, "://") ? strstr(ep, "://") + 3 : ep; /* the flag takes host:port */
       mgop_buf_printf(&b, "%s%s", b.len ? "," : "", h);
+    }
+    /* the children carry it in globalTopoServer.address (maxLength 512) */
+    if (b.overflow || b.len > MGOP_CRD_ROOT_PATH_MAX) {
+      b.len = 0;
+      mgop_limit_reached(r, MGOP_L_VALUE_LENGTH, "spec.globalTopoServer.external.endpoints: the host:port list is "
+                         "longer than %d characters; list fewer endpoints (or shorter names)", MGOP_CRD_ROOT_PATH_MAX);
     }
     mgop_buf_cstr(&b);
   } else {
@@ -1420,9 +1675,11 @@ static int mgop_resolve_chain(struct mgop_rctx *r, const struct mgop_chain *c, s
 
 /* spec.images.<key>, else the built-in image. */
 static const char *mgop_image(struct mgop_rctx *r, const char *key, char *buf, size_t cap, const char *builtin) {
-  char path[64];
+  char path[64], field[80];
   snprintf(path, sizeof(path), "images.%s", key);
-  return mgop_str_or(&r->root, r->spec, path, buf, cap, builtin);
+  snprintf(field, sizeof(field), "spec.images.%s", key);
+  if (mgop_spec_str(r, &r->root, r->spec, path, buf, cap, field) == MGOP_OK && buf[0]) return buf;
+  return builtin;
 }
 
 static const char *mgop_log_level_of(struct mgop_rctx *r, const char *comp, char *buf, size_t cap) {
@@ -1598,11 +1855,12 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   struct mgop_json admin, web;
   struct mgop_chain c = {"spec.multiadmin", &r->root, mgop_json_key(&r->root, r->spec, "multiadmin"), "spec",
                          "templateRef", "coreTemplate", K_CORET, "spec.multiadmin", NULL};
-  char src[300], image[256], level[16], name[64], web_name[80], a1[1100], a2[600], env[1024], user[64];
+  char src[300], image[MGOP_IMAGE_BUF], level[16], name[64], web_name[80], a1[1100], a2[600], env[1024], user[64];
   const char *parts[] = {r->name, "multiadmin"};
   struct mgop_ctr ctr;
   struct mgop_podspec p;
   int rc;
+  snprintf(r->where, sizeof(r->where), "spec.multiadmin");
   if ((rc = mgop_resolve_chain(r, &c, &admin, src, sizeof(src)))) return rc;
   mgop_name(name, sizeof(name), MGOP_LIMIT_SERVICE, 0, parts, 2);
   memset(&ctr, 0, sizeof(ctr));
@@ -1696,7 +1954,7 @@ static void mgop_cell_zone(const struct mgop_json *j, int cell, const char **key
  * (workloads=2, phase 2), or its workloads (workloads=1, phase 3). */
 static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const char *addr, const char *root) {
   struct mgop_json cfg;
-  char name[64], cr[254], src[300], what[128], zone[64], image[256], level[16], gw[254], gws[64];
+  char name[64], cr[254], src[300], what[128], zone[64], image[MGOP_IMAGE_BUF], level[16], gw[254], gws[64];
   char a_addr[1100], a_root[600], a_cell[96], a_lv[40];
   const char *zone_key, *uid;
   struct mgop_ids ids;
@@ -1711,6 +1969,7 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
     mgop_name(cr, sizeof(cr), MGOP_LIMIT_DEFAULT, 1, parts, 2);
   }
   snprintf(what, sizeof(what), "spec.cells[name=%s]", name);
+  snprintf(r->where, sizeof(r->where), "%s", what);
   c = (struct mgop_chain){what, &r->root, cell, "spec", "cellTemplate", "cellTemplate", K_CELLT, "spec", "overrides"};
   if ((rc = mgop_resolve_chain(r, &c, &cfg, src, sizeof(src)))) return rc;
   mgop_cell_zone(&r->root, cell, &zone_key, zone, sizeof(zone));
@@ -1905,7 +2164,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                             const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
                             const char *root) {
   struct mgop_json cfg;
-  char sname[32], cr[254], src[300], what[200], image[256], level[16];
+  char sname[32], cr[254], src[300], what[200], image[MGOP_IMAGE_BUF], pooler_image[MGOP_IMAGE_BUF], level[16];
   struct mgop_chain c;
   struct mgop_ids ids;
   int rc, pools;
@@ -1919,6 +2178,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     mgop_name(cr, sizeof(cr), MGOP_LIMIT_DEFAULT, 1, parts, 4);
   }
   snprintf(what, sizeof(what), "spec.databases[name=%s].tablegroups[name=%s].shards[name=%s]", db, tg_name, sname);
+  snprintf(r->where, sizeof(r->where), "%s", what);
   c = (struct mgop_chain){what, d, shard, "spec", "shardTemplate", "shardTemplate", K_SHARDT, "spec", "overrides"};
   if ((rc = mgop_resolve_chain(r, &c, &cfg, src, sizeof(src)))) return rc;
   pools = mgop_json_key(&cfg, 0, "pools");
@@ -1973,7 +2233,8 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     shard_replicas = 0;
     /* pools: one StatefulSet and headless Service per (pool, cell) */
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
-      char pool[64], sts[64], svc[64], a[8][1100], vols[1024], pol_d[16], pol_s[16], storage_size[32], klass[128];
+      char pool[64], sts[64], svc[64], a[8][1100], vols[1024], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
+          klass[128];
       int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
       int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
       long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
@@ -2041,7 +2302,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                         "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}]";
         ctr[0].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
         ctr[1].name = "multipooler";
-        ctr[1].image = mgop_image(r, "multipooler", image + 128, 128, MGOP_IMAGE_MULTIGRES);
+        ctr[1].image = mgop_image(r, "multipooler", pooler_image, sizeof(pooler_image), MGOP_IMAGE_MULTIGRES);
         snprintf(a[1], sizeof(a[1]), "--topo-global-server-addresses=%s", addr);
         snprintf(a[2], sizeof(a[2]), "--topo-global-root=%s", root);
         snprintf(a[3], sizeof(a[3]), "--cell=%s", cell);
@@ -2130,7 +2391,12 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
           mgop_jw_key(&o.w, "storageClassName"); mgop_jw_str(&o.w, klass);
         }
         mgop_jw_key(&o.w, "resources"); mgop_jw_obj(&o.w); mgop_jw_key(&o.w, "requests"); mgop_jw_obj(&o.w);
-        mgop_jw_key(&o.w, "storage"); mgop_jw_str(&o.w, mgop_str_or(pdoc, pv, "storage.size", storage_size, sizeof(storage_size), "1Gi"));
+        {
+          char field[400];
+          const char *want = mgop_str_or(pdoc, pv, "storage.size", storage_size, sizeof(storage_size), "1Gi");
+          snprintf(field, sizeof(field), "%.150s.pools.%.62s.storage.size (cell %.30s, from %.30s)", what, pool, cell, src);
+          mgop_jw_key(&o.w, "storage"); mgop_jw_str(&o.w, mgop_vct_size(r, sts, "pgdata", want, per, field));
+        }
         mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w);
         mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w); mgop_jw_arr_end(&o.w);
         mgop_jw_obj_end(&o.w);
@@ -2247,6 +2513,7 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
         const char *parts[] = {r->name, db, tg};
         mgop_name(tg_cr, sizeof(tg_cr), MGOP_LIMIT_DEFAULT, 1, parts, 3);
       }
+      snprintf(r->where, sizeof(r->where), "spec.databases[name=%s].tablegroups[name=%s]", db, tg);
       if (phase == 1) {
         struct mgop_build o;
         struct mgop_ids ids = {NULL, db, tg, NULL, NULL};
@@ -2272,14 +2539,22 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
         mgop_jw_arr_end(&o.w);
         mgop_jw_obj_end(&o.w);
         if ((rc = mgop_build_end(&o))) return rc;
-        if (r->ntg < 32) snprintf(r->tg_names[r->ntg++], sizeof(r->tg_names[0]), "%s", tg_cr);
+        if (r->ntg == MGOP_TABLEGROUPS_MAX) {
+          mgop_limit_reached(r, MGOP_L_OBJECTS, "%s: more than %d table groups", r->where, MGOP_TABLEGROUPS_MAX);
+          return MGOP_ERR_CONFIG;
+        }
+        snprintf(r->tg_names[r->ntg++], sizeof(r->tg_names[0]), "%s", tg_cr);
         continue;
       }
       for (int s = 0; mgop_json_is(d, shards, JSMN_ARRAY) && s < d->tok[shards].size; s++) {
         int st = mgop_json_at(d, shards, s);
         rc = mgop_build_shard(r, d, db, tg_tok, tg, tg_cr, st, phase == 3, addr, root);
         if (rc) return rc;
-        if (phase == 2 && r->nshard_names < 64) {
+        if (phase == 2 && r->nshard_names == MGOP_SHARDS_MAX) {
+          mgop_limit_reached(r, MGOP_L_OBJECTS, "%s: more than %d shards", r->where, MGOP_SHARDS_MAX);
+          return MGOP_ERR_CONFIG;
+        }
+        if (phase == 2) {
           char sn[32];
           const char *parts[4];
           if (mgop_json_path_str(d, st, "name", sn, sizeof(sn)) || !sn[0]) snprintf(sn, sizeof(sn), "0-inf");
@@ -2294,12 +2569,123 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
   return MGOP_OK;
 }
 
+/* Whether StorageClass name allows volume expansion: 1, 0, or an error. */
+static int mgop_class_expands(const char *name) {
+  static jsmntok_t tok[512];
+  char path[300], body[8192];
+  struct mgop_buf b;
+  struct mgop_json j;
+  int status = 0, rc, on = 0;
+  snprintf(path, sizeof(path), "/apis/storage.k8s.io/v1/storageclasses/%s", name);
+  mgop_buf_init(&b, body, sizeof(body));
+  rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+  if (rc == MGOP_ERR_NOTFOUND) return 0;
+  if (rc) return rc;
+  if (mgop_json_parse(&j, b.p, b.len, tok, 512)) return 0;
+  mgop_json_bool(&j, mgop_json_key(&j, 0, "allowVolumeExpansion"), &on);
+  return on;
+}
+
+/* One PVC of a growing StatefulSet: patched to the new size when it is
+ * bound and its StorageClass allows expansion; otherwise the turn stalls
+ * with the reason. Returns 1 when the PVC has the size now, 0 when not yet. */
+static int mgop_expand_pvc(struct mgop_rctx *r, const struct mgop_grow *g, const struct mgop_json *j, int pvc) {
+  char name[254] = "", cur[MGOP_QUANTITY_BUF] = "", phase[16] = "", klass[MGOP_CRD_STORAGE_CLASS_MAX + 1] = "";
+  char path[512], patch[200], resp[4096];
+  struct mgop_buf out;
+  int status = 0, ok;
+  mgop_json_path_str(j, pvc, "metadata.name", name, sizeof(name));
+  mgop_json_path_str(j, pvc, "spec.resources.requests.storage", cur, sizeof(cur));
+  mgop_json_path_str(j, pvc, "status.phase", phase, sizeof(phase));
+  mgop_json_path_str(j, pvc, "spec.storageClassName", klass, sizeof(klass));
+  if (mgop_quantity(cur) >= mgop_quantity(g->size)) return 1;
+  if (strcmp(phase, "Bound")) {
+    MGOP_LOG(MGOP_INFO, ("PVC %s/%s is %s; it grows to %s once bound", r->ns, name, phase[0] ? phase : "not bound",
+                         g->size));
+    return 0;
+  }
+  ok = klass[0] ? mgop_class_expands(klass) : 0;
+  if (ok < 0) return ok;
+  if (!ok) {
+    mgop_stall(r, "VolumeExpansionUnsupported", "%s asks for %s, but PVC %s (StatefulSet %s) cannot grow: %s%s%s; the "
+               "volumes keep %s: use a StorageClass with allowVolumeExpansion: true, or restore %s", g->field, g->size,
+               name, g->sts, klass[0] ? "StorageClass " : "it names no StorageClass", klass,
+               klass[0] ? " does not set allowVolumeExpansion: true" : "", cur, cur);
+    return 0;
+  }
+  if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not expanding volumes");
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims/%s", r->ns, name);
+  snprintf(patch, sizeof(patch), "{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"%s\"}}}}", g->size);
+  mgop_buf_init(&out, resp, sizeof(resp));
+  if ((ok = mgop_kube_request(mgop_api_ptr, "PATCH", path, "application/merge-patch+json", patch, strlen(patch), &out,
+                              &status)))
+    return ok;
+  if (status != 200) {
+    char why[300];
+    mgop_kube_status_message(out.p, out.len, why, sizeof(why));
+    mgop_stall(r, "VolumeExpansionFailed", "%s asks for %s; expanding PVC %s was refused (HTTP %d): %s", g->field,
+               g->size, name, status, why);
+    return 0;
+  }
+  MGOP_LOG(MGOP_INFO, ("PVC %s/%s: storage %s -> %s (%s)", r->ns, name, cur, g->size, g->field));
+  r->expanded++;
+  return 1;
+}
+
+/* After the apply: the PVCs of every StatefulSet whose storage grew. The
+ * StatefulSet keeps its volumeClaimTemplates (immutable); its existing
+ * PVCs are patched in place, which the StorageClass must allow. */
+static int mgop_expand_volumes(struct mgop_rctx *r) {
+  char path[512];
+  size_t cap = MGOP_BODY_MAX;
+  char *mem;
+  struct mgop_buf b;
+  struct mgop_json j;
+  int status = 0, rc, items;
+  if (!r->ngrows) return MGOP_OK;
+  if (!(mem = mgop_arena_alloc(r->arena, cap))) return mgop_seterr(MGOP_ERR_NOMEM, "reconcile arena exhausted");
+  mgop_buf_init(&b, mem, cap);
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims?labelSelector=multigres.com%%2Fcluster%%3D%s",
+           r->ns, r->name);
+  if ((rc = mgop_kube_get(mgop_api_ptr, path, &b, &status))) return rc;
+  mgop_arena_trim(r->arena, mem, cap, b.len);
+  if ((rc = mgop_parse_arena(r->arena, b.p, b.len, &j))) return rc;
+  items = mgop_json_key(&j, 0, "items");
+  for (int g = 0; g < r->ngrows; g++) {
+    struct mgop_grow *gr = &r->grows[g];
+    char prefix[100];
+    int all = 1;
+    size_t pl = (size_t)snprintf(prefix, sizeof(prefix), "%s-%s-", gr->vct, gr->sts);
+    for (int i = 0; mgop_json_is(&j, items, JSMN_ARRAY) && i < j.tok[items].size; i++) {
+      int pvc = mgop_json_at(&j, items, i);
+      char name[254];
+      if (mgop_json_path_str(&j, pvc, "metadata.name", name, sizeof(name)) || strncmp(name, prefix, pl) ||
+          !name[pl] || strspn(name + pl, "0123456789") != strlen(name + pl))
+        continue; /* another StatefulSet's (names are VCT-STS-ORDINAL) */
+      rc = mgop_expand_pvc(r, gr, &j, pvc);
+      if (rc < 0) return rc;
+      all &= rc;
+    }
+    if (all) {
+      struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, gr->sts));
+      if (f) f->grown_hash = gr->hash; /* every PVC has the size: no LIST next turn */
+    }
+  }
+  if (r->expanded) {
+    char note[200];
+    snprintf(note, sizeof(note), "expanded %d PersistentVolumeClaim%s in place (storage.size grew)", r->expanded,
+             r->expanded == 1 ? "" : "s");
+    mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "VolumesExpanded", "Expand", note);
+  }
+  return MGOP_OK;
+}
+
 /* Builds (and, live, applies) everything for the cluster in r->root, in
  * three phases so every object can name its owner's uid: the CRs owned by
  * the cluster, then the Shards owned by TableGroups, then the workloads. */
-static int mgop_reconcile_tree(struct mgop_rctx *r) {
+static int mgop_reconcile_phases(struct mgop_rctx *r) {
   struct mgop_json topo;
-  char topo_name[64], addr[1024], root[512];
+  char topo_name[64], addr[1024], root[MGOP_ROOT_PATH_BUF];
   const char *parts[2] = {r->name, "global-topo"};
   int topo_managed, rc, cells = mgop_json_key(&r->root, r->spec, "cells"), mark;
   rc = mgop_resolve_global_topo(r, &topo);
@@ -2307,6 +2693,7 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
   topo_managed = mgop_json_key(&topo, 0, "etcd") >= 0;
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
   mgop_topo_address(r, &topo, addr, sizeof(addr), root, sizeof(root));
+  if (r->stalled_reason[0]) return MGOP_ERR_CONFIG;
   if (!mgop_json_is(&r->root, cells, JSMN_ARRAY) || r->root.tok[cells].size == 0) {
     mgop_stall(r, "InvalidSpec", "spec.cells is empty; add at least one cell, e.g. {name: zone-a, zone: us-east-1a}");
     return MGOP_ERR_CONFIG;
@@ -2315,6 +2702,7 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
 
   /* phase 1: CRs owned by the cluster */
   mark = r->ndesired;
+  snprintf(r->where, sizeof(r->where), "spec.globalTopoServer");
   if (topo_managed) {
     struct mgop_topo_target t = {topo_name, NULL, K_CLUSTER, r->name, r->uid};
     if ((rc = mgop_build_topo(r, &topo, &t, 1, NULL))) return rc;
@@ -2333,6 +2721,7 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
 
   /* phase 3: workloads */
   mark = r->ndesired;
+  snprintf(r->where, sizeof(r->where), "spec.globalTopoServer");
   if (topo_managed) {
     const char *uid = mgop_uid_of(r, K_TOPO, topo_name);
     if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "TopoServer %s has no uid yet", topo_name);
@@ -2344,8 +2733,22 @@ static int mgop_reconcile_tree(struct mgop_rctx *r) {
     if ((rc = mgop_build_cell(r, mgop_json_at(&r->root, cells, i), 1, addr, root))) return rc;
   r->pool_sets = r->orch_sets = r->pool_replicas = 0;
   if ((rc = mgop_walk_shards(r, 3, addr, root))) return rc;
-  if (!r->render && (rc = mgop_apply_from(r, mark))) return rc;
-  return MGOP_OK;
+  if (r->render) return MGOP_OK;
+  rc = mgop_apply_from(r, mark);
+  { /* volumes grow even when some other object was rejected */
+    int erc = mgop_expand_volumes(r);
+    return rc ? rc : erc;
+  }
+}
+
+/* The tree; a turn that ran out of arena stalls like any other limit. */
+static int mgop_reconcile_tree(struct mgop_rctx *r) {
+  int rc = mgop_reconcile_phases(r);
+  if (rc == MGOP_ERR_NOMEM && strstr(mgop_errmsg(), "arena exhausted"))
+    mgop_limit_reached(r, MGOP_L_ARENA, "%s: the cluster's objects and resolved settings do not fit the %zu-byte "
+                       "reconcile arena; use fewer cells, pools or table groups, or smaller inline settings",
+                       r->where[0] ? r->where : "spec", r->arena->cap);
+  return rc;
 }
 
 /* ---- status -------------------------------------------------------------- */
@@ -2461,7 +2864,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     c.svc = gws;
     mgop_gauge_pair(owner, mgop_f_gateway, "cell", cr, NULL, NULL, r->ns, c.ready, c.total); /* Cell name: unique */
     ready_cells += ready;
-    if (i < 64) {
+    if (i < MGOP_CRD_CELLS_MAX) {
       snprintf(rs.cell_name[i], sizeof(rs.cell_name[i]), "%s", cell);
       rs.cell_ready[i] = ready;
       rs.cell_gw_ready[i] = c.ready;
@@ -2478,8 +2881,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   for (int s = 0; s < r->nshard_names; s++) {
     struct mgop_fp *f = mgop_fp_find(mgop_fp_key("Shard", r->ns, r->shard_names[s]));
     struct mgop_counts c = {0, 0, NULL};
-    int ready = 1, any = 0, npools = 0, pools_ready[16], pools_total[16];
-    char pool_names[16][64];
+    int ready = 1, any = 0, npools = 0, pools_ready[MGOP_CRD_POOLS_MAX], pools_total[MGOP_CRD_POOLS_MAX];
+    char pool_names[MGOP_CRD_POOLS_MAX][MGOP_CRD_POOL_NAME_MAX + 2];
     for (int i = 0; i < r->ndesired; i++) {
       struct mgop_desired *d = &r->desired[i];
       struct mgop_fp *w;
@@ -2490,27 +2893,28 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       if (d->kind == K_STS) {
         static const char pool_label[] = "\"multigres.com/pool\":\"";
         const char *pl = strstr(d->json, pool_label);
-        char pool[64] = "";
+        char pool[MGOP_CRD_POOL_NAME_MAX + 2] = "";
+        int p = 0;
         c.ready += w ? w->ready : 0;
         c.total += w ? w->desired : 0;
         if (pl) sscanf(pl + sizeof(pool_label) - 1, "%63[^\"]", pool);
-        pools_ready[npools < 16 ? npools : 15] = w ? w->ready : 0;
-        pools_total[npools < 16 ? npools : 15] = w ? w->desired : 0;
-        snprintf(pool_names[npools < 16 ? npools : 15], sizeof(pool_names[0]), "%s", pool);
-        if (npools < 16) npools++;
+        while (p < npools && strcmp(pool_names[p], pool)) p++; /* one StatefulSet per (pool, cell): sum the cells */
+        if (p == npools && npools < MGOP_CRD_POOLS_MAX) {
+          snprintf(pool_names[npools++], sizeof(pool_names[0]), "%s", pool);
+          pools_ready[p] = pools_total[p] = 0;
+        }
+        if (p < npools) {
+          pools_ready[p] += w ? w->ready : 0;
+          pools_total[p] += w ? w->desired : 0;
+        }
       }
       if (!w || !(w->flags & MGOP_FP_SETTLED) || w->desired <= 0 || w->ready < w->desired) ready = 0;
     }
     ready = ready && any;
     ready_shards += ready;
-    for (int p = 0; p < npools; p++) { /* one series per pool: its StatefulSets (one per cell) summed */
-      int rsum = 0, tsum = 0, first = 1;
-      for (int q = 0; q < p; q++) first &= strcmp(pool_names[q], pool_names[p]) != 0;
-      if (!first) continue;
-      for (int q = p; q < npools; q++)
-        if (!strcmp(pool_names[q], pool_names[p])) rsum += pools_ready[q], tsum += pools_total[q];
-      mgop_gauge_pair(owner, mgop_f_pool, "shard", r->shard_names[s], "pool", pool_names[p], r->ns, rsum, tsum);
-    }
+    for (int p = 0; p < npools; p++) /* one series per pool: its StatefulSets (one per cell) summed */
+      mgop_gauge_pair(owner, mgop_f_pool, "shard", r->shard_names[s], "pool", pool_names[p], r->ns, pools_ready[p],
+                      pools_total[p]);
     {
       int d = 0;
       while (d < rs.ndb && strcmp(rs.db_name[d], r->shard_db[s])) d++;
@@ -2568,16 +2972,15 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", r->ns, r->name));
     const char *reason = stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged" : "Progressing";
     const char *phase = stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards);
-    char l[224] = "";
-    mgop_label(l, sizeof(l), "name", r->name);
-    mgop_label(l, sizeof(l), "namespace", r->ns);
-    mgop_label(l, sizeof(l), "phase", phase);
-    mgop_gauge_set(owner, mgop_f_cluster_info, l, 1);
+    char l[MGOP_LABELS_MAX] = "";
+    if (!(mgop_label(l, sizeof(l), "name", r->name) | mgop_label(l, sizeof(l), "namespace", r->ns) |
+          mgop_label(l, sizeof(l), "phase", phase)))
+      mgop_gauge_set(owner, mgop_f_cluster_info, l, 1);
     l[0] = 0;
-    mgop_label(l, sizeof(l), "cluster", r->name);
-    mgop_label(l, sizeof(l), "namespace", r->ns);
-    mgop_gauge_set(owner, mgop_f_cells, l, r->ncells);
-    mgop_gauge_set(owner, mgop_f_shards, l, r->nshard_names);
+    if (!(mgop_label(l, sizeof(l), "cluster", r->name) | mgop_label(l, sizeof(l), "namespace", r->ns))) {
+      mgop_gauge_set(owner, mgop_f_cells, l, r->ncells);
+      mgop_gauge_set(owner, mgop_f_shards, l, r->nshard_names);
+    }
     int wrote = mgop_write_status(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
                                   phase, mgop_root_status_extra, &rs);
     /* an Event when the story changes: stalled, failing, or converged */
@@ -2590,6 +2993,7 @@ static void mgop_note_uses(const char *ns, const char *name, const struct mgop_r
 static void mgop_enqueue(const char *ns, const char *name, long long delay_ms);
 
 #define MGOP_PROGRESS_RECHECK_MS 30000
+static struct mgop_root_ref *mgop_root_find(const char *ns, const char *name);
 
 /* One turn for one root: GET, resolve, apply, status. */
 static int mgop_reconcile(const char *ns, const char *name) {
@@ -2613,7 +3017,14 @@ static int mgop_reconcile(const char *ns, const char *name) {
   mgop_json_i64(&r.root, mgop_json_path(&r.root, 0, "metadata.generation"), &r.generation);
   r.spec = mgop_json_key(&r.root, 0, "spec");
   mgop_adopt_status(mgop_fp_upsert(mgop_fp_key("MultigresCluster", ns, name)), &r.root, 0);
-  rc = mgop_reconcile_tree(&r);
+  if (!mgop_root_find(ns, name)) { /* the cluster table was full when it appeared */
+    mgop_stall(&r, "LimitReached", "this operator already tracks %d MultigresClusters, the most it can; this one is "
+               "not reconciled: delete unused clusters, or run another operator with --namespace for some namespaces "
+               "(limit clusters)", MGOP_WORK_SLOTS);
+    rc = MGOP_ERR_CONFIG;
+  } else {
+    rc = mgop_reconcile_tree(&r);
+  }
   if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
   for (int i = 0; i < r.ntrefs; i++)
     if (r.trefs[i].found && r.trefs[i].terminating)
@@ -2736,6 +3147,12 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
     }
     if (!r->used && !free_slot) free_slot = r;
   }
+  if (present && !free_slot) { /* its turn stalls with the same message (mgop_reconcile) */
+    char what[400];
+    snprintf(what, sizeof(what), "cluster table full (%d clusters); MultigresCluster %.63s/%.253s is not reconciled",
+             MGOP_WORK_SLOTS, ns, name);
+    mgop_limit_note(MGOP_L_CLUSTERS, what);
+  }
   if (present && free_slot) {
     /* a cluster name is at most 25 characters (CEL), a namespace 63 */
     snprintf(free_slot->ns, sizeof(free_slot->ns), "%.63s", ns);
@@ -2750,8 +3167,27 @@ static void mgop_enqueue(const char *ns, const char *name, long long delay_ms) {
   pthread_mutex_lock(&mgop_shared.mu);
   mgop_stats.adds++;
   pthread_mutex_unlock(&mgop_shared.mu);
-  if (mgop_work_add("MultigresCluster", ns, name, mgop_now_ms() + delay_ms))
-    MGOP_LOG(MGOP_ERROR, ("cannot queue %s/%s: %s", ns, name, mgop_errmsg()));
+  if (mgop_work_add("MultigresCluster", ns, name, mgop_now_ms() + delay_ms)) {
+    char what[900];
+    snprintf(what, sizeof(what), "cannot queue MultigresCluster %s/%s: %s", ns, name, mgop_errmsg());
+    mgop_limit_note(MGOP_L_CLUSTERS, what);
+  }
+}
+
+/* Members an etcd StatefulSet was bootstrapped with: the entries of its
+ * ETCD_INITIAL_CLUSTER (name=url,...); 0 for any other StatefulSet. */
+static int32_t mgop_etcd_members_of(const struct mgop_json *j, int obj) {
+  int env = mgop_json_path(j, obj, "spec.template.spec.containers[0].env");
+  for (int i = 0; mgop_json_is(j, env, JSMN_ARRAY) && i < j->tok[env].size; i++) {
+    int e = mgop_json_at(j, env, i);
+    char name[32], value[2048];
+    int32_t n = 1;
+    if (mgop_json_path_str(j, e, "name", name, sizeof(name)) || strcmp(name, "ETCD_INITIAL_CLUSTER")) continue;
+    if (mgop_json_path_str(j, e, "value", value, sizeof(value)) || !value[0]) return 0;
+    for (const char *c = value; *c; c++) n += *c == ',';
+    return n;
+  }
+  return 0;
 }
 
 /* Readiness of a workload as its controller reports it. */
@@ -2872,8 +3308,10 @@ static void mgop_on_template_event(int kind, const char *type, const char *ns, c
     mgop_tcache_put(key, j, obj);
     if (!t) t = mgop_template_find(0);
     if (!t) {
-      MGOP_LOG(MGOP_ERROR, ("template table full (%d); %s %s/%s is not tracked", MGOP_TEMPLATE_SLOTS,
-                            mgop_kinds[kind].kind, ns, name));
+      char what[600];
+      snprintf(what, sizeof(what), "template table full (%d); %s %s/%s is not tracked: its edits do not wake its "
+               "clusters and its consumers are not kept", MGOP_TEMPLATE_SLOTS, mgop_kinds[kind].kind, ns, name);
+      mgop_limit_note(MGOP_L_TEMPLATES, what);
       return;
     }
     changed = t->key != key || t->generation != gen || t->terminating != terminating;
@@ -3366,7 +3804,10 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
     } else {
       struct mgop_fp *f = mgop_fp_upsert(key);
       if (!f) {
-        MGOP_LOG(MGOP_ERROR, ("fingerprint table full (%d); raise MGOP_FP_SLOTS", MGOP_FP_SLOTS));
+        char what[600];
+        snprintf(what, sizeof(what), "fingerprint table full (%d rows); %s %s/%s is not tracked; raise MGOP_FP_SLOTS",
+                 MGOP_FP_SLOTS, mgop_kinds[kind].kind, ns, name);
+        mgop_limit_note(MGOP_L_FINGERPRINTS, what);
         return;
       }
       mgop_json_path_str(j, obj, "metadata.resourceVersion", rv, sizeof(rv));
@@ -3391,6 +3832,10 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       mgop_observe_readiness(kind, j, obj, f);
       mgop_note_owner(f, j, obj, ns);
       if (mgop_kinds[kind].role == MGOP_ROLE_CHILD) mgop_adopt_status(f, j, obj);
+      if (kind == K_STS && mgop_json_path_str(j, obj, "spec.volumeClaimTemplates[0].spec.resources.requests.storage",
+                                              f->vct_size, sizeof(f->vct_size)))
+        f->vct_size[0] = 0; /* none, or too long to compare: treated as new */
+      if (kind == K_STS) f->etcd_members = mgop_etcd_members_of(j, obj);
     }
   }
   {
@@ -4234,6 +4679,11 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
   mgop_metric_head(b, "multigres_operator_metric_series_dropped_total", "counter",
                    "Gauge updates lost because the series table was full.");
   mgop_buf_printf(b, "multigres_operator_metric_series_dropped_total %llu\n", mgop_series_full);
+  mgop_metric_head(b, "multigres_operator_limit_reached_total", "counter",
+                   "Times a fixed bound was reached (each also stalls the cluster or logs an error naming it).");
+  for (int i = 0; i < MGOP_L_COUNT; i++)
+    mgop_buf_printf(b, "multigres_operator_limit_reached_total{limit=\"%s\"} %llu\n", mgop_limit_names[i],
+                    __atomic_load_n(&mgop_limit_hits[i], __ATOMIC_RELAXED));
   mgop_metric_head(b, "multigres_operator_arena_high_water_bytes", "gauge", "Most reconcile arena bytes ever in use.");
   mgop_buf_printf(b, "multigres_operator_arena_high_water_bytes %zu\n", mgop_shared.arena_high);
   mgop_metric_head(b, "multigres_operator_template_cache_refused_total", "counter",

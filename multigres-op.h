@@ -565,6 +565,13 @@ struct mgop_fp {
   uint64_t cluster;       /* hash of namespace/cluster label (0: none)  */
   uint64_t owner_key;     /* fp key of its controller owner (0: none)   */
   uint64_t owner_uid;     /* hash of that owner's uid                   */
+  char vct_size[64];      /* StatefulSets: the live volumeClaimTemplates[0]
+                           * storage request (immutable once created; a
+                           * quantity is at most 63 characters in the CRD) */
+  uint64_t grown_hash;    /* StatefulSets: the (size, replicas) whose PVCs
+                           * were all expanded, so a turn skips the LIST */
+  int32_t etcd_members;   /* etcd StatefulSets: members it was bootstrapped
+                           * with (ETCD_INITIAL_CLUSTER); 0: not etcd    */
 };
 #define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
 #define MGOP_FP_SETTLED 2u  /* its controller observed the latest spec  */

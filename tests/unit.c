@@ -1562,6 +1562,7 @@ static void test_render_defaults_and_errors(void) {
  * ==================================================================== */
 /* Resolves one cluster (YAML) with templates (a YAML stream) offline, the
  * way render does; returns the tree's rc and leaves the context in *r. */
+static const char *t_resolve_ns = "default";
 static int t_resolve(const char *cluster, const char *templates, struct mgop_rctx *r) {
   static char scratch[256 * 1024], text[64 * 1024];
   struct mgop_buf sb;
@@ -1580,7 +1581,7 @@ static int t_resolve(const char *cluster, const char *templates, struct mgop_rct
   memset(r, 0, sizeof(*r));
   r->render = 1;
   r->arena = &mgop_arena;
-  r->ns = "default";
+  r->ns = t_resolve_ns;
   r->manifests = mgop_manifests;
   r->nmanifests = mgop_nmanifests;
   for (int i = 0; i < mgop_nmanifests; i++)
@@ -1778,6 +1779,358 @@ static void test_resolver_errors(void) {
 }
 
 struct t_yaml_docs { char out[2][512]; int n; };
+
+/* ======================================================================
+ * 7e. limits: every bound fits the CRD's maxima, or is reported
+ * ==================================================================== */
+/* n cells named cNN-xxx (30 characters), each with a local etcd when local. */
+static void t_cells_yaml(char *out, size_t cap, int n, int local) {
+  struct mgop_buf b;
+  mgop_buf_init(&b, out, cap);
+  mgop_buf_puts(&b, "  cells:\n");
+  for (int i = 0; i < n; i++)
+    mgop_buf_printf(&b, "  - {name: c%02d-xxxxxxxxxxxxxxxxxxxxxxxxxx, zone: z%d%s}\n", i, i,
+                    local ? ", spec: {localTopoServer: {etcd: {replicas: 3}}}" : "");
+  mgop_buf_cstr(&b);
+}
+
+#define T_LONG_NAME "aaaaaaaaaaaaaaaaaaaaaaaaa" /* 25: the CEL maximum of a cluster name */
+#define T_LONG_NS "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn" /* 63 */
+
+/* Two 512-character images (the CRD's maxLength), digest-pinned: each
+ * container gets its own, exactly. */
+static void test_limits_images(void) {
+  static struct mgop_rctx r;
+  static char yaml[4096], pg[MGOP_CRD_IMAGE_MAX + 1], mp[MGOP_CRD_IMAGE_MAX + 1], want[MGOP_CRD_IMAGE_MAX + 3];
+  const char *digest = "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  size_t dl = strlen(digest);
+  CHECK(sizeof(T_LONG_NS) - 1 == MGOP_CRD_NAMESPACE_MAX && sizeof(T_LONG_NAME) - 1 == MGOP_CRD_CLUSTER_NAME_MAX);
+  memset(pg, 'p', MGOP_CRD_IMAGE_MAX - dl);
+  memcpy(pg + MGOP_CRD_IMAGE_MAX - dl, digest, dl + 1);
+  memset(mp, 'm', MGOP_CRD_IMAGE_MAX - dl);
+  memcpy(mp + MGOP_CRD_IMAGE_MAX - dl, digest, dl + 1);
+  memcpy(pg, "reg.example/pg/", 15);
+  memcpy(mp, "reg.example/mp/", 15);
+  CHECK(strlen(pg) == MGOP_CRD_IMAGE_MAX && strlen(mp) == MGOP_CRD_IMAGE_MAX);
+  snprintf(yaml, sizeof(yaml), T_CLUSTER "spec:\n  images: {postgres: \"%s\", multipooler: \"%s\", multiorch: \"%s\"}\n"
+           "  cells: [{name: a, zone: z}]\n", pg, mp, pg);
+  CHECK(t_resolve(yaml, NULL, &r) == 0 && !r.stalled_reason[0]);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "pool", "spec.template.spec.containers[0].image"), pg);
+  CHECK_STR(t_desired_value(&r, "Deployment", "multiorch", "spec.template.spec.containers[0].image"), pg);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "pool", "spec.template.spec.containers[1].image"), mp);
+  (void)want;
+  /* one character more than any buffer holds: a Stalled error naming the field, not the default image */
+  snprintf(yaml, sizeof(yaml), T_CLUSTER "spec:\n  images: {multipooler: \"x%s\"}\n  cells: [{name: a, zone: z}]\n", mp);
+  t_resolve(yaml, NULL, &r);
+  CHECK_STR(r.stalled_reason, "LimitReached");
+  CHECK(strstr(r.stalled_msg, "spec.images.multipooler is longer than 512 characters") != NULL);
+  CHECK(strstr(r.stalled_msg, "(limit value_length)") != NULL);
+}
+
+/* A 50-cell cluster, each cell with its own etcd, every name at its
+ * length limit: all 819 objects render, with their values whole. */
+static void test_limits_fifty_cells(void) {
+  static struct mgop_rctx r;
+  static char yaml[32 * 1024], cells[16 * 1024], root_path[MGOP_CRD_ROOT_PATH_MAX + 1], size[MGOP_CRD_QUANTITY_MAX + 1];
+  memset(root_path, 'r', MGOP_CRD_ROOT_PATH_MAX);
+  root_path[0] = '/';
+  memset(size, '0', MGOP_CRD_QUANTITY_MAX);
+  memcpy(size + MGOP_CRD_QUANTITY_MAX - 3, "1Gi", 4);
+  t_cells_yaml(cells, sizeof(cells), MGOP_CRD_CELLS_MAX, 1);
+  snprintf(yaml, sizeof(yaml), "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: " T_LONG_NAME
+           "}\nspec:\n  globalTopoServer: {etcd: {rootPath: \"%s\", storage: {size: \"%s\"}}}\n%s" T_SHARDS(
+           "        spec: {pools: {ppppppppppppppppppppppppp: {storage: {size: \"%s\"}}}}\n"
+           "    - {name: ttttttttttttttttttttttttt, shards: [{name: 0-inf}]}\n"), root_path, size, cells, size);
+  t_resolve_ns = T_LONG_NS;
+  CHECK(t_resolve(yaml, NULL, &r) == 0);
+  t_resolve_ns = "default";
+  CHECK_STR(r.stalled_reason, "");
+  CHECK(r.ncells == MGOP_CRD_CELLS_MAX);
+  /* two table groups (one named at its 25-character limit), one pool each, in every cell */
+  CHECK(r.ndesired == MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 2, 2, 2 * MGOP_CRD_CELLS_MAX));
+  CHECK(r.ntg == 2 && r.nshard_names == 2);
+  {
+    char want[MGOP_CRD_ROOT_PATH_MAX + 40];
+    int orch = 0, pools = 0;
+    CHECK_STR(t_desired_value(&r, "StatefulSet", "-postgres-", "spec.volumeClaimTemplates[0].spec.resources.requests.storage"),
+              size);
+    CHECK_STR(t_desired_value(&r, "StatefulSet", "global-topo", "spec.volumeClaimTemplates[0].spec.resources.requests.storage"),
+              size);
+    snprintf(want, sizeof(want), "--topo-global-root=%s", root_path);
+    CHECK_STR(t_desired_value(&r, "Deployment", "multiorch", "spec.template.spec.containers[0].args[4]"), want);
+    /* a multiorch and a pool in every cell: nothing was dropped */
+    for (int i = 0; i < r.ndesired; i++) {
+      orch += r.desired[i].kind == K_DEPLOY && strstr(r.desired[i].json, "\"app.kubernetes.io/component\":\"multiorch\"");
+      pools += r.desired[i].kind == K_STS && strstr(r.desired[i].json, "\"app.kubernetes.io/component\":\"shard-pool\"");
+    }
+    CHECK(orch == 2 * MGOP_CRD_CELLS_MAX && pools == 2 * MGOP_CRD_CELLS_MAX);
+  }
+  { /* its status, stalled with a long message, fits the status buffer */
+    unsigned long long before = mgop_limit_hits[MGOP_L_VALUE_LENGTH];
+    uint64_t root = mgop_fp_key("MultigresCluster", r.ns, r.name);
+    char ns_copy[64];
+    snprintf(ns_copy, sizeof(ns_copy), "%s", T_LONG_NS);
+    r.ns = ns_copy;
+    snprintf(r.stalled_reason, sizeof(r.stalled_reason), "LimitReached");
+    memset(r.stalled_msg, 'm', sizeof(r.stalled_msg) - 1);
+    r.stalled_msg[sizeof(r.stalled_msg) - 1] = 0;
+    for (int i = 0; i < MGOP_TREFS_MAX; i++) { /* every template it can name, named at the 63-character limit */
+      memset(&r.trefs[i], 0, sizeof(r.trefs[i]));
+      r.trefs[i].kind = K_CORET + i % 3;
+      r.trefs[i].found = 1;
+      snprintf(r.trefs[i].name, sizeof(r.trefs[i].name), "t%02d%s", i,
+               "-ttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt");
+      CHECK(strlen(r.trefs[i].name) == 63);
+    }
+    r.ntrefs = MGOP_TREFS_MAX;
+    mgop_reconcile_status(&r, 1);
+    CHECK(mgop_limit_hits[MGOP_L_VALUE_LENGTH] == before);
+    mgop_series_drop(root);
+    mgop_fp_remove(root);
+  }
+  for (int i = 0; i < r.ndesired; i++) CHECK(strstr(r.desired[i].json, "\"namespace\":\"" T_LONG_NS "\"") != NULL);
+}
+
+/* The largest tree the schema admits (8 pools in each of 50 cells, 20
+ * table groups) is more than one cluster may own: it stalls, and says
+ * which field and which limit, instead of failing over and over. */
+static void test_limits_largest_tree(void) {
+  static struct mgop_rctx r;
+  static char yaml[48 * 1024], cells[16 * 1024], pools[1024];
+  struct mgop_buf b;
+  CHECK(MGOP_OBJECTS_SCHEMA_MAX > MGOP_DESIRED_MAX); /* so the stall below is the designed answer */
+  t_cells_yaml(cells, sizeof(cells), MGOP_CRD_CELLS_MAX, 1);
+  mgop_buf_init(&b, pools, sizeof(pools));
+  for (int p = 0; p < MGOP_CRD_POOLS_MAX; p++) mgop_buf_printf(&b, "%sp%d: {replicasPerCell: 3}", p ? ", " : "", p);
+  mgop_buf_cstr(&b);
+  mgop_buf_init(&b, yaml, sizeof(yaml));
+  mgop_buf_printf(&b, T_CLUSTER "spec:\n%s  databases:\n  - name: postgres\n    default: true\n    tablegroups:\n", cells);
+  for (int t = 0; t < MGOP_CRD_TABLEGROUPS_MAX; t++)
+    mgop_buf_printf(&b, "    - {name: %s%d, default: %s, shards: [{name: 0-inf, spec: {pools: {%s}}}]}\n",
+                    t ? "tg" : "default", t ? t : 0, t ? "false" : "true", pools);
+  mgop_buf_cstr(&b);
+  if (!strstr(yaml, "default0")) CHECK(0); /* the default table group is named default */
+  for (char *p = strstr(yaml, "default0"); p; p = strstr(p, "default0")) memmove(p + 7, p + 8, strlen(p + 8) + 1);
+  CHECK(!b.overflow);
+  CHECK(t_resolve(yaml, NULL, &r) != 0);
+  CHECK_STR(r.stalled_reason, "LimitReached");
+  CHECK(strstr(r.stalled_msg, "the cluster needs more than 1024 objects") != NULL);
+  CHECK(strstr(r.stalled_msg, "spec.databases[name=postgres].tablegroups[name=default].shards[name=0-inf]") != NULL);
+  CHECK(strstr(r.stalled_msg, "(limit objects_per_cluster)") != NULL);
+  CHECK(r.ndesired == MGOP_DESIRED_MAX);
+}
+
+/* Metric label sets at the CRD's maxima keep every label, so ready and
+ * desired stay two series; one that cannot fit is counted, not cut. */
+static void test_limits_metric_labels(void) {
+  char shard[MGOP_SHARD_CR_NAME_MAX + 1], pool[MGOP_CRD_POOL_NAME_MAX + 1], big[MGOP_LABELS_MAX + 1];
+  uint64_t owner = 0x5eed;
+  int rows = 0;
+  unsigned long long before = mgop_limit_hits[MGOP_L_METRIC_LABELS];
+  static char text[256 * 1024];
+  struct mgop_buf b;
+  memset(shard, 's', sizeof(shard) - 1);
+  shard[sizeof(shard) - 1] = 0;
+  memset(pool, 'p', sizeof(pool) - 1);
+  pool[sizeof(pool) - 1] = 0;
+  mgop_gauge_pair(owner, mgop_f_pool, "shard", shard, "pool", pool, T_LONG_NS, 2, 3);
+  for (int i = 0; i < MGOP_SERIES_MAX; i++) {
+    if (mgop_series[i].owner != owner) continue;
+    rows++;
+    CHECK(strstr(mgop_series[i].labels, shard) && strstr(mgop_series[i].labels, pool) &&
+          strstr(mgop_series[i].labels, "namespace=\"" T_LONG_NS "\""));
+    CHECK(strstr(mgop_series[i].labels, mgop_series[i].value == 2 ? "state=\"ready\"" : "state=\"desired\"") != NULL);
+  }
+  CHECK(rows == 2);
+  CHECK(mgop_limit_hits[MGOP_L_METRIC_LABELS] == before);
+  memset(big, 'b', sizeof(big) - 1);
+  big[sizeof(big) - 1] = 0;
+  mgop_gauge_pair(owner, mgop_f_pool, "shard", big, "pool", pool, T_LONG_NS, 2, 3);
+  CHECK(mgop_limit_hits[MGOP_L_METRIC_LABELS] == before + 2); /* both series refused */
+  rows = 0;
+  for (int i = 0; i < MGOP_SERIES_MAX; i++) rows += mgop_series[i].owner == owner;
+  CHECK(rows == 2);
+  mgop_buf_init(&b, text, sizeof(text) - 1);
+  mgop_metrics_render(&b);
+  mgop_buf_cstr(&b);
+  CHECK(strstr(text, "# TYPE multigres_operator_limit_reached_total counter") != NULL);
+  CHECK(strstr(text, "multigres_operator_limit_reached_total{limit=\"metric_labels\"}") != NULL);
+  mgop_series_drop(owner);
+}
+
+/* A full cluster table: the cluster that does not fit is reported (log
+ * and counter here; its turn stalls with the same message), not dropped. */
+static void test_limits_cluster_table(void) {
+  unsigned long long before = mgop_limit_hits[MGOP_L_CLUSTERS];
+  char name[32];
+  static char text[256 * 1024];
+  struct mgop_buf b;
+  for (int i = 0; i < MGOP_WORK_SLOTS; i++) {
+    snprintf(name, sizeof(name), "c%d", i);
+    mgop_roots_set("full", name, 1);
+  }
+  CHECK(mgop_root_find("full", "c0") != NULL);
+  CHECK(mgop_limit_hits[MGOP_L_CLUSTERS] == before);
+  mgop_roots_set("full", "one-too-many", 1);
+  CHECK(mgop_root_find("full", "one-too-many") == NULL);
+  CHECK(mgop_limit_hits[MGOP_L_CLUSTERS] == before + 1);
+  mgop_buf_init(&b, text, sizeof(text) - 1);
+  mgop_metrics_render(&b);
+  mgop_buf_cstr(&b);
+  snprintf(name, sizeof(name), "%llu", before + 1);
+  {
+    char want[128];
+    snprintf(want, sizeof(want), "multigres_operator_limit_reached_total{limit=\"clusters\"} %s\n", name);
+    CHECK(strstr(text, want) != NULL);
+  }
+  mgop_roots_set("full", "c0", 0); /* room again: the next event tracks it */
+  mgop_roots_set("full", "one-too-many", 1);
+  CHECK(mgop_root_find("full", "one-too-many") != NULL);
+  memset(mgop_roots, 0, sizeof(mgop_roots));
+}
+
+/* ======================================================================
+ * 7f. storage: live StatefulSets keep their volumeClaimTemplates
+ * ==================================================================== */
+static void test_quantity(void) {
+  CHECK(mgop_quantity("1Gi") == 1073741824.0);
+  CHECK(mgop_quantity("10Gi") > mgop_quantity("9.5Gi"));
+  CHECK(mgop_quantity("1G") == 1e9 && mgop_quantity("1G") < mgop_quantity("1Gi"));
+  CHECK(mgop_quantity("500M") == 5e8 && mgop_quantity("1e9") == 1e9 && mgop_quantity("1073741824") == 1073741824.0);
+  CHECK(mgop_quantity("1500m") == 1.5);
+  CHECK(mgop_quantity("") < 0 && mgop_quantity("Gi") < 0 && mgop_quantity("1Gb") < 0 && mgop_quantity("0x10") < 0 &&
+        mgop_quantity("nan") < 0 && mgop_quantity("inf") < 0);
+}
+
+#define T_POOL_CLUSTER(size, etcd) T_CLUSTER "spec:\n  globalTopoServer: {etcd: {replicas: " #etcd "}}\n" \
+  "  cells: [{name: a, zone: z}]\n" T_SHARDS("        spec: {pools: {main: {storage: {size: " size "}}}}\n")
+
+/* The live StatefulSet names, as the watch would have recorded them. */
+static void t_live_sts(struct mgop_rctx *r, const char *name_part, const char *vct_size, int replicas) {
+  for (int i = 0; i < r->ndesired; i++) {
+    struct mgop_fp *f;
+    if (r->desired[i].kind != K_STS || !strstr(r->desired[i].name, name_part)) continue;
+    f = mgop_fp_upsert(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
+    f->flags |= MGOP_FP_EXISTS;
+    snprintf(f->vct_size, sizeof(f->vct_size), "%s", vct_size);
+    f->desired = replicas;
+    f->etcd_members = strstr(r->desired[i].json, "ETCD_INITIAL_CLUSTER") ? replicas : 0;
+    f->grown_hash = 0;
+  }
+}
+
+static void t_forget_sts(struct mgop_rctx *r) {
+  for (int i = 0; i < r->ndesired; i++)
+    if (r->desired[i].kind == K_STS) mgop_fp_remove(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
+}
+
+static void test_storage_growth(void) {
+  static struct mgop_rctx r;
+  const char *vct = "spec.volumeClaimTemplates[0].spec.resources.requests.storage";
+  /* a new cluster: the sizes as asked */
+  CHECK(t_resolve(T_POOL_CLUSTER("10Gi", 3), NULL, &r) == 0);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "-postgres-", vct), "10Gi");
+  CHECK(r.ngrows == 0);
+  t_live_sts(&r, "-postgres-", "10Gi", 3);
+  t_live_sts(&r, "global-topo", "1Gi", 3);
+  /* grown: the StatefulSet keeps 10Gi (immutable), its PVCs are queued to grow */
+  CHECK(t_resolve(T_POOL_CLUSTER("20Gi", 3), NULL, &r) == 0);
+  CHECK_STR(r.stalled_reason, "");
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "-postgres-", vct), "10Gi");
+  CHECK(r.ngrows == 1 && !strcmp(r.grows[0].size, "20Gi") && !strcmp(r.grows[0].vct, "pgdata") &&
+        strstr(r.grows[0].sts, "-postgres-") != NULL);
+  CHECK(strstr(r.grows[0].field, "shards[name=0-inf].pools.main.storage.size (cell a") != NULL);
+  /* once every PVC has grown, nothing is queued (no LIST per turn) */
+  {
+    struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", "default", r.grows[0].sts));
+    CHECK(f != NULL);
+    if (f) f->grown_hash = r.grows[0].hash;
+    CHECK(t_resolve(T_POOL_CLUSTER("20Gi", 3), NULL, &r) == 0 && r.ngrows == 0);
+  }
+  /* shrunk: refused, the live size kept */
+  CHECK(t_resolve(T_POOL_CLUSTER("5Gi", 3), NULL, &r) == 0);
+  CHECK_STR(r.stalled_reason, "StorageShrinkRefused");
+  CHECK(strstr(r.stalled_msg, "pools.main.storage.size (cell a, from inline) is 5Gi, smaller than the 10Gi of the "
+                              "existing volumes") != NULL);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "-postgres-", vct), "10Gi");
+  /* the same size in other words is no change */
+  CHECK(t_resolve(T_POOL_CLUSTER("10240Mi", 3), NULL, &r) == 0 && r.ngrows == 0 && !r.stalled_reason[0]);
+  /* etcd members are fixed: the live count is kept and the change refused */
+  CHECK(t_resolve(T_POOL_CLUSTER("10Gi", 5), NULL, &r) == 0);
+  CHECK_STR(r.stalled_reason, "EtcdReplicasImmutable");
+  CHECK(strstr(r.stalled_msg, "spec.globalTopoServer.etcd.replicas is 5, but the etcd cluster") != NULL);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "global-topo", "spec.replicas"), "3");
+  /* the member count comes from the live StatefulSet's ETCD_INITIAL_CLUSTER */
+  {
+    static jsmntok_t tok[8192];
+    struct mgop_json j;
+    int32_t members = -1;
+    for (int i = 0; i < r.ndesired; i++)
+      if (r.desired[i].kind == K_STS && mgop_json_parse(&j, r.desired[i].json, r.desired[i].len, tok, 8192) == 0)
+        members = strstr(r.desired[i].name, "global-topo") ? mgop_etcd_members_of(&j, 0) : members;
+    CHECK(members == 3);
+  }
+  /* a hand-scaled etcd StatefulSet is reverted, not taken for a membership change */
+  {
+    struct mgop_fp *f = NULL;
+    for (int i = 0; i < r.ndesired; i++)
+      if (r.desired[i].kind == K_STS && strstr(r.desired[i].name, "global-topo"))
+        f = mgop_fp_find(mgop_fp_key("StatefulSet", "default", r.desired[i].name));
+    CHECK(f != NULL);
+    if (f) f->desired = 5;
+    CHECK(t_resolve(T_POOL_CLUSTER("10Gi", 3), NULL, &r) == 0 && !r.stalled_reason[0]);
+    CHECK_STR(t_desired_value(&r, "StatefulSet", "global-topo", "spec.replicas"), "3");
+  }
+  t_forget_sts(&r);
+}
+
+/* The webhook refuses what the live StatefulSets cannot take. */
+static void test_admission_storage(void) {
+#define T_UPDATE(size, etcd)                                                                                        \
+  "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"s\",\"kind\":"    \
+  "{\"kind\":\"MultigresCluster\"},\"operation\":\"UPDATE\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"a\"}," \
+  "\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{\"globalTopoServer\":{\"etcd\":{\"replicas\":" #etcd "}},"    \
+  "\"cells\":[{\"name\":\"a\",\"zone\":\"z\"}],\"databases\":[{\"name\":\"postgres\",\"default\":true,"             \
+  "\"tablegroups\":[{\"name\":\"default\",\"default\":true,\"shards\":[{\"name\":\"0-inf\",\"spec\":{\"pools\":"    \
+  "{\"main\":{\"storage\":{\"size\":\"" size "\"}}}}}]}]}]}}}}"
+  static const struct { const char *body, *says; int allowed; } cases[] = {
+      {T_UPDATE("20Gi", 3), "\"allowed\":true", 1},
+      {T_UPDATE("5Gi", 3), "StorageShrinkRefused", 0},
+      {T_UPDATE("10Gi", 5), "EtcdReplicasImmutable", 0},
+  };
+  static struct mgop_rctx r;
+  static char out[64 * 1024];
+  CHECK(t_resolve(T_POOL_CLUSTER("10Gi", 3), NULL, &r) == 0); /* the cluster c as it runs, in namespace ns */
+  for (int i = 0; i < r.ndesired; i++) {
+    struct mgop_fp *f;
+    if (r.desired[i].kind != K_STS) continue;
+    f = mgop_fp_upsert(mgop_fp_key("StatefulSet", "ns", r.desired[i].name));
+    f->flags |= MGOP_FP_EXISTS;
+    snprintf(f->vct_size, sizeof(f->vct_size), "%s", strstr(r.desired[i].name, "global-topo") ? "1Gi" : "10Gi");
+    f->desired = 3;
+    f->etcd_members = strstr(r.desired[i].name, "global-topo") ? 3 : 0;
+  }
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    struct mgop_http_req req;
+    struct mgop_srv_resp resp;
+    memset(&req, 0, sizeof(req));
+    memset(&resp, 0, sizeof(resp));
+    snprintf(req.method, sizeof(req.method), "POST");
+    snprintf(req.path, sizeof(req.path), "/validate");
+    mgop_buf_init(&resp.body, out, sizeof(out) - 1);
+    mgop_serve_webhook(NULL, &req, cases[i].body, strlen(cases[i].body), &resp);
+    mgop_buf_cstr(&resp.body);
+    if (!(strstr(out, cases[i].says) && strstr(out, cases[i].allowed ? "\"allowed\":true" : "\"allowed\":false")))
+      fprintf(stderr, "    storage admission case %zu: %s\n", i, out);
+    CHECK(strstr(out, cases[i].says) != NULL);
+    CHECK(strstr(out, cases[i].allowed ? "\"allowed\":true" : "\"allowed\":false") != NULL);
+  }
+  for (int i = 0; i < r.ndesired; i++)
+    if (r.desired[i].kind == K_STS) mgop_fp_remove(mgop_fp_key("StatefulSet", "ns", r.desired[i].name));
+  mgop_arena_reset(&mgop_arena);
+#undef T_UPDATE
+}
+
 static int t_yaml_cb(void *ctx, const char *json, size_t n, int index) {
   struct t_yaml_docs *g = ctx;
   if (index < 2) snprintf(g->out[index], 512, "%.*s", (int)n, json);
@@ -2313,6 +2666,14 @@ static const struct t_case t_cases[] = {
     {"admission", test_admission},
     {"admission_cache", test_admission_cache},
     {"abort_and_write_gate", test_abort_and_write_gate},
+    {"limits_images", test_limits_images},
+    {"limits_fifty_cells", test_limits_fifty_cells},
+    {"limits_largest_tree", test_limits_largest_tree},
+    {"limits_metric_labels", test_limits_metric_labels},
+    {"limits_cluster_table", test_limits_cluster_table},
+    {"quantity", test_quantity},
+    {"storage_growth", test_storage_growth},
+    {"admission_storage", test_admission_storage},
     {"relist_sweeps", test_relist_sweeps},
     {"unschedulable_pods", test_unschedulable_pods},
     {"cell_zone_warnings", test_cell_zone_warnings},

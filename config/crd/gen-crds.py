@@ -244,14 +244,18 @@ def multiorch_spec(desc, cel):
     return O(desc, props)
 
 
-def storage(desc):
-    return O(desc, {
+def storage(desc, cel=False):
+    s = O(desc, {
         "size": S("Size of each volume as a Kubernetes quantity, e.g. 10Gi. Unset: inherited, then the operator default. "
                   "Volumes can grow but never shrink.", maxLength=63, pattern=QUANTITY),
         "class": S("StorageClass of the volumes. Unset: the cluster's default StorageClass.", minLength=1, maxLength=63),
         "accessModes": A("Access modes of the volumes, e.g. ReadWriteOnce or ReadWriteMany. Unset: ReadWriteOnce.",
                          S("A PersistentVolume access mode."), maxItems=4, **{"x-kubernetes-list-type": "atomic"}),
     })
+    # a transition rule: evaluated on updates only, against the old value
+    return with_rules(s, [rule(
+        "!has(self.size) || !has(oldSelf.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
+        "storage.size cannot shrink: volumes can grow but never shrink; set it back to at least the previous size")], cel)
 
 
 def pvc_policy(desc):
@@ -267,9 +271,13 @@ def pvc_policy(desc):
 def etcd_spec(desc, cel):
     replicas = I32("Number of etcd members. Must be odd (1, 3, 5...): an even count adds no fault tolerance. "
                    "Fixed once the etcd cluster exists. Unset: inherited, then 3.", minimum=1, maximum=9)
-    replicas = with_rules(replicas, [rule(
-        "self % 2 == 1",
-        "etcd replicas must be odd (1, 3, 5...); an even number adds no fault tolerance over the next lower odd number")], cel)
+    replicas = with_rules(replicas, [
+        rule("self % 2 == 1",
+             "etcd replicas must be odd (1, 3, 5...); an even number adds no fault tolerance over the next lower odd number"),
+        rule("self == oldSelf",
+             "etcd replicas are fixed once the etcd cluster exists (its membership is set when it starts); "
+             "restore the previous value"),
+    ], cel)
     maint = O(
         "Storage maintenance of operator-managed etcd: MVCC history compaction, backend quota and optional "
         "defragmentation. Unset fields use etcd's defaults as applied by the operator.", {
@@ -293,7 +301,7 @@ def etcd_spec(desc, cel):
     return O(desc, {
         "image": image_ref("etcd container image. Unset: the operator's pinned etcd image."),
         "replicas": replicas,
-        "storage": storage("Data volume of each etcd member. Unset size: 1Gi."),
+        "storage": storage("Data volume of each etcd member. Unset size: 1Gi.", cel),
         "resources": resources("CPU and memory of the etcd container. Unset: 100m/256Mi requested, 512Mi memory limit."),
         "maintenance": maint,
         "rootPath": S("Key prefix of this topology inside etcd. Unset: /multigres/global for the global topology.",
@@ -371,7 +379,7 @@ def backup(desc, cel):
            "a replica in another cell cannot see these backups.", {
                "path": S("Directory of the backup repository inside the pods. Unset: /backups.", maxLength=512),
                "storage": storage("The backup volume. Unset size: 10Gi. Several replicas in one cell share it, "
-                                  "so use a ReadWriteMany StorageClass for more than one replica."),
+                                  "so use a ReadWriteMany StorageClass for more than one replica.", cel),
            })
     s3 = O("Backups in an S3-compatible bucket, shared by all cells. Recommended for production and multi-cell clusters.", {
         "bucket": S("Bucket name.", minLength=1, maxLength=63),
@@ -463,7 +471,7 @@ def pool_spec(desc, cel, pool_cells_rule=True):
         "cells": cells,
         "replicasPerCell": I32("Pods per cell (at least 1; 3 recommended for the AT_LEAST_2 durability policy). "
                                "Unset: inherited, then 3.", minimum=1, maximum=32),
-        "storage": storage("Data volume of each pod. Unset size: inherited, then 1Gi."),
+        "storage": storage("Data volume of each pod. Unset size: inherited, then 1Gi.", cel),
         "postgres": O("The postgres container (pgctld).", {
             "resources": resources("CPU and memory of postgres. Unset: 100m/256Mi requested, 512Mi memory limit."),
         }),
