@@ -26,6 +26,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 
 #define MGOP_GROUP "multigres.com"
 #define MGOP_API_VERSION "multigres.com/v1alpha1"
@@ -4799,6 +4801,7 @@ static struct mgop_kubecfg mgop_cfg;
 static struct mgop_srv mgop_http_srv[2];
 static struct mgop_srv_conn mgop_http_conns[2][MGOP_HTTP_CONNS];
 
+#define MGOP_LOOP_NICE 10 /* the loop's nice value: below the serving and Lease threads */
 static int mgop_stopping(void) { return mgop_stop_signal || __atomic_load_n(&mgop_lease.lost, __ATOMIC_ACQUIRE); }
 
 /* The serving thread: poll() over the three servers and two pipes. */
@@ -5023,6 +5026,12 @@ int mgop_run(const struct mgop_options *opt) {
     exit_code = 2;
     mgop_stop_signal = SIGTERM;
   }
+  /* The loop yields the CPU to the serving and Lease threads: on a busy
+   * node an admission review or a renewal must not queue behind a
+   * reconcile's JSON work (nice is per thread on Linux; raising it needs
+   * no privilege). */
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), MGOP_LOOP_NICE))
+    MGOP_LOG(MGOP_WARN, ("cannot lower the reconcile loop's priority: %s", strerror(errno)));
   mgop_publish();
   while (!mgop_stopping()) {
     struct pollfd pfd[K_COUNT + 1];
