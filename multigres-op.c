@@ -4,7 +4,8 @@
  * Table of contents
  *   1. Kind table          every resource we watch, its role and paths
  *   2. Built-in defaults   the last level of the defaults chain
- *   3. Reconcile context   one root being reconciled (live, render or admission)
+ *   3. Reconcile context   one root being reconciled (live, render or admission);
+ *                          limits; the template cache; the operator's state (mgop_server)
  *   4. Resolution          inline spec > templateDefaults > "default" template > built-in
  *   5. Builders            desired objects: metadata, TopoServers, PDBs, workloads
  *   6. Apply               fingerprint check, server-side apply, prune
@@ -257,7 +258,6 @@ static struct {
   int wake_pipe[2];            /* wakes the loop (the Lease was lost)      */
 } mgop_shared = {.mu = PTHREAD_MUTEX_INITIALIZER,
                  .stop_pipe = {-1, -1}, .offer_pipe = {-1, -1}, .wake_pipe = {-1, -1}};
-static uint32_t mgop_list_epoch[K_COUNT]; /* per kind: bumped by each (re)list (section 9) */
 static int mgop_may_write(void);       /* leader election (section 10)    */
 
 /* Now as a metav1.MicroTime (RFC 3339, microseconds, UTC). */
@@ -399,6 +399,65 @@ static int mgop_tcache_get(struct mgop_rctx *r, int kind, const char *name, stru
   if (rc) return rc;
   return mgop_parse_arena(r->arena, mem, n, out);
 }
+
+/* ---- the operator's state ------------------------------------------------
+ * Gathered in one struct, as redis keeps its `server`: everything below is
+ * owned by the reconcile loop (the main thread). The serving and Lease
+ * threads never touch it, except the node table, which admission reads
+ * under mgop_tcache.lock. What does cross threads (mgop_shared, mgop_tcache,
+ * mgop_lease, the webhook's server) is listed once, in section 13. */
+/* Every MultigresCluster we know of, with the templates its last turn
+ * looked up (as fingerprint keys): who consumes which template. */
+struct mgop_root_ref {
+  char ns[64];
+  char name[64];
+  int used;
+  int uses_known;                   /* reconciled once since start       */
+  uint32_t epoch;                   /* list epoch when last seen          */
+  int nuses;
+  uint64_t uses[MGOP_TREFS_MAX];
+};
+
+/* Templates seen on the watches, so a key leads back to a name. */
+struct mgop_template_ref {
+  uint64_t key;                     /* 0: free                           */
+  int kind;
+  char ns[64];
+  char name[254];
+  long long generation;
+  int terminating;
+  uint64_t status_hash;             /* last status we wrote              */
+  uint32_t epoch;                   /* list epoch when last seen          */
+};
+#define MGOP_UNSCHED_SLOTS 256 /* unschedulable pods remembered; more: counted, logged */
+#define MGOP_NODE_SLOTS 1024   /* nodes whose zone is known; more: zone warnings off */
+#define MGOP_ZONE_LABEL "topology.kubernetes.io/zone"
+#define MGOP_REGION_LABEL "topology.kubernetes.io/region"
+struct mgop_unsched {
+  uint64_t pod;      /* fp key of the pod; 0: free row */
+  uint64_t workload; /* fp key of its StatefulSet or Deployment */
+  uint32_t epoch;    /* list epoch it was last seen in */
+  char pod_name[64];
+  char reason[240];  /* "Unschedulable: 0/4 nodes are available: ..." */
+};
+struct mgop_node_ref { uint64_t key; uint32_t epoch; char zone[64], region[64]; };
+
+static struct mgop_server {
+  struct mgop_kubecfg cfg;           /* where the API server is, who we are */
+  struct mgop_kube api;              /* the loop's own API connection       */
+  struct mgop_watch watches[K_COUNT];
+  uint32_t list_epoch[K_COUNT];      /* per kind: bumped by each (re)list (section 9) */
+  struct mgop_root_ref roots[MGOP_WORK_SLOTS];             /* every cluster seen  */
+  struct mgop_template_ref templates[MGOP_TEMPLATE_SLOTS]; /* every template seen */
+  struct mgop_unsched unsched[MGOP_UNSCHED_SLOTS];         /* pods the scheduler refused */
+  unsigned long long unsched_dropped; /* rows refused: the table was full    */
+  struct mgop_node_ref nodes[MGOP_NODE_SLOTS];  /* under mgop_tcache.lock    */
+  int nodes_synced;                  /* the Node watch listed completely once */
+  int nodes_overflow;                /* a node found no row: the zone set is partial */
+  struct mgop_arena arena;           /* one turn's memory, reset per turn   */
+  unsigned char arena_mem[MGOP_ARENA_BYTES];
+  char root_body[256 * 1024];        /* the MultigresCluster as GET returns it */
+} mgop_server;
 
 /* ======================================================================
  * 4. Resolution
@@ -997,7 +1056,7 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
     if (f) {
       f->cluster = mgop_cluster_hash(r->ns, r->name);
       f->kind = d->kind + 1; /* swept by a relist that does not show it */
-      f->epoch = mgop_list_epoch[d->kind];
+      f->epoch = mgop_server.list_epoch[d->kind];
       /* a new generation is not settled until its controller says so */
       if (mgop_kinds[d->kind].generation && res.generation != f->seen_gen) f->flags &= ~MGOP_FP_SETTLED;
       f->applied_hash = d->hash;
@@ -1568,9 +1627,6 @@ static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const ch
 /* ======================================================================
  * 8. Reconcile one root
  * ==================================================================== */
-static char mgop_root_body[256 * 1024];
-static unsigned char mgop_arena_mem[MGOP_ARENA_BYTES];
-static struct mgop_arena mgop_arena;
 
 /* ---- the rest of the tree ------------------------------------------------ */
 /* Where the components find the global topology. */
@@ -3004,11 +3060,11 @@ static int mgop_reconcile(const char *ns, const char *name) {
   int status, rc;
   char path[512];
   memset(&r, 0, sizeof(r));
-  mgop_arena_reset(&mgop_arena);
-  r.arena = &mgop_arena;
+  mgop_arena_reset(&mgop_server.arena);
+  r.arena = &mgop_server.arena;
   r.ns = ns;
   r.name = name;
-  mgop_buf_init(&b, mgop_root_body, sizeof(mgop_root_body));
+  mgop_buf_init(&b, mgop_server.root_body, sizeof(mgop_server.root_body));
   mgop_item_path(K_CLUSTER, ns, name, path, sizeof(path));
   rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
   if (rc == MGOP_ERR_NOTFOUND) return MGOP_OK; /* deleted: garbage collection removes the children */
@@ -3064,41 +3120,16 @@ static int mgop_reconcile(const char *ns, const char *name) {
 /* ======================================================================
  * 9. Events
  * ==================================================================== */
-/* Every MultigresCluster we know of, with the templates its last turn
- * looked up (as fingerprint keys): who consumes which template. */
-struct mgop_root_ref {
-  char ns[64];
-  char name[64];
-  int used;
-  int uses_known;                   /* reconciled once since start       */
-  uint32_t epoch;                   /* list epoch when last seen          */
-  int nuses;
-  uint64_t uses[MGOP_TREFS_MAX];
-};
-static struct mgop_root_ref mgop_roots[MGOP_WORK_SLOTS];
-
-/* Templates seen on the watches, so a key leads back to a name. */
-struct mgop_template_ref {
-  uint64_t key;                     /* 0: free                           */
-  int kind;
-  char ns[64];
-  char name[254];
-  long long generation;
-  int terminating;
-  uint64_t status_hash;             /* last status we wrote              */
-  uint32_t epoch;                   /* list epoch when last seen          */
-};
-static struct mgop_template_ref mgop_templates[MGOP_TEMPLATE_SLOTS];
 
 static struct mgop_template_ref *mgop_template_find(uint64_t key) {
   for (int i = 0; i < MGOP_TEMPLATE_SLOTS; i++)
-    if (mgop_templates[i].key == key) return &mgop_templates[i];
+    if (mgop_server.templates[i].key == key) return &mgop_server.templates[i];
   return NULL;
 }
 
 static struct mgop_root_ref *mgop_root_find(const char *ns, const char *name) {
   for (size_t i = 0; i < MGOP_WORK_SLOTS; i++)
-    if (mgop_roots[i].used && !strcmp(mgop_roots[i].ns, ns) && !strcmp(mgop_roots[i].name, name)) return &mgop_roots[i];
+    if (mgop_server.roots[i].used && !strcmp(mgop_server.roots[i].ns, ns) && !strcmp(mgop_server.roots[i].name, name)) return &mgop_server.roots[i];
   return NULL;
 }
 
@@ -3142,7 +3173,7 @@ static void mgop_note_uses(const char *ns, const char *name, const struct mgop_r
 static void mgop_roots_set(const char *ns, const char *name, int present) {
   struct mgop_root_ref *free_slot = NULL;
   for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
-    struct mgop_root_ref *r = &mgop_roots[i];
+    struct mgop_root_ref *r = &mgop_server.roots[i];
     if (r->used && !strcmp(r->ns, ns) && !strcmp(r->name, name)) {
       if (!present) memset(r, 0, sizeof(*r));
       return;
@@ -3216,7 +3247,7 @@ static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj,
  * reconciled yet since start (they may turn out to use it). */
 static void mgop_wake_consumers(const char *ns, uint64_t key) {
   for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
-    struct mgop_root_ref *r = &mgop_roots[i];
+    struct mgop_root_ref *r = &mgop_server.roots[i];
     if (r->used && !strcmp(r->ns, ns) && (!r->uses_known || mgop_root_uses(r, key))) mgop_enqueue(ns, r->name, 100);
   }
 }
@@ -3326,7 +3357,7 @@ static void mgop_on_template_event(int kind, const char *type, const char *ns, c
     }
     t->generation = gen;
     t->terminating = terminating;
-    t->epoch = mgop_list_epoch[kind];
+    t->epoch = mgop_server.list_epoch[kind];
     mgop_template_enqueue(key, 500); /* after its consumers had their turn */
   }
   if (changed) mgop_wake_consumers(ns, key);
@@ -3349,19 +3380,19 @@ static int mgop_template_sync(const char *ns, const char *id) {
   if (!t || strcmp(t->ns, ns)) return MGOP_OK; /* deleted since */
   if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader: template upkeep waits");
   for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
-    struct mgop_root_ref *r = &mgop_roots[i];
+    struct mgop_root_ref *r = &mgop_server.roots[i];
     if (!r->used || strcmp(r->ns, ns)) continue;
     if (!r->uses_known) all_known = 0;
     if (mgop_root_uses(r, key)) consumers[ncons++] = r->name;
   }
   qsort(consumers, (size_t)ncons, sizeof(consumers[0]), mgop_cmp_str);
-  mgop_arena_reset(&mgop_arena);
-  mgop_buf_init(&b, mgop_root_body, sizeof(mgop_root_body));
+  mgop_arena_reset(&mgop_server.arena);
+  mgop_buf_init(&b, mgop_server.root_body, sizeof(mgop_server.root_body));
   mgop_item_path(t->kind, ns, t->name, path, sizeof(path));
   rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
   if (rc == MGOP_ERR_NOTFOUND) return MGOP_OK;
   if (rc) return rc;
-  if ((rc = mgop_parse_arena(&mgop_arena, b.p, b.len, &j))) return rc;
+  if ((rc = mgop_parse_arena(&mgop_server.arena, b.p, b.len, &j))) return rc;
   {
     int fins = mgop_json_path(&j, 0, "metadata.finalizers");
     for (int i = 0; mgop_json_is(&j, fins, JSMN_ARRAY) && i < j.tok[fins].size; i++) {
@@ -3462,7 +3493,7 @@ static int mgop_template_sync(const char *ns, const char *id) {
 
 /* A (re)list brackets what exists: anything of that kind the list did not
  * show was deleted while the watch was down, and no DELETED event will say
- * so. Rows carry the list epoch (mgop_list_epoch) in which they were last seen. */
+ * so. Rows carry the list epoch (mgop_server.list_epoch) in which they were last seen. */
 
 /* A cluster is gone: its templates lose a consumer, its series and its
  * status row go. */
@@ -3483,23 +3514,6 @@ static void mgop_forget_root(const char *ns, const char *name) {
  * then name the reason (mgop_unsched_find). Nothing is polled: a converged
  * fleet costs no request. Nodes leave their zone and region labels, which
  * admission checks cells against (mgop_cell_zone_warnings). */
-#define MGOP_UNSCHED_SLOTS 256 /* unschedulable pods remembered; more: counted, logged */
-#define MGOP_NODE_SLOTS 1024   /* nodes whose zone is known; more: zone warnings off */
-#define MGOP_ZONE_LABEL "topology.kubernetes.io/zone"
-#define MGOP_REGION_LABEL "topology.kubernetes.io/region"
-struct mgop_unsched {
-  uint64_t pod;      /* fp key of the pod; 0: free row */
-  uint64_t workload; /* fp key of its StatefulSet or Deployment */
-  uint32_t epoch;    /* list epoch it was last seen in */
-  char pod_name[64];
-  char reason[240];  /* "Unschedulable: 0/4 nodes are available: ..." */
-};
-static struct mgop_unsched mgop_unsched[MGOP_UNSCHED_SLOTS];
-static unsigned long long mgop_unsched_dropped; /* rows refused: the table was full */
-struct mgop_node_ref { uint64_t key; uint32_t epoch; char zone[64], region[64]; };
-static struct mgop_node_ref mgop_nodes[MGOP_NODE_SLOTS];
-static int mgop_nodes_synced;   /* the Node watch listed completely once */
-static int mgop_nodes_overflow; /* a node found no row: the zone set is partial */
 
 /* The scheduler's reason and message when it could not place the pod. */
 static void mgop_pod_unschedulable(const struct mgop_json *j, int obj, char *out, size_t cap) {
@@ -3541,10 +3555,10 @@ static uint64_t mgop_pod_workload(const struct mgop_json *j, int obj, const char
 static struct mgop_unsched *mgop_unsched_row(uint64_t pod, int create) {
   struct mgop_unsched *free_row = NULL;
   for (int i = 0; i < MGOP_UNSCHED_SLOTS; i++) {
-    if (mgop_unsched[i].pod == pod) return &mgop_unsched[i];
-    if (!free_row && !mgop_unsched[i].pod) free_row = &mgop_unsched[i];
+    if (mgop_server.unsched[i].pod == pod) return &mgop_server.unsched[i];
+    if (!free_row && !mgop_server.unsched[i].pod) free_row = &mgop_server.unsched[i];
   }
-  if (create && !free_row && mgop_unsched_dropped++ % 100 == 0)
+  if (create && !free_row && mgop_server.unsched_dropped++ % 100 == 0)
     MGOP_LOG(MGOP_ERROR, ("more than %d unschedulable pods (MGOP_UNSCHED_SLOTS): status messages name the first %d "
                           "only", MGOP_UNSCHED_SLOTS, MGOP_UNSCHED_SLOTS));
   return create ? free_row : NULL;
@@ -3554,7 +3568,7 @@ static struct mgop_unsched *mgop_unsched_row(uint64_t pod, int create) {
 static const struct mgop_unsched *mgop_unsched_find(const char *kind, const char *ns, const char *name) {
   uint64_t key = mgop_fp_key(kind, ns, name);
   for (int i = 0; i < MGOP_UNSCHED_SLOTS; i++)
-    if (mgop_unsched[i].pod && mgop_unsched[i].workload == key) return &mgop_unsched[i];
+    if (mgop_server.unsched[i].pod && mgop_server.unsched[i].workload == key) return &mgop_server.unsched[i];
   return NULL;
 }
 
@@ -3578,7 +3592,7 @@ static int mgop_on_pod(const char *type, const char *ns, const char *name, const
     return 1;
   }
   if (!(row = mgop_unsched_row(key, 1))) return 0;
-  row->epoch = mgop_list_epoch[K_POD];
+  row->epoch = mgop_server.list_epoch[K_POD];
   if (row->pod == key && row->workload == wl && !strcmp(row->reason, reason)) return 0;
   row->pod = key;
   row->workload = wl;
@@ -3597,22 +3611,22 @@ static void mgop_on_node(const char *type, const char *name, const struct mgop_j
 static void mgop_on_node_locked(const char *type, uint64_t key, const struct mgop_json *j, int labels) {
   struct mgop_node_ref *row = NULL, *free_row = NULL;
   for (int i = 0; i < MGOP_NODE_SLOTS && !row; i++) {
-    if (mgop_nodes[i].key == key) row = &mgop_nodes[i];
-    else if (!free_row && !mgop_nodes[i].key) free_row = &mgop_nodes[i];
+    if (mgop_server.nodes[i].key == key) row = &mgop_server.nodes[i];
+    else if (!free_row && !mgop_server.nodes[i].key) free_row = &mgop_server.nodes[i];
   }
   if (!strcmp(type, "DELETED")) {
     if (row) memset(row, 0, sizeof(*row));
     return;
   }
   if (!row && !(row = free_row)) {
-    if (!mgop_nodes_overflow)
+    if (!mgop_server.nodes_overflow)
       MGOP_LOG(MGOP_ERROR, ("more than %d nodes (MGOP_NODE_SLOTS): admission no longer warns about cell zones "
                             "that match no node", MGOP_NODE_SLOTS));
-    mgop_nodes_overflow = 1;
+    mgop_server.nodes_overflow = 1;
     return;
   }
   row->key = key;
-  row->epoch = mgop_list_epoch[K_NODE];
+  row->epoch = mgop_server.list_epoch[K_NODE];
   mgop_json_str(j, mgop_json_key(j, labels, MGOP_ZONE_LABEL), row->zone, sizeof(row->zone));
   mgop_json_str(j, mgop_json_key(j, labels, MGOP_REGION_LABEL), row->region, sizeof(row->region));
 }
@@ -3621,29 +3635,29 @@ static void mgop_on_node_locked(const char *type, uint64_t key, const struct mgo
 static int mgop_observed_list_end(int kind) {
   int gone = 0;
   for (int i = 0; kind == K_POD && i < MGOP_UNSCHED_SLOTS; i++)
-    if (mgop_unsched[i].pod && mgop_unsched[i].epoch != mgop_list_epoch[K_POD]) {
-      memset(&mgop_unsched[i], 0, sizeof(mgop_unsched[i]));
+    if (mgop_server.unsched[i].pod && mgop_server.unsched[i].epoch != mgop_server.list_epoch[K_POD]) {
+      memset(&mgop_server.unsched[i], 0, sizeof(mgop_server.unsched[i]));
       gone++;
     }
   if (kind == K_NODE) pthread_rwlock_wrlock(&mgop_tcache.lock);
   for (int i = 0; kind == K_NODE && i < MGOP_NODE_SLOTS; i++)
-    if (mgop_nodes[i].key && mgop_nodes[i].epoch != mgop_list_epoch[K_NODE]) {
-      memset(&mgop_nodes[i], 0, sizeof(mgop_nodes[i]));
+    if (mgop_server.nodes[i].key && mgop_server.nodes[i].epoch != mgop_server.list_epoch[K_NODE]) {
+      memset(&mgop_server.nodes[i], 0, sizeof(mgop_server.nodes[i]));
       gone++;
     }
   if (kind == K_NODE) {
-    mgop_nodes_synced = 1;
+    mgop_server.nodes_synced = 1;
     pthread_rwlock_unlock(&mgop_tcache.lock);
   }
   if (gone && kind == K_POD) /* their clusters are not known from a bare row */
     for (size_t r = 0; r < MGOP_WORK_SLOTS; r++)
-      if (mgop_roots[r].used) mgop_enqueue(mgop_roots[r].ns, mgop_roots[r].name, 100);
+      if (mgop_server.roots[r].used) mgop_enqueue(mgop_server.roots[r].ns, mgop_server.roots[r].name, 100);
   return gone;
 }
 
 static int mgop_zone_known(int region, const char *value) {
   for (int i = 0; i < MGOP_NODE_SLOTS; i++)
-    if (mgop_nodes[i].key && !strcmp(region ? mgop_nodes[i].region : mgop_nodes[i].zone, value)) return 1;
+    if (mgop_server.nodes[i].key && !strcmp(region ? mgop_server.nodes[i].region : mgop_server.nodes[i].zone, value)) return 1;
   return 0;
 }
 
@@ -3660,7 +3674,7 @@ static void mgop_cell_zone_warnings(const struct mgop_json *j, int spec, char *o
 
 static void mgop_cell_zone_warnings_locked(const struct mgop_json *j, int spec, char *out, size_t cap) {
   int cells = mgop_json_key(j, spec, "cells");
-  if (!mgop_nodes_synced || mgop_nodes_overflow) return;
+  if (!mgop_server.nodes_synced || mgop_server.nodes_overflow) return;
   for (int i = 0; mgop_json_is(j, cells, JSMN_ARRAY) && i < j->tok[cells].size; i++) {
     int cell = mgop_json_at(j, cells, i);
     for (int k = 0; k < 2; k++) {
@@ -3683,15 +3697,15 @@ static void mgop_on_list_end(int kind) {
     gone = mgop_observed_list_end(kind);
   } else if (k->role == MGOP_ROLE_ROOT) {
     for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
-      struct mgop_root_ref *r = &mgop_roots[i];
-      if (!r->used || r->epoch == mgop_list_epoch[kind]) continue;
+      struct mgop_root_ref *r = &mgop_server.roots[i];
+      if (!r->used || r->epoch == mgop_server.list_epoch[kind]) continue;
       mgop_forget_root(r->ns, r->name);
       gone++;
     }
   } else if (k->role == MGOP_ROLE_TEMPLATE) {
     for (int i = 0; i < MGOP_TEMPLATE_SLOTS; i++) {
-      struct mgop_template_ref *t = &mgop_templates[i];
-      if (!t->key || t->kind != kind || t->epoch == mgop_list_epoch[kind]) continue;
+      struct mgop_template_ref *t = &mgop_server.templates[i];
+      if (!t->key || t->kind != kind || t->epoch == mgop_server.list_epoch[kind]) continue;
       mgop_wake_consumers(t->ns, t->key); /* it is gone */
       mgop_tcache_drop(t->key);
       memset(t, 0, sizeof(*t));
@@ -3700,13 +3714,13 @@ static void mgop_on_list_end(int kind) {
   } else {
     for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
       struct mgop_fp *f = mgop_fp_at(i);
-      if (!f || f->kind != kind + 1 || f->epoch == mgop_list_epoch[kind]) continue;
+      if (!f || f->kind != kind + 1 || f->epoch == mgop_server.list_epoch[kind]) continue;
       mgop_fp_remove(f->key);
       gone++;
     }
     if (gone) /* the owners are not known from a bare row: every cluster checks its tree */
       for (size_t r = 0; r < MGOP_WORK_SLOTS; r++)
-        if (mgop_roots[r].used) mgop_enqueue(mgop_roots[r].ns, mgop_roots[r].name, 100);
+        if (mgop_server.roots[r].used) mgop_enqueue(mgop_server.roots[r].ns, mgop_server.roots[r].name, 100);
   }
   if (gone) MGOP_LOG(MGOP_INFO, ("relist of %s: %d object%s deleted while the watch was down", k->kind, gone,
                                  gone == 1 ? "" : "s"));
@@ -3741,7 +3755,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
   long long gen = 0;
   (void)w;
   if (!j) {
-    if (!strcmp(type, "LIST_BEGIN")) mgop_list_epoch[kind]++;
+    if (!strcmp(type, "LIST_BEGIN")) mgop_server.list_epoch[kind]++;
     else if (!strcmp(type, "LIST_END")) mgop_on_list_end(kind);
     return;
   }
@@ -3782,7 +3796,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       mgop_roots_set(ns, name, 1);
       {
         struct mgop_root_ref *r = mgop_root_find(ns, name);
-        if (r) r->epoch = mgop_list_epoch[kind];
+        if (r) r->epoch = mgop_server.list_epoch[kind];
       }
       mgop_enqueue(ns, name, 0);
       return;
@@ -3817,7 +3831,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       snprintf(f->seen_rv, sizeof(f->seen_rv), "%s", rv);
       f->seen_gen = gen;
       f->kind = kind + 1;
-      f->epoch = mgop_list_epoch[kind];
+      f->epoch = mgop_server.list_epoch[kind];
       mgop_json_path_str(j, obj, "metadata.uid", f->uid, sizeof(f->uid));
       f->flags |= MGOP_FP_EXISTS;
       if (f->applied_hash == 0) {
@@ -4588,8 +4602,6 @@ static long mgop_rss_bytes(void) {
   return rss < 0 ? -1 : rss * sysconf(_SC_PAGESIZE);
 }
 
-static struct mgop_watch mgop_watches[K_COUNT];
-static struct mgop_kube mgop_api;
 
 /* Every metric, as text. On the serving thread: what the loop counts is
  * read from its last mgop_publish(), under mgop_shared.mu. */
@@ -4703,22 +4715,22 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
 /* On the loop: every watch has listed once. */
 static int mgop_synced(void) {
   for (int k = 0; k < K_COUNT; k++)
-    if (!mgop_watches[k].rv[0]) return 0; /* not listed once yet */
+    if (!mgop_server.watches[k].rv[0]) return 0; /* not listed once yet */
   return 1;
 }
 
 /* On the loop, after every turn: what the serving thread may show. */
 static void mgop_publish(void) {
-  int templates_listed = mgop_watches[K_CORET].rv[0] && mgop_watches[K_CELLT].rv[0] && mgop_watches[K_SHARDT].rv[0];
+  int templates_listed = mgop_server.watches[K_CORET].rv[0] && mgop_server.watches[K_CELLT].rv[0] && mgop_server.watches[K_SHARDT].rv[0];
   pthread_mutex_lock(&mgop_shared.mu);
-  mgop_shared.api = mgop_api.stats;
+  mgop_shared.api = mgop_server.api.stats;
   for (int k = 0; k < K_COUNT; k++) {
-    mgop_shared.watch_events[k] = mgop_watches[k].events;
-    mgop_shared.watch_relists[k] = mgop_watches[k].relists;
+    mgop_shared.watch_events[k] = mgop_server.watches[k].events;
+    mgop_shared.watch_relists[k] = mgop_server.watches[k].relists;
   }
   mgop_shared.fingerprints = mgop_fp_count();
   mgop_shared.work_depth = mgop_work_depth();
-  mgop_shared.arena_high = mgop_arena.high;
+  mgop_shared.arena_high = mgop_server.arena.high;
   pthread_mutex_unlock(&mgop_shared.mu);
   if (templates_listed != mgop_tcache.synced) { /* a relist in progress does not unsync: rows stay until swept */
     pthread_rwlock_wrlock(&mgop_tcache.lock);
@@ -4775,7 +4787,7 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
 /* Three threads, each with its own API connection where it needs one:
  *   the loop     (main thread) watches, reconciles, rotates certificates;
  *                it owns every table of sections 3-9, the watches and
- *                mgop_api. It alone takes signals.
+ *                mgop_server.api. It alone takes signals.
  *   serving      the webhook, /metrics, /healthz and /readyz servers. It
  *                makes no API call: admission reads the template cache.
  *   Lease        acquires and renews the Lease on mgop_lease.api.
@@ -4796,7 +4808,6 @@ static void mgop_on_signal(int sig) {
   mgop_io_abort = 1; /* every blocked request gives up within MGOP_IO_SLICE_MS */
 }
 
-static struct mgop_kubecfg mgop_cfg;
 #define MGOP_HTTP_CONNS 8 /* per plain-HTTP server: Prometheus and the kubelet */
 static struct mgop_srv mgop_http_srv[2];
 static struct mgop_srv_conn mgop_http_conns[2][MGOP_HTTP_CONNS];
@@ -4929,21 +4940,21 @@ int mgop_run(const struct mgop_options *opt) {
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  if ((rc = mgop_kubecfg_auto(&mgop_cfg, opt->kubeconfig, opt->context))) {
+  if ((rc = mgop_kubecfg_auto(&mgop_server.cfg, opt->kubeconfig, opt->context))) {
     MGOP_LOG(MGOP_ERROR, ("cannot load the Kubernetes configuration: %s", mgop_errmsg()));
     return 2;
   }
-  if ((rc = mgop_kube_init(&mgop_api, &mgop_cfg))) {
-    MGOP_LOG(MGOP_ERROR, ("cannot set up the API client (%s): %s", mgop_cfg.source, mgop_errmsg()));
+  if ((rc = mgop_kube_init(&mgop_server.api, &mgop_server.cfg))) {
+    MGOP_LOG(MGOP_ERROR, ("cannot set up the API client (%s): %s", mgop_server.cfg.source, mgop_errmsg()));
     return 2;
   }
-  mgop_api.may_write = mgop_may_write; /* only the leader's requests may write */
-  mgop_api.beat_ms = &mgop_shared.beat_ms;
-  mgop_api_ptr = &mgop_api;
+  mgop_server.api.may_write = mgop_may_write; /* only the leader's requests may write */
+  mgop_server.api.beat_ms = &mgop_shared.beat_ms;
+  mgop_api_ptr = &mgop_server.api;
   mgop_tcache_enabled = 1;
-  mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
-  MGOP_LOG(MGOP_INFO, ("multigres-op %s starting; API server %s://%s:%s (%s)", MGOP_VERSION, mgop_cfg.scheme,
-                       mgop_cfg.host, mgop_cfg.port, mgop_cfg.source));
+  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
+  MGOP_LOG(MGOP_INFO, ("multigres-op %s starting; API server %s://%s:%s (%s)", MGOP_VERSION, mgop_server.cfg.scheme,
+                       mgop_server.cfg.host, mgop_server.cfg.port, mgop_server.cfg.source));
   srand((unsigned)(mgop_now_ms() ^ getpid()));
   mgop_stats.start_s = (long long)time(NULL);
   if (opt->leader_elect) {
@@ -4952,7 +4963,7 @@ int mgop_run(const struct mgop_options *opt) {
     mgop_lease.enabled = 1;
     snprintf(mgop_lease.ns, sizeof(mgop_lease.ns), "%s",
              opt->leader_election_namespace ? opt->leader_election_namespace
-             : mgop_cfg.namespace_[0]       ? mgop_cfg.namespace_
+             : mgop_server.cfg.namespace_[0]       ? mgop_server.cfg.namespace_
                                             : "multigres-operator");
     snprintf(mgop_lease.name, sizeof(mgop_lease.name), "%s",
              opt->leader_election_id ? opt->leader_election_id : "multigres-operator.multigres.com");
@@ -4967,7 +4978,7 @@ int mgop_run(const struct mgop_options *opt) {
       for (int i = 0; i < 8; i++) snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
       snprintf(mgop_lease.identity, sizeof(mgop_lease.identity), "%s_%s", host[0] ? host : "multigres-op", hex);
     }
-    mgop_lease.cfg = mgop_cfg; /* its own token reloads, its own connection */
+    mgop_lease.cfg = mgop_server.cfg; /* its own token reloads, its own connection */
     if ((rc = mgop_kube_init(&mgop_lease.api, &mgop_lease.cfg))) {
       MGOP_LOG(MGOP_ERROR, ("cannot set up the Lease's API client: %s", mgop_errmsg()));
       return 2;
@@ -4978,14 +4989,14 @@ int mgop_run(const struct mgop_options *opt) {
   for (int i = 0; i < K_COUNT; i++) {
     int owned = mgop_kinds[i].role == MGOP_ROLE_CHILD || mgop_kinds[i].role == MGOP_ROLE_WORKLOAD || i == K_POD;
     mgop_collection_path(i, i == K_NODE ? "" : opt->watch_namespace, path, sizeof(path));
-    mgop_watch_init(&mgop_watches[i], &mgop_api, mgop_kinds[i].kind, path, owned ? MGOP_MANAGED_SELECTOR : NULL,
+    mgop_watch_init(&mgop_server.watches[i], &mgop_server.api, mgop_kinds[i].kind, path, owned ? MGOP_MANAGED_SELECTOR : NULL,
                     mgop_on_event, (void *)(intptr_t)i);
   }
 
   if (opt->webhook_enable) { /* HTTPS; no connection is accepted before a certificate is installed */
     snprintf(mgop_wh.ns, sizeof(mgop_wh.ns), "%s",
              opt->webhook_service_ns ? opt->webhook_service_ns
-             : mgop_cfg.namespace_[0] ? mgop_cfg.namespace_ : "multigres-operator");
+             : mgop_server.cfg.namespace_[0] ? mgop_server.cfg.namespace_ : "multigres-operator");
     mgop_wh.enabled = 1;
     mgop_wh.internal_certs = opt->webhook_internal_certs;
     mgop_wh.cert_dir = opt->webhook_cert_dir;
@@ -5039,7 +5050,7 @@ int mgop_run(const struct mgop_options *opt) {
     long long now = mgop_now_ms(), wait = 1000, due;
     struct mgop_work item;
     for (int i = 0; i < K_COUNT; i++) {
-      struct mgop_watch *w = &mgop_watches[i];
+      struct mgop_watch *w = &mgop_server.watches[i];
       due = mgop_watch_wake_ms(w, now);
       if (w->state != MGOP_W_STREAM && due == 0) {
         mgop_watch_step(w, now);
@@ -5055,7 +5066,7 @@ int mgop_run(const struct mgop_options *opt) {
     }
     if (__atomic_exchange_n(&mgop_lease.new_term, 0, __ATOMIC_ACQ_REL))
       for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) /* every known cluster gets a turn under the new leader */
-        if (mgop_roots[i].used) mgop_enqueue(mgop_roots[i].ns, mgop_roots[i].name, 0);
+        if (mgop_server.roots[i].used) mgop_enqueue(mgop_server.roots[i].ns, mgop_server.roots[i].name, 0);
     /* reconcile what is due, one root per turn so watches stay fresh; only
      * the leader takes work (the others keep watching, ready to take over) */
     if (mgop_may_write() && mgop_work_pop(mgop_now_ms(), &item) == MGOP_OK) {
@@ -5065,8 +5076,8 @@ int mgop_run(const struct mgop_options *opt) {
       mgop_metrics_turn(controller, rc ? "error" : "success", (double)(mgop_now_ms() - t0) / 1000.0);
       if (rc && !mgop_stopping()) {
         int backoff = 1000 << (item.attempts < 5 ? item.attempts : 5);
-        if (mgop_api.last_retry_after_s > 0 && mgop_api.last_retry_after_s * 1000 > backoff)
-          backoff = mgop_api.last_retry_after_s * 1000;
+        if (mgop_server.api.last_retry_after_s > 0 && mgop_server.api.last_retry_after_s * 1000 > backoff)
+          backoff = mgop_server.api.last_retry_after_s * 1000;
         MGOP_LOG(MGOP_WARN, ("reconcile %s/%s failed, retry in %d ms: %s", item.ns, item.name, backoff, mgop_errmsg()));
         mgop_work_retry(&item, mgop_now_ms() + backoff);
       }
@@ -5088,7 +5099,7 @@ int mgop_run(const struct mgop_options *opt) {
     }
     now = mgop_now_ms();
     for (int p = 0; p < n && !mgop_stopping(); p++) {
-      struct mgop_watch *w = &mgop_watches[owner[p]];
+      struct mgop_watch *w = &mgop_server.watches[owner[p]];
       if (pfd[p].revents || mgop_watch_wake_ms(w, now) == 0) mgop_watch_step(w, now);
     }
     mgop_publish();
@@ -5101,12 +5112,12 @@ int mgop_run(const struct mgop_options *opt) {
     MGOP_LOG(MGOP_WARN, ("cannot signal the threads to stop: %s", strerror(errno)));
   if (started[1]) pthread_join(lease_thread, NULL);
   if (started[0]) pthread_join(serve_thread, NULL);
-  mgop_arena_reset(&mgop_arena);
+  mgop_arena_reset(&mgop_server.arena);
   for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);
   if (mgop_wh.enabled) mgop_srv_close(&mgop_wh.srv);
-  for (int i = 0; i < K_COUNT; i++) mgop_watch_close(&mgop_watches[i]);
+  for (int i = 0; i < K_COUNT; i++) mgop_watch_close(&mgop_server.watches[i]);
   if (mgop_lease.enabled) mgop_kube_free(&mgop_lease.api);
-  mgop_kube_free(&mgop_api);
+  mgop_kube_free(&mgop_server.api);
   return exit_code;
 }
 
@@ -5168,7 +5179,7 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
   static char text[MGOP_KUBECONFIG_MAX], scratch[512 * 1024];
   static struct mgop_rctx r;
   int rc;
-  mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
+  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   mgop_nmanifests = 0;
   mgop_manifest_used = 0;
   mgop_render_ns = opt->render_namespace ? opt->render_namespace : "default";
@@ -5230,9 +5241,9 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
     struct mgop_manifest *m = &mgop_manifests[i];
     if (m->kind != K_CLUSTER) continue;
     memset(&r, 0, sizeof(r));
-    mgop_arena_reset(&mgop_arena);
+    mgop_arena_reset(&mgop_server.arena);
     r.render = 1;
-    r.arena = &mgop_arena;
+    r.arena = &mgop_server.arena;
     r.ns = m->ns;
     r.name = m->name;
     r.manifests = mgop_manifests;
@@ -5240,7 +5251,7 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
     snprintf(r.uid, sizeof(r.uid), "00000000-0000-0000-0000-000000000000");
     if (mgop_parse_arena(r.arena, m->json, m->len, &r.root)) {
       fprintf(stderr, "multigres-op render: %s: %s\n", m->name, mgop_errmsg());
-      mgop_arena_reset(&mgop_arena);
+      mgop_arena_reset(&mgop_server.arena);
       return 2;
     }
     r.spec = mgop_json_key(&r.root, 0, "spec");
@@ -5251,13 +5262,13 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
                 r.stalled_msg);
       else
         fprintf(stderr, "multigres-op render: MultigresCluster %s/%s: %s\n", r.ns, r.name, mgop_errmsg());
-      mgop_arena_reset(&mgop_arena);
+      mgop_arena_reset(&mgop_server.arena);
       return 1;
     }
     fprintf(out, "# MultigresCluster %s/%s: %d objects\n", r.ns, r.name, r.ndesired);
     for (int d = 0; d < r.ndesired; d++) fprintf(out, "---\n%.*s\n", (int)r.desired[d].len, r.desired[d].json);
   }
-  mgop_arena_reset(&mgop_arena);
+  mgop_arena_reset(&mgop_server.arena);
   return 0;
 }
 

@@ -1567,8 +1567,8 @@ static int t_resolve(const char *cluster, const char *templates, struct mgop_rct
   static char scratch[256 * 1024], text[64 * 1024];
   struct mgop_buf sb;
   int n;
-  mgop_arena_reset(&mgop_arena); /* frees what the last case took (sanitizer builds malloc) */
-  mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
+  mgop_arena_reset(&mgop_server.arena); /* frees what the last case took (sanitizer builds malloc) */
+  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   mgop_nmanifests = 0;
   mgop_manifest_used = 0;
   mgop_render_ns = "default";
@@ -1580,7 +1580,7 @@ static int t_resolve(const char *cluster, const char *templates, struct mgop_rct
   }
   memset(r, 0, sizeof(*r));
   r->render = 1;
-  r->arena = &mgop_arena;
+  r->arena = &mgop_server.arena;
   r->ns = t_resolve_ns;
   r->manifests = mgop_manifests;
   r->nmanifests = mgop_nmanifests;
@@ -1733,7 +1733,7 @@ static void test_resolver_chain(void) {
               r.stalled_msg, got, cases[i].want);
     CHECK(rc == 0 && match);
   }
-  mgop_arena_reset(&mgop_arena);
+  mgop_arena_reset(&mgop_server.arena);
 }
 
 /* The error cases: Stalled with a reason, and a message naming the field. */
@@ -1775,7 +1775,7 @@ static void test_resolver_errors(void) {
               r.stalled_msg);
     CHECK(ok);
   }
-  mgop_arena_reset(&mgop_arena);
+  mgop_arena_reset(&mgop_server.arena);
 }
 
 struct t_yaml_docs { char out[2][512]; int n; };
@@ -1986,7 +1986,7 @@ static void test_limits_cluster_table(void) {
   mgop_roots_set("full", "c0", 0); /* room again: the next event tracks it */
   mgop_roots_set("full", "one-too-many", 1);
   CHECK(mgop_root_find("full", "one-too-many") != NULL);
-  memset(mgop_roots, 0, sizeof(mgop_roots));
+  memset(mgop_server.roots, 0, sizeof(mgop_server.roots));
 }
 
 /* ======================================================================
@@ -2127,7 +2127,7 @@ static void test_admission_storage(void) {
   }
   for (int i = 0; i < r.ndesired; i++)
     if (r.desired[i].kind == K_STS) mgop_fp_remove(mgop_fp_key("StatefulSet", "ns", r.desired[i].name));
-  mgop_arena_reset(&mgop_arena);
+  mgop_arena_reset(&mgop_server.arena);
 #undef T_UPDATE
 }
 
@@ -2321,9 +2321,9 @@ static void test_unschedulable_pods(void) {
     snprintf(pod, sizeof(pod), T_POD("p-%d", "StatefulSet", "big", "False", "x"), i);
     t_event(K_POD, "ADDED", pod);
   }
-  CHECK(mgop_unsched_dropped == 1);
-  memset(mgop_unsched, 0, sizeof(mgop_unsched));
-  mgop_unsched_dropped = 0;
+  CHECK(mgop_server.unsched_dropped == 1);
+  memset(mgop_server.unsched, 0, sizeof(mgop_server.unsched));
+  mgop_server.unsched_dropped = 0;
   t_drain_work();
   mgop_log_level = saved;
 }
@@ -2366,16 +2366,16 @@ static void test_cell_zone_warnings(void) {
     memset(&resp, 0, sizeof(resp));
     snprintf(req.method, sizeof(req.method), "POST");
     snprintf(req.path, sizeof(req.path), "/validate");
-    mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
+    mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
     mgop_buf_init(&resp.body, body, sizeof(body) - 1);
     mgop_serve_webhook(NULL, &req, review, sizeof(review) - 1, &resp);
     mgop_buf_cstr(&resp.body);
     CHECK(resp.status == 200 && strstr(body, "\"allowed\":true") &&
           strstr(body, "\"warnings\":[\"spec.cells[0].zone \\\"mars-1a\\\" matches no node"));
-    mgop_arena_reset(&mgop_arena);
+    mgop_arena_reset(&mgop_server.arena);
   }
-  memset(mgop_nodes, 0, sizeof(mgop_nodes));
-  mgop_nodes_synced = 0;
+  memset(mgop_server.nodes, 0, sizeof(mgop_server.nodes));
+  mgop_server.nodes_synced = 0;
   mgop_log_level = saved;
 }
 #undef T_POD
@@ -2426,8 +2426,8 @@ static void test_admission(void) {
   char saved_user[256];
   snprintf(saved_user, sizeof(saved_user), "%s", mgop_wh.operator_user);
   snprintf(mgop_wh.operator_user, sizeof(mgop_wh.operator_user), "system:serviceaccount:op:op");
-  mgop_arena_reset(&mgop_arena);
-  mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
+  mgop_arena_reset(&mgop_server.arena);
+  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     struct mgop_http_req req;
     struct mgop_srv_resp resp;
@@ -2453,7 +2453,7 @@ static void test_admission(void) {
     CHECK(n >= 10);
   }
   snprintf(mgop_wh.operator_user, sizeof(mgop_wh.operator_user), "%s", saved_user);
-  mgop_arena_reset(&mgop_arena);
+  mgop_arena_reset(&mgop_server.arena);
 #undef T_REVIEW
 }
 

@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct mgop_srv_resp resp;
   struct mgop_json j;
   if (!init) {
-    mgop_arena_init(&mgop_arena, mgop_arena_mem, sizeof(mgop_arena_mem));
+    mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
     snprintf(mgop_wh.operator_user, sizeof(mgop_wh.operator_user), "system:serviceaccount:multigres-operator:multigres-operator");
     mgop_log_level = MGOP_ERROR + 1; /* quiet */
     init = 1;
