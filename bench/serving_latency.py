@@ -25,7 +25,7 @@ def review(uid, ns):
             "kind": {"group": "multigres.com", "version": "v1alpha1", "kind": "MultigresCluster"},
             "userInfo": {"username": "bench"},
             "object": {"metadata": {"name": "load"},
-                       "spec": {"cells": [{"name": "zone-a", "zone": "zone-a"}]}},
+                       "spec": {"cells": [{"name": "zone-a", "zone": "us-east-1a"}]}},
         },
     })
 

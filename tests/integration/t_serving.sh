@@ -36,7 +36,7 @@ wait_for 30 "/readyz 200" sh -c "[ \$(curl -s -o /dev/null -w '%{http_code}' htt
 wait_log serving '"kind":"CellTemplate","type":"ADDED","namespace":"'$ns'","name":"fast"' || fail "the template was not seen"
 
 review() { # UID TEMPLATE
-  printf '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"%s","kind":{"group":"multigres.com","version":"v1alpha1","kind":"MultigresCluster"},"operation":"CREATE","namespace":"%s","userInfo":{"username":"alice"},"object":{"metadata":{"name":"c"},"spec":{"templateDefaults":{"cellTemplate":"%s"},"cells":[{"name":"a","zone":"z"}]}}}}' "$1" $ns "$2"
+  printf '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"%s","kind":{"group":"multigres.com","version":"v1alpha1","kind":"MultigresCluster"},"operation":"CREATE","namespace":"%s","userInfo":{"username":"alice"},"object":{"metadata":{"name":"c"},"spec":{"templateDefaults":{"cellTemplate":"%s"},"cells":[{"name":"a","zone":"us-east-1a"}]}}}}' "$1" $ns "$2"
 }
 admit() { # UID TEMPLATE -> the response, or fails after 2 s
   curl -sk --max-time 2 -H 'Content-Type: application/json' --data-binary "$(review "$1" "$2")" \
@@ -124,7 +124,8 @@ note "SIGTERM: exit 0 after ${ms} ms, Lease released"
 
 start_operator lead --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --leader-elect --leader-election-namespace $ns
 wait_for 30 "lead holds the Lease again" sh -c "[ \$(grep -c 'is the leader' '$IT_LOGS/lead.log') -ge 1 ]" || fail "never led again"
-apid=$(cat "$MGOP_CP_DIR/pids/kube-apiserver.pid")
+# the API server restarted above: find it by its port rather than trusting a pid file
+apid=$(pgrep -n -f -- "kube-apiserver.*--secure-port=$MGOP_APISERVER_PORT( |$)") || fail "no kube-apiserver on port $MGOP_APISERVER_PORT"
 kill -STOP "$apid"
 rc=0; stop_within lead || rc=1
 kill -CONT "$apid"
