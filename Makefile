@@ -8,6 +8,7 @@
 #   make test-integration  integration tests against the real local control plane
 #   make asan            unit tests under ASan+UBSan
 #   make valgrind        unit tests under valgrind
+#   make tsan            the operator under ThreadSanitizer through t_serving (its three threads)
 #   make clang           warning-clean build and unit tests with clang
 #   make fuzz            every fuzz target for FUZZ_SECONDS each (libFuzzer)
 #   make check-symbols   no unprefixed global symbol in our object
@@ -52,13 +53,13 @@ $(BUILD)/deps-%.mk: scripts/deps.sh scripts/mbedtls_config.h
 GLIBC_CFLAGS = $(DEPS_glibc_CFLAGS)
 GLIBC_LIBS = $(DEPS_glibc_LIBS) -pthread
 
-.PHONY: all static test test-unit test-integration asan valgrind clang fuzz check-symbols demo \
+.PHONY: all static test test-unit test-integration asan valgrind clang tsan fuzz check-symbols demo \
         cp-up cp-down clean help image generate check-generated tools bench
 
 all: multigres-op
 
 help:
-	@sed -n '3,19p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,20p' Makefile | sed 's/^# \{0,1\}//'
 
 multigres-op: $(SRC) $(BUILD)/deps-glibc.mk
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(GLIBC_CFLAGS) multigres-op.c -o $@ $(GLIBC_LIBS)
@@ -132,6 +133,19 @@ fuzz: $(FUZZERS)
 	    2>$(BUILD)/fuzz/$$n.log || { tail -40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
 	  grep -E '^(#[0-9]+.*DONE|Done)' $(BUILD)/fuzz/$$n.log | tail -1; \
 	done
+
+# The threads (loop, serving, Lease) under ThreadSanitizer: t_serving drives
+# admission, probes, a killed API server, SIGKILL and SIGTERM; any report fails.
+$(BUILD)/multigres-op-tsan: $(SRC) $(BUILD)/deps-glibc.mk
+	@mkdir -p $(BUILD)
+	$(CC) $(BASE_CFLAGS) -O1 -g -fsanitize=thread $(GLIBC_CFLAGS) multigres-op.c -o $@ $(GLIBC_LIBS)
+
+tsan: $(BUILD)/multigres-op-tsan tools
+	@rm -f $(BUILD)/tsan.*
+	OP_BIN=$(CURDIR)/$(BUILD)/multigres-op-tsan TSAN_OPTIONS="log_path=$(CURDIR)/$(BUILD)/tsan exitcode=0" \
+	  tests/integration/run.sh serving
+	@if ls $(BUILD)/tsan.* >/dev/null 2>&1; then cat $(BUILD)/tsan.*; echo "tsan: data races reported"; exit 1; fi; \
+	  echo "tsan: no data race reported"
 
 test-integration: multigres-op tools
 	tests/integration/run.sh

@@ -4802,18 +4802,19 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *     certificate in mgop_shared.offer), wake (Lease -> loop).
  * The serving thread's servers, connections, admission arena and the
  * webhook's counters are its own; the loop never touches them after start. */
-static volatile sig_atomic_t mgop_stop_signal;
+static int mgop_stop_signal; /* __atomic only: the handler writes, every thread reads */
 static void mgop_on_signal(int sig) {
-  mgop_stop_signal = sig;
-  mgop_io_abort = 1; /* every blocked request gives up within MGOP_IO_SLICE_MS */
+  __atomic_store_n(&mgop_stop_signal, sig, __ATOMIC_RELEASE);
+  __atomic_store_n(&mgop_io_abort, 1, __ATOMIC_RELEASE); /* every blocked request gives up within MGOP_IO_SLICE_MS */
 }
+static int mgop_signalled(void) { return __atomic_load_n(&mgop_stop_signal, __ATOMIC_ACQUIRE); }
 
 #define MGOP_HTTP_CONNS 8 /* per plain-HTTP server: Prometheus and the kubelet */
 static struct mgop_srv mgop_http_srv[2];
 static struct mgop_srv_conn mgop_http_conns[2][MGOP_HTTP_CONNS];
 
 #define MGOP_LOOP_NICE 10 /* the loop's nice value: below the serving and Lease threads */
-static int mgop_stopping(void) { return mgop_stop_signal || __atomic_load_n(&mgop_lease.lost, __ATOMIC_ACQUIRE); }
+static int mgop_stopping(void) { return mgop_signalled() || __atomic_load_n(&mgop_lease.lost, __ATOMIC_ACQUIRE); }
 
 /* The serving thread: poll() over the three servers and two pipes. */
 static void *mgop_serve_main(void *arg) {
@@ -4860,14 +4861,14 @@ static void *mgop_serve_main(void *arg) {
  * shutdown hand the Lease back (a request the stop did not abort). */
 static void *mgop_lease_main(void *arg) {
   (void)arg;
-  while (!mgop_stop_signal) {
+  while (!mgop_signalled()) {
     long long due = mgop_lease_step();
     struct pollfd p = {mgop_shared.stop_pipe[0], POLLIN, 0};
     if (due < 0) {
       MGOP_LOG(MGOP_ERROR, ("leader election: Lease %s/%s not renewed for %d ms; stopping all writes and exiting",
                             mgop_lease.ns, mgop_lease.name, MGOP_LEASE_RENEW_DEADLINE_MS));
       __atomic_store_n(&mgop_lease.lost, 1, __ATOMIC_RELEASE);
-      mgop_io_abort = 1; /* the loop's request in flight, if any, ends now */
+      __atomic_store_n(&mgop_io_abort, 1, __ATOMIC_RELEASE); /* the loop's request in flight, if any, ends now */
       if (write(mgop_shared.wake_pipe[1], "l", 1) < 0) { /* the loop also polls at least every second */ }
       return NULL;
     }
@@ -5035,7 +5036,7 @@ int mgop_run(const struct mgop_options *opt) {
   if (mgop_threads_start(&serve_thread, &lease_thread, started)) {
     MGOP_LOG(MGOP_ERROR, ("%s", mgop_errmsg()));
     exit_code = 2;
-    mgop_stop_signal = SIGTERM;
+    __atomic_store_n(&mgop_stop_signal, SIGTERM, __ATOMIC_RELEASE);
   }
   /* The loop yields the CPU to the serving and Lease threads: on a busy
    * node an admission review or a renewal must not queue behind a
@@ -5105,7 +5106,7 @@ int mgop_run(const struct mgop_options *opt) {
     mgop_publish();
   }
   if (__atomic_load_n(&mgop_lease.lost, __ATOMIC_ACQUIRE)) exit_code = 1;
-  else if (mgop_stop_signal) MGOP_LOG(MGOP_INFO, ("shutting down on signal %d", (int)mgop_stop_signal));
+  else if (mgop_signalled()) MGOP_LOG(MGOP_INFO, ("shutting down on signal %d", mgop_signalled()));
   /* the threads: the serving one stops at once, the Lease one after
    * handing the Lease back (at most two 700 ms requests) */
   if (mgop_shared.stop_pipe[1] >= 0 && write(mgop_shared.stop_pipe[1], "s", 1) < 0)

@@ -154,10 +154,10 @@ enum mgop_level { MGOP_DEBUG = -1, MGOP_INFO = 0, MGOP_WARN = 1, MGOP_ERROR = 2 
   } while (0)
 
 extern int mgop_log_level;   /* minimum level printed              */
-/* Set by a signal handler: every blocking wait of every client returns
+/* Set by a signal handler (lock-free atomics are async-signal-safe): every blocking wait of every client returns
  * MGOP_ERR_TIMEOUT within MGOP_IO_SLICE_MS, except on a thread that set
  * mgop_io_unabortable (the Lease release on the way out). */
-extern volatile sig_atomic_t mgop_io_abort;
+extern int mgop_io_abort; /* read and written with __atomic builtins only */
 extern _Thread_local int mgop_io_unabortable;
 extern int mgop_log_json;    /* 1: JSON lines (zap json), 0: console */
 void mgop_log_prefix(int level, const char *file, int line);
@@ -2180,7 +2180,7 @@ static int mgop_fd_recv(void *ctx, unsigned char *buf, size_t n) {
   return (int)r;
 }
 
-volatile sig_atomic_t mgop_io_abort;
+int mgop_io_abort;
 _Thread_local int mgop_io_unabortable;
 
 /* Waits for fd to become readable/writable; 0 on ready, MGOP_ERR_TIMEOUT.
@@ -2191,7 +2191,7 @@ static int mgop_wait_fd(int fd, short events, long long deadline) {
     struct pollfd p = {fd, events, 0};
     long long left = deadline - mgop_now_ms();
     int r;
-    if (mgop_io_abort && !mgop_io_unabortable) return MGOP_ERR_TIMEOUT;
+    if (__atomic_load_n(&mgop_io_abort, __ATOMIC_RELAXED) && !mgop_io_unabortable) return MGOP_ERR_TIMEOUT;
     if (left <= 0) return MGOP_ERR_TIMEOUT;
     r = poll(&p, 1, (int)(left > MGOP_IO_SLICE_MS ? MGOP_IO_SLICE_MS : left));
     if (r > 0) return MGOP_OK;
@@ -2750,7 +2750,7 @@ static int mgop_kube_exchange(struct mgop_kube *k, struct mgop_conn *c, const ch
     return mgop_seterr(MGOP_ERR_AUTH, "%s %s: not sent: this replica does not hold the Lease", method, path);
   mgop_kubecfg_reload_token(k->cfg, mgop_now_ms(), 0);
   for (attempt = 0; attempt < 3; attempt++) {
-    if (mgop_io_abort && !mgop_io_unabortable) return mgop_seterr(MGOP_ERR_TIMEOUT, "%s %s: shutting down", method, path);
+    if (__atomic_load_n(&mgop_io_abort, __ATOMIC_RELAXED) && !mgop_io_unabortable) return mgop_seterr(MGOP_ERR_TIMEOUT, "%s %s: shutting down", method, path);
     if (k->beat_ms) __atomic_store_n(k->beat_ms, mgop_now_ms(), __ATOMIC_RELAXED);
     k->stats.requests++;
     if (is_write) k->stats.writes++;
