@@ -5065,6 +5065,10 @@ int mgop_run(const struct mgop_options *opt) {
         owner[n++] = i;
       }
     }
+    /* what the watches just listed is admission's to read before this turn
+     * serves a new certificate or reconciles (a webhook serving before the
+     * template cache says "listed" would admit clusters it could judge) */
+    mgop_publish();
     if (__atomic_exchange_n(&mgop_lease.new_term, 0, __ATOMIC_ACQ_REL))
       for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) /* every known cluster gets a turn under the new leader */
         if (mgop_server.roots[i].used) mgop_enqueue(mgop_server.roots[i].ns, mgop_server.roots[i].name, 0);
