@@ -52,6 +52,20 @@ event_needle() { # TYPE NAMESPACE NAME
   printf '"kind":"MultigresCluster","type":"%s","namespace":"%s","name":"%s"' "$1" "$2" "$3"
 }
 
+# operator_kubeconfig NS BINDING FILE: a ServiceAccount "op" in NS bound to
+# cluster-admin (ClusterRoleBinding BINDING) and a kubeconfig for it in FILE,
+# so the operator has its own identity, as in a Pod, and kubectl (admin) is
+# someone else: the webhook configurations exclude the operator by name.
+operator_kubeconfig() {
+  local ns=$1 binding=$2 kc=$3
+  kubectl -n "$ns" create serviceaccount op >/dev/null
+  kubectl create clusterrolebinding "$binding" --clusterrole=cluster-admin --serviceaccount="$ns:op" >/dev/null 2>&1 || true
+  kubectl config view --raw --minify >"$kc.src"
+  KUBECONFIG=$kc.src kubectl config set-credentials op --token="$(kubectl create token op -n "$ns" --duration=1h)" >/dev/null
+  KUBECONFIG=$kc.src kubectl config set-context --current --user=op >/dev/null
+  mv "$kc.src" "$kc"
+}
+
 # new_namespace NAME: a fresh namespace for one test.
 new_namespace() {
   kubectl delete namespace "$1" --ignore-not-found --wait=true >/dev/null 2>&1 || true

@@ -11,14 +11,8 @@ source "$(dirname "$0")/lib.sh"
 ns=it-unsched vwc=it-unsched-config
 new_namespace $ns
 # the operator has its own identity, which the webhook configuration excludes
-# (as in t_webhook: it cannot answer a call about its own write)
-kubectl -n $ns create serviceaccount op >/dev/null
-kubectl create clusterrolebinding it-unsched-op --clusterrole=cluster-admin --serviceaccount=$ns:op >/dev/null 2>&1 || true
 opkc=$IT_LOGS/unsched-op.kubeconfig
-kubectl config view --raw --minify >"$opkc.src"
-KUBECONFIG=$opkc.src kubectl config set-credentials op --token="$(kubectl create token op -n $ns --duration=1h)" >/dev/null
-KUBECONFIG=$opkc.src kubectl config set-context --current --user=op >/dev/null
-mv "$opkc.src" "$opkc"
+operator_kubeconfig $ns it-unsched-op "$opkc"
 start_operator unsched --kubeconfig "$opkc" --namespace $ns \
   --webhook-enable --webhook-bind-address 127.0.0.1:0 --webhook-service-namespace $ns \
   --webhook-configuration-name $vwc --webhook-extra-sans 127.0.0.1 --webhook-owner-deployment= \

@@ -13,16 +13,10 @@ source "$(dirname "$0")/lib.sh"
 S=$ROOT/config/samples ns=it-webhook vwc=it-webhook-config
 new_namespace $ns
 # the operator gets its own identity (a ServiceAccount token), as in a Pod:
-# the webhook configurations exclude it with matchConditions, so the API
-# server never calls the webhook for the operator's own writes (it could not
-# answer while it waits for them), and kubectl (admin) is someone else
-kubectl -n $ns create serviceaccount op >/dev/null
-kubectl create clusterrolebinding it-webhook-op --clusterrole=cluster-admin --serviceaccount=$ns:op >/dev/null 2>&1 || true
+# the webhook configurations exclude it with matchConditions (its own writes
+# need no check), and kubectl (admin) is someone else
 opkc=$IT_LOGS/webhook-op.kubeconfig
-kubectl config view --raw --minify >"$opkc.src"
-KUBECONFIG=$opkc.src kubectl config set-credentials op --token="$(kubectl create token op -n $ns --duration=1h)" >/dev/null
-KUBECONFIG=$opkc.src kubectl config set-context --current --user=op >/dev/null
-mv "$opkc.src" "$opkc"
+operator_kubeconfig $ns it-webhook-op "$opkc"
 start_operator webhook --kubeconfig "$opkc" --namespace $ns \
   --webhook-enable --webhook-bind-address 127.0.0.1:0 --webhook-service-namespace $ns \
   --webhook-configuration-name $vwc --webhook-extra-sans 127.0.0.1 --webhook-owner-deployment= \
