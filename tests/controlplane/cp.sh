@@ -4,6 +4,7 @@
 #   cp.sh build              build + cache kube-apiserver, kube-controller-manager,
 #                            kube-scheduler, kubectl, etcd, kwok (Go module proxy only)
 #   cp.sh up                 start etcd, apiserver, controller-manager, scheduler, kwok
+#                            (refused while another live run owns MGOP_CP_DIR)
 #   cp.sh selftest           PVC binds, StatefulSet pods Running+Ready, cleanup
 #   cp.sh down               stop everything, remove state dir (MGOP_CP_KEEP=1 keeps it)
 #   cp.sh restart-apiserver [--kill] [seconds-down]
@@ -804,6 +805,14 @@ cmd_up() {
   ensure_pkg setsid util-linux
   ensure_pkg base64 coreutils
 
+  # A control plane whose owner (the run that brought it up) still lives is
+  # someone else's: tearing it down would fail their tests mid-run.
+  local owner=""
+  [ -f "$D/owner" ] && owner=$(cat "$D/owner" 2>/dev/null)
+  if [ -n "$owner" ] && [ "$owner" != "${MGOP_CP_OWNER:-$PPID}" ] && [ "${MGOP_CP_FORCE:-0}" != 1 ] &&
+    kill -0 "$owner" 2>/dev/null; then
+    die "the control plane in $D is in use by pid $owner ($(ps -o args= -p "$owner" 2>/dev/null || true)); set MGOP_CP_DIR to another directory to run one beside it, MGOP_IT_REUSE_CP=1 to run the tests on it, or MGOP_CP_FORCE=1 to replace it"
+  fi
   if [ -d "$D/pids" ] && [ -n "$(ls -A "$D/pids" 2>/dev/null)$(stray_pids)" ]; then
     log "a control plane is already running in $D; stopping it first"
     MGOP_CP_KEEP=0 cmd_down
@@ -812,6 +821,7 @@ cmd_up() {
   rm -rf "$D"
   mkdir -p "$D"/{logs,pids,cmd,kwok,etcd-data}
   chmod 700 "$D" "$D/etcd-data"
+  echo "${MGOP_CP_OWNER:-$PPID}" >"$D/owner" # the caller: run.sh, make, a shell
 
   trap on_up_exit EXIT
   local ports
