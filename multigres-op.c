@@ -28,6 +28,7 @@
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sched.h>
 #include <sys/syscall.h>
 
 #define MGOP_GROUP "multigres.com"
@@ -5044,6 +5045,13 @@ int mgop_run(const struct mgop_options *opt) {
    * no privilege). */
   if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), MGOP_LOOP_NICE))
     MGOP_LOG(MGOP_WARN, ("cannot lower the reconcile loop's priority: %s", strerror(errno)));
+  { /* SCHED_BATCH: its wake-ups never preempt a running thread, so a review
+     * arriving while the loop parses a watch event runs first (the raw
+     * call: it is per thread on Linux, and musl's wrapper refuses it) */
+    struct sched_param sp = {0};
+    if (syscall(SYS_sched_setscheduler, 0, SCHED_BATCH, &sp))
+      MGOP_LOG(MGOP_WARN, ("cannot make the reconcile loop a batch thread: %s", strerror(errno)));
+  }
   mgop_publish();
   while (!mgop_stopping()) {
     struct pollfd pfd[K_COUNT + 1];
