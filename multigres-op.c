@@ -1167,21 +1167,25 @@ static void mgop_gauge_set(uint64_t owner, const char *family, const char *label
   pthread_mutex_unlock(&mgop_shared.mu);
 }
 
+/* Rows are found by a hash of family and labels, open addressing with
+ * linear probing (a status turn sets dozens; a scan of the whole table each
+ * time was the cost at scale). One slot always stays empty, so a probe ends. */
+static size_t mgop_series_used;
+static size_t mgop_series_home(const char *family, const char *labels) {
+  uint64_t h = mgop_fnv1a64(MGOP_FNV64_INIT, family, strlen(family) + 1);
+  return (size_t)(mgop_fnv1a64(h, labels, strlen(labels)) % MGOP_SERIES_MAX);
+}
+
 static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char *labels, double value) {
-  struct mgop_series *free_row = NULL;
-  for (int i = 0; i < MGOP_SERIES_MAX; i++) {
-    struct mgop_series *s = &mgop_series[i];
-    if (!s->owner) {
-      if (!free_row) free_row = s;
-      continue;
-    }
+  size_t i = mgop_series_home(family, labels);
+  struct mgop_series *s;
+  for (; (s = &mgop_series[i])->family; i = (i + 1) % MGOP_SERIES_MAX)
     if (s->family == family && !strcmp(s->labels, labels)) {
       s->owner = owner;
       s->value = value;
       return;
     }
-  }
-  if (!free_row) {
+  if (mgop_series_used >= MGOP_SERIES_MAX - 1) {
     char what[300];
     mgop_series_full++;
     snprintf(what, sizeof(what), "metric series table full (%d series); %s{%.200s} is not exposed", MGOP_SERIES_MAX,
@@ -1189,16 +1193,33 @@ static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char
     mgop_limit_note(MGOP_L_METRIC_SERIES, what);
     return;
   }
-  free_row->owner = owner;
-  free_row->family = family;
-  snprintf(free_row->labels, sizeof(free_row->labels), "%s", labels);
-  free_row->value = value;
+  mgop_series_used++;
+  s->owner = owner;
+  s->family = family;
+  snprintf(s->labels, sizeof(s->labels), "%s", labels);
+  s->value = value;
 }
 
+/* Drops a cluster's rows, then re-inserts the rest in probe order from an
+ * empty slot so no chain is left broken (rare: a cluster went away). */
 static void mgop_series_drop(uint64_t owner) {
+  size_t start = 0;
   pthread_mutex_lock(&mgop_shared.mu);
-  for (int i = 0; i < MGOP_SERIES_MAX; i++)
-    if (mgop_series[i].owner == owner) memset(&mgop_series[i], 0, sizeof(mgop_series[i]));
+  for (size_t i = 0; i < MGOP_SERIES_MAX; i++)
+    if (mgop_series[i].family && mgop_series[i].owner == owner) {
+      memset(&mgop_series[i], 0, sizeof(mgop_series[i]));
+      mgop_series_used--;
+    }
+  while (start < MGOP_SERIES_MAX - 1 && mgop_series[start].family) start++;
+  for (size_t n = 1; n <= MGOP_SERIES_MAX; n++) {
+    size_t at = (start + n) % MGOP_SERIES_MAX, to;
+    struct mgop_series row = mgop_series[at];
+    if (!row.family) continue;
+    mgop_series[at].family = NULL;
+    for (to = mgop_series_home(row.family, row.labels); mgop_series[to].family; to = (to + 1) % MGOP_SERIES_MAX) {}
+    if (to != at) memset(&mgop_series[at], 0, sizeof(mgop_series[at]));
+    mgop_series[to] = row;
+  }
   pthread_mutex_unlock(&mgop_shared.mu);
 }
 
@@ -4649,7 +4670,7 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
   for (size_t f = 0; f < sizeof(mgop_families) / sizeof(mgop_families[0]); f++) {
     mgop_metric_head(b, mgop_families[f].name, "gauge", mgop_families[f].help);
     for (int i = 0; i < MGOP_SERIES_MAX; i++)
-      if (mgop_series[i].owner && mgop_series[i].family == mgop_families[f].name)
+      if (mgop_series[i].family == mgop_families[f].name)
         mgop_buf_printf(b, "%s{%s} %g\n", mgop_families[f].name, mgop_series[i].labels, mgop_series[i].value);
   }
 
@@ -5055,6 +5076,9 @@ int mgop_run(const struct mgop_options *opt) {
   mgop_publish();
   while (!mgop_stopping()) {
     struct pollfd pfd[K_COUNT + 1];
+    /* deleted objects leave tombstones that every miss probes past; no row
+     * pointer lives across turns, so this is the place to clear them */
+    if (mgop_fp_tombstones() > MGOP_FP_SLOTS / 8) mgop_fp_compact();
     int owner[K_COUNT], n = 0;
     long long now = mgop_now_ms(), wait = 1000, due;
     struct mgop_work item;

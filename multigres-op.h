@@ -581,6 +581,10 @@ struct mgop_fp *mgop_fp_find(uint64_t key);
 struct mgop_fp *mgop_fp_upsert(uint64_t key); /* NULL when full */
 void mgop_fp_remove(uint64_t key);
 size_t mgop_fp_count(void);
+/* Tombstones left by removals, and their removal: row pointers move, so
+ * only between turns, when nobody holds one. */
+size_t mgop_fp_tombstones(void);
+void mgop_fp_compact(void);
 /* Row i (0 <= i < MGOP_FP_SLOTS) when it holds a key, else NULL: for a
  * sweep; removing the row returned is safe while sweeping. */
 struct mgop_fp *mgop_fp_at(size_t i);
@@ -3336,6 +3340,7 @@ int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const
 
 static struct mgop_fp mgop_fp_table[MGOP_FP_SLOTS];
 static size_t mgop_fp_used;
+static size_t mgop_fp_dead; /* tombstones: a miss probes past them */
 
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name) {
   uint64_t h = MGOP_FNV64_INIT;
@@ -3373,6 +3378,7 @@ struct mgop_fp *mgop_fp_upsert(uint64_t key) {
   size_t i = mgop_fp_slot(key, &found);
   if (found) return &mgop_fp_table[i];
   if (i == (size_t)-1 || mgop_fp_used >= MGOP_FP_SLOTS - 1) return NULL; /* keep one empty slot */
+  if (mgop_fp_table[i].key == UINT64_MAX) mgop_fp_dead--;
   memset(&mgop_fp_table[i], 0, sizeof(mgop_fp_table[i]));
   mgop_fp_table[i].key = key;
   mgop_fp_used++;
@@ -3391,9 +3397,33 @@ void mgop_fp_remove(uint64_t key) {
   memset(&mgop_fp_table[i], 0, sizeof(mgop_fp_table[i]));
   mgop_fp_table[i].key = UINT64_MAX; /* tombstone keeps probe chains intact */
   mgop_fp_used--;
+  mgop_fp_dead++;
 }
 
 size_t mgop_fp_count(void) { return mgop_fp_used; }
+size_t mgop_fp_tombstones(void) { return mgop_fp_dead; }
+
+/* Rebuilds the probe chains without tombstones, in place: clear them, then
+ * re-insert every row in probe order starting after an empty slot, so each
+ * row moves only towards its home slot, over rows already placed. */
+void mgop_fp_compact(void) {
+  size_t start = 0, i;
+  for (i = 0; i < MGOP_FP_SLOTS; i++)
+    if (mgop_fp_table[i].key == UINT64_MAX) mgop_fp_table[i].key = 0;
+  mgop_fp_dead = 0;
+  while (start < MGOP_FP_SLOTS && mgop_fp_table[start].key) start++;
+  if (start == MGOP_FP_SLOTS) return; /* cannot happen: upsert keeps one slot empty */
+  for (size_t n = 1; n <= MGOP_FP_SLOTS; n++) {
+    size_t at = (start + n) % MGOP_FP_SLOTS, to;
+    uint64_t key = mgop_fp_table[at].key;
+    if (!key) continue;
+    mgop_fp_table[at].key = 0;
+    for (to = (size_t)(key % MGOP_FP_SLOTS); mgop_fp_table[to].key; to = (to + 1) % MGOP_FP_SLOTS) {}
+    if (to != at) mgop_fp_table[to] = mgop_fp_table[at];
+    mgop_fp_table[to].key = key;
+    if (to != at) memset(&mgop_fp_table[at], 0, sizeof(mgop_fp_table[at]));
+  }
+}
 
 static struct mgop_work mgop_work_set[MGOP_WORK_SLOTS];
 static size_t mgop_work_used;

@@ -1328,6 +1328,43 @@ static void test_fp_table(void) {
     CHECK(mgop_fp_upsert(mgop_fp_key("K", "n", "again")) != NULL);
     mgop_fp_remove(mgop_fp_key("K", "n", "again"));
   }
+  /* compaction clears the tombstones and keeps every live row, its fields
+   * and its reachability (rows that probed past a tombstone move home) */
+  {
+    char name[32];
+    int lost = 0, fields = 0;
+    for (int i = 0; i < 3000; i++) {
+      snprintf(name, sizeof(name), "c%d", i);
+      f = mgop_fp_upsert(mgop_fp_key("K", "n", name));
+      CHECK(f != NULL);
+      if (f) f->applied_gen = i;
+    }
+    for (int i = 0; i < 3000; i += 2) { /* every other one: tombstones inside the chains */
+      snprintf(name, sizeof(name), "c%d", i);
+      mgop_fp_remove(mgop_fp_key("K", "n", name));
+    }
+    CHECK(mgop_fp_tombstones() >= 1500);
+    mgop_fp_compact();
+    CHECK(mgop_fp_tombstones() == 0);
+    CHECK(mgop_fp_count() == before + 1500);
+    for (int i = 0; i < 3000; i++) {
+      snprintf(name, sizeof(name), "c%d", i);
+      f = mgop_fp_find(mgop_fp_key("K", "n", name));
+      if ((i % 2 == 0) != (f == NULL)) lost++;
+      if (f && f->applied_gen == i) fields++;
+    }
+    CHECK(lost == 0 && fields == 1500);
+    for (size_t i = 0, live = 0; i < MGOP_FP_SLOTS; i++) { /* no row was left twice */
+      if (mgop_fp_at(i)) live++;
+      if (i == MGOP_FP_SLOTS - 1) CHECK(live == before + 1500);
+    }
+    for (int i = 1; i < 3000; i += 2) {
+      snprintf(name, sizeof(name), "c%d", i);
+      mgop_fp_remove(mgop_fp_key("K", "n", name));
+    }
+    mgop_fp_compact();
+    CHECK(mgop_fp_count() == before && mgop_fp_tombstones() == 0);
+  }
 }
 
 /* Two encodings of one value hash alike (key order, Go's \u003c escapes,
@@ -1956,6 +1993,52 @@ static void test_limits_metric_labels(void) {
   CHECK(strstr(text, "# TYPE multigres_operator_limit_reached_total counter") != NULL);
   CHECK(strstr(text, "multigres_operator_limit_reached_total{limit=\"metric_labels\"}") != NULL);
   mgop_series_drop(owner);
+}
+
+/* The series table is hashed: a set finds its row again after other
+ * clusters' rows were dropped around it (no duplicate row, no lost one),
+ * and a full table refuses and counts instead of overwriting. */
+static int t_series_rows(uint64_t owner) {
+  int n = 0;
+  for (int i = 0; i < MGOP_SERIES_MAX; i++) n += mgop_series[i].family && mgop_series[i].owner == owner;
+  return n;
+}
+
+static void test_metric_series(void) {
+  char l[64];
+  unsigned long long full_before = mgop_series_full;
+  for (uint64_t o = 1; o <= 300; o++)
+    for (int k = 0; k < 5; k++) {
+      snprintf(l, sizeof(l), "cluster=\"c%d\",k=\"%d\"", (int)o, k);
+      mgop_gauge_set(0x1000 + o, mgop_f_cells, l, (double)k);
+    }
+  for (uint64_t o = 1; o <= 300; o += 3) mgop_series_drop(0x1000 + o);
+  for (uint64_t o = 2; o <= 300; o += 3) { /* set again: the same rows */
+    for (int k = 0; k < 5; k++) {
+      snprintf(l, sizeof(l), "cluster=\"c%d\",k=\"%d\"", (int)o, k);
+      mgop_gauge_set(0x1000 + o, mgop_f_cells, l, 10.0 + k);
+    }
+  }
+  CHECK(t_series_rows(0x1000 + 1) == 0 && t_series_rows(0x1000 + 2) == 5 && t_series_rows(0x1000 + 3) == 5);
+  {
+    int total = 0, updated = 0;
+    for (int i = 0; i < MGOP_SERIES_MAX; i++)
+      if (mgop_series[i].family == mgop_f_cells && mgop_series[i].owner > 0x1000 && mgop_series[i].owner <= 0x1000 + 300) {
+        total++;
+        updated += (mgop_series[i].owner - 0x1000) % 3 == 2 && mgop_series[i].value >= 10.0;
+      }
+    CHECK(total == 200 * 5 && updated == 100 * 5);
+  }
+  for (uint64_t o = 1; o <= 300; o++) mgop_series_drop(0x1000 + o);
+  size_t others = mgop_series_used;
+  for (int i = 0; i < MGOP_SERIES_MAX + 5; i++) {
+    snprintf(l, sizeof(l), "n=\"%d\"", i);
+    mgop_gauge_set(0x9999, mgop_f_cells, l, 1);
+  }
+  CHECK(t_series_rows(0x9999) == MGOP_SERIES_MAX - 1 - (int)others);
+  CHECK(mgop_series_used == MGOP_SERIES_MAX - 1 && mgop_series_full > full_before);
+  mgop_series_drop(0x9999);
+  CHECK(t_series_rows(0x9999) == 0);
 }
 
 /* A full cluster table: the cluster that does not fit is reported (log
@@ -2671,6 +2754,7 @@ static const struct t_case t_cases[] = {
     {"limits_largest_tree", test_limits_largest_tree},
     {"limits_metric_labels", test_limits_metric_labels},
     {"limits_cluster_table", test_limits_cluster_table},
+    {"metric_series", test_metric_series},
     {"quantity", test_quantity},
     {"storage_growth", test_storage_growth},
     {"admission_storage", test_admission_storage},
