@@ -429,6 +429,9 @@ struct mgop_template_ref {
   int terminating;
   uint64_t status_hash;             /* last status we wrote              */
   uint32_t epoch;                   /* list epoch when last seen          */
+  char own_rv[2][24];               /* resourceVersions our last finalizer
+                                       apply and status patch made: their
+                                       watch echoes need no upkeep turn   */
 };
 #define MGOP_UNSCHED_SLOTS 256 /* unschedulable pods remembered; more: counted, logged */
 #define MGOP_NODE_SLOTS 1024   /* nodes whose zone is known; more: zone warnings off */
@@ -1510,7 +1513,7 @@ static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, st
   if (r->render) return MGOP_OK;
   if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not writing status");
   mgop_item_path(kind, r->ns, name, path, sizeof(path));
-  rc = mgop_kube_patch_status(mgop_api_ptr, path, b.p, b.len, &status);
+  rc = mgop_kube_patch_status(mgop_api_ptr, path, b.p, b.len, NULL, &status);
   if (rc == MGOP_OK) {
     f->status_hash = h;
     return 1; /* written */
@@ -3344,6 +3347,14 @@ static void mgop_tcache_put(uint64_t key, const struct mgop_json *j, int obj) {
                           "this template; the reconciler still does", MGOP_TEMPLATE_SLOTS, MGOP_TCACHE_BYTES));
 }
 
+/* The event shows the object exactly as our own last write left it: the
+ * upkeep that wrote it has nothing to check again (no GET per write). */
+static int mgop_template_own_echo(const struct mgop_template_ref *t, const struct mgop_json *j, int obj) {
+  char rv[24];
+  if (mgop_json_path_str(j, obj, "metadata.resourceVersion", rv, sizeof(rv)) || !rv[0]) return 0;
+  return !strcmp(rv, t->own_rv[0]) || !strcmp(rv, t->own_rv[1]);
+}
+
 /* A template changed: its consumers reconcile (and clusters not yet
  * reconciled, which may turn out to use it); its own upkeep is queued. Our
  * own status writes change neither generation nor deletion, so they wake
@@ -3380,7 +3391,8 @@ static void mgop_on_template_event(int kind, const char *type, const char *ns, c
     t->generation = gen;
     t->terminating = terminating;
     t->epoch = mgop_server.list_epoch[kind];
-    mgop_template_enqueue(key, 500); /* after its consumers had their turn */
+    if (changed || !mgop_template_own_echo(t, j, obj))
+      mgop_template_enqueue(key, 500); /* after its consumers had their turn */
   }
   if (changed) mgop_wake_consumers(ns, key);
 }
@@ -3445,6 +3457,7 @@ static int mgop_template_sync(const char *ns, const char *id) {
     mgop_jw_obj_end(&w);
     if (body.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "finalizer patch too large");
     if ((rc = mgop_kube_apply(mgop_api_ptr, path, body.p, body.len, &res, &status))) return rc;
+    memcpy(t->own_rv[0], res.rv, sizeof(t->own_rv[0]));
     MGOP_LOG(MGOP_INFO, ("%s %s/%s: finalizer %s %s", mgop_kinds[t->kind].kind, ns, t->name, MGOP_TEMPLATE_FINALIZER,
                          ncons > 0 ? "added: clusters use it" : "removed: no cluster uses it"));
   } else if (ncons == 0 && has_fin && !all_known) {
@@ -3509,7 +3522,7 @@ static int mgop_template_sync(const char *ns, const char *id) {
     mgop_jw_obj_end(&w);
     mgop_jw_obj_end(&w);
     if (body.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "template status too large");
-    return mgop_kube_patch_status(mgop_api_ptr, path, body.p, body.len, &status);
+    return mgop_kube_patch_status(mgop_api_ptr, path, body.p, body.len, t->own_rv[1], &status);
   }
 }
 

@@ -510,8 +510,10 @@ void mgop_watch_close(struct mgop_watch *w);
 struct mgop_applied { char rv[24]; char uid[40]; long long generation; };
 int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, struct mgop_applied *out,
                     int *status);
-/* JSON merge patch of the status subresource. */
-int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, int *status);
+/* JSON merge patch of the status subresource; rv (24 bytes, or NULL) gets
+ * the resourceVersion the write made, so its watch echo can be told apart. */
+int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
+                           int *status);
 /* GET one object into out (bounded). */
 int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *out, int *status);
 /* DELETE one object; propagation is Background, Foreground or Orphan. With
@@ -3033,15 +3035,23 @@ int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json
   }
 }
 
-int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, int *status) {
+int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
+                           int *status) {
   char path[1024], msg[400];
   struct mgop_buf out;
   int rc;
   snprintf(path, sizeof(path), "%s/status", item_path);
   mgop_buf_init(&out, mgop_small_body, sizeof(mgop_small_body));
+  if (rv) rv[0] = 0;
   rc = mgop_kube_request(k, "PATCH", path, "application/merge-patch+json", json, n, &out, status);
   if (rc && rc != MGOP_ERR_TOOBIG) return rc;
-  if (*status == 200) return MGOP_OK;
+  if (*status == 200) {
+    static jsmntok_t tok[4096];
+    struct mgop_json j;
+    if (rv && !out.overflow && mgop_json_parse(&j, out.p, out.len, tok, 4096) == MGOP_OK)
+      mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, 24);
+    return MGOP_OK;
+  }
   mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
   return mgop_seterr(MGOP_ERR_STATUS, "status of %s: HTTP %d: %s", item_path, *status, msg);
 }

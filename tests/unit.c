@@ -2041,6 +2041,47 @@ static void test_metric_series(void) {
   CHECK(t_series_rows(0x9999) == 0);
 }
 
+/* The watch echo of the operator's own template write queues no upkeep
+ * turn (that turn began with a GET: one per write); anyone else's change,
+ * or a new generation, still does. */
+static int t_count_work(void) {
+  struct mgop_work w;
+  int n = 0;
+  while (mgop_work_pop(LLONG_MAX, &w) == MGOP_OK) n++;
+  return n;
+}
+
+static void test_template_own_echo(void) {
+  static jsmntok_t tok[256];
+  struct mgop_json j;
+#define T_ECHO_OBJ "{\"metadata\":{\"name\":\"echo\",\"namespace\":\"t\",\"generation\":1,\"resourceVersion\":\"%s\"},\"spec\":{}}"
+  char buf[300];
+  struct mgop_template_ref *t;
+  int kind = -1;
+  for (int i = 0; i < K_COUNT; i++)
+    if (!strcmp(mgop_kinds[i].kind, "ShardTemplate")) kind = i;
+  CHECK(kind >= 0);
+  t_count_work();
+  snprintf(buf, sizeof(buf), T_ECHO_OBJ, "5");
+  CHECK(mgop_json_parse(&j, buf, strlen(buf), tok, 256) == MGOP_OK);
+  mgop_on_template_event(kind, "ADDED", "t", "echo", &j, 0);
+  CHECK(t_count_work() == 1); /* new: upkeep */
+  t = mgop_template_find(mgop_fp_key("ShardTemplate", "t", "echo"));
+  CHECK(t != NULL);
+  if (!t) return;
+  snprintf(t->own_rv[1], sizeof(t->own_rv[1]), "7"); /* as a status patch leaves it */
+  snprintf(buf, sizeof(buf), T_ECHO_OBJ, "7");
+  CHECK(mgop_json_parse(&j, buf, strlen(buf), tok, 256) == MGOP_OK);
+  mgop_on_template_event(kind, "MODIFIED", "t", "echo", &j, 0);
+  CHECK(t_count_work() == 0); /* our own echo */
+  snprintf(buf, sizeof(buf), T_ECHO_OBJ, "8");
+  CHECK(mgop_json_parse(&j, buf, strlen(buf), tok, 256) == MGOP_OK);
+  mgop_on_template_event(kind, "MODIFIED", "t", "echo", &j, 0);
+  CHECK(t_count_work() == 1); /* someone else's write */
+  mgop_on_template_event(kind, "DELETED", "t", "echo", &j, 0);
+  t_count_work();
+}
+
 /* A full cluster table: the cluster that does not fit is reported (log
  * and counter here; its turn stalls with the same message), not dropped. */
 static void test_limits_cluster_table(void) {
@@ -2755,6 +2796,7 @@ static const struct t_case t_cases[] = {
     {"limits_metric_labels", test_limits_metric_labels},
     {"limits_cluster_table", test_limits_cluster_table},
     {"metric_series", test_metric_series},
+    {"template_own_echo", test_template_own_echo},
     {"quantity", test_quantity},
     {"storage_growth", test_storage_growth},
     {"admission_storage", test_admission_storage},
