@@ -26,6 +26,12 @@ ETCD_VERSION="${MGOP_ETCD_VERSION:-v3.5.35}"
 KWOK_VERSION="${MGOP_KWOK_VERSION:-v0.7.0}"
 
 MGOP_CACHE="${MGOP_CACHE:-$HOME/.cache/multigres-op}"
+CP_NODES="${MGOP_CP_NODES:-4}"
+CP_PODS_PER_NODE="${MGOP_CP_PODS_PER_NODE:-110}"
+CP_PV_SYNC="${MGOP_CP_PV_SYNC:-15s}"    # kube-controller-manager's PVC binder resync
+CP_KCM_QPS="${MGOP_CP_KCM_QPS:-20}"     # its API client's QPS (pods of StatefulSets)
+[[ $CP_NODES =~ ^[1-9][0-9]*$ && $CP_NODES -le 5000 ]] || { echo "MGOP_CP_NODES must be 1..5000, not '$CP_NODES'" >&2; exit 2; }
+[[ $CP_PODS_PER_NODE =~ ^[1-9][0-9]*$ ]] || { echo "MGOP_CP_PODS_PER_NODE must be a positive number, not '$CP_PODS_PER_NODE'" >&2; exit 2; }
 CP_KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
 KEYDIR="$MGOP_CACHE/controlplane/$CP_KEY"
 BIN="$KEYDIR/bin"
@@ -602,6 +608,9 @@ start_controller_manager() {
     --controllers='*' \
     --node-monitor-grace-period=1h \
     --enable-hostpath-provisioner=true \
+    --pvclaimbinder-sync-period="$CP_PV_SYNC" \
+    --kube-api-qps="$CP_KCM_QPS" \
+    --kube-api-burst="$((CP_KCM_QPS * 3 / 2))" \
     --service-account-private-key-file="$p/sa.key" \
     --root-ca-file="$p/ca.crt" \
     --cluster-signing-cert-file="$p/ca.crt" \
@@ -645,9 +654,11 @@ start_kwok() {
 bootstrap_objects() {
   # One node per zone the samples name (config/samples), so pods with a zone
   # nodeSelector schedule.
+  # MGOP_CP_NODES (default 4) nodes, zones in turn; MGOP_CP_PODS_PER_NODE
+  # (default 110) pods each: kwok nodes cost nothing, so a benchmark adds them.
   local i zones=(us-east-1a us-east-1b us-east-1c z1)
   {
-    for i in 0 1 2 3; do
+    for ((i = 0; i < CP_NODES; i++)); do
       cat <<EOF
 ---
 apiVersion: v1
@@ -665,14 +676,14 @@ metadata:
     node-role.kubernetes.io/agent: ""
     type: kwok
     topology.kubernetes.io/region: us-east-1
-    topology.kubernetes.io/zone: ${zones[$i]}
+    topology.kubernetes.io/zone: ${zones[$((i % 4))]}
 spec:
-  podCIDR: 10.244.$i.0/24
+  podCIDR: 10.$((244 + i / 256)).$((i % 256)).0/24
   podCIDRs:
-  - 10.244.$i.0/24
+  - 10.$((244 + i / 256)).$((i % 256)).0/24
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "$CP_PODS_PER_NODE", ephemeral-storage: 1Ti}
+  capacity: {cpu: "32", memory: 256Gi, pods: "$CP_PODS_PER_NODE", ephemeral-storage: 1Ti}
   nodeInfo:
     architecture: amd64
     operatingSystem: linux
@@ -745,6 +756,8 @@ EOF
 }
 
 write_env() {
+  local nodes="" i
+  for ((i = 0; i < CP_NODES; i++)); do nodes+="${nodes:+ }kwok-node-$i"; done
   cat >"$D/env.tmp" <<EOF
 # multigres-op test control plane ($CP_KEY). Source me.
 export MGOP_CP_DIR="$D"
@@ -766,7 +779,7 @@ export MGOP_ADMIN_CERT_FILE="$D/pki/admin.crt"
 export MGOP_ADMIN_KEY_FILE="$D/pki/admin.key"
 export MGOP_AUDIT_LOG="$D/audit.log"
 export MGOP_ETCD_URL="http://127.0.0.1:$ETCD_PORT"
-export MGOP_KWOK_NODES="kwok-node-0 kwok-node-1 kwok-node-2 kwok-node-3"
+export MGOP_KWOK_NODES="$nodes"
 export MGOP_STORAGE_CLASS="standard"
 export PATH="$BIN:\${PATH}"
 EOF
@@ -856,7 +869,7 @@ EOF
   wait_for "kube-controller-manager /healthz" "$READY_TIMEOUT" https_healthz "$KCM_PORT"
   wait_for "kube-scheduler /healthz" "$READY_TIMEOUT" https_healthz "$SCHED_PORT"
   wait_for "kwok /healthz" "$READY_TIMEOUT" http_healthz "$KWOK_PORT"
-  wait_for "nodes Ready" "$READY_TIMEOUT" kc wait --for=condition=Ready node --all --timeout=5s
+  wait_for "nodes Ready" "$((READY_TIMEOUT + 3 * CP_NODES))" kc wait --for=condition=Ready node --all --timeout=5s
   wait_for "ServiceAccount default/default" "$READY_TIMEOUT" kc -n default get serviceaccount default
   wait_for "ConfigMap default/kube-root-ca.crt" "$READY_TIMEOUT" kc -n default get configmap kube-root-ca.crt
   write_token_kubeconfig
