@@ -171,6 +171,7 @@ const char *mgop_errmsg(void);                   /* last detailed reason */
 int mgop_seterr(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 long long mgop_now_ms(void);                     /* monotonic             */
+long long mgop_now_us(void);                     /* monotonic, microseconds */
 void mgop_wall_iso8601(char *out, size_t cap);   /* 2026-11-23T09:33:03.123Z */
 
 struct mgop_str { const char *p; size_t n; };
@@ -886,6 +887,12 @@ long long mgop_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long long mgop_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 void mgop_wall_iso8601(char *out, size_t cap) {

@@ -16,6 +16,10 @@
 #                         /healthz), with the loop idle, then while it
 #                         applies LOAD_CLUSTERS (100) more clusters
 #                         (suffix _idle and _busy)
+#   webhook_server_p50/p99_ms_{idle,busy}_le   the same windows from the
+#                         webhook's own histogram (request read -> response
+#                         queued): the upper bound of the bucket holding the
+#                         quantile, without the client's own scheduling
 # Timings vary with the machine; compare runs made on the same one.
 set -euo pipefail
 N=${1:-${BENCH_CLUSTERS:-10}}
@@ -84,11 +88,36 @@ wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
 wport=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
 pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
 serving() { python3 "$ROOT/bench/serving_latency.py" "$wport" "$pport" $ns "$1" 50; }
+# the webhook's own time per review (request read to response queued), from
+# its histogram: the upper bound of the bucket holding p50 and p99 over a
+# window, without the client's scheduling on a loaded machine
+wh_snap() { curl -s "http://127.0.0.1:$port/metrics" | grep -F 'multigres_operator_webhook_request_duration_seconds_bucket{operation="CREATE",resource="multigresclusters"' || true; }
+wh_quantiles() { # BEFORE AFTER: "p50_ms p99_ms"
+  python3 -c '
+import re, sys
+def load(t):
+    d = {}
+    for l in t.splitlines():
+        m = re.search(r"le=\"([^\"]+)\"\} (\d+)", l)
+        if m: d[float("inf") if m.group(1) == "+Inf" else float(m.group(1))] = int(m.group(2))
+    return d
+a, b = load(sys.argv[1]), load(sys.argv[2])
+les = sorted(b); n = b[les[-1]] - a.get(les[-1], 0)
+def q(x):
+    for le in les:
+        if b[le] - a.get(le, 0) >= x * n: return "%g" % (le * 1000) if le != float("inf") else "inf"
+print(q(0.5), q(0.99))' "$1" "$2"
+}
+s0=$(wh_snap)
 read -r wi50 wi99 hi50 hi99 ni ei < <(serving 15)
+s1=$(wh_snap)
+read -r whi50 whi99 < <(wh_quantiles "$s0" "$s1")
 applied0=$(count_log bench '"msg":"applied"')
 for i in $(seq 1 "$LOAD"); do cluster_manifest $ns w$i; echo ---; done | kubectl apply -f - >/dev/null &
 loader=$!
 read -r wb50 wb99 hb50 hb99 nb eb < <(serving 20)
+s2=$(wh_snap)
+read -r whb50 whb99 < <(wh_quantiles "$s1" "$s2")
 wait $loader
 applied=$(( $(count_log bench '"msg":"applied"') - applied0 ))
 for phase in idle busy; do
@@ -100,4 +129,8 @@ for phase in idle busy; do
   echo "bench serving_requests_$phase $5 count"
   echo "bench serving_errors_$phase $6 count"
 done
+echo "bench webhook_server_p50_ms_idle_le $whi50 ms"
+echo "bench webhook_server_p99_ms_idle_le $whi99 ms"
+echo "bench webhook_server_p50_ms_busy_le $whb50 ms"
+echo "bench webhook_server_p99_ms_busy_le $whb99 ms"
 echo "bench objects_applied_while_busy $applied count"
