@@ -726,6 +726,11 @@ static void mgop_build_meta_ids(struct mgop_build *o, const char *component, con
   mgop_jw_obj(w);
   mgop_labels(w, r->name, component);
   mgop_id_labels(w, ids);
+  /* children of an Orphan cluster say so: the webhook holds their deletion
+   * until the data they own is detached (section 6, orphan and reclaim) */
+  if (r->orphan_policy && mgop_kinds[o->kind].role == MGOP_ROLE_CHILD) {
+    mgop_jw_key(w, "multigres.com/deletion-policy"); mgop_jw_str(w, "Orphan");
+  }
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "annotations");
   mgop_jw_obj(w);
@@ -1622,6 +1627,34 @@ static int mgop_orphan_detach(struct mgop_rctx *r, int counts[MGOP_O_KINDS + 1])
   return MGOP_OK;
 }
 
+/* The cluster's child CRs carry the label deletion-policy=Orphan, by which
+ * the webhook refuses their deletion (a foreground deletion of the cluster
+ * deletes them at once, and their workloads with them). Once the data is
+ * detached the label goes, and the garbage collector's next try succeeds. */
+static int mgop_orphan_release_children(struct mgop_rctx *r) {
+  static const int kinds[] = {K_SHARD, K_TG, K_CELL, K_TOPO};
+  static const char patch[] = "{\"metadata\":{\"labels\":{\"multigres.com/deletion-policy\":null}}}";
+  char path[600], rv[32];
+  int rc, status;
+  for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+    struct mgop_orphan_list ol;
+    memset(&ol, 0, sizeof(ol));
+    mgop_collection_path(kinds[k], r->ns, path, sizeof(path));
+    snprintf(path + strlen(path), sizeof(path) - strlen(path),
+             "?labelSelector=multigres.com%%2Fcluster%%3D%.63s%%2Cmultigres.com%%2Fdeletion-policy", r->name);
+    if ((rc = mgop_kube_list(mgop_api_ptr, NULL, path, mgop_orphan_on_item, &ol, rv, sizeof(rv), NULL))) return rc;
+    for (int i = 0; i < ol.n; i++) {
+      size_t n;
+      mgop_collection_path(kinds[k], r->ns, path, sizeof(path));
+      n = strlen(path);
+      snprintf(path + n, sizeof(path) - n, "/%.253s", mgop_orphans[i].name);
+      if ((rc = mgop_patch_object(path, patch, sizeof(patch) - 1, &status))) return rc;
+    }
+    if (ol.more) return mgop_seterr(MGOP_ERR_TOOBIG, "more than %d %ss", MGOP_ORPHANS_MAX, mgop_kinds[kinds[k]].kind);
+  }
+  return MGOP_OK;
+}
+
 /* Adds (want=1) or drops our finalizer: server-side apply as a manager that
  * owns nothing else, so other finalizers stay. */
 static int mgop_orphan_finalizer(struct mgop_rctx *r, int want) {
@@ -1674,6 +1707,7 @@ static int mgop_cluster_deleting(struct mgop_rctx *r) {
   mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "Orphaned", "Delete", note);
   MGOP_LOG(MGOP_INFO, ("MultigresCluster %s/%s: %s", r->ns, r->name, note));
   mgop_orphan_gauge(r->ns, r->name, total);
+  if ((rc = mgop_orphan_release_children(r))) return rc;
   return mgop_orphan_finalizer(r, 0);
 }
 
@@ -4915,6 +4949,21 @@ static void mgop_admit(const struct mgop_json *j, int req, const char *op, const
       return;
     mgop_deny(v, 403, "Forbidden", "%s resources are owned by the multigres operator and read-only: change the "
               "MultigresCluster (or its templates) instead; the operator reverts edits to children", kind);
+    return;
+  }
+  if (mgop_kinds[k].role == MGOP_ROLE_CHILD) { /* DELETE */
+    int old = mgop_json_key(j, req, "oldObject");
+    int labels = mgop_json_path(j, old, "metadata.labels");
+    char user[256] = "", policy[16] = "", cluster[64] = "";
+    mgop_json_path_str(j, req, "userInfo.username", user, sizeof(user));
+    if (mgop_wh.operator_user[0] && !strcmp(user, mgop_wh.operator_user)) return; /* prune */
+    if (mgop_json_str(j, mgop_json_key(j, labels, "multigres.com/deletion-policy"), policy, sizeof(policy)) ||
+        strcmp(policy, "Orphan"))
+      return;
+    mgop_json_str(j, mgop_json_key(j, labels, "multigres.com/cluster"), cluster, sizeof(cluster));
+    mgop_deny(v, 403, "Forbidden", "%s belongs to MultigresCluster %s, whose deletion-policy is Orphan: it can be "
+              "deleted only after the operator has detached the data its workloads hold (the cluster's deletion does "
+              "that; the garbage collector retries)", kind, cluster);
     return;
   }
   if (mgop_kinds[k].role == MGOP_ROLE_TEMPLATE && !strcmp(op, "DELETE")) {

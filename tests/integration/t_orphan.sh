@@ -59,8 +59,20 @@ webhooks:
   sideEffects: None
   admissionReviewVersions: [v1]
   timeoutSeconds: 5
+- name: vchildren-delete.multigres.com
+  clientConfig: {url: "https://127.0.0.1:$wport/validate"}
+  rules: [{apiGroups: [multigres.com], apiVersions: [v1alpha1], operations: ["DELETE"], resources: [cells, tablegroups, shards, toposervers], scope: Namespaced}]
+  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
+  objectSelector: {matchLabels: {multigres.com/deletion-policy: Orphan}}
+  matchConditions:
+  - name: not-the-operator
+    expression: "request.userInfo.username != 'system:serviceaccount:$ns:op'"
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: 5
 YAML
-  wait_for 30 "CA bundle patched" sh -c "kubectl get validatingwebhookconfiguration $vwc -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | grep -q ." ||
+  wait_for 30 "CA bundle patched" sh -c "kubectl get validatingwebhookconfiguration $vwc -o jsonpath='{.webhooks[1].clientConfig.caBundle}' | grep -q ." ||
     fail "the operator did not patch the CA bundle"
 }
 webhook_config
@@ -112,6 +124,13 @@ fins=$(kubectl get -n $ns mgc $c -o jsonpath='{.metadata.finalizers}')
 fins=$(kubectl get -n $ns mgc $plain -o jsonpath='{.metadata.finalizers}')
 [ -z "$fins" ] || fail "a cluster without the annotation got finalizers: $fins"
 uid=$(kubectl get -n $ns mgc $c -o jsonpath='{.metadata.uid}')
+labelled=$(kubectl get -n $ns shards,toposervers,cells,tablegroups -l multigres.com/cluster=$c,multigres.com/deletion-policy=Orphan -o name | wc -l)
+[ "$labelled" = 4 ] || fail "the 4 child CRs are not labelled deletion-policy=Orphan ($labelled)"
+[ -z "$(kubectl get -n $ns shards -l multigres.com/cluster=$plain,multigres.com/deletion-policy -o name)" ] ||
+  fail "a child of the plain cluster is labelled deletion-policy"
+shard=$(kubectl get -n $ns shards -l multigres.com/cluster=$c -o name)
+out=$(kubectl delete -n $ns "$shard" --wait=false 2>&1) && fail "a user deleted a Shard of an Orphan cluster"
+[[ $out == *"whose deletion-policy is Orphan"* ]] || fail "Shard deletion refused without the reason: $out"
 before=$(data_objects)
 pods=$(pod_uids)
 sec_uid=$(secret '{.items[0].metadata.uid}')
@@ -220,7 +239,9 @@ note "re-created ($uid2): adopted, the same $npods pods, no rollout, the Secret 
 # ---- the webhook: the annotation is fixed while a deletion is in progress
 kubectl patch -n $ns mgc $c --type=json -p '[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/hold"}]' >/dev/null ||
   fail "cannot add a holding finalizer"
-kubectl delete -n $ns mgc $c --wait=false >/dev/null
+# a foreground deletion (Argo CD's default prune): the collector deletes the
+# children at once, unless the webhook holds them until the data is detached
+kubectl delete -n $ns mgc $c --cascade=foreground --wait=false >/dev/null
 out=$(kubectl annotate -n $ns mgc $c multigres.com/deletion-policy- 2>&1) && fail "the annotation was removed during the deletion"
 [[ $out == *"cannot change while the cluster is being deleted"* ]] || fail "refused without the reason: $out"
 out=$(kubectl annotate -n $ns --overwrite mgc $c multigres.com/deletion-policy=Delete 2>&1) && fail "the annotation was changed during the deletion"
@@ -230,7 +251,12 @@ wait_for 60 "the operator's finalizer dropped after orphaning" held || fail "fin
 [ -z "$(kubectl get -n $ns sts -l multigres.com/cluster=$c -o jsonpath='{.items[*].metadata.ownerReferences}')" ] ||
   fail "the StatefulSets were not detached the second time"
 kubectl patch -n $ns mgc $c --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null || fail "cannot release the hold"
-note "webhook: removing or changing the annotation refused while deleting; orphaned again"
+wait_for 90 "the cluster's Deployments and CRs collected (foreground)" gone || fail "the garbage collector left: $(kubectl get -n $ns deploy,shards,toposervers,cells,tablegroups -l multigres.com/cluster=$c -o name)"
+sleep 3
+[ "$(pod_uids)" = "$pods" ] || fail "pods changed in the foreground deletion: $(pod_uids) (were $pods)"
+[ "$(kubectl get -n $ns sts -l multigres.com/cluster=$c,multigres.com/orphaned-from=$uid2 -o name | wc -l)" = 2 ] ||
+  fail "the StatefulSets are not labelled orphaned-from=$uid2 after the foreground deletion"
+note "webhook: removing or changing the annotation refused while deleting; a foreground deletion orphaned them again, same pods"
 
 # ---- without the annotation: normal cascading deletion
 plain_sts=$(kubectl get -n $ns sts -l multigres.com/cluster=$plain -o name | wc -l)
