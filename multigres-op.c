@@ -1405,7 +1405,7 @@ static int mgop_prune(struct mgop_rctx *r) {
 #define MGOP_ORPHANED_FROM_LABEL "multigres.com/orphaned-from"
 #define MGOP_ORPHAN_FINALIZER "multigres.com/orphan"
 #define MGOP_ORPHAN_MANAGER "multigres-operator-orphan" /* owns the finalizer and the label */
-#define MGOP_ORPHANS_MAX 1024 /* objects one LIST pass handles; more: another pass */
+#define MGOP_ORPHANS_MAX 256 /* objects one LIST pass patches; more: another pass */
 
 /* The kinds an Orphan deletion detaches, LISTed by the cluster's labels.
  * Secrets are never listed (the operator must not read Secrets): their
@@ -1424,13 +1424,26 @@ static void mgop_orphan_path(int okind, const char *ns, const char *name, char *
 
 /* One object as a LIST of a cluster's objects shows it. */
 struct mgop_orphan {
-  char name[MGOP_NAME_MAX + 1];
+  char name[128];     /* StatefulSets 63, their PVCs 73, Shards 117 */
   char from[40];      /* its orphaned-from label ("": none)        */
   int owned;          /* it has ownerReferences                    */
   char component[64], cell[64], database[64], tablegroup[64], shard[64], pool[64];
 };
 static struct mgop_orphan mgop_orphans[MGOP_ORPHANS_MAX];
-struct mgop_orphan_list { int n, more; };
+/* check: instead of collecting, compare each StatefulSet with this turn's
+ * tree and keep the first one it lacks in mgop_orphans[0] (any number). */
+struct mgop_orphan_list { int n, more; const struct mgop_rctx *check; int miss; };
+
+/* Index of the first orphaned StatefulSet the desired tree does not have
+ * (another pool layout, another cell, no etcd), or -1: all are adopted. */
+static int mgop_orphans_missing(const struct mgop_orphan *o, int n, const struct mgop_desired *d, int nd) {
+  for (int i = 0; i < n; i++) {
+    int found = 0;
+    for (int k = 0; k < nd && !found; k++) found = d[k].kind == K_STS && !strcmp(d[k].name, o[i].name);
+    if (!found) return i;
+  }
+  return -1;
+}
 
 static int mgop_orphan_on_item(void *ctx, const struct mgop_json *j, int item) {
   struct mgop_orphan_list *ol = ctx;
@@ -1444,16 +1457,20 @@ static int mgop_orphan_on_item(void *ctx, const struct mgop_json *j, int item) {
       {"multigres.com/tablegroup", offsetof(struct mgop_orphan, tablegroup)},
       {"multigres.com/shard", offsetof(struct mgop_orphan, shard)},
       {"multigres.com/pool", offsetof(struct mgop_orphan, pool)}};
-  if (ol->n == MGOP_ORPHANS_MAX) { ol->more = 1; return MGOP_OK; }
-  o = &mgop_orphans[ol->n];
+  if (!ol->check && ol->n == MGOP_ORPHANS_MAX) { ol->more = 1; return MGOP_OK; }
+  o = &mgop_orphans[ol->check ? ol->miss : ol->n]; /* checking: slot 1 is scratch once 0 holds a miss */
   memset(o, 0, sizeof(*o));
-  if (mgop_json_path_str(j, item, "metadata.name", o->name, sizeof(o->name))) return MGOP_OK;
+  if (mgop_json_path_str(j, item, "metadata.name", o->name, sizeof(o->name))) return MGOP_OK; /* not ours: too long */
   if (mgop_json_path(j, item, "metadata.deletionTimestamp") >= 0) return MGOP_OK; /* going anyway */
   for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
     char *dst = (char *)o + keys[k].off;
     if (mgop_json_str(j, mgop_json_key(j, labels, keys[k].key), dst, keys[k].key == keys[0].key ? 40 : 64)) dst[0] = 0;
   }
   o->owned = mgop_json_is(j, refs, JSMN_ARRAY) && j->tok[refs].size > 0;
+  if (ol->check) {
+    if (!ol->miss && mgop_orphans_missing(o, 1, ol->check->desired, ol->check->ndesired) == 0) ol->miss = 1;
+    return MGOP_OK;
+  }
   ol->n++;
   return MGOP_OK;
 }
@@ -1463,7 +1480,9 @@ static int mgop_orphan_on_item(void *ctx, const struct mgop_json *j, int item) {
 static int mgop_orphan_list(struct mgop_rctx *r, int okind, int orphans_only, struct mgop_orphan_list *ol) {
   char path[600], rv[32];
   size_t n;
+  const struct mgop_rctx *check = ol->check;
   memset(ol, 0, sizeof(*ol));
+  ol->check = check;
   mgop_orphan_path(okind, r->ns, NULL, path, sizeof(path));
   n = strlen(path);
   snprintf(path + n, sizeof(path) - n, "?labelSelector=%s%%2Cmultigres.com%%2Fcluster%%3D%.63s%s",
@@ -1532,17 +1551,6 @@ static void mgop_orphan_field(const struct mgop_orphan *o, char *out, size_t cap
     snprintf(out, cap, "spec (component %s)", o->component[0] ? o->component : "unknown");
 }
 
-/* Index of the first orphaned StatefulSet the desired tree does not have
- * (another pool layout, another cell, no etcd), or -1: all are adopted. */
-static int mgop_orphans_missing(const struct mgop_orphan *o, int n, const struct mgop_desired *d, int nd) {
-  for (int i = 0; i < n; i++) {
-    int found = 0;
-    for (int k = 0; k < nd && !found; k++) found = d[k].kind == K_STS && !strcmp(d[k].name, o[i].name);
-    if (!found) return i;
-  }
-  return -1;
-}
-
 /* The series of multigres_operator_orphaned_resources for a cluster name:
  * owned apart from the cluster's own series, which go with the cluster. */
 static uint64_t mgop_orphan_series_key(const char *ns, const char *name) {
@@ -1584,7 +1592,7 @@ static int mgop_orphan_detach(struct mgop_rctx *r, int counts[MGOP_O_KINDS + 1])
   struct mgop_buf b;
   int rc, status;
   for (int k = 0; k < MGOP_O_KINDS; k++) {
-    struct mgop_orphan_list ol;
+    struct mgop_orphan_list ol = {.n = 0};
     int passes = 0;
     counts[k] = 0;
     do {
@@ -1605,7 +1613,7 @@ static int mgop_orphan_detach(struct mgop_rctx *r, int counts[MGOP_O_KINDS + 1])
    * the Secrets are theirs, detached already */
   counts[MGOP_O_KINDS] = 0;
   if (!mgop_has_orphans(r)) {
-    struct mgop_orphan_list ol;
+    struct mgop_orphan_list ol = {.n = 0};
     char shards[600], rv[32];
     snprintf(shards, sizeof(shards), "/apis/" MGOP_API_VERSION "/namespaces/%.63s/shards", r->ns);
     snprintf(path, sizeof(path), "%.300s?labelSelector=multigres.com%%2Fcluster%%3D%.63s", shards, r->name);
@@ -1637,7 +1645,7 @@ static int mgop_orphan_release_children(struct mgop_rctx *r) {
   char path[600], rv[32];
   int rc, status;
   for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
-    struct mgop_orphan_list ol;
+    struct mgop_orphan_list ol = {.n = 0};
     memset(&ol, 0, sizeof(ol));
     mgop_collection_path(kinds[k], r->ns, path, sizeof(path));
     snprintf(path + strlen(path), sizeof(path) - strlen(path),
@@ -1723,8 +1731,8 @@ static void mgop_reclaim_count(int adopted) {
  * smaller volume, another etcd membership). Else the turn stops here and
  * the orphans stay as they are. */
 static int mgop_reclaim_check(struct mgop_rctx *r) {
-  struct mgop_orphan_list ol;
-  int rc, miss;
+  struct mgop_orphan_list ol = {.check = r};
+  int rc;
   if (r->stalled_reason[0]) {
     size_t n = strlen(r->stalled_msg);
     snprintf(r->stalled_msg + n, sizeof(r->stalled_msg) - n, " (orphans of a deleted cluster of this name are not "
@@ -1733,7 +1741,8 @@ static int mgop_reclaim_check(struct mgop_rctx *r) {
     return MGOP_ERR_CONFIG;
   }
   if ((rc = mgop_orphan_list(r, MGOP_O_STS, 1, &ol))) return rc;
-  if ((miss = mgop_orphans_missing(mgop_orphans, ol.n, r->desired, r->ndesired)) >= 0) {
+  if (ol.miss) {
+    const int miss = 0;
     char field[400];
     mgop_orphan_field(&mgop_orphans[miss], field, sizeof(field));
     mgop_stall(r, "OrphansIncompatible", "StatefulSet %s (%s), orphaned from the deleted cluster %s of this name, has "
@@ -1754,7 +1763,7 @@ static int mgop_reclaim_finish(struct mgop_rctx *r) {
   struct mgop_buf b;
   int rc, status, adopted = 0, left = 0;
   for (int k = 0; k < MGOP_O_KINDS; k++) {
-    struct mgop_orphan_list ol;
+    struct mgop_orphan_list ol = {.n = 0};
     if ((rc = mgop_orphan_list(r, k, 1, &ol))) return rc;
     for (int i = 0; i < ol.n; i++) {
       struct mgop_orphan *o = &mgop_orphans[i];
