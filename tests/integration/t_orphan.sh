@@ -164,6 +164,12 @@ pol=$(kubectl get -n $ns sts -l multigres.com/cluster=$c -o jsonpath='{range .it
 m=$(metrics)
 grep -q "^multigres_operator_orphaned_resources{namespace=\"$ns\",cluster=\"$c\"} 8\$" <<<"$m" ||
   fail "multigres_operator_orphaned_resources is not 8 (2 StatefulSets, 5 PVCs, 1 Secret): $(grep orphaned <<<"$m")"
+LINT=${MGOP_METRICS_LINT:-${MGOP_CACHE:-$HOME/.cache/multigres-op}/tools/bin/metrics-lint}
+[ -x "$LINT" ] || fail "metrics-lint not built ($LINT); run make tools"
+# the orphan series pass the checker (seed 003's *_total gauges aside, as in t_metrics)
+lint=$("$LINT" <<<"$m" 2>&1 | grep -v -e '^multigres_operator_cluster_cells_total: non-counter' \
+  -e '^multigres_operator_cluster_shards_total: non-counter' || true)
+[ -z "$lint" ] || fail "the exposition fails the checker: $lint"
 ev=$(events)
 grep -q "^Orphaned $c deletion-policy Orphan: detached 2 StatefulSets, 5 PersistentVolumeClaims and 1 Secrets" <<<"$ev" ||
   fail "no Orphaned Event: $ev"
