@@ -239,6 +239,10 @@ struct mgop_rctx {
   int applied, skipped, failed;
   char last_error[512];
   int root_ready;             /* the status this turn wrote says Ready */
+  /* deletion policy (section 6, orphan and reclaim) */
+  int orphan_policy;          /* annotation deletion-policy: Orphan    */
+  int has_orphan_fin;         /* our finalizer is on the cluster       */
+  int adopting;               /* orphans of a deleted cluster of this name exist */
 };
 
 static struct mgop_kube *mgop_api_ptr; /* live mode API client            */
@@ -726,6 +730,11 @@ static void mgop_build_meta_ids(struct mgop_build *o, const char *component, con
   mgop_jw_obj(w);
   mgop_labels(w, r->name, component);
   mgop_id_labels(w, ids);
+  /* children of an Orphan cluster say so: the webhook holds their deletion
+   * until the data they own is detached (section 6, orphan and reclaim) */
+  if (r->orphan_policy && mgop_kinds[o->kind].role == MGOP_ROLE_CHILD) {
+    mgop_jw_key(w, "multigres.com/deletion-policy"); mgop_jw_str(w, "Orphan");
+  }
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "annotations");
   mgop_jw_obj(w);
@@ -1120,6 +1129,7 @@ static struct {
   struct mgop_histogram latency[MGOP_C_COUNT];
   unsigned long long adds;
   unsigned long long pruned; /* objects deleted because the tree no longer has them */
+  unsigned long long reclaims_adopted, reclaims_refused; /* orphans of a deleted cluster: taken back, or not */
   long long start_s;
 } mgop_stats;
 
@@ -1235,6 +1245,7 @@ static const char mgop_f_shards[] = "multigres_operator_cluster_shards_total";
 static const char mgop_f_gateway[] = "multigres_operator_cell_gateway_replicas";
 static const char mgop_f_pool[] = "multigres_operator_shard_pool_replicas";
 static const char mgop_f_topo[] = "multigres_operator_toposerver_replicas";
+static const char mgop_f_orphaned[] = "multigres_operator_orphaned_resources";
 static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_cluster_info, "Cluster phase tracking (always 1)."},
     {mgop_f_cells, "Cells of the cluster."},
@@ -1242,6 +1253,7 @@ static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_gateway, "multigateway replicas of a cell, by state (ready, desired)."},
     {mgop_f_pool, "Pool replicas of a shard, by state (ready, desired)."},
     {mgop_f_topo, "etcd members of a TopoServer, by state (ready, desired)."},
+    {mgop_f_orphaned, "Objects detached from a deleted cluster (deletion-policy Orphan) and not adopted again."},
 };
 
 /* A replica pair for one object: state="ready" and state="desired". */
@@ -1397,6 +1409,426 @@ static int mgop_prune(struct mgop_rctx *r) {
     mgop_enqueue(r->ns, r->name, 0);
   }
   return rc;
+}
+
+/* ---- orphan and reclaim ---------------------------------------------------
+ * The annotation multigres.com/deletion-policy: Orphan on a cluster keeps
+ * its data when the cluster is deleted. What holds data: the StatefulSets
+ * (pools and etcd), their PVCs, and each shard's postgres password Secret
+ * (a new random one would lock the old data out). While the annotation is
+ * set the cluster carries the finalizer multigres.com/orphan, so the
+ * garbage collector cannot start on its children (Cells, TopoServers,
+ * TableGroups, Shards, which own the workloads) until the operator has
+ * detached those objects: owner references removed, label
+ * multigres.com/orphaned-from=<cluster uid>, StatefulSets set to keep their
+ * PVCs. Pods stay owned by their (surviving) StatefulSet and keep running.
+ * A cluster created again under the same name finds the orphans by the
+ * StatefulSet watch (MGOP_FP_ORPHANED); when its tree still has every
+ * orphaned StatefulSet and no volume shrinks or etcd membership change, the
+ * normal apply puts the new owners' references back (the pod template is
+ * byte for byte the same, so no pod restarts) and the label goes; otherwise
+ * it stalls naming the field, and nothing of the orphans is touched. */
+#define MGOP_DELETION_POLICY_ANNOTATION "multigres.com/deletion-policy"
+#define MGOP_ORPHANED_FROM_LABEL "multigres.com/orphaned-from"
+#define MGOP_ORPHAN_FINALIZER "multigres.com/orphan"
+#define MGOP_ORPHAN_MANAGER "multigres-operator-orphan" /* owns the finalizer and the label */
+#define MGOP_ORPHANS_MAX 256 /* objects one LIST pass patches; more: another pass */
+
+/* The kinds an Orphan deletion detaches, LISTed by the cluster's labels.
+ * Secrets are never listed (the operator must not read Secrets): their
+ * names follow from the Shards. */
+enum { MGOP_O_STS, MGOP_O_PVC, MGOP_O_KINDS };
+static const struct { const char *kind, *prefix, *plural; } mgop_orphan_kinds[MGOP_O_KINDS] = {
+    {"StatefulSet", "/apis/apps/v1", "statefulsets"},
+    {"PersistentVolumeClaim", "/api/v1", "persistentvolumeclaims"},
+};
+
+/* The collection (name NULL) or item path of an orphan kind. */
+static void mgop_orphan_path(int okind, const char *ns, const char *name, char *out, size_t cap) {
+  snprintf(out, cap, "%s/namespaces/%.63s/%s%s%.253s", mgop_orphan_kinds[okind].prefix, ns,
+           mgop_orphan_kinds[okind].plural, name ? "/" : "", name ? name : "");
+}
+
+/* One object as a LIST of a cluster's objects shows it. */
+struct mgop_orphan {
+  char name[128];     /* StatefulSets 63, their PVCs 73, Shards 117 */
+  char from[40];      /* its orphaned-from label ("": none)        */
+  int owned;          /* it has ownerReferences                    */
+  char component[64], cell[64], database[64], tablegroup[64], shard[64], pool[64];
+};
+static struct mgop_orphan mgop_orphans[MGOP_ORPHANS_MAX];
+/* check: instead of collecting, compare each StatefulSet with this turn's
+ * tree and keep the first one it lacks in mgop_orphans[0] (any number). */
+struct mgop_orphan_list { int n, more; const struct mgop_rctx *check; int miss; };
+
+/* Index of the first orphaned StatefulSet the desired tree does not have
+ * (another pool layout, another cell, no etcd), or -1: all are adopted. */
+static int mgop_orphans_missing(const struct mgop_orphan *o, int n, const struct mgop_desired *d, int nd) {
+  for (int i = 0; i < n; i++) {
+    int found = 0;
+    for (int k = 0; k < nd && !found; k++) found = d[k].kind == K_STS && !strcmp(d[k].name, o[i].name);
+    if (!found) return i;
+  }
+  return -1;
+}
+
+static int mgop_orphan_on_item(void *ctx, const struct mgop_json *j, int item) {
+  struct mgop_orphan_list *ol = ctx;
+  struct mgop_orphan *o;
+  int labels = mgop_json_path(j, item, "metadata.labels"), refs = mgop_json_path(j, item, "metadata.ownerReferences");
+  static const struct { const char *key; size_t off; } keys[] = {
+      {MGOP_ORPHANED_FROM_LABEL, offsetof(struct mgop_orphan, from)},
+      {"app.kubernetes.io/component", offsetof(struct mgop_orphan, component)},
+      {"multigres.com/cell", offsetof(struct mgop_orphan, cell)},
+      {"multigres.com/database", offsetof(struct mgop_orphan, database)},
+      {"multigres.com/tablegroup", offsetof(struct mgop_orphan, tablegroup)},
+      {"multigres.com/shard", offsetof(struct mgop_orphan, shard)},
+      {"multigres.com/pool", offsetof(struct mgop_orphan, pool)}};
+  if (!ol->check && ol->n == MGOP_ORPHANS_MAX) { ol->more = 1; return MGOP_OK; }
+  o = &mgop_orphans[ol->check ? ol->miss : ol->n]; /* checking: slot 1 is scratch once 0 holds a miss */
+  memset(o, 0, sizeof(*o));
+  if (mgop_json_path_str(j, item, "metadata.name", o->name, sizeof(o->name))) return MGOP_OK; /* not ours: too long */
+  if (mgop_json_path(j, item, "metadata.deletionTimestamp") >= 0) return MGOP_OK; /* going anyway */
+  for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+    char *dst = (char *)o + keys[k].off;
+    if (mgop_json_str(j, mgop_json_key(j, labels, keys[k].key), dst, keys[k].key == keys[0].key ? 40 : 64)) dst[0] = 0;
+  }
+  o->owned = mgop_json_is(j, refs, JSMN_ARRAY) && j->tok[refs].size > 0;
+  if (ol->check) {
+    if (!ol->miss && mgop_orphans_missing(o, 1, ol->check->desired, ol->check->ndesired) == 0) ol->miss = 1;
+    return MGOP_OK;
+  }
+  ol->n++;
+  return MGOP_OK;
+}
+
+/* LISTs the cluster's objects of one orphan kind into mgop_orphans; with
+ * orphans_only, only those carrying the orphaned-from label. */
+static int mgop_orphan_list(struct mgop_rctx *r, int okind, int orphans_only, struct mgop_orphan_list *ol) {
+  char path[600], rv[32];
+  size_t n;
+  const struct mgop_rctx *check = ol->check;
+  memset(ol, 0, sizeof(*ol));
+  ol->check = check;
+  mgop_orphan_path(okind, r->ns, NULL, path, sizeof(path));
+  n = strlen(path);
+  snprintf(path + n, sizeof(path) - n, "?labelSelector=%s%%2Cmultigres.com%%2Fcluster%%3D%.63s%s",
+           MGOP_MANAGED_SELECTOR, r->name, orphans_only ? "%2Cmultigres.com%2Forphaned-from" : "");
+  return mgop_kube_list(mgop_api_ptr, NULL, path, mgop_orphan_on_item, ol, rv, sizeof(rv), NULL);
+}
+
+/* The merge patch that detaches an object from a deleted cluster: no owner
+ * references, the orphaned-from label; a StatefulSet also keeps its PVCs
+ * from now on, whatever pvcDeletionPolicy said (adoption applies it again). */
+static int mgop_orphan_patch(struct mgop_buf *b, const char *cluster_uid, int sts) {
+  struct mgop_jw w;
+  mgop_jw_init(&w, b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "metadata"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "ownerReferences"); mgop_jw_raw(&w, "null", 4);
+  mgop_jw_key(&w, "labels"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, MGOP_ORPHANED_FROM_LABEL); mgop_jw_str(&w, cluster_uid);
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (sts) {
+    mgop_jw_key(&w, "spec"); mgop_jw_obj(&w);
+    mgop_jw_key(&w, "persistentVolumeClaimRetentionPolicy");
+    MGOP_JW_LIT(&w, "{\"whenDeleted\":\"Retain\",\"whenScaled\":\"Retain\"}");
+    mgop_jw_obj_end(&w);
+  }
+  mgop_jw_obj_end(&w);
+  return b->overflow ? mgop_seterr(MGOP_ERR_TOOBIG, "orphan patch too large") : MGOP_OK;
+}
+
+/* The merge patch that takes an orphan back: the label goes and, when an
+ * owner is named, it becomes the controller owner again. */
+static int mgop_adopt_patch(struct mgop_buf *b, int owner_kind, const char *owner_name, const char *owner_uid) {
+  struct mgop_jw w;
+  mgop_jw_init(&w, b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "metadata"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "labels"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, MGOP_ORPHANED_FROM_LABEL); mgop_jw_raw(&w, "null", 4);
+  mgop_jw_obj_end(&w);
+  if (owner_name) {
+    mgop_jw_key(&w, "ownerReferences"); mgop_jw_arr(&w); mgop_jw_obj(&w);
+    mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, mgop_kinds[owner_kind].api_version);
+    mgop_jw_key(&w, "kind"); mgop_jw_str(&w, mgop_kinds[owner_kind].kind);
+    mgop_jw_key(&w, "name"); mgop_jw_str(&w, owner_name);
+    mgop_jw_key(&w, "uid"); mgop_jw_str(&w, owner_uid);
+    mgop_jw_key(&w, "controller"); mgop_jw_bool(&w, 1);
+    mgop_jw_key(&w, "blockOwnerDeletion"); mgop_jw_bool(&w, 1);
+    mgop_jw_obj_end(&w); mgop_jw_arr_end(&w);
+  }
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  return b->overflow ? mgop_seterr(MGOP_ERR_TOOBIG, "adopt patch too large") : MGOP_OK;
+}
+
+/* The spec field that made an orphaned StatefulSet, from its labels. */
+static void mgop_orphan_field(const struct mgop_orphan *o, char *out, size_t cap) {
+  if (!strcmp(o->component, "toposerver"))
+    snprintf(out, cap, "spec.globalTopoServer.etcd");
+  else if (!strcmp(o->component, "local-toposerver"))
+    snprintf(out, cap, "spec.cells[name=%s].localTopoServer", o->cell);
+  else if (!strcmp(o->component, "shard-pool"))
+    snprintf(out, cap, "spec.databases[name=%s].tablegroups[name=%s].shards[name=%s].pools.%s (cell %s)", o->database,
+             o->tablegroup, o->shard, o->pool, o->cell);
+  else
+    snprintf(out, cap, "spec (component %s)", o->component[0] ? o->component : "unknown");
+}
+
+/* The series of multigres_operator_orphaned_resources for a cluster name:
+ * owned apart from the cluster's own series, which go with the cluster. */
+static uint64_t mgop_orphan_series_key(const char *ns, const char *name) {
+  return mgop_fp_key("Orphaned", ns, name);
+}
+
+static void mgop_orphan_gauge(const char *ns, const char *name, int count) {
+  char l[MGOP_LABELS_MAX] = "";
+  if (count <= 0) {
+    mgop_series_drop(mgop_orphan_series_key(ns, name));
+    return;
+  }
+  if (!mgop_label(l, sizeof(l), "namespace", ns) && !mgop_label(l, sizeof(l), "cluster", name))
+    mgop_gauge_set(mgop_orphan_series_key(ns, name), mgop_f_orphaned, l, count);
+}
+
+static int mgop_patch_object(const char *path, const char *json, size_t n, int *status) {
+  int rc = mgop_kube_merge_patch(mgop_api_ptr, path, MGOP_ORPHAN_MANAGER, json, n, status);
+  return rc == MGOP_ERR_NOTFOUND ? MGOP_OK : rc; /* gone already: nothing to keep */
+}
+
+/* Has the StatefulSet watch seen orphans of this cluster's name? */
+static int mgop_has_orphans(const struct mgop_rctx *r) {
+  uint64_t cl = mgop_cluster_hash(r->ns, r->name);
+  for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+    const struct mgop_fp *f = mgop_fp_at(i);
+    if (f && f->cluster == cl && f->kind == K_STS + 1 && (f->flags & MGOP_FP_EXISTS) && (f->flags & MGOP_FP_ORPHANED))
+      return 1;
+  }
+  return 0;
+}
+
+/* Detaches the cluster's StatefulSets and PVCs (those still attached or not
+ * yet labelled; orphans of an earlier cluster of that name stay as they
+ * are) and its shards' password Secrets. counts[] per kind: detached now
+ * or by an earlier pass of this deletion. */
+static int mgop_orphan_detach(struct mgop_rctx *r, int counts[MGOP_O_KINDS + 1]) {
+  char mem[1024], path[600];
+  struct mgop_buf b;
+  int rc, status;
+  for (int k = 0; k < MGOP_O_KINDS; k++) {
+    struct mgop_orphan_list ol = {.n = 0};
+    int passes = 0;
+    counts[k] = 0;
+    do {
+      if ((rc = mgop_orphan_list(r, k, 0, &ol))) return rc;
+      for (int i = 0; i < ol.n; i++) {
+        struct mgop_orphan *o = &mgop_orphans[i];
+        if (!o->owned && o->from[0]) { counts[k] += !strcmp(o->from, r->uid); continue; }
+        mgop_buf_init(&b, mem, sizeof(mem));
+        if ((rc = mgop_orphan_patch(&b, r->uid, k == MGOP_O_STS))) return rc;
+        mgop_orphan_path(k, r->ns, o->name, path, sizeof(path));
+        if ((rc = mgop_patch_object(path, b.p, b.len, &status))) return rc;
+        counts[k]++;
+      }
+    } while (ol.more && ++passes < 64); /* each pass labels what it saw: the next LIST skips them */
+  }
+  /* the password Secrets, one per Shard: named after it. Not while orphans
+   * of an earlier cluster of this name wait (this one never adopted them):
+   * the Secrets are theirs, detached already */
+  counts[MGOP_O_KINDS] = 0;
+  if (!mgop_has_orphans(r)) {
+    struct mgop_orphan_list ol = {.n = 0};
+    char shards[600], rv[32];
+    snprintf(shards, sizeof(shards), "/apis/" MGOP_API_VERSION "/namespaces/%.63s/shards", r->ns);
+    snprintf(path, sizeof(path), "%.300s?labelSelector=multigres.com%%2Fcluster%%3D%.63s", shards, r->name);
+    memset(&ol, 0, sizeof(ol));
+    if ((rc = mgop_kube_list(mgop_api_ptr, NULL, path, mgop_orphan_on_item, &ol, rv, sizeof(rv), NULL))) return rc;
+    if (ol.more) return mgop_seterr(MGOP_ERR_TOOBIG, "more than %d Shards", MGOP_ORPHANS_MAX);
+    for (int i = 0; i < ol.n; i++) {
+      char secret[600];
+      snprintf(secret, sizeof(secret), "/api/v1/namespaces/%.63s/secrets/%.253s-postgres-password", r->ns,
+               mgop_orphans[i].name);
+      mgop_buf_init(&b, mem, sizeof(mem));
+      if ((rc = mgop_orphan_patch(&b, r->uid, 0))) return rc;
+      rc = mgop_kube_merge_patch(mgop_api_ptr, secret, MGOP_ORPHAN_MANAGER, b.p, b.len, &status);
+      if (rc == MGOP_ERR_NOTFOUND) continue;
+      if (rc) return rc;
+      counts[MGOP_O_KINDS]++;
+    }
+  }
+  return MGOP_OK;
+}
+
+/* The cluster's child CRs carry the label deletion-policy=Orphan, by which
+ * the webhook refuses their deletion (a foreground deletion of the cluster
+ * deletes them at once, and their workloads with them). Once the data is
+ * detached the label goes, and the garbage collector's next try succeeds. */
+static int mgop_orphan_release_children(struct mgop_rctx *r) {
+  static const int kinds[] = {K_SHARD, K_TG, K_CELL, K_TOPO};
+  static const char patch[] = "{\"metadata\":{\"labels\":{\"multigres.com/deletion-policy\":null}}}";
+  char path[600], rv[32];
+  int rc, status;
+  for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+    struct mgop_orphan_list ol = {.n = 0};
+    memset(&ol, 0, sizeof(ol));
+    mgop_collection_path(kinds[k], r->ns, path, sizeof(path));
+    snprintf(path + strlen(path), sizeof(path) - strlen(path),
+             "?labelSelector=multigres.com%%2Fcluster%%3D%.63s%%2Cmultigres.com%%2Fdeletion-policy", r->name);
+    if ((rc = mgop_kube_list(mgop_api_ptr, NULL, path, mgop_orphan_on_item, &ol, rv, sizeof(rv), NULL))) return rc;
+    for (int i = 0; i < ol.n; i++) {
+      size_t n;
+      mgop_collection_path(kinds[k], r->ns, path, sizeof(path));
+      n = strlen(path);
+      snprintf(path + n, sizeof(path) - n, "/%.253s", mgop_orphans[i].name);
+      if ((rc = mgop_patch_object(path, patch, sizeof(patch) - 1, &status))) return rc;
+    }
+    if (ol.more) return mgop_seterr(MGOP_ERR_TOOBIG, "more than %d %ss", MGOP_ORPHANS_MAX, mgop_kinds[kinds[k]].kind);
+  }
+  return MGOP_OK;
+}
+
+/* Adds (want=1) or drops our finalizer: server-side apply as a manager that
+ * owns nothing else, so other finalizers stay. */
+static int mgop_orphan_finalizer(struct mgop_rctx *r, int want) {
+  char mem[1024], path[512];
+  struct mgop_buf b;
+  struct mgop_jw w;
+  int status, rc;
+  if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader: the finalizer waits");
+  mgop_buf_init(&b, mem, sizeof(mem));
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, MGOP_API_VERSION);
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "MultigresCluster");
+  mgop_jw_key(&w, "metadata"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "name"); mgop_jw_str(&w, r->name);
+  mgop_jw_key(&w, "namespace"); mgop_jw_str(&w, r->ns);
+  if (want) { mgop_jw_key(&w, "finalizers"); mgop_jw_arr(&w); mgop_jw_str(&w, MGOP_ORPHAN_FINALIZER); mgop_jw_arr_end(&w); }
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "finalizer patch too large");
+  mgop_item_path(K_CLUSTER, r->ns, r->name, path, sizeof(path));
+  snprintf(path + strlen(path), sizeof(path) - strlen(path), "?fieldManager=" MGOP_ORPHAN_MANAGER "&force=true");
+  rc = mgop_kube_request(mgop_api_ptr, "PATCH", path, "application/apply-patch+yaml", b.p, b.len, NULL, &status);
+  if (rc) return rc;
+  if (status == 404 || status == 409) return MGOP_OK; /* gone, or another incarnation */
+  if (status != 200) return mgop_seterr(MGOP_ERR_STATUS, "finalizer %s on %s/%s: HTTP %d", MGOP_ORPHAN_FINALIZER,
+                                        r->ns, r->name, status);
+  MGOP_LOG(MGOP_INFO, ("MultigresCluster %s/%s: finalizer %s %s", r->ns, r->name, MGOP_ORPHAN_FINALIZER,
+                       want ? "added (deletion-policy Orphan)" : "removed"));
+  return MGOP_OK;
+}
+
+/* A cluster being deleted: with the Orphan policy its data is detached
+ * first; then our finalizer goes and the garbage collector does the rest. */
+static int mgop_cluster_deleting(struct mgop_rctx *r) {
+  int counts[MGOP_O_KINDS + 1], rc, total;
+  char note[600];
+  if (!r->has_orphan_fin) return MGOP_OK;
+  if (!r->orphan_policy) return mgop_orphan_finalizer(r, 0); /* the policy was dropped before the deletion */
+  if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader: orphaning waits");
+  if ((rc = mgop_orphan_detach(r, counts))) {
+    MGOP_LOG(MGOP_WARN, ("MultigresCluster %s/%s: orphaning failed (retried): %s", r->ns, r->name, mgop_errmsg()));
+    return rc;
+  }
+  total = counts[MGOP_O_STS] + counts[MGOP_O_PVC] + counts[MGOP_O_KINDS];
+  snprintf(note, sizeof(note), "deletion-policy Orphan: detached %d StatefulSets, %d PersistentVolumeClaims and %d "
+           "Secrets (label %s=%s, no owner references); their pods keep running. Re-create the cluster with the "
+           "same name and spec to adopt them again", counts[MGOP_O_STS], counts[MGOP_O_PVC], counts[MGOP_O_KINDS],
+           MGOP_ORPHANED_FROM_LABEL, r->uid);
+  mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "Orphaned", "Delete", note);
+  MGOP_LOG(MGOP_INFO, ("MultigresCluster %s/%s: %s", r->ns, r->name, note));
+  mgop_orphan_gauge(r->ns, r->name, total);
+  if ((rc = mgop_orphan_release_children(r))) return rc;
+  return mgop_orphan_finalizer(r, 0);
+}
+
+static void mgop_reclaim_count(int adopted) {
+  pthread_mutex_lock(&mgop_shared.mu); /* the serving thread renders them */
+  if (adopted) mgop_stats.reclaims_adopted++;
+  else mgop_stats.reclaims_refused++;
+  pthread_mutex_unlock(&mgop_shared.mu);
+}
+
+/* Before the workloads of a cluster with orphans are applied: every
+ * orphaned StatefulSet must be in the tree, and nothing may stall (a
+ * smaller volume, another etcd membership). Else the turn stops here and
+ * the orphans stay as they are. */
+static int mgop_reclaim_check(struct mgop_rctx *r) {
+  struct mgop_orphan_list ol = {.check = r};
+  int rc;
+  if (r->stalled_reason[0]) {
+    size_t n = strlen(r->stalled_msg);
+    snprintf(r->stalled_msg + n, sizeof(r->stalled_msg) - n, " (orphans of a deleted cluster of this name are not "
+             "adopted until this is fixed; nothing was changed)");
+    mgop_reclaim_count(0);
+    return MGOP_ERR_CONFIG;
+  }
+  if ((rc = mgop_orphan_list(r, MGOP_O_STS, 1, &ol))) return rc;
+  if (ol.miss) {
+    const int miss = 0;
+    char field[400];
+    mgop_orphan_field(&mgop_orphans[miss], field, sizeof(field));
+    mgop_stall(r, "OrphansIncompatible", "StatefulSet %s (%s), orphaned from the deleted cluster %s of this name, has "
+               "no place in this spec: %s is missing; restore it as it was to adopt the orphans, or delete them "
+               "(label %s=%s); nothing was changed", mgop_orphans[miss].name, field, mgop_orphans[miss].from, field,
+               MGOP_ORPHANED_FROM_LABEL, mgop_orphans[miss].from);
+    mgop_reclaim_count(0);
+    return MGOP_ERR_CONFIG;
+  }
+  return MGOP_OK;
+}
+
+/* After a turn applied the whole tree over the orphans (their StatefulSets
+ * now name the new owners): the label goes from them and their PVCs, and
+ * each Secret gets its new Shard as owner. */
+static int mgop_reclaim_finish(struct mgop_rctx *r) {
+  char mem[1024], path[600], from[40] = "";
+  struct mgop_buf b;
+  int rc, status, adopted = 0, left = 0;
+  for (int k = 0; k < MGOP_O_KINDS; k++) {
+    struct mgop_orphan_list ol = {.n = 0};
+    if ((rc = mgop_orphan_list(r, k, 1, &ol))) return rc;
+    for (int i = 0; i < ol.n; i++) {
+      struct mgop_orphan *o = &mgop_orphans[i];
+      if (k == MGOP_O_STS && !o->owned) { left++; continue; } /* not applied yet: the next turn */
+      if (!from[0]) snprintf(from, sizeof(from), "%s", o->from);
+      mgop_buf_init(&b, mem, sizeof(mem));
+      if ((rc = mgop_adopt_patch(&b, 0, NULL, NULL))) return rc;
+      mgop_orphan_path(k, r->ns, o->name, path, sizeof(path));
+      if ((rc = mgop_patch_object(path, b.p, b.len, &status))) return rc;
+      adopted++;
+    }
+    if (ol.more) left++;
+  }
+  for (int s = 0; s < r->nshard_names; s++) { /* the Secrets: owned by their Shard again */
+    const char *uid = mgop_uid_of(r, K_SHARD, r->shard_names[s]);
+    if (!uid) { left++; continue; }
+    mgop_buf_init(&b, mem, sizeof(mem));
+    if ((rc = mgop_adopt_patch(&b, K_SHARD, r->shard_names[s], uid))) return rc;
+    snprintf(path, sizeof(path), "/api/v1/namespaces/%.63s/secrets/%.253s-postgres-password", r->ns,
+             r->shard_names[s]);
+    if ((rc = mgop_patch_object(path, b.p, b.len, &status))) return rc;
+  }
+  if (left) {
+    mgop_enqueue(r->ns, r->name, 1000);
+    return MGOP_OK;
+  }
+  {
+    char note[400];
+    snprintf(note, sizeof(note), "adopted %d StatefulSets and PersistentVolumeClaims (and the shards' password "
+             "Secrets) orphaned from the deleted cluster %s; their pods were not restarted", adopted,
+             from[0] ? from : "of this name");
+    mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "Adopted", "Reclaim", note);
+    MGOP_LOG(MGOP_INFO, ("MultigresCluster %s/%s: %s", r->ns, r->name, note));
+  }
+  mgop_reclaim_count(1);
+  mgop_orphan_gauge(r->ns, r->name, 0);
+  r->adopting = 0;
+  return MGOP_OK;
 }
 
 /* ======================================================================
@@ -2819,6 +3251,7 @@ static int mgop_reconcile_phases(struct mgop_rctx *r) {
   r->pool_sets = r->orch_sets = r->pool_replicas = 0;
   if ((rc = mgop_walk_shards(r, 3, addr, root))) return rc;
   if (r->render) return MGOP_OK;
+  if (r->adopting && (rc = mgop_reclaim_check(r))) return rc; /* orphans: all or nothing */
   rc = mgop_apply_from(r, mark);
   { /* volumes grow even when some other object was rejected */
     int erc = mgop_expand_volumes(r);
@@ -3080,6 +3513,21 @@ static void mgop_enqueue(const char *ns, const char *name, long long delay_ms);
 #define MGOP_PROGRESS_RECHECK_MS 30000
 static struct mgop_root_ref *mgop_root_find(const char *ns, const char *name);
 
+/* The deletion-policy annotation and our finalizer, as the cluster shows them. */
+static void mgop_deletion_policy_of(struct mgop_rctx *r) {
+  int ann = mgop_json_path(&r->root, 0, "metadata.annotations"), fins = mgop_json_path(&r->root, 0, "metadata.finalizers");
+  char v[16];
+  r->orphan_policy = mgop_json_str(&r->root, mgop_json_key(&r->root, ann, MGOP_DELETION_POLICY_ANNOTATION), v,
+                                   sizeof(v)) == MGOP_OK && !strcmp(v, "Orphan");
+  r->has_orphan_fin = 0;
+  for (int i = 0; mgop_json_is(&r->root, fins, JSMN_ARRAY) && i < r->root.tok[fins].size; i++) {
+    char f[64];
+    if (mgop_json_str(&r->root, mgop_json_at(&r->root, fins, i), f, sizeof(f)) == MGOP_OK &&
+        !strcmp(f, MGOP_ORPHAN_FINALIZER))
+      r->has_orphan_fin = 1;
+  }
+}
+
 /* One turn for one root: GET, resolve, apply, status. */
 static int mgop_reconcile(const char *ns, const char *name) {
   static struct mgop_rctx r;
@@ -3097,8 +3545,11 @@ static int mgop_reconcile(const char *ns, const char *name) {
   if (rc == MGOP_ERR_NOTFOUND) return MGOP_OK; /* deleted: garbage collection removes the children */
   if (rc) return rc;
   if ((rc = mgop_parse_arena(r.arena, b.p, b.len, &r.root))) return rc;
-  if (mgop_json_path(&r.root, 0, "metadata.deletionTimestamp") >= 0) return MGOP_OK;
   mgop_json_path_str(&r.root, 0, "metadata.uid", r.uid, sizeof(r.uid));
+  mgop_deletion_policy_of(&r);
+  if (mgop_json_path(&r.root, 0, "metadata.deletionTimestamp") >= 0) return mgop_cluster_deleting(&r);
+  if (r.orphan_policy != r.has_orphan_fin && (rc = mgop_orphan_finalizer(&r, r.orphan_policy))) return rc;
+  r.adopting = mgop_has_orphans(&r);
   mgop_json_i64(&r.root, mgop_json_path(&r.root, 0, "metadata.generation"), &r.generation);
   r.spec = mgop_json_key(&r.root, 0, "spec");
   mgop_adopt_status(mgop_fp_upsert(mgop_fp_key("MultigresCluster", ns, name)), &r.root, 0);
@@ -3120,6 +3571,7 @@ static int mgop_reconcile(const char *ns, const char *name) {
   /* only a turn that built the whole tree knows what is no longer wanted */
   if (rc == MGOP_OK && !r.stalled_reason[0]) {
     rc = mgop_prune(&r);
+    if (rc == MGOP_OK && r.adopting) rc = mgop_reclaim_finish(&r);
     if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
   }
   mgop_note_uses(ns, name, &r, rc == MGOP_OK);
@@ -3889,6 +4341,11 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
                                               f->vct_size, sizeof(f->vct_size)))
         f->vct_size[0] = 0; /* none, or too long to compare: treated as new */
       if (kind == K_STS) f->etcd_members = mgop_etcd_members_of(j, obj);
+      if (kind == K_STS) { /* left behind by a deleted cluster (section 6, orphan and reclaim) */
+        int labels = mgop_json_path(j, obj, "metadata.labels");
+        if (mgop_json_key(j, labels, MGOP_ORPHANED_FROM_LABEL) >= 0) f->flags |= MGOP_FP_ORPHANED;
+        else f->flags &= ~MGOP_FP_ORPHANED;
+      }
     }
   }
   {
@@ -4499,6 +4956,29 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
   mgop_cell_zone_warnings(&r.root, r.spec, v->warning, sizeof(v->warning));
 }
 
+/* The deletion-policy annotation: Orphan or Delete (the default when
+ * absent); fixed while a deletion is in progress, since the operator is
+ * detaching the data by it (or the garbage collector deleting it). Returns
+ * 1 when decided (refused, or a cluster being deleted, which builds
+ * nothing more), 0 when the spec is still to be checked. */
+static int mgop_admit_deletion_policy(const struct mgop_json *j, int req, const char *op, struct mgop_verdict *v) {
+  int obj = mgop_json_key(j, req, "object"), old = mgop_json_key(j, req, "oldObject");
+  int now = mgop_json_key(j, mgop_json_path(j, obj, "metadata.annotations"), MGOP_DELETION_POLICY_ANNOTATION);
+  int was = mgop_json_key(j, mgop_json_path(j, old, "metadata.annotations"), MGOP_DELETION_POLICY_ANNOTATION);
+  char nv[64] = "", ov[64] = "";
+  if (now >= 0 && (mgop_json_str(j, now, nv, sizeof(nv)) || (strcmp(nv, "Orphan") && strcmp(nv, "Delete")))) {
+    mgop_deny(v, 422, "Invalid", "metadata.annotations[%s] is \"%.40s\": it must be Orphan (keep the data when the "
+              "cluster is deleted) or Delete (the default)", MGOP_DELETION_POLICY_ANNOTATION, nv);
+    return 1;
+  }
+  if (strcmp(op, "UPDATE") || mgop_json_path(j, old, "metadata.deletionTimestamp") < 0) return 0;
+  if (was >= 0) mgop_json_str(j, was, ov, sizeof(ov));
+  if (!strcmp(nv, ov)) return 1; /* a cluster being deleted builds nothing: no more to check */
+  mgop_deny(v, 403, "Forbidden", "metadata.annotations[%s] cannot change while the cluster is being deleted (it was "
+            "\"%s\"): the deletion is already acting on it", MGOP_DELETION_POLICY_ANNOTATION, ov[0] ? ov : "unset");
+  return 1;
+}
+
 static void mgop_admit(const struct mgop_json *j, int req, const char *op, const char *kind, const char *ns,
                        struct mgop_verdict *v) {
   int k = -1;
@@ -4517,6 +4997,21 @@ static void mgop_admit(const struct mgop_json *j, int req, const char *op, const
               "MultigresCluster (or its templates) instead; the operator reverts edits to children", kind);
     return;
   }
+  if (mgop_kinds[k].role == MGOP_ROLE_CHILD) { /* DELETE */
+    int old = mgop_json_key(j, req, "oldObject");
+    int labels = mgop_json_path(j, old, "metadata.labels");
+    char user[256] = "", policy[16] = "", cluster[64] = "";
+    mgop_json_path_str(j, req, "userInfo.username", user, sizeof(user));
+    if (mgop_wh.operator_user[0] && !strcmp(user, mgop_wh.operator_user)) return; /* prune */
+    if (mgop_json_str(j, mgop_json_key(j, labels, "multigres.com/deletion-policy"), policy, sizeof(policy)) ||
+        strcmp(policy, "Orphan"))
+      return;
+    mgop_json_str(j, mgop_json_key(j, labels, "multigres.com/cluster"), cluster, sizeof(cluster));
+    mgop_deny(v, 403, "Forbidden", "%s belongs to MultigresCluster %s, whose deletion-policy is Orphan: it can be "
+              "deleted only after the operator has detached the data its workloads hold (the cluster's deletion does "
+              "that; the garbage collector retries)", kind, cluster);
+    return;
+  }
   if (mgop_kinds[k].role == MGOP_ROLE_TEMPLATE && !strcmp(op, "DELETE")) {
     int old = mgop_json_key(j, req, "oldObject"), cons = mgop_json_path(j, old, "status.consumers");
     char name[254] = "", list[400] = "";
@@ -4532,8 +5027,10 @@ static void mgop_admit(const struct mgop_json *j, int req, const char *op, const
               j->tok[cons].size > 1 ? "s" : "", list, j->tok[cons].size > 1 ? "them" : "it");
     return;
   }
-  if (k == K_CLUSTER && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE")))
+  if (k == K_CLUSTER && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE"))) {
+    if (mgop_admit_deletion_policy(j, req, op, v)) return;
     mgop_admit_cluster(j, mgop_json_key(j, req, "object"), ns, v);
+  }
 }
 
 /* POST /validate: an AdmissionReview in, the same with a response out. */
@@ -4725,6 +5222,11 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
   mgop_metric_head(b, "multigres_operator_pruned_objects_total", "counter",
                    "Objects deleted because their cluster's spec no longer has them.");
   mgop_buf_printf(b, "multigres_operator_pruned_objects_total %llu\n", mgop_stats.pruned);
+  mgop_metric_head(b, "multigres_operator_reclaims_total", "counter",
+                   "Re-created clusters that found orphans of a deleted cluster of their name: adopted, or refused "
+                   "(an incompatible spec; counted per turn).");
+  mgop_buf_printf(b, "multigres_operator_reclaims_total{result=\"adopted\"} %llu\n", mgop_stats.reclaims_adopted);
+  mgop_buf_printf(b, "multigres_operator_reclaims_total{result=\"refused\"} %llu\n", mgop_stats.reclaims_refused);
   mgop_metric_head(b, "multigres_operator_fingerprints", "gauge", "Rows in use in the fingerprint table.");
   mgop_buf_printf(b, "multigres_operator_fingerprints %zu\n", mgop_shared.fingerprints);
   mgop_metric_head(b, "multigres_operator_metric_series_dropped_total", "counter",

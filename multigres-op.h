@@ -515,6 +515,11 @@ int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json
  * the resourceVersion the write made, so its watch echo can be told apart. */
 int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
                            int *status);
+/* JSON merge patch of an object (metadata and spec), as fieldManager
+ * `manager`. A uid makes it a precondition on that incarnation (409 when the
+ * name now holds another object). 404 is MGOP_ERR_NOTFOUND. */
+int mgop_kube_merge_patch(struct mgop_kube *k, const char *item_path, const char *manager, const char *json, size_t n,
+                          int *status);
 /* GET one object into out (bounded). */
 int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *out, int *status);
 /* DELETE one object; propagation is Background, Foreground or Orphan. With
@@ -579,6 +584,8 @@ struct mgop_fp {
 #define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
 #define MGOP_FP_SETTLED 2u  /* its controller observed the latest spec  */
 #define MGOP_FP_READY 4u    /* its own Ready condition is True (our CRs) */
+#define MGOP_FP_ORPHANED 8u /* detached from a deleted cluster (StatefulSets:
+                               the multigres.com/orphaned-from label)  */
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name);
 struct mgop_fp *mgop_fp_find(uint64_t key);
 struct mgop_fp *mgop_fp_upsert(uint64_t key); /* NULL when full */
@@ -3061,6 +3068,21 @@ int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const cha
   }
   mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
   return mgop_seterr(MGOP_ERR_STATUS, "status of %s: HTTP %d: %s", item_path, *status, msg);
+}
+
+int mgop_kube_merge_patch(struct mgop_kube *k, const char *item_path, const char *manager, const char *json, size_t n,
+                          int *status) {
+  char path[1024], msg[400];
+  struct mgop_buf out;
+  int rc;
+  snprintf(path, sizeof(path), "%s?fieldManager=%s", item_path, manager);
+  mgop_buf_init(&out, mgop_small_body, sizeof(mgop_small_body));
+  rc = mgop_kube_request(k, "PATCH", path, "application/merge-patch+json", json, n, &out, status);
+  if (rc && rc != MGOP_ERR_TOOBIG) return rc;
+  if (*status == 200) return MGOP_OK;
+  if (*status == 404) return MGOP_ERR_NOTFOUND;
+  mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
+  return mgop_seterr(MGOP_ERR_STATUS, "patch %s: HTTP %d: %s", item_path, *status, msg);
 }
 
 int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *out, int *status) {

@@ -2507,6 +2507,67 @@ static void test_cell_zone_warnings(void) {
 #undef T_NOMATCH
 
 /* ======================================================================
+ * 8a. orphan and reclaim: the patch bodies and the compatibility check
+ * ==================================================================== */
+static void test_orphan_patches(void) {
+  char mem[1024];
+  struct mgop_buf b;
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_orphan_patch(&b, "u-1", 1) == MGOP_OK);
+  CHECK_STR(mgop_buf_cstr(&b), "{\"metadata\":{\"ownerReferences\":null,\"labels\":{\"multigres.com/orphaned-from\":"
+            "\"u-1\"}},\"spec\":{\"persistentVolumeClaimRetentionPolicy\":{\"whenDeleted\":\"Retain\","
+            "\"whenScaled\":\"Retain\"}}}");
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_orphan_patch(&b, "u-1", 0) == MGOP_OK); /* PVCs and Secrets: metadata only */
+  CHECK_STR(mgop_buf_cstr(&b), "{\"metadata\":{\"ownerReferences\":null,\"labels\":{\"multigres.com/orphaned-from\":"
+            "\"u-1\"}}}");
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_adopt_patch(&b, 0, NULL, NULL) == MGOP_OK);
+  CHECK_STR(mgop_buf_cstr(&b), "{\"metadata\":{\"labels\":{\"multigres.com/orphaned-from\":null}}}");
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_adopt_patch(&b, K_SHARD, "s1", "u-2") == MGOP_OK);
+  CHECK_STR(mgop_buf_cstr(&b), "{\"metadata\":{\"labels\":{\"multigres.com/orphaned-from\":null},\"ownerReferences\":"
+            "[{\"apiVersion\":\"multigres.com/v1alpha1\",\"kind\":\"Shard\",\"name\":\"s1\",\"uid\":\"u-2\","
+            "\"controller\":true,\"blockOwnerDeletion\":true}]}}");
+  mgop_buf_init(&b, mem, 40); /* too small: an error, never a cut body */
+  CHECK(mgop_orphan_patch(&b, "u-1", 1) == MGOP_ERR_TOOBIG);
+}
+
+static void test_orphan_compat(void) {
+  static struct mgop_desired d[4];
+  static struct mgop_orphan o[3];
+  char field[300];
+  memset(d, 0, sizeof(d));
+  memset(o, 0, sizeof(o));
+  d[0].kind = K_STS; snprintf(d[0].name, sizeof(d[0].name), "c-global-topo");
+  d[1].kind = K_SVC; snprintf(d[1].name, sizeof(d[1].name), "c-pool-main");  /* a Service of that name is no home */
+  d[2].kind = K_STS; snprintf(d[2].name, sizeof(d[2].name), "c-pool-main");
+  d[3].kind = K_STS; snprintf(d[3].name, sizeof(d[3].name), "c-pool-new");   /* a new pool: fine */
+  snprintf(o[0].name, sizeof(o[0].name), "c-global-topo");
+  snprintf(o[0].component, sizeof(o[0].component), "toposerver");
+  snprintf(o[1].name, sizeof(o[1].name), "c-pool-main");
+  CHECK(mgop_orphans_missing(o, 2, d, 4) == -1);
+  CHECK(mgop_orphans_missing(o, 2, d, 2) == 1);  /* only the Service: the pool's StatefulSet is missing */
+  CHECK(mgop_orphans_missing(o, 0, d, 0) == -1);
+  snprintf(o[2].name, sizeof(o[2].name), "c-pool-old");
+  snprintf(o[2].component, sizeof(o[2].component), "shard-pool");
+  snprintf(o[2].database, sizeof(o[2].database), "postgres");
+  snprintf(o[2].tablegroup, sizeof(o[2].tablegroup), "default");
+  snprintf(o[2].shard, sizeof(o[2].shard), "0-inf");
+  snprintf(o[2].pool, sizeof(o[2].pool), "old");
+  snprintf(o[2].cell, sizeof(o[2].cell), "zone-a");
+  CHECK(mgop_orphans_missing(o, 3, d, 4) == 2);
+  mgop_orphan_field(&o[2], field, sizeof(field));
+  CHECK_STR(field, "spec.databases[name=postgres].tablegroups[name=default].shards[name=0-inf].pools.old (cell zone-a)");
+  mgop_orphan_field(&o[0], field, sizeof(field));
+  CHECK_STR(field, "spec.globalTopoServer.etcd");
+  snprintf(o[0].component, sizeof(o[0].component), "local-toposerver");
+  snprintf(o[0].cell, sizeof(o[0].cell), "zone-b");
+  mgop_orphan_field(&o[0], field, sizeof(field));
+  CHECK_STR(field, "spec.cells[name=zone-b].localTopoServer");
+}
+
+/* ======================================================================
  * 8b. admission: POST /validate, offline (no API server: no template exists)
  * ==================================================================== */
 static void test_admission(void) {
@@ -2541,6 +2602,34 @@ static void test_admission(void) {
        200, 1, "\"allowed\":true"},
       {"a user deleting a child (it is recreated)", T_REVIEW("u9", "TopoServer", "DELETE", "alice", ""), 200, 1,
        "\"allowed\":true"},
+      {"an unknown deletion-policy", T_REVIEW("o1", "MultigresCluster", "CREATE", "alice",
+       ",\"object\":{\"metadata\":{\"name\":\"c\",\"annotations\":{\"multigres.com/deletion-policy\":\"Keep\"}},"
+       "\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z\"}]}}"), 200, 0, "it must be Orphan"},
+      {"removing deletion-policy during a deletion", T_REVIEW("o2", "MultigresCluster", "UPDATE", "alice",
+       ",\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{}},\"oldObject\":{\"metadata\":{\"name\":\"c\","
+       "\"deletionTimestamp\":\"2026-01-01T00:00:00Z\",\"annotations\":{\"multigres.com/deletion-policy\":\"Orphan\"}}}"),
+       200, 0, "cannot change while the cluster is being deleted (it was \\\"Orphan\\\")"},
+      {"setting deletion-policy during a deletion", T_REVIEW("o3", "MultigresCluster", "UPDATE", "alice",
+       ",\"object\":{\"metadata\":{\"name\":\"c\",\"annotations\":{\"multigres.com/deletion-policy\":\"Orphan\"}}},"
+       "\"oldObject\":{\"metadata\":{\"name\":\"c\",\"deletionTimestamp\":\"2026-01-01T00:00:00Z\"}}"),
+       200, 0, "(it was \\\"unset\\\")"},
+      {"a finalizer dropped during an Orphan deletion", T_REVIEW("o4", "MultigresCluster", "UPDATE", "alice",
+       ",\"object\":{\"metadata\":{\"name\":\"c\",\"annotations\":{\"multigres.com/deletion-policy\":\"Orphan\"}}},"
+       "\"oldObject\":{\"metadata\":{\"name\":\"c\",\"deletionTimestamp\":\"2026-01-01T00:00:00Z\","
+       "\"finalizers\":[\"x\"],\"annotations\":{\"multigres.com/deletion-policy\":\"Orphan\"}}}"), 200, 1,
+       "\"allowed\":true"},
+      {"removing deletion-policy from a live cluster", T_REVIEW("o5", "MultigresCluster", "UPDATE", "alice",
+       ",\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z\"}]}},"
+       "\"oldObject\":{\"metadata\":{\"name\":\"c\",\"annotations\":{\"multigres.com/deletion-policy\":\"Orphan\"}}}"),
+       200, 1, "\"allowed\":true"},
+      {"the collector deleting a child of an Orphan cluster",
+       T_REVIEW("o6", "Shard", "DELETE", "system:serviceaccount:kube-system:generic-garbage-collector",
+       ",\"oldObject\":{\"metadata\":{\"name\":\"s\",\"labels\":{\"multigres.com/cluster\":\"c\","
+       "\"multigres.com/deletion-policy\":\"Orphan\"}}}"), 200, 0,
+       "Shard belongs to MultigresCluster c, whose deletion-policy is Orphan"},
+      {"the operator pruning a child of an Orphan cluster", T_REVIEW("o7", "Cell", "DELETE", "system:serviceaccount:op:op",
+       ",\"oldObject\":{\"metadata\":{\"name\":\"s\",\"labels\":{\"multigres.com/deletion-policy\":\"Orphan\"}}}"),
+       200, 1, "\"allowed\":true"},
       {"no request.object", T_REVIEW("u10", "MultigresCluster", "CREATE", "alice", ""), 200, 1,
        "no request.object"},
       {"not JSON", "{\"request\":", 400, 0, "AdmissionReview"},
@@ -2774,6 +2863,8 @@ static void test_srv_pool(void);
 struct t_case { const char *name; void (*fn)(void); };
 static const struct t_case t_cases[] = {
     {"chunked_whole", test_chunked_whole},
+    {"orphan_patches", test_orphan_patches},
+    {"orphan_compat", test_orphan_compat},
     {"chunked_bytewise", test_chunked_bytewise},
     {"chunked_random_splits", test_chunked_random_splits},
     {"chunked_errors", test_chunked_errors},

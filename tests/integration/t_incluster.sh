@@ -317,6 +317,8 @@ exempt.add(("multigres.com", "cells", "delete"))
 # volume expansion runs only when a storage.size grows (tests/integration/t_storage.sh)
 exempt |= {("", "persistentvolumeclaims", "list"), ("", "persistentvolumeclaims", "patch"),
            ("storage.k8s.io", "storageclasses", "get")}
+# deletion-policy Orphan only: the finalizer and the Secrets' metadata (tests/integration/t_orphan.sh)
+exempt |= {("multigres.com", "multigresclusters", "patch"), ("", "secrets", "patch")}
 unused = sorted(granted - used - exempt)
 if unused:
     sys.exit("granted but never used (least privilege): " + ", ".join(f"{v} {g or 'core'}/{r}" for g, r, v in unused))
