@@ -212,6 +212,7 @@ struct mgop_rctx {
   char shard_tg[MGOP_SHARDS_MAX][254];
   char shard_db[MGOP_SHARDS_MAX][32];
   char where[240];            /* field path being built, for limit messages */
+  char backup_warn[512];      /* a shard's RWO backup volume spans cells (admission warns) */
   /* StatefulSets whose volumes this turn grows in place (after the apply) */
   struct mgop_grow {
     char sts[64], vct[16];
@@ -1810,6 +1811,7 @@ struct mgop_podspec {
   int nctr;
   const char *volumes;           /* JSON array literal or NULL         */
   const char *annotations;       /* JSON object literal or NULL        */
+  const char *service_account;   /* serviceAccountName, or NULL        */
 };
 
 static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_podspec *p) {
@@ -1841,6 +1843,7 @@ static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, cons
   }
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "spec"); mgop_jw_obj(w);
+  if (p->service_account) { mgop_jw_key(w, "serviceAccountName"); mgop_jw_str(w, p->service_account); }
   if (secrets >= 0) { mgop_jw_key(w, "imagePullSecrets"); mgop_jw_copy(w, &r->root, secrets); }
   if (p->zone_key) {
     mgop_jw_key(w, "nodeSelector"); mgop_jw_obj(w); mgop_jw_key(w, p->zone_key); mgop_jw_str(w, p->zone); mgop_jw_obj_end(w);
@@ -2217,8 +2220,543 @@ static int mgop_ensure_password_secret(struct mgop_rctx *r, const char *name, co
   return MGOP_OK;
 }
 
+/* ---- Backups (pgBackRest) -------------------------------------------------
+ * A shard's backup settings are resolved field by field along cluster >
+ * database > table group > shard (spec.backup at each level, deep-merged),
+ * then the built-in default: filesystem backups in /backups on a 10Gi
+ * ReadWriteOnce PVC. Filesystem: one PVC per shard, named
+ * backup-data-<cluster>-<db>-<tablegroup>-<shard>, mounted by every pool pod
+ * of the shard in every cell (so all of them see the same repository; that
+ * needs a ReadWriteMany class once the pods are on more than one node, and
+ * admission warns). S3: no volume; the region and credentials reach the pods
+ * as environment, the bucket, endpoint and key prefix travel in the Database
+ * topology record (struct mgop_backup_loc is what that record is written
+ * from). pgBackRest's TLS: a CA and a peer certificate per shard from the
+ * operator's PKI (or the user's Secret), projected at /certs/pgbackrest. */
+#define MGOP_BACKUP_PATH "/backups"
+#define MGOP_BACKUP_SIZE "10Gi"
+#define MGOP_PGBR_CERT_DIR "/certs/pgbackrest"
+#define MGOP_PGBR_PORT 8432
+#define MGOP_PGBR_CIPHER_DIR "/secrets/pgbackrest-cipher"
+#define MGOP_PGBR_CN "pgbackrest"   /* the name the peers verify (Multigres's own setups use it) */
+
+enum mgop_backup_type { MGOP_BACKUP_FILESYSTEM = 1, MGOP_BACKUP_S3 = 2 };
+
+/* One shard's resolved backup location: what its pool pods mount and what
+ * the Database topology record carries (BackupLocation). */
+struct mgop_backup_loc {
+  int type;                          /* enum mgop_backup_type              */
+  char from[16];                     /* level that chose the type: cluster,
+                                        database, tablegroup, shard, built-in */
+  /* filesystem */
+  char path[513];                    /* repository directory in the pods   */
+  char pvc[64];                      /* the shard's claim                  */
+  char size[MGOP_QUANTITY_BUF], klass[64];
+  char access[4][32];
+  int naccess, rwx;                  /* rwx: ReadWriteMany is among them   */
+  /* s3 */
+  char bucket[64], region[64], endpoint[2049], key_prefix[1025];
+  int env_credentials;
+  char credentials_secret[254], service_account[254];
+  /* both */
+  char tls_secret[254];              /* ca.crt, tls.crt, tls.key           */
+  int tls_own;                       /* 1: the operator issues tls_secret  */
+  char encryption_secret[254];       /* keys.json; "" without encryption   */
+};
+
+/* Wall-clock seconds as the backup code reads them: one function, so a
+ * test can set the time (mgop_fake_now_s != 0). */
+static long long mgop_fake_now_s;
+static long long mgop_wall_s(void) {
+  return mgop_fake_now_s ? mgop_fake_now_s : (long long)time(NULL);
+}
+
+/* Lifetimes of the pgBackRest certificates (flags). */
+static long long mgop_pgbr_cert_validity_s = 365LL * 24 * 3600, mgop_pgbr_ca_validity_s = 10LL * 365 * 24 * 3600;
+
+/* path's string into buf, else fallback. */
+static void mgop_str_into(const struct mgop_json *j, int t, const char *path, char *buf, size_t cap,
+                          const char *fallback) {
+  if (t < 0 || mgop_json_path_str(j, t, path, buf, cap) != MGOP_OK || !buf[0]) snprintf(buf, cap, "%s", fallback);
+}
+
+/* Deep-merges spec.backup of each level present into out (built-in when
+ * none). S3 credentials are one choice, not three fields: they come whole
+ * from the most specific level that sets any of them (*cred_doc, *cred). */
+static int mgop_backup_merge(struct mgop_rctx *r, const struct mgop_json *d, const int *toks, struct mgop_json *out,
+                             char *from, size_t fcap, const struct mgop_json **cred_doc, int *cred) {
+  static const char *const level[4] = {"cluster", "database", "tablegroup", "shard"};
+  static const char builtin[] = "{\"type\":\"filesystem\",\"filesystem\":{}}";
+  int rc, any = 0;
+  if ((rc = mgop_parse_arena(r->arena, "{}", 2, out))) return rc;
+  for (int i = 0; i < 4; i++) {
+    const struct mgop_json *doc = i ? d : &r->root;
+    int b = toks[i] >= 0 ? mgop_json_key(doc, toks[i], "backup") : -1;
+    if (!mgop_json_is(doc, b, JSMN_OBJECT)) continue;
+    if ((rc = mgop_merge_to(r, out, 0, doc, b, out))) return rc;
+    if (mgop_json_key(doc, b, "type") >= 0) snprintf(from, fcap, "%s", level[i]);
+    {
+      int s3 = mgop_json_key(doc, b, "s3");
+      if (mgop_json_key(doc, s3, "credentialsSecret") >= 0 || mgop_json_key(doc, s3, "serviceAccountName") >= 0 ||
+          mgop_json_key(doc, s3, "useEnvCredentials") >= 0)
+        *cred_doc = doc, *cred = s3;
+    }
+    any = 1;
+  }
+  if (!any) {
+    snprintf(from, fcap, "built-in");
+    return mgop_parse_arena(r->arena, builtin, sizeof(builtin) - 1, out);
+  }
+  return MGOP_OK;
+}
+
+/* The resolved location of one shard; parts = {cluster, db, tg, shard},
+ * shard_cr names its Shard (and so its certificate Secrets). toks are the
+ * cluster spec, database, table group and shard tokens (d for the last three). */
+static int mgop_backup_resolve(struct mgop_rctx *r, const struct mgop_json *d, const int *toks,
+                               const char *const *parts, const char *shard_cr, struct mgop_backup_loc *b) {
+  struct mgop_json m;
+  const struct mgop_json *cdoc = NULL;
+  char type[16] = "";
+  int rc, fs, s3, am, cred = -1;
+  memset(b, 0, sizeof(*b));
+  if ((rc = mgop_backup_merge(r, d, toks, &m, b->from, sizeof(b->from), &cdoc, &cred))) return rc;
+  mgop_json_path_str(&m, 0, "type", type, sizeof(type));
+  if (strcmp(type, "filesystem") && strcmp(type, "s3")) {
+    mgop_stall(r, "InvalidSpec", "%s.backup.type is \"%s\"; use filesystem or s3", r->where, type);
+    return MGOP_ERR_CONFIG;
+  }
+  b->type = type[0] == 's' ? MGOP_BACKUP_S3 : MGOP_BACKUP_FILESYSTEM;
+  fs = mgop_json_key(&m, 0, "filesystem");
+  s3 = mgop_json_key(&m, 0, "s3");
+  if (b->type == MGOP_BACKUP_FILESYSTEM) {
+    const char *pvc_parts[] = {"backup-data", parts[0], parts[1], parts[2], parts[3]};
+    mgop_str_into(&m, fs, "path", b->path, sizeof(b->path), MGOP_BACKUP_PATH);
+    mgop_str_into(&m, fs, "storage.size", b->size, sizeof(b->size), MGOP_BACKUP_SIZE);
+    mgop_str_into(&m, fs, "storage.class", b->klass, sizeof(b->klass), "");
+    am = mgop_json_path(&m, fs, "storage.accessModes");
+    for (int i = 0; mgop_json_is(&m, am, JSMN_ARRAY) && i < m.tok[am].size && b->naccess < 4; i++)
+      if (mgop_json_str(&m, mgop_json_at(&m, am, i), b->access[b->naccess], sizeof(b->access[0])) == MGOP_OK)
+        b->rwx |= !strcmp(b->access[b->naccess++], "ReadWriteMany");
+    if (!b->naccess) snprintf(b->access[b->naccess++], sizeof(b->access[0]), "ReadWriteOnce");
+    mgop_name(b->pvc, sizeof(b->pvc), MGOP_LIMIT_SERVICE, 1, pvc_parts, 5);
+  } else {
+    if (!mgop_json_is(&m, s3, JSMN_OBJECT)) {
+      mgop_stall(r, "InvalidSpec", "%s: backup.type is s3 but no level sets backup.s3; set bucket and region", r->where);
+      return MGOP_ERR_CONFIG;
+    }
+    mgop_str_into(&m, s3, "bucket", b->bucket, sizeof(b->bucket), "");
+    mgop_str_into(&m, s3, "region", b->region, sizeof(b->region), "");
+    mgop_str_into(&m, s3, "endpoint", b->endpoint, sizeof(b->endpoint), "");
+    mgop_str_into(&m, s3, "keyPrefix", b->key_prefix, sizeof(b->key_prefix), "");
+    if (cdoc) {
+      mgop_str_into(cdoc, cred, "credentialsSecret", b->credentials_secret, sizeof(b->credentials_secret), "");
+      mgop_str_into(cdoc, cred, "serviceAccountName", b->service_account, sizeof(b->service_account), "");
+      mgop_json_bool(cdoc, mgop_json_key(cdoc, cred, "useEnvCredentials"), &b->env_credentials);
+    }
+    if (!b->bucket[0] || !b->region[0]) {
+      mgop_stall(r, "InvalidSpec", "%s: backup.s3 needs bucket and region (merged over every level)", r->where);
+      return MGOP_ERR_CONFIG;
+    }
+    if (b->service_account[0] && (b->credentials_secret[0] || b->env_credentials)) {
+      mgop_stall(r, "InvalidSpec", "%s: backup.s3 sets serviceAccountName together with %s; keep one way to get "
+                 "credentials", r->where,
+                 b->credentials_secret[0] ? "credentialsSecret" : "useEnvCredentials");
+      return MGOP_ERR_CONFIG;
+    }
+  }
+  mgop_str_into(&m, 0, "pgbackrestTLS.secretName", b->tls_secret, sizeof(b->tls_secret), "");
+  if (!b->tls_secret[0]) {
+    snprintf(b->tls_secret, sizeof(b->tls_secret), "%.200s-pgbackrest-tls", shard_cr);
+    b->tls_own = 1;
+  }
+  mgop_str_into(&m, 0, "encryption.secretName", b->encryption_secret, sizeof(b->encryption_secret), "");
+  return MGOP_OK;
+}
+
+/* The location one database's topology record carries (cluster and
+ * database levels only): what the topology writer publishes. */
+static int mgop_backup_resolve_database(struct mgop_rctx *r, const struct mgop_json *d, int db_tok,
+                                        struct mgop_backup_loc *b) {
+  const int toks[] = {r->spec, db_tok, -1, -1};
+  const char *parts[] = {r->name, "", "", ""};
+  return mgop_backup_resolve(r, d, toks, parts, "", b);
+}
+
+/* What differs between a shard's location and its database's record, or
+ * NULL. Multigres keeps one backup location per database, so a table group
+ * or shard may change the volume, credentials, TLS and encryption key, but
+ * not where the repository is. */
+static const char *mgop_backup_location_diff(const struct mgop_backup_loc *s, const struct mgop_backup_loc *db) {
+  if (s->type != db->type) return "type";
+  if (s->type == MGOP_BACKUP_FILESYSTEM) return strcmp(s->path, db->path) ? "filesystem.path" : NULL;
+  if (strcmp(s->bucket, db->bucket)) return "s3.bucket";
+  if (strcmp(s->region, db->region)) return "s3.region";
+  if (strcmp(s->endpoint, db->endpoint)) return "s3.endpoint";
+  if (strcmp(s->key_prefix, db->key_prefix)) return "s3.keyPrefix";
+  if (!s->encryption_secret[0] != !db->encryption_secret[0]) return "encryption";
+  return NULL;
+}
+
+/* The resolved settings as the Shard's spec.backup (the CRD's shape). */
+static void mgop_backup_write(struct mgop_jw *w, const struct mgop_backup_loc *b) {
+  mgop_jw_obj(w);
+  mgop_jw_key(w, "type"); mgop_jw_str(w, b->type == MGOP_BACKUP_S3 ? "s3" : "filesystem");
+  if (b->type == MGOP_BACKUP_FILESYSTEM) {
+    mgop_jw_key(w, "filesystem"); mgop_jw_obj(w);
+    mgop_jw_key(w, "path"); mgop_jw_str(w, b->path);
+    mgop_jw_key(w, "storage"); mgop_jw_obj(w);
+    mgop_jw_key(w, "size"); mgop_jw_str(w, b->size);
+    if (b->klass[0]) { mgop_jw_key(w, "class"); mgop_jw_str(w, b->klass); }
+    mgop_jw_key(w, "accessModes"); mgop_jw_arr(w);
+    for (int i = 0; i < b->naccess; i++) mgop_jw_str(w, b->access[i]);
+    mgop_jw_arr_end(w);
+    mgop_jw_obj_end(w);
+    mgop_jw_obj_end(w);
+  } else {
+    mgop_jw_key(w, "s3"); mgop_jw_obj(w);
+    mgop_jw_key(w, "bucket"); mgop_jw_str(w, b->bucket);
+    mgop_jw_key(w, "region"); mgop_jw_str(w, b->region);
+    if (b->endpoint[0]) { mgop_jw_key(w, "endpoint"); mgop_jw_str(w, b->endpoint); }
+    if (b->key_prefix[0]) { mgop_jw_key(w, "keyPrefix"); mgop_jw_str(w, b->key_prefix); }
+    if (b->env_credentials) { mgop_jw_key(w, "useEnvCredentials"); mgop_jw_bool(w, 1); }
+    if (b->credentials_secret[0]) { mgop_jw_key(w, "credentialsSecret"); mgop_jw_str(w, b->credentials_secret); }
+    if (b->service_account[0]) { mgop_jw_key(w, "serviceAccountName"); mgop_jw_str(w, b->service_account); }
+    mgop_jw_obj_end(w);
+  }
+  mgop_jw_key(w, "pgbackrestTLS"); mgop_jw_obj(w);
+  mgop_jw_key(w, "secretName"); mgop_jw_str(w, b->tls_secret);
+  mgop_jw_obj_end(w);
+  if (b->encryption_secret[0]) {
+    mgop_jw_key(w, "encryption"); mgop_jw_obj(w);
+    mgop_jw_key(w, "secretName"); mgop_jw_str(w, b->encryption_secret);
+    mgop_jw_obj_end(w);
+  }
+  mgop_jw_obj_end(w);
+}
+
+/* What the pool pods get: extra args, env, mounts and volumes (JSON
+ * fragments, each starting with ',' so they append to the fixed lists). */
+struct mgop_backup_pod {
+  char pgctld_mounts[512], pooler_env[1024], pooler_mounts[768], volumes[1536];
+  char a_cert[96], a_port[48], a_crt[96], a_key[96], a_ca[96], a_cipher[128];
+};
+
+static void mgop_backup_pod_parts(const struct mgop_backup_loc *b, struct mgop_backup_pod *p) {
+  struct mgop_buf v, pm, m;
+  char repo_mount[700] = "";
+  memset(p, 0, sizeof(*p));
+  snprintf(p->a_cert, sizeof(p->a_cert), "--pgbackrest-cert-dir=" MGOP_PGBR_CERT_DIR);
+  snprintf(p->a_port, sizeof(p->a_port), "--pgbackrest-port=%d", MGOP_PGBR_PORT);
+  snprintf(p->a_crt, sizeof(p->a_crt), "--pgbackrest-cert-file=" MGOP_PGBR_CERT_DIR "/pgbackrest.crt");
+  snprintf(p->a_key, sizeof(p->a_key), "--pgbackrest-key-file=" MGOP_PGBR_CERT_DIR "/pgbackrest.key");
+  snprintf(p->a_ca, sizeof(p->a_ca), "--pgbackrest-ca-file=" MGOP_PGBR_CERT_DIR "/ca.crt");
+  if (b->encryption_secret[0])
+    snprintf(p->a_cipher, sizeof(p->a_cipher), "--pgbackrest-cipher-key-file=" MGOP_PGBR_CIPHER_DIR "/keys.json");
+  if (b->type == MGOP_BACKUP_FILESYSTEM)
+    snprintf(repo_mount, sizeof(repo_mount), ",{\"name\":\"backup-data\",\"mountPath\":\"%s\"}", b->path);
+  /* pgctld runs the pgBackRest TLS server: the repository and the certificate */
+  mgop_buf_init(&m, p->pgctld_mounts, sizeof(p->pgctld_mounts));
+  mgop_buf_printf(&m, "%s,{\"name\":\"pgbackrest-certs\",\"mountPath\":\"" MGOP_PGBR_CERT_DIR "\",\"readOnly\":true}",
+                  repo_mount);
+  mgop_buf_cstr(&m);
+  mgop_buf_init(&pm, p->pooler_mounts, sizeof(p->pooler_mounts));
+  mgop_buf_printf(&pm, "%s,{\"name\":\"pgbackrest-certs\",\"mountPath\":\"" MGOP_PGBR_CERT_DIR "\",\"readOnly\":true}",
+                  repo_mount);
+  if (b->encryption_secret[0])
+    mgop_buf_puts(&pm, ",{\"name\":\"pgbackrest-cipher\",\"mountPath\":\"" MGOP_PGBR_CIPHER_DIR "\",\"readOnly\":true}");
+  mgop_buf_cstr(&pm);
+  { /* S3: region and credentials as the AWS SDK environment */
+    struct mgop_buf e;
+    mgop_buf_init(&e, p->pooler_env, sizeof(p->pooler_env));
+    if (b->type == MGOP_BACKUP_S3) {
+      mgop_buf_printf(&e, ",{\"name\":\"AWS_REGION\",\"value\":\"%s\"}", b->region);
+      if (b->credentials_secret[0])
+        mgop_buf_printf(&e, ",{\"name\":\"AWS_ACCESS_KEY_ID\",\"valueFrom\":{\"secretKeyRef\":{\"name\":\"%s\","
+                        "\"key\":\"AWS_ACCESS_KEY_ID\"}}},{\"name\":\"AWS_SECRET_ACCESS_KEY\",\"valueFrom\":"
+                        "{\"secretKeyRef\":{\"name\":\"%s\",\"key\":\"AWS_SECRET_ACCESS_KEY\"}}}",
+                        b->credentials_secret, b->credentials_secret);
+    }
+    mgop_buf_cstr(&e);
+  }
+  mgop_buf_init(&v, p->volumes, sizeof(p->volumes));
+  if (b->type == MGOP_BACKUP_FILESYSTEM)
+    mgop_buf_printf(&v, ",{\"name\":\"backup-data\",\"persistentVolumeClaim\":{\"claimName\":\"%s\"}}", b->pvc);
+  /* cert-manager's layout (ca.crt, tls.crt, tls.key) under the names
+   * pgctld and multipooler read; 0444 like the password Secret: the
+   * containers run as uid 999 without an fsGroup */
+  mgop_buf_printf(&v, ",{\"name\":\"pgbackrest-certs\",\"projected\":{\"defaultMode\":292,\"sources\":[{\"secret\":"
+                  "{\"name\":\"%s\",\"items\":[{\"key\":\"ca.crt\",\"path\":\"ca.crt\"},{\"key\":\"tls.crt\",\"path\":"
+                  "\"pgbackrest.crt\"},{\"key\":\"tls.key\",\"path\":\"pgbackrest.key\"}]}}]}}", b->tls_secret);
+  if (b->encryption_secret[0])
+    mgop_buf_printf(&v, ",{\"name\":\"pgbackrest-cipher\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
+                    "\"items\":[{\"key\":\"keys.json\",\"path\":\"keys.json\"}]}}", b->encryption_secret);
+  mgop_buf_cstr(&v);
+}
+
+/* The cells the pods of a shard run in (pools' cells, else every cell). */
+static int mgop_shard_cell_count(struct mgop_rctx *r, const struct mgop_json *pdoc, int pools) {
+  char seen[MGOP_CRD_CELLS_MAX][MGOP_CRD_CELL_NAME_MAX + 1];
+  int n = 0, all = mgop_json_key(&r->root, r->spec, "cells");
+  int nall = mgop_json_is(&r->root, all, JSMN_ARRAY) ? r->root.tok[all].size : 0;
+  for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
+    int pc = mgop_json_key(pdoc, pt + 1, "cells");
+    if (!mgop_json_is(pdoc, pc, JSMN_ARRAY)) return nall;
+    for (int i = 0; i < pdoc->tok[pc].size; i++) {
+      char c[MGOP_CRD_CELL_NAME_MAX + 1];
+      int dup = 0;
+      if (mgop_json_str(pdoc, mgop_json_at(pdoc, pc, i), c, sizeof(c))) continue;
+      for (int k = 0; k < n; k++) dup |= !strcmp(seen[k], c);
+      if (!dup && n < MGOP_CRD_CELLS_MAX) snprintf(seen[n++], sizeof(seen[0]), "%s", c);
+    }
+  }
+  return n;
+}
+
+/* GET one namespaced object by kind path ("persistentvolumeclaims",
+ * "secrets"); MGOP_ERR_NOTFOUND when absent. */
+static int mgop_core_get(struct mgop_rctx *r, const char *plural, const char *name, struct mgop_buf *out,
+                         struct mgop_json *j, jsmntok_t *tok, int ntok) {
+  char path[512];
+  int status = 0, rc;
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/%s/%s", r->ns, plural, name);
+  if ((rc = mgop_kube_get(mgop_api_ptr, path, out, &status))) return rc;
+  return mgop_json_parse(j, out->p, out->len, tok, ntok);
+}
+
+/* metadata of an object the backup code writes: labels, and the Shard as
+ * controller owner when owned (a Retain PVC has none: nothing deletes it). */
+static void mgop_backup_meta(struct mgop_rctx *r, struct mgop_jw *w, const char *name, const char *component,
+                             const struct mgop_ids *ids, const char *shard_cr, const char *uid) {
+  mgop_jw_key(w, "metadata"); mgop_jw_obj(w);
+  mgop_jw_key(w, "name"); mgop_jw_str(w, name);
+  mgop_jw_key(w, "namespace"); mgop_jw_str(w, r->ns);
+  mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_labels(w, r->name, component); mgop_id_labels(w, ids); mgop_jw_obj_end(w);
+  if (uid) {
+    mgop_jw_key(w, "ownerReferences"); mgop_jw_arr(w); mgop_jw_obj(w);
+    mgop_jw_key(w, "apiVersion"); mgop_jw_str(w, MGOP_API_VERSION);
+    mgop_jw_key(w, "kind"); mgop_jw_str(w, "Shard");
+    mgop_jw_key(w, "name"); mgop_jw_str(w, shard_cr);
+    mgop_jw_key(w, "uid"); mgop_jw_str(w, uid);
+    mgop_jw_key(w, "controller"); mgop_jw_bool(w, 1);
+    mgop_jw_key(w, "blockOwnerDeletion"); mgop_jw_bool(w, 1);
+    mgop_jw_obj_end(w); mgop_jw_arr_end(w);
+  }
+  mgop_jw_obj_end(w);
+}
+
+/* The shard's backup PVC: created once when missing, never changed or
+ * deleted by the operator. whenDeleted: Delete makes the Shard its owner
+ * (the garbage collector removes it with the Shard); Retain leaves it
+ * unowned, so it outlives the cluster. The policy is read at creation. */
+static int mgop_ensure_backup_pvc(struct mgop_rctx *r, const struct mgop_backup_loc *b, const char *shard_cr,
+                                  const char *uid, const struct mgop_ids *ids, const char *when_deleted) {
+  static char body[16 * 1024], mem[4096];
+  static jsmntok_t tok[1024];
+  uint64_t key = mgop_fp_key("PersistentVolumeClaim", r->ns, b->pvc);
+  struct mgop_fp *f = mgop_fp_find(key);
+  struct mgop_buf out, bb;
+  struct mgop_jw w;
+  struct mgop_json j;
+  char path[512];
+  int rc, status = 0;
+  if (f && (f->flags & MGOP_FP_EXISTS)) return MGOP_OK;
+  mgop_buf_init(&out, body, sizeof(body));
+  rc = mgop_core_get(r, "persistentvolumeclaims", b->pvc, &out, &j, tok, 1024);
+  if (rc == MGOP_OK) goto exists;
+  if (rc != MGOP_ERR_NOTFOUND) return rc;
+  mgop_buf_init(&bb, mem, sizeof(mem));
+  mgop_jw_init(&w, &bb);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "PersistentVolumeClaim");
+  mgop_backup_meta(r, &w, b->pvc, "backup", ids, shard_cr, strcmp(when_deleted, "Delete") ? NULL : uid);
+  mgop_jw_key(&w, "spec"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "accessModes"); mgop_jw_arr(&w);
+  for (int i = 0; i < b->naccess; i++) mgop_jw_str(&w, b->access[i]);
+  mgop_jw_arr_end(&w);
+  if (b->klass[0]) { mgop_jw_key(&w, "storageClassName"); mgop_jw_str(&w, b->klass); }
+  mgop_jw_key(&w, "resources"); mgop_jw_obj(&w); mgop_jw_key(&w, "requests"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "storage"); mgop_jw_str(&w, b->size);
+  mgop_jw_obj_end(&w); mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (bb.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "PersistentVolumeClaim %s too large", b->pvc);
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims?fieldManager=" MGOP_MANAGER, r->ns);
+  mgop_buf_init(&out, body, sizeof(body));
+  if ((rc = mgop_kube_request(mgop_api_ptr, "POST", path, "application/json", bb.p, bb.len, &out, &status))) return rc;
+  if (status != 201 && status != 409) {
+    char msg[300];
+    mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
+    return mgop_seterr(MGOP_ERR_STATUS, "create PersistentVolumeClaim %s: HTTP %d: %s", b->pvc, status, msg);
+  }
+exists:
+  if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS;
+  return MGOP_OK;
+}
+
+/* Server-side applies a Secret owned by the Shard. */
+static int mgop_backup_put_secret(struct mgop_rctx *r, const char *name, const char *type, const struct mgop_ids *ids,
+                                  const char *shard_cr, const char *uid, const char *const *keys,
+                                  const char *const *vals, int n) {
+  static char mem[48 * 1024], b64[3 * MGOP_PKI_PEM_MAX * 2];
+  char path[512];
+  struct mgop_buf bb;
+  struct mgop_jw w;
+  struct mgop_applied res;
+  int status = 0, rc;
+  mgop_buf_init(&bb, mem, sizeof(mem));
+  mgop_jw_init(&w, &bb);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "Secret");
+  mgop_backup_meta(r, &w, name, "pgbackrest-tls", ids, shard_cr, uid);
+  mgop_jw_key(&w, "type"); mgop_jw_str(&w, type);
+  mgop_jw_key(&w, "data"); mgop_jw_obj(&w);
+  for (int i = 0; i < n; i++) {
+    size_t bl = 0;
+    if (mbedtls_base64_encode((unsigned char *)b64, sizeof(b64), &bl, (const unsigned char *)vals[i], strlen(vals[i])))
+      return mgop_seterr(MGOP_ERR_TOOBIG, "Secret %s: %s too large", name, keys[i]);
+    mgop_jw_key(&w, keys[i]);
+    mgop_jw_strn(&w, b64, bl);
+  }
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (bb.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "Secret %s too large", name);
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", r->ns, name);
+  rc = mgop_kube_apply(mgop_api_ptr, path, bb.p, bb.len, &res, &status);
+  mbedtls_platform_zeroize(mem, sizeof(mem));
+  mbedtls_platform_zeroize(b64, sizeof(b64));
+  return rc;
+}
+
+/* data.KEY of a parsed Secret, base64-decoded (defined with the webhook). */
+static int mgop_secret_value(const struct mgop_json *j, const char *key, char *out, size_t cap);
+
+/* When the peer certificate cert (signed by the CA bundle ca) must be
+ * replaced: 0 when it is good, else the reason. */
+static const char *mgop_pgbr_stale(const char *cert, const char *ca, long long now) {
+  if (!cert[0] || !ca[0]) return "missing";
+  if (mgop_pki_needs_renewal(cert, strlen(cert), now, 0)) return "due for renewal";
+  if (mgop_pki_verify(cert, strlen(cert), ca, strlen(ca), MGOP_PGBR_CN, now)) return "not signed by the CA";
+  return NULL;
+}
+
+/* The shard's pgBackRest CA (<shard>-pgbackrest-ca: ca.crt, ca.key, never
+ * mounted) and peer certificate (<shard>-pgbackrest-tls: ca.crt, tls.crt,
+ * tls.key), rotated like the webhook's: a certificate is replaced once a
+ * third of its lifetime is left; a new CA is published beside the old one
+ * in ca.crt, so pods that still hold the old certificate are trusted while
+ * the kubelet refreshes the projected files. The turn is re-queued for the
+ * next renewal. */
+static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_backup_loc *b, const char *shard_cr,
+                                      const char *uid, const struct mgop_ids *ids) {
+  static char body[64 * 1024], bundle[2 * MGOP_PKI_PEM_MAX], cur_ca[2 * MGOP_PKI_PEM_MAX];
+  static char cur_crt[MGOP_PKI_PEM_MAX], ca_crt[MGOP_PKI_PEM_MAX], ca_key[MGOP_PKI_PEM_MAX];
+  static struct mgop_pki_pair ca, leaf;
+  static jsmntok_t tok[256];
+  uint64_t key = mgop_fp_key("Secret", r->ns, b->tls_secret), suid = mgop_uid_hash(uid);
+  struct mgop_fp *f = mgop_fp_find(key);
+  struct mgop_buf out;
+  struct mgop_json j;
+  char ca_name[300];
+  long long now = mgop_wall_s(), nb = 0, na = 0;
+  const char *why;
+  int rc, ca_new = 0;
+  const char *names[] = {MGOP_PGBR_CN, shard_cr};
+  if (f && f->owner_uid == suid && f->renew_at > now) goto requeue;
+  cur_ca[0] = cur_crt[0] = 0;
+  mgop_buf_init(&out, body, sizeof(body));
+  rc = mgop_core_get(r, "secrets", b->tls_secret, &out, &j, tok, 256);
+  if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
+  if (!rc) {
+    mgop_secret_value(&j, "tls.crt", cur_crt, sizeof(cur_crt));
+    mgop_secret_value(&j, "ca.crt", cur_ca, sizeof(cur_ca));
+  }
+  if (!(why = mgop_pgbr_stale(cur_crt, cur_ca, now))) goto good;
+  /* the CA: kept while it has two thirds of a certificate's lifetime left */
+  snprintf(ca_name, sizeof(ca_name), "%.200s-pgbackrest-ca", shard_cr);
+  ca_crt[0] = ca_key[0] = 0;
+  mgop_buf_init(&out, body, sizeof(body));
+  rc = mgop_core_get(r, "secrets", ca_name, &out, &j, tok, 256);
+  if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
+  if (!rc) {
+    mgop_secret_value(&j, "ca.crt", ca_crt, sizeof(ca_crt));
+    mgop_secret_value(&j, "ca.key", ca_key, sizeof(ca_key));
+  }
+  if (!ca_crt[0] || mgop_pki_pair_load(&ca, ca_crt, strlen(ca_crt), ca_key, strlen(ca_key)) ||
+      mgop_pki_needs_renewal(ca.cert, ca.cert_len, now, mgop_pgbr_cert_validity_s)) {
+    const char *k[] = {"ca.crt", "ca.key"}, *v[2];
+    if ((rc = mgop_pki_make_ca(&ca, "multigres-pgbackrest-ca", mgop_pgbr_ca_validity_s, now))) return rc;
+    v[0] = ca.cert;
+    v[1] = ca.key;
+    if ((rc = mgop_backup_put_secret(r, ca_name, "Opaque", ids, shard_cr, uid, k, v, 2))) return rc;
+    ca_new = 1;
+  }
+  if ((rc = mgop_pki_make_peer(&leaf, &ca, names, 2, mgop_pgbr_cert_validity_s, now))) return rc;
+  { /* the new CA first; the one it replaces while it is still valid */
+    struct mgop_buf bb;
+    const char *k[] = {"ca.crt", "tls.crt", "tls.key"}, *v[3];
+    mgop_buf_init(&bb, bundle, sizeof(bundle));
+    mgop_buf_puts(&bb, ca.cert);
+    if (ca_new && ca_crt[0] && !mgop_pki_needs_renewal(ca_crt, strlen(ca_crt), now, 0) && strcmp(ca_crt, ca.cert))
+      mgop_buf_puts(&bb, ca_crt);
+    mgop_buf_cstr(&bb);
+    v[0] = bundle;
+    v[1] = leaf.cert;
+    v[2] = leaf.key;
+    rc = mgop_backup_put_secret(r, b->tls_secret, "kubernetes.io/tls", ids, shard_cr, uid, k, v, 3);
+    mbedtls_platform_zeroize(&leaf.key, sizeof(leaf.key));
+    mbedtls_platform_zeroize(&ca.key, sizeof(ca.key));
+    if (rc) return rc;
+  }
+  MGOP_LOG(MGOP_INFO, ("pgBackRest certificate of Shard %s/%s issued (%s%s)", r->ns, shard_cr, why,
+                       ca_new ? ", new CA" : ""));
+  snprintf(cur_crt, sizeof(cur_crt), "%s", leaf.cert);
+good:
+  mgop_pki_validity(cur_crt, strlen(cur_crt), &nb, &na);
+  if ((f = mgop_fp_upsert(key))) {
+    f->owner_uid = suid;
+    f->renew_at = na - (na - nb) / 3; /* mgop_pki_needs_renewal's third */
+  }
+requeue:
+  if (f && f->renew_at > now) mgop_enqueue(r->ns, r->name, (f->renew_at - now + 1) * 1000);
+  return MGOP_OK;
+}
+
+/* Phase 3 of a shard's backups: the ReadWriteOnce warning (admission
+ * returns it), and, live, the PVC and the certificate Secrets. */
+static int mgop_backup_shard(struct mgop_rctx *r, const struct mgop_json *d, int tg, int shard, const char *cr,
+                             const char *uid, const struct mgop_ids *ids, const struct mgop_backup_loc *b,
+                             const struct mgop_json *pdoc, int pools) {
+  int rc;
+  if (b->type == MGOP_BACKUP_FILESYSTEM && !b->rwx) {
+    int cells = mgop_shard_cell_count(r, pdoc, pools);
+    if (cells > 1 && !r->backup_warn[0])
+      snprintf(r->backup_warn, sizeof(r->backup_warn), "%.200s: filesystem backups on a ReadWriteOnce volume, but the "
+               "shard's pods run in %d cells and all mount its one backup PVC, which attaches to one node at a time: "
+               "pods elsewhere stay Pending. Use a ReadWriteMany class (backup.filesystem.storage.accessModes: "
+               "[ReadWriteMany]) or s3", r->where, cells);
+  }
+  if (r->render) return MGOP_OK;
+  if (b->type == MGOP_BACKUP_FILESYSTEM) {
+    char pol[16];
+    int own = mgop_json_key(d, shard, "spec");
+    if (own < 0) own = mgop_json_key(d, shard, "overrides");
+    {
+      const struct mgop_json *docs[] = {d, d};
+      const int toks[] = {own, tg};
+      if ((rc = mgop_ensure_backup_pvc(r, b, cr, uid, ids, mgop_pvc_policy(r, "whenDeleted", docs, toks, 2, pol,
+                                                                         sizeof(pol)))))
+        return rc;
+    }
+  }
+  if (b->tls_own && (rc = mgop_ensure_pgbackrest_tls(r, b, cr, uid, ids))) return rc;
+  return MGOP_OK;
+}
+
 /* One shard: phase 2 builds the Shard CR, phase 3 its workloads. */
-static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int tg,
+static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int db_tok, int tg,
                             const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
                             const char *root) {
   struct mgop_json cfg;
@@ -2230,6 +2768,8 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   static const char pool_default[] = "{\"default\":{\"type\":\"readWrite\"}}";
   struct mgop_json defpool;
   const struct mgop_json *pdoc;
+  static struct mgop_backup_loc bk; /* 4 KiB: not on the stack */
+  static struct mgop_backup_pod bp;
   if (mgop_json_path_str(d, shard, "name", sname, sizeof(sname)) || !sname[0]) snprintf(sname, sizeof(sname), "0-inf");
   {
     const char *parts[] = {r->name, db, tg_name, sname};
@@ -2250,6 +2790,20 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   ids.database = db;
   ids.tablegroup = tg_name;
   ids.shard = sname;
+  {
+    const int btoks[] = {r->spec, db_tok, tg, shard};
+    const char *bparts[] = {r->name, db, tg_name, sname};
+    static struct mgop_backup_loc dbk;
+    const char *diff;
+    if ((rc = mgop_backup_resolve(r, d, btoks, bparts, cr, &bk))) return rc;
+    if ((rc = mgop_backup_resolve_database(r, d, db_tok, &dbk))) return rc;
+    if ((diff = mgop_backup_location_diff(&bk, &dbk))) {
+      mgop_stall(r, "BackupLocationConflict", "%s: the table group or shard changes backup %s, but Multigres keeps one "
+                 "backup location per database (its topology record); set it on spec.databases[name=%s].backup or "
+                 "spec.backup instead", r->where, diff, db);
+      return MGOP_ERR_CONFIG;
+    }
+  }
   r->nshards++;
   if (!workloads) {
     struct mgop_build o;
@@ -2268,6 +2822,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     mgop_jw_obj_end(&o.w);
     mgop_copy_key(&o.w, "multiorch", &cfg, mgop_json_key(&cfg, 0, "multiorch"));
     mgop_copy_key(&o.w, "pools", pdoc, pools);
+    mgop_jw_key(&o.w, "backup"); mgop_backup_write(&o.w, &bk);
     mgop_jw_obj_end(&o.w);
     return mgop_build_end(&o);
   }
@@ -2288,11 +2843,13 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
       if ((rc = mgop_build_end(&o))) return rc;
     }
     if (!r->render && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids, cm))) return rc;
+    if ((rc = mgop_backup_shard(r, d, tg, shard, cr, uid, &ids, &bk, pdoc, pools))) return rc;
+    mgop_backup_pod_parts(&bk, &bp);
     shard_replicas = 0;
     /* pools: one StatefulSet and headless Service per (pool, cell) */
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
-      char pool[64], sts[64], svc[64], a[8][1100], vols[1024], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
-          klass[128];
+      char pool[64], sts[64], svc[64], a[8][1100], vols[3072], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
+          klass[128], env0[1600], env1[1700], mnt0[1024], mnt1[1280];
       int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
       int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
       long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
@@ -2340,24 +2897,29 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         {
           const char *args[] = {"server", "--pooler-dir=/var/lib/pooler", "--grpc-port=15470", "--pg-port=5432",
                                 "--pg-listen-addresses=*", a[0], "--grpc-socket-file=/var/lib/pooler/pgctld.sock",
-                                "--pg-hba-template=/etc/pgctld/pg_hba_template.conf", "--http-port=15400"};
+                                "--pg-hba-template=/etc/pgctld/pg_hba_template.conf", "--http-port=15400",
+                                bp.a_cert, bp.a_port};
           memcpy(ctr[0].args, args, sizeof(args));
-          ctr[0].nargs = 9;
+          ctr[0].nargs = 11;
         }
-        ctr[0].env = "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
+        ctr[0].env = env0;
+        snprintf(env0, sizeof(env0), "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
                      "{\"name\":\"POSTGRES_USER\",\"value\":\"postgres\"},"
-                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}]";
+                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s]", bp.pooler_env);
         ctr[0].ports = "[{\"name\":\"pgctld-http\",\"containerPort\":15400,\"protocol\":\"TCP\"},"
-                       "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"}]";
+                       "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"},"
+                       "{\"name\":\"pgbackrest\",\"containerPort\":8432,\"protocol\":\"TCP\"}]";
         ctr[0].ready_path = ctr[0].live_path = "/live";
         ctr[0].probe_port = 15400;
         ctr[0].res_doc = pdoc;
         ctr[0].res_tok = mgop_json_path(pdoc, pv, "postgres.resources");
         ctr[0].res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"256Mi\"},\"limits\":{\"memory\":\"512Mi\"}}";
-        ctr[0].mounts = "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
+        ctr[0].mounts = mnt0;
+        snprintf(mnt0, sizeof(mnt0), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
                         "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
                         "{\"name\":\"pg-hba-template\",\"mountPath\":\"/etc/pgctld\",\"readOnly\":true},"
-                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}]";
+                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
+                 bp.pgctld_mounts);
         ctr[0].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
         ctr[1].name = "multipooler";
         ctr[1].image = mgop_image(r, "multipooler", pooler_image, sizeof(pooler_image), MGOP_IMAGE_MULTIGRES);
@@ -2371,14 +2933,16 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         {
           const char *args[] = {"multipooler", "--http-port=15200", "--grpc-port=15270", "--pooler-dir=/var/lib/pooler",
                                 "--socket-file=/var/lib/pooler/pg_sockets/.s.PGSQL.5432", "--service-map=grpc-pooler",
-                                a[1], a[2], a[3], a[4], a[5], a[6], "--service-id=$(POD_NAME)", a[7]};
+                                a[1], a[2], a[3], a[4], a[5], a[6], "--service-id=$(POD_NAME)", a[7],
+                                bp.a_crt, bp.a_key, bp.a_ca, bp.a_cipher};
           memcpy(ctr[1].args, args, sizeof(args));
-          ctr[1].nargs = 14;
+          ctr[1].nargs = bp.a_cipher[0] ? 18 : 17;
         }
-        ctr[1].env = "[{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}},"
+        ctr[1].env = env1;
+        snprintf(env1, sizeof(env1), "[{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}},"
                      "{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
                      "{\"name\":\"POSTGRES_USER\",\"value\":\"postgres\"},"
-                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}]";
+                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s]", bp.pooler_env);
         ctr[1].ports = "[{\"name\":\"http\",\"containerPort\":15200,\"protocol\":\"TCP\"},"
                        "{\"name\":\"grpc\",\"containerPort\":15270,\"protocol\":\"TCP\"},"
                        "{\"name\":\"postgres\",\"containerPort\":5432,\"protocol\":\"TCP\"}]";
@@ -2388,15 +2952,17 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         ctr[1].res_doc = pdoc;
         ctr[1].res_tok = mgop_json_path(pdoc, pv, "multipooler.resources");
         ctr[1].res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"128Mi\"},\"limits\":{\"memory\":\"256Mi\"}}";
-        ctr[1].mounts = "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
+        ctr[1].mounts = mnt1;
+        snprintf(mnt1, sizeof(mnt1), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
                         "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
-                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}]";
+                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
+                 bp.pooler_mounts);
         ctr[1].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
         snprintf(vols, sizeof(vols),
                  "[{\"name\":\"socket-dir\",\"emptyDir\":{}},"
                  "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
                  "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
-                 "\"items\":[{\"key\":\"password\",\"path\":\"password\"}]}}]", cm, secret);
+                 "\"items\":[{\"key\":\"password\",\"path\":\"password\"}]}}%s]", cm, secret, bp.volumes);
         memset(&p, 0, sizeof(p));
         p.component = "shard-pool";
         p.ids = &pids;
@@ -2408,6 +2974,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         p.ctr = ctr;
         p.nctr = 2;
         p.volumes = vols;
+        p.service_account = bk.service_account[0] ? bk.service_account : NULL; /* IRSA */
         p.annotations = "{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\",\"prometheus.io/path\":\"/metrics\"}";
         if ((rc = mgop_build_begin(r, &o, K_STS, sts))) return rc;
         mgop_build_meta_ids(&o, "shard-pool", &pids, K_SHARD, cr, uid);
@@ -2606,7 +3173,7 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
       }
       for (int s = 0; mgop_json_is(d, shards, JSMN_ARRAY) && s < d->tok[shards].size; s++) {
         int st = mgop_json_at(d, shards, s);
-        rc = mgop_build_shard(r, d, db, tg_tok, tg, tg_cr, st, phase == 3, addr, root);
+        rc = mgop_build_shard(r, d, db, db_tok, tg_tok, tg, tg_cr, st, phase == 3, addr, root);
         if (rc) return rc;
         if (phase == 2 && r->nshard_names == MGOP_SHARDS_MAX) {
           mgop_limit_reached(r, MGOP_L_OBJECTS, "%s: more than %d shards", r->where, MGOP_SHARDS_MAX);
@@ -4400,7 +4967,7 @@ struct mgop_verdict {
   int errored;                    /* allowed only because the check failed */
   char reason[32];
   char message[700];
-  char warning[300];
+  char warning[900];
 };
 
 static void mgop_deny(struct mgop_verdict *v, int code, const char *reason, const char *fmt, ...)
@@ -4460,6 +5027,10 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
     v->errored = 1;
   }
   mgop_cell_zone_warnings(&r.root, r.spec, v->warning, sizeof(v->warning));
+  if (r.backup_warn[0]) {
+    size_t n = strlen(v->warning);
+    snprintf(v->warning + n, sizeof(v->warning) - n, "%s%s", n ? "; " : "", r.backup_warn);
+  }
 }
 
 static void mgop_admit(const struct mgop_json *j, int req, const char *op, const char *kind, const char *ns,
@@ -5316,6 +5887,9 @@ static const char mgop_usage[] =
     "  --webhook-ca-validity D         CA lifetime (default: 87600h)\n"
     "  --webhook-cert-check-interval D how often certificates are checked (default: 1h); each is\n"
     "                           renewed when a third of its life or two intervals remain\n"
+    "  --pgbackrest-cert-validity D    lifetime of each shard's pgBackRest certificate (default: 8760h);\n"
+    "                           renewed when a third of it remains\n"
+    "  --pgbackrest-ca-validity D      lifetime of each shard's pgBackRest CA (default: 87600h)\n"
     "  --zap-devel              development mode: console encoder, debug level (default: true)\n"
     "  --zap-log-level LEVEL    debug, info, warn, error, or 0 (debug), 1 (info), 2 (error);\n"
     "                           default: debug with --zap-devel, else info\n"
@@ -5337,6 +5911,7 @@ static const struct mgop_flag mgop_flags[] = {
     {"webhook-configuration-name", 0},          {"webhook-owner-deployment", 0},
     {"webhook-extra-sans", 0},                  {"webhook-cert-validity", 0},
     {"webhook-ca-validity", 0},                 {"webhook-cert-check-interval", 0},
+    {"pgbackrest-cert-validity", 0},            {"pgbackrest-ca-validity", 0},
 };
 
 /* "90s", "10m", "8760h", "1h30m" -> seconds; -1 when malformed or < 1s. */
@@ -5463,6 +6038,15 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
       else if (!strcmp(f->name, "webhook-configuration-name")) opt->webhook_config = val;
       else if (!strcmp(f->name, "webhook-owner-deployment")) opt->webhook_owner = val;
       else if (!strcmp(f->name, "webhook-extra-sans")) opt->webhook_extra_sans = val;
+      else if (!strncmp(f->name, "pgbackrest-c", 12)) { /* the pgBackRest certificate lifetimes */
+        long long d = mgop_parse_duration(val);
+        if (d < 0) {
+          fprintf(stderr, "multigres-op: %s takes a duration such as 90s, 10m or 8760h, not \"%s\"\n", name, val);
+          return 2;
+        }
+        if (!strcmp(f->name, "pgbackrest-cert-validity")) mgop_pgbr_cert_validity_s = d;
+        else mgop_pgbr_ca_validity_s = d;
+      }
       else if (!strncmp(f->name, "webhook-c", 9)) { /* the three durations */
         long long d = mgop_parse_duration(val);
         if (d < 0) {

@@ -572,6 +572,8 @@ struct mgop_fp {
                            * were all expanded, so a turn skips the LIST */
   int32_t etcd_members;   /* etcd StatefulSets: members it was bootstrapped
                            * with (ETCD_INITIAL_CLUSTER); 0: not etcd    */
+  long long renew_at;     /* certificate Secrets the operator issues: unix
+                           * seconds when it is next due (0: unknown)    */
 };
 #define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
 #define MGOP_FP_SETTLED 2u  /* its controller observed the latest spec  */
@@ -632,6 +634,10 @@ int mgop_pki_make_ca(struct mgop_pki_pair *ca, const char *cn, long long validit
  * extendedKeyUsage serverAuth, keyUsage digitalSignature, CA:false. */
 int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
                           int nnames, long long validity_s, long long now_s);
+/* The same with extendedKeyUsage serverAuth and clientAuth: one certificate
+ * a peer both serves and presents (pgBackRest's TLS between pool pods). */
+int mgop_pki_make_peer(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                       int nnames, long long validity_s, long long now_s);
 /* Fills a pair from PEM text (e.g. a Secret's tls.crt/tls.key) after
  * checking that both parse and the key belongs to the (first) certificate. */
 int mgop_pki_pair_load(struct mgop_pki_pair *p, const char *cert, size_t cert_len, const char *key, size_t key_len);
@@ -3575,12 +3581,15 @@ static void mgop_pki_san_list(mbedtls_x509_san_list *san, unsigned char (*ips)[1
   }
 }
 
-/* The serving certificate's extensions: CA:false, digitalSignature,
- * extendedKeyUsage serverAuth, subjectAltName. */
-static int mgop_pki_leaf_exts(mbedtls_x509write_cert *w, const char *const *names, int nnames, const char **step) {
-  static const char server_auth[] = MBEDTLS_OID_SERVER_AUTH;
+/* The leaf certificate's extensions: CA:false, digitalSignature,
+ * extendedKeyUsage serverAuth (and clientAuth for a peer), subjectAltName. */
+static int mgop_pki_leaf_exts(mbedtls_x509write_cert *w, const char *const *names, int nnames, int peer,
+                              const char **step) {
+  static const char server_auth[] = MBEDTLS_OID_SERVER_AUTH, client_auth[] = MBEDTLS_OID_CLIENT_AUTH;
+  mbedtls_asn1_sequence client = {{MBEDTLS_ASN1_OID, MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH),
+                                   (unsigned char *)(uintptr_t)client_auth}, NULL};
   mbedtls_asn1_sequence eku = {{MBEDTLS_ASN1_OID, MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH),
-                                (unsigned char *)(uintptr_t)server_auth}, NULL};
+                                (unsigned char *)(uintptr_t)server_auth}, peer ? &client : NULL};
   mbedtls_x509_san_list san[MGOP_PKI_NAMES_MAX];
   unsigned char ips[MGOP_PKI_NAMES_MAX][16];
   int r;
@@ -3597,6 +3606,7 @@ static int mgop_pki_leaf_exts(mbedtls_x509write_cert *w, const char *const *name
 static int mgop_pki_write_crt(struct mgop_pki_pair *out, mbedtls_pk_context *subject_key,
                               mbedtls_pk_context *issuer_key, const char *subject, const char *issuer, int is_ca,
                               const char *const *names, int nnames, long long not_before, long long not_after) {
+  /* is_ca: 1 a CA, 0 a serving leaf, 2 a peer leaf (serverAuth + clientAuth) */
   mbedtls_x509write_cert w;
   unsigned char sb[16];
   char nb[16], na[16];
@@ -3618,13 +3628,13 @@ static int mgop_pki_write_crt(struct mgop_pki_pair *out, mbedtls_pk_context *sub
   if ((r = mbedtls_x509write_crt_set_validity(&w, nb, na))) { step = "validity"; goto fail; }
   if ((r = mbedtls_x509write_crt_set_subject_key_identifier(&w))) { step = "subjectKeyIdentifier"; goto fail; }
   if ((r = mbedtls_x509write_crt_set_authority_key_identifier(&w))) { step = "authorityKeyIdentifier"; goto fail; }
-  if (is_ca) {
+  if (is_ca == 1) {
     if ((r = mbedtls_x509write_crt_set_basic_constraints(&w, 1, 0))) { step = "basicConstraints"; goto fail; }
     if ((r = mbedtls_x509write_crt_set_key_usage(&w, MBEDTLS_X509_KU_KEY_CERT_SIGN | MBEDTLS_X509_KU_CRL_SIGN))) {
       step = "keyUsage";
       goto fail;
     }
-  } else if ((r = mgop_pki_leaf_exts(&w, names, nnames, &step))) {
+  } else if ((r = mgop_pki_leaf_exts(&w, names, nnames, is_ca == 2, &step))) {
     goto fail;
   }
   if ((r = mbedtls_x509write_crt_pem(&w, (unsigned char *)out->cert, sizeof(out->cert), mgop_pki_rng, &mgop_drbg))) {
@@ -3674,8 +3684,8 @@ int mgop_pki_make_ca(struct mgop_pki_pair *ca, const char *cn, long long validit
   return rc;
 }
 
-int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
-                          int nnames, long long validity_s, long long now_s) {
+static int mgop_pki_make_leaf(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                              int nnames, long long validity_s, long long now_s, int peer) {
   mbedtls_x509_crt cacrt;
   mbedtls_pk_context cakey, key;
   char subject[96], issuer[512];
@@ -3722,14 +3732,24 @@ int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair 
     goto done;
   }
   if ((rc = mgop_pki_genkey(&key))) goto done;
-  rc = mgop_pki_write_crt(out, &key, &cakey, subject, issuer, 0, names, nnames, now_s - MGOP_PKI_BACKDATE_S,
-                          not_after);
+  rc = mgop_pki_write_crt(out, &key, &cakey, subject, issuer, peer ? 2 : 0, names, nnames,
+                          now_s - MGOP_PKI_BACKDATE_S, not_after);
 done:
   mbedtls_pk_free(&key);
   mbedtls_pk_free(&cakey);
   mbedtls_x509_crt_free(&cacrt);
   if (rc) mbedtls_platform_zeroize(out, sizeof(*out));
   return rc;
+}
+
+int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                          int nnames, long long validity_s, long long now_s) {
+  return mgop_pki_make_leaf(out, ca, names, nnames, validity_s, now_s, 0);
+}
+
+int mgop_pki_make_peer(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                       int nnames, long long validity_s, long long now_s) {
+  return mgop_pki_make_leaf(out, ca, names, nnames, validity_s, now_s, 1);
 }
 
 int mgop_pki_pair_load(struct mgop_pki_pair *p, const char *cert, size_t cert_len, const char *key, size_t key_len) {

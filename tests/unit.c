@@ -2153,6 +2153,245 @@ static void test_yaml_to_json(void) {
 }
 
 /* ======================================================================
+ * 7d. Backups: the defaults chain, pod parts, admission warning, certificates
+ * ==================================================================== */
+/* The first rendered object of kind whose name contains name_part, parsed
+ * into j (its text copied to line). */
+static int t_rendered(const char *out, const char *kind, const char *name_part, char *line, size_t cap,
+                      struct mgop_json *j, jsmntok_t *tok, int ntok) {
+  char want[64];
+  snprintf(want, sizeof(want), "\"kind\":\"%s\"", kind);
+  for (const char *p = out; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+    const char *e = strchr(p, '\n');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    char name[256];
+    if (p[0] != '{' || n >= cap) continue;
+    memcpy(line, p, n);
+    line[n] = 0;
+    if (!strstr(line, want) || mgop_json_parse(j, line, n, tok, ntok)) continue;
+    if (mgop_json_path_str(j, 0, "metadata.name", name, sizeof(name)) == 0 && strstr(name, name_part)) return 0;
+  }
+  return -1;
+}
+
+/* The index of container name in the pod template, or -1. */
+static int t_container(const struct mgop_json *j, const char *name) {
+  int cs = mgop_json_path(j, 0, "spec.template.spec.containers");
+  for (int i = 0; cs >= 0 && i < j->tok[cs].size; i++) {
+    char n[32];
+    if (mgop_json_path_str(j, mgop_json_at(j, cs, i), "name", n, sizeof(n)) == 0 && !strcmp(n, name))
+      return mgop_json_at(j, cs, i);
+  }
+  return -1;
+}
+
+/* Whether the string array at path under t holds s. */
+static int t_has_str(const struct mgop_json *j, int t, const char *path, const char *s) {
+  int a = mgop_json_path(j, t, path);
+  for (int i = 0; a >= 0 && i < j->tok[a].size; i++) {
+    char v[1200];
+    if (mgop_json_str(j, mgop_json_at(j, a, i), v, sizeof(v)) == 0 && !strcmp(v, s)) return 1;
+  }
+  return 0;
+}
+
+static void test_backup_builtin_default(void) {
+  static char out[512 * 1024], line[64 * 1024], v[256];
+  static jsmntok_t tok[8192];
+  struct mgop_json j;
+  const char *files[] = {"config/samples/minimal.yaml"};
+  int c;
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  /* no level sets backup: filesystem, /backups, 10Gi, ReadWriteOnce */
+  CHECK(t_rendered(out, "Shard", "minimal-postgres-default-0-inf", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.type", v, sizeof(v)) == 0 && !strcmp(v, "filesystem"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.path", v, sizeof(v)) == 0 && !strcmp(v, "/backups"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.storage.size", v, sizeof(v)) == 0 && !strcmp(v, "10Gi"));
+  CHECK(t_has_str(&j, 0, "spec.backup.filesystem.storage.accessModes", "ReadWriteOnce"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.pgbackrestTLS.secretName", v, sizeof(v)) == 0 &&
+        !strcmp(v, "minimal-postgres-default-0-inf-1e3c045c-pgbackrest-tls"));
+  CHECK(mgop_json_path(&j, 0, "spec.backup.encryption") < 0);
+  CHECK(t_rendered(out, "StatefulSet", "pool-defau", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(strstr(line, "{\"name\":\"backup-data\",\"persistentVolumeClaim\":{\"claimName\":"
+                     "\"backup-data-minimal-postgres-default-0-inf-811a09a5\"}}") != NULL);
+  CHECK(strstr(line, "{\"key\":\"tls.crt\",\"path\":\"pgbackrest.crt\"},{\"key\":\"tls.key\",\"path\":"
+                     "\"pgbackrest.key\"}") != NULL);
+  c = t_container(&j, "postgres");
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-cert-dir=/certs/pgbackrest"));
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-port=8432"));
+  CHECK(strstr(line, "{\"name\":\"backup-data\",\"mountPath\":\"/backups\"}") != NULL);
+  c = t_container(&j, "multipooler");
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-cert-file=/certs/pgbackrest/pgbackrest.crt"));
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-key-file=/certs/pgbackrest/pgbackrest.key"));
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-ca-file=/certs/pgbackrest/ca.crt"));
+  CHECK(!strstr(line, "pgbackrest-cipher"));
+  CHECK(!strstr(line, "AWS_"));
+}
+
+static void test_backup_chain_filesystem(void) {
+  static char out[1024 * 1024], line[64 * 1024], v[256];
+  static jsmntok_t tok[8192];
+  struct mgop_json j;
+  const char *files[] = {"config/samples/backup-filesystem.yaml"};
+  int c;
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  /* cluster level: path, class, RWX, encryption; table group orders: size */
+  CHECK(t_rendered(out, "Shard", "backup-fs-postgres-default-0-inf", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.path", v, sizeof(v)) == 0 && !strcmp(v, "/var/backups"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.storage.size", v, sizeof(v)) == 0 && !strcmp(v, "20Gi"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.encryption.secretName", v, sizeof(v)) == 0 &&
+        !strcmp(v, "backup-fs-cipher"));
+  CHECK(t_rendered(out, "Shard", "backup-fs-postgres-orders-0-inf", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.storage.size", v, sizeof(v)) == 0 && !strcmp(v, "50Gi"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.storage.class", v, sizeof(v)) == 0 &&
+        !strcmp(v, "nfs-client"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.path", v, sizeof(v)) == 0 && !strcmp(v, "/var/backups"));
+  CHECK(t_has_str(&j, 0, "spec.backup.filesystem.storage.accessModes", "ReadWriteMany"));
+  /* both cells' StatefulSets of a shard mount the one PVC of that shard */
+  {
+    int n = 0;
+    for (const char *p = strstr(out, "\"claimName\":\"backup-data-backup-fs-postgres-orders-0-inf-9967e8ea\""); p;
+         p = strstr(p + 1, "\"claimName\":\"backup-data-backup-fs-postgres-orders-0-inf-9967e8ea\""))
+      n++;
+    CHECK(n == 2);
+  }
+  CHECK(t_rendered(out, "StatefulSet", "orders-0-inf-pool", line, sizeof(line), &j, tok, 8192) == 0);
+  c = t_container(&j, "multipooler");
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-cipher-key-file=/secrets/pgbackrest-cipher/keys.json"));
+  CHECK(strstr(line, "{\"name\":\"pgbackrest-cipher\",\"secret\":{\"secretName\":\"backup-fs-cipher\"") != NULL);
+  CHECK(strstr(line, "{\"name\":\"backup-data\",\"mountPath\":\"/var/backups\"}") != NULL);
+  c = t_container(&j, "postgres"); /* only multipooler reads the cipher key */
+  CHECK(!t_has_str(&j, c, "args", "--pgbackrest-cipher-key-file=/secrets/pgbackrest-cipher/keys.json"));
+}
+
+static void test_backup_chain_s3(void) {
+  static char out[1024 * 1024], line[64 * 1024], v[256];
+  static jsmntok_t tok[8192];
+  struct mgop_json j;
+  const char *files[] = {"config/samples/backup-s3.yaml"};
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "backup-data") == NULL); /* no volume for S3 */
+  CHECK(t_rendered(out, "StatefulSet", "default-0-inf-pool", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(strstr(line, "{\"name\":\"AWS_REGION\",\"value\":\"us-east-1\"},{\"name\":\"AWS_ACCESS_KEY_ID\",\"valueFrom\":"
+                     "{\"secretKeyRef\":{\"name\":\"backup-s3-credentials\",\"key\":\"AWS_ACCESS_KEY_ID\"}}}") != NULL);
+  CHECK(strstr(line, "\"sources\":[{\"secret\":{\"name\":\"backup-s3-pgbackrest\"") != NULL);
+  CHECK(mgop_json_path(&j, 0, "spec.template.spec.serviceAccountName") < 0);
+  /* the analytics shard switches credentials to IRSA: no key Secret there */
+  CHECK(t_rendered(out, "StatefulSet", "analytics-0-inf-pool", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.template.spec.serviceAccountName", v, sizeof(v)) == 0 &&
+        !strcmp(v, "analytics-backup-irsa"));
+  CHECK(strstr(line, "AWS_ACCESS_KEY_ID") == NULL);
+  CHECK(strstr(line, "{\"name\":\"AWS_REGION\",\"value\":\"us-east-1\"}") != NULL);
+  CHECK(t_rendered(out, "Shard", "analytics-0-inf", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.s3.keyPrefix", v, sizeof(v)) == 0 && !strcmp(v, "prod/backup-s3"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.s3.endpoint", v, sizeof(v)) == 0 &&
+        !strcmp(v, "http://minio.storage.svc:9000"));
+  CHECK(mgop_json_path(&j, 0, "spec.backup.s3.credentialsSecret") < 0);
+}
+
+/* A table group may not move the repository away from its database's. */
+static void test_backup_location_conflict(void) {
+  static char out[256 * 1024];
+  char f[300];
+  const char *files[] = {f};
+  struct mgop_backup_loc a, b;
+  snprintf(f, sizeof(f), "%s/bk-conflict.yaml", t_tmpdir);
+  t_write(t_tmpdir, "bk-conflict.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: c}\nspec:\n"
+          "  cells: [{name: a, zone: z}]\n"
+          "  backup: {type: s3, s3: {bucket: one, region: r}}\n"
+          "  databases:\n  - name: postgres\n    default: true\n    tablegroups:\n"
+          "    - {name: default, default: true, shards: [{name: 0-inf}]}\n"
+          "    - {name: t, shards: [{name: 0-inf}], backup: {type: s3, s3: {bucket: two, region: r}}}\n");
+  fprintf(stderr, "    (an expected error follows)\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 1);
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  a.type = b.type = MGOP_BACKUP_S3;
+  CHECK(mgop_backup_location_diff(&a, &b) == NULL);
+  snprintf(a.credentials_secret, sizeof(a.credentials_secret), "x"); /* credentials may differ */
+  CHECK(mgop_backup_location_diff(&a, &b) == NULL);
+  snprintf(a.key_prefix, sizeof(a.key_prefix), "p");
+  CHECK_STR(mgop_backup_location_diff(&a, &b), "s3.keyPrefix");
+  a.type = MGOP_BACKUP_FILESYSTEM;
+  CHECK_STR(mgop_backup_location_diff(&a, &b), "type");
+}
+
+/* Admission warns when a ReadWriteOnce backup volume spans cells. */
+static void test_backup_rwo_warning(void) {
+  static const char *docs[] = {
+      /* 0: built-in default (RWO), two cells: warns */
+      "{\"metadata\":{\"name\":\"w\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"},{\"name\":\"b\",\"zone\":\"z2\"}]}}",
+      /* 1: ReadWriteMany: no warning */
+      "{\"metadata\":{\"name\":\"w\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"},{\"name\":\"b\",\"zone\":\"z2\"}],"
+      "\"backup\":{\"type\":\"filesystem\",\"filesystem\":{\"storage\":{\"accessModes\":[\"ReadWriteMany\"]}}}}}",
+      /* 2: one cell: no warning */
+      "{\"metadata\":{\"name\":\"w\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"}]}}",
+      /* 3: s3: no warning */
+      "{\"metadata\":{\"name\":\"w\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"},{\"name\":\"b\",\"zone\":\"z2\"}],"
+      "\"backup\":{\"type\":\"s3\",\"s3\":{\"bucket\":\"b\",\"region\":\"r\"}}}}",
+  };
+  static jsmntok_t tok[512];
+  mgop_arena_init(&mgop_admit_arena, mgop_admit_arena_mem, sizeof(mgop_admit_arena_mem));
+  for (int i = 0; i < 4; i++) {
+    struct mgop_verdict v;
+    struct mgop_json j;
+    memset(&v, 0, sizeof(v));
+    v.allowed = 1;
+    mgop_arena_reset(&mgop_admit_arena);
+    CHECK(mgop_json_parse(&j, docs[i], strlen(docs[i]), tok, 512) == 0);
+    mgop_admit_cluster(&j, 0, "default", &v);
+    CHECK(v.allowed);
+    CHECK(!strstr(v.warning, "ReadWriteOnce") == (i != 0));
+    if (i == 0) CHECK(strstr(v.warning, "pods run in 2 cells") != NULL);
+  }
+}
+
+/* The pgBackRest peer certificate: serverAuth and clientAuth, CN pgbackrest,
+ * renewed when a third of its life is left or when the CA changed. */
+static void test_backup_peer_certificate(void) {
+  static struct mgop_pki_pair ca, other, leaf, serving;
+  const char *names[] = {"pgbackrest", "my-shard"};
+  long long now = 1800000000LL, nb = 0, na = 0;
+  mbedtls_x509_crt crt;
+  CHECK(mgop_pki_make_ca(&ca, "multigres-pgbackrest-ca", 10LL * 365 * 86400, now) == 0);
+  CHECK(mgop_pki_make_ca(&other, "multigres-pgbackrest-ca", 10LL * 365 * 86400, now) == 0);
+  CHECK(mgop_pki_make_peer(&leaf, &ca, names, 2, 3000, now) == 0);
+  CHECK(mgop_pki_make_serving(&serving, &ca, names, 2, 3000, now) == 0);
+  mbedtls_x509_crt_init(&crt);
+  CHECK(mbedtls_x509_crt_parse(&crt, (const unsigned char *)leaf.cert, leaf.cert_len + 1) == 0);
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_SERVER_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)) == 0);
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_CLIENT_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) == 0);
+  mbedtls_x509_crt_free(&crt);
+  mbedtls_x509_crt_init(&crt); /* a webhook serving certificate stays serverAuth only */
+  CHECK(mbedtls_x509_crt_parse(&crt, (const unsigned char *)serving.cert, serving.cert_len + 1) == 0);
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_CLIENT_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) != 0);
+  mbedtls_x509_crt_free(&crt);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "pgbackrest", now) == 0);
+  /* the renewal point: a third of the lifetime (3000 s + 1 h backdating) before the end */
+  CHECK(mgop_pki_validity(leaf.cert, leaf.cert_len, &nb, &na) == 0);
+  CHECK(mgop_pgbr_stale(leaf.cert, ca.cert, now) == NULL);
+  CHECK(mgop_pgbr_stale(leaf.cert, ca.cert, na - (na - nb) / 3 - 5) == NULL);
+  CHECK(mgop_pgbr_stale(leaf.cert, ca.cert, na - (na - nb) / 3 + 5) != NULL);
+  CHECK_STR(mgop_pgbr_stale(leaf.cert, other.cert, now), "not signed by the CA");
+  CHECK_STR(mgop_pgbr_stale("", ca.cert, now), "missing");
+  /* a bundle of the new and the old CA trusts certificates of either */
+  {
+    static char bundle[2 * MGOP_PKI_PEM_MAX];
+    snprintf(bundle, sizeof(bundle), "%s%s", other.cert, ca.cert);
+    CHECK(mgop_pgbr_stale(leaf.cert, bundle, now) == NULL);
+  }
+  /* the clock function a test can set */
+  mgop_fake_now_s = 12345;
+  CHECK(mgop_wall_s() == 12345);
+  mgop_fake_now_s = 0;
+  CHECK(mgop_wall_s() > 1700000000LL);
+}
+
+/* ======================================================================
  * 8. Flags
  * ==================================================================== */
 static void test_flags(void) {
@@ -2702,6 +2941,12 @@ static const struct t_case t_cases[] = {
     {"work_set", test_work_set},
     {"render_minimal", test_render_minimal},
     {"render_defaults_and_errors", test_render_defaults_and_errors},
+    {"backup_builtin_default", test_backup_builtin_default},
+    {"backup_chain_filesystem", test_backup_chain_filesystem},
+    {"backup_chain_s3", test_backup_chain_s3},
+    {"backup_location_conflict", test_backup_location_conflict},
+    {"backup_rwo_warning", test_backup_rwo_warning},
+    {"backup_peer_certificate", test_backup_peer_certificate},
     {"yaml_to_json", test_yaml_to_json},
     {"flags", test_flags},
     {"pki_round_trip", test_pki_round_trip},

@@ -375,11 +375,13 @@ def topo_ref(desc):
 
 
 def backup(desc, cel):
-    fs = O("Backups on a PersistentVolumeClaim, one per shard and cell. For single-cell development clusters: "
-           "a replica in another cell cannot see these backups.", {
+    fs = O("Backups on one PersistentVolumeClaim per shard (backup-data-<cluster>-<db>-<tablegroup>-<shard>), "
+           "mounted by every pool pod of the shard in every cell.", {
                "path": S("Directory of the backup repository inside the pods. Unset: /backups.", maxLength=512),
-               "storage": storage("The backup volume. Unset size: 10Gi. Several replicas in one cell share it, "
-                                  "so use a ReadWriteMany StorageClass for more than one replica.", cel),
+               "storage": storage("The backup volume. Unset size: 10Gi; unset accessModes: ReadWriteOnce. Every pod "
+                                  "of the shard mounts it, so use a ReadWriteMany StorageClass once they run on more "
+                                  "than one node (admission warns when a ReadWriteOnce volume spans cells). Created "
+                                  "once: later changes do not alter an existing volume.", cel),
            })
     s3 = O("Backups in an S3-compatible bucket, shared by all cells. Recommended for production and multi-cell clusters.", {
         "bucket": S("Bucket name.", minLength=1, maxLength=63),
@@ -405,7 +407,8 @@ def backup(desc, cel):
         "s3": s3,
         "pgbackrestTLS": O("TLS for pgBackRest traffic between the replicas of a shard.", {
             "secretName": S("Secret with ca.crt, tls.crt and tls.key (cert-manager's layout). Unset: the operator "
-                            "generates and rotates a CA and certificate per shard.", maxLength=253),
+                            "generates and rotates a CA and certificate per shard (Secrets <shard>-pgbackrest-ca and "
+                            "<shard>-pgbackrest-tls).", maxLength=253),
         }),
         "encryption": O("Client-side encryption of the backup repository. Cannot be added, removed or changed later.", {
             "secretName": S("Secret with key keys.json mapping repository generation to passphrase, e.g. {\"1\": \"...\"}.",
@@ -776,7 +779,8 @@ def cluster_schema():
                  "databases": databases,
                  "pvcDeletionPolicy": pvc_policy("Cluster-wide PVC lifecycle."),
                  "observability": observability(),
-                 "backup": backup("Cluster-wide pgBackRest backup settings. Unset: filesystem backups in /backups on a 10Gi PVC.", cel),
+                 "backup": backup("Cluster-wide pgBackRest backup settings. Unset at every level: filesystem backups in "
+                                  "/backups on a 10Gi ReadWriteOnce PVC per shard.", cel),
                  "externalGateway": exposure("multigateway", "multigateway"),
                  "externalAdminWeb": exposure("multiadmin-web", "multiadmin-web"),
                  "topologyPruning": O("Removal of stale topology entries.", {
