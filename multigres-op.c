@@ -2633,11 +2633,19 @@ static int mgop_backup_put_secret(struct mgop_rctx *r, const char *name, const c
 /* data.KEY of a parsed Secret, base64-decoded (defined with the webhook). */
 static int mgop_secret_value(const struct mgop_json *j, const char *key, char *out, size_t cap);
 
-/* When the peer certificate cert (signed by the CA bundle ca) must be
- * replaced: 0 when it is good, else the reason. */
+/* Whether a certificate issued for validity_s is due at now: less than a
+ * third of validity_s (or margin_s) left, as the webhook's are. */
+static int mgop_pgbr_due(const char *cert, long long validity_s, long long margin_s, long long now) {
+  long long na = 0;
+  if (!cert[0] || mgop_pki_not_after(cert, strlen(cert), &na)) return 1;
+  return na - now < validity_s / 3 || na - now < margin_s;
+}
+
+/* Why the peer certificate cert (signed by the CA bundle ca) must be
+ * replaced, or NULL when it is good. */
 static const char *mgop_pgbr_stale(const char *cert, const char *ca, long long now) {
   if (!cert[0] || !ca[0]) return "missing";
-  if (mgop_pki_needs_renewal(cert, strlen(cert), now, 0)) return "due for renewal";
+  if (mgop_pgbr_due(cert, mgop_pgbr_cert_validity_s, 0, now)) return "due for renewal";
   if (mgop_pki_verify(cert, strlen(cert), ca, strlen(ca), MGOP_PGBR_CN, now)) return "not signed by the CA";
   return NULL;
 }
@@ -2645,7 +2653,8 @@ static const char *mgop_pgbr_stale(const char *cert, const char *ca, long long n
 /* The shard's pgBackRest CA (<shard>-pgbackrest-ca: ca.crt, ca.key, never
  * mounted) and peer certificate (<shard>-pgbackrest-tls: ca.crt, tls.crt,
  * tls.key), rotated like the webhook's: a certificate is replaced once a
- * third of its lifetime is left; a new CA is published beside the old one
+ * third of its configured lifetime is left (the CA also when less than a
+ * certificate's lifetime is); a new CA is published beside the old one
  * in ca.crt, so pods that still hold the old certificate are trusted while
  * the kubelet refreshes the projected files. The turn is re-queued for the
  * next renewal. */
@@ -2660,7 +2669,7 @@ static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_bac
   struct mgop_buf out;
   struct mgop_json j;
   char ca_name[300];
-  long long now = mgop_wall_s(), nb = 0, na = 0;
+  long long now = mgop_wall_s(), na = 0;
   const char *why;
   int rc, ca_new = 0;
   const char *names[] = {MGOP_PGBR_CN, shard_cr};
@@ -2685,7 +2694,7 @@ static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_bac
     mgop_secret_value(&j, "ca.key", ca_key, sizeof(ca_key));
   }
   if (!ca_crt[0] || mgop_pki_pair_load(&ca, ca_crt, strlen(ca_crt), ca_key, strlen(ca_key)) ||
-      mgop_pki_needs_renewal(ca.cert, ca.cert_len, now, mgop_pgbr_cert_validity_s)) {
+      mgop_pgbr_due(ca.cert, mgop_pgbr_ca_validity_s, mgop_pgbr_cert_validity_s, now)) {
     const char *k[] = {"ca.crt", "ca.key"}, *v[2];
     if ((rc = mgop_pki_make_ca(&ca, "multigres-pgbackrest-ca", mgop_pgbr_ca_validity_s, now))) return rc;
     v[0] = ca.cert;
@@ -2699,7 +2708,7 @@ static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_bac
     const char *k[] = {"ca.crt", "tls.crt", "tls.key"}, *v[3];
     mgop_buf_init(&bb, bundle, sizeof(bundle));
     mgop_buf_puts(&bb, ca.cert);
-    if (ca_new && ca_crt[0] && !mgop_pki_needs_renewal(ca_crt, strlen(ca_crt), now, 0) && strcmp(ca_crt, ca.cert))
+    if (ca_new && ca_crt[0] && !mgop_pgbr_due(ca_crt, 0, 1, now) && strcmp(ca_crt, ca.cert))
       mgop_buf_puts(&bb, ca_crt);
     mgop_buf_cstr(&bb);
     v[0] = bundle;
@@ -2714,10 +2723,10 @@ static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_bac
                        ca_new ? ", new CA" : ""));
   snprintf(cur_crt, sizeof(cur_crt), "%s", leaf.cert);
 good:
-  mgop_pki_validity(cur_crt, strlen(cur_crt), &nb, &na);
+  mgop_pki_not_after(cur_crt, strlen(cur_crt), &na);
   if ((f = mgop_fp_upsert(key))) {
     f->owner_uid = suid;
-    f->renew_at = na - (na - nb) / 3; /* mgop_pki_needs_renewal's third */
+    f->renew_at = na - mgop_pgbr_cert_validity_s / 3; /* mgop_pgbr_due's third */
   }
 requeue:
   if (f && f->renew_at > now) mgop_enqueue(r->ns, r->name, (f->renew_at - now + 1) * 1000);

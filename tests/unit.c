@@ -2371,11 +2371,13 @@ static void test_backup_peer_certificate(void) {
                                                   MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) != 0);
   mbedtls_x509_crt_free(&crt);
   CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "pgbackrest", now) == 0);
-  /* the renewal point: a third of the lifetime (3000 s + 1 h backdating) before the end */
+  /* the renewal point: a third of the configured lifetime before the end */
+  mgop_pgbr_cert_validity_s = 3000;
   CHECK(mgop_pki_validity(leaf.cert, leaf.cert_len, &nb, &na) == 0);
+  CHECK(na == now + 3000);
   CHECK(mgop_pgbr_stale(leaf.cert, ca.cert, now) == NULL);
-  CHECK(mgop_pgbr_stale(leaf.cert, ca.cert, na - (na - nb) / 3 - 5) == NULL);
-  CHECK(mgop_pgbr_stale(leaf.cert, ca.cert, na - (na - nb) / 3 + 5) != NULL);
+  CHECK(mgop_pgbr_stale(leaf.cert, ca.cert, now + 1995) == NULL);
+  CHECK_STR(mgop_pgbr_stale(leaf.cert, ca.cert, now + 2005), "due for renewal");
   CHECK_STR(mgop_pgbr_stale(leaf.cert, other.cert, now), "not signed by the CA");
   CHECK_STR(mgop_pgbr_stale("", ca.cert, now), "missing");
   /* a bundle of the new and the old CA trusts certificates of either */
@@ -2384,6 +2386,7 @@ static void test_backup_peer_certificate(void) {
     snprintf(bundle, sizeof(bundle), "%s%s", other.cert, ca.cert);
     CHECK(mgop_pgbr_stale(leaf.cert, bundle, now) == NULL);
   }
+  mgop_pgbr_cert_validity_s = 365LL * 24 * 3600;
   /* the clock function a test can set */
   mgop_fake_now_s = 12345;
   CHECK(mgop_wall_s() == 12345);
