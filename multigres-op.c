@@ -211,6 +211,8 @@ struct mgop_rctx {
   char shard_names[MGOP_SHARDS_MAX][254];   /* Shard CRs, with their table group */
   char shard_tg[MGOP_SHARDS_MAX][254];
   char shard_db[MGOP_SHARDS_MAX][32];
+  char shard_tgn[MGOP_SHARDS_MAX][32];      /* its table group's and its own name */
+  char shard_sn[MGOP_SHARDS_MAX][32];
   char where[240];            /* field path being built, for limit messages */
   char backup_warn[512];      /* a shard's RWO backup volume spans cells (admission warns) */
   /* StatefulSets whose volumes this turn grows in place (after the apply) */
@@ -1209,6 +1211,7 @@ static const char mgop_f_shards[] = "multigres_operator_cluster_shards_total";
 static const char mgop_f_gateway[] = "multigres_operator_cell_gateway_replicas";
 static const char mgop_f_pool[] = "multigres_operator_shard_pool_replicas";
 static const char mgop_f_topo[] = "multigres_operator_toposerver_replicas";
+static const char mgop_f_backup_age[] = "multigres_operator_last_backup_age_seconds";
 static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_cluster_info, "Cluster phase tracking (always 1)."},
     {mgop_f_cells, "Cells of the cluster."},
@@ -1216,6 +1219,7 @@ static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_gateway, "multigateway replicas of a cell, by state (ready, desired)."},
     {mgop_f_pool, "Pool replicas of a shard, by state (ready, desired)."},
     {mgop_f_topo, "etcd members of a TopoServer, by state (ready, desired)."},
+    {mgop_f_backup_age, "Seconds since the newest complete backup of a shard, as multiadmin lists them."},
 };
 
 /* A replica pair for one object: state="ready" and state="desired". */
@@ -1379,6 +1383,8 @@ static int mgop_prune(struct mgop_rctx *r) {
 /* Writes the five conditions. Ready/Available agree; Reconciling/Progressing
  * agree and are True while converging; Stalled is True on an error that
  * needs a human. `since` is the last transition time. */
+static void mgop_backup_condition(struct mgop_jw *w, long long generation); /* section 8: BackupHealthy */
+static void mgop_bh_adopt(uint64_t key, const char *status, long long since);
 static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const char *reason, const char *message,
                             long long generation, long long since) {
   static const char *types[] = {"Available", "Progressing", "Ready", "Reconciling", "Stalled"};
@@ -1400,6 +1406,7 @@ static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const cha
     mgop_jw_key(w, "type"); mgop_jw_str(w, types[i]);
     mgop_jw_obj_end(w);
   }
+  mgop_backup_condition(w, generation);
   mgop_jw_arr_end(w);
 }
 
@@ -1435,6 +1442,12 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
       if (mgop_json_path_str(j, c, "type", type, sizeof(type)) || mgop_json_path_str(j, c, "status", cs, sizeof(cs)))
         continue;
       if (!strcmp(type, "Stalled")) stalled = !strcmp(cs, "True");
+      if (!strcmp(type, "BackupHealthy")) {
+        memset(&tm, 0, sizeof(tm));
+        if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
+            strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
+          mgop_bh_adopt(f->key, cs, (long long)timegm(&tm));
+      }
       if (strcmp(type, "Ready")) continue;
       ready = !strcmp(cs, "True");
       memset(&tm, 0, sizeof(tm));
@@ -2764,6 +2777,195 @@ static int mgop_backup_shard(struct mgop_rctx *r, const struct mgop_json *d, int
   return MGOP_OK;
 }
 
+/* ---- Backup health --------------------------------------------------------
+ * The Shard's BackupHealthy condition, from multiadmin's GetBackups
+ * (GET /api/v1/backups?database=&table_group=&shard=), checked at most every
+ * MGOP_BACKUP_CHECK_MS per shard over one short call (MGOP_MA_TIMEOUT_MS);
+ * once the cluster's multiadmin does not answer, the turn's other shards
+ * are reported without another try. Unknown is an answer too: multiadmin
+ * lists a shard's backups through a serving non-primary pooler, so a shard
+ * with only its primary gets Unknown/NoReplica, not a guess. The age of the
+ * newest complete backup is multigres_operator_last_backup_age_seconds. */
+#define MGOP_BH_MAX 1024            /* shards whose backup health is kept */
+static long long mgop_backup_check_ms = 120000; /* --backup-check-interval; 0: no checks */
+struct mgop_bh {
+  uint64_t key;                     /* the Shard's fp key (0: free)          */
+  int state;                        /* 0 Unknown, 1 True, 2 False            */
+  char reason[32], msg[320];
+  long long checked_ms;             /* mgop_now_ms() of the last check       */
+  long long since_s;                /* lastTransitionTime                    */
+  long long last_s;                 /* newest complete backup (0: none known) */
+  int adopted_state;                /* what the live Shard showed at start-up */
+  long long adopted_since;
+};
+static struct mgop_bh mgop_bh_table[MGOP_BH_MAX];
+static const char *mgop_ma_override; /* --multiadmin-address: every cluster's multiadmin (out of cluster) */
+
+static struct mgop_bh *mgop_bh_slot(uint64_t key) {
+  struct mgop_bh *free_slot = NULL;
+  for (int i = 0; i < MGOP_BH_MAX; i++) {
+    if (mgop_bh_table[i].key == key) return &mgop_bh_table[i];
+    if (!mgop_bh_table[i].key && !free_slot) free_slot = &mgop_bh_table[i];
+  }
+  if (!free_slot) {
+    char what[160];
+    snprintf(what, sizeof(what), "backup health is kept for at most %d shards; more get no BackupHealthy condition",
+             MGOP_BH_MAX);
+    mgop_limit_note(MGOP_L_OBJECTS, what);
+    return NULL;
+  }
+  memset(free_slot, 0, sizeof(*free_slot));
+  free_slot->key = key;
+  return free_slot;
+}
+
+static void mgop_bh_set(struct mgop_bh *h, int state, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void mgop_bh_set(struct mgop_bh *h, int state, const char *reason, const char *fmt, ...) {
+  va_list ap;
+  if (!h->since_s && h->adopted_since && h->adopted_state == state) { /* a restart: the live condition's time */
+    h->since_s = h->adopted_since;
+    h->state = state;
+  }
+  if (h->state != state || !h->since_s) h->since_s = mgop_wall_s();
+  h->state = state;
+  snprintf(h->reason, sizeof(h->reason), "%s", reason);
+  va_start(ap, fmt);
+  vsnprintf(h->msg, sizeof(h->msg), fmt, ap);
+  va_end(ap);
+}
+
+static void mgop_iso_time(long long t, char *out, size_t cap) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  gmtime_r(&tt, &tm);
+  strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Percent-encodes a query value (names are DNS labels; be safe anyway). */
+static void mgop_query_value(const char *v, char *out, size_t cap) {
+  size_t o = 0;
+  for (; *v && o + 4 < cap; v++) {
+    unsigned char ch = (unsigned char)*v;
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-_.~", ch))
+      out[o++] = *v;
+    else o += (size_t)snprintf(out + o, cap - o, "%%%02X", (unsigned char)*v);
+  }
+  out[o] = 0;
+}
+
+/* host and port of the cluster's multiadmin HTTP endpoint. */
+static void mgop_ma_endpoint(const struct mgop_rctx *r, char *host, size_t hcap, char *port, size_t pcap) {
+  if (mgop_ma_override) {
+    const char *colon = strrchr(mgop_ma_override, ':');
+    snprintf(host, hcap, "%.*s", colon ? (int)(colon - mgop_ma_override) : (int)strlen(mgop_ma_override),
+             mgop_ma_override);
+    snprintf(port, pcap, "%s", colon ? colon + 1 : "18000");
+    return;
+  }
+  {
+    const char *ap[] = {r->name, "multiadmin"};
+    char svc[64];
+    mgop_name(svc, sizeof(svc), MGOP_LIMIT_SERVICE, 0, ap, 2);
+    snprintf(host, hcap, "%s.%s.svc", svc, r->ns);
+    snprintf(port, pcap, "18000");
+  }
+}
+
+/* The verdict from a 200 response. */
+static void mgop_bh_from_list(struct mgop_bh *h, const struct mgop_ma_backups *b) {
+  char t1[32], t2[32];
+  if (b->complete_s) h->last_s = b->complete_s;
+  mgop_iso_time(b->complete_s, t1, sizeof(t1));
+  mgop_iso_time(b->newest_s, t2, sizeof(t2));
+  if (b->complete_s && b->newest_status == MGOP_MA_FAILED && b->newest_s > b->complete_s)
+    mgop_bh_set(h, 2, "BackupFailed", "the newest backup %s (%s) failed; the last complete one is %s (%s)",
+                b->newest_id, t2, b->complete_id, t1);
+  else if (b->complete_s)
+    mgop_bh_set(h, 1, "BackupCompleted", "last complete backup %s (%s) at %s", b->complete_id,
+                b->complete_type[0] ? b->complete_type : "type unknown", t1);
+  else if (b->failed)
+    mgop_bh_set(h, 2, "BackupFailed", "no complete backup; %d failed, the newest %s (%s)", b->failed, b->newest_id, t2);
+  else
+    mgop_bh_set(h, 2, "NoBackup", "multiadmin lists no complete backup of this shard (%d listed, %d in progress)",
+                b->n, b->incomplete);
+}
+
+/* What a Shard's live BackupHealthy said when first seen (status: True,
+ * False, Unknown), so a restart keeps its lastTransitionTime. */
+static void mgop_bh_adopt(uint64_t key, const char *status, long long since) {
+  struct mgop_bh *h = mgop_bh_slot(key);
+  if (!h || h->since_s) return;
+  h->adopted_state = !strcmp(status, "True") ? 1 : !strcmp(status, "False") ? 2 : 0;
+  h->adopted_since = since;
+}
+
+/* One shard's check when due; *down: this turn's multiadmin did not answer. */
+static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, int *down) {
+  static struct mgop_conn conn;
+  static char body[MGOP_MA_BODY_MAX];
+  char host[300], port[16], target[400], db[100], tg[100], sh[100], msg[200];
+  struct mgop_buf out;
+  struct mgop_ma_backups b;
+  int status = 0, rc;
+  long long now = mgop_now_ms();
+  if (h->checked_ms && now - h->checked_ms < mgop_backup_check_ms) return;
+  h->checked_ms = now;
+  mgop_ma_endpoint(r, host, sizeof(host), port, sizeof(port));
+  if (*down) {
+    mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s did not answer this turn", host, port);
+    return;
+  }
+  mgop_query_value(r->shard_db[s], db, sizeof(db));
+  mgop_query_value(r->shard_tgn[s], tg, sizeof(tg));
+  mgop_query_value(r->shard_sn[s], sh, sizeof(sh));
+  snprintf(target, sizeof(target), "/api/v1/backups?database=%s&table_group=%s&shard=%s", db, tg, sh);
+  mgop_buf_init(&out, body, sizeof(body) - 1);
+  mgop_conn_init(&conn);
+  rc = mgop_http_call(&conn, host, port, "GET", target, NULL, 0, &out, &status, now + MGOP_MA_TIMEOUT_MS);
+  if (rc && !status) {
+    *down = 1;
+    mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s: %.200s", host, port, mgop_errmsg());
+    return;
+  }
+  if (rc) {
+    mgop_bh_set(h, 0, "BadResponse", "multiadmin at %s:%s, HTTP %d: %.200s", host, port, status, mgop_errmsg());
+    return;
+  }
+  if (status != 200) {
+    mgop_kube_status_message(out.p, out.len, msg, sizeof(msg)); /* grpc-gateway: {"code","message"} */
+    if (status == 404 && strstr(msg, "replica"))
+      mgop_bh_set(h, 0, "NoReplica", "multiadmin lists backups through a serving non-primary pooler and has none "
+                  "for this shard: %s", msg);
+    else
+      mgop_bh_set(h, 0, "MultiadminError", "multiadmin GetBackups: HTTP %d: %s", status, msg);
+    return;
+  }
+  if (mgop_ma_parse_backups(out.p, out.len, &b)) {
+    mgop_bh_set(h, 0, "BadResponse", "multiadmin GetBackups: %.200s", mgop_errmsg());
+    return;
+  }
+  mgop_bh_from_list(h, &b);
+}
+
+/* Set around a Shard's status write: mgop_conditions appends it. */
+static const struct mgop_bh *mgop_cond_backup;
+
+static void mgop_backup_condition(struct mgop_jw *w, long long generation) {
+  const struct mgop_bh *h = mgop_cond_backup;
+  char ts[32];
+  if (!h) return;
+  mgop_iso_time(h->since_s, ts, sizeof(ts));
+  mgop_jw_obj(w);
+  mgop_jw_key(w, "lastTransitionTime"); mgop_jw_str(w, ts);
+  mgop_jw_key(w, "message"); mgop_jw_str(w, h->msg);
+  mgop_jw_key(w, "observedGeneration"); mgop_jw_i64(w, generation);
+  mgop_jw_key(w, "reason"); mgop_jw_str(w, h->reason);
+  mgop_jw_key(w, "status"); mgop_jw_str(w, h->state == 1 ? "True" : h->state == 2 ? "False" : "Unknown");
+  mgop_jw_key(w, "type"); mgop_jw_str(w, "BackupHealthy");
+  mgop_jw_obj_end(w);
+}
+
 /* One shard: phase 2 builds the Shard CR, phase 3 its workloads. */
 static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int db_tok, int tg,
                             const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
@@ -3195,6 +3397,8 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
           parts[0] = r->name; parts[1] = db; parts[2] = tg; parts[3] = sn;
           mgop_name(r->shard_names[r->nshard_names], sizeof(r->shard_names[0]), MGOP_LIMIT_DEFAULT, 1, parts, 4);
           snprintf(r->shard_tg[r->nshard_names], sizeof(r->shard_tg[0]), "%s", tg_cr);
+          snprintf(r->shard_tgn[r->nshard_names], sizeof(r->shard_tgn[0]), "%s", tg);
+          snprintf(r->shard_sn[r->nshard_names], sizeof(r->shard_sn[0]), "%s", sn);
           snprintf(r->shard_db[r->nshard_names++], sizeof(r->shard_db[0]), "%s", db);
         }
       }
@@ -3438,6 +3642,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   char name[80];
   int rd, ds;
   uint64_t owner = mgop_fp_key("MultigresCluster", r->ns, r->name); /* of its metric series */
+  int ma_down = 0, any_health = 0; /* this turn's multiadmin did not answer; a shard's health is kept */
   memset(&rs, 0, sizeof(rs));
   mgop_series_drop(owner);
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
@@ -3564,10 +3769,24 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
         mgop_status_why(mgop_kinds[d->kind].kind, r->ns, d->name, 0, msg, sizeof(msg), why, sizeof(why));
         if (strlen(msg) != before) break;
       }
+      struct mgop_bh *h = r->render || !mgop_backup_check_ms ? NULL
+                                                             : mgop_bh_slot(mgop_fp_key("Shard", r->ns, r->shard_names[s]));
+      if (h) {
+        mgop_backup_health(r, s, h, &ma_down);
+        if (h->last_s) {
+          char l[MGOP_LABELS_MAX] = "";
+          if (!mgop_label(l, sizeof(l), "shard", r->shard_names[s]) && !mgop_label(l, sizeof(l), "namespace", r->ns))
+            mgop_gauge_set(owner, mgop_f_backup_age, l, (double)(mgop_wall_s() - h->last_s));
+        }
+      }
+      mgop_cond_backup = h;
       mgop_write_status(r, K_SHARD, r->shard_names[s], f, ready, 0, ready ? "AllPodsReady" : "NotAllPodsReady", msg,
                         f->seen_gen, mgop_phase(ready, c.ready), mgop_shard_status_extra, &c);
+      mgop_cond_backup = NULL;
+      any_health |= h != NULL;
     }
   }
+  if (any_health) mgop_enqueue(r->ns, r->name, mgop_backup_check_ms); /* the next backup health check */
   for (int t = 0; t < r->ntg; t++) {
     struct mgop_fp *f = mgop_fp_find(mgop_fp_key("TableGroup", r->ns, r->tg_names[t]));
     struct mgop_counts c = {0, 0, NULL};
@@ -5896,6 +6115,11 @@ static const char mgop_usage[] =
     "  --webhook-ca-validity D         CA lifetime (default: 87600h)\n"
     "  --webhook-cert-check-interval D how often certificates are checked (default: 1h); each is\n"
     "                           renewed when a third of its life or two intervals remain\n"
+    "  --backup-check-interval D       how often each shard's backups are listed from multiadmin for\n"
+    "                           its BackupHealthy condition (default: 2m; 0: never)\n"
+    "  --multiadmin-address HOST:PORT  where every cluster's multiadmin HTTP API is reached\n"
+    "                           (default: the cluster's multiadmin Service, port 18000;\n"
+    "                           for runs outside the cluster and tests)\n"
     "  --pgbackrest-cert-validity D    lifetime of each shard's pgBackRest certificate (default: 8760h);\n"
     "                           renewed when a third of it remains\n"
     "  --pgbackrest-ca-validity D      lifetime of each shard's pgBackRest CA (default: 87600h)\n"
@@ -5921,6 +6145,7 @@ static const struct mgop_flag mgop_flags[] = {
     {"webhook-extra-sans", 0},                  {"webhook-cert-validity", 0},
     {"webhook-ca-validity", 0},                 {"webhook-cert-check-interval", 0},
     {"pgbackrest-cert-validity", 0},            {"pgbackrest-ca-validity", 0},
+    {"multiadmin-address", 0},                  {"backup-check-interval", 0},
 };
 
 /* "90s", "10m", "8760h", "1h30m" -> seconds; -1 when malformed or < 1s. */
@@ -6047,6 +6272,15 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
       else if (!strcmp(f->name, "webhook-configuration-name")) opt->webhook_config = val;
       else if (!strcmp(f->name, "webhook-owner-deployment")) opt->webhook_owner = val;
       else if (!strcmp(f->name, "webhook-extra-sans")) opt->webhook_extra_sans = val;
+      else if (!strcmp(f->name, "multiadmin-address")) mgop_ma_override = val;
+      else if (!strcmp(f->name, "backup-check-interval")) {
+        long long d = strcmp(val, "0") ? mgop_parse_duration(val) : 0;
+        if (d < 0) {
+          fprintf(stderr, "multigres-op: %s takes a duration such as 90s or 0 (off), not \"%s\"\n", name, val);
+          return 2;
+        }
+        mgop_backup_check_ms = d * 1000;
+      }
       else if (!strncmp(f->name, "pgbackrest-c", 12)) { /* the pgBackRest certificate lifetimes */
         long long d = mgop_parse_duration(val);
         if (d < 0) {

@@ -20,6 +20,8 @@
  *        2.9 server            HTTP/1.1 + TLS server on the caller's poll():
  *                              request parser, connection table, deadlines,
  *                              hot certificate swap
+ *        2.10 multiadmin       plain HTTP/1.1 calls, RFC 3339 times, the
+ *                              GetBackups response (proto3 JSON)
  *   3. Implementation          (under MULTIGRES_OP_IMPLEMENTATION), the same
  *                              sections in the same order
  *
@@ -119,6 +121,10 @@
 #define MGOP_SRV_IDLE_MS 120000          /* idle keep-alive (Go clients: 90 s) */
 #define MGOP_SRV_KEEPALIVE_MAX 1000      /* requests per connection        */
 #define MGOP_SRV_LINGER_MS 1000          /* drain after an error response  */
+/* multiadmin (2.10) */
+#define MGOP_MA_TIMEOUT_MS 2000          /* one call, connect to last byte */
+#define MGOP_MA_BODY_MAX (64 * 1024)     /* one response body              */
+#define MGOP_MA_TOKENS_MAX 4096          /* tokens in one response         */
 
 /* ======================================================================
  * 2.1 base
@@ -794,6 +800,39 @@ void mgop_srv_step(struct mgop_srv *s, const struct pollfd *pfd, int n, long lon
 long long mgop_srv_wake_ms(const struct mgop_srv *s, long long now);
 /* Closes every connection and the listener; frees the certificates. */
 void mgop_srv_close(struct mgop_srv *s);
+
+/* ======================================================================
+ * 2.10 multiadmin
+ *
+ * multiadmin serves its gRPC API as REST/JSON (proto3 JSON mapping: lowerCamel
+ * names, zero values omitted, 64-bit integers as strings, enums by name,
+ * Timestamps as RFC 3339) over plain HTTP/1.1. One call is one connection
+ * (Connection: close), bounded by a deadline, so a silent peer costs at most
+ * that much.
+ * ==================================================================== */
+/* method target (path and query) on host:port, with an optional JSON body;
+ * the response body into out (MGOP_ERR_TOOBIG past its capacity), its
+ * status in *status. deadline: absolute mgop_now_ms() time. */
+int mgop_http_call(struct mgop_conn *c, const char *host, const char *port, const char *method, const char *target,
+                   const char *body, size_t n, struct mgop_buf *out, int *status, long long deadline);
+/* "2026-12-02T04:03:36Z", "...36.123456Z", "...36+02:00" -> unix seconds. */
+int mgop_rfc3339_s(const char *s, size_t n, long long *out);
+
+/* What a GetBackupsResponse says about one shard. */
+enum mgop_ma_backup_status { MGOP_MA_UNKNOWN = 0, MGOP_MA_INCOMPLETE = 1, MGOP_MA_COMPLETE = 2, MGOP_MA_FAILED = 3 };
+struct mgop_ma_backups {
+  int n;                      /* backups listed                          */
+  int complete, failed, incomplete;
+  long long complete_s;       /* backupTime of the newest COMPLETE (0: none) */
+  char complete_id[64], complete_type[16];
+  long long newest_s;         /* backupTime of the newest of any status  */
+  int newest_status;          /* enum mgop_ma_backup_status              */
+  char newest_id[64];
+};
+/* Parses {"backups":[{"backupId","type","status","backupTime",...}]}.
+ * status may be the enum's name or number; entries without a parsable
+ * backupTime count but never become the newest. */
+int mgop_ma_parse_backups(const char *js, size_t n, struct mgop_ma_backups *out);
 
 #endif /* MULTIGRES_OP_H */
 
@@ -4764,6 +4803,133 @@ void mgop_srv_close(struct mgop_srv *s) {
   s->lfd = -1;
   for (int i = 0; i < MGOP_SRV_TLS_GENS; i++) mgop_srv_gen_free(&s->gens[i]);
   s->cur = -1;
+}
+
+/* ======================================================================
+ * 3.10 multiadmin
+ * ==================================================================== */
+int mgop_http_call(struct mgop_conn *c, const char *host, const char *port, const char *method, const char *target,
+                   const char *body, size_t n, struct mgop_buf *out, int *status, long long deadline) {
+  char head[1536], clen[64] = "";
+  struct mgop_http_resp resp;
+  int len, rc, fd;
+  *status = 0;
+  if (body) snprintf(clen, sizeof(clen), "Content-Type: application/json\r\nContent-Length: %zu\r\n", n);
+  len = snprintf(head, sizeof(head),
+                 "%s %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: multigres-op/" MGOP_VERSION "\r\n"
+                 "Accept: application/json\r\nConnection: close\r\n%s\r\n", method, target, host, port, clen);
+  if (len < 0 || (size_t)len >= sizeof(head)) return mgop_seterr(MGOP_ERR_TOOBIG, "request target too long");
+  mgop_conn_close(c);
+  fd = mgop_tcp_connect(host, port, deadline);
+  if (fd < 0) return fd;
+  c->fd = fd;
+  if ((rc = mgop_conn_write(c, head, (size_t)len, deadline)) ||
+      (body && n && (rc = mgop_conn_write(c, body, n, deadline))) ||
+      (rc = mgop_http_read_head(c, &resp, deadline)))
+    goto done;
+  *status = resp.status;
+  out->len = 0;
+  out->overflow = 0;
+  rc = mgop_http_read_body(c, &resp, mgop_sink_buf, out, deadline);
+  if (!rc && out->overflow) rc = mgop_seterr(MGOP_ERR_TOOBIG, "response body larger than %zu bytes", out->cap);
+done:
+  mgop_conn_close(c);
+  return rc;
+}
+
+static int mgop_digits(const char *s, int n, int *out) {
+  *out = 0;
+  for (int i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    *out = *out * 10 + (s[i] - '0');
+  }
+  return 0;
+}
+
+int mgop_rfc3339_s(const char *s, size_t n, long long *out) {
+  int y, mo, d, h, mi, se, oh = 0, om = 0;
+  size_t i = 19;
+  long long days;
+  if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' ||
+      s[16] != ':' || mgop_digits(s, 4, &y) || mgop_digits(s + 5, 2, &mo) || mgop_digits(s + 8, 2, &d) ||
+      mgop_digits(s + 11, 2, &h) || mgop_digits(s + 14, 2, &mi) || mgop_digits(s + 17, 2, &se))
+    return mgop_seterr(MGOP_ERR_PARSE, "not an RFC 3339 time");
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+    return mgop_seterr(MGOP_ERR_PARSE, "RFC 3339 time out of range");
+  if (s[i] == '.') {
+    for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++) {}
+    if (s[i - 1] == '.') return mgop_seterr(MGOP_ERR_PARSE, "RFC 3339 fraction without digits");
+  }
+  if (i + 1 == n && (s[i] == 'Z' || s[i] == 'z')) {
+    /* UTC */
+  } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':' && !mgop_digits(s + i + 1, 2, &oh) &&
+             !mgop_digits(s + i + 4, 2, &om) && oh < 24 && om < 60) {
+    if (s[i] == '-') oh = -oh, om = -om;
+  } else {
+    return mgop_seterr(MGOP_ERR_PARSE, "RFC 3339 time without a valid zone");
+  }
+  { /* days from civil (Howard Hinnant's algorithm) */
+    int yy = y - (mo <= 2);
+    int era = (yy >= 0 ? yy : yy - 399) / 400;
+    unsigned yoe = (unsigned)(yy - era * 400);
+    unsigned doy = (unsigned)((153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1);
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    days = (long long)era * 146097 + (long long)doe - 719468;
+  }
+  *out = days * 86400 + h * 3600 + mi * 60 + se - (oh * 3600 + om * 60);
+  return MGOP_OK;
+}
+
+static int mgop_ma_status_of(const struct mgop_json *j, int t) {
+  char v[40];
+  long long num;
+  if (t < 0) return MGOP_MA_UNKNOWN; /* zero values are omitted: UNKNOWN */
+  if (mgop_json_is(j, t, JSMN_PRIMITIVE) && mgop_json_i64(j, t, &num) == MGOP_OK)
+    return num >= 0 && num <= 3 ? (int)num : MGOP_MA_UNKNOWN;
+  if (mgop_json_str(j, t, v, sizeof(v))) return MGOP_MA_UNKNOWN;
+  if (!strcmp(v, "BACKUP_STATUS_INCOMPLETE")) return MGOP_MA_INCOMPLETE;
+  if (!strcmp(v, "BACKUP_STATUS_COMPLETE")) return MGOP_MA_COMPLETE;
+  if (!strcmp(v, "BACKUP_STATUS_FAILED")) return MGOP_MA_FAILED;
+  return MGOP_MA_UNKNOWN;
+}
+
+int mgop_ma_parse_backups(const char *js, size_t n, struct mgop_ma_backups *out) {
+  static _Thread_local jsmntok_t tok[MGOP_MA_TOKENS_MAX];
+  struct mgop_json j;
+  int rc, arr;
+  memset(out, 0, sizeof(*out));
+  if ((rc = mgop_json_parse(&j, js, n, tok, MGOP_MA_TOKENS_MAX))) return rc;
+  if (!mgop_json_is(&j, 0, JSMN_OBJECT)) return mgop_seterr(MGOP_ERR_TYPE, "GetBackupsResponse is not an object");
+  arr = mgop_json_key(&j, 0, "backups");
+  if (arr < 0) return MGOP_OK; /* an empty list is omitted */
+  if (!mgop_json_is(&j, arr, JSMN_ARRAY)) return mgop_seterr(MGOP_ERR_TYPE, "backups is not an array");
+  for (int i = 0; i < j.tok[arr].size; i++) {
+    int b = mgop_json_at(&j, arr, i), st, tt;
+    char ts[64];
+    long long t = 0;
+    if (!mgop_json_is(&j, b, JSMN_OBJECT)) return mgop_seterr(MGOP_ERR_TYPE, "backups[%d] is not an object", i);
+    out->n++;
+    st = mgop_ma_status_of(&j, mgop_json_key(&j, b, "status"));
+    out->complete += st == MGOP_MA_COMPLETE;
+    out->failed += st == MGOP_MA_FAILED;
+    out->incomplete += st == MGOP_MA_INCOMPLETE;
+    tt = mgop_json_key(&j, b, "backupTime");
+    if (mgop_json_str(&j, tt, ts, sizeof(ts)) || mgop_rfc3339_s(ts, strlen(ts), &t)) continue;
+    if (t > out->newest_s) {
+      out->newest_s = t;
+      out->newest_status = st;
+      if (mgop_json_str(&j, mgop_json_key(&j, b, "backupId"), out->newest_id, sizeof(out->newest_id)))
+        out->newest_id[0] = 0;
+    }
+    if (st == MGOP_MA_COMPLETE && t > out->complete_s) {
+      out->complete_s = t;
+      if (mgop_json_str(&j, mgop_json_key(&j, b, "backupId"), out->complete_id, sizeof(out->complete_id)))
+        out->complete_id[0] = 0;
+      if (mgop_json_str(&j, mgop_json_key(&j, b, "type"), out->complete_type, sizeof(out->complete_type)))
+        out->complete_type[0] = 0;
+    }
+  }
+  return MGOP_OK;
 }
 
 #endif /* MULTIGRES_OP_IMPLEMENTED */

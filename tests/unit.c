@@ -2395,6 +2395,143 @@ static void test_backup_peer_certificate(void) {
 }
 
 /* ======================================================================
+ * 7e. multiadmin: GetBackups (proto3 JSON), RFC 3339, BackupHealthy verdicts
+ * ==================================================================== */
+static void test_rfc3339(void) {
+  long long t = 0;
+  CHECK(mgop_rfc3339_s("1970-01-01T00:00:00Z", 20, &t) == 0 && t == 0);
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36Z", 20, &t) == 0 && t == 1796184216LL);
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36.123456789Z", 30, &t) == 0 && t == 1796184216LL);
+  CHECK(mgop_rfc3339_s("2026-12-02T06:03:36+02:00", 25, &t) == 0 && t == 1796184216LL);
+  CHECK(mgop_rfc3339_s("2026-12-02T02:03:36-02:00", 25, &t) == 0 && t == 1796184216LL);
+  CHECK(mgop_rfc3339_s("2000-02-29T12:00:00Z", 20, &t) == 0 && t == 951825600LL);
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36", 19, &t) != 0);   /* no zone */
+  CHECK(mgop_rfc3339_s("2026-13-02T04:03:36Z", 20, &t) != 0);  /* month 13 */
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36.Z", 21, &t) != 0); /* empty fraction */
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36+0200", 24, &t) != 0);
+  CHECK(mgop_rfc3339_s("", 0, &t) != 0);
+}
+
+static void test_multiadmin_parse_backups(void) {
+  static const char two[] =
+      "{\"backups\":[{\"backupId\":\"20261202-020000F\",\"database\":\"postgres\",\"tableGroup\":\"default\","
+      "\"shard\":\"0-inf\",\"type\":\"full\",\"status\":\"BACKUP_STATUS_COMPLETE\",\"backupTime\":\"2026-12-02T02:00:00Z\","
+      "\"backupSizeBytes\":\"1234567\",\"poolerType\":\"REPLICA\"},"
+      "{\"backupId\":\"20261202-030000D\",\"type\":\"differential\",\"status\":\"BACKUP_STATUS_FAILED\","
+      "\"backupTime\":\"2026-12-02T03:00:00.5Z\"},"
+      "{\"backupId\":\"old\",\"type\":\"full\",\"status\":2,\"backupTime\":\"2026-12-01T02:00:00Z\"},"
+      "{\"backupId\":\"running\",\"status\":\"BACKUP_STATUS_INCOMPLETE\"}]}";
+  struct mgop_ma_backups b;
+  CHECK(mgop_ma_parse_backups(two, sizeof(two) - 1, &b) == 0);
+  CHECK(b.n == 4 && b.complete == 2 && b.failed == 1 && b.incomplete == 1);
+  CHECK(b.complete_s == 1796176800LL);
+  CHECK_STR(b.complete_id, "20261202-020000F");
+  CHECK_STR(b.complete_type, "full");
+  CHECK(b.newest_s == 1796180400LL && b.newest_status == MGOP_MA_FAILED);
+  CHECK_STR(b.newest_id, "20261202-030000D");
+  /* an empty list is omitted (proto3): none, not an error */
+  CHECK(mgop_ma_parse_backups("{}", 2, &b) == 0 && b.n == 0 && b.complete_s == 0);
+  CHECK(mgop_ma_parse_backups("{\"backups\":[]}", 14, &b) == 0 && b.n == 0);
+  /* a status omitted as zero is UNKNOWN */
+  CHECK(mgop_ma_parse_backups("{\"backups\":[{\"backupId\":\"a\",\"backupTime\":\"2026-12-02T02:00:00Z\"}]}", 66, &b) == 0);
+  CHECK(b.n == 1 && b.complete == 0 && b.newest_status == MGOP_MA_UNKNOWN);
+  CHECK(mgop_ma_parse_backups("[]", 2, &b) != 0);
+  CHECK(mgop_ma_parse_backups("{\"backups\":{}}", 14, &b) != 0);
+  CHECK(mgop_ma_parse_backups("{\"backups\":[1]}", 15, &b) != 0);
+  CHECK(mgop_ma_parse_backups("{\"backups\":[", 12, &b) != 0);
+}
+
+/* The verdicts BackupHealthy gives for what multiadmin lists. */
+static void test_backup_health_verdicts(void) {
+  struct mgop_bh h;
+  struct mgop_ma_backups b;
+  memset(&h, 0, sizeof(h));
+  memset(&b, 0, sizeof(b));
+  mgop_fake_now_s = 1796184000LL;
+  mgop_bh_from_list(&h, &b); /* none */
+  CHECK(h.state == 2);
+  CHECK_STR(h.reason, "NoBackup");
+  CHECK(h.since_s == 1796184000LL);
+  b.n = b.failed = 1;
+  b.newest_s = 1796180400LL;
+  b.newest_status = MGOP_MA_FAILED;
+  snprintf(b.newest_id, sizeof(b.newest_id), "f1");
+  mgop_fake_now_s += 60;
+  mgop_bh_from_list(&h, &b); /* failed: still False, the transition time stays */
+  CHECK(h.state == 2 && h.since_s == 1796184000LL);
+  CHECK_STR(h.reason, "BackupFailed");
+  b.n = 2;
+  b.complete = 1;
+  b.complete_s = 1796176800LL;
+  snprintf(b.complete_id, sizeof(b.complete_id), "c1");
+  mgop_bh_from_list(&h, &b); /* a complete one, but the newer one failed */
+  CHECK(h.state == 2);
+  CHECK(strstr(h.msg, "the newest backup f1") != NULL);
+  b.newest_s = b.complete_s;
+  b.newest_status = MGOP_MA_COMPLETE;
+  snprintf(b.complete_type, sizeof(b.complete_type), "full");
+  mgop_bh_from_list(&h, &b);
+  CHECK(h.state == 1 && h.since_s == 1796184060LL && h.last_s == 1796176800LL);
+  CHECK_STR(h.reason, "BackupCompleted");
+  CHECK_STR(h.msg, "last complete backup c1 (full) at 2026-12-02T02:00:00Z");
+  /* a restart keeps the live condition's transition time when the state agrees */
+  memset(&h, 0, sizeof(h));
+  h.adopted_state = 1;
+  h.adopted_since = 1700000000LL;
+  mgop_bh_from_list(&h, &b);
+  CHECK(h.since_s == 1700000000LL);
+  mgop_fake_now_s = 0;
+}
+
+/* mgop_http_call against a one-shot local server that echoes the request:
+ * request line, headers and body sent; status and body read; a refused
+ * connection is an error with no status. */
+static void test_http_call_plain(void) {
+  int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1, status = -1, rc;
+  struct sockaddr_in a;
+  socklen_t al = sizeof(a);
+  char port[16], body[1024], req[2048];
+  static struct mgop_conn c;
+  struct mgop_buf out;
+  pid_t pid;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(ls, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(ls, 1) == 0);
+  getsockname(ls, (struct sockaddr *)&a, &al);
+  snprintf(port, sizeof(port), "%d", ntohs(a.sin_port));
+  pid = fork();
+  if (pid == 0) { /* the server: echo the request's first line and body length */
+    int fd = accept(ls, NULL, NULL);
+    ssize_t n = 0, k;
+    char resp[2300];
+    while (n < (ssize_t)sizeof(req) - 1 && (k = read(fd, req + n, sizeof(req) - 1 - (size_t)n)) > 0) {
+      n += k;
+      req[n] = 0;
+      if (strstr(req, "\r\n\r\n") && strstr(req, "{\"type\":\"full\"}")) break;
+    }
+    k = snprintf(resp, sizeof(resp), "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %zu"
+                 "\r\n\r\n%s", strlen(req), req);
+    if (write(fd, resp, (size_t)k) < 0) _exit(1);
+    close(fd);
+    _exit(0);
+  }
+  mgop_conn_init(&c);
+  mgop_buf_init(&out, body, sizeof(body));
+  rc = mgop_http_call(&c, "127.0.0.1", port, "POST", "/api/v1/backups", "{\"type\":\"full\"}", 15, &out, &status,
+                      mgop_now_ms() + 5000);
+  waitpid(pid, NULL, 0);
+  close(ls);
+  CHECK(rc == 0 && status == 201);
+  CHECK(out.len > 31 && strncmp(body, "POST /api/v1/backups HTTP/1.1\r\n", 31) == 0);
+  CHECK(strstr(body, "\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"type\":\"full\"}") != NULL);
+  CHECK(strstr(body, "\r\nConnection: close\r\n") != NULL);
+  CHECK(mgop_http_call(&c, "127.0.0.1", port, "GET", "/", NULL, 0, &out, &status, mgop_now_ms() + 2000) != 0);
+  CHECK(status == 0); /* nobody listens any more: no status */
+}
+
+/* ======================================================================
  * 8. Flags
  * ==================================================================== */
 static void test_flags(void) {
@@ -2950,6 +3087,10 @@ static const struct t_case t_cases[] = {
     {"backup_location_conflict", test_backup_location_conflict},
     {"backup_rwo_warning", test_backup_rwo_warning},
     {"backup_peer_certificate", test_backup_peer_certificate},
+    {"rfc3339", test_rfc3339},
+    {"multiadmin_parse_backups", test_multiadmin_parse_backups},
+    {"backup_health_verdicts", test_backup_health_verdicts},
+    {"http_call_plain", test_http_call_plain},
     {"yaml_to_json", test_yaml_to_json},
     {"flags", test_flags},
     {"pki_round_trip", test_pki_round_trip},
