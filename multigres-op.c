@@ -213,6 +213,8 @@ struct mgop_rctx {
   char shard_db[MGOP_SHARDS_MAX][32];
   char shard_tgn[MGOP_SHARDS_MAX][32];      /* its table group's and its own name */
   char shard_sn[MGOP_SHARDS_MAX][32];
+  char shard_cron[MGOP_SHARDS_MAX][101];    /* its backup.schedule ("" none), jitter, retention */
+  int shard_jitter[MGOP_SHARDS_MAX], shard_keep[MGOP_SHARDS_MAX];
   char where[240];            /* field path being built, for limit messages */
   char backup_warn[512];      /* a shard's RWO backup volume spans cells (admission warns) */
   /* StatefulSets whose volumes this turn grows in place (after the apply) */
@@ -1212,6 +1214,7 @@ static const char mgop_f_gateway[] = "multigres_operator_cell_gateway_replicas";
 static const char mgop_f_pool[] = "multigres_operator_shard_pool_replicas";
 static const char mgop_f_topo[] = "multigres_operator_toposerver_replicas";
 static const char mgop_f_backup_age[] = "multigres_operator_last_backup_age_seconds";
+static const char mgop_f_backup_missed[] = "multigres_operator_backup_missed_runs";
 static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_cluster_info, "Cluster phase tracking (always 1)."},
     {mgop_f_cells, "Cells of the cluster."},
@@ -1220,6 +1223,7 @@ static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_pool, "Pool replicas of a shard, by state (ready, desired)."},
     {mgop_f_topo, "etcd members of a TopoServer, by state (ready, desired)."},
     {mgop_f_backup_age, "Seconds since the newest complete backup of a shard, as multiadmin lists them."},
+    {mgop_f_backup_missed, "Scheduled backups of a shard missed since the operator started."},
 };
 
 /* A replica pair for one object: state="ready" and state="desired". */
@@ -1385,6 +1389,7 @@ static int mgop_prune(struct mgop_rctx *r) {
  * needs a human. `since` is the last transition time. */
 static void mgop_backup_condition(struct mgop_jw *w, long long generation); /* section 8: BackupHealthy */
 static void mgop_bh_adopt(uint64_t key, const char *status, long long since);
+static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs);
 static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const char *reason, const char *message,
                             long long generation, long long since) {
   static const char *types[] = {"Available", "Progressing", "Ready", "Reconciling", "Stalled"};
@@ -1430,6 +1435,7 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
   st = mgop_json_key(j, obj, "status");
   if (st < 0) return;
   if (!f->status_hash) f->status_hash = mgop_json_canon_hash(j, st);
+  if (mgop_json_key(j, st, "backupSchedule") >= 0) mgop_sched_adopt(f->key, j, mgop_json_key(j, st, "backupSchedule"));
   conds = mgop_json_key(j, st, "conditions");
   if (f->cond_since || !mgop_json_is(j, conds, JSMN_ARRAY)) return;
   {
@@ -2275,12 +2281,29 @@ struct mgop_backup_loc {
   char tls_secret[254];              /* ca.crt, tls.crt, tls.key           */
   int tls_own;                       /* 1: the operator issues tls_secret  */
   char encryption_secret[254];       /* keys.json; "" without encryption   */
+  char schedule[101];                /* cron, UTC; "" without a schedule   */
+  struct mgop_cron cron;
+  int jitter_s, retention;           /* retention 0: the operator expires nothing */
 };
 
 /* Wall-clock seconds as the backup code reads them: one function, so a
  * test can set the time (mgop_fake_now_s != 0). */
 static long long mgop_fake_now_s;
+static const char *mgop_fake_clock_file; /* MGOP_FAKE_CLOCK_FILE: tests set the time (unix seconds) */
 static long long mgop_wall_s(void) {
+  static int looked;
+  if (!looked) {
+    looked = 1;
+    mgop_fake_clock_file = getenv("MGOP_FAKE_CLOCK_FILE");
+  }
+  if (mgop_fake_clock_file) {
+    char buf[32] = "";
+    FILE *f = fopen(mgop_fake_clock_file, "r");
+    if (f) {
+      if (fgets(buf, sizeof(buf), f)) mgop_fake_now_s = atoll(buf);
+      fclose(f);
+    }
+  }
   return mgop_fake_now_s ? mgop_fake_now_s : (long long)time(NULL);
 }
 
@@ -2384,6 +2407,18 @@ static int mgop_backup_resolve(struct mgop_rctx *r, const struct mgop_json *d, c
     b->tls_own = 1;
   }
   mgop_str_into(&m, 0, "encryption.secretName", b->encryption_secret, sizeof(b->encryption_secret), "");
+  mgop_str_into(&m, 0, "schedule", b->schedule, sizeof(b->schedule), "");
+  if (b->schedule[0] && mgop_cron_parse(b->schedule, &b->cron)) {
+    mgop_stall(r, "InvalidSpec", "%s: backup.schedule \"%s\": %s", r->where, b->schedule, mgop_errmsg());
+    return MGOP_ERR_CONFIG;
+  }
+  {
+    long long v = 0;
+    if (mgop_json_i64(&m, mgop_json_key(&m, 0, "scheduleJitterSeconds"), &v) == MGOP_OK && v > 0 && v <= 3600)
+      b->jitter_s = (int)v;
+    v = 0;
+    if (mgop_json_i64(&m, mgop_json_key(&m, 0, "retention"), &v) == MGOP_OK && v > 0 && v <= 1000) b->retention = (int)v;
+  }
   return MGOP_OK;
 }
 
@@ -2440,6 +2475,9 @@ static void mgop_backup_write(struct mgop_jw *w, const struct mgop_backup_loc *b
   mgop_jw_key(w, "pgbackrestTLS"); mgop_jw_obj(w);
   mgop_jw_key(w, "secretName"); mgop_jw_str(w, b->tls_secret);
   mgop_jw_obj_end(w);
+  if (b->schedule[0]) { mgop_jw_key(w, "schedule"); mgop_jw_str(w, b->schedule); }
+  if (b->jitter_s) { mgop_jw_key(w, "scheduleJitterSeconds"); mgop_jw_i64(w, b->jitter_s); }
+  if (b->retention) { mgop_jw_key(w, "retention"); mgop_jw_i64(w, b->retention); }
   if (b->encryption_secret[0]) {
     mgop_jw_key(w, "encryption"); mgop_jw_obj(w);
     mgop_jw_key(w, "secretName"); mgop_jw_str(w, b->encryption_secret);
@@ -2797,6 +2835,12 @@ struct mgop_bh {
   long long last_s;                 /* newest complete backup (0: none known) */
   int adopted_state;                /* what the live Shard showed at start-up */
   long long adopted_since;
+  /* backup.schedule: status.backupSchedule, adopted from the live Shard */
+  char cron[101];
+  long long next_base_s, next_s;    /* the scheduled minute; plus the jitter */
+  long long last_run_s;             /* scheduled time of the last run asked for */
+  char job[80], result[16];
+  int missed, sched_adopted;
 };
 static struct mgop_bh mgop_bh_table[MGOP_BH_MAX];
 static const char *mgop_ma_override; /* --multiadmin-address: every cluster's multiadmin (out of cluster) */
@@ -2966,6 +3010,183 @@ static void mgop_backup_condition(struct mgop_jw *w, long long generation) {
   mgop_jw_obj_end(w);
 }
 
+/* ---- Scheduled backups ----------------------------------------------------
+ * backup.schedule is a cron in UTC; each shard fires a fixed jitter (a hash
+ * of its name, below scheduleJitterSeconds) after the minute. The operator
+ * asks multiadmin for one backup at a time in the whole process
+ * (POST /api/v1/backups), follows that job (GET /api/v1/jobs/{id}) and, with
+ * backup.retention, then asks it to expire older full backups
+ * (POST /api/v1/backups/expire). A run noticed more than
+ * MGOP_SCHED_GRACE_S late is missed: an Event and a metric, no late backup.
+ * The last and next run live in the Shard's status.backupSchedule, so a
+ * restarted operator continues where it was. Time is mgop_wall_s(). */
+#define MGOP_SCHED_GRACE_S 600
+#define MGOP_SCHED_POLL_MS 5000     /* a running job is looked at this often */
+static uint64_t mgop_sched_busy;    /* the Shard whose job is running (0: none) */
+static long long mgop_sched_busy_ms;
+
+static long long mgop_sched_next(const struct mgop_bh *h, const struct mgop_cron *c, long long after, int jitter_s,
+                                 long long *base) {
+  uint64_t hk = mgop_fnv1a64(MGOP_FNV64_INIT, &h->key, sizeof(h->key));
+  *base = mgop_cron_next(c, after);
+  return *base < 0 ? -1 : *base + (jitter_s ? (long long)(hk % (uint64_t)(jitter_s + 1)) : 0);
+}
+
+/* One multiadmin call for the schedule; the body into out. */
+static int mgop_sched_call(struct mgop_rctx *r, const char *method, const char *target, const char *body,
+                           struct mgop_buf *out, int *status) {
+  static struct mgop_conn conn;
+  char host[300], port[16];
+  mgop_ma_endpoint(r, host, sizeof(host), port, sizeof(port));
+  mgop_conn_init(&conn);
+  return mgop_http_call(&conn, host, port, method, target, body, body ? strlen(body) : 0, out, status,
+                        mgop_now_ms() + MGOP_MA_TIMEOUT_MS);
+}
+
+static void mgop_sched_shard_json(struct mgop_rctx *r, int s, char *out, size_t cap, const char *extra) {
+  struct mgop_buf b;
+  struct mgop_jw w;
+  mgop_buf_init(&b, out, cap);
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "database"); mgop_jw_str(&w, r->shard_db[s]);
+  mgop_jw_key(&w, "tableGroup"); mgop_jw_str(&w, r->shard_tgn[s]);
+  mgop_jw_key(&w, "shard"); mgop_jw_str(&w, r->shard_sn[s]);
+  if (extra) mgop_jw_raw(&w, extra, strlen(extra));
+  mgop_jw_obj_end(&w);
+  mgop_buf_cstr(&b);
+}
+
+/* The running job of this shard: done when multiadmin says so; then expire. */
+static void mgop_sched_follow(struct mgop_rctx *r, int s, struct mgop_bh *h) {
+  static char body[4096];
+  char target[700], db[100], tg[100], sh[100], jid[240], st[40] = "";
+  struct mgop_buf out;
+  struct mgop_json j;
+  static jsmntok_t tok[128];
+  int status = 0;
+  if (mgop_now_ms() - mgop_sched_busy_ms < MGOP_SCHED_POLL_MS) return;
+  mgop_sched_busy_ms = mgop_now_ms();
+  mgop_query_value(r->shard_db[s], db, sizeof(db));
+  mgop_query_value(r->shard_tgn[s], tg, sizeof(tg));
+  mgop_query_value(r->shard_sn[s], sh, sizeof(sh));
+  mgop_query_value(h->job, jid, sizeof(jid));
+  snprintf(target, sizeof(target), "/api/v1/jobs/%s?database=%s&table_group=%s&shard=%s", jid, db, tg, sh);
+  mgop_buf_init(&out, body, sizeof(body) - 1);
+  if (mgop_sched_call(r, "GET", target, NULL, &out, &status) || status != 200 ||
+      mgop_json_parse(&j, out.p, out.len, tok, 128))
+    return; /* asked again later; the job stays this shard's */
+  mgop_json_path_str(&j, 0, "status", st, sizeof(st));
+  if (!strcmp(st, "JOB_STATUS_PENDING") || !strcmp(st, "JOB_STATUS_RUNNING")) {
+    snprintf(h->result, sizeof(h->result), "%s", st[11] == 'P' ? "Pending" : "Running");
+    return;
+  }
+  snprintf(h->result, sizeof(h->result), "%s", !strcmp(st, "JOB_STATUS_COMPLETED") ? "Completed"
+                                              : !strcmp(st, "JOB_STATUS_FAILED") ? "Failed" : "Unknown");
+  mgop_sched_busy = 0;
+  h->checked_ms = 0; /* list the backups again now */
+  if (!strcmp(h->result, "Completed") && r->shard_keep[s] > 0) {
+    char req[600], extra[96];
+    snprintf(extra, sizeof(extra), ",\"overrides\":{\"repo1-retention-full\":\"%d\"}", r->shard_keep[s]);
+    mgop_sched_shard_json(r, s, req, sizeof(req), extra);
+    mgop_buf_init(&out, body, sizeof(body) - 1);
+    if (mgop_sched_call(r, "POST", "/api/v1/backups/expire", req, &out, &status) || status != 200)
+      MGOP_LOG(MGOP_WARN, ("expire backups of Shard %s/%s: HTTP %d: %s", r->ns, r->shard_names[s], status,
+                           mgop_errmsg()));
+  }
+}
+
+/* One shard's schedule, each turn. Returns ms until it wants a turn (-1: none). */
+static long long mgop_backup_schedule(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner) {
+  static char body[4096];
+  struct mgop_cron c;
+  struct mgop_buf out;
+  long long now = mgop_wall_s(), base = 0;
+  int status = 0;
+  if (!r->shard_cron[s][0] || mgop_cron_parse(r->shard_cron[s], &c)) {
+    h->cron[0] = 0;
+    h->next_s = 0;
+    return -1;
+  }
+  if (strcmp(h->cron, r->shard_cron[s])) { /* new or changed: from now (or what the live status says) */
+    snprintf(h->cron, sizeof(h->cron), "%s", r->shard_cron[s]);
+    if (!(h->sched_adopted && h->next_s > 0)) h->next_s = mgop_sched_next(h, &c, now, r->shard_jitter[s], &base);
+    h->sched_adopted = 0;
+  }
+  if (mgop_sched_busy == h->key) mgop_sched_follow(r, s, h);
+  if (h->missed) {
+    char l[MGOP_LABELS_MAX] = "";
+    if (!mgop_label(l, sizeof(l), "shard", r->shard_names[s]) && !mgop_label(l, sizeof(l), "namespace", r->ns))
+      mgop_gauge_set(owner, mgop_f_backup_missed, l, h->missed);
+  }
+  if (h->next_s <= 0 || now < h->next_s) return h->next_s > 0 ? (h->next_s - now) * 1000 : -1;
+  if (now - h->next_s > MGOP_SCHED_GRACE_S) { /* missed: say so, and wait for the next one */
+    char note[400], t[32];
+    mgop_iso_time(h->next_s, t, sizeof(t));
+    snprintf(note, sizeof(note), "scheduled backup of %s/%s/%s due at %s was missed (noticed %lld s late); the "
+             "next one is on schedule", r->shard_db[s], r->shard_tgn[s], r->shard_sn[s], t, now - h->next_s);
+    h->missed++;
+    mgop_event(r, K_SHARD, r->shard_names[s], NULL, "Warning", "BackupMissed", "Backup", note);
+    MGOP_LOG(MGOP_WARN, ("Shard %s/%s: %s", r->ns, r->shard_names[s], note));
+    h->next_s = mgop_sched_next(h, &c, now, r->shard_jitter[s], &base);
+    return h->next_s > 0 ? (h->next_s - now) * 1000 : -1;
+  }
+  if (mgop_sched_busy) return MGOP_SCHED_POLL_MS; /* one shard at a time: wait for the running job */
+  {
+    char req[600], job[80] = "";
+    struct mgop_json j;
+    static jsmntok_t tok[64];
+    mgop_sched_shard_json(r, s, req, sizeof(req), ",\"type\":\"full\"");
+    mgop_buf_init(&out, body, sizeof(body) - 1);
+    if (mgop_sched_call(r, "POST", "/api/v1/backups", req, &out, &status) || status != 200 ||
+        mgop_json_parse(&j, out.p, out.len, tok, 64) || mgop_json_path_str(&j, 0, "jobId", job, sizeof(job)) ||
+        !job[0]) {
+      MGOP_LOG(MGOP_WARN, ("scheduled backup of Shard %s/%s not started: HTTP %d: %s", r->ns, r->shard_names[s],
+                           status, status ? "unexpected answer" : mgop_errmsg()));
+      return MGOP_SCHED_POLL_MS; /* tried again until the grace runs out */
+    }
+    snprintf(h->job, sizeof(h->job), "%s", job);
+    snprintf(h->result, sizeof(h->result), "Pending");
+    h->last_run_s = h->next_s;
+    mgop_sched_busy = h->key;
+    mgop_sched_busy_ms = mgop_now_ms();
+    MGOP_LOG(MGOP_INFO, ("scheduled backup of Shard %s/%s started: job %s", r->ns, r->shard_names[s], job));
+    h->next_s = mgop_sched_next(h, &c, now, r->shard_jitter[s], &base);
+  }
+  return MGOP_SCHED_POLL_MS;
+}
+
+/* status.backupSchedule of a Shard (with the BackupHealthy row pending). */
+static void mgop_backup_schedule_status(struct mgop_jw *w) {
+  const struct mgop_bh *h = mgop_cond_backup;
+  char t[32];
+  if (!h || !h->cron[0]) return;
+  mgop_jw_key(w, "backupSchedule"); mgop_jw_obj(w);
+  if (h->job[0]) { mgop_jw_key(w, "lastJobId"); mgop_jw_str(w, h->job); }
+  if (h->result[0]) { mgop_jw_key(w, "lastResult"); mgop_jw_str(w, h->result); }
+  if (h->last_run_s > 0) { mgop_iso_time(h->last_run_s, t, sizeof(t)); mgop_jw_key(w, "lastRun"); mgop_jw_str(w, t); }
+  mgop_jw_key(w, "missedRuns"); mgop_jw_i64(w, h->missed);
+  if (h->next_s > 0) { mgop_iso_time(h->next_s, t, sizeof(t)); mgop_jw_key(w, "nextRun"); mgop_jw_str(w, t); }
+  mgop_jw_key(w, "schedule"); mgop_jw_str(w, h->cron);
+  mgop_jw_obj_end(w);
+}
+
+/* What the live Shard's status.backupSchedule said at start-up. */
+static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs) {
+  struct mgop_bh *h = mgop_bh_slot(key);
+  char t[40];
+  long long v;
+  if (!h || h->cron[0]) return;
+  if (mgop_json_path_str(j, bs, "nextRun", t, sizeof(t)) == MGOP_OK && !mgop_rfc3339_s(t, strlen(t), &v)) {
+    h->next_s = v;
+    h->sched_adopted = 1;
+  }
+  if (mgop_json_path_str(j, bs, "lastRun", t, sizeof(t)) == MGOP_OK && !mgop_rfc3339_s(t, strlen(t), &v))
+    h->last_run_s = v;
+  mgop_json_path_str(j, bs, "lastJobId", h->job, sizeof(h->job));
+  mgop_json_path_str(j, bs, "lastResult", h->result, sizeof(h->result));
+}
+
 /* One shard: phase 2 builds the Shard CR, phase 3 its workloads. */
 static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int db_tok, int tg,
                             const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
@@ -3035,6 +3256,11 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     mgop_copy_key(&o.w, "pools", pdoc, pools);
     mgop_jw_key(&o.w, "backup"); mgop_backup_write(&o.w, &bk);
     mgop_jw_obj_end(&o.w);
+    if (r->nshard_names < MGOP_SHARDS_MAX) { /* the slot mgop_walk_shards fills next */
+      snprintf(r->shard_cron[r->nshard_names], sizeof(r->shard_cron[0]), "%s", bk.schedule);
+      r->shard_jitter[r->nshard_names] = bk.jitter_s;
+      r->shard_keep[r->nshard_names] = bk.retention;
+    }
     return mgop_build_end(&o);
   }
   {
@@ -3606,8 +3832,10 @@ static void mgop_cell_status_extra(struct mgop_jw *w, void *ctx) {
   mgop_jw_key(w, "gatewayReplicas"); mgop_jw_i64(w, c->total);
   mgop_jw_key(w, "gatewayServiceName"); mgop_jw_str(w, c->svc);
 }
+static void mgop_backup_schedule_status(struct mgop_jw *w); /* section 8 */
 static void mgop_shard_status_extra(struct mgop_jw *w, void *ctx) {
   struct mgop_counts *c = ctx;
+  mgop_backup_schedule_status(w);
   mgop_jw_key(w, "readyReplicas"); mgop_jw_i64(w, c->ready);
   mgop_jw_key(w, "replicas"); mgop_jw_i64(w, c->total);
 }
@@ -3643,6 +3871,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   int rd, ds;
   uint64_t owner = mgop_fp_key("MultigresCluster", r->ns, r->name); /* of its metric series */
   int ma_down = 0, any_health = 0; /* this turn's multiadmin did not answer; a shard's health is kept */
+  long long sched_wake = -1;         /* ms until a shard's schedule wants a turn */
   memset(&rs, 0, sizeof(rs));
   mgop_series_drop(owner);
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
@@ -3772,6 +4001,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       struct mgop_bh *h = r->render || !mgop_backup_check_ms ? NULL
                                                              : mgop_bh_slot(mgop_fp_key("Shard", r->ns, r->shard_names[s]));
       if (h) {
+        long long want = mgop_backup_schedule(r, s, h, owner);
+        if (want >= 0 && (sched_wake < 0 || want < sched_wake)) sched_wake = want;
         mgop_backup_health(r, s, h, &ma_down);
         if (h->last_s) {
           char l[MGOP_LABELS_MAX] = "";
@@ -3786,7 +4017,9 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       any_health |= h != NULL;
     }
   }
-  if (any_health) mgop_enqueue(r->ns, r->name, mgop_backup_check_ms); /* the next backup health check */
+  if (any_health) /* the next backup health check, or the next scheduled run */
+    mgop_enqueue(r->ns, r->name, sched_wake >= 0 && sched_wake < mgop_backup_check_ms ? sched_wake + 100
+                                                                                        : mgop_backup_check_ms);
   for (int t = 0; t < r->ntg; t++) {
     struct mgop_fp *f = mgop_fp_find(mgop_fp_key("TableGroup", r->ns, r->tg_names[t]));
     struct mgop_counts c = {0, 0, NULL};

@@ -21,7 +21,7 @@
  *                              request parser, connection table, deadlines,
  *                              hot certificate swap
  *        2.10 multiadmin       plain HTTP/1.1 calls, RFC 3339 times, the
- *                              GetBackups response (proto3 JSON)
+ *                              GetBackups response (proto3 JSON), cron
  *   3. Implementation          (under MULTIGRES_OP_IMPLEMENTATION), the same
  *                              sections in the same order
  *
@@ -833,6 +833,22 @@ struct mgop_ma_backups {
  * status may be the enum's name or number; entries without a parsable
  * backupTime count but never become the newest. */
 int mgop_ma_parse_backups(const char *js, size_t n, struct mgop_ma_backups *out);
+
+/* A five-field cron schedule (minute hour day-of-month month day-of-week),
+ * numbers only: a star, N, A-B, steps (star/S, A-B/S, N/S) and comma lists; day-of-week 0-7
+ * (0 and 7 are Sunday). As in Vixie cron, when both day fields are
+ * restricted a day matching either one fires. */
+struct mgop_cron {
+  uint64_t minute;               /* bit per minute 0-59                     */
+  uint32_t hour, dom;            /* bits 0-23; 1-31                         */
+  uint16_t month;                /* bits 1-12                               */
+  uint8_t dow;                   /* bits 0-6                                */
+  int dom_any, dow_any;          /* the field was a star (or star/1)        */
+};
+int mgop_cron_parse(const char *s, struct mgop_cron *c);
+/* The first matching minute strictly after after_s (UTC, unix seconds),
+ * or -1 when none comes within 5 years (e.g. "0 0 31 2 *"). */
+long long mgop_cron_next(const struct mgop_cron *c, long long after_s);
 
 #endif /* MULTIGRES_OP_H */
 
@@ -4930,6 +4946,111 @@ int mgop_ma_parse_backups(const char *js, size_t n, struct mgop_ma_backups *out)
     }
   }
   return MGOP_OK;
+}
+
+/* One cron field into bits lo..hi; *any when it is a star (or star/1). */
+static int mgop_cron_field(const char *f, size_t n, int lo, int hi, uint64_t *bits, int *any) {
+  char part[32];
+  size_t i = 0;
+  *bits = 0;
+  *any = (n == 1 && f[0] == '*') || (n == 3 && !strncmp(f, "*/1", 3));
+  while (i < n) {
+    size_t j = i, k;
+    int a, b, step = 1;
+    char *e;
+    long v;
+    while (j < n && f[j] != ',') j++;
+    if (j == i || j - i >= sizeof(part)) return mgop_seterr(MGOP_ERR_PARSE, "empty or over-long cron list item");
+    memcpy(part, f + i, j - i);
+    part[j - i] = 0;
+    k = 0;
+    if (part[0] == '*') {
+      a = lo, b = hi, k = 1;
+    } else {
+      v = strtol(part, &e, 10);
+      if (e == part || v < lo || v > hi) return mgop_seterr(MGOP_ERR_PARSE, "cron value \"%s\" is not in %d-%d", part, lo, hi);
+      a = b = (int)v;
+      k = (size_t)(e - part);
+      if (part[k] == '-') {
+        v = strtol(part + k + 1, &e, 10);
+        if (e == part + k + 1 || v < a || v > hi)
+          return mgop_seterr(MGOP_ERR_PARSE, "cron range \"%s\" is not ascending within %d-%d", part, lo, hi);
+        b = (int)v;
+        k = (size_t)(e - part);
+      } else if (part[k] == '/') {
+        b = hi; /* N/S: from N to the end */
+      }
+    }
+    if (part[k] == '/') {
+      v = strtol(part + k + 1, &e, 10);
+      if (e == part + k + 1 || v < 1 || v > hi - lo + 1) return mgop_seterr(MGOP_ERR_PARSE, "cron step in \"%s\"", part);
+      step = (int)v;
+      k = (size_t)(e - part);
+    }
+    if (part[k]) return mgop_seterr(MGOP_ERR_PARSE, "cron item \"%s\" has trailing characters", part);
+    for (int x = a; x <= b; x += step) *bits |= 1ULL << x;
+    i = j + 1;
+    if (j + 1 == n && f[j] == ',') return mgop_seterr(MGOP_ERR_PARSE, "cron list ends with a comma");
+  }
+  return MGOP_OK;
+}
+
+int mgop_cron_parse(const char *s, struct mgop_cron *c) {
+  static const int lo[5] = {0, 0, 1, 1, 0}, hi[5] = {59, 23, 31, 12, 7};
+  uint64_t bits[5];
+  int any[5], nf = 0, rc;
+  memset(c, 0, sizeof(*c));
+  for (const char *p = s; *p;) {
+    const char *e;
+    while (*p == ' ' || *p == '\t') p++;
+    if (!*p) break;
+    for (e = p; *e && *e != ' ' && *e != '\t'; e++) {}
+    if (nf == 5) return mgop_seterr(MGOP_ERR_PARSE, "a cron schedule has 5 fields, \"%s\" has more", s);
+    if ((rc = mgop_cron_field(p, (size_t)(e - p), lo[nf], hi[nf], &bits[nf], &any[nf]))) return rc;
+    nf++;
+    p = e;
+  }
+  if (nf != 5) return mgop_seterr(MGOP_ERR_PARSE, "a cron schedule has 5 fields (minute hour day month weekday), "
+                                  "\"%s\" has %d", s, nf);
+  c->minute = bits[0];
+  c->hour = (uint32_t)bits[1];
+  c->dom = (uint32_t)bits[2];
+  c->month = (uint16_t)bits[3];
+  c->dow = (uint8_t)((bits[4] | (bits[4] >> 7)) & 0x7f); /* 7 is Sunday too */
+  c->dom_any = any[2];
+  c->dow_any = any[4];
+  return MGOP_OK;
+}
+
+static int mgop_cron_day(const struct mgop_cron *c, const struct tm *tm) {
+  int dom = (c->dom >> tm->tm_mday) & 1, dow = (c->dow >> tm->tm_wday) & 1;
+  if (!((c->month >> (tm->tm_mon + 1)) & 1)) return 0;
+  if (c->dom_any || c->dow_any) return dom && dow;
+  return dom || dow;
+}
+
+long long mgop_cron_next(const struct mgop_cron *c, long long after_s) {
+  long long t = (after_s - (after_s % 60 + 60) % 60) + 60; /* the next whole minute */
+  long long end = t + 5LL * 366 * 86400;
+  while (t < end) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    if (!mgop_cron_day(c, &tm)) { /* to the next midnight */
+      t += 86400 - (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec);
+      continue;
+    }
+    if (!((c->hour >> tm.tm_hour) & 1)) { /* to the next hour */
+      t += 3600 - (tm.tm_min * 60 + tm.tm_sec);
+      continue;
+    }
+    if (!((c->minute >> tm.tm_min) & 1)) {
+      t += 60;
+      continue;
+    }
+    return t;
+  }
+  return -1;
 }
 
 #endif /* MULTIGRES_OP_IMPLEMENTED */

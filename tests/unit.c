@@ -2532,6 +2532,81 @@ static void test_http_call_plain(void) {
 }
 
 /* ======================================================================
+ * 7f. Backup schedule: cron parsing and the next fire time (UTC)
+ * ==================================================================== */
+static long long t_utc(int y, int mo, int d, int h, int mi) {
+  struct tm tm;
+  memset(&tm, 0, sizeof(tm));
+  tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = h, tm.tm_min = mi;
+  return (long long)timegm(&tm);
+}
+
+static void test_cron_parse(void) {
+  struct mgop_cron c;
+  CHECK(mgop_cron_parse("0 3 * * *", &c) == 0);
+  CHECK(c.minute == 1 && c.hour == 1u << 3 && c.dom_any && c.dow_any && c.month == 0x1ffe);
+  CHECK(mgop_cron_parse("*/15 0-6/2,23 1,15 */3 1-5", &c) == 0);
+  CHECK(c.minute == ((1ULL << 0) | (1ULL << 15) | (1ULL << 30) | (1ULL << 45)));
+  CHECK(c.hour == ((1u << 0) | (1u << 2) | (1u << 4) | (1u << 6) | (1u << 23)));
+  CHECK(c.dom == ((1u << 1) | (1u << 15)) && !c.dom_any);
+  CHECK(c.month == ((1u << 1) | (1u << 4) | (1u << 7) | (1u << 10)));
+  CHECK(c.dow == 0x3e && !c.dow_any);
+  CHECK(mgop_cron_parse("0 0 * * 7", &c) == 0 && c.dow == 1); /* 7 is Sunday */
+  CHECK(mgop_cron_parse("5/20 * * * *", &c) == 0 && c.minute == ((1ULL << 5) | (1ULL << 25) | (1ULL << 45)));
+  CHECK(mgop_cron_parse("  0   3 * *    *  ", &c) == 0);
+  CHECK(mgop_cron_parse("0 3 * *", &c) != 0);        /* 4 fields */
+  CHECK(mgop_cron_parse("0 3 * * * *", &c) != 0);    /* 6 fields */
+  CHECK(mgop_cron_parse("60 3 * * *", &c) != 0);
+  CHECK(mgop_cron_parse("0 24 * * *", &c) != 0);
+  CHECK(mgop_cron_parse("0 3 0 * *", &c) != 0);
+  CHECK(mgop_cron_parse("0 3 * 13 *", &c) != 0);
+  CHECK(mgop_cron_parse("0 3 * * 8", &c) != 0);
+  CHECK(mgop_cron_parse("5-1 * * * *", &c) != 0);    /* descending */
+  CHECK(mgop_cron_parse("*/0 * * * *", &c) != 0);
+  CHECK(mgop_cron_parse("1,,2 * * * *", &c) != 0);
+  CHECK(mgop_cron_parse("1, * * * *", &c) != 0);
+  CHECK(mgop_cron_parse("@daily", &c) != 0);
+  CHECK(mgop_cron_parse("0 3 * JAN *", &c) != 0);    /* names are not supported */
+}
+
+static void test_cron_next(void) {
+  struct mgop_cron c;
+  CHECK(mgop_cron_parse("0 3 * * *", &c) == 0);
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 1, 0)) == t_utc(2026, 12, 2, 3, 0));
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 3, 0)) == t_utc(2026, 12, 3, 3, 0)); /* strictly after */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 3, 0) - 1) == t_utc(2026, 12, 2, 3, 0));
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 31, 4, 0)) == t_utc(2027, 1, 1, 3, 0)); /* year end */
+  CHECK(mgop_cron_parse("*/15 * * * *", &c) == 0);
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 4, 7) + 30) == t_utc(2026, 12, 2, 4, 15));
+  CHECK(mgop_cron_parse("30 2 29 2 *", &c) == 0); /* leap day */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 0, 0)) == t_utc(2028, 2, 29, 2, 30));
+  CHECK(mgop_cron_parse("0 0 1 * 1", &c) == 0); /* the 1st or a Monday (both restricted: either) */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 0, 0)) == t_utc(2026, 12, 7, 0, 0)); /* Monday 7th */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 28, 0, 0)) == t_utc(2027, 1, 1, 0, 0)); /* Friday the 1st */
+  CHECK(mgop_cron_parse("0 0 * * 1", &c) == 0); /* Mondays only (day of month is a star) */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 28, 0, 0)) == t_utc(2027, 1, 4, 0, 0));
+  CHECK(mgop_cron_parse("0 0 31 2 *", &c) == 0);  /* never */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 0, 0)) == -1);
+}
+
+/* The jittered fire time: a fixed offset per shard within the bound. */
+static void test_backup_schedule_jitter(void) {
+  struct mgop_cron c;
+  struct mgop_bh a, b;
+  long long base = 0, na, nb;
+  CHECK(mgop_cron_parse("0 3 * * *", &c) == 0);
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  a.key = 1, b.key = 2;
+  na = mgop_sched_next(&a, &c, t_utc(2026, 12, 2, 1, 0), 600, &base);
+  CHECK(base == t_utc(2026, 12, 2, 3, 0) && na >= base && na <= base + 600);
+  CHECK(mgop_sched_next(&a, &c, t_utc(2026, 12, 2, 1, 0), 600, &base) == na); /* stable */
+  nb = mgop_sched_next(&b, &c, t_utc(2026, 12, 2, 1, 0), 600, &base);
+  CHECK(nb >= base && nb <= base + 600 && nb != na);
+  CHECK(mgop_sched_next(&a, &c, t_utc(2026, 12, 2, 1, 0), 0, &base) == base); /* no jitter */
+}
+
+/* ======================================================================
  * 8. Flags
  * ==================================================================== */
 static void test_flags(void) {
@@ -3091,6 +3166,9 @@ static const struct t_case t_cases[] = {
     {"multiadmin_parse_backups", test_multiadmin_parse_backups},
     {"backup_health_verdicts", test_backup_health_verdicts},
     {"http_call_plain", test_http_call_plain},
+    {"cron_parse", test_cron_parse},
+    {"cron_next", test_cron_next},
+    {"backup_schedule_jitter", test_backup_schedule_jitter},
     {"yaml_to_json", test_yaml_to_json},
     {"flags", test_flags},
     {"pki_round_trip", test_pki_round_trip},

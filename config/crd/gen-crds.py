@@ -410,6 +410,16 @@ def backup(desc, cel):
                             "generates and rotates a CA and certificate per shard (Secrets <shard>-pgbackrest-ca and "
                             "<shard>-pgbackrest-tls).", maxLength=253),
         }),
+        "schedule": S("Full backups on a cron schedule, five fields (minute hour day-of-month month day-of-week; "
+                      "numbers, *, ranges, steps and lists), evaluated by the operator in UTC; e.g. \"0 3 * * *\". "
+                      "The operator asks multiadmin for one shard's backup at a time. Unset: no scheduled backups.",
+                      minLength=9, maxLength=100),
+        "scheduleJitterSeconds": I32("Each shard fires up to this many seconds after the scheduled minute (a fixed "
+                                     "offset per shard), so shards do not all start at once. Unset: 0.",
+                                     minimum=0, maximum=3600),
+        "retention": I32("Full backups to keep: after each scheduled backup the operator asks multiadmin to expire "
+                         "older ones (pgBackRest repo1-retention-full). Unset: nothing is expired by the operator.",
+                         minimum=1, maximum=1000),
         "encryption": O("Client-side encryption of the backup repository. Cannot be added, removed or changed later.", {
             "secretName": S("Secret with key keys.json mapping repository generation to passphrase, e.g. {\"1\": \"...\"}.",
                             minLength=1, maxLength=253),
@@ -1024,6 +1034,19 @@ def shard_schema():
         "podRoles": M("Role of each pool pod as seen in the topology (PRIMARY, REPLICA, DRAINED...).", S("A role.")),
         "lastBackupTime": S("Completion time of the latest backup.", format="date-time"),
         "lastBackupType": S("Type of the latest backup: full, diff or incr."),
+        "backupSchedule": O("The operator's scheduled backups of this shard (backup.schedule); kept here so a "
+                            "restarted operator knows them.", {
+                                "schedule": S("The cron schedule in force."),
+                                "lastRun": S("Scheduled time of the last backup the operator asked for.",
+                                             format="date-time"),
+                                "lastJobId": S("multiadmin's job id of that backup."),
+                                "lastResult": S("What multiadmin said of that job: Pending, Running, Completed, "
+                                                "Failed, Unknown."),
+                                "nextRun": S("When the next backup is due (the scheduled minute plus this shard's "
+                                             "jitter).", format="date-time"),
+                                "missedRuns": I32("Runs missed since the operator started (due more than 10 minutes "
+                                                  "ago when noticed).", minimum=0),
+                            }),
     }))
     return root("Shard", "A shard of a table group: its multiorch and its pools of postgres + multipooler pods. "
                 "Owned and written by the operator.", spec, status)
