@@ -3043,6 +3043,7 @@ static int mgop_sched_call(struct mgop_rctx *r, const char *method, const char *
                         mgop_now_ms() + MGOP_MA_TIMEOUT_MS);
 }
 
+/* {"database","tableGroup","shard"} plus extra members ("k":v,... the writer puts the comma). */
 static void mgop_sched_shard_json(struct mgop_rctx *r, int s, char *out, size_t cap, const char *extra) {
   struct mgop_buf b;
   struct mgop_jw w;
@@ -3087,7 +3088,7 @@ static void mgop_sched_follow(struct mgop_rctx *r, int s, struct mgop_bh *h) {
   h->checked_ms = 0; /* list the backups again now */
   if (!strcmp(h->result, "Completed") && r->shard_keep[s] > 0) {
     char req[600], extra[96];
-    snprintf(extra, sizeof(extra), ",\"overrides\":{\"repo1-retention-full\":\"%d\"}", r->shard_keep[s]);
+    snprintf(extra, sizeof(extra), "\"overrides\":{\"repo1-retention-full\":\"%d\"}", r->shard_keep[s]);
     mgop_sched_shard_json(r, s, req, sizeof(req), extra);
     mgop_buf_init(&out, body, sizeof(body) - 1);
     if (mgop_sched_call(r, "POST", "/api/v1/backups/expire", req, &out, &status) || status != 200)
@@ -3136,7 +3137,7 @@ static long long mgop_backup_schedule(struct mgop_rctx *r, int s, struct mgop_bh
     char req[600], job[80] = "";
     struct mgop_json j;
     static jsmntok_t tok[64];
-    mgop_sched_shard_json(r, s, req, sizeof(req), ",\"type\":\"full\"");
+    mgop_sched_shard_json(r, s, req, sizeof(req), "\"type\":\"full\"");
     mgop_buf_init(&out, body, sizeof(body) - 1);
     if (mgop_sched_call(r, "POST", "/api/v1/backups", req, &out, &status) || status != 200 ||
         mgop_json_parse(&j, out.p, out.len, tok, 64) || mgop_json_path_str(&j, 0, "jobId", job, sizeof(job)) ||

@@ -2604,6 +2604,17 @@ static void test_backup_schedule_jitter(void) {
   nb = mgop_sched_next(&b, &c, t_utc(2026, 12, 2, 1, 0), 600, &base);
   CHECK(nb >= base && nb <= base + 600 && nb != na);
   CHECK(mgop_sched_next(&a, &c, t_utc(2026, 12, 2, 1, 0), 0, &base) == base); /* no jitter */
+  { /* the request bodies (BackupRequest, ExpireBackupsRequest in proto3 JSON) */
+    static struct mgop_rctx tr;
+    char body[300];
+    snprintf(tr.shard_db[0], sizeof(tr.shard_db[0]), "postgres");
+    snprintf(tr.shard_tgn[0], sizeof(tr.shard_tgn[0]), "default");
+    snprintf(tr.shard_sn[0], sizeof(tr.shard_sn[0]), "0-inf");
+    mgop_sched_shard_json(&tr, 0, body, sizeof(body), "\"type\":\"full\"");
+    CHECK_STR(body, "{\"database\":\"postgres\",\"tableGroup\":\"default\",\"shard\":\"0-inf\",\"type\":\"full\"}");
+    mgop_sched_shard_json(&tr, 0, body, sizeof(body), NULL);
+    CHECK_STR(body, "{\"database\":\"postgres\",\"tableGroup\":\"default\",\"shard\":\"0-inf\"}");
+  }
 }
 
 /* ======================================================================
