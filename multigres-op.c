@@ -3201,8 +3201,10 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   static const char pool_default[] = "{\"default\":{\"type\":\"readWrite\"}}";
   struct mgop_json defpool;
   const struct mgop_json *pdoc;
-  static struct mgop_backup_loc bk; /* 4 KiB: not on the stack */
-  static struct mgop_backup_pod bp;
+  /* 4 KiB each, not on the stack; per thread: admission (the serving
+   * thread) runs these builders beside the loop */
+  static _Thread_local struct mgop_backup_loc bk;
+  static _Thread_local struct mgop_backup_pod bp;
   if (mgop_json_path_str(d, shard, "name", sname, sizeof(sname)) || !sname[0]) snprintf(sname, sizeof(sname), "0-inf");
   {
     const char *parts[] = {r->name, db, tg_name, sname};
@@ -3226,7 +3228,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   {
     const int btoks[] = {r->spec, db_tok, tg, shard};
     const char *bparts[] = {r->name, db, tg_name, sname};
-    static struct mgop_backup_loc dbk;
+    static _Thread_local struct mgop_backup_loc dbk;
     const char *diff;
     if ((rc = mgop_backup_resolve(r, d, btoks, bparts, cr, &bk))) return rc;
     if ((rc = mgop_backup_resolve_database(r, d, db_tok, &dbk))) return rc;
@@ -5834,7 +5836,10 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   - pipes: stop (main -> both threads), offer (loop -> serving: a new
  *     certificate in mgop_shared.offer), wake (Lease -> loop).
  * The serving thread's servers, connections, admission arena and the
- * webhook's counters are its own; the loop never touches them after start. */
+ * webhook's counters are its own; the loop never touches them after start.
+ * The builders run on both (admission renders a cluster): their scratch is
+ * _Thread_local. The backup health and schedule table (mgop_bh_table, the
+ * running job) and the multiadmin calls are the loop's alone. */
 static int mgop_stop_signal; /* __atomic only: the handler writes, every thread reads */
 static void mgop_on_signal(int sig) {
   __atomic_store_n(&mgop_stop_signal, sig, __ATOMIC_RELEASE);
