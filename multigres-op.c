@@ -212,7 +212,12 @@ struct mgop_rctx {
   char shard_names[MGOP_SHARDS_MAX][254];   /* Shard CRs, with their table group */
   char shard_tg[MGOP_SHARDS_MAX][254];
   char shard_db[MGOP_SHARDS_MAX][32];
+  char shard_tgn[MGOP_SHARDS_MAX][32];      /* its table group's and its own name */
+  char shard_sn[MGOP_SHARDS_MAX][32];
+  char shard_cron[MGOP_SHARDS_MAX][101];    /* its backup.schedule ("" none), jitter, retention */
+  int shard_jitter[MGOP_SHARDS_MAX], shard_keep[MGOP_SHARDS_MAX];
   char where[240];            /* field path being built, for limit messages */
+  char backup_warn[512];      /* a shard's RWO backup volume spans cells (admission warns) */
   /* StatefulSets whose volumes this turn grows in place (after the apply) */
   struct mgop_grow {
     char sts[64], vct[16];
@@ -1246,6 +1251,8 @@ static const char mgop_f_gateway[] = "multigres_operator_cell_gateway_replicas";
 static const char mgop_f_pool[] = "multigres_operator_shard_pool_replicas";
 static const char mgop_f_topo[] = "multigres_operator_toposerver_replicas";
 static const char mgop_f_orphaned[] = "multigres_operator_orphaned_resources";
+static const char mgop_f_backup_age[] = "multigres_operator_last_backup_age_seconds";
+static const char mgop_f_backup_missed[] = "multigres_operator_backup_missed_runs";
 static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_cluster_info, "Cluster phase tracking (always 1)."},
     {mgop_f_cells, "Cells of the cluster."},
@@ -1254,6 +1261,8 @@ static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_pool, "Pool replicas of a shard, by state (ready, desired)."},
     {mgop_f_topo, "etcd members of a TopoServer, by state (ready, desired)."},
     {mgop_f_orphaned, "Objects detached from a deleted cluster (deletion-policy Orphan) and not adopted again."},
+    {mgop_f_backup_age, "Seconds since the newest complete backup of a shard, as multiadmin lists them."},
+    {mgop_f_backup_missed, "Scheduled backups of a shard missed since the operator started."},
 };
 
 /* A replica pair for one object: state="ready" and state="desired". */
@@ -1837,6 +1846,9 @@ static int mgop_reclaim_finish(struct mgop_rctx *r) {
 /* Writes the five conditions. Ready/Available agree; Reconciling/Progressing
  * agree and are True while converging; Stalled is True on an error that
  * needs a human. `since` is the last transition time. */
+static void mgop_backup_condition(struct mgop_jw *w, long long generation); /* section 8: BackupHealthy */
+static void mgop_bh_adopt(uint64_t key, const char *status, long long since);
+static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs);
 static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const char *reason, const char *message,
                             long long generation, long long since) {
   static const char *types[] = {"Available", "Progressing", "Ready", "Reconciling", "Stalled"};
@@ -1858,6 +1870,7 @@ static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const cha
     mgop_jw_key(w, "type"); mgop_jw_str(w, types[i]);
     mgop_jw_obj_end(w);
   }
+  mgop_backup_condition(w, generation);
   mgop_jw_arr_end(w);
 }
 
@@ -1881,6 +1894,7 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
   st = mgop_json_key(j, obj, "status");
   if (st < 0) return;
   if (!f->status_hash) f->status_hash = mgop_json_canon_hash(j, st);
+  if (mgop_json_key(j, st, "backupSchedule") >= 0) mgop_sched_adopt(f->key, j, mgop_json_key(j, st, "backupSchedule"));
   conds = mgop_json_key(j, st, "conditions");
   if (f->cond_since || !mgop_json_is(j, conds, JSMN_ARRAY)) return;
   {
@@ -1893,6 +1907,12 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
       if (mgop_json_path_str(j, c, "type", type, sizeof(type)) || mgop_json_path_str(j, c, "status", cs, sizeof(cs)))
         continue;
       if (!strcmp(type, "Stalled")) stalled = !strcmp(cs, "True");
+      if (!strcmp(type, "BackupHealthy")) {
+        memset(&tm, 0, sizeof(tm));
+        if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
+            strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
+          mgop_bh_adopt(f->key, cs, (long long)timegm(&tm));
+      }
       if (strcmp(type, "Ready")) continue;
       ready = !strcmp(cs, "True");
       memset(&tm, 0, sizeof(tm));
@@ -2269,6 +2289,7 @@ struct mgop_podspec {
   int nctr;
   const char *volumes;           /* JSON array literal or NULL         */
   const char *annotations;       /* JSON object literal or NULL        */
+  const char *service_account;   /* serviceAccountName, or NULL        */
 };
 
 static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_podspec *p) {
@@ -2300,6 +2321,7 @@ static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, cons
   }
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "spec"); mgop_jw_obj(w);
+  if (p->service_account) { mgop_jw_key(w, "serviceAccountName"); mgop_jw_str(w, p->service_account); }
   if (secrets >= 0) { mgop_jw_key(w, "imagePullSecrets"); mgop_jw_copy(w, &r->root, secrets); }
   if (p->zone_key) {
     mgop_jw_key(w, "nodeSelector"); mgop_jw_obj(w); mgop_jw_key(w, p->zone_key); mgop_jw_str(w, p->zone); mgop_jw_obj_end(w);
@@ -2676,8 +2698,957 @@ static int mgop_ensure_password_secret(struct mgop_rctx *r, const char *name, co
   return MGOP_OK;
 }
 
+/* ---- Backups (pgBackRest) -------------------------------------------------
+ * A shard's backup settings are resolved field by field along cluster >
+ * database > table group > shard (spec.backup at each level, deep-merged),
+ * then the built-in default: filesystem backups in /backups on a 10Gi
+ * ReadWriteOnce PVC. Filesystem: one PVC per shard, named
+ * backup-data-<cluster>-<db>-<tablegroup>-<shard>, mounted by every pool pod
+ * of the shard in every cell (so all of them see the same repository; that
+ * needs a ReadWriteMany class once the pods are on more than one node, and
+ * admission warns). S3: no volume; the region and credentials reach the pods
+ * as environment, the bucket, endpoint and key prefix travel in the Database
+ * topology record (struct mgop_backup_loc is what that record is written
+ * from). pgBackRest's TLS: a CA and a peer certificate per shard from the
+ * operator's PKI (or the user's Secret), projected at /certs/pgbackrest. */
+#define MGOP_BACKUP_PATH "/backups"
+#define MGOP_BACKUP_SIZE "10Gi"
+#define MGOP_PGBR_CERT_DIR "/certs/pgbackrest"
+#define MGOP_PGBR_PORT 8432
+#define MGOP_PGBR_CIPHER_DIR "/secrets/pgbackrest-cipher"
+#define MGOP_PGBR_CN "pgbackrest"   /* the name the peers verify (Multigres's own setups use it) */
+
+enum mgop_backup_type { MGOP_BACKUP_FILESYSTEM = 1, MGOP_BACKUP_S3 = 2 };
+
+/* One shard's resolved backup location: what its pool pods mount and what
+ * the Database topology record carries (BackupLocation). */
+struct mgop_backup_loc {
+  int type;                          /* enum mgop_backup_type              */
+  char from[16];                     /* level that chose the type: cluster,
+                                        database, tablegroup, shard, built-in */
+  /* filesystem */
+  char path[513];                    /* repository directory in the pods   */
+  char pvc[64];                      /* the shard's claim                  */
+  char size[MGOP_QUANTITY_BUF], klass[64];
+  char access[4][32];
+  int naccess, rwx;                  /* rwx: ReadWriteMany is among them   */
+  /* s3 */
+  char bucket[64], region[64], endpoint[2049], key_prefix[1025];
+  int env_credentials;
+  char credentials_secret[254], service_account[254];
+  /* both */
+  char tls_secret[254];              /* ca.crt, tls.crt, tls.key           */
+  int tls_own;                       /* 1: the operator issues tls_secret  */
+  char encryption_secret[254];       /* keys.json; "" without encryption   */
+  char schedule[101];                /* cron, UTC; "" without a schedule   */
+  struct mgop_cron cron;
+  int jitter_s, retention;           /* retention 0: the operator expires nothing */
+};
+
+/* Wall-clock seconds as the backup code reads them: one function, so a
+ * test can set the time (mgop_fake_now_s != 0). */
+static long long mgop_fake_now_s;
+static const char *mgop_fake_clock_file; /* MGOP_FAKE_CLOCK_FILE: tests set the time (unix seconds) */
+static long long mgop_wall_s(void) {
+  static int looked;
+  if (!looked) {
+    looked = 1;
+    mgop_fake_clock_file = getenv("MGOP_FAKE_CLOCK_FILE");
+  }
+  if (mgop_fake_clock_file) {
+    char buf[32] = "";
+    FILE *f = fopen(mgop_fake_clock_file, "r");
+    if (f) {
+      if (fgets(buf, sizeof(buf), f)) mgop_fake_now_s = atoll(buf);
+      fclose(f);
+    }
+  }
+  return mgop_fake_now_s ? mgop_fake_now_s : (long long)time(NULL);
+}
+
+/* Lifetimes of the pgBackRest certificates (flags). */
+static long long mgop_pgbr_cert_validity_s = 365LL * 24 * 3600, mgop_pgbr_ca_validity_s = 10LL * 365 * 24 * 3600;
+
+/* path's string into buf, else fallback. */
+static void mgop_str_into(const struct mgop_json *j, int t, const char *path, char *buf, size_t cap,
+                          const char *fallback) {
+  if (t < 0 || mgop_json_path_str(j, t, path, buf, cap) != MGOP_OK || !buf[0]) snprintf(buf, cap, "%s", fallback);
+}
+
+/* Deep-merges spec.backup of each level present into out (built-in when
+ * none). S3 credentials are one choice, not three fields: they come whole
+ * from the most specific level that sets any of them (*cred_doc, *cred). */
+static int mgop_backup_merge(struct mgop_rctx *r, const struct mgop_json *d, const int *toks, struct mgop_json *out,
+                             char *from, size_t fcap, const struct mgop_json **cred_doc, int *cred) {
+  static const char *const level[4] = {"cluster", "database", "tablegroup", "shard"};
+  static const char builtin[] = "{\"type\":\"filesystem\",\"filesystem\":{}}";
+  int rc, any = 0;
+  if ((rc = mgop_parse_arena(r->arena, "{}", 2, out))) return rc;
+  for (int i = 0; i < 4; i++) {
+    const struct mgop_json *doc = i ? d : &r->root;
+    int b = toks[i] >= 0 ? mgop_json_key(doc, toks[i], "backup") : -1;
+    if (!mgop_json_is(doc, b, JSMN_OBJECT)) continue;
+    if ((rc = mgop_merge_to(r, out, 0, doc, b, out))) return rc;
+    if (mgop_json_key(doc, b, "type") >= 0) snprintf(from, fcap, "%s", level[i]);
+    {
+      int s3 = mgop_json_key(doc, b, "s3");
+      if (mgop_json_key(doc, s3, "credentialsSecret") >= 0 || mgop_json_key(doc, s3, "serviceAccountName") >= 0 ||
+          mgop_json_key(doc, s3, "useEnvCredentials") >= 0)
+        *cred_doc = doc, *cred = s3;
+    }
+    any = 1;
+  }
+  if (!any) {
+    snprintf(from, fcap, "built-in");
+    return mgop_parse_arena(r->arena, builtin, sizeof(builtin) - 1, out);
+  }
+  return MGOP_OK;
+}
+
+/* The resolved location of one shard; parts = {cluster, db, tg, shard},
+ * shard_cr names its Shard (and so its certificate Secrets). toks are the
+ * cluster spec, database, table group and shard tokens (d for the last three). */
+static int mgop_backup_resolve(struct mgop_rctx *r, const struct mgop_json *d, const int *toks,
+                               const char *const *parts, const char *shard_cr, struct mgop_backup_loc *b) {
+  struct mgop_json m;
+  const struct mgop_json *cdoc = NULL;
+  char type[16] = "";
+  int rc, fs, s3, am, cred = -1;
+  memset(b, 0, sizeof(*b));
+  if ((rc = mgop_backup_merge(r, d, toks, &m, b->from, sizeof(b->from), &cdoc, &cred))) return rc;
+  mgop_json_path_str(&m, 0, "type", type, sizeof(type));
+  if (strcmp(type, "filesystem") && strcmp(type, "s3")) {
+    mgop_stall(r, "InvalidSpec", "%s.backup.type is \"%s\"; use filesystem or s3", r->where, type);
+    return MGOP_ERR_CONFIG;
+  }
+  b->type = type[0] == 's' ? MGOP_BACKUP_S3 : MGOP_BACKUP_FILESYSTEM;
+  fs = mgop_json_key(&m, 0, "filesystem");
+  s3 = mgop_json_key(&m, 0, "s3");
+  if (b->type == MGOP_BACKUP_FILESYSTEM) {
+    const char *pvc_parts[] = {"backup-data", parts[0], parts[1], parts[2], parts[3]};
+    mgop_str_into(&m, fs, "path", b->path, sizeof(b->path), MGOP_BACKUP_PATH);
+    mgop_str_into(&m, fs, "storage.size", b->size, sizeof(b->size), MGOP_BACKUP_SIZE);
+    mgop_str_into(&m, fs, "storage.class", b->klass, sizeof(b->klass), "");
+    am = mgop_json_path(&m, fs, "storage.accessModes");
+    for (int i = 0; mgop_json_is(&m, am, JSMN_ARRAY) && i < m.tok[am].size && b->naccess < 4; i++)
+      if (mgop_json_str(&m, mgop_json_at(&m, am, i), b->access[b->naccess], sizeof(b->access[0])) == MGOP_OK)
+        b->rwx |= !strcmp(b->access[b->naccess++], "ReadWriteMany");
+    if (!b->naccess) snprintf(b->access[b->naccess++], sizeof(b->access[0]), "ReadWriteOnce");
+    mgop_name(b->pvc, sizeof(b->pvc), MGOP_LIMIT_SERVICE, 1, pvc_parts, 5);
+  } else {
+    if (!mgop_json_is(&m, s3, JSMN_OBJECT)) {
+      mgop_stall(r, "InvalidSpec", "%s: backup.type is s3 but no level sets backup.s3; set bucket and region", r->where);
+      return MGOP_ERR_CONFIG;
+    }
+    mgop_str_into(&m, s3, "bucket", b->bucket, sizeof(b->bucket), "");
+    mgop_str_into(&m, s3, "region", b->region, sizeof(b->region), "");
+    mgop_str_into(&m, s3, "endpoint", b->endpoint, sizeof(b->endpoint), "");
+    mgop_str_into(&m, s3, "keyPrefix", b->key_prefix, sizeof(b->key_prefix), "");
+    if (cdoc) {
+      mgop_str_into(cdoc, cred, "credentialsSecret", b->credentials_secret, sizeof(b->credentials_secret), "");
+      mgop_str_into(cdoc, cred, "serviceAccountName", b->service_account, sizeof(b->service_account), "");
+      mgop_json_bool(cdoc, mgop_json_key(cdoc, cred, "useEnvCredentials"), &b->env_credentials);
+    }
+    if (!b->bucket[0] || !b->region[0]) {
+      mgop_stall(r, "InvalidSpec", "%s: backup.s3 needs bucket and region (merged over every level)", r->where);
+      return MGOP_ERR_CONFIG;
+    }
+    if (b->service_account[0] && (b->credentials_secret[0] || b->env_credentials)) {
+      mgop_stall(r, "InvalidSpec", "%s: backup.s3 sets serviceAccountName together with %s; keep one way to get "
+                 "credentials", r->where,
+                 b->credentials_secret[0] ? "credentialsSecret" : "useEnvCredentials");
+      return MGOP_ERR_CONFIG;
+    }
+  }
+  mgop_str_into(&m, 0, "pgbackrestTLS.secretName", b->tls_secret, sizeof(b->tls_secret), "");
+  if (!b->tls_secret[0]) {
+    snprintf(b->tls_secret, sizeof(b->tls_secret), "%.200s-pgbackrest-tls", shard_cr);
+    b->tls_own = 1;
+  }
+  mgop_str_into(&m, 0, "encryption.secretName", b->encryption_secret, sizeof(b->encryption_secret), "");
+  mgop_str_into(&m, 0, "schedule", b->schedule, sizeof(b->schedule), "");
+  if (b->schedule[0] && mgop_cron_parse(b->schedule, &b->cron)) {
+    mgop_stall(r, "InvalidSpec", "%s: backup.schedule \"%s\": %s", r->where, b->schedule, mgop_errmsg());
+    return MGOP_ERR_CONFIG;
+  }
+  {
+    long long v = 0;
+    if (mgop_json_i64(&m, mgop_json_key(&m, 0, "scheduleJitterSeconds"), &v) == MGOP_OK && v > 0 && v <= 3600)
+      b->jitter_s = (int)v;
+    v = 0;
+    if (mgop_json_i64(&m, mgop_json_key(&m, 0, "retention"), &v) == MGOP_OK && v > 0 && v <= 1000) b->retention = (int)v;
+  }
+  return MGOP_OK;
+}
+
+/* The location one database's topology record carries (cluster and
+ * database levels only): what the topology writer publishes. */
+static int mgop_backup_resolve_database(struct mgop_rctx *r, const struct mgop_json *d, int db_tok,
+                                        struct mgop_backup_loc *b) {
+  const int toks[] = {r->spec, db_tok, -1, -1};
+  const char *parts[] = {r->name, "", "", ""};
+  return mgop_backup_resolve(r, d, toks, parts, "", b);
+}
+
+/* What differs between a shard's location and its database's record, or
+ * NULL. Multigres keeps one backup location per database, so a table group
+ * or shard may change the volume, credentials, TLS and encryption key, but
+ * not where the repository is. */
+static const char *mgop_backup_location_diff(const struct mgop_backup_loc *s, const struct mgop_backup_loc *db) {
+  if (s->type != db->type) return "type";
+  if (s->type == MGOP_BACKUP_FILESYSTEM) return strcmp(s->path, db->path) ? "filesystem.path" : NULL;
+  if (strcmp(s->bucket, db->bucket)) return "s3.bucket";
+  if (strcmp(s->region, db->region)) return "s3.region";
+  if (strcmp(s->endpoint, db->endpoint)) return "s3.endpoint";
+  if (strcmp(s->key_prefix, db->key_prefix)) return "s3.keyPrefix";
+  if (!s->encryption_secret[0] != !db->encryption_secret[0]) return "encryption";
+  return NULL;
+}
+
+/* The resolved settings as the Shard's spec.backup (the CRD's shape). */
+static void mgop_backup_write(struct mgop_jw *w, const struct mgop_backup_loc *b) {
+  mgop_jw_obj(w);
+  mgop_jw_key(w, "type"); mgop_jw_str(w, b->type == MGOP_BACKUP_S3 ? "s3" : "filesystem");
+  if (b->type == MGOP_BACKUP_FILESYSTEM) {
+    mgop_jw_key(w, "filesystem"); mgop_jw_obj(w);
+    mgop_jw_key(w, "path"); mgop_jw_str(w, b->path);
+    mgop_jw_key(w, "storage"); mgop_jw_obj(w);
+    mgop_jw_key(w, "size"); mgop_jw_str(w, b->size);
+    if (b->klass[0]) { mgop_jw_key(w, "class"); mgop_jw_str(w, b->klass); }
+    mgop_jw_key(w, "accessModes"); mgop_jw_arr(w);
+    for (int i = 0; i < b->naccess; i++) mgop_jw_str(w, b->access[i]);
+    mgop_jw_arr_end(w);
+    mgop_jw_obj_end(w);
+    mgop_jw_obj_end(w);
+  } else {
+    mgop_jw_key(w, "s3"); mgop_jw_obj(w);
+    mgop_jw_key(w, "bucket"); mgop_jw_str(w, b->bucket);
+    mgop_jw_key(w, "region"); mgop_jw_str(w, b->region);
+    if (b->endpoint[0]) { mgop_jw_key(w, "endpoint"); mgop_jw_str(w, b->endpoint); }
+    if (b->key_prefix[0]) { mgop_jw_key(w, "keyPrefix"); mgop_jw_str(w, b->key_prefix); }
+    if (b->env_credentials) { mgop_jw_key(w, "useEnvCredentials"); mgop_jw_bool(w, 1); }
+    if (b->credentials_secret[0]) { mgop_jw_key(w, "credentialsSecret"); mgop_jw_str(w, b->credentials_secret); }
+    if (b->service_account[0]) { mgop_jw_key(w, "serviceAccountName"); mgop_jw_str(w, b->service_account); }
+    mgop_jw_obj_end(w);
+  }
+  mgop_jw_key(w, "pgbackrestTLS"); mgop_jw_obj(w);
+  mgop_jw_key(w, "secretName"); mgop_jw_str(w, b->tls_secret);
+  mgop_jw_obj_end(w);
+  if (b->schedule[0]) { mgop_jw_key(w, "schedule"); mgop_jw_str(w, b->schedule); }
+  if (b->jitter_s) { mgop_jw_key(w, "scheduleJitterSeconds"); mgop_jw_i64(w, b->jitter_s); }
+  if (b->retention) { mgop_jw_key(w, "retention"); mgop_jw_i64(w, b->retention); }
+  if (b->encryption_secret[0]) {
+    mgop_jw_key(w, "encryption"); mgop_jw_obj(w);
+    mgop_jw_key(w, "secretName"); mgop_jw_str(w, b->encryption_secret);
+    mgop_jw_obj_end(w);
+  }
+  mgop_jw_obj_end(w);
+}
+
+/* What the pool pods get: extra args, env, mounts and volumes (JSON
+ * fragments, each starting with ',' so they append to the fixed lists). */
+struct mgop_backup_pod {
+  char pgctld_mounts[512], pooler_env[1024], pooler_mounts[768], volumes[1536];
+  char a_cert[96], a_port[48], a_crt[96], a_key[96], a_ca[96], a_cipher[128];
+};
+
+static void mgop_backup_pod_parts(const struct mgop_backup_loc *b, struct mgop_backup_pod *p) {
+  struct mgop_buf v, pm, m;
+  char repo_mount[700] = "";
+  memset(p, 0, sizeof(*p));
+  snprintf(p->a_cert, sizeof(p->a_cert), "--pgbackrest-cert-dir=" MGOP_PGBR_CERT_DIR);
+  snprintf(p->a_port, sizeof(p->a_port), "--pgbackrest-port=%d", MGOP_PGBR_PORT);
+  snprintf(p->a_crt, sizeof(p->a_crt), "--pgbackrest-cert-file=" MGOP_PGBR_CERT_DIR "/pgbackrest.crt");
+  snprintf(p->a_key, sizeof(p->a_key), "--pgbackrest-key-file=" MGOP_PGBR_CERT_DIR "/pgbackrest.key");
+  snprintf(p->a_ca, sizeof(p->a_ca), "--pgbackrest-ca-file=" MGOP_PGBR_CERT_DIR "/ca.crt");
+  if (b->encryption_secret[0])
+    snprintf(p->a_cipher, sizeof(p->a_cipher), "--pgbackrest-cipher-key-file=" MGOP_PGBR_CIPHER_DIR "/keys.json");
+  if (b->type == MGOP_BACKUP_FILESYSTEM)
+    snprintf(repo_mount, sizeof(repo_mount), ",{\"name\":\"backup-data\",\"mountPath\":\"%s\"}", b->path);
+  /* pgctld runs the pgBackRest TLS server: the repository and the certificate */
+  mgop_buf_init(&m, p->pgctld_mounts, sizeof(p->pgctld_mounts));
+  mgop_buf_printf(&m, "%s,{\"name\":\"pgbackrest-certs\",\"mountPath\":\"" MGOP_PGBR_CERT_DIR "\",\"readOnly\":true}",
+                  repo_mount);
+  mgop_buf_cstr(&m);
+  mgop_buf_init(&pm, p->pooler_mounts, sizeof(p->pooler_mounts));
+  mgop_buf_printf(&pm, "%s,{\"name\":\"pgbackrest-certs\",\"mountPath\":\"" MGOP_PGBR_CERT_DIR "\",\"readOnly\":true}",
+                  repo_mount);
+  if (b->encryption_secret[0])
+    mgop_buf_puts(&pm, ",{\"name\":\"pgbackrest-cipher\",\"mountPath\":\"" MGOP_PGBR_CIPHER_DIR "\",\"readOnly\":true}");
+  mgop_buf_cstr(&pm);
+  { /* S3: region and credentials as the AWS SDK environment */
+    struct mgop_buf e;
+    mgop_buf_init(&e, p->pooler_env, sizeof(p->pooler_env));
+    if (b->type == MGOP_BACKUP_S3) {
+      mgop_buf_printf(&e, ",{\"name\":\"AWS_REGION\",\"value\":\"%s\"}", b->region);
+      if (b->credentials_secret[0])
+        mgop_buf_printf(&e, ",{\"name\":\"AWS_ACCESS_KEY_ID\",\"valueFrom\":{\"secretKeyRef\":{\"name\":\"%s\","
+                        "\"key\":\"AWS_ACCESS_KEY_ID\"}}},{\"name\":\"AWS_SECRET_ACCESS_KEY\",\"valueFrom\":"
+                        "{\"secretKeyRef\":{\"name\":\"%s\",\"key\":\"AWS_SECRET_ACCESS_KEY\"}}}",
+                        b->credentials_secret, b->credentials_secret);
+    }
+    mgop_buf_cstr(&e);
+  }
+  mgop_buf_init(&v, p->volumes, sizeof(p->volumes));
+  if (b->type == MGOP_BACKUP_FILESYSTEM)
+    mgop_buf_printf(&v, ",{\"name\":\"backup-data\",\"persistentVolumeClaim\":{\"claimName\":\"%s\"}}", b->pvc);
+  /* cert-manager's layout (ca.crt, tls.crt, tls.key) under the names
+   * pgctld and multipooler read; 0444 like the password Secret: the
+   * containers run as uid 999 without an fsGroup */
+  mgop_buf_printf(&v, ",{\"name\":\"pgbackrest-certs\",\"projected\":{\"defaultMode\":292,\"sources\":[{\"secret\":"
+                  "{\"name\":\"%s\",\"items\":[{\"key\":\"ca.crt\",\"path\":\"ca.crt\"},{\"key\":\"tls.crt\",\"path\":"
+                  "\"pgbackrest.crt\"},{\"key\":\"tls.key\",\"path\":\"pgbackrest.key\"}]}}]}}", b->tls_secret);
+  if (b->encryption_secret[0])
+    mgop_buf_printf(&v, ",{\"name\":\"pgbackrest-cipher\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
+                    "\"items\":[{\"key\":\"keys.json\",\"path\":\"keys.json\"}]}}", b->encryption_secret);
+  mgop_buf_cstr(&v);
+}
+
+/* The cells the pods of a shard run in (pools' cells, else every cell). */
+static int mgop_shard_cell_count(struct mgop_rctx *r, const struct mgop_json *pdoc, int pools) {
+  char seen[MGOP_CRD_CELLS_MAX][MGOP_CRD_CELL_NAME_MAX + 1];
+  int n = 0, all = mgop_json_key(&r->root, r->spec, "cells");
+  int nall = mgop_json_is(&r->root, all, JSMN_ARRAY) ? r->root.tok[all].size : 0;
+  for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
+    int pc = mgop_json_key(pdoc, pt + 1, "cells");
+    if (!mgop_json_is(pdoc, pc, JSMN_ARRAY)) return nall;
+    for (int i = 0; i < pdoc->tok[pc].size; i++) {
+      char c[MGOP_CRD_CELL_NAME_MAX + 1];
+      int dup = 0;
+      if (mgop_json_str(pdoc, mgop_json_at(pdoc, pc, i), c, sizeof(c))) continue;
+      for (int k = 0; k < n; k++) dup |= !strcmp(seen[k], c);
+      if (!dup && n < MGOP_CRD_CELLS_MAX) snprintf(seen[n++], sizeof(seen[0]), "%s", c);
+    }
+  }
+  return n;
+}
+
+/* GET one namespaced object by kind path ("persistentvolumeclaims",
+ * "secrets"); MGOP_ERR_NOTFOUND when absent. */
+static int mgop_core_get(struct mgop_rctx *r, const char *plural, const char *name, struct mgop_buf *out,
+                         struct mgop_json *j, jsmntok_t *tok, int ntok) {
+  char path[512];
+  int status = 0, rc;
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/%s/%s", r->ns, plural, name);
+  if ((rc = mgop_kube_get(mgop_api_ptr, path, out, &status))) return rc;
+  return mgop_json_parse(j, out->p, out->len, tok, ntok);
+}
+
+/* metadata of an object the backup code writes: labels, and the Shard as
+ * controller owner when owned (a Retain PVC has none: nothing deletes it). */
+static void mgop_backup_meta(struct mgop_rctx *r, struct mgop_jw *w, const char *name, const char *component,
+                             const struct mgop_ids *ids, const char *shard_cr, const char *uid) {
+  mgop_jw_key(w, "metadata"); mgop_jw_obj(w);
+  mgop_jw_key(w, "name"); mgop_jw_str(w, name);
+  mgop_jw_key(w, "namespace"); mgop_jw_str(w, r->ns);
+  mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_labels(w, r->name, component); mgop_id_labels(w, ids); mgop_jw_obj_end(w);
+  if (uid) {
+    mgop_jw_key(w, "ownerReferences"); mgop_jw_arr(w); mgop_jw_obj(w);
+    mgop_jw_key(w, "apiVersion"); mgop_jw_str(w, MGOP_API_VERSION);
+    mgop_jw_key(w, "kind"); mgop_jw_str(w, "Shard");
+    mgop_jw_key(w, "name"); mgop_jw_str(w, shard_cr);
+    mgop_jw_key(w, "uid"); mgop_jw_str(w, uid);
+    mgop_jw_key(w, "controller"); mgop_jw_bool(w, 1);
+    mgop_jw_key(w, "blockOwnerDeletion"); mgop_jw_bool(w, 1);
+    mgop_jw_obj_end(w); mgop_jw_arr_end(w);
+  }
+  mgop_jw_obj_end(w);
+}
+
+/* The shard's backup PVC: created once when missing, never changed or
+ * deleted by the operator. whenDeleted: Delete makes the Shard its owner
+ * (the garbage collector removes it with the Shard); Retain leaves it
+ * unowned, so it outlives the cluster. The policy is read at creation. */
+static int mgop_ensure_backup_pvc(struct mgop_rctx *r, const struct mgop_backup_loc *b, const char *shard_cr,
+                                  const char *uid, const struct mgop_ids *ids, const char *when_deleted) {
+  static char body[16 * 1024], mem[4096];
+  static jsmntok_t tok[1024];
+  uint64_t key = mgop_fp_key("PersistentVolumeClaim", r->ns, b->pvc);
+  struct mgop_fp *f = mgop_fp_find(key);
+  struct mgop_buf out, bb;
+  struct mgop_jw w;
+  struct mgop_json j;
+  char path[512];
+  int rc, status = 0;
+  if (f && (f->flags & MGOP_FP_EXISTS)) return MGOP_OK;
+  mgop_buf_init(&out, body, sizeof(body));
+  rc = mgop_core_get(r, "persistentvolumeclaims", b->pvc, &out, &j, tok, 1024);
+  if (rc == MGOP_OK) goto exists;
+  if (rc != MGOP_ERR_NOTFOUND) return rc;
+  mgop_buf_init(&bb, mem, sizeof(mem));
+  mgop_jw_init(&w, &bb);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "PersistentVolumeClaim");
+  mgop_backup_meta(r, &w, b->pvc, "backup", ids, shard_cr, strcmp(when_deleted, "Delete") ? NULL : uid);
+  mgop_jw_key(&w, "spec"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "accessModes"); mgop_jw_arr(&w);
+  for (int i = 0; i < b->naccess; i++) mgop_jw_str(&w, b->access[i]);
+  mgop_jw_arr_end(&w);
+  if (b->klass[0]) { mgop_jw_key(&w, "storageClassName"); mgop_jw_str(&w, b->klass); }
+  mgop_jw_key(&w, "resources"); mgop_jw_obj(&w); mgop_jw_key(&w, "requests"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "storage"); mgop_jw_str(&w, b->size);
+  mgop_jw_obj_end(&w); mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (bb.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "PersistentVolumeClaim %s too large", b->pvc);
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/persistentvolumeclaims?fieldManager=" MGOP_MANAGER, r->ns);
+  mgop_buf_init(&out, body, sizeof(body));
+  if ((rc = mgop_kube_request(mgop_api_ptr, "POST", path, "application/json", bb.p, bb.len, &out, &status))) return rc;
+  if (status != 201 && status != 409) {
+    char msg[300];
+    mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
+    return mgop_seterr(MGOP_ERR_STATUS, "create PersistentVolumeClaim %s: HTTP %d: %s", b->pvc, status, msg);
+  }
+exists:
+  if ((f = mgop_fp_upsert(key))) f->flags |= MGOP_FP_EXISTS;
+  return MGOP_OK;
+}
+
+/* Server-side applies a Secret owned by the Shard. */
+static int mgop_backup_put_secret(struct mgop_rctx *r, const char *name, const char *type, const struct mgop_ids *ids,
+                                  const char *shard_cr, const char *uid, const char *const *keys,
+                                  const char *const *vals, int n) {
+  static char mem[48 * 1024], b64[3 * MGOP_PKI_PEM_MAX * 2];
+  char path[512];
+  struct mgop_buf bb;
+  struct mgop_jw w;
+  struct mgop_applied res;
+  int status = 0, rc;
+  mgop_buf_init(&bb, mem, sizeof(mem));
+  mgop_jw_init(&w, &bb);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "Secret");
+  mgop_backup_meta(r, &w, name, "pgbackrest-tls", ids, shard_cr, uid);
+  mgop_jw_key(&w, "type"); mgop_jw_str(&w, type);
+  mgop_jw_key(&w, "data"); mgop_jw_obj(&w);
+  for (int i = 0; i < n; i++) {
+    size_t bl = 0;
+    if (mbedtls_base64_encode((unsigned char *)b64, sizeof(b64), &bl, (const unsigned char *)vals[i], strlen(vals[i])))
+      return mgop_seterr(MGOP_ERR_TOOBIG, "Secret %s: %s too large", name, keys[i]);
+    mgop_jw_key(&w, keys[i]);
+    mgop_jw_strn(&w, b64, bl);
+  }
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (bb.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "Secret %s too large", name);
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", r->ns, name);
+  rc = mgop_kube_apply(mgop_api_ptr, path, bb.p, bb.len, &res, &status);
+  mbedtls_platform_zeroize(mem, sizeof(mem));
+  mbedtls_platform_zeroize(b64, sizeof(b64));
+  return rc;
+}
+
+/* data.KEY of a parsed Secret, base64-decoded (defined with the webhook). */
+static int mgop_secret_value(const struct mgop_json *j, const char *key, char *out, size_t cap);
+
+/* Whether a certificate issued for validity_s is due at now: less than a
+ * third of validity_s (or margin_s) left, as the webhook's are. */
+static int mgop_pgbr_due(const char *cert, long long validity_s, long long margin_s, long long now) {
+  long long na = 0;
+  if (!cert[0] || mgop_pki_not_after(cert, strlen(cert), &na)) return 1;
+  return na - now < validity_s / 3 || na - now < margin_s;
+}
+
+/* Why the peer certificate cert (signed by the CA bundle ca) must be
+ * replaced, or NULL when it is good. */
+static const char *mgop_pgbr_stale(const char *cert, const char *ca, long long now) {
+  if (!cert[0] || !ca[0]) return "missing";
+  if (mgop_pgbr_due(cert, mgop_pgbr_cert_validity_s, 0, now)) return "due for renewal";
+  if (mgop_pki_verify(cert, strlen(cert), ca, strlen(ca), MGOP_PGBR_CN, now)) return "not signed by the CA";
+  return NULL;
+}
+
+/* The shard's pgBackRest CA (<shard>-pgbackrest-ca: ca.crt, ca.key, never
+ * mounted) and peer certificate (<shard>-pgbackrest-tls: ca.crt, tls.crt,
+ * tls.key), rotated like the webhook's: a certificate is replaced once a
+ * third of its configured lifetime is left (the CA also when less than a
+ * certificate's lifetime is); a new CA is published beside the old one
+ * in ca.crt, so pods that still hold the old certificate are trusted while
+ * the kubelet refreshes the projected files. The turn is re-queued for the
+ * next renewal. */
+static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_backup_loc *b, const char *shard_cr,
+                                      const char *uid, const struct mgop_ids *ids) {
+  static char body[64 * 1024], bundle[2 * MGOP_PKI_PEM_MAX], cur_ca[2 * MGOP_PKI_PEM_MAX];
+  static char cur_crt[MGOP_PKI_PEM_MAX], ca_crt[MGOP_PKI_PEM_MAX], ca_key[MGOP_PKI_PEM_MAX];
+  static struct mgop_pki_pair ca, leaf;
+  static jsmntok_t tok[256];
+  uint64_t key = mgop_fp_key("Secret", r->ns, b->tls_secret), suid = mgop_uid_hash(uid);
+  struct mgop_fp *f = mgop_fp_find(key);
+  struct mgop_buf out;
+  struct mgop_json j;
+  char ca_name[300];
+  long long now = mgop_wall_s(), na = 0;
+  const char *why;
+  int rc, ca_new = 0;
+  const char *names[] = {MGOP_PGBR_CN, shard_cr};
+  if (f && f->owner_uid == suid && f->renew_at > now) goto requeue;
+  cur_ca[0] = cur_crt[0] = 0;
+  mgop_buf_init(&out, body, sizeof(body));
+  rc = mgop_core_get(r, "secrets", b->tls_secret, &out, &j, tok, 256);
+  if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
+  if (!rc) {
+    mgop_secret_value(&j, "tls.crt", cur_crt, sizeof(cur_crt));
+    mgop_secret_value(&j, "ca.crt", cur_ca, sizeof(cur_ca));
+  }
+  if (!(why = mgop_pgbr_stale(cur_crt, cur_ca, now))) goto good;
+  /* the CA: kept while it has two thirds of a certificate's lifetime left */
+  snprintf(ca_name, sizeof(ca_name), "%.200s-pgbackrest-ca", shard_cr);
+  ca_crt[0] = ca_key[0] = 0;
+  mgop_buf_init(&out, body, sizeof(body));
+  rc = mgop_core_get(r, "secrets", ca_name, &out, &j, tok, 256);
+  if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
+  if (!rc) {
+    mgop_secret_value(&j, "ca.crt", ca_crt, sizeof(ca_crt));
+    mgop_secret_value(&j, "ca.key", ca_key, sizeof(ca_key));
+  }
+  if (!ca_crt[0] || mgop_pki_pair_load(&ca, ca_crt, strlen(ca_crt), ca_key, strlen(ca_key)) ||
+      mgop_pgbr_due(ca.cert, mgop_pgbr_ca_validity_s, mgop_pgbr_cert_validity_s, now)) {
+    const char *k[] = {"ca.crt", "ca.key"}, *v[2];
+    if ((rc = mgop_pki_make_ca(&ca, "multigres-pgbackrest-ca", mgop_pgbr_ca_validity_s, now))) return rc;
+    v[0] = ca.cert;
+    v[1] = ca.key;
+    if ((rc = mgop_backup_put_secret(r, ca_name, "Opaque", ids, shard_cr, uid, k, v, 2))) return rc;
+    ca_new = 1;
+  }
+  if ((rc = mgop_pki_make_peer(&leaf, &ca, names, 2, mgop_pgbr_cert_validity_s, now))) return rc;
+  { /* the new CA first; the one it replaces while it is still valid */
+    struct mgop_buf bb;
+    const char *k[] = {"ca.crt", "tls.crt", "tls.key"}, *v[3];
+    mgop_buf_init(&bb, bundle, sizeof(bundle));
+    mgop_buf_puts(&bb, ca.cert);
+    if (ca_new && ca_crt[0] && !mgop_pgbr_due(ca_crt, 0, 1, now) && strcmp(ca_crt, ca.cert))
+      mgop_buf_puts(&bb, ca_crt);
+    mgop_buf_cstr(&bb);
+    v[0] = bundle;
+    v[1] = leaf.cert;
+    v[2] = leaf.key;
+    rc = mgop_backup_put_secret(r, b->tls_secret, "kubernetes.io/tls", ids, shard_cr, uid, k, v, 3);
+    mbedtls_platform_zeroize(&leaf.key, sizeof(leaf.key));
+    mbedtls_platform_zeroize(&ca.key, sizeof(ca.key));
+    if (rc) return rc;
+  }
+  MGOP_LOG(MGOP_INFO, ("pgBackRest certificate of Shard %s/%s issued (%s%s)", r->ns, shard_cr, why,
+                       ca_new ? ", new CA" : ""));
+  snprintf(cur_crt, sizeof(cur_crt), "%s", leaf.cert);
+good:
+  mgop_pki_not_after(cur_crt, strlen(cur_crt), &na);
+  if ((f = mgop_fp_upsert(key))) {
+    f->owner_uid = suid;
+    f->renew_at = na - mgop_pgbr_cert_validity_s / 3; /* mgop_pgbr_due's third */
+  }
+requeue:
+  if (f && f->renew_at > now) mgop_enqueue(r->ns, r->name, (f->renew_at - now + 1) * 1000);
+  return MGOP_OK;
+}
+
+/* Phase 3 of a shard's backups: the ReadWriteOnce warning (admission
+ * returns it), and, live, the PVC and the certificate Secrets. */
+static int mgop_backup_shard(struct mgop_rctx *r, const struct mgop_json *d, int tg, int shard, const char *cr,
+                             const char *uid, const struct mgop_ids *ids, const struct mgop_backup_loc *b,
+                             const struct mgop_json *pdoc, int pools) {
+  int rc;
+  if (b->type == MGOP_BACKUP_FILESYSTEM && !b->rwx) {
+    int cells = mgop_shard_cell_count(r, pdoc, pools);
+    if (cells > 1 && !r->backup_warn[0])
+      snprintf(r->backup_warn, sizeof(r->backup_warn), "%.200s: filesystem backups on a ReadWriteOnce volume, but the "
+               "shard's pods run in %d cells and all mount its one backup PVC, which attaches to one node at a time: "
+               "pods elsewhere stay Pending. Use a ReadWriteMany class (backup.filesystem.storage.accessModes: "
+               "[ReadWriteMany]) or s3", r->where, cells);
+  }
+  if (r->render) return MGOP_OK;
+  if (b->type == MGOP_BACKUP_FILESYSTEM) {
+    char pol[16];
+    int own = mgop_json_key(d, shard, "spec");
+    if (own < 0) own = mgop_json_key(d, shard, "overrides");
+    {
+      const struct mgop_json *docs[] = {d, d};
+      const int toks[] = {own, tg};
+      if ((rc = mgop_ensure_backup_pvc(r, b, cr, uid, ids, mgop_pvc_policy(r, "whenDeleted", docs, toks, 2, pol,
+                                                                         sizeof(pol)))))
+        return rc;
+    }
+  }
+  if (b->tls_own && (rc = mgop_ensure_pgbackrest_tls(r, b, cr, uid, ids))) return rc;
+  return MGOP_OK;
+}
+
+/* ---- Backup health --------------------------------------------------------
+ * The Shard's BackupHealthy condition, from multiadmin's GetBackups
+ * (GET /api/v1/backups?database=&table_group=&shard=), checked at most every
+ * MGOP_BACKUP_CHECK_MS per shard over one short call (MGOP_MA_TIMEOUT_MS);
+ * once the cluster's multiadmin does not answer, the turn's other shards
+ * are reported without another try. Unknown is an answer too: multiadmin
+ * lists a shard's backups through a serving non-primary pooler, so a shard
+ * with only its primary gets Unknown/NoReplica, not a guess. The age of the
+ * newest complete backup is multigres_operator_last_backup_age_seconds. */
+#define MGOP_BH_MAX 1024            /* shards whose backup health is kept */
+static long long mgop_backup_check_ms = 120000; /* --backup-check-interval; 0: no checks */
+struct mgop_bh {
+  uint64_t key;                     /* the Shard's fp key (0: free)          */
+  int state;                        /* 0 Unknown, 1 True, 2 False            */
+  char reason[32], msg[320];
+  long long checked_ms;             /* mgop_now_ms() of the last check       */
+  long long since_s;                /* lastTransitionTime                    */
+  long long last_s;                 /* newest complete backup (0: none known) */
+  int adopted_state;                /* what the live Shard showed at start-up */
+  long long adopted_since;
+  /* backup.schedule: status.backupSchedule, adopted from the live Shard */
+  char cron[101];
+  long long next_base_s, next_s;    /* the scheduled minute; plus the jitter */
+  long long last_run_s;             /* scheduled time of the last run asked for */
+  char job[80], result[16];
+  int missed, sched_adopted;
+};
+static struct mgop_bh mgop_bh_table[MGOP_BH_MAX];
+static const char *mgop_ma_override; /* --multiadmin-address: every cluster's multiadmin (out of cluster) */
+
+static struct mgop_bh *mgop_bh_slot(uint64_t key) {
+  struct mgop_bh *free_slot = NULL;
+  for (int i = 0; i < MGOP_BH_MAX; i++) {
+    if (mgop_bh_table[i].key == key) return &mgop_bh_table[i];
+    if (!mgop_bh_table[i].key && !free_slot) free_slot = &mgop_bh_table[i];
+  }
+  if (!free_slot) {
+    char what[160];
+    snprintf(what, sizeof(what), "backup health is kept for at most %d shards; more get no BackupHealthy condition",
+             MGOP_BH_MAX);
+    mgop_limit_note(MGOP_L_OBJECTS, what);
+    return NULL;
+  }
+  memset(free_slot, 0, sizeof(*free_slot));
+  free_slot->key = key;
+  return free_slot;
+}
+
+static void mgop_bh_set(struct mgop_bh *h, int state, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void mgop_bh_set(struct mgop_bh *h, int state, const char *reason, const char *fmt, ...) {
+  va_list ap;
+  if (!h->since_s && h->adopted_since && h->adopted_state == state) { /* a restart: the live condition's time */
+    h->since_s = h->adopted_since;
+    h->state = state;
+  }
+  if (h->state != state || !h->since_s) h->since_s = mgop_wall_s();
+  h->state = state;
+  snprintf(h->reason, sizeof(h->reason), "%s", reason);
+  va_start(ap, fmt);
+  vsnprintf(h->msg, sizeof(h->msg), fmt, ap);
+  va_end(ap);
+}
+
+static void mgop_iso_time(long long t, char *out, size_t cap) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  gmtime_r(&tt, &tm);
+  strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Percent-encodes a query value (names are DNS labels; be safe anyway). */
+static void mgop_query_value(const char *v, char *out, size_t cap) {
+  size_t o = 0;
+  for (; *v && o + 4 < cap; v++) {
+    unsigned char ch = (unsigned char)*v;
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-_.~", ch))
+      out[o++] = *v;
+    else o += (size_t)snprintf(out + o, cap - o, "%%%02X", (unsigned char)*v);
+  }
+  out[o] = 0;
+}
+
+/* host and port of the cluster's multiadmin HTTP endpoint. */
+static void mgop_ma_endpoint(const struct mgop_rctx *r, char *host, size_t hcap, char *port, size_t pcap) {
+  if (mgop_ma_override) {
+    const char *colon = strrchr(mgop_ma_override, ':');
+    snprintf(host, hcap, "%.*s", colon ? (int)(colon - mgop_ma_override) : (int)strlen(mgop_ma_override),
+             mgop_ma_override);
+    snprintf(port, pcap, "%s", colon ? colon + 1 : "18000");
+    return;
+  }
+  {
+    const char *ap[] = {r->name, "multiadmin"};
+    char svc[64];
+    mgop_name(svc, sizeof(svc), MGOP_LIMIT_SERVICE, 0, ap, 2);
+    snprintf(host, hcap, "%s.%s.svc", svc, r->ns);
+    snprintf(port, pcap, "18000");
+  }
+}
+
+/* The verdict from a 200 response. */
+static void mgop_bh_from_list(struct mgop_bh *h, const struct mgop_ma_backups *b) {
+  char t1[32], t2[32];
+  if (b->complete_s) h->last_s = b->complete_s;
+  mgop_iso_time(b->complete_s, t1, sizeof(t1));
+  mgop_iso_time(b->newest_s, t2, sizeof(t2));
+  if (b->complete_s && b->newest_status == MGOP_MA_FAILED && b->newest_s > b->complete_s)
+    mgop_bh_set(h, 2, "BackupFailed", "the newest backup %s (%s) failed; the last complete one is %s (%s)",
+                b->newest_id, t2, b->complete_id, t1);
+  else if (b->complete_s)
+    mgop_bh_set(h, 1, "BackupCompleted", "last complete backup %s (%s) at %s", b->complete_id,
+                b->complete_type[0] ? b->complete_type : "type unknown", t1);
+  else if (b->failed)
+    mgop_bh_set(h, 2, "BackupFailed", "no complete backup; %d failed, the newest %s (%s)", b->failed, b->newest_id, t2);
+  else
+    mgop_bh_set(h, 2, "NoBackup", "multiadmin lists no complete backup of this shard (%d listed, %d in progress)",
+                b->n, b->incomplete);
+}
+
+/* What a Shard's live BackupHealthy said when first seen (status: True,
+ * False, Unknown), so a restart keeps its lastTransitionTime. */
+static void mgop_bh_adopt(uint64_t key, const char *status, long long since) {
+  struct mgop_bh *h = mgop_bh_slot(key);
+  if (!h || h->since_s) return;
+  h->adopted_state = !strcmp(status, "True") ? 1 : !strcmp(status, "False") ? 2 : 0;
+  h->adopted_since = since;
+}
+
+/* One shard's check when due; *down: this turn's multiadmin did not answer. */
+static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, int *down) {
+  static struct mgop_conn conn;
+  static char body[MGOP_MA_BODY_MAX];
+  char host[300], port[16], target[400], db[100], tg[100], sh[100], msg[200];
+  struct mgop_buf out;
+  struct mgop_ma_backups b;
+  int status = 0, rc;
+  long long now = mgop_now_ms();
+  if (h->checked_ms && now - h->checked_ms < mgop_backup_check_ms) return;
+  h->checked_ms = now;
+  mgop_ma_endpoint(r, host, sizeof(host), port, sizeof(port));
+  if (*down) {
+    mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s did not answer this turn", host, port);
+    return;
+  }
+  mgop_query_value(r->shard_db[s], db, sizeof(db));
+  mgop_query_value(r->shard_tgn[s], tg, sizeof(tg));
+  mgop_query_value(r->shard_sn[s], sh, sizeof(sh));
+  snprintf(target, sizeof(target), "/api/v1/backups?database=%s&table_group=%s&shard=%s", db, tg, sh);
+  mgop_buf_init(&out, body, sizeof(body) - 1);
+  mgop_conn_init(&conn);
+  rc = mgop_http_call(&conn, host, port, "GET", target, NULL, 0, &out, &status, now + MGOP_MA_TIMEOUT_MS);
+  if (rc && !status) {
+    *down = 1;
+    mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s: %.200s", host, port, mgop_errmsg());
+    return;
+  }
+  if (rc) {
+    mgop_bh_set(h, 0, "BadResponse", "multiadmin at %s:%s, HTTP %d: %.200s", host, port, status, mgop_errmsg());
+    return;
+  }
+  if (status != 200) {
+    mgop_kube_status_message(out.p, out.len, msg, sizeof(msg)); /* grpc-gateway: {"code","message"} */
+    if (status == 404 && strstr(msg, "replica"))
+      mgop_bh_set(h, 0, "NoReplica", "multiadmin lists backups through a serving non-primary pooler and has none "
+                  "for this shard: %s", msg);
+    else
+      mgop_bh_set(h, 0, "MultiadminError", "multiadmin GetBackups: HTTP %d: %s", status, msg);
+    return;
+  }
+  if (mgop_ma_parse_backups(out.p, out.len, &b)) {
+    mgop_bh_set(h, 0, "BadResponse", "multiadmin GetBackups: %.200s", mgop_errmsg());
+    return;
+  }
+  mgop_bh_from_list(h, &b);
+}
+
+/* Set around a Shard's status write: mgop_conditions appends it. */
+static const struct mgop_bh *mgop_cond_backup;
+
+static void mgop_backup_condition(struct mgop_jw *w, long long generation) {
+  const struct mgop_bh *h = mgop_cond_backup;
+  char ts[32];
+  if (!h) return;
+  mgop_iso_time(h->since_s, ts, sizeof(ts));
+  mgop_jw_obj(w);
+  mgop_jw_key(w, "lastTransitionTime"); mgop_jw_str(w, ts);
+  mgop_jw_key(w, "message"); mgop_jw_str(w, h->msg);
+  mgop_jw_key(w, "observedGeneration"); mgop_jw_i64(w, generation);
+  mgop_jw_key(w, "reason"); mgop_jw_str(w, h->reason);
+  mgop_jw_key(w, "status"); mgop_jw_str(w, h->state == 1 ? "True" : h->state == 2 ? "False" : "Unknown");
+  mgop_jw_key(w, "type"); mgop_jw_str(w, "BackupHealthy");
+  mgop_jw_obj_end(w);
+}
+
+/* ---- Scheduled backups ----------------------------------------------------
+ * backup.schedule is a cron in UTC; each shard fires a fixed jitter (a hash
+ * of its name, below scheduleJitterSeconds) after the minute. The operator
+ * asks multiadmin for one backup at a time in the whole process
+ * (POST /api/v1/backups), follows that job (GET /api/v1/jobs/{id}) and, with
+ * backup.retention, then asks it to expire older full backups
+ * (POST /api/v1/backups/expire). A run noticed more than
+ * MGOP_SCHED_GRACE_S late is missed: an Event and a metric, no late backup.
+ * The last and next run live in the Shard's status.backupSchedule, so a
+ * restarted operator continues where it was. Time is mgop_wall_s(). */
+#define MGOP_SCHED_GRACE_S 600
+#define MGOP_SCHED_POLL_MS 5000     /* a running job is looked at this often */
+static uint64_t mgop_sched_busy;    /* the Shard whose job is running (0: none) */
+static long long mgop_sched_busy_ms;
+
+static long long mgop_sched_next(const struct mgop_bh *h, const struct mgop_cron *c, long long after, int jitter_s,
+                                 long long *base) {
+  uint64_t hk = mgop_fnv1a64(MGOP_FNV64_INIT, &h->key, sizeof(h->key));
+  *base = mgop_cron_next(c, after);
+  return *base < 0 ? -1 : *base + (jitter_s ? (long long)(hk % (uint64_t)(jitter_s + 1)) : 0);
+}
+
+/* One multiadmin call for the schedule; the body into out. */
+static int mgop_sched_call(struct mgop_rctx *r, const char *method, const char *target, const char *body,
+                           struct mgop_buf *out, int *status) {
+  static struct mgop_conn conn;
+  char host[300], port[16];
+  mgop_ma_endpoint(r, host, sizeof(host), port, sizeof(port));
+  mgop_conn_init(&conn);
+  return mgop_http_call(&conn, host, port, method, target, body, body ? strlen(body) : 0, out, status,
+                        mgop_now_ms() + MGOP_MA_TIMEOUT_MS);
+}
+
+/* {"database","tableGroup","shard"} plus extra members ("k":v,... the writer puts the comma). */
+static void mgop_sched_shard_json(struct mgop_rctx *r, int s, char *out, size_t cap, const char *extra) {
+  struct mgop_buf b;
+  struct mgop_jw w;
+  mgop_buf_init(&b, out, cap);
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "database"); mgop_jw_str(&w, r->shard_db[s]);
+  mgop_jw_key(&w, "tableGroup"); mgop_jw_str(&w, r->shard_tgn[s]);
+  mgop_jw_key(&w, "shard"); mgop_jw_str(&w, r->shard_sn[s]);
+  if (extra) mgop_jw_raw(&w, extra, strlen(extra));
+  mgop_jw_obj_end(&w);
+  mgop_buf_cstr(&b);
+}
+
+/* The running job of this shard: done when multiadmin says so; then expire. */
+static void mgop_sched_follow(struct mgop_rctx *r, int s, struct mgop_bh *h) {
+  static char body[4096];
+  char target[700], db[100], tg[100], sh[100], jid[240], st[40] = "";
+  struct mgop_buf out;
+  struct mgop_json j;
+  static jsmntok_t tok[128];
+  int status = 0;
+  if (mgop_now_ms() - mgop_sched_busy_ms < MGOP_SCHED_POLL_MS) return;
+  mgop_sched_busy_ms = mgop_now_ms();
+  mgop_query_value(r->shard_db[s], db, sizeof(db));
+  mgop_query_value(r->shard_tgn[s], tg, sizeof(tg));
+  mgop_query_value(r->shard_sn[s], sh, sizeof(sh));
+  mgop_query_value(h->job, jid, sizeof(jid));
+  snprintf(target, sizeof(target), "/api/v1/jobs/%s?database=%s&table_group=%s&shard=%s", jid, db, tg, sh);
+  mgop_buf_init(&out, body, sizeof(body) - 1);
+  if (mgop_sched_call(r, "GET", target, NULL, &out, &status) || status != 200 ||
+      mgop_json_parse(&j, out.p, out.len, tok, 128))
+    return; /* asked again later; the job stays this shard's */
+  mgop_json_path_str(&j, 0, "status", st, sizeof(st));
+  if (!strcmp(st, "JOB_STATUS_PENDING") || !strcmp(st, "JOB_STATUS_RUNNING")) {
+    snprintf(h->result, sizeof(h->result), "%s", st[11] == 'P' ? "Pending" : "Running");
+    return;
+  }
+  snprintf(h->result, sizeof(h->result), "%s", !strcmp(st, "JOB_STATUS_COMPLETED") ? "Completed"
+                                              : !strcmp(st, "JOB_STATUS_FAILED") ? "Failed" : "Unknown");
+  mgop_sched_busy = 0;
+  h->checked_ms = 0; /* list the backups again now */
+  if (!strcmp(h->result, "Completed") && r->shard_keep[s] > 0) {
+    char req[600], extra[96];
+    snprintf(extra, sizeof(extra), "\"overrides\":{\"repo1-retention-full\":\"%d\"}", r->shard_keep[s]);
+    mgop_sched_shard_json(r, s, req, sizeof(req), extra);
+    mgop_buf_init(&out, body, sizeof(body) - 1);
+    if (mgop_sched_call(r, "POST", "/api/v1/backups/expire", req, &out, &status) || status != 200)
+      MGOP_LOG(MGOP_WARN, ("expire backups of Shard %s/%s: HTTP %d: %s", r->ns, r->shard_names[s], status,
+                           mgop_errmsg()));
+  }
+}
+
+/* One shard's schedule, each turn. Returns ms until it wants a turn (-1: none). */
+static long long mgop_backup_schedule(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner) {
+  static char body[4096];
+  struct mgop_cron c;
+  struct mgop_buf out;
+  long long now = mgop_wall_s(), base = 0;
+  int status = 0;
+  if (!r->shard_cron[s][0] || mgop_cron_parse(r->shard_cron[s], &c)) {
+    h->cron[0] = 0;
+    h->next_s = 0;
+    return -1;
+  }
+  if (strcmp(h->cron, r->shard_cron[s])) { /* new or changed: from now (or what the live status says) */
+    snprintf(h->cron, sizeof(h->cron), "%s", r->shard_cron[s]);
+    if (!(h->sched_adopted && h->next_s > 0)) h->next_s = mgop_sched_next(h, &c, now, r->shard_jitter[s], &base);
+    h->sched_adopted = 0;
+  }
+  if (mgop_sched_busy == h->key) mgop_sched_follow(r, s, h);
+  if (h->missed) {
+    char l[MGOP_LABELS_MAX] = "";
+    if (!mgop_label(l, sizeof(l), "shard", r->shard_names[s]) && !mgop_label(l, sizeof(l), "namespace", r->ns))
+      mgop_gauge_set(owner, mgop_f_backup_missed, l, h->missed);
+  }
+  if (h->next_s <= 0 || now < h->next_s) return h->next_s > 0 ? (h->next_s - now) * 1000 : -1;
+  if (now - h->next_s > MGOP_SCHED_GRACE_S) { /* missed: say so, and wait for the next one */
+    char note[400], t[32];
+    mgop_iso_time(h->next_s, t, sizeof(t));
+    snprintf(note, sizeof(note), "scheduled backup of %s/%s/%s due at %s was missed (noticed %lld s late); the "
+             "next one is on schedule", r->shard_db[s], r->shard_tgn[s], r->shard_sn[s], t, now - h->next_s);
+    h->missed++;
+    mgop_event(r, K_SHARD, r->shard_names[s], NULL, "Warning", "BackupMissed", "Backup", note);
+    MGOP_LOG(MGOP_WARN, ("Shard %s/%s: %s", r->ns, r->shard_names[s], note));
+    h->next_s = mgop_sched_next(h, &c, now, r->shard_jitter[s], &base);
+    return h->next_s > 0 ? (h->next_s - now) * 1000 : -1;
+  }
+  if (mgop_sched_busy) return MGOP_SCHED_POLL_MS; /* one shard at a time: wait for the running job */
+  {
+    char req[600], job[80] = "";
+    struct mgop_json j;
+    static jsmntok_t tok[64];
+    mgop_sched_shard_json(r, s, req, sizeof(req), "\"type\":\"full\"");
+    mgop_buf_init(&out, body, sizeof(body) - 1);
+    if (mgop_sched_call(r, "POST", "/api/v1/backups", req, &out, &status) || status != 200 ||
+        mgop_json_parse(&j, out.p, out.len, tok, 64) || mgop_json_path_str(&j, 0, "jobId", job, sizeof(job)) ||
+        !job[0]) {
+      MGOP_LOG(MGOP_WARN, ("scheduled backup of Shard %s/%s not started: HTTP %d: %s", r->ns, r->shard_names[s],
+                           status, status ? "unexpected answer" : mgop_errmsg()));
+      return MGOP_SCHED_POLL_MS; /* tried again until the grace runs out */
+    }
+    snprintf(h->job, sizeof(h->job), "%s", job);
+    snprintf(h->result, sizeof(h->result), "Pending");
+    h->last_run_s = h->next_s;
+    mgop_sched_busy = h->key;
+    mgop_sched_busy_ms = mgop_now_ms();
+    MGOP_LOG(MGOP_INFO, ("scheduled backup of Shard %s/%s started: job %s", r->ns, r->shard_names[s], job));
+    h->next_s = mgop_sched_next(h, &c, now, r->shard_jitter[s], &base);
+  }
+  return MGOP_SCHED_POLL_MS;
+}
+
+/* status.backupSchedule of a Shard (with the BackupHealthy row pending). */
+static void mgop_backup_schedule_status(struct mgop_jw *w) {
+  const struct mgop_bh *h = mgop_cond_backup;
+  char t[32];
+  if (!h || !h->cron[0]) return;
+  mgop_jw_key(w, "backupSchedule"); mgop_jw_obj(w);
+  if (h->job[0]) { mgop_jw_key(w, "lastJobId"); mgop_jw_str(w, h->job); }
+  if (h->result[0]) { mgop_jw_key(w, "lastResult"); mgop_jw_str(w, h->result); }
+  if (h->last_run_s > 0) { mgop_iso_time(h->last_run_s, t, sizeof(t)); mgop_jw_key(w, "lastRun"); mgop_jw_str(w, t); }
+  mgop_jw_key(w, "missedRuns"); mgop_jw_i64(w, h->missed);
+  if (h->next_s > 0) { mgop_iso_time(h->next_s, t, sizeof(t)); mgop_jw_key(w, "nextRun"); mgop_jw_str(w, t); }
+  mgop_jw_key(w, "schedule"); mgop_jw_str(w, h->cron);
+  mgop_jw_obj_end(w);
+}
+
+/* What the live Shard's status.backupSchedule said at start-up. */
+static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs) {
+  struct mgop_bh *h = mgop_bh_slot(key);
+  char t[40];
+  long long v;
+  if (!h || h->cron[0]) return;
+  if (mgop_json_path_str(j, bs, "nextRun", t, sizeof(t)) == MGOP_OK && !mgop_rfc3339_s(t, strlen(t), &v)) {
+    h->next_s = v;
+    h->sched_adopted = 1;
+  }
+  if (mgop_json_path_str(j, bs, "lastRun", t, sizeof(t)) == MGOP_OK && !mgop_rfc3339_s(t, strlen(t), &v))
+    h->last_run_s = v;
+  mgop_json_path_str(j, bs, "lastJobId", h->job, sizeof(h->job));
+  mgop_json_path_str(j, bs, "lastResult", h->result, sizeof(h->result));
+}
+
 /* One shard: phase 2 builds the Shard CR, phase 3 its workloads. */
-static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int tg,
+static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int db_tok, int tg,
                             const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
                             const char *root) {
   struct mgop_json cfg;
@@ -2689,6 +3660,10 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   static const char pool_default[] = "{\"default\":{\"type\":\"readWrite\"}}";
   struct mgop_json defpool;
   const struct mgop_json *pdoc;
+  /* 4 KiB each, not on the stack; per thread: admission (the serving
+   * thread) runs these builders beside the loop */
+  static _Thread_local struct mgop_backup_loc bk;
+  static _Thread_local struct mgop_backup_pod bp;
   if (mgop_json_path_str(d, shard, "name", sname, sizeof(sname)) || !sname[0]) snprintf(sname, sizeof(sname), "0-inf");
   {
     const char *parts[] = {r->name, db, tg_name, sname};
@@ -2709,6 +3684,20 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   ids.database = db;
   ids.tablegroup = tg_name;
   ids.shard = sname;
+  {
+    const int btoks[] = {r->spec, db_tok, tg, shard};
+    const char *bparts[] = {r->name, db, tg_name, sname};
+    static _Thread_local struct mgop_backup_loc dbk;
+    const char *diff;
+    if ((rc = mgop_backup_resolve(r, d, btoks, bparts, cr, &bk))) return rc;
+    if ((rc = mgop_backup_resolve_database(r, d, db_tok, &dbk))) return rc;
+    if ((diff = mgop_backup_location_diff(&bk, &dbk))) {
+      mgop_stall(r, "BackupLocationConflict", "%s: the table group or shard changes backup %s, but Multigres keeps one "
+                 "backup location per database (its topology record); set it on spec.databases[name=%s].backup or "
+                 "spec.backup instead", r->where, diff, db);
+      return MGOP_ERR_CONFIG;
+    }
+  }
   r->nshards++;
   if (!workloads) {
     struct mgop_build o;
@@ -2727,7 +3716,13 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     mgop_jw_obj_end(&o.w);
     mgop_copy_key(&o.w, "multiorch", &cfg, mgop_json_key(&cfg, 0, "multiorch"));
     mgop_copy_key(&o.w, "pools", pdoc, pools);
+    mgop_jw_key(&o.w, "backup"); mgop_backup_write(&o.w, &bk);
     mgop_jw_obj_end(&o.w);
+    if (r->nshard_names < MGOP_SHARDS_MAX) { /* the slot mgop_walk_shards fills next */
+      snprintf(r->shard_cron[r->nshard_names], sizeof(r->shard_cron[0]), "%s", bk.schedule);
+      r->shard_jitter[r->nshard_names] = bk.jitter_s;
+      r->shard_keep[r->nshard_names] = bk.retention;
+    }
     return mgop_build_end(&o);
   }
   {
@@ -2747,11 +3742,13 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
       if ((rc = mgop_build_end(&o))) return rc;
     }
     if (!r->render && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids, cm))) return rc;
+    if ((rc = mgop_backup_shard(r, d, tg, shard, cr, uid, &ids, &bk, pdoc, pools))) return rc;
+    mgop_backup_pod_parts(&bk, &bp);
     shard_replicas = 0;
     /* pools: one StatefulSet and headless Service per (pool, cell) */
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
-      char pool[64], sts[64], svc[64], a[8][1100], vols[1024], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
-          klass[128];
+      char pool[64], sts[64], svc[64], a[8][1100], vols[3072], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
+          klass[128], env0[1600], env1[1700], mnt0[1024], mnt1[1280];
       int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
       int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
       long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
@@ -2799,24 +3796,29 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         {
           const char *args[] = {"server", "--pooler-dir=/var/lib/pooler", "--grpc-port=15470", "--pg-port=5432",
                                 "--pg-listen-addresses=*", a[0], "--grpc-socket-file=/var/lib/pooler/pgctld.sock",
-                                "--pg-hba-template=/etc/pgctld/pg_hba_template.conf", "--http-port=15400"};
+                                "--pg-hba-template=/etc/pgctld/pg_hba_template.conf", "--http-port=15400",
+                                bp.a_cert, bp.a_port};
           memcpy(ctr[0].args, args, sizeof(args));
-          ctr[0].nargs = 9;
+          ctr[0].nargs = 11;
         }
-        ctr[0].env = "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
+        ctr[0].env = env0;
+        snprintf(env0, sizeof(env0), "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
                      "{\"name\":\"POSTGRES_USER\",\"value\":\"postgres\"},"
-                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}]";
+                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s]", bp.pooler_env);
         ctr[0].ports = "[{\"name\":\"pgctld-http\",\"containerPort\":15400,\"protocol\":\"TCP\"},"
-                       "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"}]";
+                       "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"},"
+                       "{\"name\":\"pgbackrest\",\"containerPort\":8432,\"protocol\":\"TCP\"}]";
         ctr[0].ready_path = ctr[0].live_path = "/live";
         ctr[0].probe_port = 15400;
         ctr[0].res_doc = pdoc;
         ctr[0].res_tok = mgop_json_path(pdoc, pv, "postgres.resources");
         ctr[0].res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"256Mi\"},\"limits\":{\"memory\":\"512Mi\"}}";
-        ctr[0].mounts = "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
+        ctr[0].mounts = mnt0;
+        snprintf(mnt0, sizeof(mnt0), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
                         "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
                         "{\"name\":\"pg-hba-template\",\"mountPath\":\"/etc/pgctld\",\"readOnly\":true},"
-                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}]";
+                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
+                 bp.pgctld_mounts);
         ctr[0].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
         ctr[1].name = "multipooler";
         ctr[1].image = mgop_image(r, "multipooler", pooler_image, sizeof(pooler_image), MGOP_IMAGE_MULTIGRES);
@@ -2830,14 +3832,16 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         {
           const char *args[] = {"multipooler", "--http-port=15200", "--grpc-port=15270", "--pooler-dir=/var/lib/pooler",
                                 "--socket-file=/var/lib/pooler/pg_sockets/.s.PGSQL.5432", "--service-map=grpc-pooler",
-                                a[1], a[2], a[3], a[4], a[5], a[6], "--service-id=$(POD_NAME)", a[7]};
+                                a[1], a[2], a[3], a[4], a[5], a[6], "--service-id=$(POD_NAME)", a[7],
+                                bp.a_crt, bp.a_key, bp.a_ca, bp.a_cipher};
           memcpy(ctr[1].args, args, sizeof(args));
-          ctr[1].nargs = 14;
+          ctr[1].nargs = bp.a_cipher[0] ? 18 : 17;
         }
-        ctr[1].env = "[{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}},"
+        ctr[1].env = env1;
+        snprintf(env1, sizeof(env1), "[{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}},"
                      "{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
                      "{\"name\":\"POSTGRES_USER\",\"value\":\"postgres\"},"
-                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}]";
+                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s]", bp.pooler_env);
         ctr[1].ports = "[{\"name\":\"http\",\"containerPort\":15200,\"protocol\":\"TCP\"},"
                        "{\"name\":\"grpc\",\"containerPort\":15270,\"protocol\":\"TCP\"},"
                        "{\"name\":\"postgres\",\"containerPort\":5432,\"protocol\":\"TCP\"}]";
@@ -2847,15 +3851,17 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         ctr[1].res_doc = pdoc;
         ctr[1].res_tok = mgop_json_path(pdoc, pv, "multipooler.resources");
         ctr[1].res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"128Mi\"},\"limits\":{\"memory\":\"256Mi\"}}";
-        ctr[1].mounts = "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
+        ctr[1].mounts = mnt1;
+        snprintf(mnt1, sizeof(mnt1), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
                         "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
-                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}]";
+                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
+                 bp.pooler_mounts);
         ctr[1].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
         snprintf(vols, sizeof(vols),
                  "[{\"name\":\"socket-dir\",\"emptyDir\":{}},"
                  "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
                  "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
-                 "\"items\":[{\"key\":\"password\",\"path\":\"password\"}]}}]", cm, secret);
+                 "\"items\":[{\"key\":\"password\",\"path\":\"password\"}]}}%s]", cm, secret, bp.volumes);
         memset(&p, 0, sizeof(p));
         p.component = "shard-pool";
         p.ids = &pids;
@@ -2867,6 +3873,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         p.ctr = ctr;
         p.nctr = 2;
         p.volumes = vols;
+        p.service_account = bk.service_account[0] ? bk.service_account : NULL; /* IRSA */
         p.annotations = "{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\",\"prometheus.io/path\":\"/metrics\"}";
         if ((rc = mgop_build_begin(r, &o, K_STS, sts))) return rc;
         mgop_build_meta_ids(&o, "shard-pool", &pids, K_SHARD, cr, uid);
@@ -3065,7 +4072,7 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
       }
       for (int s = 0; mgop_json_is(d, shards, JSMN_ARRAY) && s < d->tok[shards].size; s++) {
         int st = mgop_json_at(d, shards, s);
-        rc = mgop_build_shard(r, d, db, tg_tok, tg, tg_cr, st, phase == 3, addr, root);
+        rc = mgop_build_shard(r, d, db, db_tok, tg_tok, tg, tg_cr, st, phase == 3, addr, root);
         if (rc) return rc;
         if (phase == 2 && r->nshard_names == MGOP_SHARDS_MAX) {
           mgop_limit_reached(r, MGOP_L_OBJECTS, "%s: more than %d shards", r->where, MGOP_SHARDS_MAX);
@@ -3078,6 +4085,8 @@ static int mgop_walk_shards(struct mgop_rctx *r, int phase, const char *addr, co
           parts[0] = r->name; parts[1] = db; parts[2] = tg; parts[3] = sn;
           mgop_name(r->shard_names[r->nshard_names], sizeof(r->shard_names[0]), MGOP_LIMIT_DEFAULT, 1, parts, 4);
           snprintf(r->shard_tg[r->nshard_names], sizeof(r->shard_tg[0]), "%s", tg_cr);
+          snprintf(r->shard_tgn[r->nshard_names], sizeof(r->shard_tgn[0]), "%s", tg);
+          snprintf(r->shard_sn[r->nshard_names], sizeof(r->shard_sn[0]), "%s", sn);
           snprintf(r->shard_db[r->nshard_names++], sizeof(r->shard_db[0]), "%s", db);
         }
       }
@@ -3286,8 +4295,10 @@ static void mgop_cell_status_extra(struct mgop_jw *w, void *ctx) {
   mgop_jw_key(w, "gatewayReplicas"); mgop_jw_i64(w, c->total);
   mgop_jw_key(w, "gatewayServiceName"); mgop_jw_str(w, c->svc);
 }
+static void mgop_backup_schedule_status(struct mgop_jw *w); /* section 8 */
 static void mgop_shard_status_extra(struct mgop_jw *w, void *ctx) {
   struct mgop_counts *c = ctx;
+  mgop_backup_schedule_status(w);
   mgop_jw_key(w, "readyReplicas"); mgop_jw_i64(w, c->ready);
   mgop_jw_key(w, "replicas"); mgop_jw_i64(w, c->total);
 }
@@ -3322,6 +4333,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   char name[80];
   int rd, ds;
   uint64_t owner = mgop_fp_key("MultigresCluster", r->ns, r->name); /* of its metric series */
+  int ma_down = 0, any_health = 0; /* this turn's multiadmin did not answer; a shard's health is kept */
+  long long sched_wake = -1;         /* ms until a shard's schedule wants a turn */
   memset(&rs, 0, sizeof(rs));
   mgop_series_drop(owner);
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
@@ -3448,10 +4461,28 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
         mgop_status_why(mgop_kinds[d->kind].kind, r->ns, d->name, 0, msg, sizeof(msg), why, sizeof(why));
         if (strlen(msg) != before) break;
       }
+      struct mgop_bh *h = r->render || !mgop_backup_check_ms ? NULL
+                                                             : mgop_bh_slot(mgop_fp_key("Shard", r->ns, r->shard_names[s]));
+      if (h) {
+        long long want = mgop_backup_schedule(r, s, h, owner);
+        if (want >= 0 && (sched_wake < 0 || want < sched_wake)) sched_wake = want;
+        mgop_backup_health(r, s, h, &ma_down);
+        if (h->last_s) {
+          char l[MGOP_LABELS_MAX] = "";
+          if (!mgop_label(l, sizeof(l), "shard", r->shard_names[s]) && !mgop_label(l, sizeof(l), "namespace", r->ns))
+            mgop_gauge_set(owner, mgop_f_backup_age, l, (double)(mgop_wall_s() - h->last_s));
+        }
+      }
+      mgop_cond_backup = h;
       mgop_write_status(r, K_SHARD, r->shard_names[s], f, ready, 0, ready ? "AllPodsReady" : "NotAllPodsReady", msg,
                         f->seen_gen, mgop_phase(ready, c.ready), mgop_shard_status_extra, &c);
+      mgop_cond_backup = NULL;
+      any_health |= h != NULL;
     }
   }
+  if (any_health) /* the next backup health check, or the next scheduled run */
+    mgop_enqueue(r->ns, r->name, sched_wake >= 0 && sched_wake < mgop_backup_check_ms ? sched_wake + 100
+                                                                                        : mgop_backup_check_ms);
   for (int t = 0; t < r->ntg; t++) {
     struct mgop_fp *f = mgop_fp_find(mgop_fp_key("TableGroup", r->ns, r->tg_names[t]));
     struct mgop_counts c = {0, 0, NULL};
@@ -4894,7 +5925,7 @@ struct mgop_verdict {
   int errored;                    /* allowed only because the check failed */
   char reason[32];
   char message[700];
-  char warning[300];
+  char warning[900];
 };
 
 static void mgop_deny(struct mgop_verdict *v, int code, const char *reason, const char *fmt, ...)
@@ -4954,6 +5985,10 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
     v->errored = 1;
   }
   mgop_cell_zone_warnings(&r.root, r.spec, v->warning, sizeof(v->warning));
+  if (r.backup_warn[0]) {
+    size_t n = strlen(v->warning);
+    snprintf(v->warning + n, sizeof(v->warning) - n, "%s%s", n ? "; " : "", r.backup_warn);
+  }
 }
 
 /* The deletion-policy annotation: Orphan or Delete (the default when
@@ -5340,7 +6375,10 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   - pipes: stop (main -> both threads), offer (loop -> serving: a new
  *     certificate in mgop_shared.offer), wake (Lease -> loop).
  * The serving thread's servers, connections, admission arena and the
- * webhook's counters are its own; the loop never touches them after start. */
+ * webhook's counters are its own; the loop never touches them after start.
+ * The builders run on both (admission renders a cluster): their scratch is
+ * _Thread_local. The backup health and schedule table (mgop_bh_table, the
+ * running job) and the multiadmin calls are the loop's alone. */
 static int mgop_stop_signal; /* __atomic only: the handler writes, every thread reads */
 static void mgop_on_signal(int sig) {
   __atomic_store_n(&mgop_stop_signal, sig, __ATOMIC_RELEASE);
@@ -5865,6 +6903,14 @@ static const char mgop_usage[] =
     "  --webhook-ca-validity D         CA lifetime (default: 87600h)\n"
     "  --webhook-cert-check-interval D how often certificates are checked (default: 1h); each is\n"
     "                           renewed when a third of its life or two intervals remain\n"
+    "  --backup-check-interval D       how often each shard's backups are listed from multiadmin for\n"
+    "                           its BackupHealthy condition (default: 2m; 0: never)\n"
+    "  --multiadmin-address HOST:PORT  where every cluster's multiadmin HTTP API is reached\n"
+    "                           (default: the cluster's multiadmin Service, port 18000;\n"
+    "                           for runs outside the cluster and tests)\n"
+    "  --pgbackrest-cert-validity D    lifetime of each shard's pgBackRest certificate (default: 8760h);\n"
+    "                           renewed when a third of it remains\n"
+    "  --pgbackrest-ca-validity D      lifetime of each shard's pgBackRest CA (default: 87600h)\n"
     "  --zap-devel              development mode: console encoder, debug level (default: true)\n"
     "  --zap-log-level LEVEL    debug, info, warn, error, or 0 (debug), 1 (info), 2 (error);\n"
     "                           default: debug with --zap-devel, else info\n"
@@ -5886,6 +6932,8 @@ static const struct mgop_flag mgop_flags[] = {
     {"webhook-configuration-name", 0},          {"webhook-owner-deployment", 0},
     {"webhook-extra-sans", 0},                  {"webhook-cert-validity", 0},
     {"webhook-ca-validity", 0},                 {"webhook-cert-check-interval", 0},
+    {"pgbackrest-cert-validity", 0},            {"pgbackrest-ca-validity", 0},
+    {"multiadmin-address", 0},                  {"backup-check-interval", 0},
 };
 
 /* "90s", "10m", "8760h", "1h30m" -> seconds; -1 when malformed or < 1s. */
@@ -6012,6 +7060,24 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
       else if (!strcmp(f->name, "webhook-configuration-name")) opt->webhook_config = val;
       else if (!strcmp(f->name, "webhook-owner-deployment")) opt->webhook_owner = val;
       else if (!strcmp(f->name, "webhook-extra-sans")) opt->webhook_extra_sans = val;
+      else if (!strcmp(f->name, "multiadmin-address")) mgop_ma_override = val;
+      else if (!strcmp(f->name, "backup-check-interval")) {
+        long long d = strcmp(val, "0") ? mgop_parse_duration(val) : 0;
+        if (d < 0) {
+          fprintf(stderr, "multigres-op: %s takes a duration such as 90s or 0 (off), not \"%s\"\n", name, val);
+          return 2;
+        }
+        mgop_backup_check_ms = d * 1000;
+      }
+      else if (!strncmp(f->name, "pgbackrest-c", 12)) { /* the pgBackRest certificate lifetimes */
+        long long d = mgop_parse_duration(val);
+        if (d < 0) {
+          fprintf(stderr, "multigres-op: %s takes a duration such as 90s, 10m or 8760h, not \"%s\"\n", name, val);
+          return 2;
+        }
+        if (!strcmp(f->name, "pgbackrest-cert-validity")) mgop_pgbr_cert_validity_s = d;
+        else mgop_pgbr_ca_validity_s = d;
+      }
       else if (!strncmp(f->name, "webhook-c", 9)) { /* the three durations */
         long long d = mgop_parse_duration(val);
         if (d < 0) {

@@ -20,6 +20,8 @@
  *        2.9 server            HTTP/1.1 + TLS server on the caller's poll():
  *                              request parser, connection table, deadlines,
  *                              hot certificate swap
+ *        2.10 multiadmin       plain HTTP/1.1 calls, RFC 3339 times, the
+ *                              GetBackups response (proto3 JSON), cron
  *   3. Implementation          (under MULTIGRES_OP_IMPLEMENTATION), the same
  *                              sections in the same order
  *
@@ -119,6 +121,10 @@
 #define MGOP_SRV_IDLE_MS 120000          /* idle keep-alive (Go clients: 90 s) */
 #define MGOP_SRV_KEEPALIVE_MAX 1000      /* requests per connection        */
 #define MGOP_SRV_LINGER_MS 1000          /* drain after an error response  */
+/* multiadmin (2.10) */
+#define MGOP_MA_TIMEOUT_MS 2000          /* one call, connect to last byte */
+#define MGOP_MA_BODY_MAX (64 * 1024)     /* one response body              */
+#define MGOP_MA_TOKENS_MAX 4096          /* tokens in one response         */
 
 /* ======================================================================
  * 2.1 base
@@ -580,6 +586,8 @@ struct mgop_fp {
                            * were all expanded, so a turn skips the LIST */
   int32_t etcd_members;   /* etcd StatefulSets: members it was bootstrapped
                            * with (ETCD_INITIAL_CLUSTER); 0: not etcd    */
+  long long renew_at;     /* certificate Secrets the operator issues: unix
+                           * seconds when it is next due (0: unknown)    */
 };
 #define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
 #define MGOP_FP_SETTLED 2u  /* its controller observed the latest spec  */
@@ -646,6 +654,10 @@ int mgop_pki_make_ca(struct mgop_pki_pair *ca, const char *cn, long long validit
  * extendedKeyUsage serverAuth, keyUsage digitalSignature, CA:false. */
 int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
                           int nnames, long long validity_s, long long now_s);
+/* The same with extendedKeyUsage serverAuth and clientAuth: one certificate
+ * a peer both serves and presents (pgBackRest's TLS between pool pods). */
+int mgop_pki_make_peer(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                       int nnames, long long validity_s, long long now_s);
 /* Fills a pair from PEM text (e.g. a Secret's tls.crt/tls.key) after
  * checking that both parse and the key belongs to the (first) certificate. */
 int mgop_pki_pair_load(struct mgop_pki_pair *p, const char *cert, size_t cert_len, const char *key, size_t key_len);
@@ -802,6 +814,55 @@ void mgop_srv_step(struct mgop_srv *s, const struct pollfd *pfd, int n, long lon
 long long mgop_srv_wake_ms(const struct mgop_srv *s, long long now);
 /* Closes every connection and the listener; frees the certificates. */
 void mgop_srv_close(struct mgop_srv *s);
+
+/* ======================================================================
+ * 2.10 multiadmin
+ *
+ * multiadmin serves its gRPC API as REST/JSON (proto3 JSON mapping: lowerCamel
+ * names, zero values omitted, 64-bit integers as strings, enums by name,
+ * Timestamps as RFC 3339) over plain HTTP/1.1. One call is one connection
+ * (Connection: close), bounded by a deadline, so a silent peer costs at most
+ * that much.
+ * ==================================================================== */
+/* method target (path and query) on host:port, with an optional JSON body;
+ * the response body into out (MGOP_ERR_TOOBIG past its capacity), its
+ * status in *status. deadline: absolute mgop_now_ms() time. */
+int mgop_http_call(struct mgop_conn *c, const char *host, const char *port, const char *method, const char *target,
+                   const char *body, size_t n, struct mgop_buf *out, int *status, long long deadline);
+/* "2026-12-02T04:03:36Z", "...36.123456Z", "...36+02:00" -> unix seconds. */
+int mgop_rfc3339_s(const char *s, size_t n, long long *out);
+
+/* What a GetBackupsResponse says about one shard. */
+enum mgop_ma_backup_status { MGOP_MA_UNKNOWN = 0, MGOP_MA_INCOMPLETE = 1, MGOP_MA_COMPLETE = 2, MGOP_MA_FAILED = 3 };
+struct mgop_ma_backups {
+  int n;                      /* backups listed                          */
+  int complete, failed, incomplete;
+  long long complete_s;       /* backupTime of the newest COMPLETE (0: none) */
+  char complete_id[64], complete_type[16];
+  long long newest_s;         /* backupTime of the newest of any status  */
+  int newest_status;          /* enum mgop_ma_backup_status              */
+  char newest_id[64];
+};
+/* Parses {"backups":[{"backupId","type","status","backupTime",...}]}.
+ * status may be the enum's name or number; entries without a parsable
+ * backupTime count but never become the newest. */
+int mgop_ma_parse_backups(const char *js, size_t n, struct mgop_ma_backups *out);
+
+/* A five-field cron schedule (minute hour day-of-month month day-of-week),
+ * numbers only: a star, N, A-B, steps (star/S, A-B/S, N/S) and comma lists; day-of-week 0-7
+ * (0 and 7 are Sunday). As in Vixie cron, when both day fields are
+ * restricted a day matching either one fires. */
+struct mgop_cron {
+  uint64_t minute;               /* bit per minute 0-59                     */
+  uint32_t hour, dom;            /* bits 0-23; 1-31                         */
+  uint16_t month;                /* bits 1-12                               */
+  uint8_t dow;                   /* bits 0-6                                */
+  int dom_any, dow_any;          /* the field was a star (or star/1)        */
+};
+int mgop_cron_parse(const char *s, struct mgop_cron *c);
+/* The first matching minute strictly after after_s (UTC, unix seconds),
+ * or -1 when none comes within 5 years (e.g. "0 0 31 2 *"). */
+long long mgop_cron_next(const struct mgop_cron *c, long long after_s);
 
 #endif /* MULTIGRES_OP_H */
 
@@ -3644,12 +3705,15 @@ static void mgop_pki_san_list(mbedtls_x509_san_list *san, unsigned char (*ips)[1
   }
 }
 
-/* The serving certificate's extensions: CA:false, digitalSignature,
- * extendedKeyUsage serverAuth, subjectAltName. */
-static int mgop_pki_leaf_exts(mbedtls_x509write_cert *w, const char *const *names, int nnames, const char **step) {
-  static const char server_auth[] = MBEDTLS_OID_SERVER_AUTH;
+/* The leaf certificate's extensions: CA:false, digitalSignature,
+ * extendedKeyUsage serverAuth (and clientAuth for a peer), subjectAltName. */
+static int mgop_pki_leaf_exts(mbedtls_x509write_cert *w, const char *const *names, int nnames, int peer,
+                              const char **step) {
+  static const char server_auth[] = MBEDTLS_OID_SERVER_AUTH, client_auth[] = MBEDTLS_OID_CLIENT_AUTH;
+  mbedtls_asn1_sequence client = {{MBEDTLS_ASN1_OID, MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH),
+                                   (unsigned char *)(uintptr_t)client_auth}, NULL};
   mbedtls_asn1_sequence eku = {{MBEDTLS_ASN1_OID, MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH),
-                                (unsigned char *)(uintptr_t)server_auth}, NULL};
+                                (unsigned char *)(uintptr_t)server_auth}, peer ? &client : NULL};
   mbedtls_x509_san_list san[MGOP_PKI_NAMES_MAX];
   unsigned char ips[MGOP_PKI_NAMES_MAX][16];
   int r;
@@ -3666,6 +3730,7 @@ static int mgop_pki_leaf_exts(mbedtls_x509write_cert *w, const char *const *name
 static int mgop_pki_write_crt(struct mgop_pki_pair *out, mbedtls_pk_context *subject_key,
                               mbedtls_pk_context *issuer_key, const char *subject, const char *issuer, int is_ca,
                               const char *const *names, int nnames, long long not_before, long long not_after) {
+  /* is_ca: 1 a CA, 0 a serving leaf, 2 a peer leaf (serverAuth + clientAuth) */
   mbedtls_x509write_cert w;
   unsigned char sb[16];
   char nb[16], na[16];
@@ -3687,13 +3752,13 @@ static int mgop_pki_write_crt(struct mgop_pki_pair *out, mbedtls_pk_context *sub
   if ((r = mbedtls_x509write_crt_set_validity(&w, nb, na))) { step = "validity"; goto fail; }
   if ((r = mbedtls_x509write_crt_set_subject_key_identifier(&w))) { step = "subjectKeyIdentifier"; goto fail; }
   if ((r = mbedtls_x509write_crt_set_authority_key_identifier(&w))) { step = "authorityKeyIdentifier"; goto fail; }
-  if (is_ca) {
+  if (is_ca == 1) {
     if ((r = mbedtls_x509write_crt_set_basic_constraints(&w, 1, 0))) { step = "basicConstraints"; goto fail; }
     if ((r = mbedtls_x509write_crt_set_key_usage(&w, MBEDTLS_X509_KU_KEY_CERT_SIGN | MBEDTLS_X509_KU_CRL_SIGN))) {
       step = "keyUsage";
       goto fail;
     }
-  } else if ((r = mgop_pki_leaf_exts(&w, names, nnames, &step))) {
+  } else if ((r = mgop_pki_leaf_exts(&w, names, nnames, is_ca == 2, &step))) {
     goto fail;
   }
   if ((r = mbedtls_x509write_crt_pem(&w, (unsigned char *)out->cert, sizeof(out->cert), mgop_pki_rng, &mgop_drbg))) {
@@ -3743,8 +3808,8 @@ int mgop_pki_make_ca(struct mgop_pki_pair *ca, const char *cn, long long validit
   return rc;
 }
 
-int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
-                          int nnames, long long validity_s, long long now_s) {
+static int mgop_pki_make_leaf(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                              int nnames, long long validity_s, long long now_s, int peer) {
   mbedtls_x509_crt cacrt;
   mbedtls_pk_context cakey, key;
   char subject[96], issuer[512];
@@ -3791,14 +3856,24 @@ int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair 
     goto done;
   }
   if ((rc = mgop_pki_genkey(&key))) goto done;
-  rc = mgop_pki_write_crt(out, &key, &cakey, subject, issuer, 0, names, nnames, now_s - MGOP_PKI_BACKDATE_S,
-                          not_after);
+  rc = mgop_pki_write_crt(out, &key, &cakey, subject, issuer, peer ? 2 : 0, names, nnames,
+                          now_s - MGOP_PKI_BACKDATE_S, not_after);
 done:
   mbedtls_pk_free(&key);
   mbedtls_pk_free(&cakey);
   mbedtls_x509_crt_free(&cacrt);
   if (rc) mbedtls_platform_zeroize(out, sizeof(*out));
   return rc;
+}
+
+int mgop_pki_make_serving(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                          int nnames, long long validity_s, long long now_s) {
+  return mgop_pki_make_leaf(out, ca, names, nnames, validity_s, now_s, 0);
+}
+
+int mgop_pki_make_peer(struct mgop_pki_pair *out, const struct mgop_pki_pair *ca, const char *const *names,
+                       int nnames, long long validity_s, long long now_s) {
+  return mgop_pki_make_leaf(out, ca, names, nnames, validity_s, now_s, 1);
 }
 
 int mgop_pki_pair_load(struct mgop_pki_pair *p, const char *cert, size_t cert_len, const char *key, size_t key_len) {
@@ -4832,6 +4907,238 @@ void mgop_srv_close(struct mgop_srv *s) {
   s->lfd = -1;
   for (int i = 0; i < MGOP_SRV_TLS_GENS; i++) mgop_srv_gen_free(&s->gens[i]);
   s->cur = -1;
+}
+
+/* ======================================================================
+ * 3.10 multiadmin
+ * ==================================================================== */
+int mgop_http_call(struct mgop_conn *c, const char *host, const char *port, const char *method, const char *target,
+                   const char *body, size_t n, struct mgop_buf *out, int *status, long long deadline) {
+  char head[1536], clen[64] = "";
+  struct mgop_http_resp resp;
+  int len, rc, fd;
+  *status = 0;
+  if (body) snprintf(clen, sizeof(clen), "Content-Type: application/json\r\nContent-Length: %zu\r\n", n);
+  len = snprintf(head, sizeof(head),
+                 "%s %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: multigres-op/" MGOP_VERSION "\r\n"
+                 "Accept: application/json\r\nConnection: close\r\n%s\r\n", method, target, host, port, clen);
+  if (len < 0 || (size_t)len >= sizeof(head)) return mgop_seterr(MGOP_ERR_TOOBIG, "request target too long");
+  mgop_conn_close(c);
+  fd = mgop_tcp_connect(host, port, deadline);
+  if (fd < 0) return fd;
+  c->fd = fd;
+  if ((rc = mgop_conn_write(c, head, (size_t)len, deadline)) ||
+      (body && n && (rc = mgop_conn_write(c, body, n, deadline))) ||
+      (rc = mgop_http_read_head(c, &resp, deadline)))
+    goto done;
+  *status = resp.status;
+  out->len = 0;
+  out->overflow = 0;
+  rc = mgop_http_read_body(c, &resp, mgop_sink_buf, out, deadline);
+  if (!rc && out->overflow) rc = mgop_seterr(MGOP_ERR_TOOBIG, "response body larger than %zu bytes", out->cap);
+done:
+  mgop_conn_close(c);
+  return rc;
+}
+
+static int mgop_digits(const char *s, int n, int *out) {
+  *out = 0;
+  for (int i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    *out = *out * 10 + (s[i] - '0');
+  }
+  return 0;
+}
+
+int mgop_rfc3339_s(const char *s, size_t n, long long *out) {
+  int y, mo, d, h, mi, se, oh = 0, om = 0;
+  size_t i = 19;
+  long long days;
+  if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' ||
+      s[16] != ':' || mgop_digits(s, 4, &y) || mgop_digits(s + 5, 2, &mo) || mgop_digits(s + 8, 2, &d) ||
+      mgop_digits(s + 11, 2, &h) || mgop_digits(s + 14, 2, &mi) || mgop_digits(s + 17, 2, &se))
+    return mgop_seterr(MGOP_ERR_PARSE, "not an RFC 3339 time");
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+    return mgop_seterr(MGOP_ERR_PARSE, "RFC 3339 time out of range");
+  if (s[i] == '.') {
+    for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++) {}
+    if (s[i - 1] == '.') return mgop_seterr(MGOP_ERR_PARSE, "RFC 3339 fraction without digits");
+  }
+  if (i + 1 == n && (s[i] == 'Z' || s[i] == 'z')) {
+    /* UTC */
+  } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':' && !mgop_digits(s + i + 1, 2, &oh) &&
+             !mgop_digits(s + i + 4, 2, &om) && oh < 24 && om < 60) {
+    if (s[i] == '-') oh = -oh, om = -om;
+  } else {
+    return mgop_seterr(MGOP_ERR_PARSE, "RFC 3339 time without a valid zone");
+  }
+  { /* days from civil (Howard Hinnant's algorithm) */
+    int yy = y - (mo <= 2);
+    int era = (yy >= 0 ? yy : yy - 399) / 400;
+    unsigned yoe = (unsigned)(yy - era * 400);
+    unsigned doy = (unsigned)((153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1);
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    days = (long long)era * 146097 + (long long)doe - 719468;
+  }
+  *out = days * 86400 + h * 3600 + mi * 60 + se - (oh * 3600 + om * 60);
+  return MGOP_OK;
+}
+
+static int mgop_ma_status_of(const struct mgop_json *j, int t) {
+  char v[40];
+  long long num;
+  if (t < 0) return MGOP_MA_UNKNOWN; /* zero values are omitted: UNKNOWN */
+  if (mgop_json_is(j, t, JSMN_PRIMITIVE) && mgop_json_i64(j, t, &num) == MGOP_OK)
+    return num >= 0 && num <= 3 ? (int)num : MGOP_MA_UNKNOWN;
+  if (mgop_json_str(j, t, v, sizeof(v))) return MGOP_MA_UNKNOWN;
+  if (!strcmp(v, "BACKUP_STATUS_INCOMPLETE")) return MGOP_MA_INCOMPLETE;
+  if (!strcmp(v, "BACKUP_STATUS_COMPLETE")) return MGOP_MA_COMPLETE;
+  if (!strcmp(v, "BACKUP_STATUS_FAILED")) return MGOP_MA_FAILED;
+  return MGOP_MA_UNKNOWN;
+}
+
+int mgop_ma_parse_backups(const char *js, size_t n, struct mgop_ma_backups *out) {
+  static _Thread_local jsmntok_t tok[MGOP_MA_TOKENS_MAX];
+  struct mgop_json j;
+  int rc, arr;
+  memset(out, 0, sizeof(*out));
+  if ((rc = mgop_json_parse(&j, js, n, tok, MGOP_MA_TOKENS_MAX))) return rc;
+  if (!mgop_json_is(&j, 0, JSMN_OBJECT)) return mgop_seterr(MGOP_ERR_TYPE, "GetBackupsResponse is not an object");
+  arr = mgop_json_key(&j, 0, "backups");
+  if (arr < 0) return MGOP_OK; /* an empty list is omitted */
+  if (!mgop_json_is(&j, arr, JSMN_ARRAY)) return mgop_seterr(MGOP_ERR_TYPE, "backups is not an array");
+  for (int i = 0; i < j.tok[arr].size; i++) {
+    int b = mgop_json_at(&j, arr, i), st, tt;
+    char ts[64];
+    long long t = 0;
+    if (!mgop_json_is(&j, b, JSMN_OBJECT)) return mgop_seterr(MGOP_ERR_TYPE, "backups[%d] is not an object", i);
+    out->n++;
+    st = mgop_ma_status_of(&j, mgop_json_key(&j, b, "status"));
+    out->complete += st == MGOP_MA_COMPLETE;
+    out->failed += st == MGOP_MA_FAILED;
+    out->incomplete += st == MGOP_MA_INCOMPLETE;
+    tt = mgop_json_key(&j, b, "backupTime");
+    if (mgop_json_str(&j, tt, ts, sizeof(ts)) || mgop_rfc3339_s(ts, strlen(ts), &t)) continue;
+    if (t > out->newest_s) {
+      out->newest_s = t;
+      out->newest_status = st;
+      if (mgop_json_str(&j, mgop_json_key(&j, b, "backupId"), out->newest_id, sizeof(out->newest_id)))
+        out->newest_id[0] = 0;
+    }
+    if (st == MGOP_MA_COMPLETE && t > out->complete_s) {
+      out->complete_s = t;
+      if (mgop_json_str(&j, mgop_json_key(&j, b, "backupId"), out->complete_id, sizeof(out->complete_id)))
+        out->complete_id[0] = 0;
+      if (mgop_json_str(&j, mgop_json_key(&j, b, "type"), out->complete_type, sizeof(out->complete_type)))
+        out->complete_type[0] = 0;
+    }
+  }
+  return MGOP_OK;
+}
+
+/* One cron field into bits lo..hi; *any when it is a star (or star/1). */
+static int mgop_cron_field(const char *f, size_t n, int lo, int hi, uint64_t *bits, int *any) {
+  char part[32];
+  size_t i = 0;
+  *bits = 0;
+  *any = (n == 1 && f[0] == '*') || (n == 3 && !strncmp(f, "*/1", 3));
+  while (i < n) {
+    size_t j = i, k;
+    int a, b, step = 1;
+    char *e;
+    long v;
+    while (j < n && f[j] != ',') j++;
+    if (j == i || j - i >= sizeof(part)) return mgop_seterr(MGOP_ERR_PARSE, "empty or over-long cron list item");
+    memcpy(part, f + i, j - i);
+    part[j - i] = 0;
+    k = 0;
+    if (part[0] == '*') {
+      a = lo, b = hi, k = 1;
+    } else {
+      v = strtol(part, &e, 10);
+      if (e == part || v < lo || v > hi) return mgop_seterr(MGOP_ERR_PARSE, "cron value \"%s\" is not in %d-%d", part, lo, hi);
+      a = b = (int)v;
+      k = (size_t)(e - part);
+      if (part[k] == '-') {
+        v = strtol(part + k + 1, &e, 10);
+        if (e == part + k + 1 || v < a || v > hi)
+          return mgop_seterr(MGOP_ERR_PARSE, "cron range \"%s\" is not ascending within %d-%d", part, lo, hi);
+        b = (int)v;
+        k = (size_t)(e - part);
+      } else if (part[k] == '/') {
+        b = hi; /* N/S: from N to the end */
+      }
+    }
+    if (part[k] == '/') {
+      v = strtol(part + k + 1, &e, 10);
+      if (e == part + k + 1 || v < 1 || v > hi - lo + 1) return mgop_seterr(MGOP_ERR_PARSE, "cron step in \"%s\"", part);
+      step = (int)v;
+      k = (size_t)(e - part);
+    }
+    if (part[k]) return mgop_seterr(MGOP_ERR_PARSE, "cron item \"%s\" has trailing characters", part);
+    for (int x = a; x <= b; x += step) *bits |= 1ULL << x;
+    i = j + 1;
+    if (j + 1 == n && f[j] == ',') return mgop_seterr(MGOP_ERR_PARSE, "cron list ends with a comma");
+  }
+  return MGOP_OK;
+}
+
+int mgop_cron_parse(const char *s, struct mgop_cron *c) {
+  static const int lo[5] = {0, 0, 1, 1, 0}, hi[5] = {59, 23, 31, 12, 7};
+  uint64_t bits[5];
+  int any[5], nf = 0, rc;
+  memset(c, 0, sizeof(*c));
+  for (const char *p = s; *p;) {
+    const char *e;
+    while (*p == ' ' || *p == '\t') p++;
+    if (!*p) break;
+    for (e = p; *e && *e != ' ' && *e != '\t'; e++) {}
+    if (nf == 5) return mgop_seterr(MGOP_ERR_PARSE, "a cron schedule has 5 fields, \"%s\" has more", s);
+    if ((rc = mgop_cron_field(p, (size_t)(e - p), lo[nf], hi[nf], &bits[nf], &any[nf]))) return rc;
+    nf++;
+    p = e;
+  }
+  if (nf != 5) return mgop_seterr(MGOP_ERR_PARSE, "a cron schedule has 5 fields (minute hour day month weekday), "
+                                  "\"%s\" has %d", s, nf);
+  c->minute = bits[0];
+  c->hour = (uint32_t)bits[1];
+  c->dom = (uint32_t)bits[2];
+  c->month = (uint16_t)bits[3];
+  c->dow = (uint8_t)((bits[4] | (bits[4] >> 7)) & 0x7f); /* 7 is Sunday too */
+  c->dom_any = any[2];
+  c->dow_any = any[4];
+  return MGOP_OK;
+}
+
+static int mgop_cron_day(const struct mgop_cron *c, const struct tm *tm) {
+  int dom = (c->dom >> tm->tm_mday) & 1, dow = (c->dow >> tm->tm_wday) & 1;
+  if (!((c->month >> (tm->tm_mon + 1)) & 1)) return 0;
+  if (c->dom_any || c->dow_any) return dom && dow;
+  return dom || dow;
+}
+
+long long mgop_cron_next(const struct mgop_cron *c, long long after_s) {
+  long long t = (after_s - (after_s % 60 + 60) % 60) + 60; /* the next whole minute */
+  long long end = t + 5LL * 366 * 86400;
+  while (t < end) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    if (!mgop_cron_day(c, &tm)) { /* to the next midnight */
+      t += 86400 - (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec);
+      continue;
+    }
+    if (!((c->hour >> tm.tm_hour) & 1)) { /* to the next hour */
+      t += 3600 - (tm.tm_min * 60 + tm.tm_sec);
+      continue;
+    }
+    if (!((c->minute >> tm.tm_min) & 1)) {
+      t += 60;
+      continue;
+    }
+    return t;
+  }
+  return -1;
 }
 
 #endif /* MULTIGRES_OP_IMPLEMENTED */

@@ -2277,6 +2277,471 @@ static void test_yaml_to_json(void) {
 }
 
 /* ======================================================================
+ * 7d. Backups: the defaults chain, pod parts, admission warning, certificates
+ * ==================================================================== */
+/* The first rendered object of kind whose name contains name_part, parsed
+ * into j (its text copied to line). */
+static int t_rendered(const char *out, const char *kind, const char *name_part, char *line, size_t cap,
+                      struct mgop_json *j, jsmntok_t *tok, int ntok) {
+  char want[64];
+  snprintf(want, sizeof(want), "\"kind\":\"%s\"", kind);
+  for (const char *p = out; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+    const char *e = strchr(p, '\n');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    char name[256];
+    if (p[0] != '{' || n >= cap) continue;
+    memcpy(line, p, n);
+    line[n] = 0;
+    if (!strstr(line, want) || mgop_json_parse(j, line, n, tok, ntok)) continue;
+    if (mgop_json_path_str(j, 0, "metadata.name", name, sizeof(name)) == 0 && strstr(name, name_part)) return 0;
+  }
+  return -1;
+}
+
+/* The index of container name in the pod template, or -1. */
+static int t_container(const struct mgop_json *j, const char *name) {
+  int cs = mgop_json_path(j, 0, "spec.template.spec.containers");
+  for (int i = 0; cs >= 0 && i < j->tok[cs].size; i++) {
+    char n[32];
+    if (mgop_json_path_str(j, mgop_json_at(j, cs, i), "name", n, sizeof(n)) == 0 && !strcmp(n, name))
+      return mgop_json_at(j, cs, i);
+  }
+  return -1;
+}
+
+/* Whether the string array at path under t holds s. */
+static int t_has_str(const struct mgop_json *j, int t, const char *path, const char *s) {
+  int a = mgop_json_path(j, t, path);
+  for (int i = 0; a >= 0 && i < j->tok[a].size; i++) {
+    char v[1200];
+    if (mgop_json_str(j, mgop_json_at(j, a, i), v, sizeof(v)) == 0 && !strcmp(v, s)) return 1;
+  }
+  return 0;
+}
+
+static void test_backup_builtin_default(void) {
+  static char out[512 * 1024], line[64 * 1024], v[256];
+  static jsmntok_t tok[8192];
+  struct mgop_json j;
+  const char *files[] = {"config/samples/minimal.yaml"};
+  int c;
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  /* no level sets backup: filesystem, /backups, 10Gi, ReadWriteOnce */
+  CHECK(t_rendered(out, "Shard", "minimal-postgres-default-0-inf", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.type", v, sizeof(v)) == 0 && !strcmp(v, "filesystem"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.path", v, sizeof(v)) == 0 && !strcmp(v, "/backups"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.storage.size", v, sizeof(v)) == 0 && !strcmp(v, "10Gi"));
+  CHECK(t_has_str(&j, 0, "spec.backup.filesystem.storage.accessModes", "ReadWriteOnce"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.pgbackrestTLS.secretName", v, sizeof(v)) == 0 &&
+        !strcmp(v, "minimal-postgres-default-0-inf-1e3c045c-pgbackrest-tls"));
+  CHECK(mgop_json_path(&j, 0, "spec.backup.encryption") < 0);
+  CHECK(t_rendered(out, "StatefulSet", "pool-defau", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(strstr(line, "{\"name\":\"backup-data\",\"persistentVolumeClaim\":{\"claimName\":"
+                     "\"backup-data-minimal-postgres-default-0-inf-811a09a5\"}}") != NULL);
+  CHECK(strstr(line, "{\"key\":\"tls.crt\",\"path\":\"pgbackrest.crt\"},{\"key\":\"tls.key\",\"path\":"
+                     "\"pgbackrest.key\"}") != NULL);
+  c = t_container(&j, "postgres");
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-cert-dir=/certs/pgbackrest"));
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-port=8432"));
+  CHECK(strstr(line, "{\"name\":\"backup-data\",\"mountPath\":\"/backups\"}") != NULL);
+  c = t_container(&j, "multipooler");
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-cert-file=/certs/pgbackrest/pgbackrest.crt"));
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-key-file=/certs/pgbackrest/pgbackrest.key"));
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-ca-file=/certs/pgbackrest/ca.crt"));
+  CHECK(!strstr(line, "pgbackrest-cipher"));
+  CHECK(!strstr(line, "AWS_"));
+}
+
+static void test_backup_chain_filesystem(void) {
+  static char out[1024 * 1024], line[64 * 1024], v[256];
+  static jsmntok_t tok[8192];
+  struct mgop_json j;
+  const char *files[] = {"config/samples/backup-filesystem.yaml"};
+  int c;
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  /* cluster level: path, class, RWX, encryption; table group orders: size */
+  CHECK(t_rendered(out, "Shard", "backup-fs-postgres-default-0-inf", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.path", v, sizeof(v)) == 0 && !strcmp(v, "/var/backups"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.storage.size", v, sizeof(v)) == 0 && !strcmp(v, "20Gi"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.encryption.secretName", v, sizeof(v)) == 0 &&
+        !strcmp(v, "backup-fs-cipher"));
+  CHECK(t_rendered(out, "Shard", "backup-fs-postgres-orders-0-inf", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.storage.size", v, sizeof(v)) == 0 && !strcmp(v, "50Gi"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.storage.class", v, sizeof(v)) == 0 &&
+        !strcmp(v, "nfs-client"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.filesystem.path", v, sizeof(v)) == 0 && !strcmp(v, "/var/backups"));
+  CHECK(t_has_str(&j, 0, "spec.backup.filesystem.storage.accessModes", "ReadWriteMany"));
+  /* both cells' StatefulSets of a shard mount the one PVC of that shard */
+  {
+    int n = 0;
+    for (const char *p = strstr(out, "\"claimName\":\"backup-data-backup-fs-postgres-orders-0-inf-9967e8ea\""); p;
+         p = strstr(p + 1, "\"claimName\":\"backup-data-backup-fs-postgres-orders-0-inf-9967e8ea\""))
+      n++;
+    CHECK(n == 2);
+  }
+  CHECK(t_rendered(out, "StatefulSet", "orders-0-inf-pool", line, sizeof(line), &j, tok, 8192) == 0);
+  c = t_container(&j, "multipooler");
+  CHECK(t_has_str(&j, c, "args", "--pgbackrest-cipher-key-file=/secrets/pgbackrest-cipher/keys.json"));
+  CHECK(strstr(line, "{\"name\":\"pgbackrest-cipher\",\"secret\":{\"secretName\":\"backup-fs-cipher\"") != NULL);
+  CHECK(strstr(line, "{\"name\":\"backup-data\",\"mountPath\":\"/var/backups\"}") != NULL);
+  c = t_container(&j, "postgres"); /* only multipooler reads the cipher key */
+  CHECK(!t_has_str(&j, c, "args", "--pgbackrest-cipher-key-file=/secrets/pgbackrest-cipher/keys.json"));
+}
+
+static void test_backup_chain_s3(void) {
+  static char out[1024 * 1024], line[64 * 1024], v[256];
+  static jsmntok_t tok[8192];
+  struct mgop_json j;
+  const char *files[] = {"config/samples/backup-s3.yaml"};
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "backup-data") == NULL); /* no volume for S3 */
+  CHECK(t_rendered(out, "StatefulSet", "default-0-inf-pool", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(strstr(line, "{\"name\":\"AWS_REGION\",\"value\":\"us-east-1\"},{\"name\":\"AWS_ACCESS_KEY_ID\",\"valueFrom\":"
+                     "{\"secretKeyRef\":{\"name\":\"backup-s3-credentials\",\"key\":\"AWS_ACCESS_KEY_ID\"}}}") != NULL);
+  CHECK(strstr(line, "\"sources\":[{\"secret\":{\"name\":\"backup-s3-pgbackrest\"") != NULL);
+  CHECK(mgop_json_path(&j, 0, "spec.template.spec.serviceAccountName") < 0);
+  /* the analytics shard switches credentials to IRSA: no key Secret there */
+  CHECK(t_rendered(out, "StatefulSet", "analytics-0-inf-pool", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.template.spec.serviceAccountName", v, sizeof(v)) == 0 &&
+        !strcmp(v, "analytics-backup-irsa"));
+  CHECK(strstr(line, "AWS_ACCESS_KEY_ID") == NULL);
+  CHECK(strstr(line, "{\"name\":\"AWS_REGION\",\"value\":\"us-east-1\"}") != NULL);
+  CHECK(t_rendered(out, "Shard", "analytics-0-inf", line, sizeof(line), &j, tok, 8192) == 0);
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.s3.keyPrefix", v, sizeof(v)) == 0 && !strcmp(v, "prod/backup-s3"));
+  CHECK(mgop_json_path_str(&j, 0, "spec.backup.s3.endpoint", v, sizeof(v)) == 0 &&
+        !strcmp(v, "http://minio.storage.svc:9000"));
+  CHECK(mgop_json_path(&j, 0, "spec.backup.s3.credentialsSecret") < 0);
+}
+
+/* A table group may not move the repository away from its database's. */
+static void test_backup_location_conflict(void) {
+  static char out[256 * 1024];
+  char f[300];
+  const char *files[] = {f};
+  struct mgop_backup_loc a, b;
+  snprintf(f, sizeof(f), "%s/bk-conflict.yaml", t_tmpdir);
+  t_write(t_tmpdir, "bk-conflict.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: c}\nspec:\n"
+          "  cells: [{name: a, zone: z}]\n"
+          "  backup: {type: s3, s3: {bucket: one, region: r}}\n"
+          "  databases:\n  - name: postgres\n    default: true\n    tablegroups:\n"
+          "    - {name: default, default: true, shards: [{name: 0-inf}]}\n"
+          "    - {name: t, shards: [{name: 0-inf}], backup: {type: s3, s3: {bucket: two, region: r}}}\n");
+  fprintf(stderr, "    (an expected error follows)\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 1);
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  a.type = b.type = MGOP_BACKUP_S3;
+  CHECK(mgop_backup_location_diff(&a, &b) == NULL);
+  snprintf(a.credentials_secret, sizeof(a.credentials_secret), "x"); /* credentials may differ */
+  CHECK(mgop_backup_location_diff(&a, &b) == NULL);
+  snprintf(a.key_prefix, sizeof(a.key_prefix), "p");
+  CHECK_STR(mgop_backup_location_diff(&a, &b), "s3.keyPrefix");
+  a.type = MGOP_BACKUP_FILESYSTEM;
+  CHECK_STR(mgop_backup_location_diff(&a, &b), "type");
+}
+
+/* Admission warns when a ReadWriteOnce backup volume spans cells. */
+static void test_backup_rwo_warning(void) {
+  static const char *docs[] = {
+      /* 0: built-in default (RWO), two cells: warns */
+      "{\"metadata\":{\"name\":\"w\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"},{\"name\":\"b\",\"zone\":\"z2\"}]}}",
+      /* 1: ReadWriteMany: no warning */
+      "{\"metadata\":{\"name\":\"w\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"},{\"name\":\"b\",\"zone\":\"z2\"}],"
+      "\"backup\":{\"type\":\"filesystem\",\"filesystem\":{\"storage\":{\"accessModes\":[\"ReadWriteMany\"]}}}}}",
+      /* 2: one cell: no warning */
+      "{\"metadata\":{\"name\":\"w\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"}]}}",
+      /* 3: s3: no warning */
+      "{\"metadata\":{\"name\":\"w\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"},{\"name\":\"b\",\"zone\":\"z2\"}],"
+      "\"backup\":{\"type\":\"s3\",\"s3\":{\"bucket\":\"b\",\"region\":\"r\"}}}}",
+  };
+  static jsmntok_t tok[512];
+  mgop_arena_init(&mgop_admit_arena, mgop_admit_arena_mem, sizeof(mgop_admit_arena_mem));
+  for (int i = 0; i < 4; i++) {
+    struct mgop_verdict v;
+    struct mgop_json j;
+    memset(&v, 0, sizeof(v));
+    v.allowed = 1;
+    mgop_arena_reset(&mgop_admit_arena);
+    CHECK(mgop_json_parse(&j, docs[i], strlen(docs[i]), tok, 512) == 0);
+    mgop_admit_cluster(&j, 0, "default", &v);
+    CHECK(v.allowed);
+    CHECK(!strstr(v.warning, "ReadWriteOnce") == (i != 0));
+    if (i == 0) CHECK(strstr(v.warning, "pods run in 2 cells") != NULL);
+  }
+}
+
+/* The pgBackRest peer certificate: serverAuth and clientAuth, CN pgbackrest,
+ * renewed when a third of its life is left or when the CA changed. */
+static void test_backup_peer_certificate(void) {
+  static struct mgop_pki_pair ca, other, leaf, serving;
+  const char *names[] = {"pgbackrest", "my-shard"};
+  long long now = 1800000000LL, nb = 0, na = 0;
+  mbedtls_x509_crt crt;
+  CHECK(mgop_pki_make_ca(&ca, "multigres-pgbackrest-ca", 10LL * 365 * 86400, now) == 0);
+  CHECK(mgop_pki_make_ca(&other, "multigres-pgbackrest-ca", 10LL * 365 * 86400, now) == 0);
+  CHECK(mgop_pki_make_peer(&leaf, &ca, names, 2, 3000, now) == 0);
+  CHECK(mgop_pki_make_serving(&serving, &ca, names, 2, 3000, now) == 0);
+  mbedtls_x509_crt_init(&crt);
+  CHECK(mbedtls_x509_crt_parse(&crt, (const unsigned char *)leaf.cert, leaf.cert_len + 1) == 0);
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_SERVER_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)) == 0);
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_CLIENT_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) == 0);
+  mbedtls_x509_crt_free(&crt);
+  mbedtls_x509_crt_init(&crt); /* a webhook serving certificate stays serverAuth only */
+  CHECK(mbedtls_x509_crt_parse(&crt, (const unsigned char *)serving.cert, serving.cert_len + 1) == 0);
+  CHECK(mbedtls_x509_crt_check_extended_key_usage(&crt, MBEDTLS_OID_CLIENT_AUTH,
+                                                  MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) != 0);
+  mbedtls_x509_crt_free(&crt);
+  CHECK(mgop_pki_verify(leaf.cert, leaf.cert_len, ca.cert, ca.cert_len, "pgbackrest", now) == 0);
+  /* the renewal point: a third of the configured lifetime before the end */
+  mgop_pgbr_cert_validity_s = 3000;
+  CHECK(mgop_pki_validity(leaf.cert, leaf.cert_len, &nb, &na) == 0);
+  CHECK(na == now + 3000);
+  CHECK(mgop_pgbr_stale(leaf.cert, ca.cert, now) == NULL);
+  CHECK(mgop_pgbr_stale(leaf.cert, ca.cert, now + 1995) == NULL);
+  CHECK_STR(mgop_pgbr_stale(leaf.cert, ca.cert, now + 2005), "due for renewal");
+  CHECK_STR(mgop_pgbr_stale(leaf.cert, other.cert, now), "not signed by the CA");
+  CHECK_STR(mgop_pgbr_stale("", ca.cert, now), "missing");
+  /* a bundle of the new and the old CA trusts certificates of either */
+  {
+    static char bundle[2 * MGOP_PKI_PEM_MAX];
+    snprintf(bundle, sizeof(bundle), "%s%s", other.cert, ca.cert);
+    CHECK(mgop_pgbr_stale(leaf.cert, bundle, now) == NULL);
+  }
+  mgop_pgbr_cert_validity_s = 365LL * 24 * 3600;
+  /* the clock function a test can set */
+  mgop_fake_now_s = 12345;
+  CHECK(mgop_wall_s() == 12345);
+  mgop_fake_now_s = 0;
+  CHECK(mgop_wall_s() > 1700000000LL);
+}
+
+/* ======================================================================
+ * 7e. multiadmin: GetBackups (proto3 JSON), RFC 3339, BackupHealthy verdicts
+ * ==================================================================== */
+static void test_rfc3339(void) {
+  long long t = 0;
+  CHECK(mgop_rfc3339_s("1970-01-01T00:00:00Z", 20, &t) == 0 && t == 0);
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36Z", 20, &t) == 0 && t == 1796184216LL);
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36.123456789Z", 30, &t) == 0 && t == 1796184216LL);
+  CHECK(mgop_rfc3339_s("2026-12-02T06:03:36+02:00", 25, &t) == 0 && t == 1796184216LL);
+  CHECK(mgop_rfc3339_s("2026-12-02T02:03:36-02:00", 25, &t) == 0 && t == 1796184216LL);
+  CHECK(mgop_rfc3339_s("2000-02-29T12:00:00Z", 20, &t) == 0 && t == 951825600LL);
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36", 19, &t) != 0);   /* no zone */
+  CHECK(mgop_rfc3339_s("2026-13-02T04:03:36Z", 20, &t) != 0);  /* month 13 */
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36.Z", 21, &t) != 0); /* empty fraction */
+  CHECK(mgop_rfc3339_s("2026-12-02T04:03:36+0200", 24, &t) != 0);
+  CHECK(mgop_rfc3339_s("", 0, &t) != 0);
+}
+
+static void test_multiadmin_parse_backups(void) {
+  static const char two[] =
+      "{\"backups\":[{\"backupId\":\"20261202-020000F\",\"database\":\"postgres\",\"tableGroup\":\"default\","
+      "\"shard\":\"0-inf\",\"type\":\"full\",\"status\":\"BACKUP_STATUS_COMPLETE\",\"backupTime\":\"2026-12-02T02:00:00Z\","
+      "\"backupSizeBytes\":\"1234567\",\"poolerType\":\"REPLICA\"},"
+      "{\"backupId\":\"20261202-030000D\",\"type\":\"differential\",\"status\":\"BACKUP_STATUS_FAILED\","
+      "\"backupTime\":\"2026-12-02T03:00:00.5Z\"},"
+      "{\"backupId\":\"old\",\"type\":\"full\",\"status\":2,\"backupTime\":\"2026-12-01T02:00:00Z\"},"
+      "{\"backupId\":\"running\",\"status\":\"BACKUP_STATUS_INCOMPLETE\"}]}";
+  struct mgop_ma_backups b;
+  CHECK(mgop_ma_parse_backups(two, sizeof(two) - 1, &b) == 0);
+  CHECK(b.n == 4 && b.complete == 2 && b.failed == 1 && b.incomplete == 1);
+  CHECK(b.complete_s == 1796176800LL);
+  CHECK_STR(b.complete_id, "20261202-020000F");
+  CHECK_STR(b.complete_type, "full");
+  CHECK(b.newest_s == 1796180400LL && b.newest_status == MGOP_MA_FAILED);
+  CHECK_STR(b.newest_id, "20261202-030000D");
+  /* an empty list is omitted (proto3): none, not an error */
+  CHECK(mgop_ma_parse_backups("{}", 2, &b) == 0 && b.n == 0 && b.complete_s == 0);
+  CHECK(mgop_ma_parse_backups("{\"backups\":[]}", 14, &b) == 0 && b.n == 0);
+  /* a status omitted as zero is UNKNOWN */
+  CHECK(mgop_ma_parse_backups("{\"backups\":[{\"backupId\":\"a\",\"backupTime\":\"2026-12-02T02:00:00Z\"}]}", 66, &b) == 0);
+  CHECK(b.n == 1 && b.complete == 0 && b.newest_status == MGOP_MA_UNKNOWN);
+  CHECK(mgop_ma_parse_backups("[]", 2, &b) != 0);
+  CHECK(mgop_ma_parse_backups("{\"backups\":{}}", 14, &b) != 0);
+  CHECK(mgop_ma_parse_backups("{\"backups\":[1]}", 15, &b) != 0);
+  CHECK(mgop_ma_parse_backups("{\"backups\":[", 12, &b) != 0);
+}
+
+/* The verdicts BackupHealthy gives for what multiadmin lists. */
+static void test_backup_health_verdicts(void) {
+  struct mgop_bh h;
+  struct mgop_ma_backups b;
+  memset(&h, 0, sizeof(h));
+  memset(&b, 0, sizeof(b));
+  mgop_fake_now_s = 1796184000LL;
+  mgop_bh_from_list(&h, &b); /* none */
+  CHECK(h.state == 2);
+  CHECK_STR(h.reason, "NoBackup");
+  CHECK(h.since_s == 1796184000LL);
+  b.n = b.failed = 1;
+  b.newest_s = 1796180400LL;
+  b.newest_status = MGOP_MA_FAILED;
+  snprintf(b.newest_id, sizeof(b.newest_id), "f1");
+  mgop_fake_now_s += 60;
+  mgop_bh_from_list(&h, &b); /* failed: still False, the transition time stays */
+  CHECK(h.state == 2 && h.since_s == 1796184000LL);
+  CHECK_STR(h.reason, "BackupFailed");
+  b.n = 2;
+  b.complete = 1;
+  b.complete_s = 1796176800LL;
+  snprintf(b.complete_id, sizeof(b.complete_id), "c1");
+  mgop_bh_from_list(&h, &b); /* a complete one, but the newer one failed */
+  CHECK(h.state == 2);
+  CHECK(strstr(h.msg, "the newest backup f1") != NULL);
+  b.newest_s = b.complete_s;
+  b.newest_status = MGOP_MA_COMPLETE;
+  snprintf(b.complete_type, sizeof(b.complete_type), "full");
+  mgop_bh_from_list(&h, &b);
+  CHECK(h.state == 1 && h.since_s == 1796184060LL && h.last_s == 1796176800LL);
+  CHECK_STR(h.reason, "BackupCompleted");
+  CHECK_STR(h.msg, "last complete backup c1 (full) at 2026-12-02T02:00:00Z");
+  /* a restart keeps the live condition's transition time when the state agrees */
+  memset(&h, 0, sizeof(h));
+  h.adopted_state = 1;
+  h.adopted_since = 1700000000LL;
+  mgop_bh_from_list(&h, &b);
+  CHECK(h.since_s == 1700000000LL);
+  mgop_fake_now_s = 0;
+}
+
+/* mgop_http_call against a one-shot local server that echoes the request:
+ * request line, headers and body sent; status and body read; a refused
+ * connection is an error with no status. */
+static void test_http_call_plain(void) {
+  int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1, status = -1, rc;
+  struct sockaddr_in a;
+  socklen_t al = sizeof(a);
+  char port[16], body[1024], req[2048];
+  static struct mgop_conn c;
+  struct mgop_buf out;
+  pid_t pid;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(ls, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(ls, 1) == 0);
+  getsockname(ls, (struct sockaddr *)&a, &al);
+  snprintf(port, sizeof(port), "%d", ntohs(a.sin_port));
+  pid = fork();
+  if (pid == 0) { /* the server: echo the request's first line and body length */
+    int fd = accept(ls, NULL, NULL);
+    ssize_t n = 0, k;
+    char resp[2300];
+    while (n < (ssize_t)sizeof(req) - 1 && (k = read(fd, req + n, sizeof(req) - 1 - (size_t)n)) > 0) {
+      n += k;
+      req[n] = 0;
+      if (strstr(req, "\r\n\r\n") && strstr(req, "{\"type\":\"full\"}")) break;
+    }
+    k = snprintf(resp, sizeof(resp), "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %zu"
+                 "\r\n\r\n%s", strlen(req), req);
+    if (write(fd, resp, (size_t)k) < 0) _exit(1);
+    close(fd);
+    _exit(0);
+  }
+  mgop_conn_init(&c);
+  mgop_buf_init(&out, body, sizeof(body));
+  rc = mgop_http_call(&c, "127.0.0.1", port, "POST", "/api/v1/backups", "{\"type\":\"full\"}", 15, &out, &status,
+                      mgop_now_ms() + 5000);
+  waitpid(pid, NULL, 0);
+  close(ls);
+  CHECK(rc == 0 && status == 201);
+  CHECK(out.len > 31 && strncmp(body, "POST /api/v1/backups HTTP/1.1\r\n", 31) == 0);
+  CHECK(strstr(body, "\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"type\":\"full\"}") != NULL);
+  CHECK(strstr(body, "\r\nConnection: close\r\n") != NULL);
+  CHECK(mgop_http_call(&c, "127.0.0.1", port, "GET", "/", NULL, 0, &out, &status, mgop_now_ms() + 2000) != 0);
+  CHECK(status == 0); /* nobody listens any more: no status */
+}
+
+/* ======================================================================
+ * 7f. Backup schedule: cron parsing and the next fire time (UTC)
+ * ==================================================================== */
+static long long t_utc(int y, int mo, int d, int h, int mi) {
+  struct tm tm;
+  memset(&tm, 0, sizeof(tm));
+  tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = h, tm.tm_min = mi;
+  return (long long)timegm(&tm);
+}
+
+static void test_cron_parse(void) {
+  struct mgop_cron c;
+  CHECK(mgop_cron_parse("0 3 * * *", &c) == 0);
+  CHECK(c.minute == 1 && c.hour == 1u << 3 && c.dom_any && c.dow_any && c.month == 0x1ffe);
+  CHECK(mgop_cron_parse("*/15 0-6/2,23 1,15 */3 1-5", &c) == 0);
+  CHECK(c.minute == ((1ULL << 0) | (1ULL << 15) | (1ULL << 30) | (1ULL << 45)));
+  CHECK(c.hour == ((1u << 0) | (1u << 2) | (1u << 4) | (1u << 6) | (1u << 23)));
+  CHECK(c.dom == ((1u << 1) | (1u << 15)) && !c.dom_any);
+  CHECK(c.month == ((1u << 1) | (1u << 4) | (1u << 7) | (1u << 10)));
+  CHECK(c.dow == 0x3e && !c.dow_any);
+  CHECK(mgop_cron_parse("0 0 * * 7", &c) == 0 && c.dow == 1); /* 7 is Sunday */
+  CHECK(mgop_cron_parse("5/20 * * * *", &c) == 0 && c.minute == ((1ULL << 5) | (1ULL << 25) | (1ULL << 45)));
+  CHECK(mgop_cron_parse("  0   3 * *    *  ", &c) == 0);
+  CHECK(mgop_cron_parse("0 3 * *", &c) != 0);        /* 4 fields */
+  CHECK(mgop_cron_parse("0 3 * * * *", &c) != 0);    /* 6 fields */
+  CHECK(mgop_cron_parse("60 3 * * *", &c) != 0);
+  CHECK(mgop_cron_parse("0 24 * * *", &c) != 0);
+  CHECK(mgop_cron_parse("0 3 0 * *", &c) != 0);
+  CHECK(mgop_cron_parse("0 3 * 13 *", &c) != 0);
+  CHECK(mgop_cron_parse("0 3 * * 8", &c) != 0);
+  CHECK(mgop_cron_parse("5-1 * * * *", &c) != 0);    /* descending */
+  CHECK(mgop_cron_parse("*/0 * * * *", &c) != 0);
+  CHECK(mgop_cron_parse("1,,2 * * * *", &c) != 0);
+  CHECK(mgop_cron_parse("1, * * * *", &c) != 0);
+  CHECK(mgop_cron_parse("@daily", &c) != 0);
+  CHECK(mgop_cron_parse("0 3 * JAN *", &c) != 0);    /* names are not supported */
+}
+
+static void test_cron_next(void) {
+  struct mgop_cron c;
+  CHECK(mgop_cron_parse("0 3 * * *", &c) == 0);
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 1, 0)) == t_utc(2026, 12, 2, 3, 0));
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 3, 0)) == t_utc(2026, 12, 3, 3, 0)); /* strictly after */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 3, 0) - 1) == t_utc(2026, 12, 2, 3, 0));
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 31, 4, 0)) == t_utc(2027, 1, 1, 3, 0)); /* year end */
+  CHECK(mgop_cron_parse("*/15 * * * *", &c) == 0);
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 4, 7) + 30) == t_utc(2026, 12, 2, 4, 15));
+  CHECK(mgop_cron_parse("30 2 29 2 *", &c) == 0); /* leap day */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 0, 0)) == t_utc(2028, 2, 29, 2, 30));
+  CHECK(mgop_cron_parse("0 0 1 * 1", &c) == 0); /* the 1st or a Monday (both restricted: either) */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 0, 0)) == t_utc(2026, 12, 7, 0, 0)); /* Monday 7th */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 28, 0, 0)) == t_utc(2027, 1, 1, 0, 0)); /* Friday the 1st */
+  CHECK(mgop_cron_parse("0 0 * * 1", &c) == 0); /* Mondays only (day of month is a star) */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 28, 0, 0)) == t_utc(2027, 1, 4, 0, 0));
+  CHECK(mgop_cron_parse("0 0 31 2 *", &c) == 0);  /* never */
+  CHECK(mgop_cron_next(&c, t_utc(2026, 12, 2, 0, 0)) == -1);
+}
+
+/* The jittered fire time: a fixed offset per shard within the bound. */
+static void test_backup_schedule_jitter(void) {
+  struct mgop_cron c;
+  struct mgop_bh a, b;
+  long long base = 0, na, nb;
+  CHECK(mgop_cron_parse("0 3 * * *", &c) == 0);
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  a.key = 1, b.key = 2;
+  na = mgop_sched_next(&a, &c, t_utc(2026, 12, 2, 1, 0), 600, &base);
+  CHECK(base == t_utc(2026, 12, 2, 3, 0) && na >= base && na <= base + 600);
+  CHECK(mgop_sched_next(&a, &c, t_utc(2026, 12, 2, 1, 0), 600, &base) == na); /* stable */
+  nb = mgop_sched_next(&b, &c, t_utc(2026, 12, 2, 1, 0), 600, &base);
+  CHECK(nb >= base && nb <= base + 600 && nb != na);
+  CHECK(mgop_sched_next(&a, &c, t_utc(2026, 12, 2, 1, 0), 0, &base) == base); /* no jitter */
+  { /* the request bodies (BackupRequest, ExpireBackupsRequest in proto3 JSON) */
+    static struct mgop_rctx tr;
+    char body[300];
+    snprintf(tr.shard_db[0], sizeof(tr.shard_db[0]), "postgres");
+    snprintf(tr.shard_tgn[0], sizeof(tr.shard_tgn[0]), "default");
+    snprintf(tr.shard_sn[0], sizeof(tr.shard_sn[0]), "0-inf");
+    mgop_sched_shard_json(&tr, 0, body, sizeof(body), "\"type\":\"full\"");
+    CHECK_STR(body, "{\"database\":\"postgres\",\"tableGroup\":\"default\",\"shard\":\"0-inf\",\"type\":\"full\"}");
+    mgop_sched_shard_json(&tr, 0, body, sizeof(body), NULL);
+    CHECK_STR(body, "{\"database\":\"postgres\",\"tableGroup\":\"default\",\"shard\":\"0-inf\"}");
+  }
+}
+
+/* ======================================================================
  * 8. Flags
  * ==================================================================== */
 static void test_flags(void) {
@@ -2919,6 +3384,19 @@ static const struct t_case t_cases[] = {
     {"work_set", test_work_set},
     {"render_minimal", test_render_minimal},
     {"render_defaults_and_errors", test_render_defaults_and_errors},
+    {"backup_builtin_default", test_backup_builtin_default},
+    {"backup_chain_filesystem", test_backup_chain_filesystem},
+    {"backup_chain_s3", test_backup_chain_s3},
+    {"backup_location_conflict", test_backup_location_conflict},
+    {"backup_rwo_warning", test_backup_rwo_warning},
+    {"backup_peer_certificate", test_backup_peer_certificate},
+    {"rfc3339", test_rfc3339},
+    {"multiadmin_parse_backups", test_multiadmin_parse_backups},
+    {"backup_health_verdicts", test_backup_health_verdicts},
+    {"http_call_plain", test_http_call_plain},
+    {"cron_parse", test_cron_parse},
+    {"cron_next", test_cron_next},
+    {"backup_schedule_jitter", test_backup_schedule_jitter},
     {"yaml_to_json", test_yaml_to_json},
     {"flags", test_flags},
     {"pki_round_trip", test_pki_round_trip},

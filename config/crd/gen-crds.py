@@ -375,11 +375,13 @@ def topo_ref(desc):
 
 
 def backup(desc, cel):
-    fs = O("Backups on a PersistentVolumeClaim, one per shard and cell. For single-cell development clusters: "
-           "a replica in another cell cannot see these backups.", {
+    fs = O("Backups on one PersistentVolumeClaim per shard (backup-data-<cluster>-<db>-<tablegroup>-<shard>), "
+           "mounted by every pool pod of the shard in every cell.", {
                "path": S("Directory of the backup repository inside the pods. Unset: /backups.", maxLength=512),
-               "storage": storage("The backup volume. Unset size: 10Gi. Several replicas in one cell share it, "
-                                  "so use a ReadWriteMany StorageClass for more than one replica.", cel),
+               "storage": storage("The backup volume. Unset size: 10Gi; unset accessModes: ReadWriteOnce. Every pod "
+                                  "of the shard mounts it, so use a ReadWriteMany StorageClass once they run on more "
+                                  "than one node (admission warns when a ReadWriteOnce volume spans cells). Created "
+                                  "once: later changes do not alter an existing volume.", cel),
            })
     s3 = O("Backups in an S3-compatible bucket, shared by all cells. Recommended for production and multi-cell clusters.", {
         "bucket": S("Bucket name.", minLength=1, maxLength=63),
@@ -405,8 +407,19 @@ def backup(desc, cel):
         "s3": s3,
         "pgbackrestTLS": O("TLS for pgBackRest traffic between the replicas of a shard.", {
             "secretName": S("Secret with ca.crt, tls.crt and tls.key (cert-manager's layout). Unset: the operator "
-                            "generates and rotates a CA and certificate per shard.", maxLength=253),
+                            "generates and rotates a CA and certificate per shard (Secrets <shard>-pgbackrest-ca and "
+                            "<shard>-pgbackrest-tls).", maxLength=253),
         }),
+        "schedule": S("Full backups on a cron schedule, five fields (minute hour day-of-month month day-of-week; "
+                      "numbers, *, ranges, steps and lists), evaluated by the operator in UTC; e.g. \"0 3 * * *\". "
+                      "The operator asks multiadmin for one shard's backup at a time. Unset: no scheduled backups.",
+                      minLength=9, maxLength=100),
+        "scheduleJitterSeconds": I32("Each shard fires up to this many seconds after the scheduled minute (a fixed "
+                                     "offset per shard), so shards do not all start at once. Unset: 0.",
+                                     minimum=0, maximum=3600),
+        "retention": I32("Full backups to keep: after each scheduled backup the operator asks multiadmin to expire "
+                         "older ones (pgBackRest repo1-retention-full). Unset: nothing is expired by the operator.",
+                         minimum=1, maximum=1000),
         "encryption": O("Client-side encryption of the backup repository. Cannot be added, removed or changed later.", {
             "secretName": S("Secret with key keys.json mapping repository generation to passphrase, e.g. {\"1\": \"...\"}.",
                             minLength=1, maxLength=253),
@@ -776,7 +789,8 @@ def cluster_schema():
                  "databases": databases,
                  "pvcDeletionPolicy": pvc_policy("Cluster-wide PVC lifecycle."),
                  "observability": observability(),
-                 "backup": backup("Cluster-wide pgBackRest backup settings. Unset: filesystem backups in /backups on a 10Gi PVC.", cel),
+                 "backup": backup("Cluster-wide pgBackRest backup settings. Unset at every level: filesystem backups in "
+                                  "/backups on a 10Gi ReadWriteOnce PVC per shard.", cel),
                  "externalGateway": exposure("multigateway", "multigateway"),
                  "externalAdminWeb": exposure("multiadmin-web", "multiadmin-web"),
                  "topologyPruning": O("Removal of stale topology entries.", {
@@ -1020,6 +1034,19 @@ def shard_schema():
         "podRoles": M("Role of each pool pod as seen in the topology (PRIMARY, REPLICA, DRAINED...).", S("A role.")),
         "lastBackupTime": S("Completion time of the latest backup.", format="date-time"),
         "lastBackupType": S("Type of the latest backup: full, diff or incr."),
+        "backupSchedule": O("The operator's scheduled backups of this shard (backup.schedule); kept here so a "
+                            "restarted operator knows them.", {
+                                "schedule": S("The cron schedule in force."),
+                                "lastRun": S("Scheduled time of the last backup the operator asked for.",
+                                             format="date-time"),
+                                "lastJobId": S("multiadmin's job id of that backup."),
+                                "lastResult": S("What multiadmin said of that job: Pending, Running, Completed, "
+                                                "Failed, Unknown."),
+                                "nextRun": S("When the next backup is due (the scheduled minute plus this shard's "
+                                             "jitter).", format="date-time"),
+                                "missedRuns": I32("Runs missed since the operator started (due more than 10 minutes "
+                                                  "ago when noticed).", minimum=0),
+                            }),
     }))
     return root("Shard", "A shard of a table group: its multiorch and its pools of postgres + multipooler pods. "
                 "Owned and written by the operator.", spec, status)
