@@ -572,6 +572,9 @@ struct mgop_fp {
                              live object): 0, 1, 2 Stalled             */
   long long cond_since;   /* unix seconds of its last transition (0: not
                              known yet)                                */
+  int32_t xcond_state;    /* the extra condition (TopologyRegistered):
+                             0 not written, 1 False, 2 True            */
+  long long xcond_since;  /* its last transition, unix seconds          */
   int32_t kind;           /* policy's kind id + 1 (0: not from a watch) */
   uint32_t epoch;         /* list epoch of that kind when last seen     */
   /* Ownership, for pruning: hashes, not strings, so the row stays small. */
