@@ -5378,7 +5378,9 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
 /* Three threads, each with its own API connection where it needs one:
  *   the loop     (main thread) watches, reconciles, rotates certificates;
  *                it owns every table of sections 3-9, the watches and
- *                mgop_server.api. It alone takes signals.
+ *                mgop_server.api, and the etcd client of the topology
+ *                records (mgop_topo_etcd, its response buffers in 2.10).
+ *                It alone takes signals.
  *   serving      the webhook, /metrics, /healthz and /readyz servers. It
  *                makes no API call: admission reads the template cache.
  *   Lease        acquires and renews the Lease on mgop_lease.api.

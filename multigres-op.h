@@ -5050,9 +5050,10 @@ int mgop_b64_decode(const char *in, size_t n, unsigned char *out, size_t cap, si
 }
 
 /* --- etcd responses ------------------------------------------------------------ */
-static _Thread_local jsmntok_t mgop_etcd_tok[MGOP_ETCD_TOKENS_MAX];
-static _Thread_local char mgop_etcd_key_scratch[MGOP_ETCD_KEY_MAX + 1];
-static _Thread_local unsigned char mgop_etcd_val_scratch[MGOP_ETCD_VALUE_MAX];
+/* Scratch of the one thread that talks to etcd (the loop), as mgop_etcd_body. */
+static jsmntok_t mgop_etcd_tok[MGOP_ETCD_TOKENS_MAX];
+static char mgop_etcd_key_scratch[MGOP_ETCD_KEY_MAX + 1];
+static unsigned char mgop_etcd_val_scratch[MGOP_ETCD_VALUE_MAX];
 
 /* An int64 as the gateway writes it: a string, or a bare number; absent is 0. */
 static int mgop_etcd_i64(const struct mgop_json *j, int obj, const char *key, long long *out) {
@@ -5202,31 +5203,42 @@ int mgop_etcd_init(struct mgop_etcd *e, const char *const *endpoints, int n, con
   return mgop_etcd_select(e, 0);
 }
 
+/* Appends "endpoint: reason" of one failed attempt to last_error. */
+static void mgop_etcd_note(struct mgop_etcd *e, int i, const char *why) {
+  size_t n = strlen(e->last_error);
+  if (n + 8 >= sizeof(e->last_error)) return;
+  snprintf(e->last_error + n, sizeof(e->last_error) - n, "%s%.120s: %.200s", n ? "; " : "", e->endpoints[i], why);
+}
+
 /* POST one request, trying each endpoint in turn from the current one. A
- * transport failure or a 5xx moves on; any other answer is the answer. */
+ * transport failure or a 5xx moves on; any other answer is the answer.
+ * On failure last_error names every endpoint tried and why. */
 static int mgop_etcd_call(struct mgop_etcd *e, const char *path, const char *body, size_t n, struct mgop_buf *out) {
   int start = e->current, rc = MGOP_ERR_CONFIG, status = 0;
   e->calls++;
+  e->last_error[0] = 0;
   for (int k = 0; k < e->nendpoints; k++) {
     int i = (start + k) % e->nendpoints;
-    if (i != e->current || k == 0) {
-      if ((rc = mgop_etcd_select(e, i))) {
-        snprintf(e->last_error, sizeof(e->last_error), "%.390s", mgop_errmsg());
-        continue;
-      }
+    if ((rc = mgop_etcd_select(e, i))) {
+      mgop_etcd_note(e, i, mgop_errmsg());
+      continue;
     }
     e->kube.timeout_ms = e->timeout_ms;
     rc = mgop_kube_request(&e->kube, "POST", path, "application/json", body, n, out, &status);
-    if (rc == MGOP_OK && status == 200) return MGOP_OK;
+    if (rc == MGOP_OK && status == 200) {
+      e->last_error[0] = 0;
+      return MGOP_OK;
+    }
     if (rc == MGOP_OK) {
-      char why[240];
+      char why[240], what[300];
       mgop_etcd_error_message(out->p, out->len, why, sizeof(why));
-      rc = mgop_seterr(MGOP_ERR_STATUS, "etcd %s answered %s with HTTP %d: %s", e->endpoints[i], path, status, why);
-      snprintf(e->last_error, sizeof(e->last_error), "%.390s", mgop_errmsg());
+      snprintf(what, sizeof(what), "%s answered HTTP %d: %s", path, status, why);
+      mgop_etcd_note(e, i, what);
+      rc = MGOP_ERR_STATUS;
       if (status < 500) break; /* a request it refuses: another member refuses it too */
       continue;
     }
-    snprintf(e->last_error, sizeof(e->last_error), "%.120s: %.270s", e->endpoints[i], mgop_errmsg());
+    mgop_etcd_note(e, i, mgop_errmsg());
   }
   e->failures++;
   return mgop_seterr(rc ? rc : MGOP_ERR_STATUS, "%s", e->last_error);
