@@ -162,7 +162,10 @@ _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3
  * message (each up to the 600 characters of a stall), a summary per cell,
  * and every template the cluster resolved (names of at most 63). */
 #define MGOP_STATUS_BUF (6 * (200 + 600) + MGOP_CRD_CELLS_MAX * (MGOP_CRD_CELL_NAME_MAX + 64) + \
-                         MGOP_TREFS_MAX * (63 + 4) + 2048)
+                         MGOP_TREFS_MAX * (63 + 4) + 2048 + MGOP_STATUS_TOPO_BUF)
+/* status.topology: the root and the registered names (a removed cell stays
+ * listed until pruned, so twice the cells) */
+#define MGOP_STATUS_TOPO_BUF (MGOP_CRD_ROOT_PATH_MAX + (2 * MGOP_CRD_CELLS_MAX + 8) * (63 + 4) + 128)
 /* StatefulSets whose PVCs one turn expands; more wait for the next turn */
 #define MGOP_GROWS_MAX 32
 /* buffers that hold one CRD value (+1 for the NUL) */
@@ -248,6 +251,20 @@ struct mgop_rctx {
   int orphan_policy;          /* annotation deletion-policy: Orphan    */
   int has_orphan_fin;         /* our finalizer is on the cluster       */
   int adopting;               /* orphans of a deleted cluster of this name exist */
+  /* topology records (section 8): the global topology, what each cell's
+   * record says, how the sync went, what status.topology lists */
+  struct mgop_json topo_doc;  /* the resolved globalTopoServer         */
+  char topo_addr[1024], topo_root[MGOP_ROOT_PATH_BUF];
+  struct mgop_topo_want_cell {
+    char name[64], addrs[1100], root[MGOP_ROOT_PATH_BUF];
+  } topo_cells[MGOP_CRD_CELLS_MAX];
+  int ntopo_cells;
+  int topo_state;             /* 0 not tried, 1 registered and read back, -1 not */
+  char topo_reason[32], topo_msg[480];
+  int topo_cell_state[MGOP_CRD_CELLS_MAX];
+  char topo_cell_msg[MGOP_CRD_CELLS_MAX][200];
+  char topo_reg_cells[MGOP_CRD_CELLS_MAX * 2][64], topo_reg_dbs[8][64];
+  int ntopo_reg_cells, ntopo_reg_dbs;
 };
 
 static struct mgop_kube *mgop_api_ptr; /* live mode API client            */
@@ -1849,8 +1866,10 @@ static int mgop_reclaim_finish(struct mgop_rctx *r) {
 static void mgop_backup_condition(struct mgop_jw *w, long long generation); /* section 8: BackupHealthy */
 static void mgop_bh_adopt(uint64_t key, const char *status, long long since);
 static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs);
+/* A sixth condition some kinds carry (TopologyRegistered), or NULL. */
+struct mgop_xcond { const char *type; int status; const char *reason, *message; };
 static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const char *reason, const char *message,
-                            long long generation, long long since) {
+                            long long generation, long long since, const struct mgop_xcond *x, long long xsince) {
   static const char *types[] = {"Available", "Progressing", "Ready", "Reconciling", "Stalled"};
   char ts[32];
   time_t t = (time_t)since;
@@ -1871,6 +1890,19 @@ static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const cha
     mgop_jw_obj_end(w);
   }
   mgop_backup_condition(w, generation);
+  if (x) {
+    t = (time_t)xsince;
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    mgop_jw_obj(w);
+    mgop_jw_key(w, "lastTransitionTime"); mgop_jw_str(w, ts);
+    mgop_jw_key(w, "message"); mgop_jw_str(w, x->message);
+    mgop_jw_key(w, "observedGeneration"); mgop_jw_i64(w, generation);
+    mgop_jw_key(w, "reason"); mgop_jw_str(w, x->reason);
+    mgop_jw_key(w, "status"); mgop_jw_str(w, x->status ? "True" : "False");
+    mgop_jw_key(w, "type"); mgop_jw_str(w, x->type);
+    mgop_jw_obj_end(w);
+  }
   mgop_jw_arr_end(w);
 }
 
@@ -1929,9 +1961,10 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
 /* Patches `status` when it differs from what we last wrote: returns 1 when
  * it wrote, 0 when nothing changed, or an error. The transition time is
  * kept in the object's fingerprint row. */
-static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, struct mgop_fp *f, int ready, int stalled,
-                             const char *reason, const char *message, long long generation, const char *phase,
-                             void (*extra)(struct mgop_jw *, void *), void *extra_ctx) {
+static int mgop_write_status_x(struct mgop_rctx *r, int kind, const char *name, struct mgop_fp *f, int ready,
+                               int stalled, const char *reason, const char *message, long long generation,
+                               const char *phase, void (*extra)(struct mgop_jw *, void *), void *extra_ctx,
+                               const struct mgop_xcond *x) {
   char mem[MGOP_STATUS_BUF], path[512];
   struct mgop_buf b;
   struct mgop_jw w;
@@ -1943,12 +1976,16 @@ static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, st
     f->cond_ready = state;
     f->cond_since = now;
   }
+  if (x && (f->xcond_state != 1 + !!x->status || f->xcond_since == 0)) {
+    f->xcond_state = 1 + !!x->status;
+    f->xcond_since = now;
+  }
   mgop_buf_init(&b, mem, sizeof(mem));
   mgop_jw_init(&w, &b);
   mgop_jw_obj(&w);
   mgop_jw_key(&w, "status");
   mgop_jw_obj(&w);
-  mgop_conditions(&w, ready, stalled, reason, message, generation, f->cond_since);
+  mgop_conditions(&w, ready, stalled, reason, message, generation, f->cond_since, x, f->xcond_since);
   if (extra) extra(&w, extra_ctx);
   mgop_jw_key(&w, "message"); mgop_jw_str(&w, message);
   mgop_jw_key(&w, "observedGeneration"); mgop_jw_i64(&w, generation);
@@ -1974,6 +2011,13 @@ static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, st
   }
   MGOP_LOG(MGOP_WARN, ("status of %s %s/%s not written: %s", mgop_kinds[kind].kind, r->ns, name, mgop_errmsg()));
   return rc;
+}
+
+static int mgop_write_status(struct mgop_rctx *r, int kind, const char *name, struct mgop_fp *f, int ready, int stalled,
+                             const char *reason, const char *message, long long generation, const char *phase,
+                             void (*extra)(struct mgop_jw *, void *), void *extra_ctx) {
+  return mgop_write_status_x(r, kind, name, f, ready, stalled, reason, message, generation, phase, extra, extra_ctx,
+                             NULL);
 }
 
 struct mgop_topo_status { int replicas, ready; const char *client, *peer; };
@@ -2040,6 +2084,22 @@ static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
       }
       if (any) mgop_jw_arr_end(w);
     }
+  }
+  mgop_jw_obj_end(w);
+  mgop_jw_key(w, "topology"); mgop_jw_obj(w); /* Multigres's records, for pruning what the spec drops */
+  mgop_jw_key(w, "globalRoot"); mgop_jw_str(w, s->r->topo_root);
+  if (s->r->topo_state) {
+    mgop_jw_key(w, "registeredCells"); mgop_jw_arr(w);
+    for (int i = 0; i < s->r->ntopo_reg_cells; i++) mgop_jw_str(w, s->r->topo_reg_cells[i]);
+    mgop_jw_arr_end(w);
+    mgop_jw_key(w, "registeredDatabases"); mgop_jw_arr(w);
+    for (int i = 0; i < s->r->ntopo_reg_dbs; i++) mgop_jw_str(w, s->r->topo_reg_dbs[i]);
+    mgop_jw_arr_end(w);
+  } else { /* not tried this turn: what the live status says stands */
+    int t = mgop_json_path(&s->r->root, 0, "status.topology.registeredCells");
+    if (mgop_json_is(&s->r->root, t, JSMN_ARRAY)) mgop_jw_key(w, "registeredCells"), mgop_jw_copy(w, &s->r->root, t);
+    t = mgop_json_path(&s->r->root, 0, "status.topology.registeredDatabases");
+    if (mgop_json_is(&s->r->root, t, JSMN_ARRAY)) mgop_jw_key(w, "registeredDatabases"), mgop_jw_copy(w, &s->r->root, t);
   }
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "totalCells"); mgop_jw_i64(w, s->cells);
@@ -2491,6 +2551,8 @@ static void mgop_cell_zone(const struct mgop_json *j, int cell, const char **key
 
 /* One cell: its Cell CR (workloads=0, phase 1), its local TopoServer CR
  * (workloads=2, phase 2), or its workloads (workloads=1, phase 3). */
+static void mgop_topo_note_cell(struct mgop_rctx *r, const char *name, const char *cr, const struct mgop_json *cfg,
+                                const char *gaddr, const char *groot); /* topology records, below */
 static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const char *addr, const char *root) {
   struct mgop_json cfg;
   char name[64], cr[254], src[300], what[128], zone[64], image[MGOP_IMAGE_BUF], level[16], gw[254], gws[64];
@@ -2540,6 +2602,7 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
     }
     mgop_jw_arr_end(&o.w);
     mgop_jw_obj_end(&o.w);
+    mgop_topo_note_cell(r, name, cr, &cfg, addr, root);
     return mgop_build_end(&o);
   }
   uid = mgop_uid_of(r, K_CELL, cr);
@@ -4220,6 +4283,10 @@ static int mgop_reconcile_phases(struct mgop_rctx *r) {
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
   mgop_topo_address(r, &topo, addr, sizeof(addr), root, sizeof(root));
   if (r->stalled_reason[0]) return MGOP_ERR_CONFIG;
+  r->topo_doc = topo; /* tokens in the turn's arena */
+  snprintf(r->topo_addr, sizeof(r->topo_addr), "%s", addr);
+  snprintf(r->topo_root, sizeof(r->topo_root), "%s", root);
+  r->ntopo_cells = 0;
   if (!mgop_json_is(&r->root, cells, JSMN_ARRAY) || r->root.tok[cells].size == 0) {
     mgop_stall(r, "InvalidSpec", "spec.cells is empty; add at least one cell, e.g. {name: zone-a, zone: us-east-1a}");
     return MGOP_ERR_CONFIG;
@@ -4266,6 +4333,503 @@ static int mgop_reconcile_phases(struct mgop_rctx *r) {
     int erc = mgop_expand_volumes(r);
     return rc ? rc : erc;
   }
+}
+
+/* ---- topology records ------------------------------------------------------ */
+/* Multigres finds its cells and databases in its global topology (etcd):
+ * <root>/cells/<cell>/Cell and <root>/databases/<db>/Database, protobuf
+ * values (2.10). After the Kubernetes objects are applied, each turn writes
+ * them (Cells create-only, the Database created then compare-and-swapped,
+ * keeping fields Multigres owns), reads them back, and prunes the records
+ * of cells and databases removed from the spec once their workloads are
+ * gone. The global topology server answers within MGOP_ETCD_TIMEOUT_MS per
+ * endpoint or the turn moves on: the cluster reports TopologyRegistered
+ * False (Reconciling, not Stalled) and retries with its own backoff, so an
+ * unreachable topology slows only its own cluster. */
+#define MGOP_TOPO_BACKOFF_MIN_MS 2000
+#define MGOP_TOPO_BACKOFF_MAX_MS 60000
+#define MGOP_TOPO_PRUNE_RECHECK_MS 5000
+#define MGOP_TOPO_CAS_TRIES 3
+
+/* Per cluster: the records last verified, and the backoff when not. */
+struct mgop_topo_slot {
+  uint64_t key;               /* fp key of the MultigresCluster; 0 free */
+  uint64_t verified;          /* hash of what was last read back equal */
+  long long next_ms;          /* no etcd call before this (backoff)    */
+  int backoff_ms;
+  char error[400];
+};
+static struct mgop_topo_slot mgop_topo_slots[MGOP_WORK_SLOTS];
+static int mgop_topo_enabled = 1;        /* --topology-registration */
+static struct mgop_etcd mgop_topo_etcd;  /* the loop's client; rebuilt when the target changes */
+static uint64_t mgop_topo_etcd_cfg;      /* hash of endpoints and PEMs it was built with */
+
+static struct mgop_topo_slot *mgop_topo_slot(const char *ns, const char *name) {
+  uint64_t key = mgop_fp_key("MultigresCluster", ns, name);
+  struct mgop_topo_slot *free_slot = NULL;
+  for (int i = 0; i < MGOP_WORK_SLOTS; i++) {
+    if (mgop_topo_slots[i].key == key) return &mgop_topo_slots[i];
+    if (!mgop_topo_slots[i].key && !free_slot) free_slot = &mgop_topo_slots[i];
+  }
+  if (!free_slot) return NULL; /* as many as the cluster table: cannot happen for a tracked cluster */
+  memset(free_slot, 0, sizeof(*free_slot));
+  free_slot->key = key;
+  return free_slot;
+}
+
+/* Phase 1 notes each cell's record: where its components find the cell's
+ * own topology. A managed local etcd: its client Service and root
+ * /multigres/<cell> (or its rootPath); an external one: its endpoints and
+ * rootPath; none: the global topology's address and root. */
+static void mgop_topo_note_cell(struct mgop_rctx *r, const char *name, const char *cr, const struct mgop_json *cfg,
+                                const char *gaddr, const char *groot) {
+  struct mgop_topo_want_cell *c;
+  int lt = mgop_json_key(cfg, 0, "localTopoServer");
+  int et = mgop_json_key(cfg, lt, "etcd"), ext = mgop_json_key(cfg, lt, "external");
+  if (r->ntopo_cells >= MGOP_CRD_CELLS_MAX) return;
+  c = &r->topo_cells[r->ntopo_cells++];
+  snprintf(c->name, sizeof(c->name), "%s", name);
+  if (lt >= 0 && (et >= 0 || ext >= 0)) {
+    mgop_json_path_str(cfg, et >= 0 ? et : ext, "rootPath", c->root, sizeof(c->root));
+    if (!c->root[0]) snprintf(c->root, sizeof(c->root), "/multigres/%s", name);
+  } else {
+    snprintf(c->root, sizeof(c->root), "%s", groot);
+  }
+  if (lt >= 0 && et >= 0) {
+    char tname[64];
+    const char *tparts[] = {cr, "topo"};
+    mgop_name(tname, sizeof(tname), MGOP_LIMIT_STS, 1, tparts, 2);
+    snprintf(c->addrs, sizeof(c->addrs), "%s.%s.svc:2379", tname, r->ns);
+  } else if (lt >= 0 && ext >= 0) {
+    int eps = mgop_json_key(cfg, ext, "endpoints");
+    struct mgop_buf b;
+    mgop_buf_init(&b, c->addrs, sizeof(c->addrs));
+    for (int i = 0; mgop_json_is(cfg, eps, JSMN_ARRAY) && i < cfg->tok[eps].size; i++) {
+      char ep[MGOP_ETCD_URL_MAX], *h;
+      if (mgop_json_str(cfg, mgop_json_at(cfg, eps, i), ep, sizeof(ep))) continue;
+      h = strstr(ep, "://") ? strstr(ep, "://") + 3 : ep;
+      mgop_buf_printf(&b, "%s%s", b.len ? "," : "", h);
+    }
+    if (b.overflow) b.len = 0;
+    mgop_buf_cstr(&b);
+  } else {
+    snprintf(c->addrs, sizeof(c->addrs), "%s", gaddr);
+  }
+}
+
+/* The Cell message of a noted cell: addresses split on ','. */
+static void mgop_topo_cell_of(struct mgop_topo_want_cell *w, struct mgop_topo_cell *c, char *split, size_t cap) {
+  memset(c, 0, sizeof(*c));
+  c->name = w->name;
+  c->root = w->root;
+  snprintf(split, cap, "%s", w->addrs);
+  for (char *save = NULL, *t = strtok_r(split, ",", &save); t && c->naddrs < MGOP_TOPO_LIST_MAX;
+       t = strtok_r(NULL, ",", &save))
+    c->addrs[c->naddrs++] = t;
+}
+
+/* The Database message of spec.databases[i] (or the built-in postgres):
+ * backup as the backup code resolves it for the database (cluster, then
+ * database, else a filesystem at /backups), so the record and the pool pods
+ * agree; durability from the database, else the cluster, else AT_LEAST_2.
+ * Strings live in the turn's arena. */
+static int mgop_topo_db_of(struct mgop_rctx *r, const struct mgop_json *dbs, int db, struct mgop_topo_db *d) {
+  const struct mgop_json *j = &r->root;
+  char buf[MGOP_ROOT_PATH_BUF];
+  memset(d, 0, sizeof(*d));
+#define MGOP_TOPO_DUP(field, doc, tok, path, fallback)                                               \
+  do {                                                                                               \
+    buf[0] = 0;                                                                                      \
+    mgop_json_path_str((doc), (tok), (path), buf, sizeof(buf));                                      \
+    if (!buf[0] && (fallback)) snprintf(buf, sizeof(buf), "%s", (const char *)(fallback));          \
+    if (!(d->field = mgop_arena_strndup(r->arena, buf, strlen(buf)))) return MGOP_ERR_NOMEM;        \
+  } while (0)
+#define MGOP_TOPO_SET(field, value)                                                                  \
+  do {                                                                                               \
+    if (!(d->field = mgop_arena_strndup(r->arena, (value), strlen(value)))) return MGOP_ERR_NOMEM;   \
+  } while (0)
+  MGOP_TOPO_DUP(name, dbs, db, "name", "postgres");
+  { /* the location the pool pods use: one resolution, section 8 */
+    static _Thread_local struct mgop_backup_loc loc;
+    int rc = mgop_backup_resolve_database(r, dbs, db, &loc);
+    if (rc) return rc;
+    d->s3 = loc.type == MGOP_BACKUP_S3;
+    if (d->s3) {
+      MGOP_TOPO_SET(bucket, loc.bucket);
+      MGOP_TOPO_SET(region, loc.region);
+      MGOP_TOPO_SET(endpoint, loc.endpoint);
+      MGOP_TOPO_SET(key_prefix, loc.key_prefix);
+      d->use_env_credentials = loc.env_credentials;
+    } else {
+      MGOP_TOPO_SET(fs_path, loc.path);
+    }
+    d->require_encryption = loc.encryption_secret[0] != 0;
+  }
+  {
+    char policy[32] = "";
+    mgop_json_path_str(dbs, db, "durabilityPolicy", policy, sizeof(policy));
+    if (!policy[0]) mgop_json_path_str(j, r->spec, "durabilityPolicy", policy, sizeof(policy));
+    d->policy_name = !strcmp(policy, "MULTI_CELL_AT_LEAST_2") ? "MULTI_CELL_AT_LEAST_2" : "AT_LEAST_2";
+    d->quorum_type = !strcmp(policy, "MULTI_CELL_AT_LEAST_2") ? MGOP_QUORUM_MULTI_CELL_AT_LEAST_N : MGOP_QUORUM_AT_LEAST_N;
+    d->required_count = 2;
+  }
+#undef MGOP_TOPO_DUP
+#undef MGOP_TOPO_SET
+  for (int i = 0; i < r->ntopo_cells && d->ncells < MGOP_TOPO_LIST_MAX; i++) d->cells[d->ncells++] = r->topo_cells[i].name;
+  return MGOP_OK;
+}
+
+/* One key of a Secret in the cluster's namespace, decoded. */
+static int mgop_topo_secret(struct mgop_rctx *r, const char *secret, const char *key, char *out, size_t cap,
+                            size_t *n) {
+  static char body[256 * 1024];
+  struct mgop_buf b;
+  struct mgop_json j;
+  char path[400];
+  int status, rc, t;
+  *n = 0;
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", r->ns, secret);
+  mgop_buf_init(&b, body, sizeof(body));
+  rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+  if (rc) return mgop_seterr(rc, "Secret %s/%s: %s", r->ns, secret, rc == MGOP_ERR_NOTFOUND ? "not found" : mgop_errmsg());
+  if ((rc = mgop_parse_arena(r->arena, b.p, b.len, &j))) return rc;
+  t = mgop_json_key(&j, mgop_json_key(&j, 0, "data"), key);
+  if (!mgop_json_is(&j, t, JSMN_STRING)) return mgop_seterr(MGOP_ERR_CONFIG, "Secret %s/%s has no key %s", r->ns, secret, key);
+  {
+    struct mgop_str s = mgop_json_raw(&j, t);
+    if ((rc = mgop_b64_decode(s.p, s.n, (unsigned char *)out, cap, n)))
+      return mgop_seterr(rc, "Secret %s/%s key %s: %s", r->ns, secret, key, mgop_errmsg());
+  }
+  return MGOP_OK;
+}
+
+/* Points the loop's etcd client at this cluster's global topology: the
+ * managed etcd's client Service over plain HTTP, or the external
+ * endpoints with caSecret (ca.crt) and clientCertSecret (tls.crt,
+ * tls.key). Kept (with its connection) while the target is the same. */
+static int mgop_topo_connect(struct mgop_rctx *r, const struct mgop_json *topo, const char *addr) {
+  static char ca[MGOP_PEM_MAX], crt[MGOP_PEM_MAX], key[MGOP_PEM_MAX];
+  static char urls[MGOP_ETCD_ENDPOINTS_MAX][MGOP_ETCD_URL_MAX];
+  const char *eps[MGOP_ETCD_ENDPOINTS_MAX];
+  size_t ca_n = 0, crt_n = 0, key_n = 0;
+  int n = 0, ext = mgop_json_key(topo, 0, "external"), rc;
+  uint64_t h = MGOP_FNV64_INIT;
+  if (ext >= 0) {
+    char cas[254] = "", cls[254] = "";
+    int list = mgop_json_key(topo, ext, "endpoints");
+    for (int i = 0; mgop_json_is(topo, list, JSMN_ARRAY) && i < topo->tok[list].size && n < MGOP_ETCD_ENDPOINTS_MAX; i++)
+      if (mgop_json_str(topo, mgop_json_at(topo, list, i), urls[n], sizeof(urls[n])) == MGOP_OK) n++;
+    mgop_json_path_str(topo, ext, "caSecret", cas, sizeof(cas));
+    mgop_json_path_str(topo, ext, "clientCertSecret", cls, sizeof(cls));
+    if (cas[0] && (rc = mgop_topo_secret(r, cas, "ca.crt", ca, sizeof(ca) - 1, &ca_n))) return rc;
+    if (cls[0] && ((rc = mgop_topo_secret(r, cls, "tls.crt", crt, sizeof(crt) - 1, &crt_n)) ||
+                   (rc = mgop_topo_secret(r, cls, "tls.key", key, sizeof(key) - 1, &key_n))))
+      return rc;
+  } else {
+    snprintf(urls[n++], sizeof(urls[0]), "http://%.240s", addr);
+  }
+  for (int i = 0; i < n; i++) eps[i] = urls[i], h = mgop_fnv1a64(h, urls[i], strlen(urls[i]) + 1);
+  h = mgop_fnv1a64(h, ca, ca_n);
+  h = mgop_fnv1a64(h, crt, crt_n);
+  h = mgop_fnv1a64(h, key, key_n);
+  if (h == mgop_topo_etcd_cfg && mgop_topo_etcd.kube_ready) return MGOP_OK;
+  mgop_topo_etcd_cfg = 0;
+  if ((rc = mgop_etcd_init(&mgop_topo_etcd, eps, n, ca, ca_n, crt, crt_n, key, key_n))) return rc;
+  mgop_topo_etcd_cfg = h;
+  return MGOP_OK;
+}
+
+/* What one key holds: found, its mod_revision, its value (copied). */
+struct mgop_topo_read { int found; long long mod; size_t n; unsigned char v[MGOP_ETCD_VALUE_MAX]; };
+static int mgop_topo_read_kv(void *ctx, const struct mgop_etcd_kv *kv) {
+  struct mgop_topo_read *rd = ctx;
+  rd->found = 1;
+  rd->mod = kv->mod_revision;
+  rd->n = kv->value_len;
+  memcpy(rd->v, kv->value, kv->value_len); /* both MGOP_ETCD_VALUE_MAX */
+  return MGOP_OK;
+}
+
+/* Writes one record until it reads back as wanted: absent, create it
+ * (version 0 guard); present and different, swap it (mod_revision guard)
+ * unless create_only. Returns MGOP_OK with *equal 1 when what is stored is
+ * what we want, *equal 0 when a create-only record says something else. */
+static int mgop_topo_put(const char *key, int create_only, int is_db, const void *want, int *equal, int *wrote) {
+  static struct mgop_topo_read rd;
+  static char mem[MGOP_ETCD_VALUE_MAX];
+  struct mgop_buf b;
+  int rc, ok;
+  *equal = 0;
+  for (int attempt = 0; attempt < MGOP_TOPO_CAS_TRIES; attempt++) {
+    memset(&rd, 0, offsetof(struct mgop_topo_read, v));
+    if ((rc = mgop_etcd_range(&mgop_topo_etcd, key, 0, 0, mgop_topo_read_kv, &rd))) return rc;
+    mgop_buf_init(&b, mem, sizeof(mem));
+    rc = is_db ? mgop_topo_db_encode(want, rd.found ? rd.v : NULL, rd.n, &b)
+               : mgop_topo_cell_encode(want, rd.found ? rd.v : NULL, rd.n, &b);
+    if (rc) return mgop_seterr(rc, "%s: %s", key, mgop_errmsg());
+    if (rd.found && b.len == rd.n && !memcmp(b.p, rd.v, rd.n)) {
+      *equal = 1; /* read back equal */
+      return MGOP_OK;
+    }
+    if (rd.found && create_only) return MGOP_OK;
+    rc = rd.found ? mgop_etcd_update(&mgop_topo_etcd, key, b.p, b.len, rd.mod, &ok)
+                  : mgop_etcd_create(&mgop_topo_etcd, key, b.p, b.len, &ok);
+    if (rc) return rc;
+    if (ok) (*wrote)++; /* read it back on the next round; a lost race reads the winner */
+  }
+  return mgop_seterr(MGOP_ERR_STATUS, "%s: still changing after %d compare-and-swap rounds", key, MGOP_TOPO_CAS_TRIES);
+}
+
+/* Objects of this cluster the spec no longer wants that still exist: the
+ * workloads of a removed cell or database are not gone while any is left. */
+static int mgop_topo_leftovers(struct mgop_rctx *r) {
+  static uint64_t want[MGOP_DESIRED_MAX];
+  uint64_t cl = mgop_cluster_hash(r->ns, r->name);
+  int left = 0;
+  for (int i = 0; i < r->ndesired; i++) want[i] = mgop_desired_key(r, &r->desired[i]);
+  qsort(want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64);
+  for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+    struct mgop_fp *f = mgop_fp_at(i);
+    if (!f || f->cluster != cl || f->kind <= 0 || !(f->flags & MGOP_FP_EXISTS) || !f->uid[0]) continue;
+    if (!bsearch(&f->key, want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64)) left++;
+  }
+  return left;
+}
+
+/* A name list of the live status (status.topology.<field>). */
+static int mgop_topo_prev(struct mgop_rctx *r, const char *field, char (*out)[64], int cap) {
+  char path[64];
+  int list, n = 0;
+  snprintf(path, sizeof(path), "status.topology.%s", field);
+  list = mgop_json_path(&r->root, 0, path);
+  for (int i = 0; mgop_json_is(&r->root, list, JSMN_ARRAY) && i < r->root.tok[list].size && n < cap; i++)
+    if (mgop_json_str(&r->root, mgop_json_at(&r->root, list, i), out[n], 64) == MGOP_OK && out[n][0]) n++;
+  return n;
+}
+
+static int mgop_topo_has(char (*list)[64], int n, const char *name) {
+  for (int i = 0; i < n; i++)
+    if (!strcmp(list[i], name)) return 1;
+  return 0;
+}
+
+static void mgop_topo_add(char (*list)[64], int *n, int cap, const char *name) {
+  if (!mgop_topo_has(list, *n, name) && *n < cap) snprintf(list[(*n)++], 64, "%s", name);
+}
+
+static void mgop_topo_drop(char (*list)[64], int *n, const char *name) {
+  for (int i = 0; i < *n; i++)
+    if (!strcmp(list[i], name)) {
+      memmove(list[i], list[i + 1], (size_t)(*n - i - 1) * 64);
+      (*n)--;
+      return;
+    }
+}
+
+/* The databases the spec wants, in the arena. */
+static int mgop_topo_dbs(struct mgop_rctx *r, struct mgop_topo_db *dbs, int cap) {
+  struct mgop_json defaults;
+  const struct mgop_json *doc = &r->root;
+  int list = mgop_json_key(&r->root, r->spec, "databases"), n = 0, rc;
+  if (!mgop_json_is(&r->root, list, JSMN_ARRAY) || r->root.tok[list].size == 0) {
+    if ((rc = mgop_parse_arena(r->arena, mgop_default_databases, sizeof(mgop_default_databases) - 1, &defaults)))
+      return rc;
+    doc = &defaults;
+    list = 0;
+  }
+  for (int i = 0; i < doc->tok[list].size && n < cap; i++)
+    if ((rc = mgop_topo_db_of(r, doc, mgop_json_at(doc, list, i), &dbs[n++]))) return rc;
+  return n;
+}
+
+static void mgop_topo_key(char *out, size_t cap, const char *root, const char *dir, const char *name,
+                          const char *file) {
+  size_t n = strlen(root);
+  while (n > 1 && root[n - 1] == '/') n--; /* path.Join: no doubled slash */
+  snprintf(out, cap, "%.*s/%s/%s/%s", (int)n, root, dir, name, file);
+}
+
+static void mgop_topo_fail(struct mgop_rctx *r, struct mgop_topo_slot *slot, const char *reason, const char *why) {
+  long long now = mgop_now_ms();
+  r->topo_state = -1;
+  snprintf(r->topo_reason, sizeof(r->topo_reason), "%s", reason);
+  if (!slot) {
+    snprintf(r->topo_msg, sizeof(r->topo_msg), "%.470s", why);
+    return;
+  }
+  slot->verified = 0;
+  slot->backoff_ms = slot->backoff_ms ? slot->backoff_ms * 2 : MGOP_TOPO_BACKOFF_MIN_MS;
+  if (slot->backoff_ms > MGOP_TOPO_BACKOFF_MAX_MS) slot->backoff_ms = MGOP_TOPO_BACKOFF_MAX_MS;
+  slot->next_ms = now + slot->backoff_ms;
+  snprintf(slot->error, sizeof(slot->error), "%.390s", why);
+  snprintf(r->topo_msg, sizeof(r->topo_msg), "%.400s; retrying in %ds", why, slot->backoff_ms / 1000);
+  mgop_enqueue(r->ns, r->name, slot->backoff_ms);
+}
+
+/* Records of cells and databases removed from the spec (status.topology
+ * lists them, the spec no longer has them), and only those: deleted once
+ * no object of the cluster that the spec no longer wants still exists,
+ * listed until then. Pruning off: no longer listed, left in etcd. Returns
+ * how many wait, or -1 when etcd failed (mgop_topo_fail said why). */
+static int mgop_topo_prune(struct mgop_rctx *r, const struct mgop_topo_db *dbs, int ndb, char (*prev_cells)[64],
+                           int nprev_cells, char (*prev_dbs)[64], int nprev_dbs, int pruning,
+                           struct mgop_topo_slot *slot) {
+  int left = mgop_topo_leftovers(r), pending = 0;
+  char key[MGOP_ROOT_PATH_BUF + 200];
+  for (int pass = 0; pass < 2; pass++) {
+    int n = pass ? nprev_dbs : nprev_cells;
+    for (int i = 0; i < n; i++) {
+      const char *name = pass ? prev_dbs[i] : prev_cells[i];
+      int in_spec = 0, rc;
+      long long deleted = 0;
+      for (int k = 0; !pass && k < r->ntopo_cells; k++) in_spec |= !strcmp(r->topo_cells[k].name, name);
+      for (int k = 0; pass && k < ndb; k++) in_spec |= !strcmp(dbs[k].name, name);
+      if (in_spec) continue;
+      if (!pruning) { /* no longer ours to track: the record stays */
+        if (pass) mgop_topo_drop(r->topo_reg_dbs, &r->ntopo_reg_dbs, name);
+        else mgop_topo_drop(r->topo_reg_cells, &r->ntopo_reg_cells, name);
+        continue;
+      }
+      if (left) { /* still listed: pruned on a later turn */
+        pending++;
+        continue;
+      }
+      mgop_topo_key(key, sizeof(key), r->topo_root, pass ? "databases" : "cells", name, pass ? "Database" : "Cell");
+      if ((rc = mgop_etcd_delete(&mgop_topo_etcd, key, &deleted))) {
+        char why[480];
+        snprintf(why, sizeof(why), "pruning %.100s: global topology server %.340s", key, mgop_topo_etcd.last_error);
+        mgop_topo_fail(r, slot, "TopologyUnreachable", why);
+        return -1;
+      }
+      if (pass) mgop_topo_drop(r->topo_reg_dbs, &r->ntopo_reg_dbs, name);
+      else mgop_topo_drop(r->topo_reg_cells, &r->ntopo_reg_cells, name);
+      {
+        char note[500];
+        snprintf(note, sizeof(note), "%s %.64s was removed from the spec and its workloads are gone: %s %.250s",
+                 pass ? "database" : "cell", name, deleted ? "deleted" : "already absent:", key);
+        MGOP_LOG(MGOP_INFO, ("%s/%s: %s", r->ns, r->name, note));
+        mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "TopologyPruned", "Prune", note);
+      }
+    }
+  }
+  if (pending) mgop_enqueue(r->ns, r->name, MGOP_TOPO_PRUNE_RECHECK_MS);
+  return pending;
+}
+
+/* The records of a turn that built the whole tree: write, read back,
+ * prune. Leaves r->topo_state 1 (registered and read back equal) or -1
+ * with the reason, and the lists status.topology reports. */
+static void mgop_topo_sync(struct mgop_rctx *r) {
+  static struct mgop_topo_db dbs[MGOP_CRD_DATABASES_MAX + 4];
+  static char prev_cells[MGOP_CRD_CELLS_MAX * 2][64], prev_dbs[8][64], split[1100];
+  struct mgop_topo_slot *slot = mgop_topo_slot(r->ns, r->name);
+  int ndb, nprev_cells, nprev_dbs, pruning = 1, t, conflict = 0, wrote = 0, pending = 0, rc, eq;
+  uint64_t h = MGOP_FNV64_INIT;
+  char key[MGOP_ROOT_PATH_BUF + 200];
+  r->ntopo_reg_cells = r->ntopo_reg_dbs = 0;
+  nprev_cells = mgop_topo_prev(r, "registeredCells", prev_cells, MGOP_CRD_CELLS_MAX * 2);
+  nprev_dbs = mgop_topo_prev(r, "registeredDatabases", prev_dbs, 8);
+  for (int i = 0; i < nprev_cells; i++) mgop_topo_add(r->topo_reg_cells, &r->ntopo_reg_cells, MGOP_CRD_CELLS_MAX * 2, prev_cells[i]);
+  for (int i = 0; i < nprev_dbs; i++) mgop_topo_add(r->topo_reg_dbs, &r->ntopo_reg_dbs, 8, prev_dbs[i]);
+  if ((t = mgop_json_path(&r->root, r->spec, "topologyPruning.enabled")) >= 0) mgop_json_bool(&r->root, t, &pruning);
+  if ((ndb = mgop_topo_dbs(r, dbs, MGOP_CRD_DATABASES_MAX + 4)) < 0) {
+    mgop_topo_fail(r, NULL, "TopologyError", mgop_errmsg());
+    return;
+  }
+  { /* what this turn wants, so an unchanged cluster costs no etcd call */
+    static char mem[MGOP_ETCD_VALUE_MAX];
+    struct mgop_buf b;
+    h = mgop_fnv1a64(h, r->topo_addr, strlen(r->topo_addr) + 1);
+    h = mgop_fnv1a64(h, r->topo_root, strlen(r->topo_root) + 1);
+    { uint64_t th = mgop_json_canon_hash(&r->topo_doc, 0); h = mgop_fnv1a64(h, &th, sizeof(th)); }
+    for (int i = 0; i < r->ntopo_cells; i++) {
+      struct mgop_topo_cell c;
+      mgop_topo_cell_of(&r->topo_cells[i], &c, split, sizeof(split));
+      mgop_buf_init(&b, mem, sizeof(mem));
+      mgop_topo_cell_encode(&c, NULL, 0, &b);
+      h = mgop_fnv1a64(h, b.p, b.len);
+    }
+    for (int i = 0; i < ndb; i++) {
+      mgop_buf_init(&b, mem, sizeof(mem));
+      mgop_topo_db_encode(&dbs[i], NULL, 0, &b);
+      h = mgop_fnv1a64(h, b.p, b.len);
+    }
+  }
+  for (int i = 0; i < nprev_cells; i++) { /* removed cells wait for pruning */
+    int in_spec = 0;
+    for (int c = 0; c < r->ntopo_cells; c++) in_spec |= !strcmp(r->topo_cells[c].name, prev_cells[i]);
+    pending += !in_spec;
+  }
+  for (int i = 0; i < nprev_dbs; i++) {
+    int in_spec = 0;
+    for (int d = 0; d < ndb; d++) in_spec |= !strcmp(dbs[d].name, prev_dbs[i]);
+    pending += !in_spec;
+  }
+  if (slot && slot->verified == h && !pending) { /* verified before, nothing changed since */
+    r->topo_state = 1;
+    for (int i = 0; i < r->ntopo_cells; i++) {
+      r->topo_cell_state[i] = 1;
+      mgop_topo_add(r->topo_reg_cells, &r->ntopo_reg_cells, MGOP_CRD_CELLS_MAX * 2, r->topo_cells[i].name);
+    }
+    for (int i = 0; i < ndb; i++) mgop_topo_add(r->topo_reg_dbs, &r->ntopo_reg_dbs, 8, dbs[i].name);
+    snprintf(r->topo_reason, sizeof(r->topo_reason), "Registered");
+    snprintf(r->topo_msg, sizeof(r->topo_msg), "%d cell and %d database records under %.300s read back as written",
+             r->ntopo_cells, ndb, r->topo_root);
+    return;
+  }
+  if (slot && mgop_now_ms() < slot->next_ms) { /* backing off: say why, try when it ends */
+    r->topo_state = -1;
+    snprintf(r->topo_reason, sizeof(r->topo_reason), "TopologyUnreachable");
+    snprintf(r->topo_msg, sizeof(r->topo_msg), "%.400s; retrying in %llds", slot->error,
+             (slot->next_ms - mgop_now_ms() + 999) / 1000);
+    mgop_enqueue(r->ns, r->name, slot->next_ms - mgop_now_ms());
+    return;
+  }
+  if ((rc = mgop_topo_connect(r, &r->topo_doc, r->topo_addr))) {
+    mgop_topo_fail(r, slot, "TopologyConfigError", mgop_errmsg());
+    return;
+  }
+  for (int i = 0; i < r->ntopo_cells; i++) {
+    struct mgop_topo_cell c;
+    mgop_topo_cell_of(&r->topo_cells[i], &c, split, sizeof(split));
+    mgop_topo_key(key, sizeof(key), r->topo_root, "cells", c.name, "Cell");
+    if ((rc = mgop_topo_put(key, 1, 0, &c, &eq, &wrote))) {
+      char why[480];
+      snprintf(why, sizeof(why), "global topology server %.400s", mgop_topo_etcd.last_error[0] ? mgop_topo_etcd.last_error : mgop_errmsg());
+      mgop_topo_fail(r, slot, rc == MGOP_ERR_STATUS || rc == MGOP_ERR_PARSE ? "TopologyError" : "TopologyUnreachable", why);
+      return;
+    }
+    r->topo_cell_state[i] = eq ? 1 : -1;
+    if (eq) mgop_topo_add(r->topo_reg_cells, &r->ntopo_reg_cells, MGOP_CRD_CELLS_MAX * 2, c.name);
+    else {
+      conflict++;
+      snprintf(r->topo_cell_msg[i], sizeof(r->topo_cell_msg[i]), "%.100s says something else; left as "
+               "is (create-only): delete it to have it written", key);
+    }
+  }
+  for (int i = 0; i < ndb; i++) {
+    mgop_topo_key(key, sizeof(key), r->topo_root, "databases", dbs[i].name, "Database");
+    if ((rc = mgop_topo_put(key, 0, 1, &dbs[i], &eq, &wrote))) {
+      char why[480];
+      snprintf(why, sizeof(why), "global topology server %.400s", mgop_topo_etcd.last_error[0] ? mgop_topo_etcd.last_error : mgop_errmsg());
+      mgop_topo_fail(r, slot, rc == MGOP_ERR_STATUS || rc == MGOP_ERR_PARSE ? "TopologyError" : "TopologyUnreachable", why);
+      return;
+    }
+    mgop_topo_add(r->topo_reg_dbs, &r->ntopo_reg_dbs, 8, dbs[i].name);
+  }
+  if (pending) pending = mgop_topo_prune(r, dbs, ndb, prev_cells, nprev_cells, prev_dbs, nprev_dbs, pruning, slot);
+  if (pending < 0) return; /* failed: mgop_topo_fail said why */
+  if (slot) slot->backoff_ms = 0, slot->next_ms = 0, slot->verified = conflict || pending ? 0 : h;
+  r->topo_state = conflict ? -1 : 1;
+  snprintf(r->topo_reason, sizeof(r->topo_reason), "%s", conflict ? "CellRecordConflict" : "Registered");
+  if (conflict)
+    snprintf(r->topo_msg, sizeof(r->topo_msg), "%d cell record%s under %.300s say%s something else; see the Cell "
+             "conditions", conflict, conflict == 1 ? "" : "s", r->topo_root, conflict == 1 ? "s" : "");
+  else
+    snprintf(r->topo_msg, sizeof(r->topo_msg), "%d cell and %d database records under %.300s read back as written%s",
+             r->ntopo_cells, ndb, r->topo_root, pending ? "; records of removed cells wait for their workloads" : "");
+  if (wrote) MGOP_LOG(MGOP_INFO, ("topology of %s/%s: %d record write%s under %s", r->ns, r->name, wrote,
+                                  wrote == 1 ? "" : "s", r->topo_root));
 }
 
 /* The tree; a turn that ran out of arena stalls like any other limit. */
@@ -4320,6 +4884,23 @@ static void mgop_status_why(const char *kind, const char *ns, const char *name, 
   if (ready || !mgop_unsched_why(kind, ns, name, w, sizeof(w))) return;
   snprintf(msg + n, cap - n, "; %s", w);
   if (!why[0]) snprintf(why, why_cap, "%s", w);
+}
+
+/* A Cell's TopologyRegistered: its record in the global topology. */
+static void mgop_topo_cell_cond(struct mgop_rctx *r, const char *cell, struct mgop_xcond *xc, char *buf, size_t cap) {
+  *xc = (struct mgop_xcond){"TopologyRegistered", 0, "Pending", "written once the cluster's objects are applied"};
+  if (!mgop_topo_enabled) *xc = (struct mgop_xcond){"TopologyRegistered", 0, "Disabled", "--topology-registration=false"};
+  for (int t = 0; r->topo_state && t < r->ntopo_cells; t++) {
+    if (strcmp(r->topo_cells[t].name, cell)) continue;
+    if (r->topo_cell_state[t] > 0) {
+      snprintf(buf, cap, "%.200s/cells/%.64s/Cell read back as written", r->topo_root, cell);
+      *xc = (struct mgop_xcond){"TopologyRegistered", 1, "Registered", buf};
+    } else if (r->topo_cell_state[t] < 0) {
+      *xc = (struct mgop_xcond){"TopologyRegistered", 0, "CellRecordConflict", r->topo_cell_msg[t]};
+    } else {
+      *xc = (struct mgop_xcond){"TopologyRegistered", 0, r->topo_reason, r->topo_msg};
+    }
+  }
 }
 
 /* Status of every child from what the watches reported, then the root's. */
@@ -4404,8 +4985,11 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     if (f && f->uid[0]) {
       snprintf(msg, sizeof(msg), "%d/%d multigateway pods ready", c.ready, c.total);
       mgop_status_why("Deployment", r->ns, gw, ready, msg, sizeof(msg), why, sizeof(why));
-      mgop_write_status(r, K_CELL, cr, f, ready, 0, ready ? "GatewayReady" : "GatewayNotReady", msg, f->seen_gen,
-                        mgop_phase(ready, c.ready), mgop_cell_status_extra, &c);
+      struct mgop_xcond xc;
+      char cmsg[320];
+      mgop_topo_cell_cond(r, cell, &xc, cmsg, sizeof(cmsg));
+      mgop_write_status_x(r, K_CELL, cr, f, ready, 0, ready ? "GatewayReady" : "GatewayNotReady", msg, f->seen_gen,
+                          mgop_phase(ready, c.ready), mgop_cell_status_extra, &c, &xc);
     }
   }
   /* shards: every pool StatefulSet and multiorch Deployment they own */
@@ -4510,16 +5094,22 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   rs.admin_ready = admin_ready;
   rs.r = r;
   root_ready = ok && !stalled && topo_ready && admin_ready && r->ncells > 0 && ready_cells == r->ncells &&
-               r->nshard_names > 0 && ready_shards == r->nshard_names;
+               r->nshard_names > 0 && ready_shards == r->nshard_names && (r->topo_state == 1 || !mgop_topo_enabled);
   r->root_ready = root_ready;
   if (stalled) snprintf(msg, sizeof(msg), "%.590s", r->stalled_msg);
   else if (!ok) snprintf(msg, sizeof(msg), "reconcile failed, retrying: %.400s", r->last_error);
+  else if (r->topo_state < 0 && topo_ready && admin_ready && ready_cells == r->ncells && ready_shards == r->nshard_names)
+    snprintf(msg, sizeof(msg), "topology records not registered: %.560s", r->topo_msg);
   else snprintf(msg, sizeof(msg), "topology %s, multiadmin %s, %d/%d cells ready, %d/%d shards ready%s%.320s",
                 topo_ready ? "ready" : "not ready", admin_ready ? "ready" : "not ready", ready_cells, r->ncells,
                 ready_shards, r->nshard_names, why[0] && !root_ready ? "; " : "", root_ready ? "" : why);
   {
     struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", r->ns, r->name));
-    const char *reason = stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged" : "Progressing";
+    const char *reason = stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged"
+                         : r->topo_state < 0 ? r->topo_reason : "Progressing";
+    struct mgop_xcond xc = {"TopologyRegistered", r->topo_state == 1, r->topo_state ? r->topo_reason : "Pending",
+                            r->topo_state ? r->topo_msg : "written once the cluster's objects are applied"};
+    if (!mgop_topo_enabled) xc = (struct mgop_xcond){"TopologyRegistered", 0, "Disabled", "--topology-registration=false"};
     const char *phase = stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards);
     char l[MGOP_LABELS_MAX] = "";
     if (!(mgop_label(l, sizeof(l), "name", r->name) | mgop_label(l, sizeof(l), "namespace", r->ns) |
@@ -4530,8 +5120,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       mgop_gauge_set(owner, mgop_f_cells, l, r->ncells);
       mgop_gauge_set(owner, mgop_f_shards, l, r->nshard_names);
     }
-    int wrote = mgop_write_status(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
-                                  phase, mgop_root_status_extra, &rs);
+    int wrote = mgop_write_status_x(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
+                                    phase, mgop_root_status_extra, &rs, &xc);
     /* an Event when the story changes: stalled, failing, or converged */
     if (wrote == 1 && (stalled || !ok)) mgop_event(r, K_CLUSTER, r->name, r->uid, "Warning", reason, "Reconcile", msg);
     else if (wrote == 1 && root_ready) mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "Converged", "Reconcile", msg);
@@ -4605,6 +5195,9 @@ static int mgop_reconcile(const char *ns, const char *name) {
     if (rc == MGOP_OK && r.adopting) rc = mgop_reclaim_finish(&r);
     if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
   }
+  /* Multigres's own records, once the objects are applied: an unreachable
+   * topology holds Ready (and retries on its own backoff), not the turn */
+  if (rc == MGOP_OK && !r.stalled_reason[0] && mgop_may_write() && mgop_topo_enabled) mgop_topo_sync(&r);
   mgop_note_uses(ns, name, &r, rc == MGOP_OK);
   if (r.applied) { /* what changed in the cluster, in one Event */
     char note[1000];
@@ -6361,7 +6954,9 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
 /* Three threads, each with its own API connection where it needs one:
  *   the loop     (main thread) watches, reconciles, rotates certificates;
  *                it owns every table of sections 3-9, the watches and
- *                mgop_server.api. It alone takes signals.
+ *                mgop_server.api, and the etcd client of the topology
+ *                records (mgop_topo_etcd, its response buffers in 2.10).
+ *                It alone takes signals.
  *   serving      the webhook, /metrics, /healthz and /readyz servers. It
  *                makes no API call: admission reads the template cache.
  *   Lease        acquires and renews the Lease on mgop_lease.api.
@@ -6764,6 +7359,36 @@ static int mgop_collect_manifest(void *ctx, const char *json, size_t n, int inde
   return MGOP_OK;
 }
 
+/* The topology records a cluster would write, decoded, as YAML comments
+ * after its objects (so the stream still applies as it is). */
+static void mgop_topo_render(struct mgop_rctx *r, FILE *out) {
+  static struct mgop_topo_db dbs[MGOP_CRD_DATABASES_MAX + 4];
+  static char mem[MGOP_ETCD_VALUE_MAX], js[4 * MGOP_ETCD_VALUE_MAX], split[1100];
+  char key[MGOP_ROOT_PATH_BUF + 200];
+  int ndb = mgop_topo_dbs(r, dbs, MGOP_CRD_DATABASES_MAX + 4);
+  fprintf(out, "# Topology records in the global topology server (%s, root %s):\n", r->topo_addr, r->topo_root);
+  for (int i = 0; i < r->ntopo_cells + (ndb > 0 ? ndb : 0); i++) {
+    struct mgop_buf b, jb;
+    struct mgop_jw w;
+    struct mgop_topo_cell c;
+    int is_db = i >= r->ntopo_cells;
+    mgop_buf_init(&b, mem, sizeof(mem));
+    mgop_buf_init(&jb, js, sizeof(js));
+    mgop_jw_init(&w, &jb);
+    if (is_db) {
+      mgop_topo_key(key, sizeof(key), r->topo_root, "databases", dbs[i - r->ntopo_cells].name, "Database");
+      if (mgop_topo_db_encode(&dbs[i - r->ntopo_cells], NULL, 0, &b) || mgop_topo_db_json((unsigned char *)b.p, b.len, &w))
+        continue;
+    } else {
+      mgop_topo_cell_of(&r->topo_cells[i], &c, split, sizeof(split));
+      mgop_topo_key(key, sizeof(key), r->topo_root, "cells", c.name, "Cell");
+      if (mgop_topo_cell_encode(&c, NULL, 0, &b) || mgop_topo_cell_json((unsigned char *)b.p, b.len, &w)) continue;
+    }
+    fprintf(out, "#   %s (%s, %zu bytes): %s\n", key, is_db ? "create, then compare-and-swap" : "create-only", b.len,
+            mgop_buf_cstr(&jb));
+  }
+}
+
 /* Prints every child object for the clusters in the files, as a YAML stream
  * of JSON documents, through the same builders as the live reconcile. */
 int mgop_render(const struct mgop_options *opt, FILE *out); /* also called by tests */
@@ -6859,6 +7484,7 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
     }
     fprintf(out, "# MultigresCluster %s/%s: %d objects\n", r.ns, r.name, r.ndesired);
     for (int d = 0; d < r.ndesired; d++) fprintf(out, "---\n%.*s\n", (int)r.desired[d].len, r.desired[d].json);
+    mgop_topo_render(&r, out);
   }
   mgop_arena_reset(&mgop_server.arena);
   return 0;
@@ -6911,6 +7537,9 @@ static const char mgop_usage[] =
     "  --pgbackrest-cert-validity D    lifetime of each shard's pgBackRest certificate (default: 8760h);\n"
     "                           renewed when a third of it remains\n"
     "  --pgbackrest-ca-validity D      lifetime of each shard's pgBackRest CA (default: 87600h)\n"
+    "  --topology-registration  write each cluster's Cell and Database records into Multigres's\n"
+    "                           global topology (default: true); false: none, and Ready does not\n"
+    "                           wait for them (test control planes whose etcd pods are simulated)\n"
     "  --zap-devel              development mode: console encoder, debug level (default: true)\n"
     "  --zap-log-level LEVEL    debug, info, warn, error, or 0 (debug), 1 (info), 2 (error);\n"
     "                           default: debug with --zap-devel, else info\n"
@@ -6934,6 +7563,7 @@ static const struct mgop_flag mgop_flags[] = {
     {"webhook-ca-validity", 0},                 {"webhook-cert-check-interval", 0},
     {"pgbackrest-cert-validity", 0},            {"pgbackrest-ca-validity", 0},
     {"multiadmin-address", 0},                  {"backup-check-interval", 0},
+    {"topology-registration", 1},
 };
 
 /* "90s", "10m", "8760h", "1h30m" -> seconds; -1 when malformed or < 1s. */
@@ -7039,6 +7669,7 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
         else if (!strcmp(f->name, "leader-elect")) opt->leader_elect = on;
         else if (!strcmp(f->name, "webhook-enable")) opt->webhook_enable = on;
         else if (!strcmp(f->name, "webhook-use-internal-certs")) opt->webhook_internal_certs = on;
+        else if (!strcmp(f->name, "topology-registration")) mgop_topo_enabled = on;
         continue;
       }
       if (eq) val = eq + 1;

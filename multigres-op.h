@@ -22,6 +22,8 @@
  *                              hot certificate swap
  *        2.10 multiadmin       plain HTTP/1.1 calls, RFC 3339 times, the
  *                              GetBackups response (proto3 JSON), cron
+ *        2.11 topo             protobuf wire format, base64, etcd v3 client
+ *                              over its JSON gateway (range, txn, delete)
  *   3. Implementation          (under MULTIGRES_OP_IMPLEMENTATION), the same
  *                              sections in the same order
  *
@@ -125,6 +127,16 @@
 #define MGOP_MA_TIMEOUT_MS 2000          /* one call, connect to last byte */
 #define MGOP_MA_BODY_MAX (64 * 1024)     /* one response body              */
 #define MGOP_MA_TOKENS_MAX 4096          /* tokens in one response         */
+/* topo (2.11) */
+#define MGOP_ETCD_ENDPOINTS_MAX 20       /* the CRD's maxItems             */
+#define MGOP_ETCD_URL_MAX 256            /* one endpoint URL               */
+#define MGOP_ETCD_TIMEOUT_MS 2000        /* one call, connect included: a
+                                            dead topo server costs a turn
+                                            at most this per endpoint     */
+#define MGOP_ETCD_KEY_MAX 1024           /* one key, decoded               */
+#define MGOP_ETCD_VALUE_MAX 8192         /* one value (a topology record)  */
+#define MGOP_ETCD_BODY_MAX (256 * 1024)  /* one response (a range of poolers) */
+#define MGOP_ETCD_TOKENS_MAX 16384       /* JSON tokens in one response    */
 
 /* ======================================================================
  * 2.1 base
@@ -417,6 +429,7 @@ struct mgop_kube {
                                  before they leave (leader election)     */
   long long *beat_ms;         /* when set: stamped before every attempt,
                                  so a watchdog sees a waiting caller live */
+  const char *peer;           /* for messages; NULL: "API server"      */
 };
 int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg);
 void mgop_kube_free(struct mgop_kube *k);
@@ -573,6 +586,9 @@ struct mgop_fp {
                              live object): 0, 1, 2 Stalled             */
   long long cond_since;   /* unix seconds of its last transition (0: not
                              known yet)                                */
+  int32_t xcond_state;    /* the extra condition (TopologyRegistered):
+                             0 not written, 1 False, 2 True            */
+  long long xcond_since;  /* its last transition, unix seconds          */
   int32_t kind;           /* policy's kind id + 1 (0: not from a watch) */
   uint32_t epoch;         /* list epoch of that kind when last seen     */
   /* Ownership, for pruning: hashes, not strings, so the row stays small. */
@@ -863,6 +879,133 @@ int mgop_cron_parse(const char *s, struct mgop_cron *c);
 /* The first matching minute strictly after after_s (UTC, unix seconds),
  * or -1 when none comes within 5 years (e.g. "0 0 31 2 *"). */
 long long mgop_cron_next(const struct mgop_cron *c, long long after_s);
+
+/* ======================================================================
+ * 2.11 topo: protobuf wire format, base64, etcd v3 over its JSON gateway
+ * ==================================================================== */
+/* Protobuf wire types (only these four exist in proto3). */
+enum { MGOP_PB_VARINT = 0, MGOP_PB_I64 = 1, MGOP_PB_LEN = 2, MGOP_PB_I32 = 5 };
+/* Writers append to b; a full buffer sets b->overflow (check once at the
+ * end). Proto3: a scalar equal to its default is not written, as Go's
+ * proto.Marshal does, so the bytes match Multigres's own. */
+void mgop_pb_varint(struct mgop_buf *b, uint64_t v);
+void mgop_pb_tag(struct mgop_buf *b, unsigned field, unsigned wire);
+void mgop_pb_uint(struct mgop_buf *b, unsigned field, uint64_t v);            /* skipped when 0  */
+void mgop_pb_str(struct mgop_buf *b, unsigned field, const char *s);          /* skipped when "" */
+void mgop_pb_bytes(struct mgop_buf *b, unsigned field, const void *p, size_t n); /* always written */
+/* A nested message: begin writes the tag and returns where its body
+ * starts; end inserts the body's length in front of it (minimal varint). */
+size_t mgop_pb_msg_begin(struct mgop_buf *b, unsigned field);
+void mgop_pb_msg_end(struct mgop_buf *b, size_t start);
+/* One field read from msg[0..len): number, wire type, the varint value
+ * (VARINT, I64, I32) or the bytes (LEN), and the field's whole encoding
+ * [start, end) so a field we do not know is copied through unchanged. */
+struct mgop_pb_field {
+  unsigned field, wire;
+  uint64_t v;
+  const unsigned char *p;
+  size_t n, start, end;
+};
+/* 1 when a field was read, 0 at the end, or MGOP_ERR_PARSE (truncated,
+ * field 0, a group wire type, a length past the end). */
+int mgop_pb_next(const unsigned char *msg, size_t len, size_t *pos, struct mgop_pb_field *f);
+
+/* RFC 4648 base64 with padding. encode: the length written (NUL-terminated)
+ * or MGOP_ERR_TOOBIG; decode: MGOP_ERR_PARSE on anything else. */
+long mgop_b64_encode(const void *in, size_t n, char *out, size_t cap);
+int mgop_b64_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *outn);
+
+/* etcd v3 speaks JSON on its client port (the gRPC gateway): POST
+ * /v3/kv/range, /v3/kv/put, /v3/kv/txn, /v3/kv/deleterange; keys and values
+ * base64, 64-bit integers as strings, proto3 defaults (false, 0, empty)
+ * left out. A kv handed to a callback is borrowed (decoded into
+ * per-thread scratch) and valid only during the call. */
+struct mgop_etcd_kv {
+  const char *key;            /* NUL-terminated                      */
+  size_t key_len;
+  const unsigned char *value;
+  size_t value_len;
+  long long create_revision, mod_revision, version;
+};
+typedef int (*mgop_etcd_kv_fn)(void *ctx, const struct mgop_etcd_kv *kv);
+/* A RangeResponse body: fn per kv, *revision from the header (may be NULL). */
+int mgop_etcd_parse_range(const char *body, size_t n, mgop_etcd_kv_fn fn, void *ctx, long long *revision);
+/* A TxnResponse body: succeeded (absent means false) and the revision. */
+int mgop_etcd_parse_txn(const char *body, size_t n, int *succeeded, long long *revision);
+/* A DeleteRangeResponse body: how many keys went. */
+int mgop_etcd_parse_delete(const char *body, size_t n, long long *deleted);
+/* The message of an error body ({"error","code","message"}), or an excerpt. */
+void mgop_etcd_error_message(const char *body, size_t n, char *out, size_t cap);
+
+/* A client for one etcd cluster: its endpoints tried in turn (the one that
+ * last answered first), each call bounded by timeout_ms (connect included),
+ * TLS with a CA and an optional client certificate for https:// ones. */
+struct mgop_etcd {
+  char endpoints[MGOP_ETCD_ENDPOINTS_MAX][MGOP_ETCD_URL_MAX];
+  int nendpoints, current;
+  long long timeout_ms;
+  char last_error[400];       /* "endpoint: reason" of the last failure */
+  struct mgop_kubecfg cfg;    /* scheme/host/port of the current one, the PEMs */
+  struct mgop_kube kube;
+  int kube_ready;
+  unsigned long long calls, failures;
+};
+/* Endpoints are URLs (http://host:port or https://host:port); the PEMs may
+ * be NULL for plain HTTP. Frees whatever e held before. */
+int mgop_etcd_init(struct mgop_etcd *e, const char *const *endpoints, int n, const void *ca, size_t ca_len,
+                   const void *cert, size_t cert_len, const void *key, size_t key_len);
+void mgop_etcd_free(struct mgop_etcd *e);
+/* prefix: every key starting with `key`; keys_only: values left out. */
+int mgop_etcd_range(struct mgop_etcd *e, const char *key, int prefix, int keys_only, mgop_etcd_kv_fn fn, void *ctx);
+/* Create-only: a txn guarded on version(key) == 0. *created 0: it exists. */
+int mgop_etcd_create(struct mgop_etcd *e, const char *key, const void *val, size_t n, int *created);
+/* Compare-and-swap: a txn guarded on mod_revision(key) == mod_revision.
+ * *swapped 0: someone else wrote it in between (read again, retry). */
+int mgop_etcd_update(struct mgop_etcd *e, const char *key, const void *val, size_t n, long long mod_revision,
+                     int *swapped);
+/* Deletes one key; *deleted (may be NULL) is 0 when there was none. */
+int mgop_etcd_delete(struct mgop_etcd *e, const char *key, long long *deleted);
+
+/* Multigres's topology records (proto/clustermetadata.proto, package
+ * clustermetadata), hand-encoded. Field numbers, checked against
+ * Multigres's source:
+ *   Cell             name=1 server_addresses=2 (repeated) root=3
+ *   Database         name=1 backup_location=2 cells=3 (repeated)
+ *                    bootstrap_durability_policy=4
+ *   BackupLocation   oneof { filesystem=1 FilesystemBackup{path=1},
+ *                    s3=2 S3Backup{bucket=1 region=2 endpoint=3 key_prefix=4
+ *                    use_env_credentials=5} } require_initial_repo_encryption=3
+ *                    (Multigres owns authoritative_generation=4: kept)
+ *   DurabilityPolicy policy_name=1 quorum_type=3 (enum: AT_LEAST_N=3,
+ *                    MULTI_CELL_AT_LEAST_N=4) required_count=4
+ * Encoding over the stored bytes (`old`, may be NULL) rewrites the fields
+ * the operator owns and keeps every other field of `old` as it was, so a
+ * field Multigres adds or owns survives our read-modify-write. Owned
+ * fields come first in field order, kept ones after: what Go's Marshal
+ * writes for a message whose newer fields it does not know. */
+#define MGOP_TOPO_LIST_MAX 64         /* cells of a database, addresses of a cell */
+enum { MGOP_QUORUM_AT_LEAST_N = 3, MGOP_QUORUM_MULTI_CELL_AT_LEAST_N = 4 };
+struct mgop_topo_cell {
+  const char *name, *root;
+  const char *addrs[MGOP_TOPO_LIST_MAX];
+  int naddrs;
+};
+struct mgop_topo_db {
+  const char *name;
+  int s3;                             /* 0: filesystem at fs_path       */
+  const char *fs_path, *bucket, *region, *endpoint, *key_prefix;
+  int use_env_credentials, require_encryption;
+  const char *policy_name;
+  int quorum_type, required_count;
+  const char *cells[MGOP_TOPO_LIST_MAX];
+  int ncells;
+};
+int mgop_topo_cell_encode(const struct mgop_topo_cell *c, const unsigned char *old, size_t old_len, struct mgop_buf *b);
+int mgop_topo_db_encode(const struct mgop_topo_db *d, const unsigned char *old, size_t old_len, struct mgop_buf *b);
+/* A stored record as JSON (proto3 JSON names), for render and logs. Fields
+ * this operator does not know are listed by number in "otherFields". */
+int mgop_topo_cell_json(const unsigned char *p, size_t n, struct mgop_jw *w);
+int mgop_topo_db_json(const unsigned char *p, size_t n, struct mgop_jw *w);
 
 #endif /* MULTIGRES_OP_H */
 
@@ -2733,6 +2876,7 @@ int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg) {
   k->timeout_ms = 0;
   k->may_write = NULL;
   k->beat_ms = NULL;
+  k->peer = NULL;
   mgop_conn_init(&k->conn);
   if (!strcmp(cfg->scheme, "https")) return mgop_tls_client_init(&k->tls, cfg);
   memset(&k->tls, 0, sizeof(k->tls));
@@ -2788,8 +2932,9 @@ static int mgop_kube_once(struct mgop_kube *k, struct mgop_conn *c, const char *
   struct mgop_http_resp resp;
   int rc, was_reused = c->fd >= 0 && c->reused;
   *retryable = 0;
-  if (c->fd < 0) {
-    if ((rc = mgop_conn_open(c, &k->tls, k->cfg, mgop_now_ms() + MGOP_CONNECT_TIMEOUT_MS))) return rc;
+  if (c->fd < 0) { /* a short per-request deadline bounds the connect too */
+    long long ct = k->timeout_ms > 0 && k->timeout_ms < MGOP_CONNECT_TIMEOUT_MS ? k->timeout_ms : MGOP_CONNECT_TIMEOUT_MS;
+    if ((rc = mgop_conn_open(c, &k->tls, k->cfg, mgop_now_ms() + ct))) return rc;
     k->stats.reconnects++;
   }
   rc = mgop_kube_write_head(k, c, method, path, ctype, blen, deadline);
@@ -2799,9 +2944,9 @@ static int mgop_kube_once(struct mgop_kube *k, struct mgop_conn *c, const char *
     /* a keep-alive connection the server closed while idle: retry on a new one */
     *retryable = was_reused && (rc == MGOP_ERR_CLOSED || rc == MGOP_ERR_IO);
     mgop_conn_close(c);
-    return mgop_seterr(rc, "%s %s: %s (API server %s:%s)", method, path,
+    return mgop_seterr(rc, "%s %s: %s (%s %s:%s)", method, path,
                        rc == MGOP_ERR_CLOSED || rc == MGOP_ERR_IO ? "connection lost" : mgop_err_name(rc),
-                       k->cfg->host, k->cfg->port);
+                       k->peer ? k->peer : "API server", k->cfg->host, k->cfg->port);
   }
   if (out) out->len = 0, out->overflow = 0;
   if (ok && resp.status >= 200 && resp.status < 300) {
@@ -5139,6 +5284,618 @@ long long mgop_cron_next(const struct mgop_cron *c, long long after_s) {
     return t;
   }
   return -1;
+}
+
+
+/* ======================================================================
+ * 3.11 topo
+ * ==================================================================== */
+void mgop_pb_varint(struct mgop_buf *b, uint64_t v) {
+  unsigned char tmp[10];
+  size_t n = 0;
+  do {
+    tmp[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    v >>= 7;
+  } while (v);
+  mgop_buf_append(b, tmp, n);
+}
+
+void mgop_pb_tag(struct mgop_buf *b, unsigned field, unsigned wire) {
+  mgop_pb_varint(b, ((uint64_t)field << 3) | (wire & 7));
+}
+
+void mgop_pb_uint(struct mgop_buf *b, unsigned field, uint64_t v) {
+  if (!v) return;
+  mgop_pb_tag(b, field, MGOP_PB_VARINT);
+  mgop_pb_varint(b, v);
+}
+
+void mgop_pb_bytes(struct mgop_buf *b, unsigned field, const void *p, size_t n) {
+  mgop_pb_tag(b, field, MGOP_PB_LEN);
+  mgop_pb_varint(b, n);
+  mgop_buf_append(b, p, n);
+}
+
+void mgop_pb_str(struct mgop_buf *b, unsigned field, const char *s) {
+  if (s && s[0]) mgop_pb_bytes(b, field, s, strlen(s));
+}
+
+size_t mgop_pb_msg_begin(struct mgop_buf *b, unsigned field) {
+  mgop_pb_tag(b, field, MGOP_PB_LEN);
+  return b->len;
+}
+
+void mgop_pb_msg_end(struct mgop_buf *b, size_t start) {
+  unsigned char tmp[10];
+  size_t body, n = 0;
+  uint64_t v;
+  if (b->overflow || start > b->len) return;
+  body = b->len - start;
+  v = body;
+  do {
+    tmp[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    v >>= 7;
+  } while (v);
+  if (b->len + n > b->cap) {
+    b->overflow = 1;
+    return;
+  }
+  memmove(b->p + start + n, b->p + start, body);
+  memcpy(b->p + start, tmp, n);
+  b->len += n;
+}
+
+static int mgop_pb_read_varint(const unsigned char *msg, size_t len, size_t *pos, uint64_t *out) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    unsigned char c;
+    if (*pos >= len) return MGOP_ERR_PARSE;
+    c = msg[(*pos)++];
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) {
+      *out = v;
+      return MGOP_OK;
+    }
+  }
+  return MGOP_ERR_PARSE; /* more than 10 bytes */
+}
+
+int mgop_pb_next(const unsigned char *msg, size_t len, size_t *pos, struct mgop_pb_field *f) {
+  uint64_t key, n;
+  if (*pos >= len) return 0;
+  memset(f, 0, sizeof(*f));
+  f->start = *pos;
+  if (mgop_pb_read_varint(msg, len, pos, &key) || (key >> 3) == 0 || (key >> 3) > 536870911u)
+    return mgop_seterr(MGOP_ERR_PARSE, "protobuf: bad field key at byte %zu", f->start);
+  f->field = (unsigned)(key >> 3);
+  f->wire = (unsigned)(key & 7);
+  switch (f->wire) {
+  case MGOP_PB_VARINT:
+    if (mgop_pb_read_varint(msg, len, pos, &f->v))
+      return mgop_seterr(MGOP_ERR_PARSE, "protobuf: field %u: truncated varint", f->field);
+    break;
+  case MGOP_PB_I64:
+  case MGOP_PB_I32: {
+    size_t w = f->wire == MGOP_PB_I64 ? 8 : 4;
+    if (len - *pos < w) return mgop_seterr(MGOP_ERR_PARSE, "protobuf: field %u: truncated fixed value", f->field);
+    for (size_t i = 0; i < w; i++) f->v |= (uint64_t)msg[*pos + i] << (8 * i);
+    *pos += w;
+    break;
+  }
+  case MGOP_PB_LEN:
+    if (mgop_pb_read_varint(msg, len, pos, &n) || n > len - *pos)
+      return mgop_seterr(MGOP_ERR_PARSE, "protobuf: field %u: length past the end", f->field);
+    f->p = msg + *pos;
+    f->n = (size_t)n;
+    *pos += (size_t)n;
+    break;
+  default:
+    return mgop_seterr(MGOP_ERR_PARSE, "protobuf: field %u: wire type %u is not supported", f->field, f->wire);
+  }
+  f->end = *pos;
+  return 1;
+}
+
+static const char mgop_b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+long mgop_b64_encode(const void *in, size_t n, char *out, size_t cap) {
+  const unsigned char *p = in;
+  size_t need = (n + 2) / 3 * 4, o = 0;
+  if (need + 1 > cap) return MGOP_ERR_TOOBIG;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+    out[o++] = mgop_b64_alphabet[(v >> 18) & 63];
+    out[o++] = mgop_b64_alphabet[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? mgop_b64_alphabet[(v >> 6) & 63] : '=';
+    out[o++] = i + 2 < n ? mgop_b64_alphabet[v & 63] : '=';
+  }
+  out[o] = 0;
+  return (long)o;
+}
+
+static int mgop_b64_value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+int mgop_b64_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *outn) {
+  size_t o = 0;
+  if (n % 4) return mgop_seterr(MGOP_ERR_PARSE, "base64: length %zu is not a multiple of 4", n);
+  for (size_t i = 0; i < n; i += 4) {
+    int v[4], pad = 0;
+    for (int k = 0; k < 4; k++) {
+      if (in[i + k] == '=' && i + 4 == n && k >= 2) {
+        v[k] = 0;
+        pad++;
+        continue;
+      }
+      if (pad || (v[k] = mgop_b64_value(in[i + k])) < 0)
+        return mgop_seterr(MGOP_ERR_PARSE, "base64: bad character at %zu", i + (size_t)k);
+    }
+    if (o + 3 - (size_t)pad > cap) return mgop_seterr(MGOP_ERR_TOOBIG, "base64: value larger than %zu bytes", cap);
+    out[o++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
+    if (pad < 2) out[o++] = (unsigned char)((v[1] & 15) << 4 | v[2] >> 2);
+    if (pad < 1) out[o++] = (unsigned char)((v[2] & 3) << 6 | v[3]);
+  }
+  *outn = o;
+  return MGOP_OK;
+}
+
+/* --- etcd responses ------------------------------------------------------------ */
+/* Scratch of the one thread that talks to etcd (the loop), as mgop_etcd_body. */
+static jsmntok_t mgop_etcd_tok[MGOP_ETCD_TOKENS_MAX];
+static char mgop_etcd_key_scratch[MGOP_ETCD_KEY_MAX + 1];
+static unsigned char mgop_etcd_val_scratch[MGOP_ETCD_VALUE_MAX];
+
+/* An int64 as the gateway writes it: a string, or a bare number; absent is 0. */
+static int mgop_etcd_i64(const struct mgop_json *j, int obj, const char *key, long long *out) {
+  int t = mgop_json_key(j, obj, key);
+  char num[32], *end;
+  *out = 0;
+  if (t < 0) return MGOP_OK;
+  if (mgop_json_is(j, t, JSMN_PRIMITIVE)) return mgop_json_i64(j, t, out);
+  if (mgop_json_str(j, t, num, sizeof(num)) || !num[0]) return mgop_seterr(MGOP_ERR_TYPE, "etcd: %s is not an integer", key);
+  errno = 0;
+  *out = strtoll(num, &end, 10);
+  if (*end || errno) return mgop_seterr(MGOP_ERR_TYPE, "etcd: %s is not an integer", key);
+  return MGOP_OK;
+}
+
+/* A base64 string field into out (absent: empty). */
+static int mgop_etcd_b64_field(const struct mgop_json *j, int obj, const char *key, unsigned char *out, size_t cap,
+                               size_t *n) {
+  int t = mgop_json_key(j, obj, key);
+  struct mgop_str s;
+  *n = 0;
+  if (t < 0) return MGOP_OK;
+  if (!mgop_json_is(j, t, JSMN_STRING)) return mgop_seterr(MGOP_ERR_TYPE, "etcd: %s is not a string", key);
+  s = mgop_json_raw(j, t);
+  return mgop_b64_decode(s.p, s.n, out, cap, n);
+}
+
+static int mgop_etcd_parse(struct mgop_json *j, const char *body, size_t n) {
+  if (mgop_json_parse(j, body, n, mgop_etcd_tok, MGOP_ETCD_TOKENS_MAX) || !mgop_json_is(j, 0, JSMN_OBJECT))
+    return mgop_seterr(MGOP_ERR_PARSE, "etcd: the response is not a JSON object");
+  return MGOP_OK;
+}
+
+static int mgop_etcd_header_rev(const struct mgop_json *j, long long *revision) {
+  long long rev;
+  int rc = mgop_etcd_i64(j, mgop_json_key(j, 0, "header"), "revision", &rev);
+  if (!rc && revision) *revision = rev;
+  return rc;
+}
+
+int mgop_etcd_parse_range(const char *body, size_t n, mgop_etcd_kv_fn fn, void *ctx, long long *revision) {
+  struct mgop_json j;
+  int kvs, rc;
+  if ((rc = mgop_etcd_parse(&j, body, n)) || (rc = mgop_etcd_header_rev(&j, revision))) return rc;
+  kvs = mgop_json_key(&j, 0, "kvs");
+  if (kvs < 0) return MGOP_OK; /* no key matched */
+  if (!mgop_json_is(&j, kvs, JSMN_ARRAY)) return mgop_seterr(MGOP_ERR_TYPE, "etcd: kvs is not a list");
+  for (int i = 0; i < j.tok[kvs].size; i++) {
+    int kv = mgop_json_at(&j, kvs, i);
+    struct mgop_etcd_kv e;
+    size_t kn;
+    if (!mgop_json_is(&j, kv, JSMN_OBJECT)) return mgop_seterr(MGOP_ERR_TYPE, "etcd: kvs[%d] is not an object", i);
+    memset(&e, 0, sizeof(e));
+    if ((rc = mgop_etcd_b64_field(&j, kv, "key", (unsigned char *)mgop_etcd_key_scratch, MGOP_ETCD_KEY_MAX, &kn)) ||
+        (rc = mgop_etcd_b64_field(&j, kv, "value", mgop_etcd_val_scratch, MGOP_ETCD_VALUE_MAX, &e.value_len)) ||
+        (rc = mgop_etcd_i64(&j, kv, "create_revision", &e.create_revision)) ||
+        (rc = mgop_etcd_i64(&j, kv, "mod_revision", &e.mod_revision)) ||
+        (rc = mgop_etcd_i64(&j, kv, "version", &e.version)))
+      return rc;
+    mgop_etcd_key_scratch[kn] = 0;
+    e.key = mgop_etcd_key_scratch;
+    e.key_len = kn;
+    e.value = mgop_etcd_val_scratch;
+    if (fn && (rc = fn(ctx, &e))) return rc;
+  }
+  return MGOP_OK;
+}
+
+int mgop_etcd_parse_txn(const char *body, size_t n, int *succeeded, long long *revision) {
+  struct mgop_json j;
+  int rc, t;
+  *succeeded = 0;
+  if ((rc = mgop_etcd_parse(&j, body, n)) || (rc = mgop_etcd_header_rev(&j, revision))) return rc;
+  t = mgop_json_key(&j, 0, "succeeded");
+  if (t >= 0 && mgop_json_bool(&j, t, succeeded)) return mgop_seterr(MGOP_ERR_TYPE, "etcd: succeeded is not a boolean");
+  return MGOP_OK;
+}
+
+int mgop_etcd_parse_delete(const char *body, size_t n, long long *deleted) {
+  struct mgop_json j;
+  int rc;
+  if ((rc = mgop_etcd_parse(&j, body, n)) || (rc = mgop_etcd_header_rev(&j, NULL))) return rc;
+  return mgop_etcd_i64(&j, 0, "deleted", deleted);
+}
+
+void mgop_etcd_error_message(const char *body, size_t n, char *out, size_t cap) {
+  struct mgop_json j;
+  out[0] = 0;
+  if (mgop_etcd_parse(&j, body, n) == MGOP_OK &&
+      (mgop_json_path_str(&j, 0, "message", out, cap) == MGOP_OK || mgop_json_path_str(&j, 0, "error", out, cap) == MGOP_OK) &&
+      out[0])
+    return;
+  snprintf(out, cap, "%.*s", (int)(n > 200 ? 200 : n), body);
+  for (char *p = out; *p; p++)
+    if (*p == '\n' || *p == '\r') *p = ' ';
+}
+
+/* --- etcd client ----------------------------------------------------------------- */
+static char mgop_etcd_body[MGOP_ETCD_BODY_MAX]; /* the one thread that talks to etcd: the loop */
+
+void mgop_etcd_free(struct mgop_etcd *e) {
+  if (e->kube_ready) mgop_kube_free(&e->kube);
+  e->kube_ready = 0;
+}
+
+/* Points the client at endpoint i: scheme, host, port; drops the connection. */
+static int mgop_etcd_select(struct mgop_etcd *e, int i) {
+  char path[64];
+  struct mgop_kubecfg *c = &e->cfg;
+  e->current = i;
+  mgop_conn_close(&e->kube.conn);
+  if (mgop_url_parse(e->endpoints[i], c->scheme, sizeof(c->scheme), c->host, sizeof(c->host), c->port,
+                     sizeof(c->port), path, sizeof(path)))
+    return mgop_seterr(MGOP_ERR_CONFIG, "etcd endpoint %s is not a URL", e->endpoints[i]);
+  if (!c->port[0]) snprintf(c->port, sizeof(c->port), "2379");
+  if (!strcmp(c->scheme, "https") && !e->kube.tls.ready)
+    return mgop_seterr(MGOP_ERR_CONFIG, "etcd endpoint %s is https but no CA certificate was given (caSecret)",
+                       e->endpoints[i]);
+  return MGOP_OK;
+}
+
+int mgop_etcd_init(struct mgop_etcd *e, const char *const *endpoints, int n, const void *ca, size_t ca_len,
+                   const void *cert, size_t cert_len, const void *key, size_t key_len) {
+  struct mgop_kubecfg *c = &e->cfg;
+  int rc;
+  mgop_etcd_free(e);
+  memset(e, 0, offsetof(struct mgop_etcd, cfg));
+  memset(c, 0, sizeof(*c));
+  if (n <= 0 || n > MGOP_ETCD_ENDPOINTS_MAX) return mgop_seterr(MGOP_ERR_CONFIG, "etcd: %d endpoints (1 to %d)", n, MGOP_ETCD_ENDPOINTS_MAX);
+  for (int i = 0; i < n; i++) {
+    if (strlen(endpoints[i]) >= MGOP_ETCD_URL_MAX) return mgop_seterr(MGOP_ERR_TOOBIG, "etcd endpoint %.60s... is too long", endpoints[i]);
+    snprintf(e->endpoints[i], MGOP_ETCD_URL_MAX, "%s", endpoints[i]);
+  }
+  e->nendpoints = n;
+  e->timeout_ms = MGOP_ETCD_TIMEOUT_MS;
+  if (ca_len >= sizeof(c->ca) || cert_len >= sizeof(c->cert) || key_len >= sizeof(c->key))
+    return mgop_seterr(MGOP_ERR_TOOBIG, "etcd: a certificate or key is over %d bytes", MGOP_PEM_MAX);
+  /* mbedTLS parses PEM only with its NUL included in the length */
+  if (ca_len) memcpy(c->ca, ca, ca_len), c->ca[ca_len] = 0, c->ca_len = ca_len + 1;
+  if (cert_len) memcpy(c->cert, cert, cert_len), c->cert[cert_len] = 0, c->cert_len = cert_len + 1;
+  if (key_len) memcpy(c->key, key, key_len), c->key[key_len] = 0, c->key_len = key_len + 1;
+  snprintf(c->scheme, sizeof(c->scheme), "%s", ca_len ? "https" : "http"); /* TLS set up when there is a CA */
+  if ((rc = mgop_kube_init(&e->kube, c))) return rc;
+  e->kube_ready = 1;
+  e->kube.timeout_ms = e->timeout_ms;
+  e->kube.peer = "etcd";
+  return mgop_etcd_select(e, 0);
+}
+
+/* Appends "endpoint: reason" of one failed attempt to last_error. */
+static void mgop_etcd_note(struct mgop_etcd *e, int i, const char *why) {
+  size_t n = strlen(e->last_error);
+  if (n + 8 >= sizeof(e->last_error)) return;
+  snprintf(e->last_error + n, sizeof(e->last_error) - n, "%s%.120s: %.200s", n ? "; " : "", e->endpoints[i], why);
+}
+
+/* POST one request, trying each endpoint in turn from the current one. A
+ * transport failure or a 5xx moves on; any other answer is the answer.
+ * On failure last_error names every endpoint tried and why. */
+static int mgop_etcd_call(struct mgop_etcd *e, const char *path, const char *body, size_t n, struct mgop_buf *out) {
+  int start = e->current, rc = MGOP_ERR_CONFIG, status = 0;
+  e->calls++;
+  e->last_error[0] = 0;
+  for (int k = 0; k < e->nendpoints; k++) {
+    int i = (start + k) % e->nendpoints;
+    if ((rc = mgop_etcd_select(e, i))) {
+      mgop_etcd_note(e, i, mgop_errmsg());
+      continue;
+    }
+    e->kube.timeout_ms = e->timeout_ms;
+    rc = mgop_kube_request(&e->kube, "POST", path, "application/json", body, n, out, &status);
+    if (rc == MGOP_OK && status == 200) {
+      e->last_error[0] = 0;
+      return MGOP_OK;
+    }
+    if (rc == MGOP_OK) {
+      char why[240], what[300];
+      mgop_etcd_error_message(out->p, out->len, why, sizeof(why));
+      snprintf(what, sizeof(what), "%s answered HTTP %d: %s", path, status, why);
+      mgop_etcd_note(e, i, what);
+      rc = MGOP_ERR_STATUS;
+      if (status < 500) break; /* a request it refuses: another member refuses it too */
+      continue;
+    }
+    mgop_etcd_note(e, i, mgop_errmsg());
+  }
+  e->failures++;
+  return mgop_seterr(rc ? rc : MGOP_ERR_STATUS, "%s", e->last_error);
+}
+
+static int mgop_etcd_b64_key(const char *key, char *out, size_t cap) {
+  if (mgop_b64_encode(key, strlen(key), out, cap) < 0) return mgop_seterr(MGOP_ERR_TOOBIG, "etcd key %.80s is too long", key);
+  return MGOP_OK;
+}
+
+int mgop_etcd_range(struct mgop_etcd *e, const char *key, int prefix, int keys_only, mgop_etcd_kv_fn fn, void *ctx) {
+  char k64[MGOP_ETCD_KEY_MAX * 2], end64[MGOP_ETCD_KEY_MAX * 2], req[MGOP_ETCD_KEY_MAX * 5];
+  struct mgop_buf b, out;
+  int rc;
+  if ((rc = mgop_etcd_b64_key(key, k64, sizeof(k64)))) return rc;
+  mgop_buf_init(&b, req, sizeof(req));
+  mgop_buf_printf(&b, "{\"key\":\"%s\"", k64);
+  if (prefix) { /* every key with this prefix: range_end is the prefix with its last byte + 1 */
+    char end[MGOP_ETCD_KEY_MAX + 1];
+    size_t n = strlen(key);
+    if (n == 0 || n > MGOP_ETCD_KEY_MAX) return mgop_seterr(MGOP_ERR_CONFIG, "etcd: bad prefix");
+    memcpy(end, key, n + 1);
+    while (n > 0 && (unsigned char)end[n - 1] == 0xff) end[--n] = 0;
+    if (n == 0) return mgop_seterr(MGOP_ERR_CONFIG, "etcd: prefix of 0xff bytes");
+    end[n - 1] = (char)((unsigned char)end[n - 1] + 1);
+    end[n] = 0;
+    if ((rc = mgop_etcd_b64_key(end, end64, sizeof(end64)))) return rc;
+    mgop_buf_printf(&b, ",\"range_end\":\"%s\"", end64);
+  }
+  if (keys_only) mgop_buf_puts(&b, ",\"keys_only\":true");
+  mgop_buf_puts(&b, "}");
+  if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "etcd range request too long");
+  mgop_buf_init(&out, mgop_etcd_body, sizeof(mgop_etcd_body));
+  if ((rc = mgop_etcd_call(e, "/v3/kv/range", b.p, b.len, &out))) return rc;
+  return mgop_etcd_parse_range(out.p, out.len, fn, ctx, NULL);
+}
+
+/* A txn with one compare and one put on success. */
+static int mgop_etcd_txn_put(struct mgop_etcd *e, const char *key, const void *val, size_t n, const char *target,
+                             long long expect, int *succeeded) {
+  static char req[MGOP_ETCD_VALUE_MAX * 2 + MGOP_ETCD_KEY_MAX * 4];
+  char k64[MGOP_ETCD_KEY_MAX * 2];
+  struct mgop_buf b, out;
+  int rc;
+  *succeeded = 0;
+  if ((rc = mgop_etcd_b64_key(key, k64, sizeof(k64)))) return rc;
+  if (n > MGOP_ETCD_VALUE_MAX) return mgop_seterr(MGOP_ERR_TOOBIG, "etcd value for %s is over %d bytes", key, MGOP_ETCD_VALUE_MAX);
+  mgop_buf_init(&b, req, sizeof(req));
+  mgop_buf_printf(&b, "{\"compare\":[{\"key\":\"%s\",\"target\":\"%s\",\"result\":\"EQUAL\",\"%s\":\"%lld\"}],"
+                      "\"success\":[{\"request_put\":{\"key\":\"%s\",\"value\":\"",
+                  k64, target, !strcmp(target, "MOD") ? "mod_revision" : "version", expect, k64);
+  if (b.cap - b.len < (n + 2) / 3 * 4 + 8) return mgop_seterr(MGOP_ERR_TOOBIG, "etcd txn request too long");
+  b.len += (size_t)mgop_b64_encode(val, n, b.p + b.len, b.cap - b.len);
+  mgop_buf_puts(&b, "\"}}]}");
+  if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "etcd txn request too long");
+  mgop_buf_init(&out, mgop_etcd_body, sizeof(mgop_etcd_body));
+  if ((rc = mgop_etcd_call(e, "/v3/kv/txn", b.p, b.len, &out))) return rc;
+  return mgop_etcd_parse_txn(out.p, out.len, succeeded, NULL);
+}
+
+int mgop_etcd_create(struct mgop_etcd *e, const char *key, const void *val, size_t n, int *created) {
+  return mgop_etcd_txn_put(e, key, val, n, "VERSION", 0, created);
+}
+
+int mgop_etcd_update(struct mgop_etcd *e, const char *key, const void *val, size_t n, long long mod_revision,
+                     int *swapped) {
+  return mgop_etcd_txn_put(e, key, val, n, "MOD", mod_revision, swapped);
+}
+
+int mgop_etcd_delete(struct mgop_etcd *e, const char *key, long long *deleted) {
+  char k64[MGOP_ETCD_KEY_MAX * 2], req[MGOP_ETCD_KEY_MAX * 2 + 32];
+  struct mgop_buf out;
+  long long d = 0;
+  int rc;
+  if ((rc = mgop_etcd_b64_key(key, k64, sizeof(k64)))) return rc;
+  snprintf(req, sizeof(req), "{\"key\":\"%s\"}", k64);
+  mgop_buf_init(&out, mgop_etcd_body, sizeof(mgop_etcd_body));
+  if ((rc = mgop_etcd_call(e, "/v3/kv/deleterange", req, strlen(req), &out))) return rc;
+  rc = mgop_etcd_parse_delete(out.p, out.len, &d);
+  if (deleted) *deleted = d;
+  return rc;
+}
+
+/* --- Multigres records --------------------------------------------------------- */
+/* Copies every field of old[0..n) whose number is not owned (owned[f] set). */
+static int mgop_pb_keep_others(const unsigned char *old, size_t n, const unsigned char *owned, unsigned nowned,
+                               struct mgop_buf *b) {
+  size_t pos = 0;
+  struct mgop_pb_field f;
+  int r;
+  while ((r = mgop_pb_next(old, n, &pos, &f)) == 1)
+    if (f.field >= nowned || !owned[f.field]) mgop_buf_append(b, old + f.start, f.end - f.start);
+  return r;
+}
+
+/* The bytes of the last field `field` (LEN) of msg, or NULL. */
+static const unsigned char *mgop_pb_find(const unsigned char *msg, size_t n, unsigned field, size_t *len) {
+  size_t pos = 0;
+  struct mgop_pb_field f;
+  const unsigned char *found = NULL;
+  while (mgop_pb_next(msg, n, &pos, &f) == 1)
+    if (f.field == field && f.wire == MGOP_PB_LEN) found = f.p, *len = f.n;
+  return found;
+}
+
+static int mgop_pb_done(struct mgop_buf *b, const char *what) {
+  if (b->overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "%s record larger than %zu bytes", what, b->cap);
+  return MGOP_OK;
+}
+
+int mgop_topo_cell_encode(const struct mgop_topo_cell *c, const unsigned char *old, size_t old_len, struct mgop_buf *b) {
+  static const unsigned char owned[] = {0, 1, 1, 1};
+  mgop_pb_str(b, 1, c->name);
+  for (int i = 0; i < c->naddrs; i++) mgop_pb_bytes(b, 2, c->addrs[i], strlen(c->addrs[i]));
+  mgop_pb_str(b, 3, c->root);
+  if (old && mgop_pb_keep_others(old, old_len, owned, sizeof(owned), b) < 0) return MGOP_ERR_PARSE;
+  return mgop_pb_done(b, "Cell");
+}
+
+static int mgop_topo_backup_encode(const struct mgop_topo_db *d, const unsigned char *old, size_t old_len,
+                                   struct mgop_buf *b) {
+  static const unsigned char owned[] = {0, 1, 1, 1};
+  size_t m = mgop_pb_msg_begin(b, 2), inner;
+  if (d->s3) {
+    inner = mgop_pb_msg_begin(b, 2);
+    mgop_pb_str(b, 1, d->bucket);
+    mgop_pb_str(b, 2, d->region);
+    mgop_pb_str(b, 3, d->endpoint);
+    mgop_pb_str(b, 4, d->key_prefix);
+    mgop_pb_uint(b, 5, d->use_env_credentials ? 1 : 0);
+  } else {
+    inner = mgop_pb_msg_begin(b, 1);
+    mgop_pb_str(b, 1, d->fs_path);
+  }
+  mgop_pb_msg_end(b, inner);
+  mgop_pb_uint(b, 3, d->require_encryption ? 1 : 0);
+  if (old && mgop_pb_keep_others(old, old_len, owned, sizeof(owned), b) < 0) return MGOP_ERR_PARSE;
+  mgop_pb_msg_end(b, m);
+  return MGOP_OK;
+}
+
+int mgop_topo_db_encode(const struct mgop_topo_db *d, const unsigned char *old, size_t old_len, struct mgop_buf *b) {
+  static const unsigned char owned[] = {0, 1, 1, 1, 1};
+  const unsigned char *old_backup = NULL;
+  size_t old_backup_len = 0, m;
+  mgop_pb_str(b, 1, d->name);
+  if (old) old_backup = mgop_pb_find(old, old_len, 2, &old_backup_len);
+  if (mgop_topo_backup_encode(d, old_backup, old_backup_len, b)) return MGOP_ERR_PARSE;
+  for (int i = 0; i < d->ncells; i++) mgop_pb_bytes(b, 3, d->cells[i], strlen(d->cells[i]));
+  m = mgop_pb_msg_begin(b, 4);
+  mgop_pb_str(b, 1, d->policy_name);
+  mgop_pb_uint(b, 3, (uint64_t)d->quorum_type);
+  mgop_pb_uint(b, 4, (uint64_t)(uint32_t)d->required_count);
+  mgop_pb_msg_end(b, m);
+  if (old && mgop_pb_keep_others(old, old_len, owned, sizeof(owned), b) < 0) return MGOP_ERR_PARSE;
+  return mgop_pb_done(b, "Database");
+}
+
+/* --- records as JSON --------------------------------------------------------------- */
+/* The string field `field` of msg (last one wins), as "key": value. */
+static void mgop_pb_json_str(struct mgop_jw *w, const char *key, const unsigned char *msg, size_t n, unsigned field) {
+  size_t len = 0;
+  const unsigned char *p = mgop_pb_find(msg, n, field, &len);
+  if (p) mgop_jw_key(w, key), mgop_jw_strn(w, (const char *)p, len);
+}
+
+/* Every occurrence of the repeated string field `field`, as "key": [...]. */
+static void mgop_pb_json_strs(struct mgop_jw *w, const char *key, const unsigned char *msg, size_t n, unsigned field) {
+  size_t pos = 0;
+  struct mgop_pb_field f;
+  int any = 0;
+  while (mgop_pb_next(msg, n, &pos, &f) == 1) {
+    if (f.field != field || f.wire != MGOP_PB_LEN) continue;
+    if (!any++) mgop_jw_key(w, key), mgop_jw_arr(w);
+    mgop_jw_strn(w, (const char *)f.p, f.n);
+  }
+  if (any) mgop_jw_arr_end(w);
+}
+
+/* The varint field `field` (last one wins), or 0. */
+static uint64_t mgop_pb_uint_of(const unsigned char *msg, size_t n, unsigned field) {
+  size_t pos = 0;
+  struct mgop_pb_field f;
+  uint64_t v = 0;
+  while (mgop_pb_next(msg, n, &pos, &f) == 1)
+    if (f.field == field && f.wire == MGOP_PB_VARINT) v = f.v;
+  return v;
+}
+
+/* Fields numbered >= first, or of a wire type we do not expect, by number. */
+static int mgop_pb_json_others(struct mgop_jw *w, const unsigned char *msg, size_t n, unsigned first) {
+  size_t pos = 0;
+  struct mgop_pb_field f;
+  int any = 0, r;
+  while ((r = mgop_pb_next(msg, n, &pos, &f)) == 1) {
+    if (f.field < first) continue;
+    if (!any++) mgop_jw_key(w, "otherFields"), mgop_jw_arr(w);
+    mgop_jw_i64(w, f.field);
+  }
+  if (any) mgop_jw_arr_end(w);
+  return r;
+}
+
+int mgop_topo_cell_json(const unsigned char *p, size_t n, struct mgop_jw *w) {
+  int r;
+  mgop_jw_obj(w);
+  mgop_pb_json_str(w, "name", p, n, 1);
+  mgop_pb_json_strs(w, "serverAddresses", p, n, 2);
+  mgop_pb_json_str(w, "root", p, n, 3);
+  r = mgop_pb_json_others(w, p, n, 4);
+  mgop_jw_obj_end(w);
+  return r < 0 ? r : MGOP_OK;
+}
+
+static void mgop_topo_backup_json(struct mgop_jw *w, const unsigned char *p, size_t n) {
+  size_t len = 0;
+  const unsigned char *fs = mgop_pb_find(p, n, 1, &len), *s3;
+  mgop_jw_obj(w);
+  if (fs) {
+    mgop_jw_key(w, "filesystem"), mgop_jw_obj(w);
+    mgop_pb_json_str(w, "path", fs, len, 1);
+    mgop_jw_obj_end(w);
+  }
+  if ((s3 = mgop_pb_find(p, n, 2, &len))) {
+    mgop_jw_key(w, "s3"), mgop_jw_obj(w);
+    mgop_pb_json_str(w, "bucket", s3, len, 1);
+    mgop_pb_json_str(w, "region", s3, len, 2);
+    mgop_pb_json_str(w, "endpoint", s3, len, 3);
+    mgop_pb_json_str(w, "keyPrefix", s3, len, 4);
+    if (mgop_pb_uint_of(s3, len, 5)) mgop_jw_key(w, "useEnvCredentials"), mgop_jw_bool(w, 1);
+    mgop_jw_obj_end(w);
+  }
+  if (mgop_pb_uint_of(p, n, 3)) mgop_jw_key(w, "requireInitialRepoEncryption"), mgop_jw_bool(w, 1);
+  mgop_pb_json_others(w, p, n, 4);
+  mgop_jw_obj_end(w);
+}
+
+int mgop_topo_db_json(const unsigned char *p, size_t n, struct mgop_jw *w) {
+  size_t len = 0;
+  const unsigned char *sub;
+  int r;
+  mgop_jw_obj(w);
+  mgop_pb_json_str(w, "name", p, n, 1);
+  if ((sub = mgop_pb_find(p, n, 2, &len))) mgop_jw_key(w, "backupLocation"), mgop_topo_backup_json(w, sub, len);
+  mgop_pb_json_strs(w, "cells", p, n, 3);
+  if ((sub = mgop_pb_find(p, n, 4, &len))) {
+    uint64_t q = mgop_pb_uint_of(sub, len, 3), c = mgop_pb_uint_of(sub, len, 4);
+    mgop_jw_key(w, "bootstrapDurabilityPolicy"), mgop_jw_obj(w);
+    mgop_pb_json_str(w, "policyName", sub, len, 1);
+    if (q) {
+      mgop_jw_key(w, "quorumType");
+      if (q == MGOP_QUORUM_AT_LEAST_N) mgop_jw_str(w, "QUORUM_TYPE_AT_LEAST_N");
+      else if (q == MGOP_QUORUM_MULTI_CELL_AT_LEAST_N) mgop_jw_str(w, "QUORUM_TYPE_MULTI_CELL_AT_LEAST_N");
+      else mgop_jw_i64(w, (long long)q);
+    }
+    if (c) mgop_jw_key(w, "requiredCount"), mgop_jw_i64(w, (long long)(int32_t)c);
+    mgop_jw_obj_end(w);
+  }
+  r = mgop_pb_json_others(w, p, n, 5);
+  mgop_jw_obj_end(w);
+  return r < 0 ? r : MGOP_OK;
 }
 
 #endif /* MULTIGRES_OP_IMPLEMENTED */

@@ -12,6 +12,7 @@
  *   8. Flags
  *   9. Runner
  *  10. Webhook and metrics mechanism: PKI, request parser, HTTP(S) server
+ *  11. Topology: protobuf wire format, base64, etcd responses, records
  */
 #define MGOP_NO_MAIN
 #include "../multigres-op.c"
@@ -3324,6 +3325,13 @@ static void test_srv_listen_addresses(void);
 static void test_srv_https_swap(void);
 static void test_srv_plain(void);
 static void test_srv_pool(void);
+static void test_pb_varint_golden(void);
+static void test_pb_decode(void);
+static void test_b64(void);
+static void test_topo_records_golden(void);
+static void test_topo_records_keep_unknown(void);
+static void test_etcd_responses(void);
+static void test_etcd_unreachable_endpoints(void);
 
 struct t_case { const char *name; void (*fn)(void); };
 static const struct t_case t_cases[] = {
@@ -3407,6 +3415,13 @@ static const struct t_case t_cases[] = {
     {"srv_https_swap", test_srv_https_swap},
     {"srv_plain", test_srv_plain},
     {"srv_pool", test_srv_pool},
+    {"pb_varint_golden", test_pb_varint_golden},
+    {"pb_decode", test_pb_decode},
+    {"b64", test_b64},
+    {"topo_records_golden", test_topo_records_golden},
+    {"topo_records_keep_unknown", test_topo_records_keep_unknown},
+    {"etcd_responses", test_etcd_responses},
+    {"etcd_unreachable_endpoints", test_etcd_unreachable_endpoints},
 };
 
 int main(int argc, char **argv) {
@@ -4216,4 +4231,348 @@ static void test_srv_pool(void) {
   mgop_srv_close(&s);
   t_srv = NULL;
   t_srvx = NULL;
+}
+
+/* ======================================================================
+ * 11. Topology: protobuf wire format, base64, etcd responses, records
+ *
+ * Golden bytes are worked out by hand from proto/clustermetadata.proto:
+ * a key byte is (field << 3) | wire type, so field 1 LEN is 0x0a, field 2
+ * LEN 0x12, field 3 LEN 0x1a, field 4 LEN 0x22, field 3 VARINT 0x18,
+ * field 4 VARINT 0x20, field 5 VARINT 0x28, field 9 VARINT 0x48.
+ * ==================================================================== */
+#define T_BYTES(lit) (const unsigned char *)(lit), sizeof(lit) - 1
+static int t_bytes_eq(const struct mgop_buf *b, const unsigned char *want, size_t n) {
+  if (b->len == n && !memcmp(b->p, want, n)) return 1;
+  fprintf(stderr, "    got %zu bytes:", b->len);
+  for (size_t i = 0; i < b->len; i++) fprintf(stderr, " %02x", (unsigned char)b->p[i]);
+  fprintf(stderr, "\n    want %zu bytes:", n);
+  for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", want[i]);
+  fprintf(stderr, "\n");
+  return 0;
+}
+
+static void test_pb_varint_golden(void) {
+  char mem[64];
+  struct mgop_buf b;
+  mgop_buf_init(&b, mem, sizeof(mem));
+  mgop_pb_varint(&b, 0);
+  CHECK(t_bytes_eq(&b, T_BYTES("\x00")));
+  b.len = 0;
+  mgop_pb_varint(&b, 1);
+  CHECK(t_bytes_eq(&b, T_BYTES("\x01")));
+  b.len = 0;
+  mgop_pb_varint(&b, 127);
+  CHECK(t_bytes_eq(&b, T_BYTES("\x7f")));
+  b.len = 0;
+  mgop_pb_varint(&b, 128);
+  CHECK(t_bytes_eq(&b, T_BYTES("\x80\x01")));
+  b.len = 0;
+  mgop_pb_varint(&b, 300); /* the protobuf documentation's example */
+  CHECK(t_bytes_eq(&b, T_BYTES("\xac\x02")));
+  b.len = 0;
+  mgop_pb_varint(&b, UINT64_MAX);
+  CHECK(t_bytes_eq(&b, T_BYTES("\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01")));
+  b.len = 0;
+  mgop_pb_uint(&b, 4, 0); /* proto3: a default is not written */
+  mgop_pb_str(&b, 1, "");
+  CHECK(b.len == 0);
+  mgop_pb_uint(&b, 16, 1); /* field 16: key 0x80 0x01 */
+  CHECK(t_bytes_eq(&b, T_BYTES("\x80\x01\x01")));
+  { /* a nested body over 127 bytes gets a two-byte length */
+    char big[400];
+    struct mgop_buf bb;
+    size_t m;
+    mgop_buf_init(&bb, big, sizeof(big));
+    m = mgop_pb_msg_begin(&bb, 2);
+    for (int i = 0; i < 200; i++) mgop_buf_append(&bb, "x", 1);
+    mgop_pb_msg_end(&bb, m);
+    CHECK(bb.len == 203 && (unsigned char)big[0] == 0x12 && (unsigned char)big[1] == 0xc8 &&
+          (unsigned char)big[2] == 0x01 && big[3] == 'x' && big[202] == 'x');
+  }
+  { /* a full buffer is an overflow, not a silent cut */
+    char small[4];
+    struct mgop_buf sb;
+    mgop_buf_init(&sb, small, sizeof(small));
+    mgop_pb_str(&sb, 1, "postgres");
+    CHECK(sb.overflow);
+  }
+}
+
+static void test_pb_decode(void) {
+  static const unsigned char msg[] = "\x08\xac\x02"     /* 1: varint 300        */
+                                     "\x12\x03" "abc"   /* 2: bytes "abc"       */
+                                     "\x1d\x01\x02\x03\x04" /* 3: fixed32       */
+                                     "\x21\x01\x00\x00\x00\x00\x00\x00\x80"; /* 4: fixed64 */
+  struct mgop_pb_field f;
+  size_t pos = 0;
+  CHECK(mgop_pb_next(msg, sizeof(msg) - 1, &pos, &f) == 1 && f.field == 1 && f.wire == MGOP_PB_VARINT && f.v == 300 &&
+        f.start == 0 && f.end == 3);
+  CHECK(mgop_pb_next(msg, sizeof(msg) - 1, &pos, &f) == 1 && f.field == 2 && f.wire == MGOP_PB_LEN && f.n == 3 &&
+        !memcmp(f.p, "abc", 3));
+  CHECK(mgop_pb_next(msg, sizeof(msg) - 1, &pos, &f) == 1 && f.field == 3 && f.v == 0x04030201u);
+  CHECK(mgop_pb_next(msg, sizeof(msg) - 1, &pos, &f) == 1 && f.field == 4 && f.v == 0x8000000000000001ull);
+  CHECK(mgop_pb_next(msg, sizeof(msg) - 1, &pos, &f) == 0);
+  { /* malformed: each is an error, never a read past the end */
+    static const struct { const char *p; size_t n; } bad[] = {
+        {"\x08", 1},                 /* varint value missing          */
+        {"\x08\x80", 2},             /* varint cut in the middle       */
+        {"\x00\x01", 2},             /* field number 0                 */
+        {"\x0b", 1},                 /* wire type 3 (group start)      */
+        {"\x0f", 1},                 /* wire type 7                    */
+        {"\x0a\x05" "ab", 4},        /* length past the end            */
+        {"\x0a\xff\xff\xff\xff\x0f", 6}, /* a huge length              */
+        {"\x1d\x01\x02", 3},         /* fixed32 cut                    */
+        {"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12}, /* varint over 10 bytes */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+      pos = 0;
+      CHECK(mgop_pb_next((const unsigned char *)bad[i].p, bad[i].n, &pos, &f) == MGOP_ERR_PARSE);
+    }
+  }
+}
+
+static void test_b64(void) {
+  static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+  static const char *const enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"}; /* RFC 4648 s.10 */
+  char out[32];
+  unsigned char dec[32];
+  size_t n;
+  for (int i = 0; i < 7; i++) {
+    CHECK(mgop_b64_encode(plain[i], strlen(plain[i]), out, sizeof(out)) == (long)strlen(enc[i]));
+    CHECK_STR(out, enc[i]);
+    CHECK(mgop_b64_decode(enc[i], strlen(enc[i]), dec, sizeof(dec), &n) == MGOP_OK && n == strlen(plain[i]) &&
+          !memcmp(dec, plain[i], n));
+  }
+  CHECK(mgop_b64_encode("foobar", 6, out, 8) == MGOP_ERR_TOOBIG); /* 8 chars + NUL do not fit in 8 */
+  CHECK(mgop_b64_decode("Zg=", 3, dec, sizeof(dec), &n) == MGOP_ERR_PARSE);
+  CHECK(mgop_b64_decode("Z===", 4, dec, sizeof(dec), &n) == MGOP_ERR_PARSE);
+  CHECK(mgop_b64_decode("Zg==Zg==", 8, dec, sizeof(dec), &n) == MGOP_ERR_PARSE); /* padding in the middle */
+  CHECK(mgop_b64_decode("Zm9v\n", 5, dec, sizeof(dec), &n) == MGOP_ERR_PARSE);
+  CHECK(mgop_b64_decode("Zm9-", 4, dec, sizeof(dec), &n) == MGOP_ERR_PARSE);   /* URL alphabet is not etcd's */
+  CHECK(mgop_b64_decode("Zm9vYmFy", 8, dec, 5, &n) == MGOP_ERR_TOOBIG);
+}
+
+/* Cell{name: zone-a, server_addresses: [c-zone-a-topo.ns.svc:2379], root: /multigres/zone-a} */
+static const char t_cell_golden[] = "\x0a\x06" "zone-a"
+                                    "\x12\x19" "c-zone-a-topo.ns.svc:2379"
+                                    "\x1a\x11" "/multigres/zone-a";
+/* Database{name: postgres, backup_location: {filesystem: {path: /backups}},
+ * cells: [zone-a, zone-b], bootstrap_durability_policy: {policy_name:
+ * AT_LEAST_2, quorum_type: QUORUM_TYPE_AT_LEAST_N (3), required_count: 2}} */
+static const char t_db_golden[] = "\x0a\x08" "postgres"
+                                  "\x12\x0c" "\x0a\x0a" "\x0a\x08" "/backups"
+                                  "\x1a\x06" "zone-a" "\x1a\x06" "zone-b"
+                                  "\x22\x10" "\x0a\x0a" "AT_LEAST_2" "\x18\x03" "\x20\x02";
+
+static void t_db_fs(struct mgop_topo_db *d, const char *path) {
+  memset(d, 0, sizeof(*d));
+  d->name = "postgres";
+  d->fs_path = path;
+  d->cells[0] = "zone-a";
+  d->cells[1] = "zone-b";
+  d->ncells = 2;
+  d->policy_name = "AT_LEAST_2";
+  d->quorum_type = MGOP_QUORUM_AT_LEAST_N;
+  d->required_count = 2;
+}
+
+static void test_topo_records_golden(void) {
+  char mem[512];
+  struct mgop_buf b;
+  struct mgop_topo_cell c;
+  struct mgop_topo_db d;
+  memset(&c, 0, sizeof(c));
+  c.name = "zone-a";
+  c.addrs[0] = "c-zone-a-topo.ns.svc:2379";
+  c.naddrs = 1;
+  c.root = "/multigres/zone-a";
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_topo_cell_encode(&c, NULL, 0, &b) == MGOP_OK);
+  CHECK(t_bytes_eq(&b, T_BYTES(t_cell_golden)));
+
+  t_db_fs(&d, "/backups");
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_topo_db_encode(&d, NULL, 0, &b) == MGOP_OK);
+  CHECK(t_bytes_eq(&b, T_BYTES(t_db_golden)));
+
+  /* encryption required: BackupLocation gains field 3 = true (0x18 0x01) */
+  d.require_encryption = 1;
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_topo_db_encode(&d, NULL, 0, &b) == MGOP_OK);
+  CHECK(t_bytes_eq(&b, T_BYTES("\x0a\x08" "postgres"
+                               "\x12\x0e" "\x0a\x0a" "\x0a\x08" "/backups" "\x18\x01"
+                               "\x1a\x06" "zone-a" "\x1a\x06" "zone-b"
+                               "\x22\x10" "\x0a\x0a" "AT_LEAST_2" "\x18\x03" "\x20\x02")));
+
+  /* s3 (BackupLocation field 2) and the multi-cell policy (quorum 4) */
+  memset(&d, 0, sizeof(d));
+  d.name = "postgres";
+  d.s3 = 1;
+  d.bucket = "b";
+  d.region = "us-east-1";
+  d.use_env_credentials = 1;
+  d.cells[0] = "z";
+  d.ncells = 1;
+  d.policy_name = "MULTI_CELL_AT_LEAST_2";
+  d.quorum_type = MGOP_QUORUM_MULTI_CELL_AT_LEAST_N;
+  d.required_count = 2;
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_topo_db_encode(&d, NULL, 0, &b) == MGOP_OK);
+  CHECK(t_bytes_eq(&b, T_BYTES("\x0a\x08" "postgres"
+                               "\x12\x12" "\x12\x10" "\x0a\x01" "b" "\x12\x09" "us-east-1" "\x28\x01"
+                               "\x1a\x01" "z"
+                               "\x22\x1b" "\x0a\x15" "MULTI_CELL_AT_LEAST_2" "\x18\x04" "\x20\x02")));
+}
+
+/* Fields Multigres owns survive the operator's read-modify-write. */
+static void test_topo_records_keep_unknown(void) {
+  /* stored: the golden Database, with BackupLocation.authoritative_generation
+   * (field 4) = 7 and a top-level field 9 = 1 that this operator does not know */
+  static const char stored[] = "\x0a\x08" "postgres"
+                               "\x12\x0e" "\x0a\x0a" "\x0a\x08" "/backups" "\x20\x07"
+                               "\x1a\x06" "zone-a" "\x1a\x06" "zone-b"
+                               "\x22\x10" "\x0a\x0a" "AT_LEAST_2" "\x18\x03" "\x20\x02"
+                               "\x48\x01";
+  char mem[512];
+  struct mgop_buf b;
+  struct mgop_topo_db d;
+  t_db_fs(&d, "/backups");
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_topo_db_encode(&d, T_BYTES(stored), &b) == MGOP_OK);
+  CHECK(t_bytes_eq(&b, T_BYTES(stored))); /* nothing to change: the same bytes, so no write */
+  t_db_fs(&d, "/b2");
+  d.ncells = 1; /* zone-b removed */
+  mgop_buf_init(&b, mem, sizeof(mem));
+  CHECK(mgop_topo_db_encode(&d, T_BYTES(stored), &b) == MGOP_OK);
+  CHECK(t_bytes_eq(&b, T_BYTES("\x0a\x08" "postgres"
+                               "\x12\x09" "\x0a\x05" "\x0a\x03" "/b2" "\x20\x07"
+                               "\x1a\x06" "zone-a"
+                               "\x22\x10" "\x0a\x0a" "AT_LEAST_2" "\x18\x03" "\x20\x02"
+                               "\x48\x01")));
+  { /* a Cell keeps its unknown fields too; a corrupt stored value is an error */
+    static const char cstored[] = "\x0a\x01" "a" "\x2a\x02" "hi";
+    struct mgop_topo_cell c;
+    memset(&c, 0, sizeof(c));
+    c.name = "a";
+    mgop_buf_init(&b, mem, sizeof(mem));
+    CHECK(mgop_topo_cell_encode(&c, T_BYTES(cstored), &b) == MGOP_OK);
+    CHECK(t_bytes_eq(&b, T_BYTES(cstored)));
+    mgop_buf_init(&b, mem, sizeof(mem));
+    CHECK(mgop_topo_cell_encode(&c, T_BYTES("\x0a\x09" "a"), &b) == MGOP_ERR_PARSE);
+  }
+  { /* the JSON view names what it knows and lists the rest by number */
+    char js[1024];
+    struct mgop_buf jb;
+    struct mgop_jw w;
+    mgop_buf_init(&jb, js, sizeof(js));
+    mgop_jw_init(&w, &jb);
+    CHECK(mgop_topo_db_json(T_BYTES(stored), &w) == MGOP_OK);
+    CHECK_STR(mgop_buf_cstr(&jb),
+              "{\"name\":\"postgres\",\"backupLocation\":{\"filesystem\":{\"path\":\"/backups\"},\"otherFields\":[4]},"
+              "\"cells\":[\"zone-a\",\"zone-b\"],\"bootstrapDurabilityPolicy\":{\"policyName\":\"AT_LEAST_2\","
+              "\"quorumType\":\"QUORUM_TYPE_AT_LEAST_N\",\"requiredCount\":2},\"otherFields\":[9]}");
+    mgop_buf_init(&jb, js, sizeof(js));
+    mgop_jw_init(&w, &jb);
+    CHECK(mgop_topo_cell_json(T_BYTES(t_cell_golden), &w) == MGOP_OK);
+    CHECK_STR(mgop_buf_cstr(&jb), "{\"name\":\"zone-a\",\"serverAddresses\":[\"c-zone-a-topo.ns.svc:2379\"],"
+                                  "\"root\":\"/multigres/zone-a\"}");
+  }
+}
+
+struct t_kvs { int n; char key[4][128]; unsigned char val[4][64]; size_t vlen[4]; long long mod[4], ver[4]; };
+static int t_kv_collect(void *ctx, const struct mgop_etcd_kv *kv) {
+  struct t_kvs *k = ctx;
+  if (k->n >= 4) return MGOP_ERR_NOMEM;
+  snprintf(k->key[k->n], sizeof(k->key[0]), "%s", kv->key);
+  memcpy(k->val[k->n], kv->value, kv->value_len < 64 ? kv->value_len : 64);
+  k->vlen[k->n] = kv->value_len;
+  k->mod[k->n] = kv->mod_revision;
+  k->ver[k->n] = kv->version;
+  k->n++;
+  return MGOP_OK;
+}
+
+/* Bodies as etcd 3.5's gateway writes them (int64 as strings, defaults left out). */
+static void test_etcd_responses(void) {
+  static const char range[] =
+      "{\"header\":{\"cluster_id\":\"14841639068965178418\",\"member_id\":\"10276657743932975437\",\"revision\":\"7\","
+      "\"raft_term\":\"2\"},\"kvs\":[{\"key\":\"L211bHRpZ3Jlcy9nbG9iYWwvY2VsbHMvem9uZS1hL0NlbGw=\",\"create_revision\":"
+      "\"5\",\"mod_revision\":\"6\",\"version\":\"2\",\"value\":\"CgZ6b25lLWE=\"},{\"key\":\"L2E=\",\"create_revision\":"
+      "\"3\",\"mod_revision\":\"3\",\"version\":\"1\"}],\"count\":\"2\"}";
+  static const char empty[] = "{\"header\":{\"cluster_id\":\"1\",\"member_id\":\"2\",\"revision\":\"7\",\"raft_term\":\"2\"}}";
+  static const char txn_ok[] = "{\"header\":{\"revision\":\"8\"},\"succeeded\":true,\"responses\":[{\"response_put\":"
+                               "{\"header\":{\"revision\":\"8\"}}}]}";
+  static const char txn_no[] = "{\"header\":{\"revision\":\"8\"},\"responses\":[{\"response_range\":{\"header\":{}}}]}";
+  static const char del[] = "{\"header\":{\"revision\":\"9\"},\"deleted\":\"1\"}";
+  static const char err[] = "{\"error\":\"etcdserver: mvcc: required revision has been compacted\",\"code\":11,"
+                            "\"message\":\"etcdserver: mvcc: required revision has been compacted\"}";
+  struct t_kvs k;
+  long long rev = 0, d = -1;
+  int ok = -1;
+  char msg[128];
+  memset(&k, 0, sizeof(k));
+  CHECK(mgop_etcd_parse_range(range, sizeof(range) - 1, t_kv_collect, &k, &rev) == MGOP_OK);
+  CHECK(rev == 7 && k.n == 2);
+  CHECK_STR(k.key[0], "/multigres/global/cells/zone-a/Cell");
+  CHECK(k.vlen[0] == 8 && !memcmp(k.val[0], "\x0a\x06zone-a", 8) && k.mod[0] == 6 && k.ver[0] == 2);
+  CHECK_STR(k.key[1], "/a");
+  CHECK(k.vlen[1] == 0 && k.mod[1] == 3); /* keys_only: no value */
+  memset(&k, 0, sizeof(k));
+  CHECK(mgop_etcd_parse_range(empty, sizeof(empty) - 1, t_kv_collect, &k, &rev) == MGOP_OK && k.n == 0 && rev == 7);
+  CHECK(mgop_etcd_parse_txn(txn_ok, sizeof(txn_ok) - 1, &ok, &rev) == MGOP_OK && ok == 1 && rev == 8);
+  CHECK(mgop_etcd_parse_txn(txn_no, sizeof(txn_no) - 1, &ok, &rev) == MGOP_OK && ok == 0); /* false is left out */
+  CHECK(mgop_etcd_parse_delete(del, sizeof(del) - 1, &d) == MGOP_OK && d == 1);
+  CHECK(mgop_etcd_parse_delete(empty, sizeof(empty) - 1, &d) == MGOP_OK && d == 0);
+  mgop_etcd_error_message(err, sizeof(err) - 1, msg, sizeof(msg));
+  CHECK_STR(msg, "etcdserver: mvcc: required revision has been compacted");
+  mgop_etcd_error_message("<html>502</html>\n", 17, msg, sizeof(msg));
+  CHECK_STR(msg, "<html>502</html> ");
+  /* malformed: errors, never a crash */
+  CHECK(mgop_etcd_parse_range("[]", 2, t_kv_collect, &k, NULL) != MGOP_OK);
+  CHECK(mgop_etcd_parse_range("{\"kvs\":{}}", 10, t_kv_collect, &k, NULL) != MGOP_OK);
+  CHECK(mgop_etcd_parse_range("{\"kvs\":[{\"key\":\"@@@@\"}]}", 24, t_kv_collect, &k, NULL) != MGOP_OK);
+  CHECK(mgop_etcd_parse_range("{\"kvs\":[{\"key\":\"L2E=\",\"version\":\"x\"}]}", 38, t_kv_collect, &k, NULL) != MGOP_OK);
+  CHECK(mgop_etcd_parse_txn("{\"succeeded\":\"yes\"}", 19, &ok, NULL) != MGOP_OK);
+  CHECK(mgop_etcd_parse_txn("{\"header\":", 10, &ok, NULL) != MGOP_OK);
+}
+
+/* A loopback port nobody listens on (bound, then closed). */
+static int t_free_port(void) {
+  struct sockaddr_in a;
+  socklen_t len = sizeof(a);
+  int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) || getsockname(fd, (struct sockaddr *)&a, &len)) port = 1;
+  else port = ntohs(a.sin_port);
+  if (fd >= 0) close(fd);
+  return port;
+}
+
+/* No etcd answers: every endpoint is tried, within the deadline, and the
+ * error names the last endpoint and why. */
+static void test_etcd_unreachable_endpoints(void) {
+  static struct mgop_etcd e;
+  int p1 = t_free_port(), p2 = t_free_port(), created = -1, rc;
+  char ep1[64], ep2[64];
+  const char *eps[2] = {ep1, ep2};
+  long long t0;
+  snprintf(ep1, sizeof(ep1), "http://127.0.0.1:%d", p1);
+  snprintf(ep2, sizeof(ep2), "http://127.0.0.1:%d", p2);
+  CHECK(mgop_etcd_init(&e, eps, 2, NULL, 0, NULL, 0, NULL, 0) == MGOP_OK);
+  t0 = mgop_now_ms();
+  rc = mgop_etcd_create(&e, "/x", "v", 1, &created);
+  CHECK(rc != MGOP_OK && created == 0);
+  CHECK(mgop_now_ms() - t0 < 2 * MGOP_ETCD_TIMEOUT_MS + 500);
+  CHECK(strstr(e.last_error, ep1) != NULL && strstr(e.last_error, ep2) != NULL); /* every endpoint tried, named */
+  CHECK(strstr(mgop_errmsg(), "refused") != NULL);
+  CHECK(e.failures == 1 && e.calls == 1);
+  { /* https without a CA is a configuration error naming the field */
+    const char *tls_ep[1] = {"https://127.0.0.1:2379"};
+    CHECK(mgop_etcd_init(&e, tls_ep, 1, NULL, 0, NULL, 0, NULL, 0) == MGOP_ERR_CONFIG);
+    CHECK(strstr(mgop_errmsg(), "caSecret") != NULL);
+  }
+  mgop_etcd_free(&e);
 }

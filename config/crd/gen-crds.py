@@ -794,7 +794,8 @@ def cluster_schema():
                  "externalGateway": exposure("multigateway", "multigateway"),
                  "externalAdminWeb": exposure("multiadmin-web", "multiadmin-web"),
                  "topologyPruning": O("Removal of stale topology entries.", {
-                     "enabled": B("Mark topology entries of poolers that no longer have a pod as shut down. Unset: true."),
+                     "enabled": B("Delete the Cell and Database records (in Multigres's global topology) of cells and "
+                                  "databases removed from the spec, once their workloads are gone. Unset: true."),
                  }),
                  "durabilityPolicy": durability_policy("Default write durability of every database."),
                  "postgresSuperuser": S("Name of the postgres superuser role created by initdb and used by multipooler and "
@@ -833,6 +834,14 @@ def cluster_schema():
         "multiadmin": O("Summary of multiadmin.", {
             "available": S("True, False or Unknown."),
             "serviceName": S("Service of multiadmin."),
+        }),
+        "topology": O("The cluster's records in Multigres's global topology (etcd).", {
+            "globalRoot": S("Root of the global topology, e.g. /multigres/global.", maxLength=512),
+            "registeredCells": A("Cells whose Cell record the operator wrote and has not pruned yet.",
+                                 S("A cell name.", maxLength=63), maxItems=100, **{"x-kubernetes-list-type": "set"}),
+            "registeredDatabases": A("Databases whose Database record the operator wrote and has not pruned yet.",
+                                     S("A database name.", maxLength=63), maxItems=8,
+                                     **{"x-kubernetes-list-type": "set"}),
         }),
         "gateway": O("External multigateway endpoint; absent unless spec.externalGateway is enabled.", {
             "externalEndpoint": S("Hostname or IP clients connect to; empty until provisioned."),

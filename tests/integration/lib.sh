@@ -11,11 +11,13 @@ fail() { echo "  FAIL: $*" >&2; exit 1; }
 note() { echo "  $*" >&2; }
 
 # start_operator NAME [flags...]: run the operator in the background,
-# its JSON log lines in $IT_LOGS/NAME.log.
+# its JSON log lines in $IT_LOGS/NAME.log. The control plane's etcd pods are
+# simulated (kwok), so topology registration is off unless the test turns it
+# on (--topology-registration=true, against an etcd it runs itself).
 start_operator() {
   local name=$1; shift
   : >"$IT_LOGS/$name.log"
-  "$OP_BIN" --zap-devel=false --webhook-enable=false "$@" 2>"$IT_LOGS/$name.log" &
+  "$OP_BIN" --zap-devel=false --webhook-enable=false --topology-registration=false "$@" 2>"$IT_LOGS/$name.log" &
   echo $! >"$IT_LOGS/$name.pid"
 }
 
