@@ -138,7 +138,7 @@ nsts=$(grep -c '^StatefulSet/' <<<"$before" || true)
 npvc=$(grep -c '^PersistentVolumeClaim/' <<<"$before" || true)
 npods=$(grep -c = <<<"$pods" || true)
 [ "$nsts" = 2 ] || fail "expected 2 StatefulSets (pool, etcd): $before"
-[ "$npvc" = 5 ] && [ "$npods" = 5 ] || fail "expected 5 PVCs and 5 pods (2 pool + 3 etcd): $before / $pods"
+[ "$npvc" = 6 ] && [ "$npods" = 5 ] || fail "expected 6 PVCs (2 pool + 3 etcd + the shard's backup) and 5 pods: $before / $pods"
 [ -n "$sec_uid" ] || fail "no password Secret"
 note "Ready: $nsts StatefulSets, $npvc PVCs, $npods pods, a password Secret; finalizer multigres.com/orphan"
 
@@ -162,8 +162,8 @@ phases=$(kubectl get -n $ns pods -l "multigres.com/cluster=$c" -o jsonpath='{ran
 pol=$(kubectl get -n $ns sts -l multigres.com/cluster=$c -o jsonpath='{range .items[*]}{.spec.persistentVolumeClaimRetentionPolicy.whenDeleted}{"\n"}{end}' | sort -u)
 [ "$pol" = Retain ] || fail "orphaned StatefulSets do not retain their PVCs: $pol"
 m=$(metrics)
-grep -q "^multigres_operator_orphaned_resources{namespace=\"$ns\",cluster=\"$c\"} 8\$" <<<"$m" ||
-  fail "multigres_operator_orphaned_resources is not 8 (2 StatefulSets, 5 PVCs, 1 Secret): $(grep orphaned <<<"$m")"
+grep -q "^multigres_operator_orphaned_resources{namespace=\"$ns\",cluster=\"$c\"} 9\$" <<<"$m" ||
+  fail "multigres_operator_orphaned_resources is not 9 (2 StatefulSets, 6 PVCs, 1 Secret): $(grep orphaned <<<"$m")"
 LINT=${MGOP_METRICS_LINT:-${MGOP_CACHE:-$HOME/.cache/multigres-op}/tools/bin/metrics-lint}
 [ -x "$LINT" ] || fail "metrics-lint not built ($LINT); run make tools"
 # the orphan series pass the checker (seed 003's *_total gauges aside, as in t_metrics)
@@ -171,9 +171,9 @@ lint=$("$LINT" <<<"$m" 2>&1 | grep -v -e '^multigres_operator_cluster_cells_tota
   -e '^multigres_operator_cluster_shards_total: non-counter' || true)
 [ -z "$lint" ] || fail "the exposition fails the checker: $lint"
 ev=$(events)
-grep -q "^Orphaned $c deletion-policy Orphan: detached 2 StatefulSets, 5 PersistentVolumeClaims and 1 Secrets" <<<"$ev" ||
+grep -q "^Orphaned $c deletion-policy Orphan: detached 2 StatefulSets, 6 PersistentVolumeClaims and 1 Secrets" <<<"$ev" ||
   fail "no Orphaned Event: $ev"
-note "deleted: 2 StatefulSets, 5 PVCs, 1 Secret orphaned from $uid; the same $npods pods Running; Event and gauge"
+note "deleted: 2 StatefulSets, 6 PVCs, 1 Secret orphaned from $uid; the same $npods pods Running; Event and gauge"
 orphans=$(data_objects)
 
 untouched() { # the orphans exactly as they were left (resourceVersions too)
