@@ -21,9 +21,25 @@ for p in redis-server:redis-server git:git; do
 done
 [ -x /usr/lib/git-core/git-http-backend ] || { echo "git http-backend missing (Debian package git)" >&2; exit 1; }
 
-"$HERE/build.sh" all >&2 || { echo "building Argo CD / Flux failed" >&2; exit 1; }
-ARGOCD_BIN=$("$HERE/build.sh" dir argocd)
-FLUX_BIN=$("$HERE/build.sh" dir flux)
+scenarios() { # scenarios GLOB: the g_*.sh of one tool that match PATTERN
+  local t
+  for t in "$HERE"/$1; do
+    [ -n "$pattern" ] && [[ $(basename "$t" .sh) != *$pattern* ]] && continue
+    echo "$t"
+  done
+}
+argo=$(scenarios 'g_*_argo_*.sh')
+flux=$(scenarios 'g_*_flux_*.sh')
+[ -n "$argo$flux" ] || { echo "no scenario matches '$pattern'" >&2; exit 1; }
+# build only what the chosen scenarios need
+if [ -n "$argo" ]; then
+  "$HERE/build.sh" argocd >&2 || { echo "building Argo CD failed" >&2; exit 1; }
+  ARGOCD_BIN=$("$HERE/build.sh" dir argocd)
+fi
+if [ -n "$flux" ]; then
+  "$HERE/build.sh" flux >&2 || { echo "building Flux failed" >&2; exit 1; }
+  FLUX_BIN=$("$HERE/build.sh" dir flux)
+fi
 "$CP" build >&2 || { echo "control plane build failed" >&2; exit 1; }
 
 export GITOPS_DIR=$MGOP_CP_DIR.gitops
@@ -46,8 +62,12 @@ stop_all() {
 trap stop_all EXIT
 
 kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null || { echo "crds.yaml was rejected" >&2; exit 1; }
-kubectl apply --server-side -f "$ARGOCD_BIN/crds/" >/dev/null || { echo "Argo CD CRDs were rejected" >&2; exit 1; }
-kubectl apply --server-side -f "$FLUX_BIN/crds/" >/dev/null || { echo "Flux CRDs were rejected" >&2; exit 1; }
+if [ -n "$argo" ]; then
+  kubectl apply --server-side -f "$ARGOCD_BIN/crds/" >/dev/null || { echo "Argo CD CRDs were rejected" >&2; exit 1; }
+fi
+if [ -n "$flux" ]; then
+  kubectl apply --server-side -f "$FLUX_BIN/crds/" >/dev/null || { echo "Flux CRDs were rejected" >&2; exit 1; }
+fi
 kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null || exit 1
 
 GIT_PORT=$(free_port)
@@ -91,7 +111,7 @@ EOF
   start_bg argocd-application-controller env ARGOCD_BINARY_NAME=argocd-application-controller \
     ARGOCD_FAKE_IN_CLUSTER=true KUBECONFIG="$KUBECONFIG" "$ARGOCD_BIN/argocd-lite" \
     --namespace argocd --repo-server "127.0.0.1:$rs" --repo-server-plaintext --redis "127.0.0.1:$redis" \
-    --metrics-port "$cm" --app-resync 20 --loglevel warn
+    --metrics-port "$cm" --app-resync 20 --app-resync-jitter 0 --loglevel warn
   wait_port "$cm" 60
 }
 
@@ -123,15 +143,6 @@ run_one() {
     failed=$((failed + 1)); failed_names+=("$name"); echo "FAIL $name ($(elapsed_since "$start")s): $out"
   fi
 }
-scenarios() { # scenarios GLOB: the g_*.sh of one tool that match PATTERN
-  local t
-  for t in "$HERE"/$1; do
-    [ -n "$pattern" ] && [[ $(basename "$t" .sh) != *$pattern* ]] && continue
-    echo "$t"
-  done
-}
-
-argo=$(scenarios 'g_*_argo_*.sh')
 if [ -n "$argo" ]; then
   t0=$(date +%s)
   if start_argocd; then
@@ -142,7 +153,6 @@ if [ -n "$argo" ]; then
   fi
   for n in argocd-application-controller argocd-repo-server redis; do stop_bg $n; done
 fi
-flux=$(scenarios 'g_*_flux_*.sh')
 if [ -n "$flux" ]; then
   t0=$(date +%s)
   if start_flux; then
