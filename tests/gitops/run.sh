@@ -68,7 +68,9 @@ fi
 if [ -n "$flux" ]; then
   kubectl apply --server-side -f "$FLUX_BIN/crds/" >/dev/null || { echo "Flux CRDs were rejected" >&2; exit 1; }
 fi
-kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null || exit 1
+# a CRD just created has no status.conditions yet, which kubectl wait calls an error: retry
+wait_for 90 "every CRD Established" kubectl wait --for=condition=Established --timeout=10s crd --all ||
+  { echo "CRDs not Established" >&2; exit 1; }
 
 GIT_PORT=$(free_port)
 export GIT_URL=http://127.0.0.1:$GIT_PORT
