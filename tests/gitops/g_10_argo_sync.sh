@@ -9,7 +9,9 @@ ns=gitops-argo app=samples
 git_repo samples
 mkdir -p "$GITOPS_DIR/work/samples/samples"
 cp -r "$ROOT"/config/samples/. "$GITOPS_DIR/work/samples/samples/"
-git_commit samples "config/samples as shipped" >/dev/null
+rev=$(git_commit samples "config/samples as shipped")
+served=$(git ls-remote "$GIT_URL/samples.git" refs/heads/main) || fail "the git server does not answer"
+[ "${served%%[[:space:]]*}" = "$rev" ] || fail "the git server serves '$served', not $rev"
 new_namespace $ns
 t0=$(date +%s)
 kubectl apply -f - >/dev/null <<EOF2
