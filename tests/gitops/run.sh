@@ -109,11 +109,13 @@ EOF
     --metrics-address 127.0.0.1 --metrics-port "$rsm" --redis "127.0.0.1:$redis" --disable-tls --client-ca-path= \
     --loglevel warn
   wait_port "$rs" 60 || return 1
-  # ARGOCD_FAKE_IN_CLUSTER: "https://kubernetes.default.svc" is the kubeconfig's cluster
+  # ARGOCD_FAKE_IN_CLUSTER: "https://kubernetes.default.svc" is the kubeconfig's cluster;
+  # --persist-resource-health: Argo CD v3 keeps each resource's health (and the
+  # operator's message) out of the Application's status unless told to
   start_bg argocd-application-controller env ARGOCD_BINARY_NAME=argocd-application-controller \
     ARGOCD_FAKE_IN_CLUSTER=true KUBECONFIG="$KUBECONFIG" "$ARGOCD_BIN/argocd-lite" \
     --namespace argocd --repo-server "127.0.0.1:$rs" --repo-server-plaintext --redis "127.0.0.1:$redis" \
-    --metrics-port "$cm" --app-resync 20 --app-resync-jitter 0 --loglevel warn
+    --metrics-port "$cm" --app-resync 20 --app-resync-jitter 0 --persist-resource-health --loglevel warn
   wait_port "$cm" 60
 }
 
