@@ -3,16 +3,18 @@
 #   make                 ./multigres-op, dynamic glibc build for development
 #   make static          build/static/multigres-op: musl-gcc -static, shipped binary
 #   make image           the FROM scratch image (docker; without an engine, its files in a chroot)
-#   make test            unit tests, symbol check, then integration tests (real control plane)
+#   make test            unit tests, symbol check, integration tests (real control plane), GitOps e2e
 #   make test-unit       unit tests alone (ends "N passed, N failed")
 #   make test-integration  integration tests against the real local control plane
+#   make test-gitops     real Argo CD and Flux against a private control plane (tests/gitops)
 #   make asan            unit tests under ASan+UBSan
 #   make valgrind        unit tests under valgrind
 #   make tsan            the operator under ThreadSanitizer through t_serving (its three threads)
 #   make clang           warning-clean build and unit tests with clang
 #   make fuzz            every fuzz target for FUZZ_SECONDS each (libFuzzer)
 #   make check-symbols   no unprefixed global symbol in our object
-#   make generate        regenerate crds.yaml and the install manifests; check-generated fails on drift
+#   make generate        regenerate crds.yaml, the install manifests and config/argocd/argocd-cm.yaml;
+#                        check-generated fails on drift
 #   make demo            local control plane + CRDs + operator + sample cluster
 #   make bench           figures to compare across commits (BENCH_CLUSTERS=10 clusters)
 #   make tools           test tools from Go modules (metrics-lint)
@@ -53,13 +55,13 @@ $(BUILD)/deps-%.mk: scripts/deps.sh scripts/mbedtls_config.h
 GLIBC_CFLAGS = $(DEPS_glibc_CFLAGS)
 GLIBC_LIBS = $(DEPS_glibc_LIBS) -pthread
 
-.PHONY: all static test test-unit test-integration asan valgrind clang tsan fuzz check-symbols demo \
+.PHONY: all static test test-unit test-integration test-gitops asan valgrind clang tsan fuzz check-symbols demo \
         cp-up cp-down clean help image generate check-generated tools bench
 
 all: multigres-op
 
 help:
-	@sed -n '3,20p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,22p' Makefile | sed 's/^# \{0,1\}//'
 
 multigres-op: $(SRC) $(BUILD)/deps-glibc.mk
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(GLIBC_CFLAGS) multigres-op.c -o $@ $(GLIBC_LIBS)
@@ -150,6 +152,12 @@ tsan: $(BUILD)/multigres-op-tsan tools
 test-integration: multigres-op tools
 	tests/integration/run.sh
 
+# real Argo CD and Flux (built from Go modules, cached in $(MGOP_CACHE)/gitops) against
+# a private control plane: the health Lua unit test, then tests/gitops/g_*.sh
+test-gitops: multigres-op
+	lua5.1 tests/gitops/health_test.lua config/argocd/health.lua
+	tests/gitops/run.sh
+
 # figures to compare across commits (bench/run.sh: convergence time, API requests, RSS, latency)
 bench: multigres-op
 	bench/run.sh $(BENCH_CLUSTERS)
@@ -164,13 +172,15 @@ tools:
 generate:
 	python3 config/crd/gen-crds.py > crds.yaml
 	scripts/gen-install.sh generate $(BASE_VERSION)
+	config/argocd/gen-argocd-cm.sh > config/argocd/argocd-cm.yaml
 
 check-generated:
 	@python3 config/crd/gen-crds.py | cmp -s - crds.yaml || { echo "crds.yaml drifted from config/crd/gen-crds.py: run make generate"; exit 1; }
 	@scripts/gen-install.sh check $(BASE_VERSION)
+	@config/argocd/gen-argocd-cm.sh | cmp -s - config/argocd/argocd-cm.yaml || { echo "config/argocd/argocd-cm.yaml drifted from health.lua: run make generate"; exit 1; }
 	@echo "check-generated: crds.yaml and the install manifests match their sources"
 
-test: test-unit check-symbols check-generated test-integration
+test: test-unit check-symbols check-generated test-integration test-gitops
 
 # --- the local control plane and the demo ----------------------------------------
 cp-up:

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Flux: three Kustomizations over one GitRepository, chained by dependsOn:
+# mgop-crds (crds.yaml) -> mgop-templates (config/samples templates and
+# default templates) -> mgop-clusters (two samples, wait: true).
+#  - ordering: while mgop-crds is suspended the other two wait
+#    (DependencyNotReady) and create nothing; resumed, each becomes Ready no
+#    earlier than the one it depends on, and creates its objects after that;
+#  - wait: mgop-clusters is never Ready while a cluster is not, and becomes
+#    Ready once they all are;
+#  - no flapping for MGOP_GITOPS_SOAK seconds: the Kustomizations stay Ready
+#    with the same transition times, reconciling again and again, and the
+#    clusters are not written (same resourceVersion).
+set -euo pipefail
+source "$MGOP_CP_DIR/env"; source "$(dirname "$0")/../integration/lib.sh"; source "$(dirname "$0")/lib.sh"
+ns=gitops-flux
+git_repo fleet
+w=$GITOPS_DIR/work/fleet
+mkdir -p "$w/crds" "$w/templates" "$w/clusters"
+cp "$ROOT/crds.yaml" "$w/crds/"
+cp "$ROOT"/config/samples/templates/*.yaml "$w/templates/"
+for f in "$ROOT"/config/samples/default-templates/*.yaml; do cp "$f" "$w/templates/default-$(basename "$f")"; done
+cp "$ROOT/config/samples/minimal.yaml" "$ROOT/config/samples/templated-cluster.yaml" "$w/clusters/"
+git_commit fleet "CRDs, templates, clusters" >/dev/null
+new_namespace $ns
+ks() { # ks NAME PATH DEPENDS_ON [extra spec lines]
+  cat <<EOF2
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: $1, namespace: flux-system}
+spec:
+  interval: 20s
+  retryInterval: 10s
+  timeout: 5m
+  path: $2
+  prune: true
+  wait: true
+  sourceRef: {kind: GitRepository, name: fleet}
+$( [ -n "$3" ] && echo "  dependsOn: [{name: $3}]" )
+${4:-}
+EOF2
+}
+{
+  cat <<EOF2
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: fleet, namespace: flux-system}
+spec: {interval: 10s, url: $GIT_URL/fleet.git, ref: {branch: main}}
+EOF2
+  ks mgop-crds ./crds "" "  suspend: true"
+  ks mgop-templates ./templates mgop-crds "  targetNamespace: $ns"
+  ks mgop-clusters ./clusters mgop-templates "  targetNamespace: $ns"
+} >"$GITOPS_DIR/flux-fleet.yaml"
+kubectl apply -f "$GITOPS_DIR/flux-fleet.yaml" >/dev/null || fail "the Flux objects were rejected"
+wait_for 60 "GitRepository ready" sh -c "kubectl -n flux-system get gitrepository fleet -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" ||
+  fail "the GitRepository never became Ready: $(kubectl -n flux-system get gitrepository fleet -o jsonpath='{.status.conditions}')"
+wait_for 60 "templates wait for crds" sh -c "kubectl -n flux-system get kustomization mgop-templates -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -qx DependencyNotReady" ||
+  fail "mgop-templates does not wait for the suspended mgop-crds: $(ks_cond mgop-templates reason) $(ks_cond mgop-templates message)"
+wait_for 60 "clusters wait for templates" sh -c "kubectl -n flux-system get kustomization mgop-clusters -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -qx DependencyNotReady" ||
+  fail "mgop-clusters does not wait for mgop-templates: $(ks_cond mgop-clusters reason)"
+[ -z "$(kubectl -n $ns get shardtemplates,multigresclusters -o name)" ] || fail "objects were applied before their dependencies were Ready"
+
+t0=$(date +%s)
+kubectl -n flux-system patch kustomization mgop-crds --type merge -p '{"spec":{"suspend":false}}' >/dev/null
+violations=0 cl_ready_at="" ks_ready_at=""
+for ((i = 0; i < 720; i++)); do   # up to 360 s
+  k=$(ks_ready mgop-clusters)     # read the Kustomization first, then the clusters
+  if clusters_ready $ns; then [ -n "$cl_ready_at" ] || cl_ready_at=$(date +%s.%N); c=1; else c=0; fi
+  if [ "$k" = True ]; then
+    [ "$c" = 1 ] || { violations=$((violations + 1)); note "mgop-clusters Ready while a cluster is not"; }
+    ks_ready_at=$(date +%s.%N); break
+  fi
+  sleep 0.5
+done
+[ -n "$ks_ready_at" ] || fail "mgop-clusters never became Ready: $(ks_cond mgop-clusters message)"
+[ "$violations" = 0 ] || fail "mgop-clusters was Ready before the clusters were"
+converge=$(elapsed_since "$t0")
+lag=$(python3 -c "print(f'{$ks_ready_at - $cl_ready_at:.1f}')")
+
+# ordering by the API server's clock: Ready transitions and creation times
+python3 - "$ns" <<'PY' || fail "dependsOn order not kept"
+import json, subprocess, sys
+ns = sys.argv[1]
+def get(*a): return json.loads(subprocess.check_output(["kubectl", *a, "-o", "json"]))
+def ready(name):
+    k = get("-n", "flux-system", "get", "kustomization", name)
+    return next(c["lastTransitionTime"] for c in k["status"]["conditions"] if c["type"] == "Ready" and c["status"] == "True")
+crds, tpl, cl = ready("mgop-crds"), ready("mgop-templates"), ready("mgop-clusters")
+assert crds <= tpl <= cl, f"Ready at crds {crds}, templates {tpl}, clusters {cl}"
+for o in get("-n", ns, "get", "shardtemplates,coretemplates,celltemplates")["items"]:
+    assert o["metadata"]["creationTimestamp"] >= crds, f"{o['metadata']['name']} created before mgop-crds was Ready"
+for o in get("-n", ns, "get", "multigresclusters")["items"]:
+    assert o["metadata"]["creationTimestamp"] >= tpl, f"{o['metadata']['name']} created before mgop-templates was Ready"
+print(f"Ready at crds {crds} <= templates {tpl} <= clusters {cl}", file=sys.stderr)
+PY
+
+# soak: nothing flaps, nothing is rewritten
+snap() {
+  for k in mgop-crds mgop-templates mgop-clusters; do echo "$k $(ks_cond $k status) $(ks_cond $k lastTransitionTime)"; done
+  kubectl -n $ns get multigresclusters -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.resourceVersion} {.metadata.generation}{"\n"}{end}'
+}
+before=$(snap)
+runs0=$(count_log gitops-kustomize-controller '"name":"mgop-clusters"')
+end=$(( $(date +%s) + MGOP_GITOPS_SOAK ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  [ "$(ks_ready mgop-clusters)" = True ] || fail "mgop-clusters left Ready during the soak: $(ks_cond mgop-clusters message)"
+  clusters_ready $ns || fail "a cluster left Ready during the soak"
+  sleep 3
+done
+after=$(snap)
+[ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2 || true; fail "something changed during the soak"; }
+runs=$(( $(count_log gitops-kustomize-controller '"name":"mgop-clusters"') - runs0 ))
+[ "$runs" -ge 2 ] || fail "kustomize-controller logged only $runs lines on mgop-clusters during the soak; the soak proved nothing"
+echo "dependsOn crds -> templates -> clusters kept; mgop-clusters Ready ${lag}s after the last cluster, ${converge}s after resume, never before; no flap or rewrite for ${MGOP_GITOPS_SOAK}s ($runs controller log lines)"

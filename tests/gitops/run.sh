@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# tests/gitops/run.sh [PATTERN] - the GitOps e2e: real Argo CD and real Flux,
+# built from Go modules (build.sh), run out of cluster against a private test
+# control plane (tests/controlplane/cp.sh), the operator from the built binary,
+# Git served over smart HTTP on loopback (githttp.py). Runs g_*.sh (or those
+# matching PATTERN): the Argo CD scenarios with Argo CD running, then the Flux
+# ones with Flux running. One line per scenario with its timing; ends with
+# "N passed, N failed". Knobs: MGOP_GITOPS_SOAK (seconds a converged
+# Application or Kustomization must stay unchanged, default 120),
+# MGOP_CP_DIR (default /tmp/multigres-op-cp-gitops).
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CP="$ROOT/tests/controlplane/cp.sh"
+pattern=${1:-}
+export MGOP_CP_DIR=${MGOP_CP_DIR:-/tmp/multigres-op-cp-gitops}
+export MGOP_GITOPS_SOAK=${MGOP_GITOPS_SOAK:-120}
+
+for p in redis-server:redis-server git:git; do
+  command -v "${p%%:*}" >/dev/null || { echo "${p%%:*} missing: apt-get install ${p#*:} (.ci/run does)" >&2; exit 1; }
+done
+[ -x /usr/lib/git-core/git-http-backend ] || { echo "git http-backend missing (Debian package git)" >&2; exit 1; }
+
+scenarios() { # scenarios GLOB: the g_*.sh of one tool that match PATTERN
+  local t
+  for t in "$HERE"/$1; do
+    [ -n "$pattern" ] && [[ $(basename "$t" .sh) != *$pattern* ]] && continue
+    echo "$t"
+  done
+}
+argo=$(scenarios 'g_*_argo_*.sh')
+flux=$(scenarios 'g_*_flux_*.sh')
+[ -n "$argo$flux" ] || { echo "no scenario matches '$pattern'" >&2; exit 1; }
+# build only what the chosen scenarios need
+if [ -n "$argo" ]; then
+  "$HERE/build.sh" argocd >&2 || { echo "building Argo CD failed" >&2; exit 1; }
+  ARGOCD_BIN=$("$HERE/build.sh" dir argocd)
+fi
+if [ -n "$flux" ]; then
+  "$HERE/build.sh" flux >&2 || { echo "building Flux failed" >&2; exit 1; }
+  FLUX_BIN=$("$HERE/build.sh" dir flux)
+fi
+"$CP" build >&2 || { echo "control plane build failed" >&2; exit 1; }
+
+export GITOPS_DIR=$MGOP_CP_DIR.gitops
+rm -rf "$GITOPS_DIR"; mkdir -p "$GITOPS_DIR"/{repos,work,pids}
+"$CP" up >&2 || { echo "control plane did not come up" >&2; exit 1; }
+# shellcheck disable=SC1091
+source "$MGOP_CP_DIR/env"
+source "$ROOT/tests/integration/lib.sh"
+source "$HERE/lib.sh"
+
+stop_all() {
+  local n
+  for n in kustomize-controller source-controller argocd-application-controller argocd-repo-server redis githttp; do
+    stop_bg $n
+  done
+  stop_operator gitops
+  "$CP" down >&2
+  rm -rf "$GITOPS_DIR"
+}
+trap stop_all EXIT
+
+kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null || { echo "crds.yaml was rejected" >&2; exit 1; }
+if [ -n "$argo" ]; then
+  kubectl apply --server-side -f "$ARGOCD_BIN/crds/" >/dev/null || { echo "Argo CD CRDs were rejected" >&2; exit 1; }
+fi
+if [ -n "$flux" ]; then
+  kubectl apply --server-side -f "$FLUX_BIN/crds/" >/dev/null || { echo "Flux CRDs were rejected" >&2; exit 1; }
+fi
+# a CRD just created has no status.conditions yet, which kubectl wait calls an error: retry
+wait_for 90 "every CRD Established" kubectl wait --for=condition=Established --timeout=10s crd --all ||
+  { echo "CRDs not Established" >&2; exit 1; }
+
+GIT_PORT=$(free_port)
+export GIT_URL=http://127.0.0.1:$GIT_PORT
+start_bg githttp python3 "$HERE/githttp.py" "$GIT_PORT" "$GITOPS_DIR/repos"
+wait_port "$GIT_PORT" 30 || { echo "git server did not listen" >&2; exit 1; }
+start_operator gitops --kubeconfig "$MGOP_KUBECONFIG"
+
+start_argocd() {
+  local redis rs rsm cm
+  redis=$(free_port) rs=$(free_port) rsm=$(free_port) cm=$(free_port)
+  kubectl create namespace argocd >/dev/null
+  # the health checks exactly as shipped
+  kubectl apply -f "$ROOT/config/argocd/argocd-cm.yaml" >/dev/null || return 1
+  kubectl apply -f - >/dev/null <<EOF || return 1
+apiVersion: v1
+kind: Secret
+metadata:
+  name: argocd-secret
+  namespace: argocd
+  labels: {app.kubernetes.io/name: argocd-secret, app.kubernetes.io/part-of: argocd}
+stringData: {server.secretkey: e2e-only}
+---
+# only argocd-server creates the default project; core mode has none
+apiVersion: argoproj.io/v1alpha1
+kind: AppProject
+metadata: {name: default, namespace: argocd}
+spec:
+  sourceRepos: ['*']
+  destinations: [{server: '*', namespace: '*'}]
+  clusterResourceWhitelist: [{group: '*', kind: '*'}]
+EOF
+  start_bg redis redis-server --bind 127.0.0.1 --port "$redis" --save '' --appendonly no
+  wait_port "$redis" 30 || return 1
+  start_bg argocd-repo-server env ARGOCD_BINARY_NAME=argocd-repo-server ARGOCD_GPG_ENABLED=false \
+    PATH="$ARGOCD_BIN:$PATH" "$ARGOCD_BIN/argocd-lite" --address 127.0.0.1 --port "$rs" \
+    --metrics-address 127.0.0.1 --metrics-port "$rsm" --redis "127.0.0.1:$redis" --disable-tls --client-ca-path= \
+    --loglevel warn
+  wait_port "$rs" 60 || return 1
+  # ARGOCD_FAKE_IN_CLUSTER: "https://kubernetes.default.svc" is the kubeconfig's cluster;
+  # --persist-resource-health: Argo CD v3 keeps each resource's health (and the
+  # operator's message) out of the Application's status unless told to
+  start_bg argocd-application-controller env ARGOCD_BINARY_NAME=argocd-application-controller \
+    ARGOCD_FAKE_IN_CLUSTER=true KUBECONFIG="$KUBECONFIG" "$ARGOCD_BIN/argocd-lite" \
+    --namespace argocd --repo-server "127.0.0.1:$rs" --repo-server-plaintext --redis "127.0.0.1:$redis" \
+    --metrics-port "$cm" --app-resync 20 --app-resync-jitter 0 --persist-resource-health --loglevel warn
+  wait_port "$cm" 60
+}
+
+start_flux() {
+  local sp sm sh km kh
+  sp=$(free_port) sm=$(free_port) sh=$(free_port) km=$(free_port) kh=$(free_port)
+  kubectl create namespace flux-system >/dev/null
+  mkdir -p "$GITOPS_DIR/flux-storage"
+  start_bg source-controller env RUNTIME_NAMESPACE=flux-system KUBECONFIG="$KUBECONFIG" \
+    "$FLUX_BIN/source-controller" --watch-all-namespaces=false --enable-leader-election=false \
+    --storage-path "$GITOPS_DIR/flux-storage" --storage-addr "127.0.0.1:$sp" --storage-adv-addr "127.0.0.1:$sp" \
+    --metrics-addr "127.0.0.1:$sm" --health-addr "127.0.0.1:$sh" --log-level info
+  start_bg kustomize-controller env RUNTIME_NAMESPACE=flux-system KUBECONFIG="$KUBECONFIG" \
+    "$FLUX_BIN/kustomize-controller" --watch-all-namespaces=false --enable-leader-election=false \
+    --metrics-addr "127.0.0.1:$km" --health-addr "127.0.0.1:$kh" --log-level info
+  wait_port "$sh" 60 && wait_port "$kh" 60
+}
+
+passed=0 failed=0 failed_names=()
+run_one() {
+  local t=$1 name start out rc
+  name=$(basename "$t" .sh)
+  echo "=== $name" >&2
+  start=$(date +%s)
+  out=$(bash "$t"); rc=$?
+  if [ $rc = 0 ]; then
+    passed=$((passed + 1)); echo "ok   $name ($(elapsed_since "$start")s): $out"
+  else
+    failed=$((failed + 1)); failed_names+=("$name"); echo "FAIL $name ($(elapsed_since "$start")s): $out"
+  fi
+}
+if [ -n "$argo" ]; then
+  t0=$(date +%s)
+  if start_argocd; then
+    echo "--- Argo CD $(sed -n 's/^argocd=//p' "$ARGOCD_BIN/VERSIONS") up in $(elapsed_since "$t0")s" >&2
+    for t in $argo; do run_one "$t"; done
+  else
+    echo "FAIL argocd: did not start (logs in $IT_LOGS/gitops-argocd-*.log)"; failed=$((failed + 1)); failed_names+=(argocd)
+  fi
+  for n in argocd-application-controller argocd-repo-server redis; do stop_bg $n; done
+fi
+if [ -n "$flux" ]; then
+  t0=$(date +%s)
+  if start_flux; then
+    echo "--- Flux source-controller/kustomize-controller $(sed -n 's/^source-controller=//p' "$FLUX_BIN/VERSIONS") up in $(elapsed_since "$t0")s" >&2
+    for t in $flux; do run_one "$t"; done
+  else
+    echo "FAIL flux: did not start (logs in $IT_LOGS/gitops-*-controller.log)"; failed=$((failed + 1)); failed_names+=(flux)
+  fi
+fi
+operator_alive gitops || { echo "FAIL operator: exited during the run"; failed=$((failed + 1)); failed_names+=(operator); }
+[ "$failed" -gt 0 ] && echo "failed: ${failed_names[*]}" >&2
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
