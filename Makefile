@@ -3,7 +3,7 @@
 #   make                 ./multigres-op, dynamic glibc build for development
 #   make static          build/static/multigres-op: musl-gcc -static, shipped binary
 #   make image           the FROM scratch image (docker; without an engine, its files in a chroot)
-#   make test            unit tests, symbol check, integration tests (real control plane), GitOps e2e
+#   make test            unit tests, symbol check, then integration tests (real control plane)
 #   make test-unit       unit tests alone (ends "N passed, N failed")
 #   make test-integration  integration tests against the real local control plane
 #   make test-gitops     real Argo CD and Flux against a private control plane (tests/gitops)
@@ -180,7 +180,7 @@ check-generated:
 	@config/argocd/gen-argocd-cm.sh | cmp -s - config/argocd/argocd-cm.yaml || { echo "config/argocd/argocd-cm.yaml drifted from health.lua: run make generate"; exit 1; }
 	@echo "check-generated: crds.yaml and the install manifests match their sources"
 
-test: test-unit check-symbols check-generated test-integration test-gitops
+test: test-unit check-symbols check-generated test-integration
 
 # --- the local control plane and the demo ----------------------------------------
 cp-up:
