@@ -68,6 +68,36 @@ operator_kubeconfig() {
   mv "$kc.src" "$kc"
 }
 
+# local_webhooks VWC PORT NS HOOK...: applies ValidatingWebhookConfiguration
+# VWC whose webhooks call the operator running here (https://127.0.0.1:PORT)
+# for namespace NS, the operator's own ServiceAccount "op" excluded (see
+# operator_kubeconfig). Each HOOK is "NAME|RESOURCES|OPERATIONS[|OBJECT_SELECTOR]",
+# e.g. 'vmultigrescluster|multigresclusters|"CREATE", "UPDATE"'.
+local_webhooks() {
+  local vwc=$1 port=$2 ns=$3 h name res ops sel
+  shift 3
+  {
+    printf 'apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: %s}\nwebhooks:\n' "$vwc"
+    for h in "$@"; do
+      IFS='|' read -r name res ops sel <<<"$h"
+      cat <<Y
+- name: $name.multigres.com
+  clientConfig: {url: "https://127.0.0.1:$port/validate"}
+  rules: [{apiGroups: [multigres.com], apiVersions: [v1alpha1], operations: [$ops], resources: [$res], scope: Namespaced}]
+  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
+${sel:+  objectSelector: $sel
+}  matchConditions:
+  - name: not-the-operator
+    expression: "request.userInfo.username != 'system:serviceaccount:$ns:op'"
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: 5
+Y
+    done
+  } | kubectl apply -f - >/dev/null
+}
+
 # new_namespace NAME: a fresh namespace for one test.
 new_namespace() {
   kubectl delete namespace "$1" --ignore-not-found --wait=true >/dev/null 2>&1 || true

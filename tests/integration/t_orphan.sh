@@ -43,35 +43,9 @@ wait_log orphan '"msg":"serving /metrics on 127.0.0.1:0 (port ' || fail "no metr
 wport=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/orphan.log" | grep -o '[0-9]*$')
 mport=$(grep -o 'serving /metrics on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/orphan.log" | grep -o '[0-9]*$')
 webhook_config() {
-  kubectl apply -f - >/dev/null <<YAML || fail "webhook configuration rejected"
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata: {name: $vwc}
-webhooks:
-- name: vmultigrescluster.multigres.com
-  clientConfig: {url: "https://127.0.0.1:$wport/validate"}
-  rules: [{apiGroups: [multigres.com], apiVersions: [v1alpha1], operations: ["CREATE", "UPDATE"], resources: [multigresclusters], scope: Namespaced}]
-  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
-  matchConditions:
-  - name: not-the-operator
-    expression: "request.userInfo.username != 'system:serviceaccount:$ns:op'"
-  failurePolicy: Fail
-  sideEffects: None
-  admissionReviewVersions: [v1]
-  timeoutSeconds: 5
-- name: vchildren-delete.multigres.com
-  clientConfig: {url: "https://127.0.0.1:$wport/validate"}
-  rules: [{apiGroups: [multigres.com], apiVersions: [v1alpha1], operations: ["DELETE"], resources: [cells, tablegroups, shards, toposervers], scope: Namespaced}]
-  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
-  objectSelector: {matchLabels: {multigres.com/deletion-policy: Orphan}}
-  matchConditions:
-  - name: not-the-operator
-    expression: "request.userInfo.username != 'system:serviceaccount:$ns:op'"
-  failurePolicy: Fail
-  sideEffects: None
-  admissionReviewVersions: [v1]
-  timeoutSeconds: 5
-YAML
+  local_webhooks $vwc "$wport" $ns 'vmultigrescluster|multigresclusters|"CREATE", "UPDATE"' \
+    'vchildren-delete|cells, tablegroups, shards, toposervers|"DELETE"|{matchLabels: {multigres.com/deletion-policy: Orphan}}' ||
+    fail "webhook configuration rejected"
   wait_for 30 "CA bundle patched" sh -c "kubectl get validatingwebhookconfiguration $vwc -o jsonpath='{.webhooks[1].clientConfig.caBundle}' | grep -q ." ||
     fail "the operator did not patch the CA bundle"
 }

@@ -27,23 +27,8 @@ wait_log unsched '"msg":"serving the admission webhook on 127.0.0.1:0 (port ' ||
 wait_log unsched 'serving /healthz and /readyz on 127.0.0.1:0 (port ' || fail "no probe server"
 port=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/unsched.log" | grep -o '[0-9]*$')
 pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/unsched.log" | grep -o '[0-9]*$')
-kubectl apply -f - >/dev/null <<Y
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata: {name: $vwc}
-webhooks:
-- name: vmultigrescluster.multigres.com
-  clientConfig: {url: "https://127.0.0.1:$port/validate"}
-  rules: [{apiGroups: [multigres.com], apiVersions: [v1alpha1], operations: ["CREATE", "UPDATE"], resources: [multigresclusters], scope: Namespaced}]
-  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
-  matchConditions:
-  - name: not-the-operator
-    expression: "request.userInfo.username != 'system:serviceaccount:$ns:op'"
-  failurePolicy: Fail
-  sideEffects: None
-  admissionReviewVersions: [v1]
-  timeoutSeconds: 5
-Y
+local_webhooks $vwc "$port" $ns 'vmultigrescluster|multigresclusters|"CREATE", "UPDATE"' ||
+  fail "webhook configuration rejected"
 wait_for 30 "CA bundle patched" sh -c \
   "kubectl get validatingwebhookconfiguration $vwc -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | grep -q ." ||
   fail "the operator did not patch the CA bundle"

@@ -31,27 +31,9 @@ wait_log webhook '"msg":"serving the admission webhook on 127.0.0.1:0 (port ' ||
 wait_log webhook "children are writable only by system:serviceaccount:$ns:op" || fail "the operator does not know who it is"
 port=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/webhook.log" | grep -o '[0-9]*$')
 
-hook() { # NAME RESOURCES OPERATIONS
-  cat <<Y
-- name: $1.multigres.com
-  clientConfig: {url: "https://127.0.0.1:$port/validate"}
-  rules: [{apiGroups: [multigres.com], apiVersions: [v1alpha1], operations: [$3], resources: [$2], scope: Namespaced}]
-  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
-  matchConditions:
-  - name: not-the-operator
-    expression: "request.userInfo.username != 'system:serviceaccount:$ns:op'"
-  failurePolicy: Fail
-  sideEffects: None
-  admissionReviewVersions: [v1]
-  timeoutSeconds: 5
-Y
-}
-{
-  printf 'apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: %s}\nwebhooks:\n' $vwc
-  hook vmultigrescluster multigresclusters '"CREATE", "UPDATE"'
-  hook vtemplates 'coretemplates, celltemplates, shardtemplates' '"DELETE"'
-  hook vchildren 'cells, tablegroups, shards, toposervers' '"CREATE", "UPDATE"'
-} | kubectl apply -f - >/dev/null
+local_webhooks $vwc "$port" $ns 'vmultigrescluster|multigresclusters|"CREATE", "UPDATE"' \
+  'vtemplates|coretemplates, celltemplates, shardtemplates|"DELETE"' \
+  'vchildren|cells, tablegroups, shards, toposervers|"CREATE", "UPDATE"' || fail "webhook configuration rejected"
 wait_for 30 "CA bundle patched into all 3 webhooks" sh -c \
   "[ \$(kubectl get validatingwebhookconfiguration $vwc -o jsonpath='{range .webhooks[*]}{.clientConfig.caBundle}{\"\\n\"}{end}' | grep -c .) = 3 ]" ||
   fail "the operator did not patch the CA bundle"
