@@ -1934,7 +1934,7 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
     long long since = 0;
     for (int i = 0; i < j->tok[conds].size; i++) {
       int c = mgop_json_at(j, conds, i);
-      char type[16], cs[8], ltt[40];
+      char type[32], cs[8], ltt[40]; /* the longest type: TopologyRegistered */
       struct tm tm;
       if (mgop_json_path_str(j, c, "type", type, sizeof(type)) || mgop_json_path_str(j, c, "status", cs, sizeof(cs)))
         continue;
@@ -1944,6 +1944,14 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
         if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
             strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
           mgop_bh_adopt(f->key, cs, (long long)timegm(&tm));
+      }
+      if (!strcmp(type, "TopologyRegistered")) { /* the sixth condition: its time is kept too */
+        memset(&tm, 0, sizeof(tm));
+        if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
+            strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm)) {
+          f->xcond_state = 1 + !strcmp(cs, "True");
+          f->xcond_since = (long long)timegm(&tm);
+        }
       }
       if (strcmp(type, "Ready")) continue;
       ready = !strcmp(cs, "True");

@@ -1419,6 +1419,16 @@ static void test_adopt_status(void) {
   f.cond_since = 5;
   mgop_adopt_status(&f, &j, 0);
   CHECK(f.status_hash == 7 && f.cond_since == 5);
+  { /* the sixth condition (its type is the longest) keeps its time as well */
+    static const char topo[] =
+        "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\",\"lastTransitionTime\":\"2026-01-02T03:04:05Z\"},"
+        "{\"type\":\"TopologyRegistered\",\"status\":\"False\",\"reason\":\"Disabled\","
+        "\"lastTransitionTime\":\"2026-01-02T03:04:06Z\"}]}}";
+    memset(&f, 0, sizeof(f));
+    CHECK(mgop_json_parse(&j, topo, sizeof(topo) - 1, tok, 128) == 0);
+    mgop_adopt_status(&f, &j, 0);
+    CHECK(f.xcond_state == 1 && f.xcond_since == 1767323046LL);
+  }
 }
 
 /* Prune's ownership test: label and a chain of controller references up to
