@@ -25,6 +25,8 @@ Deployment/t1-postgres-default-0-inf-multiorch-zone-a-74080dad:Shard
 Deployment/t1-zone-a-multigateway-fd926989:Cell
 PodDisruptionBudget/t1-global-topo:TopoServer
 PodDisruptionBudget/t1-postgres-default-0-inf-pdb-6ba86c9c:Shard
+Secret/t1-postgres-default-0-inf-1056198a-pgbackrest-ca:Shard
+Secret/t1-postgres-default-0-inf-1056198a-pgbackrest-tls:Shard
 Secret/t1-postgres-default-0-inf-1056198a-postgres-password:Shard
 Service/t1-global-topo-headless:TopoServer
 Service/t1-global-topo:TopoServer
