@@ -27,7 +27,7 @@ KWOK_VERSION="${MGOP_KWOK_VERSION:-v0.7.0}"
 
 MGOP_CACHE="${MGOP_CACHE:-$HOME/.cache/multigres-op}"
 CP_NODES="${MGOP_CP_NODES:-4}"
-CP_PODS_PER_NODE="${MGOP_CP_PODS_PER_NODE:-110}"
+CP_PODS_PER_NODE="${MGOP_CP_PODS_PER_NODE:-250}"
 CP_PV_SYNC="${MGOP_CP_PV_SYNC:-15s}"    # kube-controller-manager's PVC binder resync
 CP_KCM_QPS="${MGOP_CP_KCM_QPS:-20}"     # its API client's QPS (pods of StatefulSets)
 [[ $CP_NODES =~ ^[1-9][0-9]*$ && $CP_NODES -le 5000 ]] || { echo "MGOP_CP_NODES must be 1..5000, not '$CP_NODES'" >&2; exit 2; }

@@ -54,7 +54,7 @@ fi
 [ "$(jget -n $ns pods -l multigres.com/cluster=$c,app.kubernetes.io/component=toposerver --field-selector=status.phase=Running -o name | wc -l)" = 3 ] || fail "not 3 Running etcd pods"
 jget -n $ns svc $topo >/dev/null || fail "client Service missing"
 [ "$(jget -n $ns svc $topo-headless -o jsonpath='{.spec.clusterIP}')" = None ] || fail "peer Service is not headless"
-[ "$(jget -n $ns pvc -l multigres.com/cluster=$c -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c Bound)" = 6 ] || fail "etcd and pool PVCs not all bound"
+[ "$(jget -n $ns pvc -l multigres.com/cluster=$c -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c Bound)" = 7 ] || fail "etcd, pool and backup PVCs not all bound"
 
 # ownership: cluster -> TopoServer -> workloads, controller refs
 [ "$(jget -n $ns toposerver $topo -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.metadata.ownerReferences[0].controller}')" = "MultigresCluster/$c/true" ] || fail "TopoServer owner wrong"

@@ -171,7 +171,7 @@ msg=$(cond mgc $a TopologyRegistered message)
 # the other cluster is not held up: an edit converges while $a backs off
 t0=$(date +%s)
 cluster $b "$U2" /it/tls "zone-a" /tls2 tls | kubectl apply -f - >/dev/null
-wait_for 30 "$b Ready at generation 2" ready_gen $b 2 || fail "$b held up by $a's unreachable topology"
+wait_for 60 "$b Ready at generation 2" ready_gen $b 2 || fail "$b held up by $a's unreachable topology"
 [ "$(field "$(rec "$U2" /it/tls/databases/postgres/Database)" backup.filesystem_path)" = '"/tls2"' ] || fail "TLS record not updated"
 note "while $a's topology is down: $b converged an edit in $(( $(date +%s) - t0 ))s; $a says: $msg"
 sleep $(( 30 - ($(date +%s) - down_at) > 0 ? 30 - ($(date +%s) - down_at) : 0 ))
