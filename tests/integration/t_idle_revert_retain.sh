@@ -59,7 +59,7 @@ rv_a=$(jget -n $ns sts ca-global-topo -o jsonpath='{.metadata.resourceVersion}')
 rv_c=$(jget -n $ns sts cc-global-topo -o jsonpath='{.metadata.resourceVersion}')
 kubectl delete -n $ns mgc cb --wait=true >/dev/null
 wait_for 60 "cb's workloads garbage-collected" sh -c "! kubectl get -n $ns sts cb-global-topo >/dev/null 2>&1" || fail "cb's StatefulSet outlived its cluster"
-[ "$(jget -n $ns pvc -l multigres.com/cluster=cb -o name | wc -l)" = 6 ] || fail "cb's 6 PVCs (etcd and pool) were not retained (whenDeleted defaults to Retain)"
+[ "$(jget -n $ns pvc -l multigres.com/cluster=cb -o name | wc -l)" = 7 ] || fail "cb's 7 PVCs (etcd, pool and the shard's backup) were not retained (whenDeleted defaults to Retain)"
 [ "$(jget -n $ns sts ca-global-topo -o jsonpath='{.metadata.resourceVersion}')" = "$rv_a" ] || fail "deleting cb touched ca"
 [ "$(jget -n $ns sts cc-global-topo -o jsonpath='{.metadata.resourceVersion}')" = "$rv_c" ] || fail "deleting cb touched cc"
 operator_alive idle || fail "operator exited"
