@@ -54,7 +54,7 @@ wait_idle() {
 }
 
 op_start r300a
-trap 'kill -CONT "$kcm"; stop_operator r300a; stop_operator r300b' EXIT
+trap 'kill -CONT "$kcm"; stop_operator r300a; stop_operator r300b; kubectl delete namespace $ns --wait=false >/dev/null 2>&1 || true' EXIT # a failure must not leave 300 clusters' pods to the next tests
 manifest="$IT_LOGS/r300.yaml"
 for i in $(seq 1 "$N"); do cluster_manifest $ns r$i; echo ---; done >"$manifest"
 t0=$(date +%s)
