@@ -18,7 +18,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ns=it-topology a=tp-plain b=tp-tls
 T="$ROOT/tests/integration/topo_etcd.py"
-etcd_bin=$(ls -d "$HOME"/.cache/multigres-op/controlplane/*/bin/etcd | head -1)
+etcd_bins=("$HOME"/.cache/multigres-op/controlplane/*/bin/etcd) # no pipe into head under pipefail
+etcd_bin=${etcd_bins[0]}
 [ -x "$etcd_bin" ] || fail "no etcd binary in ~/.cache/multigres-op/controlplane"
 dir=$IT_LOGS/topology
 rm -rf "$dir"; mkdir -p "$dir"
@@ -117,7 +118,7 @@ d=$(rec "$U1" /it/plain/databases/postgres/Database)
   fail "Database: $d"
 for cell in zone-a zone-b; do
   cr=$(jget -n $ns cells -l multigres.com/cluster=$a,multigres.com/cell=$cell -o name)
-  [ -n "$cr" ] || cr=$(jget -n $ns cells -o name | grep "$a-$cell" | head -1)
+  if [ -z "$cr" ]; then all=$(jget -n $ns cells -o name || true); cr=$(grep -m1 -e "$a-$cell" <<<"$all" || true); fi
   [ "$(jget -n $ns "$cr" -o jsonpath='{.status.conditions[?(@.type=="TopologyRegistered")].status}')" = True ] ||
     fail "$cr: TopologyRegistered is not True: $(jget -n $ns "$cr" -o jsonpath='{.status.conditions}')"
 done
