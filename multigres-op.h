@@ -1529,7 +1529,18 @@ static int mgop_hex4(const char *p, const char *end, unsigned long *v) {
   return 0;
 }
 
+/* Decodes into out; on any error out is "" rather than a cut, unterminated
+ * prefix, so a caller that ignores the code still holds a valid C string. */
+static int mgop_json_str_decode(const struct mgop_json *j, int t, char *out, size_t cap);
 int mgop_json_str(const struct mgop_json *j, int t, char *out, size_t cap) {
+  int rc;
+  if (cap == 0) return MGOP_ERR_TOOBIG;
+  rc = mgop_json_str_decode(j, t, out, cap);
+  if (rc != MGOP_OK) out[0] = 0;
+  return rc;
+}
+
+static int mgop_json_str_decode(const struct mgop_json *j, int t, char *out, size_t cap) {
   struct mgop_str s;
   const char *p, *end;
   size_t o = 0;

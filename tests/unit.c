@@ -365,7 +365,11 @@ static void test_json_accessors(void) {
   CHECK(mgop_json_bool(&j, mgop_json_path(&j, 0, "items"), &b) == MGOP_ERR_TYPE);
   CHECK(mgop_json_i64(&j, -1, &v) == MGOP_ERR_TYPE);
   /* output buffer too small */
+  memset(s, 'x', sizeof(s));
   CHECK(mgop_json_path_str(&j, 0, "metadata.name", s, 4) == MGOP_ERR_TOOBIG);
+  /* and leaves "", never a cut prefix without its NUL (a caller that ignores
+   * the code, e.g. a pool's cell name in a stall message, read past it) */
+  CHECK_STR(s, "");
 }
 
 static void test_json_malformed(void) {
