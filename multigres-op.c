@@ -198,6 +198,8 @@ struct mgop_rctx {
   int live_templates;         /* render, but templates from the API   */
   int cached_templates;       /* render, templates from the watch cache
                                  (admission, on the serving thread)    */
+  int admission;              /* render for a review: never reads the
+                                 loop's tables (section 13)            */
   const char *ns, *name;
   char uid[40];
   long long generation;
@@ -317,11 +319,11 @@ static void mgop_stall(struct mgop_rctx *r, const char *reason, const char *fmt,
  * the same spec with the same message. */
 enum mgop_limit_id {
   MGOP_L_OBJECTS, MGOP_L_ARENA, MGOP_L_TEMPLATES_PER_CLUSTER, MGOP_L_VALUE_LENGTH, MGOP_L_CLUSTERS,
-  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_METRIC_SERIES, MGOP_L_COUNT
+  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_METRIC_SERIES, MGOP_L_STS_FACTS, MGOP_L_COUNT
 };
 static const char *const mgop_limit_names[MGOP_L_COUNT] = {
     "objects_per_cluster", "reconcile_arena", "templates_per_cluster", "value_length", "clusters",
-    "templates", "fingerprints", "metric_labels", "metric_series"};
+    "templates", "fingerprints", "metric_labels", "metric_series", "statefulset_facts"};
 static unsigned long long mgop_limit_hits[MGOP_L_COUNT];
 
 /* Counted and logged only: a process-wide table, no cluster to stall. The
@@ -641,6 +643,62 @@ static double mgop_quantity(const char *q) {
   return -1;
 }
 
+/* What an existing StatefulSet fixed at creation: its volumeClaimTemplates[0]
+ * storage request (a quantity is at most 63 characters in the CRD) and, for
+ * etcd, the members it was bootstrapped with (ETCD_INITIAL_CLUSTER; 0: not
+ * etcd). Admission refuses a shrink or a membership change from them on the
+ * serving thread while the loop learns them from its watch, so they live
+ * here under a lock rather than in the loop's fp table. A linear table: a
+ * lookup is rare (admission, a reconcile turn) and a few thousand rows. */
+struct mgop_sts_fact {
+  uint64_t key; /* mgop_fp_key("StatefulSet", ns, name) */
+  char vct_size[64];
+  int32_t etcd_members;
+};
+static struct {
+  pthread_mutex_t mu;
+  size_t used;
+  struct mgop_sts_fact row[MGOP_STS_FACTS_MAX];
+} mgop_sts_facts = {PTHREAD_MUTEX_INITIALIZER, 0, {{0, "", 0}}};
+
+/* The loop, on a StatefulSet watch event: records (or, gone=1, forgets) it. */
+static void mgop_sts_fact_set(uint64_t key, int gone, const char *vct_size, int32_t etcd_members, const char *what) {
+  size_t i;
+  int full = 0;
+  pthread_mutex_lock(&mgop_sts_facts.mu);
+  for (i = 0; i < mgop_sts_facts.used && mgop_sts_facts.row[i].key != key; i++) {}
+  if (gone) {
+    if (i < mgop_sts_facts.used) mgop_sts_facts.row[i] = mgop_sts_facts.row[--mgop_sts_facts.used];
+  } else if (i == mgop_sts_facts.used && i == MGOP_STS_FACTS_MAX) {
+    full = 1;
+  } else {
+    struct mgop_sts_fact *f = &mgop_sts_facts.row[i];
+    if (i == mgop_sts_facts.used) mgop_sts_facts.used++;
+    f->key = key;
+    snprintf(f->vct_size, sizeof(f->vct_size), "%s", vct_size);
+    f->etcd_members = etcd_members;
+  }
+  pthread_mutex_unlock(&mgop_sts_facts.mu);
+  if (full) {
+    char msg[600];
+    snprintf(msg, sizeof(msg), "StatefulSet facts table full (%d rows); %s: its storage size and etcd members are not "
+             "known, so a change to them is not refused before the API server rejects it; raise MGOP_STS_FACTS_MAX",
+             MGOP_STS_FACTS_MAX, what);
+    mgop_limit_note(MGOP_L_STS_FACTS, msg);
+  }
+}
+
+/* Any thread: a copy of the facts of StatefulSet ns/name; 0 when none. */
+static int mgop_sts_fact_get(const char *ns, const char *name, struct mgop_sts_fact *out) {
+  uint64_t key = mgop_fp_key("StatefulSet", ns, name);
+  int found = 0;
+  pthread_mutex_lock(&mgop_sts_facts.mu);
+  for (size_t i = 0; i < mgop_sts_facts.used && !found; i++)
+    if (mgop_sts_facts.row[i].key == key) *out = mgop_sts_facts.row[i], found = 1;
+  pthread_mutex_unlock(&mgop_sts_facts.mu);
+  return found;
+}
+
 /* The storage request written into a StatefulSet's volumeClaimTemplates.
  * The field is immutable, so a StatefulSet that exists keeps the size it
  * was created with (the apply is never rejected for it); a larger size is
@@ -648,19 +706,22 @@ static double mgop_quantity(const char *q) {
  * a smaller one is refused: volumes never shrink. */
 static const char *mgop_vct_size(struct mgop_rctx *r, const char *sts, const char *vct, const char *want, long long replicas,
                                  const char *field) {
-  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
+  static _Thread_local struct mgop_sts_fact fact; /* what is returned points into it, until the next call */
+  struct mgop_fp *f;
   double w = mgop_quantity(want), have;
   uint64_t h;
-  if (!f || !(f->flags & MGOP_FP_EXISTS) || !f->vct_size[0]) return want; /* new: as asked */
-  have = mgop_quantity(f->vct_size);
+  if (!mgop_sts_fact_get(r->ns, sts, &fact) || !fact.vct_size[0]) return want; /* new: as asked */
+  have = mgop_quantity(fact.vct_size);
   if (w < 0 || have < 0) return want; /* not a quantity: the API server says why */
   if (w < have) {
     mgop_stall(r, "StorageShrinkRefused", "%s is %s, smaller than the %s of the existing volumes of StatefulSet %s; "
-               "volumes can grow but never shrink: set %s or more", field, want, f->vct_size, sts, f->vct_size);
-    return f->vct_size;
+               "volumes can grow but never shrink: set %s or more", field, want, fact.vct_size, sts, fact.vct_size);
+    return fact.vct_size;
   }
+  /* the fp table is the loop's: admission lists the growth and never applies it */
+  f = r->admission ? NULL : mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
   h = mgop_fnv1a64(mgop_fnv1a64(MGOP_FNV64_INIT, want, strlen(want) + 1), &replicas, sizeof(replicas));
-  if (w > have && f->grown_hash != h && r->ngrows < MGOP_GROWS_MAX) {
+  if (w > have && (!f || f->grown_hash != h) && r->ngrows < MGOP_GROWS_MAX) {
     struct mgop_grow *g = &r->grows[r->ngrows++];
     snprintf(g->sts, sizeof(g->sts), "%s", sts);
     snprintf(g->vct, sizeof(g->vct), "%s", vct);
@@ -668,7 +729,7 @@ static const char *mgop_vct_size(struct mgop_rctx *r, const char *sts, const cha
     snprintf(g->field, sizeof(g->field), "%s", field);
     g->hash = h;
   }
-  return f->vct_size;
+  return fact.vct_size;
 }
 
 /* An etcd cluster's membership is fixed at bootstrap (ETCD_INITIAL_CLUSTER,
@@ -676,12 +737,12 @@ static const char *mgop_vct_size(struct mgop_rctx *r, const char *sts, const cha
  * count and a change is refused. A hand-edited spec.replicas is not a
  * change of membership: the apply reverts it. */
 static long long mgop_etcd_replicas(struct mgop_rctx *r, const char *sts, long long want, const char *field) {
-  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
-  if (!f || !(f->flags & MGOP_FP_EXISTS) || f->etcd_members <= 0 || f->etcd_members == want) return want;
+  struct mgop_sts_fact fact;
+  if (!mgop_sts_fact_get(r->ns, sts, &fact) || fact.etcd_members <= 0 || fact.etcd_members == want) return want;
   mgop_stall(r, "EtcdReplicasImmutable", "%s is %lld, but the etcd cluster %s was created with %d members and its "
              "membership is fixed: restore %d (a different size needs a new cluster)", field, want, sts,
-             (int)f->etcd_members, (int)f->etcd_members);
-  return f->etcd_members;
+             (int)fact.etcd_members, (int)fact.etcd_members);
+  return fact.etcd_members;
 }
 /* A desired object in the making: the writer, and where the hash goes. */
 struct mgop_build {
@@ -5836,6 +5897,7 @@ static void mgop_on_list_end(int kind) {
     for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
       struct mgop_fp *f = mgop_fp_at(i);
       if (!f || f->kind != kind + 1 || f->epoch == mgop_server.list_epoch[kind]) continue;
+      if (kind == K_STS) mgop_sts_fact_set(f->key, 1, "", 0, "");
       mgop_fp_remove(f->key);
       gone++;
     }
@@ -5937,6 +5999,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
   {
     uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, ns, name);
     if (!strcmp(type, "DELETED")) {
+      if (kind == K_STS) mgop_sts_fact_set(key, 1, "", 0, "");
       mgop_fp_remove(key);
     } else {
       struct mgop_fp *f = mgop_fp_upsert(key);
@@ -5969,10 +6032,13 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       mgop_observe_readiness(kind, j, obj, f);
       mgop_note_owner(f, j, obj, ns);
       if (mgop_kinds[kind].role == MGOP_ROLE_CHILD) mgop_adopt_status(f, j, obj);
-      if (kind == K_STS && mgop_json_path_str(j, obj, "spec.volumeClaimTemplates[0].spec.resources.requests.storage",
-                                              f->vct_size, sizeof(f->vct_size)))
-        f->vct_size[0] = 0; /* none, or too long to compare: treated as new */
-      if (kind == K_STS) f->etcd_members = mgop_etcd_members_of(j, obj);
+      if (kind == K_STS) {
+        char vct[64], what[400];
+        if (mgop_json_path_str(j, obj, "spec.volumeClaimTemplates[0].spec.resources.requests.storage", vct, sizeof(vct)))
+          vct[0] = 0; /* none, or too long to compare: treated as new */
+        snprintf(what, sizeof(what), "StatefulSet %s/%s", ns, name);
+        mgop_sts_fact_set(key, 0, vct, mgop_etcd_members_of(j, obj), what);
+      }
       if (kind == K_STS) { /* left behind by a deleted cluster (section 6, orphan and reclaim) */
         int labels = mgop_json_path(j, obj, "metadata.labels");
         if (mgop_json_key(j, labels, MGOP_ORPHANED_FROM_LABEL) >= 0) f->flags |= MGOP_FP_ORPHANED;
@@ -6559,6 +6625,7 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
   }
   memset(&r, 0, sizeof(r));
   r.render = 1;
+  r.admission = 1;
   r.cached_templates = mgop_tcache_enabled; /* offline (tests, fuzzing): no template exists */
   r.arena = &mgop_admit_arena;
   r.ns = ns;

@@ -595,13 +595,8 @@ struct mgop_fp {
   uint64_t cluster;       /* hash of namespace/cluster label (0: none)  */
   uint64_t owner_key;     /* fp key of its controller owner (0: none)   */
   uint64_t owner_uid;     /* hash of that owner's uid                   */
-  char vct_size[64];      /* StatefulSets: the live volumeClaimTemplates[0]
-                           * storage request (immutable once created; a
-                           * quantity is at most 63 characters in the CRD) */
   uint64_t grown_hash;    /* StatefulSets: the (size, replicas) whose PVCs
                            * were all expanded, so a turn skips the LIST */
-  int32_t etcd_members;   /* etcd StatefulSets: members it was bootstrapped
-                           * with (ETCD_INITIAL_CLUSTER); 0: not etcd    */
   long long renew_at;     /* certificate Secrets the operator issues: unix
                            * seconds when it is next due (0: unknown)    */
 };
@@ -622,6 +617,14 @@ void mgop_fp_compact(void);
 /* Row i (0 <= i < MGOP_FP_SLOTS) when it holds a key, else NULL: for a
  * sweep; removing the row returned is safe while sweeping. */
 struct mgop_fp *mgop_fp_at(size_t i);
+
+/* StatefulSets' immutable facts, which admission reads too: rows of the
+ * policy's mgop_sts_facts table (sized here, since it follows the fp table:
+ * a StatefulSet is one fp row, and a cluster's fp rows are mostly not
+ * StatefulSets). */
+#ifndef MGOP_STS_FACTS_MAX
+#define MGOP_STS_FACTS_MAX (MGOP_FP_SLOTS / 4)
+#endif
 
 /* The work set: roots (namespace/name of a kind) waiting to be reconciled,
  * de-duplicated, each with a not-before time. */

@@ -2151,16 +2151,18 @@ static void t_live_sts(struct mgop_rctx *r, const char *name_part, const char *v
     if (r->desired[i].kind != K_STS || !strstr(r->desired[i].name, name_part)) continue;
     f = mgop_fp_upsert(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
     f->flags |= MGOP_FP_EXISTS;
-    snprintf(f->vct_size, sizeof(f->vct_size), "%s", vct_size);
+    mgop_sts_fact_set(f->key, 0, vct_size, strstr(r->desired[i].json, "ETCD_INITIAL_CLUSTER") ? replicas : 0, "test");
     f->desired = replicas;
-    f->etcd_members = strstr(r->desired[i].json, "ETCD_INITIAL_CLUSTER") ? replicas : 0;
     f->grown_hash = 0;
   }
 }
 
 static void t_forget_sts(struct mgop_rctx *r) {
   for (int i = 0; i < r->ndesired; i++)
-    if (r->desired[i].kind == K_STS) mgop_fp_remove(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
+    if (r->desired[i].kind == K_STS) {
+      mgop_sts_fact_set(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name), 1, "", 0, "");
+      mgop_fp_remove(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
+    }
 }
 
 static void test_storage_growth(void) {
@@ -2245,9 +2247,9 @@ static void test_admission_storage(void) {
     if (r.desired[i].kind != K_STS) continue;
     f = mgop_fp_upsert(mgop_fp_key("StatefulSet", "ns", r.desired[i].name));
     f->flags |= MGOP_FP_EXISTS;
-    snprintf(f->vct_size, sizeof(f->vct_size), "%s", strstr(r.desired[i].name, "global-topo") ? "1Gi" : "10Gi");
     f->desired = 3;
-    f->etcd_members = strstr(r.desired[i].name, "global-topo") ? 3 : 0;
+    mgop_sts_fact_set(f->key, 0, strstr(r.desired[i].name, "global-topo") ? "1Gi" : "10Gi",
+                      strstr(r.desired[i].name, "global-topo") ? 3 : 0, "test");
   }
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     struct mgop_http_req req;
