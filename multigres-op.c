@@ -7039,6 +7039,9 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   - mgop_shared.mu guards mgop_shared's plain fields, the metric series
  *     and mgop_stats: the loop writes them, the serving thread renders them;
  *   - mgop_tcache.lock (rwlock) guards the template cache;
+ *   - mgop_sts_facts.mu guards the StatefulSets' storage sizes and etcd
+ *     members: the loop records them from its watch, admission reads them
+ *     (the fp table itself is the loop's alone);
  *   - atomics: mgop_shared.synced and .beat_ms (loop -> serving), the
  *     Lease's leading, renewed_ms, seen_ok_ms, new_term, lost (Lease ->
  *     all), mgop_stop_signal and mgop_io_abort (signal -> all);
