@@ -3432,6 +3432,11 @@ struct mgop_bh {
   long long last_run_s;             /* scheduled time of the last run asked for */
   char job[80], result[16];
   int missed, sched_adopted;
+  /* Where its check goes, recorded by the cluster's turn: a due check then
+   * runs from the loop (mgop_backup_tick) and needs no turn of its own. */
+  uint64_t owner;                   /* the cluster's fp key: its metric series */
+  char ns[MGOP_CRD_NAMESPACE_MAX + 1], cluster[MGOP_CRD_CLUSTER_NAME_MAX + 1];
+  char shard_cr[MGOP_SHARD_CR_NAME_MAX + 1], db[32], tg[32], sn[32];
 };
 static struct mgop_bh mgop_bh_table[MGOP_BH_MAX];
 static const char *mgop_ma_override; /* --multiadmin-address: every cluster's multiadmin (out of cluster) */
@@ -3489,8 +3494,8 @@ static void mgop_query_value(const char *v, char *out, size_t cap) {
   out[o] = 0;
 }
 
-/* host and port of the cluster's multiadmin HTTP endpoint. */
-static void mgop_ma_endpoint(const struct mgop_rctx *r, char *host, size_t hcap, char *port, size_t pcap) {
+/* host and port of the multiadmin HTTP endpoint of cluster ns/name. */
+static void mgop_ma_endpoint_of(const char *ns, const char *name, char *host, size_t hcap, char *port, size_t pcap) {
   if (mgop_ma_override) {
     const char *colon = strrchr(mgop_ma_override, ':');
     snprintf(host, hcap, "%.*s", colon ? (int)(colon - mgop_ma_override) : (int)strlen(mgop_ma_override),
@@ -3499,12 +3504,15 @@ static void mgop_ma_endpoint(const struct mgop_rctx *r, char *host, size_t hcap,
     return;
   }
   {
-    const char *ap[] = {r->name, "multiadmin"};
+    const char *ap[] = {name, "multiadmin"};
     char svc[64];
     mgop_name(svc, sizeof(svc), MGOP_LIMIT_SERVICE, 0, ap, 2);
-    snprintf(host, hcap, "%s.%s.svc", svc, r->ns);
+    snprintf(host, hcap, "%s.%s.svc", svc, ns);
     snprintf(port, pcap, "18000");
   }
+}
+static void mgop_ma_endpoint(const struct mgop_rctx *r, char *host, size_t hcap, char *port, size_t pcap) {
+  mgop_ma_endpoint_of(r->ns, r->name, host, hcap, port, pcap);
 }
 
 /* The verdict from a 200 response. */
@@ -3535,8 +3543,10 @@ static void mgop_bh_adopt(uint64_t key, const char *status, long long since) {
   h->adopted_since = since;
 }
 
-/* One shard's check when due; *down: this turn's multiadmin did not answer. */
-static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, int *down) {
+/* One shard's check, now: GET /api/v1/backups from its cluster's multiadmin.
+ * down_host: a multiadmin that did not answer earlier in the same pass
+ * (one 2 s wait per cluster, not per shard); set when this one does not. */
+static void mgop_bh_check(struct mgop_bh *h, char *down_host, size_t down_cap) {
   static struct mgop_conn conn;
   static char body[MGOP_MA_BODY_MAX];
   char host[300], port[16], target[400], db[100], tg[100], sh[100], msg[200];
@@ -3544,22 +3554,21 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, in
   struct mgop_ma_backups b;
   int status = 0, rc;
   long long now = mgop_now_ms();
-  if (h->checked_ms && now - h->checked_ms < mgop_backup_check_ms) return;
   h->checked_ms = now;
-  mgop_ma_endpoint(r, host, sizeof(host), port, sizeof(port));
-  if (*down) {
+  mgop_ma_endpoint_of(h->ns, h->cluster, host, sizeof(host), port, sizeof(port));
+  if (down_host[0] && !strcmp(down_host, host)) {
     mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s did not answer this turn", host, port);
     return;
   }
-  mgop_query_value(r->shard_db[s], db, sizeof(db));
-  mgop_query_value(r->shard_tgn[s], tg, sizeof(tg));
-  mgop_query_value(r->shard_sn[s], sh, sizeof(sh));
+  mgop_query_value(h->db, db, sizeof(db));
+  mgop_query_value(h->tg, tg, sizeof(tg));
+  mgop_query_value(h->sn, sh, sizeof(sh));
   snprintf(target, sizeof(target), "/api/v1/backups?database=%s&table_group=%s&shard=%s", db, tg, sh);
   mgop_buf_init(&out, body, sizeof(body) - 1);
   mgop_conn_init(&conn);
   rc = mgop_http_call(&conn, host, port, "GET", target, NULL, 0, &out, &status, now + MGOP_MA_TIMEOUT_MS);
   if (rc && !status) {
-    *down = 1;
+    snprintf(down_host, down_cap, "%s", host);
     mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s: %.200s", host, port, mgop_errmsg());
     return;
   }
@@ -3581,6 +3590,66 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, in
     return;
   }
   mgop_bh_from_list(h, &b);
+}
+
+/* The last-backup-age gauge of a shard, from its newest complete backup. */
+static void mgop_bh_age_gauge(const struct mgop_bh *h) {
+  char l[MGOP_LABELS_MAX] = "";
+  if (!h->last_s) return;
+  if (!mgop_label(l, sizeof(l), "shard", h->shard_cr) && !mgop_label(l, sizeof(l), "namespace", h->ns))
+    mgop_gauge_set(h->owner, mgop_f_backup_age, l, (double)(mgop_wall_s() - h->last_s));
+}
+
+/* A shard's turn: records where its check goes, and checks when due. */
+static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner, char *down_host,
+                               size_t down_cap) {
+  h->owner = owner;
+  snprintf(h->ns, sizeof(h->ns), "%s", r->ns);
+  snprintf(h->cluster, sizeof(h->cluster), "%s", r->name);
+  snprintf(h->shard_cr, sizeof(h->shard_cr), "%s", r->shard_names[s]);
+  snprintf(h->db, sizeof(h->db), "%s", r->shard_db[s]);
+  snprintf(h->tg, sizeof(h->tg), "%s", r->shard_tgn[s]);
+  snprintf(h->sn, sizeof(h->sn), "%s", r->shard_sn[s]);
+  if (!h->checked_ms || mgop_now_ms() - h->checked_ms >= mgop_backup_check_ms) mgop_bh_check(h, down_host, down_cap);
+  mgop_bh_age_gauge(h);
+}
+
+/* One check of a slot; a verdict that changed wakes its cluster to write it. */
+static void mgop_bh_recheck(struct mgop_bh *h, char *down_host, size_t down_cap) {
+  int state = h->state;
+  char reason[sizeof(h->reason)], msg[sizeof(h->msg)];
+  memcpy(reason, h->reason, sizeof(reason));
+  memcpy(msg, h->msg, sizeof(msg));
+  mgop_bh_check(h, down_host, down_cap);
+  mgop_bh_age_gauge(h);
+  if (h->state != state || strcmp(h->reason, reason) || strcmp(h->msg, msg)) mgop_enqueue(h->ns, h->cluster, 0);
+}
+
+/* The loop, between turns: the check most overdue, run where the shard's
+ * last turn recorded (one call per pass, so watches stay fresh; the other
+ * due shards of a multiadmin that did not answer share its verdict). An
+ * unchanged verdict costs no API request, so a converged fleet stays at
+ * zero requests while idle. Returns ms until the next is due (-1: none). */
+static long long mgop_backup_tick(void) {
+  char down_host[300] = "";
+  struct mgop_bh *due = NULL;
+  long long now = mgop_now_ms();
+  if (!mgop_backup_check_ms) return -1;
+  for (int i = 0; i < MGOP_BH_MAX; i++) {
+    struct mgop_bh *h = &mgop_bh_table[i];
+    if (!h->key || !h->cluster[0] || !h->checked_ms) continue; /* the cluster's first turn checks it */
+    if (!due || h->checked_ms < due->checked_ms) due = h;
+  }
+  if (!due) return -1;
+  if (due->checked_ms + mgop_backup_check_ms > now) return due->checked_ms + mgop_backup_check_ms - now;
+  mgop_bh_recheck(due, down_host, sizeof(down_host));
+  for (int i = 0; down_host[0] && i < MGOP_BH_MAX; i++) {
+    struct mgop_bh *h = &mgop_bh_table[i];
+    if (h != due && h->checked_ms && h->checked_ms + mgop_backup_check_ms <= now && !strcmp(h->ns, due->ns) &&
+        !strcmp(h->cluster, due->cluster))
+      mgop_bh_recheck(h, down_host, sizeof(down_host));
+  }
+  return 0; /* another may be due already: the loop comes back after its watches */
 }
 
 /* Set around a Shard's status write: mgop_conditions appends it. */
@@ -3615,6 +3684,15 @@ static void mgop_backup_condition(struct mgop_jw *w, long long generation) {
 #define MGOP_SCHED_POLL_MS 5000     /* a running job is looked at this often */
 static uint64_t mgop_sched_busy;    /* the Shard whose job is running (0: none) */
 static long long mgop_sched_busy_ms;
+
+/* A Shard is gone: its slot is free for another. */
+static void mgop_bh_forget(uint64_t key) {
+  for (int i = 0; i < MGOP_BH_MAX; i++)
+    if (mgop_bh_table[i].key == key) {
+      if (mgop_sched_busy == key) mgop_sched_busy = 0;
+      memset(&mgop_bh_table[i], 0, sizeof(mgop_bh_table[i]));
+    }
+}
 
 static long long mgop_sched_next(const struct mgop_bh *h, const struct mgop_cron *c, long long after, int jitter_s,
                                  long long *base) {
@@ -4983,7 +5061,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   char name[80];
   int rd, ds;
   uint64_t owner = mgop_fp_key("MultigresCluster", r->ns, r->name); /* of its metric series */
-  int ma_down = 0, any_health = 0; /* this turn's multiadmin did not answer; a shard's health is kept */
+  char ma_down[300] = ""; /* this turn's multiadmin, when it did not answer */
   long long sched_wake = -1;         /* ms until a shard's schedule wants a turn */
   memset(&rs, 0, sizeof(rs));
   mgop_series_drop(owner);
@@ -5119,23 +5197,19 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       if (h) {
         long long want = mgop_backup_schedule(r, s, h, owner);
         if (want >= 0 && (sched_wake < 0 || want < sched_wake)) sched_wake = want;
-        mgop_backup_health(r, s, h, &ma_down);
-        if (h->last_s) {
-          char l[MGOP_LABELS_MAX] = "";
-          if (!mgop_label(l, sizeof(l), "shard", r->shard_names[s]) && !mgop_label(l, sizeof(l), "namespace", r->ns))
-            mgop_gauge_set(owner, mgop_f_backup_age, l, (double)(mgop_wall_s() - h->last_s));
-        }
+        mgop_backup_health(r, s, h, owner, ma_down, sizeof(ma_down));
       }
       mgop_cond_backup = h;
       mgop_write_status(r, K_SHARD, r->shard_names[s], f, ready, 0, ready ? "AllPodsReady" : "NotAllPodsReady", msg,
                         f->seen_gen, mgop_phase(ready, c.ready), mgop_shard_status_extra, &c);
       mgop_cond_backup = NULL;
-      any_health |= h != NULL;
     }
   }
-  if (any_health) /* the next backup health check, or the next scheduled run */
-    mgop_enqueue(r->ns, r->name, sched_wake >= 0 && sched_wake < mgop_backup_check_ms ? sched_wake + 100
-                                                                                        : mgop_backup_check_ms);
+  /* a schedule needs turns (its POST and status are built from the spec):
+   * at the next run, and every check interval in case the clock jumped;
+   * health checks come due in mgop_backup_tick, without a turn */
+  if (sched_wake >= 0)
+    mgop_enqueue(r->ns, r->name, sched_wake < mgop_backup_check_ms ? sched_wake + 100 : mgop_backup_check_ms);
   for (int t = 0; t < r->ntg; t++) {
     struct mgop_fp *f = mgop_fp_find(mgop_fp_key("TableGroup", r->ns, r->tg_names[t]));
     struct mgop_counts c = {0, 0, NULL};
@@ -5898,6 +5972,7 @@ static void mgop_on_list_end(int kind) {
       struct mgop_fp *f = mgop_fp_at(i);
       if (!f || f->kind != kind + 1 || f->epoch == mgop_server.list_epoch[kind]) continue;
       if (kind == K_STS) mgop_sts_fact_set(f->key, 1, "", 0, "");
+      if (kind == K_SHARD) mgop_bh_forget(f->key);
       mgop_fp_remove(f->key);
       gone++;
     }
@@ -6000,6 +6075,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
     uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, ns, name);
     if (!strcmp(type, "DELETED")) {
       if (kind == K_STS) mgop_sts_fact_set(key, 1, "", 0, "");
+      if (kind == K_SHARD) mgop_bh_forget(key);
       mgop_fp_remove(key);
     } else {
       struct mgop_fp *f = mgop_fp_upsert(key);
@@ -7350,6 +7426,7 @@ int mgop_run(const struct mgop_options *opt) {
     }
     due = mgop_work_next_due(mgop_now_ms());
     if (due >= 0 && due < wait) wait = due;
+    if (mgop_may_write() && (due = mgop_backup_tick()) >= 0 && due < wait) wait = due;
     if (mgop_wh.enabled && mgop_now_ms() >= mgop_wh.next_check_ms) { /* certificates: hourly, or soon after a miss */
       int crc = mgop_wh_certs();
       if (crc) MGOP_LOG(MGOP_WARN, ("webhook certificates: %s; retrying in 5 s", mgop_errmsg()));
