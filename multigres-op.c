@@ -657,19 +657,30 @@ struct mgop_sts_fact {
 };
 static struct {
   pthread_mutex_t mu;
-  size_t used;
-  struct mgop_sts_fact row[MGOP_STS_FACTS_MAX];
-} mgop_sts_facts = {PTHREAD_MUTEX_INITIALIZER, 0, {{0, "", 0}}};
+  size_t used, cap;           /* cap: a quarter of the object table's rows */
+  struct mgop_sts_fact *row;  /* allocated with it, at start-up          */
+} mgop_sts_facts = {PTHREAD_MUTEX_INITIALIZER, 0, 0, NULL};
+
+/* Start-up, before the threads: the table, a quarter of the object table. */
+static int mgop_sts_facts_init(void) {
+  size_t cap = mgop_fp_slots() / 4;
+  if (mgop_sts_facts.row) return MGOP_OK;
+  if (!(mgop_sts_facts.row = calloc(cap ? cap : 1, sizeof(*mgop_sts_facts.row))))
+    return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate %zu StatefulSet rows", cap);
+  mgop_sts_facts.cap = cap;
+  return MGOP_OK;
+}
 
 /* The loop, on a StatefulSet watch event: records (or, gone=1, forgets) it. */
 static void mgop_sts_fact_set(uint64_t key, int gone, const char *vct_size, int32_t etcd_members, const char *what) {
   size_t i;
   int full = 0;
   pthread_mutex_lock(&mgop_sts_facts.mu);
+  if (mgop_sts_facts_init()) abort(); /* sized at start-up; here only in tests */
   for (i = 0; i < mgop_sts_facts.used && mgop_sts_facts.row[i].key != key; i++) {}
   if (gone) {
     if (i < mgop_sts_facts.used) mgop_sts_facts.row[i] = mgop_sts_facts.row[--mgop_sts_facts.used];
-  } else if (i == mgop_sts_facts.used && i == MGOP_STS_FACTS_MAX) {
+  } else if (i == mgop_sts_facts.used && i == mgop_sts_facts.cap) {
     full = 1;
   } else {
     struct mgop_sts_fact *f = &mgop_sts_facts.row[i];
@@ -681,9 +692,9 @@ static void mgop_sts_fact_set(uint64_t key, int gone, const char *vct_size, int3
   pthread_mutex_unlock(&mgop_sts_facts.mu);
   if (full) {
     char msg[600];
-    snprintf(msg, sizeof(msg), "StatefulSet facts table full (%d rows); %s: its storage size and etcd members are not "
-             "known, so a change to them is not refused before the API server rejects it; raise MGOP_STS_FACTS_MAX",
-             MGOP_STS_FACTS_MAX, what);
+    snprintf(msg, sizeof(msg), "StatefulSet facts table full (%zu rows); %s: its storage size and etcd members are not "
+             "known, so a change to them is not refused before the API server rejects it; raise --max-objects",
+             mgop_sts_facts.cap, what);
     mgop_limit_note(MGOP_L_STS_FACTS, msg);
   }
 }
@@ -1145,10 +1156,10 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
                                               r->applied > 1 ? ", " : "", mgop_kinds[d->kind].kind, d->name);
     f = mgop_fp_upsert(key);
     if (!f)
-      mgop_limit_reached(r, MGOP_L_FINGERPRINTS, "%s %s was applied, but the operator's object table is full (%d "
-                         "rows for all clusters), so it cannot tell when it is in sync: fewer or smaller clusters per "
-                         "operator, or a build with a larger MGOP_FP_SLOTS", mgop_kinds[d->kind].kind, d->name,
-                         MGOP_FP_SLOTS);
+      mgop_limit_reached(r, MGOP_L_FINGERPRINTS, "%s %s was applied, but the operator's object table is full (%zu "
+                         "rows for all clusters), so it cannot tell when it is in sync: raise --max-objects (about 26 "
+                         "per minimal cluster) or run fewer clusters per operator", mgop_kinds[d->kind].kind, d->name,
+                         mgop_fp_slots());
     if (f) {
       f->cluster = mgop_cluster_hash(r->ns, r->name);
       f->kind = d->kind + 1; /* swept by a relist that does not show it */
@@ -1190,14 +1201,24 @@ static const char *mgop_uid_of(struct mgop_rctx *r, int kind, const char *name) 
 
 /* Metric series and counters, written by the status code; exposed by
  * section 11. */
-#define MGOP_SERIES_MAX 2048
+#define MGOP_SERIES_DEFAULT 2048 /* --max-metric-series: about 7 a minimal cluster */
 struct mgop_series {
   uint64_t owner;            /* root key of the cluster; 0: free      */
   const char *family;        /* a name from mgop_families              */
   char labels[MGOP_LABELS_MAX]; /* rendered: a="x",b="y"               */
   double value;
 };
-static struct mgop_series mgop_series[MGOP_SERIES_MAX];
+static struct mgop_series *mgop_series; /* mgop_series_cap rows, allocated at start-up */
+static size_t mgop_series_cap;
+
+/* Start-up, before the threads (or a test's first gauge): the table. */
+static int mgop_series_init(size_t rows) {
+  if (mgop_series) return MGOP_OK;
+  if (rows < 2 || !(mgop_series = calloc(rows, sizeof(*mgop_series))))
+    return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate a metric series table of %zu rows", rows);
+  mgop_series_cap = rows;
+  return MGOP_OK;
+}
 static unsigned long long mgop_series_full; /* sets that found no free row */
 
 enum { MGOP_C_CLUSTER, MGOP_C_TEMPLATE, MGOP_C_COUNT }; /* our "controllers": the two kinds of work */
@@ -1271,23 +1292,24 @@ static void mgop_gauge_set(uint64_t owner, const char *family, const char *label
 static size_t mgop_series_used;
 static size_t mgop_series_home(const char *family, const char *labels) {
   uint64_t h = mgop_fnv1a64(MGOP_FNV64_INIT, family, strlen(family) + 1);
-  return (size_t)(mgop_fnv1a64(h, labels, strlen(labels)) % MGOP_SERIES_MAX);
+  return (size_t)(mgop_fnv1a64(h, labels, strlen(labels)) % mgop_series_cap);
 }
 
 static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char *labels, double value) {
-  size_t i = mgop_series_home(family, labels);
+  size_t i;
   struct mgop_series *s;
-  for (; (s = &mgop_series[i])->family; i = (i + 1) % MGOP_SERIES_MAX)
+  if (mgop_series_init(MGOP_SERIES_DEFAULT)) abort(); /* sized at start-up; here only in tests */
+  for (i = mgop_series_home(family, labels); (s = &mgop_series[i])->family; i = (i + 1) % mgop_series_cap)
     if (s->family == family && !strcmp(s->labels, labels)) {
       s->owner = owner;
       s->value = value;
       return;
     }
-  if (mgop_series_used >= MGOP_SERIES_MAX - 1) {
+  if (mgop_series_used >= mgop_series_cap - 1) {
     char what[300];
     mgop_series_full++;
-    snprintf(what, sizeof(what), "metric series table full (%d series); %s{%.200s} is not exposed", MGOP_SERIES_MAX,
-             family, labels);
+    snprintf(what, sizeof(what), "metric series table full (%zu series; raise --max-metric-series); %s{%.160s} is not "
+             "exposed", mgop_series_cap, family, labels);
     mgop_limit_note(MGOP_L_METRIC_SERIES, what);
     return;
   }
@@ -1303,18 +1325,18 @@ static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char
 static void mgop_series_drop(uint64_t owner) {
   size_t start = 0;
   pthread_mutex_lock(&mgop_shared.mu);
-  for (size_t i = 0; i < MGOP_SERIES_MAX; i++)
+  for (size_t i = 0; i < mgop_series_cap; i++)
     if (mgop_series[i].family && mgop_series[i].owner == owner) {
       memset(&mgop_series[i], 0, sizeof(mgop_series[i]));
       mgop_series_used--;
     }
-  while (start < MGOP_SERIES_MAX - 1 && mgop_series[start].family) start++;
-  for (size_t n = 1; n <= MGOP_SERIES_MAX; n++) {
-    size_t at = (start + n) % MGOP_SERIES_MAX, to;
+  while (start + 1 < mgop_series_cap && mgop_series[start].family) start++;
+  for (size_t n = 1; n <= mgop_series_cap; n++) {
+    size_t at = (start + n) % mgop_series_cap, to;
     struct mgop_series row = mgop_series[at];
     if (!row.family) continue;
     mgop_series[at].family = NULL;
-    for (to = mgop_series_home(row.family, row.labels); mgop_series[to].family; to = (to + 1) % MGOP_SERIES_MAX) {}
+    for (to = mgop_series_home(row.family, row.labels); mgop_series[to].family; to = (to + 1) % mgop_series_cap) {}
     if (to != at) memset(&mgop_series[at], 0, sizeof(mgop_series[at]));
     mgop_series[to] = row;
   }
@@ -1449,7 +1471,7 @@ static int mgop_prune(struct mgop_rctx *r) {
   size_t note_len = 0;
   for (int i = 0; i < r->ndesired; i++) want[i] = mgop_desired_key(r, &r->desired[i]);
   qsort(want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64);
-  for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_fp_slots(); i++) {
     struct mgop_fp *f = mgop_fp_at(i);
     int depth;
     if (!f || f->cluster != cl || f->kind <= 0 || !(f->flags & MGOP_FP_EXISTS) || !f->uid[0]) continue;
@@ -1689,7 +1711,7 @@ static int mgop_patch_object(const char *path, const char *json, size_t n, int *
 /* Has the StatefulSet watch seen orphans of this cluster's name? */
 static int mgop_has_orphans(const struct mgop_rctx *r) {
   uint64_t cl = mgop_cluster_hash(r->ns, r->name);
-  for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_fp_slots(); i++) {
     const struct mgop_fp *f = mgop_fp_at(i);
     if (f && f->cluster == cl && f->kind == K_STS + 1 && (f->flags & MGOP_FP_EXISTS) && (f->flags & MGOP_FP_ORPHANED))
       return 1;
@@ -4735,7 +4757,7 @@ static int mgop_topo_leftovers(struct mgop_rctx *r) {
   int left = 0;
   for (int i = 0; i < r->ndesired; i++) want[i] = mgop_desired_key(r, &r->desired[i]);
   qsort(want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64);
-  for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_fp_slots(); i++) {
     struct mgop_fp *f = mgop_fp_at(i);
     if (!f || f->cluster != cl || f->kind <= 0 || !(f->flags & MGOP_FP_EXISTS) || !f->uid[0]) continue;
     if (!bsearch(&f->key, want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64)) left++;
@@ -5968,7 +5990,7 @@ static void mgop_on_list_end(int kind) {
       gone++;
     }
   } else {
-    for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+    for (size_t i = 0; i < mgop_fp_slots(); i++) {
       struct mgop_fp *f = mgop_fp_at(i);
       if (!f || f->kind != kind + 1 || f->epoch == mgop_server.list_epoch[kind]) continue;
       if (kind == K_STS) mgop_sts_fact_set(f->key, 1, "", 0, "");
@@ -6081,8 +6103,8 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       struct mgop_fp *f = mgop_fp_upsert(key);
       if (!f) {
         char what[600];
-        snprintf(what, sizeof(what), "fingerprint table full (%d rows); %s %s/%s is not tracked; raise MGOP_FP_SLOTS",
-                 MGOP_FP_SLOTS, mgop_kinds[kind].kind, ns, name);
+        snprintf(what, sizeof(what), "object table full (%zu rows); %s %s/%s is not tracked; raise --max-objects",
+                 mgop_fp_slots(), mgop_kinds[kind].kind, ns, name);
         mgop_limit_note(MGOP_L_FINGERPRINTS, what);
         return;
       }
@@ -6960,7 +6982,7 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
 
   for (size_t f = 0; f < sizeof(mgop_families) / sizeof(mgop_families[0]); f++) {
     mgop_metric_head(b, mgop_families[f].name, "gauge", mgop_families[f].help);
-    for (int i = 0; i < MGOP_SERIES_MAX; i++)
+    for (size_t i = 0; i < mgop_series_cap; i++)
       if (mgop_series[i].family == mgop_families[f].name)
         mgop_buf_printf(b, "%s{%s} %g\n", mgop_families[f].name, mgop_series[i].labels, mgop_series[i].value);
   }
@@ -7253,7 +7275,19 @@ struct mgop_options {
   const char *webhook_bind, *webhook_cert_dir, *webhook_service, *webhook_service_ns, *webhook_config,
       *webhook_owner, *webhook_extra_sans;
   long long webhook_cert_validity_s, webhook_ca_validity_s, webhook_check_s;
+  size_t max_objects, max_series; /* 0: the defaults */
 };
+
+/* The tables sized by flags, allocated once before the threads start:
+ * after this the operator allocates nothing (section 1). */
+static int mgop_tables_init(const struct mgop_options *opt) {
+  if (mgop_fp_init(opt->max_objects ? opt->max_objects : MGOP_FP_SLOTS_DEFAULT) || mgop_sts_facts_init() ||
+      mgop_series_init(opt->max_series ? opt->max_series : MGOP_SERIES_DEFAULT))
+    return -1;
+  MGOP_LOG(MGOP_INFO, ("tables: %zu object rows (--max-objects), %zu StatefulSet rows, %zu metric series "
+                       "(--max-metric-series)", mgop_fp_slots(), mgop_sts_facts.cap, mgop_series_cap));
+  return 0;
+}
 
 int mgop_run(const struct mgop_options *opt); /* also called by tests */
 int mgop_run(const struct mgop_options *opt) {
@@ -7273,6 +7307,10 @@ int mgop_run(const struct mgop_options *opt) {
   }
   if ((rc = mgop_kube_init(&mgop_server.api, &mgop_server.cfg))) {
     MGOP_LOG(MGOP_ERROR, ("cannot set up the API client (%s): %s", mgop_server.cfg.source, mgop_errmsg()));
+    return 2;
+  }
+  if (mgop_tables_init(opt)) {
+    MGOP_LOG(MGOP_ERROR, ("cannot size the tables: %s", mgop_errmsg()));
     return 2;
   }
   mgop_server.api.may_write = mgop_may_write; /* only the leader's requests may write */
@@ -7382,7 +7420,7 @@ int mgop_run(const struct mgop_options *opt) {
     struct pollfd pfd[K_COUNT + 1];
     /* deleted objects leave tombstones that every miss probes past; no row
      * pointer lives across turns, so this is the place to clear them */
-    if (mgop_fp_tombstones() > MGOP_FP_SLOTS / 8) mgop_fp_compact();
+    if (mgop_fp_tombstones() > mgop_fp_slots() / 8) mgop_fp_compact();
     int owner[K_COUNT], n = 0;
     long long now = mgop_now_ms(), wait = 1000, due;
     struct mgop_work item;
@@ -7695,6 +7733,11 @@ static const char mgop_usage[] =
     "  --topology-registration  write each cluster's Cell and Database records into Multigres's\n"
     "                           global topology (default: true); false: none, and Ready does not\n"
     "                           wait for them (test control planes whose etcd pods are simulated)\n"
+    "  --max-objects N          rows of the table of objects the operator owns, for all clusters\n"
+    "                           (default: 8192; a minimal cluster needs about 26, so 1,000 need\n"
+    "                           32768; about 220 bytes each). Full: a cluster stalls, LimitReached\n"
+    "  --max-metric-series N    labelled gauge series (default: 2048; about 7 a minimal cluster;\n"
+    "                           about 310 bytes each); full: a series is not exposed, and counted\n"
     "  --zap-devel              development mode: console encoder, debug level (default: true)\n"
     "  --zap-log-level LEVEL    debug, info, warn, error, or 0 (debug), 1 (info), 2 (error);\n"
     "                           default: debug with --zap-devel, else info\n"
@@ -7719,6 +7762,7 @@ static const struct mgop_flag mgop_flags[] = {
     {"pgbackrest-cert-validity", 0},            {"pgbackrest-ca-validity", 0},
     {"multiadmin-address", 0},                  {"backup-check-interval", 0},
     {"topology-registration", 1},
+    {"max-objects", 0},                         {"max-metric-series", 0},
 };
 
 /* "90s", "10m", "8760h", "1h30m" -> seconds; -1 when malformed or < 1s. */
@@ -7847,6 +7891,16 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
       else if (!strcmp(f->name, "webhook-owner-deployment")) opt->webhook_owner = val;
       else if (!strcmp(f->name, "webhook-extra-sans")) opt->webhook_extra_sans = val;
       else if (!strcmp(f->name, "multiadmin-address")) mgop_ma_override = val;
+      else if (!strcmp(f->name, "max-objects") || !strcmp(f->name, "max-metric-series")) {
+        char *end;
+        long long n = strtoll(val, &end, 10);
+        if (*end || end == val || n < 64 || n > 4194304) {
+          fprintf(stderr, "multigres-op: %s takes a count from 64 to 4194304, not \"%s\"\n", name, val);
+          return 2;
+        }
+        if (!strcmp(f->name, "max-objects")) opt->max_objects = (size_t)n;
+        else opt->max_series = (size_t)n;
+      }
       else if (!strcmp(f->name, "backup-check-interval")) {
         long long d = strcmp(val, "0") ? mgop_parse_duration(val) : 0;
         if (d < 0) {

@@ -568,8 +568,8 @@ int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const
 
 /* One row per object we own: what we last applied and what we last saw.
  * Fixed capacity; open addressing on a 64-bit key of kind/namespace/name. */
-#ifndef MGOP_FP_SLOTS
-#define MGOP_FP_SLOTS 8192
+#ifndef MGOP_FP_SLOTS_DEFAULT
+#define MGOP_FP_SLOTS_DEFAULT 8192 /* --max-objects: about 26 rows a minimal cluster */
 #endif
 struct mgop_fp {
   uint64_t key;           /* 0: empty, UINT64_MAX: removed              */
@@ -606,6 +606,11 @@ struct mgop_fp {
 #define MGOP_FP_ORPHANED 8u /* detached from a deleted cluster (StatefulSets:
                                the multigres.com/orphaned-from label)  */
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name);
+/* The table is allocated once, before its first use: mgop_fp_init(slots)
+ * at start-up (--max-objects), or MGOP_FP_SLOTS_DEFAULT on first use.
+ * MGOP_ERR_NOMEM when the memory cannot be had or it is already sized. */
+int mgop_fp_init(size_t slots);
+size_t mgop_fp_slots(void);
 struct mgop_fp *mgop_fp_find(uint64_t key);
 struct mgop_fp *mgop_fp_upsert(uint64_t key); /* NULL when full */
 void mgop_fp_remove(uint64_t key);
@@ -614,17 +619,10 @@ size_t mgop_fp_count(void);
  * only between turns, when nobody holds one. */
 size_t mgop_fp_tombstones(void);
 void mgop_fp_compact(void);
-/* Row i (0 <= i < MGOP_FP_SLOTS) when it holds a key, else NULL: for a
+/* Row i (0 <= i < mgop_fp_slots()) when it holds a key, else NULL: for a
  * sweep; removing the row returned is safe while sweeping. */
 struct mgop_fp *mgop_fp_at(size_t i);
 
-/* StatefulSets' immutable facts, which admission reads too: rows of the
- * policy's mgop_sts_facts table (sized here, since it follows the fp table:
- * a StatefulSet is one fp row, and a cluster's fp rows are mostly not
- * StatefulSets). */
-#ifndef MGOP_STS_FACTS_MAX
-#define MGOP_STS_FACTS_MAX (MGOP_FP_SLOTS / 4)
-#endif
 
 /* The work set: roots (namespace/name of a kind) waiting to be reconciled,
  * de-duplicated, each with a not-before time. */
@@ -3597,7 +3595,8 @@ int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const
   return MGOP_OK;
 }
 
-static struct mgop_fp mgop_fp_table[MGOP_FP_SLOTS];
+static struct mgop_fp *mgop_fp_table;
+static size_t mgop_fp_cap; /* slots */
 static size_t mgop_fp_used;
 static size_t mgop_fp_dead; /* tombstones: a miss probes past them */
 
@@ -3609,9 +3608,22 @@ uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name) {
   return h ? h : 1; /* 0 marks an empty slot */
 }
 
+int mgop_fp_init(size_t slots) {
+  if (mgop_fp_table) return mgop_seterr(MGOP_ERR_NOMEM, "the object table is already sized (%zu rows)", mgop_fp_cap);
+  if (slots < 2 || !(mgop_fp_table = calloc(slots, sizeof(*mgop_fp_table)))) /* untouched pages cost no RSS */
+    return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate an object table of %zu rows", slots);
+  mgop_fp_cap = slots;
+  return MGOP_OK;
+}
+
+size_t mgop_fp_slots(void) {
+  if (!mgop_fp_table && mgop_fp_init(MGOP_FP_SLOTS_DEFAULT)) abort(); /* start-up: nothing to degrade to */
+  return mgop_fp_cap;
+}
+
 static size_t mgop_fp_slot(uint64_t key, int *found) {
-  size_t i = (size_t)(key % MGOP_FP_SLOTS), first_free = (size_t)-1;
-  for (size_t probe = 0; probe < MGOP_FP_SLOTS; probe++, i = (i + 1) % MGOP_FP_SLOTS) {
+  size_t cap = mgop_fp_slots(), i = (size_t)(key % cap), first_free = (size_t)-1;
+  for (size_t probe = 0; probe < cap; probe++, i = (i + 1) % cap) {
     if (mgop_fp_table[i].key == key) {
       *found = 1;
       return i;
@@ -3636,7 +3648,7 @@ struct mgop_fp *mgop_fp_upsert(uint64_t key) {
   int found;
   size_t i = mgop_fp_slot(key, &found);
   if (found) return &mgop_fp_table[i];
-  if (i == (size_t)-1 || mgop_fp_used >= MGOP_FP_SLOTS - 1) return NULL; /* keep one empty slot */
+  if (i == (size_t)-1 || mgop_fp_used >= mgop_fp_cap - 1) return NULL; /* keep one empty slot */
   if (mgop_fp_table[i].key == UINT64_MAX) mgop_fp_dead--;
   memset(&mgop_fp_table[i], 0, sizeof(mgop_fp_table[i]));
   mgop_fp_table[i].key = key;
@@ -3645,7 +3657,7 @@ struct mgop_fp *mgop_fp_upsert(uint64_t key) {
 }
 
 struct mgop_fp *mgop_fp_at(size_t i) {
-  if (i >= MGOP_FP_SLOTS || mgop_fp_table[i].key == 0 || mgop_fp_table[i].key == UINT64_MAX) return NULL;
+  if (i >= mgop_fp_slots() || mgop_fp_table[i].key == 0 || mgop_fp_table[i].key == UINT64_MAX) return NULL;
   return &mgop_fp_table[i];
 }
 
@@ -3666,18 +3678,18 @@ size_t mgop_fp_tombstones(void) { return mgop_fp_dead; }
  * re-insert every row in probe order starting after an empty slot, so each
  * row moves only towards its home slot, over rows already placed. */
 void mgop_fp_compact(void) {
-  size_t start = 0, i;
-  for (i = 0; i < MGOP_FP_SLOTS; i++)
+  size_t start = 0, i, cap = mgop_fp_slots();
+  for (i = 0; i < cap; i++)
     if (mgop_fp_table[i].key == UINT64_MAX) mgop_fp_table[i].key = 0;
   mgop_fp_dead = 0;
-  while (start < MGOP_FP_SLOTS && mgop_fp_table[start].key) start++;
-  if (start == MGOP_FP_SLOTS) return; /* cannot happen: upsert keeps one slot empty */
-  for (size_t n = 1; n <= MGOP_FP_SLOTS; n++) {
-    size_t at = (start + n) % MGOP_FP_SLOTS, to;
+  while (start < cap && mgop_fp_table[start].key) start++;
+  if (start == cap) return; /* cannot happen: upsert keeps one slot empty */
+  for (size_t n = 1; n <= cap; n++) {
+    size_t at = (start + n) % cap, to;
     uint64_t key = mgop_fp_table[at].key;
     if (!key) continue;
     mgop_fp_table[at].key = 0;
-    for (to = (size_t)(key % MGOP_FP_SLOTS); mgop_fp_table[to].key; to = (to + 1) % MGOP_FP_SLOTS) {}
+    for (to = (size_t)(key % cap); mgop_fp_table[to].key; to = (to + 1) % cap) {}
     if (to != at) mgop_fp_table[to] = mgop_fp_table[at];
     mgop_fp_table[to].key = key;
     if (to != at) memset(&mgop_fp_table[at], 0, sizeof(mgop_fp_table[at]));
