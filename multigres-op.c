@@ -7284,6 +7284,9 @@ static int mgop_tables_init(const struct mgop_options *opt) {
   if (mgop_fp_init(opt->max_objects ? opt->max_objects : MGOP_FP_SLOTS_DEFAULT) || mgop_sts_facts_init() ||
       mgop_series_init(opt->max_series ? opt->max_series : MGOP_SERIES_DEFAULT))
     return -1;
+  /* /metrics is answered from one big buffer: every series at its widest
+   * (family, labels, value) beside the fixed part */
+  if (mgop_srv_pool_init(64 * 1024 + mgop_series_cap * (64 + MGOP_LABELS_MAX + 32))) return -1;
   MGOP_LOG(MGOP_INFO, ("tables: %zu object rows (--max-objects), %zu StatefulSet rows, %zu metric series "
                        "(--max-metric-series)", mgop_fp_slots(), mgop_sts_facts.cap, mgop_series_cap));
   return 0;

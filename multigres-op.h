@@ -112,7 +112,8 @@
 #define MGOP_SRV_WBUF (16 * 1024)        /* per connection: small response */
 #endif
 #ifndef MGOP_SRV_BIG_MAX
-#define MGOP_SRV_BIG_MAX (1024 * 1024)   /* largest request body/response  */
+#define MGOP_SRV_BIG_MAX (1024 * 1024)   /* largest request body; and response,
+                                            unless mgop_srv_pool_init sizes more */
 #endif
 #ifndef MGOP_SRV_BIG_SLOTS
 #define MGOP_SRV_BIG_SLOTS 3             /* shared pool of BIG_MAX buffers */
@@ -741,6 +742,10 @@ const char *mgop_http_reason(int status); /* "OK", "Not Found", ... */
 /* What a handler fills. body points at a bounded buffer (a pool slot or,
  * when the pool is in use, the connection's own); overflow is answered
  * with a 500 (503 with Retry-After when no pool slot was free). */
+/* The shared big buffers (request bodies over the connection buffer, and
+ * large responses such as /metrics): slot_bytes each, at least
+ * MGOP_SRV_BIG_MAX; once, before the servers start (else the default). */
+int mgop_srv_pool_init(size_t slot_bytes);
 struct mgop_srv_resp {
   int status;                        /* 0 is answered as 500              */
   char content_type[96];             /* "" for none                       */
@@ -4367,11 +4372,25 @@ const char *mgop_http_reason(int status) {
 
 /* --- buffers shared by every server ------------------------------------- */
 _Static_assert(MGOP_SRV_BIG_SLOTS >= 2, "MGOP_SRV_BIG_SLOTS: one for a request body, one for its response");
-static char mgop_srv_pool[MGOP_SRV_BIG_SLOTS][MGOP_SRV_BIG_MAX];
+static char *mgop_srv_pool_mem; /* MGOP_SRV_BIG_SLOTS slots of mgop_srv_big bytes */
+static size_t mgop_srv_big;
 static unsigned char mgop_srv_pool_used[MGOP_SRV_BIG_SLOTS];
+
+int mgop_srv_pool_init(size_t slot_bytes) {
+  if (mgop_srv_pool_mem) return MGOP_OK;
+  if (slot_bytes < MGOP_SRV_BIG_MAX) slot_bytes = MGOP_SRV_BIG_MAX;
+  if (!(mgop_srv_pool_mem = calloc(MGOP_SRV_BIG_SLOTS, slot_bytes))) /* pages cost RSS once written */
+    return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate %d response buffers of %zu bytes", MGOP_SRV_BIG_SLOTS,
+                       slot_bytes);
+  mgop_srv_big = slot_bytes;
+  return MGOP_OK;
+}
+
+static char *mgop_srv_big_buf(int i) { return mgop_srv_pool_mem + (size_t)i * mgop_srv_big; }
 static char mgop_srv_drain[4096];
 
 static int mgop_srv_pool_get(void) {
+  if (!mgop_srv_pool_mem && mgop_srv_pool_init(MGOP_SRV_BIG_MAX)) return -1; /* sized at start-up */
   for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++)
     if (!mgop_srv_pool_used[i]) {
       mgop_srv_pool_used[i] = 1;
@@ -4486,7 +4505,7 @@ static void mgop_srv_coalesce(struct mgop_srv_conn *c, const char *body) {
   size_t cap = 0;
   if (!c->wb_len) return;
   if (body == c->wbuf) buf = c->wbuf, cap = sizeof(c->wbuf);
-  else if (c->big_out >= 0 && body == mgop_srv_pool[c->big_out]) buf = mgop_srv_pool[c->big_out], cap = MGOP_SRV_BIG_MAX;
+  else if (c->big_out >= 0 && body == mgop_srv_big_buf(c->big_out)) buf = mgop_srv_big_buf(c->big_out), cap = mgop_srv_big;
   if (!buf || c->wh_len + c->wb_len > cap) return;
   memmove(buf + c->wh_len, buf, c->wb_len);
   memcpy(buf, c->whead, c->wh_len);
@@ -4549,12 +4568,12 @@ static void mgop_srv_error(struct mgop_srv *s, struct mgop_srv_conn *c, int stat
 
 static void mgop_srv_dispatch(struct mgop_srv *s, struct mgop_srv_conn *c, long long now) {
   struct mgop_srv_resp resp;
-  const char *body = c->big_in >= 0 ? mgop_srv_pool[c->big_in] : (const char *)c->rbuf + c->req.head_len;
+  const char *body = c->big_in >= 0 ? mgop_srv_big_buf(c->big_in) : (const char *)c->rbuf + c->req.head_len;
   size_t consumed;
   int status;
   memset(&resp, 0, sizeof(resp));
   c->big_out = mgop_srv_pool_get();
-  if (c->big_out >= 0) mgop_buf_init(&resp.body, mgop_srv_pool[c->big_out], MGOP_SRV_BIG_MAX);
+  if (c->big_out >= 0) mgop_buf_init(&resp.body, mgop_srv_big_buf(c->big_out), mgop_srv_big);
   else mgop_buf_init(&resp.body, c->wbuf, sizeof(c->wbuf));
   s->stats.requests++;
   s->handler(s->ctx, &c->req, body, c->req.body_len, &resp);
@@ -4583,7 +4602,7 @@ static void mgop_srv_dispatch(struct mgop_srv *s, struct mgop_srv_conn *c, long 
     memcpy(c->wbuf, resp.body.p, resp.body.len);
     mgop_srv_pool_put(&c->big_out);
   }
-  mgop_srv_queue(s, c, status, resp.content_type, resp.headers, c->big_out >= 0 ? mgop_srv_pool[c->big_out] : c->wbuf,
+  mgop_srv_queue(s, c, status, resp.content_type, resp.headers, c->big_out >= 0 ? mgop_srv_big_buf(c->big_out) : c->wbuf,
                  resp.body.len, !strcmp(c->req.method, "HEAD"), now);
 }
 
@@ -4612,7 +4631,7 @@ static int mgop_srv_on_read(struct mgop_srv *s, struct mgop_srv_conn *c, long lo
               mgop_srv_error(s, c, 503, "server busy; retry", now);
               return 1;
             }
-            memcpy(mgop_srv_pool[c->big_in], c->rbuf + c->req.head_len, have);
+            memcpy(mgop_srv_big_buf(c->big_in), c->rbuf + c->req.head_len, have);
             c->body_got = have;
             c->rlen = c->req.head_len;
           }
@@ -4638,7 +4657,7 @@ static int mgop_srv_on_read(struct mgop_srv *s, struct mgop_srv_conn *c, long lo
       return 1;
     }
     if (c->have_head && c->big_in >= 0) {
-      dst = (unsigned char *)mgop_srv_pool[c->big_in] + c->body_got;
+      dst = (unsigned char *)mgop_srv_big_buf(c->big_in) + c->body_got;
       room = c->req.body_len - c->body_got;
     } else {
       dst = c->rbuf + c->rlen;
