@@ -7313,23 +7313,93 @@ static int mgop_tables_init(const struct mgop_options *opt) {
   return 0;
 }
 
-int mgop_run(const struct mgop_options *opt); /* also called by tests */
-int mgop_run(const struct mgop_options *opt) {
-  struct sigaction sa;
-  char path[384];
-  int rc, exit_code = 0, started[2] = {0, 0};
-  pthread_t serve_thread, lease_thread;
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = mgop_on_signal; /* no SA_RESTART: poll() must wake up */
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+/* Leader election's identity and its own API client (--leader-elect). */
+static int mgop_lease_setup(const struct mgop_options *opt) {
+  char host[64] = "";
+  unsigned char rnd[8] = {0};
+  char hex[17];
+  gethostname(host, sizeof(host) - 1);
+  mgop_lease.enabled = 1;
+  snprintf(mgop_lease.ns, sizeof(mgop_lease.ns), "%s",
+           opt->leader_election_namespace ? opt->leader_election_namespace
+           : mgop_server.cfg.namespace_[0]       ? mgop_server.cfg.namespace_
+                                          : "multigres-operator");
+  snprintf(mgop_lease.name, sizeof(mgop_lease.name), "%s",
+           opt->leader_election_id ? opt->leader_election_id : "multigres-operator.multigres.com");
+  /* hostname_random, like client-go: two replicas must never share one */
+  if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) { /* no getrandom: time, pid, address */
+    unsigned long long x = (unsigned long long)mgop_now_ms() * 1000003ull ^ (unsigned long long)getpid() << 32 ^
+                           (unsigned long long)(uintptr_t)&rnd;
+    memcpy(rnd, &x, sizeof(rnd));
+  }
+  for (int i = 0; i < 8; i++) snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+  snprintf(mgop_lease.identity, sizeof(mgop_lease.identity), "%s_%s", host[0] ? host : "multigres-op", hex);
+  mgop_lease.cfg = mgop_server.cfg; /* its own token reloads, its own connection */
+  if (mgop_kube_init(&mgop_lease.api, &mgop_lease.cfg)) {
+    MGOP_LOG(MGOP_ERROR, ("cannot set up the Lease's API client: %s", mgop_errmsg()));
+    return 2;
+  }
+  MGOP_LOG(MGOP_INFO, ("leader election: %s waits for Lease %s/%s", mgop_lease.identity, mgop_lease.ns,
+                       mgop_lease.name));
+  return 0;
+}
 
-  if ((rc = mgop_kubecfg_auto(&mgop_server.cfg, opt->kubeconfig, opt->context))) {
+/* The admission webhook's server (HTTPS; no connection is accepted before
+ * a certificate is installed). */
+static int mgop_webhook_setup(const struct mgop_options *opt) {
+  snprintf(mgop_wh.ns, sizeof(mgop_wh.ns), "%s",
+           opt->webhook_service_ns ? opt->webhook_service_ns
+           : mgop_server.cfg.namespace_[0] ? mgop_server.cfg.namespace_ : "multigres-operator");
+  mgop_wh.enabled = 1;
+  mgop_wh.internal_certs = opt->webhook_internal_certs;
+  mgop_wh.cert_dir = opt->webhook_cert_dir;
+  mgop_wh.service = opt->webhook_service;
+  mgop_wh.config_name = opt->webhook_config;
+  mgop_wh.owner_deployment = opt->webhook_owner;
+  mgop_wh.ca_validity_s = opt->webhook_ca_validity_s;
+  mgop_wh.cert_validity_s = opt->webhook_cert_validity_s;
+  mgop_wh.check_ms = opt->webhook_check_s * 1000;
+  snprintf(mgop_wh.extra_sans, sizeof(mgop_wh.extra_sans), "%s", opt->webhook_extra_sans ? opt->webhook_extra_sans : "");
+  for (char *c = mgop_wh.extra_sans; *c; c++)
+    if (*c == ',') *c = 0; /* NUL-separated list, read by mgop_wh_names */
+  mgop_srv_init(&mgop_wh.srv, "webhook", 1, mgop_wh.conns, MGOP_WH_CONNS, mgop_serve_webhook, NULL);
+  if (mgop_srv_listen(&mgop_wh.srv, opt->webhook_bind)) {
+    MGOP_LOG(MGOP_ERROR, ("cannot serve the webhook on %s: %s; free the port or pass --webhook-enable=false",
+                          opt->webhook_bind, mgop_errmsg()));
+    return 2;
+  }
+  MGOP_LOG(MGOP_INFO, ("serving the admission webhook on %s (port %d), certificates %s", opt->webhook_bind,
+                       mgop_srv_port(&mgop_wh.srv), mgop_wh.internal_certs ? "built in" : opt->webhook_cert_dir));
+  mgop_wh_whoami();
+  return 0;
+}
+
+/* /metrics and the probes: plain HTTP, on every replica. */
+static int mgop_http_setup(const struct mgop_options *opt) {
+  for (int i = 0; i < 2; i++) {
+    const char *addr = i ? opt->probe_addr : opt->metrics_addr;
+    mgop_srv_init(&mgop_http_srv[i], i ? "probes" : "metrics", 0, mgop_http_conns[i], MGOP_HTTP_CONNS, mgop_serve_http,
+                  NULL);
+    if (!addr || !strcmp(addr, "0")) continue;
+    if (mgop_srv_listen(&mgop_http_srv[i], addr)) {
+      MGOP_LOG(MGOP_ERROR, ("cannot serve %s on %s: %s", i ? "/healthz and /readyz" : "/metrics", addr, mgop_errmsg()));
+      return 2;
+    }
+    MGOP_LOG(MGOP_INFO, ("serving %s on %s (port %d)", i ? "/healthz and /readyz" : "/metrics", addr,
+                         mgop_srv_port(&mgop_http_srv[i])));
+  }
+  return 0;
+}
+
+/* Everything before the threads: configuration, API clients, tables,
+ * watches and listening sockets. 0, or the exit code. */
+static int mgop_setup(const struct mgop_options *opt) {
+  char path[384];
+  if (mgop_kubecfg_auto(&mgop_server.cfg, opt->kubeconfig, opt->context)) {
     MGOP_LOG(MGOP_ERROR, ("cannot load the Kubernetes configuration: %s", mgop_errmsg()));
     return 2;
   }
-  if ((rc = mgop_kube_init(&mgop_server.api, &mgop_server.cfg))) {
+  if (mgop_kube_init(&mgop_server.api, &mgop_server.cfg)) {
     MGOP_LOG(MGOP_ERROR, ("cannot set up the API client (%s): %s", mgop_server.cfg.source, mgop_errmsg()));
     return 2;
   }
@@ -7346,108 +7416,76 @@ int mgop_run(const struct mgop_options *opt) {
                        mgop_server.cfg.host, mgop_server.cfg.port, mgop_server.cfg.source));
   srand((unsigned)(mgop_now_ms() ^ getpid()));
   mgop_stats.start_s = (long long)time(NULL);
-  if (opt->leader_elect) {
-    char host[64] = "";
-    gethostname(host, sizeof(host) - 1);
-    mgop_lease.enabled = 1;
-    snprintf(mgop_lease.ns, sizeof(mgop_lease.ns), "%s",
-             opt->leader_election_namespace ? opt->leader_election_namespace
-             : mgop_server.cfg.namespace_[0]       ? mgop_server.cfg.namespace_
-                                            : "multigres-operator");
-    snprintf(mgop_lease.name, sizeof(mgop_lease.name), "%s",
-             opt->leader_election_id ? opt->leader_election_id : "multigres-operator.multigres.com");
-    { /* hostname_random, like client-go: two replicas must never share one */
-      unsigned char rnd[8] = {0};
-      char hex[17];
-      if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) { /* no getrandom: time, pid, address */
-        unsigned long long x = (unsigned long long)mgop_now_ms() * 1000003ull ^ (unsigned long long)getpid() << 32 ^
-                               (unsigned long long)(uintptr_t)&rnd;
-        memcpy(rnd, &x, sizeof(rnd));
-      }
-      for (int i = 0; i < 8; i++) snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
-      snprintf(mgop_lease.identity, sizeof(mgop_lease.identity), "%s_%s", host[0] ? host : "multigres-op", hex);
-    }
-    mgop_lease.cfg = mgop_server.cfg; /* its own token reloads, its own connection */
-    if ((rc = mgop_kube_init(&mgop_lease.api, &mgop_lease.cfg))) {
-      MGOP_LOG(MGOP_ERROR, ("cannot set up the Lease's API client: %s", mgop_errmsg()));
-      return 2;
-    }
-    MGOP_LOG(MGOP_INFO, ("leader election: %s waits for Lease %s/%s", mgop_lease.identity, mgop_lease.ns,
-                         mgop_lease.name));
-  }
+  if (opt->leader_elect && mgop_lease_setup(opt)) return 2;
   for (int i = 0; i < K_COUNT; i++) {
     int owned = mgop_kinds[i].role == MGOP_ROLE_CHILD || mgop_kinds[i].role == MGOP_ROLE_WORKLOAD || i == K_POD;
     mgop_collection_path(i, i == K_NODE ? "" : opt->watch_namespace, path, sizeof(path));
     mgop_watch_init(&mgop_server.watches[i], &mgop_server.api, mgop_kinds[i].kind, path, owned ? MGOP_MANAGED_SELECTOR : NULL,
                     mgop_on_event, (void *)(intptr_t)i);
   }
+  if (opt->webhook_enable && mgop_webhook_setup(opt)) return 2;
+  return mgop_http_setup(opt);
+}
 
-  if (opt->webhook_enable) { /* HTTPS; no connection is accepted before a certificate is installed */
-    snprintf(mgop_wh.ns, sizeof(mgop_wh.ns), "%s",
-             opt->webhook_service_ns ? opt->webhook_service_ns
-             : mgop_server.cfg.namespace_[0] ? mgop_server.cfg.namespace_ : "multigres-operator");
-    mgop_wh.enabled = 1;
-    mgop_wh.internal_certs = opt->webhook_internal_certs;
-    mgop_wh.cert_dir = opt->webhook_cert_dir;
-    mgop_wh.service = opt->webhook_service;
-    mgop_wh.config_name = opt->webhook_config;
-    mgop_wh.owner_deployment = opt->webhook_owner;
-    mgop_wh.ca_validity_s = opt->webhook_ca_validity_s;
-    mgop_wh.cert_validity_s = opt->webhook_cert_validity_s;
-    mgop_wh.check_ms = opt->webhook_check_s * 1000;
-    snprintf(mgop_wh.extra_sans, sizeof(mgop_wh.extra_sans), "%s", opt->webhook_extra_sans ? opt->webhook_extra_sans : "");
-    for (char *c = mgop_wh.extra_sans; *c; c++)
-      if (*c == ',') *c = 0; /* NUL-separated list, read by mgop_wh_names */
-    mgop_srv_init(&mgop_wh.srv, "webhook", 1, mgop_wh.conns, MGOP_WH_CONNS, mgop_serve_webhook, NULL);
-    if (mgop_srv_listen(&mgop_wh.srv, opt->webhook_bind)) {
-      MGOP_LOG(MGOP_ERROR, ("cannot serve the webhook on %s: %s; free the port or pass --webhook-enable=false",
-                            opt->webhook_bind, mgop_errmsg()));
-      return 2;
-    }
-    MGOP_LOG(MGOP_INFO, ("serving the admission webhook on %s (port %d), certificates %s", opt->webhook_bind,
-                         mgop_srv_port(&mgop_wh.srv), mgop_wh.internal_certs ? "built in" : opt->webhook_cert_dir));
-    mgop_wh_whoami();
-  }
-  for (int i = 0; i < 2; i++) { /* metrics and probes: plain HTTP, on every replica */
-    const char *addr = i ? opt->probe_addr : opt->metrics_addr;
-    mgop_srv_init(&mgop_http_srv[i], i ? "probes" : "metrics", 0, mgop_http_conns[i], MGOP_HTTP_CONNS, mgop_serve_http,
-                  NULL);
-    if (!addr || !strcmp(addr, "0")) continue;
-    if (mgop_srv_listen(&mgop_http_srv[i], addr)) {
-      MGOP_LOG(MGOP_ERROR, ("cannot serve %s on %s: %s", i ? "/healthz and /readyz" : "/metrics", addr, mgop_errmsg()));
-      return 2;
-    }
-    MGOP_LOG(MGOP_INFO, ("serving %s on %s (port %d)", i ? "/healthz and /readyz" : "/metrics", addr,
-                         mgop_srv_port(&mgop_http_srv[i])));
-  }
-
-  if (mgop_threads_start(&serve_thread, &lease_thread, started)) {
-    MGOP_LOG(MGOP_ERROR, ("%s", mgop_errmsg()));
-    exit_code = 2;
-    __atomic_store_n(&mgop_stop_signal, SIGTERM, __ATOMIC_RELEASE);
-  }
-  /* The loop yields the CPU to the serving and Lease threads: on a busy
-   * node an admission review or a renewal must not queue behind a
-   * reconcile's JSON work (nice is per thread on Linux; raising it needs
-   * no privilege). */
+/* The loop yields the CPU to the serving and Lease threads: on a busy node
+ * an admission review or a renewal must not queue behind a reconcile's JSON
+ * work (nice is per thread on Linux; raising it needs no privilege). */
+static void mgop_loop_yields(void) {
+  struct sched_param sp = {0};
   if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), MGOP_LOOP_NICE))
     MGOP_LOG(MGOP_WARN, ("cannot lower the reconcile loop's priority: %s", strerror(errno)));
-  { /* SCHED_BATCH: its wake-ups never preempt a running thread, so a review
-     * arriving while the loop parses a watch event runs first (the raw
-     * call: it is per thread on Linux, and musl's wrapper refuses it) */
-    struct sched_param sp = {0};
-    if (syscall(SYS_sched_setscheduler, 0, SCHED_BATCH, &sp))
-      MGOP_LOG(MGOP_WARN, ("cannot make the reconcile loop a batch thread: %s", strerror(errno)));
+  /* SCHED_BATCH: its wake-ups never preempt a running thread, so a review
+   * arriving while the loop parses a watch event runs first (the raw call:
+   * it is per thread on Linux, and musl's wrapper refuses it) */
+  if (syscall(SYS_sched_setscheduler, 0, SCHED_BATCH, &sp))
+    MGOP_LOG(MGOP_WARN, ("cannot make the reconcile loop a batch thread: %s", strerror(errno)));
+}
+
+/* One reconcile, of the root that is due, on the leader. 1 when it ran. */
+static int mgop_loop_reconcile(void) {
+  struct mgop_work item;
+  long long t0 = mgop_now_ms();
+  int controller, rc;
+  if (!mgop_may_write() || mgop_work_pop(mgop_now_ms(), &item) != MGOP_OK) return 0;
+  controller = strcmp(item.kind, "MultigresCluster") ? MGOP_C_TEMPLATE : MGOP_C_CLUSTER;
+  rc = controller == MGOP_C_TEMPLATE ? mgop_template_sync(item.ns, item.name) : mgop_reconcile(item.ns, item.name);
+  mgop_metrics_turn(controller, rc ? "error" : "success", (double)(mgop_now_ms() - t0) / 1000.0);
+  if (rc && !mgop_stopping()) {
+    int backoff = 1000 << (item.attempts < 5 ? item.attempts : 5);
+    if (mgop_server.api.last_retry_after_s > 0 && mgop_server.api.last_retry_after_s * 1000 > backoff)
+      backoff = mgop_server.api.last_retry_after_s * 1000;
+    MGOP_LOG(MGOP_WARN, ("reconcile %s/%s failed, retry in %d ms: %s", item.ns, item.name, backoff, mgop_errmsg()));
+    mgop_work_retry(&item, mgop_now_ms() + backoff);
   }
+  return 1;
+}
+
+/* Timed work between turns (backup checks, certificates): the ms until
+ * the next is due, at most wait. */
+static long long mgop_loop_timers(long long wait) {
+  long long due = mgop_work_next_due(mgop_now_ms());
+  if (due >= 0 && due < wait) wait = due;
+  if (mgop_may_write() && (due = mgop_backup_tick()) >= 0 && due < wait) wait = due;
+  if (mgop_wh.enabled && mgop_now_ms() >= mgop_wh.next_check_ms) { /* certificates: hourly, or soon after a miss */
+    int crc = mgop_wh_certs();
+    if (crc) MGOP_LOG(MGOP_WARN, ("webhook certificates: %s; retrying in 5 s", mgop_errmsg()));
+    mgop_wh.next_check_ms = mgop_now_ms() + (crc ? 5000 : mgop_wh.check_ms);
+  }
+  if (mgop_wh.enabled && mgop_wh.next_check_ms - mgop_now_ms() < wait) wait = mgop_wh.next_check_ms - mgop_now_ms();
+  return wait < 0 ? 0 : wait;
+}
+
+/* The loop: watches, one reconcile, timers, then poll() until something is
+ * due. Returns when stopping, or 1 when poll() itself fails. */
+static int mgop_loop(void) {
   mgop_publish();
   while (!mgop_stopping()) {
     struct pollfd pfd[K_COUNT + 1];
+    int owner[K_COUNT], n = 0;
+    long long now = mgop_now_ms(), wait = 1000, due;
     /* deleted objects leave tombstones that every miss probes past; no row
      * pointer lives across turns, so this is the place to clear them */
     if (mgop_fp_tombstones() > mgop_fp_slots() / 8) mgop_fp_compact();
-    int owner[K_COUNT], n = 0;
-    long long now = mgop_now_ms(), wait = 1000, due;
-    struct mgop_work item;
     for (int i = 0; i < K_COUNT; i++) {
       struct mgop_watch *w = &mgop_server.watches[i];
       due = mgop_watch_wake_ms(w, now);
@@ -7457,9 +7495,7 @@ int mgop_run(const struct mgop_options *opt) {
       }
       if (due < wait) wait = due;
       if (mgop_watch_fd(w) >= 0) {
-        pfd[n].fd = mgop_watch_fd(w);
-        pfd[n].events = POLLIN;
-        pfd[n].revents = 0;
+        pfd[n] = (struct pollfd){mgop_watch_fd(w), POLLIN, 0};
         owner[n++] = i;
       }
     }
@@ -7470,36 +7506,14 @@ int mgop_run(const struct mgop_options *opt) {
     if (__atomic_exchange_n(&mgop_lease.new_term, 0, __ATOMIC_ACQ_REL))
       for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) /* every known cluster gets a turn under the new leader */
         if (mgop_server.roots[i].used) mgop_enqueue(mgop_server.roots[i].ns, mgop_server.roots[i].name, 0);
-    /* reconcile what is due, one root per turn so watches stay fresh; only
-     * the leader takes work (the others keep watching, ready to take over) */
-    if (mgop_may_write() && mgop_work_pop(mgop_now_ms(), &item) == MGOP_OK) {
-      long long t0 = mgop_now_ms();
-      int controller = strcmp(item.kind, "MultigresCluster") ? MGOP_C_TEMPLATE : MGOP_C_CLUSTER;
-      rc = controller == MGOP_C_TEMPLATE ? mgop_template_sync(item.ns, item.name) : mgop_reconcile(item.ns, item.name);
-      mgop_metrics_turn(controller, rc ? "error" : "success", (double)(mgop_now_ms() - t0) / 1000.0);
-      if (rc && !mgop_stopping()) {
-        int backoff = 1000 << (item.attempts < 5 ? item.attempts : 5);
-        if (mgop_server.api.last_retry_after_s > 0 && mgop_server.api.last_retry_after_s * 1000 > backoff)
-          backoff = mgop_server.api.last_retry_after_s * 1000;
-        MGOP_LOG(MGOP_WARN, ("reconcile %s/%s failed, retry in %d ms: %s", item.ns, item.name, backoff, mgop_errmsg()));
-        mgop_work_retry(&item, mgop_now_ms() + backoff);
-      }
-      wait = 0;
-    }
-    due = mgop_work_next_due(mgop_now_ms());
-    if (due >= 0 && due < wait) wait = due;
-    if (mgop_may_write() && (due = mgop_backup_tick()) >= 0 && due < wait) wait = due;
-    if (mgop_wh.enabled && mgop_now_ms() >= mgop_wh.next_check_ms) { /* certificates: hourly, or soon after a miss */
-      int crc = mgop_wh_certs();
-      if (crc) MGOP_LOG(MGOP_WARN, ("webhook certificates: %s; retrying in 5 s", mgop_errmsg()));
-      mgop_wh.next_check_ms = mgop_now_ms() + (crc ? 5000 : mgop_wh.check_ms);
-    }
-    if (mgop_wh.enabled && mgop_wh.next_check_ms - mgop_now_ms() < wait) wait = mgop_wh.next_check_ms - mgop_now_ms();
-    if (wait < 0) wait = 0;
+    /* one root per turn so watches stay fresh; only the leader takes work
+     * (the others keep watching, ready to take over) */
+    if (mgop_loop_reconcile()) wait = 0;
+    wait = mgop_loop_timers(wait);
     pfd[n] = (struct pollfd){mgop_shared.wake_pipe[0], POLLIN, 0};
     if (poll(pfd, (nfds_t)n + (mgop_shared.wake_pipe[0] >= 0), (int)wait) < 0 && errno != EINTR) {
       MGOP_LOG(MGOP_ERROR, ("poll failed: %s", strerror(errno)));
-      break;
+      return 1;
     }
     now = mgop_now_ms();
     for (int p = 0; p < n && !mgop_stopping(); p++) {
@@ -7508,6 +7522,27 @@ int mgop_run(const struct mgop_options *opt) {
     }
     mgop_publish();
   }
+  return 0;
+}
+
+int mgop_run(const struct mgop_options *opt); /* also called by tests */
+int mgop_run(const struct mgop_options *opt) {
+  struct sigaction sa;
+  int rc, exit_code = 0, started[2] = {0, 0};
+  pthread_t serve_thread, lease_thread;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = mgop_on_signal; /* no SA_RESTART: poll() must wake up */
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  if ((rc = mgop_setup(opt))) return rc;
+  if (mgop_threads_start(&serve_thread, &lease_thread, started)) {
+    MGOP_LOG(MGOP_ERROR, ("%s", mgop_errmsg()));
+    exit_code = 2;
+    __atomic_store_n(&mgop_stop_signal, SIGTERM, __ATOMIC_RELEASE);
+  }
+  mgop_loop_yields();
+  mgop_loop();
   if (__atomic_load_n(&mgop_lease.lost, __ATOMIC_ACQUIRE)) exit_code = 1;
   else if (mgop_signalled()) MGOP_LOG(MGOP_INFO, ("shutting down on signal %d", mgop_signalled()));
   /* the threads: the serving one stops at once, the Lease one after
