@@ -7297,6 +7297,8 @@ struct mgop_options {
       *webhook_owner, *webhook_extra_sans;
   long long webhook_cert_validity_s, webhook_ca_validity_s, webhook_check_s;
   size_t max_objects, max_series; /* 0: the defaults */
+  const char *multiadmin_address;
+  int zap_devel, zap_level, zap_level_set, zap_json; /* zap_json -1: by the mode */
 };
 
 /* The tables sized by flags, allocated once before the threads start:
@@ -7805,23 +7807,44 @@ static const char mgop_usage[] =
     "  --version                print the version and exit\n"
     "  -h, --help               print this help and exit\n";
 
-/* Every flag the operator accepts; anything else is an error. */
-struct mgop_flag { const char *name; int is_bool; };
+/* Every flag the operator accepts; anything else is an error. Each says
+ * what it sets: a string of mgop_options (at its offset), or a kind whose
+ * value mgop_flag_value checks and stores. */
+enum mgop_flag_kind { MGOP_F_STRING, MGOP_F_BOOL, MGOP_F_DURATION, MGOP_F_COUNT, MGOP_F_LEVEL, MGOP_F_ENCODER };
+struct mgop_flag { const char *name; int kind; size_t at; };
+#define MGOP_OPT(field) offsetof(struct mgop_options, field)
 static const struct mgop_flag mgop_flags[] = {
-    {"kubeconfig", 0},    {"context", 0},       {"namespace", 0},     {"leader-elect", 1},
-    {"leader-election-namespace", 0},           {"leader-election-id", 0},
-    {"zap-devel", 1},     {"zap-log-level", 0}, {"zap-encoder", 0},   {"zap-stacktrace-level", 0},
-    {"metrics-bind-address", 0},                {"health-probe-bind-address", 0},
-    {"webhook-enable", 1},                      {"webhook-use-internal-certs", 1},
-    {"webhook-cert-dir", 0},                    {"webhook-service-name", 0},
-    {"webhook-service-namespace", 0},           {"webhook-bind-address", 0},
-    {"webhook-configuration-name", 0},          {"webhook-owner-deployment", 0},
-    {"webhook-extra-sans", 0},                  {"webhook-cert-validity", 0},
-    {"webhook-ca-validity", 0},                 {"webhook-cert-check-interval", 0},
-    {"pgbackrest-cert-validity", 0},            {"pgbackrest-ca-validity", 0},
-    {"multiadmin-address", 0},                  {"backup-check-interval", 0},
-    {"topology-registration", 1},
-    {"max-objects", 0},                         {"max-metric-series", 0},
+    {"kubeconfig", MGOP_F_STRING, MGOP_OPT(kubeconfig)},
+    {"context", MGOP_F_STRING, MGOP_OPT(context)},
+    {"namespace", MGOP_F_STRING, MGOP_OPT(watch_namespace)},
+    {"leader-elect", MGOP_F_BOOL, 0},
+    {"leader-election-namespace", MGOP_F_STRING, MGOP_OPT(leader_election_namespace)},
+    {"leader-election-id", MGOP_F_STRING, MGOP_OPT(leader_election_id)},
+    {"zap-devel", MGOP_F_BOOL, 0},
+    {"zap-log-level", MGOP_F_LEVEL, 0},
+    {"zap-encoder", MGOP_F_ENCODER, 0},
+    {"zap-stacktrace-level", MGOP_F_LEVEL, 0},
+    {"metrics-bind-address", MGOP_F_STRING, MGOP_OPT(metrics_addr)},
+    {"health-probe-bind-address", MGOP_F_STRING, MGOP_OPT(probe_addr)},
+    {"webhook-enable", MGOP_F_BOOL, 0},
+    {"webhook-use-internal-certs", MGOP_F_BOOL, 0},
+    {"webhook-cert-dir", MGOP_F_STRING, MGOP_OPT(webhook_cert_dir)},
+    {"webhook-service-name", MGOP_F_STRING, MGOP_OPT(webhook_service)},
+    {"webhook-service-namespace", MGOP_F_STRING, MGOP_OPT(webhook_service_ns)},
+    {"webhook-bind-address", MGOP_F_STRING, MGOP_OPT(webhook_bind)},
+    {"webhook-configuration-name", MGOP_F_STRING, MGOP_OPT(webhook_config)},
+    {"webhook-owner-deployment", MGOP_F_STRING, MGOP_OPT(webhook_owner)},
+    {"webhook-extra-sans", MGOP_F_STRING, MGOP_OPT(webhook_extra_sans)},
+    {"webhook-cert-validity", MGOP_F_DURATION, 0},
+    {"webhook-ca-validity", MGOP_F_DURATION, 0},
+    {"webhook-cert-check-interval", MGOP_F_DURATION, 0},
+    {"pgbackrest-cert-validity", MGOP_F_DURATION, 0},
+    {"pgbackrest-ca-validity", MGOP_F_DURATION, 0},
+    {"multiadmin-address", MGOP_F_STRING, MGOP_OPT(multiadmin_address)},
+    {"backup-check-interval", MGOP_F_DURATION, 0},
+    {"topology-registration", MGOP_F_BOOL, 0},
+    {"max-objects", MGOP_F_COUNT, 0},
+    {"max-metric-series", MGOP_F_COUNT, 0},
 };
 
 /* "90s", "10m", "8760h", "1h30m" -> seconds; -1 when malformed or < 1s. */
@@ -7842,11 +7865,113 @@ static long long mgop_parse_duration(const char *v) {
 }
 
 /* Accepts --flag=value and --flag value. Returns 0, or 2 with a message. */
-int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now);
-int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now) {
-  int first = 1;
-  *exit_now = 0;
-  /* seed 003's defaults */
+/* `render -f FILE... [-n NS]`. */
+static int mgop_parse_render(int argc, char **argv, struct mgop_options *opt) {
+  for (int i = 2; i < argc; i++) {
+    const char *f = NULL;
+    if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--filename")) f = i + 1 < argc ? argv[++i] : NULL;
+    else if (!strncmp(argv[i], "--filename=", 11)) f = argv[i] + 11;
+    else if (!strcmp(argv[i], "-n") || !strcmp(argv[i], "--namespace") || !strncmp(argv[i], "--namespace=", 12)) {
+      const char *ns = argv[i][1] == 'n' ? (i + 1 < argc ? argv[++i] : NULL)
+                       : argv[i][11] == '=' ? argv[i] + 12 : (i + 1 < argc ? argv[++i] : NULL);
+      if (!ns || !ns[0] || strlen(ns) > 63) {
+        fprintf(stderr, "multigres-op render: --namespace needs a namespace name (at most 63 characters)\n");
+        return 2;
+      }
+      opt->render_namespace = ns;
+      continue;
+    } else {
+      fprintf(stderr, "multigres-op render: unexpected \"%s\"; usage: %s\n", argv[i], MGOP_RENDER_USAGE);
+      return 2;
+    }
+    if (!f || opt->nrender >= 16) {
+      fprintf(stderr, "multigres-op render: -f needs a file (at most 16)\n");
+      return 2;
+    }
+    opt->render_files[opt->nrender++] = f;
+  }
+  if (!opt->nrender) {
+    fprintf(stderr, "multigres-op render: give at least one -f FILE\n");
+    return 2;
+  }
+  return 0;
+}
+
+/* --flag, --flag=true, --flag=false (as Go's flag package). */
+static int mgop_flag_bool(const struct mgop_flag *f, const char *name, const char *eq, struct mgop_options *opt) {
+  int on;
+  if (!eq || !strcmp(eq + 1, "true")) on = 1;
+  else if (!strcmp(eq + 1, "false")) on = 0;
+  else {
+    fprintf(stderr, "multigres-op: %s takes true or false, not \"%s\"\n", name, eq + 1);
+    return 2;
+  }
+  if (!strcmp(f->name, "zap-devel")) opt->zap_devel = on;
+  else if (!strcmp(f->name, "leader-elect")) opt->leader_elect = on;
+  else if (!strcmp(f->name, "webhook-enable")) opt->webhook_enable = on;
+  else if (!strcmp(f->name, "webhook-use-internal-certs")) opt->webhook_internal_certs = on;
+  else if (!strcmp(f->name, "topology-registration")) mgop_topo_enabled = on;
+  return 0;
+}
+
+/* A duration flag: seconds, where it goes; 0 only for the check interval. */
+static int mgop_flag_duration(const struct mgop_flag *f, const char *name, const char *val, struct mgop_options *opt) {
+  int may_be_off = !strcmp(f->name, "backup-check-interval");
+  long long d = may_be_off && !strcmp(val, "0") ? 0 : mgop_parse_duration(val);
+  if (d < 0) {
+    fprintf(stderr, "multigres-op: %s takes a duration such as 90s, 10m or 8760h%s, not \"%s\"\n", name,
+            may_be_off ? ", or 0 (off)" : "", val);
+    return 2;
+  }
+  if (may_be_off) mgop_backup_check_ms = d * 1000;
+  else if (!strcmp(f->name, "pgbackrest-cert-validity")) mgop_pgbr_cert_validity_s = d;
+  else if (!strcmp(f->name, "pgbackrest-ca-validity")) mgop_pgbr_ca_validity_s = d;
+  else if (!strcmp(f->name, "webhook-cert-validity")) opt->webhook_cert_validity_s = d;
+  else if (!strcmp(f->name, "webhook-ca-validity")) opt->webhook_ca_validity_s = d;
+  else opt->webhook_check_s = d;
+  return 0;
+}
+
+/* A flag with a value, checked and stored. */
+static int mgop_flag_value(const struct mgop_flag *f, const char *name, const char *val, struct mgop_options *opt) {
+  switch (f->kind) {
+    case MGOP_F_STRING: *(const char **)((char *)opt + f->at) = val; return 0;
+    case MGOP_F_DURATION: return mgop_flag_duration(f, name, val, opt);
+    case MGOP_F_COUNT: {
+      char *end;
+      long long n = strtoll(val, &end, 10);
+      if (*end || end == val || n < 64 || n > 4194304) {
+        fprintf(stderr, "multigres-op: %s takes a count from 64 to 4194304, not \"%s\"\n", name, val);
+        return 2;
+      }
+      if (!strcmp(f->name, "max-objects")) opt->max_objects = (size_t)n;
+      else opt->max_series = (size_t)n;
+      return 0;
+    }
+    case MGOP_F_LEVEL: { /* names, or the integers of seed 003: 0 debug, 1 info, 2 error */
+      int l;
+      if (!strcmp(val, "debug") || !strcmp(val, "0")) l = MGOP_DEBUG;
+      else if (!strcmp(val, "info") || !strcmp(val, "1")) l = MGOP_INFO;
+      else if (!strcmp(val, "warn")) l = MGOP_WARN;
+      else if (!strcmp(val, "error") || !strcmp(val, "2") || !strcmp(val, "panic")) l = MGOP_ERROR;
+      else {
+        fprintf(stderr, "multigres-op: %s must be debug, info, warn, error, panic, 0, 1 or 2, not \"%s\"\n", name, val);
+        return 2;
+      }
+      if (!strcmp(f->name, "zap-log-level")) opt->zap_level = l, opt->zap_level_set = 1;
+      return 0;
+    }
+    default: /* MGOP_F_ENCODER */
+      if (strcmp(val, "json") && strcmp(val, "console")) {
+        fprintf(stderr, "multigres-op: --zap-encoder must be json or console, not \"%s\"\n", val);
+        return 2;
+      }
+      opt->zap_json = !strcmp(val, "json");
+      return 0;
+  }
+}
+
+static void mgop_flag_defaults(struct mgop_options *opt) { /* seed 003's */
   opt->webhook_enable = opt->webhook_internal_certs = 1;
   opt->webhook_cert_dir = "/var/run/secrets/webhook";
   opt->webhook_service = "multigres-operator-webhook-service";
@@ -7856,164 +7981,55 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
   opt->webhook_cert_validity_s = 365LL * 24 * 3600;
   opt->webhook_ca_validity_s = 10LL * 365 * 24 * 3600;
   opt->webhook_check_s = 3600;
-  if (argc > 1 && !strcmp(argv[1], "render")) {
-    first = 2;
-    for (int i = 2; i < argc; i++) {
-      const char *f = NULL;
-      if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--filename")) f = i + 1 < argc ? argv[++i] : NULL;
-      else if (!strncmp(argv[i], "--filename=", 11)) f = argv[i] + 11;
-      else if (!strcmp(argv[i], "-n") || !strcmp(argv[i], "--namespace") || !strncmp(argv[i], "--namespace=", 12)) {
-        const char *ns = argv[i][1] == 'n' ? (i + 1 < argc ? argv[++i] : NULL)
-                         : argv[i][11] == '=' ? argv[i] + 12 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!ns || !ns[0] || strlen(ns) > 63) {
-          fprintf(stderr, "multigres-op render: --namespace needs a namespace name (at most 63 characters)\n");
-          return 2;
-        }
-        opt->render_namespace = ns;
-        continue;
-      } else {
-        fprintf(stderr, "multigres-op render: unexpected \"%s\"; usage: %s\n", argv[i], MGOP_RENDER_USAGE);
-        return 2;
-      }
-      if (!f || opt->nrender >= 16) {
-        fprintf(stderr, "multigres-op render: -f needs a file (at most 16)\n");
-        return 2;
-      }
-      opt->render_files[opt->nrender++] = f;
+  opt->zap_devel = 1; /* seed 003: --zap-devel defaults to true */
+  opt->zap_json = -1;
+  opt->zap_level = opt->zap_level_set = 0;
+}
+
+int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now);
+int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now) {
+  *exit_now = 0;
+  mgop_flag_defaults(opt);
+  if (argc > 1 && !strcmp(argv[1], "render")) return mgop_parse_render(argc, argv, opt);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *val, *eq;
+    char name[64];
+    const struct mgop_flag *f = NULL;
+    int rc;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(mgop_usage, stdout);
+      *exit_now = 1;
+      return 0;
     }
-    if (!opt->nrender) {
-      fprintf(stderr, "multigres-op render: give at least one -f FILE\n");
+    if (strncmp(a, "--", 2) != 0) {
+      fprintf(stderr, "multigres-op: unexpected argument \"%s\"; flags start with --, see --help\n", a);
       return 2;
     }
-    return 0;
-  }
-  {
-    int devel = 1, level = 0, level_set = 0, json = -1; /* seed 003: --zap-devel defaults to true */
-    for (int i = first; i < argc; i++) {
-      const char *a = argv[i], *val = NULL, *eq;
-      char name[64];
-      const struct mgop_flag *f = NULL;
-      if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-        fputs(mgop_usage, stdout);
-        *exit_now = 1;
-        return 0;
-      }
-      if (strncmp(a, "--", 2) != 0) {
-        fprintf(stderr, "multigres-op: unexpected argument \"%s\"; flags start with --, see --help\n", a);
-        return 2;
-      }
-      eq = strchr(a, '=');
-      snprintf(name, sizeof(name), "%.*s", (int)(eq ? (size_t)(eq - a) : strlen(a)), a);
-      if (!strcmp(name, "--version")) {
-        printf("multigres-op %s\n", MGOP_VERSION);
-        *exit_now = 1;
-        return 0;
-      }
-      for (size_t k = 0; k < sizeof(mgop_flags) / sizeof(mgop_flags[0]); k++)
-        if (!strcmp(name + 2, mgop_flags[k].name)) f = &mgop_flags[k];
-      if (!f) {
-        fprintf(stderr, "multigres-op: unknown flag \"%s\"; see --help for the supported flags\n", name);
-        return 2;
-      }
-      if (f->is_bool) { /* --flag, --flag=true, --flag=false (as Go's flag package) */
-        int on;
-        if (!eq || !strcmp(eq + 1, "true")) on = 1;
-        else if (!strcmp(eq + 1, "false")) on = 0;
-        else {
-          fprintf(stderr, "multigres-op: %s takes true or false, not \"%s\"\n", name, eq + 1);
-          return 2;
-        }
-        if (!strcmp(f->name, "zap-devel")) devel = on;
-        else if (!strcmp(f->name, "leader-elect")) opt->leader_elect = on;
-        else if (!strcmp(f->name, "webhook-enable")) opt->webhook_enable = on;
-        else if (!strcmp(f->name, "webhook-use-internal-certs")) opt->webhook_internal_certs = on;
-        else if (!strcmp(f->name, "topology-registration")) mgop_topo_enabled = on;
-        continue;
-      }
-      if (eq) val = eq + 1;
-      else if (i + 1 < argc) val = argv[++i];
-      else {
-        fprintf(stderr, "multigres-op: flag %s needs a value\n", name);
-        return 2;
-      }
-      if (!strcmp(f->name, "kubeconfig")) opt->kubeconfig = val;
-      else if (!strcmp(f->name, "context")) opt->context = val;
-      else if (!strcmp(f->name, "namespace")) opt->watch_namespace = val;
-      else if (!strcmp(f->name, "leader-election-namespace")) opt->leader_election_namespace = val;
-      else if (!strcmp(f->name, "leader-election-id")) opt->leader_election_id = val;
-      else if (!strcmp(f->name, "metrics-bind-address")) opt->metrics_addr = val;
-      else if (!strcmp(f->name, "webhook-cert-dir")) opt->webhook_cert_dir = val;
-      else if (!strcmp(f->name, "webhook-service-name")) opt->webhook_service = val;
-      else if (!strcmp(f->name, "webhook-service-namespace")) opt->webhook_service_ns = val;
-      else if (!strcmp(f->name, "webhook-bind-address")) opt->webhook_bind = val;
-      else if (!strcmp(f->name, "webhook-configuration-name")) opt->webhook_config = val;
-      else if (!strcmp(f->name, "webhook-owner-deployment")) opt->webhook_owner = val;
-      else if (!strcmp(f->name, "webhook-extra-sans")) opt->webhook_extra_sans = val;
-      else if (!strcmp(f->name, "multiadmin-address")) mgop_ma_override = val;
-      else if (!strcmp(f->name, "max-objects") || !strcmp(f->name, "max-metric-series")) {
-        char *end;
-        long long n = strtoll(val, &end, 10);
-        if (*end || end == val || n < 64 || n > 4194304) {
-          fprintf(stderr, "multigres-op: %s takes a count from 64 to 4194304, not \"%s\"\n", name, val);
-          return 2;
-        }
-        if (!strcmp(f->name, "max-objects")) opt->max_objects = (size_t)n;
-        else opt->max_series = (size_t)n;
-      }
-      else if (!strcmp(f->name, "backup-check-interval")) {
-        long long d = strcmp(val, "0") ? mgop_parse_duration(val) : 0;
-        if (d < 0) {
-          fprintf(stderr, "multigres-op: %s takes a duration such as 90s or 0 (off), not \"%s\"\n", name, val);
-          return 2;
-        }
-        mgop_backup_check_ms = d * 1000;
-      }
-      else if (!strncmp(f->name, "pgbackrest-c", 12)) { /* the pgBackRest certificate lifetimes */
-        long long d = mgop_parse_duration(val);
-        if (d < 0) {
-          fprintf(stderr, "multigres-op: %s takes a duration such as 90s, 10m or 8760h, not \"%s\"\n", name, val);
-          return 2;
-        }
-        if (!strcmp(f->name, "pgbackrest-cert-validity")) mgop_pgbr_cert_validity_s = d;
-        else mgop_pgbr_ca_validity_s = d;
-      }
-      else if (!strncmp(f->name, "webhook-c", 9)) { /* the three durations */
-        long long d = mgop_parse_duration(val);
-        if (d < 0) {
-          fprintf(stderr, "multigres-op: %s takes a duration such as 90s, 10m or 8760h, not \"%s\"\n", name, val);
-          return 2;
-        }
-        if (!strcmp(f->name, "webhook-cert-validity")) opt->webhook_cert_validity_s = d;
-        else if (!strcmp(f->name, "webhook-ca-validity")) opt->webhook_ca_validity_s = d;
-        else opt->webhook_check_s = d;
-      }
-      else if (!strcmp(f->name, "health-probe-bind-address")) opt->probe_addr = val;
-      else if (!strcmp(f->name, "zap-log-level") || !strcmp(f->name, "zap-stacktrace-level")) {
-        /* names, or the integers of seed 003: 0 debug, 1 info, 2 error */
-        int l, known = 1;
-        if (!strcmp(val, "debug") || !strcmp(val, "0")) l = MGOP_DEBUG;
-        else if (!strcmp(val, "info") || !strcmp(val, "1")) l = MGOP_INFO;
-        else if (!strcmp(val, "warn")) l = MGOP_WARN;
-        else if (!strcmp(val, "error") || !strcmp(val, "2") || !strcmp(val, "panic")) l = MGOP_ERROR;
-        else l = MGOP_INFO, known = 0;
-        if (!known) {
-          fprintf(stderr, "multigres-op: %s must be debug, info, warn, error, panic, 0, 1 or 2, not \"%s\"\n", name, val);
-          return 2;
-        }
-        if (!strcmp(f->name, "zap-log-level")) level = l, level_set = 1;
-      } else if (!strcmp(f->name, "zap-encoder")) {
-        if (!strcmp(val, "json")) json = 1;
-        else if (!strcmp(val, "console")) json = 0;
-        else {
-          fprintf(stderr, "multigres-op: --zap-encoder must be json or console, not \"%s\"\n", val);
-          return 2;
-        }
-      }
+    eq = strchr(a, '=');
+    snprintf(name, sizeof(name), "%.*s", (int)(eq ? (size_t)(eq - a) : strlen(a)), a);
+    if (!strcmp(name, "--version")) {
+      printf("multigres-op %s\n", MGOP_VERSION);
+      *exit_now = 1;
+      return 0;
     }
-    /* the mode sets the defaults; explicit flags win, in any order */
-    mgop_log_level = level_set ? level : devel ? MGOP_DEBUG : MGOP_INFO;
-    mgop_log_json = json >= 0 ? json : !devel;
+    for (size_t k = 0; k < sizeof(mgop_flags) / sizeof(mgop_flags[0]); k++)
+      if (!strcmp(name + 2, mgop_flags[k].name)) f = &mgop_flags[k];
+    if (!f) {
+      fprintf(stderr, "multigres-op: unknown flag \"%s\"; see --help for the supported flags\n", name);
+      return 2;
+    }
+    if (f->kind == MGOP_F_BOOL) rc = mgop_flag_bool(f, name, eq, opt);
+    else if (eq || i + 1 < argc) val = eq ? eq + 1 : argv[++i], rc = mgop_flag_value(f, name, val, opt);
+    else {
+      fprintf(stderr, "multigres-op: flag %s needs a value\n", name);
+      rc = 2;
+    }
+    if (rc) return rc;
   }
+  /* the mode sets the defaults; explicit flags win, in any order */
+  mgop_log_level = opt->zap_level_set ? opt->zap_level : opt->zap_devel ? MGOP_DEBUG : MGOP_INFO;
+  mgop_log_json = opt->zap_json >= 0 ? opt->zap_json : !opt->zap_devel;
+  if (opt->multiadmin_address) mgop_ma_override = opt->multiadmin_address;
   return 0;
 }
 
