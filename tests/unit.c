@@ -2583,6 +2583,45 @@ static void test_multiadmin_parse_backups(void) {
 }
 
 /* The verdicts BackupHealthy gives for what multiadmin lists. */
+/* The checks between turns: the most overdue first, one call per pass; the
+ * other due shards of a multiadmin that does not answer share its verdict;
+ * a verdict that changed queues its cluster, an unchanged one queues
+ * nothing (no API request while idle). */
+static void test_backup_tick(void) {
+  struct mgop_bh *a, *b, *other;
+  struct mgop_work item;
+  long long now = mgop_now_ms(), saved_interval = mgop_backup_check_ms;
+  const char *saved_ma = mgop_ma_override;
+  struct mgop_work drained;
+  while (mgop_work_pop(now + 3600000, &drained) == MGOP_OK) {} /* an empty work set */
+  mgop_backup_check_ms = 1000;
+  mgop_ma_override = "127.0.0.1:1"; /* nothing listens: refused at once */
+  a = mgop_bh_slot(0xa1), b = mgop_bh_slot(0xb2), other = mgop_bh_slot(0xc3);
+  CHECK(a && b && other);
+  if (!a || !b || !other) return;
+  snprintf(a->ns, sizeof(a->ns), "ns"), snprintf(a->cluster, sizeof(a->cluster), "c1");
+  *b = *a, b->key = 0xb2;
+  snprintf(other->ns, sizeof(other->ns), "ns"), snprintf(other->cluster, sizeof(other->cluster), "c2");
+  a->checked_ms = now - 5000, b->checked_ms = now - 2000, other->checked_ms = now; /* a most overdue; other not due */
+  CHECK(mgop_backup_tick() == 0);
+  CHECK_STR(a->reason, "MultiadminUnreachable");
+  CHECK_STR(b->reason, "MultiadminUnreachable"); /* same multiadmin: no call of its own */
+  CHECK(other->reason[0] == 0 && other->checked_ms == now);
+  CHECK(mgop_work_pop(mgop_now_ms() + 10, &item) == MGOP_OK && !strcmp(item.name, "c1"));
+  CHECK(mgop_work_pop(mgop_now_ms() + 10, &item) != MGOP_OK); /* c1 once, c2 not */
+  /* the same verdict again: nothing queued */
+  a->checked_ms = b->checked_ms = mgop_now_ms() - 5000;
+  other->checked_ms = mgop_now_ms();
+  CHECK(mgop_backup_tick() == 0);
+  CHECK(mgop_work_pop(mgop_now_ms() + 10, &item) != MGOP_OK);
+  /* nothing due: the time until the first is */
+  CHECK(mgop_backup_tick() > 0);
+  mgop_bh_forget(0xa1), mgop_bh_forget(0xb2), mgop_bh_forget(0xc3);
+  CHECK(mgop_backup_tick() == -1);
+  mgop_backup_check_ms = saved_interval;
+  mgop_ma_override = saved_ma;
+}
+
 static void test_backup_health_verdicts(void) {
   struct mgop_bh h;
   struct mgop_ma_backups b;
@@ -3425,6 +3464,7 @@ static const struct t_case t_cases[] = {
     {"rfc3339", test_rfc3339},
     {"multiadmin_parse_backups", test_multiadmin_parse_backups},
     {"backup_health_verdicts", test_backup_health_verdicts},
+    {"backup_tick", test_backup_tick},
     {"http_call_plain", test_http_call_plain},
     {"cron_parse", test_cron_parse},
     {"cron_next", test_cron_next},
