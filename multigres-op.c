@@ -3628,7 +3628,8 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, ui
   h->owner = owner;
   snprintf(h->ns, sizeof(h->ns), "%s", r->ns);
   snprintf(h->cluster, sizeof(h->cluster), "%s", r->name);
-  snprintf(h->shard_cr, sizeof(h->shard_cr), "%s", r->shard_names[s]);
+  /* a Shard name fits MGOP_SHARD_CR_NAME_MAX by construction; the precision tells gcc -O0 so */
+  snprintf(h->shard_cr, sizeof(h->shard_cr), "%.*s", (int)sizeof(h->shard_cr) - 1, r->shard_names[s]);
   snprintf(h->db, sizeof(h->db), "%s", r->shard_db[s]);
   snprintf(h->tg, sizeof(h->tg), "%s", r->shard_tgn[s]);
   snprintf(h->sn, sizeof(h->sn), "%s", r->shard_sn[s]);
