@@ -6773,8 +6773,8 @@ static int mgop_sets_path(const struct mgop_json *j, int t, const char *p, const
   }
   if (!strncmp(p, "[]", 2)) {
     if (!mgop_json_is(j, t, JSMN_ARRAY)) return 0;
-    for (int i = 0; i < j->tok[t].size; i++)
-      if (mgop_sets_path(j, mgop_json_at(j, t, i), p + 2, idle)) return 1;
+    for (int e = t + 1, i = 0; i < j->tok[t].size; i++, e = mgop_json_next(j, e))
+      if (mgop_sets_path(j, e, p + 2, idle)) return 1;
     return 0;
   }
   if (*p == '*') {
