@@ -3628,7 +3628,8 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, ui
   h->owner = owner;
   snprintf(h->ns, sizeof(h->ns), "%s", r->ns);
   snprintf(h->cluster, sizeof(h->cluster), "%s", r->name);
-  snprintf(h->shard_cr, sizeof(h->shard_cr), "%s", r->shard_names[s]);
+  /* a Shard name fits MGOP_SHARD_CR_NAME_MAX by construction; the precision tells gcc -O0 so */
+  snprintf(h->shard_cr, sizeof(h->shard_cr), "%.*s", (int)sizeof(h->shard_cr) - 1, r->shard_names[s]);
   snprintf(h->db, sizeof(h->db), "%s", r->shard_db[s]);
   snprintf(h->tg, sizeof(h->tg), "%s", r->shard_tgn[s]);
   snprintf(h->sn, sizeof(h->sn), "%s", r->shard_sn[s]);
@@ -6691,7 +6692,121 @@ struct mgop_verdict {
   char reason[32];
   char message[700];
   char warning[900];
+  char notes[8192];               /* more warnings, one a line (fields not implemented) */
 };
+
+/* ---- Fields accepted but not implemented yet (issue #13). The CRD takes
+ * them so the reference operator's manifests apply unchanged; they have no
+ * effect yet. Admission and render say so for every one an object sets, so
+ * none is ignored silently. The field walk in tests/unit.c keeps this table
+ * true: it fails when a field acts on nothing and is not listed here (or
+ * covered at run time), and when a listed field starts to act. docs/api.md
+ * lists the same paths. A path names a subtree; [] is any element, * any key. */
+#define MGOP_KB(k) (1u << (k))
+#define MGOP_UNIMPLEMENTED_PATH_MAX 80 /* the field walk checks every path's length */
+struct mgop_unimplemented {
+  unsigned kinds;
+  const char *path, *why;
+  const char *idle; /* a value that is what the operator does anyway (JSON text,
+                       strings unquoted): setting it draws no warning */
+};
+#define MGOP_KB_CC (MGOP_KB(K_CLUSTER) | MGOP_KB(K_CORET))
+#define MGOP_SHARD_PATH "spec.databases[].tablegroups[].shards[]"
+#define MGOP_LOCAL_TOPO "spec.cells[].spec.localTopoServer"
+static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
+    {MGOP_KB(K_CLUSTER), "spec.imageUpdatePolicy", "pinned images are adopted on upgrade; no lazy strategy", NULL},
+    {MGOP_KB_CC, "spec.globalTopoServer.etcd.storage.accessModes", "etcd volumes are always ReadWriteOnce", NULL},
+    {MGOP_KB_CC, "spec.globalTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.globalTopoServer.external.implementation", "the topology client is always etcd", NULL},
+    {MGOP_KB_CC, "spec.globalTopoServer.pvcDeletionPolicy", "use globalTopoServer.etcd.pvcDeletionPolicy", NULL},
+    {MGOP_KB_CC, "spec.globalTopoServer.placement", "tolerations do not reach the etcd pods", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.multiadmin.placement", "tolerations do not reach the multiadmin pods", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.cells[].metadata", "not written into the cell's topology record", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.cells[].overrides.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.cells[].spec.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
+    {MGOP_KB(K_CELLT), "spec.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".etcd.storage.accessModes", "etcd volumes are always ReadWriteOnce", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.implementation", "the topology client is always etcd", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.caSecret", "no TLS to a cell's external etcd", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
+    {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.storage.accessModes", "etcd volumes are always ReadWriteOnce", NULL},
+    {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
+    {MGOP_KB(K_CELLT), "spec.localTopoServer.external.implementation", "the topology client is always etcd", NULL},
+    {MGOP_KB(K_CELLT), "spec.localTopoServer.external.caSecret", "no TLS to a cell's external etcd", NULL},
+    {MGOP_KB(K_CELLT), "spec.localTopoServer.external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.initdbArgs", "initdb runs with pgctld's defaults", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.initdbArgs", "initdb runs with pgctld's defaults", NULL},
+    {MGOP_KB(K_SHARDT), "spec.initdbArgs", "initdb runs with pgctld's defaults", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.postgresConfig", "no postgresql.conf is generated from it", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.postgresConfig", "no postgresql.conf is generated from it", NULL},
+    {MGOP_KB(K_SHARDT), "spec.postgresConfig", "no postgresql.conf is generated from it", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.postgresConfigRef", "the ConfigMap is not read", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.postgresConfigRef", "the ConfigMap is not read", NULL},
+    {MGOP_KB(K_SHARDT), "spec.postgresConfigRef", "the ConfigMap is not read", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
+    {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.fsGroup", "the pool pods get no securityContext.fsGroup", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.fsGroup", "the pool pods get no securityContext.fsGroup", NULL},
+    {MGOP_KB(K_SHARDT), "spec.pools.*.fsGroup", "the pool pods get no securityContext.fsGroup", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.observability", "no OTEL_* environment reaches the data-plane pods", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.externalGateway", "no external Service is made for multigateway", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.externalAdminWeb", "no external Service is made for multiadmin-web", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.postgresPasswordSecretRef", "the operator generates the superuser password Secret", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.postgresInitSecretsRef", "no day-0 init Secret is read", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.internalTLS", "the components talk without mutual TLS", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.certCommonName", "multigateway serves no public PostgreSQL TLS certificate", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.issuerName", "no cert-manager Certificate is requested", NULL},
+};
+#define MGOP_UNIMPLEMENTED_N (sizeof(mgop_unimplemented_fields) / sizeof(mgop_unimplemented_fields[0]))
+
+/* 1 when the value at t has something at path p ("a.b[].c.*") other than
+ * idle (JSON text, strings unquoted; NULL: anything counts). */
+static int mgop_sets_path(const struct mgop_json *j, int t, const char *p, const char *idle) {
+  size_t n;
+  if (t < 0 || mgop_json_is_null(j, t)) return 0;
+  if (*p == '.') p++;
+  if (!*p) {
+    struct mgop_str v = mgop_json_raw(j, t);
+    return !idle || v.n != strlen(idle) || memcmp(v.p, idle, v.n);
+  }
+  if (!strncmp(p, "[]", 2)) {
+    if (!mgop_json_is(j, t, JSMN_ARRAY)) return 0;
+    for (int e = t + 1, i = 0; i < j->tok[t].size; i++, e = mgop_json_next(j, e))
+      if (mgop_sets_path(j, e, p + 2, idle)) return 1;
+    return 0;
+  }
+  if (*p == '*') {
+    if (!mgop_json_is(j, t, JSMN_OBJECT)) return 0;
+    for (int k = t + 1, i = 0; i < j->tok[t].size; i++, k = mgop_json_next(j, k + 1))
+      if (mgop_sets_path(j, k + 1, p + 1, idle)) return 1;
+    return 0;
+  }
+  n = strcspn(p, ".[*");
+  return mgop_sets_path(j, mgop_json_keyn(j, t, p, n), p + n, idle);
+}
+
+/* Calls fn for every listed field the object (kind k, at token obj) sets. */
+static void mgop_unimplemented_each(int k, const struct mgop_json *j, int obj,
+                                    void (*fn)(void *ctx, const char *path), void *ctx) {
+  for (size_t i = 0; i < MGOP_UNIMPLEMENTED_N; i++) {
+    const struct mgop_unimplemented *u = &mgop_unimplemented_fields[i];
+    if ((u->kinds & MGOP_KB(k)) && mgop_sets_path(j, obj, u->path, u->idle)) fn(ctx, u->path);
+  }
+}
+
+#define MGOP_UNIMPLEMENTED_NOTE "%s is accepted but not implemented yet and has no effect (issue #13)"
+
+/* One warning a line in v->notes: each row warns once, so the buffer fits
+ * the whole table (asserted below). */
+static void mgop_note_unimplemented(void *ctx, const char *path) {
+  struct mgop_verdict *v = ctx;
+  size_t n = strlen(v->notes);
+  snprintf(v->notes + n, sizeof(v->notes) - n, "%s" MGOP_UNIMPLEMENTED_NOTE, n ? "\n" : "", path);
+}
+_Static_assert(MGOP_UNIMPLEMENTED_N * (MGOP_UNIMPLEMENTED_PATH_MAX + sizeof(MGOP_UNIMPLEMENTED_NOTE)) <
+               sizeof(((struct mgop_verdict *)0)->notes), "every unimplemented field fits one review's notes");
 
 static void mgop_deny(struct mgop_verdict *v, int code, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -6828,6 +6943,8 @@ static void mgop_admit(const struct mgop_json *j, int req, const char *op, const
               j->tok[cons].size > 1 ? "s" : "", list, j->tok[cons].size > 1 ? "them" : "it");
     return;
   }
+  if ((k == K_CLUSTER || mgop_kinds[k].role == MGOP_ROLE_TEMPLATE) && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE")))
+    mgop_unimplemented_each(k, j, mgop_json_key(j, req, "object"), mgop_note_unimplemented, v);
   if (k == K_CLUSTER && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE"))) {
     if (mgop_admit_deletion_policy(j, req, op, v)) return;
     mgop_admit_cluster(j, mgop_json_key(j, req, "object"), ns, v);
@@ -6889,8 +7006,11 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
     mgop_jw_key(&w, "message"); mgop_jw_str(&w, v.message);
     mgop_jw_obj_end(&w);
   }
-  if (v.warning[0]) {
-    mgop_jw_key(&w, "warnings"); mgop_jw_arr(&w); mgop_jw_str(&w, v.warning); mgop_jw_arr_end(&w);
+  if (v.warning[0] || v.notes[0]) {
+    mgop_jw_key(&w, "warnings"); mgop_jw_arr(&w);
+    if (v.warning[0]) mgop_jw_str(&w, v.warning);
+    for (const char *l = v.notes; *l; l += strcspn(l, "\n"), l += *l == '\n') mgop_jw_strn(&w, l, strcspn(l, "\n"));
+    mgop_jw_arr_end(&w);
   }
   mgop_jw_obj_end(&w);
   mgop_jw_obj_end(&w);
@@ -6905,7 +7025,7 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
   }
   MGOP_LOG(v.allowed ? MGOP_DEBUG : MGOP_INFO, ("webhook: %s %s %s/%s: %s%s%s", op, kind, ns, uid,
                                                 v.allowed ? "allowed" : "denied: ", v.allowed ? "" : v.message,
-                                                v.warning[0] ? " (warning)" : ""));
+                                                v.warning[0] || v.notes[0] ? " (warning)" : ""));
 }
 
 /* ======================================================================
@@ -7643,6 +7763,30 @@ static void mgop_topo_render(struct mgop_rctx *r, FILE *out) {
   }
 }
 
+/* Fields the manifests set that have no effect yet, as YAML comments (the
+ * stream still applies), the same sentences admission warns with. */
+struct mgop_render_note { const struct mgop_manifest *m; FILE *out; };
+static void mgop_render_note_line(void *ctx, const char *path) {
+  const struct mgop_render_note *n = ctx;
+  fprintf(n->out, "# warning: %s %s/%s: " MGOP_UNIMPLEMENTED_NOTE "\n", mgop_kinds[n->m->kind].kind, n->m->ns,
+          n->m->name, path);
+}
+
+static void mgop_render_notes(const struct mgop_manifest *m, const struct mgop_json *j, FILE *out) {
+  struct mgop_render_note n = {m, out};
+  mgop_unimplemented_each(m->kind, j, 0, mgop_render_note_line, &n);
+}
+
+static void mgop_render_template_notes(FILE *out) {
+  for (int i = 0; i < mgop_nmanifests; i++) {
+    struct mgop_json j;
+    if (mgop_kinds[mgop_manifests[i].kind].role != MGOP_ROLE_TEMPLATE) continue;
+    mgop_arena_reset(&mgop_server.arena);
+    if (mgop_parse_arena(&mgop_server.arena, mgop_manifests[i].json, mgop_manifests[i].len, &j) == 0)
+      mgop_render_notes(&mgop_manifests[i], &j, out);
+  }
+}
+
 /* Prints every child object for the clusters in the files, as a YAML stream
  * of JSON documents, through the same builders as the live reconcile. */
 int mgop_render(const struct mgop_options *opt, FILE *out); /* also called by tests */
@@ -7737,9 +7881,11 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
       return 1;
     }
     fprintf(out, "# MultigresCluster %s/%s: %d objects\n", r.ns, r.name, r.ndesired);
+    mgop_render_notes(m, &r.root, out);
     for (int d = 0; d < r.ndesired; d++) fprintf(out, "---\n%.*s\n", (int)r.desired[d].len, r.desired[d].json);
     mgop_topo_render(&r, out);
   }
+  mgop_render_template_notes(out);
   mgop_arena_reset(&mgop_server.arena);
   return 0;
 }
