@@ -943,7 +943,7 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
   struct mgop_build o;
   struct mgop_ids ids = {t->cell, NULL, NULL, NULL, NULL};
   const char *component = t->cell ? "local-toposerver" : "toposerver";
-  char name[64], headless[80], image[MGOP_IMAGE_BUF], size[MGOP_QUANTITY_BUF], klass[128];
+  char name[64], headless[80], image[MGOP_IMAGE_BUF], size[MGOP_QUANTITY_BUF], klass[128], pull[32];
   int etcd = mgop_json_key(topo, 0, "etcd"), rc;
   long long replicas = 3;
   mgop_json_i64(topo, mgop_json_key(topo, etcd, "replicas"), &replicas);
@@ -1043,7 +1043,8 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
     mgop_jw_key(w, "containers"); mgop_jw_arr(w); mgop_jw_obj(w);
     mgop_jw_key(w, "name"); mgop_jw_str(w, "etcd");
     mgop_jw_key(w, "image"); mgop_jw_str(w, image);
-    mgop_jw_key(w, "imagePullPolicy"); mgop_jw_str(w, "IfNotPresent");
+    mgop_jw_key(w, "imagePullPolicy"); /* the cluster's, as every other component */
+    mgop_jw_str(w, mgop_str_or(&r->root, r->spec, "images.imagePullPolicy", pull, sizeof(pull), "IfNotPresent"));
     mgop_jw_key(w, "env"); mgop_jw_arr(w);
     MGOP_JW_LIT(w, "{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}}");
     mgop_jw_obj(w); mgop_jw_key(w, "name"); mgop_jw_str(w, "ETCD_NAME"); mgop_jw_key(w, "value"); mgop_jw_str(w, "$(POD_NAME)"); mgop_jw_obj_end(w);
@@ -1072,6 +1073,8 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
     mgop_jw_key(w, "volumeMounts");
     MGOP_JW_LIT(w, "[{\"name\":\"data\",\"mountPath\":\"/var/lib/etcd\"}]");
     mgop_jw_obj_end(w); mgop_jw_arr_end(w); /* containers */
+    mgop_copy_key(w, "imagePullSecrets", &r->root, mgop_json_path(&r->root, r->spec, "images.imagePullSecrets"));
+    mgop_copy_key(w, "tolerations", topo, mgop_json_path(topo, 0, "placement.tolerations"));
     mgop_jw_obj_end(w); /* pod spec */
     mgop_jw_obj_end(w); /* template */
     mgop_jw_key(w, "volumeClaimTemplates"); mgop_jw_arr(w); mgop_jw_obj(w);
@@ -1079,7 +1082,11 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
     mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_topo_labels(w, r, t); mgop_jw_obj_end(w);
     mgop_jw_obj_end(w);
     mgop_jw_key(w, "spec"); mgop_jw_obj(w);
-    mgop_jw_key(w, "accessModes"); MGOP_JW_LIT(w, "[\"ReadWriteOnce\"]");
+    { /* fixed at creation, like the size: volumeClaimTemplates are immutable */
+      int modes = mgop_json_path(topo, etcd, "storage.accessModes");
+      if (mgop_json_is(topo, modes, JSMN_ARRAY) && topo->tok[modes].size > 0) mgop_copy_key(w, "accessModes", topo, modes);
+      else { mgop_jw_key(w, "accessModes"); MGOP_JW_LIT(w, "[\"ReadWriteOnce\"]"); }
+    }
     if (klass[0]) { mgop_jw_key(w, "storageClassName"); mgop_jw_str(w, klass); }
     mgop_jw_key(w, "resources"); mgop_jw_obj(w); mgop_jw_key(w, "requests"); mgop_jw_obj(w);
     mgop_jw_key(w, "storage"); mgop_jw_str(w, size);
@@ -2434,7 +2441,8 @@ struct mgop_podspec {
   const struct mgop_ids *ids;
   const struct mgop_json *doc;   /* resolved component settings        */
   int comp;                      /* ... their token                    */
-  int tolerations;               /* token in doc, or -1                */
+  int tolerations;               /* token in tol_doc, or -1            */
+  const struct mgop_json *tol_doc; /* where they are (NULL: doc)        */
   const char *zone_key, *zone;   /* nodeSelector, or NULL              */
   const struct mgop_ctr *ctr;
   int nctr;
@@ -2478,7 +2486,7 @@ static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, cons
     mgop_jw_key(w, "nodeSelector"); mgop_jw_obj(w); mgop_jw_key(w, p->zone_key); mgop_jw_str(w, p->zone); mgop_jw_obj_end(w);
   }
   mgop_copy_key(w, "affinity", p->doc, mgop_json_key(p->doc, p->comp, "affinity"));
-  if (p->tolerations >= 0) mgop_copy_key(w, "tolerations", p->doc, p->tolerations);
+  if (p->tolerations >= 0) mgop_copy_key(w, "tolerations", p->tol_doc ? p->tol_doc : p->doc, p->tolerations);
   mgop_jw_key(w, "containers"); mgop_jw_arr(w);
   for (int i = 0; i < p->nctr; i++) mgop_write_container(r, w, &p->ctr[i]);
   mgop_jw_arr_end(w);
@@ -2580,11 +2588,9 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   p.doc = &admin;
   p.comp = 0;
   p.tolerations = mgop_json_path(&r->root, r->spec, "multiadmin.placement.tolerations");
+  p.tol_doc = &r->root; /* the cluster's own spec: placement is not in the template chain */
   p.ctr = &ctr;
   p.nctr = 1;
-  if (p.tolerations >= 0) { /* tolerations live in the cluster doc, not the resolved one */
-    p.tolerations = -1;
-  }
   if ((rc = mgop_build_deployment(r, K_CLUSTER, r->name, r->uid, name, mgop_i64_or(&admin, 0, "replicas", 1), &p)))
     return rc;
   if ((rc = mgop_build_service(r, K_CLUSTER, r->name, r->uid, name, "multiadmin", NULL, 0,
@@ -6715,22 +6721,17 @@ struct mgop_unimplemented {
 #define MGOP_LOCAL_TOPO "spec.cells[].spec.localTopoServer"
 static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CLUSTER), "spec.imageUpdatePolicy", "pinned images are adopted on upgrade; no lazy strategy", NULL},
-    {MGOP_KB_CC, "spec.globalTopoServer.etcd.storage.accessModes", "etcd volumes are always ReadWriteOnce", NULL},
     {MGOP_KB_CC, "spec.globalTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CLUSTER), "spec.globalTopoServer.external.implementation", "the topology client is always etcd", NULL},
     {MGOP_KB_CC, "spec.globalTopoServer.pvcDeletionPolicy", "use globalTopoServer.etcd.pvcDeletionPolicy", NULL},
-    {MGOP_KB_CC, "spec.globalTopoServer.placement", "tolerations do not reach the etcd pods", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.multiadmin.placement", "tolerations do not reach the multiadmin pods", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].metadata", "not written into the cell's topology record", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].overrides.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].spec.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
     {MGOP_KB(K_CELLT), "spec.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".etcd.storage.accessModes", "etcd volumes are always ReadWriteOnce", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.implementation", "the topology client is always etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.storage.accessModes", "etcd volumes are always ReadWriteOnce", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.implementation", "the topology client is always etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.caSecret", "no TLS to a cell's external etcd", NULL},
