@@ -1013,12 +1013,15 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
     struct mgop_jw *w = &o.w;
     char cluster_arg[2048], url[256];
     struct mgop_buf cb;
-    char wd_own[16], wd_cluster[16], ws_own[16], ws_cluster[16];
-    /* field by field: the etcd's own policy, then the cluster's, then Retain */
+    char wd_own[16], wd_topo[16], wd_cluster[16], ws_own[16], ws_topo[16], ws_cluster[16];
+    /* field by field: the etcd's own policy, the topology server's (seed
+     * 003: globalTopoServer.pvcDeletionPolicy), the cluster's, then Retain */
     const char *when_deleted = mgop_str_or(topo, etcd, "pvcDeletionPolicy.whenDeleted", wd_own, sizeof(wd_own),
-        mgop_str_or(&r->root, r->spec, "pvcDeletionPolicy.whenDeleted", wd_cluster, sizeof(wd_cluster), "Retain"));
+        mgop_str_or(topo, 0, "pvcDeletionPolicy.whenDeleted", wd_topo, sizeof(wd_topo),
+        mgop_str_or(&r->root, r->spec, "pvcDeletionPolicy.whenDeleted", wd_cluster, sizeof(wd_cluster), "Retain")));
     const char *when_scaled = mgop_str_or(topo, etcd, "pvcDeletionPolicy.whenScaled", ws_own, sizeof(ws_own),
-        mgop_str_or(&r->root, r->spec, "pvcDeletionPolicy.whenScaled", ws_cluster, sizeof(ws_cluster), "Retain"));
+        mgop_str_or(topo, 0, "pvcDeletionPolicy.whenScaled", ws_topo, sizeof(ws_topo),
+        mgop_str_or(&r->root, r->spec, "pvcDeletionPolicy.whenScaled", ws_cluster, sizeof(ws_cluster), "Retain")));
     mgop_buf_init(&cb, cluster_arg, sizeof(cluster_arg));
     for (long long i = 0; i < replicas && i < 9; i++)
       mgop_buf_printf(&cb, "%s%s-%lld=http://%s-%lld.%s.%s.svc:2380", i ? "," : "", name, i, name, i, headless, r->ns);
@@ -6723,7 +6726,6 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CLUSTER), "spec.imageUpdatePolicy", "pinned images are adopted on upgrade; no lazy strategy", NULL},
     {MGOP_KB_CC, "spec.globalTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CLUSTER), "spec.globalTopoServer.external.implementation", "the topology client is always etcd", NULL},
-    {MGOP_KB_CC, "spec.globalTopoServer.pvcDeletionPolicy", "use globalTopoServer.etcd.pvcDeletionPolicy", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].metadata", "not written into the cell's topology record", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].overrides.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].spec.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
