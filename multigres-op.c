@@ -2269,10 +2269,22 @@ static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const ch
  * ==================================================================== */
 
 /* ---- the rest of the tree ------------------------------------------------ */
+/* An external topology server is spoken to as etcd v3 (its JSON gateway):
+ * another implementation is refused, naming the field, rather than written
+ * to as if it were etcd. */
+static void mgop_topo_implementation(struct mgop_rctx *r, const struct mgop_json *doc, int ext, const char *field) {
+  char impl[64] = "";
+  if (ext < 0 || mgop_json_path_str(doc, ext, "implementation", impl, sizeof(impl)) || !impl[0]) return;
+  if (strcmp(impl, "etcd") && strcmp(impl, "etcd2"))
+    mgop_stall(r, "UnsupportedValue", "%s is \"%.63s\": the operator registers the topology in etcd only; unset it or "
+               "set etcd", field, impl);
+}
+
 /* Where the components find the global topology. */
 static void mgop_topo_address(struct mgop_rctx *r, const struct mgop_json *topo, char *addr, size_t acap, char *root,
                               size_t rcap) {
   int ext = mgop_json_key(topo, 0, "external");
+  mgop_topo_implementation(r, topo, ext, "spec.globalTopoServer.external.implementation");
   mgop_spec_str(r, topo, 0, ext >= 0 ? "external.rootPath" : "etcd.rootPath", root, rcap,
                 ext >= 0 ? "spec.globalTopoServer.external.rootPath" : "spec.globalTopoServer.etcd.rootPath");
   if (!root[0]) snprintf(root, rcap, "/multigres/global");
@@ -4566,6 +4578,11 @@ static void mgop_topo_note_cell(struct mgop_rctx *r, const char *name, const cha
   int lt = mgop_json_key(cfg, 0, "localTopoServer");
   int et = mgop_json_key(cfg, lt, "etcd"), ext = mgop_json_key(cfg, lt, "external");
   if (r->ntopo_cells >= MGOP_CRD_CELLS_MAX) return;
+  {
+    char field[300];
+    snprintf(field, sizeof(field), "localTopoServer.external.implementation of cell %.63s", name);
+    mgop_topo_implementation(r, cfg, ext, field);
+  }
   c = &r->topo_cells[r->ntopo_cells++];
   snprintf(c->name, sizeof(c->name), "%s", name);
   if (lt >= 0 && (et >= 0 || ext >= 0)) {
@@ -6725,17 +6742,14 @@ struct mgop_unimplemented {
 static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CLUSTER), "spec.imageUpdatePolicy", "pinned images are adopted on upgrade; no lazy strategy", NULL},
     {MGOP_KB_CC, "spec.globalTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.globalTopoServer.external.implementation", "the topology client is always etcd", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].metadata", "not written into the cell's topology record", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].overrides.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].spec.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
     {MGOP_KB(K_CELLT), "spec.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.implementation", "the topology client is always etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
-    {MGOP_KB(K_CELLT), "spec.localTopoServer.external.implementation", "the topology client is always etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.initdbArgs", "initdb runs with pgctld's defaults", NULL},
