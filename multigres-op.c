@@ -5020,7 +5020,7 @@ static int mgop_roll_on_pooler(void *ctx, const struct mgop_etcd_kv *kv) {
   if (mgop_topo_pooler_parse(kv->value, kv->value_len, &p) || p.type != MGOP_POOLER_PRIMARY || !p.name[0] ||
       strlen(p.name) >= 64 || pr->n == pr->cap)
     return MGOP_OK;
-  snprintf(pr->names[pr->n++], 64, "%s", p.name);
+  snprintf(pr->names[pr->n++], 64, "%.63s", p.name);
   return MGOP_OK;
 }
 static int mgop_roll_read_primaries(struct mgop_rctx *r, const char *cell, char (*names)[64], int cap, int *n,
