@@ -10,7 +10,8 @@
  *   5. Builders            desired objects: metadata, TopoServers, PDBs, workloads
  *   6. Apply               fingerprint check, server-side apply, prune
  *   7. Status              kstatus conditions and rollups; metric series; Events
- *   8. Reconcile one root  cells, shards and pools; the tree in three phases
+ *   8. Reconcile one root  cells, shards and pools; the tree in three phases;
+ *                          topology records; rolling pool pods, scale-down
  *   9. Events              watch events -> fingerprints, template uses, the work set
  *  10. Leader election     a coordination.k8s.io Lease; only the leader writes
  *  11. Admission webhook   POST /validate, its certificates and CA bundle
@@ -4951,7 +4952,7 @@ static int mgop_roll_sets(struct mgop_rctx *r, int s, int *whole, int *updated, 
     if (d->kind != K_STS || !strstr(d->json, r->shard_names[s])) continue; /* owned by this shard */
     if (!(f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, d->name))) || !(f->flags & MGOP_FP_EXISTS)) continue;
     memset(rs, 0, sizeof(*rs));
-    snprintf(rs->name, sizeof(rs->name), "%s", d->name);
+    snprintf(rs->name, sizeof(rs->name), "%.63s", d->name); /* a StatefulSet name: at most 52 */
     if ((cl = strstr(d->json, cell_label))) sscanf(cl + sizeof(cell_label) - 1, "%63[^\"]", rs->cell);
     rs->rev = f->update_rev;
     rs->desired = f->desired;
@@ -5169,8 +5170,8 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
     return;
   }
   if (mgop_rl.overflow) {
-    char what[200];
-    snprintf(what, sizeof(what), "Shard %s/%s has more than %d pool pods; they are not rolled", r->ns, cr,
+    char what[400];
+    snprintf(what, sizeof(what), "Shard %.63s/%.254s has more than %d pool pods; they are not rolled", r->ns, cr,
              MGOP_ROLL_PODS_MAX);
     mgop_limit_note(MGOP_L_OBJECTS, what);
     snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "%s (limit objects)", what);
