@@ -7,7 +7,9 @@
 #     the test's own (topo_etcd.py): key paths, fields, field numbers;
 #   - a field Multigres owns (BackupLocation.authoritative_generation, 4)
 #     survives a spec change of the backup path, and the cluster is Ready
-#     again (the changed pool pods are rolled);
+#     again: the changed pool pods are rolled, with no pooler registered the
+#     likely primary (ordinal 0) last, replaced although multiadmin cannot
+#     switch it (Events PrimaryUnknown, SwitchPrimaryFailed);
 #   - a cell added to the spec gets its record and joins Database.cells;
 #   - pruning deletes the records status.topology lists that the spec no
 #     longer has, and only those (a foreign record stays);
@@ -135,7 +137,15 @@ d=$(rec "$U1" /it/plain/databases/postgres/Database)
 [ "$(field "$d" backup.authoritative_generation)" = 7 ] || fail "authoritative_generation lost: $d"
 [ "$(field "$d" cells)" = '["zone-a", "zone-b", "zone-c"]' ] || fail "cells not updated: $d"
 [ "$(field "$(rec "$U1" /it/plain/cells/zone-c/Cell)" name)" = '"zone-c"' ] || fail "no Cell record for zone-c"
-note "update: backup path and cells changed, authoritative_generation (field 4) kept"
+shard=$(jget -n $ns shard -l multigres.com/cluster=$a -o jsonpath='{.items[0].metadata.name}')
+evs=$(jget -n $ns events.events.k8s.io --field-selector regarding.name="$shard" -o jsonpath='{range .items[*]}{.type} {.reason}: {.note}{"\n"}{end}')
+grep -q "^Normal PrimaryUnknown: roles unknown (no pool pod of the shard is registered PRIMARY in the topology): pod .*-0, ordinal 0" <<<"$evs" ||
+  fail "no PrimaryUnknown Event (no pooler registers here): $evs"
+last=$(grep "^Normal RollingUpdate: replacing pod" <<<"$evs" | tail -1)
+[[ $last == *"-0 (the primary, last, "* ]] || fail "the likely primary (ordinal 0) was not replaced last: $last"
+grep -q "^Warning SwitchPrimaryFailed: switch-primary for postgres/default/0-inf failed (multiadmin did not answer" <<<"$evs" ||
+  fail "no SwitchPrimaryFailed Warning (multiadmin runs nowhere here): $evs"
+note "update: backup path and cells changed, authoritative_generation (field 4) kept; pool pods rolled, ordinal 0 last"
 
 # ---- 3. pruning: what status.topology lists and the spec dropped, only that
 # (cells are append-only in the CRD: a cell dropped by an older operator
