@@ -5210,8 +5210,8 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
     snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "pod %s not deleted: %.200s", p->name, mgop_errmsg());
     return;
   }
-  snprintf(note, sizeof(note), "replacing pod %s (%s, %d/%d pods updated, %d stale)", p->name,
-           k.primary ? "the primary, last" : !p->ready ? "not Ready" : "a replica", updated, total, k.stale);
+  snprintf(note, sizeof(note), "replacing pod %s (%s; %d of %d pool pods stale)", p->name,
+           k.primary ? "the primary, last" : !p->ready ? "not Ready" : "a replica", k.stale, mgop_rl.npods);
   mgop_event(r, K_SHARD, cr, uid, "Normal", "RollingUpdate", "RollingUpdate", note);
   snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "%.590s", note);
   {

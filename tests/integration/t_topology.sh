@@ -142,7 +142,7 @@ evs=$(jget -n $ns events.events.k8s.io --field-selector regarding.name="$shard" 
 grep -q "^Normal PrimaryUnknown: roles unknown (no pool pod of the shard is registered PRIMARY in the topology): pod .*-0, ordinal 0" <<<"$evs" ||
   fail "no PrimaryUnknown Event (no pooler registers here): $evs"
 last=$(grep "^Normal RollingUpdate: replacing pod" <<<"$evs" | tail -1)
-[[ $last == *"-0 (the primary, last, "* ]] || fail "the likely primary (ordinal 0) was not replaced last: $last"
+[[ $last == *"-0 (the primary, last; "* ]] || fail "the likely primary (ordinal 0) was not replaced last: $last"
 grep -q "^Warning SwitchPrimaryFailed: switch-primary for postgres/default/0-inf failed (multiadmin did not answer" <<<"$evs" ||
   fail "no SwitchPrimaryFailed Warning (multiadmin runs nowhere here): $evs"
 note "update: backup path and cells changed, authoritative_generation (field 4) kept; pool pods rolled, ordinal 0 last"
