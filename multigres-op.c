@@ -208,6 +208,8 @@ struct mgop_rctx {
   int live_templates;         /* render, but templates from the API   */
   int cached_templates;       /* render, templates from the watch cache
                                  (admission, on the serving thread)    */
+  int admission;              /* render for a review: never reads the
+                                 loop's tables (section 13)            */
   const char *ns, *name;
   char uid[40];
   long long generation;
@@ -331,11 +333,11 @@ static void mgop_stall(struct mgop_rctx *r, const char *reason, const char *fmt,
  * the same spec with the same message. */
 enum mgop_limit_id {
   MGOP_L_OBJECTS, MGOP_L_ARENA, MGOP_L_TEMPLATES_PER_CLUSTER, MGOP_L_VALUE_LENGTH, MGOP_L_CLUSTERS,
-  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_METRIC_SERIES, MGOP_L_COUNT
+  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_METRIC_SERIES, MGOP_L_STS_FACTS, MGOP_L_COUNT
 };
 static const char *const mgop_limit_names[MGOP_L_COUNT] = {
     "objects_per_cluster", "reconcile_arena", "templates_per_cluster", "value_length", "clusters",
-    "templates", "fingerprints", "metric_labels", "metric_series"};
+    "templates", "fingerprints", "metric_labels", "metric_series", "statefulset_facts"};
 static unsigned long long mgop_limit_hits[MGOP_L_COUNT];
 
 /* Counted and logged only: a process-wide table, no cluster to stall. The
@@ -655,6 +657,73 @@ static double mgop_quantity(const char *q) {
   return -1;
 }
 
+/* What an existing StatefulSet fixed at creation: its volumeClaimTemplates[0]
+ * storage request (a quantity is at most 63 characters in the CRD) and, for
+ * etcd, the members it was bootstrapped with (ETCD_INITIAL_CLUSTER; 0: not
+ * etcd). Admission refuses a shrink or a membership change from them on the
+ * serving thread while the loop learns them from its watch, so they live
+ * here under a lock rather than in the loop's fp table. A linear table: a
+ * lookup is rare (admission, a reconcile turn) and a few thousand rows. */
+struct mgop_sts_fact {
+  uint64_t key; /* mgop_fp_key("StatefulSet", ns, name) */
+  char vct_size[64];
+  int32_t etcd_members;
+};
+static struct {
+  pthread_mutex_t mu;
+  size_t used, cap;           /* cap: a quarter of the object table's rows */
+  struct mgop_sts_fact *row;  /* allocated with it, at start-up          */
+} mgop_sts_facts = {PTHREAD_MUTEX_INITIALIZER, 0, 0, NULL};
+
+/* Start-up, before the threads: the table, a quarter of the object table. */
+static int mgop_sts_facts_init(void) {
+  size_t cap = mgop_fp_slots() / 4;
+  if (mgop_sts_facts.row) return MGOP_OK;
+  if (!(mgop_sts_facts.row = calloc(cap ? cap : 1, sizeof(*mgop_sts_facts.row))))
+    return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate %zu StatefulSet rows", cap);
+  mgop_sts_facts.cap = cap;
+  return MGOP_OK;
+}
+
+/* The loop, on a StatefulSet watch event: records (or, gone=1, forgets) it. */
+static void mgop_sts_fact_set(uint64_t key, int gone, const char *vct_size, int32_t etcd_members, const char *what) {
+  size_t i;
+  int full = 0;
+  pthread_mutex_lock(&mgop_sts_facts.mu);
+  if (mgop_sts_facts_init()) abort(); /* sized at start-up; here only in tests */
+  for (i = 0; i < mgop_sts_facts.used && mgop_sts_facts.row[i].key != key; i++) {}
+  if (gone) {
+    if (i < mgop_sts_facts.used) mgop_sts_facts.row[i] = mgop_sts_facts.row[--mgop_sts_facts.used];
+  } else if (i == mgop_sts_facts.used && i == mgop_sts_facts.cap) {
+    full = 1;
+  } else {
+    struct mgop_sts_fact *f = &mgop_sts_facts.row[i];
+    if (i == mgop_sts_facts.used) mgop_sts_facts.used++;
+    f->key = key;
+    snprintf(f->vct_size, sizeof(f->vct_size), "%s", vct_size);
+    f->etcd_members = etcd_members;
+  }
+  pthread_mutex_unlock(&mgop_sts_facts.mu);
+  if (full) {
+    char msg[600];
+    snprintf(msg, sizeof(msg), "StatefulSet facts table full (%zu rows); %s: its storage size and etcd members are not "
+             "known, so a change to them is not refused before the API server rejects it; raise --max-objects",
+             mgop_sts_facts.cap, what);
+    mgop_limit_note(MGOP_L_STS_FACTS, msg);
+  }
+}
+
+/* Any thread: a copy of the facts of StatefulSet ns/name; 0 when none. */
+static int mgop_sts_fact_get(const char *ns, const char *name, struct mgop_sts_fact *out) {
+  uint64_t key = mgop_fp_key("StatefulSet", ns, name);
+  int found = 0;
+  pthread_mutex_lock(&mgop_sts_facts.mu);
+  for (size_t i = 0; i < mgop_sts_facts.used && !found; i++)
+    if (mgop_sts_facts.row[i].key == key) *out = mgop_sts_facts.row[i], found = 1;
+  pthread_mutex_unlock(&mgop_sts_facts.mu);
+  return found;
+}
+
 /* The storage request written into a StatefulSet's volumeClaimTemplates.
  * The field is immutable, so a StatefulSet that exists keeps the size it
  * was created with (the apply is never rejected for it); a larger size is
@@ -662,19 +731,22 @@ static double mgop_quantity(const char *q) {
  * a smaller one is refused: volumes never shrink. */
 static const char *mgop_vct_size(struct mgop_rctx *r, const char *sts, const char *vct, const char *want, long long replicas,
                                  const char *field) {
-  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
+  static _Thread_local struct mgop_sts_fact fact; /* what is returned points into it, until the next call */
+  struct mgop_fp *f;
   double w = mgop_quantity(want), have;
   uint64_t h;
-  if (!f || !(f->flags & MGOP_FP_EXISTS) || !f->vct_size[0]) return want; /* new: as asked */
-  have = mgop_quantity(f->vct_size);
+  if (!mgop_sts_fact_get(r->ns, sts, &fact) || !fact.vct_size[0]) return want; /* new: as asked */
+  have = mgop_quantity(fact.vct_size);
   if (w < 0 || have < 0) return want; /* not a quantity: the API server says why */
   if (w < have) {
     mgop_stall(r, "StorageShrinkRefused", "%s is %s, smaller than the %s of the existing volumes of StatefulSet %s; "
-               "volumes can grow but never shrink: set %s or more", field, want, f->vct_size, sts, f->vct_size);
-    return f->vct_size;
+               "volumes can grow but never shrink: set %s or more", field, want, fact.vct_size, sts, fact.vct_size);
+    return fact.vct_size;
   }
+  /* the fp table is the loop's: admission lists the growth and never applies it */
+  f = r->admission ? NULL : mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
   h = mgop_fnv1a64(mgop_fnv1a64(MGOP_FNV64_INIT, want, strlen(want) + 1), &replicas, sizeof(replicas));
-  if (w > have && f->grown_hash != h && r->ngrows < MGOP_GROWS_MAX) {
+  if (w > have && (!f || f->grown_hash != h) && r->ngrows < MGOP_GROWS_MAX) {
     struct mgop_grow *g = &r->grows[r->ngrows++];
     snprintf(g->sts, sizeof(g->sts), "%s", sts);
     snprintf(g->vct, sizeof(g->vct), "%s", vct);
@@ -682,7 +754,7 @@ static const char *mgop_vct_size(struct mgop_rctx *r, const char *sts, const cha
     snprintf(g->field, sizeof(g->field), "%s", field);
     g->hash = h;
   }
-  return f->vct_size;
+  return fact.vct_size;
 }
 
 /* An etcd cluster's membership is fixed at bootstrap (ETCD_INITIAL_CLUSTER,
@@ -690,12 +762,12 @@ static const char *mgop_vct_size(struct mgop_rctx *r, const char *sts, const cha
  * count and a change is refused. A hand-edited spec.replicas is not a
  * change of membership: the apply reverts it. */
 static long long mgop_etcd_replicas(struct mgop_rctx *r, const char *sts, long long want, const char *field) {
-  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
-  if (!f || !(f->flags & MGOP_FP_EXISTS) || f->etcd_members <= 0 || f->etcd_members == want) return want;
+  struct mgop_sts_fact fact;
+  if (!mgop_sts_fact_get(r->ns, sts, &fact) || fact.etcd_members <= 0 || fact.etcd_members == want) return want;
   mgop_stall(r, "EtcdReplicasImmutable", "%s is %lld, but the etcd cluster %s was created with %d members and its "
              "membership is fixed: restore %d (a different size needs a new cluster)", field, want, sts,
-             (int)f->etcd_members, (int)f->etcd_members);
-  return f->etcd_members;
+             (int)fact.etcd_members, (int)fact.etcd_members);
+  return fact.etcd_members;
 }
 /* A desired object in the making: the writer, and where the hash goes. */
 struct mgop_build {
@@ -1098,10 +1170,10 @@ static int mgop_apply_from(struct mgop_rctx *r, int from) {
                                               r->applied > 1 ? ", " : "", mgop_kinds[d->kind].kind, d->name);
     f = mgop_fp_upsert(key);
     if (!f)
-      mgop_limit_reached(r, MGOP_L_FINGERPRINTS, "%s %s was applied, but the operator's object table is full (%d "
-                         "rows for all clusters), so it cannot tell when it is in sync: fewer or smaller clusters per "
-                         "operator, or a build with a larger MGOP_FP_SLOTS", mgop_kinds[d->kind].kind, d->name,
-                         MGOP_FP_SLOTS);
+      mgop_limit_reached(r, MGOP_L_FINGERPRINTS, "%s %s was applied, but the operator's object table is full (%zu "
+                         "rows for all clusters), so it cannot tell when it is in sync: raise --max-objects (about 26 "
+                         "per minimal cluster) or run fewer clusters per operator", mgop_kinds[d->kind].kind, d->name,
+                         mgop_fp_slots());
     if (f) {
       f->cluster = mgop_cluster_hash(r->ns, r->name);
       f->kind = d->kind + 1; /* swept by a relist that does not show it */
@@ -1143,14 +1215,24 @@ static const char *mgop_uid_of(struct mgop_rctx *r, int kind, const char *name) 
 
 /* Metric series and counters, written by the status code; exposed by
  * section 11. */
-#define MGOP_SERIES_MAX 2048
+#define MGOP_SERIES_DEFAULT 2048 /* --max-metric-series: about 7 a minimal cluster */
 struct mgop_series {
   uint64_t owner;            /* root key of the cluster; 0: free      */
   const char *family;        /* a name from mgop_families              */
   char labels[MGOP_LABELS_MAX]; /* rendered: a="x",b="y"               */
   double value;
 };
-static struct mgop_series mgop_series[MGOP_SERIES_MAX];
+static struct mgop_series *mgop_series; /* mgop_series_cap rows, allocated at start-up */
+static size_t mgop_series_cap;
+
+/* Start-up, before the threads (or a test's first gauge): the table. */
+static int mgop_series_init(size_t rows) {
+  if (mgop_series) return MGOP_OK;
+  if (rows < 2 || !(mgop_series = calloc(rows, sizeof(*mgop_series))))
+    return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate a metric series table of %zu rows", rows);
+  mgop_series_cap = rows;
+  return MGOP_OK;
+}
 static unsigned long long mgop_series_full; /* sets that found no free row */
 
 enum { MGOP_C_CLUSTER, MGOP_C_TEMPLATE, MGOP_C_COUNT }; /* our "controllers": the two kinds of work */
@@ -1224,23 +1306,24 @@ static void mgop_gauge_set(uint64_t owner, const char *family, const char *label
 static size_t mgop_series_used;
 static size_t mgop_series_home(const char *family, const char *labels) {
   uint64_t h = mgop_fnv1a64(MGOP_FNV64_INIT, family, strlen(family) + 1);
-  return (size_t)(mgop_fnv1a64(h, labels, strlen(labels)) % MGOP_SERIES_MAX);
+  return (size_t)(mgop_fnv1a64(h, labels, strlen(labels)) % mgop_series_cap);
 }
 
 static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char *labels, double value) {
-  size_t i = mgop_series_home(family, labels);
+  size_t i;
   struct mgop_series *s;
-  for (; (s = &mgop_series[i])->family; i = (i + 1) % MGOP_SERIES_MAX)
+  if (mgop_series_init(MGOP_SERIES_DEFAULT)) abort(); /* sized at start-up; here only in tests */
+  for (i = mgop_series_home(family, labels); (s = &mgop_series[i])->family; i = (i + 1) % mgop_series_cap)
     if (s->family == family && !strcmp(s->labels, labels)) {
       s->owner = owner;
       s->value = value;
       return;
     }
-  if (mgop_series_used >= MGOP_SERIES_MAX - 1) {
+  if (mgop_series_used >= mgop_series_cap - 1) {
     char what[300];
     mgop_series_full++;
-    snprintf(what, sizeof(what), "metric series table full (%d series); %s{%.200s} is not exposed", MGOP_SERIES_MAX,
-             family, labels);
+    snprintf(what, sizeof(what), "metric series table full (%zu series; raise --max-metric-series); %s{%.160s} is not "
+             "exposed", mgop_series_cap, family, labels);
     mgop_limit_note(MGOP_L_METRIC_SERIES, what);
     return;
   }
@@ -1256,18 +1339,18 @@ static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char
 static void mgop_series_drop(uint64_t owner) {
   size_t start = 0;
   pthread_mutex_lock(&mgop_shared.mu);
-  for (size_t i = 0; i < MGOP_SERIES_MAX; i++)
+  for (size_t i = 0; i < mgop_series_cap; i++)
     if (mgop_series[i].family && mgop_series[i].owner == owner) {
       memset(&mgop_series[i], 0, sizeof(mgop_series[i]));
       mgop_series_used--;
     }
-  while (start < MGOP_SERIES_MAX - 1 && mgop_series[start].family) start++;
-  for (size_t n = 1; n <= MGOP_SERIES_MAX; n++) {
-    size_t at = (start + n) % MGOP_SERIES_MAX, to;
+  while (start + 1 < mgop_series_cap && mgop_series[start].family) start++;
+  for (size_t n = 1; n <= mgop_series_cap; n++) {
+    size_t at = (start + n) % mgop_series_cap, to;
     struct mgop_series row = mgop_series[at];
     if (!row.family) continue;
     mgop_series[at].family = NULL;
-    for (to = mgop_series_home(row.family, row.labels); mgop_series[to].family; to = (to + 1) % MGOP_SERIES_MAX) {}
+    for (to = mgop_series_home(row.family, row.labels); mgop_series[to].family; to = (to + 1) % mgop_series_cap) {}
     if (to != at) memset(&mgop_series[at], 0, sizeof(mgop_series[at]));
     mgop_series[to] = row;
   }
@@ -1404,7 +1487,7 @@ static int mgop_prune(struct mgop_rctx *r) {
   size_t note_len = 0;
   for (int i = 0; i < r->ndesired; i++) want[i] = mgop_desired_key(r, &r->desired[i]);
   qsort(want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64);
-  for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_fp_slots(); i++) {
     struct mgop_fp *f = mgop_fp_at(i);
     int depth;
     if (!f || f->cluster != cl || f->kind <= 0 || !(f->flags & MGOP_FP_EXISTS) || !f->uid[0]) continue;
@@ -1644,7 +1727,7 @@ static int mgop_patch_object(const char *path, const char *json, size_t n, int *
 /* Has the StatefulSet watch seen orphans of this cluster's name? */
 static int mgop_has_orphans(const struct mgop_rctx *r) {
   uint64_t cl = mgop_cluster_hash(r->ns, r->name);
-  for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_fp_slots(); i++) {
     const struct mgop_fp *f = mgop_fp_at(i);
     if (f && f->cluster == cl && f->kind == K_STS + 1 && (f->flags & MGOP_FP_EXISTS) && (f->flags & MGOP_FP_ORPHANED))
       return 1;
@@ -3387,6 +3470,11 @@ struct mgop_bh {
   long long last_run_s;             /* scheduled time of the last run asked for */
   char job[80], result[16];
   int missed, sched_adopted;
+  /* Where its check goes, recorded by the cluster's turn: a due check then
+   * runs from the loop (mgop_backup_tick) and needs no turn of its own. */
+  uint64_t owner;                   /* the cluster's fp key: its metric series */
+  char ns[MGOP_CRD_NAMESPACE_MAX + 1], cluster[MGOP_CRD_CLUSTER_NAME_MAX + 1];
+  char shard_cr[MGOP_SHARD_CR_NAME_MAX + 1], db[32], tg[32], sn[32];
 };
 static struct mgop_bh mgop_bh_table[MGOP_BH_MAX];
 static const char *mgop_ma_override; /* --multiadmin-address: every cluster's multiadmin (out of cluster) */
@@ -3444,8 +3532,8 @@ static void mgop_query_value(const char *v, char *out, size_t cap) {
   out[o] = 0;
 }
 
-/* host and port of the cluster's multiadmin HTTP endpoint. */
-static void mgop_ma_endpoint(const struct mgop_rctx *r, char *host, size_t hcap, char *port, size_t pcap) {
+/* host and port of the multiadmin HTTP endpoint of cluster ns/name. */
+static void mgop_ma_endpoint_of(const char *ns, const char *name, char *host, size_t hcap, char *port, size_t pcap) {
   if (mgop_ma_override) {
     const char *colon = strrchr(mgop_ma_override, ':');
     snprintf(host, hcap, "%.*s", colon ? (int)(colon - mgop_ma_override) : (int)strlen(mgop_ma_override),
@@ -3454,12 +3542,15 @@ static void mgop_ma_endpoint(const struct mgop_rctx *r, char *host, size_t hcap,
     return;
   }
   {
-    const char *ap[] = {r->name, "multiadmin"};
+    const char *ap[] = {name, "multiadmin"};
     char svc[64];
     mgop_name(svc, sizeof(svc), MGOP_LIMIT_SERVICE, 0, ap, 2);
-    snprintf(host, hcap, "%s.%s.svc", svc, r->ns);
+    snprintf(host, hcap, "%s.%s.svc", svc, ns);
     snprintf(port, pcap, "18000");
   }
+}
+static void mgop_ma_endpoint(const struct mgop_rctx *r, char *host, size_t hcap, char *port, size_t pcap) {
+  mgop_ma_endpoint_of(r->ns, r->name, host, hcap, port, pcap);
 }
 
 /* The verdict from a 200 response. */
@@ -3490,8 +3581,10 @@ static void mgop_bh_adopt(uint64_t key, const char *status, long long since) {
   h->adopted_since = since;
 }
 
-/* One shard's check when due; *down: this turn's multiadmin did not answer. */
-static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, int *down) {
+/* One shard's check, now: GET /api/v1/backups from its cluster's multiadmin.
+ * down_host: a multiadmin that did not answer earlier in the same pass
+ * (one 2 s wait per cluster, not per shard); set when this one does not. */
+static void mgop_bh_check(struct mgop_bh *h, char *down_host, size_t down_cap) {
   static struct mgop_conn conn;
   static char body[MGOP_MA_BODY_MAX];
   char host[300], port[16], target[400], db[100], tg[100], sh[100], msg[200];
@@ -3499,22 +3592,21 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, in
   struct mgop_ma_backups b;
   int status = 0, rc;
   long long now = mgop_now_ms();
-  if (h->checked_ms && now - h->checked_ms < mgop_backup_check_ms) return;
   h->checked_ms = now;
-  mgop_ma_endpoint(r, host, sizeof(host), port, sizeof(port));
-  if (*down) {
+  mgop_ma_endpoint_of(h->ns, h->cluster, host, sizeof(host), port, sizeof(port));
+  if (down_host[0] && !strcmp(down_host, host)) {
     mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s did not answer this turn", host, port);
     return;
   }
-  mgop_query_value(r->shard_db[s], db, sizeof(db));
-  mgop_query_value(r->shard_tgn[s], tg, sizeof(tg));
-  mgop_query_value(r->shard_sn[s], sh, sizeof(sh));
+  mgop_query_value(h->db, db, sizeof(db));
+  mgop_query_value(h->tg, tg, sizeof(tg));
+  mgop_query_value(h->sn, sh, sizeof(sh));
   snprintf(target, sizeof(target), "/api/v1/backups?database=%s&table_group=%s&shard=%s", db, tg, sh);
   mgop_buf_init(&out, body, sizeof(body) - 1);
   mgop_conn_init(&conn);
   rc = mgop_http_call(&conn, host, port, "GET", target, NULL, 0, &out, &status, now + MGOP_MA_TIMEOUT_MS);
   if (rc && !status) {
-    *down = 1;
+    snprintf(down_host, down_cap, "%s", host);
     mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s: %.200s", host, port, mgop_errmsg());
     return;
   }
@@ -3536,6 +3628,66 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, in
     return;
   }
   mgop_bh_from_list(h, &b);
+}
+
+/* The last-backup-age gauge of a shard, from its newest complete backup. */
+static void mgop_bh_age_gauge(const struct mgop_bh *h) {
+  char l[MGOP_LABELS_MAX] = "";
+  if (!h->last_s) return;
+  if (!mgop_label(l, sizeof(l), "shard", h->shard_cr) && !mgop_label(l, sizeof(l), "namespace", h->ns))
+    mgop_gauge_set(h->owner, mgop_f_backup_age, l, (double)(mgop_wall_s() - h->last_s));
+}
+
+/* A shard's turn: records where its check goes, and checks when due. */
+static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner, char *down_host,
+                               size_t down_cap) {
+  h->owner = owner;
+  snprintf(h->ns, sizeof(h->ns), "%s", r->ns);
+  snprintf(h->cluster, sizeof(h->cluster), "%s", r->name);
+  snprintf(h->shard_cr, sizeof(h->shard_cr), "%s", r->shard_names[s]);
+  snprintf(h->db, sizeof(h->db), "%s", r->shard_db[s]);
+  snprintf(h->tg, sizeof(h->tg), "%s", r->shard_tgn[s]);
+  snprintf(h->sn, sizeof(h->sn), "%s", r->shard_sn[s]);
+  if (!h->checked_ms || mgop_now_ms() - h->checked_ms >= mgop_backup_check_ms) mgop_bh_check(h, down_host, down_cap);
+  mgop_bh_age_gauge(h);
+}
+
+/* One check of a slot; a verdict that changed wakes its cluster to write it. */
+static void mgop_bh_recheck(struct mgop_bh *h, char *down_host, size_t down_cap) {
+  int state = h->state;
+  char reason[sizeof(h->reason)], msg[sizeof(h->msg)];
+  memcpy(reason, h->reason, sizeof(reason));
+  memcpy(msg, h->msg, sizeof(msg));
+  mgop_bh_check(h, down_host, down_cap);
+  mgop_bh_age_gauge(h);
+  if (h->state != state || strcmp(h->reason, reason) || strcmp(h->msg, msg)) mgop_enqueue(h->ns, h->cluster, 0);
+}
+
+/* The loop, between turns: the check most overdue, run where the shard's
+ * last turn recorded (one call per pass, so watches stay fresh; the other
+ * due shards of a multiadmin that did not answer share its verdict). An
+ * unchanged verdict costs no API request, so a converged fleet stays at
+ * zero requests while idle. Returns ms until the next is due (-1: none). */
+static long long mgop_backup_tick(void) {
+  char down_host[300] = "";
+  struct mgop_bh *due = NULL;
+  long long now = mgop_now_ms();
+  if (!mgop_backup_check_ms) return -1;
+  for (int i = 0; i < MGOP_BH_MAX; i++) {
+    struct mgop_bh *h = &mgop_bh_table[i];
+    if (!h->key || !h->cluster[0] || !h->checked_ms) continue; /* the cluster's first turn checks it */
+    if (!due || h->checked_ms < due->checked_ms) due = h;
+  }
+  if (!due) return -1;
+  if (due->checked_ms + mgop_backup_check_ms > now) return due->checked_ms + mgop_backup_check_ms - now;
+  mgop_bh_recheck(due, down_host, sizeof(down_host));
+  for (int i = 0; down_host[0] && i < MGOP_BH_MAX; i++) {
+    struct mgop_bh *h = &mgop_bh_table[i];
+    if (h != due && h->checked_ms && h->checked_ms + mgop_backup_check_ms <= now && !strcmp(h->ns, due->ns) &&
+        !strcmp(h->cluster, due->cluster))
+      mgop_bh_recheck(h, down_host, sizeof(down_host));
+  }
+  return 0; /* another may be due already: the loop comes back after its watches */
 }
 
 /* Set around a Shard's status write: mgop_conditions appends it. */
@@ -3570,6 +3722,15 @@ static void mgop_backup_condition(struct mgop_jw *w, long long generation) {
 #define MGOP_SCHED_POLL_MS 5000     /* a running job is looked at this often */
 static uint64_t mgop_sched_busy;    /* the Shard whose job is running (0: none) */
 static long long mgop_sched_busy_ms;
+
+/* A Shard is gone: its slot is free for another. */
+static void mgop_bh_forget(uint64_t key) {
+  for (int i = 0; i < MGOP_BH_MAX; i++)
+    if (mgop_bh_table[i].key == key) {
+      if (mgop_sched_busy == key) mgop_sched_busy = 0;
+      memset(&mgop_bh_table[i], 0, sizeof(mgop_bh_table[i]));
+    }
+}
 
 static long long mgop_sched_next(const struct mgop_bh *h, const struct mgop_cron *c, long long after, int jitter_s,
                                  long long *base) {
@@ -4616,7 +4777,7 @@ static int mgop_topo_leftovers(struct mgop_rctx *r) {
   int left = 0;
   for (int i = 0; i < r->ndesired; i++) want[i] = mgop_desired_key(r, &r->desired[i]);
   qsort(want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64);
-  for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_fp_slots(); i++) {
     struct mgop_fp *f = mgop_fp_at(i);
     if (!f || f->cluster != cl || f->kind <= 0 || !(f->flags & MGOP_FP_EXISTS) || !f->uid[0]) continue;
     if (!bsearch(&f->key, want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64)) left++;
@@ -5308,7 +5469,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   char name[80];
   int rd, ds;
   uint64_t owner = mgop_fp_key("MultigresCluster", r->ns, r->name); /* of its metric series */
-  int ma_down = 0, any_health = 0; /* this turn's multiadmin did not answer; a shard's health is kept */
+  char ma_down[300] = ""; /* this turn's multiadmin, when it did not answer */
   long long sched_wake = -1;         /* ms until a shard's schedule wants a turn */
   memset(&rs, 0, sizeof(rs));
   mgop_series_drop(owner);
@@ -5448,12 +5609,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       if (h) {
         long long want = mgop_backup_schedule(r, s, h, owner);
         if (want >= 0 && (sched_wake < 0 || want < sched_wake)) sched_wake = want;
-        mgop_backup_health(r, s, h, &ma_down);
-        if (h->last_s) {
-          char l[MGOP_LABELS_MAX] = "";
-          if (!mgop_label(l, sizeof(l), "shard", r->shard_names[s]) && !mgop_label(l, sizeof(l), "namespace", r->ns))
-            mgop_gauge_set(owner, mgop_f_backup_age, l, (double)(mgop_wall_s() - h->last_s));
-        }
+        mgop_backup_health(r, s, h, owner, ma_down, sizeof(ma_down));
       }
       mgop_cond_backup = h;
       {
@@ -5469,12 +5625,13 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
                             msg, f->seen_gen, mgop_phase(ready, c.ready), mgop_shard_status_extra, &c, &xc);
       }
       mgop_cond_backup = NULL;
-      any_health |= h != NULL;
     }
   }
-  if (any_health) /* the next backup health check, or the next scheduled run */
-    mgop_enqueue(r->ns, r->name, sched_wake >= 0 && sched_wake < mgop_backup_check_ms ? sched_wake + 100
-                                                                                        : mgop_backup_check_ms);
+  /* a schedule needs turns (its POST and status are built from the spec):
+   * at the next run, and every check interval in case the clock jumped;
+   * health checks come due in mgop_backup_tick, without a turn */
+  if (sched_wake >= 0)
+    mgop_enqueue(r->ns, r->name, sched_wake < mgop_backup_check_ms ? sched_wake + 100 : mgop_backup_check_ms);
   for (int t = 0; t < r->ntg; t++) {
     struct mgop_fp *f = mgop_fp_find(mgop_fp_key("TableGroup", r->ns, r->tg_names[t]));
     struct mgop_counts c = {0, 0, NULL};
@@ -6245,9 +6402,11 @@ static void mgop_on_list_end(int kind) {
       gone++;
     }
   } else {
-    for (size_t i = 0; i < MGOP_FP_SLOTS; i++) {
+    for (size_t i = 0; i < mgop_fp_slots(); i++) {
       struct mgop_fp *f = mgop_fp_at(i);
       if (!f || f->kind != kind + 1 || f->epoch == mgop_server.list_epoch[kind]) continue;
+      if (kind == K_STS) mgop_sts_fact_set(f->key, 1, "", 0, "");
+      if (kind == K_SHARD) mgop_bh_forget(f->key);
       mgop_fp_remove(f->key);
       gone++;
     }
@@ -6349,13 +6508,15 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
   {
     uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, ns, name);
     if (!strcmp(type, "DELETED")) {
+      if (kind == K_STS) mgop_sts_fact_set(key, 1, "", 0, "");
+      if (kind == K_SHARD) mgop_bh_forget(key);
       mgop_fp_remove(key);
     } else {
       struct mgop_fp *f = mgop_fp_upsert(key);
       if (!f) {
         char what[600];
-        snprintf(what, sizeof(what), "fingerprint table full (%d rows); %s %s/%s is not tracked; raise MGOP_FP_SLOTS",
-                 MGOP_FP_SLOTS, mgop_kinds[kind].kind, ns, name);
+        snprintf(what, sizeof(what), "object table full (%zu rows); %s %s/%s is not tracked; raise --max-objects",
+                 mgop_fp_slots(), mgop_kinds[kind].kind, ns, name);
         mgop_limit_note(MGOP_L_FINGERPRINTS, what);
         return;
       }
@@ -6381,10 +6542,13 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       mgop_observe_readiness(kind, j, obj, f);
       mgop_note_owner(f, j, obj, ns);
       if (mgop_kinds[kind].role == MGOP_ROLE_CHILD) mgop_adopt_status(f, j, obj);
-      if (kind == K_STS && mgop_json_path_str(j, obj, "spec.volumeClaimTemplates[0].spec.resources.requests.storage",
-                                              f->vct_size, sizeof(f->vct_size)))
-        f->vct_size[0] = 0; /* none, or too long to compare: treated as new */
-      if (kind == K_STS) f->etcd_members = mgop_etcd_members_of(j, obj);
+      if (kind == K_STS) {
+        char vct[64], what[400];
+        if (mgop_json_path_str(j, obj, "spec.volumeClaimTemplates[0].spec.resources.requests.storage", vct, sizeof(vct)))
+          vct[0] = 0; /* none, or too long to compare: treated as new */
+        snprintf(what, sizeof(what), "StatefulSet %s/%s", ns, name);
+        mgop_sts_fact_set(key, 0, vct, mgop_etcd_members_of(j, obj), what);
+      }
       if (kind == K_STS) { /* left behind by a deleted cluster (section 6, orphan and reclaim) */
         int labels = mgop_json_path(j, obj, "metadata.labels");
         if (mgop_json_key(j, labels, MGOP_ORPHANED_FROM_LABEL) >= 0) f->flags |= MGOP_FP_ORPHANED;
@@ -6971,6 +7135,7 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
   }
   memset(&r, 0, sizeof(r));
   r.render = 1;
+  r.admission = 1;
   r.cached_templates = mgop_tcache_enabled; /* offline (tests, fuzzing): no template exists */
   r.arena = &mgop_admit_arena;
   r.ns = ns;
@@ -7229,7 +7394,7 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
 
   for (size_t f = 0; f < sizeof(mgop_families) / sizeof(mgop_families[0]); f++) {
     mgop_metric_head(b, mgop_families[f].name, "gauge", mgop_families[f].help);
-    for (int i = 0; i < MGOP_SERIES_MAX; i++)
+    for (size_t i = 0; i < mgop_series_cap; i++)
       if (mgop_series[i].family == mgop_families[f].name)
         mgop_buf_printf(b, "%s{%s} %g\n", mgop_families[f].name, mgop_series[i].labels, mgop_series[i].value);
   }
@@ -7384,6 +7549,9 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   - mgop_shared.mu guards mgop_shared's plain fields, the metric series
  *     and mgop_stats: the loop writes them, the serving thread renders them;
  *   - mgop_tcache.lock (rwlock) guards the template cache;
+ *   - mgop_sts_facts.mu guards the StatefulSets' storage sizes and etcd
+ *     members: the loop records them from its watch, admission reads them
+ *     (the fp table itself is the loop's alone);
  *   - atomics: mgop_shared.synced and .beat_ms (loop -> serving), the
  *     Lease's leading, renewed_ms, seen_ok_ms, new_term, lost (Lease ->
  *     all), mgop_stop_signal and mgop_io_abort (signal -> all);
@@ -7519,7 +7687,22 @@ struct mgop_options {
   const char *webhook_bind, *webhook_cert_dir, *webhook_service, *webhook_service_ns, *webhook_config,
       *webhook_owner, *webhook_extra_sans;
   long long webhook_cert_validity_s, webhook_ca_validity_s, webhook_check_s;
+  size_t max_objects, max_series; /* 0: the defaults */
 };
+
+/* The tables sized by flags, allocated once before the threads start:
+ * after this the operator allocates nothing (section 1). */
+static int mgop_tables_init(const struct mgop_options *opt) {
+  if (mgop_fp_init(opt->max_objects ? opt->max_objects : MGOP_FP_SLOTS_DEFAULT) || mgop_sts_facts_init() ||
+      mgop_series_init(opt->max_series ? opt->max_series : MGOP_SERIES_DEFAULT))
+    return -1;
+  /* /metrics is answered from one big buffer: every series at its widest
+   * (family, labels, value) beside the fixed part */
+  if (mgop_srv_pool_init(64 * 1024 + mgop_series_cap * (64 + MGOP_LABELS_MAX + 32))) return -1;
+  MGOP_LOG(MGOP_INFO, ("tables: %zu object rows (--max-objects), %zu StatefulSet rows, %zu metric series "
+                       "(--max-metric-series)", mgop_fp_slots(), mgop_sts_facts.cap, mgop_series_cap));
+  return 0;
+}
 
 int mgop_run(const struct mgop_options *opt); /* also called by tests */
 int mgop_run(const struct mgop_options *opt) {
@@ -7539,6 +7722,10 @@ int mgop_run(const struct mgop_options *opt) {
   }
   if ((rc = mgop_kube_init(&mgop_server.api, &mgop_server.cfg))) {
     MGOP_LOG(MGOP_ERROR, ("cannot set up the API client (%s): %s", mgop_server.cfg.source, mgop_errmsg()));
+    return 2;
+  }
+  if (mgop_tables_init(opt)) {
+    MGOP_LOG(MGOP_ERROR, ("cannot size the tables: %s", mgop_errmsg()));
     return 2;
   }
   mgop_server.api.may_write = mgop_may_write; /* only the leader's requests may write */
@@ -7648,7 +7835,7 @@ int mgop_run(const struct mgop_options *opt) {
     struct pollfd pfd[K_COUNT + 1];
     /* deleted objects leave tombstones that every miss probes past; no row
      * pointer lives across turns, so this is the place to clear them */
-    if (mgop_fp_tombstones() > MGOP_FP_SLOTS / 8) mgop_fp_compact();
+    if (mgop_fp_tombstones() > mgop_fp_slots() / 8) mgop_fp_compact();
     int owner[K_COUNT], n = 0;
     long long now = mgop_now_ms(), wait = 1000, due;
     struct mgop_work item;
@@ -7692,6 +7879,7 @@ int mgop_run(const struct mgop_options *opt) {
     }
     due = mgop_work_next_due(mgop_now_ms());
     if (due >= 0 && due < wait) wait = due;
+    if (mgop_may_write() && (due = mgop_backup_tick()) >= 0 && due < wait) wait = due;
     if (mgop_wh.enabled && mgop_now_ms() >= mgop_wh.next_check_ms) { /* certificates: hourly, or soon after a miss */
       int crc = mgop_wh_certs();
       if (crc) MGOP_LOG(MGOP_WARN, ("webhook certificates: %s; retrying in 5 s", mgop_errmsg()));
@@ -7960,6 +8148,11 @@ static const char mgop_usage[] =
     "  --topology-registration  write each cluster's Cell and Database records into Multigres's\n"
     "                           global topology (default: true); false: none, and Ready does not\n"
     "                           wait for them (test control planes whose etcd pods are simulated)\n"
+    "  --max-objects N          rows of the table of objects the operator owns, for all clusters\n"
+    "                           (default: 8192; a minimal cluster needs about 26, so 1,000 need\n"
+    "                           32768; about 220 bytes each). Full: a cluster stalls, LimitReached\n"
+    "  --max-metric-series N    labelled gauge series (default: 2048; about 7 a minimal cluster;\n"
+    "                           about 310 bytes each); full: a series is not exposed, and counted\n"
     "  --zap-devel              development mode: console encoder, debug level (default: true)\n"
     "  --zap-log-level LEVEL    debug, info, warn, error, or 0 (debug), 1 (info), 2 (error);\n"
     "                           default: debug with --zap-devel, else info\n"
@@ -7984,6 +8177,7 @@ static const struct mgop_flag mgop_flags[] = {
     {"pgbackrest-cert-validity", 0},            {"pgbackrest-ca-validity", 0},
     {"multiadmin-address", 0},                  {"backup-check-interval", 0},
     {"topology-registration", 1},
+    {"max-objects", 0},                         {"max-metric-series", 0},
 };
 
 /* "90s", "10m", "8760h", "1h30m" -> seconds; -1 when malformed or < 1s. */
@@ -8112,6 +8306,16 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
       else if (!strcmp(f->name, "webhook-owner-deployment")) opt->webhook_owner = val;
       else if (!strcmp(f->name, "webhook-extra-sans")) opt->webhook_extra_sans = val;
       else if (!strcmp(f->name, "multiadmin-address")) mgop_ma_override = val;
+      else if (!strcmp(f->name, "max-objects") || !strcmp(f->name, "max-metric-series")) {
+        char *end;
+        long long n = strtoll(val, &end, 10);
+        if (*end || end == val || n < 64 || n > 4194304) {
+          fprintf(stderr, "multigres-op: %s takes a count from 64 to 4194304, not \"%s\"\n", name, val);
+          return 2;
+        }
+        if (!strcmp(f->name, "max-objects")) opt->max_objects = (size_t)n;
+        else opt->max_series = (size_t)n;
+      }
       else if (!strcmp(f->name, "backup-check-interval")) {
         long long d = strcmp(val, "0") ? mgop_parse_duration(val) : 0;
         if (d < 0) {

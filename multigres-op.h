@@ -112,7 +112,8 @@
 #define MGOP_SRV_WBUF (16 * 1024)        /* per connection: small response */
 #endif
 #ifndef MGOP_SRV_BIG_MAX
-#define MGOP_SRV_BIG_MAX (1024 * 1024)   /* largest request body/response  */
+#define MGOP_SRV_BIG_MAX (1024 * 1024)   /* largest request body; and response,
+                                            unless mgop_srv_pool_init sizes more */
 #endif
 #ifndef MGOP_SRV_BIG_SLOTS
 #define MGOP_SRV_BIG_SLOTS 3             /* shared pool of BIG_MAX buffers */
@@ -568,8 +569,8 @@ int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const
 
 /* One row per object we own: what we last applied and what we last saw.
  * Fixed capacity; open addressing on a 64-bit key of kind/namespace/name. */
-#ifndef MGOP_FP_SLOTS
-#define MGOP_FP_SLOTS 8192
+#ifndef MGOP_FP_SLOTS_DEFAULT
+#define MGOP_FP_SLOTS_DEFAULT 8192 /* --max-objects: about 26 rows a minimal cluster */
 #endif
 struct mgop_fp {
   uint64_t key;           /* 0: empty, UINT64_MAX: removed              */
@@ -595,13 +596,8 @@ struct mgop_fp {
   uint64_t cluster;       /* hash of namespace/cluster label (0: none)  */
   uint64_t owner_key;     /* fp key of its controller owner (0: none)   */
   uint64_t owner_uid;     /* hash of that owner's uid                   */
-  char vct_size[64];      /* StatefulSets: the live volumeClaimTemplates[0]
-                           * storage request (immutable once created; a
-                           * quantity is at most 63 characters in the CRD) */
   uint64_t grown_hash;    /* StatefulSets: the (size, replicas) whose PVCs
                            * were all expanded, so a turn skips the LIST */
-  int32_t etcd_members;   /* etcd StatefulSets: members it was bootstrapped
-                           * with (ETCD_INITIAL_CLUSTER); 0: not etcd    */
   long long renew_at;     /* certificate Secrets the operator issues: unix
                            * seconds when it is next due (0: unknown)    */
   int32_t stale;          /* StatefulSets: pods created but not at
@@ -617,6 +613,11 @@ struct mgop_fp {
 #define MGOP_FP_HELD 16u    /* pool StatefulSets: a scale-down waits for the
                                primary to move (its Event was emitted)  */
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name);
+/* The table is allocated once, before its first use: mgop_fp_init(slots)
+ * at start-up (--max-objects), or MGOP_FP_SLOTS_DEFAULT on first use.
+ * MGOP_ERR_NOMEM when the memory cannot be had or it is already sized. */
+int mgop_fp_init(size_t slots);
+size_t mgop_fp_slots(void);
 struct mgop_fp *mgop_fp_find(uint64_t key);
 struct mgop_fp *mgop_fp_upsert(uint64_t key); /* NULL when full */
 void mgop_fp_remove(uint64_t key);
@@ -625,9 +626,10 @@ size_t mgop_fp_count(void);
  * only between turns, when nobody holds one. */
 size_t mgop_fp_tombstones(void);
 void mgop_fp_compact(void);
-/* Row i (0 <= i < MGOP_FP_SLOTS) when it holds a key, else NULL: for a
+/* Row i (0 <= i < mgop_fp_slots()) when it holds a key, else NULL: for a
  * sweep; removing the row returned is safe while sweeping. */
 struct mgop_fp *mgop_fp_at(size_t i);
+
 
 /* The work set: roots (namespace/name of a kind) waiting to be reconciled,
  * de-duplicated, each with a not-before time. */
@@ -746,6 +748,10 @@ const char *mgop_http_reason(int status); /* "OK", "Not Found", ... */
 /* What a handler fills. body points at a bounded buffer (a pool slot or,
  * when the pool is in use, the connection's own); overflow is answered
  * with a 500 (503 with Retry-After when no pool slot was free). */
+/* The shared big buffers (request bodies over the connection buffer, and
+ * large responses such as /metrics): slot_bytes each, at least
+ * MGOP_SRV_BIG_MAX; once, before the servers start (else the default). */
+int mgop_srv_pool_init(size_t slot_bytes);
 struct mgop_srv_resp {
   int status;                        /* 0 is answered as 500              */
   char content_type[96];             /* "" for none                       */
@@ -3613,7 +3619,8 @@ int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const
   return MGOP_OK;
 }
 
-static struct mgop_fp mgop_fp_table[MGOP_FP_SLOTS];
+static struct mgop_fp *mgop_fp_table;
+static size_t mgop_fp_cap; /* slots */
 static size_t mgop_fp_used;
 static size_t mgop_fp_dead; /* tombstones: a miss probes past them */
 
@@ -3625,9 +3632,22 @@ uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name) {
   return h ? h : 1; /* 0 marks an empty slot */
 }
 
+int mgop_fp_init(size_t slots) {
+  if (mgop_fp_table) return mgop_seterr(MGOP_ERR_NOMEM, "the object table is already sized (%zu rows)", mgop_fp_cap);
+  if (slots < 2 || !(mgop_fp_table = calloc(slots, sizeof(*mgop_fp_table)))) /* untouched pages cost no RSS */
+    return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate an object table of %zu rows", slots);
+  mgop_fp_cap = slots;
+  return MGOP_OK;
+}
+
+size_t mgop_fp_slots(void) {
+  if (!mgop_fp_table && mgop_fp_init(MGOP_FP_SLOTS_DEFAULT)) abort(); /* start-up: nothing to degrade to */
+  return mgop_fp_cap;
+}
+
 static size_t mgop_fp_slot(uint64_t key, int *found) {
-  size_t i = (size_t)(key % MGOP_FP_SLOTS), first_free = (size_t)-1;
-  for (size_t probe = 0; probe < MGOP_FP_SLOTS; probe++, i = (i + 1) % MGOP_FP_SLOTS) {
+  size_t cap = mgop_fp_slots(), i = (size_t)(key % cap), first_free = (size_t)-1;
+  for (size_t probe = 0; probe < cap; probe++, i = (i + 1) % cap) {
     if (mgop_fp_table[i].key == key) {
       *found = 1;
       return i;
@@ -3652,7 +3672,7 @@ struct mgop_fp *mgop_fp_upsert(uint64_t key) {
   int found;
   size_t i = mgop_fp_slot(key, &found);
   if (found) return &mgop_fp_table[i];
-  if (i == (size_t)-1 || mgop_fp_used >= MGOP_FP_SLOTS - 1) return NULL; /* keep one empty slot */
+  if (i == (size_t)-1 || mgop_fp_used >= mgop_fp_cap - 1) return NULL; /* keep one empty slot */
   if (mgop_fp_table[i].key == UINT64_MAX) mgop_fp_dead--;
   memset(&mgop_fp_table[i], 0, sizeof(mgop_fp_table[i]));
   mgop_fp_table[i].key = key;
@@ -3661,7 +3681,7 @@ struct mgop_fp *mgop_fp_upsert(uint64_t key) {
 }
 
 struct mgop_fp *mgop_fp_at(size_t i) {
-  if (i >= MGOP_FP_SLOTS || mgop_fp_table[i].key == 0 || mgop_fp_table[i].key == UINT64_MAX) return NULL;
+  if (i >= mgop_fp_slots() || mgop_fp_table[i].key == 0 || mgop_fp_table[i].key == UINT64_MAX) return NULL;
   return &mgop_fp_table[i];
 }
 
@@ -3682,18 +3702,18 @@ size_t mgop_fp_tombstones(void) { return mgop_fp_dead; }
  * re-insert every row in probe order starting after an empty slot, so each
  * row moves only towards its home slot, over rows already placed. */
 void mgop_fp_compact(void) {
-  size_t start = 0, i;
-  for (i = 0; i < MGOP_FP_SLOTS; i++)
+  size_t start = 0, i, cap = mgop_fp_slots();
+  for (i = 0; i < cap; i++)
     if (mgop_fp_table[i].key == UINT64_MAX) mgop_fp_table[i].key = 0;
   mgop_fp_dead = 0;
-  while (start < MGOP_FP_SLOTS && mgop_fp_table[start].key) start++;
-  if (start == MGOP_FP_SLOTS) return; /* cannot happen: upsert keeps one slot empty */
-  for (size_t n = 1; n <= MGOP_FP_SLOTS; n++) {
-    size_t at = (start + n) % MGOP_FP_SLOTS, to;
+  while (start < cap && mgop_fp_table[start].key) start++;
+  if (start == cap) return; /* cannot happen: upsert keeps one slot empty */
+  for (size_t n = 1; n <= cap; n++) {
+    size_t at = (start + n) % cap, to;
     uint64_t key = mgop_fp_table[at].key;
     if (!key) continue;
     mgop_fp_table[at].key = 0;
-    for (to = (size_t)(key % MGOP_FP_SLOTS); mgop_fp_table[to].key; to = (to + 1) % MGOP_FP_SLOTS) {}
+    for (to = (size_t)(key % cap); mgop_fp_table[to].key; to = (to + 1) % cap) {}
     if (to != at) mgop_fp_table[to] = mgop_fp_table[at];
     mgop_fp_table[to].key = key;
     if (to != at) memset(&mgop_fp_table[at], 0, sizeof(mgop_fp_table[at]));
@@ -4371,11 +4391,25 @@ const char *mgop_http_reason(int status) {
 
 /* --- buffers shared by every server ------------------------------------- */
 _Static_assert(MGOP_SRV_BIG_SLOTS >= 2, "MGOP_SRV_BIG_SLOTS: one for a request body, one for its response");
-static char mgop_srv_pool[MGOP_SRV_BIG_SLOTS][MGOP_SRV_BIG_MAX];
+static char *mgop_srv_pool_mem; /* MGOP_SRV_BIG_SLOTS slots of mgop_srv_big bytes */
+static size_t mgop_srv_big;
 static unsigned char mgop_srv_pool_used[MGOP_SRV_BIG_SLOTS];
+
+int mgop_srv_pool_init(size_t slot_bytes) {
+  if (mgop_srv_pool_mem) return MGOP_OK;
+  if (slot_bytes < MGOP_SRV_BIG_MAX) slot_bytes = MGOP_SRV_BIG_MAX;
+  if (!(mgop_srv_pool_mem = calloc(MGOP_SRV_BIG_SLOTS, slot_bytes))) /* pages cost RSS once written */
+    return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate %d response buffers of %zu bytes", MGOP_SRV_BIG_SLOTS,
+                       slot_bytes);
+  mgop_srv_big = slot_bytes;
+  return MGOP_OK;
+}
+
+static char *mgop_srv_big_buf(int i) { return mgop_srv_pool_mem + (size_t)i * mgop_srv_big; }
 static char mgop_srv_drain[4096];
 
 static int mgop_srv_pool_get(void) {
+  if (!mgop_srv_pool_mem && mgop_srv_pool_init(MGOP_SRV_BIG_MAX)) return -1; /* sized at start-up */
   for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++)
     if (!mgop_srv_pool_used[i]) {
       mgop_srv_pool_used[i] = 1;
@@ -4490,7 +4524,7 @@ static void mgop_srv_coalesce(struct mgop_srv_conn *c, const char *body) {
   size_t cap = 0;
   if (!c->wb_len) return;
   if (body == c->wbuf) buf = c->wbuf, cap = sizeof(c->wbuf);
-  else if (c->big_out >= 0 && body == mgop_srv_pool[c->big_out]) buf = mgop_srv_pool[c->big_out], cap = MGOP_SRV_BIG_MAX;
+  else if (c->big_out >= 0 && body == mgop_srv_big_buf(c->big_out)) buf = mgop_srv_big_buf(c->big_out), cap = mgop_srv_big;
   if (!buf || c->wh_len + c->wb_len > cap) return;
   memmove(buf + c->wh_len, buf, c->wb_len);
   memcpy(buf, c->whead, c->wh_len);
@@ -4553,12 +4587,12 @@ static void mgop_srv_error(struct mgop_srv *s, struct mgop_srv_conn *c, int stat
 
 static void mgop_srv_dispatch(struct mgop_srv *s, struct mgop_srv_conn *c, long long now) {
   struct mgop_srv_resp resp;
-  const char *body = c->big_in >= 0 ? mgop_srv_pool[c->big_in] : (const char *)c->rbuf + c->req.head_len;
+  const char *body = c->big_in >= 0 ? mgop_srv_big_buf(c->big_in) : (const char *)c->rbuf + c->req.head_len;
   size_t consumed;
   int status;
   memset(&resp, 0, sizeof(resp));
   c->big_out = mgop_srv_pool_get();
-  if (c->big_out >= 0) mgop_buf_init(&resp.body, mgop_srv_pool[c->big_out], MGOP_SRV_BIG_MAX);
+  if (c->big_out >= 0) mgop_buf_init(&resp.body, mgop_srv_big_buf(c->big_out), mgop_srv_big);
   else mgop_buf_init(&resp.body, c->wbuf, sizeof(c->wbuf));
   s->stats.requests++;
   s->handler(s->ctx, &c->req, body, c->req.body_len, &resp);
@@ -4587,7 +4621,7 @@ static void mgop_srv_dispatch(struct mgop_srv *s, struct mgop_srv_conn *c, long 
     memcpy(c->wbuf, resp.body.p, resp.body.len);
     mgop_srv_pool_put(&c->big_out);
   }
-  mgop_srv_queue(s, c, status, resp.content_type, resp.headers, c->big_out >= 0 ? mgop_srv_pool[c->big_out] : c->wbuf,
+  mgop_srv_queue(s, c, status, resp.content_type, resp.headers, c->big_out >= 0 ? mgop_srv_big_buf(c->big_out) : c->wbuf,
                  resp.body.len, !strcmp(c->req.method, "HEAD"), now);
 }
 
@@ -4616,7 +4650,7 @@ static int mgop_srv_on_read(struct mgop_srv *s, struct mgop_srv_conn *c, long lo
               mgop_srv_error(s, c, 503, "server busy; retry", now);
               return 1;
             }
-            memcpy(mgop_srv_pool[c->big_in], c->rbuf + c->req.head_len, have);
+            memcpy(mgop_srv_big_buf(c->big_in), c->rbuf + c->req.head_len, have);
             c->body_got = have;
             c->rlen = c->req.head_len;
           }
@@ -4642,7 +4676,7 @@ static int mgop_srv_on_read(struct mgop_srv *s, struct mgop_srv_conn *c, long lo
       return 1;
     }
     if (c->have_head && c->big_in >= 0) {
-      dst = (unsigned char *)mgop_srv_pool[c->big_in] + c->body_got;
+      dst = (unsigned char *)mgop_srv_big_buf(c->big_in) + c->body_got;
       room = c->req.body_len - c->body_got;
     } else {
       dst = c->rbuf + c->rlen;

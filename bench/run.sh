@@ -16,11 +16,17 @@
 #                         /healthz), with the loop idle, then while it
 #                         applies LOAD_CLUSTERS (100) more clusters
 #                         (suffix _idle and _busy)
+#                         The operator runs in a session of its own
+#                         (setsid: the kernel's autogroup schedules it apart
+#                         from kubectl and the load generator, as a pod's
+#                         cgroup is on a node); the control plane's
+#                         processes each have theirs already (cp.sh)
 #   webhook_server_p50/p99_ms_{idle,busy}_le   the same windows from the
 #                         webhook's own histogram (request read -> response
 #                         queued): the upper bound of the bucket holding the
 #                         quantile, without the client's own scheduling
-# Timings vary with the machine; compare runs made on the same one.
+# Timings vary with the machine; compare runs made on the same one. The
+# lines are also kept as JSON in bench/results/<date>-<commit>-<N>.json.
 set -euo pipefail
 N=${1:-${BENCH_CLUSTERS:-10}}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +44,15 @@ kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 ns=bench
 new_namespace $ns
-start_operator bench --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --metrics-bind-address 127.0.0.1:0 \
+# every "bench NAME VALUE UNIT" line printed below also goes to the results file
+lines=$(mktemp)
+exec > >(tee "$lines")
+# tables sized for N (and the LOAD_CLUSTERS added later): the defaults hold ~300 minimal clusters
+objects=$(( (N + ${LOAD_CLUSTERS:-100}) * 40 )) series=$(( (N + ${LOAD_CLUSTERS:-100}) * 10 ))
+[ $objects -ge 8192 ] || objects=8192
+[ $series -ge 2048 ] || series=2048
+OP_OWN_SESSION=1 start_operator bench --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --metrics-bind-address 127.0.0.1:0 \
+  --max-objects $objects --max-metric-series $series \
   --health-probe-bind-address 127.0.0.1:0 --webhook-enable --webhook-bind-address 127.0.0.1:0 \
   --webhook-service-namespace $ns --webhook-configuration-name bench-none --webhook-extra-sans 127.0.0.1 \
   --webhook-owner-deployment=
@@ -87,7 +101,9 @@ LOAD=${LOAD_CLUSTERS:-100}
 wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
 wport=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
 pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
-serving() { python3 "$ROOT/bench/serving_latency.py" "$wport" "$pport" $ns "$1" 50; }
+# the load generator and the applying kubectl each in a session of their own
+# too: in the bench's session they would take the client's own CPU share
+serving() { setsid -w python3 "$ROOT/bench/serving_latency.py" "$wport" "$pport" $ns "$1" 50; }
 # the webhook's own time per review (request read to response queued), from
 # its histogram: the upper bound of the bucket holding p50 and p99 over a
 # window, without the client's scheduling on a loaded machine
@@ -113,7 +129,8 @@ read -r wi50 wi99 hi50 hi99 ni ei < <(serving 15)
 s1=$(wh_snap)
 read -r whi50 whi99 < <(wh_quantiles "$s0" "$s1")
 applied0=$(count_log bench '"msg":"applied"')
-for i in $(seq 1 "$LOAD"); do cluster_manifest $ns w$i; echo ---; done | kubectl apply -f - >/dev/null &
+for i in $(seq 1 "$LOAD"); do cluster_manifest $ns w$i; echo ---; done >"$IT_LOGS/bench-load.yaml"
+setsid -w kubectl apply -f "$IT_LOGS/bench-load.yaml" >/dev/null &
 loader=$!
 read -r wb50 wb99 hb50 hb99 nb eb < <(serving 20)
 s2=$(wh_snap)
@@ -134,3 +151,22 @@ echo "bench webhook_server_p99_ms_idle_le $whi99 ms"
 echo "bench webhook_server_p50_ms_busy_le $whb50 ms"
 echo "bench webhook_server_p99_ms_busy_le $whb99 ms"
 echo "bench objects_applied_while_busy $applied count"
+# the figures as JSON, beside the earlier ones (compare across commits)
+exec >&2
+sleep 0.2 # tee flushes
+mkdir -p "$ROOT/bench/results"
+out="$ROOT/bench/results/$(date -u +%Y%m%d)-$(git -C "$ROOT" rev-parse --short HEAD)-$N.json"
+python3 - "$lines" "$out" "$(git -C "$ROOT" rev-parse HEAD)" "$(nproc)" <<'PY'
+import json, sys, time
+figs = {}
+for l in open(sys.argv[1]):
+    p = l.split()
+    if len(p) == 4 and p[0] == "bench":
+        try: v = float(p[2])
+        except ValueError: v = p[2]
+        figs[p[1]] = {"value": v, "unit": p[3]}
+json.dump({"commit": sys.argv[3], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "cpus": int(sys.argv[4]), "figures": figs}, open(sys.argv[2], "w"), indent=1, sort_keys=True)
+PY
+rm -f "$lines"
+echo "bench: results in ${out#$ROOT/}"

@@ -1320,12 +1320,12 @@ static void test_fp_table(void) {
   {
     size_t added = 0;
     char name[32];
-    for (int i = 0; i < MGOP_FP_SLOTS + 10; i++) {
+    for (int i = 0; i < (int)mgop_fp_slots() + 10; i++) {
       snprintf(name, sizeof(name), "x%d", i);
       if (mgop_fp_upsert(mgop_fp_key("K", "n", name))) added++;
     }
-    CHECK(added == MGOP_FP_SLOTS - 1 - before);
-    for (int i = 0; i < MGOP_FP_SLOTS + 10; i++) {
+    CHECK(added == mgop_fp_slots() - 1 - before);
+    for (int i = 0; i < (int)mgop_fp_slots() + 10; i++) {
       snprintf(name, sizeof(name), "x%d", i);
       mgop_fp_remove(mgop_fp_key("K", "n", name));
     }
@@ -1359,9 +1359,9 @@ static void test_fp_table(void) {
       if (f && f->applied_gen == i) fields++;
     }
     CHECK(lost == 0 && fields == 1500);
-    for (size_t i = 0, live = 0; i < MGOP_FP_SLOTS; i++) { /* no row was left twice */
+    for (size_t i = 0, live = 0; i < mgop_fp_slots(); i++) { /* no row was left twice */
       if (mgop_fp_at(i)) live++;
-      if (i == MGOP_FP_SLOTS - 1) CHECK(live == before + 1500);
+      if (i == mgop_fp_slots() - 1) CHECK(live == before + 1500);
     }
     for (int i = 1; i < 3000; i += 2) {
       snprintf(name, sizeof(name), "c%d", i);
@@ -1986,7 +1986,7 @@ static void test_limits_metric_labels(void) {
   memset(pool, 'p', sizeof(pool) - 1);
   pool[sizeof(pool) - 1] = 0;
   mgop_gauge_pair(owner, mgop_f_pool, "shard", shard, "pool", pool, T_LONG_NS, 2, 3);
-  for (int i = 0; i < MGOP_SERIES_MAX; i++) {
+  for (size_t i = 0; i < mgop_series_cap; i++) {
     if (mgop_series[i].owner != owner) continue;
     rows++;
     CHECK(strstr(mgop_series[i].labels, shard) && strstr(mgop_series[i].labels, pool) &&
@@ -2000,7 +2000,7 @@ static void test_limits_metric_labels(void) {
   mgop_gauge_pair(owner, mgop_f_pool, "shard", big, "pool", pool, T_LONG_NS, 2, 3);
   CHECK(mgop_limit_hits[MGOP_L_METRIC_LABELS] == before + 2); /* both series refused */
   rows = 0;
-  for (int i = 0; i < MGOP_SERIES_MAX; i++) rows += mgop_series[i].owner == owner;
+  for (size_t i = 0; i < mgop_series_cap; i++) rows += mgop_series[i].owner == owner;
   CHECK(rows == 2);
   mgop_buf_init(&b, text, sizeof(text) - 1);
   mgop_metrics_render(&b);
@@ -2015,7 +2015,7 @@ static void test_limits_metric_labels(void) {
  * and a full table refuses and counts instead of overwriting. */
 static int t_series_rows(uint64_t owner) {
   int n = 0;
-  for (int i = 0; i < MGOP_SERIES_MAX; i++) n += mgop_series[i].family && mgop_series[i].owner == owner;
+  for (size_t i = 0; i < mgop_series_cap; i++) n += mgop_series[i].family && mgop_series[i].owner == owner;
   return n;
 }
 
@@ -2037,7 +2037,7 @@ static void test_metric_series(void) {
   CHECK(t_series_rows(0x1000 + 1) == 0 && t_series_rows(0x1000 + 2) == 5 && t_series_rows(0x1000 + 3) == 5);
   {
     int total = 0, updated = 0;
-    for (int i = 0; i < MGOP_SERIES_MAX; i++)
+    for (size_t i = 0; i < mgop_series_cap; i++)
       if (mgop_series[i].family == mgop_f_cells && mgop_series[i].owner > 0x1000 && mgop_series[i].owner <= 0x1000 + 300) {
         total++;
         updated += (mgop_series[i].owner - 0x1000) % 3 == 2 && mgop_series[i].value >= 10.0;
@@ -2046,12 +2046,12 @@ static void test_metric_series(void) {
   }
   for (uint64_t o = 1; o <= 300; o++) mgop_series_drop(0x1000 + o);
   size_t others = mgop_series_used;
-  for (int i = 0; i < MGOP_SERIES_MAX + 5; i++) {
-    snprintf(l, sizeof(l), "n=\"%d\"", i);
+  for (size_t i = 0; i < mgop_series_cap + 5; i++) {
+    snprintf(l, sizeof(l), "n=\"%zu\"", i);
     mgop_gauge_set(0x9999, mgop_f_cells, l, 1);
   }
-  CHECK(t_series_rows(0x9999) == MGOP_SERIES_MAX - 1 - (int)others);
-  CHECK(mgop_series_used == MGOP_SERIES_MAX - 1 && mgop_series_full > full_before);
+  CHECK(t_series_rows(0x9999) == (int)mgop_series_cap - 1 - (int)others);
+  CHECK(mgop_series_used == mgop_series_cap - 1 && mgop_series_full > full_before);
   mgop_series_drop(0x9999);
   CHECK(t_series_rows(0x9999) == 0);
 }
@@ -2151,16 +2151,18 @@ static void t_live_sts(struct mgop_rctx *r, const char *name_part, const char *v
     if (r->desired[i].kind != K_STS || !strstr(r->desired[i].name, name_part)) continue;
     f = mgop_fp_upsert(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
     f->flags |= MGOP_FP_EXISTS;
-    snprintf(f->vct_size, sizeof(f->vct_size), "%s", vct_size);
+    mgop_sts_fact_set(f->key, 0, vct_size, strstr(r->desired[i].json, "ETCD_INITIAL_CLUSTER") ? replicas : 0, "test");
     f->desired = replicas;
-    f->etcd_members = strstr(r->desired[i].json, "ETCD_INITIAL_CLUSTER") ? replicas : 0;
     f->grown_hash = 0;
   }
 }
 
 static void t_forget_sts(struct mgop_rctx *r) {
   for (int i = 0; i < r->ndesired; i++)
-    if (r->desired[i].kind == K_STS) mgop_fp_remove(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
+    if (r->desired[i].kind == K_STS) {
+      mgop_sts_fact_set(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name), 1, "", 0, "");
+      mgop_fp_remove(mgop_fp_key("StatefulSet", r->ns, r->desired[i].name));
+    }
 }
 
 static void test_storage_growth(void) {
@@ -2245,9 +2247,9 @@ static void test_admission_storage(void) {
     if (r.desired[i].kind != K_STS) continue;
     f = mgop_fp_upsert(mgop_fp_key("StatefulSet", "ns", r.desired[i].name));
     f->flags |= MGOP_FP_EXISTS;
-    snprintf(f->vct_size, sizeof(f->vct_size), "%s", strstr(r.desired[i].name, "global-topo") ? "1Gi" : "10Gi");
     f->desired = 3;
-    f->etcd_members = strstr(r.desired[i].name, "global-topo") ? 3 : 0;
+    mgop_sts_fact_set(f->key, 0, strstr(r.desired[i].name, "global-topo") ? "1Gi" : "10Gi",
+                      strstr(r.desired[i].name, "global-topo") ? 3 : 0, "test");
   }
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     struct mgop_http_req req;
@@ -2779,6 +2781,14 @@ static void test_flags(void) {
   CHECK(mgop_parse_flags(2, unknown, &opt, &exit_now) == 2);
   CHECK(mgop_parse_flags(2, badlevel, &opt, &exit_now) == 2);
   CHECK(mgop_parse_flags(2, noval, &opt, &exit_now) == 2);
+  { /* table sizes: a count, bounded; the tables are allocated by mgop_run */
+    char *sizes[] = {"x", "--max-objects=32768", "--max-metric-series", "16384", NULL};
+    char *small[] = {"x", "--max-objects=10", NULL};
+    char *word[] = {"x", "--max-metric-series=lots", NULL};
+    CHECK(mgop_parse_flags(4, sizes, &opt, &exit_now) == 0 && opt.max_objects == 32768 && opt.max_series == 16384);
+    CHECK(mgop_parse_flags(2, small, &opt, &exit_now) == 2);
+    CHECK(mgop_parse_flags(2, word, &opt, &exit_now) == 2);
+  }
   { /* zap modes (seed 003): devel by default; explicit flags win in any order */
     char *none[] = {"x", NULL};
     char *prod[] = {"x", "--zap-devel=false", NULL};

@@ -14,10 +14,14 @@ note() { echo "  $*" >&2; }
 # its JSON log lines in $IT_LOGS/NAME.log. The control plane's etcd pods are
 # simulated (kwok), so topology registration is off unless the test turns it
 # on (--topology-registration=true, against an etcd it runs itself).
+# OP_OWN_SESSION=1: the operator in a session of its own (setsid), so the
+# kernel's autogroup schedules it apart from the test's own clients, as a
+# pod's cgroup is on a node (the bench's serving figures).
 start_operator() {
   local name=$1; shift
   : >"$IT_LOGS/$name.log"
-  "$OP_BIN" --zap-devel=false --webhook-enable=false --topology-registration=false "$@" 2>"$IT_LOGS/$name.log" &
+  ${OP_OWN_SESSION:+setsid} "$OP_BIN" --zap-devel=false --webhook-enable=false --topology-registration=false "$@" \
+    2>"$IT_LOGS/$name.log" &
   echo $! >"$IT_LOGS/$name.pid"
 }
 

@@ -31,10 +31,13 @@ def rfc3339(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".250Z"
 
 
+START = time.time()  # backups were taken relative to the double's start: a listing does not move between GETs
+
+
 def backups(state, q):
     base = {"database": q.get("database", [""])[0], "tableGroup": q.get("table_group", [""])[0],
             "shard": q.get("shard", [""])[0], "multipoolerServiceId": "p-1", "poolerType": "REPLICA"}
-    now = time.time()
+    now = START
     if state == "none":
         return 200, {}  # an empty repeated field is omitted
     if state == "failed":

@@ -23,7 +23,7 @@ kcm=$(cat "${MGOP_CP_DIR:-/tmp/multigres-op-cp}/pids/kube-controller-manager.pid
 kill -STOP "$kcm"
 
 op_start() { # NAME: the operator, /metrics and probes on free ports ($mport, $pport)
-  start_operator "$1" --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns \
+  start_operator "$1" --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --max-objects $((N * 40)) \
     --metrics-bind-address 127.0.0.1:0 --health-probe-bind-address 127.0.0.1:0
   wait_log "$1" 'serving /healthz and /readyz on 127.0.0.1:0 (port ' || fail "no probe server"
   wait_log "$1" 'serving /metrics on 127.0.0.1:0 (port ' || fail "no metrics server"
