@@ -3644,7 +3644,7 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, ui
   h->owner = owner;
   snprintf(h->ns, sizeof(h->ns), "%s", r->ns);
   snprintf(h->cluster, sizeof(h->cluster), "%s", r->name);
-  snprintf(h->shard_cr, sizeof(h->shard_cr), "%s", r->shard_names[s]);
+  snprintf(h->shard_cr, sizeof(h->shard_cr), "%.*s", (int)MGOP_SHARD_CR_NAME_MAX, r->shard_names[s]);
   snprintf(h->db, sizeof(h->db), "%s", r->shard_db[s]);
   snprintf(h->tg, sizeof(h->tg), "%s", r->shard_tgn[s]);
   snprintf(h->sn, sizeof(h->sn), "%s", r->shard_sn[s]);
