@@ -10,7 +10,8 @@
  *   5. Builders            desired objects: metadata, TopoServers, PDBs, workloads
  *   6. Apply               fingerprint check, server-side apply, prune
  *   7. Status              kstatus conditions and rollups; metric series; Events
- *   8. Reconcile one root  cells, shards and pools; the tree in three phases
+ *   8. Reconcile one root  cells, shards and pools; the tree in three phases;
+ *                          topology records; rolling pool pods, scale-down
  *   9. Events              watch events -> fingerprints, template uses, the work set
  *  10. Leader election     a coordination.k8s.io Lease; only the leader writes
  *  11. Admission webhook   POST /validate, its certificates and CA bundle
@@ -168,6 +169,15 @@ _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3
 #define MGOP_STATUS_TOPO_BUF (MGOP_CRD_ROOT_PATH_MAX + (2 * MGOP_CRD_CELLS_MAX + 8) * (63 + 4) + 128)
 /* StatefulSets whose PVCs one turn expands; more wait for the next turn */
 #define MGOP_GROWS_MAX 32
+/* Rolling (section 8): one shard's pool StatefulSets (a pool per cell) and
+ * the pods a turn looks at; a shard with more pods is not rolled, and says so */
+#define MGOP_ROLL_SETS_MAX (MGOP_CRD_POOLS_MAX * MGOP_CRD_CELLS_MAX)
+#define MGOP_ROLL_PODS_MAX 1024
+/* a held scale-down (the primary did not move) asks multiadmin again after */
+#define MGOP_SCALE_HOLD_RETRY_MS 10000
+/* switch-primary's catch-up timeout: multiadmin answers within our deadline */
+#define MGOP_SWITCH_CATCHUP "1.5s"
+_Static_assert(MGOP_MA_TIMEOUT_MS >= 2000, "MGOP_SWITCH_CATCHUP must end before the multiadmin call's deadline");
 /* buffers that hold one CRD value (+1 for the NUL) */
 #define MGOP_IMAGE_BUF (MGOP_CRD_IMAGE_MAX + 1)
 #define MGOP_QUANTITY_BUF (MGOP_CRD_QUANTITY_MAX + 1)
@@ -267,6 +277,10 @@ struct mgop_rctx {
   char topo_cell_msg[MGOP_CRD_CELLS_MAX][200];
   char topo_reg_cells[MGOP_CRD_CELLS_MAX * 2][64], topo_reg_dbs[8][64];
   int ntopo_reg_cells, ntopo_reg_dbs;
+  /* rolling (section 8): per shard, what this turn's roll step or a held
+   * scale-down says, for the Shard's RollingUpdate condition */
+  char roll_note[MGOP_SHARDS_MAX][600];
+  int roll_held[MGOP_SHARDS_MAX];
 };
 
 static struct mgop_kube *mgop_api_ptr; /* live mode API client            */
@@ -1363,6 +1377,7 @@ static const char mgop_f_topo[] = "multigres_operator_toposerver_replicas";
 static const char mgop_f_orphaned[] = "multigres_operator_orphaned_resources";
 static const char mgop_f_backup_age[] = "multigres_operator_last_backup_age_seconds";
 static const char mgop_f_backup_missed[] = "multigres_operator_backup_missed_runs";
+static const char mgop_f_rolling[] = "multigres_operator_rolling_update_in_progress";
 static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_cluster_info, "Cluster phase tracking (always 1)."},
     {mgop_f_cells, "Cells of the cluster."},
@@ -1373,6 +1388,7 @@ static const struct { const char *name, *help; } mgop_families[] = {
     {mgop_f_orphaned, "Objects detached from a deleted cluster (deletion-policy Orphan) and not adopted again."},
     {mgop_f_backup_age, "Seconds since the newest complete backup of a shard, as multiadmin lists them."},
     {mgop_f_backup_missed, "Scheduled backups of a shard missed since the operator started."},
+    {mgop_f_rolling, "1 while a shard's pool pods are being replaced (or a scale-down waits for the primary to move), else 0."},
 };
 
 /* A replica pair for one object: state="ready" and state="desired". */
@@ -2038,7 +2054,7 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
             strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
           mgop_bh_adopt(f->key, cs, (long long)timegm(&tm));
       }
-      if (!strcmp(type, "TopologyRegistered")) { /* the sixth condition: its time is kept too */
+      if (!strcmp(type, "TopologyRegistered") || !strcmp(type, "RollingUpdate")) { /* the sixth condition: its time too */
         memset(&tm, 0, sizeof(tm));
         if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
             strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm)) {
@@ -3901,6 +3917,8 @@ static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs) {
   mgop_json_path_str(j, bs, "lastResult", h->result, sizeof(h->result));
 }
 
+static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, const char *sts, const char *cell,
+                                       long long per); /* section 8, rolling */
 /* One shard: phase 2 builds the Shard CR, phase 3 its workloads. */
 static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int db_tok, int tg,
                             const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
@@ -4011,6 +4029,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         char cell[64], zone[64];
         const char *zone_key = NULL;
         int cell_tok = -1;
+        long long reps; /* this cell's: a held scale-down keeps more */
         struct mgop_ids pids = ids;
         struct mgop_build o;
         struct mgop_ctr ctr[2];
@@ -4129,10 +4148,11 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         p.volumes = vols;
         p.service_account = bk.service_account[0] ? bk.service_account : NULL; /* IRSA */
         p.annotations = "{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\",\"prometheus.io/path\":\"/metrics\"}";
+        reps = mgop_scale_down_guard(r, cr, sts, cell, per); /* never removes the primary */
         if ((rc = mgop_build_begin(r, &o, K_STS, sts))) return rc;
         mgop_build_meta_ids(&o, "shard-pool", &pids, K_SHARD, cr, uid);
         mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
-        mgop_jw_key(&o.w, "replicas"); mgop_jw_i64(&o.w, per);
+        mgop_jw_key(&o.w, "replicas"); mgop_jw_i64(&o.w, reps);
         mgop_jw_key(&o.w, "serviceName"); mgop_jw_str(&o.w, svc);
         mgop_jw_key(&o.w, "podManagementPolicy"); mgop_jw_str(&o.w, "Parallel");
         /* the operator rolls pool pods itself, replicas first, primary last */
@@ -4173,14 +4193,14 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
           char field[400];
           const char *want = mgop_str_or(pdoc, pv, "storage.size", storage_size, sizeof(storage_size), "1Gi");
           snprintf(field, sizeof(field), "%.150s.pools.%.62s.storage.size (cell %.30s, from %.30s)", what, pool, cell, src);
-          mgop_jw_key(&o.w, "storage"); mgop_jw_str(&o.w, mgop_vct_size(r, sts, "pgdata", want, per, field));
+          mgop_jw_key(&o.w, "storage"); mgop_jw_str(&o.w, mgop_vct_size(r, sts, "pgdata", want, reps, field));
         }
         mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w);
         mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w); mgop_jw_arr_end(&o.w);
         mgop_jw_obj_end(&o.w);
         if ((rc = mgop_build_end(&o))) return rc;
-        r->pool_replicas += (int)per;
-        shard_replicas += per;
+        r->pool_replicas += (int)reps;
+        shard_replicas += reps;
         r->pool_sets++;
       }
     }
@@ -5028,6 +5048,372 @@ static void mgop_topo_sync(struct mgop_rctx *r) {
                                   wrote == 1 ? "" : "s", r->topo_root));
 }
 
+/* ---- rolling pool pods ----------------------------------------------------
+ * Pool StatefulSets are OnDelete, so a changed pod template reaches no pod
+ * by itself: the operator replaces them (docs/components.md 7.1). A pod is
+ * stale when its controller-revision-hash label is not its StatefulSet's
+ * status.updateRevision. Per shard, across all its pool StatefulSets (every
+ * pool, every cell), one pod at a time: replicas first, the primary last,
+ * each replacement Ready (and every StatefulSet back to its replicas) before
+ * the next. Roles come from the pooler records in the cell's topology; a
+ * shard with none registered as PRIMARY treats ordinal 0 of its first
+ * StatefulSet as the likely primary. Before the primary goes, multiadmin is
+ * asked for a planned switch-over; if it cannot, the pod is replaced anyway
+ * (multiorch elects a new primary) and a Warning Event says so. The need is
+ * seen from the StatefulSets' status (pods created but not updated), which
+ * the watch already holds: an idle cluster costs no request; a rolling one
+ * lists its shard's pool pods once per turn. */
+struct mgop_roll_pod {
+  char name[64], uid[40];
+  int set, ordinal;           /* its StatefulSet (index), its ordinal  */
+  int stale, ready, terminating;
+  int primary;                /* registered PRIMARY in its cell's topology */
+};
+/* What to do next for one shard. */
+struct mgop_roll_pick {
+  int pod;                    /* the pod to replace now; -1: none      */
+  int primary;                /* that pod is the primary (or the likely one) */
+  int guessed;                /* no pod is registered PRIMARY: ordinal 0 of
+                                 the first StatefulSet stands in for it */
+  int wait;                   /* stale pods wait for blocker to be Ready */
+  int blocker;                /* -1: a StatefulSet is short of pods    */
+  int stale;                  /* pods still to replace                 */
+};
+
+/* The decision, pure: given every pool pod of a shard (their StatefulSet,
+ * ordinal, staleness, readiness, role) and whether every StatefulSet has all
+ * its replicas created and ready. A stale pod that is the only one not Ready
+ * goes first: it serves nothing, and waiting for it would wait forever when
+ * the change is what fixes it. */
+static struct mgop_roll_pick mgop_roll_next(const struct mgop_roll_pod *p, int n, int sets_whole) {
+  struct mgop_roll_pick k = {-1, 0, 0, 0, -1, 0};
+  int primary = -1, guess = -1, down = -1, ndown = 0, going = -1;
+  for (int i = 0; i < n; i++) {
+    k.stale += p[i].stale;
+    if (p[i].terminating) going = i;
+    else if (!p[i].ready) ndown++, down = i;
+    if (p[i].primary && primary < 0) primary = i;
+    if (p[i].ordinal == 0 && (guess < 0 || p[i].set < p[guess].set)) guess = i;
+  }
+  if (!k.stale) return k;
+  k.guessed = primary < 0;
+  if (primary < 0) primary = guess;
+  if (going >= 0 || !sets_whole || ndown > 1 || (ndown == 1 && (!p[down].stale || down == primary))) {
+    k.wait = 1;
+    k.blocker = going >= 0 ? going : ndown ? down : -1;
+    return k;
+  }
+  if (ndown == 1) {
+    k.pod = down;
+    return k;
+  }
+  for (int i = 0; i < n; i++) /* replicas: StatefulSet by StatefulSet, highest ordinal first */
+    if (p[i].stale && i != primary &&
+        (k.pod < 0 || p[i].set < p[k.pod].set || (p[i].set == p[k.pod].set && p[i].ordinal > p[k.pod].ordinal)))
+      k.pod = i;
+  if (k.pod < 0) k.pod = primary, k.primary = 1;
+  return k;
+}
+
+/* One turn's view of one shard's pool StatefulSets and pods (loop-owned
+ * scratch, reused shard by shard). */
+struct mgop_roll_set { char name[64], cell[64]; uint64_t rev; int desired, ready, pods; };
+static struct {
+  struct mgop_roll_set sets[MGOP_ROLL_SETS_MAX];
+  struct mgop_roll_pod pods[MGOP_ROLL_PODS_MAX];
+  int nsets, npods, overflow;
+} mgop_rl;
+
+/* The StatefulSets of shard s this turn built, with what their watch shows.
+ * Returns how many have stale pods. */
+static int mgop_roll_sets(struct mgop_rctx *r, int s, int *whole, int *updated, int *total) {
+  static const char cell_label[] = "\"multigres.com/cell\":\"";
+  int stale = 0;
+  mgop_rl.nsets = 0;
+  *whole = 1;
+  *updated = *total = 0;
+  for (int i = 0; i < r->ndesired && mgop_rl.nsets < MGOP_ROLL_SETS_MAX; i++) {
+    struct mgop_desired *d = &r->desired[i];
+    struct mgop_roll_set *rs = &mgop_rl.sets[mgop_rl.nsets];
+    const char *cl;
+    struct mgop_fp *f;
+    if (d->kind != K_STS || !strstr(d->json, r->shard_names[s])) continue; /* owned by this shard */
+    if (!(f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, d->name))) || !(f->flags & MGOP_FP_EXISTS)) continue;
+    memset(rs, 0, sizeof(*rs));
+    snprintf(rs->name, sizeof(rs->name), "%.63s", d->name); /* a StatefulSet name: at most 52 */
+    if ((cl = strstr(d->json, cell_label))) sscanf(cl + sizeof(cell_label) - 1, "%63[^\"]", rs->cell);
+    rs->rev = f->update_rev;
+    rs->desired = f->desired;
+    rs->ready = f->ready;
+    *updated += f->desired > f->stale ? f->desired - f->stale : 0;
+    *total += f->desired;
+    stale += f->stale > 0;
+    if (f->ready < f->desired) *whole = 0;
+    mgop_rl.nsets++;
+  }
+  return stale;
+}
+
+/* One pool pod of the shard (a LIST item). */
+static int mgop_roll_on_pod(void *ctx, const struct mgop_json *j, int item) {
+  int refs = mgop_json_path(j, item, "metadata.ownerReferences"), conds = mgop_json_path(j, item, "status.conditions");
+  char owner[64] = "", hash[128] = "", *dash;
+  struct mgop_roll_pod *p;
+  int set = -1;
+  (void)ctx;
+  for (int i = 0; mgop_json_is(j, refs, JSMN_ARRAY) && i < j->tok[refs].size; i++) {
+    int ref = mgop_json_at(j, refs, i), ctl = 0;
+    char kind[32];
+    mgop_json_bool(j, mgop_json_key(j, ref, "controller"), &ctl);
+    if (ctl && mgop_json_path_str(j, ref, "kind", kind, sizeof(kind)) == MGOP_OK && !strcmp(kind, "StatefulSet"))
+      mgop_json_path_str(j, ref, "name", owner, sizeof(owner));
+  }
+  for (int i = 0; owner[0] && i < mgop_rl.nsets; i++)
+    if (!strcmp(mgop_rl.sets[i].name, owner)) set = i;
+  if (set < 0) return MGOP_OK; /* not one of this shard's StatefulSets */
+  if (mgop_rl.npods == MGOP_ROLL_PODS_MAX) {
+    mgop_rl.overflow = 1;
+    return MGOP_OK;
+  }
+  p = &mgop_rl.pods[mgop_rl.npods];
+  memset(p, 0, sizeof(*p));
+  if (mgop_json_path_str(j, item, "metadata.name", p->name, sizeof(p->name)) || !(dash = strrchr(p->name, '-')))
+    return MGOP_OK;
+  mgop_json_path_str(j, item, "metadata.uid", p->uid, sizeof(p->uid));
+  p->set = set;
+  p->ordinal = atoi(dash + 1);
+  mgop_json_str(j, mgop_json_key(j, mgop_json_path(j, item, "metadata.labels"), "controller-revision-hash"), hash,
+                sizeof(hash));
+  p->stale = mgop_fnv1a64(MGOP_FNV64_INIT, hash, strlen(hash)) != mgop_rl.sets[set].rev;
+  p->terminating = mgop_json_path(j, item, "metadata.deletionTimestamp") >= 0;
+  for (int i = 0; mgop_json_is(j, conds, JSMN_ARRAY) && i < j->tok[conds].size; i++) {
+    char type[16] = "", st[8] = "";
+    int c = mgop_json_at(j, conds, i);
+    mgop_json_path_str(j, c, "type", type, sizeof(type));
+    mgop_json_path_str(j, c, "status", st, sizeof(st));
+    if (!strcmp(type, "Ready")) p->ready = !strcmp(st, "True");
+  }
+  mgop_rl.sets[set].pods++;
+  mgop_rl.npods++;
+  return MGOP_OK;
+}
+
+/* The pods registered PRIMARY in a cell's topology: <cell root>/poolers/
+ * multipooler-<cell>-<name>/Pooler, read from the global topology server when
+ * the cell's topology is there. 1 when read (n may be 0); 0 when roles
+ * cannot be known, why says so. */
+struct mgop_roll_primaries { char (*names)[64]; int cap, n; };
+static int mgop_roll_on_pooler(void *ctx, const struct mgop_etcd_kv *kv) {
+  struct mgop_roll_primaries *pr = ctx;
+  struct mgop_topo_pooler p;
+  if (mgop_topo_pooler_parse(kv->value, kv->value_len, &p) || p.type != MGOP_POOLER_PRIMARY || !p.name[0] ||
+      strlen(p.name) >= 64 || pr->n == pr->cap)
+    return MGOP_OK;
+  snprintf(pr->names[pr->n++], 64, "%.63s", p.name);
+  return MGOP_OK;
+}
+static int mgop_roll_read_primaries(struct mgop_rctx *r, const char *cell, char (*names)[64], int cap, int *n,
+                                    char *why, size_t wcap) {
+  struct mgop_roll_primaries pr = {names, cap, 0};
+  struct mgop_topo_slot *slot = mgop_topo_slot(r->ns, r->name);
+  const struct mgop_topo_want_cell *c = NULL;
+  char key[MGOP_ROOT_PATH_BUF + 200];
+  size_t rl;
+  *n = 0;
+  if (!mgop_topo_enabled) return snprintf(why, wcap, "topology registration is disabled (--topology-registration=false)"), 0;
+  for (int i = 0; i < r->ntopo_cells; i++)
+    if (!strcmp(r->topo_cells[i].name, cell)) c = &r->topo_cells[i];
+  if (!c || strcmp(c->addrs, r->topo_addr))
+    return snprintf(why, wcap, "cell %.64s keeps its topology on its own server, which the operator does not read", cell), 0;
+  if (slot && slot->error[0] && mgop_now_ms() < slot->next_ms)
+    return snprintf(why, wcap, "the topology server is unreachable: %.200s", slot->error), 0;
+  if (mgop_topo_connect(r, &r->topo_doc, r->topo_addr))
+    return snprintf(why, wcap, "the topology server is not usable: %.200s", mgop_errmsg()), 0;
+  rl = strlen(c->root);
+  while (rl > 0 && c->root[rl - 1] == '/') rl--;
+  snprintf(key, sizeof(key), "%.*s/poolers/multipooler-%s-", (int)rl, c->root, cell);
+  if (mgop_etcd_range(&mgop_topo_etcd, key, 1, 0, mgop_roll_on_pooler, &pr))
+    return snprintf(why, wcap, "the pooler records could not be read: %.200s", mgop_errmsg()), 0;
+  *n = pr.n;
+  return 1;
+}
+
+/* Asks multiadmin for a planned switch-over of shard s's primary (POST
+ * /api/v1/shards/{database}/{table_group}/{shard}/switch-primary, body the
+ * rest of SwitchPrimaryRequest). 1 when it answered 2xx; 0 with why. The
+ * catch-up timeout keeps its answer within our deadline (MGOP_MA_TIMEOUT_MS):
+ * a late answer counts as a refusal. */
+static int mgop_switch_primary(struct mgop_rctx *r, int s, const char *pod, const char *what, char *why, size_t wcap) {
+  static char resp[4096];
+  char target[400], db[100], tg[100], sh[100], body[400], msg[240];
+  struct mgop_buf out, b;
+  struct mgop_jw w;
+  int status = 0;
+  mgop_query_value(r->shard_db[s], db, sizeof(db));
+  mgop_query_value(r->shard_tgn[s], tg, sizeof(tg));
+  mgop_query_value(r->shard_sn[s], sh, sizeof(sh));
+  snprintf(target, sizeof(target), "/api/v1/shards/%s/%s/%s/switch-primary", db, tg, sh);
+  mgop_buf_init(&b, body, sizeof(body));
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  snprintf(msg, sizeof(msg), "%s: %s pod %s", MGOP_MANAGER, what, pod);
+  mgop_jw_key(&w, "reason"); mgop_jw_str(&w, msg);
+  mgop_jw_key(&w, "catchupTimeout"); mgop_jw_str(&w, MGOP_SWITCH_CATCHUP);
+  mgop_jw_obj_end(&w);
+  mgop_buf_cstr(&b);
+  mgop_buf_init(&out, resp, sizeof(resp));
+  if (mgop_sched_call(r, "POST", target, body, &out, &status))
+    return snprintf(why, wcap, "multiadmin did not answer: %.200s", mgop_errmsg()), 0;
+  if (status / 100 == 2) return 1;
+  mgop_etcd_error_message(out.p, out.len, msg, sizeof(msg)); /* grpc-gateway's {"code","message"} */
+  snprintf(why, wcap, "multiadmin answered HTTP %d: %.200s", status, msg);
+  return 0;
+}
+
+static int mgop_shard_index(struct mgop_rctx *r, const char *cr) {
+  for (int s = 0; s < r->nshard_names; s++)
+    if (!strcmp(r->shard_names[s], cr)) return s;
+  return -1;
+}
+
+/* Lowering a pool's replicasPerCell removes the StatefulSet's highest
+ * ordinals: never the primary. When one of them is registered PRIMARY,
+ * multiadmin switches the primary away first; if it cannot, the StatefulSet
+ * keeps its replicas (the scale-down is held, said by the Shard's
+ * RollingUpdate condition and an Event) and the next turn tries again.
+ * Roles unknown: ordinal 0, the likely primary, is never removed by a
+ * scale-down to one or more. Returns the replicas to write. */
+static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, const char *sts, const char *cell,
+                                       long long per) {
+  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
+  char prim[8][64], why[300], note[600];
+  const char *pod = NULL;
+  int n = 0, s;
+  size_t sl = strlen(sts);
+  if (r->render || !mgop_may_write() || !f || !(f->flags & MGOP_FP_EXISTS) || f->desired <= per) return per;
+  if ((s = mgop_shard_index(r, cr)) < 0 || !mgop_roll_read_primaries(r, cell, prim, 8, &n, why, sizeof(why))) return per;
+  for (int i = 0; i < n && !pod; i++)
+    if (!strncmp(prim[i], sts, sl) && prim[i][sl] == '-' && atoll(prim[i] + sl + 1) >= per) pod = prim[i];
+  if (!pod) return f->flags &= ~MGOP_FP_HELD, per;
+  if (mgop_switch_primary(r, s, pod, "scaling down, removing", why, sizeof(why))) {
+    f->flags &= ~MGOP_FP_HELD;
+    snprintf(note, sizeof(note), "multiadmin switched the primary away from pod %.63s before StatefulSet %.63s scales from "
+             "%d to %lld replicas", pod, sts, f->desired, per);
+    mgop_event(r, K_SHARD, cr, mgop_uid_of(r, K_SHARD, cr), "Normal", "PrimarySwitched", "ScaleDown", note);
+    return per;
+  }
+  snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s from %d to %lld held: pod "
+           "%.63s is the primary and %.300s", sts, f->desired, per, pod, why);
+  r->roll_held[s] = 1;
+  mgop_enqueue(r->ns, r->name, MGOP_SCALE_HOLD_RETRY_MS); /* ready or not, try again */
+  if (!(f->flags & MGOP_FP_HELD)) /* once per hold, not per retry */
+    mgop_event(r, K_SHARD, cr, mgop_uid_of(r, K_SHARD, cr), "Warning", "ScaleDownHeld", "ScaleDown", r->roll_note[s]);
+  f->flags |= MGOP_FP_HELD;
+  return f->desired;
+}
+
+/* Roles of the listed pods, cell by cell: 1 when every cell was read. */
+static int mgop_roll_roles(struct mgop_rctx *r, char *why, size_t wcap) {
+  int known = 1;
+  why[0] = 0;
+  for (int i = 0; i < mgop_rl.nsets; i++) {
+    char prim[8][64], w[300];
+    int n = 0, seen = 0;
+    for (int k = 0; k < i; k++) seen |= !strcmp(mgop_rl.sets[k].cell, mgop_rl.sets[i].cell);
+    if (seen) continue;
+    if (!mgop_roll_read_primaries(r, mgop_rl.sets[i].cell, prim, 8, &n, w, sizeof(w))) {
+      if (!why[0]) snprintf(why, wcap, "%s", w);
+      known = 0;
+      continue;
+    }
+    for (int p = 0; p < mgop_rl.npods; p++)
+      for (int q = 0; q < n; q++)
+        if (!strcmp(mgop_rl.pods[p].name, prim[q])) mgop_rl.pods[p].primary = 1;
+  }
+  if (known && !why[0]) snprintf(why, wcap, "no pool pod of the shard is registered PRIMARY in the topology");
+  return known;
+}
+
+/* One step of shard s's roll: at most one pod deleted. */
+static void mgop_roll_shard(struct mgop_rctx *r, int s) {
+  char path[700], rv[32], db[100], tg[100], sh[100], why[400], note[900], cl[80];
+  const char *cr = r->shard_names[s], *uid = mgop_uid_of(r, K_SHARD, cr);
+  struct mgop_roll_pick k;
+  struct mgop_roll_pod *p;
+  int whole, updated, total, status = 0;
+  if (!mgop_roll_sets(r, s, &whole, &updated, &total)) return; /* nothing stale: no request */
+  for (int i = 0; i < mgop_rl.nsets; i++)
+    if (!mgop_rl.sets[i].rev) return; /* its controller has not reported a revision yet */
+  mgop_rl.npods = mgop_rl.overflow = 0;
+  mgop_query_value(r->shard_db[s], db, sizeof(db));
+  mgop_query_value(r->shard_tgn[s], tg, sizeof(tg));
+  mgop_query_value(r->shard_sn[s], sh, sizeof(sh));
+  mgop_query_value(r->name, cl, sizeof(cl));
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods?labelSelector=%s%%2Cmultigres.com%%2Fcluster%%3D%s"
+           "%%2Capp.kubernetes.io%%2Fcomponent%%3Dshard-pool%%2Cmultigres.com%%2Fdatabase%%3D%s"
+           "%%2Cmultigres.com%%2Ftablegroup%%3D%s%%2Cmultigres.com%%2Fshard%%3D%s",
+           r->ns, MGOP_MANAGED_SELECTOR, cl, db, tg, sh);
+  if (mgop_kube_list(mgop_api_ptr, NULL, path, mgop_roll_on_pod, NULL, rv, sizeof(rv), NULL)) {
+    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "pool pods not listed: %.200s", mgop_errmsg());
+    return;
+  }
+  if (mgop_rl.overflow) {
+    char what[400];
+    snprintf(what, sizeof(what), "Shard %.63s/%.254s has more than %d pool pods; they are not rolled", r->ns, cr,
+             MGOP_ROLL_PODS_MAX);
+    mgop_limit_note(MGOP_L_OBJECTS, what);
+    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "%s (limit objects)", what);
+    return;
+  }
+  for (int i = 0; i < mgop_rl.nsets; i++)
+    if (mgop_rl.sets[i].pods != mgop_rl.sets[i].desired) whole = 0;
+  mgop_roll_roles(r, why, sizeof(why));
+  k = mgop_roll_next(mgop_rl.pods, mgop_rl.npods, whole);
+  if (k.pod < 0) {
+    if (k.wait && k.blocker >= 0)
+      snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "waiting for pod %s to be Ready",
+               mgop_rl.pods[k.blocker].name);
+    else if (k.wait) snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "waiting for every pool pod to be created");
+    return;
+  }
+  p = &mgop_rl.pods[k.pod];
+  if (k.primary && k.guessed) {
+    snprintf(note, sizeof(note), "roles unknown (%.300s): pod %s, ordinal 0 of the shard's first pool StatefulSet, is "
+             "treated as the likely primary and replaced last", why, p->name);
+    mgop_event(r, K_SHARD, cr, uid, "Normal", "PrimaryUnknown", "RollingUpdate", note);
+  }
+  if (k.primary) {
+    if (mgop_switch_primary(r, s, p->name, "replacing", why, sizeof(why))) {
+      snprintf(note, sizeof(note), "multiadmin switched the primary away from pod %s before its replacement", p->name);
+      mgop_event(r, K_SHARD, cr, uid, "Normal", "PrimarySwitched", "RollingUpdate", note);
+    } else {
+      snprintf(note, sizeof(note), "switch-primary for %s/%s/%s failed (%.300s); replacing primary pod %s anyway: "
+               "multiorch elects a new primary among the replicas", r->shard_db[s], r->shard_tgn[s], r->shard_sn[s],
+               why, p->name);
+      mgop_event(r, K_SHARD, cr, uid, "Warning", "SwitchPrimaryFailed", "RollingUpdate", note);
+    }
+  }
+  mgop_item_path(K_POD, r->ns, p->name, path, sizeof(path));
+  if (mgop_kube_delete(mgop_api_ptr, path, "Background", p->uid, &status)) {
+    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "pod %s not deleted: %.200s", p->name, mgop_errmsg());
+    return;
+  }
+  snprintf(note, sizeof(note), "replacing pod %s (%s; %d of %d pool pods stale)", p->name,
+           k.primary ? "the primary, last" : !p->ready ? "not Ready" : "a replica", k.stale, mgop_rl.npods);
+  mgop_event(r, K_SHARD, cr, uid, "Normal", "RollingUpdate", "RollingUpdate", note);
+  snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "%.590s", note);
+  {
+    char f[400];
+    snprintf(f, sizeof(f), "\"namespace\":\"%s\",\"shard\":\"%s\",\"pod\":\"%s\",\"primary\":%s,\"stale\":%d", r->ns,
+             cr, p->name, k.primary ? "true" : "false", k.stale);
+    mgop_log_fields(MGOP_INFO, "reconcile", "rolling pod replaced", f);
+  }
+}
+
+static void mgop_roll(struct mgop_rctx *r) {
+  for (int s = 0; s < r->nshard_names; s++) mgop_roll_shard(r, s);
+}
+
 /* The tree; a turn that ran out of arena stalls like any other limit. */
 static int mgop_reconcile_tree(struct mgop_rctx *r) {
   int rc = mgop_reconcile_phases(r);
@@ -5193,6 +5579,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     struct mgop_fp *f = mgop_fp_find(mgop_fp_key("Shard", r->ns, r->shard_names[s]));
     struct mgop_counts c = {0, 0, NULL};
     int ready = 1, any = 0, npools = 0, pools_ready[MGOP_CRD_POOLS_MAX], pools_total[MGOP_CRD_POOLS_MAX];
+    int upd = 0, stale = 0; /* pool pods at their StatefulSet's update revision; StatefulSets with stale ones */
     char pool_names[MGOP_CRD_POOLS_MAX][MGOP_CRD_POOL_NAME_MAX + 2];
     for (int i = 0; i < r->ndesired; i++) {
       struct mgop_desired *d = &r->desired[i];
@@ -5208,6 +5595,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
         int p = 0;
         c.ready += w ? w->ready : 0;
         c.total += w ? w->desired : 0;
+        upd += w && w->desired > w->stale ? w->desired - w->stale : 0;
+        stale += w && w->stale > 0;
         if (pl) sscanf(pl + sizeof(pool_label) - 1, "%63[^\"]", pool);
         while (p < npools && strcmp(pool_names[p], pool)) p++; /* one StatefulSet per (pool, cell): sum the cells */
         if (p == npools && npools < MGOP_CRD_POOLS_MAX) {
@@ -5221,7 +5610,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       }
       if (!w || !(w->flags & MGOP_FP_SETTLED) || w->desired <= 0 || w->ready < w->desired) ready = 0;
     }
-    ready = ready && any;
+    ready = ready && any && !r->roll_held[s]; /* a held scale-down is not the spec yet */
     ready_shards += ready;
     for (int p = 0; p < npools; p++) /* one series per pool: its StatefulSets (one per cell) summed */
       mgop_gauge_pair(owner, mgop_f_pool, "shard", r->shard_names[s], "pool", pool_names[p], r->ns, pools_ready[p],
@@ -5233,7 +5622,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       if (d < 8) { rs.db_total[d]++; rs.db_ready[d] += ready; }
     }
     if (f && f->uid[0]) {
-      snprintf(msg, sizeof(msg), "%d/%d pool pods ready%s", c.ready, c.total, ready ? "" : "; multiorch or pools converging");
+      snprintf(msg, sizeof(msg), "%d/%d pool pods ready%s", c.ready, c.total, ready ? "" : r->roll_held[s]
+               ? "; a scale-down waits for the primary to move (condition RollingUpdate)" : "; multiorch or pools converging");
       for (int i = 0; !ready && i < r->ndesired; i++) { /* the first of its workloads the scheduler refuses */
         struct mgop_desired *d = &r->desired[i];
         size_t before = strlen(msg);
@@ -5249,8 +5639,18 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
         mgop_backup_health(r, s, h, owner, ma_down, sizeof(ma_down));
       }
       mgop_cond_backup = h;
-      mgop_write_status(r, K_SHARD, r->shard_names[s], f, ready, 0, ready ? "AllPodsReady" : "NotAllPodsReady", msg,
-                        f->seen_gen, mgop_phase(ready, c.ready), mgop_shard_status_extra, &c);
+      {
+        char rmsg[700];
+        struct mgop_xcond xc = {"RollingUpdate", stale || r->roll_held[s], r->roll_held[s] ? "ScaleDownHeld"
+                                : stale ? "RollingUpdate" : "UpToDate", rmsg};
+        char l[MGOP_LABELS_MAX] = "";
+        snprintf(rmsg, sizeof(rmsg), "%d/%d pods updated%s%.600s", upd, c.total, r->roll_note[s][0] ? "; " : "",
+                 r->roll_note[s]);
+        if (!(mgop_label(l, sizeof(l), "shard", r->shard_names[s]) | mgop_label(l, sizeof(l), "namespace", r->ns)))
+          mgop_gauge_set(owner, mgop_f_rolling, l, xc.status);
+        mgop_write_status_x(r, K_SHARD, r->shard_names[s], f, ready, 0, ready ? "AllPodsReady" : "NotAllPodsReady",
+                            msg, f->seen_gen, mgop_phase(ready, c.ready), mgop_shard_status_extra, &c, &xc);
+      }
       mgop_cond_backup = NULL;
     }
   }
@@ -5390,6 +5790,8 @@ static int mgop_reconcile(const char *ns, const char *name) {
   /* Multigres's own records, once the objects are applied: an unreachable
    * topology holds Ready (and retries on its own backoff), not the turn */
   if (rc == MGOP_OK && !r.stalled_reason[0] && mgop_may_write() && mgop_topo_enabled) mgop_topo_sync(&r);
+  /* pool pods whose template changed, one per shard at a time */
+  if (rc == MGOP_OK && !r.stalled_reason[0] && mgop_may_write()) mgop_roll(&r);
   mgop_note_uses(ns, name, &r, rc == MGOP_OK);
   if (r.applied) { /* what changed in the cluster, in one Event */
     char note[1000];
@@ -5531,7 +5933,17 @@ static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj,
   if (kind == K_STS || kind == K_DEPLOY) {
     f->desired = (int32_t)replicas;
     f->ready = (int32_t)ready;
+    if (kind == K_STS) { /* which pods are stale (section 8, rolling) */
+      long long created = 0;
+      mgop_json_i64(j, mgop_json_key(j, st, "replicas"), &created);
+      f->stale = created > updated ? (int32_t)(created - updated) : 0;
+    }
     if (observed >= gen && updated >= replicas) f->flags |= MGOP_FP_SETTLED;
+    if (kind == K_STS) {
+      char rev[128];
+      f->update_rev = mgop_json_path_str(j, st, "updateRevision", rev, sizeof(rev)) == MGOP_OK
+                          ? mgop_fnv1a64(MGOP_FNV64_INIT, rev, strlen(rev)) : 0;
+    }
   } else {
     f->desired = f->ready = 1;
     f->flags |= MGOP_FP_SETTLED;

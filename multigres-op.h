@@ -600,12 +600,18 @@ struct mgop_fp {
                            * were all expanded, so a turn skips the LIST */
   long long renew_at;     /* certificate Secrets the operator issues: unix
                            * seconds when it is next due (0: unknown)    */
+  int32_t stale;          /* StatefulSets: pods created but not at
+                           * status.updateRevision (status.replicas -
+                           * status.updatedReplicas)                    */
+  uint64_t update_rev;    /* StatefulSets: hash of status.updateRevision */
 };
 #define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
 #define MGOP_FP_SETTLED 2u  /* its controller observed the latest spec  */
 #define MGOP_FP_READY 4u    /* its own Ready condition is True (our CRs) */
 #define MGOP_FP_ORPHANED 8u /* detached from a deleted cluster (StatefulSets:
                                the multigres.com/orphaned-from label)  */
+#define MGOP_FP_HELD 16u    /* pool StatefulSets: a scale-down waits for the
+                               primary to move (its Event was emitted)  */
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name);
 /* The table is allocated once, before its first use: mgop_fp_init(slots)
  * at start-up (--max-objects), or MGOP_FP_SLOTS_DEFAULT on first use.
@@ -1012,6 +1018,19 @@ int mgop_topo_db_encode(const struct mgop_topo_db *d, const unsigned char *old, 
  * this operator does not know are listed by number in "otherFields". */
 int mgop_topo_cell_json(const unsigned char *p, size_t n, struct mgop_jw *w);
 int mgop_topo_db_json(const unsigned char *p, size_t n, struct mgop_jw *w);
+
+/* A pooler's record, which multipooler registers itself in its cell's
+ * topology: key <cell root>/poolers/multipooler-<cell>-<name>/Pooler (the
+ * name is its --service-id), value a MultiPooler message:
+ *   MultiPooler  id=1 ID{component=1 cell=2 name=3} type=6 (PoolerType)
+ * Only what a role decision needs is read; the rest is skipped. */
+enum { MGOP_POOLER_UNKNOWN = 0, MGOP_POOLER_PRIMARY = 1, MGOP_POOLER_REPLICA = 2, MGOP_POOLER_DRAINED = 3 };
+struct mgop_topo_pooler {
+  char cell[64], name[254];   /* "" when absent or longer than fits     */
+  int type;                   /* PoolerType; 0 absent, -1 out of range  */
+};
+/* MGOP_ERR_PARSE on bytes that are not a protobuf message. */
+int mgop_topo_pooler_parse(const unsigned char *p, size_t n, struct mgop_topo_pooler *out);
 
 #endif /* MULTIGRES_OP_H */
 
@@ -5941,6 +5960,30 @@ int mgop_topo_db_json(const unsigned char *p, size_t n, struct mgop_jw *w) {
   r = mgop_pb_json_others(w, p, n, 5);
   mgop_jw_obj_end(w);
   return r < 0 ? r : MGOP_OK;
+}
+
+/* A string field into out, "" when it does not fit (never a cut prefix). */
+static void mgop_pb_copy_str(const struct mgop_pb_field *f, char *out, size_t cap) {
+  if (f->wire != MGOP_PB_LEN || f->n >= cap) { out[0] = 0; return; }
+  memcpy(out, f->p, f->n);
+  out[f->n] = 0;
+}
+
+int mgop_topo_pooler_parse(const unsigned char *p, size_t n, struct mgop_topo_pooler *out) {
+  struct mgop_pb_field f, g;
+  size_t pos = 0, ipos;
+  int r, q;
+  memset(out, 0, sizeof(*out));
+  while ((r = mgop_pb_next(p, n, &pos, &f)) == 1) {
+    if (f.field == 6 && f.wire == MGOP_PB_VARINT) out->type = f.v > 1000 ? -1 : (int)f.v;
+    if (f.field != 1 || f.wire != MGOP_PB_LEN) continue;
+    for (ipos = 0; (q = mgop_pb_next(f.p, f.n, &ipos, &g)) == 1;) {
+      if (g.field == 2) mgop_pb_copy_str(&g, out->cell, sizeof(out->cell));
+      if (g.field == 3) mgop_pb_copy_str(&g, out->name, sizeof(out->name));
+    }
+    if (q < 0) return mgop_seterr(MGOP_ERR_PARSE, "MultiPooler.id is not a protobuf message");
+  }
+  return r < 0 ? mgop_seterr(MGOP_ERR_PARSE, "MultiPooler record is not a protobuf message") : MGOP_OK;
 }
 
 #endif /* MULTIGRES_OP_IMPLEMENTED */

@@ -4076,6 +4076,9 @@ static void test_topo_records_golden(void);
 static void test_topo_records_keep_unknown(void);
 static void test_etcd_responses(void);
 static void test_etcd_unreachable_endpoints(void);
+static void test_pooler_record(void);
+static void test_roll_order(void);
+static void test_roll_waits(void);
 
 struct t_case { const char *name; void (*fn)(void); };
 static const struct t_case t_cases[] = {
@@ -4170,6 +4173,9 @@ static const struct t_case t_cases[] = {
     {"topo_records_keep_unknown", test_topo_records_keep_unknown},
     {"etcd_responses", test_etcd_responses},
     {"etcd_unreachable_endpoints", test_etcd_unreachable_endpoints},
+    {"pooler_record", test_pooler_record},
+    {"roll_order", test_roll_order},
+    {"roll_waits", test_roll_waits},
 };
 
 int main(int argc, char **argv) {
@@ -5323,4 +5329,104 @@ static void test_etcd_unreachable_endpoints(void) {
     CHECK(strstr(mgop_errmsg(), "caSecret") != NULL);
   }
   mgop_etcd_free(&e);
+}
+
+/* A MultiPooler record as multipooler registers it, bytes worked out from
+ * proto/clustermetadata.proto: id=1 ID{component=1 MULTIPOOLER, cell=2,
+ * name=3}, type=6, hostname=8, and a field this reader does not know. */
+static void test_pooler_record(void) {
+  static const unsigned char rec[] = {0x0a, 0x0f, 0x08, 0x01, 0x12, 0x06, 'z', 'o', 'n', 'e', '-', 'a', 0x1a, 0x03,
+                                      'p', '-', '1', 0x30, 0x01, 0x42, 0x01, 'h', 0x58, 0x07};
+  unsigned char big[400];
+  struct mgop_topo_pooler p;
+  CHECK(mgop_topo_pooler_parse(rec, sizeof(rec), &p) == MGOP_OK);
+  CHECK(!strcmp(p.cell, "zone-a") && !strcmp(p.name, "p-1") && p.type == MGOP_POOLER_PRIMARY);
+  CHECK(mgop_topo_pooler_parse(rec, 17, &p) == MGOP_OK && p.type == MGOP_POOLER_UNKNOWN); /* type absent */
+  CHECK(mgop_topo_pooler_parse(rec, 10, &p) == MGOP_ERR_PARSE);                            /* id cut short */
+  CHECK(mgop_topo_pooler_parse(rec, 0, &p) == MGOP_OK && !p.name[0] && !p.type);
+  { /* an id that is not a message */
+    static const unsigned char bad[] = {0x0a, 0x02, 0x0f, 0xff, 0x30, 0x02};
+    CHECK(mgop_topo_pooler_parse(bad, sizeof(bad), &p) == MGOP_ERR_PARSE);
+  }
+  /* a name longer than fits: "" (never a cut prefix), the type still read */
+  memset(big, 'n', sizeof(big));
+  big[0] = 0x0a, big[1] = 0x83, big[2] = 0x02; /* id, 259 bytes */
+  big[3] = 0x1a, big[4] = 0x80, big[5] = 0x02; /* name, 256 bytes */
+  big[262] = 0x30, big[263] = 0x02;
+  CHECK(mgop_topo_pooler_parse(big, 264, &p) == MGOP_OK && !p.name[0] && p.type == MGOP_POOLER_REPLICA);
+}
+
+/* pods of two StatefulSets, 3 each, every one stale and Ready */
+static int t_roll_pods(struct mgop_roll_pod *p, int primary_set, int primary_ordinal) {
+  int n = 0;
+  for (int s = 0; s < 2; s++)
+    for (int o = 0; o < 3; o++, n++) {
+      memset(&p[n], 0, sizeof(p[n]));
+      snprintf(p[n].name, sizeof(p[n].name), "sts%d-%d", s, o);
+      p[n].set = s, p[n].ordinal = o, p[n].stale = 1, p[n].ready = 1;
+      p[n].primary = s == primary_set && o == primary_ordinal;
+    }
+  return n;
+}
+
+/* The order a shard is rolled in, one decision per replacement. */
+static void t_roll_expect(struct mgop_roll_pod *p, int n, const char *want, int guessed) {
+  char got[200] = "";
+  for (int step = 0; step < n + 1; step++) {
+    struct mgop_roll_pick k = mgop_roll_next(p, n, 1);
+    CHECK(!k.wait);
+    CHECK(k.stale == n - step);
+    if (k.pod < 0) break;
+    CHECK(k.primary == (step == n - 1)); /* the primary, and only it, last */
+    if (k.primary) CHECK(k.guessed == guessed);
+    snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", step ? " " : "", p[k.pod].name);
+    p[k.pod].stale = 0; /* replaced, Ready again */
+  }
+  CHECK(!strcmp(got, want));
+  if (strcmp(got, want)) fprintf(stderr, "    order: %s\n    want:  %s\n", got, want);
+}
+
+static void test_roll_order(void) {
+  struct mgop_roll_pod p[8];
+  int n = t_roll_pods(p, 1, 1); /* the primary: ordinal 1 of the second StatefulSet */
+  t_roll_expect(p, n, "sts0-2 sts0-1 sts0-0 sts1-2 sts1-0 sts1-1", 0);
+  n = t_roll_pods(p, -1, -1); /* no role known: ordinal 0 of the first StatefulSet stands in */
+  t_roll_expect(p, n, "sts0-2 sts0-1 sts1-2 sts1-1 sts1-0 sts0-0", 1);
+  n = t_roll_pods(p, 0, 2);
+  p[1].stale = p[4].stale = 0; /* some already updated: only the stale ones, primary last */
+  {
+    struct mgop_roll_pick k = mgop_roll_next(p, n, 1);
+    CHECK(k.pod == 0 && k.stale == 4);
+  }
+  for (int i = 0; i < n; i++) p[i].stale = 0; /* nothing stale: nothing to do, nothing to wait for */
+  {
+    struct mgop_roll_pick k = mgop_roll_next(p, n, 0);
+    CHECK(k.pod == -1 && !k.wait && k.stale == 0);
+  }
+}
+
+/* Never a second pod down: a replacement not Ready yet, a pod terminating,
+ * a StatefulSet short of pods. A stale pod down on its own goes first. */
+static void test_roll_waits(void) {
+  struct mgop_roll_pod p[8];
+  struct mgop_roll_pick k;
+  int n = t_roll_pods(p, 1, 1);
+  p[5].stale = 0, p[5].ready = 0; /* sts1-2 just replaced, not Ready yet */
+  k = mgop_roll_next(p, n, 1);
+  CHECK(k.pod == -1 && k.wait && k.blocker == 5);
+  p[5].ready = 1, p[2].terminating = 1; /* sts0-2 going */
+  k = mgop_roll_next(p, n, 1);
+  CHECK(k.pod == -1 && k.wait && k.blocker == 2);
+  p[2].terminating = 0;
+  k = mgop_roll_next(p, n, 0); /* its replacement not created yet */
+  CHECK(k.pod == -1 && k.wait && k.blocker == -1);
+  p[0].ready = 0; /* a stale replica down on its own: replaced first */
+  k = mgop_roll_next(p, n, 1);
+  CHECK(k.pod == 0 && !k.primary && !k.wait);
+  p[3].ready = 0; /* two down: wait */
+  k = mgop_roll_next(p, n, 1);
+  CHECK(k.pod == -1 && k.wait);
+  p[0].ready = 1, p[3].ready = 1, p[4].ready = 0; /* the primary down: never replaced while down */
+  k = mgop_roll_next(p, n, 1);
+  CHECK(k.pod == -1 && k.wait && k.blocker == 4);
 }

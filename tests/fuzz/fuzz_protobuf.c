@@ -1,6 +1,7 @@
 /* libFuzzer target: the protobuf reader and the topology records over
  * arbitrary stored bytes: read-modify-write of a Cell and a Database, and
- * their JSON views. What we write over a value must read back. */
+ * their JSON views; a pooler's record (MultiPooler) as the roll reads its
+ * role. What we write over a value must read back. */
 #define MGOP_NO_MAIN
 #include "../../multigres-op.c"
 
@@ -12,6 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct mgop_pb_field f;
   struct mgop_topo_db d;
   struct mgop_topo_cell c;
+  struct mgop_topo_pooler pl;
   size_t pos = 0, last = 0;
   int r;
   while ((r = mgop_pb_next(data, size, &pos, &f)) == 1) { /* fields tile the input */
@@ -45,5 +47,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   mgop_buf_init(&jb, js, sizeof(js));
   mgop_jw_init(&w, &jb);
   mgop_topo_cell_json(data, size, &w);
+  if (mgop_topo_pooler_parse(data, size, &pl) == MGOP_OK &&
+      (strlen(pl.cell) >= sizeof(pl.cell) || strlen(pl.name) >= sizeof(pl.name)))
+    __builtin_trap(); /* names fit or are "" */
   return 0;
 }

@@ -8,13 +8,19 @@ strings, enums by name, Timestamps as RFC 3339).
   POST /api/v1/backups          {database, tableGroup, shard, type, forcePrimary}  Backup -> {jobId}
   POST /api/v1/backups/expire   ExpireBackups -> {}
   GET  /api/v1/jobs/{job_id}    GetBackupJobStatus
+  POST /api/v1/shards/{database}/{table_group}/{shard}/switch-primary
+                                {reason, catchupTimeout}  SwitchPrimary
+                                -> {oldLeaderId, newLeaderId} (ID{component, cell, name})
 
 What GetBackups answers is chosen by the file STATE (one word, re-read per
-request): none, failed, completed2h, noreplica, error. Every request is
+request): none, failed, completed2h, noreplica, error. What SwitchPrimary
+answers is chosen by the file STATE.switch: "ok" (after running the shell
+command in STATE.hook, if any, as multiorch would move the primary) or
+"refuse" (FailedPrecondition, grpc-gateway's HTTP 400). Every request is
 appended to LOG as a JSON line {method, path, query, body, t}.
 usage: multiadmin_contract.py PORT STATE_FILE LOG_FILE
 """
-import json, sys, time, urllib.parse
+import json, subprocess, sys, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 PORT, STATE, LOG = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -101,7 +107,28 @@ class H(BaseHTTPRequestHandler):
             return self.reply(200, {"jobId": jid})
         if u.path == "/api/v1/backups/expire":
             return self.reply(200, {})
+        parts = u.path.split("/")
+        if len(parts) == 8 and parts[:4] == ["", "api", "v1", "shards"] and parts[7] == "switch-primary":
+            return self.switch_primary(parts[4], parts[5], parts[6], body)
         self.reply(404, {"code": 5, "message": "no route"})
+
+    def switch_primary(self, db, tg, shard, body):
+        try:
+            with open(STATE + ".switch") as f:
+                mode = f.read().strip()
+        except OSError:
+            mode = "ok"
+        if mode != "ok":
+            return self.reply(400, {"code": 9, "message": "no standby poolers available for promotion", "details": []})
+        try:
+            with open(STATE + ".hook") as f:
+                hook = f.read().strip()
+        except OSError:
+            hook = ""
+        if hook:
+            subprocess.run(hook, shell=True, check=False)
+        old = {"component": "MULTIPOOLER", "cell": "", "name": body.get("reason", "").rsplit(" ", 1)[-1]}
+        return self.reply(200, {"oldLeaderId": old, "newLeaderId": {"component": "MULTIPOOLER", "cell": "", "name": "new"}})
 
 
 HTTPServer(("127.0.0.1", PORT), H).serve_forever()

@@ -6,7 +6,10 @@
 #     records under the cluster's rootPath, decoded by a protobuf reader of
 #     the test's own (topo_etcd.py): key paths, fields, field numbers;
 #   - a field Multigres owns (BackupLocation.authoritative_generation, 4)
-#     survives a spec change of the backup path;
+#     survives a spec change of the backup path, and the cluster is Ready
+#     again: the changed pool pods are rolled, with no pooler registered the
+#     likely primary (ordinal 0) last, replaced although multiadmin cannot
+#     switch it (Events PrimaryUnknown, SwitchPrimaryFailed);
 #   - a cell added to the spec gets its record and joins Database.cells;
 #   - pruning deletes the records status.topology lists that the spec no
 #     longer has, and only those (a foreign record stays);
@@ -93,10 +96,9 @@ YAML
 }
 cond() { jget -n $ns "$1" "$2" -o jsonpath="{.status.conditions[?(@.type==\"$3\")].$4}"; }
 ready_gen() { [ "$(cond mgc "$1" Ready status)/$(jget -n $ns mgc "$1" -o jsonpath='{.status.observedGeneration}')" = "True/$2" ]; }
-# after an edit that moves the backup path the pool pods' mounts change, and
-# pool StatefulSets are OnDelete with no safe rolling yet (issue #12), so Ready
-# waits on pods nobody replaces: the edits are judged by their records
-registered_gen() { [ "$(cond mgc "$1" TopologyRegistered status)/$(jget -n $ns mgc "$1" -o jsonpath='{.status.observedGeneration}')" = "True/$2" ]; }
+# an edit that moves the backup path changes the pool pods' mounts: Ready at
+# the new generation also means the operator rolled every pool pod (no pooler
+# registers here, so by the likely-primary rule, ordinal 0 last)
 rec() { python3 "$T" "$1" get "$2"; }
 field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
 for k in sys.argv[2].split("."): d=d[k]
@@ -129,13 +131,21 @@ note "plain: Cell and Database records under /it/plain read back with the expect
 # ---- 2. a field Multigres owns survives an update; a new cell joins
 python3 "$T" "$U1" add-backup-field /it/plain/databases/postgres/Database 4 7
 cluster $a "http://127.0.0.1:$dead, $U1" /it/plain "zone-a zone-b zone-c" /b2 | kubectl apply -f - >/dev/null
-wait_for 120 "$a registered at generation 2" registered_gen $a 2 || fail "$a not registered after the edit: $(cond mgc $a TopologyRegistered message)"
+wait_for 240 "$a Ready at generation 2" ready_gen $a 2 || fail "$a not Ready after the edit: $(cond mgc $a TopologyRegistered message); $(jget -n $ns mgc $a -o jsonpath='{.status.message}')"
 d=$(rec "$U1" /it/plain/databases/postgres/Database)
 [ "$(field "$d" backup.filesystem_path)" = '"/b2"' ] || fail "backup path not updated: $d"
 [ "$(field "$d" backup.authoritative_generation)" = 7 ] || fail "authoritative_generation lost: $d"
 [ "$(field "$d" cells)" = '["zone-a", "zone-b", "zone-c"]' ] || fail "cells not updated: $d"
 [ "$(field "$(rec "$U1" /it/plain/cells/zone-c/Cell)" name)" = '"zone-c"' ] || fail "no Cell record for zone-c"
-note "update: backup path and cells changed, authoritative_generation (field 4) kept"
+shard=$(jget -n $ns shard -l multigres.com/cluster=$a -o jsonpath='{.items[0].metadata.name}')
+evs=$(jget -n $ns events.events.k8s.io --field-selector regarding.name="$shard" -o jsonpath='{range .items[*]}{.type} {.reason}: {.note}{"\n"}{end}')
+grep -q "^Normal PrimaryUnknown: roles unknown (no pool pod of the shard is registered PRIMARY in the topology): pod .*-0, ordinal 0" <<<"$evs" ||
+  fail "no PrimaryUnknown Event (no pooler registers here): $evs"
+last=$(grep "^Normal RollingUpdate: replacing pod" <<<"$evs" | tail -1)
+[[ $last == *"-0 (the primary, last; "* ]] || fail "the likely primary (ordinal 0) was not replaced last: $last"
+grep -q "^Warning SwitchPrimaryFailed: switch-primary for postgres/default/0-inf failed (multiadmin did not answer" <<<"$evs" ||
+  fail "no SwitchPrimaryFailed Warning (multiadmin runs nowhere here): $evs"
+note "update: backup path and cells changed, authoritative_generation (field 4) kept; pool pods rolled, ordinal 0 last"
 
 # ---- 3. pruning: what status.topology lists and the spec dropped, only that
 # (cells are append-only in the CRD: a cell dropped by an older operator
@@ -176,13 +186,13 @@ msg=$(cond mgc $a TopologyRegistered message)
 # the other cluster is not held up: an edit converges while $a backs off
 t0=$(date +%s)
 cluster $b "$U2" /it/tls "zone-a" /tls2 tls | kubectl apply -f - >/dev/null
-wait_for 60 "$b registered at generation 2" registered_gen $b 2 || fail "$b held up by $a's unreachable topology"
+wait_for 120 "$b Ready at generation 2" ready_gen $b 2 || fail "$b held up by $a's unreachable topology: $(jget -n $ns mgc $b -o jsonpath='{.status.message}')"
 [ "$(field "$(rec "$U2" /it/tls/databases/postgres/Database)" backup.filesystem_path)" = '"/tls2"' ] || fail "TLS record not updated"
 note "while $a's topology is down: $b converged an edit in $(( $(date +%s) - t0 ))s; $a says: $msg"
 sleep $(( 30 - ($(date +%s) - down_at) > 0 ? 30 - ($(date +%s) - down_at) : 0 ))
 [ "$(cond mgc $a Ready status)" = False ] || fail "$a Ready while its topology is down"
 start_etcd plain "$p1" "$p1peer" http
-wait_for 90 "$a registered again" registered_gen $a 4 || fail "$a did not recover: $(cond mgc $a TopologyRegistered message)"
+wait_for 240 "$a Ready again" ready_gen $a 4 || fail "$a did not recover: $(cond mgc $a TopologyRegistered message); $(jget -n $ns mgc $a -o jsonpath='{.status.message}')"
 [ "$(field "$(rec "$U1" /it/plain/databases/postgres/Database)" backup.filesystem_path)" = '"/b4"' ] || fail "the change made during the outage was not written"
 [ "$(cond mgc $a TopologyRegistered status)" = True ] || fail "TopologyRegistered not True after recovery"
 note "recovery: $a registered again with the record the outage held back"

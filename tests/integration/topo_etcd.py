@@ -10,6 +10,12 @@ operator's C code.
   topo_etcd.py URL add-backup-field KEY FIELD VARINT
                                       append a varint field to the Database's
                                       backup_location (as Multigres would)
+  topo_etcd.py URL put-pooler ROOT CELL NAME TYPE
+                                      register a pooler as multipooler does:
+                                      ROOT/poolers/multipooler-CELL-NAME/Pooler,
+                                      a MultiPooler{id{component=1 MULTIPOOLER,
+                                      cell=2, name=3}, type=6 (PRIMARY=1,
+                                      REPLICA=2), hostname=8}
 Environment: TOPO_CA, TOPO_CERT, TOPO_KEY for https.
 """
 import base64, json, os, ssl, sys, urllib.request
@@ -113,6 +119,14 @@ def main():
                 v = v + enc_varint(field << 3) + enc_varint(value)
             out += enc_varint(f << 3 | w) + (enc_varint(v) if w == 0 else enc_varint(len(v)) + v)
         call(url, "/v3/kv/put", {"key": b64(key), "value": b64(bytes(out))})
+    elif cmd == "put-pooler":
+        root, cell, name, typ = sys.argv[3].rstrip("/"), sys.argv[4], sys.argv[5], sys.argv[6]
+        def ld(f, b):
+            b = b if isinstance(b, bytes) else b.encode()
+            return enc_varint(f << 3 | 2) + enc_varint(len(b)) + b
+        ident = enc_varint(1 << 3) + enc_varint(1) + ld(2, cell) + ld(3, name)
+        msg = ld(1, ident) + enc_varint(6 << 3) + enc_varint({"PRIMARY": 1, "REPLICA": 2}[typ]) + ld(8, name + ".local")
+        call(url, "/v3/kv/put", {"key": b64("%s/poolers/multipooler-%s-%s/Pooler" % (root, cell, name)), "value": b64(msg)})
     else:
         sys.exit("unknown command " + cmd)
 
