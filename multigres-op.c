@@ -679,7 +679,7 @@ static struct {
 static int mgop_sts_facts_init(void) {
   size_t cap = mgop_fp_slots() / 4;
   if (mgop_sts_facts.row) return MGOP_OK;
-  if (!(mgop_sts_facts.row = calloc(cap ? cap : 1, sizeof(*mgop_sts_facts.row))))
+  if (!(mgop_sts_facts.row = mgop_table_alloc(cap ? cap : 1, sizeof(*mgop_sts_facts.row))))
     return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate %zu StatefulSet rows", cap);
   mgop_sts_facts.cap = cap;
   return MGOP_OK;
@@ -1238,7 +1238,7 @@ static size_t mgop_series_cap;
 /* Start-up, before the threads (or a test's first gauge): the table. */
 static int mgop_series_init(size_t rows) {
   if (mgop_series) return MGOP_OK;
-  if (rows < 2 || !(mgop_series = calloc(rows, sizeof(*mgop_series))))
+  if (rows < 2 || !(mgop_series = mgop_table_alloc(rows, sizeof(*mgop_series))))
     return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate a metric series table of %zu rows", rows);
   mgop_series_cap = rows;
   return MGOP_OK;

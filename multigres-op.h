@@ -214,6 +214,10 @@ struct mgop_arena {
   void *blocks;
 #endif
 };
+/* Zeroed memory for a table sized at start-up, straight from mmap: a page
+ * costs resident memory only once written (calloc may clear it all up
+ * front). NULL when it cannot be had. Never freed: it lives as the process. */
+void *mgop_table_alloc(size_t n, size_t size);
 void mgop_arena_init(struct mgop_arena *a, void *mem, size_t cap);
 void *mgop_arena_alloc(struct mgop_arena *a, size_t n);
 char *mgop_arena_strndup(struct mgop_arena *a, const char *s, size_t n);
@@ -1049,6 +1053,7 @@ int mgop_topo_pooler_parse(const unsigned char *p, size_t n, struct mgop_topo_po
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -1288,6 +1293,17 @@ void mgop_arena_init(struct mgop_arena *a, void *mem, size_t cap) {
 #ifdef MGOP_SANITIZE
   a->blocks = NULL;
 #endif
+}
+
+void *mgop_table_alloc(size_t n, size_t size) {
+  void *p;
+  if (!n || !size || n > SIZE_MAX / size) return NULL;
+#ifdef MGOP_SANITIZE
+  (void)p;
+  return calloc(n, size); /* where ASan and valgrind can see it */
+#endif
+  p = mmap(NULL, n * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
 }
 
 void *mgop_arena_alloc(struct mgop_arena *a, size_t n) {
@@ -3634,7 +3650,7 @@ uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name) {
 
 int mgop_fp_init(size_t slots) {
   if (mgop_fp_table) return mgop_seterr(MGOP_ERR_NOMEM, "the object table is already sized (%zu rows)", mgop_fp_cap);
-  if (slots < 2 || !(mgop_fp_table = calloc(slots, sizeof(*mgop_fp_table)))) /* untouched pages cost no RSS */
+  if (slots < 2 || !(mgop_fp_table = mgop_table_alloc(slots, sizeof(*mgop_fp_table))))
     return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate an object table of %zu rows", slots);
   mgop_fp_cap = slots;
   return MGOP_OK;
@@ -4398,7 +4414,7 @@ static unsigned char mgop_srv_pool_used[MGOP_SRV_BIG_SLOTS];
 int mgop_srv_pool_init(size_t slot_bytes) {
   if (mgop_srv_pool_mem) return MGOP_OK;
   if (slot_bytes < MGOP_SRV_BIG_MAX) slot_bytes = MGOP_SRV_BIG_MAX;
-  if (!(mgop_srv_pool_mem = calloc(MGOP_SRV_BIG_SLOTS, slot_bytes))) /* pages cost RSS once written */
+  if (!(mgop_srv_pool_mem = mgop_table_alloc(MGOP_SRV_BIG_SLOTS, slot_bytes)))
     return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate %d response buffers of %zu bytes", MGOP_SRV_BIG_SLOTS,
                        slot_bytes);
   mgop_srv_big = slot_bytes;

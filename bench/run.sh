@@ -102,7 +102,9 @@ wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
 wport=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
 pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
 # the load generator and the applying kubectl each in a session of their own
-# too: in the bench's session they would take the client's own CPU share
+# too: in the bench's session they would take the client's own CPU share; the
+# generator also asks for the short scheduler slice the operator's serving
+# thread has (serving_latency.py), so its own wake-ups do not add to the figures
 serving() { setsid -w python3 "$ROOT/bench/serving_latency.py" "$wport" "$pport" $ns "$1" 50; }
 # the webhook's own time per review (request read to response queued), from
 # its histogram: the upper bound of the bucket holding p50 and p99 over a
