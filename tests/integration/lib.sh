@@ -115,6 +115,20 @@ apply_cluster() {
 }
 
 # cluster_manifest NS NAME: the minimal sample as NAME in NS, to stdout.
+# The samples' one database and table group, under a cluster's `spec:`, up
+# to its `shards:` key: a test's heredoc follows it with its own shard.
+databases_yaml() {
+  cat <<'EOF'
+  databases:
+  - name: postgres
+    default: true
+    tablegroups:
+    - name: default
+      default: true
+      shards:
+EOF
+}
+
 cluster_manifest() {
   sed -e "s/^  name: minimal$/  name: $2\n  namespace: $1/" "$ROOT/config/samples/minimal.yaml"
 }

@@ -63,13 +63,7 @@ metadata:
 $ann
 spec:
   cells: [{name: zone-a, zone: us-east-1a}]
-  databases:
-  - name: postgres
-    default: true
-    tablegroups:
-    - name: default
-      default: true
-      shards:
+$(databases_yaml)
       - name: 0-inf
         spec: {pools: {$2: {type: readWrite, replicasPerCell: 2, storage: {size: $3}}}}
 YAML

@@ -50,13 +50,7 @@ spec:
     spec:
 $1
       multigateway: {replicas: 1}
-  databases:
-  - name: postgres
-    default: true
-    tablegroups:
-    - name: default
-      default: true
-      shards:
+$(databases_yaml)
       - {name: "0-inf", shardTemplate: $2}
 $3
 EOF

@@ -76,13 +76,7 @@ spec:
   cells:
   - {name: zone-a, zone: us-east-1a}
   - {name: zone-b, zone: us-east-1a}
-  databases:
-  - name: postgres
-    default: true
-    tablegroups:
-    - name: default
-      default: true
-      shards:
+$(databases_yaml)
       - name: "0-inf"
         spec:
           pools:

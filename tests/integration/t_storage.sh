@@ -35,13 +35,7 @@ metadata: {name: $c, namespace: $ns}
 spec:
   globalTopoServer: {etcd: {replicas: $2}}
   cells: [{name: zone-a, zone: us-east-1a}]
-  databases:
-  - name: postgres
-    default: true
-    tablegroups:
-    - name: default
-      default: true
-      shards:
+$(databases_yaml)
       - name: 0-inf
         spec: {pools: {main: {type: readWrite, replicasPerCell: 2, storage: {size: $1, class: $sc}}}}
 YAML
