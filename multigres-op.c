@@ -2480,6 +2480,7 @@ struct mgop_podspec {
   const char *volumes;           /* JSON array literal or NULL         */
   const char *annotations;       /* JSON object literal or NULL        */
   const char *service_account;   /* serviceAccountName, or NULL        */
+  long long fs_group;            /* securityContext.fsGroup, or 0      */
 };
 
 static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_podspec *p) {
@@ -2518,6 +2519,11 @@ static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, cons
   }
   mgop_copy_key(w, "affinity", p->doc, mgop_json_key(p->doc, p->comp, "affinity"));
   if (p->tolerations >= 0) mgop_copy_key(w, "tolerations", p->tol_doc ? p->tol_doc : p->doc, p->tolerations);
+  if (p->fs_group > 0) { /* the volumes' group, so the containers share files and sockets */
+    mgop_jw_key(w, "securityContext"); mgop_jw_obj(w);
+    mgop_jw_key(w, "fsGroup"); mgop_jw_i64(w, p->fs_group);
+    mgop_jw_obj_end(w);
+  }
   mgop_jw_key(w, "containers"); mgop_jw_arr(w);
   for (int i = 0; i < p->nctr; i++) mgop_write_container(r, w, &p->ctr[i]);
   mgop_jw_arr_end(w);
@@ -4141,6 +4147,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         p.doc = pdoc;
         p.comp = pv;
         p.tolerations = mgop_json_key(pdoc, pv, "tolerations");
+        mgop_json_i64(pdoc, mgop_json_key(pdoc, pv, "fsGroup"), &p.fs_group); /* unset: none */
         p.zone_key = zone_key;
         p.zone = zone;
         p.ctr = ctr;
@@ -7176,9 +7183,6 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.fsGroup", "the pool pods get no securityContext.fsGroup", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.fsGroup", "the pool pods get no securityContext.fsGroup", NULL},
-    {MGOP_KB(K_SHARDT), "spec.pools.*.fsGroup", "the pool pods get no securityContext.fsGroup", NULL},
     {MGOP_KB(K_CLUSTER), "spec.observability", "no OTEL_* environment reaches the data-plane pods", NULL},
     {MGOP_KB(K_CLUSTER), "spec.externalGateway", "no external Service is made for multigateway", NULL},
     {MGOP_KB(K_CLUSTER), "spec.externalAdminWeb", "no external Service is made for multiadmin-web", NULL},
