@@ -205,14 +205,14 @@ dels=$(deletions "$t1")
 note "deletions: $(awk '{print $2":"$3}' <<<"$dels" | tr '\n' ' ')"
 [ "$(awk '$2=="operator"{print $3}' <<<"$dels" | sort | tr '\n' ' ')" = "$sa-0 $sa-1 $sb-0 $sb-1 " ] || fail "each pod deleted once by the operator: $dels"
 [ "$(awk '{print $3}' <<<"$dels" | tail -1)" = "$primary" ] || fail "the primary $primary was not replaced last: $dels"
-[ "$(awk '{print $3}' <<<"$dels" | head -1)" != "$sa-0" ] || fail "ordinal 0 of the first StatefulSet went first although roles are known: $dels"
+[ "$(awk 'NR == 1 {print $3}' <<<"$dels")" != "$sa-0" ] || fail "ordinal 0 of the first StatefulSet went first although roles are known: $dels"
 sw=$(switch_times)
 [ "$(wc -l <<<"$sw")" = 1 ] && [ -n "$sw" ] || fail "want one switch-primary call, got: $sw"
 [[ $sw == *"/api/v1/shards/postgres/default/0-inf/switch-primary" ]] || fail "switch-primary path: $sw"
 body=$(python3 -c 'import json,sys
 print([json.loads(l)["body"] for l in open(sys.argv[1]) if json.loads(l)["path"].endswith("/switch-primary")][-1])' "$reqs")
 [[ $body == *"'reason': 'multigres-operator: replacing pod $primary'"* && $body == *"'catchupTimeout': '1.5s'"* ]] || fail "switch-primary body: $body"
-tp=$(awk '{print $1}' <<<"$dels" | tail -1) tprev=$(awk '{print $1}' <<<"$dels" | tail -2 | head -1) ts=${sw%% *}
+tp=$(awk 'END {print $1}' <<<"$dels") tprev=$(awk '{prev = last; last = $1} END {print prev}' <<<"$dels") ts=${sw%% *}
 python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); sys.exit(0 if a < b < c else 1)" "$tprev" "$ts" "$tp" ||
   fail "switch-primary ($ts) not between the last replica's deletion ($tprev) and the primary's ($tp)"
 down=$(max_down "$dir/watch1.json")
@@ -237,7 +237,7 @@ dels=$(deletions "$t2")
 evs=$(events)
 grep -q "^Warning SwitchPrimaryFailed: switch-primary for postgres/default/0-inf failed (multiadmin did not answer: .*); replacing primary pod $primary anyway" <<<"$evs" ||
   fail "no SwitchPrimaryFailed Warning: $evs"
-note "multiadmin absent: $(grep '^Warning SwitchPrimaryFailed' <<<"$evs" | head -1)"
+note "multiadmin absent: $(awk '/^Warning SwitchPrimaryFailed/ {print; exit}' <<<"$evs")"
 
 # ---- 3. scale-down with the primary on the highest ordinal
 start_ma
