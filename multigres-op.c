@@ -6414,6 +6414,14 @@ static void mgop_cell_zone_warnings_locked(const struct mgop_json *j, int spec, 
   }
 }
 
+/* An owned object is gone: its row, and what side tables keep of it (a
+ * StatefulSet's facts for admission, a Shard's backup-health slot). */
+static void mgop_forget_object(int kind, uint64_t key) {
+  if (kind == K_STS) mgop_sts_fact_set(key, 1, "", 0, "");
+  if (kind == K_SHARD) mgop_bh_forget(key);
+  mgop_fp_remove(key);
+}
+
 static void mgop_on_list_end(int kind) {
   int gone = 0;
   const struct mgop_kind *k = &mgop_kinds[kind];
@@ -6439,9 +6447,7 @@ static void mgop_on_list_end(int kind) {
     for (size_t i = 0; i < mgop_fp_slots(); i++) {
       struct mgop_fp *f = mgop_fp_at(i);
       if (!f || f->kind != kind + 1 || f->epoch == mgop_server.list_epoch[kind]) continue;
-      if (kind == K_STS) mgop_sts_fact_set(f->key, 1, "", 0, "");
-      if (kind == K_SHARD) mgop_bh_forget(f->key);
-      mgop_fp_remove(f->key);
+      mgop_forget_object(kind, f->key);
       gone++;
     }
     if (gone) /* the owners are not known from a bare row: every cluster checks its tree */
@@ -6542,9 +6548,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
   {
     uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, ns, name);
     if (!strcmp(type, "DELETED")) {
-      if (kind == K_STS) mgop_sts_fact_set(key, 1, "", 0, "");
-      if (kind == K_SHARD) mgop_bh_forget(key);
-      mgop_fp_remove(key);
+      mgop_forget_object(kind, key);
     } else {
       struct mgop_fp *f = mgop_fp_upsert(key);
       if (!f) {
