@@ -159,7 +159,12 @@ test-gitops: multigres-op
 	tests/gitops/run.sh
 
 # figures to compare across commits (bench/run.sh: convergence time, API requests, RSS, latency)
-bench: multigres-op
+# the serving-latency client: a compiled one on the operator's own HTTP/TLS code
+$(BUILD)/serving_latency: bench/serving_latency.c multigres-op.h $(BUILD)/deps-glibc.mk
+	@mkdir -p $(BUILD)
+	$(CC) $(BASE_CFLAGS) -O2 $(GLIBC_CFLAGS) bench/serving_latency.c -o $@ $(GLIBC_LIBS)
+
+bench: multigres-op $(BUILD)/serving_latency
 	bench/run.sh $(BENCH_CLUSTERS)
 
 # test tools from Go modules (metrics-lint: the /metrics checker), cached in $(MGOP_CACHE)

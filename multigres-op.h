@@ -295,6 +295,8 @@ void mgop_jw_copy(struct mgop_jw *w, const struct mgop_json *j, int t);
 #define MGOP_CANON_DEPTH 16
 #define MGOP_CANON_KEYS 128
 uint64_t mgop_json_canon_hash(const struct mgop_json *j, int t);
+/* The same for an object without its member key (any encoding of key). */
+uint64_t mgop_json_canon_hash_except(const struct mgop_json *j, int t, const char *key);
 
 /* ======================================================================
  * 2.3 kubeconfig
@@ -608,6 +610,8 @@ struct mgop_fp {
                            * status.updateRevision (status.replicas -
                            * status.updatedReplicas)                    */
   uint64_t update_rev;    /* StatefulSets: hash of status.updateRevision */
+  uint64_t roles_hash;    /* Shards: hash of status.podRoles as last
+                           * written or seen (0: not known)            */
 };
 #define MGOP_FP_EXISTS 1u   /* the object exists (seen, not deleted)    */
 #define MGOP_FP_SETTLED 2u  /* its controller observed the latest spec  */
@@ -1666,25 +1670,27 @@ int mgop_json_path_str(const struct mgop_json *j, int root, const char *path, ch
 
 void mgop_json_escape(struct mgop_buf *b, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
-  size_t run = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    const char *esc = NULL;
+  size_t run = 0, i = 0;
+  for (;;) {
+    unsigned char c = 0;
+    const char *esc;
     char u[7];
+    /* the common case first: a run of characters written as they are (every
+     * object the operator renders is mostly such runs) */
+    while (i < n && (c = (unsigned char)s[i]) >= 0x20 && c != '"' && c != '\\' && c != 0x7f) i++;
+    if (i == n) break;
     if (c == '"') esc = "\\\"";
     else if (c == '\\') esc = "\\\\";
     else if (c == '\n') esc = "\\n";
     else if (c == '\r') esc = "\\r";
     else if (c == '\t') esc = "\\t";
-    else if (c < 0x20 || c == 0x7f) {
+    else {
       u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0'; u[4] = hex[c >> 4]; u[5] = hex[c & 15]; u[6] = 0;
       esc = u;
     }
-    if (esc) {
-      mgop_buf_append(b, s + run, i - run);
-      mgop_buf_puts(b, esc);
-      run = i + 1;
-    }
+    mgop_buf_append(b, s + run, i - run);
+    mgop_buf_puts(b, esc);
+    run = ++i;
   }
   mgop_buf_append(b, s + run, n - run);
 }
@@ -1826,8 +1832,9 @@ static uint64_t mgop_canon_str(const struct mgop_json *j, int t) {
   return h ? h : 1;
 }
 
-/* Feeds one value into h; returns 0 when beyond the bounds. */
-static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t *h) {
+/* Feeds one value into h, leaving out the members whose decoded key hashes
+ * to skip (0: none) at this level; returns 0 when beyond the bounds. */
+static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t *h, uint64_t skip) {
   char tag;
   if (t < 0 || t >= j->ntok || depth > MGOP_CANON_DEPTH) return 0;
   switch (j->tok[t].type) {
@@ -1835,17 +1842,18 @@ static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t
       int keys[MGOP_CANON_KEYS], n = j->tok[t].size, i = t + 1;
       uint64_t kh[MGOP_CANON_KEYS];
       if (n > MGOP_CANON_KEYS) return 0;
-      for (int k = 0; k < n; k++, i = mgop_json_next(j, i + 1)) { /* insertion sort: objects are small */
+      for (int k = 0, m = n; k < m; k++, i = mgop_json_next(j, i + 1)) { /* insertion sort: objects are small */
         uint64_t x = mgop_canon_str(j, i);
-        int at = k;
+        int at = k - (m - n);
         if (!x) return 0;
+        if (skip && x == skip) { n--; continue; }
         while (at > 0 && kh[at - 1] > x) keys[at] = keys[at - 1], kh[at] = kh[at - 1], at--;
         keys[at] = i, kh[at] = x;
       }
       *h = mgop_fnv1a64(*h, "{", 1);
       for (int k = 0; k < n; k++) {
         *h = mgop_fnv1a64(*h, &kh[k], sizeof(kh[k]));
-        if (!mgop_canon_feed(j, keys[k] + 1, depth + 1, h)) return 0;
+        if (!mgop_canon_feed(j, keys[k] + 1, depth + 1, h, 0)) return 0;
       }
       *h = mgop_fnv1a64(*h, "}", 1);
       return 1;
@@ -1854,7 +1862,7 @@ static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t
       int i = t + 1;
       *h = mgop_fnv1a64(*h, "[", 1);
       for (int k = 0; k < j->tok[t].size; k++, i = mgop_json_next(j, i))
-        if (!mgop_canon_feed(j, i, depth + 1, h)) return 0;
+        if (!mgop_canon_feed(j, i, depth + 1, h, 0)) return 0;
       *h = mgop_fnv1a64(*h, "]", 1);
       return 1;
     }
@@ -1879,7 +1887,13 @@ static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t
 
 uint64_t mgop_json_canon_hash(const struct mgop_json *j, int t) {
   uint64_t h = MGOP_FNV64_INIT;
-  if (!mgop_canon_feed(j, t, 0, &h)) return 0;
+  if (!mgop_canon_feed(j, t, 0, &h, 0)) return 0;
+  return h ? h : 1;
+}
+
+uint64_t mgop_json_canon_hash_except(const struct mgop_json *j, int t, const char *key) {
+  uint64_t h = MGOP_FNV64_INIT, skip = mgop_fnv1a64(MGOP_FNV64_INIT, key, strlen(key) + 1);
+  if (!mgop_canon_feed(j, t, 0, &h, skip ? skip : 1)) return 0;
   return h ? h : 1;
 }
 

@@ -11,7 +11,7 @@
 #   render_ms             `multigres-op render` of the sample, offline
 #   binary_bytes          the static binary (make static), the one measured
 #   webhook_p50_ms/p99_ms, healthz_p50_ms/p99_ms   the serving path
-#                         (bench/serving_latency.py, 50 reviews/s over one
+#                         (bench/serving_latency.c, 50 reviews/s over one
 #                         keep-alive TLS connection, each followed by a
 #                         /healthz), with the loop idle, then while it
 #                         applies LOAD_CLUSTERS (100) more clusters
@@ -104,8 +104,8 @@ pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_
 # the load generator and the applying kubectl each in a session of their own
 # too: in the bench's session they would take the client's own CPU share; the
 # generator also asks for the short scheduler slice the operator's serving
-# thread has (serving_latency.py), so its own wake-ups do not add to the figures
-serving() { setsid -w python3 "$ROOT/bench/serving_latency.py" "$wport" "$pport" $ns "$1" 50; }
+# thread has (serving_latency.c), so its own wake-ups do not add to the figures
+serving() { setsid -w "$ROOT/build/serving_latency" "$wport" "$pport" $ns "$1" 50; }
 # the webhook's own time per review (request read to response queued), from
 # its histogram: the upper bound of the bucket holding p50 and p99 over a
 # window, without the client's scheduling on a loaded machine

@@ -1394,6 +1394,18 @@ static void test_json_canon_hash(void) {
   memset(deep, 0, sizeof(deep));
   for (int i = 0; i < MGOP_CANON_DEPTH + 2; i++) deep[i] = '[', deep[2 * (MGOP_CANON_DEPTH + 2) - 1 - i] = ']';
   CHECK(mgop_json_parse(&j1, deep, strlen(deep), t1, 64) == 0 && mgop_json_canon_hash(&j1, 0) == 0);
+  { /* one member left out, at the top only, in any encoding of its key */
+    static const char f[] = "{\"a\":\"m\",\"podRoles\":{\"p-0\":\"PRIMARY\"},\"b\":{\"podRoles\":1}}";
+    static const char g[] = "{\"b\":{\"podRoles\":1},\"pod\\u0052oles\":{},\"a\":\"m\"}";
+    static const char h[] = "{\"a\":\"m\",\"b\":{\"podRoles\":1}}";
+    static const char k[] = "{\"a\":\"m\",\"b\":{}}";
+    uint64_t hf;
+    CHECK(mgop_json_parse(&j1, f, sizeof(f) - 1, t1, 64) == 0 && mgop_json_parse(&j2, g, sizeof(g) - 1, t2, 64) == 0);
+    hf = mgop_json_canon_hash_except(&j1, 0, "podRoles");
+    CHECK(hf != 0 && hf == mgop_json_canon_hash_except(&j2, 0, "podRoles") && hf != mgop_json_canon_hash(&j1, 0));
+    CHECK(mgop_json_parse(&j2, h, sizeof(h) - 1, t2, 64) == 0 && hf == mgop_json_canon_hash(&j2, 0));
+    CHECK(mgop_json_parse(&j2, k, sizeof(k) - 1, t2, 64) == 0 && hf != mgop_json_canon_hash_except(&j2, 0, "podRoles"));
+  }
 }
 
 /* After a restart: the live status (as the API server encodes it) and the
@@ -4074,6 +4086,7 @@ static void test_pb_varint_golden(void);
 static void test_pb_decode(void);
 static void test_b64(void);
 static void test_topo_records_golden(void);
+static void test_pooler_roles(void);
 static void test_topo_records_keep_unknown(void);
 static void test_etcd_responses(void);
 static void test_etcd_unreachable_endpoints(void);
@@ -4175,6 +4188,7 @@ static const struct t_case t_cases[] = {
     {"etcd_responses", test_etcd_responses},
     {"etcd_unreachable_endpoints", test_etcd_unreachable_endpoints},
     {"pooler_record", test_pooler_record},
+    {"pooler_roles", test_pooler_roles},
     {"roll_order", test_roll_order},
     {"roll_waits", test_roll_waits},
 };
@@ -5355,6 +5369,44 @@ static void test_pooler_record(void) {
   big[3] = 0x1a, big[4] = 0x80, big[5] = 0x02; /* name, 256 bytes */
   big[262] = 0x30, big[263] = 0x02;
   CHECK(mgop_topo_pooler_parse(big, 264, &p) == MGOP_OK && !p.name[0] && p.type == MGOP_POOLER_REPLICA);
+}
+
+/* Pooler roles for Shard status.podRoles: a record counts for StatefulSet
+ * "pool-a" only when its name is "pool-a-<ordinal>" (multipooler's
+ * --service-id is the pod name) with an ordinal a StatefulSet of at most 32
+ * replicas can have; PRIMARY, REPLICA and DRAINED land in their masks. */
+static void t_pooler_kv(struct mgop_role_read *rr, const char *name, int type) {
+  unsigned char v[128];
+  size_t n = strlen(name), at = 0;
+  struct mgop_etcd_kv kv;
+  v[at++] = 0x0a, v[at++] = (unsigned char)(2 + 2 + 6 + 2 + n);         /* id=1 ID{...} */
+  v[at++] = 0x08, v[at++] = 0x01;                                      /* component MULTIPOOLER */
+  v[at++] = 0x12, v[at++] = 6, memcpy(v + at, "zone-a", 6), at += 6;   /* cell */
+  v[at++] = 0x1a, v[at++] = (unsigned char)n, memcpy(v + at, name, n), at += n;
+  if (type) v[at++] = 0x30, v[at++] = (unsigned char)type;             /* type=6 */
+  memset(&kv, 0, sizeof(kv));
+  kv.value = v, kv.value_len = at;
+  CHECK(mgop_role_on_pooler(rr, &kv) == MGOP_OK);
+}
+static void test_pooler_roles(void) {
+  struct mgop_role_read rr = {"pool-a", {0, 0, 0}};
+  t_pooler_kv(&rr, "pool-a-0", MGOP_POOLER_REPLICA);
+  t_pooler_kv(&rr, "pool-a-2", MGOP_POOLER_PRIMARY);
+  t_pooler_kv(&rr, "pool-a-31", MGOP_POOLER_DRAINED);
+  t_pooler_kv(&rr, "pool-a-1", 0);                      /* shut down: type cleared */
+  t_pooler_kv(&rr, "pool-a-32", MGOP_POOLER_PRIMARY);   /* no such ordinal */
+  t_pooler_kv(&rr, "pool-a-1-0", MGOP_POOLER_PRIMARY);  /* another StatefulSet's pod */
+  t_pooler_kv(&rr, "pool-ab-3", MGOP_POOLER_PRIMARY);
+  t_pooler_kv(&rr, "pool-a-", MGOP_POOLER_PRIMARY);
+  t_pooler_kv(&rr, "pool-a-x", MGOP_POOLER_PRIMARY);
+  CHECK(rr.mask[0] == 1u << 2 && rr.mask[1] == 1u && rr.mask[2] == 1u << 31);
+  { /* not a protobuf message: skipped, not an error that stops the range */
+    struct mgop_etcd_kv kv;
+    static const unsigned char junk[] = {0x0a, 0x7f};
+    memset(&kv, 0, sizeof(kv));
+    kv.value = junk, kv.value_len = sizeof(junk);
+    CHECK(mgop_role_on_pooler(&rr, &kv) == MGOP_OK && rr.mask[0] == 1u << 2);
+  }
 }
 
 /* pods of two StatefulSets, 3 each, every one stale and Ready */

@@ -17,6 +17,9 @@
 #      ScaleDownHeld); when it accepts (and the primary moves), the scale-down
 #      happens, after the switch-primary call, and the old primary's ordinal
 #      is what goes only once it is no longer the primary.
+#   Throughout, the Shard's status.podRoles and primaryCell follow the pooler
+#   records (read every --pooler-role-interval, 2s here): every registered
+#   pod with its role, the primary's cell, and no pod scaled away.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ns=it-rolling c=roll
@@ -60,7 +63,7 @@ start_ma
 
 new_namespace $ns
 start_operator rolling --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --topology-registration=true \
-  --multiadmin-address "127.0.0.1:$mport" --metrics-bind-address 127.0.0.1:0
+  --multiadmin-address "127.0.0.1:$mport" --metrics-bind-address 127.0.0.1:0 --pooler-role-interval 2s
 wait_log rolling '"msg":"serving /metrics on 127.0.0.1:0 (port ' || fail "no metrics server"
 metrics_port=$(grep -o 'serving /metrics on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/rolling.log" | grep -o '[0-9]*$')
 
@@ -102,6 +105,13 @@ gauge() {
   local m; m=$(curl -s "http://127.0.0.1:$metrics_port/metrics")
   grep "^multigres_operator_rolling_update_in_progress{shard=\"$shard\",namespace=\"$ns\"}" <<<"$m" | awk '{print $2}'
 }
+# the Shard's podRoles as "pod=ROLE ..." (sorted) and primaryCell
+roles() {
+  jget -n $ns shard "$shard" -o jsonpath='{.status.podRoles}' |
+    python3 -c 'import json, sys; d = json.loads(sys.stdin.read() or "{}"); print(" ".join("%s=%s" % kv for kv in sorted(d.items())))'
+}
+roles_are() { [ "$(roles)" = "$1" ] && [ "$(jget -n $ns shard "$shard" -o jsonpath='{.status.primaryCell}')" = "$2" ]; }
+sorted_words() { tr ' ' '\n' <<<"$*" | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//'; }
 events() { jget -n $ns events.events.k8s.io --field-selector regarding.name="$shard" -o jsonpath='{range .items[*]}{.type} {.reason}: {.note}{"\n"}{end}'; }
 register() { # PRIMARY_POD: every pool pod registered, that one PRIMARY
   local cell s i
@@ -184,7 +194,12 @@ wait_for 30 "the Shard" find_shard || fail "no Shard"
 [ "$(gauge)" = 0 ] || fail "rolling gauge while idle: '$(gauge)'"
 sa=$(sts_of zone-a) sb=$(sts_of zone-b)
 primary=$sb-1
+[ -z "$(roles)" ] || fail "podRoles before any pooler registered: $(roles)"
 register "$primary"
+want=$(sorted_words "$sa-0=REPLICA" "$sa-1=REPLICA" "$sb-0=REPLICA" "$sb-1=PRIMARY")
+wait_for 30 "podRoles from the pooler records" roles_are "$want" zone-b ||
+  fail "podRoles/primaryCell: '$(roles)' / '$(jget -n $ns shard "$shard" -o jsonpath='{.status.primaryCell}')', want '$want' / zone-b"
+note "podRoles: $(roles); primaryCell zone-b"
 start_watch "$dir/watch1.json"
 t1=$(date +%s.%N)
 cluster 120m 2 | kubectl apply -f - >/dev/null
@@ -274,4 +289,8 @@ grep -q "^Normal PrimarySwitched: multiadmin switched the primary away from pod 
 [ "$(rcond reason)" = UpToDate ] || fail "RollingUpdate after the scale-down: $(rcond reason): $(rcond message)"
 [ "$(grep -c '^Warning ScaleDownHeld' <<<"$(events)")" = 1 ] || fail "want one ScaleDownHeld Event per hold, not one per retry: $(events)"
 note "scale-down: held while refused; after the switch-over $sa-1 went and $sa-0 stayed"
+want=$(sorted_words "$sa-0=PRIMARY" "$sb-0=REPLICA")
+wait_for 30 "podRoles after the switch-over and the scale-down" roles_are "$want" zone-a ||
+  fail "podRoles/primaryCell: '$(roles)' / '$(jget -n $ns shard "$shard" -o jsonpath='{.status.primaryCell}')', want '$want' / zone-a (no pod scaled away)"
+note "podRoles after the scale-down: $(roles); primaryCell zone-a"
 operator_alive rolling || fail "operator exited"
