@@ -7068,6 +7068,7 @@ static struct {
   char serving_cert[MGOP_PKI_PEM_MAX];
   char bundle_b64[3 * MGOP_PKI_PEM_MAX];
   char operator_user[256];        /* who the operator is (SelfSubjectReview) */
+  char service_account[254];      /* --webhook-service-account: the same when that is not answered */
   long long next_check_ms;
   long long dir_mtime;            /* of tls.crt in cert_dir            */
   struct mgop_srv srv;
@@ -7375,6 +7376,13 @@ static void mgop_wh_whoami(void) {
     return;
   }
   mgop_wh.operator_user[0] = 0;
+  if (mgop_wh.service_account[0]) {
+    snprintf(mgop_wh.operator_user, sizeof(mgop_wh.operator_user), "system:serviceaccount:%.63s:%.160s", mgop_wh.ns,
+             mgop_wh.service_account);
+    MGOP_LOG(MGOP_WARN, ("webhook: SelfSubjectReview failed (HTTP %d); children are writable only by %s "
+                         "(--webhook-service-account)", status, mgop_wh.operator_user));
+    return;
+  }
   MGOP_LOG(MGOP_WARN, ("webhook: SelfSubjectReview failed (HTTP %d); writes to children are not checked", status));
 }
 
@@ -8100,6 +8108,9 @@ struct mgop_options {
   size_t max_objects, max_series; /* 0: the defaults */
   const char *multiadmin_address;
   int zap_devel, zap_level, zap_level_set, zap_json; /* zap_json -1: by the mode */
+  int enable_http2;           /* accepted: the servers speak HTTP/1.1 only */
+  const char *webhook_port;   /* --webhook-port, as ":PORT" */
+  const char *webhook_service_account; /* the operator's identity when SelfSubjectReview does not answer */
 };
 
 /* The tables sized by flags, allocated once before the threads start:
@@ -8154,6 +8165,11 @@ static int mgop_webhook_setup(const struct mgop_options *opt) {
            opt->webhook_service_ns ? opt->webhook_service_ns
            : mgop_server.cfg.namespace_[0] ? mgop_server.cfg.namespace_ : "multigres-operator");
   mgop_wh.enabled = 1;
+  snprintf(mgop_wh.service_account, sizeof(mgop_wh.service_account), "%s",
+           opt->webhook_service_account ? opt->webhook_service_account : "");
+  if (opt->enable_http2)
+    MGOP_LOG(MGOP_INFO, ("--enable-http2: the webhook, metrics and probe servers speak HTTP/1.1 only (TLS offers "
+                         "no h2), so clients use HTTP/1.1"));
   mgop_wh.internal_certs = opt->webhook_internal_certs;
   mgop_wh.cert_dir = opt->webhook_cert_dir;
   mgop_wh.service = opt->webhook_service;
@@ -8633,13 +8649,21 @@ static const char mgop_usage[] =
     "                           default: debug with --zap-devel, else info\n"
     "  --zap-encoder ENC        console or json (default: console with --zap-devel, else json)\n"
     "  --zap-stacktrace-level LEVEL  accepted for compatibility; a C binary has no stack traces\n"
+    "  --zap-time-encoding E    epoch, millis, nano, iso8601, rfc3339 or rfc3339nano\n"
+    "                           (default: ISO 8601 in microseconds)\n"
     "  --version                print the version and exit\n"
-    "  -h, --help               print this help and exit\n";
+    "  -h, --help               print this help and exit\n"
+    "The reference operator's flags (docs/operations.md): --webhook-port N (the port of\n"
+    "  --webhook-bind-address), --webhook-service-account NAME (also POD_SERVICE_ACCOUNT; POD_NAMESPACE\n"
+    "  is the default webhook namespace), --enable-http2 (accepted; the servers speak HTTP/1.1),\n"
+    "  --metrics-secure=false and --image-update-strategy immediate (what this operator does;\n"
+    "  true and lazy are refused)\n";
 
 /* Every flag the operator accepts; anything else is an error. Each says
  * what it sets: a string of mgop_options (at its offset), or a kind whose
  * value mgop_flag_value checks and stores. */
-enum mgop_flag_kind { MGOP_F_STRING, MGOP_F_BOOL, MGOP_F_DURATION, MGOP_F_COUNT, MGOP_F_LEVEL, MGOP_F_ENCODER };
+enum mgop_flag_kind { MGOP_F_STRING, MGOP_F_BOOL, MGOP_F_DURATION, MGOP_F_COUNT, MGOP_F_LEVEL, MGOP_F_ENCODER,
+                      MGOP_F_DROPIN };
 struct mgop_flag { const char *name; int kind; size_t at; };
 #define MGOP_OPT(field) offsetof(struct mgop_options, field)
 static const struct mgop_flag mgop_flags[] = {
@@ -8675,6 +8699,14 @@ static const struct mgop_flag mgop_flags[] = {
     {"topology-registration", MGOP_F_BOOL, 0},
     {"max-objects", MGOP_F_COUNT, 0},
     {"max-metric-series", MGOP_F_COUNT, 0},
+    /* the reference operator's, so a Deployment written for it starts
+     * (mgop_flag_dropin says what each does here) */
+    {"metrics-secure", MGOP_F_BOOL, 0},
+    {"enable-http2", MGOP_F_BOOL, 0},
+    {"webhook-port", MGOP_F_DROPIN, 0},
+    {"webhook-service-account", MGOP_F_STRING, MGOP_OPT(webhook_service_account)},
+    {"zap-time-encoding", MGOP_F_DROPIN, 0},
+    {"image-update-strategy", MGOP_F_DROPIN, 0},
 };
 
 /* "90s", "10m", "8760h", "1h30m" -> seconds; -1 when malformed or < 1s. */
@@ -8741,7 +8773,46 @@ static int mgop_flag_bool(const struct mgop_flag *f, const char *name, const cha
   else if (!strcmp(f->name, "webhook-enable")) opt->webhook_enable = on;
   else if (!strcmp(f->name, "webhook-use-internal-certs")) opt->webhook_internal_certs = on;
   else if (!strcmp(f->name, "topology-registration")) mgop_topo_enabled = on;
+  else if (!strcmp(f->name, "enable-http2")) opt->enable_http2 = on;
+  else if (!strcmp(f->name, "metrics-secure") && on) {
+    fprintf(stderr, "multigres-op: %s=true is not supported: /metrics is served over plain HTTP, without the "
+            "reference operator's TokenReview authentication; pass --metrics-secure=false and keep the port "
+            "private (a NetworkPolicy)\n", name);
+    return 2;
+  }
   return 0;
+}
+
+/* The reference operator's flags that take a value. */
+static int mgop_flag_dropin(const struct mgop_flag *f, const char *name, const char *val, struct mgop_options *opt) {
+  static char bind[16];
+  static const char *const enc[] = {"epoch", "millis", "nano", "iso8601", "rfc3339", "rfc3339nano"};
+  if (!strcmp(f->name, "webhook-port")) { /* the port of --webhook-bind-address */
+    char *end;
+    long port = strtol(val, &end, 10);
+    if (*end || end == val || port < 1 || port > 65535) {
+      fprintf(stderr, "multigres-op: %s takes a port from 1 to 65535, not \"%s\"\n", name, val);
+      return 2;
+    }
+    snprintf(bind, sizeof(bind), ":%ld", port);
+    opt->webhook_port = bind;
+    return 0;
+  }
+  if (!strcmp(f->name, "zap-time-encoding")) {
+    for (int i = 0; i < (int)(sizeof(enc) / sizeof(enc[0])); i++)
+      if (!strcmp(val, enc[i])) return mgop_log_time = i, 0;
+    fprintf(stderr, "multigres-op: %s must be epoch, millis, nano, iso8601, rfc3339 or rfc3339nano, not \"%s\"\n",
+            name, val);
+    return 2;
+  }
+  /* image-update-strategy: images are resolved at each turn (the spec's, or
+   * the built-in set), so a new operator's set rolls at once: immediate */
+  if (!strcmp(val, "immediate")) return 0;
+  fprintf(stderr, "multigres-op: %s %s: %s\n", name, val, !strcmp(val, "lazy")
+          ? "is not supported yet: a changed default image set rolls at once (immediate); pin images in "
+            "spec.images to hold a cluster on its set"
+          : "must be immediate or lazy");
+  return 2;
 }
 
 /* A duration flag: seconds, where it goes; 0 only for the check intervals. */
@@ -8792,6 +8863,7 @@ static int mgop_flag_value(const struct mgop_flag *f, const char *name, const ch
       if (!strcmp(f->name, "zap-log-level")) opt->zap_level = l, opt->zap_level_set = 1;
       return 0;
     }
+    case MGOP_F_DROPIN: return mgop_flag_dropin(f, name, val, opt);
     default: /* MGOP_F_ENCODER */
       if (strcmp(val, "json") && strcmp(val, "console")) {
         fprintf(stderr, "multigres-op: --zap-encoder must be json or console, not \"%s\"\n", val);
@@ -8861,6 +8933,12 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
   mgop_log_level = opt->zap_level_set ? opt->zap_level : opt->zap_devel ? MGOP_DEBUG : MGOP_INFO;
   mgop_log_json = opt->zap_json >= 0 ? opt->zap_json : !opt->zap_devel;
   if (opt->multiadmin_address) mgop_ma_override = opt->multiadmin_address;
+  if (opt->webhook_port) opt->webhook_bind = opt->webhook_port;
+  /* the reference's Deployment sets these from the downward API */
+  if (!opt->webhook_service_ns && getenv("POD_NAMESPACE") && getenv("POD_NAMESPACE")[0])
+    opt->webhook_service_ns = getenv("POD_NAMESPACE");
+  if (!opt->webhook_service_account && getenv("POD_SERVICE_ACCOUNT") && getenv("POD_SERVICE_ACCOUNT")[0])
+    opt->webhook_service_account = getenv("POD_SERVICE_ACCOUNT");
   return 0;
 }
 

@@ -2860,6 +2860,34 @@ static void test_flags(void) {
     mgop_log_level = saved_level;
     mgop_log_json = saved_json;
   }
+  { /* the reference operator's flags: what we do is accepted, what we cannot do is refused by name */
+    char *dropin[] = {"x", "--metrics-secure=false", "--enable-http2", "--webhook-port", "10250",
+                      "--webhook-service-account=op", "--zap-time-encoding=rfc3339", "--image-update-strategy",
+                      "immediate", NULL};
+    char *secure[] = {"x", "--metrics-secure", NULL};
+    char *lazy[] = {"x", "--image-update-strategy=lazy", NULL};
+    char *port[] = {"x", "--webhook-port=0", NULL};
+    char *enc[] = {"x", "--zap-time-encoding=unix", NULL};
+    char ts[48];
+    int saved_json = mgop_log_json;
+    memset(&opt, 0, sizeof(opt));
+    setenv("POD_NAMESPACE", "ops-ns", 1);
+    CHECK(mgop_parse_flags(9, dropin, &opt, &exit_now) == 0 && opt.enable_http2 == 1);
+    CHECK_STR(opt.webhook_bind, ":10250");
+    CHECK_STR(opt.webhook_service_account, "op");
+    CHECK_STR(opt.webhook_service_ns, "ops-ns"); /* POD_NAMESPACE, as the reference's Deployment sets it */
+    CHECK(mgop_log_time == 4 && mgop_log_ts(ts, sizeof(ts)) == 0 && strlen(ts) == 20 && ts[19] == 'Z');
+    mgop_log_time = 2; /* nano: a number in JSON */
+    CHECK(mgop_log_ts(ts, sizeof(ts)) == 1 && strlen(ts) >= 19 && !strchr(ts, 'T'));
+    mgop_log_time = -1;
+    unsetenv("POD_NAMESPACE");
+    CHECK(mgop_parse_flags(2, secure, &opt, &exit_now) == 2);
+    CHECK(mgop_parse_flags(2, lazy, &opt, &exit_now) == 2);
+    CHECK(mgop_parse_flags(2, port, &opt, &exit_now) == 2);
+    CHECK(mgop_parse_flags(2, enc, &opt, &exit_now) == 2);
+    mgop_log_level = saved_level;
+    mgop_log_json = saved_json;
+  }
 }
 
 /* ======================================================================
@@ -4074,6 +4102,21 @@ static void test_unimplemented_docs(void) {
   CHECK(rows == (int)MGOP_UNIMPLEMENTED_N);
 }
 
+/* Every flag the parser takes is in --help and in docs/operations.md. */
+static void test_flags_documented(void) {
+  static char doc[256 * 1024];
+  size_t n;
+  char name[80];
+  CHECK(mgop_read_file("docs/operations.md", doc, sizeof(doc) - 1, &n) == 0);
+  doc[n] = 0;
+  for (size_t i = 0; i < sizeof(mgop_flags) / sizeof(mgop_flags[0]); i++) {
+    snprintf(name, sizeof(name), "--%s", mgop_flags[i].name);
+    if (!strstr(mgop_usage, name)) fprintf(stderr, "    --help lacks %s\n", name);
+    if (!strstr(doc, name)) fprintf(stderr, "    docs/operations.md lacks %s\n", name);
+    CHECK(strstr(mgop_usage, name) != NULL && strstr(doc, name) != NULL);
+  }
+}
+
 static void test_pki_round_trip(void);
 static void test_pki_san_ip_eku(void);
 static void test_pki_renewal(void);
@@ -4172,6 +4215,7 @@ static const struct t_case t_cases[] = {
     {"backup_schedule_jitter", test_backup_schedule_jitter},
     {"yaml_to_json", test_yaml_to_json},
     {"flags", test_flags},
+    {"flags_documented", test_flags_documented},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},
