@@ -320,6 +320,8 @@ static struct {
   int stop_pipe[2];            /* written once at shutdown; never read     */
   int offer_pipe[2];           /* a byte per certificate offered           */
   int wake_pipe[2];            /* wakes the loop (the Lease was lost)      */
+  int crd_outdated;            /* the installed CRDs are older than this binary */
+  char crd_msg[400];           /* which, for /readyz                        */
 } mgop_shared = {.mu = PTHREAD_MUTEX_INITIALIZER,
                  .stop_pipe = {-1, -1}, .offer_pipe = {-1, -1}, .wake_pipe = {-1, -1}};
 static int mgop_may_write(void);       /* leader election (section 10)    */
@@ -524,6 +526,8 @@ static struct mgop_server {
   struct mgop_arena arena;           /* one turn's memory, reset per turn   */
   unsigned char arena_mem[MGOP_ARENA_BYTES];
   char root_body[256 * 1024];        /* the MultigresCluster as GET returns it */
+  int crd_checked;                   /* the CRDs' schema version was found current */
+  long long crd_next_ms;             /* the next look while it was not      */
 } mgop_server;
 
 /* ======================================================================
@@ -7785,6 +7789,9 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
   mgop_buf_printf(b, "workqueue_depth{name=\"multigres\"} %zu\n", mgop_shared.work_depth);
   mgop_metric_head(b, "workqueue_adds_total", "counter", "Roots added to the work set.");
   mgop_buf_printf(b, "workqueue_adds_total{name=\"multigres\"} %llu\n", mgop_stats.adds);
+  mgop_metric_head(b, "multigres_operator_crd_schema_outdated", "gauge",
+                   "1 while the installed CRDs are older than this operator: it reconciles nothing.");
+  mgop_buf_printf(b, "multigres_operator_crd_schema_outdated %d\n", mgop_shared.crd_outdated);
   mgop_metric_head(b, "leader_election_master_status", "gauge", "1 while this replica holds the Lease.");
   mgop_buf_printf(b, "leader_election_master_status{name=\"%s\"} %d\n",
                   mgop_lease.enabled ? mgop_lease.name : "disabled", mgop_may_write() ? 1 : 0);
@@ -7916,14 +7923,18 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
     else mgop_buf_printf(&resp->body, "the reconcile loop has not turned for %lld s\n", idle / 1000);
     resp->status = live ? 200 : 503;
   } else if (!strcmp(req->path, "/readyz")) {
-    int synced = __atomic_load_n(&mgop_shared.synced, __ATOMIC_ACQUIRE), lease = mgop_lease_healthy();
-    if (synced && lease)
+    int synced = __atomic_load_n(&mgop_shared.synced, __ATOMIC_ACQUIRE), lease = mgop_lease_healthy(), crd_ok;
+    pthread_mutex_lock(&mgop_shared.mu);
+    crd_ok = !mgop_shared.crd_outdated;
+    if (!crd_ok) mgop_buf_printf(&resp->body, "not reconciling: %s\n", mgop_shared.crd_msg);
+    pthread_mutex_unlock(&mgop_shared.mu);
+    if (crd_ok && synced && lease)
       mgop_buf_printf(&resp->body, "ok: watches synced; %s\n", !mgop_lease.enabled ? "no leader election"
                                                                : mgop_may_write() ? "leader" : "standby");
-    else
+    else if (crd_ok)
       mgop_buf_printf(&resp->body, "%s%s%s\n", synced ? "" : "watches not synced yet", !synced && !lease ? "; " : "",
                       lease ? "" : "the Lease could not be read or renewed recently");
-    resp->status = synced && lease ? 200 : 503;
+    resp->status = crd_ok && synced && lease ? 200 : 503;
   } else {
     mgop_buf_puts(&resp->body, "not found; try /metrics, /healthz or /readyz\n");
     resp->status = 404;
@@ -8260,12 +8271,73 @@ static void mgop_loop_yields(void) {
     MGOP_LOG(MGOP_WARN, ("cannot make the reconcile loop a batch thread: %s", strerror(errno)));
 }
 
+/* ---- CRD schema version --------------------------------------------------
+ * The CRDs carry multigres.com/schema-version (config/crd/gen-crds.py); an
+ * operator newer than its CRDs would write fields the API server prunes, so
+ * it reconciles nothing until they are applied: a log line, /readyz 503 and
+ * multigres_operator_crd_schema_outdated say which. Read at start (eight
+ * GETs) and, while not current, every MGOP_CRD_RECHECK_MS; once current,
+ * never again (idle costs nothing). A CRD that cannot be read for another
+ * reason (no RBAC grant) is logged and not held against the operator. */
+#define MGOP_CRD_SCHEMA 1 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
+#define MGOP_CRD_RECHECK_MS 10000
+static void mgop_crd_check(void) {
+  static char body[256 * 1024];
+  static jsmntok_t tok[32768];
+  char path[256], why[400] = "", v[16];
+  int outdated = 0;
+  if (mgop_server.crd_checked || mgop_now_ms() < mgop_server.crd_next_ms) return;
+  for (int k = K_CLUSTER; k <= K_SHARD && !outdated; k++) {
+    struct mgop_buf b;
+    struct mgop_json j;
+    int status = 0, rc;
+    long version = 0;
+    snprintf(path, sizeof(path), "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s.multigres.com",
+             mgop_kinds[k].plural);
+    mgop_buf_init(&b, body, sizeof(body));
+    rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+    if (rc == MGOP_ERR_NOTFOUND) {
+      snprintf(why, sizeof(why), "CRD %s.multigres.com is not installed", mgop_kinds[k].plural);
+      outdated = 1;
+    } else if (rc || mgop_json_parse(&j, b.p, b.len, tok, sizeof(tok) / sizeof(tok[0]))) {
+      if (status == 401 || status == 403) { /* not ours to decide: say so once, go on */
+        MGOP_LOG(MGOP_WARN, ("CRD schema version not checked: %s (grant get on customresourcedefinitions)",
+                             mgop_errmsg()));
+        break;
+      }
+      MGOP_LOG(MGOP_WARN, ("CRD schema version: %s; looking again in %d s", mgop_errmsg(), MGOP_CRD_RECHECK_MS / 1000));
+      mgop_server.crd_next_ms = mgop_now_ms() + MGOP_CRD_RECHECK_MS;
+      return;
+    } else {
+      if (mgop_json_str(&j, mgop_json_key(&j, mgop_json_path(&j, 0, "metadata.annotations"),
+                                          "multigres.com/schema-version"), v, sizeof(v)) == MGOP_OK)
+        version = strtol(v, NULL, 10);
+      if (version < MGOP_CRD_SCHEMA) {
+        snprintf(why, sizeof(why), "CRD %s.multigres.com has schema version %ld (multigres.com/schema-version), this "
+                 "operator needs %d: apply the crds.yaml of this release", mgop_kinds[k].plural, version,
+                 MGOP_CRD_SCHEMA);
+        outdated = 1;
+      }
+    }
+  }
+  pthread_mutex_lock(&mgop_shared.mu);
+  if (outdated && (!mgop_shared.crd_outdated || strcmp(mgop_shared.crd_msg, why)))
+    MGOP_LOG(MGOP_ERROR, ("not reconciling: %s", why));
+  else if (!outdated && mgop_shared.crd_outdated)
+    MGOP_LOG(MGOP_INFO, ("the CRDs have schema version %d now; reconciling", MGOP_CRD_SCHEMA));
+  mgop_shared.crd_outdated = outdated;
+  snprintf(mgop_shared.crd_msg, sizeof(mgop_shared.crd_msg), "%s", why);
+  pthread_mutex_unlock(&mgop_shared.mu);
+  mgop_server.crd_checked = !outdated;
+  mgop_server.crd_next_ms = mgop_now_ms() + MGOP_CRD_RECHECK_MS;
+}
+
 /* One reconcile, of the root that is due, on the leader. 1 when it ran. */
 static int mgop_loop_reconcile(void) {
   struct mgop_work item;
   long long t0 = mgop_now_ms();
   int controller, rc;
-  if (!mgop_may_write() || mgop_work_pop(mgop_now_ms(), &item) != MGOP_OK) return 0;
+  if (!mgop_may_write() || !mgop_server.crd_checked || mgop_work_pop(mgop_now_ms(), &item) != MGOP_OK) return 0;
   controller = strcmp(item.kind, "MultigresCluster") ? MGOP_C_TEMPLATE : MGOP_C_CLUSTER;
   rc = controller == MGOP_C_TEMPLATE ? mgop_template_sync(item.ns, item.name) : mgop_reconcile(item.ns, item.name);
   mgop_metrics_turn(controller, rc ? "error" : "success", (double)(mgop_now_ms() - t0) / 1000.0);
@@ -8283,6 +8355,9 @@ static int mgop_loop_reconcile(void) {
  * the next is due, at most wait. */
 static long long mgop_loop_timers(long long wait) {
   long long due = mgop_work_next_due(mgop_now_ms());
+  mgop_crd_check();
+  if (!mgop_server.crd_checked && mgop_server.crd_next_ms - mgop_now_ms() < wait)
+    wait = mgop_server.crd_next_ms - mgop_now_ms();
   if (due >= 0 && due < wait) wait = due;
   if (mgop_may_write() && (due = mgop_backup_tick()) >= 0 && due < wait) wait = due;
   if (mgop_wh.enabled && mgop_now_ms() >= mgop_wh.next_check_ms) { /* certificates: hourly, or soon after a miss */

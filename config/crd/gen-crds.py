@@ -23,6 +23,10 @@ import sys
 
 GROUP = "multigres.com"
 VERSION = "v1alpha1"
+# Stamped on every CRD (multigres.com/schema-version). Raise it, and
+# MGOP_CRD_SCHEMA in multigres-op.c with it, when the operator starts relying
+# on a schema change: an operator then refuses to reconcile against older CRDs.
+SCHEMA_VERSION = 1
 
 # ---------------------------------------------------------------------------
 # Small schema builders
@@ -1170,6 +1174,7 @@ def crd(kind, plural, short, schema_fn, columns):
                 "app.kubernetes.io/name": "multigres-operator",
                 "app.kubernetes.io/part-of": "multigres-operator",
             },
+            "annotations": {"multigres.com/schema-version": str(SCHEMA_VERSION)},
         },
         "spec": {
             "group": GROUP,
