@@ -24,9 +24,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ns=it-rolling c=roll
 T="$ROOT/tests/integration/topo_etcd.py"
-etcd_bins=("$HOME"/.cache/multigres-op/controlplane/*/bin/etcd)
+etcd_bins=("${MGOP_CACHE:-$HOME/.cache/multigres-op}"/controlplane/*/bin/etcd)
 etcd_bin=${etcd_bins[0]}
-[ -x "$etcd_bin" ] || fail "no etcd binary in ~/.cache/multigres-op/controlplane"
+[ -x "$etcd_bin" ] || fail "no etcd binary in ${MGOP_CACHE:-$HOME/.cache/multigres-op}/controlplane"
 dir=$IT_LOGS/rolling
 rm -rf "$dir"; mkdir -p "$dir"
 read -r ep epeer mport < <(python3 -c '

@@ -21,9 +21,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ns=it-topology a=tp-plain b=tp-tls
 T="$ROOT/tests/integration/topo_etcd.py"
-etcd_bins=("$HOME"/.cache/multigres-op/controlplane/*/bin/etcd) # no pipe into head under pipefail
+etcd_bins=("${MGOP_CACHE:-$HOME/.cache/multigres-op}"/controlplane/*/bin/etcd) # no pipe into head under pipefail
 etcd_bin=${etcd_bins[0]}
-[ -x "$etcd_bin" ] || fail "no etcd binary in ~/.cache/multigres-op/controlplane"
+[ -x "$etcd_bin" ] || fail "no etcd binary in ${MGOP_CACHE:-$HOME/.cache/multigres-op}/controlplane"
 dir=$IT_LOGS/topology
 rm -rf "$dir"; mkdir -p "$dir"
 read -r p1 p1peer p2 p2peer dead < <(python3 -c '
