@@ -754,7 +754,6 @@ static int mgop_sts_fact_get(const char *ns, const char *name, struct mgop_sts_f
   return found;
 }
 
-/* The loop: the roles just read for StatefulSet key (kept when it has no row). */
 /* The loop: the roles just read for StatefulSet key (primary, replica and
  * drained masks; NULL: keep what was known, only the time of the try). */
 static void mgop_sts_roles_set(uint64_t key, const uint32_t *masks, long long now) {
@@ -5279,6 +5278,22 @@ static int mgop_roll_on_pod(void *ctx, const struct mgop_json *j, int item) {
   return MGOP_OK;
 }
 
+/* The key prefix of the pooler records of cell (and of StatefulSet sts's
+ * pods, sts non-empty): <cell root>/poolers/multipooler-<cell>-[<sts>-].
+ * 0 when the cell's topology is on a server of its own, which the
+ * operator does not read. */
+static int mgop_pooler_prefix(struct mgop_rctx *r, const char *cell, const char *sts, char *key, size_t cap) {
+  const struct mgop_topo_want_cell *c = NULL;
+  size_t rl;
+  for (int i = 0; i < r->ntopo_cells; i++)
+    if (!strcmp(r->topo_cells[i].name, cell)) c = &r->topo_cells[i];
+  if (!c || strcmp(c->addrs, r->topo_addr)) return 0;
+  rl = strlen(c->root);
+  while (rl > 0 && c->root[rl - 1] == '/') rl--;
+  snprintf(key, cap, "%.*s/poolers/multipooler-%s-%s%s", (int)rl, c->root, cell, sts, sts[0] ? "-" : "");
+  return 1;
+}
+
 /* The pods registered PRIMARY in a cell's topology: <cell root>/poolers/
  * multipooler-<cell>-<name>/Pooler, read from the global topology server when
  * the cell's topology is there. 1 when read (n may be 0); 0 when roles
@@ -5297,22 +5312,15 @@ static int mgop_roll_read_primaries(struct mgop_rctx *r, const char *cell, char 
                                     char *why, size_t wcap) {
   struct mgop_roll_primaries pr = {names, cap, 0};
   struct mgop_topo_slot *slot = mgop_topo_slot(r->ns, r->name);
-  const struct mgop_topo_want_cell *c = NULL;
   char key[MGOP_ROOT_PATH_BUF + 200];
-  size_t rl;
   *n = 0;
   if (!mgop_topo_enabled) return snprintf(why, wcap, "topology registration is disabled (--topology-registration=false)"), 0;
-  for (int i = 0; i < r->ntopo_cells; i++)
-    if (!strcmp(r->topo_cells[i].name, cell)) c = &r->topo_cells[i];
-  if (!c || strcmp(c->addrs, r->topo_addr))
+  if (!mgop_pooler_prefix(r, cell, "", key, sizeof(key)))
     return snprintf(why, wcap, "cell %.64s keeps its topology on its own server, which the operator does not read", cell), 0;
   if (slot && slot->error[0] && mgop_now_ms() < slot->next_ms)
     return snprintf(why, wcap, "the topology server is unreachable: %.200s", slot->error), 0;
   if (mgop_topo_attach(r, slot))
     return snprintf(why, wcap, "the topology server is not usable: %.200s", mgop_errmsg()), 0;
-  rl = strlen(c->root);
-  while (rl > 0 && c->root[rl - 1] == '/') rl--;
-  snprintf(key, sizeof(key), "%.*s/poolers/multipooler-%s-", (int)rl, c->root, cell);
   if (mgop_etcd_range(&mgop_topo_etcd, key, 1, 0, mgop_roll_on_pooler, &pr))
     return snprintf(why, wcap, "the pooler records could not be read: %.200s", mgop_errmsg()), 0;
   *n = pr.n;
@@ -5360,16 +5368,9 @@ static int mgop_role_on_pooler(void *ctx, const struct mgop_etcd_kv *kv) {
 /* One pool StatefulSet's roles: 1 read, 0 not readable here (its cell's
  * topology is on a server of its own), -1 the server failed. */
 static int mgop_role_read_set(struct mgop_rctx *r, const char *sts, const char *cell, long long now) {
-  const struct mgop_topo_want_cell *c = NULL;
   struct mgop_role_read rr = {sts, {0, 0, 0}};
   char key[MGOP_ROOT_PATH_BUF + 200];
-  size_t rl;
-  for (int i = 0; i < r->ntopo_cells; i++)
-    if (!strcmp(r->topo_cells[i].name, cell)) c = &r->topo_cells[i];
-  if (!c || strcmp(c->addrs, r->topo_addr)) return 0;
-  rl = strlen(c->root);
-  while (rl > 0 && c->root[rl - 1] == '/') rl--;
-  snprintf(key, sizeof(key), "%.*s/poolers/multipooler-%s-%s-", (int)rl, c->root, cell, sts);
+  if (!mgop_pooler_prefix(r, cell, sts, key, sizeof(key))) return 0;
   if (mgop_etcd_range(&mgop_topo_etcd, key, 1, 0, mgop_role_on_pooler, &rr)) return -1;
   mgop_sts_roles_set(mgop_fp_key("StatefulSet", r->ns, sts), rr.mask, now);
   return 1;
@@ -5386,46 +5387,42 @@ static int mgop_cmp_pod_role(const void *a, const void *b) { /* the primary firs
  * (*topo_down) is not asked again until the next interval. Returns ms until
  * the next read is due, -1 when none is. */
 static long long mgop_shard_roles_of(struct mgop_rctx *r, int s, int *topo_down) {
-  static const char cell_label[] = "\"multigres.com/cell\":\"";
   struct mgop_topo_slot *slot;
   long long now = mgop_now_ms(), next = -1;
+  int whole, updated, total;
   mgop_shard_roles.n = 0;
   mgop_shard_roles.primary_cell[0] = 0;
   if (!mgop_topo_enabled || r->render || !mgop_role_check_ms) return -1;
   slot = mgop_topo_slot(r->ns, r->name);
-  for (int i = 0; i < r->ndesired; i++) {
-    struct mgop_desired *d = &r->desired[i];
+  mgop_roll_sets(r, s, &whole, &updated, &total); /* the shard's pool StatefulSets (the roll is done this turn) */
+  for (int i = 0; i < mgop_rl.nsets; i++) {
+    const struct mgop_roll_set *set = &mgop_rl.sets[i];
+    const char *cell = set->cell;
     struct mgop_sts_fact fact;
-    struct mgop_fp *f;
-    char cell[64] = "";
-    const char *cl;
-    if (d->kind != K_STS || !strstr(d->json, r->shard_names[s])) continue; /* a pool of this shard */
-    if (!(f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, d->name))) || !(f->flags & MGOP_FP_EXISTS)) continue;
-    if (!mgop_sts_fact_get(r->ns, d->name, &fact)) continue;
-    if ((cl = strstr(d->json, cell_label))) sscanf(cl + sizeof(cell_label) - 1, "%63[^\"]", cell);
+    if (!mgop_sts_fact_get(r->ns, set->name, &fact)) continue;
     if (!fact.roles_ms || now - fact.roles_ms >= mgop_role_check_ms) {
       int rc = -1;
       if (!*topo_down && !(slot && slot->error[0] && now < slot->next_ms) && !mgop_topo_attach(r, slot))
-        rc = mgop_role_read_set(r, d->name, cell, now);
+        rc = mgop_role_read_set(r, set->name, cell, now);
       if (rc < 0) { /* keep what was known; try again next interval */
         if (!*topo_down)
-          MGOP_LOG(MGOP_DEBUG, ("pooler roles of %s/%s not read: %s", r->ns, d->name, mgop_errmsg()));
+          MGOP_LOG(MGOP_DEBUG, ("pooler roles of %s/%s not read: %s", r->ns, set->name, mgop_errmsg()));
         *topo_down = 1;
-        mgop_sts_roles_set(mgop_fp_key("StatefulSet", r->ns, d->name), NULL, now);
+        mgop_sts_roles_set(mgop_fp_key("StatefulSet", r->ns, set->name), NULL, now);
       }
-      mgop_sts_fact_get(r->ns, d->name, &fact);
+      mgop_sts_fact_get(r->ns, set->name, &fact);
     }
     if (fact.roles_ms) {
       long long due = fact.roles_ms + mgop_role_check_ms - now;
       if (next < 0 || due < next) next = due < 0 ? 0 : due;
     }
-    for (int o = 0; o < f->desired && o < 32; o++) {
+    for (int o = 0; o < set->desired && o < 32; o++) {
       struct mgop_pod_role *pr = &mgop_shard_roles.pod[mgop_shard_roles.n];
       const char *role = fact.primary >> o & 1 ? "PRIMARY" : fact.drained >> o & 1 ? "DRAINED"
                          : fact.replica >> o & 1 ? "REPLICA" : NULL;
       if (!role) continue;
       if (mgop_shard_roles.n == MGOP_ROLL_PODS_MAX) break; /* cannot happen: pools x cells x 32 fit */
-      snprintf(pr->pod, sizeof(pr->pod), "%.52s-%d", d->name, o);
+      snprintf(pr->pod, sizeof(pr->pod), "%.52s-%d", set->name, o);
       pr->role = role;
       mgop_shard_roles.n++;
       if (role[0] == 'P' && !mgop_shard_roles.primary_cell[0])
