@@ -41,7 +41,11 @@ source "$MGOP_CP_DIR/env"
 export IT_LOGS=$ROOT/build/bench
 source "$ROOT/tests/integration/lib.sh"
 kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
+for _ in $(seq 12); do # retried: kubectl wait fails at once on a CRD whose status is not filled yet
+  kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null 2>&1 && break
+  sleep 1
+done
+kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null
 ns=bench
 new_namespace $ns
 # every "bench NAME VALUE UNIT" line printed below also goes to the results file

@@ -21,7 +21,11 @@ trap cleanup EXIT
 
 say "Installing the CRDs"
 kubectl apply --server-side -f "$ROOT/crds.yaml"
-kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
+for _ in $(seq 12); do # retried: kubectl wait fails at once on a CRD whose status is not filled yet
+  kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null 2>&1 && break
+  sleep 1
+done
+kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null
 
 say "Running the operator (log: $LOG)"
 # kwok simulates the etcd pods, so nothing answers at the cluster's global

@@ -19,7 +19,9 @@ source "${MGOP_CP_DIR:-/tmp/multigres-op-cp}/env"
 source "$HERE/lib.sh"
 
 kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null || { echo "crds.yaml was rejected" >&2; exit 1; }
-kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null || exit 1
+# retried: kubectl wait fails at once ("accessor error") on a CRD whose status
+# the API server has not filled yet, as tests/gitops/run.sh does too
+wait_for 60 "every CRD Established" kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null || exit 1
 
 passed=0 failed=0 failed_names=()
 for t in "$HERE"/t_*.sh; do
