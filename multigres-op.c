@@ -24,6 +24,7 @@
 #define MULTIGRES_OP_IMPLEMENTATION
 #include "multigres-op.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
@@ -31,6 +32,7 @@
 #include <sys/resource.h>
 #include <sched.h>
 #include <sys/syscall.h>
+#include <mbedtls/sha256.h>
 
 #define MGOP_GROUP "multigres.com"
 #define MGOP_API_VERSION "multigres.com/v1alpha1"
@@ -160,10 +162,11 @@ _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3
  * only as far as the largest cluster reaches. */
 #define MGOP_ARENA_BYTES ((size_t)MGOP_DESIRED_MAX * 6 * 1024)
 /* A status patch, the root's being the largest: five conditions and the
- * message (each up to the 600 characters of a stall), a summary per cell,
- * and every template the cluster resolved (names of at most 63). */
-#define MGOP_STATUS_BUF (6 * (200 + 600) + MGOP_CRD_CELLS_MAX * (MGOP_CRD_CELL_NAME_MAX + 64) + \
-                         MGOP_TREFS_MAX * (63 + 4) + 2048 + MGOP_STATUS_TOPO_BUF)
+ * message (each up to the 600 characters of a stall) and two more, a
+ * summary per cell, every template the cluster resolved (names of at most
+ * 63) and the image sets. */
+#define MGOP_STATUS_BUF (7 * (200 + 600) + MGOP_CRD_CELLS_MAX * (MGOP_CRD_CELL_NAME_MAX + 64) + \
+                         MGOP_TREFS_MAX * (63 + 4) + 2048 + MGOP_STATUS_TOPO_BUF + MGOP_STATUS_IMAGES_BUF)
 /* status.topology: the root and the registered names (a removed cell stays
  * listed until pruned, so twice the cells) */
 #define MGOP_STATUS_TOPO_BUF (MGOP_CRD_ROOT_PATH_MAX + (2 * MGOP_CRD_CELLS_MAX + 8) * (63 + 4) + 128)
@@ -180,6 +183,16 @@ _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3
 _Static_assert(MGOP_MA_TIMEOUT_MS >= 2000, "MGOP_SWITCH_CATCHUP must end before the multiadmin call's deadline");
 /* buffers that hold one CRD value (+1 for the NUL) */
 #define MGOP_IMAGE_BUF (MGOP_CRD_IMAGE_MAX + 1)
+/* The images of the Multigres components (section 4, image sets), in the
+ * order of their revision lines: sorted by lower-cased name. */
+enum { MGOP_IMG_MULTIADMIN, MGOP_IMG_MULTIADMIN_WEB, MGOP_IMG_MULTIGATEWAY, MGOP_IMG_MULTIORCH, MGOP_IMG_MULTIPOOLER,
+       MGOP_IMG_POSTGRES, MGOP_IMG_COUNT };
+struct mgop_img_set { char img[MGOP_IMG_COUNT][MGOP_IMAGE_BUF]; };
+#define MGOP_IMG_REV_LEN 12 /* hex digits of a set's revision */
+/* the applied-images annotation: the set as JSON, every image escaped */
+#define MGOP_IMG_RECORD_BUF (MGOP_IMG_COUNT * (2 * MGOP_CRD_IMAGE_MAX + 24) + 8)
+/* status.images: three sets (effective, applied, available) and the rest */
+#define MGOP_STATUS_IMAGES_BUF (3 * MGOP_IMG_COUNT * (2 * MGOP_CRD_IMAGE_MAX + 24) + 256)
 #define MGOP_QUANTITY_BUF (MGOP_CRD_QUANTITY_MAX + 1)
 #define MGOP_ROOT_PATH_BUF (MGOP_CRD_ROOT_PATH_MAX + 1)
 /* A metric label set, the widest one: shard="<Shard name>",pool="<pool>",
@@ -281,6 +294,21 @@ struct mgop_rctx {
    * scale-down says, for the Shard's RollingUpdate condition */
   char roll_note[MGOP_SHARDS_MAX][600];
   int roll_held[MGOP_SHARDS_MAX];
+  /* images (section 4): the default set this cluster is on, and why */
+  struct mgop_img_state {
+    int resolved;
+    int lazy;                     /* the update strategy in effect        */
+    unsigned pinned;              /* components spec.images pins (bits)   */
+    struct mgop_img_set applied;  /* the default set the children use     */
+    char applied_rev[MGOP_IMG_REV_LEN + 1];
+    int recorded;                 /* a complete record: 1 annotation, 2 status */
+    int record_invalid;           /* the annotation was there but unusable */
+    struct mgop_img_set record;
+    char record_rev[MGOP_IMG_REV_LEN + 1];
+    int record_stale;             /* the annotation must be (re)written   */
+    const char *pending;          /* why a new default set waits, or NULL */
+    char ack[65];                 /* spec.imageUpdatePolicy.acknowledgedRevision */
+  } img;
 };
 
 /* A fresh context. The four tables read only below their counts (objects,
@@ -2022,42 +2050,43 @@ static void mgop_backup_condition(struct mgop_jw *w, long long generation); /* s
 static void mgop_bh_adopt(uint64_t key, const char *status, long long since);
 static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs);
 /* A sixth condition some kinds carry (TopologyRegistered), or NULL. */
-struct mgop_xcond { const char *type; int status; const char *reason, *message; };
-static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const char *reason, const char *message,
-                            long long generation, long long since, const struct mgop_xcond *x, long long xsince) {
-  static const char *types[] = {"Available", "Progressing", "Ready", "Reconciling", "Stalled"};
+struct mgop_xcond {
+  const char *type;
+  int status;
+  const char *reason, *message;
+  const struct mgop_xcond *next; /* one more (ImageRolloutPending), with */
+  long long since;               /* its own transition time             */
+};
+static void mgop_condition(struct mgop_jw *w, const char *type, int status, const char *reason, const char *message,
+                           long long generation, long long since) {
   char ts[32];
   time_t t = (time_t)since;
   struct tm tm;
   gmtime_r(&t, &tm);
   strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  mgop_jw_obj(w);
+  mgop_jw_key(w, "lastTransitionTime"); mgop_jw_str(w, ts);
+  mgop_jw_key(w, "message"); mgop_jw_str(w, message);
+  mgop_jw_key(w, "observedGeneration"); mgop_jw_i64(w, generation);
+  mgop_jw_key(w, "reason"); mgop_jw_str(w, reason);
+  mgop_jw_key(w, "status"); mgop_jw_str(w, status ? "True" : "False");
+  mgop_jw_key(w, "type"); mgop_jw_str(w, type);
+  mgop_jw_obj_end(w);
+}
+
+static void mgop_conditions(struct mgop_jw *w, int ready, int stalled, const char *reason, const char *message,
+                            long long generation, long long since, const struct mgop_xcond *x, long long xsince) {
+  const struct mgop_xcond *first = x;
+  static const char *types[] = {"Available", "Progressing", "Ready", "Reconciling", "Stalled"};
   mgop_jw_key(w, "conditions");
   mgop_jw_arr(w);
   for (int i = 0; i < 5; i++) {
     int on = (i == 0 || i == 2) ? ready : (i == 4) ? stalled : (!ready && !stalled);
-    mgop_jw_obj(w);
-    mgop_jw_key(w, "lastTransitionTime"); mgop_jw_str(w, ts);
-    mgop_jw_key(w, "message"); mgop_jw_str(w, message);
-    mgop_jw_key(w, "observedGeneration"); mgop_jw_i64(w, generation);
-    mgop_jw_key(w, "reason"); mgop_jw_str(w, reason);
-    mgop_jw_key(w, "status"); mgop_jw_str(w, on ? "True" : "False");
-    mgop_jw_key(w, "type"); mgop_jw_str(w, types[i]);
-    mgop_jw_obj_end(w);
+    mgop_condition(w, types[i], on, reason, message, generation, since);
   }
   mgop_backup_condition(w, generation);
-  if (x) {
-    t = (time_t)xsince;
-    gmtime_r(&t, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    mgop_jw_obj(w);
-    mgop_jw_key(w, "lastTransitionTime"); mgop_jw_str(w, ts);
-    mgop_jw_key(w, "message"); mgop_jw_str(w, x->message);
-    mgop_jw_key(w, "observedGeneration"); mgop_jw_i64(w, generation);
-    mgop_jw_key(w, "reason"); mgop_jw_str(w, x->reason);
-    mgop_jw_key(w, "status"); mgop_jw_str(w, x->status ? "True" : "False");
-    mgop_jw_key(w, "type"); mgop_jw_str(w, x->type);
-    mgop_jw_obj_end(w);
-  }
+  for (; x; x = x->next) /* the first extra's time is kept in the object's row */
+    mgop_condition(w, x->type, x->status, x->reason, x->message, generation, x == first ? xsince : x->since);
   mgop_jw_arr_end(w);
 }
 
@@ -2206,6 +2235,8 @@ static void mgop_topo_status_extra(struct mgop_jw *w, void *ctx) {
   mgop_jw_key(w, "replicas"); mgop_jw_i64(w, t->replicas);
 }
 
+static void mgop_img_status(struct mgop_jw *w, const struct mgop_rctx *r); /* section 5, image sets */
+static void mgop_img_condition(struct mgop_rctx *r, struct mgop_xcond *c, char *msg, size_t cap);
 struct mgop_root_status {
   int topo_ready, admin_ready, cells, ready_cells, shards, ready_shards;
   const char *topo_name;
@@ -2237,6 +2268,7 @@ static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
     mgop_jw_obj_end(w);
   }
   mgop_jw_obj_end(w);
+  mgop_img_status(w, s->r);
   mgop_jw_key(w, "globalTopoServer"); mgop_jw_obj(w);
   mgop_jw_key(w, "available"); mgop_jw_str(w, s->topo_ready ? "True" : "False");
   mgop_jw_key(w, "serviceName"); mgop_jw_str(w, s->topo_name);
@@ -2457,13 +2489,227 @@ static int mgop_resolve_chain(struct mgop_rctx *r, const struct mgop_chain *c, s
   }
 }
 
-/* spec.images.<key>, else the built-in image. */
-static const char *mgop_image(struct mgop_rctx *r, const char *key, char *buf, size_t cap, const char *builtin) {
+/* ---- image sets -------------------------------------------------------------
+ * Images are operator configuration, resolved at each turn and never written
+ * into the spec: spec.images.<component> (a pin) > the operator's default
+ * set. The default set is built in, each image overridable by an environment
+ * variable, and fixed at start; its revision names it. Under the lazy
+ * strategy a cluster stays on the default set it runs (recorded in the
+ * applied-images annotation, status.images as a fallback) until
+ * spec.imageUpdatePolicy.acknowledgedRevision names the new set's revision.
+ * The names, the revision algorithm and the annotation are the reference
+ * operator's, so a cluster moved between the two keeps its record. */
+#define MGOP_APPLIED_IMAGES_ANNOTATION "multigres.com/applied-images"
+static const struct mgop_img_comp {
+  const char *key;  /* in spec.images and status.images */
+  const char *line; /* in the revision's lines          */
+  const char *env, *builtin;
+} mgop_img_comps[MGOP_IMG_COUNT] = {
+    {"multiadmin", "multiadmin", "MULTIGRES_IMAGE_MULTIADMIN", MGOP_IMAGE_MULTIGRES},
+    {"multiadminWeb", "multiadminweb", "MULTIGRES_IMAGE_MULTIADMIN_WEB", MGOP_IMAGE_ADMIN_WEB},
+    {"multigateway", "multigateway", "MULTIGRES_IMAGE_MULTIGATEWAY", MGOP_IMAGE_MULTIGRES},
+    {"multiorch", "multiorch", "MULTIGRES_IMAGE_MULTIORCH", MGOP_IMAGE_MULTIGRES},
+    {"multipooler", "multipooler", "MULTIGRES_IMAGE_MULTIPOOLER", MGOP_IMAGE_MULTIGRES},
+    {"postgres", "postgres", "MULTIGRES_IMAGE_POSTGRES", MGOP_IMAGE_PGCTLD},
+};
+/* Set at start (mgop_img_defaults_init, the flag), read-only after: the
+ * serving thread's reviews read it too. */
+static struct {
+  struct mgop_img_set set;
+  char rev[MGOP_IMG_REV_LEN + 1];
+  int lazy;      /* --image-update-strategy lazy */
+  unsigned from_env;
+} mgop_img_defaults;
+
+/* The first 12 hex digits of sha256 over "name=image" lines, sorted,
+ * joined with newlines. */
+static void mgop_img_revision(const struct mgop_img_set *s, char out[MGOP_IMG_REV_LEN + 1]) {
+  mbedtls_sha256_context c;
+  unsigned char h[32];
+  mbedtls_sha256_init(&c);
+  mbedtls_sha256_starts(&c, 0);
+  for (int i = 0; i < MGOP_IMG_COUNT; i++) {
+    if (i) mbedtls_sha256_update(&c, (const unsigned char *)"\n", 1);
+    mbedtls_sha256_update(&c, (const unsigned char *)mgop_img_comps[i].line, strlen(mgop_img_comps[i].line));
+    mbedtls_sha256_update(&c, (const unsigned char *)"=", 1);
+    mbedtls_sha256_update(&c, (const unsigned char *)s->img[i], strlen(s->img[i]));
+  }
+  mbedtls_sha256_finish(&c, h);
+  mbedtls_sha256_free(&c);
+  for (int i = 0; i < MGOP_IMG_REV_LEN / 2; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/* The default set: built in, or from MULTIGRES_IMAGE_<COMPONENT> (blanks
+ * trimmed). Returns 0, or 2 with the reason on stderr. */
+static int mgop_img_defaults_init(void) {
+  for (int i = 0; i < MGOP_IMG_COUNT; i++) {
+    const char *v = getenv(mgop_img_comps[i].env), *end;
+    while (v && isspace((unsigned char)*v)) v++;
+    end = v ? v + strlen(v) : NULL;
+    while (end && end > v && isspace((unsigned char)end[-1])) end--;
+    if (!v || end == v) {
+      snprintf(mgop_img_defaults.set.img[i], MGOP_IMAGE_BUF, "%s", mgop_img_comps[i].builtin);
+      continue;
+    }
+    if (end - v > MGOP_CRD_IMAGE_MAX) {
+      fprintf(stderr, "multigres-op: %s is %d characters long; an image reference is at most %d (as in "
+              "spec.images): shorten it, e.g. pin by digest without a tag\n", mgop_img_comps[i].env, (int)(end - v),
+              MGOP_CRD_IMAGE_MAX);
+      return 2;
+    }
+    snprintf(mgop_img_defaults.set.img[i], MGOP_IMAGE_BUF, "%.*s", (int)(end - v), v);
+    mgop_img_defaults.from_env |= 1u << i;
+  }
+  mgop_img_revision(&mgop_img_defaults.set, mgop_img_defaults.rev);
+  return 0;
+}
+
+/* A complete set from a JSON object ({"multigateway": "...", ...}): 1, or 0
+ * when a component is missing, empty or too long. */
+static int mgop_img_set_from(const struct mgop_json *j, int obj, struct mgop_img_set *s) {
+  if (!mgop_json_is(j, obj, JSMN_OBJECT)) return 0;
+  for (int i = 0; i < MGOP_IMG_COUNT; i++)
+    if (mgop_json_str(j, mgop_json_key(j, obj, mgop_img_comps[i].key), s->img[i], MGOP_IMAGE_BUF) || !s->img[i][0])
+      return 0;
+  return 1;
+}
+
+/* What the cluster recorded: the annotation first (it survives a restore
+ * that drops status), then status.images.applied. */
+static void mgop_img_recorded(struct mgop_rctx *r) {
+  struct mgop_img_state *m = &r->img;
+  int ann = mgop_json_key(&r->root, mgop_json_path(&r->root, 0, "metadata.annotations"), MGOP_APPLIED_IMAGES_ANNOTATION);
+  if (ann >= 0) {
+    char text[MGOP_IMG_RECORD_BUF];
+    jsmntok_t tok[2 * MGOP_IMG_COUNT + 8];
+    struct mgop_json j;
+    if (!mgop_json_str(&r->root, ann, text, sizeof(text)) &&
+        !mgop_json_parse(&j, text, strlen(text), tok, sizeof(tok) / sizeof(tok[0])) && mgop_img_set_from(&j, 0, &m->record))
+      m->recorded = 1;
+    else
+      m->record_invalid = 1;
+  }
+  if (!m->recorded && mgop_img_set_from(&r->root, mgop_json_path(&r->root, 0, "status.images.applied"), &m->record))
+    m->recorded = 2;
+  if (m->recorded) mgop_img_revision(&m->record, m->record_rev);
+}
+
+/* Which default set the children use this turn. Pure: reads the cluster
+ * and the operator's defaults, so admission and render resolve the same. */
+static void mgop_images_resolve(struct mgop_rctx *r) {
+  struct mgop_img_state *m = &r->img;
+  char strategy[16];
+  if (m->resolved) return;
+  m->resolved = 1;
+  if (!mgop_img_defaults.rev[0]) mgop_img_defaults_init(); /* main does it first; tests that include this file may not */
+  m->lazy = mgop_img_defaults.lazy;
+  if (mgop_json_path_str(&r->root, r->spec, "imageUpdatePolicy.strategy", strategy, sizeof(strategy)) == MGOP_OK &&
+      strategy[0])
+    m->lazy = !strcmp(strategy, "lazy");
+  mgop_json_path_str(&r->root, r->spec, "imageUpdatePolicy.acknowledgedRevision", m->ack, sizeof(m->ack));
+  for (int i = 0; i < MGOP_IMG_COUNT; i++) {
+    char pin[8], path[40];
+    snprintf(path, sizeof(path), "images.%s", mgop_img_comps[i].key);
+    /* MGOP_ERR_TOOBIG (a pin longer than 8) counts as set */
+    if (mgop_json_path_str(&r->root, r->spec, path, pin, sizeof(pin)) != MGOP_ERR_NOTFOUND && pin[0]) m->pinned |= 1u << i;
+  }
+  mgop_img_recorded(r);
+  m->applied = mgop_img_defaults.set;
+  if (m->lazy && m->recorded && strcmp(m->record_rev, mgop_img_defaults.rev) && strcmp(m->ack, mgop_img_defaults.rev)) {
+    m->applied = m->record;
+    m->pending = !m->ack[0] || !strcmp(m->ack, m->record_rev) ? "AwaitingAcknowledgement" : "RevisionMismatch";
+  }
+  mgop_img_revision(&m->applied, m->applied_rev);
+  m->record_stale = m->recorded != 1 || strcmp(m->record_rev, m->applied_rev);
+}
+
+#define MGOP_IMG_ALL ((1u << MGOP_IMG_COUNT) - 1)
+static void mgop_img_set_json(struct mgop_jw *w, const char *key, const struct mgop_img_set *set) {
+  mgop_jw_key(w, key);
+  mgop_jw_obj(w);
+  for (int i = 0; i < MGOP_IMG_COUNT; i++) { mgop_jw_key(w, mgop_img_comps[i].key); mgop_jw_str(w, set->img[i]); }
+  mgop_jw_obj_end(w);
+}
+
+/* status.images: what the children use, where it comes from, and the
+ * default sets (applied, and available while it waits) when defaults take
+ * part. */
+static void mgop_img_status(struct mgop_jw *w, const struct mgop_rctx *r) {
+  const struct mgop_img_state *m = &r->img;
+  struct mgop_img_set eff = m->applied;
+  for (int i = 0; i < MGOP_IMG_COUNT; i++) {
+    char path[40];
+    snprintf(path, sizeof(path), "images.%s", mgop_img_comps[i].key);
+    if (m->pinned & (1u << i)) mgop_json_path_str(&r->root, r->spec, path, eff.img[i], MGOP_IMAGE_BUF);
+  }
+  mgop_jw_key(w, "images");
+  mgop_jw_obj(w);
+  mgop_img_set_json(w, "effective", &eff);
+  mgop_jw_key(w, "source");
+  mgop_jw_str(w, m->pinned == MGOP_IMG_ALL ? "explicit" : m->pinned ? "mixed" : "defaults");
+  mgop_jw_key(w, "updateStrategy"); mgop_jw_str(w, m->lazy ? "lazy" : "immediate");
+  if (m->pinned != MGOP_IMG_ALL) {
+    mgop_img_set_json(w, "applied", &m->applied);
+    mgop_jw_key(w, "appliedRevision"); mgop_jw_str(w, m->applied_rev);
+    if (m->pending) mgop_img_set_json(w, "available", &mgop_img_defaults.set);
+    mgop_jw_key(w, "availableRevision"); mgop_jw_str(w, mgop_img_defaults.rev);
+  }
+  mgop_jw_obj_end(w);
+}
+
+/* When the live cluster's condition TYPE last turned to STATUS: its
+ * lastTransitionTime while it says the same, else now. */
+static long long mgop_live_cond_since(const struct mgop_rctx *r, const char *type, int status, char *reason, size_t cap) {
+  int conds = mgop_json_path(&r->root, 0, "status.conditions");
+  if (cap) reason[0] = 0;
+  for (int i = 0; mgop_json_is(&r->root, conds, JSMN_ARRAY) && i < r->root.tok[conds].size; i++) {
+    int c = mgop_json_at(&r->root, conds, i);
+    char t[40], st[8], ltt[40];
+    struct tm tm;
+    if (mgop_json_path_str(&r->root, c, "type", t, sizeof(t)) || strcmp(t, type)) continue;
+    mgop_json_path_str(&r->root, c, "reason", reason, cap);
+    memset(&tm, 0, sizeof(tm));
+    if (!mgop_json_path_str(&r->root, c, "status", st, sizeof(st)) && !strcmp(st, status ? "True" : "False") &&
+        !mgop_json_path_str(&r->root, c, "lastTransitionTime", ltt, sizeof(ltt)) &&
+        strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
+      return (long long)timegm(&tm);
+    break;
+  }
+  return (long long)time(NULL);
+}
+
+static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const char *uid, const char *type,
+                       const char *reason, const char *action, const char *note);
+/* ImageRolloutPending: True while a new default set waits for its
+ * acknowledgement. A wrong acknowledgement is also a Warning Event, once. */
+static void mgop_img_condition(struct mgop_rctx *r, struct mgop_xcond *c, char *msg, size_t cap) {
+  const struct mgop_img_state *m = &r->img;
+  char was[40];
+  *c = (struct mgop_xcond){"ImageRolloutPending", m->pending != NULL, m->pending ? m->pending : "ImagesUpToDate", msg,
+                           NULL, 0};
+  if (m->pending)
+    snprintf(msg, cap, "default image set %s is available but not adopted; holding %s until "
+             "spec.imageUpdatePolicy.acknowledgedRevision is set to \"%s\"%s%.64s%s", mgop_img_defaults.rev,
+             m->applied_rev, mgop_img_defaults.rev, m->ack[0] && strcmp(m->ack, m->record_rev) ? " (it names \"" : "",
+             m->ack[0] && strcmp(m->ack, m->record_rev) ? m->ack : "",
+             m->ack[0] && strcmp(m->ack, m->record_rev) ? "\", which is not the available set: it has no effect)" : "");
+  else if (m->pinned == MGOP_IMG_ALL)
+    snprintf(msg, cap, "every image is pinned in spec.images");
+  else
+    snprintf(msg, cap, "running default image set %s", m->applied_rev);
+  c->since = mgop_live_cond_since(r, c->type, c->status, was, sizeof(was));
+  if (m->pending && !strcmp(m->pending, "RevisionMismatch") && strcmp(was, "RevisionMismatch"))
+    mgop_event(r, K_CLUSTER, r->name, r->uid, "Warning", "ImagesRevisionMismatch", "ResolveImages", msg);
+}
+
+/* spec.images.<component>, else the default set the cluster is on. */
+static const char *mgop_image(struct mgop_rctx *r, int comp, char *buf, size_t cap) {
   char path[64], field[80];
-  snprintf(path, sizeof(path), "images.%s", key);
-  snprintf(field, sizeof(field), "spec.images.%s", key);
+  snprintf(path, sizeof(path), "images.%s", mgop_img_comps[comp].key);
+  snprintf(field, sizeof(field), "spec.images.%s", mgop_img_comps[comp].key);
   if (mgop_spec_str(r, &r->root, r->spec, path, buf, cap, field) == MGOP_OK && buf[0]) return buf;
-  return builtin;
+  mgop_images_resolve(r);
+  return r->img.applied.img[comp];
 }
 
 static const char *mgop_log_level_of(struct mgop_rctx *r, const char *comp, char *buf, size_t cap) {
@@ -2658,7 +2904,7 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   mgop_name(name, sizeof(name), MGOP_LIMIT_SERVICE, 0, parts, 2);
   memset(&ctr, 0, sizeof(ctr));
   ctr.name = "multiadmin";
-  ctr.image = mgop_image(r, "multiadmin", image, sizeof(image), MGOP_IMAGE_MULTIGRES);
+  ctr.image = mgop_image(r, MGOP_IMG_MULTIADMIN, image, sizeof(image));
   ctr.command = "[\"/multigres/bin/multiadmin\"]";
   snprintf(a1, sizeof(a1), "--topo-global-server-addresses=%s", addr);
   snprintf(a2, sizeof(a2), "--topo-global-root=%s", root);
@@ -2701,7 +2947,7 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   snprintf(web_name, sizeof(web_name), "%s-web", name);
   memset(&ctr, 0, sizeof(ctr));
   ctr.name = "multiadmin-web";
-  ctr.image = mgop_image(r, "multiadminWeb", image, sizeof(image), MGOP_IMAGE_ADMIN_WEB);
+  ctr.image = mgop_image(r, MGOP_IMG_MULTIADMIN_WEB, image, sizeof(image));
   snprintf(env, sizeof(env),
            "[{\"name\":\"HOSTNAME\",\"value\":\"::\"},{\"name\":\"MULTIADMIN_API_URL\",\"value\":\"http://%s:18000\"},"
            "{\"name\":\"POSTGRES_HOST\",\"value\":\"%s-multigateway\"},{\"name\":\"POSTGRES_PORT\",\"value\":\"5432\"},"
@@ -2832,7 +3078,7 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
     int gwt = mgop_json_key(&cfg, 0, "multigateway");
     memset(&ctr, 0, sizeof(ctr));
     ctr.name = "multigateway";
-    ctr.image = mgop_image(r, "multigateway", image, sizeof(image), MGOP_IMAGE_MULTIGRES);
+    ctr.image = mgop_image(r, MGOP_IMG_MULTIGATEWAY, image, sizeof(image));
     snprintf(a_addr, sizeof(a_addr), "--topo-global-server-addresses=%s", addr);
     snprintf(a_root, sizeof(a_root), "--topo-global-root=%s", root);
     snprintf(a_cell, sizeof(a_cell), "--cell=%s", name);
@@ -4127,7 +4373,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
           return rc;
         memset(ctr, 0, sizeof(ctr));
         ctr[0].name = "postgres";
-        ctr[0].image = mgop_image(r, "postgres", image, sizeof(image), MGOP_IMAGE_PGCTLD);
+        ctr[0].image = mgop_image(r, MGOP_IMG_POSTGRES, image, sizeof(image));
         ctr[0].command = "[\"/usr/local/bin/pgctld\"]";
         snprintf(a[0], sizeof(a[0]), "--log-level=%s", mgop_log_level_of(r, "pgctld", level, sizeof(level)));
         {
@@ -4158,7 +4404,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                  bp.pgctld_mounts);
         ctr[0].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
         ctr[1].name = "multipooler";
-        ctr[1].image = mgop_image(r, "multipooler", pooler_image, sizeof(pooler_image), MGOP_IMAGE_MULTIGRES);
+        ctr[1].image = mgop_image(r, MGOP_IMG_MULTIPOOLER, pooler_image, sizeof(pooler_image));
         snprintf(a[1], sizeof(a[1]), "--topo-global-server-addresses=%s", addr);
         snprintf(a[2], sizeof(a[2]), "--topo-global-root=%s", root);
         snprintf(a[3], sizeof(a[3]), "--cell=%s", cell);
@@ -4311,7 +4557,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         }
         memset(&ctr, 0, sizeof(ctr));
         ctr.name = "multiorch";
-        ctr.image = mgop_image(r, "multiorch", image, sizeof(image), MGOP_IMAGE_MULTIGRES);
+        ctr.image = mgop_image(r, MGOP_IMG_MULTIORCH, image, sizeof(image));
         snprintf(a_addr, sizeof(a_addr), "--topo-global-server-addresses=%s", addr);
         snprintf(a_root, sizeof(a_root), "--topo-global-root=%s", root);
         snprintf(a_cell, sizeof(a_cell), "--cell=%s", cell);
@@ -5714,17 +5960,17 @@ static void mgop_status_why(const char *kind, const char *ns, const char *name, 
 
 /* A Cell's TopologyRegistered: its record in the global topology. */
 static void mgop_topo_cell_cond(struct mgop_rctx *r, const char *cell, struct mgop_xcond *xc, char *buf, size_t cap) {
-  *xc = (struct mgop_xcond){"TopologyRegistered", 0, "Pending", "written once the cluster's objects are applied"};
-  if (!mgop_topo_enabled) *xc = (struct mgop_xcond){"TopologyRegistered", 0, "Disabled", "--topology-registration=false"};
+  *xc = (struct mgop_xcond){"TopologyRegistered", 0, "Pending", "written once the cluster's objects are applied", NULL, 0};
+  if (!mgop_topo_enabled) *xc = (struct mgop_xcond){"TopologyRegistered", 0, "Disabled", "--topology-registration=false", NULL, 0};
   for (int t = 0; r->topo_state && t < r->ntopo_cells; t++) {
     if (strcmp(r->topo_cells[t].name, cell)) continue;
     if (r->topo_cell_state[t] > 0) {
       snprintf(buf, cap, "%.200s/cells/%.64s/Cell read back as written", r->topo_root, cell);
-      *xc = (struct mgop_xcond){"TopologyRegistered", 1, "Registered", buf};
+      *xc = (struct mgop_xcond){"TopologyRegistered", 1, "Registered", buf, NULL, 0};
     } else if (r->topo_cell_state[t] < 0) {
-      *xc = (struct mgop_xcond){"TopologyRegistered", 0, "CellRecordConflict", r->topo_cell_msg[t]};
+      *xc = (struct mgop_xcond){"TopologyRegistered", 0, "CellRecordConflict", r->topo_cell_msg[t], NULL, 0};
     } else {
-      *xc = (struct mgop_xcond){"TopologyRegistered", 0, r->topo_reason, r->topo_msg};
+      *xc = (struct mgop_xcond){"TopologyRegistered", 0, r->topo_reason, r->topo_msg, NULL, 0};
     }
   }
 }
@@ -5892,7 +6138,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       {
         char rmsg[700];
         struct mgop_xcond xc = {"RollingUpdate", stale || r->roll_held[s], r->roll_held[s] ? "ScaleDownHeld"
-                                : stale ? "RollingUpdate" : "UpToDate", rmsg};
+                                : stale ? "RollingUpdate" : "UpToDate", rmsg, NULL, 0};
         char l[MGOP_LABELS_MAX] = "";
         snprintf(rmsg, sizeof(rmsg), "%d/%d pods updated%s%.600s", upd, c.total, r->roll_note[s][0] ? "; " : "",
                  r->roll_note[s]);
@@ -5952,8 +6198,12 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
     const char *reason = stalled ? r->stalled_reason : !ok ? "ReconcileError" : root_ready ? "Converged"
                          : r->topo_state < 0 ? r->topo_reason : "Progressing";
     struct mgop_xcond xc = {"TopologyRegistered", r->topo_state == 1, r->topo_state ? r->topo_reason : "Pending",
-                            r->topo_state ? r->topo_msg : "written once the cluster's objects are applied"};
-    if (!mgop_topo_enabled) xc = (struct mgop_xcond){"TopologyRegistered", 0, "Disabled", "--topology-registration=false"};
+                            r->topo_state ? r->topo_msg : "written once the cluster's objects are applied", NULL, 0};
+    char imsg[400];
+    struct mgop_xcond ic;
+    if (!mgop_topo_enabled) xc = (struct mgop_xcond){"TopologyRegistered", 0, "Disabled", "--topology-registration=false", NULL, 0};
+    mgop_img_condition(r, &ic, imsg, sizeof(imsg));
+    xc.next = &ic;
     const char *phase = stalled ? "Degraded" : mgop_phase(root_ready, ready_cells + ready_shards);
     char l[MGOP_LABELS_MAX] = "";
     if (!(mgop_label(l, sizeof(l), "name", r->name) | mgop_label(l, sizeof(l), "namespace", r->ns) |
@@ -5994,6 +6244,55 @@ static void mgop_deletion_policy_of(struct mgop_rctx *r) {
 }
 
 /* One turn for one root: GET, resolve, apply, status. */
+/* Writes the default image set the children are about to use into the
+ * applied-images annotation, before they use it, so a lazy cluster stays on
+ * it even if its status is lost (a restore, kubectl replace). A merge patch
+ * with the resourceVersion read this turn: a concurrent edit makes it fail
+ * (409) and the turn retries. */
+static int mgop_images_record(struct mgop_rctx *r) {
+  struct mgop_img_state *m = &r->img;
+  char rec[MGOP_IMG_RECORD_BUF], body[2 * MGOP_IMG_RECORD_BUF + 512], rv[64] = "", path[512], note[900];
+  struct mgop_buf rb, bb;
+  struct mgop_jw w;
+  int status, rc, n = 0;
+  if (!m->record_stale || r->render || !mgop_may_write()) return MGOP_OK;
+  mgop_buf_init(&rb, rec, sizeof(rec));
+  mgop_jw_init(&w, &rb);
+  mgop_jw_obj(&w);
+  for (int i = 0; i < MGOP_IMG_COUNT; i++) { mgop_jw_key(&w, mgop_img_comps[i].key); mgop_jw_str(&w, m->applied.img[i]); }
+  mgop_jw_obj_end(&w);
+  mgop_json_path_str(&r->root, 0, "metadata.resourceVersion", rv, sizeof(rv));
+  mgop_buf_init(&bb, body, sizeof(body));
+  mgop_jw_init(&w, &bb);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "metadata"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "annotations"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, MGOP_APPLIED_IMAGES_ANNOTATION); mgop_jw_strn(&w, rec, rb.len);
+  mgop_jw_obj_end(&w);
+  mgop_jw_key(&w, "resourceVersion"); mgop_jw_str(&w, rv);
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (rb.overflow || bb.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "the applied-images record does not fit");
+  mgop_item_path(K_CLUSTER, r->ns, r->name, path, sizeof(path));
+  if ((rc = mgop_kube_merge_patch(mgop_api_ptr, path, MGOP_MANAGER, body, bb.len, &status))) return rc;
+  if (m->record_invalid)
+    mgop_event(r, K_CLUSTER, r->name, r->uid, "Warning", "ImagesRecordInvalid", "ResolveImages",
+               "the " MGOP_APPLIED_IMAGES_ANNOTATION " annotation was not a complete image set and was rewritten");
+  if (m->recorded && strcmp(m->record_rev, m->applied_rev)) {
+    const char *sep = ": ";
+    n = snprintf(note, sizeof(note), "switching to default image set %s (was %s)", m->applied_rev, m->record_rev);
+    for (int i = 0; i < MGOP_IMG_COUNT && n > 0 && (size_t)n < sizeof(note); i++)
+      if (strcmp(m->record.img[i], m->applied.img[i])) {
+        n += snprintf(note + n, sizeof(note) - (size_t)n, "%s%s: %.200s -> %.200s", sep, mgop_img_comps[i].key,
+                      m->record.img[i], m->applied.img[i]);
+        sep = ", ";
+      }
+    mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "ImagesUpdated", "ResolveImages", note);
+    MGOP_LOG(MGOP_INFO, ("MultigresCluster %s/%s: %s", r->ns, r->name, note));
+  }
+  return MGOP_OK;
+}
+
 static int mgop_reconcile(const char *ns, const char *name) {
   static struct mgop_rctx r;
   struct mgop_buf b;
@@ -6018,12 +6317,13 @@ static int mgop_reconcile(const char *ns, const char *name) {
   mgop_json_i64(&r.root, mgop_json_path(&r.root, 0, "metadata.generation"), &r.generation);
   r.spec = mgop_json_key(&r.root, 0, "spec");
   mgop_adopt_status(mgop_fp_upsert(mgop_fp_key("MultigresCluster", ns, name)), &r.root, 0);
+  mgop_images_resolve(&r);
   if (!mgop_root_find(ns, name)) { /* the cluster table was full when it appeared */
     mgop_stall(&r, "LimitReached", "this operator already tracks %d MultigresClusters, the most it can; this one is "
                "not reconciled: delete unused clusters, or run another operator with --namespace for some namespaces "
                "(limit clusters)", MGOP_WORK_SLOTS);
     rc = MGOP_ERR_CONFIG;
-  } else {
+  } else if ((rc = mgop_images_record(&r)) == MGOP_OK) {
     rc = mgop_reconcile_tree(&r);
   }
   if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
@@ -7416,7 +7716,6 @@ struct mgop_unimplemented {
 #define MGOP_SHARD_PATH "spec.databases[].tablegroups[].shards[]"
 #define MGOP_LOCAL_TOPO "spec.cells[].spec.localTopoServer"
 static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
-    {MGOP_KB(K_CLUSTER), "spec.imageUpdatePolicy", "pinned images are adopted on upgrade; no lazy strategy", NULL},
     {MGOP_KB_CC, "spec.globalTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].metadata", "not written into the cell's topology record", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].overrides.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
@@ -8241,6 +8540,15 @@ static int mgop_setup(const struct mgop_options *opt) {
   mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   MGOP_LOG(MGOP_INFO, ("multigres-op %s starting; API server %s://%s:%s (%s)", MGOP_VERSION, mgop_server.cfg.scheme,
                        mgop_server.cfg.host, mgop_server.cfg.port, mgop_server.cfg.source));
+  {
+    char over[256] = ""; /* the six variable names fit */
+    for (int i = 0, n = 0; i < MGOP_IMG_COUNT; i++)
+      if (mgop_img_defaults.from_env & (1u << i))
+        n += snprintf(over + n, sizeof(over) > (size_t)n ? sizeof(over) - (size_t)n : 0, "%s%s", n ? ", " : "",
+                      mgop_img_comps[i].env);
+    MGOP_LOG(MGOP_INFO, ("default images: revision %s (%s), update strategy %s", mgop_img_defaults.rev,
+                         over[0] ? over : "built in", mgop_img_defaults.lazy ? "lazy" : "immediate"));
+  }
   srand((unsigned)(mgop_now_ms() ^ getpid()));
   mgop_stats.start_s = (long long)time(NULL);
   if (opt->leader_elect && mgop_lease_setup(opt)) return 2;
@@ -8728,8 +9036,10 @@ static const char mgop_usage[] =
     "The reference operator's flags (docs/operations.md): --webhook-port N (the port of\n"
     "  --webhook-bind-address), --webhook-service-account NAME (also POD_SERVICE_ACCOUNT; POD_NAMESPACE\n"
     "  is the default webhook namespace), --enable-http2 (accepted; the servers speak HTTP/1.1),\n"
-    "  --metrics-secure=false and --image-update-strategy immediate (what this operator does;\n"
-    "  true and lazy are refused)\n";
+    "  --metrics-secure=false (what this operator does; true is refused)\n"
+    "  --image-update-strategy S  immediate (default) or lazy: when clusters that do not set\n"
+    "                           spec.imageUpdatePolicy.strategy adopt a changed default image set\n"
+    "                           (MULTIGRES_IMAGE_<COMPONENT> overrides a built-in image; docs/operations.md)\n";
 
 /* Every flag the operator accepts; anything else is an error. Each says
  * what it sets: a string of mgop_options (at its offset), or a kind whose
@@ -8877,13 +9187,10 @@ static int mgop_flag_dropin(const struct mgop_flag *f, const char *name, const c
             name, val);
     return 2;
   }
-  /* image-update-strategy: images are resolved at each turn (the spec's, or
-   * the built-in set), so a new operator's set rolls at once: immediate */
-  if (!strcmp(val, "immediate")) return 0;
-  fprintf(stderr, "multigres-op: %s %s: %s\n", name, val, !strcmp(val, "lazy")
-          ? "is not supported yet: a changed default image set rolls at once (immediate); pin images in "
-            "spec.images to hold a cluster on its set"
-          : "must be immediate or lazy");
+  /* image-update-strategy: the default for clusters that do not set
+   * spec.imageUpdatePolicy.strategy (section 4, image sets) */
+  if (!strcmp(val, "immediate") || !strcmp(val, "lazy")) return mgop_img_defaults.lazy = !strcmp(val, "lazy"), 0;
+  fprintf(stderr, "multigres-op: %s must be immediate or lazy, not \"%s\"\n", name, val);
   return 2;
 }
 
@@ -9022,6 +9329,7 @@ int main(int argc, char **argv) {
   opt.watch_namespace = "";
   rc = mgop_parse_flags(argc, argv, &opt, &exit_now);
   if (rc || exit_now) return rc;
+  if ((rc = mgop_img_defaults_init())) return rc;
   if (opt.nrender) return mgop_render(&opt, stdout);
   return mgop_run(&opt);
 }

@@ -2866,6 +2866,7 @@ static void test_flags(void) {
                       "immediate", NULL};
     char *secure[] = {"x", "--metrics-secure", NULL};
     char *lazy[] = {"x", "--image-update-strategy=lazy", NULL};
+    char *later[] = {"x", "--image-update-strategy=later", NULL};
     char *port[] = {"x", "--webhook-port=0", NULL};
     char *enc[] = {"x", "--zap-time-encoding=unix", NULL};
     char ts[48];
@@ -2882,7 +2883,9 @@ static void test_flags(void) {
     mgop_log_time = -1;
     unsetenv("POD_NAMESPACE");
     CHECK(mgop_parse_flags(2, secure, &opt, &exit_now) == 2);
-    CHECK(mgop_parse_flags(2, lazy, &opt, &exit_now) == 2);
+    CHECK(mgop_parse_flags(2, lazy, &opt, &exit_now) == 0 && mgop_img_defaults.lazy == 1);
+    mgop_img_defaults.lazy = 0;
+    CHECK(mgop_parse_flags(2, later, &opt, &exit_now) == 2);
     CHECK(mgop_parse_flags(2, port, &opt, &exit_now) == 2);
     CHECK(mgop_parse_flags(2, enc, &opt, &exit_now) == 2);
     mgop_log_level = saved_level;
@@ -3468,6 +3471,7 @@ static const struct { const char *path, *test; } t_field_runtime[] = {
     {"spec.globalTopoServer.external.caSecret", "the operator's etcd client: t_topology (TLS)"},
     {"spec.globalTopoServer.external.clientCertSecret", "the operator's etcd client: t_topology (TLS)"},
     {"spec.topologyPruning", "read by the topology sync; t_topology covers pruning on (the default), not off"},
+    {"spec.imageUpdatePolicy", "which default image set, against the recorded one: test_images_resolve, t_images"},
 };
 
 /* The base of leaves that only mean something beside another setting: a
@@ -4102,6 +4106,111 @@ static void test_unimplemented_docs(void) {
   CHECK(rows == (int)MGOP_UNIMPLEMENTED_N);
 }
 
+/* Image sets: the revision is the reference operator's (vectors computed
+ * apart, with Python's hashlib over the sorted name=image lines), and the
+ * lazy strategy holds a cluster on its recorded set until acknowledged. */
+static int t_img_cluster(struct mgop_rctx *r, const char *json) {
+  static jsmntok_t tok[512];
+  mgop_rctx_clear(r);
+  r->ns = "ns";
+  r->name = "c";
+  if (mgop_json_parse(&r->root, json, strlen(json), tok, 512)) return -1;
+  r->spec = mgop_json_key(&r->root, 0, "spec");
+  mgop_images_resolve(r);
+  return 0;
+}
+
+static void test_images_resolve(void) {
+  static struct mgop_rctx r;
+  static char json[8192];
+  char img[MGOP_IMAGE_BUF];
+  const char *old_rec = "{\\\"multiadmin\\\":\\\"a:1\\\",\\\"multiadminWeb\\\":\\\"w:1\\\",\\\"multigateway\\\":\\\"g:1\\\","
+                        "\\\"multiorch\\\":\\\"o:1\\\",\\\"multipooler\\\":\\\"p:1\\\",\\\"postgres\\\":\\\"pg:1\\\"}";
+  struct mgop_img_set old;
+  char old_rev[MGOP_IMG_REV_LEN + 1];
+  unsetenv("MULTIGRES_IMAGE_MULTIGATEWAY");
+  CHECK(mgop_img_defaults_init() == 0);
+  CHECK_STR(mgop_img_defaults.rev, "7c6a2df2f184"); /* the built-in set */
+  setenv("MULTIGRES_IMAGE_MULTIGATEWAY", "  example.com/gw:b \n", 1);
+  CHECK(mgop_img_defaults_init() == 0);
+  CHECK_STR(mgop_img_defaults.set.img[MGOP_IMG_MULTIGATEWAY], "example.com/gw:b"); /* trimmed */
+  CHECK_STR(mgop_img_defaults.rev, "6237b7149d31");
+  {
+    static char big[MGOP_CRD_IMAGE_MAX + 2];
+    memset(big, 'x', sizeof(big) - 1);
+    setenv("MULTIGRES_IMAGE_MULTIGATEWAY", big, 1);
+    CHECK(mgop_img_defaults_init() == 2); /* named on stderr, never cut */
+    setenv("MULTIGRES_IMAGE_MULTIGATEWAY", "example.com/gw:b", 1);
+    CHECK(mgop_img_defaults_init() == 0);
+  }
+  for (int i = 0; i < MGOP_IMG_COUNT; i++) snprintf(old.img[i], MGOP_IMAGE_BUF, "%s", "");
+  snprintf(old.img[MGOP_IMG_MULTIADMIN], MGOP_IMAGE_BUF, "a:1");
+  snprintf(old.img[MGOP_IMG_MULTIADMIN_WEB], MGOP_IMAGE_BUF, "w:1");
+  snprintf(old.img[MGOP_IMG_MULTIGATEWAY], MGOP_IMAGE_BUF, "g:1");
+  snprintf(old.img[MGOP_IMG_MULTIORCH], MGOP_IMAGE_BUF, "o:1");
+  snprintf(old.img[MGOP_IMG_MULTIPOOLER], MGOP_IMAGE_BUF, "p:1");
+  snprintf(old.img[MGOP_IMG_POSTGRES], MGOP_IMAGE_BUF, "pg:1");
+  mgop_img_revision(&old, old_rev);
+
+  /* a new cluster adopts the defaults and must record them */
+  CHECK(t_img_cluster(&r, "{\"metadata\":{},\"spec\":{\"imageUpdatePolicy\":{\"strategy\":\"lazy\"}}}") == 0);
+  CHECK(r.img.lazy && !r.img.pending && r.img.record_stale && !r.img.recorded);
+  CHECK_STR(r.img.applied_rev, mgop_img_defaults.rev);
+  CHECK_STR(mgop_image(&r, MGOP_IMG_MULTIGATEWAY, img, sizeof(img)), "example.com/gw:b");
+  /* lazy, recorded older set, nothing acknowledged: held, children keep it */
+  snprintf(json, sizeof(json), "{\"metadata\":{\"annotations\":{\"multigres.com/applied-images\":\"%s\"}},"
+           "\"spec\":{\"imageUpdatePolicy\":{\"strategy\":\"lazy\"},\"images\":{\"postgres\":\"mine:9\"}}}", old_rec);
+  CHECK(t_img_cluster(&r, json) == 0);
+  CHECK(r.img.recorded == 1 && !r.img.record_stale && r.img.pinned == 1u << MGOP_IMG_POSTGRES);
+  CHECK(r.img.pending && !strcmp(r.img.pending, "AwaitingAcknowledgement"));
+  CHECK_STR(r.img.applied_rev, old_rev);
+  CHECK_STR(mgop_image(&r, MGOP_IMG_MULTIGATEWAY, img, sizeof(img)), "g:1");
+  CHECK_STR(mgop_image(&r, MGOP_IMG_POSTGRES, img, sizeof(img)), "mine:9"); /* a pin always wins */
+  /* a wrong acknowledgement changes nothing and says so */
+  snprintf(json, sizeof(json), "{\"metadata\":{\"annotations\":{\"multigres.com/applied-images\":\"%s\"}},"
+           "\"spec\":{\"imageUpdatePolicy\":{\"strategy\":\"lazy\",\"acknowledgedRevision\":\"abcdef012345\"}}}", old_rec);
+  CHECK(t_img_cluster(&r, json) == 0);
+  CHECK(r.img.pending && !strcmp(r.img.pending, "RevisionMismatch"));
+  CHECK_STR(mgop_image(&r, MGOP_IMG_MULTIGATEWAY, img, sizeof(img)), "g:1");
+  /* the available revision acknowledged: adopted, the record rewritten */
+  snprintf(json, sizeof(json), "{\"metadata\":{\"annotations\":{\"multigres.com/applied-images\":\"%s\"}},"
+           "\"spec\":{\"imageUpdatePolicy\":{\"strategy\":\"lazy\",\"acknowledgedRevision\":\"%s\"}}}", old_rec,
+           mgop_img_defaults.rev);
+  CHECK(t_img_cluster(&r, json) == 0);
+  CHECK(!r.img.pending && r.img.record_stale);
+  CHECK_STR(mgop_image(&r, MGOP_IMG_MULTIGATEWAY, img, sizeof(img)), "example.com/gw:b");
+  /* immediate (the operator's default here) ignores the record */
+  snprintf(json, sizeof(json), "{\"metadata\":{\"annotations\":{\"multigres.com/applied-images\":\"%s\"}},\"spec\":{}}",
+           old_rec);
+  CHECK(t_img_cluster(&r, json) == 0);
+  CHECK(!r.img.lazy && !r.img.pending && r.img.record_stale);
+  CHECK_STR(mgop_image(&r, MGOP_IMG_MULTIORCH, img, sizeof(img)), MGOP_IMAGE_MULTIGRES);
+  /* --image-update-strategy lazy is the default a cluster may override */
+  mgop_img_defaults.lazy = 1;
+  CHECK(t_img_cluster(&r, json) == 0);
+  CHECK(r.img.lazy && r.img.pending);
+  mgop_img_defaults.lazy = 0;
+  /* an incomplete annotation is not trusted: status.images.applied is the fallback */
+  {
+    char st[512];
+    size_t o = 0;
+    for (const char *p = old_rec; *p; p++) if (*p != '\\') st[o++] = *p; /* unescaped: an object, not a string */
+    st[o] = 0;
+    snprintf(json, sizeof(json), "{\"metadata\":{\"annotations\":{\"multigres.com/applied-images\":\"{\\\"multiadmin\\\":\\\"a:1\\\"}\"}},"
+             "\"spec\":{\"imageUpdatePolicy\":{\"strategy\":\"lazy\"}},\"status\":{\"images\":{\"applied\":%s}}}", st);
+  }
+  CHECK(t_img_cluster(&r, json) == 0);
+  CHECK(r.img.record_invalid && r.img.recorded == 2 && r.img.pending && r.img.record_stale);
+  CHECK_STR(mgop_image(&r, MGOP_IMG_MULTIPOOLER, img, sizeof(img)), "p:1");
+  /* no usable record at all: the defaults (nothing to hold) */
+  CHECK(t_img_cluster(&r, "{\"metadata\":{\"annotations\":{\"multigres.com/applied-images\":\"junk\"}},"
+                          "\"spec\":{\"imageUpdatePolicy\":{\"strategy\":\"lazy\"}}}") == 0);
+  CHECK(r.img.record_invalid && !r.img.recorded && !r.img.pending);
+  unsetenv("MULTIGRES_IMAGE_MULTIGATEWAY");
+  CHECK(mgop_img_defaults_init() == 0 && !strcmp(mgop_img_defaults.rev, "7c6a2df2f184"));
+  mgop_img_defaults.from_env = 0;
+}
+
 /* Every flag the parser takes is in --help and in docs/operations.md. */
 static void test_flags_documented(void) {
   static char doc[256 * 1024];
@@ -4216,6 +4325,7 @@ static const struct t_case t_cases[] = {
     {"yaml_to_json", test_yaml_to_json},
     {"flags", test_flags},
     {"flags_documented", test_flags_documented},
+    {"images_resolve", test_images_resolve},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},

@@ -866,9 +866,11 @@ def cluster_schema():
             "updateStrategy": S("immediate or lazy: the image update strategy in effect."),
             "source": S("explicit (all pinned in spec.images), defaults (all operator defaults) or mixed."),
             "effective": component_images("The full image set used by the children now."),
-            "applied": component_images("The operator-default images in use for components not pinned in spec.images."),
+            "applied": component_images("The operator-default image set the cluster is on; a component pinned in "
+                                        "spec.images uses its pin instead. Absent when every image is pinned."),
             "appliedRevision": S("Revision of the applied default image set."),
-            "available": component_images("The operator's current default image set."),
+            "available": component_images("The operator's current default image set, shown while a lazy rollout "
+                                          "waits for spec.imageUpdatePolicy.acknowledgedRevision."),
             "availableRevision": S("Revision of the available default set; differs from appliedRevision while a "
                                    "rollout waits (lazy strategy)."),
         }),

@@ -103,8 +103,19 @@ Y
 }
 
 # new_namespace NAME: a fresh namespace for one test.
+# A rerun on a reused control plane may find the last run's objects still
+# holding finalizers whose operator is gone (a template-in-use): cleared here.
 new_namespace() {
-  kubectl delete namespace "$1" --ignore-not-found --wait=true >/dev/null 2>&1 || true
+  local r o
+  if kubectl get namespace "$1" >/dev/null 2>&1; then
+    kubectl delete namespace "$1" --wait=false >/dev/null 2>&1 || true
+    for r in $(kubectl api-resources --api-group=multigres.com -o name); do
+      for o in $(jget -n "$1" "$r" -o name); do
+        kubectl patch -n "$1" "$o" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+      done
+    done
+    kubectl wait --for=delete "namespace/$1" --timeout=120s >/dev/null 2>&1 || true
+  fi
   kubectl create namespace "$1" >/dev/null
 }
 

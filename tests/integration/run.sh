@@ -28,11 +28,15 @@ for t in "$HERE"/t_*.sh; do
   name=$(basename "$t" .sh)
   [ -n "$pattern" ] && [[ $name != *$pattern* ]] && continue
   echo "=== $name" >&2
-  start=$(date +%s)
+  start=$(date +%s); touch "$IT_LOGS/.start"
   if bash "$t"; then
     passed=$((passed + 1)); echo "ok   $name ($(( $(date +%s) - start ))s)"
   else
     failed=$((failed + 1)); failed_names+=("$name"); echo "FAIL $name ($(( $(date +%s) - start ))s)"
+    # CI keeps only what is printed: the end of each operator log this test wrote
+    for log in $(find "$IT_LOGS" -name '*.log' -newer "$IT_LOGS/.start"); do
+      echo "  --- last lines of $(basename "$log"):" >&2; tail -25 "$log" | cut -c1-600 >&2
+    done
   fi
 done
 [ "$failed" -gt 0 ] && echo "failed: ${failed_names[*]}" >&2

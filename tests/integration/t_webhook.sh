@@ -59,7 +59,8 @@ wait_for 60 "a Cell exists" sh -c "kubectl get -n $ns cells -o name | grep -q ."
 cells=$(kubectl get -n $ns cells -o name); cell=${cells%%$'\n'*}
 if out=$(kubectl label -n $ns "$cell" edited=by-hand 2>&1); then fail "a user edited a Cell"; fi
 grep -q 'read-only' <<<"$out" || fail "child edit refused without the reason: $out"
-kubectl wait -n $ns --for=condition=Ready mgc/minimal --timeout=180s >/dev/null || fail "the operator's own writes were refused"
+kubectl wait -n $ns --for=condition=Ready mgc/minimal --timeout=180s >/dev/null ||
+  fail "the operator's own writes were refused? conditions: $(jget -n $ns mgc minimal -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}; {end}')"
 
 # a template with consumers cannot be deleted
 wait_for 30 "CellTemplate default has consumers" sh -c \
