@@ -2987,6 +2987,65 @@ static void mgop_cell_zone(const struct mgop_json *j, int cell, const char **key
   else if (mgop_json_path_str(j, cell, "region", zone, cap) == MGOP_OK && zone[0]) *key = "topology.kubernetes.io/region";
 }
 
+/* A Go duration ("1h30m", "1.5s", "300ms") in nanoseconds, or -1. The
+ * CRD's pattern admits exactly these; this reads them for comparison. */
+static double mgop_go_duration_ns(const char *v) {
+  static const struct { const char *unit; double ns; } units[] = {
+      {"ns", 1}, {"us", 1e3}, {"\xc2\xb5s", 1e3}, {"\xce\xbcs", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
+  double total = 0;
+  if (!*v) return -1;
+  while (*v) {
+    char *end;
+    double n = strtod(v, &end);
+    size_t best = 0;
+    int u = -1;
+    if (end == v || n < 0) return -1;
+    for (int i = 0; i < (int)(sizeof(units) / sizeof(units[0])); i++) /* the longest unit that matches: ms before m */
+      if (!strncmp(end, units[i].unit, strlen(units[i].unit)) && strlen(units[i].unit) > best)
+        best = strlen(units[i].unit), u = i;
+    if (u < 0) return -1;
+    total += n * units[u].ns;
+    v = end + best;
+  }
+  return total;
+}
+
+/* multigateway's --buffer-* flags from multigateway.buffer: one a field set
+ * (unset: no flag, the binary's default). Returns how many were written to
+ * out, or -1 (Stalled) when maxFailoverDuration would be below window. */
+#define MGOP_BUFFER_ARGS 6
+static int mgop_gateway_buffer_args(struct mgop_rctx *r, const char *what, const struct mgop_json *cfg, int gwt,
+                                    char out[MGOP_BUFFER_ARGS][128]) {
+  static const struct { const char *key, *flag; int kind; } f[MGOP_BUFFER_ARGS] = { /* kind: 0 bool, 1 duration, 2 int */
+      {"enabled", "buffer-enabled", 0}, {"window", "buffer-window", 1},
+      {"maxFailoverDuration", "buffer-max-failover-duration", 1},
+      {"minTimeBetweenFailovers", "buffer-min-time-between-failovers", 1}, {"size", "buffer-size", 2},
+      {"drainConcurrency", "buffer-drain-concurrency", 2}};
+  int buf = mgop_json_key(cfg, gwt, "buffer"), n = 0;
+  char window[72] = "10s", maxf[72] = "20s"; /* multigateway's own defaults */
+  if (!mgop_json_is(cfg, buf, JSMN_OBJECT)) return 0;
+  for (int i = 0; i < MGOP_BUFFER_ARGS; i++) {
+    int t = mgop_json_key(cfg, buf, f[i].key), b;
+    long long v;
+    char d[72];
+    if (t < 0) continue;
+    if (f[i].kind == 0 && !mgop_json_bool(cfg, t, &b)) snprintf(out[n++], 128, "--%s=%s", f[i].flag, b ? "true" : "false");
+    if (f[i].kind == 1 && !mgop_json_str(cfg, t, d, sizeof(d))) {
+      snprintf(out[n++], 128, "--%s=%s", f[i].flag, d);
+      if (i == 1) snprintf(window, sizeof(window), "%s", d);
+      if (i == 2) snprintf(maxf, sizeof(maxf), "%s", d);
+    }
+    if (f[i].kind == 2 && !mgop_json_i64(cfg, t, &v)) snprintf(out[n++], 128, "--%s=%lld", f[i].flag, v);
+  }
+  if (mgop_go_duration_ns(maxf) < mgop_go_duration_ns(window)) {
+    mgop_stall(r, "InvalidSpec", "%s.multigateway.buffer: maxFailoverDuration (%s) is shorter than window (%s); "
+               "multigateway needs it at least as long: raise maxFailoverDuration or lower window (unset: 20s and 10s)",
+               what, maxf, window);
+    return -1;
+  }
+  return n;
+}
+
 /* One cell: its Cell CR (workloads=0, phase 1), its local TopoServer CR
  * (workloads=2, phase 2), or its workloads (workloads=1, phase 3). */
 static void mgop_topo_note_cell(struct mgop_rctx *r, const char *name, const char *cr, const struct mgop_json *cfg,
@@ -2994,7 +3053,7 @@ static void mgop_topo_note_cell(struct mgop_rctx *r, const char *name, const cha
 static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const char *addr, const char *root) {
   struct mgop_json cfg;
   char name[64], cr[254], src[300], what[128], zone[64], image[MGOP_IMAGE_BUF], level[16], gw[254], gws[64];
-  char a_addr[1100], a_root[600], a_cell[96], a_lv[40];
+  char a_addr[1100], a_root[600], a_cell[96], a_lv[40], a_buf[MGOP_BUFFER_ARGS][128];
   const char *zone_key, *uid;
   struct mgop_ids ids;
   struct mgop_chain c;
@@ -3086,8 +3145,13 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
     {
       const char *args[] = {"multigateway", "--http-port=15100", "--grpc-port=15170", "--pg-port=5432",
                             "--pg-replica-port=5433", a_addr, a_root, a_cell, a_lv};
+      int nb = mgop_gateway_buffer_args(r, what, &cfg, gwt, a_buf);
+      _Static_assert(sizeof(args) / sizeof(args[0]) + MGOP_BUFFER_ARGS <= sizeof(ctr.args) / sizeof(ctr.args[0]),
+                     "the gateway's arguments fit a container");
+      if (nb < 0) return MGOP_ERR_CONFIG;
       memcpy(ctr.args, args, sizeof(args));
       ctr.nargs = 9;
+      for (int i = 0; i < nb; i++) ctr.args[ctr.nargs++] = a_buf[i];
     }
     ctr.ports = "[{\"name\":\"http\",\"containerPort\":15100,\"protocol\":\"TCP\"},"
                 "{\"name\":\"grpc\",\"containerPort\":15170,\"protocol\":\"TCP\"},"
@@ -7718,9 +7782,6 @@ struct mgop_unimplemented {
 static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB_CC, "spec.globalTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CLUSTER), "spec.cells[].metadata", "not written into the cell's topology record", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.cells[].overrides.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.cells[].spec.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
-    {MGOP_KB(K_CELLT), "spec.multigateway.buffer", "no --buffer-* flag reaches multigateway", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.clientCertSecret", "no TLS to a cell's external etcd", NULL},

@@ -4026,6 +4026,36 @@ static void test_field_walk(void) {
   mgop_arena_reset(&mgop_server.arena);
 }
 
+/* multigateway.buffer: a flag for each field set, none for the others;
+ * maxFailoverDuration shorter than window (set or multigateway's default)
+ * is refused. Go durations are compared by value. */
+static void test_gateway_buffer(void) {
+  static char out[512 * 1024];
+  char file[300];
+  const char *files[] = {file};
+  CHECK(mgop_go_duration_ns("1500ms") == 1.5e9 && mgop_go_duration_ns("1h30m") == 5400e9);
+  CHECK(mgop_go_duration_ns("2m") > mgop_go_duration_ns("90s") && mgop_go_duration_ns("1.5s") == 1.5e9);
+  CHECK(mgop_go_duration_ns("10") < 0 && mgop_go_duration_ns("") < 0 && mgop_go_duration_ns("3d") < 0);
+  snprintf(file, sizeof(file), "%s/buffer.yaml", t_tmpdir);
+  t_write(t_tmpdir, "buffer.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: b}\n"
+          "spec: {cells: [{name: a, zone: z, spec: {multigateway: {buffer: {enabled: true, window: 1500ms, "
+          "maxFailoverDuration: 1m, size: 50}}}}, {name: c, zone: y}]}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "\"--log-level=info\",\"--buffer-enabled=true\",\"--buffer-window=1500ms\","
+                    "\"--buffer-max-failover-duration=1m\",\"--buffer-size=50\"]") != NULL);
+  CHECK(strstr(out, "--buffer-drain-concurrency") == NULL && strstr(out, "--buffer-min-time") == NULL);
+  { /* cell c sets none: its gateway has no --buffer flag */
+    const char *c = strstr(out, "\"--cell=c\"");
+    CHECK(c != NULL && strncmp(c, "\"--cell=c\",\"--log-level=info\"]", 30) == 0);
+  }
+  t_write(t_tmpdir, "buffer.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: b}\n"
+          "spec: {cells: [{name: a, zone: z, spec: {multigateway: {buffer: {window: 30s}}}}]}\n");
+  fprintf(stderr, "    (an expected error follows)\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) != 0); /* 30s window, default 20s cap */
+}
+
 /* Admission warns, once a field, for every listed field an object sets
  * (an explicit null is unset); render says the same in comments. */
 static void test_unimplemented_warnings(void) {
@@ -4037,8 +4067,8 @@ static void test_unimplemented_warnings(void) {
   static char out[64 * 1024];
   static const char cluster[] = T_UREVIEW("MultigresCluster", "CREATE",
       "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"observability\":{\"otlpEndpoint\":\"http://otel:4318\"},"
-      "\"issuerName\":null,\"cells\":[{\"name\":\"a\",\"zone\":\"z\"},{\"name\":\"b\",\"zone\":\"y\",\"spec\":"
-      "{\"multigateway\":{\"buffer\":{\"enabled\":true}}}}]}}");
+      "\"issuerName\":null,\"cells\":[{\"name\":\"a\",\"zone\":\"z\"},{\"name\":\"b\",\"zone\":\"y\","
+      "\"metadata\":\"rack 7\"}]}}");
   static const char shard_template[] = T_UREVIEW("ShardTemplate", "UPDATE",
       "{\"metadata\":{\"name\":\"t\"},\"spec\":{\"postgresConfig\":{\"work_mem\":\"64MB\"},\"pools\":{\"p\":"
       "{\"type\":\"readWrite\",\"fsGroup\":999}},\"initdbArgs\":\"--data-checksums\"}}");
@@ -4049,7 +4079,7 @@ static void test_unimplemented_warnings(void) {
   mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   t_admit(cluster, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
-  CHECK(strstr(out, "," T_NOTE("spec.cells[].spec.multigateway.buffer") "," T_NOTE("spec.observability") "]") != NULL);
+  CHECK(strstr(out, "," T_NOTE("spec.cells[].metadata") "," T_NOTE("spec.observability") "]") != NULL);
   CHECK(strstr(out, "issuerName") == NULL);
   t_admit(shard_template, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
@@ -4067,12 +4097,12 @@ static void test_unimplemented_warnings(void) {
             "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: x}\n"
             "spec: {issuerName: ca, cells: [{name: a, zone: z}]}\n---\n"
             "apiVersion: multigres.com/v1alpha1\nkind: CellTemplate\nmetadata: {name: t}\n"
-            "spec: {multigateway: {buffer: {size: 10}}}\n");
+            "spec: {localTopoServer: {external: {endpoints: ['https://e:2379'], caSecret: ca}}}\n");
     CHECK(t_render(files, 1, out, sizeof(out)) == 0);
     CHECK(strstr(out, "\n# warning: MultigresCluster default/x: spec.issuerName is accepted but not implemented yet "
                       "and has no effect (issue #13)\n") != NULL);
-    CHECK(strstr(out, "\n# warning: CellTemplate default/t: spec.multigateway.buffer is accepted but not implemented "
-                      "yet and has no effect (issue #13)\n") != NULL);
+    CHECK(strstr(out, "\n# warning: CellTemplate default/t: spec.localTopoServer.external.caSecret is accepted but not "
+                      "implemented yet and has no effect (issue #13)\n") != NULL);
   }
   mgop_arena_reset(&mgop_server.arena);
 #undef T_NOTE
@@ -4326,6 +4356,7 @@ static const struct t_case t_cases[] = {
     {"flags", test_flags},
     {"flags_documented", test_flags_documented},
     {"images_resolve", test_images_resolve},
+    {"gateway_buffer", test_gateway_buffer},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},

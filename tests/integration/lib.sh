@@ -7,7 +7,18 @@ OP_BIN=${OP_BIN:-$ROOT/multigres-op}
 IT_LOGS=${IT_LOGS:-$ROOT/build/it-logs}
 mkdir -p "$IT_LOGS"
 
-fail() { echo "  FAIL: $*" >&2; exit 1; }
+fail() {
+  echo "  FAIL: $*" >&2
+  local f pid rc
+  for f in "$IT_LOGS"/*.pid; do # an operator of this test that died says so, with how
+    [ -e "$f" ] && { [ ! -e "$IT_LOGS/.start" ] || [ "$f" -nt "$IT_LOGS/.start" ]; } || continue # this test's
+    pid=$(cat "$f")
+    kill -0 "$pid" 2>/dev/null && continue
+    rc=0; wait "$pid" 2>/dev/null || rc=$?
+    echo "  operator $(basename "$f" .pid) (pid $pid) is not running: exit status $rc$([ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))")" >&2
+  done
+  exit 1
+}
 note() { echo "  $*" >&2; }
 
 # start_operator NAME [flags...]: run the operator in the background,
