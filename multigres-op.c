@@ -849,6 +849,7 @@ struct mgop_build {
   size_t hash_at;
   int kind;
   char name[MGOP_NAME_MAX + 1];
+  int user_annotations;   /* a map in r->root copied into metadata.annotations, or -1 */
 };
 
 static int mgop_build_begin(struct mgop_rctx *r, struct mgop_build *o, int kind, const char *name) {
@@ -857,6 +858,7 @@ static int mgop_build_begin(struct mgop_rctx *r, struct mgop_build *o, int kind,
   if (!mem) return mgop_seterr(MGOP_ERR_NOMEM, "reconcile arena exhausted");
   o->r = r;
   o->kind = kind;
+  o->user_annotations = -1;
   snprintf(o->name, sizeof(o->name), "%s", name);
   mgop_buf_init(&o->b, mem, cap);
   mgop_jw_init(&o->w, &o->b);
@@ -921,6 +923,13 @@ static void mgop_build_meta_ids(struct mgop_build *o, const char *component, con
   mgop_jw_key(w, MGOP_HASH_ANNOTATION);
   o->hash_at = o->b.len + 1; /* after the opening quote */
   mgop_jw_str(w, "0000000000000000");
+  if (mgop_json_is(&r->root, o->user_annotations, JSMN_OBJECT)) /* CEL keeps them out of multigres.com/ */
+    for (int i = 0, k = o->user_annotations + 1; i < r->root.tok[o->user_annotations].size; i++, k = mgop_json_next(&r->root, k + 1)) {
+      char key[320]; /* a prefix of 253, '/', a name of 63 */
+      if (mgop_json_str(&r->root, k, key, sizeof(key))) continue; /* the API server refuses such a key anyway */
+      mgop_jw_key(w, key);
+      mgop_jw_copy(w, &r->root, k + 1);
+    }
   mgop_jw_obj_end(w);
   mgop_jw_key(w, "ownerReferences");
   mgop_jw_arr(w);
@@ -2237,6 +2246,20 @@ static void mgop_topo_status_extra(struct mgop_jw *w, void *ctx) {
 
 static void mgop_img_status(struct mgop_jw *w, const struct mgop_rctx *r); /* section 5, image sets */
 static void mgop_img_condition(struct mgop_rctx *r, struct mgop_xcond *c, char *msg, size_t cap);
+/* status.gateway / status.adminWeb: the first external IP while the
+ * exposure is enabled; null (removed) otherwise. */
+static void mgop_exposure_status(struct mgop_jw *w, const struct mgop_rctx *r, const char *spec_key, const char *key) {
+  int ex = mgop_json_key(&r->root, r->spec, spec_key), on = 0;
+  char ip[64] = "";
+  if (ex >= 0) mgop_json_bool(&r->root, mgop_json_key(&r->root, ex, "enabled"), &on);
+  mgop_jw_key(w, key);
+  if (!on) { mgop_jw_null(w); return; }
+  mgop_json_str(&r->root, mgop_json_at(&r->root, mgop_json_key(&r->root, ex, "externalIPs"), 0), ip, sizeof(ip));
+  mgop_jw_obj(w);
+  mgop_jw_key(w, "externalEndpoint"); mgop_jw_str(w, ip);
+  mgop_jw_obj_end(w);
+}
+
 struct mgop_root_status {
   int topo_ready, admin_ready, cells, ready_cells, shards, ready_shards;
   const char *topo_name;
@@ -2269,6 +2292,8 @@ static void mgop_root_status_extra(struct mgop_jw *w, void *ctx) {
   }
   mgop_jw_obj_end(w);
   mgop_img_status(w, s->r);
+  mgop_exposure_status(w, s->r, "externalGateway", "gateway");
+  mgop_exposure_status(w, s->r, "externalAdminWeb", "adminWeb");
   mgop_jw_key(w, "globalTopoServer"); mgop_jw_obj(w);
   mgop_jw_key(w, "available"); mgop_jw_str(w, s->topo_ready ? "True" : "False");
   mgop_jw_key(w, "serviceName"); mgop_jw_str(w, s->topo_name);
@@ -2648,12 +2673,18 @@ static void mgop_img_status(struct mgop_jw *w, const struct mgop_rctx *r) {
   mgop_jw_key(w, "source");
   mgop_jw_str(w, m->pinned == MGOP_IMG_ALL ? "explicit" : m->pinned ? "mixed" : "defaults");
   mgop_jw_key(w, "updateStrategy"); mgop_jw_str(w, m->lazy ? "lazy" : "immediate");
+  /* a member that no longer applies is null: a merge patch keeps what it omits */
   if (m->pinned != MGOP_IMG_ALL) {
     mgop_img_set_json(w, "applied", &m->applied);
     mgop_jw_key(w, "appliedRevision"); mgop_jw_str(w, m->applied_rev);
-    if (m->pending) mgop_img_set_json(w, "available", &mgop_img_defaults.set);
     mgop_jw_key(w, "availableRevision"); mgop_jw_str(w, mgop_img_defaults.rev);
+  } else {
+    mgop_jw_key(w, "applied"); mgop_jw_null(w);
+    mgop_jw_key(w, "appliedRevision"); mgop_jw_null(w);
+    mgop_jw_key(w, "availableRevision"); mgop_jw_null(w);
   }
+  if (m->pending) mgop_img_set_json(w, "available", &mgop_img_defaults.set);
+  else mgop_jw_key(w, "available"), mgop_jw_null(w);
   mgop_jw_obj_end(w);
 }
 
@@ -2860,12 +2891,17 @@ static int mgop_build_deployment(struct mgop_rctx *r, int owner_kind, const char
 }
 
 /* A Service selecting the component (and ids), with pre-encoded ports. */
-static int mgop_build_service(struct mgop_rctx *r, int owner_kind, const char *owner_name, const char *owner_uid,
-                              const char *name, const char *component, const struct mgop_ids *ids, int headless,
-                              const char *ports) {
+/* A Service; `exposure` names a spec key (externalGateway,
+ * externalAdminWeb) whose externalIPs and annotations it carries while
+ * enabled, or is NULL. */
+static int mgop_build_service_x(struct mgop_rctx *r, int owner_kind, const char *owner_name, const char *owner_uid,
+                                const char *name, const char *component, const struct mgop_ids *ids, int headless,
+                                const char *ports, const char *exposure) {
   struct mgop_build o;
-  int rc;
+  int rc, ex = exposure ? mgop_json_key(&r->root, r->spec, exposure) : -1, on = 0;
+  if (ex >= 0) mgop_json_bool(&r->root, mgop_json_key(&r->root, ex, "enabled"), &on);
   if ((rc = mgop_build_begin(r, &o, K_SVC, name))) return rc;
+  if (on) o.user_annotations = mgop_json_key(&r->root, ex, "annotations");
   mgop_build_meta_ids(&o, component, ids, owner_kind, owner_name, owner_uid);
   mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
   if (headless) {
@@ -2879,8 +2915,18 @@ static int mgop_build_service(struct mgop_rctx *r, int owner_kind, const char *o
   mgop_id_labels(&o.w, ids);
   mgop_jw_obj_end(&o.w);
   mgop_jw_key(&o.w, "ports"); mgop_jw_raw(&o.w, ports, strlen(ports));
+  if (on && mgop_json_is(&r->root, mgop_json_key(&r->root, ex, "externalIPs"), JSMN_ARRAY)) {
+    mgop_jw_key(&o.w, "externalIPs");
+    mgop_jw_copy(&o.w, &r->root, mgop_json_key(&r->root, ex, "externalIPs"));
+  }
   mgop_jw_obj_end(&o.w);
   return mgop_build_end(&o);
+}
+
+static int mgop_build_service(struct mgop_rctx *r, int owner_kind, const char *owner_name, const char *owner_uid,
+                              const char *name, const char *component, const struct mgop_ids *ids, int headless,
+                              const char *ports) {
+  return mgop_build_service_x(r, owner_kind, owner_name, owner_uid, name, component, ids, headless, ports, NULL);
 }
 
 static long long mgop_i64_or(const struct mgop_json *j, int t, const char *path, long long fallback) {
@@ -2965,14 +3011,16 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   p.ctr = &ctr;
   if ((rc = mgop_build_deployment(r, K_CLUSTER, r->name, r->uid, web_name, mgop_i64_or(&web, 0, "replicas", 1), &p)))
     return rc;
-  if ((rc = mgop_build_service(r, K_CLUSTER, r->name, r->uid, web_name, "multiadmin-web", NULL, 0,
-                               "[{\"name\":\"http\",\"port\":18100,\"targetPort\":18100,\"protocol\":\"TCP\"}]")))
+  if ((rc = mgop_build_service_x(r, K_CLUSTER, r->name, r->uid, web_name, "multiadmin-web", NULL, 0,
+                                 "[{\"name\":\"http\",\"port\":18100,\"targetPort\":18100,\"protocol\":\"TCP\"}]",
+                                 "externalAdminWeb")))
     return rc;
 
   /* the cluster-wide gateway Services span every cell */
   snprintf(web_name, sizeof(web_name), "%s-multigateway", r->name);
-  if ((rc = mgop_build_service(r, K_CLUSTER, r->name, r->uid, web_name, "multigateway", NULL, 0,
-                               "[{\"name\":\"postgres\",\"port\":5432,\"targetPort\":\"postgres\",\"protocol\":\"TCP\"}]")))
+  if ((rc = mgop_build_service_x(r, K_CLUSTER, r->name, r->uid, web_name, "multigateway", NULL, 0,
+                                 "[{\"name\":\"postgres\",\"port\":5432,\"targetPort\":\"postgres\",\"protocol\":\"TCP\"}]",
+                                 "externalGateway")))
     return rc;
   snprintf(web_name, sizeof(web_name), "%s-multigateway-replica", r->name);
   return mgop_build_service(r, K_CLUSTER, r->name, r->uid, web_name, "multigateway", NULL, 0,
@@ -7801,8 +7849,6 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_CLUSTER), "spec.observability", "no OTEL_* environment reaches the data-plane pods", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.externalGateway", "no external Service is made for multigateway", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.externalAdminWeb", "no external Service is made for multiadmin-web", NULL},
     {MGOP_KB(K_CLUSTER), "spec.postgresPasswordSecretRef", "the operator generates the superuser password Secret", NULL},
     {MGOP_KB(K_CLUSTER), "spec.postgresInitSecretsRef", "no day-0 init Secret is read", NULL},
     {MGOP_KB(K_CLUSTER), "spec.internalTLS", "the components talk without mutual TLS", NULL},

@@ -1862,7 +1862,8 @@ static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t
   char tag;
   if (t < 0 || t >= j->ntok || depth > MGOP_CANON_DEPTH) return 0;
   switch (j->tok[t].type) {
-    case JSMN_OBJECT: { /* members in the order of their decoded keys' hashes: any encoding, any order */
+    case JSMN_OBJECT: { /* members in the order of their decoded keys' hashes: any encoding, any order;
+                         * a null member counts as absent (a merge patch's null deletes it) */
       int keys[MGOP_CANON_KEYS], n = j->tok[t].size, i = t + 1;
       uint64_t kh[MGOP_CANON_KEYS];
       if (n > MGOP_CANON_KEYS) return 0;
@@ -1870,7 +1871,7 @@ static int mgop_canon_feed(const struct mgop_json *j, int t, int depth, uint64_t
         uint64_t x = mgop_canon_str(j, i);
         int at = k - (m - n);
         if (!x) return 0;
-        if (skip && x == skip) { n--; continue; }
+        if ((skip && x == skip) || mgop_json_is_null(j, i + 1)) { n--; continue; }
         while (at > 0 && kh[at - 1] > x) keys[at] = keys[at - 1], kh[at] = kh[at - 1], at--;
         keys[at] = i, kh[at] = x;
       }

@@ -3472,6 +3472,8 @@ static const struct { const char *path, *test; } t_field_runtime[] = {
     {"spec.globalTopoServer.external.clientCertSecret", "the operator's etcd client: t_topology (TLS)"},
     {"spec.topologyPruning", "read by the topology sync; t_topology covers pruning on (the default), not off"},
     {"spec.imageUpdatePolicy", "which default image set, against the recorded one: test_images_resolve, t_images"},
+    {"spec.externalGateway.enabled", "alone (no IPs, no annotations) it shows only in status.gateway: test_exposure"},
+    {"spec.externalAdminWeb.enabled", "alone (no IPs, no annotations) it shows only in status.adminWeb: test_exposure"},
 };
 
 /* The base of leaves that only mean something beside another setting: a
@@ -4056,6 +4058,64 @@ static void test_gateway_buffer(void) {
   CHECK(t_render(files, 1, out, sizeof(out)) != 0); /* 30s window, default 20s cap */
 }
 
+/* externalGateway / externalAdminWeb: while enabled, the global Service
+ * carries the externalIPs and annotations, and the status names the first
+ * IP; disabled, none of it (the status member is null, so a merge patch
+ * removes it, and the canonical hash takes null as absent). */
+static void test_exposure(void) {
+  static char out[512 * 1024], sbuf[4096];
+  static struct mgop_rctx r;
+  static jsmntok_t tok[256];
+  char file[300];
+  const char *files[] = {file};
+  struct mgop_buf b;
+  struct mgop_jw w;
+  snprintf(file, sizeof(file), "%s/exposed.yaml", t_tmpdir);
+  t_write(t_tmpdir, "exposed.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: e}\n"
+          "spec:\n  cells: [{name: a, zone: z}]\n"
+          "  externalGateway: {enabled: true, externalIPs: [203.0.113.7, '2001:db8::7'], "
+          "annotations: {lb.example.com/pool: edge}}\n"
+          "  externalAdminWeb: {enabled: false, externalIPs: [203.0.113.8]}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  {
+    const char *gw = strstr(out, "\"kind\":\"Service\",\"metadata\":{\"name\":\"e-multigateway\""),
+               *web = strstr(out, "\"kind\":\"Service\",\"metadata\":{\"name\":\"e-multiadmin-web\"");
+    const char *gw_end = gw ? strstr(gw, "\n") : NULL;
+    CHECK(gw != NULL && web != NULL && gw_end != NULL);
+    if (gw && gw_end) {
+      char obj[4096];
+      snprintf(obj, sizeof(obj), "%.*s", (int)(gw_end - gw), gw);
+      CHECK(strstr(obj, "\"lb.example.com/pool\":\"edge\"") != NULL);
+      CHECK(strstr(obj, "\"externalIPs\":[\"203.0.113.7\",\"2001:db8::7\"]") != NULL);
+    }
+    CHECK(strstr(out, "203.0.113.8") == NULL); /* disabled: nothing */
+  }
+  {
+    const char *json = "{\"spec\":{\"externalGateway\":{\"enabled\":true,\"externalIPs\":[\"203.0.113.7\"]},"
+                       "\"externalAdminWeb\":{\"enabled\":false}}}";
+    struct mgop_json st, live;
+    jsmntok_t stok[64], ltok[16];
+    mgop_rctx_clear(&r);
+    CHECK(mgop_json_parse(&r.root, json, strlen(json), tok, 256) == 0);
+    r.spec = mgop_json_key(&r.root, 0, "spec");
+    mgop_buf_init(&b, sbuf, sizeof(sbuf));
+    mgop_jw_init(&w, &b);
+    mgop_jw_obj(&w);
+    mgop_exposure_status(&w, &r, "externalGateway", "gateway");
+    mgop_exposure_status(&w, &r, "externalAdminWeb", "adminWeb");
+    mgop_jw_obj_end(&w);
+    CHECK_STR(sbuf, "{\"gateway\":{\"externalEndpoint\":\"203.0.113.7\"},\"adminWeb\":null}");
+    /* what the API server shows after that merge patch hashes the same */
+    CHECK(mgop_json_parse(&st, sbuf, b.len, stok, 64) == 0);
+    {
+      static const char shown[] = "{\"gateway\":{\"externalEndpoint\":\"203.0.113.7\"}}";
+      CHECK(mgop_json_parse(&live, shown, sizeof(shown) - 1, ltok, 16) == 0);
+    }
+    CHECK(mgop_json_canon_hash(&st, 0) == mgop_json_canon_hash(&live, 0));
+  }
+}
+
 /* Admission warns, once a field, for every listed field an object sets
  * (an explicit null is unset); render says the same in comments. */
 static void test_unimplemented_warnings(void) {
@@ -4357,6 +4417,7 @@ static const struct t_case t_cases[] = {
     {"flags_documented", test_flags_documented},
     {"images_resolve", test_images_resolve},
     {"gateway_buffer", test_gateway_buffer},
+    {"exposure", test_exposure},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},

@@ -80,6 +80,7 @@ grep -qF '"multigateway":"example.com/gw:b"' <<<"$rec" || fail "the record after
 ev=$(jget -n $ns events --field-selector reason=ImagesUpdated,involvedObject.name=slow -o jsonpath='{.items[*].message}')
 grep -qF "switching to default image set $rev_b (was $rev_a): multigateway: example.com/gw:a -> example.com/gw:b" <<<"$ev" ||
   fail "no ImagesUpdated Event naming the change: $ev"
+[ -z "$(images slow available)" ] || fail "status.images.available stayed after adoption: $(images slow available)"
 # the spec was never written: only the user's fields are in it
 [ -z "$(jget -n $ns mgc slow -o jsonpath='{.spec.images}')" ] || fail "images were written into the spec"
 note "acknowledged $rev_b: adopted, recorded, Event: $ev"
