@@ -294,6 +294,7 @@ struct mgop_rctx {
    * scale-down says, for the Shard's RollingUpdate condition */
   char roll_note[MGOP_SHARDS_MAX][600];
   int roll_held[MGOP_SHARDS_MAX];
+  int password_ref_checked;   /* spec.postgresPasswordSecretRef read this turn */
   /* images (section 4): the default set this cluster is on, and why */
   struct mgop_img_state {
     int resolved;
@@ -3253,6 +3254,47 @@ static const char mgop_pg_hba[] =
     "host    all       all   ::/0          scram-sha-256\n"
     "host    replication all 0.0.0.0/0     scram-sha-256\n";
 
+/* spec.postgresPasswordSecretRef: the user's Secret and key (returns 0),
+ * or the operator's own per-shard Secret, key "password" (returns 1). The
+ * CRD requires both fields and restricts them to name and key characters. */
+static int mgop_password_ref(struct mgop_rctx *r, char *name, size_t ncap, char *key, size_t kcap) {
+  int ref = mgop_json_key(&r->root, r->spec, "postgresPasswordSecretRef");
+  snprintf(key, kcap, "password");
+  if (ref < 0 || mgop_json_path_str(&r->root, ref, "name", name, ncap) || !name[0] ||
+      mgop_json_path_str(&r->root, ref, "key", key, kcap) || !key[0]) {
+    snprintf(key, kcap, "password");
+    return 1;
+  }
+  return 0;
+}
+
+/* The user's password Secret must exist and hold the key before pods mount
+ * it (else they wait in ContainerCreating with no word from us): once a
+ * turn, and an error (retried with backoff: the operator does not watch
+ * Secrets) that names the field and the fix. */
+static int mgop_check_password_ref(struct mgop_rctx *r, const char *name, const char *key) {
+  char path[400], body[16384];
+  struct mgop_buf b;
+  struct mgop_json j;
+  int status, rc;
+  if (r->password_ref_checked) return MGOP_OK;
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", r->ns, name);
+  mgop_buf_init(&b, body, sizeof(body));
+  rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+  if (rc == MGOP_ERR_NOTFOUND)
+    return mgop_seterr(MGOP_ERR_CONFIG, "spec.postgresPasswordSecretRef names Secret %s, which does not exist in "
+                       "namespace %s: create it with the superuser password under the key %s", name, r->ns, key);
+  if (rc) return rc;
+  rc = mgop_parse_arena(r->arena, b.p, b.len, &j);
+  memset(body, 0, sizeof(body)); /* the password does not stay on the stack */
+  if (rc) return rc;
+  if (mgop_json_key(&j, mgop_json_key(&j, 0, "data"), key) < 0)
+    return mgop_seterr(MGOP_ERR_CONFIG, "spec.postgresPasswordSecretRef: Secret %s has no key %s; add the superuser "
+                       "password under that key or set postgresPasswordSecretRef.key to the key that holds it", name, key);
+  r->password_ref_checked = 1;
+  return MGOP_OK;
+}
+
 /* The superuser password Secret: created once with a random password and
  * never written again (never applied, so an edit or rotation by the user
  * sticks; never rendered, so no password reaches a pull request). */
@@ -4422,10 +4464,11 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   {
     const char *uid = mgop_uid_of(r, K_SHARD, cr);
     int orch = mgop_json_key(&cfg, 0, "multiorch"), all_cells = mgop_json_key(&r->root, r->spec, "cells");
-    char cm[300], secret[300];
+    char cm[300], secret[300], pw_key[254];
+    int own_secret = mgop_password_ref(r, secret, sizeof(secret), pw_key, sizeof(pw_key));
     if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "Shard %s has no uid yet", cr);
     snprintf(cm, sizeof(cm), "%s-pg-hba", cr);
-    snprintf(secret, sizeof(secret), "%s-postgres-password", cr);
+    if (own_secret) snprintf(secret, sizeof(secret), "%s-postgres-password", cr);
     {
       struct mgop_build o;
       if ((rc = mgop_build_begin(r, &o, K_CM, cm))) return rc;
@@ -4435,7 +4478,8 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
       mgop_jw_obj_end(&o.w);
       if ((rc = mgop_build_end(&o))) return rc;
     }
-    if (!r->render && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids, cm))) return rc;
+    if (!r->render && own_secret && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids, cm))) return rc;
+    if (!r->render && !own_secret && (rc = mgop_check_password_ref(r, secret, pw_key))) return rc;
     if ((rc = mgop_backup_shard(r, d, tg, shard, cr, uid, &ids, &bk, pdoc, pools))) return rc;
     mgop_backup_pod_parts(&bk, &bp);
     shard_replicas = 0;
@@ -4552,11 +4596,12 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                         "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
                  bp.pooler_mounts);
         ctr[1].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
+        _Static_assert(sizeof(vols) >= 300 + 300 + 254 + sizeof(bp.volumes) + 256, "the pool volumes fit");
         snprintf(vols, sizeof(vols),
                  "[{\"name\":\"socket-dir\",\"emptyDir\":{}},"
                  "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
                  "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
-                 "\"items\":[{\"key\":\"password\",\"path\":\"password\"}]}}%s]", cm, secret, bp.volumes);
+                 "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s]", cm, secret, pw_key, bp.volumes);
         memset(&p, 0, sizeof(p));
         p.component = "shard-pool";
         p.ids = &pids;
@@ -7849,7 +7894,6 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_CLUSTER), "spec.observability", "no OTEL_* environment reaches the data-plane pods", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.postgresPasswordSecretRef", "the operator generates the superuser password Secret", NULL},
     {MGOP_KB(K_CLUSTER), "spec.postgresInitSecretsRef", "no day-0 init Secret is read", NULL},
     {MGOP_KB(K_CLUSTER), "spec.internalTLS", "the components talk without mutual TLS", NULL},
     {MGOP_KB(K_CLUSTER), "spec.certCommonName", "multigateway serves no public PostgreSQL TLS certificate", NULL},

@@ -4116,6 +4116,27 @@ static void test_exposure(void) {
   }
 }
 
+/* spec.postgresPasswordSecretRef: pool pods mount the user's Secret and key
+ * as the password file; without it, the shard's own Secret, key password. */
+static void test_password_ref(void) {
+  static char out[512 * 1024];
+  char file[300];
+  const char *files[] = {file};
+  snprintf(file, sizeof(file), "%s/pwref.yaml", t_tmpdir);
+  t_write(t_tmpdir, "pwref.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: p}\n"
+          "spec: {cells: [{name: a, zone: z}], postgresPasswordSecretRef: {name: team-pg, key: superuser}}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"team-pg\",\"defaultMode\":292,"
+                    "\"items\":[{\"key\":\"superuser\",\"path\":\"password\"}]}}") != NULL);
+  CHECK(strstr(out, "-postgres-password\"") == NULL);
+  t_write(t_tmpdir, "pwref.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: p}\n"
+          "spec: {cells: [{name: a, zone: z}]}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "-postgres-password\",\"defaultMode\":292,\"items\":[{\"key\":\"password\",\"path\":\"password\"}]") != NULL);
+}
+
 /* Admission warns, once a field, for every listed field an object sets
  * (an explicit null is unset); render says the same in comments. */
 static void test_unimplemented_warnings(void) {
@@ -4418,6 +4439,7 @@ static const struct t_case t_cases[] = {
     {"images_resolve", test_images_resolve},
     {"gateway_buffer", test_gateway_buffer},
     {"exposure", test_exposure},
+    {"password_ref", test_password_ref},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},
