@@ -2765,7 +2765,104 @@ struct mgop_ctr {
   const char *res_default;       /* JSON literal when unset         */
   const char *mounts;            /* JSON array literal or NULL      */
   const char *security;          /* JSON object literal or NULL     */
+  const char *otel;              /* data-plane component for the OTEL_*
+                                    environment (observability), or NULL */
 };
+
+/* ---- observability -----------------------------------------------------------
+ * The data-plane containers' OTEL_* environment: each variable from its
+ * spec.observability field, else from the operator's own environment (read
+ * at start), so pods inherit the operator's collector with no setting;
+ * otlpEndpoint "disabled" sets none. With any variable set, the resource
+ * attributes name the cluster and the component. The reference operator's
+ * mapping. */
+static const struct { const char *field, *var; } mgop_otel_vars[] = {
+    {"otlpEndpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"},
+    {"otlpProtocol", "OTEL_EXPORTER_OTLP_PROTOCOL"},
+    {"tracesExporter", "OTEL_TRACES_EXPORTER"},
+    {"metricsExporter", "OTEL_METRICS_EXPORTER"},
+    {"logsExporter", "OTEL_LOGS_EXPORTER"},
+    {"metricExportInterval", "OTEL_METRIC_EXPORT_INTERVAL"},
+    {"metricsTemporality", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"},
+    {"histogramAggregation", "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"},
+    {"tracesSampler", "OTEL_TRACES_SAMPLER"},
+};
+#define MGOP_OTEL_N (sizeof(mgop_otel_vars) / sizeof(mgop_otel_vars[0]))
+#define MGOP_OTEL_VALUE_MAX 2048 /* the CRD's bound on otlpEndpoint, the longest */
+/* the env entries: each value escaped (x2), its name and the attributes */
+#define MGOP_OTEL_ENV_BUF (MGOP_OTEL_N * (2 * MGOP_OTEL_VALUE_MAX + 96) + 512)
+static struct {
+  int read;
+  char value[MGOP_OTEL_N][MGOP_OTEL_VALUE_MAX + 1]; /* the operator's own ("" unset) */
+} mgop_otel_env;
+
+/* Reads the operator's OTEL_* variables once: 0, or 2 with the reason on
+ * stderr when one is longer than the CRD allows its field. */
+static int mgop_otel_init(void) {
+  for (size_t i = 0; i < MGOP_OTEL_N; i++) {
+    const char *v = getenv(mgop_otel_vars[i].var);
+    if (v && strlen(v) > MGOP_OTEL_VALUE_MAX) {
+      fprintf(stderr, "multigres-op: %s is %zu characters long; at most %d are passed to the data plane (as in "
+              "spec.observability.%s)\n", mgop_otel_vars[i].var, strlen(v), MGOP_OTEL_VALUE_MAX, mgop_otel_vars[i].field);
+      return 2;
+    }
+    snprintf(mgop_otel_env.value[i], sizeof(mgop_otel_env.value[i]), "%s", v ? v : "");
+  }
+  mgop_otel_env.read = 1;
+  return 0;
+}
+
+/* The OTEL env entries of one container, comma-separated JSON objects
+ * without brackets, into out; returns their length (0: none). */
+static size_t mgop_otel_env_json(struct mgop_rctx *r, const char *component, char *out, size_t cap) {
+  int obs = mgop_json_key(&r->root, r->spec, "observability");
+  char v[MGOP_OTEL_VALUE_MAX + 1], attrs[200];
+  struct mgop_buf b;
+  struct mgop_jw w;
+  int any = 0;
+  if (!mgop_otel_env.read) mgop_otel_init(); /* main reads it first; tests that include this file may not */
+  if (!mgop_json_path_str(&r->root, obs, "otlpEndpoint", v, sizeof(v)) && !strcmp(v, "disabled")) return 0;
+  mgop_buf_init(&b, out, cap);
+  mgop_jw_init(&w, &b);
+  mgop_jw_arr(&w);
+  for (size_t i = 0; i < MGOP_OTEL_N; i++) {
+    if (mgop_json_path_str(&r->root, obs, mgop_otel_vars[i].field, v, sizeof(v)) || !v[0])
+      snprintf(v, sizeof(v), "%s", mgop_otel_env.value[i]);
+    if (!v[0]) continue;
+    mgop_jw_obj(&w);
+    mgop_jw_key(&w, "name"); mgop_jw_str(&w, mgop_otel_vars[i].var);
+    mgop_jw_key(&w, "value"); mgop_jw_str(&w, v);
+    mgop_jw_obj_end(&w);
+    any = 1;
+  }
+  if (any) {
+    snprintf(attrs, sizeof(attrs), "multigres.cluster=%s,multigres.component=%s", r->name, component);
+    mgop_jw_obj(&w);
+    mgop_jw_key(&w, "name"); mgop_jw_str(&w, "OTEL_RESOURCE_ATTRIBUTES");
+    mgop_jw_key(&w, "value"); mgop_jw_str(&w, attrs);
+    mgop_jw_obj_end(&w);
+  }
+  mgop_jw_arr_end(&w);
+  if (!any || b.overflow || b.len < 2) return 0; /* sized for every field at its maximum: cannot overflow */
+  memmove(out, out + 1, b.len - 2); /* without the brackets */
+  out[b.len - 2] = 0;
+  return b.len - 2;
+}
+
+/* "env": the container's own entries, then the OTEL ones (one raw value:
+ * the writer puts a comma between two). */
+static void mgop_write_env(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_ctr *c) {
+  char otel[MGOP_OTEL_ENV_BUF], all[MGOP_OTEL_ENV_BUF + 4096];
+  size_t n = c->otel ? mgop_otel_env_json(r, c->otel, otel, sizeof(otel)) : 0, own = c->env ? strlen(c->env) : 0;
+  int len;
+  if (!own && !n) return;
+  mgop_jw_key(w, "env");
+  if (!n) { mgop_jw_raw(w, c->env, own); return; }
+  /* a container's own entries are at most a few KiB (env0, env1: 1.7 KiB) */
+  len = own > 2 ? snprintf(all, sizeof(all), "%.*s,%s]", (int)(own - 1), c->env, otel) : snprintf(all, sizeof(all), "[%s]", otel);
+  if (len < 0 || (size_t)len >= sizeof(all)) { mgop_jw_raw(w, c->env, own); w->b->overflow = 1; return; } /* reported */
+  mgop_jw_raw(w, all, (size_t)len);
+}
 
 static void mgop_write_container(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_ctr *c) {
   char pull[32], probe[160];
@@ -2781,7 +2878,7 @@ static void mgop_write_container(struct mgop_rctx *r, struct mgop_jw *w, const s
     for (int i = 0; i < c->nargs; i++) mgop_jw_str(w, c->args[i]);
     mgop_jw_arr_end(w);
   }
-  if (c->env) { mgop_jw_key(w, "env"); mgop_jw_raw(w, c->env, strlen(c->env)); }
+  mgop_write_env(r, w, c);
   if (c->ports) { mgop_jw_key(w, "ports"); mgop_jw_raw(w, c->ports, strlen(c->ports)); }
   if (c->probe_port) {
     snprintf(probe, sizeof(probe), "{\"httpGet\":{\"path\":\"%s\",\"port\":%d},\"periodSeconds\":5,\"failureThreshold\":30}",
@@ -3187,6 +3284,7 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
     memset(&ctr, 0, sizeof(ctr));
     ctr.name = "multigateway";
     ctr.image = mgop_image(r, MGOP_IMG_MULTIGATEWAY, image, sizeof(image));
+    ctr.otel = "multigateway";
     snprintf(a_addr, sizeof(a_addr), "--topo-global-server-addresses=%s", addr);
     snprintf(a_root, sizeof(a_root), "--topo-global-root=%s", root);
     snprintf(a_cell, sizeof(a_cell), "--cell=%s", name);
@@ -4530,6 +4628,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         memset(ctr, 0, sizeof(ctr));
         ctr[0].name = "postgres";
         ctr[0].image = mgop_image(r, MGOP_IMG_POSTGRES, image, sizeof(image));
+        ctr[0].otel = "pgctld";
         ctr[0].command = "[\"/usr/local/bin/pgctld\"]";
         snprintf(a[0], sizeof(a[0]), "--log-level=%s", mgop_log_level_of(r, "pgctld", level, sizeof(level)));
         {
@@ -4561,6 +4660,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         ctr[0].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
         ctr[1].name = "multipooler";
         ctr[1].image = mgop_image(r, MGOP_IMG_MULTIPOOLER, pooler_image, sizeof(pooler_image));
+        ctr[1].otel = "multipooler";
         snprintf(a[1], sizeof(a[1]), "--topo-global-server-addresses=%s", addr);
         snprintf(a[2], sizeof(a[2]), "--topo-global-root=%s", root);
         snprintf(a[3], sizeof(a[3]), "--cell=%s", cell);
@@ -4715,6 +4815,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         memset(&ctr, 0, sizeof(ctr));
         ctr.name = "multiorch";
         ctr.image = mgop_image(r, MGOP_IMG_MULTIORCH, image, sizeof(image));
+        ctr.otel = "multiorch";
         snprintf(a_addr, sizeof(a_addr), "--topo-global-server-addresses=%s", addr);
         snprintf(a_root, sizeof(a_root), "--topo-global-root=%s", root);
         snprintf(a_cell, sizeof(a_cell), "--cell=%s", cell);
@@ -7893,7 +7994,7 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
-    {MGOP_KB(K_CLUSTER), "spec.observability", "no OTEL_* environment reaches the data-plane pods", NULL},
+    {MGOP_KB(K_CLUSTER), "spec.observability.samplingConfigRef", "the sampling ConfigMap is not mounted", NULL},
     {MGOP_KB(K_CLUSTER), "spec.postgresInitSecretsRef", "no day-0 init Secret is read", NULL},
     {MGOP_KB(K_CLUSTER), "spec.internalTLS", "the components talk without mutual TLS", NULL},
     {MGOP_KB(K_CLUSTER), "spec.certCommonName", "multigateway serves no public PostgreSQL TLS certificate", NULL},
@@ -9480,7 +9581,7 @@ int main(int argc, char **argv) {
   opt.watch_namespace = "";
   rc = mgop_parse_flags(argc, argv, &opt, &exit_now);
   if (rc || exit_now) return rc;
-  if ((rc = mgop_img_defaults_init())) return rc;
+  if ((rc = mgop_img_defaults_init()) || (rc = mgop_otel_init())) return rc;
   if (opt.nrender) return mgop_render(&opt, stdout);
   return mgop_run(&opt);
 }

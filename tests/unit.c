@@ -4137,6 +4137,55 @@ static void test_password_ref(void) {
   CHECK(strstr(out, "-postgres-password\",\"defaultMode\":292,\"items\":[{\"key\":\"password\",\"path\":\"password\"}]") != NULL);
 }
 
+/* spec.observability: OTEL_* on the data-plane containers (after their own
+ * entries), each field else the operator's own variable; "disabled" sets
+ * none; nothing set anywhere adds nothing (no pod changes on upgrade). */
+static void test_observability(void) {
+  static char out[512 * 1024];
+  char file[300];
+  const char *files[] = {file};
+  snprintf(file, sizeof(file), "%s/otel.yaml", t_tmpdir);
+  t_write(t_tmpdir, "otel.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
+          "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: 'http://otel:4318', "
+          "tracesSampler: parentbased_traceidratio}}\n");
+  unsetenv("OTEL_METRICS_EXPORTER");
+  CHECK(mgop_otel_init() == 0);
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "\"env\":[{\"name\":\"OTEL_EXPORTER_OTLP_ENDPOINT\",\"value\":\"http://otel:4318\"},"
+                    "{\"name\":\"OTEL_TRACES_SAMPLER\",\"value\":\"parentbased_traceidratio\"},"
+                    "{\"name\":\"OTEL_RESOURCE_ATTRIBUTES\",\"value\":\"multigres.cluster=o,multigres.component=multigateway\"}]") != NULL);
+  CHECK(strstr(out, "multigres.component=multiorch\"}]") != NULL && strstr(out, "multigres.component=pgctld\"}]") != NULL &&
+        strstr(out, "multigres.component=multipooler\"}]") != NULL);
+  CHECK(strstr(out, "/etc/postgres-password/password\"},{\"name\":\"OTEL_EXPORTER_OTLP_ENDPOINT\"") != NULL); /* after its own */
+  CHECK(strstr(out, "multigres.component=multiadmin") == NULL);
+  /* the operator's own variable fills a field the spec leaves unset */
+  setenv("OTEL_METRICS_EXPORTER", "otlp", 1);
+  CHECK(mgop_otel_init() == 0);
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "{\"name\":\"OTEL_METRICS_EXPORTER\",\"value\":\"otlp\"}") != NULL);
+  t_write(t_tmpdir, "otel.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
+          "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: disabled}}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "OTEL_") == NULL);
+  unsetenv("OTEL_METRICS_EXPORTER");
+  CHECK(mgop_otel_init() == 0);
+  t_write(t_tmpdir, "otel.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
+          "spec: {cells: [{name: a, zone: z}]}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "OTEL_") == NULL);
+  {
+    static char big[MGOP_OTEL_VALUE_MAX + 2];
+    memset(big, 'x', sizeof(big) - 1);
+    setenv("OTEL_EXPORTER_OTLP_ENDPOINT", big, 1);
+    CHECK(mgop_otel_init() == 2);
+    unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+    CHECK(mgop_otel_init() == 0);
+  }
+}
+
 /* Admission warns, once a field, for every listed field an object sets
  * (an explicit null is unset); render says the same in comments. */
 static void test_unimplemented_warnings(void) {
@@ -4147,7 +4196,8 @@ static void test_unimplemented_warnings(void) {
 #define T_NOTE(path) "\"" path " is accepted but not implemented yet and has no effect (issue #13)\""
   static char out[64 * 1024];
   static const char cluster[] = T_UREVIEW("MultigresCluster", "CREATE",
-      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"observability\":{\"otlpEndpoint\":\"http://otel:4318\"},"
+      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"observability\":{\"otlpEndpoint\":\"http://otel:4318\","
+      "\"samplingConfigRef\":{\"name\":\"s\"}},"
       "\"issuerName\":null,\"cells\":[{\"name\":\"a\",\"zone\":\"z\"},{\"name\":\"b\",\"zone\":\"y\","
       "\"metadata\":\"rack 7\"}]}}");
   static const char shard_template[] = T_UREVIEW("ShardTemplate", "UPDATE",
@@ -4160,7 +4210,7 @@ static void test_unimplemented_warnings(void) {
   mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   t_admit(cluster, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
-  CHECK(strstr(out, "," T_NOTE("spec.cells[].metadata") "," T_NOTE("spec.observability") "]") != NULL);
+  CHECK(strstr(out, "," T_NOTE("spec.cells[].metadata") "," T_NOTE("spec.observability.samplingConfigRef") "]") != NULL);
   CHECK(strstr(out, "issuerName") == NULL);
   t_admit(shard_template, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
@@ -4440,6 +4490,7 @@ static const struct t_case t_cases[] = {
     {"gateway_buffer", test_gateway_buffer},
     {"exposure", test_exposure},
     {"password_ref", test_password_ref},
+    {"observability", test_observability},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},
