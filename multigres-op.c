@@ -2778,6 +2778,7 @@ struct mgop_ctr {
  * mapping. */
 static const struct { const char *field, *var; } mgop_otel_vars[] = {
     {"otlpEndpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"},
+    {"otlpMetricsEndpoint", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"},
     {"otlpProtocol", "OTEL_EXPORTER_OTLP_PROTOCOL"},
     {"tracesExporter", "OTEL_TRACES_EXPORTER"},
     {"metricsExporter", "OTEL_METRICS_EXPORTER"},
@@ -8836,7 +8837,7 @@ static void mgop_loop_yields(void) {
  * GETs) and, while not current, every MGOP_CRD_RECHECK_MS; once current,
  * never again (idle costs nothing). A CRD that cannot be read for another
  * reason (no RBAC grant) is logged and not held against the operator. */
-#define MGOP_CRD_SCHEMA 1 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
+#define MGOP_CRD_SCHEMA 2 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
 #define MGOP_CRD_RECHECK_MS 10000
 static void mgop_crd_check(void) {
   static char body[256 * 1024];

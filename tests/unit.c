@@ -4148,11 +4148,12 @@ static void test_observability(void) {
   t_write(t_tmpdir, "otel.yaml",
           "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
           "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: 'http://otel:4318', "
-          "tracesSampler: parentbased_traceidratio}}\n");
+          "otlpMetricsEndpoint: 'http://vmagent:4318/v1/metrics', tracesSampler: parentbased_traceidratio}}\n");
   unsetenv("OTEL_METRICS_EXPORTER");
   CHECK(mgop_otel_init() == 0);
   CHECK(t_render(files, 1, out, sizeof(out)) == 0);
   CHECK(strstr(out, "\"env\":[{\"name\":\"OTEL_EXPORTER_OTLP_ENDPOINT\",\"value\":\"http://otel:4318\"},"
+                    "{\"name\":\"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT\",\"value\":\"http://vmagent:4318/v1/metrics\"},"
                     "{\"name\":\"OTEL_TRACES_SAMPLER\",\"value\":\"parentbased_traceidratio\"},"
                     "{\"name\":\"OTEL_RESOURCE_ATTRIBUTES\",\"value\":\"multigres.cluster=o,multigres.component=multigateway\"}]") != NULL);
   CHECK(strstr(out, "multigres.component=multiorch\"}]") != NULL && strstr(out, "multigres.component=pgctld\"}]") != NULL &&

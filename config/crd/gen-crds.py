@@ -26,7 +26,7 @@ VERSION = "v1alpha1"
 # Stamped on every CRD (multigres.com/schema-version). Raise it, and
 # MGOP_CRD_SCHEMA in multigres-op.c with it, when the operator starts relying
 # on a schema change: an operator then refuses to reconcile against older CRDs.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: observability.otlpMetricsEndpoint
 
 # ---------------------------------------------------------------------------
 # Small schema builders
@@ -443,6 +443,8 @@ def observability():
              "Unset fields take the operator's own OTEL_* environment.", {
                  "otlpEndpoint": S("OTLP collector URL (OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://otel-collector:4318; "
                                    "the value disabled turns telemetry off.", maxLength=2048),
+                 "otlpMetricsEndpoint": S("OTLP endpoint for metrics only (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT), "
+                                          "e.g. http://vmagent:4318/v1/metrics.", maxLength=2048),
                  "otlpProtocol": S("OTLP transport (OTEL_EXPORTER_OTLP_PROTOCOL).", enum=["http/protobuf", "grpc"]),
                  "tracesExporter": S("Trace exporter (OTEL_TRACES_EXPORTER).", enum=["otlp", "none", "console"]),
                  "metricsExporter": S("Metrics exporter (OTEL_METRICS_EXPORTER).", enum=["otlp", "none", "console"]),
