@@ -2813,6 +2813,18 @@ static int mgop_otel_init(void) {
   return 0;
 }
 
+/* observability.samplingConfigRef: the ConfigMap and key (1), or 0 when
+ * unset or telemetry is disabled. Mounted at /etc/otel, its file named by
+ * OTEL_TRACES_SAMPLER_CONFIG, in every container that gets OTEL_*. */
+static int mgop_otel_sampling(struct mgop_rctx *r, char *name, size_t ncap, char *key, size_t kcap) {
+  int obs = mgop_json_key(&r->root, r->spec, "observability"), ref = mgop_json_key(&r->root, obs, "samplingConfigRef");
+  char ep[16];
+  if (ref < 0 || (!mgop_json_path_str(&r->root, obs, "otlpEndpoint", ep, sizeof(ep)) && !strcmp(ep, "disabled"))) return 0;
+  if (mgop_json_path_str(&r->root, ref, "name", name, ncap) || !name[0]) return 0;
+  if (mgop_json_path_str(&r->root, ref, "key", key, kcap) || !key[0]) snprintf(key, kcap, "sampling-config.yaml");
+  return 1;
+}
+
 /* The OTEL env entries of one container, comma-separated JSON objects
  * without brackets, into out; returns their length (0: none). */
 static size_t mgop_otel_env_json(struct mgop_rctx *r, const char *component, char *out, size_t cap) {
@@ -2836,6 +2848,17 @@ static size_t mgop_otel_env_json(struct mgop_rctx *r, const char *component, cha
     mgop_jw_obj_end(&w);
     any = 1;
   }
+  {
+    char name[254], key[254], file[280];
+    if (mgop_otel_sampling(r, name, sizeof(name), key, sizeof(key))) {
+      snprintf(file, sizeof(file), "/etc/otel/%s", key);
+      mgop_jw_obj(&w);
+      mgop_jw_key(&w, "name"); mgop_jw_str(&w, "OTEL_TRACES_SAMPLER_CONFIG");
+      mgop_jw_key(&w, "value"); mgop_jw_str(&w, file);
+      mgop_jw_obj_end(&w);
+      any = 1;
+    }
+  }
   if (any) {
     snprintf(attrs, sizeof(attrs), "multigres.cluster=%s,multigres.component=%s", r->name, component);
     mgop_jw_obj(&w);
@@ -2850,19 +2873,33 @@ static size_t mgop_otel_env_json(struct mgop_rctx *r, const char *component, cha
   return b.len - 2;
 }
 
-/* "env": the container's own entries, then the OTEL ones (one raw value:
- * the writer puts a comma between two). */
-static void mgop_write_env(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_ctr *c) {
-  char otel[MGOP_OTEL_ENV_BUF], all[MGOP_OTEL_ENV_BUF + 4096];
-  size_t n = c->otel ? mgop_otel_env_json(r, c->otel, otel, sizeof(otel)) : 0, own = c->env ? strlen(c->env) : 0;
+/* KEY: the JSON array literal `own` (or none) with the elements `more`
+ * (comma-separated, no brackets) appended, as one raw value (the writer
+ * puts a comma between two). Nothing when both are empty. */
+static void mgop_write_array_plus(struct mgop_jw *w, const char *key, const char *own, const char *more, size_t n) {
+  static _Thread_local char all[MGOP_OTEL_ENV_BUF + 4096]; /* a container's own entries: at most a few KiB */
+  size_t o = own ? strlen(own) : 0;
   int len;
-  if (!own && !n) return;
-  mgop_jw_key(w, "env");
-  if (!n) { mgop_jw_raw(w, c->env, own); return; }
-  /* a container's own entries are at most a few KiB (env0, env1: 1.7 KiB) */
-  len = own > 2 ? snprintf(all, sizeof(all), "%.*s,%s]", (int)(own - 1), c->env, otel) : snprintf(all, sizeof(all), "[%s]", otel);
-  if (len < 0 || (size_t)len >= sizeof(all)) { mgop_jw_raw(w, c->env, own); w->b->overflow = 1; return; } /* reported */
+  if (!o && !n) return;
+  mgop_jw_key(w, key);
+  if (!n) { mgop_jw_raw(w, own, o); return; }
+  len = o > 2 ? snprintf(all, sizeof(all), "%.*s,%.*s]", (int)(o - 1), own, (int)n, more)
+              : snprintf(all, sizeof(all), "[%.*s]", (int)n, more);
+  if (len < 0 || (size_t)len >= sizeof(all)) { mgop_jw_raw(w, "[]", 2); w->b->overflow = 1; return; } /* reported */
   mgop_jw_raw(w, all, (size_t)len);
+}
+
+static void mgop_write_env(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_ctr *c) {
+  static _Thread_local char otel[MGOP_OTEL_ENV_BUF];
+  size_t n = c->otel ? mgop_otel_env_json(r, c->otel, otel, sizeof(otel)) : 0;
+  mgop_write_array_plus(w, "env", c->env, otel, n);
+}
+
+static void mgop_write_mounts(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_ctr *c) {
+  char name[254], key[254];
+  static const char mount[] = "{\"name\":\"otel-sampling-config\",\"mountPath\":\"/etc/otel\",\"readOnly\":true}";
+  int sampling = c->otel && mgop_otel_sampling(r, name, sizeof(name), key, sizeof(key));
+  mgop_write_array_plus(w, "volumeMounts", c->mounts, mount, sampling ? sizeof(mount) - 1 : 0);
 }
 
 static void mgop_write_container(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_ctr *c) {
@@ -2895,7 +2932,7 @@ static void mgop_write_container(struct mgop_rctx *r, struct mgop_jw *w, const s
   mgop_jw_key(w, "resources");
   if (c->res_doc && c->res_tok >= 0) mgop_jw_copy(w, c->res_doc, c->res_tok);
   else mgop_jw_raw(w, c->res_default, strlen(c->res_default));
-  if (c->mounts) { mgop_jw_key(w, "volumeMounts"); mgop_jw_raw(w, c->mounts, strlen(c->mounts)); }
+  mgop_write_mounts(r, w, c);
   if (c->security) { mgop_jw_key(w, "securityContext"); mgop_jw_raw(w, c->security, strlen(c->security)); }
   mgop_jw_obj_end(w);
 }
@@ -2961,7 +2998,28 @@ static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, cons
   mgop_jw_key(w, "containers"); mgop_jw_arr(w);
   for (int i = 0; i < p->nctr; i++) mgop_write_container(r, w, &p->ctr[i]);
   mgop_jw_arr_end(w);
-  if (p->volumes) { mgop_jw_key(w, "volumes"); mgop_jw_raw(w, p->volumes, strlen(p->volumes)); }
+  {
+    char name[254], key[254], vol[700] = "";
+    int otel = 0, n = 0;
+    for (int i = 0; i < p->nctr; i++) otel |= p->ctr[i].otel != NULL;
+    if (otel && mgop_otel_sampling(r, name, sizeof(name), key, sizeof(key))) {
+      struct mgop_buf b;
+      struct mgop_jw v;
+      mgop_buf_init(&b, vol, sizeof(vol));
+      mgop_jw_init(&v, &b);
+      mgop_jw_obj(&v);
+      mgop_jw_key(&v, "name"); mgop_jw_str(&v, "otel-sampling-config");
+      mgop_jw_key(&v, "configMap"); mgop_jw_obj(&v);
+      mgop_jw_key(&v, "name"); mgop_jw_str(&v, name);
+      mgop_jw_key(&v, "items"); mgop_jw_arr(&v);
+      mgop_jw_obj(&v); mgop_jw_key(&v, "key"); mgop_jw_str(&v, key); mgop_jw_key(&v, "path"); mgop_jw_str(&v, key); mgop_jw_obj_end(&v);
+      mgop_jw_arr_end(&v);
+      mgop_jw_obj_end(&v);
+      mgop_jw_obj_end(&v);
+      n = b.overflow ? 0 : (int)b.len; /* 2 x 253 characters fit */
+    }
+    mgop_write_array_plus(w, "volumes", p->volumes, vol, (size_t)n);
+  }
   mgop_jw_obj_end(w);
   mgop_jw_obj_end(w);
 }
@@ -7995,7 +8053,6 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
-    {MGOP_KB(K_CLUSTER), "spec.observability.samplingConfigRef", "the sampling ConfigMap is not mounted", NULL},
     {MGOP_KB(K_CLUSTER), "spec.postgresInitSecretsRef", "no day-0 init Secret is read", NULL},
     {MGOP_KB(K_CLUSTER), "spec.internalTLS", "the components talk without mutual TLS", NULL},
     {MGOP_KB(K_CLUSTER), "spec.certCommonName", "multigateway serves no public PostgreSQL TLS certificate", NULL},

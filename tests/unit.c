@@ -4160,6 +4160,22 @@ static void test_observability(void) {
         strstr(out, "multigres.component=multipooler\"}]") != NULL);
   CHECK(strstr(out, "/etc/postgres-password/password\"},{\"name\":\"OTEL_EXPORTER_OTLP_ENDPOINT\"") != NULL); /* after its own */
   CHECK(strstr(out, "multigres.component=multiadmin") == NULL);
+  /* the sampling file: a ConfigMap volume, mounted where its variable says */
+  t_write(t_tmpdir, "otel.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
+          "spec: {cells: [{name: a, zone: z}], observability: {tracesSampler: multigres_custom, "
+          "samplingConfigRef: {name: sampler}}}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "{\"name\":\"OTEL_TRACES_SAMPLER_CONFIG\",\"value\":\"/etc/otel/sampling-config.yaml\"}") != NULL);
+  CHECK(strstr(out, "\"volumeMounts\":[{\"name\":\"otel-sampling-config\",\"mountPath\":\"/etc/otel\",\"readOnly\":true}]") != NULL);
+  CHECK(strstr(out, "\"volumes\":[{\"name\":\"otel-sampling-config\",\"configMap\":{\"name\":\"sampler\",\"items\":"
+                    "[{\"key\":\"sampling-config.yaml\",\"path\":\"sampling-config.yaml\"}]}}]") != NULL); /* the gateway's only volume */
+  CHECK(strstr(out, "/etc/postgres-password\",\"readOnly\":true},{\"name\":\"otel-sampling-config\"") != NULL ||
+        strstr(out, ",{\"name\":\"otel-sampling-config\",\"mountPath\":\"/etc/otel\",\"readOnly\":true}]") != NULL);
+  t_write(t_tmpdir, "otel.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
+          "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: 'http://otel:4318', "
+          "otlpMetricsEndpoint: 'http://vmagent:4318/v1/metrics', tracesSampler: parentbased_traceidratio}}\n");
   /* the operator's own variable fills a field the spec leaves unset */
   setenv("OTEL_METRICS_EXPORTER", "otlp", 1);
   CHECK(mgop_otel_init() == 0);
@@ -4197,8 +4213,7 @@ static void test_unimplemented_warnings(void) {
 #define T_NOTE(path) "\"" path " is accepted but not implemented yet and has no effect (issue #13)\""
   static char out[64 * 1024];
   static const char cluster[] = T_UREVIEW("MultigresCluster", "CREATE",
-      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"observability\":{\"otlpEndpoint\":\"http://otel:4318\","
-      "\"samplingConfigRef\":{\"name\":\"s\"}},"
+      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"internalTLS\":{\"enabled\":true},"
       "\"issuerName\":null,\"cells\":[{\"name\":\"a\",\"zone\":\"z\"},{\"name\":\"b\",\"zone\":\"y\","
       "\"metadata\":\"rack 7\"}]}}");
   static const char shard_template[] = T_UREVIEW("ShardTemplate", "UPDATE",
@@ -4211,7 +4226,7 @@ static void test_unimplemented_warnings(void) {
   mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   t_admit(cluster, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
-  CHECK(strstr(out, "," T_NOTE("spec.cells[].metadata") "," T_NOTE("spec.observability.samplingConfigRef") "]") != NULL);
+  CHECK(strstr(out, "," T_NOTE("spec.cells[].metadata") "," T_NOTE("spec.internalTLS") "]") != NULL);
   CHECK(strstr(out, "issuerName") == NULL);
   t_admit(shard_template, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
