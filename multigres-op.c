@@ -3433,7 +3433,7 @@ static int mgop_check_password_ref(struct mgop_rctx *r, const char *name, const 
   char path[400], body[16384];
   struct mgop_buf b;
   struct mgop_json j;
-  int status, rc;
+  int status, rc, found;
   if (r->password_ref_checked) return MGOP_OK;
   snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", r->ns, name);
   mgop_buf_init(&b, body, sizeof(body));
@@ -3443,9 +3443,10 @@ static int mgop_check_password_ref(struct mgop_rctx *r, const char *name, const 
                        "namespace %s: create it with the superuser password under the key %s", name, r->ns, key);
   if (rc) return rc;
   rc = mgop_parse_arena(r->arena, b.p, b.len, &j);
+  found = !rc && mgop_json_key(&j, mgop_json_key(&j, 0, "data"), key) >= 0; /* the tokens point into body */
   memset(body, 0, sizeof(body)); /* the password does not stay on the stack */
   if (rc) return rc;
-  if (mgop_json_key(&j, mgop_json_key(&j, 0, "data"), key) < 0)
+  if (!found)
     return mgop_seterr(MGOP_ERR_CONFIG, "spec.postgresPasswordSecretRef: Secret %s has no key %s; add the superuser "
                        "password under that key or set postgresPasswordSecretRef.key to the key that holds it", name, key);
   r->password_ref_checked = 1;
