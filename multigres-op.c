@@ -4542,6 +4542,44 @@ static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs) {
 static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, const char *sts, const char *cell,
                                        long long per); /* section 8, rolling */
 /* One shard: phase 2 builds the Shard CR, phase 3 its workloads. */
+/* MULTI_CELL_AT_LEAST_2 (the database's durabilityPolicy, else the
+ * cluster's) with the shard's pools in exactly two cells: a write needs a
+ * pod in each, so each cell also keeps one pod (a PDB per cell, minAvailable
+ * 1), as the reference operator does. More cells: the shard-wide PDB alone. */
+static int mgop_build_cell_pdbs(struct mgop_rctx *r, const struct mgop_json *d, int db_tok, const struct mgop_json *pdoc,
+                                int pools, int all_cells, const char *cr, const char *uid, const struct mgop_ids *ids,
+                                const char *db, const char *tg_name, const char *sname) {
+  char policy[32] = "", cells[2][64];
+  int n = 0, rc;
+  mgop_json_path_str(d, db_tok, "durabilityPolicy", policy, sizeof(policy));
+  if (!policy[0]) mgop_json_path_str(&r->root, r->spec, "durabilityPolicy", policy, sizeof(policy));
+  if (strcmp(policy, "MULTI_CELL_AT_LEAST_2")) return MGOP_OK;
+  for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
+    int pcells = mgop_json_key(pdoc, pt + 1, "cells"), own = mgop_json_is(pdoc, pcells, JSMN_ARRAY);
+    int nc = own ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
+    for (int ci = 0; ci < nc; ci++) {
+      char cell[64] = "";
+      int seen = 0;
+      if (own) mgop_json_str(pdoc, mgop_json_at(pdoc, pcells, ci), cell, sizeof(cell));
+      else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, ci), "name", cell, sizeof(cell));
+      for (int k = 0; k < n && k < 2; k++) seen |= !strcmp(cells[k], cell);
+      if (seen || !cell[0]) continue;
+      if (n < 2) snprintf(cells[n], sizeof(cells[n]), "%s", cell);
+      n++;
+    }
+  }
+  if (n != 2) return MGOP_OK;
+  for (int k = 0; k < 2; k++) {
+    char pdb[64];
+    const char *parts[] = {r->name, db, tg_name, sname, "cell", cells[k], "pdb"};
+    struct mgop_ids cids = *ids;
+    cids.cell = cells[k];
+    mgop_name(pdb, sizeof(pdb), MGOP_LIMIT_SERVICE, 1, parts, 7);
+    if ((rc = mgop_build_pdb(r, K_SHARD, cr, uid, pdb, "shard-pool", &cids, 1))) return rc;
+  }
+  return MGOP_OK;
+}
+
 static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int db_tok, int tg,
                             const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
                             const char *root) {
@@ -4840,6 +4878,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                                shard_replicas - 1 > 2 ? (int)(shard_replicas - 1) : 2)))
         return rc;
     }
+    if ((rc = mgop_build_cell_pdbs(r, d, db_tok, pdoc, pools, all_cells, cr, uid, &ids, db, tg_name, sname))) return rc;
     /* multiorch per cell: its own list, else every cell with a pool of this shard */
     {
       int ocells = mgop_json_key(&cfg, orch, "cells");

@@ -4203,6 +4203,43 @@ static void test_observability(void) {
   }
 }
 
+/* MULTI_CELL_AT_LEAST_2 over exactly two cells: one more PDB per cell
+ * (minAvailable 1, the cell in its selector); three cells, or AT_LEAST_2
+ * (a database's policy over the cluster's), none. */
+static int t_count(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) n++;
+  return n;
+}
+
+static void test_cell_pdbs(void) {
+  static char out[512 * 1024];
+  char file[300];
+  const char *files[] = {file};
+  snprintf(file, sizeof(file), "%s/pdb.yaml", t_tmpdir);
+  t_write(t_tmpdir, "pdb.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
+          "spec: {durabilityPolicy: MULTI_CELL_AT_LEAST_2, cells: [{name: a, zone: z1}, {name: b, zone: z2}]}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_count(out, "-cell-a-pdb-") == 1 && t_count(out, "-cell-b-pdb-") == 1);
+  CHECK(strstr(out, "\"minAvailable\":1,\"unhealthyPodEvictionPolicy\":\"AlwaysAllow\",\"selector\":{\"matchLabels\":"
+                    "{\"app.kubernetes.io/instance\":\"m\",\"app.kubernetes.io/component\":\"shard-pool\","
+                    "\"multigres.com/cluster\":\"m\",\"multigres.com/cell\":\"a\"") != NULL);
+  t_write(t_tmpdir, "pdb.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
+          "spec: {durabilityPolicy: MULTI_CELL_AT_LEAST_2, cells: [{name: a, zone: z1}, {name: b, zone: z2}, "
+          "{name: c, zone: z3}]}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_count(out, "-cell-a-pdb-") == 0);
+  t_write(t_tmpdir, "pdb.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
+          "spec: {durabilityPolicy: MULTI_CELL_AT_LEAST_2, cells: [{name: a, zone: z1}, {name: b, zone: z2}], "
+          "databases: [{name: postgres, default: true, durabilityPolicy: AT_LEAST_2, tablegroups: [{name: default, "
+          "default: true, shards: [{name: 0-inf}]}]}]}\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_count(out, "-cell-a-pdb-") == 0);
+}
+
 /* Admission warns, once a field, for every listed field an object sets
  * (an explicit null is unset); render says the same in comments. */
 static void test_unimplemented_warnings(void) {
@@ -4507,6 +4544,7 @@ static const struct t_case t_cases[] = {
     {"exposure", test_exposure},
     {"password_ref", test_password_ref},
     {"observability", test_observability},
+    {"cell_pdbs", test_cell_pdbs},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},
