@@ -992,6 +992,16 @@ static const char *mgop_str_or(const struct mgop_json *j, int t, const char *pat
   return fallback;
 }
 
+/* s as the inside of a JSON string, into out (cap 6x+1 never truncates). */
+static const char *mgop_json_inner(const char *s, char *out, size_t cap) {
+  struct mgop_buf b;
+  mgop_buf_init(&b, out, cap);
+  mgop_json_escape(&b, s, strlen(s));
+  if (b.overflow) out[0] = 0;
+  else out[b.len < cap ? b.len : cap - 1] = 0;
+  return out;
+}
+
 /* A PodDisruptionBudget over the pods of component (+ ids): minAvailable
  * when min_available > 0, else maxUnavailable 1. Unhealthy pods may always
  * be evicted, so a crash-looping pod never blocks a node drain. */
@@ -3097,7 +3107,7 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   struct mgop_json admin, web;
   struct mgop_chain c = {"spec.multiadmin", &r->root, mgop_json_key(&r->root, r->spec, "multiadmin"), "spec",
                          "templateRef", "coreTemplate", K_CORET, "spec.multiadmin", NULL};
-  char src[300], image[MGOP_IMAGE_BUF], level[16], name[64], web_name[80], a1[1100], a2[600], env[1024], user[64];
+  char src[300], image[MGOP_IMAGE_BUF], level[16], name[64], web_name[80], a1[1100], a2[600], env[1024 + 400], user[64], user_json[6 * 63 + 1];
   const char *parts[] = {r->name, "multiadmin"};
   struct mgop_ctr ctr;
   struct mgop_podspec p;
@@ -3155,7 +3165,8 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
            "[{\"name\":\"HOSTNAME\",\"value\":\"::\"},{\"name\":\"MULTIADMIN_API_URL\",\"value\":\"http://%s:18000\"},"
            "{\"name\":\"POSTGRES_HOST\",\"value\":\"%s-multigateway\"},{\"name\":\"POSTGRES_PORT\",\"value\":\"5432\"},"
            "{\"name\":\"POSTGRES_DATABASE\",\"value\":\"postgres\"},{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"}]",
-           name, r->name, mgop_str_or(&r->root, r->spec, "postgresSuperuser", user, sizeof(user), "postgres"));
+           name, r->name, mgop_json_inner(mgop_str_or(&r->root, r->spec, "postgresSuperuser", user, sizeof(user), "postgres"),
+                                          user_json, sizeof(user_json)));
   ctr.env = env;
   ctr.ports = "[{\"name\":\"http\",\"containerPort\":18100,\"protocol\":\"TCP\"}]";
   ctr.ready_path = ctr.live_path = "/";
@@ -4660,7 +4671,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   {
     const char *uid = mgop_uid_of(r, K_SHARD, cr);
     int orch = mgop_json_key(&cfg, 0, "multiorch"), all_cells = mgop_json_key(&r->root, r->spec, "cells");
-    char cm[300], secret[300], pw_key[254];
+    char cm[300], secret[300], pw_key[254], su_json[6 * 63 + 1], initdb[6 * 512 + 1];
     int own_secret = mgop_password_ref(r, secret, sizeof(secret), pw_key, sizeof(pw_key));
     if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "Shard %s has no uid yet", cr);
     snprintf(cm, sizeof(cm), "%s-pg-hba", cr);
@@ -4679,10 +4690,16 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     if ((rc = mgop_backup_shard(r, d, tg, shard, cr, uid, &ids, &bk, pdoc, pools))) return rc;
     mgop_backup_pod_parts(&bk, &bp);
     shard_replicas = 0;
+    { /* the superuser (the cluster's) and initdb's extra arguments (the shard's, resolved) */
+      char v[520];
+      mgop_json_inner(mgop_str_or(&r->root, r->spec, "postgresSuperuser", v, sizeof(v), "postgres"), su_json, sizeof(su_json));
+      initdb[0] = 0;
+      if (!mgop_json_path_str(&cfg, 0, "initdbArgs", v, sizeof(v)) && v[0]) mgop_json_inner(v, initdb, sizeof(initdb));
+    }
     /* pools: one StatefulSet and headless Service per (pool, cell) */
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
       char pool[64], sts[64], svc[64], a[8][1100], vols[3072], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
-          klass[128], env0[1600], env1[1700], mnt0[1024], mnt1[1280];
+          klass[128], env0[1600 + 400 + 3200], env1[1700 + 400], mnt0[1024], mnt1[1280];
       int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
       int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
       long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
@@ -4739,8 +4756,10 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         }
         ctr[0].env = env0;
         snprintf(env0, sizeof(env0), "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
-                     "{\"name\":\"POSTGRES_USER\",\"value\":\"postgres\"},"
-                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s]", bp.pooler_env);
+                     "{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"},"
+                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s%s%s%s]",
+                     su_json, initdb[0] ? ",{\"name\":\"POSTGRES_INITDB_ARGS\",\"value\":\"" : "", initdb,
+                     initdb[0] ? "\"}" : "", bp.pooler_env);
         ctr[0].ports = "[{\"name\":\"pgctld-http\",\"containerPort\":15400,\"protocol\":\"TCP\"},"
                        "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"},"
                        "{\"name\":\"pgbackrest\",\"containerPort\":8432,\"protocol\":\"TCP\"}]";
@@ -4777,8 +4796,9 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         ctr[1].env = env1;
         snprintf(env1, sizeof(env1), "[{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}},"
                      "{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
-                     "{\"name\":\"POSTGRES_USER\",\"value\":\"postgres\"},"
-                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s]", bp.pooler_env);
+                     "{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"},"
+                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s]", su_json,
+                     bp.pooler_env);
         ctr[1].ports = "[{\"name\":\"http\",\"containerPort\":15200,\"protocol\":\"TCP\"},"
                        "{\"name\":\"grpc\",\"containerPort\":15270,\"protocol\":\"TCP\"},"
                        "{\"name\":\"postgres\",\"containerPort\":5432,\"protocol\":\"TCP\"}]";
@@ -8081,9 +8101,6 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.initdbArgs", "initdb runs with pgctld's defaults", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.initdbArgs", "initdb runs with pgctld's defaults", NULL},
-    {MGOP_KB(K_SHARDT), "spec.initdbArgs", "initdb runs with pgctld's defaults", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.postgresConfig", "no postgresql.conf is generated from it", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.postgresConfig", "no postgresql.conf is generated from it", NULL},
     {MGOP_KB(K_SHARDT), "spec.postgresConfig", "no postgresql.conf is generated from it", NULL},

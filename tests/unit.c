@@ -4240,6 +4240,25 @@ static void test_cell_pdbs(void) {
   CHECK(t_count(out, "-cell-a-pdb-") == 0);
 }
 
+/* postgresSuperuser reaches pgctld, multipooler and multiadmin-web
+ * (POSTGRES_USER, escaped); a shard's initdbArgs reach pgctld
+ * (POSTGRES_INITDB_ARGS) and nothing else. */
+static void test_superuser_initdb(void) {
+  static char out[512 * 1024];
+  char file[300];
+  const char *files[] = {file};
+  snprintf(file, sizeof(file), "%s/su.yaml", t_tmpdir);
+  t_write(t_tmpdir, "su.yaml",
+          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: s}\n"
+          "spec:\n  postgresSuperuser: admin\n  cells: [{name: a, zone: z1}]\n  databases:\n  - name: postgres\n"
+          "    default: true\n    tablegroups:\n    - name: default\n      default: true\n"
+          "      shards: [{name: 0-inf, spec: {initdbArgs: '--icu-locale=\"en_US\"'}}]\n");
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_count(out, "{\"name\":\"POSTGRES_USER\",\"value\":\"admin\"}") == 3);
+  CHECK(t_count(out, "{\"name\":\"POSTGRES_INITDB_ARGS\",\"value\":\"--icu-locale=\\\"en_US\\\"\"}") == 1);
+  CHECK(t_count(out, "\"POSTGRES_USER\",\"value\":\"postgres\"") == 0);
+}
+
 /* Admission warns, once a field, for every listed field an object sets
  * (an explicit null is unset); render says the same in comments. */
 static void test_unimplemented_warnings(void) {
@@ -4267,8 +4286,8 @@ static void test_unimplemented_warnings(void) {
   CHECK(strstr(out, "issuerName") == NULL);
   t_admit(shard_template, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
-  /* fsGroup is acted on (the pool pods' securityContext): no warning for it */
-  CHECK(strstr(out, "\"warnings\":[" T_NOTE("spec.initdbArgs") "," T_NOTE("spec.postgresConfig") "]") != NULL);
+  /* fsGroup and initdbArgs are acted on (securityContext, POSTGRES_INITDB_ARGS): no warning for them */
+  CHECK(strstr(out, "\"warnings\":[" T_NOTE("spec.postgresConfig") "]") != NULL);
   t_admit(read_only, out, sizeof(out)); /* readWrite is what every pool does: only readOnly warns */
   CHECK(strstr(out, "\"warnings\":[" T_NOTE("spec.pools.*.type") "]") != NULL);
   t_admit(plain, out, sizeof(out));
@@ -4545,6 +4564,7 @@ static const struct t_case t_cases[] = {
     {"password_ref", test_password_ref},
     {"observability", test_observability},
     {"cell_pdbs", test_cell_pdbs},
+    {"superuser_initdb", test_superuser_initdb},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},
