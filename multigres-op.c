@@ -4553,6 +4553,66 @@ static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs) {
 static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, const char *sts, const char *cell,
                                        long long per); /* section 8, rolling */
 /* One shard: phase 2 builds the Shard CR, phase 3 its workloads. */
+/* postgresConfig (the shard's, merged per key along the defaults chain):
+ * a ConfigMap <Shard>-postgres-config with postgresql.conf, every value
+ * single-quoted, that pgctld includes (POSTGRES_INITDB_EXTRA_CONF; Multigres
+ * reads it with include_if_exists at every start). Its hash goes on the pool
+ * pods, so a change rolls them safely (replicas first, the primary last);
+ * Multigres's in-place reload is a gRPC call, which this operator does not
+ * make. Settings the data plane owns are refused. Returns 0 (none), 1 (made:
+ * hash in *hash) or an error. */
+static const char *const mgop_pg_owned[] = {"port", "listen_addresses", "unix_socket_directories", "data_directory",
+                                            "hba_file", "ident_file", "wal_level"};
+static int mgop_build_postgres_config(struct mgop_rctx *r, const struct mgop_json *cfg, const char *what, const char *cr,
+                                      const char *uid, const struct mgop_ids *ids, uint64_t *hash) {
+  int pc = mgop_json_key(cfg, 0, "postgresConfig"), rc;
+  struct mgop_build o;
+  char name[300], *text;
+  size_t cap = 24 * 1024, len = 0;
+  if (!mgop_json_is(cfg, pc, JSMN_OBJECT) || cfg->tok[pc].size == 0) return 0;
+  if (!(text = mgop_arena_alloc(r->arena, cap))) return mgop_seterr(MGOP_ERR_NOMEM, "reconcile arena exhausted");
+  for (int i = 0, k = pc + 1; i < cfg->tok[pc].size; i++, k = mgop_json_next(cfg, k + 1)) {
+    char key[128], val[1024];
+    int ok = !mgop_json_str(cfg, k, key, sizeof(key)) && key[0] && (islower((unsigned char)key[0]) || key[0] == '_');
+    for (const char *c = key; ok && *c; c++) ok = islower((unsigned char)*c) || isdigit((unsigned char)*c) || *c == '_' || *c == '.';
+    if (!ok) {
+      mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfig: \"%.100s\" is not a PostgreSQL parameter name "
+                 "(lower-case letters, digits, _ and . for an extension's); fix or remove it", what, key);
+      return MGOP_ERR_CONFIG;
+    }
+    for (size_t n = 0; n < sizeof(mgop_pg_owned) / sizeof(mgop_pg_owned[0]); n++)
+      if (!strcmp(key, mgop_pg_owned[n])) {
+        mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfig: %s is set by the data plane (pgctld and multipooler "
+                   "depend on it); remove it", what, key);
+        return MGOP_ERR_CONFIG;
+      }
+    if (mgop_json_str(cfg, k + 1, val, sizeof(val)) || strpbrk(val, "\n\r")) {
+      mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfig.%s: the value must be one line of at most %zu "
+                 "characters", what, key, sizeof(val) - 1);
+      return MGOP_ERR_CONFIG;
+    }
+    len += (size_t)snprintf(text + len, len < cap ? cap - len : 0, "%s = '", key);
+    for (const char *c = val; *c && len + 4 < cap; c++) { /* a quote is doubled, a backslash escaped */
+      if (*c == '\'' || *c == '\\') text[len++] = *c;
+      text[len++] = *c;
+    }
+    len += (size_t)snprintf(text + len, len < cap ? cap - len : 0, "'\n");
+    if (len >= cap) {
+      mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfig renders to more than %zu bytes; set fewer or shorter "
+                 "values", what, cap - 1);
+      return MGOP_ERR_CONFIG;
+    }
+  }
+  *hash = mgop_fnv1a64(MGOP_FNV64_INIT, text, len);
+  snprintf(name, sizeof(name), "%s-postgres-config", cr);
+  if ((rc = mgop_build_begin(r, &o, K_CM, name))) return rc;
+  mgop_build_meta_ids(&o, "postgres-config", ids, K_SHARD, cr, uid);
+  mgop_jw_key(&o.w, "data"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "postgresql.conf"); mgop_jw_strn(&o.w, text, len);
+  mgop_jw_obj_end(&o.w);
+  return (rc = mgop_build_end(&o)) ? rc : 1;
+}
+
 /* MULTI_CELL_AT_LEAST_2 (the database's durabilityPolicy, else the
  * cluster's) with the shard's pools in exactly two cells: a write needs a
  * pod in each, so each cell also keeps one pod (a PDB per cell, minAvailable
@@ -4671,7 +4731,9 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
   {
     const char *uid = mgop_uid_of(r, K_SHARD, cr);
     int orch = mgop_json_key(&cfg, 0, "multiorch"), all_cells = mgop_json_key(&r->root, r->spec, "cells");
-    char cm[300], secret[300], pw_key[254], su_json[6 * 63 + 1], initdb[6 * 512 + 1];
+    char cm[300], secret[300], pw_key[254], su_json[6 * 63 + 1], initdb[6 * 512 + 1], pod_ann[256];
+    uint64_t pg_conf_hash = 0;
+    int pg_conf = 0;
     int own_secret = mgop_password_ref(r, secret, sizeof(secret), pw_key, sizeof(pw_key));
     if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "Shard %s has no uid yet", cr);
     snprintf(cm, sizeof(cm), "%s-pg-hba", cr);
@@ -4685,6 +4747,8 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
       mgop_jw_obj_end(&o.w);
       if ((rc = mgop_build_end(&o))) return rc;
     }
+    if ((rc = mgop_build_postgres_config(r, &cfg, what, cr, uid, &ids, &pg_conf_hash)) < 0) return rc;
+    pg_conf = rc == 1;
     if (!r->render && own_secret && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids, cm))) return rc;
     if (!r->render && !own_secret && (rc = mgop_check_password_ref(r, secret, pw_key))) return rc;
     if ((rc = mgop_backup_shard(r, d, tg, shard, cr, uid, &ids, &bk, pdoc, pools))) return rc;
@@ -4757,9 +4821,11 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         ctr[0].env = env0;
         snprintf(env0, sizeof(env0), "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
                      "{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"},"
-                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s%s%s%s]",
+                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s%s%s%s%s]",
                      su_json, initdb[0] ? ",{\"name\":\"POSTGRES_INITDB_ARGS\",\"value\":\"" : "", initdb,
-                     initdb[0] ? "\"}" : "", bp.pooler_env);
+                     initdb[0] ? "\"}" : "",
+                     pg_conf ? ",{\"name\":\"POSTGRES_INITDB_EXTRA_CONF\",\"value\":\"/etc/postgres-config/postgresql.conf\"}" : "",
+                     bp.pooler_env);
         ctr[0].ports = "[{\"name\":\"pgctld-http\",\"containerPort\":15400,\"protocol\":\"TCP\"},"
                        "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"},"
                        "{\"name\":\"pgbackrest\",\"containerPort\":8432,\"protocol\":\"TCP\"}]";
@@ -4772,7 +4838,8 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         snprintf(mnt0, sizeof(mnt0), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
                         "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
                         "{\"name\":\"pg-hba-template\",\"mountPath\":\"/etc/pgctld\",\"readOnly\":true},"
-                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
+                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s%s]",
+                 pg_conf ? ",{\"name\":\"postgres-config\",\"mountPath\":\"/etc/postgres-config\",\"readOnly\":true}" : "",
                  bp.pgctld_mounts);
         ctr[0].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
         ctr[1].name = "multipooler";
@@ -4814,12 +4881,14 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                         "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
                  bp.pooler_mounts);
         ctr[1].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
-        _Static_assert(sizeof(vols) >= 300 + 300 + 254 + sizeof(bp.volumes) + 256, "the pool volumes fit");
+        _Static_assert(sizeof(vols) >= 300 + 300 + 254 + (300 + 64) + sizeof(bp.volumes) + 256, "the pool volumes fit");
         snprintf(vols, sizeof(vols),
                  "[{\"name\":\"socket-dir\",\"emptyDir\":{}},"
                  "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
                  "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
-                 "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s]", cm, secret, pw_key, bp.volumes);
+                 "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s]", cm, secret, pw_key,
+                 pg_conf ? ",{\"name\":\"postgres-config\",\"configMap\":{\"name\":\"" : "", pg_conf ? cr : "",
+                 pg_conf ? "-postgres-config\"}}" : "", bp.volumes);
         memset(&p, 0, sizeof(p));
         p.component = "shard-pool";
         p.ids = &pids;
@@ -4833,7 +4902,14 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         p.nctr = 2;
         p.volumes = vols;
         p.service_account = bk.service_account[0] ? bk.service_account : NULL; /* IRSA */
-        p.annotations = "{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\",\"prometheus.io/path\":\"/metrics\"}";
+        { /* the configuration's hash: a change of postgresConfig is a change of the pods */
+          char conf_hash[80] = "";
+          if (pg_conf) snprintf(conf_hash, sizeof(conf_hash), ",\"multigres.com/postgres-config-hash\":\"%016llx\"",
+                                (unsigned long long)pg_conf_hash);
+          snprintf(pod_ann, sizeof(pod_ann), "{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\","
+                   "\"prometheus.io/path\":\"/metrics\"%s}", conf_hash);
+        }
+        p.annotations = pod_ann;
         reps = mgop_scale_down_guard(r, cr, sts, cell, per); /* never removes the primary */
         if ((rc = mgop_build_begin(r, &o, K_STS, sts))) return rc;
         mgop_build_meta_ids(&o, "shard-pool", &pids, K_SHARD, cr, uid);
@@ -8101,9 +8177,6 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.postgresConfig", "no postgresql.conf is generated from it", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.postgresConfig", "no postgresql.conf is generated from it", NULL},
-    {MGOP_KB(K_SHARDT), "spec.postgresConfig", "no postgresql.conf is generated from it", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.postgresConfigRef", "the ConfigMap is not read", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.postgresConfigRef", "the ConfigMap is not read", NULL},
     {MGOP_KB(K_SHARDT), "spec.postgresConfigRef", "the ConfigMap is not read", NULL},

@@ -4259,6 +4259,44 @@ static void test_superuser_initdb(void) {
   CHECK(t_count(out, "\"POSTGRES_USER\",\"value\":\"postgres\"") == 0);
 }
 
+/* postgresConfig: a ConfigMap with postgresql.conf (values single-quoted,
+ * quotes doubled), included by pgctld, its hash on the pool pods; a setting
+ * the data plane owns, or a name that is not one, is refused. */
+static void test_postgres_config(void) {
+  static char out[512 * 1024];
+  char file[300], hash1[40] = "", hash2[40] = "";
+  const char *files[] = {file}, *h;
+  static const char head[] = "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: pc}\n"
+                             "spec:\n  cells: [{name: a, zone: z1}]\n  databases:\n  - name: postgres\n    default: true\n"
+                             "    tablegroups:\n    - name: default\n      default: true\n      shards: [{name: 0-inf, spec: ";
+  char yaml[1024];
+  snprintf(file, sizeof(file), "%s/pc.yaml", t_tmpdir);
+  snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {work_mem: 64MB, search_path: \"'$user', public\"}}}]\n", head);
+  t_write(t_tmpdir, "pc.yaml", yaml);
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "\"postgresql.conf\":\"work_mem = '64MB'\\nsearch_path = '''$user'', public'\\n\"") != NULL);
+  CHECK(strstr(out, "{\"name\":\"POSTGRES_INITDB_EXTRA_CONF\",\"value\":\"/etc/postgres-config/postgresql.conf\"}") != NULL);
+  CHECK((h = strstr(out, "\"multigres.com/postgres-config-hash\":\"")) != NULL);
+  if (h) snprintf(hash1, sizeof(hash1), "%.16s", h + 37);
+  snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {work_mem: 128MB, search_path: \"'$user', public\"}}}]\n", head);
+  t_write(t_tmpdir, "pc.yaml", yaml);
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK((h = strstr(out, "\"multigres.com/postgres-config-hash\":\"")) != NULL);
+  if (h) snprintf(hash2, sizeof(hash2), "%.16s", h + 37);
+  CHECK(hash1[0] && hash2[0] && strcmp(hash1, hash2)); /* a change rolls the pods */
+  fprintf(stderr, "    (expected errors follow)\n");
+  snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {port: \"5433\"}}}]\n", head);
+  t_write(t_tmpdir, "pc.yaml", yaml);
+  CHECK(t_render(files, 1, out, sizeof(out)) != 0);
+  snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {\"Work Mem\": 1MB}}}]\n", head);
+  t_write(t_tmpdir, "pc.yaml", yaml);
+  CHECK(t_render(files, 1, out, sizeof(out)) != 0);
+  snprintf(yaml, sizeof(yaml), "%s{}}]\n", head); /* none: nothing of it */
+  t_write(t_tmpdir, "pc.yaml", yaml);
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "postgres-config") == NULL && strstr(out, "POSTGRES_INITDB_EXTRA_CONF") == NULL);
+}
+
 /* Admission warns, once a field, for every listed field an object sets
  * (an explicit null is unset); render says the same in comments. */
 static void test_unimplemented_warnings(void) {
@@ -4286,8 +4324,8 @@ static void test_unimplemented_warnings(void) {
   CHECK(strstr(out, "issuerName") == NULL);
   t_admit(shard_template, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
-  /* fsGroup and initdbArgs are acted on (securityContext, POSTGRES_INITDB_ARGS): no warning for them */
-  CHECK(strstr(out, "\"warnings\":[" T_NOTE("spec.postgresConfig") "]") != NULL);
+  /* fsGroup, initdbArgs and postgresConfig are acted on: no warning for them */
+  CHECK(strstr(out, "warnings") == NULL);
   t_admit(read_only, out, sizeof(out)); /* readWrite is what every pool does: only readOnly warns */
   CHECK(strstr(out, "\"warnings\":[" T_NOTE("spec.pools.*.type") "]") != NULL);
   t_admit(plain, out, sizeof(out));
@@ -4565,6 +4603,7 @@ static const struct t_case t_cases[] = {
     {"observability", test_observability},
     {"cell_pdbs", test_cell_pdbs},
     {"superuser_initdb", test_superuser_initdb},
+    {"postgres_config", test_postgres_config},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},
