@@ -34,14 +34,14 @@ wait_log restart "\"name\":\"r1\"" 5
 # r1 at rv_after or later: the watch delivers that event, or a relist (or
 # the reconcile's own status write, which can land first while the watch
 # backs off) shows a later state that includes the label
-r1_newest() {
+newest() { # NAME: the newest resourceVersion logged for it
   local rvs
-  rvs=$(grep -F '"name":"r1","uid"' "$IT_LOGS/restart.log" | grep -o '"resourceVersion":"[0-9]*"' | grep -o '[0-9]*' || true)
+  rvs=$(grep -F "\"name\":\"$1\",\"uid\"" "$IT_LOGS/restart.log" | grep -o '"resourceVersion":"[0-9]*"' | grep -o '[0-9]*' || true)
   sort -n <<<"${rvs:-0}" | tail -n 1
 }
 seen=0
 for _ in $(seq 80); do
-  seen=$(r1_newest)
+  seen=$(newest r1)
   [ "$seen" -ge "$rv_after" ] && break
   sleep 0.5
 done
@@ -49,7 +49,15 @@ done
 # the change before the restart was seen too (directly, or folded into the later state)
 grep -qF "\"resourceVersion\":\"$rv_before\"" "$IT_LOGS/restart.log" ||
   note "rv $rv_before folded into $rv_after (level-based: the later state includes it)"
-grep -qF "\"resourceVersion\":\"$rv_r2\"" "$IT_LOGS/restart.log" || fail "r2's resourceVersion $rv_r2 not logged"
+# r2 as it was read after the restart, or a later state: the operator's own
+# first write (the applied-images annotation) can land before that read
+seen=0
+for _ in $(seq 40); do
+  seen=$(newest r2)
+  [ "$seen" -ge "$rv_r2" ] && break
+  sleep 0.5
+done
+[ "$seen" -ge "$rv_r2" ] || fail "r2 at resourceVersion $rv_r2 (or later) never seen: newest $seen"
 
 # and the stream keeps working afterwards
 kubectl delete -n $ns multigrescluster r2 --wait=true >/dev/null
