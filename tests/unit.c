@@ -1513,6 +1513,15 @@ static int t_render(const char *const *files, int n, char *out, size_t cap) {
   return rc;
 }
 
+/* Renders the one manifest yaml (written to NAME in the test directory). */
+static int t_render_yaml(const char *name, const char *yaml, char *out, size_t cap) {
+  char file[300];
+  const char *files[] = {file};
+  snprintf(file, sizeof(file), "%s/%s", t_tmpdir, name);
+  t_write(t_tmpdir, name, yaml);
+  return t_render(files, 1, out, cap);
+}
+
 static void test_render_minimal(void) {
   static char out[512 * 1024];
   static jsmntok_t tok[8192];
@@ -4033,17 +4042,12 @@ static void test_field_walk(void) {
  * is refused. Go durations are compared by value. */
 static void test_gateway_buffer(void) {
   static char out[512 * 1024];
-  char file[300];
-  const char *files[] = {file};
   CHECK(mgop_go_duration_ns("1500ms") == 1.5e9 && mgop_go_duration_ns("1h30m") == 5400e9);
   CHECK(mgop_go_duration_ns("2m") > mgop_go_duration_ns("90s") && mgop_go_duration_ns("1.5s") == 1.5e9);
   CHECK(mgop_go_duration_ns("10") < 0 && mgop_go_duration_ns("") < 0 && mgop_go_duration_ns("3d") < 0);
-  snprintf(file, sizeof(file), "%s/buffer.yaml", t_tmpdir);
-  t_write(t_tmpdir, "buffer.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: b}\n"
+  CHECK(t_render_yaml("buffer.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: b}\n"
           "spec: {cells: [{name: a, zone: z, spec: {multigateway: {buffer: {enabled: true, window: 1500ms, "
-          "maxFailoverDuration: 1m, size: 50}}}}, {name: c, zone: y}]}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+          "maxFailoverDuration: 1m, size: 50}}}}, {name: c, zone: y}]}\n", out, sizeof(out)) == 0);
   CHECK(strstr(out, "\"--log-level=info\",\"--buffer-enabled=true\",\"--buffer-window=1500ms\","
                     "\"--buffer-max-failover-duration=1m\",\"--buffer-size=50\"]") != NULL);
   CHECK(strstr(out, "--buffer-drain-concurrency") == NULL && strstr(out, "--buffer-min-time") == NULL);
@@ -4051,11 +4055,9 @@ static void test_gateway_buffer(void) {
     const char *c = strstr(out, "\"--cell=c\"");
     CHECK(c != NULL && strncmp(c, "\"--cell=c\",\"--log-level=info\"]", 30) == 0);
   }
-  t_write(t_tmpdir, "buffer.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: b}\n"
-          "spec: {cells: [{name: a, zone: z, spec: {multigateway: {buffer: {window: 30s}}}}]}\n");
   fprintf(stderr, "    (an expected error follows)\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) != 0); /* 30s window, default 20s cap */
+  CHECK(t_render_yaml("buffer.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: b}\n"
+          "spec: {cells: [{name: a, zone: z, spec: {multigateway: {buffer: {window: 30s}}}}]}\n", out, sizeof(out)) != 0); /* 30s window, default 20s cap */
 }
 
 /* externalGateway / externalAdminWeb: while enabled, the global Service
@@ -4066,18 +4068,13 @@ static void test_exposure(void) {
   static char out[512 * 1024], sbuf[4096];
   static struct mgop_rctx r;
   static jsmntok_t tok[256];
-  char file[300];
-  const char *files[] = {file};
   struct mgop_buf b;
   struct mgop_jw w;
-  snprintf(file, sizeof(file), "%s/exposed.yaml", t_tmpdir);
-  t_write(t_tmpdir, "exposed.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: e}\n"
+  CHECK(t_render_yaml("exposed.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: e}\n"
           "spec:\n  cells: [{name: a, zone: z}]\n"
           "  externalGateway: {enabled: true, externalIPs: [203.0.113.7, '2001:db8::7'], "
           "annotations: {lb.example.com/pool: edge}}\n"
-          "  externalAdminWeb: {enabled: false, externalIPs: [203.0.113.8]}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+          "  externalAdminWeb: {enabled: false, externalIPs: [203.0.113.8]}\n", out, sizeof(out)) == 0);
   {
     const char *gw = strstr(out, "\"kind\":\"Service\",\"metadata\":{\"name\":\"e-multigateway\""),
                *web = strstr(out, "\"kind\":\"Service\",\"metadata\":{\"name\":\"e-multiadmin-web\"");
@@ -4120,20 +4117,13 @@ static void test_exposure(void) {
  * as the password file; without it, the shard's own Secret, key password. */
 static void test_password_ref(void) {
   static char out[512 * 1024];
-  char file[300];
-  const char *files[] = {file};
-  snprintf(file, sizeof(file), "%s/pwref.yaml", t_tmpdir);
-  t_write(t_tmpdir, "pwref.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: p}\n"
-          "spec: {cells: [{name: a, zone: z}], postgresPasswordSecretRef: {name: team-pg, key: superuser}}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("pwref.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: p}\n"
+          "spec: {cells: [{name: a, zone: z}], postgresPasswordSecretRef: {name: team-pg, key: superuser}}\n", out, sizeof(out)) == 0);
   CHECK(strstr(out, "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"team-pg\",\"defaultMode\":292,"
                     "\"items\":[{\"key\":\"superuser\",\"path\":\"password\"}]}}") != NULL);
   CHECK(strstr(out, "-postgres-password\"") == NULL);
-  t_write(t_tmpdir, "pwref.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: p}\n"
-          "spec: {cells: [{name: a, zone: z}]}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("pwref.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: p}\n"
+          "spec: {cells: [{name: a, zone: z}]}\n", out, sizeof(out)) == 0);
   CHECK(strstr(out, "-postgres-password\",\"defaultMode\":292,\"items\":[{\"key\":\"password\",\"path\":\"password\"}]") != NULL);
 }
 
@@ -4161,11 +4151,9 @@ static void test_observability(void) {
   CHECK(strstr(out, "/etc/postgres-password/password\"},{\"name\":\"OTEL_EXPORTER_OTLP_ENDPOINT\"") != NULL); /* after its own */
   CHECK(strstr(out, "multigres.component=multiadmin") == NULL);
   /* the sampling file: a ConfigMap volume, mounted where its variable says */
-  t_write(t_tmpdir, "otel.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
+  CHECK(t_render_yaml("otel.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
           "spec: {cells: [{name: a, zone: z}], observability: {tracesSampler: multigres_custom, "
-          "samplingConfigRef: {name: sampler}}}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+          "samplingConfigRef: {name: sampler}}}\n", out, sizeof(out)) == 0);
   CHECK(strstr(out, "{\"name\":\"OTEL_TRACES_SAMPLER_CONFIG\",\"value\":\"/etc/otel/sampling-config.yaml\"}") != NULL);
   CHECK(strstr(out, "\"volumeMounts\":[{\"name\":\"otel-sampling-config\",\"mountPath\":\"/etc/otel\",\"readOnly\":true}]") != NULL);
   CHECK(strstr(out, "\"volumes\":[{\"name\":\"otel-sampling-config\",\"configMap\":{\"name\":\"sampler\",\"items\":"
@@ -4181,17 +4169,13 @@ static void test_observability(void) {
   CHECK(mgop_otel_init() == 0);
   CHECK(t_render(files, 1, out, sizeof(out)) == 0);
   CHECK(strstr(out, "{\"name\":\"OTEL_METRICS_EXPORTER\",\"value\":\"otlp\"}") != NULL);
-  t_write(t_tmpdir, "otel.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
-          "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: disabled}}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("otel.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
+          "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: disabled}}\n", out, sizeof(out)) == 0);
   CHECK(strstr(out, "OTEL_") == NULL);
   unsetenv("OTEL_METRICS_EXPORTER");
   CHECK(mgop_otel_init() == 0);
-  t_write(t_tmpdir, "otel.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
-          "spec: {cells: [{name: a, zone: z}]}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("otel.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
+          "spec: {cells: [{name: a, zone: z}]}\n", out, sizeof(out)) == 0);
   CHECK(strstr(out, "OTEL_") == NULL);
   {
     static char big[MGOP_OTEL_VALUE_MAX + 2];
@@ -4214,29 +4198,20 @@ static int t_count(const char *hay, const char *needle) {
 
 static void test_cell_pdbs(void) {
   static char out[512 * 1024];
-  char file[300];
-  const char *files[] = {file};
-  snprintf(file, sizeof(file), "%s/pdb.yaml", t_tmpdir);
-  t_write(t_tmpdir, "pdb.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
-          "spec: {durabilityPolicy: MULTI_CELL_AT_LEAST_2, cells: [{name: a, zone: z1}, {name: b, zone: z2}]}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("pdb.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
+          "spec: {durabilityPolicy: MULTI_CELL_AT_LEAST_2, cells: [{name: a, zone: z1}, {name: b, zone: z2}]}\n", out, sizeof(out)) == 0);
   CHECK(t_count(out, "-cell-a-pdb-") == 1 && t_count(out, "-cell-b-pdb-") == 1);
   CHECK(strstr(out, "\"minAvailable\":1,\"unhealthyPodEvictionPolicy\":\"AlwaysAllow\",\"selector\":{\"matchLabels\":"
                     "{\"app.kubernetes.io/instance\":\"m\",\"app.kubernetes.io/component\":\"shard-pool\","
                     "\"multigres.com/cluster\":\"m\",\"multigres.com/cell\":\"a\"") != NULL);
-  t_write(t_tmpdir, "pdb.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
+  CHECK(t_render_yaml("pdb.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
           "spec: {durabilityPolicy: MULTI_CELL_AT_LEAST_2, cells: [{name: a, zone: z1}, {name: b, zone: z2}, "
-          "{name: c, zone: z3}]}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+          "{name: c, zone: z3}]}\n", out, sizeof(out)) == 0);
   CHECK(t_count(out, "-cell-a-pdb-") == 0);
-  t_write(t_tmpdir, "pdb.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
+  CHECK(t_render_yaml("pdb.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
           "spec: {durabilityPolicy: MULTI_CELL_AT_LEAST_2, cells: [{name: a, zone: z1}, {name: b, zone: z2}], "
           "databases: [{name: postgres, default: true, durabilityPolicy: AT_LEAST_2, tablegroups: [{name: default, "
-          "default: true, shards: [{name: 0-inf}]}]}]}\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+          "default: true, shards: [{name: 0-inf}]}]}]}\n", out, sizeof(out)) == 0);
   CHECK(t_count(out, "-cell-a-pdb-") == 0);
 }
 
@@ -4245,15 +4220,10 @@ static void test_cell_pdbs(void) {
  * (POSTGRES_INITDB_ARGS) and nothing else. */
 static void test_superuser_initdb(void) {
   static char out[512 * 1024];
-  char file[300];
-  const char *files[] = {file};
-  snprintf(file, sizeof(file), "%s/su.yaml", t_tmpdir);
-  t_write(t_tmpdir, "su.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: s}\n"
+  CHECK(t_render_yaml("su.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: s}\n"
           "spec:\n  postgresSuperuser: admin\n  cells: [{name: a, zone: z1}]\n  databases:\n  - name: postgres\n"
           "    default: true\n    tablegroups:\n    - name: default\n      default: true\n"
-          "      shards: [{name: 0-inf, spec: {initdbArgs: '--icu-locale=\"en_US\"'}}]\n");
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+          "      shards: [{name: 0-inf, spec: {initdbArgs: '--icu-locale=\"en_US\"'}}]\n", out, sizeof(out)) == 0);
   CHECK(t_count(out, "{\"name\":\"POSTGRES_USER\",\"value\":\"admin\"}") == 3);
   CHECK(t_count(out, "{\"name\":\"POSTGRES_INITDB_ARGS\",\"value\":\"--icu-locale=\\\"en_US\\\"\"}") == 1);
   CHECK(t_count(out, "\"POSTGRES_USER\",\"value\":\"postgres\"") == 0);
@@ -4264,36 +4234,30 @@ static void test_superuser_initdb(void) {
  * the data plane owns, or a name that is not one, is refused. */
 static void test_postgres_config(void) {
   static char out[512 * 1024];
-  char file[300], hash1[40] = "", hash2[40] = "";
-  const char *files[] = {file}, *h;
+  char hash1[40] = "", hash2[40] = "";
+  const char *h;
   static const char head[] = "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: pc}\n"
                              "spec:\n  cells: [{name: a, zone: z1}]\n  databases:\n  - name: postgres\n    default: true\n"
                              "    tablegroups:\n    - name: default\n      default: true\n      shards: [{name: 0-inf, spec: ";
   char yaml[1024];
-  snprintf(file, sizeof(file), "%s/pc.yaml", t_tmpdir);
   snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {work_mem: 64MB, search_path: \"'$user', public\"}}}]\n", head);
-  t_write(t_tmpdir, "pc.yaml", yaml);
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) == 0);
   CHECK(strstr(out, "\"postgresql.conf\":\"work_mem = '64MB'\\nsearch_path = '''$user'', public'\\n\"") != NULL);
   CHECK(strstr(out, "{\"name\":\"POSTGRES_INITDB_EXTRA_CONF\",\"value\":\"/etc/postgres-config/postgresql.conf\"}") != NULL);
   CHECK((h = strstr(out, "\"multigres.com/postgres-config-hash\":\"")) != NULL);
   if (h) snprintf(hash1, sizeof(hash1), "%.16s", h + 37);
   snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {work_mem: 128MB, search_path: \"'$user', public\"}}}]\n", head);
-  t_write(t_tmpdir, "pc.yaml", yaml);
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) == 0);
   CHECK((h = strstr(out, "\"multigres.com/postgres-config-hash\":\"")) != NULL);
   if (h) snprintf(hash2, sizeof(hash2), "%.16s", h + 37);
   CHECK(hash1[0] && hash2[0] && strcmp(hash1, hash2)); /* a change rolls the pods */
   fprintf(stderr, "    (expected errors follow)\n");
   snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {port: \"5433\"}}}]\n", head);
-  t_write(t_tmpdir, "pc.yaml", yaml);
-  CHECK(t_render(files, 1, out, sizeof(out)) != 0);
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) != 0);
   snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {\"Work Mem\": 1MB}}}]\n", head);
-  t_write(t_tmpdir, "pc.yaml", yaml);
-  CHECK(t_render(files, 1, out, sizeof(out)) != 0);
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) != 0);
   snprintf(yaml, sizeof(yaml), "%s{}}]\n", head); /* none: nothing of it */
-  t_write(t_tmpdir, "pc.yaml", yaml);
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) == 0);
   CHECK(strstr(out, "postgres-config") == NULL && strstr(out, "POSTGRES_INITDB_EXTRA_CONF") == NULL);
 }
 

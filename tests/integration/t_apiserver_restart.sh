@@ -39,25 +39,22 @@ newest() { # NAME: the newest resourceVersion logged for it
   rvs=$(grep -F "\"name\":\"$1\",\"uid\"" "$IT_LOGS/restart.log" | grep -o '"resourceVersion":"[0-9]*"' | grep -o '[0-9]*' || true)
   sort -n <<<"${rvs:-0}" | tail -n 1
 }
-seen=0
-for _ in $(seq 80); do
-  seen=$(newest r1)
-  [ "$seen" -ge "$rv_after" ] && break
-  sleep 0.5
-done
-[ "$seen" -ge "$rv_after" ] || fail "r1's change after the restart (rv $rv_after) was lost: newest seen rv $seen"
+seen_at_least() { # NAME RV SECONDS: until its newest logged resourceVersion is RV or later (in $seen)
+  local i
+  for ((i = 0; i < $3 * 2; i++)); do
+    seen=$(newest "$1")
+    [ "$seen" -ge "$2" ] && return 0
+    sleep 0.5
+  done
+  return 1
+}
+seen_at_least r1 "$rv_after" 40 || fail "r1's change after the restart (rv $rv_after) was lost: newest seen rv $seen"
 # the change before the restart was seen too (directly, or folded into the later state)
 grep -qF "\"resourceVersion\":\"$rv_before\"" "$IT_LOGS/restart.log" ||
   note "rv $rv_before folded into $rv_after (level-based: the later state includes it)"
 # r2 as it was read after the restart, or a later state: the operator's own
 # first write (the applied-images annotation) can land before that read
-seen=0
-for _ in $(seq 40); do
-  seen=$(newest r2)
-  [ "$seen" -ge "$rv_r2" ] && break
-  sleep 0.5
-done
-[ "$seen" -ge "$rv_r2" ] || fail "r2 at resourceVersion $rv_r2 (or later) never seen: newest $seen"
+seen_at_least r2 "$rv_r2" 20 || fail "r2 at resourceVersion $rv_r2 (or later) never seen: newest $seen"
 
 # and the stream keeps working afterwards
 kubectl delete -n $ns multigrescluster r2 --wait=true >/dev/null
