@@ -2135,14 +2135,6 @@ static uint64_t mgop_roles_hash(const struct mgop_json *j, int roles) {
  * a row new to us): its status hash, and its Ready state with the time of
  * its last transition, so an unchanged condition keeps its time and a
  * converged object costs no write. */
-/* A condition's lastTransitionTime in unix seconds: 1, or 0 when absent or
- * not RFC 3339. */
-static int mgop_cond_time(const struct mgop_json *j, int cond, long long *since) {
-  char ltt[40];
-  return mgop_json_path_str(j, cond, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
-         mgop_rfc3339_s(ltt, strlen(ltt), since) == MGOP_OK;
-}
-
 static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int obj) {
   int st, conds;
   if (!f) return;
@@ -2158,20 +2150,31 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
     long long since = 0;
     for (int i = 0; i < j->tok[conds].size; i++) {
       int c = mgop_json_at(j, conds, i);
-      char type[32], cs[8]; /* the longest type: TopologyRegistered */
-      long long t;
+      char type[32], cs[8], ltt[40]; /* the longest type: TopologyRegistered */
+      struct tm tm;
       if (mgop_json_path_str(j, c, "type", type, sizeof(type)) || mgop_json_path_str(j, c, "status", cs, sizeof(cs)))
         continue;
       if (!strcmp(type, "Stalled")) stalled = !strcmp(cs, "True");
-      if (!strcmp(type, "BackupHealthy") && mgop_cond_time(j, c, &t)) mgop_bh_adopt(f->key, cs, t);
-      /* the sixth condition: its time too */
-      if ((!strcmp(type, "TopologyRegistered") || !strcmp(type, "RollingUpdate")) && mgop_cond_time(j, c, &t)) {
-        f->xcond_state = 1 + !strcmp(cs, "True");
-        f->xcond_since = t;
+      if (!strcmp(type, "BackupHealthy")) {
+        memset(&tm, 0, sizeof(tm));
+        if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
+            strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
+          mgop_bh_adopt(f->key, cs, (long long)timegm(&tm));
+      }
+      if (!strcmp(type, "TopologyRegistered") || !strcmp(type, "RollingUpdate")) { /* the sixth condition: its time too */
+        memset(&tm, 0, sizeof(tm));
+        if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
+            strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm)) {
+          f->xcond_state = 1 + !strcmp(cs, "True");
+          f->xcond_since = (long long)timegm(&tm);
+        }
       }
       if (strcmp(type, "Ready")) continue;
       ready = !strcmp(cs, "True");
-      if (mgop_cond_time(j, c, &t)) since = t;
+      memset(&tm, 0, sizeof(tm));
+      if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
+          strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        since = (long long)timegm(&tm);
     }
     if (ready < 0 || since <= 0) return;
     f->cond_ready = stalled ? 2 : ready;
@@ -2627,12 +2630,6 @@ static void mgop_img_recorded(struct mgop_rctx *r) {
   if (m->recorded) mgop_img_revision(&m->record, m->record_rev);
 }
 
-/* spec.images.<component>: its token when it pins an image, else -1. */
-static int mgop_img_pin(const struct mgop_rctx *r, int comp) {
-  int t = mgop_json_key(&r->root, mgop_json_key(&r->root, r->spec, "images"), mgop_img_comps[comp].key);
-  return mgop_json_is(&r->root, t, JSMN_STRING) && r->root.tok[t].end > r->root.tok[t].start ? t : -1;
-}
-
 /* Which default set the children use this turn. Pure: reads the cluster
  * and the operator's defaults, so admission and render resolve the same. */
 static void mgop_images_resolve(struct mgop_rctx *r) {
@@ -2646,8 +2643,12 @@ static void mgop_images_resolve(struct mgop_rctx *r) {
       strategy[0])
     m->lazy = !strcmp(strategy, "lazy");
   mgop_json_path_str(&r->root, r->spec, "imageUpdatePolicy.acknowledgedRevision", m->ack, sizeof(m->ack));
-  for (int i = 0; i < MGOP_IMG_COUNT; i++)
-    if (mgop_img_pin(r, i) >= 0) m->pinned |= 1u << i;
+  for (int i = 0; i < MGOP_IMG_COUNT; i++) {
+    char pin[8], path[40];
+    snprintf(path, sizeof(path), "images.%s", mgop_img_comps[i].key);
+    /* MGOP_ERR_TOOBIG (a pin longer than 8) counts as set */
+    if (mgop_json_path_str(&r->root, r->spec, path, pin, sizeof(pin)) != MGOP_ERR_NOTFOUND && pin[0]) m->pinned |= 1u << i;
+  }
   mgop_img_recorded(r);
   m->applied = mgop_img_defaults.set;
   if (m->lazy && m->recorded && strcmp(m->record_rev, mgop_img_defaults.rev) && strcmp(m->ack, mgop_img_defaults.rev)) {
@@ -2672,8 +2673,11 @@ static void mgop_img_set_json(struct mgop_jw *w, const char *key, const struct m
 static void mgop_img_status(struct mgop_jw *w, const struct mgop_rctx *r) {
   const struct mgop_img_state *m = &r->img;
   struct mgop_img_set eff = m->applied;
-  for (int i = 0; i < MGOP_IMG_COUNT; i++)
-    if (m->pinned & (1u << i)) mgop_json_str(&r->root, mgop_img_pin(r, i), eff.img[i], MGOP_IMAGE_BUF);
+  for (int i = 0; i < MGOP_IMG_COUNT; i++) {
+    char path[40];
+    snprintf(path, sizeof(path), "images.%s", mgop_img_comps[i].key);
+    if (m->pinned & (1u << i)) mgop_json_path_str(&r->root, r->spec, path, eff.img[i], MGOP_IMAGE_BUF);
+  }
   mgop_jw_key(w, "images");
   mgop_jw_obj(w);
   mgop_img_set_json(w, "effective", &eff);
@@ -2702,13 +2706,15 @@ static long long mgop_live_cond_since(const struct mgop_rctx *r, const char *typ
   if (cap) reason[0] = 0;
   for (int i = 0; mgop_json_is(&r->root, conds, JSMN_ARRAY) && i < r->root.tok[conds].size; i++) {
     int c = mgop_json_at(&r->root, conds, i);
-    char t[40], st[8];
-    long long since;
+    char t[40], st[8], ltt[40];
+    struct tm tm;
     if (mgop_json_path_str(&r->root, c, "type", t, sizeof(t)) || strcmp(t, type)) continue;
     mgop_json_path_str(&r->root, c, "reason", reason, cap);
+    memset(&tm, 0, sizeof(tm));
     if (!mgop_json_path_str(&r->root, c, "status", st, sizeof(st)) && !strcmp(st, status ? "True" : "False") &&
-        mgop_cond_time(&r->root, c, &since))
-      return since;
+        !mgop_json_path_str(&r->root, c, "lastTransitionTime", ltt, sizeof(ltt)) &&
+        strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
+      return (long long)timegm(&tm);
     break;
   }
   return (long long)time(NULL);
@@ -2817,20 +2823,13 @@ static int mgop_otel_init(void) {
   return 0;
 }
 
-/* otlpEndpoint: disabled turns the data plane's telemetry off: no OTEL_*,
- * no sampling file. */
-static int mgop_otel_disabled(const struct mgop_rctx *r) {
-  char ep[16];
-  return !mgop_json_path_str(&r->root, mgop_json_key(&r->root, r->spec, "observability"), "otlpEndpoint", ep, sizeof(ep)) &&
-         !strcmp(ep, "disabled");
-}
-
 /* observability.samplingConfigRef: the ConfigMap and key (1), or 0 when
  * unset or telemetry is disabled. Mounted at /etc/otel, its file named by
  * OTEL_TRACES_SAMPLER_CONFIG, in every container that gets OTEL_*. */
 static int mgop_otel_sampling(struct mgop_rctx *r, char *name, size_t ncap, char *key, size_t kcap) {
-  int ref = mgop_json_path(&r->root, r->spec, "observability.samplingConfigRef");
-  if (ref < 0 || mgop_otel_disabled(r)) return 0;
+  int obs = mgop_json_key(&r->root, r->spec, "observability"), ref = mgop_json_key(&r->root, obs, "samplingConfigRef");
+  char ep[16];
+  if (ref < 0 || (!mgop_json_path_str(&r->root, obs, "otlpEndpoint", ep, sizeof(ep)) && !strcmp(ep, "disabled"))) return 0;
   if (mgop_json_path_str(&r->root, ref, "name", name, ncap) || !name[0]) return 0;
   if (mgop_json_path_str(&r->root, ref, "key", key, kcap) || !key[0]) snprintf(key, kcap, "sampling-config.yaml");
   return 1;
@@ -2845,7 +2844,7 @@ static size_t mgop_otel_env_json(struct mgop_rctx *r, const char *component, cha
   struct mgop_jw w;
   int any = 0;
   if (!mgop_otel_env.read) mgop_otel_init(); /* main reads it first; tests that include this file may not */
-  if (mgop_otel_disabled(r)) return 0;
+  if (!mgop_json_path_str(&r->root, obs, "otlpEndpoint", v, sizeof(v)) && !strcmp(v, "disabled")) return 0;
   mgop_buf_init(&b, out, cap);
   mgop_jw_init(&w, &b);
   mgop_jw_arr(&w);
@@ -2898,27 +2897,6 @@ static void mgop_write_array_plus(struct mgop_jw *w, const char *key, const char
               : snprintf(all, sizeof(all), "[%.*s]", (int)n, more);
   if (len < 0 || (size_t)len >= sizeof(all)) { mgop_jw_raw(w, "[]", 2); w->b->overflow = 1; return; } /* reported */
   mgop_jw_raw(w, all, (size_t)len);
-}
-
-/* The sampling file's volume (a JSON object) into out; its length, 0 when
- * there is none. Two names of at most 253 fit. */
-static size_t mgop_otel_sampling_volume(struct mgop_rctx *r, char *out, size_t cap) {
-  char name[254], key[254];
-  struct mgop_buf b;
-  struct mgop_jw v;
-  if (!mgop_otel_sampling(r, name, sizeof(name), key, sizeof(key))) return 0;
-  mgop_buf_init(&b, out, cap);
-  mgop_jw_init(&v, &b);
-  mgop_jw_obj(&v);
-  mgop_jw_key(&v, "name"); mgop_jw_str(&v, "otel-sampling-config");
-  mgop_jw_key(&v, "configMap"); mgop_jw_obj(&v);
-  mgop_jw_key(&v, "name"); mgop_jw_str(&v, name);
-  mgop_jw_key(&v, "items"); mgop_jw_arr(&v);
-  mgop_jw_obj(&v); mgop_jw_key(&v, "key"); mgop_jw_str(&v, key); mgop_jw_key(&v, "path"); mgop_jw_str(&v, key); mgop_jw_obj_end(&v);
-  mgop_jw_arr_end(&v);
-  mgop_jw_obj_end(&v);
-  mgop_jw_obj_end(&v);
-  return b.overflow ? 0 : b.len;
 }
 
 static void mgop_write_env(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_ctr *c) {
@@ -3031,10 +3009,26 @@ static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, cons
   for (int i = 0; i < p->nctr; i++) mgop_write_container(r, w, &p->ctr[i]);
   mgop_jw_arr_end(w);
   {
-    char vol[700];
-    int otel = 0;
+    char name[254], key[254], vol[700] = "";
+    int otel = 0, n = 0;
     for (int i = 0; i < p->nctr; i++) otel |= p->ctr[i].otel != NULL;
-    mgop_write_array_plus(w, "volumes", p->volumes, vol, otel ? mgop_otel_sampling_volume(r, vol, sizeof(vol)) : 0);
+    if (otel && mgop_otel_sampling(r, name, sizeof(name), key, sizeof(key))) {
+      struct mgop_buf b;
+      struct mgop_jw v;
+      mgop_buf_init(&b, vol, sizeof(vol));
+      mgop_jw_init(&v, &b);
+      mgop_jw_obj(&v);
+      mgop_jw_key(&v, "name"); mgop_jw_str(&v, "otel-sampling-config");
+      mgop_jw_key(&v, "configMap"); mgop_jw_obj(&v);
+      mgop_jw_key(&v, "name"); mgop_jw_str(&v, name);
+      mgop_jw_key(&v, "items"); mgop_jw_arr(&v);
+      mgop_jw_obj(&v); mgop_jw_key(&v, "key"); mgop_jw_str(&v, key); mgop_jw_key(&v, "path"); mgop_jw_str(&v, key); mgop_jw_obj_end(&v);
+      mgop_jw_arr_end(&v);
+      mgop_jw_obj_end(&v);
+      mgop_jw_obj_end(&v);
+      n = b.overflow ? 0 : (int)b.len; /* 2 x 253 characters fit */
+    }
+    mgop_write_array_plus(w, "volumes", p->volumes, vol, (size_t)n);
   }
   mgop_jw_obj_end(w);
   mgop_jw_obj_end(w);
@@ -3433,6 +3427,7 @@ static const char mgop_pg_hba[] =
  * CRD requires both fields and restricts them to name and key characters. */
 static int mgop_password_ref(struct mgop_rctx *r, char *name, size_t ncap, char *key, size_t kcap) {
   int ref = mgop_json_key(&r->root, r->spec, "postgresPasswordSecretRef");
+  snprintf(key, kcap, "password");
   if (ref < 0 || mgop_json_path_str(&r->root, ref, "name", name, ncap) || !name[0] ||
       mgop_json_path_str(&r->root, ref, "key", key, kcap) || !key[0]) {
     snprintf(key, kcap, "password");
@@ -4618,21 +4613,6 @@ static int mgop_build_postgres_config(struct mgop_rctx *r, const struct mgop_jso
   return (rc = mgop_build_end(&o)) ? rc : 1;
 }
 
-/* The cells a pool runs in: its own `cells`, else every cell of the
- * cluster. How many, and the name of the i-th. */
-static int mgop_pool_ncells(const struct mgop_rctx *r, const struct mgop_json *pdoc, int pool, int all_cells) {
-  int pcells = mgop_json_key(pdoc, pool, "cells");
-  return mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
-}
-
-static void mgop_pool_cell(const struct mgop_rctx *r, const struct mgop_json *pdoc, int pool, int all_cells, int i,
-                           char *cell, size_t cap) {
-  int pcells = mgop_json_key(pdoc, pool, "cells");
-  cell[0] = 0;
-  if (mgop_json_is(pdoc, pcells, JSMN_ARRAY)) mgop_json_str(pdoc, mgop_json_at(pdoc, pcells, i), cell, cap);
-  else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, i), "name", cell, cap);
-}
-
 /* MULTI_CELL_AT_LEAST_2 (the database's durabilityPolicy, else the
  * cluster's) with the shard's pools in exactly two cells: a write needs a
  * pod in each, so each cell also keeps one pod (a PDB per cell, minAvailable
@@ -4646,11 +4626,13 @@ static int mgop_build_cell_pdbs(struct mgop_rctx *r, const struct mgop_json *d, 
   if (!policy[0]) mgop_json_path_str(&r->root, r->spec, "durabilityPolicy", policy, sizeof(policy));
   if (strcmp(policy, "MULTI_CELL_AT_LEAST_2")) return MGOP_OK;
   for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
-    int nc = mgop_pool_ncells(r, pdoc, pt + 1, all_cells);
+    int pcells = mgop_json_key(pdoc, pt + 1, "cells"), own = mgop_json_is(pdoc, pcells, JSMN_ARRAY);
+    int nc = own ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
     for (int ci = 0; ci < nc; ci++) {
-      char cell[64];
+      char cell[64] = "";
       int seen = 0;
-      mgop_pool_cell(r, pdoc, pt + 1, all_cells, ci, cell, sizeof(cell));
+      if (own) mgop_json_str(pdoc, mgop_json_at(pdoc, pcells, ci), cell, sizeof(cell));
+      else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, ci), "name", cell, sizeof(cell));
       for (int k = 0; k < n && k < 2; k++) seen |= !strcmp(cells[k], cell);
       if (seen || !cell[0]) continue;
       if (n < 2) snprintf(cells[n], sizeof(cells[n]), "%s", cell);
@@ -4782,7 +4764,8 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
       char pool[64], sts[64], svc[64], a[8][1100], vols[3072], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
           klass[128], env0[1600 + 400 + 3200], env1[1700 + 400], mnt0[1024], mnt1[1280];
-      int pv = pt + 1, ncells = mgop_pool_ncells(r, pdoc, pv, all_cells);
+      int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
+      int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
       long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
       if (mgop_json_str(pdoc, pt, pool, sizeof(pool))) continue;
       for (int ci = 0; ci < ncells; ci++) {
@@ -4794,7 +4777,8 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         struct mgop_build o;
         struct mgop_ctr ctr[2];
         struct mgop_podspec p;
-        mgop_pool_cell(r, pdoc, pv, all_cells, ci, cell, sizeof(cell));
+        if (mgop_json_is(pdoc, pcells, JSMN_ARRAY)) mgop_json_str(pdoc, mgop_json_at(pdoc, pcells, ci), cell, sizeof(cell));
+        else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, ci), "name", cell, sizeof(cell));
         for (int k = 0; k < r->root.tok[all_cells].size; k++) {
           char n[64];
           int ct = mgop_json_at(&r->root, all_cells, k);
