@@ -25,6 +25,7 @@
 #include "multigres-op.h"
 
 #include <ctype.h>
+#include <strings.h>
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
@@ -99,6 +100,10 @@ static void mgop_item_path(int kind, const char *ns, const char *name, char *out
 #define MGOP_IMAGE_MULTIGRES "ghcr.io/multigres/multigres:sha-4f39f4a"
 #define MGOP_IMAGE_PGCTLD "ghcr.io/multigres/pgctld:sha-4f39f4a"
 #define MGOP_IMAGE_ADMIN_WEB "ghcr.io/multigres/multiadmin-web:sha-b505c90"
+/* the pool pods' metrics sidecar; not one of the image set's components (as
+ * in the reference operator), so MULTIGRES_IMAGE_POSTGRES_EXPORTER changes it
+ * for every cluster at once */
+#define MGOP_IMAGE_POSTGRES_EXPORTER "quay.io/prometheuscommunity/postgres-exporter:v0.20.1"
 
 static const char mgop_default_global_topo[] =
     "{\"etcd\":{\"image\":\"" MGOP_IMAGE_ETCD "\",\"replicas\":3,\"storage\":{\"size\":\"1Gi\"},"
@@ -139,11 +144,11 @@ static const char mgop_default_global_topo[] =
 #define MGOP_TREFS_MAX (5 + MGOP_CRD_CELLS_MAX + 2 + MGOP_SHARDS_MAX + 2)
 /* Objects of the largest tree: 11 cluster-wide (global etcd 5, multiadmin
  * 6), 8 per cell (Cell, local TopoServer and its etcd 4, multigateway 2),
- * a TableGroup each, per shard 3 (Shard, ConfigMap, PDB) plus 2 per cell
+ * a TableGroup each, per shard 4 (Shard, 2 ConfigMaps, PDB) plus 2 per cell
  * of a multiorch and 2 per (pool, cell). */
 #define MGOP_OBJECTS_OF(cells, tgs, shards, pool_cells) \
-  (11 + 8 * (cells) + (tgs) + (shards) * (3 + 2 * (cells)) + 2 * (pool_cells))
-/* The schema admits 8 pools in each of 50 cells for 20 shards: 18,491
+  (11 + 8 * (cells) + (tgs) + (shards) * (4 + 2 * (cells)) + 2 * (pool_cells))
+/* The schema admits 8 pools in each of 50 cells for 20 shards: 18,511
  * objects, about 65 MB of JSON. The budget is what a 50-cell cluster with one
  * pool per cell and a shard needs, with room for more pools or table
  * groups; past it the cluster stalls (and the webhook refuses it) with a
@@ -152,7 +157,7 @@ static const char mgop_default_global_topo[] =
   MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, MGOP_TABLEGROUPS_MAX, MGOP_SHARDS_MAX, \
                   MGOP_SHARDS_MAX * MGOP_CRD_POOLS_MAX * MGOP_CRD_CELLS_MAX)
 #define MGOP_DESIRED_MAX 1024
-_Static_assert(MGOP_OBJECTS_SCHEMA_MAX == 18491, "docs/operations.md (Limits) quotes this figure");
+_Static_assert(MGOP_OBJECTS_SCHEMA_MAX == 18511, "docs/operations.md (Limits) quotes this figure");
 _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3 / 2 <= MGOP_DESIRED_MAX,
                "a 50-cell cluster with a pool in every cell fits with room to spare");
 /* One turn's arena holds every desired object (a pool StatefulSet is about
@@ -2555,6 +2560,7 @@ static struct {
   char rev[MGOP_IMG_REV_LEN + 1];
   int lazy;      /* --image-update-strategy lazy */
   unsigned from_env;
+  char exporter[MGOP_IMAGE_BUF]; /* the postgres-exporter sidecar's */
 } mgop_img_defaults;
 
 /* The first 12 hex digits of sha256 over "name=image" lines, sorted,
@@ -2575,27 +2581,37 @@ static void mgop_img_revision(const struct mgop_img_set *s, char out[MGOP_IMG_RE
   for (int i = 0; i < MGOP_IMG_REV_LEN / 2; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
 }
 
-/* The default set: built in, or from MULTIGRES_IMAGE_<COMPONENT> (blanks
- * trimmed). Returns 0, or 2 with the reason on stderr. */
+/* One default image: the environment variable (blanks trimmed), else the
+ * built-in. Returns 0 (built-in), 1 (from the environment), or 2 with the
+ * reason on stderr. */
+static int mgop_img_from_env(const char *env, const char *builtin, char out[MGOP_IMAGE_BUF]) {
+  const char *v = getenv(env), *end;
+  while (v && isspace((unsigned char)*v)) v++;
+  end = v ? v + strlen(v) : NULL;
+  while (end && end > v && isspace((unsigned char)end[-1])) end--;
+  if (!v || end == v) {
+    snprintf(out, MGOP_IMAGE_BUF, "%s", builtin);
+    return 0;
+  }
+  if (end - v > MGOP_CRD_IMAGE_MAX) {
+    fprintf(stderr, "multigres-op: %s is %d characters long; an image reference is at most %d (as in "
+            "spec.images): shorten it, e.g. pin by digest without a tag\n", env, (int)(end - v), MGOP_CRD_IMAGE_MAX);
+    return 2;
+  }
+  snprintf(out, MGOP_IMAGE_BUF, "%.*s", (int)(end - v), v);
+  return 1;
+}
+
+/* The default set: built in, or from MULTIGRES_IMAGE_<COMPONENT>; and the
+ * exporter's. Returns 0, or 2 with the reason on stderr. */
 static int mgop_img_defaults_init(void) {
   for (int i = 0; i < MGOP_IMG_COUNT; i++) {
-    const char *v = getenv(mgop_img_comps[i].env), *end;
-    while (v && isspace((unsigned char)*v)) v++;
-    end = v ? v + strlen(v) : NULL;
-    while (end && end > v && isspace((unsigned char)end[-1])) end--;
-    if (!v || end == v) {
-      snprintf(mgop_img_defaults.set.img[i], MGOP_IMAGE_BUF, "%s", mgop_img_comps[i].builtin);
-      continue;
-    }
-    if (end - v > MGOP_CRD_IMAGE_MAX) {
-      fprintf(stderr, "multigres-op: %s is %d characters long; an image reference is at most %d (as in "
-              "spec.images): shorten it, e.g. pin by digest without a tag\n", mgop_img_comps[i].env, (int)(end - v),
-              MGOP_CRD_IMAGE_MAX);
-      return 2;
-    }
-    snprintf(mgop_img_defaults.set.img[i], MGOP_IMAGE_BUF, "%.*s", (int)(end - v), v);
-    mgop_img_defaults.from_env |= 1u << i;
+    int rc = mgop_img_from_env(mgop_img_comps[i].env, mgop_img_comps[i].builtin, mgop_img_defaults.set.img[i]);
+    if (rc == 2) return 2;
+    if (rc == 1) mgop_img_defaults.from_env |= 1u << i;
   }
+  if (mgop_img_from_env("MULTIGRES_IMAGE_POSTGRES_EXPORTER", MGOP_IMAGE_POSTGRES_EXPORTER, mgop_img_defaults.exporter) == 2)
+    return 2;
   mgop_img_revision(&mgop_img_defaults.set, mgop_img_defaults.rev);
   return 0;
 }
@@ -3421,6 +3437,138 @@ static const char mgop_pg_hba[] =
     "host    all       all   0.0.0.0/0     scram-sha-256\n"
     "host    all       all   ::/0          scram-sha-256\n"
     "host    replication all 0.0.0.0/0     scram-sha-256\n";
+
+/* The postgres-exporter sidecar's custom queries: replication lag, WAL,
+ * connections and database sizes (tests/integration/t_exporter_queries.sh
+ * runs each one on a real primary and standby). */
+static const char mgop_exporter_queries[] =
+    "# postgres_exporter custom queries (--extend.query-path), written by\n"
+    "# multigres-op into <Shard>-exporter-queries. Each key is a metric prefix;\n"
+    "# each column listed under metrics becomes <prefix>_<column> (LABEL columns\n"
+    "# become labels). Every query answers on a primary and on a standby. The\n"
+    "# multigres_ prefix keeps them apart from the exporter's built-in pg_ series.\n"
+    "multigres_replication:\n"
+    "  master: true\n"
+    "  query: >-\n"
+    "    SELECT CASE WHEN pg_is_in_recovery() THEN 1 ELSE 0 END AS is_standby,\n"
+    "    CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0\n"
+    "    ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END AS lag_seconds,\n"
+    "    CASE WHEN pg_is_in_recovery()\n"
+    "    THEN COALESCE(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0) ELSE 0 END AS replay_lag_bytes\n"
+    "  metrics:\n"
+    "    - is_standby:\n"
+    "        usage: GAUGE\n"
+    "        description: 1 on a standby (in recovery), 0 on the primary\n"
+    "    - lag_seconds:\n"
+    "        usage: GAUGE\n"
+    "        description: Seconds since the last transaction replayed on a standby that has WAL left to replay (0 on the primary and when caught up)\n"
+    "    - replay_lag_bytes:\n"
+    "        usage: GAUGE\n"
+    "        description: WAL received but not yet replayed on a standby, in bytes\n"
+    "multigres_replication_standby:\n"
+    "  master: true\n"
+    "  query: >-\n"
+    "    SELECT application_name, COALESCE(host(client_addr), 'local') AS client_addr, state,\n"
+    "    COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0) AS replay_lag_bytes,\n"
+    "    COALESCE(EXTRACT(EPOCH FROM replay_lag), 0) AS replay_lag_seconds\n"
+    "    FROM pg_stat_replication WHERE NOT pg_is_in_recovery()\n"
+    "  metrics:\n"
+    "    - application_name:\n"
+    "        usage: LABEL\n"
+    "        description: The standby's application_name\n"
+    "    - client_addr:\n"
+    "        usage: LABEL\n"
+    "        description: The standby's address\n"
+    "    - state:\n"
+    "        usage: LABEL\n"
+    "        description: The WAL sender's state\n"
+    "    - replay_lag_bytes:\n"
+    "        usage: GAUGE\n"
+    "        description: WAL the primary has written that this standby has not replayed, in bytes\n"
+    "    - replay_lag_seconds:\n"
+    "        usage: GAUGE\n"
+    "        description: The standby's replay lag as the primary measures it, in seconds\n"
+    "multigres_wal:\n"
+    "  master: true\n"
+    "  query: >-\n"
+    "    SELECT COALESCE(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()\n"
+    "    ELSE pg_current_wal_lsn() END, '0/0'), 0) AS position_bytes,\n"
+    "    (SELECT count(*) FROM pg_ls_waldir()) AS segments,\n"
+    "    (SELECT COALESCE(sum(size), 0) FROM pg_ls_waldir()) AS size_bytes\n"
+    "  metrics:\n"
+    "    - position_bytes:\n"
+    "        usage: COUNTER\n"
+    "        description: WAL position (written on the primary, replayed on a standby), in bytes\n"
+    "    - segments:\n"
+    "        usage: GAUGE\n"
+    "        description: WAL segment files in pg_wal\n"
+    "    - size_bytes:\n"
+    "        usage: GAUGE\n"
+    "        description: Size of pg_wal, in bytes\n"
+    "multigres_connections:\n"
+    "  master: true\n"
+    "  query: >-\n"
+    "    SELECT COALESCE(state, 'unknown') AS state, count(*) AS count\n"
+    "    FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1\n"
+    "  metrics:\n"
+    "    - state:\n"
+    "        usage: LABEL\n"
+    "        description: The client backend's state\n"
+    "    - count:\n"
+    "        usage: GAUGE\n"
+    "        description: Client connections in this state\n"
+    "multigres_connections_limit:\n"
+    "  master: true\n"
+    "  query: >-\n"
+    "    SELECT current_setting('max_connections')::int AS max,\n"
+    "    current_setting('superuser_reserved_connections')::int AS superuser_reserved\n"
+    "  metrics:\n"
+    "    - max:\n"
+    "        usage: GAUGE\n"
+    "        description: max_connections\n"
+    "    - superuser_reserved:\n"
+    "        usage: GAUGE\n"
+    "        description: superuser_reserved_connections\n"
+    "multigres_database:\n"
+    "  master: true\n"
+    "  query: >-\n"
+    "    SELECT d.datname, pg_database_size(d.datname) AS size_bytes,\n"
+    "    (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname) AS backends\n"
+    "    FROM pg_database d WHERE d.datallowconn AND NOT d.datistemplate\n"
+    "  metrics:\n"
+    "    - datname:\n"
+    "        usage: LABEL\n"
+    "        description: Database name\n"
+    "    - size_bytes:\n"
+    "        usage: GAUGE\n"
+    "        description: Disk space the database uses, in bytes\n"
+    "    - backends:\n"
+    "        usage: GAUGE\n"
+    "        description: Backends connected to the database\n";
+
+/* The pool pods' metrics sidecar: postgres_exporter on :9187 (where the
+ * scrape annotations point), reading its own pod's postgres over loopback as
+ * the superuser, with the password file the pod mounts and the queries above.
+ * env holds the environment (the superuser's name, JSON-escaped). */
+static void mgop_exporter_ctr(struct mgop_ctr *c, const char *su_json, char *env, size_t cap) {
+  if (!mgop_img_defaults.rev[0]) mgop_img_defaults_init(); /* main does it first; the unit tests may not */
+  memset(c, 0, sizeof(*c));
+  c->name = "postgres-exporter";
+  c->image = mgop_img_defaults.exporter;
+  c->args[0] = "--web.listen-address=:9187";
+  c->args[1] = "--extend.query-path=/etc/postgres-exporter/queries.yml";
+  c->nargs = 2;
+  snprintf(env, cap, "[{\"name\":\"DATA_SOURCE_URI\",\"value\":\"localhost:5432/postgres?sslmode=disable&connect_timeout=5\"},"
+           "{\"name\":\"DATA_SOURCE_USER\",\"value\":\"%s\"},"
+           "{\"name\":\"DATA_SOURCE_PASS_FILE\",\"value\":\"/etc/postgres-password/password\"}]", su_json);
+  c->env = env;
+  c->ports = "[{\"name\":\"metrics\",\"containerPort\":9187,\"protocol\":\"TCP\"}]";
+  c->res_tok = -1;
+  c->res_default = "{\"requests\":{\"cpu\":\"10m\",\"memory\":\"32Mi\"},\"limits\":{\"memory\":\"128Mi\"}}";
+  c->mounts = "[{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true},"
+              "{\"name\":\"postgres-exporter-queries\",\"mountPath\":\"/etc/postgres-exporter\",\"readOnly\":true}]";
+  c->security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
+}
 
 /* spec.postgresPasswordSecretRef: the user's Secret and key (returns 0),
  * or the operator's own per-shard Secret, key "password" (returns 1). The
@@ -4561,8 +4709,134 @@ static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, cons
  * Multigres's in-place reload is a gRPC call, which this operator does not
  * make. Settings the data plane owns are refused. Returns 0 (none), 1 (made:
  * hash in *hash) or an error. */
+/* pg-catalog begin: generated by scripts/pg-catalog.sh from PostgreSQL 17 (Debian trixie) --describe-config
+ * plus its developer options; 355 names, lower-cased (PostgreSQL compares them so) and sorted (bsearch).
+ * Do not edit. */
+static const char *const mgop_pg17_params[] = {
+    "allow_alter_system", "allow_in_place_tablespaces", "allow_system_table_mods", "archive_cleanup_command",
+    "archive_command", "archive_library", "archive_mode", "archive_timeout", "array_nulls", "authentication_timeout",
+    "autovacuum", "autovacuum_analyze_scale_factor", "autovacuum_analyze_threshold", "autovacuum_freeze_max_age",
+    "autovacuum_max_workers", "autovacuum_multixact_freeze_max_age", "autovacuum_naptime",
+    "autovacuum_vacuum_cost_delay", "autovacuum_vacuum_cost_limit", "autovacuum_vacuum_insert_scale_factor",
+    "autovacuum_vacuum_insert_threshold", "autovacuum_vacuum_scale_factor", "autovacuum_vacuum_threshold",
+    "autovacuum_work_mem", "backend_flush_after", "backslash_quote", "backtrace_functions", "bgwriter_delay",
+    "bgwriter_flush_after", "bgwriter_lru_maxpages", "bgwriter_lru_multiplier", "bonjour", "bonjour_name",
+    "bytea_output", "check_function_bodies", "checkpoint_completion_target", "checkpoint_flush_after",
+    "checkpoint_timeout", "checkpoint_warning", "client_connection_check_interval", "client_encoding",
+    "client_min_messages", "cluster_name", "commit_delay", "commit_siblings", "commit_timestamp_buffers",
+    "compute_query_id", "constraint_exclusion", "cpu_index_tuple_cost", "cpu_operator_cost", "cpu_tuple_cost",
+    "createrole_self_grant", "cursor_tuple_fraction", "data_directory", "data_sync_retry", "datestyle",
+    "deadlock_timeout", "debug_discard_caches", "debug_io_direct", "debug_logical_replication_streaming",
+    "debug_parallel_query", "debug_pretty_print", "debug_print_parse", "debug_print_plan", "debug_print_rewritten",
+    "default_statistics_target", "default_table_access_method", "default_tablespace", "default_text_search_config",
+    "default_toast_compression", "default_transaction_deferrable", "default_transaction_isolation",
+    "default_transaction_read_only", "dynamic_library_path", "dynamic_shared_memory_type", "effective_cache_size",
+    "effective_io_concurrency", "enable_async_append", "enable_bitmapscan", "enable_gathermerge",
+    "enable_group_by_reordering", "enable_hashagg", "enable_hashjoin", "enable_incremental_sort",
+    "enable_indexonlyscan", "enable_indexscan", "enable_material", "enable_memoize", "enable_mergejoin",
+    "enable_nestloop", "enable_parallel_append", "enable_parallel_hash", "enable_partition_pruning",
+    "enable_partitionwise_aggregate", "enable_partitionwise_join", "enable_presorted_aggregate", "enable_seqscan",
+    "enable_sort", "enable_tidscan", "escape_string_warning", "event_source", "event_triggers", "exit_on_error",
+    "extension_destdir", "external_pid_file", "extra_float_digits", "file_extend_method", "from_collapse_limit",
+    "fsync", "full_page_writes", "geqo", "geqo_effort", "geqo_generations", "geqo_pool_size", "geqo_seed",
+    "geqo_selection_bias", "geqo_threshold", "gin_fuzzy_search_limit", "gin_pending_list_limit",
+    "gss_accept_delegation", "hash_mem_multiplier", "hba_file", "hot_standby", "hot_standby_feedback",
+    "huge_page_size", "huge_pages", "icu_validation_level", "ident_file", "idle_in_transaction_session_timeout",
+    "idle_session_timeout", "ignore_checksum_failure", "ignore_invalid_pages", "ignore_system_indexes",
+    "intervalstyle", "io_combine_limit", "jit", "jit_above_cost", "jit_debugging_support", "jit_dump_bitcode",
+    "jit_expressions", "jit_inline_above_cost", "jit_optimize_above_cost", "jit_profiling_support", "jit_provider",
+    "jit_tuple_deforming", "join_collapse_limit", "krb_caseins_users", "krb_server_keyfile", "lc_messages",
+    "lc_monetary", "lc_numeric", "lc_time", "listen_addresses", "lo_compat_privileges", "local_preload_libraries",
+    "lock_timeout", "log_autovacuum_min_duration", "log_btree_build_stats", "log_checkpoints", "log_connections",
+    "log_destination", "log_directory", "log_disconnections", "log_duration", "log_error_verbosity",
+    "log_executor_stats", "log_file_mode", "log_filename", "log_hostname", "log_line_prefix", "log_lock_waits",
+    "log_min_duration_sample", "log_min_duration_statement", "log_min_error_statement", "log_min_messages",
+    "log_parameter_max_length", "log_parameter_max_length_on_error", "log_parser_stats", "log_planner_stats",
+    "log_recovery_conflict_waits", "log_replication_commands", "log_rotation_age", "log_rotation_size",
+    "log_startup_progress_interval", "log_statement", "log_statement_sample_rate", "log_statement_stats",
+    "log_temp_files", "log_timezone", "log_transaction_sample_rate", "log_truncate_on_rotation", "logging_collector",
+    "logical_decoding_work_mem", "maintenance_io_concurrency", "maintenance_work_mem", "max_connections",
+    "max_files_per_process", "max_locks_per_transaction", "max_logical_replication_workers", "max_notify_queue_pages",
+    "max_parallel_apply_workers_per_subscription", "max_parallel_maintenance_workers", "max_parallel_workers",
+    "max_parallel_workers_per_gather", "max_pred_locks_per_page", "max_pred_locks_per_relation",
+    "max_pred_locks_per_transaction", "max_prepared_transactions", "max_replication_slots", "max_slot_wal_keep_size",
+    "max_stack_depth", "max_standby_archive_delay", "max_standby_streaming_delay",
+    "max_sync_workers_per_subscription", "max_wal_senders", "max_wal_size", "max_worker_processes",
+    "min_dynamic_shared_memory", "min_parallel_index_scan_size", "min_parallel_table_scan_size", "min_wal_size",
+    "multixact_member_buffers", "multixact_offset_buffers", "notify_buffers", "output_plugin_libraries",
+    "parallel_leader_participation", "parallel_setup_cost", "parallel_tuple_cost", "password_encryption",
+    "plan_cache_mode", "port", "post_auth_delay", "pre_auth_delay", "primary_conninfo", "primary_slot_name",
+    "quote_all_identifiers", "random_page_cost", "recovery_end_command", "recovery_init_sync_method",
+    "recovery_min_apply_delay", "recovery_prefetch", "recovery_target", "recovery_target_action",
+    "recovery_target_inclusive", "recovery_target_lsn", "recovery_target_name", "recovery_target_time",
+    "recovery_target_timeline", "recovery_target_xid", "recursive_worktable_factor", "remove_temp_files_after_crash",
+    "reserved_connections", "restart_after_crash", "restore_command", "row_security", "scram_iterations",
+    "search_path", "send_abort_for_crash", "send_abort_for_kill", "seq_page_cost", "serializable_buffers",
+    "session_preload_libraries", "session_replication_role", "shared_buffers", "shared_memory_type",
+    "shared_preload_libraries", "ssl", "ssl_ca_file", "ssl_cert_file", "ssl_ciphers", "ssl_crl_dir", "ssl_crl_file",
+    "ssl_dh_params_file", "ssl_ecdh_curve", "ssl_key_file", "ssl_max_protocol_version", "ssl_min_protocol_version",
+    "ssl_passphrase_command", "ssl_passphrase_command_supports_reload", "ssl_prefer_server_ciphers",
+    "standard_conforming_strings", "statement_timeout", "stats_fetch_consistency", "subtransaction_buffers",
+    "summarize_wal", "superuser_reserved_connections", "sync_replication_slots", "synchronize_seqscans",
+    "synchronized_standby_slots", "synchronous_commit", "synchronous_standby_names", "syslog_facility",
+    "syslog_ident", "syslog_sequence_numbers", "syslog_split_messages", "tcp_keepalives_count", "tcp_keepalives_idle",
+    "tcp_keepalives_interval", "tcp_user_timeout", "temp_buffers", "temp_file_limit", "temp_tablespaces", "timezone",
+    "timezone_abbreviations", "trace_notify", "trace_sort", "track_activities", "track_activity_query_size",
+    "track_commit_timestamp", "track_counts", "track_functions", "track_io_timing", "track_wal_io_timing",
+    "transaction_buffers", "transaction_timeout", "transform_null_equals", "unix_socket_directories",
+    "unix_socket_group", "unix_socket_permissions", "update_process_title", "vacuum_buffer_usage_limit",
+    "vacuum_cost_delay", "vacuum_cost_limit", "vacuum_cost_page_dirty", "vacuum_cost_page_hit",
+    "vacuum_cost_page_miss", "vacuum_failsafe_age", "vacuum_freeze_min_age", "vacuum_freeze_table_age",
+    "vacuum_multixact_failsafe_age", "vacuum_multixact_freeze_min_age", "vacuum_multixact_freeze_table_age",
+    "wal_buffers", "wal_compression", "wal_consistency_checking", "wal_decode_buffer_size", "wal_init_zero",
+    "wal_keep_size", "wal_level", "wal_log_hints", "wal_receiver_create_temp_slot", "wal_receiver_status_interval",
+    "wal_receiver_timeout", "wal_recycle", "wal_retrieve_retry_interval", "wal_sender_timeout", "wal_skip_threshold",
+    "wal_summary_keep_time", "wal_sync_method", "wal_writer_delay", "wal_writer_flush_after", "work_mem", "xmlbinary",
+    "xmloption", "zero_damaged_pages",
+};
+/* pg-catalog end */
 static const char *const mgop_pg_owned[] = {"port", "listen_addresses", "unix_socket_directories", "data_directory",
                                             "hba_file", "ident_file", "wal_level"};
+static int mgop_pg_param_cmp(const void *key, const void *elem) { return strcmp(key, *(const char *const *)elem); }
+
+/* A postgresConfig name PostgreSQL 17 would start with: a parameter of its
+ * catalog, or an extension's (prefix.name, which PostgreSQL takes as a
+ * placeholder). An unknown name in postgresql.conf stops the server at start,
+ * so it is refused here, with the nearest name when one is close. 0: fine;
+ * otherwise the reason is in msg. */
+static int mgop_pg_param_check(const char *key, char *msg, size_t cap) {
+  char low[MGOP_EDIT_NAME_MAX];
+  const char *near = NULL;
+  int best = 4; /* farther than 3 edits is no suggestion */
+  size_t n = strlen(key);
+  int ok = n > 0 && n < sizeof(low) && (isalpha((unsigned char)key[0]) || key[0] == '_');
+  for (size_t i = 0; ok && i < n; i++) {
+    ok = isalnum((unsigned char)key[i]) || key[i] == '_' || key[i] == '.';
+    low[i] = (char)tolower((unsigned char)key[i]);
+  }
+  if (!ok) {
+    snprintf(msg, cap, "\"%.100s\" is not a PostgreSQL parameter name (letters, digits, _ and, for an extension's, "
+             "a prefix and a dot; at most %d characters); fix or remove it", key, MGOP_EDIT_NAME_MAX - 1);
+    return -1;
+  }
+  low[n] = 0;
+  for (size_t i = 0; i < sizeof(mgop_pg_owned) / sizeof(mgop_pg_owned[0]); i++)
+    if (!strcmp(low, mgop_pg_owned[i])) {
+      snprintf(msg, cap, "%s is set by the data plane (pgctld and multipooler depend on it); remove it", key);
+      return -1;
+    }
+  if (strchr(low, '.') || bsearch(low, mgop_pg17_params, sizeof(mgop_pg17_params) / sizeof(mgop_pg17_params[0]),
+                                   sizeof(mgop_pg17_params[0]), mgop_pg_param_cmp))
+    return 0;
+  for (size_t i = 0; i < sizeof(mgop_pg17_params) / sizeof(mgop_pg17_params[0]); i++) {
+    int d = mgop_edit_distance(low, mgop_pg17_params[i]);
+    if (d < best) best = d, near = mgop_pg17_params[i];
+  }
+  snprintf(msg, cap, "%s is not a PostgreSQL 17 parameter that postgresql.conf can set (the server would not start)%s%s%s; "
+           "fix or remove it", key, near ? "; did you mean " : "", near ? near : "", near ? "?" : "");
+  return -1;
+}
+
 static int mgop_build_postgres_config(struct mgop_rctx *r, const struct mgop_json *cfg, const char *what, const char *cr,
                                       const char *uid, const struct mgop_ids *ids, uint64_t *hash) {
   int pc = mgop_json_key(cfg, 0, "postgresConfig"), rc;
@@ -4572,20 +4846,20 @@ static int mgop_build_postgres_config(struct mgop_rctx *r, const struct mgop_jso
   if (!mgop_json_is(cfg, pc, JSMN_OBJECT) || cfg->tok[pc].size == 0) return 0;
   if (!(text = mgop_arena_alloc(r->arena, cap))) return mgop_seterr(MGOP_ERR_NOMEM, "reconcile arena exhausted");
   for (int i = 0, k = pc + 1; i < cfg->tok[pc].size; i++, k = mgop_json_next(cfg, k + 1)) {
-    char key[128], val[1024];
-    int ok = !mgop_json_str(cfg, k, key, sizeof(key)) && key[0] && (islower((unsigned char)key[0]) || key[0] == '_');
-    for (const char *c = key; ok && *c; c++) ok = islower((unsigned char)*c) || isdigit((unsigned char)*c) || *c == '_' || *c == '.';
-    if (!ok) {
-      mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfig: \"%.100s\" is not a PostgreSQL parameter name "
-                 "(lower-case letters, digits, _ and . for an extension's); fix or remove it", what, key);
+    char key[128], val[1024], why[300];
+    if (mgop_json_str(cfg, k, key, sizeof(key))) key[0] = 0;
+    if (mgop_pg_param_check(key, why, sizeof(why))) {
+      mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfig: %s", what, why);
       return MGOP_ERR_CONFIG;
     }
-    for (size_t n = 0; n < sizeof(mgop_pg_owned) / sizeof(mgop_pg_owned[0]); n++)
-      if (!strcmp(key, mgop_pg_owned[n])) {
-        mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfig: %s is set by the data plane (pgctld and multipooler "
-                   "depend on it); remove it", what, key);
+    for (int j = 0, kj = pc + 1; j < i; j++, kj = mgop_json_next(cfg, kj + 1)) {
+      char other[128];
+      if (!mgop_json_str(cfg, kj, other, sizeof(other)) && !strcasecmp(other, key)) {
+        mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfig sets %s and %s, one parameter (PostgreSQL names are "
+                   "case-insensitive); keep one", what, other, key);
         return MGOP_ERR_CONFIG;
       }
+    }
     if (mgop_json_str(cfg, k + 1, val, sizeof(val)) || strpbrk(val, "\n\r")) {
       mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfig.%s: the value must be one line of at most %zu "
                  "characters", what, key, sizeof(val) - 1);
@@ -4747,6 +5021,17 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
       mgop_jw_obj_end(&o.w);
       if ((rc = mgop_build_end(&o))) return rc;
     }
+    {
+      struct mgop_build o;
+      char qcm[300];
+      snprintf(qcm, sizeof(qcm), "%s-exporter-queries", cr);
+      if ((rc = mgop_build_begin(r, &o, K_CM, qcm))) return rc;
+      mgop_build_meta_ids(&o, "postgres-exporter-queries", &ids, K_SHARD, cr, uid);
+      mgop_jw_key(&o.w, "data"); mgop_jw_obj(&o.w);
+      mgop_jw_key(&o.w, "queries.yml"); mgop_jw_str(&o.w, mgop_exporter_queries);
+      mgop_jw_obj_end(&o.w);
+      if ((rc = mgop_build_end(&o))) return rc;
+    }
     if ((rc = mgop_build_postgres_config(r, &cfg, what, cr, uid, &ids, &pg_conf_hash)) < 0) return rc;
     pg_conf = rc == 1;
     if (!r->render && own_secret && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids, cm))) return rc;
@@ -4762,8 +5047,8 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     }
     /* pools: one StatefulSet and headless Service per (pool, cell) */
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
-      char pool[64], sts[64], svc[64], a[8][1100], vols[3072], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
-          klass[128], env0[1600 + 400 + 3200], env1[1700 + 400], mnt0[1024], mnt1[1280];
+      char pool[64], sts[64], svc[64], a[8][1100], vols[3584], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
+          klass[128], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + sizeof(su_json)], mnt0[1024], mnt1[1280];
       int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
       int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
       long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
@@ -4775,7 +5060,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         long long reps; /* this cell's: a held scale-down keeps more */
         struct mgop_ids pids = ids;
         struct mgop_build o;
-        struct mgop_ctr ctr[2];
+        struct mgop_ctr ctr[3];
         struct mgop_podspec p;
         if (mgop_json_is(pdoc, pcells, JSMN_ARRAY)) mgop_json_str(pdoc, mgop_json_at(pdoc, pcells, ci), cell, sizeof(cell));
         else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, ci), "name", cell, sizeof(cell));
@@ -4881,12 +5166,15 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                         "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
                  bp.pooler_mounts);
         ctr[1].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
-        _Static_assert(sizeof(vols) >= 300 + 300 + 254 + (300 + 64) + sizeof(bp.volumes) + 256, "the pool volumes fit");
+        mgop_exporter_ctr(&ctr[2], su_json, env2, sizeof(env2));
+        _Static_assert(sizeof(vols) >= 2 * (300 + 64) + 300 + 254 + (300 + 64) + sizeof(bp.volumes) + 256,
+                       "the pool volumes fit");
         snprintf(vols, sizeof(vols),
                  "[{\"name\":\"socket-dir\",\"emptyDir\":{}},"
                  "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
+                 "{\"name\":\"postgres-exporter-queries\",\"configMap\":{\"name\":\"%s-exporter-queries\"}},"
                  "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
-                 "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s]", cm, secret, pw_key,
+                 "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s]", cm, cr, secret, pw_key,
                  pg_conf ? ",{\"name\":\"postgres-config\",\"configMap\":{\"name\":\"" : "", pg_conf ? cr : "",
                  pg_conf ? "-postgres-config\"}}" : "", bp.volumes);
         memset(&p, 0, sizeof(p));
@@ -4899,7 +5187,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
         p.zone_key = zone_key;
         p.zone = zone;
         p.ctr = ctr;
-        p.nctr = 2;
+        p.nctr = 3;
         p.volumes = vols;
         p.service_account = bk.service_account[0] ? bk.service_account : NULL; /* IRSA */
         { /* the configuration's hash: a change of postgresConfig is a change of the pods */
@@ -8374,6 +8662,17 @@ static void mgop_admit(const struct mgop_json *j, int req, const char *op, const
   }
   if ((k == K_CLUSTER || mgop_kinds[k].role == MGOP_ROLE_TEMPLATE) && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE")))
     mgop_unimplemented_each(k, j, mgop_json_key(j, req, "object"), mgop_note_unimplemented, v);
+  if (k == K_SHARDT && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE"))) { /* before any cluster uses it */
+    int pc = mgop_json_path(j, mgop_json_key(j, req, "object"), "spec.postgresConfig");
+    for (int i = 0, kt = pc + 1; mgop_json_is(j, pc, JSMN_OBJECT) && i < j->tok[pc].size; i++, kt = mgop_json_next(j, kt + 1)) {
+      char key[128], why[300];
+      if (mgop_json_str(j, kt, key, sizeof(key))) key[0] = 0;
+      if (mgop_pg_param_check(key, why, sizeof(why))) {
+        mgop_deny(v, 422, "Invalid", "spec.postgresConfig: %s", why);
+        return;
+      }
+    }
+  }
   if (k == K_CLUSTER && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE"))) {
     if (mgop_admit_deletion_policy(j, req, op, v)) return;
     mgop_admit_cluster(j, mgop_json_key(j, req, "object"), ns, v);

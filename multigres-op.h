@@ -236,6 +236,11 @@ uint32_t mgop_fnv1a32(uint32_t h, const void *data, size_t n);
 uint64_t mgop_fnv1a64(uint64_t h, const void *data, size_t n);
 #define MGOP_FNV64_INIT 0xcbf29ce484222325ull
 
+/* Levenshtein distance between two short names (for "did you mean");
+ * names of MGOP_EDIT_NAME_MAX or more bytes count as far apart. */
+#define MGOP_EDIT_NAME_MAX 64
+int mgop_edit_distance(const char *a, const char *b);
+
 /* ======================================================================
  * 2.2 json
  * ==================================================================== */
@@ -1392,6 +1397,25 @@ uint32_t mgop_fnv1a32(uint32_t h, const void *data, size_t n) {
     h *= 16777619u;
   }
   return h;
+}
+
+int mgop_edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  int row[MGOP_EDIT_NAME_MAX + 1];
+  if (la >= MGOP_EDIT_NAME_MAX || lb >= MGOP_EDIT_NAME_MAX) return MGOP_EDIT_NAME_MAX;
+  for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+  for (size_t i = 1; i <= la; i++) {
+    int diag = row[0];
+    row[0] = (int)i;
+    for (size_t j = 1; j <= lb; j++) {
+      int up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      diag = up;
+      row[j] = best;
+    }
+  }
+  return row[lb];
 }
 
 uint64_t mgop_fnv1a64(uint64_t h, const void *data, size_t n) {

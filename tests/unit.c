@@ -1545,6 +1545,7 @@ static void test_render_minimal(void) {
       {"Deployment", "minimal-zone-a-multigateway-0ccc2e8b", "Cell"},
       {"Service", "minimal-zone-a-multigateway-0ccc2e8b", "Cell"},
       {"ConfigMap", "minimal-postgres-default-0-inf-1e3c045c-pg-hba", "Shard"},
+      {"ConfigMap", "minimal-postgres-default-0-inf-1e3c045c-exporter-queries", "Shard"},
       {"Service", "minimal-postgres-default-0-inf-pool-default-zone-a-h---22cdf02c", "Shard"},
       {"StatefulSet", "minimal-postgres-default-0-inf-pool-defau---a3a0d77b", "Shard"},
       {"PodDisruptionBudget", "minimal-postgres-default-0-inf-pdb-7138f1d2", "Shard"},
@@ -4256,9 +4257,80 @@ static void test_postgres_config(void) {
   CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) != 0);
   snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {\"Work Mem\": 1MB}}}]\n", head);
   CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) != 0);
+  snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {TimeZone: UTC, timezone: UTC}}}]\n", head); /* one parameter */
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) != 0);
+  snprintf(yaml, sizeof(yaml), "%s{postgresConfig: {TimeZone: UTC, pg_stat_statements.max: \"500\"}}}]\n", head);
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "TimeZone = 'UTC'\\npg_stat_statements.max = '500'") != NULL);
   snprintf(yaml, sizeof(yaml), "%s{}}]\n", head); /* none: nothing of it */
   CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) == 0);
   CHECK(strstr(out, "postgres-config") == NULL && strstr(out, "POSTGRES_INITDB_EXTRA_CONF") == NULL);
+}
+
+/* Every pool pod runs postgres_exporter on :9187 (where the scrape
+ * annotations point) with the shard's queries ConfigMap; the image is the
+ * operator's, from MULTIGRES_IMAGE_POSTGRES_EXPORTER, and not in the revision. */
+static void test_exporter_sidecar(void) {
+  static char out[512 * 1024];
+  const char *files[] = {"config/samples/minimal.yaml"};
+  char rev[MGOP_IMG_REV_LEN + 1];
+  unsetenv("MULTIGRES_IMAGE_POSTGRES_EXPORTER");
+  CHECK(mgop_img_defaults_init() == 0);
+  snprintf(rev, sizeof(rev), "%s", mgop_img_defaults.rev);
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_count(out, "{\"name\":\"postgres-exporter\",\"image\":\"" MGOP_IMAGE_POSTGRES_EXPORTER "\"") == 1);
+  CHECK(strstr(out, "\"args\":[\"--web.listen-address=:9187\",\"--extend.query-path=/etc/postgres-exporter/queries.yml\"]") != NULL);
+  CHECK(strstr(out, "{\"name\":\"DATA_SOURCE_USER\",\"value\":\"postgres\"},"
+                    "{\"name\":\"DATA_SOURCE_PASS_FILE\",\"value\":\"/etc/postgres-password/password\"}") != NULL);
+  CHECK(strstr(out, "\"ports\":[{\"name\":\"metrics\",\"containerPort\":9187,\"protocol\":\"TCP\"}]") != NULL);
+  CHECK(strstr(out, "\"prometheus.io/port\":\"9187\"") != NULL);
+  CHECK(strstr(out, "{\"name\":\"postgres-exporter-queries\",\"configMap\":{\"name\":"
+                    "\"minimal-postgres-default-0-inf-1e3c045c-exporter-queries\"}}") != NULL);
+  CHECK(strstr(out, "\"queries.yml\":\"# postgres_exporter custom queries") != NULL);
+  CHECK(strstr(out, "multigres_replication:\\n") && strstr(out, "multigres_wal:\\n") &&
+        strstr(out, "multigres_connections:\\n") && strstr(out, "multigres_database:\\n"));
+  setenv("MULTIGRES_IMAGE_POSTGRES_EXPORTER", " mirror.example/pe:v1 ", 1);
+  CHECK(mgop_img_defaults_init() == 0);
+  CHECK_STR(mgop_img_defaults.rev, rev); /* not one of the set's components */
+  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "{\"name\":\"postgres-exporter\",\"image\":\"mirror.example/pe:v1\"") != NULL);
+  unsetenv("MULTIGRES_IMAGE_POSTGRES_EXPORTER");
+  CHECK(mgop_img_defaults_init() == 0);
+}
+
+/* postgresConfig names against PostgreSQL 17's own catalog: case-insensitive,
+ * extensions' dotted names pass, unknown ones are refused with the nearest. */
+static void test_pg_param_check(void) {
+  char msg[300];
+  size_t n = sizeof(mgop_pg17_params) / sizeof(mgop_pg17_params[0]);
+  CHECK(n > 300);
+  for (size_t i = 1; i < n; i++) CHECK(strcmp(mgop_pg17_params[i - 1], mgop_pg17_params[i]) < 0); /* bsearch */
+  CHECK(mgop_pg_param_check("work_mem", msg, sizeof(msg)) == 0);
+  CHECK(mgop_pg_param_check("TimeZone", msg, sizeof(msg)) == 0);
+  CHECK(mgop_pg_param_check("summarize_wal", msg, sizeof(msg)) == 0);          /* new in 17 */
+  CHECK(mgop_pg_param_check("debug_parallel_query", msg, sizeof(msg)) == 0);   /* a developer option */
+  CHECK(mgop_pg_param_check("pg_stat_statements.track", msg, sizeof(msg)) == 0);
+  CHECK(mgop_pg_param_check("work_men", msg, sizeof(msg)) != 0);
+  CHECK(strstr(msg, "work_men is not a PostgreSQL 17 parameter") && strstr(msg, "did you mean work_mem?"));
+  CHECK(mgop_pg_param_check("old_snapshot_threshold", msg, sizeof(msg)) != 0); /* removed in 17 */
+  CHECK(mgop_pg_param_check("server_version", msg, sizeof(msg)) != 0);         /* internal: not settable */
+  CHECK(mgop_pg_param_check("zzzzzzzz", msg, sizeof(msg)) != 0 && !strstr(msg, "did you mean"));
+  CHECK(mgop_pg_param_check("Port", msg, sizeof(msg)) != 0 && strstr(msg, "set by the data plane"));
+  CHECK(mgop_pg_param_check("work mem", msg, sizeof(msg)) != 0 && strstr(msg, "not a PostgreSQL parameter name"));
+  CHECK(mgop_pg_param_check("", msg, sizeof(msg)) != 0);
+  CHECK(mgop_edit_distance("kitten", "sitting") == 3 && mgop_edit_distance("", "abc") == 3);
+  CHECK(mgop_edit_distance("same", "same") == 0);
+  { /* a ShardTemplate is checked on its own, before any cluster uses it */
+    static char out[16 * 1024];
+    t_admit("{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"p1\","
+            "\"kind\":{\"group\":\"multigres.com\",\"version\":\"v1alpha1\",\"kind\":\"ShardTemplate\"},"
+            "\"operation\":\"CREATE\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"alice\"},\"object\":"
+            "{\"metadata\":{\"name\":\"t\"},\"spec\":{\"postgresConfig\":{\"work_mem\":\"4MB\",\"shared_bufers\":\"1GB\"}}}}}",
+            out, sizeof(out));
+    CHECK(strstr(out, "\"allowed\":false") != NULL);
+    CHECK(strstr(out, "spec.postgresConfig: shared_bufers is not a PostgreSQL 17 parameter") != NULL);
+    CHECK(strstr(out, "did you mean shared_buffers?") != NULL);
+  }
 }
 
 /* Admission warns, once a field, for every listed field an object sets
@@ -4568,6 +4640,8 @@ static const struct t_case t_cases[] = {
     {"cell_pdbs", test_cell_pdbs},
     {"superuser_initdb", test_superuser_initdb},
     {"postgres_config", test_postgres_config},
+    {"pg_param_check", test_pg_param_check},
+    {"exporter_sidecar", test_exporter_sidecar},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
     {"pki_renewal", test_pki_renewal},
