@@ -298,7 +298,7 @@ struct mgop_rctx {
   /* rolling (section 8): per shard, what this turn's roll step or a held
    * scale-down says, for the Shard's RollingUpdate condition */
   char roll_note[MGOP_SHARDS_MAX][600];
-  int roll_held[MGOP_SHARDS_MAX];
+  int roll_held[MGOP_SHARDS_MAX];         /* 1: a scale-down held (primary); 2: one drains */
   int password_ref_checked;   /* spec.postgresPasswordSecretRef read this turn */
   /* images (section 4): the default set this cluster is on, and why */
   struct mgop_img_state {
@@ -6130,11 +6130,14 @@ static void mgop_topo_sync(struct mgop_rctx *r) {
  * seen from the StatefulSets' status (pods created but not updated), which
  * the watch already holds: an idle cluster costs no request; a rolling one
  * lists its shard's pool pods once per turn. */
+static int mgop_drain_of(const struct mgop_json *j, int pod, long long *at); /* below */
 struct mgop_roll_pod {
   char name[64], uid[40];
   int set, ordinal;           /* its StatefulSet (index), its ordinal  */
   int stale, ready, terminating;
   int primary;                /* registered PRIMARY in its cell's topology */
+  int drain;                  /* its drain state (MGOP_DRAIN_*)        */
+  long long drain_at;         /* drain.multigres.com/requested-at, unix s */
 };
 /* What to do next for one shard. */
 struct mgop_roll_pick {
@@ -6174,6 +6177,9 @@ static struct mgop_roll_pick mgop_roll_next(const struct mgop_roll_pod *p, int n
     k.pod = down;
     return k;
   }
+  for (int i = 0; i < n; i++) /* a drain under way finishes before another begins */
+    if (p[i].stale && p[i].drain && k.pod < 0) k.pod = i, k.primary = i == primary;
+  if (k.pod >= 0) return k;
   for (int i = 0; i < n; i++) /* replicas: StatefulSet by StatefulSet, highest ordinal first */
     if (p[i].stale && i != primary &&
         (k.pod < 0 || p[i].set < p[k.pod].set || (p[i].set == p[k.pod].set && p[i].ordinal > p[k.pod].ordinal)))
@@ -6253,6 +6259,7 @@ static int mgop_roll_on_pod(void *ctx, const struct mgop_json *j, int item) {
                 sizeof(hash));
   p->stale = mgop_fnv1a64(MGOP_FNV64_INIT, hash, strlen(hash)) != mgop_rl.sets[set].rev;
   p->terminating = mgop_json_path(j, item, "metadata.deletionTimestamp") >= 0;
+  p->drain = mgop_drain_of(j, item, &p->drain_at);
   for (int i = 0; mgop_json_is(j, conds, JSMN_ARRAY) && i < j->tok[conds].size; i++) {
     char type[16] = "", st[8] = "";
     int c = mgop_json_at(j, conds, i);
@@ -6505,34 +6512,253 @@ static int mgop_shard_index(struct mgop_rctx *r, const char *cr) {
   return -1;
 }
 
+/* ---- drain ------------------------------------------------------------------
+ * A pool pod the operator removes (a roll replaces it, a scale-down takes it
+ * away) is drained first, in steps a human, a PodDisruptionBudget or a
+ * GitOps tool can follow on the pod's annotations (the reference operator's
+ * names): drain.multigres.com/state goes requested -> draining ->
+ * ready-for-deletion, drain.multigres.com/requested-at says since when.
+ *   requested: Event DrainRequested. Next turn, for the primary, multiadmin
+ *     is asked to switch it away (a roll replaces the primary anyway when it
+ *     cannot, with a Warning; a scale-down holds instead and asks again);
+ *   draining: the pod's pooler record leaves its cell's topology, so
+ *     gateways stop sending it new work; MGOP_DRAIN_GRACE_S after the
+ *     request it is ready-for-deletion, and deleted in the same turn.
+ * One step per turn and one pod per shard at a time (a roll waits while a
+ * scale-down drains, a scale-down steps one replica at a time and waits for
+ * the last pod it removed to be gone). A roll's drain not finished
+ * MGOP_DRAIN_TIMEOUT_S after its request deletes the pod anyway, with a
+ * Warning DrainTimedOut. A scale-down reversed mid-drain clears the
+ * annotations, or, once the pooler left the topology, replaces the pod. */
+#define MGOP_DRAIN_STATE_ANNOTATION "drain.multigres.com/state"
+#define MGOP_DRAIN_AT_ANNOTATION "drain.multigres.com/requested-at"
+#define MGOP_DRAIN_GRACE_S 5
+#define MGOP_DRAIN_TIMEOUT_S 300
+enum { MGOP_DRAIN_NONE, MGOP_DRAIN_REQUESTED, MGOP_DRAIN_DRAINING, MGOP_DRAIN_READY };
+static const char *const mgop_drain_names[] = {"", "requested", "draining", "ready-for-deletion"};
+/* What the next step does, from the state and the clock (pure). */
+enum { MGOP_DRAIN_DO_REQUEST, MGOP_DRAIN_DO_DRAIN, MGOP_DRAIN_DO_WAIT, MGOP_DRAIN_DO_DELETE, MGOP_DRAIN_DO_TIMEOUT };
+static int mgop_drain_next(int state, long long at, long long now, int may_time_out) {
+  if (state != MGOP_DRAIN_NONE && state != MGOP_DRAIN_READY && may_time_out && at > 0 && now - at >= MGOP_DRAIN_TIMEOUT_S)
+    return MGOP_DRAIN_DO_TIMEOUT;
+  switch (state) {
+  case MGOP_DRAIN_NONE: return MGOP_DRAIN_DO_REQUEST;
+  case MGOP_DRAIN_REQUESTED: return MGOP_DRAIN_DO_DRAIN;
+  case MGOP_DRAIN_DRAINING: return at > 0 && now - at < MGOP_DRAIN_GRACE_S ? MGOP_DRAIN_DO_WAIT : MGOP_DRAIN_DO_DELETE;
+  default: return MGOP_DRAIN_DO_DELETE;
+  }
+}
+
+/* A pod's drain state (MGOP_DRAIN_*; an unknown value counts as requested)
+ * and its requested-at in unix seconds (0: absent or unreadable). */
+static int mgop_drain_of(const struct mgop_json *j, int pod, long long *at) {
+  int ann = mgop_json_path(j, pod, "metadata.annotations");
+  char v[40] = "";
+  *at = 0;
+  if (!mgop_json_str(j, mgop_json_key(j, ann, MGOP_DRAIN_AT_ANNOTATION), v, sizeof(v)) && mgop_rfc3339_s(v, strlen(v), at))
+    *at = 0;
+  if (mgop_json_str(j, mgop_json_key(j, ann, MGOP_DRAIN_STATE_ANNOTATION), v, sizeof(v)) || !v[0]) return MGOP_DRAIN_NONE;
+  for (int i = MGOP_DRAIN_REQUESTED; i <= MGOP_DRAIN_READY; i++)
+    if (!strcmp(v, mgop_drain_names[i])) return i;
+  return MGOP_DRAIN_REQUESTED;
+}
+
+/* The pod's annotations: state (NONE removes both), and requested-at when
+ * at > 0. A merge patch guarded on the pod's uid. */
+static int mgop_drain_mark(struct mgop_rctx *r, const char *pod, const char *uid, int state, long long at) {
+  char path[400], body[400], ts[32] = "";
+  int status = 0;
+  if (at > 0) mgop_iso_time(at, ts, sizeof(ts));
+  if (state == MGOP_DRAIN_NONE)
+    snprintf(body, sizeof(body), "{\"metadata\":{\"uid\":\"%s\",\"annotations\":{\"" MGOP_DRAIN_STATE_ANNOTATION "\":null,\""
+             MGOP_DRAIN_AT_ANNOTATION "\":null}}}", uid);
+  else
+    snprintf(body, sizeof(body), "{\"metadata\":{\"uid\":\"%s\",\"annotations\":{\"" MGOP_DRAIN_STATE_ANNOTATION
+             "\":\"%s\"%s%s%s}}}", uid, mgop_drain_names[state], ts[0] ? ",\"" MGOP_DRAIN_AT_ANNOTATION "\":\"" : "", ts,
+             ts[0] ? "\"" : "");
+  mgop_item_path(K_POD, r->ns, pod, path, sizeof(path));
+  return mgop_kube_merge_patch(mgop_api_ptr, path, MGOP_MANAGER, body, strlen(body), &status);
+}
+
+/* The pod's pooler record out of its cell's topology (best effort: why says
+ * what stopped it). 1 when removed or absent. */
+static int mgop_drain_unregister(struct mgop_rctx *r, const char *cell, const char *pod, char *why, size_t wcap) {
+  struct mgop_topo_slot *slot = mgop_topo_slot(r->ns, r->name);
+  char key[MGOP_ROOT_PATH_BUF + 200];
+  size_t n;
+  if (!mgop_topo_enabled) return snprintf(why, wcap, "topology registration is disabled"), 0;
+  if (!mgop_pooler_prefix(r, cell, "", key, sizeof(key)))
+    return snprintf(why, wcap, "cell %.64s keeps its topology on its own server", cell), 0;
+  n = strlen(key);
+  snprintf(key + n, sizeof(key) - n, "%s/Pooler", pod);
+  if (mgop_topo_attach(r, slot) || mgop_etcd_delete(&mgop_topo_etcd, key, NULL))
+    return snprintf(why, wcap, "the topology server: %.200s", mgop_errmsg()), 0;
+  return 1;
+}
+
+struct mgop_drain_pod {
+  const char *name, *uid, *cell;
+  int state, primary;
+  long long at;
+  const char *what;   /* "replacing" or "scaling down, removing" (switch-primary's reason) */
+  const char *after;  /* Event text: what the switch-over comes before */
+  int may_take_primary; /* a roll: the primary goes even when it cannot be switched away */
+};
+enum { MGOP_DRAIN_WAITS, MGOP_DRAIN_DELETE_NOW, MGOP_DRAIN_HELD };
+/* One step of pod p's drain, shard s. Returns MGOP_DRAIN_DELETE_NOW,
+ * MGOP_DRAIN_WAITS (the cluster gets a turn when the next step is due) or
+ * MGOP_DRAIN_HELD (the primary could not be switched away and may not go);
+ * note says what happened or what it waits for. */
+static int mgop_drain_step(struct mgop_rctx *r, int s, const struct mgop_drain_pod *p, char *note, size_t ncap) {
+  const char *cr = r->shard_names[s], *uid = mgop_uid_of(r, K_SHARD, cr);
+  long long now = time(NULL);
+  char why[400], ev[900];
+  switch (mgop_drain_next(p->state, p->at, now, p->may_take_primary)) {
+  case MGOP_DRAIN_DO_REQUEST:
+    if (mgop_drain_mark(r, p->name, p->uid, MGOP_DRAIN_REQUESTED, now))
+      return snprintf(note, ncap, "pod %s: drain not requested: %.200s", p->name, mgop_errmsg()), MGOP_DRAIN_WAITS;
+    snprintf(ev, sizeof(ev), "drain of pod %s requested (%s it%s)", p->name, p->may_take_primary ? "replacing" :
+             "scaling down, removing", p->primary ? "; it is the primary" : "");
+    mgop_event(r, K_SHARD, cr, uid, "Normal", "DrainRequested", "Drain", ev);
+    mgop_enqueue(r->ns, r->name, 200);
+    return snprintf(note, ncap, "draining pod %s: requested", p->name), MGOP_DRAIN_WAITS;
+  case MGOP_DRAIN_DO_DRAIN:
+    if (p->primary) {
+      if (mgop_switch_primary(r, s, p->name, p->what, why, sizeof(why))) {
+        snprintf(ev, sizeof(ev), "multiadmin switched the primary away from pod %s before %s", p->name, p->after);
+        mgop_event(r, K_SHARD, cr, uid, "Normal", "PrimarySwitched", p->may_take_primary ? "RollingUpdate" : "ScaleDown", ev);
+      } else if (!p->may_take_primary) {
+        return snprintf(note, ncap, "pod %s is the primary and %.300s", p->name, why), MGOP_DRAIN_HELD;
+      } else {
+        snprintf(ev, sizeof(ev), "switch-primary for %s/%s/%s failed (%.300s); replacing primary pod %s anyway: "
+                 "multiorch elects a new primary among the replicas", r->shard_db[s], r->shard_tgn[s], r->shard_sn[s],
+                 why, p->name);
+        mgop_event(r, K_SHARD, cr, uid, "Warning", "SwitchPrimaryFailed", "RollingUpdate", ev);
+      }
+    }
+    if (!mgop_drain_unregister(r, p->cell, p->name, why, sizeof(why)))
+      MGOP_LOG(MGOP_INFO, ("drain of %s/%s: pooler record left in place (%s)", r->ns, p->name, why));
+    if (mgop_drain_mark(r, p->name, p->uid, MGOP_DRAIN_DRAINING, 0))
+      return snprintf(note, ncap, "pod %s: drain not marked: %.200s", p->name, mgop_errmsg()), MGOP_DRAIN_WAITS;
+    mgop_enqueue(r->ns, r->name, MGOP_DRAIN_GRACE_S * 1000LL + 200);
+    return snprintf(note, ncap, "draining pod %s", p->name), MGOP_DRAIN_WAITS;
+  case MGOP_DRAIN_DO_WAIT:
+    mgop_enqueue(r->ns, r->name, (MGOP_DRAIN_GRACE_S - (now - p->at)) * 1000LL + 200);
+    return snprintf(note, ncap, "draining pod %s", p->name), MGOP_DRAIN_WAITS;
+  case MGOP_DRAIN_DO_TIMEOUT:
+    snprintf(ev, sizeof(ev), "the drain of pod %s, requested %llds ago, is still %s; deleting it anyway", p->name,
+             now - p->at, mgop_drain_names[p->state]);
+    mgop_event(r, K_SHARD, cr, uid, "Warning", "DrainTimedOut", "Drain", ev);
+    return MGOP_DRAIN_DELETE_NOW;
+  default:
+    if (p->state != MGOP_DRAIN_READY) mgop_drain_mark(r, p->name, p->uid, MGOP_DRAIN_READY, 0); /* seen before it goes */
+    return MGOP_DRAIN_DELETE_NOW;
+  }
+}
+
+/* A pool pod by name: 1 (its uid and drain state filled), 0 when it does
+ * not exist, -1 when it could not be read (why). */
+struct mgop_pod_seen { char uid[40]; int drain, terminating; long long drain_at; };
+static int mgop_pod_get(struct mgop_rctx *r, const char *pod, struct mgop_pod_seen *out, char *why, size_t wcap) {
+  static char body[64 * 1024];
+  char path[400];
+  struct mgop_buf b;
+  struct mgop_json j;
+  int status = 0;
+  memset(out, 0, sizeof(*out));
+  mgop_item_path(K_POD, r->ns, pod, path, sizeof(path));
+  mgop_buf_init(&b, body, sizeof(body));
+  if (mgop_kube_get(mgop_api_ptr, path, &b, &status)) {
+    if (status == 404) return 0;
+    return snprintf(why, wcap, "pod %s not read: %.200s", pod, mgop_errmsg()), -1;
+  }
+  if (mgop_parse_arena(r->arena, b.p, b.len, &j))
+    return snprintf(why, wcap, "pod %s not parsed: %.200s", pod, mgop_errmsg()), -1;
+  mgop_json_path_str(&j, 0, "metadata.uid", out->uid, sizeof(out->uid));
+  out->terminating = mgop_json_path(&j, 0, "metadata.deletionTimestamp") >= 0;
+  out->drain = mgop_drain_of(&j, 0, &out->drain_at);
+  return 1;
+}
+
+/* A scale-down reversed while its pod drained: the pod stays. Requested
+ * only: the annotations go. Once its pooler left the topology: the pod is
+ * replaced (deleted; the StatefulSet makes it again, and it registers). */
+static void mgop_drain_cancel(struct mgop_rctx *r, const char *cr, const char *pod) {
+  struct mgop_pod_seen ps;
+  char why[300], path[400], ev[400];
+  int status = 0;
+  if (mgop_pod_get(r, pod, &ps, why, sizeof(why)) != 1 || ps.drain == MGOP_DRAIN_NONE || ps.terminating) return;
+  if (ps.drain == MGOP_DRAIN_REQUESTED) {
+    mgop_drain_mark(r, pod, ps.uid, MGOP_DRAIN_NONE, 0);
+    snprintf(ev, sizeof(ev), "the scale-down was reversed: the drain of pod %s is cancelled", pod);
+  } else {
+    mgop_item_path(K_POD, r->ns, pod, path, sizeof(path));
+    mgop_kube_delete(mgop_api_ptr, path, "Background", ps.uid, &status);
+    snprintf(ev, sizeof(ev), "the scale-down was reversed after pod %s had left the topology: it is replaced", pod);
+  }
+  mgop_event(r, K_SHARD, cr, mgop_uid_of(r, K_SHARD, cr), "Normal", "DrainCancelled", "ScaleDown", ev);
+}
+
 /* Lowering a pool's replicasPerCell removes the StatefulSet's highest
- * ordinals: never the primary. When one of them is registered PRIMARY,
- * multiadmin switches the primary away first; if it cannot, the StatefulSet
- * keeps its replicas (the scale-down is held, said by the Shard's
- * RollingUpdate condition and an Event) and the next turn tries again.
- * Roles unknown: ordinal 0, the likely primary, is never removed by a
- * scale-down to one or more. Returns the replicas to write. */
+ * ordinals, one at a time, each drained first (above), and never the
+ * primary: when the pod to go is registered PRIMARY, multiadmin switches the
+ * primary away first; if it cannot, the StatefulSet keeps its replicas (the
+ * scale-down is held, said by the Shard's RollingUpdate condition and an
+ * Event) and a later turn asks again. Roles unknown: ordinal 0, the likely
+ * primary, is never removed by a scale-down to one or more. r->roll_held[s]
+ * is 1 while held, 2 while a pod drains. Returns the replicas to write. */
 static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, const char *sts, const char *cell,
                                        long long per) {
   struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
-  char prim[8][64], why[300], note[600];
-  const char *pod = NULL;
-  int n = 0, s;
-  size_t sl = strlen(sts);
-  if (r->render || !mgop_may_write() || !f || !(f->flags & MGOP_FP_EXISTS) || f->desired <= per) return per;
-  if ((s = mgop_shard_index(r, cr)) < 0 || !mgop_roll_read_primaries(r, cell, prim, 8, &n, why, sizeof(why))) return per;
-  for (int i = 0; i < n && !pod; i++)
-    if (!strncmp(prim[i], sts, sl) && prim[i][sl] == '-' && atoll(prim[i] + sl + 1) >= per) pod = prim[i];
-  if (!pod) return f->flags &= ~MGOP_FP_HELD, per;
-  if (mgop_switch_primary(r, s, pod, "scaling down, removing", why, sizeof(why))) {
-    f->flags &= ~MGOP_FP_HELD;
-    snprintf(note, sizeof(note), "multiadmin switched the primary away from pod %.63s before StatefulSet %.63s scales from "
-             "%d to %lld replicas", pod, sts, f->desired, per);
-    mgop_event(r, K_SHARD, cr, mgop_uid_of(r, K_SHARD, cr), "Normal", "PrimarySwitched", "ScaleDown", note);
+  char prim[8][64], why[300], note[600], pod[80], last[80], after[200];
+  struct mgop_pod_seen ps;
+  struct mgop_drain_pod dp;
+  int n = 0, s, rc;
+  if (r->render || !mgop_may_write() || !f || !(f->flags & MGOP_FP_EXISTS)) return per;
+  snprintf(pod, sizeof(pod), "%.63s-%d", sts, f->desired - 1);
+  if (f->desired <= per) {
+    if (f->flags & MGOP_FP_DRAIN) mgop_drain_cancel(r, cr, pod);
+    f->flags &= ~(MGOP_FP_HELD | MGOP_FP_DRAIN);
     return per;
   }
-  snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s from %d to %lld held: pod "
-           "%.63s is the primary and %.300s", sts, f->desired, per, pod, why);
+  if ((s = mgop_shard_index(r, cr)) < 0) return per;
+  snprintf(last, sizeof(last), "%.63s-%d", sts, f->desired); /* the one the last step removed */
+  if ((rc = mgop_pod_get(r, last, &ps, why, sizeof(why))) != 0) {
+    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s: %s", sts,
+             rc > 0 ? "waiting for the last pod removed to be gone" : why);
+    r->roll_held[s] = 2;
+    mgop_enqueue(r->ns, r->name, 2000);
+    return f->desired;
+  }
+  if ((rc = mgop_pod_get(r, pod, &ps, why, sizeof(why))) <= 0) {
+    if (rc == 0) return f->desired - 1; /* already gone */
+    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s: %s", sts, why);
+    r->roll_held[s] = 2;
+    mgop_enqueue(r->ns, r->name, 2000);
+    return f->desired;
+  }
+  memset(&dp, 0, sizeof(dp));
+  dp.name = pod, dp.uid = ps.uid, dp.cell = cell, dp.state = ps.drain, dp.at = ps.drain_at;
+  if (mgop_roll_read_primaries(r, cell, prim, 8, &n, why, sizeof(why)))
+    for (int i = 0; i < n; i++) dp.primary |= !strcmp(prim[i], pod);
+  snprintf(after, sizeof(after), "StatefulSet %.63s scales from %d to %d replicas", sts, f->desired, f->desired - 1);
+  dp.what = "scaling down, removing";
+  dp.after = after;
+  rc = mgop_drain_step(r, s, &dp, note, sizeof(note));
+  if (rc == MGOP_DRAIN_DELETE_NOW) {
+    f->flags &= ~(MGOP_FP_HELD | MGOP_FP_DRAIN);
+    if (f->desired - 1 > per) r->roll_held[s] = 2, mgop_enqueue(r->ns, r->name, 2000); /* the next step */
+    return f->desired - 1;
+  }
+  f->flags |= MGOP_FP_DRAIN;
+  if (rc == MGOP_DRAIN_WAITS) {
+    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s from %d to %lld: %.400s", sts,
+             f->desired, per, note);
+    r->roll_held[s] = 2;
+    return f->desired;
+  }
+  snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s from %d to %lld held: %.400s", sts,
+           f->desired, per, note);
   r->roll_held[s] = 1;
   mgop_enqueue(r->ns, r->name, MGOP_SCALE_HOLD_RETRY_MS); /* ready or not, try again */
   if (!(f->flags & MGOP_FP_HELD)) /* once per hold, not per retry */
@@ -6571,6 +6797,7 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
   struct mgop_roll_pod *p;
   int whole, updated, total, status = 0;
   if (!mgop_roll_sets(r, s, &whole, &updated, &total)) return; /* nothing stale: no request */
+  if (r->roll_held[s]) return; /* a scale-down of the shard drains or is held: one pod at a time */
   for (int i = 0; i < mgop_rl.nsets; i++)
     if (!mgop_rl.sets[i].rev) return; /* its controller has not reported a revision yet */
   mgop_rl.npods = mgop_rl.overflow = 0;
@@ -6606,20 +6833,17 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
     return;
   }
   p = &mgop_rl.pods[k.pod];
-  if (k.primary && k.guessed) {
+  if (k.primary && k.guessed && !p->drain) {
     snprintf(note, sizeof(note), "roles unknown (%.300s): pod %s, ordinal 0 of the shard's first pool StatefulSet, is "
              "treated as the likely primary and replaced last", why, p->name);
     mgop_event(r, K_SHARD, cr, uid, "Normal", "PrimaryUnknown", "RollingUpdate", note);
   }
-  if (k.primary) {
-    if (mgop_switch_primary(r, s, p->name, "replacing", why, sizeof(why))) {
-      snprintf(note, sizeof(note), "multiadmin switched the primary away from pod %s before its replacement", p->name);
-      mgop_event(r, K_SHARD, cr, uid, "Normal", "PrimarySwitched", "RollingUpdate", note);
-    } else {
-      snprintf(note, sizeof(note), "switch-primary for %s/%s/%s failed (%.300s); replacing primary pod %s anyway: "
-               "multiorch elects a new primary among the replicas", r->shard_db[s], r->shard_tgn[s], r->shard_sn[s],
-               why, p->name);
-      mgop_event(r, K_SHARD, cr, uid, "Warning", "SwitchPrimaryFailed", "RollingUpdate", note);
+  {
+    struct mgop_drain_pod dp = {p->name, p->uid, mgop_rl.sets[p->set].cell, p->drain, k.primary, p->drain_at,
+                                "replacing", "its replacement", 1};
+    if (mgop_drain_step(r, s, &dp, note, sizeof(note)) != MGOP_DRAIN_DELETE_NOW) {
+      snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "%.590s", note);
+      return;
     }
   }
   mgop_item_path(K_POD, r->ns, p->name, path, sizeof(path));
@@ -6855,8 +7079,10 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       if (d < 8) { rs.db_total[d]++; rs.db_ready[d] += ready; }
     }
     if (f && f->uid[0]) {
-      snprintf(msg, sizeof(msg), "%d/%d pool pods ready%s", c.ready, c.total, ready ? "" : r->roll_held[s]
-               ? "; a scale-down waits for the primary to move (condition RollingUpdate)" : "; multiorch or pools converging");
+      snprintf(msg, sizeof(msg), "%d/%d pool pods ready%s", c.ready, c.total, ready ? "" : r->roll_held[s] == 1
+               ? "; a scale-down waits for the primary to move (condition RollingUpdate)" : r->roll_held[s]
+               ? "; a scale-down is under way, one drained pod at a time (condition RollingUpdate)"
+               : "; multiorch or pools converging");
       for (int i = 0; !ready && i < r->ndesired; i++) { /* the first of its workloads the scheduler refuses */
         struct mgop_desired *d = &r->desired[i];
         size_t before = strlen(msg);
@@ -6878,8 +7104,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       }
       {
         char rmsg[700];
-        struct mgop_xcond xc = {"RollingUpdate", stale || r->roll_held[s], r->roll_held[s] ? "ScaleDownHeld"
-                                : stale ? "RollingUpdate" : "UpToDate", rmsg, NULL, 0};
+        struct mgop_xcond xc = {"RollingUpdate", stale || r->roll_held[s], r->roll_held[s] == 1 ? "ScaleDownHeld"
+                                : r->roll_held[s] ? "ScalingDown" : stale ? "RollingUpdate" : "UpToDate", rmsg, NULL, 0};
         char l[MGOP_LABELS_MAX] = "";
         snprintf(rmsg, sizeof(rmsg), "%d/%d pods updated%s%.600s", upd, c.total, r->roll_note[s][0] ? "; " : "",
                  r->roll_note[s]);

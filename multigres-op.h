@@ -627,6 +627,8 @@ struct mgop_fp {
                                the multigres.com/orphaned-from label)  */
 #define MGOP_FP_HELD 16u    /* pool StatefulSets: a scale-down waits for the
                                primary to move (its Event was emitted)  */
+#define MGOP_FP_DRAIN 32u   /* pool StatefulSets: a scale-down drains its
+                               highest ordinal                          */
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name);
 /* The table is allocated once, before its first use: mgop_fp_init(slots)
  * at start-up (--max-objects), or MGOP_FP_SLOTS_DEFAULT on first use.

@@ -4552,6 +4552,7 @@ static void test_etcd_unreachable_endpoints(void);
 static void test_pooler_record(void);
 static void test_roll_order(void);
 static void test_roll_waits(void);
+static void test_drain_steps(void);
 
 struct t_case { const char *name; void (*fn)(void); };
 static const struct t_case t_cases[] = {
@@ -4641,6 +4642,7 @@ static const struct t_case t_cases[] = {
     {"superuser_initdb", test_superuser_initdb},
     {"postgres_config", test_postgres_config},
     {"pg_param_check", test_pg_param_check},
+    {"drain_steps", test_drain_steps},
     {"exporter_sidecar", test_exporter_sidecar},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},
@@ -5907,6 +5909,45 @@ static void t_roll_expect(struct mgop_roll_pod *p, int n, const char *want, int 
   }
   CHECK(!strcmp(got, want));
   if (strcmp(got, want)) fprintf(stderr, "    order: %s\n    want:  %s\n", got, want);
+}
+
+/* The drain's steps (requested -> draining -> ready-for-deletion), its
+ * grace and its timeout; a pod whose drain is under way is rolled first. */
+static void test_drain_steps(void) {
+  struct mgop_roll_pod p[8];
+  const long long t = 1800000000;
+  jsmntok_t tok[64];
+  struct mgop_json j;
+  long long at;
+  static const char pod[] = "{\"metadata\":{\"name\":\"x\",\"annotations\":{\"drain.multigres.com/state\":"
+                            "\"draining\",\"drain.multigres.com/requested-at\":\"2027-01-15T08:00:00Z\"}}}";
+  int n;
+  CHECK(mgop_drain_next(MGOP_DRAIN_NONE, 0, t, 1) == MGOP_DRAIN_DO_REQUEST);
+  CHECK(mgop_drain_next(MGOP_DRAIN_REQUESTED, t, t, 1) == MGOP_DRAIN_DO_DRAIN);
+  CHECK(mgop_drain_next(MGOP_DRAIN_DRAINING, t, t + MGOP_DRAIN_GRACE_S - 1, 1) == MGOP_DRAIN_DO_WAIT);
+  CHECK(mgop_drain_next(MGOP_DRAIN_DRAINING, t, t + MGOP_DRAIN_GRACE_S, 1) == MGOP_DRAIN_DO_DELETE);
+  CHECK(mgop_drain_next(MGOP_DRAIN_DRAINING, 0, t, 1) == MGOP_DRAIN_DO_DELETE); /* no time: no wait */
+  CHECK(mgop_drain_next(MGOP_DRAIN_READY, t, t, 0) == MGOP_DRAIN_DO_DELETE);
+  CHECK(mgop_drain_next(MGOP_DRAIN_REQUESTED, t, t + MGOP_DRAIN_TIMEOUT_S, 1) == MGOP_DRAIN_DO_TIMEOUT);
+  CHECK(mgop_drain_next(MGOP_DRAIN_REQUESTED, t, t + MGOP_DRAIN_TIMEOUT_S, 0) == MGOP_DRAIN_DO_DRAIN); /* a scale-down waits */
+  CHECK(mgop_json_parse(&j, pod, strlen(pod), tok, 64) == 0);
+  CHECK(mgop_drain_of(&j, 0, &at) == MGOP_DRAIN_DRAINING);
+  {
+    struct tm tm = {0};
+    tm.tm_year = 2027 - 1900, tm.tm_mon = 0, tm.tm_mday = 15, tm.tm_hour = 8;
+    CHECK(at == (long long)timegm(&tm));
+  }
+  n = t_roll_pods(p, 1, 1);
+  p[3].drain = MGOP_DRAIN_REQUESTED; /* sts1-0: its drain began (an earlier pick) */
+  {
+    struct mgop_roll_pick k = mgop_roll_next(p, n, 1);
+    CHECK(k.pod == 3 && !k.primary);
+  }
+  p[3].drain = MGOP_DRAIN_NONE, p[4].drain = MGOP_DRAIN_DRAINING; /* sts1-1, the primary, mid-drain */
+  {
+    struct mgop_roll_pick k = mgop_roll_next(p, n, 1);
+    CHECK(k.pod == 4 && k.primary);
+  }
 }
 
 static void test_roll_order(void) {

@@ -17,6 +17,9 @@
 #      ScaleDownHeld); when it accepts (and the primary moves), the scale-down
 #      happens, after the switch-primary call, and the old primary's ordinal
 #      is what goes only once it is no longer the primary.
+#   Every pod the operator removes is drained first: its annotations go
+#   requested -> draining -> ready-for-deletion (replayed from the pod watch)
+#   and its pooler record leaves the topology before it is deleted.
 #   Throughout, the Shard's status.podRoles and primaryCell follow the pooler
 #   records (read every --pooler-role-interval, 2s here): every registered
 #   pod with its role, the primary's cell, and no pod scaled away.
@@ -179,6 +182,26 @@ while True:
 print(worst)
 PY
 }
+# drain_seq WATCHFILE: per pod, the drain.multigres.com/state values it showed
+# (in order, repeats dropped) until it was deleted: "POD s1,s2,..."
+drain_seq() {
+  python3 - "$1" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+dec, i, seq, done = json.JSONDecoder(), 0, {}, set()
+while True:
+    while i < len(text) and text[i].isspace(): i += 1
+    if i >= len(text): break
+    ev, i = dec.raw_decode(text, i)
+    o = ev["object"]; n = o["metadata"]["name"]; uid = o["metadata"]["uid"]
+    if uid in done: continue
+    st = (o["metadata"].get("annotations") or {}).get("drain.multigres.com/state")
+    if st and (not seq.get(uid) or seq[uid][-1] != st): seq.setdefault(uid, []).append(st)
+    if ev["type"] == "DELETED" or o["metadata"].get("deletionTimestamp"):
+        done.add(uid)
+        print(n, ",".join(seq.get(uid, [])) or "-")
+PY
+}
 start_watch() {
   kubectl get pods -n $ns -l "$sel" --watch --output-watch-events -o json >"$1" 2>/dev/null &
   watch_pid=$!
@@ -235,10 +258,23 @@ down=$(max_down "$dir/watch1.json")
 evs=$(events)
 grep -q "^Normal PrimarySwitched: multiadmin switched the primary away from pod $primary" <<<"$evs" || fail "no PrimarySwitched Event: $evs"
 [ "$(grep -c '^Normal RollingUpdate: replacing pod' <<<"$evs")" = 4 ] || fail "want 4 RollingUpdate Events: $evs"
+# each pod drained before it went: requested, draining, ready-for-deletion; its pooler record gone
+seq=$(drain_seq "$dir/watch1.json" | sort)
+[ "$seq" = "$sa-0 requested,draining,ready-for-deletion
+$sa-1 requested,draining,ready-for-deletion
+$sb-0 requested,draining,ready-for-deletion
+$sb-1 requested,draining,ready-for-deletion" ] || fail "drain annotations before the deletions: $seq"
+[ "$(grep -c '^Normal DrainRequested: drain of pod .* requested (replacing it' <<<"$evs")" = 4 ] || fail "want 4 DrainRequested Events: $evs"
+grep -q "^Normal DrainRequested: drain of pod $primary requested (replacing it; it is the primary)" <<<"$evs" ||
+  fail "the primary's DrainRequested Event does not say so: $evs"
+left=$(python3 "$T" "$U" keys "$root/poolers/")
+[ -z "$left" ] || fail "pooler records of drained pods left in the topology: $left"
 [ "$(gauge)" = 0 ] || fail "rolling gauge after the roll: '$(gauge)'"
 note "roll: 4 pods replaced one at a time (at most $down down), primary $primary last, switch-primary before it"
 
 # ---- 2. multiadmin absent: the primary is replaced anyway, a Warning says so
+register "$primary" # the new pods register, as their multipoolers do at start
+wait_for 30 "podRoles from the new pods' records" roles_are "$want" zone-b || fail "podRoles after re-registering: $(roles)"
 stop_ma
 start_watch "$dir/watch2.json"
 t2=$(date +%s.%N)
@@ -288,6 +324,10 @@ grep -q "^Normal PrimarySwitched: multiadmin switched the primary away from pod 
   fail "no PrimarySwitched Event for the scale-down: $(events)"
 [ "$(rcond reason)" = UpToDate ] || fail "RollingUpdate after the scale-down: $(rcond reason): $(rcond message)"
 [ "$(grep -c '^Warning ScaleDownHeld' <<<"$(events)")" = 1 ] || fail "want one ScaleDownHeld Event per hold, not one per retry: $(events)"
+evs=$(events)
+for p in "$sb-1" "$sa-1"; do
+  grep -q "^Normal DrainRequested: drain of pod $p requested (scaling down, removing it" <<<"$evs" || fail "no DrainRequested Event for $p: $evs"
+done
 note "scale-down: held while refused; after the switch-over $sa-1 went and $sa-0 stayed"
 want=$(sorted_words "$sa-0=PRIMARY" "$sb-0=REPLICA")
 wait_for 30 "podRoles after the switch-over and the scale-down" roles_are "$want" zone-a ||
