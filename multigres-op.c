@@ -2793,6 +2793,9 @@ struct mgop_ctr {
   const char *security;          /* JSON object literal or NULL     */
   const char *otel;              /* data-plane component for the OTEL_*
                                     environment (observability), or NULL */
+  int sidecar;                   /* a native sidecar: an init container
+                                    with restartPolicy Always, started
+                                    before the others and stopped after */
 };
 
 /* ---- observability -----------------------------------------------------------
@@ -2933,6 +2936,7 @@ static void mgop_write_container(struct mgop_rctx *r, struct mgop_jw *w, const s
   mgop_jw_obj(w);
   mgop_jw_key(w, "name"); mgop_jw_str(w, c->name);
   mgop_jw_key(w, "image"); mgop_jw_str(w, c->image);
+  if (c->sidecar) { mgop_jw_key(w, "restartPolicy"); mgop_jw_str(w, "Always"); }
   mgop_jw_key(w, "imagePullPolicy");
   mgop_jw_str(w, mgop_str_or(&r->root, r->spec, "images.imagePullPolicy", pull, sizeof(pull), "IfNotPresent"));
   if (c->command) { mgop_jw_key(w, "command"); mgop_jw_raw(w, c->command, strlen(c->command)); }
@@ -3021,9 +3025,15 @@ static void mgop_write_pod_template(struct mgop_rctx *r, struct mgop_jw *w, cons
     mgop_jw_key(w, "fsGroup"); mgop_jw_i64(w, p->fs_group);
     mgop_jw_obj_end(w);
   }
-  mgop_jw_key(w, "containers"); mgop_jw_arr(w);
-  for (int i = 0; i < p->nctr; i++) mgop_write_container(r, w, &p->ctr[i]);
-  mgop_jw_arr_end(w);
+  for (int pass = 0; pass < 2; pass++) { /* native sidecars (init containers) first, then the rest */
+    int n = 0;
+    for (int i = 0; i < p->nctr; i++) n += (p->ctr[i].sidecar == 0) == pass;
+    if (!n && !pass) continue;
+    mgop_jw_key(w, pass ? "containers" : "initContainers"); mgop_jw_arr(w);
+    for (int i = 0; i < p->nctr; i++)
+      if ((p->ctr[i].sidecar == 0) == pass) mgop_write_container(r, w, &p->ctr[i]);
+    mgop_jw_arr_end(w);
+  }
   {
     char name[254], key[254], vol[700] = "";
     int otel = 0, n = 0;
@@ -3568,6 +3578,27 @@ static void mgop_exporter_ctr(struct mgop_ctr *c, const char *su_json, char *env
   c->mounts = "[{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true},"
               "{\"name\":\"postgres-exporter-queries\",\"mountPath\":\"/etc/postgres-exporter\",\"readOnly\":true}]";
   c->security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
+}
+
+/* A pool's user and group: postgres's (999/999 unset, the Multigres images'
+ * postgres user); multipooler's must be the same, since both write the data
+ * directory and the socket directory. The securityContext goes to sec. */
+static int mgop_pool_identity(struct mgop_rctx *r, const struct mgop_json *pdoc, int pv, const char *what,
+                              const char *pool, char *sec, size_t cap) {
+  long long u = 999, g = 999, mu, mg;
+  mgop_json_i64(pdoc, mgop_json_path(pdoc, pv, "postgres.runAsUser"), &u);
+  mgop_json_i64(pdoc, mgop_json_path(pdoc, pv, "postgres.runAsGroup"), &g);
+  mu = u, mg = g;
+  mgop_json_i64(pdoc, mgop_json_path(pdoc, pv, "multipooler.runAsUser"), &mu);
+  mgop_json_i64(pdoc, mgop_json_path(pdoc, pv, "multipooler.runAsGroup"), &mg);
+  if (mu != u || mg != g) {
+    mgop_stall(r, "InvalidSpec", "%.200s.pools.%s.multipooler runs as %lld:%lld but postgres as %lld:%lld; both write "
+               "the data directory and its socket, so set multipooler.runAsUser/runAsGroup equal to postgres's or "
+               "leave them unset", what, pool, mu, mg, u, g);
+    return MGOP_ERR_CONFIG;
+  }
+  snprintf(sec, cap, "{\"runAsNonRoot\":true,\"runAsUser\":%lld,\"runAsGroup\":%lld}", u, g);
+  return MGOP_OK;
 }
 
 /* spec.postgresPasswordSecretRef: the user's Secret and key (returns 0),
@@ -5048,11 +5079,13 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     /* pools: one StatefulSet and headless Service per (pool, cell) */
     for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
       char pool[64], sts[64], svc[64], a[8][1100], vols[3584], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
-          klass[128], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + sizeof(su_json)], mnt0[1024], mnt1[1280];
+          klass[128], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + sizeof(su_json)], mnt0[1024], mnt1[1280],
+          identity[96];
       int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
       int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
       long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
       if (mgop_json_str(pdoc, pt, pool, sizeof(pool))) continue;
+      if ((rc = mgop_pool_identity(r, pdoc, pv, what, pool, identity, sizeof(identity)))) return rc;
       for (int ci = 0; ci < ncells; ci++) {
         char cell[64], zone[64];
         const char *zone_key = NULL;
@@ -5091,6 +5124,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
           return rc;
         memset(ctr, 0, sizeof(ctr));
         ctr[0].name = "postgres";
+        ctr[0].sidecar = 1; /* started before multipooler, stopped after it (docs/components.md 7.1) */
         ctr[0].image = mgop_image(r, MGOP_IMG_POSTGRES, image, sizeof(image));
         ctr[0].otel = "pgctld";
         ctr[0].command = "[\"/usr/local/bin/pgctld\"]";
@@ -5126,7 +5160,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                         "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s%s]",
                  pg_conf ? ",{\"name\":\"postgres-config\",\"mountPath\":\"/etc/postgres-config\",\"readOnly\":true}" : "",
                  bp.pgctld_mounts);
-        ctr[0].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
+        ctr[0].security = identity;
         ctr[1].name = "multipooler";
         ctr[1].image = mgop_image(r, MGOP_IMG_MULTIPOOLER, pooler_image, sizeof(pooler_image));
         ctr[1].otel = "multipooler";
@@ -5165,7 +5199,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
                         "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
                         "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
                  bp.pooler_mounts);
-        ctr[1].security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
+        ctr[1].security = identity;
         mgop_exporter_ctr(&ctr[2], su_json, env2, sizeof(env2));
         _Static_assert(sizeof(vols) >= 2 * (300 + 64) + 300 + 254 + (300 + 64) + sizeof(bp.volumes) + 256,
                        "the pool volumes fit");
@@ -9549,7 +9583,7 @@ static void mgop_loop_yields(void) {
  * GETs) and, while not current, every MGOP_CRD_RECHECK_MS; once current,
  * never again (idle costs nothing). A CRD that cannot be read for another
  * reason (no RBAC grant) is logged and not held against the operator. */
-#define MGOP_CRD_SCHEMA 2 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
+#define MGOP_CRD_SCHEMA 3 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
 #define MGOP_CRD_RECHECK_MS 10000
 static void mgop_crd_check(void) {
   static char body[256 * 1024];

@@ -1890,9 +1890,10 @@ static void test_limits_images(void) {
   snprintf(yaml, sizeof(yaml), T_CLUSTER "spec:\n  images: {postgres: \"%s\", multipooler: \"%s\", multiorch: \"%s\"}\n"
            "  cells: [{name: a, zone: z}]\n", pg, mp, pg);
   CHECK(t_resolve(yaml, NULL, &r) == 0 && !r.stalled_reason[0]);
-  CHECK_STR(t_desired_value(&r, "StatefulSet", "pool", "spec.template.spec.containers[0].image"), pg);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "pool", "spec.template.spec.initContainers[0].image"), pg);
   CHECK_STR(t_desired_value(&r, "Deployment", "multiorch", "spec.template.spec.containers[0].image"), pg);
-  CHECK_STR(t_desired_value(&r, "StatefulSet", "pool", "spec.template.spec.containers[1].image"), mp);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "pool", "spec.template.spec.containers[0].image"), mp);
+  CHECK_STR(t_desired_value(&r, "StatefulSet", "pool", "spec.template.spec.initContainers[0].restartPolicy"), "Always");
   (void)want;
   /* one character more than any buffer holds: a Stalled error naming the field, not the default image */
   snprintf(yaml, sizeof(yaml), T_CLUSTER "spec:\n  images: {multipooler: \"x%s\"}\n  cells: [{name: a, zone: z}]\n", mp);
@@ -2339,12 +2340,15 @@ static int t_rendered(const char *out, const char *kind, const char *name_part, 
 }
 
 /* The index of container name in the pod template, or -1. */
-static int t_container(const struct mgop_json *j, const char *name) {
-  int cs = mgop_json_path(j, 0, "spec.template.spec.containers");
-  for (int i = 0; cs >= 0 && i < j->tok[cs].size; i++) {
-    char n[32];
-    if (mgop_json_path_str(j, mgop_json_at(j, cs, i), "name", n, sizeof(n)) == 0 && !strcmp(n, name))
-      return mgop_json_at(j, cs, i);
+static int t_container(const struct mgop_json *j, const char *name) { /* a container or a native sidecar */
+  static const char *const lists[] = {"spec.template.spec.containers", "spec.template.spec.initContainers"};
+  for (int l = 0; l < 2; l++) {
+    int cs = mgop_json_path(j, 0, lists[l]);
+    for (int i = 0; cs >= 0 && i < j->tok[cs].size; i++) {
+      char n[32];
+      if (mgop_json_path_str(j, mgop_json_at(j, cs, i), "name", n, sizeof(n)) == 0 && !strcmp(n, name))
+        return mgop_json_at(j, cs, i);
+    }
   }
   return -1;
 }
@@ -4298,6 +4302,29 @@ static void test_exporter_sidecar(void) {
   CHECK(mgop_img_defaults_init() == 0);
 }
 
+/* pgctld is a native sidecar (an init container that always restarts), and
+ * the pool's identity is postgres's runAsUser/runAsGroup, multipooler's equal
+ * to it or refused. */
+static void test_pool_pod_shape(void) {
+  static char out[512 * 1024];
+  static const char head[] = "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: id}\n"
+                             "spec:\n  cells: [{name: a, zone: z1}]\n  databases:\n  - name: postgres\n    default: true\n"
+                             "    tablegroups:\n    - name: default\n      default: true\n      shards: [{name: 0-inf, spec: "
+                             "{pools: {p: {type: readWrite, ";
+  char yaml[1024];
+  snprintf(yaml, sizeof(yaml), "%s}}}}]\n", head);
+  CHECK(t_render_yaml("id.yaml", yaml, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "\"initContainers\":[{\"name\":\"postgres\",\"image\":\"" MGOP_IMAGE_PGCTLD "\",\"restartPolicy\":\"Always\"") != NULL);
+  CHECK(strstr(out, "\"containers\":[{\"name\":\"multipooler\"") != NULL);
+  CHECK(t_count(out, "\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}") == 3);
+  snprintf(yaml, sizeof(yaml), "%spostgres: {runAsUser: 26, runAsGroup: 27}}}}}]\n", head);
+  CHECK(t_render_yaml("id.yaml", yaml, out, sizeof(out)) == 0);
+  CHECK(t_count(out, "\"securityContext\":{\"runAsNonRoot\":true,\"runAsUser\":26,\"runAsGroup\":27}") == 2);
+  fprintf(stderr, "    (an expected error follows)\n");
+  snprintf(yaml, sizeof(yaml), "%spostgres: {runAsUser: 26}, multipooler: {runAsUser: 999}}}}}]\n", head);
+  CHECK(t_render_yaml("id.yaml", yaml, out, sizeof(out)) != 0);
+}
+
 /* postgresConfig names against PostgreSQL 17's own catalog: case-insensitive,
  * extensions' dotted names pass, unknown ones are refused with the nearest. */
 static void test_pg_param_check(void) {
@@ -4643,6 +4670,7 @@ static const struct t_case t_cases[] = {
     {"postgres_config", test_postgres_config},
     {"pg_param_check", test_pg_param_check},
     {"drain_steps", test_drain_steps},
+    {"pool_pod_shape", test_pool_pod_shape},
     {"exporter_sidecar", test_exporter_sidecar},
     {"pki_round_trip", test_pki_round_trip},
     {"pki_san_ip_eku", test_pki_san_ip_eku},

@@ -26,7 +26,7 @@ VERSION = "v1alpha1"
 # Stamped on every CRD (multigres.com/schema-version). Raise it, and
 # MGOP_CRD_SCHEMA in multigres-op.c with it, when the operator starts relying
 # on a schema change: an operator then refuses to reconcile against older CRDs.
-SCHEMA_VERSION = 2  # 2: observability.otlpMetricsEndpoint
+SCHEMA_VERSION = 3  # 2: observability.otlpMetricsEndpoint; 3: pools.*.{postgres,multipooler}.runAsUser/runAsGroup
 
 # ---------------------------------------------------------------------------
 # Small schema builders
@@ -493,9 +493,15 @@ def pool_spec(desc, cel, pool_cells_rule=True):
         "storage": storage("Data volume of each pod. Unset size: inherited, then 1Gi.", cel),
         "postgres": O("The postgres container (pgctld).", {
             "resources": resources("CPU and memory of postgres. Unset: 100m/256Mi requested, 512Mi memory limit."),
+            "runAsUser": I64("User id postgres runs as (the owner of the data directory). Unset: 999, the Multigres "
+                             "images' postgres user.", minimum=1),
+            "runAsGroup": I64("Group id postgres runs as. Unset: 999.", minimum=1),
         }),
         "multipooler": O("The multipooler sidecar.", {
             "resources": resources("CPU and memory of multipooler. Unset: 100m/128Mi requested, 256Mi memory limit."),
+            "runAsUser": I64("User id multipooler runs as; it shares the data directory and socket with postgres, so "
+                             "it must equal postgres's. Unset: postgres's.", minimum=1),
+            "runAsGroup": I64("Group id multipooler runs as; must equal postgres's. Unset: postgres's.", minimum=1),
         }),
         "affinity": affinity("Scheduling affinity of the pool pods."),
         "tolerations": tolerations("Tolerations of the pool pods."),

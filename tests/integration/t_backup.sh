@@ -42,7 +42,7 @@ for s in $(sts_of backup-fs orders); do
   args=$(jget -n $ns sts "$s" -o jsonpath='{.spec.template.spec.containers[?(@.name=="multipooler")].args}')
   [[ $args == *'--pgbackrest-cipher-key-file=/secrets/pgbackrest-cipher/keys.json'* ]] || fail "$s: no cipher key flag: $args"
   [[ $args == *'--pgbackrest-cert-file=/certs/pgbackrest/pgbackrest.crt'* ]] || fail "$s: no pgBackRest certificate flag"
-  args=$(jget -n $ns sts "$s" -o jsonpath='{.spec.template.spec.containers[?(@.name=="postgres")].args}')
+  args=$(jget -n $ns sts "$s" -o jsonpath='{.spec.template.spec.initContainers[?(@.name=="postgres")].args}')
   [[ $args == *'--pgbackrest-cert-dir=/certs/pgbackrest'* && $args == *'--pgbackrest-port=8432'* ]] ||
     fail "$s: pgctld lacks the pgBackRest TLS server flags: $args"
   items=$(jget -n $ns sts "$s" -o jsonpath='{.spec.template.spec.volumes[?(@.name=="pgbackrest-certs")].projected.sources[0].secret}')

@@ -103,7 +103,7 @@ find_shard() { shard=$(jget -n $ns shard -l multigres.com/cluster=$c -o jsonpath
 rcond() { jget -n $ns shard "$shard" -o jsonpath="{.status.conditions[?(@.type==\"RollingUpdate\")].$1}"; }
 sel="multigres.com/cluster=$c,app.kubernetes.io/component=shard-pool"
 sts_of() { jget -n $ns sts -l "$sel,multigres.com/cell=$1" -o jsonpath='{.items[0].metadata.name}'; }
-pods_cpu() { jget -n $ns pods -l "$sel" -o jsonpath='{range .items[*]}{.metadata.name}={.spec.containers[?(@.name=="postgres")].resources.requests.cpu}{"\n"}{end}' | sort; }
+pods_cpu() { jget -n $ns pods -l "$sel" -o jsonpath='{range .items[*]}{.metadata.name}={.spec.initContainers[?(@.name=="postgres")].resources.requests.cpu}{"\n"}{end}' | sort; }
 gauge() {
   local m; m=$(curl -s "http://127.0.0.1:$metrics_port/metrics")
   grep "^multigres_operator_rolling_update_in_progress{shard=\"$shard\",namespace=\"$ns\"}" <<<"$m" | awk '{print $2}'
