@@ -39,7 +39,7 @@ FUZZ_SECONDS ?= 20
 SRC := multigres-op.c multigres-op.h
 
 # --- third-party libraries, built once per config into the cache ----------
-NODEPS_GOALS := clean help cp-up cp-down generate check-generated
+NODEPS_GOALS := clean help cp-up cp-down
 ifneq ($(filter-out $(NODEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
 -include $(BUILD)/deps-glibc.mk
 endif
@@ -174,16 +174,18 @@ tools:
 # --- generated files: crds.yaml from its generator; install.yaml, install-certmanager.yaml,
 # install-observability.yaml and k3s/multigres-operator.yaml from the kustomize tree
 # under config/ (scripts/gen-install.sh, with the control plane's pinned kubectl) ---
-generate:
+generate: multigres-op
 	python3 config/crd/gen-crds.py > crds.yaml
 	scripts/gen-install.sh generate $(BASE_VERSION)
 	config/argocd/gen-argocd-cm.sh > config/argocd/argocd-cm.yaml
+	./multigres-op render -f config/samples/minimal.yaml | python3 scripts/gen-pods-table.py generate docs/components.md
 
-check-generated:
+check-generated: multigres-op
 	@python3 config/crd/gen-crds.py | cmp -s - crds.yaml || { echo "crds.yaml drifted from config/crd/gen-crds.py: run make generate"; exit 1; }
+	@./multigres-op render -f config/samples/minimal.yaml | python3 scripts/gen-pods-table.py check docs/components.md
 	@scripts/gen-install.sh check $(BASE_VERSION)
 	@config/argocd/gen-argocd-cm.sh | cmp -s - config/argocd/argocd-cm.yaml || { echo "config/argocd/argocd-cm.yaml drifted from health.lua: run make generate"; exit 1; }
-	@echo "check-generated: crds.yaml and the install manifests match their sources"
+	@echo "check-generated: crds.yaml, the install manifests and the pods table of docs/components.md match their sources"
 
 test: test-unit check-symbols check-generated test-integration
 
