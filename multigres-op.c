@@ -4956,50 +4956,487 @@ static int mgop_build_cell_pdbs(struct mgop_rctx *r, const struct mgop_json *d, 
   return MGOP_OK;
 }
 
+/* What one shard's builders share: its names and resolved settings, and,
+ * for its workloads, the pieces every pool pod has. Per thread (admission
+ * runs the builders on the serving thread), not on the stack (7 KiB). */
+struct mgop_shard_build {
+  const struct mgop_json *d;  /* the document the shard is in, and where */
+  int db_tok, tg, shard;
+  const char *db, *tg_name, *addr, *root;
+  char sname[32], cr[254], src[300], what[200];
+  struct mgop_json cfg, defpool; /* the resolved shard; the default pool */
+  const struct mgop_json *pdoc; /* where its pools are                   */
+  int pools;
+  struct mgop_ids ids;
+  struct mgop_backup_loc bk;
+  struct mgop_backup_pod bp;
+  /* workloads */
+  const char *uid;
+  int all_cells;
+  char cm[300], secret[300], pw_key[254], su_json[6 * 63 + 1], initdb[6 * 512 + 1];
+  int pg_conf;                /* a postgres-config ConfigMap, its hash   */
+  uint64_t pg_conf_hash;
+  long long replicas;         /* pool pods of the shard, all cells       */
+};
+
+/* The Shard CR (phase 2). */
+static int mgop_build_shard_cr(struct mgop_rctx *r, struct mgop_shard_build *sb, const char *tg_cr) {
+  struct mgop_build o;
+  const char *tg_uid = mgop_uid_of(r, K_TG, tg_cr);
+  int rc;
+  if (!tg_uid) return mgop_seterr(MGOP_ERR_STATUS, "TableGroup %s has no uid yet", tg_cr);
+  if ((rc = mgop_build_begin(r, &o, K_SHARD, sb->cr))) return rc;
+  mgop_build_meta_ids(&o, "shard", &sb->ids, K_TG, tg_cr, tg_uid);
+  mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "databaseName"); mgop_jw_str(&o.w, sb->db);
+  mgop_jw_key(&o.w, "tableGroupName"); mgop_jw_str(&o.w, sb->tg_name);
+  mgop_jw_key(&o.w, "shardName"); mgop_jw_str(&o.w, sb->sname);
+  mgop_jw_key(&o.w, "globalTopoServer"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "address"); mgop_jw_str(&o.w, sb->addr);
+  mgop_jw_key(&o.w, "rootPath"); mgop_jw_str(&o.w, sb->root);
+  mgop_jw_key(&o.w, "implementation"); mgop_jw_str(&o.w, "etcd");
+  mgop_jw_obj_end(&o.w);
+  mgop_copy_key(&o.w, "multiorch", &sb->cfg, mgop_json_key(&sb->cfg, 0, "multiorch"));
+  mgop_copy_key(&o.w, "pools", sb->pdoc, sb->pools);
+  mgop_jw_key(&o.w, "backup"); mgop_backup_write(&o.w, &sb->bk);
+  mgop_jw_obj_end(&o.w);
+  if (r->nshard_names < MGOP_SHARDS_MAX) { /* the slot mgop_walk_shards fills next */
+    snprintf(r->shard_cron[r->nshard_names], sizeof(r->shard_cron[0]), "%s", sb->bk.schedule);
+    r->shard_jitter[r->nshard_names] = sb->bk.jitter_s;
+    r->shard_keep[r->nshard_names] = sb->bk.retention;
+  }
+  return mgop_build_end(&o);
+}
+
+/* A ConfigMap of the shard with one key. */
+static int mgop_build_shard_cm(struct mgop_rctx *r, struct mgop_shard_build *sb, const char *name, const char *component,
+                               const char *key, const char *text) {
+  struct mgop_build o;
+  int rc;
+  if ((rc = mgop_build_begin(r, &o, K_CM, name))) return rc;
+  mgop_build_meta_ids(&o, component, &sb->ids, K_SHARD, sb->cr, sb->uid);
+  mgop_jw_key(&o.w, "data"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, key); mgop_jw_str(&o.w, text);
+  mgop_jw_obj_end(&o.w);
+  return mgop_build_end(&o);
+}
+
+/* The pool pod's containers that take a per-pod buffer: their strings. */
+struct mgop_pool_bufs {
+  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + 6 * 63 + 1], mnt0[1024], mnt1[1280];
+  char image[MGOP_IMAGE_BUF], pooler_image[MGOP_IMAGE_BUF], level[16];
+};
+static const char mgop_pool_service_ports[] =
+    "[{\"name\":\"http\",\"port\":15200,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
+    "{\"name\":\"grpc\",\"port\":15270,\"targetPort\":\"grpc\",\"protocol\":\"TCP\"},"
+    "{\"name\":\"postgres\",\"port\":5432,\"targetPort\":\"postgres\",\"protocol\":\"TCP\"},"
+    "{\"name\":\"pgctld-http\",\"port\":15400,\"targetPort\":\"pgctld-http\",\"protocol\":\"TCP\"}]";
+
+/* pgctld (postgres), the native sidecar of a pool pod in cell. */
+static void mgop_pgctld_ctr(struct mgop_rctx *r, const struct mgop_shard_build *sb, int pv, const char *identity,
+                            struct mgop_ctr *c, struct mgop_pool_bufs *b) {
+  const struct mgop_backup_pod *bp = &sb->bp;
+  c->name = "postgres";
+  c->sidecar = 1; /* started before multipooler, stopped after it (docs/components.md 7.1) */
+  c->image = mgop_image(r, MGOP_IMG_POSTGRES, b->image, sizeof(b->image));
+  c->otel = "pgctld";
+  c->command = "[\"/usr/local/bin/pgctld\"]";
+  snprintf(b->a[0], sizeof(b->a[0]), "--log-level=%s", mgop_log_level_of(r, "pgctld", b->level, sizeof(b->level)));
+  {
+    const char *args[] = {"server", "--pooler-dir=/var/lib/pooler", "--grpc-port=15470", "--pg-port=5432",
+                          "--pg-listen-addresses=*", b->a[0], "--grpc-socket-file=/var/lib/pooler/pgctld.sock",
+                          "--pg-hba-template=/etc/pgctld/pg_hba_template.conf", "--http-port=15400",
+                          bp->a_cert, bp->a_port};
+    memcpy(c->args, args, sizeof(args));
+    c->nargs = 11;
+  }
+  c->env = b->env0;
+  snprintf(b->env0, sizeof(b->env0), "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
+           "{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"},"
+           "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s%s%s%s%s]",
+           sb->su_json, sb->initdb[0] ? ",{\"name\":\"POSTGRES_INITDB_ARGS\",\"value\":\"" : "", sb->initdb,
+           sb->initdb[0] ? "\"}" : "",
+           sb->pg_conf ? ",{\"name\":\"POSTGRES_INITDB_EXTRA_CONF\",\"value\":\"/etc/postgres-config/postgresql.conf\"}" : "",
+           bp->pooler_env);
+  c->ports = "[{\"name\":\"pgctld-http\",\"containerPort\":15400,\"protocol\":\"TCP\"},"
+             "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"},"
+             "{\"name\":\"pgbackrest\",\"containerPort\":8432,\"protocol\":\"TCP\"}]";
+  c->ready_path = c->live_path = "/live";
+  c->probe_port = 15400;
+  c->res_doc = sb->pdoc;
+  c->res_tok = mgop_json_path(sb->pdoc, pv, "postgres.resources");
+  c->res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"256Mi\"},\"limits\":{\"memory\":\"512Mi\"}}";
+  c->mounts = b->mnt0;
+  snprintf(b->mnt0, sizeof(b->mnt0), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
+           "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
+           "{\"name\":\"pg-hba-template\",\"mountPath\":\"/etc/pgctld\",\"readOnly\":true},"
+           "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s%s]",
+           sb->pg_conf ? ",{\"name\":\"postgres-config\",\"mountPath\":\"/etc/postgres-config\",\"readOnly\":true}" : "",
+           bp->pgctld_mounts);
+  c->security = identity;
+}
+
+/* multipooler, the main container of a pool pod in cell. */
+static void mgop_multipooler_ctr(struct mgop_rctx *r, const struct mgop_shard_build *sb, int pv, const char *cell,
+                                 const char *identity, struct mgop_ctr *c, struct mgop_pool_bufs *b) {
+  const struct mgop_backup_pod *bp = &sb->bp;
+  c->name = "multipooler";
+  c->image = mgop_image(r, MGOP_IMG_MULTIPOOLER, b->pooler_image, sizeof(b->pooler_image));
+  c->otel = "multipooler";
+  snprintf(b->a[1], sizeof(b->a[1]), "--topo-global-server-addresses=%s", sb->addr);
+  snprintf(b->a[2], sizeof(b->a[2]), "--topo-global-root=%s", sb->root);
+  snprintf(b->a[3], sizeof(b->a[3]), "--cell=%s", cell);
+  snprintf(b->a[4], sizeof(b->a[4]), "--database=%s", sb->db);
+  snprintf(b->a[5], sizeof(b->a[5]), "--table-group=%s", sb->tg_name);
+  snprintf(b->a[6], sizeof(b->a[6]), "--shard=%s", sb->sname);
+  snprintf(b->a[7], sizeof(b->a[7]), "--log-level=%s", mgop_log_level_of(r, "multipooler", b->level, sizeof(b->level)));
+  {
+    const char *args[] = {"multipooler", "--http-port=15200", "--grpc-port=15270", "--pooler-dir=/var/lib/pooler",
+                          "--socket-file=/var/lib/pooler/pg_sockets/.s.PGSQL.5432", "--service-map=grpc-pooler",
+                          b->a[1], b->a[2], b->a[3], b->a[4], b->a[5], b->a[6], "--service-id=$(POD_NAME)", b->a[7],
+                          bp->a_crt, bp->a_key, bp->a_ca, bp->a_cipher};
+    memcpy(c->args, args, sizeof(args));
+    c->nargs = bp->a_cipher[0] ? 18 : 17;
+  }
+  c->env = b->env1;
+  snprintf(b->env1, sizeof(b->env1), "[{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}},"
+           "{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
+           "{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"},"
+           "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s]", sb->su_json,
+           bp->pooler_env);
+  c->ports = "[{\"name\":\"http\",\"containerPort\":15200,\"protocol\":\"TCP\"},"
+             "{\"name\":\"grpc\",\"containerPort\":15270,\"protocol\":\"TCP\"},"
+             "{\"name\":\"postgres\",\"containerPort\":5432,\"protocol\":\"TCP\"}]";
+  c->ready_path = "/ready";
+  c->live_path = "/live";
+  c->probe_port = 15200;
+  c->res_doc = sb->pdoc;
+  c->res_tok = mgop_json_path(sb->pdoc, pv, "multipooler.resources");
+  c->res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"128Mi\"},\"limits\":{\"memory\":\"256Mi\"}}";
+  c->mounts = b->mnt1;
+  snprintf(b->mnt1, sizeof(b->mnt1), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
+           "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
+           "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
+           bp->pooler_mounts);
+  c->security = identity;
+}
+
+/* The pool's PVC retention policy: shard (its inline spec or overrides, pool
+ * first), table group, cluster, then the ShardTemplate (pool first), then
+ * Retain. */
+static void mgop_write_pool_pvc_policy(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_shard_build *sb,
+                                       const char *pool) {
+  const struct mgop_json *d = sb->d;
+  struct mgop_json tj;
+  char pol_d[16], pol_s[16];
+  int own = mgop_json_key(d, sb->shard, "spec"), own_pools, t_spec = -1, t_pools;
+  memset(&tj, 0, sizeof(tj));
+  if (own < 0) own = mgop_json_key(d, sb->shard, "overrides");
+  own_pools = mgop_json_key(d, own, "pools");
+  if (!strncmp(sb->src, "ShardTemplate/", 14) && mgop_fetch(r, K_SHARDT, sb->src + 14, &tj) == MGOP_OK)
+    t_spec = mgop_json_key(&tj, 0, "spec");
+  t_pools = mgop_json_key(&tj, t_spec, "pools");
+  const struct mgop_json *docs[] = {d, d, d, &r->root, &tj, &tj};
+  int toks[] = {mgop_json_key(d, own_pools, pool), own, sb->tg, r->spec, mgop_json_key(&tj, t_pools, pool), t_spec};
+  if (t_spec < 0) toks[4] = toks[5] = -1;
+  mgop_jw_key(w, "persistentVolumeClaimRetentionPolicy"); mgop_jw_obj(w);
+  mgop_jw_key(w, "whenDeleted"); mgop_jw_str(w, mgop_pvc_policy(r, "whenDeleted", docs, toks, 6, pol_d, sizeof(pol_d)));
+  mgop_jw_key(w, "whenScaled"); mgop_jw_str(w, mgop_pvc_policy(r, "whenScaled", docs, toks, 6, pol_s, sizeof(pol_s)));
+  mgop_jw_obj_end(w);
+}
+
+/* The pgdata volumeClaimTemplate of a pool StatefulSet. */
+static void mgop_write_pool_vct(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_shard_build *sb, int pv,
+                                const char *pool, const char *cell, const char *sts, const struct mgop_ids *pids,
+                                long long reps) {
+  char storage_size[MGOP_QUANTITY_BUF], klass[128], field[400];
+  const char *want;
+  mgop_jw_key(w, "volumeClaimTemplates"); mgop_jw_arr(w); mgop_jw_obj(w);
+  mgop_jw_key(w, "metadata"); mgop_jw_obj(w); mgop_jw_key(w, "name"); mgop_jw_str(w, "pgdata");
+  mgop_jw_key(w, "labels"); mgop_jw_obj(w); mgop_labels(w, r->name, "shard-pool"); mgop_id_labels(w, pids);
+  mgop_jw_obj_end(w); mgop_jw_obj_end(w);
+  mgop_jw_key(w, "spec"); mgop_jw_obj(w);
+  mgop_jw_key(w, "accessModes");
+  if (mgop_json_path(sb->pdoc, pv, "storage.accessModes") >= 0)
+    mgop_jw_copy(w, sb->pdoc, mgop_json_path(sb->pdoc, pv, "storage.accessModes"));
+  else MGOP_JW_LIT(w, "[\"ReadWriteOnce\"]");
+  if (mgop_str_or(sb->pdoc, pv, "storage.class", klass, sizeof(klass), NULL)) {
+    mgop_jw_key(w, "storageClassName"); mgop_jw_str(w, klass);
+  }
+  mgop_jw_key(w, "resources"); mgop_jw_obj(w); mgop_jw_key(w, "requests"); mgop_jw_obj(w);
+  want = mgop_str_or(sb->pdoc, pv, "storage.size", storage_size, sizeof(storage_size), "1Gi");
+  snprintf(field, sizeof(field), "%.150s.pools.%.62s.storage.size (cell %.30s, from %.30s)", sb->what, pool, cell, sb->src);
+  mgop_jw_key(w, "storage"); mgop_jw_str(w, mgop_vct_size(r, sts, "pgdata", want, reps, field));
+  mgop_jw_obj_end(w); mgop_jw_obj_end(w);
+  mgop_jw_obj_end(w); mgop_jw_obj_end(w); mgop_jw_arr_end(w);
+}
+
+/* The cell of a pool: its own cells list's ci-th, else spec.cells' ci-th;
+ * the cell's token in spec.cells (-1: not there, stalled). */
+static int mgop_pool_cell_at(struct mgop_rctx *r, const struct mgop_shard_build *sb, int pcells, int ci, const char *pool,
+                             char *cell, size_t cap) {
+  int cell_tok = -1;
+  if (mgop_json_is(sb->pdoc, pcells, JSMN_ARRAY)) mgop_json_str(sb->pdoc, mgop_json_at(sb->pdoc, pcells, ci), cell, cap);
+  else mgop_json_path_str(&r->root, mgop_json_at(&r->root, sb->all_cells, ci), "name", cell, cap);
+  for (int k = 0; k < r->root.tok[sb->all_cells].size; k++) {
+    char n[64];
+    int ct = mgop_json_at(&r->root, sb->all_cells, k);
+    if (mgop_json_path_str(&r->root, ct, "name", n, sizeof(n)) == MGOP_OK && !strcmp(n, cell)) cell_tok = ct;
+  }
+  if (cell_tok < 0)
+    mgop_stall(r, "InvalidSpec", "%s.pools.%s.cells names cell \"%s\", which is not in spec.cells; add the cell "
+               "or fix the name", sb->what, pool, cell);
+  return cell_tok;
+}
+
+/* One pool in one cell: its headless Service and StatefulSet. */
+static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb, const char *pool, int pv, int pcells,
+                               int ci, const char *identity) {
+  static _Thread_local struct mgop_pool_bufs b; /* 13 KiB */
+  char cell[64], zone[64], sts[64], svc[64], vols[3584], pod_ann[256];
+  const char *zone_key = NULL;
+  long long per = mgop_i64_or(sb->pdoc, pv, "replicasPerCell", 3), reps;
+  struct mgop_ids pids = sb->ids;
+  struct mgop_build o;
+  struct mgop_ctr ctr[3];
+  struct mgop_podspec p;
+  int cell_tok, rc;
+  if ((cell_tok = mgop_pool_cell_at(r, sb, pcells, ci, pool, cell, sizeof(cell))) < 0) return MGOP_ERR_CONFIG;
+  mgop_cell_zone(&r->root, cell_tok, &zone_key, zone, sizeof(zone));
+  pids.cell = cell;
+  pids.pool = pool;
+  {
+    const char *parts[] = {r->name, sb->db, sb->tg_name, sb->sname, "pool", pool, cell};
+    const char *hparts[] = {r->name, sb->db, sb->tg_name, sb->sname, "pool", pool, cell, "headless"};
+    mgop_name(sts, sizeof(sts), MGOP_LIMIT_STS, 1, parts, 7);
+    mgop_name(svc, sizeof(svc), MGOP_LIMIT_SERVICE, 1, hparts, 8);
+  }
+  if ((rc = mgop_build_service(r, K_SHARD, sb->cr, sb->uid, svc, "shard-pool", &pids, 1, mgop_pool_service_ports)))
+    return rc;
+  memset(ctr, 0, sizeof(ctr));
+  mgop_pgctld_ctr(r, sb, pv, identity, &ctr[0], &b);
+  mgop_multipooler_ctr(r, sb, pv, cell, identity, &ctr[1], &b);
+  mgop_exporter_ctr(&ctr[2], sb->su_json, b.env2, sizeof(b.env2));
+  _Static_assert(sizeof(vols) >= 2 * (300 + 64) + 300 + 254 + (300 + 64) + sizeof(sb->bp.volumes) + 256,
+                 "the pool volumes fit");
+  snprintf(vols, sizeof(vols),
+           "[{\"name\":\"socket-dir\",\"emptyDir\":{}},"
+           "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
+           "{\"name\":\"postgres-exporter-queries\",\"configMap\":{\"name\":\"%s-exporter-queries\"}},"
+           "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
+           "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s]", sb->cm, sb->cr, sb->secret, sb->pw_key,
+           sb->pg_conf ? ",{\"name\":\"postgres-config\",\"configMap\":{\"name\":\"" : "", sb->pg_conf ? sb->cr : "",
+           sb->pg_conf ? "-postgres-config\"}}" : "", sb->bp.volumes);
+  memset(&p, 0, sizeof(p));
+  p.component = "shard-pool";
+  p.ids = &pids;
+  p.doc = sb->pdoc;
+  p.comp = pv;
+  p.tolerations = mgop_json_key(sb->pdoc, pv, "tolerations");
+  mgop_json_i64(sb->pdoc, mgop_json_key(sb->pdoc, pv, "fsGroup"), &p.fs_group); /* unset: none */
+  p.zone_key = zone_key;
+  p.zone = zone;
+  p.ctr = ctr;
+  p.nctr = 3;
+  p.volumes = vols;
+  p.service_account = sb->bk.service_account[0] ? sb->bk.service_account : NULL; /* IRSA */
+  { /* the configuration's hash: a change of postgresConfig is a change of the pods */
+    char conf_hash[80] = "";
+    if (sb->pg_conf) snprintf(conf_hash, sizeof(conf_hash), ",\"multigres.com/postgres-config-hash\":\"%016llx\"",
+                              (unsigned long long)sb->pg_conf_hash);
+    snprintf(pod_ann, sizeof(pod_ann), "{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\","
+             "\"prometheus.io/path\":\"/metrics\"%s}", conf_hash);
+  }
+  p.annotations = pod_ann;
+  reps = mgop_scale_down_guard(r, sb->cr, sts, cell, per); /* never removes the primary */
+  if ((rc = mgop_build_begin(r, &o, K_STS, sts))) return rc;
+  mgop_build_meta_ids(&o, "shard-pool", &pids, K_SHARD, sb->cr, sb->uid);
+  mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "replicas"); mgop_jw_i64(&o.w, reps);
+  mgop_jw_key(&o.w, "serviceName"); mgop_jw_str(&o.w, svc);
+  mgop_jw_key(&o.w, "podManagementPolicy"); mgop_jw_str(&o.w, "Parallel");
+  /* the operator rolls pool pods itself, replicas first, primary last */
+  mgop_jw_key(&o.w, "updateStrategy"); MGOP_JW_LIT(&o.w, "{\"type\":\"OnDelete\"}");
+  mgop_write_selector(r, &o.w, "shard-pool", &pids);
+  mgop_write_pool_pvc_policy(r, &o.w, sb, pool);
+  mgop_write_pod_template(r, &o.w, &p);
+  mgop_write_pool_vct(r, &o.w, sb, pv, pool, cell, sts, &pids, reps);
+  mgop_jw_obj_end(&o.w);
+  if ((rc = mgop_build_end(&o))) return rc;
+  r->pool_replicas += (int)reps;
+  sb->replicas += reps;
+  r->pool_sets++;
+  return MGOP_OK;
+}
+
+/* multiorch per cell: its own list, else every cell with a pool of this shard. */
+static int mgop_build_shard_orch(struct mgop_rctx *r, struct mgop_shard_build *sb) {
+  const struct mgop_json *cfg = &sb->cfg;
+  int orch = mgop_json_key(cfg, 0, "multiorch"), ocells = mgop_json_key(cfg, orch, "cells"), rc;
+  int own = mgop_json_is(cfg, ocells, JSMN_ARRAY) && cfg->tok[ocells].size;
+  int n = own ? cfg->tok[ocells].size : r->root.tok[sb->all_cells].size;
+  for (int ci = 0; ci < n; ci++) {
+    char cell[64], dn[254], sv[64], zone[64], a_addr[1100], a_root[600], a_cell[96], a_wt[200], a_lv[40], level[16],
+        image[MGOP_IMAGE_BUF];
+    const char *zone_key = NULL;
+    struct mgop_ids oids = sb->ids;
+    struct mgop_ctr ctr;
+    struct mgop_podspec p;
+    int known = 0;
+    if (own) mgop_json_str(cfg, mgop_json_at(cfg, ocells, ci), cell, sizeof(cell));
+    else mgop_json_path_str(&r->root, mgop_json_at(&r->root, sb->all_cells, ci), "name", cell, sizeof(cell));
+    for (int k = 0; k < r->root.tok[sb->all_cells].size; k++) {
+      char nm[64];
+      int ct = mgop_json_at(&r->root, sb->all_cells, k);
+      if (mgop_json_path_str(&r->root, ct, "name", nm, sizeof(nm)) == MGOP_OK && !strcmp(nm, cell)) {
+        mgop_cell_zone(&r->root, ct, &zone_key, zone, sizeof(zone));
+        known = 1;
+      }
+    }
+    if (!known) {
+      mgop_stall(r, "InvalidSpec", "%s.multiorch.cells names cell \"%s\", which is not in spec.cells; add the cell "
+                 "or fix the name", sb->what, cell);
+      return MGOP_ERR_CONFIG;
+    }
+    oids.cell = cell;
+    {
+      const char *parts[] = {r->name, sb->db, sb->tg_name, sb->sname, "multiorch", cell};
+      mgop_name(dn, sizeof(dn), MGOP_LIMIT_DEFAULT, 1, parts, 6);
+      mgop_name(sv, sizeof(sv), MGOP_LIMIT_SERVICE, 1, parts, 6);
+    }
+    memset(&ctr, 0, sizeof(ctr));
+    ctr.name = "multiorch";
+    ctr.image = mgop_image(r, MGOP_IMG_MULTIORCH, image, sizeof(image));
+    ctr.otel = "multiorch";
+    snprintf(a_addr, sizeof(a_addr), "--topo-global-server-addresses=%s", sb->addr);
+    snprintf(a_root, sizeof(a_root), "--topo-global-root=%s", sb->root);
+    snprintf(a_cell, sizeof(a_cell), "--cell=%s", cell);
+    snprintf(a_wt, sizeof(a_wt), "--watch-targets=%s/%s/%s", sb->db, sb->tg_name, sb->sname);
+    snprintf(a_lv, sizeof(a_lv), "--log-level=%s", mgop_log_level_of(r, "multiorch", level, sizeof(level)));
+    {
+      const char *args[] = {"multiorch", "--http-port=15300", "--grpc-port=15370", a_addr, a_root, a_cell, a_wt, a_lv};
+      memcpy(ctr.args, args, sizeof(args));
+      ctr.nargs = 8;
+    }
+    ctr.ports = "[{\"name\":\"http\",\"containerPort\":15300,\"protocol\":\"TCP\"},"
+                "{\"name\":\"grpc\",\"containerPort\":15370,\"protocol\":\"TCP\"}]";
+    ctr.ready_path = "/ready";
+    ctr.live_path = "/live";
+    ctr.probe_port = 15300;
+    ctr.res_doc = cfg;
+    ctr.res_tok = mgop_json_key(cfg, orch, "resources");
+    ctr.res_default = "{\"requests\":{\"cpu\":\"50m\",\"memory\":\"64Mi\"},\"limits\":{\"memory\":\"128Mi\"}}";
+    memset(&p, 0, sizeof(p));
+    p.component = "multiorch";
+    p.ids = &oids;
+    p.doc = cfg;
+    p.comp = orch;
+    p.tolerations = mgop_json_path(cfg, orch, "placement.tolerations");
+    p.zone_key = zone_key;
+    p.zone = zone;
+    p.ctr = &ctr;
+    p.nctr = 1;
+    if ((rc = mgop_build_deployment(r, K_SHARD, sb->cr, sb->uid, dn, mgop_i64_or(cfg, orch, "replicas", 1), &p))) return rc;
+    if ((rc = mgop_build_service(r, K_SHARD, sb->cr, sb->uid, sv, "multiorch", &oids, 0,
+                                 "[{\"name\":\"http\",\"port\":15300,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
+                                 "{\"name\":\"grpc\",\"port\":15370,\"targetPort\":\"grpc\",\"protocol\":\"TCP\"}]")))
+      return rc;
+    r->orch_sets++;
+  }
+  return MGOP_OK;
+}
+
+/* The shard's workloads (phase 3): ConfigMaps, password, backup objects,
+ * a StatefulSet and headless Service per (pool, cell), the PDBs, multiorch. */
+static int mgop_build_shard_workloads(struct mgop_rctx *r, struct mgop_shard_build *sb) {
+  const struct mgop_json *pdoc = sb->pdoc;
+  char qcm[300];
+  int rc, own_secret = mgop_password_ref(r, sb->secret, sizeof(sb->secret), sb->pw_key, sizeof(sb->pw_key));
+  if (!(sb->uid = mgop_uid_of(r, K_SHARD, sb->cr))) return mgop_seterr(MGOP_ERR_STATUS, "Shard %s has no uid yet", sb->cr);
+  sb->all_cells = mgop_json_key(&r->root, r->spec, "cells");
+  snprintf(sb->cm, sizeof(sb->cm), "%s-pg-hba", sb->cr);
+  if (own_secret) snprintf(sb->secret, sizeof(sb->secret), "%s-postgres-password", sb->cr);
+  if ((rc = mgop_build_shard_cm(r, sb, sb->cm, "pg-hba-config", "pg_hba_template.conf", mgop_pg_hba))) return rc;
+  snprintf(qcm, sizeof(qcm), "%s-exporter-queries", sb->cr);
+  if ((rc = mgop_build_shard_cm(r, sb, qcm, "postgres-exporter-queries", "queries.yml", mgop_exporter_queries))) return rc;
+  if ((rc = mgop_build_postgres_config(r, &sb->cfg, sb->what, sb->cr, sb->uid, &sb->ids, &sb->pg_conf_hash)) < 0) return rc;
+  sb->pg_conf = rc == 1;
+  if (!r->render && own_secret && (rc = mgop_ensure_password_secret(r, sb->secret, sb->cr, sb->uid, &sb->ids, sb->cm)))
+    return rc;
+  if (!r->render && !own_secret && (rc = mgop_check_password_ref(r, sb->secret, sb->pw_key))) return rc;
+  if ((rc = mgop_backup_shard(r, sb->d, sb->tg, sb->shard, sb->cr, sb->uid, &sb->ids, &sb->bk, pdoc, sb->pools))) return rc;
+  mgop_backup_pod_parts(&sb->bk, &sb->bp);
+  sb->replicas = 0;
+  { /* the superuser (the cluster's) and initdb's extra arguments (the shard's, resolved) */
+    char v[520];
+    mgop_json_inner(mgop_str_or(&r->root, r->spec, "postgresSuperuser", v, sizeof(v), "postgres"), sb->su_json,
+                    sizeof(sb->su_json));
+    sb->initdb[0] = 0;
+    if (!mgop_json_path_str(&sb->cfg, 0, "initdbArgs", v, sizeof(v)) && v[0]) mgop_json_inner(v, sb->initdb, sizeof(sb->initdb));
+  }
+  for (int pi = 0, pt = sb->pools + 1; pi < pdoc->tok[sb->pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
+    char pool[64], identity[96];
+    int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
+    int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[sb->all_cells].size;
+    if (mgop_json_str(pdoc, pt, pool, sizeof(pool))) continue;
+    if ((rc = mgop_pool_identity(r, pdoc, pv, sb->what, pool, identity, sizeof(identity)))) return rc;
+    for (int ci = 0; ci < ncells; ci++)
+      if ((rc = mgop_build_pool_set(r, sb, pool, pv, pcells, ci, identity))) return rc;
+  }
+  { /* one shard-wide PDB: the durability floor, max(2, replicas - 1) available */
+    char pdb[64];
+    const char *parts[] = {r->name, sb->db, sb->tg_name, sb->sname, "pdb"};
+    mgop_name(pdb, sizeof(pdb), MGOP_LIMIT_SERVICE, 1, parts, 5);
+    if ((rc = mgop_build_pdb(r, K_SHARD, sb->cr, sb->uid, pdb, "shard-pool", &sb->ids,
+                             sb->replicas - 1 > 2 ? (int)(sb->replicas - 1) : 2)))
+      return rc;
+  }
+  if ((rc = mgop_build_cell_pdbs(r, sb->d, sb->db_tok, pdoc, sb->pools, sb->all_cells, sb->cr, sb->uid, &sb->ids, sb->db,
+                                 sb->tg_name, sb->sname)))
+    return rc;
+  return mgop_build_shard_orch(r, sb);
+}
+
+/* One shard: its names, resolved settings and backup location, then the
+ * Shard CR (phase 2) or its workloads (phase 3). */
 static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, const char *db, int db_tok, int tg,
                             const char *tg_name, const char *tg_cr, int shard, int workloads, const char *addr,
                             const char *root) {
-  struct mgop_json cfg;
-  char sname[32], cr[254], src[300], what[200], image[MGOP_IMAGE_BUF], pooler_image[MGOP_IMAGE_BUF], level[16];
-  struct mgop_chain c;
-  struct mgop_ids ids;
-  int rc, pools;
-  long long shard_replicas;
+  static _Thread_local struct mgop_shard_build sb;
   static const char pool_default[] = "{\"default\":{\"type\":\"readWrite\"}}";
-  struct mgop_json defpool;
-  const struct mgop_json *pdoc;
-  /* 4 KiB each, not on the stack; per thread: admission (the serving
-   * thread) runs these builders beside the loop */
-  static _Thread_local struct mgop_backup_loc bk;
-  static _Thread_local struct mgop_backup_pod bp;
-  if (mgop_json_path_str(d, shard, "name", sname, sizeof(sname)) || !sname[0]) snprintf(sname, sizeof(sname), "0-inf");
+  struct mgop_chain c;
+  int rc;
+  memset(&sb, 0, sizeof(sb));
+  sb.d = d, sb.db_tok = db_tok, sb.tg = tg, sb.shard = shard;
+  sb.db = db, sb.tg_name = tg_name, sb.addr = addr, sb.root = root;
+  if (mgop_json_path_str(d, shard, "name", sb.sname, sizeof(sb.sname)) || !sb.sname[0])
+    snprintf(sb.sname, sizeof(sb.sname), "0-inf");
   {
-    const char *parts[] = {r->name, db, tg_name, sname};
-    mgop_name(cr, sizeof(cr), MGOP_LIMIT_DEFAULT, 1, parts, 4);
+    const char *parts[] = {r->name, db, tg_name, sb.sname};
+    mgop_name(sb.cr, sizeof(sb.cr), MGOP_LIMIT_DEFAULT, 1, parts, 4);
   }
-  snprintf(what, sizeof(what), "spec.databases[name=%s].tablegroups[name=%s].shards[name=%s]", db, tg_name, sname);
-  snprintf(r->where, sizeof(r->where), "%s", what);
-  c = (struct mgop_chain){what, d, shard, "spec", "shardTemplate", "shardTemplate", K_SHARDT, "spec", "overrides"};
-  if ((rc = mgop_resolve_chain(r, &c, &cfg, src, sizeof(src)))) return rc;
-  pools = mgop_json_key(&cfg, 0, "pools");
-  pdoc = &cfg;
-  if (!mgop_json_is(&cfg, pools, JSMN_OBJECT) || cfg.tok[pools].size == 0) {
-    if ((rc = mgop_parse_arena(r->arena, pool_default, sizeof(pool_default) - 1, &defpool))) return rc;
-    pdoc = &defpool;
-    pools = 0;
+  snprintf(sb.what, sizeof(sb.what), "spec.databases[name=%s].tablegroups[name=%s].shards[name=%s]", db, tg_name, sb.sname);
+  snprintf(r->where, sizeof(r->where), "%s", sb.what);
+  c = (struct mgop_chain){sb.what, d, shard, "spec", "shardTemplate", "shardTemplate", K_SHARDT, "spec", "overrides"};
+  if ((rc = mgop_resolve_chain(r, &c, &sb.cfg, sb.src, sizeof(sb.src)))) return rc;
+  sb.pools = mgop_json_key(&sb.cfg, 0, "pools");
+  sb.pdoc = &sb.cfg;
+  if (!mgop_json_is(&sb.cfg, sb.pools, JSMN_OBJECT) || sb.cfg.tok[sb.pools].size == 0) {
+    if ((rc = mgop_parse_arena(r->arena, pool_default, sizeof(pool_default) - 1, &sb.defpool))) return rc;
+    sb.pdoc = &sb.defpool;
+    sb.pools = 0;
   }
-  memset(&ids, 0, sizeof(ids));
-  ids.database = db;
-  ids.tablegroup = tg_name;
-  ids.shard = sname;
+  sb.ids.database = db;
+  sb.ids.tablegroup = tg_name;
+  sb.ids.shard = sb.sname;
   {
     const int btoks[] = {r->spec, db_tok, tg, shard};
-    const char *bparts[] = {r->name, db, tg_name, sname};
+    const char *bparts[] = {r->name, db, tg_name, sb.sname};
     static _Thread_local struct mgop_backup_loc dbk;
     const char *diff;
-    if ((rc = mgop_backup_resolve(r, d, btoks, bparts, cr, &bk))) return rc;
+    if ((rc = mgop_backup_resolve(r, d, btoks, bparts, sb.cr, &sb.bk))) return rc;
     if ((rc = mgop_backup_resolve_database(r, d, db_tok, &dbk))) return rc;
-    if ((diff = mgop_backup_location_diff(&bk, &dbk))) {
+    if ((diff = mgop_backup_location_diff(&sb.bk, &dbk))) {
       mgop_stall(r, "BackupLocationConflict", "%s: the table group or shard changes backup %s, but Multigres keeps one "
                  "backup location per database (its topology record); set it on spec.databases[name=%s].backup or "
                  "spec.backup instead", r->where, diff, db);
@@ -5007,370 +5444,7 @@ static int mgop_build_shard(struct mgop_rctx *r, const struct mgop_json *d, cons
     }
   }
   r->nshards++;
-  if (!workloads) {
-    struct mgop_build o;
-    const char *tg_uid = mgop_uid_of(r, K_TG, tg_cr);
-    if (!tg_uid) return mgop_seterr(MGOP_ERR_STATUS, "TableGroup %s has no uid yet", tg_cr);
-    if ((rc = mgop_build_begin(r, &o, K_SHARD, cr))) return rc;
-    mgop_build_meta_ids(&o, "shard", &ids, K_TG, tg_cr, tg_uid);
-    mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
-    mgop_jw_key(&o.w, "databaseName"); mgop_jw_str(&o.w, db);
-    mgop_jw_key(&o.w, "tableGroupName"); mgop_jw_str(&o.w, tg_name);
-    mgop_jw_key(&o.w, "shardName"); mgop_jw_str(&o.w, sname);
-    mgop_jw_key(&o.w, "globalTopoServer"); mgop_jw_obj(&o.w);
-    mgop_jw_key(&o.w, "address"); mgop_jw_str(&o.w, addr);
-    mgop_jw_key(&o.w, "rootPath"); mgop_jw_str(&o.w, root);
-    mgop_jw_key(&o.w, "implementation"); mgop_jw_str(&o.w, "etcd");
-    mgop_jw_obj_end(&o.w);
-    mgop_copy_key(&o.w, "multiorch", &cfg, mgop_json_key(&cfg, 0, "multiorch"));
-    mgop_copy_key(&o.w, "pools", pdoc, pools);
-    mgop_jw_key(&o.w, "backup"); mgop_backup_write(&o.w, &bk);
-    mgop_jw_obj_end(&o.w);
-    if (r->nshard_names < MGOP_SHARDS_MAX) { /* the slot mgop_walk_shards fills next */
-      snprintf(r->shard_cron[r->nshard_names], sizeof(r->shard_cron[0]), "%s", bk.schedule);
-      r->shard_jitter[r->nshard_names] = bk.jitter_s;
-      r->shard_keep[r->nshard_names] = bk.retention;
-    }
-    return mgop_build_end(&o);
-  }
-  {
-    const char *uid = mgop_uid_of(r, K_SHARD, cr);
-    int orch = mgop_json_key(&cfg, 0, "multiorch"), all_cells = mgop_json_key(&r->root, r->spec, "cells");
-    char cm[300], secret[300], pw_key[254], su_json[6 * 63 + 1], initdb[6 * 512 + 1], pod_ann[256];
-    uint64_t pg_conf_hash = 0;
-    int pg_conf = 0;
-    int own_secret = mgop_password_ref(r, secret, sizeof(secret), pw_key, sizeof(pw_key));
-    if (!uid) return mgop_seterr(MGOP_ERR_STATUS, "Shard %s has no uid yet", cr);
-    snprintf(cm, sizeof(cm), "%s-pg-hba", cr);
-    if (own_secret) snprintf(secret, sizeof(secret), "%s-postgres-password", cr);
-    {
-      struct mgop_build o;
-      if ((rc = mgop_build_begin(r, &o, K_CM, cm))) return rc;
-      mgop_build_meta_ids(&o, "pg-hba-config", &ids, K_SHARD, cr, uid);
-      mgop_jw_key(&o.w, "data"); mgop_jw_obj(&o.w);
-      mgop_jw_key(&o.w, "pg_hba_template.conf"); mgop_jw_str(&o.w, mgop_pg_hba);
-      mgop_jw_obj_end(&o.w);
-      if ((rc = mgop_build_end(&o))) return rc;
-    }
-    {
-      struct mgop_build o;
-      char qcm[300];
-      snprintf(qcm, sizeof(qcm), "%s-exporter-queries", cr);
-      if ((rc = mgop_build_begin(r, &o, K_CM, qcm))) return rc;
-      mgop_build_meta_ids(&o, "postgres-exporter-queries", &ids, K_SHARD, cr, uid);
-      mgop_jw_key(&o.w, "data"); mgop_jw_obj(&o.w);
-      mgop_jw_key(&o.w, "queries.yml"); mgop_jw_str(&o.w, mgop_exporter_queries);
-      mgop_jw_obj_end(&o.w);
-      if ((rc = mgop_build_end(&o))) return rc;
-    }
-    if ((rc = mgop_build_postgres_config(r, &cfg, what, cr, uid, &ids, &pg_conf_hash)) < 0) return rc;
-    pg_conf = rc == 1;
-    if (!r->render && own_secret && (rc = mgop_ensure_password_secret(r, secret, cr, uid, &ids, cm))) return rc;
-    if (!r->render && !own_secret && (rc = mgop_check_password_ref(r, secret, pw_key))) return rc;
-    if ((rc = mgop_backup_shard(r, d, tg, shard, cr, uid, &ids, &bk, pdoc, pools))) return rc;
-    mgop_backup_pod_parts(&bk, &bp);
-    shard_replicas = 0;
-    { /* the superuser (the cluster's) and initdb's extra arguments (the shard's, resolved) */
-      char v[520];
-      mgop_json_inner(mgop_str_or(&r->root, r->spec, "postgresSuperuser", v, sizeof(v), "postgres"), su_json, sizeof(su_json));
-      initdb[0] = 0;
-      if (!mgop_json_path_str(&cfg, 0, "initdbArgs", v, sizeof(v)) && v[0]) mgop_json_inner(v, initdb, sizeof(initdb));
-    }
-    /* pools: one StatefulSet and headless Service per (pool, cell) */
-    for (int pi = 0, pt = pools + 1; pi < pdoc->tok[pools].size; pi++, pt = mgop_json_next(pdoc, pt + 1)) {
-      char pool[64], sts[64], svc[64], a[8][1100], vols[3584], pol_d[16], pol_s[16], storage_size[MGOP_QUANTITY_BUF],
-          klass[128], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + sizeof(su_json)], mnt0[1024], mnt1[1280],
-          identity[96];
-      int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
-      int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[all_cells].size;
-      long long per = mgop_i64_or(pdoc, pv, "replicasPerCell", 3);
-      if (mgop_json_str(pdoc, pt, pool, sizeof(pool))) continue;
-      if ((rc = mgop_pool_identity(r, pdoc, pv, what, pool, identity, sizeof(identity)))) return rc;
-      for (int ci = 0; ci < ncells; ci++) {
-        char cell[64], zone[64];
-        const char *zone_key = NULL;
-        int cell_tok = -1;
-        long long reps; /* this cell's: a held scale-down keeps more */
-        struct mgop_ids pids = ids;
-        struct mgop_build o;
-        struct mgop_ctr ctr[3];
-        struct mgop_podspec p;
-        if (mgop_json_is(pdoc, pcells, JSMN_ARRAY)) mgop_json_str(pdoc, mgop_json_at(pdoc, pcells, ci), cell, sizeof(cell));
-        else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, ci), "name", cell, sizeof(cell));
-        for (int k = 0; k < r->root.tok[all_cells].size; k++) {
-          char n[64];
-          int ct = mgop_json_at(&r->root, all_cells, k);
-          if (mgop_json_path_str(&r->root, ct, "name", n, sizeof(n)) == MGOP_OK && !strcmp(n, cell)) cell_tok = ct;
-        }
-        if (cell_tok < 0) {
-          mgop_stall(r, "InvalidSpec", "%s.pools.%s.cells names cell \"%s\", which is not in spec.cells; add the cell "
-                     "or fix the name", what, pool, cell);
-          return MGOP_ERR_CONFIG;
-        }
-        mgop_cell_zone(&r->root, cell_tok, &zone_key, zone, sizeof(zone));
-        pids.cell = cell;
-        pids.pool = pool;
-        {
-          const char *parts[] = {r->name, db, tg_name, sname, "pool", pool, cell};
-          const char *hparts[] = {r->name, db, tg_name, sname, "pool", pool, cell, "headless"};
-          mgop_name(sts, sizeof(sts), MGOP_LIMIT_STS, 1, parts, 7);
-          mgop_name(svc, sizeof(svc), MGOP_LIMIT_SERVICE, 1, hparts, 8);
-        }
-        if ((rc = mgop_build_service(r, K_SHARD, cr, uid, svc, "shard-pool", &pids, 1,
-                                     "[{\"name\":\"http\",\"port\":15200,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
-                                     "{\"name\":\"grpc\",\"port\":15270,\"targetPort\":\"grpc\",\"protocol\":\"TCP\"},"
-                                     "{\"name\":\"postgres\",\"port\":5432,\"targetPort\":\"postgres\",\"protocol\":\"TCP\"},"
-                                     "{\"name\":\"pgctld-http\",\"port\":15400,\"targetPort\":\"pgctld-http\",\"protocol\":\"TCP\"}]")))
-          return rc;
-        memset(ctr, 0, sizeof(ctr));
-        ctr[0].name = "postgres";
-        ctr[0].sidecar = 1; /* started before multipooler, stopped after it (docs/components.md 7.1) */
-        ctr[0].image = mgop_image(r, MGOP_IMG_POSTGRES, image, sizeof(image));
-        ctr[0].otel = "pgctld";
-        ctr[0].command = "[\"/usr/local/bin/pgctld\"]";
-        snprintf(a[0], sizeof(a[0]), "--log-level=%s", mgop_log_level_of(r, "pgctld", level, sizeof(level)));
-        {
-          const char *args[] = {"server", "--pooler-dir=/var/lib/pooler", "--grpc-port=15470", "--pg-port=5432",
-                                "--pg-listen-addresses=*", a[0], "--grpc-socket-file=/var/lib/pooler/pgctld.sock",
-                                "--pg-hba-template=/etc/pgctld/pg_hba_template.conf", "--http-port=15400",
-                                bp.a_cert, bp.a_port};
-          memcpy(ctr[0].args, args, sizeof(args));
-          ctr[0].nargs = 11;
-        }
-        ctr[0].env = env0;
-        snprintf(env0, sizeof(env0), "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
-                     "{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"},"
-                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s%s%s%s%s]",
-                     su_json, initdb[0] ? ",{\"name\":\"POSTGRES_INITDB_ARGS\",\"value\":\"" : "", initdb,
-                     initdb[0] ? "\"}" : "",
-                     pg_conf ? ",{\"name\":\"POSTGRES_INITDB_EXTRA_CONF\",\"value\":\"/etc/postgres-config/postgresql.conf\"}" : "",
-                     bp.pooler_env);
-        ctr[0].ports = "[{\"name\":\"pgctld-http\",\"containerPort\":15400,\"protocol\":\"TCP\"},"
-                       "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"},"
-                       "{\"name\":\"pgbackrest\",\"containerPort\":8432,\"protocol\":\"TCP\"}]";
-        ctr[0].ready_path = ctr[0].live_path = "/live";
-        ctr[0].probe_port = 15400;
-        ctr[0].res_doc = pdoc;
-        ctr[0].res_tok = mgop_json_path(pdoc, pv, "postgres.resources");
-        ctr[0].res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"256Mi\"},\"limits\":{\"memory\":\"512Mi\"}}";
-        ctr[0].mounts = mnt0;
-        snprintf(mnt0, sizeof(mnt0), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
-                        "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
-                        "{\"name\":\"pg-hba-template\",\"mountPath\":\"/etc/pgctld\",\"readOnly\":true},"
-                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s%s]",
-                 pg_conf ? ",{\"name\":\"postgres-config\",\"mountPath\":\"/etc/postgres-config\",\"readOnly\":true}" : "",
-                 bp.pgctld_mounts);
-        ctr[0].security = identity;
-        ctr[1].name = "multipooler";
-        ctr[1].image = mgop_image(r, MGOP_IMG_MULTIPOOLER, pooler_image, sizeof(pooler_image));
-        ctr[1].otel = "multipooler";
-        snprintf(a[1], sizeof(a[1]), "--topo-global-server-addresses=%s", addr);
-        snprintf(a[2], sizeof(a[2]), "--topo-global-root=%s", root);
-        snprintf(a[3], sizeof(a[3]), "--cell=%s", cell);
-        snprintf(a[4], sizeof(a[4]), "--database=%s", db);
-        snprintf(a[5], sizeof(a[5]), "--table-group=%s", tg_name);
-        snprintf(a[6], sizeof(a[6]), "--shard=%s", sname);
-        snprintf(a[7], sizeof(a[7]), "--log-level=%s", mgop_log_level_of(r, "multipooler", level, sizeof(level)));
-        {
-          const char *args[] = {"multipooler", "--http-port=15200", "--grpc-port=15270", "--pooler-dir=/var/lib/pooler",
-                                "--socket-file=/var/lib/pooler/pg_sockets/.s.PGSQL.5432", "--service-map=grpc-pooler",
-                                a[1], a[2], a[3], a[4], a[5], a[6], "--service-id=$(POD_NAME)", a[7],
-                                bp.a_crt, bp.a_key, bp.a_ca, bp.a_cipher};
-          memcpy(ctr[1].args, args, sizeof(args));
-          ctr[1].nargs = bp.a_cipher[0] ? 18 : 17;
-        }
-        ctr[1].env = env1;
-        snprintf(env1, sizeof(env1), "[{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}},"
-                     "{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
-                     "{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"},"
-                     "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s]", su_json,
-                     bp.pooler_env);
-        ctr[1].ports = "[{\"name\":\"http\",\"containerPort\":15200,\"protocol\":\"TCP\"},"
-                       "{\"name\":\"grpc\",\"containerPort\":15270,\"protocol\":\"TCP\"},"
-                       "{\"name\":\"postgres\",\"containerPort\":5432,\"protocol\":\"TCP\"}]";
-        ctr[1].ready_path = "/ready";
-        ctr[1].live_path = "/live";
-        ctr[1].probe_port = 15200;
-        ctr[1].res_doc = pdoc;
-        ctr[1].res_tok = mgop_json_path(pdoc, pv, "multipooler.resources");
-        ctr[1].res_default = "{\"requests\":{\"cpu\":\"100m\",\"memory\":\"128Mi\"},\"limits\":{\"memory\":\"256Mi\"}}";
-        ctr[1].mounts = mnt1;
-        snprintf(mnt1, sizeof(mnt1), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
-                        "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
-                        "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
-                 bp.pooler_mounts);
-        ctr[1].security = identity;
-        mgop_exporter_ctr(&ctr[2], su_json, env2, sizeof(env2));
-        _Static_assert(sizeof(vols) >= 2 * (300 + 64) + 300 + 254 + (300 + 64) + sizeof(bp.volumes) + 256,
-                       "the pool volumes fit");
-        snprintf(vols, sizeof(vols),
-                 "[{\"name\":\"socket-dir\",\"emptyDir\":{}},"
-                 "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
-                 "{\"name\":\"postgres-exporter-queries\",\"configMap\":{\"name\":\"%s-exporter-queries\"}},"
-                 "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
-                 "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s]", cm, cr, secret, pw_key,
-                 pg_conf ? ",{\"name\":\"postgres-config\",\"configMap\":{\"name\":\"" : "", pg_conf ? cr : "",
-                 pg_conf ? "-postgres-config\"}}" : "", bp.volumes);
-        memset(&p, 0, sizeof(p));
-        p.component = "shard-pool";
-        p.ids = &pids;
-        p.doc = pdoc;
-        p.comp = pv;
-        p.tolerations = mgop_json_key(pdoc, pv, "tolerations");
-        mgop_json_i64(pdoc, mgop_json_key(pdoc, pv, "fsGroup"), &p.fs_group); /* unset: none */
-        p.zone_key = zone_key;
-        p.zone = zone;
-        p.ctr = ctr;
-        p.nctr = 3;
-        p.volumes = vols;
-        p.service_account = bk.service_account[0] ? bk.service_account : NULL; /* IRSA */
-        { /* the configuration's hash: a change of postgresConfig is a change of the pods */
-          char conf_hash[80] = "";
-          if (pg_conf) snprintf(conf_hash, sizeof(conf_hash), ",\"multigres.com/postgres-config-hash\":\"%016llx\"",
-                                (unsigned long long)pg_conf_hash);
-          snprintf(pod_ann, sizeof(pod_ann), "{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\","
-                   "\"prometheus.io/path\":\"/metrics\"%s}", conf_hash);
-        }
-        p.annotations = pod_ann;
-        reps = mgop_scale_down_guard(r, cr, sts, cell, per); /* never removes the primary */
-        if ((rc = mgop_build_begin(r, &o, K_STS, sts))) return rc;
-        mgop_build_meta_ids(&o, "shard-pool", &pids, K_SHARD, cr, uid);
-        mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
-        mgop_jw_key(&o.w, "replicas"); mgop_jw_i64(&o.w, reps);
-        mgop_jw_key(&o.w, "serviceName"); mgop_jw_str(&o.w, svc);
-        mgop_jw_key(&o.w, "podManagementPolicy"); mgop_jw_str(&o.w, "Parallel");
-        /* the operator rolls pool pods itself, replicas first, primary last */
-        mgop_jw_key(&o.w, "updateStrategy"); MGOP_JW_LIT(&o.w, "{\"type\":\"OnDelete\"}");
-        mgop_write_selector(r, &o.w, "shard-pool", &pids);
-        { /* shard (its inline spec or overrides, pool first), table group,
-           * cluster, then the ShardTemplate (pool first), then Retain */
-          struct mgop_json tj;
-          int own = mgop_json_key(d, shard, "spec"), own_pools, t_spec = -1, t_pools;
-          memset(&tj, 0, sizeof(tj));
-          if (own < 0) own = mgop_json_key(d, shard, "overrides");
-          own_pools = mgop_json_key(d, own, "pools");
-          if (!strncmp(src, "ShardTemplate/", 14) && mgop_fetch(r, K_SHARDT, src + 14, &tj) == MGOP_OK)
-            t_spec = mgop_json_key(&tj, 0, "spec");
-          t_pools = mgop_json_key(&tj, t_spec, "pools");
-          const struct mgop_json *docs[] = {d, d, d, &r->root, &tj, &tj};
-          int toks[] = {mgop_json_key(d, own_pools, pool), own, tg, r->spec, mgop_json_key(&tj, t_pools, pool), t_spec};
-          if (t_spec < 0) toks[4] = toks[5] = -1;
-          mgop_jw_key(&o.w, "persistentVolumeClaimRetentionPolicy"); mgop_jw_obj(&o.w);
-          mgop_jw_key(&o.w, "whenDeleted"); mgop_jw_str(&o.w, mgop_pvc_policy(r, "whenDeleted", docs, toks, 6, pol_d, sizeof(pol_d)));
-          mgop_jw_key(&o.w, "whenScaled"); mgop_jw_str(&o.w, mgop_pvc_policy(r, "whenScaled", docs, toks, 6, pol_s, sizeof(pol_s)));
-          mgop_jw_obj_end(&o.w);
-        }
-        mgop_write_pod_template(r, &o.w, &p);
-        mgop_jw_key(&o.w, "volumeClaimTemplates"); mgop_jw_arr(&o.w); mgop_jw_obj(&o.w);
-        mgop_jw_key(&o.w, "metadata"); mgop_jw_obj(&o.w); mgop_jw_key(&o.w, "name"); mgop_jw_str(&o.w, "pgdata");
-        mgop_jw_key(&o.w, "labels"); mgop_jw_obj(&o.w); mgop_labels(&o.w, r->name, "shard-pool"); mgop_id_labels(&o.w, &pids);
-        mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w);
-        mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
-        mgop_jw_key(&o.w, "accessModes");
-        if (mgop_json_path(pdoc, pv, "storage.accessModes") >= 0) mgop_jw_copy(&o.w, pdoc, mgop_json_path(pdoc, pv, "storage.accessModes"));
-        else MGOP_JW_LIT(&o.w, "[\"ReadWriteOnce\"]");
-        if (mgop_str_or(pdoc, pv, "storage.class", klass, sizeof(klass), NULL)) {
-          mgop_jw_key(&o.w, "storageClassName"); mgop_jw_str(&o.w, klass);
-        }
-        mgop_jw_key(&o.w, "resources"); mgop_jw_obj(&o.w); mgop_jw_key(&o.w, "requests"); mgop_jw_obj(&o.w);
-        {
-          char field[400];
-          const char *want = mgop_str_or(pdoc, pv, "storage.size", storage_size, sizeof(storage_size), "1Gi");
-          snprintf(field, sizeof(field), "%.150s.pools.%.62s.storage.size (cell %.30s, from %.30s)", what, pool, cell, src);
-          mgop_jw_key(&o.w, "storage"); mgop_jw_str(&o.w, mgop_vct_size(r, sts, "pgdata", want, reps, field));
-        }
-        mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w);
-        mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w); mgop_jw_arr_end(&o.w);
-        mgop_jw_obj_end(&o.w);
-        if ((rc = mgop_build_end(&o))) return rc;
-        r->pool_replicas += (int)reps;
-        shard_replicas += reps;
-        r->pool_sets++;
-      }
-    }
-    { /* one shard-wide PDB: the durability floor, max(2, replicas - 1) available */
-      char pdb[64];
-      const char *parts[] = {r->name, db, tg_name, sname, "pdb"};
-      mgop_name(pdb, sizeof(pdb), MGOP_LIMIT_SERVICE, 1, parts, 5);
-      if ((rc = mgop_build_pdb(r, K_SHARD, cr, uid, pdb, "shard-pool", &ids,
-                               shard_replicas - 1 > 2 ? (int)(shard_replicas - 1) : 2)))
-        return rc;
-    }
-    if ((rc = mgop_build_cell_pdbs(r, d, db_tok, pdoc, pools, all_cells, cr, uid, &ids, db, tg_name, sname))) return rc;
-    /* multiorch per cell: its own list, else every cell with a pool of this shard */
-    {
-      int ocells = mgop_json_key(&cfg, orch, "cells");
-      int n = mgop_json_is(&cfg, ocells, JSMN_ARRAY) && cfg.tok[ocells].size ? cfg.tok[ocells].size : r->root.tok[all_cells].size;
-      for (int ci = 0; ci < n; ci++) {
-        char cell[64], dn[254], sv[64], zone[64], a_addr[1100], a_root[600], a_cell[96], a_wt[200], a_lv[40];
-        const char *zone_key = NULL;
-        struct mgop_ids oids = ids;
-        struct mgop_ctr ctr;
-        struct mgop_podspec p;
-        if (mgop_json_is(&cfg, ocells, JSMN_ARRAY) && cfg.tok[ocells].size) mgop_json_str(&cfg, mgop_json_at(&cfg, ocells, ci), cell, sizeof(cell));
-        else mgop_json_path_str(&r->root, mgop_json_at(&r->root, all_cells, ci), "name", cell, sizeof(cell));
-        int known = 0;
-        for (int k = 0; k < r->root.tok[all_cells].size; k++) {
-          char nm[64];
-          int ct = mgop_json_at(&r->root, all_cells, k);
-          if (mgop_json_path_str(&r->root, ct, "name", nm, sizeof(nm)) == MGOP_OK && !strcmp(nm, cell)) {
-            mgop_cell_zone(&r->root, ct, &zone_key, zone, sizeof(zone));
-            known = 1;
-          }
-        }
-        if (!known) {
-          mgop_stall(r, "InvalidSpec", "%s.multiorch.cells names cell \"%s\", which is not in spec.cells; add the cell "
-                     "or fix the name", what, cell);
-          return MGOP_ERR_CONFIG;
-        }
-        oids.cell = cell;
-        {
-          const char *parts[] = {r->name, db, tg_name, sname, "multiorch", cell};
-          mgop_name(dn, sizeof(dn), MGOP_LIMIT_DEFAULT, 1, parts, 6);
-          mgop_name(sv, sizeof(sv), MGOP_LIMIT_SERVICE, 1, parts, 6);
-        }
-        memset(&ctr, 0, sizeof(ctr));
-        ctr.name = "multiorch";
-        ctr.image = mgop_image(r, MGOP_IMG_MULTIORCH, image, sizeof(image));
-        ctr.otel = "multiorch";
-        snprintf(a_addr, sizeof(a_addr), "--topo-global-server-addresses=%s", addr);
-        snprintf(a_root, sizeof(a_root), "--topo-global-root=%s", root);
-        snprintf(a_cell, sizeof(a_cell), "--cell=%s", cell);
-        snprintf(a_wt, sizeof(a_wt), "--watch-targets=%s/%s/%s", db, tg_name, sname);
-        snprintf(a_lv, sizeof(a_lv), "--log-level=%s", mgop_log_level_of(r, "multiorch", level, sizeof(level)));
-        {
-          const char *args[] = {"multiorch", "--http-port=15300", "--grpc-port=15370", a_addr, a_root, a_cell, a_wt, a_lv};
-          memcpy(ctr.args, args, sizeof(args));
-          ctr.nargs = 8;
-        }
-        ctr.ports = "[{\"name\":\"http\",\"containerPort\":15300,\"protocol\":\"TCP\"},"
-                    "{\"name\":\"grpc\",\"containerPort\":15370,\"protocol\":\"TCP\"}]";
-        ctr.ready_path = "/ready";
-        ctr.live_path = "/live";
-        ctr.probe_port = 15300;
-        ctr.res_doc = &cfg;
-        ctr.res_tok = mgop_json_key(&cfg, orch, "resources");
-        ctr.res_default = "{\"requests\":{\"cpu\":\"50m\",\"memory\":\"64Mi\"},\"limits\":{\"memory\":\"128Mi\"}}";
-        memset(&p, 0, sizeof(p));
-        p.component = "multiorch";
-        p.ids = &oids;
-        p.doc = &cfg;
-        p.comp = orch;
-        p.tolerations = mgop_json_path(&cfg, orch, "placement.tolerations");
-        p.zone_key = zone_key;
-        p.zone = zone;
-        p.ctr = &ctr;
-        p.nctr = 1;
-        if ((rc = mgop_build_deployment(r, K_SHARD, cr, uid, dn, mgop_i64_or(&cfg, orch, "replicas", 1), &p))) return rc;
-        if ((rc = mgop_build_service(r, K_SHARD, cr, uid, sv, "multiorch", &oids, 0,
-                                     "[{\"name\":\"http\",\"port\":15300,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
-                                     "{\"name\":\"grpc\",\"port\":15370,\"targetPort\":\"grpc\",\"protocol\":\"TCP\"}]")))
-          return rc;
-        r->orch_sets++;
-      }
-    }
-  }
-  return MGOP_OK;
+  return workloads ? mgop_build_shard_workloads(r, &sb) : mgop_build_shard_cr(r, &sb, tg_cr);
 }
 
 /* Walks databases -> table groups -> shards. phase 1: TableGroup CRs;
