@@ -3,9 +3,11 @@
 #   make                 ./multigres-op, dynamic glibc build for development
 #   make static          build/static/multigres-op: musl-gcc -static, shipped binary
 #   make image           the FROM scratch image (docker; without an engine, its files in a chroot)
-#   make test            unit tests, symbol check, then integration tests (real control plane)
+#   make test            unit tests, symbol check, generated files, alert rules, then integration tests
+#                        (real control plane)
 #   make test-unit       unit tests alone (ends "N passed, N failed")
 #   make test-integration  integration tests against the real local control plane
+#   make test-alerts     the PrometheusRule's alerts unit-tested by promtool (tests/alerts)
 #   make test-gitops     real Argo CD and Flux against a private control plane (tests/gitops)
 #   make asan            unit tests under ASan+UBSan
 #   make valgrind        unit tests under valgrind
@@ -13,11 +15,12 @@
 #   make clang           warning-clean build and unit tests with clang
 #   make fuzz            every fuzz target for FUZZ_SECONDS each (libFuzzer)
 #   make check-symbols   no unprefixed global symbol in our object
-#   make generate        regenerate crds.yaml, the install manifests and config/argocd/argocd-cm.yaml;
+#   make generate        regenerate crds.yaml, the install manifests, config/argocd/argocd-cm.yaml and
+#                        the pods table of docs/components.md;
 #                        check-generated fails on drift
 #   make demo            local control plane + CRDs + operator + sample cluster
 #   make bench           figures to compare across commits (BENCH_CLUSTERS=10 clusters)
-#   make tools           test tools from Go modules (metrics-lint)
+#   make tools           test tools from Go modules (metrics-lint, promtool)
 #   make cp-up / cp-down the local control plane alone
 #
 # Third-party libraries (mbedTLS 3.6.6 LTS, libyaml 0.2.5, jsmn 1.1.0) are built
@@ -55,7 +58,7 @@ $(BUILD)/deps-%.mk: scripts/deps.sh scripts/mbedtls_config.h
 GLIBC_CFLAGS = $(DEPS_glibc_CFLAGS)
 GLIBC_LIBS = $(DEPS_glibc_LIBS) -pthread
 
-.PHONY: all static test test-unit test-integration test-gitops asan valgrind clang tsan fuzz check-symbols demo \
+.PHONY: all static test test-unit test-integration test-gitops test-alerts asan valgrind clang tsan fuzz check-symbols demo \
         cp-up cp-down clean help image generate check-generated tools bench
 
 all: multigres-op
@@ -187,7 +190,11 @@ check-generated: multigres-op
 	@config/argocd/gen-argocd-cm.sh | cmp -s - config/argocd/argocd-cm.yaml || { echo "config/argocd/argocd-cm.yaml drifted from health.lua: run make generate"; exit 1; }
 	@echo "check-generated: crds.yaml, the install manifests and the pods table of docs/components.md match their sources"
 
-test: test-unit check-symbols check-generated test-integration
+# the alert rules under Prometheus's promtool (built from Go modules, cached)
+test-alerts:
+	tests/alerts/run.sh
+
+test: test-unit check-symbols check-generated test-alerts test-integration
 
 # --- the local control plane and the demo ----------------------------------------
 cp-up:

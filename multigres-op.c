@@ -6812,13 +6812,15 @@ static void mgop_drain_cancel(struct mgop_rctx *r, const char *cr, const char *p
  * primary: when the pod to go is registered PRIMARY, multiadmin switches the
  * primary away first; if it cannot, the StatefulSet keeps its replicas (the
  * scale-down is held, said by the Shard's RollingUpdate condition and an
- * Event) and a later turn asks again. Roles unknown: ordinal 0, the likely
- * primary, is never removed by a scale-down to one or more. r->roll_held[s]
+ * Event) and a later turn asks again. Roles that exist but cannot be read
+ * now (the topology server unreachable) hold the step too. Roles unknown
+ * (registration off, a cell with its own topology server): ordinal 0, the
+ * likely primary, is never removed by a scale-down to one or more. r->roll_held[s]
  * is 1 while held, 2 while a pod drains. Returns the replicas to write. */
 static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, const char *sts, const char *cell,
                                        long long per) {
   struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
-  char prim[8][64], why[300], note[600], pod[80], last[80], after[200];
+  char prim[8][64], why[300], note[600], pod[80], last[80], after[200], key[MGOP_ROOT_PATH_BUF + 200];
   struct mgop_pod_seen ps;
   struct mgop_drain_pod dp;
   int n = 0, s, rc;
@@ -6847,8 +6849,15 @@ static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, cons
   }
   memset(&dp, 0, sizeof(dp));
   dp.name = pod, dp.uid = ps.uid, dp.cell = cell, dp.state = ps.drain, dp.at = ps.drain_at;
-  if (mgop_roll_read_primaries(r, cell, prim, 8, &n, why, sizeof(why)))
+  if (mgop_roll_read_primaries(r, cell, prim, 8, &n, why, sizeof(why))) {
     for (int i = 0; i < n; i++) dp.primary |= !strcmp(prim[i], pod);
+  } else if (mgop_topo_enabled && mgop_pooler_prefix(r, cell, "", key, sizeof(key))) {
+    /* the roles exist but could not be read now: never guess whether this pod is the primary */
+    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s waits: %.300s", sts, why);
+    r->roll_held[s] = 2;
+    mgop_enqueue(r->ns, r->name, 5000);
+    return f->desired;
+  }
   snprintf(after, sizeof(after), "StatefulSet %.63s scales from %d to %d replicas", sts, f->desired, f->desired - 1);
   dp.what = "scaling down, removing";
   dp.after = after;

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # scripts/tools.sh - test tools built from Go modules, cached outside the
 # repo like the control plane: metrics-lint (tests/metrics-lint), the
-# Prometheus text-format checker the integration tests run /metrics through.
-# Prints nothing when the cached build is current.
+# Prometheus text-format checker the integration tests run /metrics through,
+# and promtool (the wrapper module tests/promtool: Prometheus's cmd/promtool
+# as a `tool`), which unit-tests the alert rules (tests/alerts/run.sh).
+# Prints nothing when the cached builds are current.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${MGOP_CACHE:-$HOME/.cache/multigres-op}
@@ -18,3 +20,16 @@ if [ ! -x "$out/metrics-lint" ]; then
 fi
 mkdir -p "$CACHE/tools/bin"
 ln -sfn "$out/metrics-lint" "$CACHE/tools/bin/metrics-lint"
+
+# promtool: Prometheus's own, from the wrapper module's pinned go.mod/go.sum
+psrc=$ROOT/tests/promtool
+pkey=$(cat "$psrc/go.mod" "$psrc/go.sum" | sha256sum | cut -c1-12)
+pout=$CACHE/tools/promtool-$pkey
+if [ ! -x "$pout/promtool" ]; then
+  command -v go >/dev/null || { echo "tools.sh: Go not found (expected /usr/local/go/bin/go)" >&2; exit 1; }
+  echo "tools.sh: building promtool from Go modules (a few minutes, once)" >&2
+  mkdir -p "$pout"
+  (cd "$psrc" && CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n 10 go build -p "${MGOP_BUILD_P:-2}" -trimpath -ldflags "-s -w" \
+    -o "$pout/promtool.tmp" github.com/prometheus/prometheus/cmd/promtool) && mv "$pout/promtool.tmp" "$pout/promtool"
+fi
+ln -sfn "$pout/promtool" "$CACHE/tools/bin/promtool"
