@@ -6884,18 +6884,23 @@ static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, cons
   return f->desired;
 }
 
-/* Roles of the listed pods, cell by cell: 1 when every cell was read. */
+/* Roles of the listed pods, cell by cell: 1 when every cell was read, 0
+ * when some cell's roles cannot be known (registration off, a topology
+ * server of its own), -1 when a cell's roles exist but could not be read
+ * now (the topology server unreachable). */
 static int mgop_roll_roles(struct mgop_rctx *r, char *why, size_t wcap) {
   int known = 1;
   why[0] = 0;
   for (int i = 0; i < mgop_rl.nsets; i++) {
-    char prim[8][64], w[300];
+    char prim[8][64], w[300], key[MGOP_ROOT_PATH_BUF + 200];
     int n = 0, seen = 0;
     for (int k = 0; k < i; k++) seen |= !strcmp(mgop_rl.sets[k].cell, mgop_rl.sets[i].cell);
     if (seen) continue;
     if (!mgop_roll_read_primaries(r, mgop_rl.sets[i].cell, prim, 8, &n, w, sizeof(w))) {
-      if (!why[0]) snprintf(why, wcap, "%s", w);
-      known = 0;
+      int readable = mgop_topo_enabled && mgop_pooler_prefix(r, mgop_rl.sets[i].cell, "", key, sizeof(key));
+      if (readable && known >= 0) snprintf(why, wcap, "%s", w), known = -1;
+      else if (!why[0]) snprintf(why, wcap, "%s", w);
+      if (known > 0) known = 0;
       continue;
     }
     for (int p = 0; p < mgop_rl.npods; p++)
@@ -6940,7 +6945,12 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
   }
   for (int i = 0; i < mgop_rl.nsets; i++)
     if (mgop_rl.sets[i].pods != mgop_rl.sets[i].desired) whole = 0;
-  mgop_roll_roles(r, why, sizeof(why));
+  if (mgop_roll_roles(r, why, sizeof(why)) < 0) {
+    /* the roles exist but cannot be read now: wait rather than guess which pod is the primary */
+    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "waiting for the pooler roles: %.400s", why);
+    mgop_enqueue(r->ns, r->name, 5000);
+    return;
+  }
   k = mgop_roll_next(mgop_rl.pods, mgop_rl.npods, whole);
   if (k.pod < 0) {
     if (k.wait && k.blocker >= 0)
