@@ -4956,6 +4956,8 @@ static int mgop_build_cell_pdbs(struct mgop_rctx *r, const struct mgop_json *d, 
   return MGOP_OK;
 }
 
+/* A superuser name (at most 63 characters) JSON-escaped, at worst 6 bytes each. */
+#define MGOP_SU_JSON_BUF (6 * 63 + 1)
 /* What one shard's builders share: its names and resolved settings, and,
  * for its workloads, the pieces every pool pod has. Per thread (admission
  * runs the builders on the serving thread), not on the stack (7 KiB). */
@@ -4973,7 +4975,7 @@ struct mgop_shard_build {
   /* workloads */
   const char *uid;
   int all_cells;
-  char cm[300], secret[300], pw_key[254], su_json[6 * 63 + 1], initdb[6 * 512 + 1];
+  char cm[300], secret[300], pw_key[254], su_json[MGOP_SU_JSON_BUF], initdb[6 * 512 + 1];
   int pg_conf;                /* a postgres-config ConfigMap, its hash   */
   uint64_t pg_conf_hash;
   long long replicas;         /* pool pods of the shard, all cells       */
@@ -5023,7 +5025,7 @@ static int mgop_build_shard_cm(struct mgop_rctx *r, struct mgop_shard_build *sb,
 
 /* The pool pod's containers that take a per-pod buffer: their strings. */
 struct mgop_pool_bufs {
-  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + 6 * 63 + 1], mnt0[1024], mnt1[1280];
+  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + MGOP_SU_JSON_BUF], mnt0[1024], mnt1[1280];
   char image[MGOP_IMAGE_BUF], pooler_image[MGOP_IMAGE_BUF], level[16];
 };
 static const char mgop_pool_service_ports[] =
@@ -5171,19 +5173,26 @@ static void mgop_write_pool_vct(struct mgop_rctx *r, struct mgop_jw *w, const st
   mgop_jw_obj_end(w); mgop_jw_obj_end(w); mgop_jw_arr_end(w);
 }
 
+/* The token of the cell named cell in spec.cells (all_cells), -1 when it
+ * is not there. */
+static int mgop_cell_token(struct mgop_rctx *r, int all_cells, const char *cell) {
+  int tok = -1;
+  for (int k = 0; k < r->root.tok[all_cells].size; k++) {
+    char n[64];
+    int ct = mgop_json_at(&r->root, all_cells, k);
+    if (mgop_json_path_str(&r->root, ct, "name", n, sizeof(n)) == MGOP_OK && !strcmp(n, cell)) tok = ct;
+  }
+  return tok;
+}
+
 /* The cell of a pool: its own cells list's ci-th, else spec.cells' ci-th;
  * the cell's token in spec.cells (-1: not there, stalled). */
 static int mgop_pool_cell_at(struct mgop_rctx *r, const struct mgop_shard_build *sb, int pcells, int ci, const char *pool,
                              char *cell, size_t cap) {
-  int cell_tok = -1;
+  int cell_tok;
   if (mgop_json_is(sb->pdoc, pcells, JSMN_ARRAY)) mgop_json_str(sb->pdoc, mgop_json_at(sb->pdoc, pcells, ci), cell, cap);
   else mgop_json_path_str(&r->root, mgop_json_at(&r->root, sb->all_cells, ci), "name", cell, cap);
-  for (int k = 0; k < r->root.tok[sb->all_cells].size; k++) {
-    char n[64];
-    int ct = mgop_json_at(&r->root, sb->all_cells, k);
-    if (mgop_json_path_str(&r->root, ct, "name", n, sizeof(n)) == MGOP_OK && !strcmp(n, cell)) cell_tok = ct;
-  }
-  if (cell_tok < 0)
+  if ((cell_tok = mgop_cell_token(r, sb->all_cells, cell)) < 0)
     mgop_stall(r, "InvalidSpec", "%s.pools.%s.cells names cell \"%s\", which is not in spec.cells; add the cell "
                "or fix the name", sb->what, pool, cell);
   return cell_tok;
@@ -5282,22 +5291,15 @@ static int mgop_build_shard_orch(struct mgop_rctx *r, struct mgop_shard_build *s
     struct mgop_ids oids = sb->ids;
     struct mgop_ctr ctr;
     struct mgop_podspec p;
-    int known = 0;
+    int cell_tok;
     if (own) mgop_json_str(cfg, mgop_json_at(cfg, ocells, ci), cell, sizeof(cell));
     else mgop_json_path_str(&r->root, mgop_json_at(&r->root, sb->all_cells, ci), "name", cell, sizeof(cell));
-    for (int k = 0; k < r->root.tok[sb->all_cells].size; k++) {
-      char nm[64];
-      int ct = mgop_json_at(&r->root, sb->all_cells, k);
-      if (mgop_json_path_str(&r->root, ct, "name", nm, sizeof(nm)) == MGOP_OK && !strcmp(nm, cell)) {
-        mgop_cell_zone(&r->root, ct, &zone_key, zone, sizeof(zone));
-        known = 1;
-      }
-    }
-    if (!known) {
+    if ((cell_tok = mgop_cell_token(r, sb->all_cells, cell)) < 0) {
       mgop_stall(r, "InvalidSpec", "%s.multiorch.cells names cell \"%s\", which is not in spec.cells; add the cell "
                  "or fix the name", sb->what, cell);
       return MGOP_ERR_CONFIG;
     }
+    mgop_cell_zone(&r->root, cell_tok, &zone_key, zone, sizeof(zone));
     oids.cell = cell;
     {
       const char *parts[] = {r->name, sb->db, sb->tg_name, sb->sname, "multiorch", cell};
@@ -6396,6 +6398,13 @@ static int mgop_pooler_prefix(struct mgop_rctx *r, const char *cell, const char 
   return 1;
 }
 
+/* Whether a cell's pooler roles are there to be read: registration on and
+ * the cell's topology on the global server (a read may still fail). */
+static int mgop_roles_readable(struct mgop_rctx *r, const char *cell) {
+  char key[MGOP_ROOT_PATH_BUF + 200];
+  return mgop_topo_enabled && mgop_pooler_prefix(r, cell, "", key, sizeof(key));
+}
+
 /* The pods registered PRIMARY in a cell's topology: <cell root>/poolers/
  * multipooler-<cell>-<name>/Pooler, read from the global topology server when
  * the cell's topology is there. 1 when read (n may be 0); 0 when roles
@@ -6725,8 +6734,7 @@ static int mgop_drain_step(struct mgop_rctx *r, int s, const struct mgop_drain_p
   case MGOP_DRAIN_DO_REQUEST:
     if (mgop_drain_mark(r, p->name, p->uid, MGOP_DRAIN_REQUESTED, now))
       return snprintf(note, ncap, "pod %s: drain not requested: %.200s", p->name, mgop_errmsg()), MGOP_DRAIN_WAITS;
-    snprintf(ev, sizeof(ev), "drain of pod %s requested (%s it%s)", p->name, p->may_take_primary ? "replacing" :
-             "scaling down, removing", p->primary ? "; it is the primary" : "");
+    snprintf(ev, sizeof(ev), "drain of pod %s requested (%s it%s)", p->name, p->what, p->primary ? "; it is the primary" : "");
     mgop_event(r, K_SHARD, cr, uid, "Normal", "DrainRequested", "Drain", ev);
     mgop_enqueue(r->ns, r->name, 200);
     return snprintf(note, ncap, "draining pod %s: requested", p->name), MGOP_DRAIN_WAITS;
@@ -6762,6 +6770,21 @@ static int mgop_drain_step(struct mgop_rctx *r, int s, const struct mgop_drain_p
     if (p->state != MGOP_DRAIN_READY) mgop_drain_mark(r, p->name, p->uid, MGOP_DRAIN_READY, 0); /* seen before it goes */
     return MGOP_DRAIN_DELETE_NOW;
   }
+}
+
+/* A scale-down step that cannot go on yet: says why on the Shard
+ * (RollingUpdate, reason ScalingDown), asks for another turn in retry_ms and
+ * returns the replicas to keep. */
+static long long mgop_scale_waits(struct mgop_rctx *r, int s, long long keep, long long retry_ms, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static long long mgop_scale_waits(struct mgop_rctx *r, int s, long long keep, long long retry_ms, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->roll_note[s], sizeof(r->roll_note[s]), fmt, ap);
+  va_end(ap);
+  r->roll_held[s] = 2;
+  mgop_enqueue(r->ns, r->name, retry_ms);
+  return keep;
 }
 
 /* A pool pod by name: 1 (its uid and drain state filled), 0 when it does
@@ -6820,7 +6843,7 @@ static void mgop_drain_cancel(struct mgop_rctx *r, const char *cr, const char *p
 static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, const char *sts, const char *cell,
                                        long long per) {
   struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, sts));
-  char prim[8][64], why[300], note[600], pod[80], last[80], after[200], key[MGOP_ROOT_PATH_BUF + 200];
+  char prim[8][64], why[300], note[600], pod[80], last[80], after[200];
   struct mgop_pod_seen ps;
   struct mgop_drain_pod dp;
   int n = 0, s, rc;
@@ -6833,30 +6856,19 @@ static long long mgop_scale_down_guard(struct mgop_rctx *r, const char *cr, cons
   }
   if ((s = mgop_shard_index(r, cr)) < 0) return per;
   snprintf(last, sizeof(last), "%.63s-%d", sts, f->desired); /* the one the last step removed */
-  if ((rc = mgop_pod_get(r, last, &ps, why, sizeof(why))) != 0) {
-    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s: %s", sts,
-             rc > 0 ? "waiting for the last pod removed to be gone" : why);
-    r->roll_held[s] = 2;
-    mgop_enqueue(r->ns, r->name, 2000);
-    return f->desired;
-  }
+  if ((rc = mgop_pod_get(r, last, &ps, why, sizeof(why))) != 0)
+    return mgop_scale_waits(r, s, f->desired, 2000, "scale-down of StatefulSet %.63s: %s", sts,
+                            rc > 0 ? "waiting for the last pod removed to be gone" : why);
   if ((rc = mgop_pod_get(r, pod, &ps, why, sizeof(why))) <= 0) {
     if (rc == 0) return f->desired - 1; /* already gone */
-    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s: %s", sts, why);
-    r->roll_held[s] = 2;
-    mgop_enqueue(r->ns, r->name, 2000);
-    return f->desired;
+    return mgop_scale_waits(r, s, f->desired, 2000, "scale-down of StatefulSet %.63s: %s", sts, why);
   }
   memset(&dp, 0, sizeof(dp));
   dp.name = pod, dp.uid = ps.uid, dp.cell = cell, dp.state = ps.drain, dp.at = ps.drain_at;
   if (mgop_roll_read_primaries(r, cell, prim, 8, &n, why, sizeof(why))) {
     for (int i = 0; i < n; i++) dp.primary |= !strcmp(prim[i], pod);
-  } else if (mgop_topo_enabled && mgop_pooler_prefix(r, cell, "", key, sizeof(key))) {
-    /* the roles exist but could not be read now: never guess whether this pod is the primary */
-    snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "scale-down of StatefulSet %.63s waits: %.300s", sts, why);
-    r->roll_held[s] = 2;
-    mgop_enqueue(r->ns, r->name, 5000);
-    return f->desired;
+  } else if (mgop_roles_readable(r, cell)) { /* but not read now: never guess whether this pod is the primary */
+    return mgop_scale_waits(r, s, f->desired, 5000, "scale-down of StatefulSet %.63s waits: %.300s", sts, why);
   }
   snprintf(after, sizeof(after), "StatefulSet %.63s scales from %d to %d replicas", sts, f->desired, f->desired - 1);
   dp.what = "scaling down, removing";
@@ -6892,13 +6904,12 @@ static int mgop_roll_roles(struct mgop_rctx *r, char *why, size_t wcap) {
   int known = 1;
   why[0] = 0;
   for (int i = 0; i < mgop_rl.nsets; i++) {
-    char prim[8][64], w[300], key[MGOP_ROOT_PATH_BUF + 200];
+    char prim[8][64], w[300];
     int n = 0, seen = 0;
     for (int k = 0; k < i; k++) seen |= !strcmp(mgop_rl.sets[k].cell, mgop_rl.sets[i].cell);
     if (seen) continue;
     if (!mgop_roll_read_primaries(r, mgop_rl.sets[i].cell, prim, 8, &n, w, sizeof(w))) {
-      int readable = mgop_topo_enabled && mgop_pooler_prefix(r, mgop_rl.sets[i].cell, "", key, sizeof(key));
-      if (readable && known >= 0) snprintf(why, wcap, "%s", w), known = -1;
+      if (mgop_roles_readable(r, mgop_rl.sets[i].cell) && known >= 0) snprintf(why, wcap, "%s", w), known = -1;
       else if (!why[0]) snprintf(why, wcap, "%s", w);
       if (known > 0) known = 0;
       continue;

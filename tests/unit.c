@@ -4137,16 +4137,13 @@ static void test_password_ref(void) {
  * none; nothing set anywhere adds nothing (no pod changes on upgrade). */
 static void test_observability(void) {
   static char out[512 * 1024];
-  char file[300];
-  const char *files[] = {file};
-  snprintf(file, sizeof(file), "%s/otel.yaml", t_tmpdir);
-  t_write(t_tmpdir, "otel.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
-          "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: 'http://otel:4318', "
-          "otlpMetricsEndpoint: 'http://vmagent:4318/v1/metrics', tracesSampler: parentbased_traceidratio}}\n");
+  static const char fields[] =
+      "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
+      "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: 'http://otel:4318', "
+      "otlpMetricsEndpoint: 'http://vmagent:4318/v1/metrics', tracesSampler: parentbased_traceidratio}}\n";
   unsetenv("OTEL_METRICS_EXPORTER");
   CHECK(mgop_otel_init() == 0);
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("otel.yaml", fields, out, sizeof(out)) == 0);
   CHECK(strstr(out, "\"env\":[{\"name\":\"OTEL_EXPORTER_OTLP_ENDPOINT\",\"value\":\"http://otel:4318\"},"
                     "{\"name\":\"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT\",\"value\":\"http://vmagent:4318/v1/metrics\"},"
                     "{\"name\":\"OTEL_TRACES_SAMPLER\",\"value\":\"parentbased_traceidratio\"},"
@@ -4165,14 +4162,10 @@ static void test_observability(void) {
                     "[{\"key\":\"sampling-config.yaml\",\"path\":\"sampling-config.yaml\"}]}}]") != NULL); /* the gateway's only volume */
   CHECK(strstr(out, "/etc/postgres-password\",\"readOnly\":true},{\"name\":\"otel-sampling-config\"") != NULL ||
         strstr(out, ",{\"name\":\"otel-sampling-config\",\"mountPath\":\"/etc/otel\",\"readOnly\":true}]") != NULL);
-  t_write(t_tmpdir, "otel.yaml",
-          "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
-          "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: 'http://otel:4318', "
-          "otlpMetricsEndpoint: 'http://vmagent:4318/v1/metrics', tracesSampler: parentbased_traceidratio}}\n");
   /* the operator's own variable fills a field the spec leaves unset */
   setenv("OTEL_METRICS_EXPORTER", "otlp", 1);
   CHECK(mgop_otel_init() == 0);
-  CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+  CHECK(t_render_yaml("otel.yaml", fields, out, sizeof(out)) == 0);
   CHECK(strstr(out, "{\"name\":\"OTEL_METRICS_EXPORTER\",\"value\":\"otlp\"}") != NULL);
   CHECK(t_render_yaml("otel.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: o}\n"
           "spec: {cells: [{name: a, zone: z}], observability: {otlpEndpoint: disabled}}\n", out, sizeof(out)) == 0);
@@ -4394,15 +4387,12 @@ static void test_unimplemented_warnings(void) {
   t_admit(plain, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL && strstr(out, "warnings") == NULL);
   {
-    char file[300];
-    const char *files[] = {file};
-    snprintf(file, sizeof(file), "%s/unimplemented.yaml", t_tmpdir);
-    t_write(t_tmpdir, "unimplemented.yaml",
-            "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: x}\n"
-            "spec: {issuerName: ca, cells: [{name: a, zone: z}]}\n---\n"
-            "apiVersion: multigres.com/v1alpha1\nkind: CellTemplate\nmetadata: {name: t}\n"
-            "spec: {localTopoServer: {external: {endpoints: ['https://e:2379'], caSecret: ca}}}\n");
-    CHECK(t_render(files, 1, out, sizeof(out)) == 0);
+    CHECK(t_render_yaml("unimplemented.yaml",
+                        "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: x}\n"
+                        "spec: {issuerName: ca, cells: [{name: a, zone: z}]}\n---\n"
+                        "apiVersion: multigres.com/v1alpha1\nkind: CellTemplate\nmetadata: {name: t}\n"
+                        "spec: {localTopoServer: {external: {endpoints: ['https://e:2379'], caSecret: ca}}}\n",
+                        out, sizeof(out)) == 0);
     CHECK(strstr(out, "\n# warning: MultigresCluster default/x: spec.issuerName is accepted but not implemented yet "
                       "and has no effect (issue #13)\n") != NULL);
     CHECK(strstr(out, "\n# warning: CellTemplate default/t: spec.localTopoServer.external.caSecret is accepted but not "
