@@ -18,6 +18,7 @@ done
 # the exact set of objects, with their owners
 # names computed with the reference operator's scheme (pinned in tests/unit.c)
 expect="Cell/t1-zone-a-4e440dd2:MultigresCluster
+ConfigMap/t1-postgres-default-0-inf-1056198a-exporter-queries:Shard
 ConfigMap/t1-postgres-default-0-inf-1056198a-pg-hba:Shard
 Deployment/t1-multiadmin-web:MultigresCluster
 Deployment/t1-multiadmin:MultigresCluster

@@ -95,7 +95,9 @@ $(for c in $4; do echo "  - {name: $c, zone: us-east-1a}"; done)
 YAML
 }
 cond() { jget -n $ns "$1" "$2" -o jsonpath="{.status.conditions[?(@.type==\"$3\")].$4}"; }
-ready_gen() { [ "$(cond mgc "$1" Ready status)/$(jget -n $ns mgc "$1" -o jsonpath='{.status.observedGeneration}')" = "True/$2" ]; }
+# one read of both: two reads can tear (Ready from before a status write, the
+# generation from after it)
+ready_gen() { [ "$(jget -n $ns mgc "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}/{.status.observedGeneration}')" = "True/$2" ]; }
 # an edit that moves the backup path changes the pool pods' mounts: Ready at
 # the new generation also means the operator rolled every pool pod (no pooler
 # registers here, so by the likely-primary rule, ordinal 0 last)
