@@ -25,7 +25,7 @@ ln -sfn "$out/metrics-lint" "$CACHE/tools/bin/metrics-lint"
 # remove_all_sd leaves out the service-discovery plugins rule tests do not
 # use (cold: about 4 min and 7.5 CPU-min on 2 cores, instead of 16 CPU-min)
 psrc=$ROOT/tests/promtool
-pkey=$(cat "$psrc/go.mod" "$psrc/go.sum" | sha256sum | cut -c1-12)
+pkey=$(cat "$psrc/go.mod" "$psrc/go.sum" "$0" | sha256sum | cut -c1-12) # this script: the build flags
 pout=$CACHE/tools/promtool-$pkey
 if [ ! -x "$pout/promtool" ]; then
   command -v go >/dev/null || { echo "tools.sh: Go not found (expected /usr/local/go/bin/go)" >&2; exit 1; }
