@@ -6639,7 +6639,8 @@ static int mgop_shard_index(struct mgop_rctx *r, const char *cr) {
  *     is asked to switch it away (a roll replaces the primary anyway when it
  *     cannot, with a Warning; a scale-down holds instead and asks again);
  *   draining: the pod's pooler record leaves its cell's topology, so
- *     gateways stop sending it new work; MGOP_DRAIN_GRACE_S after the
+ *     gateways stop sending it new work; --drain-grace (default
+ *     MGOP_DRAIN_GRACE_S) after the
  *     request it is ready-for-deletion, and deleted in the same turn.
  * One step per turn and one pod per shard at a time (a roll waits while a
  * scale-down drains, a scale-down steps one replica at a time and waits for
@@ -6649,8 +6650,10 @@ static int mgop_shard_index(struct mgop_rctx *r, const char *cr) {
  * annotations, or, once the pooler left the topology, replaces the pod. */
 #define MGOP_DRAIN_STATE_ANNOTATION "drain.multigres.com/state"
 #define MGOP_DRAIN_AT_ANNOTATION "drain.multigres.com/requested-at"
-#define MGOP_DRAIN_GRACE_S 5
+#define MGOP_DRAIN_GRACE_S 5      /* --drain-grace's default */
 #define MGOP_DRAIN_TIMEOUT_S 300
+#define MGOP_DRAIN_GRACE_MAX_S 240 /* below the timeout, or every drain would time out */
+static long long mgop_drain_grace_s = MGOP_DRAIN_GRACE_S;
 enum { MGOP_DRAIN_NONE, MGOP_DRAIN_REQUESTED, MGOP_DRAIN_DRAINING, MGOP_DRAIN_READY };
 static const char *const mgop_drain_names[] = {"", "requested", "draining", "ready-for-deletion"};
 /* What the next step does, from the state and the clock (pure). */
@@ -6661,7 +6664,7 @@ static int mgop_drain_next(int state, long long at, long long now, int may_time_
   switch (state) {
   case MGOP_DRAIN_NONE: return MGOP_DRAIN_DO_REQUEST;
   case MGOP_DRAIN_REQUESTED: return MGOP_DRAIN_DO_DRAIN;
-  case MGOP_DRAIN_DRAINING: return at > 0 && now - at < MGOP_DRAIN_GRACE_S ? MGOP_DRAIN_DO_WAIT : MGOP_DRAIN_DO_DELETE;
+  case MGOP_DRAIN_DRAINING: return at > 0 && now - at < mgop_drain_grace_s ? MGOP_DRAIN_DO_WAIT : MGOP_DRAIN_DO_DELETE;
   default: return MGOP_DRAIN_DO_DELETE;
   }
 }
@@ -6756,10 +6759,10 @@ static int mgop_drain_step(struct mgop_rctx *r, int s, const struct mgop_drain_p
       MGOP_LOG(MGOP_INFO, ("drain of %s/%s: pooler record left in place (%s)", r->ns, p->name, why));
     if (mgop_drain_mark(r, p->name, p->uid, MGOP_DRAIN_DRAINING, 0))
       return snprintf(note, ncap, "pod %s: drain not marked: %.200s", p->name, mgop_errmsg()), MGOP_DRAIN_WAITS;
-    mgop_enqueue(r->ns, r->name, MGOP_DRAIN_GRACE_S * 1000LL + 200);
+    mgop_enqueue(r->ns, r->name, mgop_drain_grace_s * 1000LL + 200);
     return snprintf(note, ncap, "draining pod %s", p->name), MGOP_DRAIN_WAITS;
   case MGOP_DRAIN_DO_WAIT:
-    mgop_enqueue(r->ns, r->name, (MGOP_DRAIN_GRACE_S - (now - p->at)) * 1000LL + 200);
+    mgop_enqueue(r->ns, r->name, (mgop_drain_grace_s - (now - p->at)) * 1000LL + 200);
     return snprintf(note, ncap, "draining pod %s", p->name), MGOP_DRAIN_WAITS;
   case MGOP_DRAIN_DO_TIMEOUT:
     snprintf(ev, sizeof(ev), "the drain of pod %s, requested %llds ago, is still %s; deleting it anyway", p->name,
@@ -6811,23 +6814,31 @@ static int mgop_pod_get(struct mgop_rctx *r, const char *pod, struct mgop_pod_se
   return 1;
 }
 
-/* A scale-down reversed while its pod drained: the pod stays. Requested
- * only: the annotations go. Once its pooler left the topology: the pod is
- * replaced (deleted; the StatefulSet makes it again, and it registers). */
-static void mgop_drain_cancel(struct mgop_rctx *r, const char *cr, const char *pod) {
-  struct mgop_pod_seen ps;
-  char why[300], path[400], ev[400];
-  int status = 0;
-  if (mgop_pod_get(r, pod, &ps, why, sizeof(why)) != 1 || ps.drain == MGOP_DRAIN_NONE || ps.terminating) return;
-  if (ps.drain == MGOP_DRAIN_REQUESTED) {
-    mgop_drain_mark(r, pod, ps.uid, MGOP_DRAIN_NONE, 0);
-    snprintf(ev, sizeof(ev), "the scale-down was reversed: the drain of pod %s is cancelled", pod);
+/* A drain whose reason went away (a scale-down reversed, a rolling update
+ * reverted): the pod stays. Requested only: the annotations go. Once its
+ * pooler left the topology: the pod is replaced (deleted; the StatefulSet
+ * makes it again, and it registers), since nothing else would put its
+ * record back. Returns 1 when it deleted the pod. */
+static int mgop_drain_revoke(struct mgop_rctx *r, const char *cr, const char *pod, const char *uid, int state,
+                             const char *cause, const char *action) {
+  char path[400], ev[400];
+  int status = 0, deleted = 0;
+  if (state == MGOP_DRAIN_REQUESTED) {
+    mgop_drain_mark(r, pod, uid, MGOP_DRAIN_NONE, 0);
+    snprintf(ev, sizeof(ev), "%s: the drain of pod %s is cancelled", cause, pod);
   } else {
     mgop_item_path(K_POD, r->ns, pod, path, sizeof(path));
-    mgop_kube_delete(mgop_api_ptr, path, "Background", ps.uid, &status);
-    snprintf(ev, sizeof(ev), "the scale-down was reversed after pod %s had left the topology: it is replaced", pod);
+    deleted = !mgop_kube_delete(mgop_api_ptr, path, "Background", uid, &status);
+    snprintf(ev, sizeof(ev), "%s after pod %s had left the topology: it is replaced", cause, pod);
   }
-  mgop_event(r, K_SHARD, cr, mgop_uid_of(r, K_SHARD, cr), "Normal", "DrainCancelled", "ScaleDown", ev);
+  mgop_event(r, K_SHARD, cr, mgop_uid_of(r, K_SHARD, cr), "Normal", "DrainCancelled", action, ev);
+  return deleted;
+}
+static void mgop_drain_cancel(struct mgop_rctx *r, const char *cr, const char *pod) {
+  struct mgop_pod_seen ps;
+  char why[300];
+  if (mgop_pod_get(r, pod, &ps, why, sizeof(why)) != 1 || ps.drain == MGOP_DRAIN_NONE || ps.terminating) return;
+  mgop_drain_revoke(r, cr, pod, ps.uid, ps.drain, "the scale-down was reversed", "ScaleDown");
 }
 
 /* Lowering a pool's replicasPerCell removes the StatefulSet's highest
@@ -6922,17 +6933,10 @@ static int mgop_roll_roles(struct mgop_rctx *r, char *why, size_t wcap) {
   return known;
 }
 
-/* One step of shard s's roll: at most one pod deleted. */
-static void mgop_roll_shard(struct mgop_rctx *r, int s) {
-  char path[700], rv[32], db[100], tg[100], sh[100], why[400], note[900], cl[80];
-  const char *cr = r->shard_names[s], *uid = mgop_uid_of(r, K_SHARD, cr);
-  struct mgop_roll_pick k;
-  struct mgop_roll_pod *p;
-  int whole, updated, total, status = 0;
-  if (!mgop_roll_sets(r, s, &whole, &updated, &total)) return; /* nothing stale: no request */
-  if (r->roll_held[s]) return; /* a scale-down of the shard drains or is held: one pod at a time */
-  for (int i = 0; i < mgop_rl.nsets; i++)
-    if (!mgop_rl.sets[i].rev) return; /* its controller has not reported a revision yet */
+/* The pool pods of shard s (into mgop_rl.pods, against mgop_rl.sets):
+ * 0, or -1 with the reason in r->roll_note[s]. */
+static int mgop_roll_list(struct mgop_rctx *r, int s) {
+  char path[700], rv[32], db[100], tg[100], sh[100], cl[80];
   mgop_rl.npods = mgop_rl.overflow = 0;
   mgop_query_value(r->shard_db[s], db, sizeof(db));
   mgop_query_value(r->shard_tgn[s], tg, sizeof(tg));
@@ -6944,16 +6948,68 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
            r->ns, MGOP_MANAGED_SELECTOR, cl, db, tg, sh);
   if (mgop_kube_list(mgop_api_ptr, NULL, path, mgop_roll_on_pod, NULL, rv, sizeof(rv), NULL)) {
     snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "pool pods not listed: %.200s", mgop_errmsg());
-    return;
+    return -1;
   }
   if (mgop_rl.overflow) {
     char what[400];
-    snprintf(what, sizeof(what), "Shard %.63s/%.254s has more than %d pool pods; they are not rolled", r->ns, cr,
-             MGOP_ROLL_PODS_MAX);
+    snprintf(what, sizeof(what), "Shard %.63s/%.254s has more than %d pool pods; they are not rolled", r->ns,
+             r->shard_names[s], MGOP_ROLL_PODS_MAX);
     mgop_limit_note(MGOP_L_OBJECTS, what);
     snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "%s (limit objects)", what);
+    return -1;
+  }
+  return 0;
+}
+
+/* The roll's flag on shard s's StatefulSets (MGOP_FP_ROLL_DRAIN): set >= 0
+ * raises it on that mgop_rl.sets index, MGOP_ROLL_FLAG_CLEAR clears it on
+ * all, MGOP_ROLL_FLAG_ASK changes nothing; returns whether any had it. */
+enum { MGOP_ROLL_FLAG_CLEAR = -1, MGOP_ROLL_FLAG_ASK = -2 };
+static int mgop_roll_drain_flag(struct mgop_rctx *r, int set) {
+  int had = 0;
+  for (int i = 0; i < mgop_rl.nsets; i++) {
+    struct mgop_fp *f = mgop_fp_find(mgop_fp_key("StatefulSet", r->ns, mgop_rl.sets[i].name));
+    if (!f) continue;
+    had |= !!(f->flags & MGOP_FP_ROLL_DRAIN);
+    if (set == MGOP_ROLL_FLAG_CLEAR) f->flags &= ~MGOP_FP_ROLL_DRAIN;
+    else if (i == set) f->flags |= MGOP_FP_ROLL_DRAIN;
+  }
+  return had;
+}
+
+/* A pod the roll began to drain that is no longer stale (the change was
+ * reverted, or another one made it current): its drain is revoked. One pod
+ * replaced per turn at most; returns 1 when one was. */
+static int mgop_roll_revoke_fresh(struct mgop_rctx *r, int s) {
+  for (int i = 0; i < mgop_rl.npods; i++) {
+    struct mgop_roll_pod *p = &mgop_rl.pods[i];
+    if (p->stale || p->terminating || p->drain == MGOP_DRAIN_NONE) continue;
+    if (mgop_drain_revoke(r, r->shard_names[s], p->name, p->uid, p->drain,
+                          "the rolling update was reverted", "RollingUpdate"))
+      return 1;
+  }
+  return 0;
+}
+
+/* One step of shard s's roll: at most one pod deleted. */
+static void mgop_roll_shard(struct mgop_rctx *r, int s) {
+  char path[700], why[400], note[900];
+  const char *cr = r->shard_names[s], *uid = mgop_uid_of(r, K_SHARD, cr);
+  struct mgop_roll_pick k;
+  struct mgop_roll_pod *p;
+  int whole, updated, total, status = 0;
+  if (!mgop_roll_sets(r, s, &whole, &updated, &total)) { /* nothing stale: no request, unless a drain was left */
+    if (!r->roll_held[s] && mgop_roll_drain_flag(r, MGOP_ROLL_FLAG_ASK) && !mgop_roll_list(r, s)) {
+      mgop_roll_revoke_fresh(r, s);
+      mgop_roll_drain_flag(r, MGOP_ROLL_FLAG_CLEAR);
+    }
     return;
   }
+  if (r->roll_held[s]) return; /* a scale-down of the shard drains or is held: one pod at a time */
+  for (int i = 0; i < mgop_rl.nsets; i++)
+    if (!mgop_rl.sets[i].rev) return; /* its controller has not reported a revision yet */
+  if (mgop_roll_list(r, s)) return;
+  if (mgop_roll_revoke_fresh(r, s)) return;
   for (int i = 0; i < mgop_rl.nsets; i++)
     if (mgop_rl.sets[i].pods != mgop_rl.sets[i].desired) whole = 0;
   if (mgop_roll_roles(r, why, sizeof(why)) < 0) {
@@ -6981,6 +7037,7 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
                                 "replacing", "its replacement", 1};
     if (mgop_drain_step(r, s, &dp, note, sizeof(note)) != MGOP_DRAIN_DELETE_NOW) {
       snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "%.590s", note);
+      mgop_roll_drain_flag(r, p->set); /* a revert finds the drain it left */
       return;
     }
   }
@@ -6989,6 +7046,7 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
     snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "pod %s not deleted: %.200s", p->name, mgop_errmsg());
     return;
   }
+  mgop_roll_drain_flag(r, MGOP_ROLL_FLAG_CLEAR); /* its drain is over */
   snprintf(note, sizeof(note), "replacing pod %s (%s; %d of %d pool pods stale)", p->name,
            k.primary ? "the primary, last" : !p->ready ? "not Ready" : "a replica", k.stale, mgop_rl.npods);
   mgop_event(r, K_SHARD, cr, uid, "Normal", "RollingUpdate", "RollingUpdate", note);
@@ -10113,6 +10171,9 @@ static const char mgop_usage[] =
     "                           its BackupHealthy condition (default: 2m; 0: never)\n"
     "  --pooler-role-interval D        how often each pool's pooler records are read from the topology\n"
     "                           for Shard status.podRoles and primaryCell (default: 30s; 0: never)\n"
+    "  --drain-grace D          how long a pool pod drains (its pooler out of the topology, so gateways\n"
+    "                           stop sending it work) before it is deleted, from its drain request\n"
+    "                           (default: 5s; at most 240s; 0: no wait)\n"
     "  --multiadmin-address HOST:PORT  where every cluster's multiadmin HTTP API is reached\n"
     "                           (default: the cluster's multiadmin Service, port 18000;\n"
     "                           for runs outside the cluster and tests)\n"
@@ -10181,6 +10242,7 @@ static const struct mgop_flag mgop_flags[] = {
     {"multiadmin-address", MGOP_F_STRING, MGOP_OPT(multiadmin_address)},
     {"backup-check-interval", MGOP_F_DURATION, 0},
     {"pooler-role-interval", MGOP_F_DURATION, 0},
+    {"drain-grace", MGOP_F_DURATION, 0},
     {"topology-registration", MGOP_F_BOOL, 0},
     {"max-objects", MGOP_F_COUNT, 0},
     {"max-metric-series", MGOP_F_COUNT, 0},
@@ -10299,14 +10361,21 @@ static int mgop_flag_dropin(const struct mgop_flag *f, const char *name, const c
 
 /* A duration flag: seconds, where it goes; 0 only for the check intervals. */
 static int mgop_flag_duration(const struct mgop_flag *f, const char *name, const char *val, struct mgop_options *opt) {
-  int may_be_off = !strcmp(f->name, "backup-check-interval") || !strcmp(f->name, "pooler-role-interval");
+  int may_be_off = !strcmp(f->name, "backup-check-interval") || !strcmp(f->name, "pooler-role-interval") ||
+                   !strcmp(f->name, "drain-grace");
   long long d = may_be_off && !strcmp(val, "0") ? 0 : mgop_parse_duration(val);
   if (d < 0) {
     fprintf(stderr, "multigres-op: %s takes a duration such as 90s, 10m or 8760h%s, not \"%s\"\n", name,
             may_be_off ? ", or 0 (off)" : "", val);
     return 2;
   }
-  if (!strcmp(f->name, "backup-check-interval")) mgop_backup_check_ms = d * 1000;
+  if (!strcmp(f->name, "drain-grace") && d > MGOP_DRAIN_GRACE_MAX_S) {
+    fprintf(stderr, "multigres-op: %s is at most %ds (drains time out after %ds), not \"%s\"\n", name,
+            MGOP_DRAIN_GRACE_MAX_S, MGOP_DRAIN_TIMEOUT_S, val);
+    return 2;
+  }
+  if (!strcmp(f->name, "drain-grace")) mgop_drain_grace_s = d;
+  else if (!strcmp(f->name, "backup-check-interval")) mgop_backup_check_ms = d * 1000;
   else if (!strcmp(f->name, "pooler-role-interval")) mgop_role_check_ms = d * 1000;
   else if (!strcmp(f->name, "pgbackrest-cert-validity")) mgop_pgbr_cert_validity_s = d;
   else if (!strcmp(f->name, "pgbackrest-ca-validity")) mgop_pgbr_ca_validity_s = d;

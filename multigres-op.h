@@ -629,6 +629,8 @@ struct mgop_fp {
                                primary to move (its Event was emitted)  */
 #define MGOP_FP_DRAIN 32u   /* pool StatefulSets: a scale-down drains its
                                highest ordinal                          */
+#define MGOP_FP_ROLL_DRAIN 64u /* pool StatefulSets: a rolling update drains
+                               one of its pods                          */
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name);
 /* The table is allocated once, before its first use: mgop_fp_init(slots)
  * at start-up (--max-objects), or MGOP_FP_SLOTS_DEFAULT on first use.

@@ -5945,6 +5945,24 @@ static void test_drain_steps(void) {
   CHECK(mgop_drain_next(MGOP_DRAIN_DRAINING, t, t + MGOP_DRAIN_GRACE_S - 1, 1) == MGOP_DRAIN_DO_WAIT);
   CHECK(mgop_drain_next(MGOP_DRAIN_DRAINING, t, t + MGOP_DRAIN_GRACE_S, 1) == MGOP_DRAIN_DO_DELETE);
   CHECK(mgop_drain_next(MGOP_DRAIN_DRAINING, 0, t, 1) == MGOP_DRAIN_DO_DELETE); /* no time: no wait */
+  { /* --drain-grace: the wait follows it, bounded below the drain timeout */
+    struct mgop_options o;
+    int exit_now;
+    char *g60[] = {"x", "--drain-grace=60s", NULL}, *g0[] = {"x", "--drain-grace", "0", NULL};
+    char *gbig[] = {"x", "--drain-grace=241s", NULL};
+    int saved_level = mgop_log_level, saved_json = mgop_log_json;
+    memset(&o, 0, sizeof(o));
+    o.watch_namespace = "";
+    CHECK(mgop_parse_flags(2, g60, &o, &exit_now) == 0 && mgop_drain_grace_s == 60);
+    CHECK(mgop_drain_next(MGOP_DRAIN_DRAINING, t, t + 59, 1) == MGOP_DRAIN_DO_WAIT);
+    CHECK(mgop_drain_next(MGOP_DRAIN_DRAINING, t, t + 60, 1) == MGOP_DRAIN_DO_DELETE);
+    CHECK(mgop_parse_flags(3, g0, &o, &exit_now) == 0 && mgop_drain_grace_s == 0);
+    CHECK(mgop_drain_next(MGOP_DRAIN_DRAINING, t, t, 1) == MGOP_DRAIN_DO_DELETE);
+    fprintf(stderr, "    (an expected error follows)\n");
+    CHECK(mgop_parse_flags(2, gbig, &o, &exit_now) == 2 && mgop_drain_grace_s == 0);
+    mgop_drain_grace_s = MGOP_DRAIN_GRACE_S;
+    mgop_log_level = saved_level, mgop_log_json = saved_json;
+  }
   CHECK(mgop_drain_next(MGOP_DRAIN_READY, t, t, 0) == MGOP_DRAIN_DO_DELETE);
   CHECK(mgop_drain_next(MGOP_DRAIN_REQUESTED, t, t + MGOP_DRAIN_TIMEOUT_S, 1) == MGOP_DRAIN_DO_TIMEOUT);
   CHECK(mgop_drain_next(MGOP_DRAIN_REQUESTED, t, t + MGOP_DRAIN_TIMEOUT_S, 0) == MGOP_DRAIN_DO_DRAIN); /* a scale-down waits */

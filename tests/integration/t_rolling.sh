@@ -17,6 +17,9 @@
 #      ScaleDownHeld); when it accepts (and the primary moves), the scale-down
 #      happens, after the switch-primary call, and the old primary's ordinal
 #      is what goes only once it is no longer the primary.
+#   4. a roll reverted while a replica drains (--drain-grace 60s): that pod,
+#      whose pooler record is gone, is replaced at once (DrainCancelled), no
+#      other pod is touched, and no drain annotation is left.
 #   Every pod the operator removes is drained first: its annotations go
 #   requested -> draining -> ready-for-deletion (replayed from the pod watch)
 #   and its pooler record leaves the topology before it is deleted.
@@ -334,3 +337,34 @@ wait_for 30 "podRoles after the switch-over and the scale-down" roles_are "$want
   fail "podRoles/primaryCell: '$(roles)' / '$(jget -n $ns shard "$shard" -o jsonpath='{.status.primaryCell}')', want '$want' / zone-a (no pod scaled away)"
 note "podRoles after the scale-down: $(roles); primaryCell zone-a"
 operator_alive rolling || fail "operator exited"
+
+# ---- 4. a roll reverted mid-drain: the pod being drained is replaced at once
+# (its pooler record is gone and nothing else would bring it back), not left
+# draining. A 60 s drain grace leaves the revert all the time it needs.
+stop_operator rolling
+start_operator rolling --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --topology-registration=true \
+  --multiadmin-address "127.0.0.1:$mport" --metrics-bind-address 127.0.0.1:0 --pooler-role-interval 2s --drain-grace 60s
+wait_log rolling '"msg":"serving /metrics on 127.0.0.1:0 (port ' || fail "no metrics server after the restart"
+drain_state() { jget -n $ns pod "$1" -o jsonpath='{.metadata.annotations.drain\.multigres\.com/state}'; }
+t4=$(date +%s.%N)
+cluster 140m 1 | kubectl apply -f - >/dev/null
+wait_for 60 "$sb-0 draining" sh -c "[ \"\$(kubectl get -n $ns pod $sb-0 -o jsonpath='{.metadata.annotations.drain\\.multigres\\.com/state}')\" = draining ]" ||
+  fail "the replica $sb-0 was not drained first: $(drain_state "$sb-0") / $(rcond message)"
+[ -z "$(python3 "$T" "$U" keys "$root/poolers/" | grep -- "-$sb-0/" || true)" ] || fail "$sb-0's pooler record stayed while it drains"
+trev=$(date +%s.%N)
+cluster 130m 1 | kubectl apply -f - >/dev/null
+wait_for 60 "$c Ready at generation 6" ready_at 6 || fail "not Ready after the revert: $(rcond message)"
+wait_for 30 "DrainCancelled" sh -c "kubectl get -n $ns events.events.k8s.io --field-selector regarding.name=$shard -o jsonpath='{range .items[*]}{.reason}: {.note}{\"\\n\"}{end}' | grep -q '^DrainCancelled: the rolling update was reverted after pod $sb-0 had left the topology: it is replaced'" ||
+  fail "no DrainCancelled Event for $sb-0: $(events)"
+dels=$(deletions "$t4")
+[ "$(awk '$2=="operator"{print $3}' <<<"$dels" | tr '\n' ' ')" = "$sb-0 " ] || fail "want exactly $sb-0 deleted: $dels"
+tdel=$(awk '$3=="'"$sb-0"'"{print $1}' <<<"$dels")
+python3 -c "import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if a < b < a + 50 else 1)" "$trev" "$tdel" ||
+  fail "$sb-0 deleted at $tdel: not after the revert ($trev) and well before the 60 s grace ran out"
+[ "$(pods_cpu)" = "$sa-0=130m
+$sb-0=130m" ] || fail "pods after the revert: $(pods_cpu)"
+wait_for 30 "$sb-0 back" sh -c "kubectl get -n $ns pod $sb-0 >/dev/null 2>&1"
+for p in "$sa-0" "$sb-0"; do [ -z "$(drain_state "$p")" ] || fail "$p still has drain state $(drain_state "$p")"; done
+[ "$(rcond reason)" = UpToDate ] || fail "RollingUpdate after the revert: $(rcond reason): $(rcond message)"
+note "revert mid-drain: $sb-0 replaced $(python3 -c "import sys; print('%.1f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$trev" "$tdel")s after the revert (grace 60 s), $sa-0 untouched, no drain left"
+operator_alive rolling || fail "operator exited after the revert"
