@@ -843,8 +843,9 @@ static long long mgop_etcd_replicas(struct mgop_rctx *r, const char *sts, long l
   struct mgop_sts_fact fact;
   if (!mgop_sts_fact_get(r->ns, sts, &fact) || fact.etcd_members <= 0 || fact.etcd_members == want) return want;
   mgop_stall(r, "EtcdReplicasImmutable", "%s is %lld, but the etcd cluster %s was created with %d members and its "
-             "membership is fixed: restore %d (a different size needs a new cluster)", field, want, sts,
-             (int)fact.etcd_members, (int)fact.etcd_members);
+             "membership is fixed: restore %d (a different size needs a new cluster; a template that arrives after "
+             "its cluster, as in one `kubectl apply -f dir/` or one sync, changes it too: apply templates first)",
+             field, want, sts, (int)fact.etcd_members, (int)fact.etcd_members);
   return fact.etcd_members;
 }
 /* A desired object in the making: the writer, and where the hash goes. */
@@ -1068,8 +1069,12 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
 
   if (!cr) { /* the etcd StatefulSet: what cannot change on a live one */
     char field[300];
-    snprintf(field, sizeof(field), "%.240s.%setcd.replicas", t->cell ? r->where : "spec.globalTopoServer",
-             t->cell ? "localTopoServer." : "");
+    if (t->cell)
+      snprintf(field, sizeof(field), "%.240s.localTopoServer.etcd.replicas", r->where);
+    else /* say where the value came from: an implicit CoreTemplate "default" surprises */
+      snprintf(field, sizeof(field), "spec.globalTopoServer.etcd.replicas%s%.200s%s",
+               r->resolved_core[0] == 'C' ? " (from " : "", r->resolved_core[0] == 'C' ? r->resolved_core : "",
+               r->resolved_core[0] == 'C' ? ")" : "");
     replicas = mgop_etcd_replicas(r, name, replicas, field);
     snprintf(field, sizeof(field), "%.240s.%setcd.storage.size", t->cell ? r->where : "spec.globalTopoServer",
              t->cell ? "localTopoServer." : "");

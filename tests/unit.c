@@ -2224,6 +2224,7 @@ static void test_storage_growth(void) {
   CHECK(t_resolve(T_POOL_CLUSTER("10Gi", 5), NULL, &r) == 0);
   CHECK_STR(r.stalled_reason, "EtcdReplicasImmutable");
   CHECK(strstr(r.stalled_msg, "spec.globalTopoServer.etcd.replicas is 5, but the etcd cluster") != NULL);
+  CHECK(strstr(r.stalled_msg, "apply templates first") != NULL);
   CHECK_STR(t_desired_value(&r, "StatefulSet", "global-topo", "spec.replicas"), "3");
   /* the member count comes from the live StatefulSet's ETCD_INITIAL_CLUSTER */
   {

@@ -1108,6 +1108,13 @@ def toposerver_schema():
 
 
 def root(kind, desc, spec, status, root_rules=None):
+    # A new object reads as status {observedGeneration: 0} until the operator
+    # writes one (defaulting applies on every read from etcd): kstatus, Flux's
+    # wait and Argo CD's health then see "not yet observed" (InProgress), not
+    # "no status, so Current", in the first moments after an apply.
+    status = dict(status, default={})
+    status["properties"] = dict(status["properties"])
+    status["properties"]["observedGeneration"] = dict(status["properties"]["observedGeneration"], default=0)
     s = O(desc, {
         "apiVersion": S("Versioned schema of this object: multigres.com/v1alpha1."),
         "kind": S(f"The REST resource kind: {kind}."),

@@ -6,7 +6,8 @@
 # is 1, /healthz stays 200. Once the CRD carries the version again,
 # the operator reconciles (the cluster gets its children), /readyz is 200 and
 # the gauge 0, and it reads the CRDs no more: no GET of a CRD in the audit log
-# after that.
+# after that. Meanwhile the unobserved cluster reads status.observedGeneration
+# 0 (the CRDs' status default), so kstatus sees it InProgress.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ns=it-crd c=crd1 crd=shards.multigres.com
@@ -24,6 +25,10 @@ pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_
 wait_log crd "not reconciling: CRD $crd has schema version 0 (multigres.com/schema-version), this operator needs $want: apply the crds.yaml of this release" ||
   fail "no log line naming the CRD: $(tail -5 "$IT_LOGS/crd.log")"
 cluster_manifest $ns $c | kubectl apply -f - >/dev/null
+# no operator has seen it: the CRD's status default makes it read as not yet
+# observed, so kstatus (Flux's wait, Argo CD) says InProgress, not Current
+og=$(kubectl get -n $ns mgc $c -o jsonpath='{.metadata.generation}/{.status.observedGeneration}')
+[ "$og" = 1/0 ] || fail "an unobserved cluster reads generation/observedGeneration '$og', not 1/0"
 readyz=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$pport/readyz")
 [[ $readyz == "not reconciling: CRD $crd has schema version 0"*" 503" ]] || fail "/readyz while outdated: $readyz"
 metrics=$(curl -s "http://127.0.0.1:$mport/metrics")
