@@ -188,7 +188,7 @@ check-generated: multigres-op
 	@./multigres-op render -f config/samples/minimal.yaml | python3 scripts/gen-pods-table.py check docs/components.md
 	@scripts/gen-install.sh check $(BASE_VERSION)
 	@config/argocd/gen-argocd-cm.sh | cmp -s - config/argocd/argocd-cm.yaml || { echo "config/argocd/argocd-cm.yaml drifted from health.lua: run make generate"; exit 1; }
-	@echo "check-generated: crds.yaml, the install manifests and the pods table of docs/components.md match their sources"
+	@echo "check-generated: crds.yaml, the install manifests and the pods table of docs/components.md match their sources; examples/fleet renders"
 
 # the alert rules under Prometheus's promtool (built from Go modules, cached)
 test-alerts:

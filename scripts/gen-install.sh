@@ -14,6 +14,8 @@
 # committed file differs (make check-generated). Both also check that
 #   - the operator image is multigres-op:VERSION (the Makefile's BASE_VERSION,
 #     what `multigres-op --version` prints before the +gitrev);
+#   - config/operator (no CRDs) deploys that image too, config/crd has every CRD;
+#   - examples/fleet's overlays build and render (./multigres-op render);
 #   - every object fits the 256 KiB annotation limit when applied client-side
 #     (kubectl's last-applied-configuration holds the object's JSON; k3s'
 #     deploy controller stores a gzipped copy in objectset.rio.cattle.io/applied).
@@ -74,6 +76,29 @@ for t in "${targets[@]}"; do
   fi
 done
 [ "$drift" = 0 ] || exit 1
+
+# config/operator (the operator without its CRDs, for GitOps layouts that
+# apply the CRDs in an earlier wave: examples/fleet) deploys the same image,
+# and config/crd (the CRDs alone, for Flux) holds all of crds.yaml.
+images=$("$kubectl" kustomize config/operator | grep -E '^[[:space:]]+image: ' | sed -E 's/^[[:space:]]+image: //' | sort -u)
+[ "$images" = "multigres-op:$version" ] || {
+  echo "gen-install: config/operator deploys '$images', expected multigres-op:$version (set newTag in config/operator/kustomization.yaml)" >&2
+  exit 1
+}
+# examples/fleet: each site's overlay builds, and what it builds renders
+# (./multigres-op render: the spec is valid, every template it names is there).
+if [ -x ./multigres-op ]; then
+  for site in examples/fleet/edge-a examples/fleet/edge-b; do
+    "$kubectl" kustomize "$site" >"$tmp/site.yaml" || { echo "gen-install: kubectl kustomize $site failed" >&2; exit 1; }
+    ./multigres-op render -f "$tmp/site.yaml" >"$tmp/site.out" 2>&1 ||
+      { echo "gen-install: $site does not render:" >&2; sed -n 1,5p "$tmp/site.out" >&2; exit 1; }
+  done
+fi
+crds=$("$kubectl" kustomize --load-restrictor=LoadRestrictionsNone config/crd | grep -c '^kind: CustomResourceDefinition$' || true)
+[ "$crds" = "$(grep -c '^kind: CustomResourceDefinition$' crds.yaml)" ] || {
+  echo "gen-install: config/crd renders $crds CRDs, crds.yaml has $(grep -c '^kind: CustomResourceDefinition$' crds.yaml)" >&2
+  exit 1
+}
 
 # Client-side apply limits. The CRDs are the only large objects: their exact
 # JSON comes from the generator itself; every other object is a few KiB of

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build and cache the GitOps tools the e2e runs out of cluster, from Go modules.
 #
-#   build.sh [all|argocd|flux]   build what is missing (cached: returns at once)
-#   build.sh dir argocd|flux     print the cached directory (builds nothing)
-#   build.sh regen [argocd|flux] regenerate the wrapper modules (go.mod, go.sum)
+#   build.sh [all|argocd|flux|kustomize]  build what is missing (cached: returns at once);
+#                                argocd includes kustomize (its repo server execs it)
+#   build.sh dir argocd|flux|kustomize  print the cached directory (builds nothing)
+#   build.sh regen [argocd|flux|kustomize] regenerate the wrapper modules (go.mod, go.sum)
 #                                from upstream's go.mod; commit the result
 #
 # The wrapper modules live next to this script: argocd/ (its own main.go that
@@ -20,6 +21,7 @@ ARGOCD_GO="${MGOP_ARGOCD_GO:-go1.27.3}"      # Argo CD v3.6 needs Go >= 1.27
 FLUX_SOURCE_VERSION="${MGOP_FLUX_SOURCE_VERSION:-v1.9.6}"
 FLUX_KUSTOMIZE_VERSION="${MGOP_FLUX_KUSTOMIZE_VERSION:-v1.9.6}"
 FLUX_GO="${MGOP_FLUX_GO:-local}"               # v1.9.6 builds with Go 1.26
+KUSTOMIZE_VERSION="${MGOP_KUSTOMIZE_VERSION:-v5.8.2}" # v5.8.3 needs Go >= 1.27
 BUILD_P="${MGOP_BUILD_P:-2}"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -85,6 +87,11 @@ regen_argocd() {
   gen_wrapper "$HERE/argocd" multigres-op.local/gitops/argocd \
     "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION"
 }
+regen_kustomize() { # Argo CD's repo server runs the kustomize binary for overlays
+  go_env local
+  gen_wrapper "$HERE/kustomize" multigres-op.local/gitops/kustomize \
+    "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+}
 regen_flux() {
   go_env "$FLUX_GO"
   # v0.18.3 (what v1.9.6 asks for) is refused by the module proxy; v0.18.0 builds.
@@ -103,6 +110,7 @@ wrapper_hash() { # wrapper_hash <dir...>: 12 hex digits over the wrapper files
 }
 
 argocd_dir() { echo "$MGOP_CACHE/gitops/argocd-$ARGOCD_VERSION-$(wrapper_hash "$HERE/argocd")"; }
+kustomize_dir() { echo "$MGOP_CACHE/gitops/kustomize-$KUSTOMIZE_VERSION-$(wrapper_hash "$HERE/kustomize")"; }
 flux_dir() {
   echo "$MGOP_CACHE/gitops/flux-source-$FLUX_SOURCE_VERSION-kustomize-$FLUX_KUSTOMIZE_VERSION-$(wrapper_hash "$HERE/flux/source-controller" "$HERE/flux/kustomize-controller")"
 }
@@ -150,6 +158,15 @@ build_argocd_into() {
   { echo "argocd=$ARGOCD_VERSION"; echo "go=$ARGOCD_GO"; } >"$stage/VERSIONS"
 }
 
+build_kustomize_into() {
+  local stage="$1"
+  go_env local
+  log "building kustomize $KUSTOMIZE_VERSION (Argo CD's repo server execs it for kustomization.yaml)"
+  gobuild "$HERE/kustomize" "$stage/kustomize" "-s -w -X sigs.k8s.io/kustomize/api/provenance.version=$KUSTOMIZE_VERSION" \
+    sigs.k8s.io/kustomize/kustomize/v5 || die "kustomize go build failed"
+  { echo "kustomize=$KUSTOMIZE_VERSION"; echo "go=$(go version | awk '{print $3}')"; } >"$stage/VERSIONS"
+}
+
 build_flux_into() {
   local stage="$1" s k
   go_env "$FLUX_GO"
@@ -174,14 +191,18 @@ build_flux_into() {
 }
 
 case "${1:-all}" in
-  all)    with_lock "$(argocd_dir)" build_argocd_into; with_lock "$(flux_dir)" build_flux_into ;;
-  argocd) with_lock "$(argocd_dir)" build_argocd_into ;;
+  all)    with_lock "$(argocd_dir)" build_argocd_into; with_lock "$(kustomize_dir)" build_kustomize_into
+          with_lock "$(flux_dir)" build_flux_into ;;
+  argocd) with_lock "$(argocd_dir)" build_argocd_into; with_lock "$(kustomize_dir)" build_kustomize_into ;;
+  kustomize) with_lock "$(kustomize_dir)" build_kustomize_into ;;
   flux)   with_lock "$(flux_dir)" build_flux_into ;;
   dir)
     case "${2:-}" in argocd) echo "$(argocd_dir)/bin" ;; flux) echo "$(flux_dir)/bin" ;;
-      *) die "usage: build.sh dir argocd|flux" ;; esac ;;
+      kustomize) echo "$(kustomize_dir)/bin" ;;
+      *) die "usage: build.sh dir argocd|flux|kustomize" ;; esac ;;
   regen)
-    case "${2:-all}" in argocd) regen_argocd ;; flux) regen_flux ;; all) regen_argocd; regen_flux ;;
-      *) die "usage: build.sh regen [argocd|flux]" ;; esac ;;
-  *) die "usage: build.sh [all|argocd|flux|dir TOOL|regen [TOOL]]" ;;
+    case "${2:-all}" in argocd) regen_argocd ;; flux) regen_flux ;; kustomize) regen_kustomize ;;
+      all) regen_argocd; regen_kustomize; regen_flux ;;
+      *) die "usage: build.sh regen [argocd|flux|kustomize]" ;; esac ;;
+  *) die "usage: build.sh [all|argocd|flux|kustomize|dir TOOL|regen [TOOL]]" ;;
 esac

@@ -13,6 +13,10 @@ rev=$(git_commit samples "config/samples as shipped")
 served=$(git ls-remote "$GIT_URL/samples.git" refs/heads/main) || fail "the git server does not answer"
 [ "${served%%[[:space:]]*}" = "$rev" ] || fail "the git server serves '$served', not $rev"
 new_namespace $ns
+# what the samples expect to exist already: backup-s3.yaml's IRSA table group
+# runs as ServiceAccount analytics-backup-irsa (StorageClass nfs-client for
+# backup-filesystem.yaml is made by run.sh)
+kubectl -n $ns create serviceaccount analytics-backup-irsa >/dev/null
 t0=$(date +%s)
 kubectl apply -f - >/dev/null <<EOF2
 apiVersion: argoproj.io/v1alpha1

@@ -7,9 +7,10 @@
 #    earlier than the one it depends on, and creates its objects after that;
 #  - wait: mgop-clusters is never Ready while a cluster is not, and becomes
 #    Ready once they all are;
-#  - no flapping for MGOP_GITOPS_SOAK seconds: the Kustomizations stay Ready
-#    with the same transition times, reconciling again and again, and the
-#    clusters are not written (same resourceVersion).
+#  - no flapping for MGOP_GITOPS_SOAK seconds: the Kustomizations reconcile
+#    again and again and never go Ready=False (Unknown while a reconcile runs
+#    is Flux's own marker), with no Warning Event, and the clusters stay
+#    Ready and are not written (same resourceVersion).
 set -euo pipefail
 source "$MGOP_CP_DIR/env"; source "$(dirname "$0")/../integration/lib.sh"; source "$(dirname "$0")/lib.sh"
 ns=gitops-flux
@@ -77,14 +78,19 @@ done
 converge=$(elapsed_since "$t0")
 lag=$(python3 -c "print(f'{$ks_ready_at - $cl_ready_at:.1f}')")
 
-# ordering by the API server's clock: Ready transitions and creation times
+# ordering by the API server's clock: each Kustomization's first success
+# (its first ReconciliationSucceeded Event; the Ready condition's
+# lastTransitionTime moves on every later reconcile) and creation times
 python3 - "$ns" <<'PY' || fail "dependsOn order not kept"
 import json, subprocess, sys
 ns = sys.argv[1]
 def get(*a): return json.loads(subprocess.check_output(["kubectl", *a, "-o", "json"]))
+events = get("-n", "flux-system", "get", "events")["items"]
 def ready(name):
-    k = get("-n", "flux-system", "get", "kustomization", name)
-    return next(c["lastTransitionTime"] for c in k["status"]["conditions"] if c["type"] == "Ready" and c["status"] == "True")
+    t = [e["firstTimestamp"] for e in events
+         if e["involvedObject"]["name"] == name and e["reason"] == "ReconciliationSucceeded" and e.get("firstTimestamp")]
+    assert t, f"no ReconciliationSucceeded Event for {name}"
+    return min(t)
 crds, tpl, cl = ready("mgop-crds"), ready("mgop-templates"), ready("mgop-clusters")
 assert crds <= tpl <= cl, f"Ready at crds {crds}, templates {tpl}, clusters {cl}"
 for o in get("-n", ns, "get", "shardtemplates,coretemplates,celltemplates")["items"]:
@@ -94,21 +100,45 @@ for o in get("-n", ns, "get", "multigresclusters")["items"]:
 print(f"Ready at crds {crds} <= templates {tpl} <= clusters {cl}", file=sys.stderr)
 PY
 
-# soak: nothing flaps, nothing is rewritten
+# soak: nothing flaps, nothing is rewritten. kustomize-controller marks its
+# Ready condition Unknown ("Reconciliation in progress") at the start of
+# every reconcile, which is its own heartbeat, not a flap: the soak allows
+# Unknown, never False, and wants each Kustomization back at Ready=True at
+# the end, no failure Event, the clusters Ready throughout and not written.
 snap() {
-  for k in mgop-crds mgop-templates mgop-clusters; do echo "$k $(ks_cond $k status) $(ks_cond $k lastTransitionTime)"; done
   kubectl -n $ns get multigresclusters -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.resourceVersion} {.metadata.generation}{"\n"}{end}'
 }
+failures() { # Warning Events on the three Kustomizations since epoch second $1
+  kubectl -n flux-system get events -o json | python3 -c '
+import json, sys, datetime
+since = float(sys.argv[1])
+for e in json.load(sys.stdin)["items"]:
+    if e["involvedObject"]["name"] not in ("mgop-crds", "mgop-templates", "mgop-clusters") or e["type"] != "Warning":
+        continue
+    ts = (e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp") or "")[:19]
+    if not ts: continue
+    t = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
+    if t >= since: print(e["involvedObject"]["name"], e["reason"], e["message"][:200])' "$1"
+}
 before=$(snap)
+soak0=$(date +%s)
 runs0=$(count_log gitops-kustomize-controller '"name":"mgop-clusters"')
-end=$(( $(date +%s) + MGOP_GITOPS_SOAK ))
+end=$(( soak0 + MGOP_GITOPS_SOAK ))
 while [ "$(date +%s)" -lt "$end" ]; do
-  [ "$(ks_ready mgop-clusters)" = True ] || fail "mgop-clusters left Ready during the soak: $(ks_cond mgop-clusters message)"
+  for k in mgop-crds mgop-templates mgop-clusters; do
+    [ "$(ks_ready $k)" != False ] || fail "$k went Ready=False during the soak: $(ks_cond $k reason): $(ks_cond $k message)"
+  done
   clusters_ready $ns || fail "a cluster left Ready during the soak"
   sleep 3
 done
+for k in mgop-crds mgop-templates mgop-clusters; do
+  wait_for 30 "$k Ready again" sh -c "kubectl -n flux-system get kustomization $k -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" ||
+    fail "$k not Ready at the end of the soak: $(ks_cond $k message)"
+done
 after=$(snap)
-[ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2 || true; fail "something changed during the soak"; }
+[ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2 || true; fail "a cluster was written during the soak"; }
+bad=$(failures "$soak0")
+[ -z "$bad" ] || fail "Warning Events during the soak: $bad"
 runs=$(( $(count_log gitops-kustomize-controller '"name":"mgop-clusters"') - runs0 ))
 [ "$runs" -ge 2 ] || fail "kustomize-controller logged only $runs lines on mgop-clusters during the soak; the soak proved nothing"
 echo "dependsOn crds -> templates -> clusters kept; mgop-clusters Ready ${lag}s after the last cluster, ${converge}s after resume, never before; no flap or rewrite for ${MGOP_GITOPS_SOAK}s ($runs controller log lines)"

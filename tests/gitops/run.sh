@@ -35,6 +35,7 @@ flux=$(scenarios 'g_*_flux_*.sh')
 if [ -n "$argo" ]; then
   "$HERE/build.sh" argocd >&2 || { echo "building Argo CD failed" >&2; exit 1; }
   ARGOCD_BIN=$("$HERE/build.sh" dir argocd)
+  KUSTOMIZE_BIN=$("$HERE/build.sh" dir kustomize)   # the repo server execs kustomize
 fi
 if [ -n "$flux" ]; then
   "$HERE/build.sh" flux >&2 || { echo "building Flux failed" >&2; exit 1; }
@@ -56,12 +57,24 @@ stop_all() {
     stop_bg $n
   done
   stop_operator gitops
+  kubectl delete validatingwebhookconfiguration gitops-orphan --ignore-not-found >/dev/null 2>&1
   "$CP" down >&2
   rm -rf "$GITOPS_DIR"
 }
 trap stop_all EXIT
 
 kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null || { echo "crds.yaml was rejected" >&2; exit 1; }
+# config/samples/backup-filesystem.yaml puts its backups on StorageClass
+# nfs-client (ReadWriteMany); here it is the control plane's hostpath
+# provisioner under that name, so g_10 can sync the samples as shipped
+kubectl apply -f - >/dev/null <<'EOF' || { echo "StorageClass nfs-client was rejected" >&2; exit 1; }
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: nfs-client}
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
 if [ -n "$argo" ]; then
   kubectl apply --server-side -f "$ARGOCD_BIN/crds/" >/dev/null || { echo "Argo CD CRDs were rejected" >&2; exit 1; }
 fi
@@ -76,7 +89,20 @@ GIT_PORT=$(free_port)
 export GIT_URL=http://127.0.0.1:$GIT_PORT
 start_bg githttp python3 "$HERE/githttp.py" "$GIT_PORT" "$GITOPS_DIR/repos"
 wait_port "$GIT_PORT" 30 || { echo "git server did not listen" >&2; exit 1; }
-start_operator gitops --kubeconfig "$MGOP_KUBECONFIG"
+# The operator as installed: its own service account, and the webhook that
+# holds the children of a deletion-policy Orphan cluster while a foreground
+# deletion (Argo CD's prune) would collect them (g_45, g_65).
+kubectl create namespace mgop-system >/dev/null
+opkc=$GITOPS_DIR/operator.kubeconfig
+operator_kubeconfig mgop-system gitops-op "$opkc"
+start_operator gitops --kubeconfig "$opkc" \
+  --webhook-enable --webhook-bind-address 127.0.0.1:0 --webhook-service-namespace mgop-system \
+  --webhook-configuration-name gitops-orphan --webhook-extra-sans 127.0.0.1 --webhook-owner-deployment= \
+  --webhook-cert-check-interval 3s
+wait_log gitops '"msg":"serving the admission webhook on 127.0.0.1:0 (port ' 30 ||
+  { echo "the operator's webhook did not start (log $IT_LOGS/gitops.log)" >&2; exit 1; }
+orphan_webhook gitops-orphan "$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/gitops.log" | grep -o '[0-9]*$')" \
+  system:serviceaccount:mgop-system:op || { echo "the webhook configuration was rejected" >&2; exit 1; }
 
 start_argocd() {
   local redis rs rsm cm
@@ -105,7 +131,7 @@ EOF
   start_bg redis redis-server --bind 127.0.0.1 --port "$redis" --save '' --appendonly no
   wait_port "$redis" 30 || return 1
   start_bg argocd-repo-server env ARGOCD_BINARY_NAME=argocd-repo-server ARGOCD_GPG_ENABLED=false \
-    PATH="$ARGOCD_BIN:$PATH" "$ARGOCD_BIN/argocd-lite" --address 127.0.0.1 --port "$rs" \
+    PATH="$ARGOCD_BIN:$KUSTOMIZE_BIN:$PATH" "$ARGOCD_BIN/argocd-lite" --address 127.0.0.1 --port "$rs" \
     --metrics-address 127.0.0.1 --metrics-port "$rsm" --redis "127.0.0.1:$redis" --disable-tls --client-ca-path= \
     --loglevel warn
   wait_port "$rs" 60 || return 1
