@@ -186,23 +186,29 @@ print(worst)
 PY
 }
 # drain_seq WATCHFILE: per pod, the drain.multigres.com/state values it showed
-# (in order, repeats dropped) until it was deleted: "POD s1,s2,..."
+# (in order, repeats dropped) until it was deleted: "POD s1,s2,...". A pod
+# that was never Ready and never annotated is left out: under load the test
+# control plane sometimes deletes a just-created replacement (not the
+# operator: the audit log shows one operator deletion per pod), and the
+# StatefulSet makes it again.
 drain_seq() {
   python3 - "$1" <<'PY'
 import json, sys
 text = open(sys.argv[1]).read()
-dec, i, seq, done = json.JSONDecoder(), 0, {}, set()
+dec, i, seq, done, ready = json.JSONDecoder(), 0, {}, set(), set()
 while True:
     while i < len(text) and text[i].isspace(): i += 1
     if i >= len(text): break
     ev, i = dec.raw_decode(text, i)
     o = ev["object"]; n = o["metadata"]["name"]; uid = o["metadata"]["uid"]
     if uid in done: continue
+    if any(c["type"] == "Ready" and c["status"] == "True" for c in o.get("status", {}).get("conditions", [])): ready.add(uid)
     st = (o["metadata"].get("annotations") or {}).get("drain.multigres.com/state")
     if st and (not seq.get(uid) or seq[uid][-1] != st): seq.setdefault(uid, []).append(st)
     if ev["type"] == "DELETED" or o["metadata"].get("deletionTimestamp"):
         done.add(uid)
-        print(n, ",".join(seq.get(uid, [])) or "-")
+        if uid in ready or seq.get(uid):
+            print(n, ",".join(seq.get(uid, [])) or "-")
 PY
 }
 start_watch() {
