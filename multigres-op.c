@@ -1071,10 +1071,10 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
     char field[300];
     if (t->cell)
       snprintf(field, sizeof(field), "%.240s.localTopoServer.etcd.replicas", r->where);
-    else /* say where the value came from: an implicit CoreTemplate "default" surprises */
-      snprintf(field, sizeof(field), "spec.globalTopoServer.etcd.replicas%s%.200s%s",
-               r->resolved_core[0] == 'C' ? " (from " : "", r->resolved_core[0] == 'C' ? r->resolved_core : "",
-               r->resolved_core[0] == 'C' ? ")" : "");
+    else if (r->resolved_core[0] == 'C') /* from a CoreTemplate: an implicit "default" surprises, so name it */
+      snprintf(field, sizeof(field), "spec.globalTopoServer.etcd.replicas (from %.200s)", r->resolved_core);
+    else
+      snprintf(field, sizeof(field), "spec.globalTopoServer.etcd.replicas");
     replicas = mgop_etcd_replicas(r, name, replicas, field);
     snprintf(field, sizeof(field), "%.240s.%setcd.storage.size", t->cell ? r->where : "spec.globalTopoServer",
              t->cell ? "localTopoServer." : "");

@@ -53,6 +53,8 @@ targets=(
   "k3s/multigres-operator.yaml config/k3s/header.yaml config/k3s"
 )
 
+images_in() { grep -E '^[[:space:]]+image: ' | sed -E 's/^[[:space:]]+image: //' | sort -u; } # stdin: manifests
+
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gen-install.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 drift=0
@@ -62,7 +64,7 @@ for t in "${targets[@]}"; do
   { cat "$header"; "$kubectl" kustomize --load-restrictor=LoadRestrictionsNone "$dir"; } >"$tmp/$out.new" ||
     { echo "gen-install: kubectl kustomize $dir failed" >&2; exit 1; }
   mv "$tmp/$out.new" "$tmp/$out"
-  images=$(grep -E '^[[:space:]]+image: ' "$tmp/$out" | sed -E 's/^[[:space:]]+image: //' | sort -u)
+  images=$(images_in <"$tmp/$out")
   [ "$images" = "multigres-op:$version" ] || {
     echo "gen-install: $out deploys '$images', expected multigres-op:$version (set newTag in config/default/kustomization.yaml)" >&2
     exit 1
@@ -80,7 +82,7 @@ done
 # config/operator (the operator without its CRDs, for GitOps layouts that
 # apply the CRDs in an earlier wave: examples/fleet) deploys the same image,
 # and config/crd (the CRDs alone, for Flux) holds all of crds.yaml.
-images=$("$kubectl" kustomize config/operator | grep -E '^[[:space:]]+image: ' | sed -E 's/^[[:space:]]+image: //' | sort -u)
+images=$("$kubectl" kustomize config/operator | images_in)
 [ "$images" = "multigres-op:$version" ] || {
   echo "gen-install: config/operator deploys '$images', expected multigres-op:$version (set newTag in config/operator/kustomization.yaml)" >&2
   exit 1

@@ -81,17 +81,12 @@ lag=$(python3 -c "print(f'{$ks_ready_at - $cl_ready_at:.1f}')")
 # ordering by the API server's clock: each Kustomization's first success
 # (its first ReconciliationSucceeded Event; the Ready condition's
 # lastTransitionTime moves on every later reconcile) and creation times
-python3 - "$ns" <<'PY' || fail "dependsOn order not kept"
+firsts=$(ks_first_ready mgop-crds) && firsts+=" $(ks_first_ready mgop-templates)" &&
+  firsts+=" $(ks_first_ready mgop-clusters)" || fail "a Kustomization never succeeded"
+python3 - "$ns" $firsts <<'PY' || fail "dependsOn order not kept"
 import json, subprocess, sys
-ns = sys.argv[1]
+ns, crds, tpl, cl = sys.argv[1:]
 def get(*a): return json.loads(subprocess.check_output(["kubectl", *a, "-o", "json"]))
-events = get("-n", "flux-system", "get", "events")["items"]
-def ready(name):
-    t = [e["firstTimestamp"] for e in events
-         if e["involvedObject"]["name"] == name and e["reason"] == "ReconciliationSucceeded" and e.get("firstTimestamp")]
-    assert t, f"no ReconciliationSucceeded Event for {name}"
-    return min(t)
-crds, tpl, cl = ready("mgop-crds"), ready("mgop-templates"), ready("mgop-clusters")
 assert crds <= tpl <= cl, f"Ready at crds {crds}, templates {tpl}, clusters {cl}"
 for o in get("-n", ns, "get", "shardtemplates,coretemplates,celltemplates")["items"]:
     assert o["metadata"]["creationTimestamp"] >= crds, f"{o['metadata']['name']} created before mgop-crds was Ready"

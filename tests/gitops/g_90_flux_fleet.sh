@@ -58,13 +58,11 @@ done
 took=$(elapsed_since "$t0")
 cells=$(kubectl -n $ns get mgc edge -o jsonpath='{range .spec.cells[*]}{.name},{end}')
 [ "$cells" = "us-east-1a," ] || fail "the site does not run edge-b's overlay: cells $cells"
-python3 - "$ns" <<'PY' || fail "dependsOn order not kept"
+crds_ready=$(ks_first_ready multigres-crds) || fail "multigres-crds never succeeded"
+python3 - "$ns" "$crds_ready" <<'PY' || fail "dependsOn order not kept"
 import json, subprocess, sys
+crds = sys.argv[2]
 def get(*a): return json.loads(subprocess.check_output(["kubectl", *a, "-o", "json"]))
-ev = [e["firstTimestamp"] for e in get("-n", "flux-system", "get", "events")["items"]
-      if e["involvedObject"]["name"] == "multigres-crds" and e["reason"] == "ReconciliationSucceeded" and e.get("firstTimestamp")]
-assert ev, "no ReconciliationSucceeded Event for multigres-crds"
-crds = min(ev)  # its first success: Ready's lastTransitionTime moves on every reconcile
 t = get("-n", sys.argv[1], "get", "shardtemplate", "edge-shard")["metadata"]["creationTimestamp"]
 assert crds <= t, f"ShardTemplate created {t}, before multigres-crds was Ready {crds}"
 PY

@@ -80,6 +80,17 @@ wait_app() {
 
 # --- Flux ----------------------------------------------------------------------
 ks_ready() { kubectl -n flux-system get kustomization "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null; }
+# ks_first_ready NAME: when Kustomization NAME first succeeded (its earliest
+# ReconciliationSucceeded Event, RFC 3339; the Ready condition's
+# lastTransitionTime moves on every later reconcile). Fails when it never did.
+ks_first_ready() {
+  kubectl -n flux-system get events -o json | python3 -c '
+import json, sys
+t = [e["firstTimestamp"] for e in json.load(sys.stdin)["items"]
+     if e["involvedObject"]["name"] == sys.argv[1] and e["reason"] == "ReconciliationSucceeded" and e.get("firstTimestamp")]
+if not t: sys.exit("no ReconciliationSucceeded Event for " + sys.argv[1])
+print(min(t))' "$1"
+}
 ks_cond() { kubectl -n flux-system get kustomization "$1" -o jsonpath="{.status.conditions[?(@.type==\"Ready\")].$2}" 2>/dev/null; }
 
 # --- MultigresCluster ------------------------------------------------------------
