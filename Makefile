@@ -139,8 +139,9 @@ fuzz: $(FUZZERS)
 	  grep -E '^(#[0-9]+.*DONE|Done)' $(BUILD)/fuzz/$$n.log | tail -1; \
 	done
 
-# The threads (loop, serving, Lease) under ThreadSanitizer: t_serving drives
-# admission, probes, a killed API server, SIGKILL and SIGTERM; any report fails.
+# The threads (loop, serving, Lease, trace exporter) under ThreadSanitizer:
+# t_serving drives admission, probes, a killed API server, SIGKILL and
+# SIGTERM, t_tracing the span queue from the loop and the webhook; any report fails.
 $(BUILD)/multigres-op-tsan: $(SRC) $(BUILD)/deps-glibc.mk
 	@mkdir -p $(BUILD)
 	$(CC) $(BASE_CFLAGS) -O1 -g -fsanitize=thread $(GLIBC_CFLAGS) multigres-op.c -o $@ $(GLIBC_LIBS)
@@ -148,7 +149,7 @@ $(BUILD)/multigres-op-tsan: $(SRC) $(BUILD)/deps-glibc.mk
 tsan: $(BUILD)/multigres-op-tsan tools
 	@rm -f $(BUILD)/tsan.*
 	OP_BIN=$(CURDIR)/$(BUILD)/multigres-op-tsan TSAN_OPTIONS="log_path=$(CURDIR)/$(BUILD)/tsan exitcode=0" \
-	  tests/integration/run.sh serving
+	  tests/integration/run.sh 'serving|tracing'
 	@if ls $(BUILD)/tsan.* >/dev/null 2>&1; then cat $(BUILD)/tsan.*; echo "tsan: data races reported"; exit 1; fi; \
 	  echo "tsan: no data race reported"
 

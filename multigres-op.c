@@ -7461,7 +7461,83 @@ static int mgop_images_record(struct mgop_rctx *r) {
   return MGOP_OK;
 }
 
-static int mgop_reconcile(const char *ns, const char *name) {
+/* Traces across the admission -> reconcile boundary. The webhook (serving
+ * thread) records which trace admitted a cluster's uid at a generation;
+ * the reconcile of that generation continues it, for every turn the
+ * change takes to converge, up to MGOP_TRACE_FRESH_S after admission. The
+ * reference operator carries the same context in annotations a mutating
+ * webhook writes; we write nothing into the object (GitOps tools would see
+ * a changed annotation on every dry run), and read those annotations when
+ * something else set them. A change admitted by another replica, or older
+ * than the bound, starts its own trace (with a link when the annotation
+ * was stale). */
+#define MGOP_TRACE_LINKS 256
+#define MGOP_TRACE_FRESH_S 600
+#define MGOP_TRACEPARENT_ANNOTATION "multigres.com/traceparent"
+#define MGOP_TRACEPARENT_TS_ANNOTATION "multigres.com/traceparent-ts"
+static struct {
+  pthread_mutex_t mu;
+  struct mgop_trace_link {
+    char uid[40];
+    long long generation, at_s;
+    struct mgop_trace_ctx ctx;
+  } e[MGOP_TRACE_LINKS];
+} mgop_trace_links = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Serving thread: this admission's trace for (uid, generation); the
+ * entry of the same uid, else the oldest, makes room. */
+static void mgop_trace_link_record(const char *uid, long long generation, const struct mgop_trace_ctx *ctx) {
+  struct mgop_trace_link *slot = &mgop_trace_links.e[0];
+  if (!uid[0] || strlen(uid) >= sizeof(slot->uid)) return;
+  pthread_mutex_lock(&mgop_trace_links.mu);
+  for (int i = 0; i < MGOP_TRACE_LINKS; i++) {
+    struct mgop_trace_link *e = &mgop_trace_links.e[i];
+    if (!strcmp(e->uid, uid)) { slot = e; break; }
+    if (e->at_s < slot->at_s) slot = e;
+  }
+  snprintf(slot->uid, sizeof(slot->uid), "%s", uid);
+  slot->generation = generation;
+  slot->at_s = (long long)time(NULL);
+  slot->ctx = *ctx;
+  pthread_mutex_unlock(&mgop_trace_links.mu);
+}
+
+static int mgop_trace_link_find(const char *uid, long long generation, struct mgop_trace_ctx *out) {
+  int found = 0;
+  pthread_mutex_lock(&mgop_trace_links.mu);
+  for (int i = 0; i < MGOP_TRACE_LINKS && !found; i++) {
+    const struct mgop_trace_link *e = &mgop_trace_links.e[i];
+    if (e->uid[0] && !strcmp(e->uid, uid) && e->generation == generation &&
+        (long long)time(NULL) - e->at_s <= MGOP_TRACE_FRESH_S)
+      *out = e->ctx, found = 1;
+  }
+  pthread_mutex_unlock(&mgop_trace_links.mu);
+  return found;
+}
+
+/* The reconcile span of a cluster joins the trace that caused it: our own
+ * admission of this generation, else a fresh multigres.com/traceparent
+ * annotation; a stale one becomes a link of a new trace. */
+static void mgop_trace_follow(struct mgop_rctx *r, struct mgop_span *span) {
+  struct mgop_trace_ctx parent;
+  char tp[80] = "", ts[24] = "";
+  int ann = mgop_json_path(&r->root, 0, "metadata.annotations");
+  long long at = 0;
+  if (!mgop_trace_on()) return;
+  if (mgop_trace_link_find(r->uid, r->generation, &parent)) {
+    mgop_span_continue(span, &parent, NULL);
+    return;
+  }
+  if (mgop_json_str(&r->root, mgop_json_key(&r->root, ann, MGOP_TRACEPARENT_ANNOTATION), tp, sizeof(tp)) ||
+      mgop_traceparent_parse(tp, strlen(tp), &parent))
+    return;
+  mgop_json_str(&r->root, mgop_json_key(&r->root, ann, MGOP_TRACEPARENT_TS_ANNOTATION), ts, sizeof(ts));
+  at = strtoll(ts, NULL, 10);
+  if (at > 0 && (long long)time(NULL) - at <= MGOP_TRACE_FRESH_S) mgop_span_continue(span, &parent, NULL);
+  else mgop_span_continue(span, NULL, &parent);
+}
+
+static int mgop_reconcile(const char *ns, const char *name, struct mgop_span *span) {
   static struct mgop_rctx r;
   struct mgop_buf b;
   int status, rc;
@@ -7483,6 +7559,7 @@ static int mgop_reconcile(const char *ns, const char *name) {
   if (r.orphan_policy != r.has_orphan_fin && (rc = mgop_orphan_finalizer(&r, r.orphan_policy))) return rc;
   r.adopting = mgop_has_orphans(&r);
   mgop_json_i64(&r.root, mgop_json_path(&r.root, 0, "metadata.generation"), &r.generation);
+  mgop_trace_follow(&r, span);
   r.spec = mgop_json_key(&r.root, 0, "spec");
   mgop_adopt_status(mgop_fp_upsert(mgop_fp_key("MultigresCluster", ns, name)), &r.root, 0);
   mgop_images_resolve(&r);
@@ -7525,6 +7602,14 @@ static int mgop_reconcile(const char *ns, const char *name) {
     snprintf(f, sizeof(f), "\"namespace\":\"%s\",\"name\":\"%s\",\"applied\":%d,\"unchanged\":%d,\"failed\":%d%s",
              ns, name, r.applied, r.skipped, r.failed, r.stalled_reason[0] ? ",\"stalled\":true" : "");
     mgop_log_fields(r.applied || r.failed ? MGOP_INFO : MGOP_DEBUG, "reconcile", "reconciled", f);
+  }
+  mgop_span_int(span, "multigres.generation", r.generation);
+  mgop_span_int(span, "multigres.objects.applied", r.applied);
+  mgop_span_int(span, "multigres.objects.unchanged", r.skipped);
+  mgop_span_int(span, "multigres.objects.failed", r.failed);
+  if (r.stalled_reason[0]) {
+    mgop_span_str(span, "multigres.stalled", r.stalled_reason);
+    mgop_span_error(span, "Stalled (%s): %s", r.stalled_reason, r.stalled_msg);
   }
   /* a Stalled cluster waits for a change; other errors retry with backoff;
    * one still converging looks again after MGOP_PROGRESS_RECHECK_MS even if
@@ -9106,6 +9191,39 @@ static void mgop_admit(const struct mgop_json *j, int req, const char *op, const
   }
 }
 
+/* The admission span's attributes; an admitted change to a cluster
+ * leaves its trace for the reconcile of that generation (dry runs do not:
+ * nothing will be reconciled). */
+static void mgop_admit_trace(const struct mgop_json *j, int rq, const char *op, const char *kind, const char *ns,
+                             const char *review_uid, const struct mgop_verdict *v, struct mgop_span *span) {
+  int obj = mgop_json_key(j, rq, strcmp(op, "DELETE") ? "object" : "oldObject");
+  char name[254] = "", uid[40] = "";
+  long long generation = 0;
+  int dry = 0;
+  if (!mgop_trace_on()) return;
+  mgop_json_bool(j, mgop_json_key(j, rq, "dryRun"), &dry);
+  mgop_json_path_str(j, rq, "name", name, sizeof(name));
+  mgop_span_str(span, "k8s.resource.kind", kind);
+  mgop_span_str(span, "k8s.namespace", ns);
+  mgop_span_str(span, "k8s.resource.name", name);
+  mgop_span_str(span, "admission.operation", op);
+  mgop_span_str(span, "admission.uid", review_uid);
+  mgop_span_bool(span, "admission.dry_run", dry);
+  mgop_span_bool(span, "admission.allowed", v->allowed);
+  if (!v->allowed) mgop_span_str(span, "admission.message", v->message);
+  if (v->warning[0] || v->notes[0]) mgop_span_bool(span, "admission.warnings", 1);
+  if (v->errored) mgop_span_error(span, "admitted unchecked: %s", v->warning);
+  if (dry || !v->allowed || strcmp(kind, "MultigresCluster") || (strcmp(op, "CREATE") && strcmp(op, "UPDATE"))) return;
+  mgop_json_path_str(j, obj, "metadata.uid", uid, sizeof(uid));
+  mgop_json_i64(j, mgop_json_path(j, obj, "metadata.generation"), &generation);
+  if (!strcmp(op, "UPDATE")) { /* a metadata-only update (kubectl annotate) causes no reconcile of note */
+    long long old_generation = -1;
+    mgop_json_i64(j, mgop_json_path(j, mgop_json_key(j, rq, "oldObject"), "metadata.generation"), &old_generation);
+    if (old_generation == generation) return;
+  }
+  mgop_trace_link_record(uid, generation, &span->ctx);
+}
+
 /* POST /validate: an AdmissionReview in, the same with a response out. */
 static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const char *body, size_t body_len,
                                struct mgop_srv_resp *resp) {
@@ -9115,6 +9233,7 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
   char uid[64] = "", op[16] = "", kind[48] = "", ns[64] = "";
   int rq, opi = 3, ki = -1;
   long long t0 = mgop_now_us();
+  struct mgop_span span;
   (void)ctx;
   memset(&v, 0, sizeof(v));
   if (!strcmp(req->path, "/healthz") || !strcmp(req->path, "/readyz")) {
@@ -9134,17 +9253,22 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
   }
   if (!mgop_admit_arena.base) mgop_arena_init(&mgop_admit_arena, mgop_admit_arena_mem, sizeof(mgop_admit_arena_mem));
   mgop_arena_reset(&mgop_admit_arena);
+  mgop_span_begin(&span, "Webhook.Validate", MGOP_SPAN_SERVER, NULL);
+  mgop_span_str(&span, "http.route", "/validate");
   if (mgop_parse_arena(&mgop_admit_arena, body, body_len, &j) || (rq = mgop_json_key(&j, 0, "request")) < 0 ||
       mgop_json_path_str(&j, rq, "uid", uid, sizeof(uid))) {
     resp->status = 400;
     snprintf(resp->content_type, sizeof(resp->content_type), "text/plain; charset=utf-8");
     mgop_buf_puts(&resp->body, "expected an admission.k8s.io/v1 AdmissionReview with request.uid\n");
+    mgop_span_error(&span, "not an AdmissionReview with request.uid");
+    mgop_span_end(&span);
     return;
   }
   mgop_json_path_str(&j, rq, "operation", op, sizeof(op));
   mgop_json_path_str(&j, rq, "kind.kind", kind, sizeof(kind));
   mgop_json_path_str(&j, rq, "namespace", ns, sizeof(ns));
   mgop_admit(&j, rq, op, kind, ns, &v);
+  mgop_admit_trace(&j, rq, op, kind, ns, uid, &v, &span);
   mgop_arena_reset(&mgop_admit_arena);
   snprintf(resp->content_type, sizeof(resp->content_type), "application/json");
   mgop_jw_init(&w, &resp->body);
@@ -9181,6 +9305,7 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
   MGOP_LOG(v.allowed ? MGOP_DEBUG : MGOP_INFO, ("webhook: %s %s %s/%s: %s%s%s", op, kind, ns, uid,
                                                 v.allowed ? "allowed" : "denied: ", v.allowed ? "" : v.message,
                                                 v.warning[0] || v.notes[0] ? " (warning)" : ""));
+  mgop_span_end(&span);
 }
 
 /* ======================================================================
@@ -9324,6 +9449,20 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
                   __atomic_load_n(&mgop_tcache.refused, __ATOMIC_RELAXED));
   mgop_metric_head(b, "multigres_operator_tls_heap_high_water_bytes", "gauge", "Most mbedTLS heap bytes ever in use.");
   mgop_buf_printf(b, "multigres_operator_tls_heap_high_water_bytes %zu\n", mgop_tls_heap_high_water());
+  {
+    struct mgop_trace_stats ts;
+    mgop_trace_get_stats(&ts);
+    mgop_metric_head(b, "multigres_operator_trace_spans_total", "counter",
+                     "The operator's own spans (OTLP tracing): exported, or dropped and why.");
+    mgop_buf_printf(b, "multigres_operator_trace_spans_total{outcome=\"exported\"} %llu\n", ts.exported);
+    mgop_buf_printf(b, "multigres_operator_trace_spans_total{outcome=\"queue_full\"} %llu\n", ts.dropped_full);
+    mgop_buf_printf(b, "multigres_operator_trace_spans_total{outcome=\"export_failed\"} %llu\n", ts.dropped_failed);
+    mgop_buf_printf(b, "multigres_operator_trace_spans_total{outcome=\"rejected\"} %llu\n", ts.dropped_rejected);
+    mgop_metric_head(b, "multigres_operator_trace_export_requests_total", "counter",
+                     "OTLP export requests to the collector, and those that failed (each retry counts).");
+    mgop_buf_printf(b, "multigres_operator_trace_export_requests_total{result=\"all\"} %llu\n", ts.requests);
+    mgop_buf_printf(b, "multigres_operator_trace_export_requests_total{result=\"error\"} %llu\n", ts.failures);
+  }
   mgop_metric_head(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
   mgop_buf_printf(b, "process_resident_memory_bytes %ld\n", mgop_rss_bytes());
   mgop_metric_head(b, "process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
@@ -9406,7 +9545,8 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
 /* ======================================================================
  * 13. The loop
  * ==================================================================== */
-/* Three threads, each with its own API connection where it needs one:
+/* Three threads, each with its own API connection where it needs one (and
+ * a fourth, the trace exporter, when tracing is on):
  *   the loop     (main thread) watches, reconciles, rotates certificates;
  *                it owns every table of sections 3-9, the watches and
  *                mgop_server.api, and the etcd client of the topology
@@ -9415,10 +9555,14 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   serving      the webhook, /metrics, /healthz and /readyz servers. It
  *                makes no API call: admission reads the template cache.
  *   Lease        acquires and renews the Lease on mgop_lease.api.
+ *   exporter     POSTs ended spans to the OTLP collector (multigres-op.h
+ *                2.12); spans reach it only through the tracer's queue.
  * What crosses threads, and how (nothing else does):
  *   - mgop_shared.mu guards mgop_shared's plain fields, the metric series
  *     and mgop_stats: the loop writes them, the serving thread renders them;
  *   - mgop_tcache.lock (rwlock) guards the template cache;
+ *   - mgop_trace_links.mu guards the admission -> reconcile trace links
+ *     (serving writes, loop reads);
  *   - mgop_sts_facts.mu guards the StatefulSets' storage sizes and etcd
  *     members: the loop records them from its watch, admission reads them
  *     (the fp table itself is the loop's alone);
@@ -9539,9 +9683,30 @@ static int mgop_pipe(int fds[2]) {
   return 0;
 }
 
-/* Starts the two threads with SIGTERM/SIGINT blocked, so signals reach
- * the loop (whose poll() they interrupt). */
-static int mgop_threads_start(pthread_t *serve, pthread_t *lease, int *started) {
+/* The trace exporter: batches of ended spans to the collector until told
+ * to stop, then one last flush bounded by MGOP_TRACE_FLUSH_MS (beside the
+ * Lease's release, inside SIGTERM's 2 s). */
+#define MGOP_TRACE_FLUSH_MS 1000
+static int mgop_trace_stopping; /* __atomic: main -> exporter */
+static void *mgop_trace_main(void *arg) {
+  long long deadline;
+  (void)arg;
+  while (!__atomic_load_n(&mgop_trace_stopping, __ATOMIC_ACQUIRE)) mgop_trace_export_step(0, 0);
+  mgop_io_unabortable = 1; /* the signal aborts requests; this one has its own bound */
+  deadline = mgop_now_ms() + MGOP_TRACE_FLUSH_MS;
+  while (mgop_now_ms() < deadline && mgop_trace_export_step(1, deadline)) {}
+  return NULL;
+}
+
+static void mgop_trace_stop(pthread_t thread) {
+  __atomic_store_n(&mgop_trace_stopping, 1, __ATOMIC_RELEASE);
+  mgop_trace_shutdown();
+  pthread_join(thread, NULL);
+}
+
+/* Starts the threads with SIGTERM/SIGINT blocked, so signals reach the
+ * loop (whose poll() they interrupt). */
+static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *trace, int *started) {
   sigset_t block, old;
   pthread_attr_t attr;
   int rc = 0;
@@ -9558,6 +9723,10 @@ static int mgop_threads_start(pthread_t *serve, pthread_t *lease, int *started) 
   if (!rc && mgop_lease.enabled) {
     if (pthread_create(lease, &attr, mgop_lease_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the Lease thread");
     else started[1] = 1;
+  }
+  if (!rc && mgop_trace_on()) {
+    if (pthread_create(trace, &attr, mgop_trace_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the trace exporter");
+    else started[2] = 1;
   }
   pthread_attr_destroy(&attr);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -9806,11 +9975,23 @@ static void mgop_crd_check(void) {
 /* One reconcile, of the root that is due, on the leader. 1 when it ran. */
 static int mgop_loop_reconcile(void) {
   struct mgop_work item;
+  struct mgop_span span;
   long long t0 = mgop_now_ms();
   int controller, rc;
   if (!mgop_may_write() || !mgop_server.crd_checked || mgop_work_pop(mgop_now_ms(), &item) != MGOP_OK) return 0;
   controller = strcmp(item.kind, "MultigresCluster") ? MGOP_C_TEMPLATE : MGOP_C_CLUSTER;
-  rc = controller == MGOP_C_TEMPLATE ? mgop_template_sync(item.ns, item.name) : mgop_reconcile(item.ns, item.name);
+  {
+    char span_name[MGOP_SPAN_NAME_MAX];
+    snprintf(span_name, sizeof(span_name), "%s.Reconcile", item.kind);
+    mgop_span_begin(&span, span_name, MGOP_SPAN_INTERNAL, NULL);
+    mgop_span_str(&span, "k8s.resource.kind", item.kind);
+    mgop_span_str(&span, "k8s.namespace", item.ns);
+    mgop_span_str(&span, "k8s.resource.name", item.name);
+    mgop_span_int(&span, "multigres.attempt", item.attempts);
+  }
+  rc = controller == MGOP_C_TEMPLATE ? mgop_template_sync(item.ns, item.name) : mgop_reconcile(item.ns, item.name, &span);
+  if (rc) mgop_span_error(&span, "%s", mgop_errmsg());
+  mgop_span_end(&span);
   mgop_metrics_turn(controller, rc ? "error" : "success", (double)(mgop_now_ms() - t0) / 1000.0);
   if (rc && !mgop_stopping()) {
     int backoff = 1000 << (item.attempts < 5 ? item.attempts : 5);
@@ -9893,15 +10074,15 @@ static int mgop_loop(void) {
 int mgop_run(const struct mgop_options *opt); /* also called by tests */
 int mgop_run(const struct mgop_options *opt) {
   struct sigaction sa;
-  int rc, exit_code = 0, started[2] = {0, 0};
-  pthread_t serve_thread, lease_thread;
+  int rc, exit_code = 0, started[3] = {0, 0, 0};
+  pthread_t serve_thread, lease_thread, trace_thread;
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = mgop_on_signal; /* no SA_RESTART: poll() must wake up */
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   if ((rc = mgop_setup(opt))) return rc;
-  if (mgop_threads_start(&serve_thread, &lease_thread, started)) {
+  if (mgop_threads_start(&serve_thread, &lease_thread, &trace_thread, started)) {
     MGOP_LOG(MGOP_ERROR, ("%s", mgop_errmsg()));
     exit_code = 2;
     __atomic_store_n(&mgop_stop_signal, SIGTERM, __ATOMIC_RELEASE);
@@ -9914,6 +10095,7 @@ int mgop_run(const struct mgop_options *opt) {
    * handing the Lease back (at most two 700 ms requests) */
   if (mgop_shared.stop_pipe[1] >= 0 && write(mgop_shared.stop_pipe[1], "s", 1) < 0)
     MGOP_LOG(MGOP_WARN, ("cannot signal the threads to stop: %s", strerror(errno)));
+  if (started[2]) mgop_trace_stop(trace_thread); /* flushes beside the Lease's release */
   if (started[1]) pthread_join(lease_thread, NULL);
   if (started[0]) pthread_join(serve_thread, NULL);
   mgop_arena_reset(&mgop_server.arena);
@@ -10499,6 +10681,21 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
 }
 
 #ifndef MGOP_NO_MAIN
+/* The operator's own traces, from the standard OTEL_* variables: 0, or 2
+ * with the variable and the fix on stderr. */
+static const char *mgop_getenv(const char *name) { return getenv(name); }
+static int mgop_tracing_init(void) {
+  static struct mgop_trace_cfg cfg;
+  if (mgop_trace_config(&cfg, mgop_getenv, MGOP_VERSION) || mgop_trace_start(&cfg)) {
+    MGOP_LOG(MGOP_ERROR, ("tracing: %s", mgop_errmsg()));
+    return 2;
+  }
+  if (cfg.note[0]) MGOP_LOG(MGOP_WARN, ("tracing: %s", cfg.note));
+  if (cfg.enabled) MGOP_LOG(MGOP_INFO, ("tracing: spans go to %s (OTLP/HTTP JSON, every %lld ms or %d spans)", cfg.url,
+                                        cfg.delay_ms, cfg.batch_max));
+  return 0;
+}
+
 int main(int argc, char **argv) {
   struct mgop_options opt;
   int exit_now, rc;
@@ -10508,6 +10705,7 @@ int main(int argc, char **argv) {
   if (rc || exit_now) return rc;
   if ((rc = mgop_img_defaults_init()) || (rc = mgop_otel_init())) return rc;
   if (opt.nrender) return mgop_render(&opt, stdout);
+  if ((rc = mgop_tracing_init())) return rc;
   return mgop_run(&opt);
 }
 #endif

@@ -24,6 +24,8 @@
  *                              GetBackups response (proto3 JSON), cron
  *        2.11 topo             protobuf wire format, base64, etcd v3 client
  *                              over its JSON gateway (range, txn, delete)
+ *        2.12 trace            W3C trace context, spans, the OTEL_* settings,
+ *                              a bounded span queue, OTLP/HTTP JSON export
  *   3. Implementation          (under MULTIGRES_OP_IMPLEMENTATION), the same
  *                              sections in the same order
  *
@@ -33,7 +35,9 @@
  * the input size it is given) and, in sanitizer builds, the arena.
  *
  * Threads: the mechanism keeps no shared mutable state except the mbedTLS
- * heap and RNG (built with MBEDTLS_THREADING_C, so they lock). The last
+ * heap and RNG (built with MBEDTLS_THREADING_C, so they lock) and the
+ * tracer of 2.12 (its queue and counters under its own mutex; its client
+ * and scratch belong to the one exporter thread). The last
  * error, the log line and scratch buffers are per thread (_Thread_local);
  * every other object (a kube client, a connection, a server, a watch)
  * belongs to the one thread that made it. What the policy shares between
@@ -444,6 +448,7 @@ struct mgop_kube {
   long long *beat_ms;         /* when set: stamped before every attempt,
                                  so a watchdog sees a waiting caller live */
   const char *peer;           /* for messages; NULL: "API server"      */
+  const char *extra_headers;  /* more header lines ("K: v\r\n" each), or NULL */
 };
 int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg);
 void mgop_kube_free(struct mgop_kube *k);
@@ -1051,6 +1056,120 @@ struct mgop_topo_pooler {
 /* MGOP_ERR_PARSE on bytes that are not a protobuf message. */
 int mgop_topo_pooler_parse(const unsigned char *p, size_t n, struct mgop_topo_pooler *out);
 
+/* ======================================================================
+ * 2.12 trace: W3C trace context, spans, OTLP/HTTP JSON
+ *
+ * A span is a value on its maker's stack: begin, add attributes, end. An
+ * ended, sampled span is copied into a bounded queue (a full queue drops it
+ * and counts it); an exporter thread takes batches and POSTs them as OTLP
+ * JSON (trace and span ids in hex, 64-bit times as strings, enums as
+ * numbers) over the kube client (plain HTTP or TLS, keep-alive). Each
+ * thread has a current span: begin makes the new span current, end puts
+ * back the one before, and log lines carry its trace_id/span_id. With
+ * tracing off (no endpoint) begin and end cost a branch.
+ * ==================================================================== */
+#define MGOP_TRACE_QUEUE_MAX 2048      /* OTEL_BSP_MAX_QUEUE_SIZE's ceiling */
+#define MGOP_TRACE_QUEUE_DEFAULT 512   /* (the SDKs' 2048 costs 4 MiB here) */
+#define MGOP_TRACE_BODY_MAX (512 * 1024) /* one export request; more spans: more requests */
+#define MGOP_SPAN_NAME_MAX 64
+#define MGOP_SPAN_ATTRS_MAX 1024       /* one span's attributes, as OTLP JSON;
+                                          more: droppedAttributesCount */
+#define MGOP_SPAN_STATUS_MAX 512
+#define MGOP_TRACE_HEADERS_MAX 2048    /* OTEL_EXPORTER_OTLP_HEADERS, as lines */
+#define MGOP_TRACE_RESOURCE_MAX 2048   /* resource attributes, as OTLP JSON */
+#define MGOP_TRACE_ENV_MAX 4096        /* one OTEL_* value */
+
+struct mgop_trace_ctx {
+  unsigned char trace_id[16], span_id[8];
+  unsigned char flags;                 /* bit 0: sampled                   */
+};
+/* 1 when neither id is all zero. */
+int mgop_trace_ctx_valid(const struct mgop_trace_ctx *c);
+/* W3C traceparent "00-<32 hex>-<16 hex>-<2 hex>" (lower-case). A version
+ * above 00 is read by 00's layout, as the recommendation says; ff, bad
+ * hex and all-zero ids are MGOP_ERR_PARSE with the reason. */
+int mgop_traceparent_parse(const char *s, size_t n, struct mgop_trace_ctx *out);
+void mgop_traceparent_format(const struct mgop_trace_ctx *c, char out[56]);
+void mgop_hex(const unsigned char *p, size_t n, char *out); /* lower-case, NUL-terminated */
+
+enum { MGOP_SPAN_INTERNAL = 1, MGOP_SPAN_SERVER = 2, MGOP_SPAN_CLIENT = 3 }; /* OTLP SpanKind */
+enum { MGOP_SPAN_UNSET = 0, MGOP_SPAN_OK = 1, MGOP_SPAN_ERROR = 2 };        /* OTLP Status.code */
+struct mgop_span {
+  struct mgop_trace_ctx ctx;
+  unsigned char parent[8];             /* all zero: a root                 */
+  struct mgop_trace_ctx link;          /* invalid: no link                 */
+  int kind, status, recording;         /* recording: tracing on and sampled */
+  long long start_ns, end_ns;          /* unix time                        */
+  char name[MGOP_SPAN_NAME_MAX];
+  char attrs[MGOP_SPAN_ATTRS_MAX];     /* KeyValue objects, comma-separated */
+  size_t attrs_len;
+  int attrs_dropped;
+  char status_msg[MGOP_SPAN_STATUS_MAX];
+  struct mgop_span *prev;              /* the thread's current span before */
+};
+/* parent: the span to continue (its trace, its sampling when parent-based),
+ * or NULL for the thread's current span, or a new trace when none. */
+void mgop_span_begin(struct mgop_span *s, const char *name, int kind, const struct mgop_trace_ctx *parent);
+/* Before any child or log line: continue `parent` after all (a trace
+ * learnt once the object was read), and/or link to `link`. */
+void mgop_span_continue(struct mgop_span *s, const struct mgop_trace_ctx *parent, const struct mgop_trace_ctx *link);
+void mgop_span_str(struct mgop_span *s, const char *key, const char *v);
+void mgop_span_int(struct mgop_span *s, const char *key, long long v);
+void mgop_span_bool(struct mgop_span *s, const char *key, int v);
+void mgop_span_error(struct mgop_span *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Stamps the end, restores the thread's previous span, queues it. */
+void mgop_span_end(struct mgop_span *s);
+/* One span as OTLP JSON (an element of scopeSpans[].spans). */
+void mgop_span_json(struct mgop_buf *b, const struct mgop_span *s);
+extern _Thread_local struct mgop_span *mgop_span_cur;
+
+/* A buffer that goes on after the len bytes mem already holds. */
+static struct mgop_buf mgop_buf_resume(char *mem, size_t cap, size_t len) {
+  struct mgop_buf b = {.p = mem, .len = len, .cap = cap, .overflow = 0};
+  return b;
+}
+
+/* The tracer's settings, read from the standard OTEL_* variables through
+ * `get` (getenv, or a table in tests). Tracing is on when a traces
+ * endpoint is set and neither OTEL_SDK_DISABLED=true nor
+ * OTEL_TRACES_EXPORTER=none says otherwise. */
+enum { MGOP_SAMPLE_ALWAYS_ON, MGOP_SAMPLE_ALWAYS_OFF, MGOP_SAMPLE_RATIO,
+       MGOP_SAMPLE_PB_ALWAYS_ON, MGOP_SAMPLE_PB_ALWAYS_OFF, MGOP_SAMPLE_PB_RATIO };
+struct mgop_trace_cfg {
+  int enabled;
+  char url[MGOP_TRACE_ENV_MAX];        /* where spans are POSTed           */
+  char headers[MGOP_TRACE_HEADERS_MAX];/* "K: v\r\n" lines                 */
+  char resource[MGOP_TRACE_RESOURCE_MAX]; /* KeyValue objects              */
+  char ca_file[512], cert_file[512], key_file[512];
+  int sampler;
+  double ratio;
+  long long timeout_ms, delay_ms, export_timeout_ms;
+  int queue_max, batch_max;
+  char note[600];                      /* a setting we read differently from
+                                          what it asks (protocol), for a log line */
+};
+typedef const char *(*mgop_getenv_fn)(const char *name);
+/* 0, or MGOP_ERR_CONFIG naming the variable, its value and the fix. */
+int mgop_trace_config(struct mgop_trace_cfg *c, mgop_getenv_fn get, const char *version);
+
+/* The process's tracer: its settings, the queue and the counters. */
+struct mgop_trace_stats { unsigned long long exported, dropped_full, dropped_failed, dropped_rejected, requests, failures; };
+/* Starts tracing with these settings (the PEM files are read now): 0, or
+ * MGOP_ERR_CONFIG/IO with the reason. */
+int mgop_trace_start(const struct mgop_trace_cfg *c);
+int mgop_trace_on(void);
+/* The exporter's step: waits until a batch is due (size, delay, or
+ * flush), exports it with retries within the export timeout (or until
+ * `deadline_ms` when not 0: the flush on the way out). 0 when nothing was
+ * queued and `flush` is set. */
+int mgop_trace_export_step(int flush, long long deadline_ms);
+/* Wakes the exporter to flush and return (mgop_trace_export_step). */
+void mgop_trace_wake(void);
+/* The process is stopping: an export in progress gives up at once (its
+ * batch counted as failed); only the caller's bounded flush goes on. */
+void mgop_trace_shutdown(void);
+void mgop_trace_get_stats(struct mgop_trace_stats *out);
+
 #endif /* MULTIGRES_OP_H */
 
 /* ######################################################################
@@ -1258,6 +1377,12 @@ static void mgop_log_start(int level, const char *logger, const char *caller) {
                     mgop_level_name(level), ts);
     if (logger) mgop_buf_printf(&b, ",\"logger\":\"%s\"", logger);
     if (caller) mgop_buf_printf(&b, ",\"caller\":\"%s\"", caller);
+    if (mgop_span_cur) { /* the span this thread works for */
+      char t[33], sp[17];
+      mgop_hex(mgop_span_cur->ctx.trace_id, 16, t);
+      mgop_hex(mgop_span_cur->ctx.span_id, 8, sp);
+      mgop_buf_printf(&b, ",\"trace_id\":\"%s\",\"span_id\":\"%s\"", t, sp);
+    }
   } else {
     mgop_buf_printf(&b, "%s\t%s\t%s\t", ts, level == MGOP_DEBUG ? "DEBUG" : level == MGOP_INFO ? "INFO"
                                             : level == MGOP_WARN ? "WARN" : "ERROR", logger ? logger : "");
@@ -1287,7 +1412,15 @@ static void mgop_log_msg_and_fields(const char *msg, const char *fields) {
     mgop_buf_puts(&b, "}");
   } else {
     mgop_buf_puts(&b, msg);
-    if (fields && fields[0]) mgop_buf_printf(&b, "\t{%s}", fields);
+    if (mgop_span_cur) {
+      char t[33], sp[17];
+      mgop_hex(mgop_span_cur->ctx.trace_id, 16, t);
+      mgop_hex(mgop_span_cur->ctx.span_id, 8, sp);
+      mgop_buf_printf(&b, "\t{%s%s\"trace_id\":\"%s\",\"span_id\":\"%s\"}", fields ? fields : "",
+                      fields && fields[0] ? "," : "", t, sp);
+    } else if (fields && fields[0]) {
+      mgop_buf_printf(&b, "\t{%s}", fields);
+    }
   }
   mgop_loglen = b.overflow ? b.cap : b.len;
   mgop_log_emit();
@@ -2996,6 +3129,7 @@ int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg) {
   k->may_write = NULL;
   k->beat_ms = NULL;
   k->peer = NULL;
+  k->extra_headers = NULL;
   mgop_conn_init(&k->conn);
   if (!strcmp(cfg->scheme, "https")) return mgop_tls_client_init(&k->tls, cfg);
   memset(&k->tls, 0, sizeof(k->tls));
@@ -3020,6 +3154,7 @@ int mgop_kube_write_head(struct mgop_kube *k, struct mgop_conn *c, const char *m
   if (cfg->token[0]) mgop_buf_printf(&b, "Authorization: Bearer %s\r\n", cfg->token);
   if (content_type) mgop_buf_printf(&b, "Content-Type: %s\r\n", content_type);
   if (body_len || content_type) mgop_buf_printf(&b, "Content-Length: %zu\r\n", body_len);
+  if (k->extra_headers) mgop_buf_puts(&b, k->extra_headers);
   mgop_buf_puts(&b, "\r\n");
   if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "request head for %s is too long", path);
   return mgop_conn_write(c, head, b.len, deadline);
@@ -6067,6 +6202,607 @@ int mgop_topo_pooler_parse(const unsigned char *p, size_t n, struct mgop_topo_po
     if (q < 0) return mgop_seterr(MGOP_ERR_PARSE, "MultiPooler.id is not a protobuf message");
   }
   return r < 0 ? mgop_seterr(MGOP_ERR_PARSE, "MultiPooler record is not a protobuf message") : MGOP_OK;
+}
+
+
+/* ======================================================================
+ * 3.12 trace
+ * ==================================================================== */
+#include <ctype.h>
+#include <pthread.h>
+#include <strings.h>
+#include <sys/random.h>
+
+_Thread_local struct mgop_span *mgop_span_cur;
+
+void mgop_hex(const unsigned char *p, size_t n, char *out) {
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) out[2 * i] = digits[p[i] >> 4], out[2 * i + 1] = digits[p[i] & 15];
+  out[2 * n] = 0;
+}
+
+static int mgop_all_zero(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i]) return 0;
+  return 1;
+}
+
+int mgop_trace_ctx_valid(const struct mgop_trace_ctx *c) {
+  return !mgop_all_zero(c->trace_id, 16) && !mgop_all_zero(c->span_id, 8);
+}
+
+static int mgop_unhex(const char *s, size_t n, unsigned char *out) {
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) return -1; /* W3C: lower-case only */
+    if (i % 2 == 0) out[i / 2] = (unsigned char)(v << 4);
+    else out[i / 2] |= (unsigned char)v;
+  }
+  return 0;
+}
+
+int mgop_traceparent_parse(const char *s, size_t n, struct mgop_trace_ctx *out) {
+  unsigned char version[1], flags[1];
+  memset(out, 0, sizeof(*out));
+  if (n < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' || mgop_unhex(s, 2, version) ||
+      mgop_unhex(s + 3, 32, out->trace_id) || mgop_unhex(s + 36, 16, out->span_id) || mgop_unhex(s + 53, 2, flags))
+    return mgop_seterr(MGOP_ERR_PARSE, "traceparent \"%.60s\" is not 00-<32 hex>-<16 hex>-<2 hex> (lower-case)", s);
+  if (version[0] == 0xff || (version[0] == 0 && n != 55) || (n > 55 && s[55] != '-'))
+    return mgop_seterr(MGOP_ERR_PARSE, "traceparent \"%.60s\": version %02x with %zu characters", s, version[0], n);
+  if (!mgop_trace_ctx_valid(out)) return mgop_seterr(MGOP_ERR_PARSE, "traceparent \"%.60s\" has an all-zero id", s);
+  out->flags = flags[0] & 1;
+  return MGOP_OK;
+}
+
+void mgop_traceparent_format(const struct mgop_trace_ctx *c, char out[56]) {
+  char t[33], sp[17];
+  mgop_hex(c->trace_id, 16, t);
+  mgop_hex(c->span_id, 8, sp);
+  snprintf(out, 56, "00-%s-%s-%02x", t, sp, c->flags & 1);
+}
+
+/* Ids: a per-thread xorshift generator seeded from getrandom(2); ids
+ * need to be unique, not secret. */
+static void mgop_trace_random(unsigned char *p, size_t n) {
+  static _Thread_local uint64_t state;
+  while (!state)
+    if (getrandom(&state, sizeof(state), 0) != (ssize_t)sizeof(state)) state = (uint64_t)mgop_now_us() * 0x9e3779b97f4a7c15ULL;
+  do {
+    for (size_t i = 0; i < n; i++) {
+      state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+      p[i] = (unsigned char)(state >> 24);
+    }
+  } while (mgop_all_zero(p, n));
+}
+
+static long long mgop_unix_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The tracer: settings, the queue of ended spans, counters (one lock). */
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int on, wake, stopping;
+  struct mgop_trace_cfg cfg;
+  struct mgop_trace_stats st;
+  int head, count;
+  struct mgop_span q[MGOP_TRACE_QUEUE_MAX];
+  /* the exporter's own (one thread): its client and scratch */
+  struct mgop_kubecfg kcfg;
+  struct mgop_kube kube;
+  struct mgop_span batch[MGOP_TRACE_QUEUE_MAX];
+  char body[MGOP_TRACE_BODY_MAX];
+  long long last_log_ms;
+} mgop_tracer = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+int mgop_trace_on(void) { return __atomic_load_n(&mgop_tracer.on, __ATOMIC_ACQUIRE); }
+
+/* The sampler's decision for a span of this trace, given its parent. */
+static int mgop_trace_sampled(const unsigned char *trace_id, const struct mgop_trace_ctx *parent) {
+  const struct mgop_trace_cfg *c = &mgop_tracer.cfg;
+  int pb = c->sampler >= MGOP_SAMPLE_PB_ALWAYS_ON, base = pb ? c->sampler - MGOP_SAMPLE_PB_ALWAYS_ON : c->sampler;
+  uint64_t x = 0;
+  if (pb && parent) return parent->flags & 1;
+  if (base != MGOP_SAMPLE_RATIO) return base == MGOP_SAMPLE_ALWAYS_ON;
+  for (int i = 8; i < 16; i++) x = x << 8 | trace_id[i]; /* the ratio sampler reads the low 8 bytes */
+  return c->ratio >= 1.0 || (double)x < c->ratio * 18446744073709551616.0;
+}
+
+void mgop_span_begin(struct mgop_span *s, const char *name, int kind, const struct mgop_trace_ctx *parent) {
+  s->recording = 0;
+  s->prev = mgop_span_cur;
+  if (!mgop_trace_on()) return;
+  if (!parent && mgop_span_cur) parent = &mgop_span_cur->ctx;
+  memset(&s->link, 0, sizeof(s->link));
+  memset(s->parent, 0, sizeof(s->parent));
+  if (parent && mgop_trace_ctx_valid(parent)) {
+    memcpy(s->ctx.trace_id, parent->trace_id, 16);
+    memcpy(s->parent, parent->span_id, 8);
+  } else {
+    parent = NULL;
+    mgop_trace_random(s->ctx.trace_id, 16);
+  }
+  mgop_trace_random(s->ctx.span_id, 8);
+  s->ctx.flags = (unsigned char)mgop_trace_sampled(s->ctx.trace_id, parent);
+  s->recording = s->ctx.flags & 1;
+  s->kind = kind;
+  s->status = MGOP_SPAN_UNSET;
+  s->status_msg[0] = 0;
+  s->attrs_len = 0;
+  s->attrs_dropped = 0;
+  snprintf(s->name, sizeof(s->name), "%s", name);
+  s->start_ns = mgop_unix_ns();
+  s->end_ns = 0;
+  mgop_span_cur = s; /* also when not sampled: its ids go on log lines */
+}
+
+void mgop_span_continue(struct mgop_span *s, const struct mgop_trace_ctx *parent, const struct mgop_trace_ctx *link) {
+  if (!mgop_trace_on() || mgop_span_cur != s) return;
+  if (parent && mgop_trace_ctx_valid(parent)) {
+    memcpy(s->ctx.trace_id, parent->trace_id, 16);
+    memcpy(s->parent, parent->span_id, 8);
+    s->ctx.flags = (unsigned char)mgop_trace_sampled(s->ctx.trace_id, parent);
+    s->recording = s->ctx.flags & 1;
+  }
+  if (link && mgop_trace_ctx_valid(link)) s->link = *link;
+}
+
+/* Appends one KeyValue; `value` is the AnyValue's JSON. Past the buffer
+ * the attribute is counted in droppedAttributesCount instead. */
+static void mgop_span_kv(struct mgop_span *s, const char *key, const char *value) {
+  struct mgop_buf b = mgop_buf_resume(s->attrs, sizeof(s->attrs), s->attrs_len);
+  if (!s->recording) return;
+  mgop_buf_puts(&b, s->attrs_len ? ",{\"key\":\"" : "{\"key\":\"");
+  mgop_json_escape(&b, key, strlen(key));
+  mgop_buf_printf(&b, "\",\"value\":%s}", value);
+  if (b.overflow) s->attrs_dropped++;
+  else s->attrs_len = b.len;
+}
+
+void mgop_span_str(struct mgop_span *s, const char *key, const char *v) {
+  char val[700];
+  struct mgop_buf b;
+  if (!s->recording) return;
+  mgop_buf_init(&b, val, sizeof(val));
+  mgop_buf_puts(&b, "{\"stringValue\":\"");
+  mgop_json_escape(&b, v, strlen(v));
+  mgop_buf_puts(&b, "\"}");
+  if (b.overflow) s->attrs_dropped++;
+  else mgop_span_kv(s, key, mgop_buf_cstr(&b));
+}
+
+void mgop_span_int(struct mgop_span *s, const char *key, long long v) {
+  char val[64];
+  snprintf(val, sizeof(val), "{\"intValue\":\"%lld\"}", v);
+  mgop_span_kv(s, key, val);
+}
+
+void mgop_span_bool(struct mgop_span *s, const char *key, int v) {
+  mgop_span_kv(s, key, v ? "{\"boolValue\":true}" : "{\"boolValue\":false}");
+}
+
+void mgop_span_error(struct mgop_span *s, const char *fmt, ...) {
+  va_list ap;
+  if (!s->recording) return;
+  s->status = MGOP_SPAN_ERROR;
+  va_start(ap, fmt);
+  vsnprintf(s->status_msg, sizeof(s->status_msg), fmt, ap);
+  va_end(ap);
+}
+
+void mgop_span_end(struct mgop_span *s) {
+  if (mgop_span_cur == s) mgop_span_cur = s->prev;
+  if (!s->recording) return;
+  s->end_ns = mgop_unix_ns();
+  pthread_mutex_lock(&mgop_tracer.mu);
+  if (mgop_tracer.count == mgop_tracer.cfg.queue_max) {
+    mgop_tracer.st.dropped_full++;
+  } else {
+    mgop_tracer.q[(mgop_tracer.head + mgop_tracer.count++) % mgop_tracer.cfg.queue_max] = *s;
+    if (mgop_tracer.count >= mgop_tracer.cfg.batch_max) pthread_cond_signal(&mgop_tracer.cv);
+  }
+  pthread_mutex_unlock(&mgop_tracer.mu);
+}
+
+void mgop_span_json(struct mgop_buf *b, const struct mgop_span *s) {
+  char t[33], id[17];
+  mgop_hex(s->ctx.trace_id, 16, t);
+  mgop_hex(s->ctx.span_id, 8, id);
+  mgop_buf_printf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\"", t, id);
+  if (!mgop_all_zero(s->parent, 8)) mgop_hex(s->parent, 8, id), mgop_buf_printf(b, ",\"parentSpanId\":\"%s\"", id);
+  mgop_buf_puts(b, ",\"name\":\"");
+  mgop_json_escape(b, s->name, strlen(s->name));
+  mgop_buf_printf(b, "\",\"kind\":%d,\"startTimeUnixNano\":\"%lld\",\"endTimeUnixNano\":\"%lld\",\"flags\":%d", s->kind,
+                  s->start_ns, s->end_ns < s->start_ns ? s->start_ns : s->end_ns, 256 | (s->ctx.flags & 1));
+  mgop_buf_printf(b, ",\"attributes\":[%.*s]", (int)s->attrs_len, s->attrs);
+  if (s->attrs_dropped) mgop_buf_printf(b, ",\"droppedAttributesCount\":%d", s->attrs_dropped);
+  if (mgop_trace_ctx_valid(&s->link)) {
+    mgop_hex(s->link.trace_id, 16, t);
+    mgop_hex(s->link.span_id, 8, id);
+    mgop_buf_printf(b, ",\"links\":[{\"traceId\":\"%s\",\"spanId\":\"%s\"}]", t, id);
+  }
+  if (s->status) {
+    mgop_buf_printf(b, ",\"status\":{\"code\":%d", s->status);
+    if (s->status_msg[0]) {
+      mgop_buf_puts(b, ",\"message\":\"");
+      mgop_json_escape(b, s->status_msg, strlen(s->status_msg));
+      mgop_buf_puts(b, "\"");
+    }
+    mgop_buf_puts(b, "}");
+  }
+  mgop_buf_puts(b, "}");
+}
+
+/* --- settings ------------------------------------------------------------ */
+/* The signal's own variable (OTEL_EXPORTER_OTLP_TRACES_X) before the
+ * general one (OTEL_EXPORTER_OTLP_X); "" when neither is set. */
+static const char *mgop_otlp_var(mgop_getenv_fn get, const char *x, const char **name) {
+  static _Thread_local char n1[64], n2[64];
+  const char *v;
+  snprintf(n1, sizeof(n1), "OTEL_EXPORTER_OTLP_TRACES_%s", x);
+  snprintf(n2, sizeof(n2), "OTEL_EXPORTER_OTLP_%s", x);
+  if ((v = get(n1)) && v[0]) return *name = n1, v;
+  *name = n2;
+  return (v = get(n2)) ? v : "";
+}
+
+static int mgop_env_ms(mgop_getenv_fn get, const char *var, long long dflt, long long max, long long *out) {
+  const char *v = get(var);
+  char *end;
+  long long x;
+  *out = dflt;
+  if (!v || !v[0]) return MGOP_OK;
+  errno = 0;
+  x = strtoll(v, &end, 10);
+  if (errno || *end || x < 0 || x > max)
+    return mgop_seterr(MGOP_ERR_CONFIG, "%s=%.40s: expected a whole number of milliseconds, 0 to %lld", var, v, max);
+  *out = x ? x : dflt; /* the spec's "0 means the default" for timeouts and delays */
+  return MGOP_OK;
+}
+
+static int mgop_pct_decode(const char *s, size_t n, char *out, size_t cap) {
+  size_t o = 0;
+  while (n && (*s == ' ' || *s == '\t')) s++, n--;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) && isxdigit((unsigned char)s[i + 2])) {
+      char h[3] = {s[i + 1], s[i + 2], 0};
+      c = (unsigned char)strtol(h, NULL, 16);
+      i += 2;
+    }
+    if (o + 1 >= cap) return -1;
+    out[o++] = (char)c;
+  }
+  while (o && (out[o - 1] == ' ' || out[o - 1] == '\t')) o--;
+  out[o] = 0;
+  return 0;
+}
+
+/* "k1=v1,k2=v2" (W3C baggage-style, values percent-encoded) -> fn per pair. */
+typedef int (*mgop_kv_fn)(void *ctx, const char *k, const char *v);
+static int mgop_env_pairs(const char *var, const char *list, mgop_kv_fn fn, void *ctx) {
+  const char *p = list;
+  while (*p) {
+    size_t n = strcspn(p, ","), eq;
+    char k[256], v[MGOP_TRACE_ENV_MAX];
+    while (n && (*p == ' ' || *p == '\t')) p++, n--;
+    eq = strcspn(p, "=");
+    if (n == 0) { p += *p == ','; continue; }
+    if (eq >= n || eq == 0 || mgop_pct_decode(p, eq, k, sizeof(k)) || mgop_pct_decode(p + eq + 1, n - eq - 1, v, sizeof(v)))
+      return mgop_seterr(MGOP_ERR_CONFIG, "%s: \"%.*s\" is not key=value (a comma-separated list, values "
+                         "percent-encoded)", var, (int)(n > 80 ? 80 : n), p);
+    if (fn(ctx, k, v)) return MGOP_ERR_CONFIG;
+    p += n + (p[n] == ',');
+  }
+  return MGOP_OK;
+}
+
+static int mgop_trace_header(void *ctx, const char *k, const char *v) {
+  struct mgop_trace_cfg *c = ctx;
+  size_t n = strlen(c->headers);
+  for (const char *q = k; *q; q++)
+    if (!isalnum((unsigned char)*q) && !strchr("!#$%&'*+-.^_`|~", *q))
+      return mgop_seterr(MGOP_ERR_CONFIG, "OTEL_EXPORTER_OTLP_HEADERS: \"%.60s\" is not a header name", k);
+  if (strpbrk(v, "\r\n"))
+    return mgop_seterr(MGOP_ERR_CONFIG, "OTEL_EXPORTER_OTLP_HEADERS: the value of %.60s has a line break", k);
+  if (snprintf(c->headers + n, sizeof(c->headers) - n, "%s: %s\r\n", k, v) >= (int)(sizeof(c->headers) - n))
+    return mgop_seterr(MGOP_ERR_CONFIG, "OTEL_EXPORTER_OTLP_HEADERS: more than %d bytes of headers", MGOP_TRACE_HEADERS_MAX);
+  return MGOP_OK;
+}
+
+static int mgop_trace_resource_kv(struct mgop_trace_cfg *c, const char *k, const char *v) {
+  struct mgop_buf b = mgop_buf_resume(c->resource, sizeof(c->resource), strlen(c->resource));
+  mgop_buf_puts(&b, b.len ? ",{\"key\":\"" : "{\"key\":\"");
+  mgop_json_escape(&b, k, strlen(k));
+  mgop_buf_puts(&b, "\",\"value\":{\"stringValue\":\"");
+  mgop_json_escape(&b, v, strlen(v));
+  mgop_buf_puts(&b, "\"}}");
+  if (b.overflow) return mgop_seterr(MGOP_ERR_CONFIG, "OTEL_RESOURCE_ATTRIBUTES: more than %d bytes as OTLP JSON",
+                                     MGOP_TRACE_RESOURCE_MAX);
+  mgop_buf_cstr(&b);
+  return MGOP_OK;
+}
+
+static int mgop_trace_resource_attr(void *ctx, const char *k, const char *v) {
+  if (!strcmp(k, "service.name")) return MGOP_OK; /* OTEL_SERVICE_NAME or ours, set first */
+  return mgop_trace_resource_kv(ctx, k, v);
+}
+
+static int mgop_trace_sampler(struct mgop_trace_cfg *c, mgop_getenv_fn get) {
+  static const char *names[] = {"always_on", "always_off", "traceidratio", "parentbased_always_on",
+                                "parentbased_always_off", "parentbased_traceidratio"};
+  const char *v = get("OTEL_TRACES_SAMPLER"), *arg = get("OTEL_TRACES_SAMPLER_ARG");
+  c->sampler = MGOP_SAMPLE_PB_ALWAYS_ON;
+  c->ratio = 1.0;
+  if (v && v[0]) {
+    c->sampler = -1;
+    for (int i = 0; i < 6; i++)
+      if (!strcmp(v, names[i])) c->sampler = i;
+    if (c->sampler < 0)
+      return mgop_seterr(MGOP_ERR_CONFIG, "OTEL_TRACES_SAMPLER=%.60s: expected always_on, always_off, traceidratio, "
+                         "parentbased_always_on (the default), parentbased_always_off or parentbased_traceidratio", v);
+  }
+  if ((c->sampler == MGOP_SAMPLE_RATIO || c->sampler == MGOP_SAMPLE_PB_RATIO) && arg && arg[0]) {
+    char *end;
+    c->ratio = strtod(arg, &end);
+    if (*end || !(c->ratio >= 0.0 && c->ratio <= 1.0))
+      return mgop_seterr(MGOP_ERR_CONFIG, "OTEL_TRACES_SAMPLER_ARG=%.40s: expected a ratio from 0 to 1", arg);
+  }
+  return MGOP_OK;
+}
+
+/* Endpoint, exporter, protocol: whether tracing is on, and where to. */
+static int mgop_trace_endpoint(struct mgop_trace_cfg *c, mgop_getenv_fn get) {
+  const char *exp = get("OTEL_TRACES_EXPORTER"), *off = get("OTEL_SDK_DISABLED"), *name, *proto;
+  const char *full = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), *base = get("OTEL_EXPORTER_OTLP_ENDPOINT");
+  char scheme[8], host[256], port[8], path[1024];
+  c->enabled = 0;
+  if (off && !strcasecmp(off, "true")) return MGOP_OK;
+  if (exp && exp[0] && strcmp(exp, "otlp")) {
+    if (!strcmp(exp, "none")) return MGOP_OK;
+    return mgop_seterr(MGOP_ERR_CONFIG, "OTEL_TRACES_EXPORTER=%.60s: this operator exports traces over OTLP only; "
+                       "set otlp (the default) or none", exp);
+  }
+  if (full && full[0]) snprintf(c->url, sizeof(c->url), "%s", full);
+  else if (base && base[0]) snprintf(c->url, sizeof(c->url), "%.*s/v1/traces", (int)(strlen(base) - (base[strlen(base) - 1] == '/')), base);
+  else return MGOP_OK; /* no endpoint: no tracing, as the SDKs' "no-op when unset" */
+  if (mgop_url_parse(c->url, scheme, sizeof(scheme), host, sizeof(host), port, sizeof(port), path, sizeof(path)))
+    return mgop_seterr(MGOP_ERR_CONFIG, "%s: %s", full && full[0] ? "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" :
+                       "OTEL_EXPORTER_OTLP_ENDPOINT", mgop_errmsg());
+  proto = mgop_otlp_var(get, "PROTOCOL", &name);
+  if (proto[0] && strcmp(proto, "http/json"))
+    snprintf(c->note, sizeof(c->note), "%s=%.40s: this operator exports its traces as OTLP/HTTP with JSON encoding "
+             "(HTTP/1.1; no gRPC or protobuf in the binary) to %.300s, which must be a collector's OTLP/HTTP receiver "
+             "(port 4318 by default)", name, proto, c->url);
+  c->enabled = 1;
+  return MGOP_OK;
+}
+
+int mgop_trace_config(struct mgop_trace_cfg *c, mgop_getenv_fn get, const char *version) {
+  const char *name, *v;
+  long long q, b;
+  int rc;
+  memset(c, 0, sizeof(*c));
+  if ((rc = mgop_trace_endpoint(c, get)) || !c->enabled) return rc;
+  if ((rc = mgop_trace_sampler(c, get))) return rc;
+  v = mgop_otlp_var(get, "HEADERS", &name);
+  if ((rc = mgop_env_pairs(name, v, mgop_trace_header, c))) return rc;
+  v = get("OTEL_SERVICE_NAME");
+  if ((rc = mgop_trace_resource_kv(c, "service.name", v && v[0] ? v : "multigres-operator")) ||
+      (rc = mgop_trace_resource_kv(c, "service.version", version)) ||
+      (rc = mgop_env_pairs("OTEL_RESOURCE_ATTRIBUTES", (v = get("OTEL_RESOURCE_ATTRIBUTES")) ? v : "",
+                           mgop_trace_resource_attr, c)))
+    return rc;
+  v = mgop_otlp_var(get, "TIMEOUT", &name);
+  if ((rc = mgop_env_ms(get, name, 10000, 600000, &c->timeout_ms)) ||
+      (rc = mgop_env_ms(get, "OTEL_BSP_SCHEDULE_DELAY", 5000, 600000, &c->delay_ms)) ||
+      (rc = mgop_env_ms(get, "OTEL_BSP_EXPORT_TIMEOUT", 30000, 600000, &c->export_timeout_ms)) ||
+      (rc = mgop_env_ms(get, "OTEL_BSP_MAX_QUEUE_SIZE", MGOP_TRACE_QUEUE_DEFAULT, MGOP_TRACE_QUEUE_MAX, &q)) ||
+      (rc = mgop_env_ms(get, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", q < 512 ? q : 512, MGOP_TRACE_QUEUE_MAX, &b)))
+    return rc;
+  if (b > q)
+    return mgop_seterr(MGOP_ERR_CONFIG, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=%lld is above OTEL_BSP_MAX_QUEUE_SIZE=%lld; "
+                       "a batch is taken from the queue", b, q);
+  c->queue_max = (int)q, c->batch_max = (int)b;
+  snprintf(c->ca_file, sizeof(c->ca_file), "%s", mgop_otlp_var(get, "CERTIFICATE", &name));
+  snprintf(c->cert_file, sizeof(c->cert_file), "%s", mgop_otlp_var(get, "CLIENT_CERTIFICATE", &name));
+  snprintf(c->key_file, sizeof(c->key_file), "%s", mgop_otlp_var(get, "CLIENT_KEY", &name));
+  if (!strncmp(c->url, "https:", 6) && !c->ca_file[0])
+    return mgop_seterr(MGOP_ERR_CONFIG, "%s is https, but OTEL_EXPORTER_OTLP_CERTIFICATE is not set: name the "
+                       "collector's CA file (the static binary carries no system CA bundle), or use http://", c->url);
+  if (!c->cert_file[0] != !c->key_file[0])
+    return mgop_seterr(MGOP_ERR_CONFIG, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY "
+                       "go together: set both or neither");
+  return MGOP_OK;
+}
+
+/* --- the exporter ------------------------------------------------------------ */
+static int mgop_trace_pem(const char *file, const char *what, unsigned char *buf, size_t *len) {
+  size_t n = 0;
+  if (!file[0]) return MGOP_OK;
+  if (mgop_read_file(file, (char *)buf, MGOP_PEM_MAX - 1, &n))
+    return mgop_seterr(MGOP_ERR_CONFIG, "%s %s: %s", what, file, mgop_errmsg());
+  buf[n] = 0;
+  *len = n + 1; /* mbedTLS parses PEM with its NUL */
+  return MGOP_OK;
+}
+
+int mgop_trace_start(const struct mgop_trace_cfg *c) {
+  struct mgop_kubecfg *k = &mgop_tracer.kcfg;
+  int rc;
+  if (mgop_trace_on()) { /* again (tests): the old client goes */
+    __atomic_store_n(&mgop_tracer.on, 0, __ATOMIC_RELEASE);
+    mgop_kube_free(&mgop_tracer.kube);
+  }
+  pthread_mutex_lock(&mgop_tracer.mu);
+  mgop_tracer.cfg = *c;
+  mgop_tracer.head = mgop_tracer.count = 0;
+  mgop_tracer.stopping = mgop_tracer.wake = 0;
+  memset(&mgop_tracer.st, 0, sizeof(mgop_tracer.st));
+  pthread_mutex_unlock(&mgop_tracer.mu);
+  if (!c->enabled) return MGOP_OK;
+  memset(k, 0, sizeof(*k));
+  snprintf(k->source, sizeof(k->source), "OTLP endpoint");
+  if ((rc = mgop_url_parse(c->url, k->scheme, sizeof(k->scheme), k->host, sizeof(k->host), k->port, sizeof(k->port),
+                           k->path_prefix, sizeof(k->path_prefix))) ||
+      (rc = mgop_trace_pem(c->ca_file, "OTEL_EXPORTER_OTLP_CERTIFICATE", k->ca, &k->ca_len)) ||
+      (rc = mgop_trace_pem(c->cert_file, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", k->cert, &k->cert_len)) ||
+      (rc = mgop_trace_pem(c->key_file, "OTEL_EXPORTER_OTLP_CLIENT_KEY", k->key, &k->key_len)) ||
+      (rc = mgop_kube_init(&mgop_tracer.kube, k)))
+    return rc;
+  mgop_tracer.kube.peer = "OTLP collector";
+  mgop_tracer.kube.extra_headers = mgop_tracer.cfg.headers;
+  __atomic_store_n(&mgop_tracer.on, 1, __ATOMIC_RELEASE);
+  return MGOP_OK;
+}
+
+void mgop_trace_wake(void) {
+  pthread_mutex_lock(&mgop_tracer.mu);
+  mgop_tracer.wake = 1;
+  pthread_cond_signal(&mgop_tracer.cv);
+  pthread_mutex_unlock(&mgop_tracer.mu);
+}
+
+void mgop_trace_shutdown(void) {
+  pthread_mutex_lock(&mgop_tracer.mu);
+  mgop_tracer.stopping = mgop_tracer.wake = 1;
+  pthread_cond_signal(&mgop_tracer.cv);
+  pthread_mutex_unlock(&mgop_tracer.mu);
+}
+
+/* An export that is not the final flush gives up when the process stops. */
+static int mgop_trace_abandoned(void) {
+  int stopping;
+  pthread_mutex_lock(&mgop_tracer.mu);
+  stopping = mgop_tracer.stopping;
+  pthread_mutex_unlock(&mgop_tracer.mu);
+  return stopping && !mgop_io_unabortable;
+}
+
+void mgop_trace_get_stats(struct mgop_trace_stats *out) {
+  pthread_mutex_lock(&mgop_tracer.mu);
+  *out = mgop_tracer.st;
+  pthread_mutex_unlock(&mgop_tracer.mu);
+}
+
+static void mgop_trace_count(unsigned long long *counter, unsigned long long n) {
+  pthread_mutex_lock(&mgop_tracer.mu);
+  *counter += n;
+  pthread_mutex_unlock(&mgop_tracer.mu);
+}
+
+/* Waits on the queue's condition until `until_ms` (monotonic) or a wake. */
+static void mgop_trace_wait_locked(long long until_ms) {
+  long long left = until_ms - mgop_now_ms();
+  struct timespec ts;
+  if (left <= 0 || mgop_tracer.wake) return;
+  clock_gettime(CLOCK_REALTIME, &ts); /* the condition's clock */
+  ts.tv_sec += (time_t)(left / 1000);
+  ts.tv_nsec += (long)(left % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  pthread_cond_timedwait(&mgop_tracer.cv, &mgop_tracer.mu, &ts);
+}
+
+/* A failure worth a log line at most every 30 s (a collector down for an
+ * hour is one line a half-minute, and the counters say the rest). */
+static void mgop_trace_complain(const char *what) {
+  long long now = mgop_now_ms();
+  if (mgop_tracer.last_log_ms && now - mgop_tracer.last_log_ms < 30000) return;
+  mgop_tracer.last_log_ms = now;
+  MGOP_LOG(MGOP_WARN, ("OTLP export to %s: %s", mgop_tracer.cfg.url, what));
+}
+
+/* POSTs one request body: retries 429/502/503/504 and transport errors
+ * (Retry-After, else backoff from 0.5 s) until the deadline. 0, or the
+ * error; *rejected when the collector refused the data itself. */
+static int mgop_trace_post(const char *body, size_t n, long long deadline, int *rejected) {
+  char resp[2048];
+  struct mgop_buf out;
+  long long backoff = 500;
+  const char *path = mgop_tracer.kcfg.path_prefix[0] ? "" : "/";
+  *rejected = 0;
+  for (;;) {
+    long long left = deadline - mgop_now_ms(), wait;
+    int status = 0, rc;
+    if (left <= 0) return mgop_seterr(MGOP_ERR_TIMEOUT, "export deadline passed");
+    if (mgop_trace_abandoned()) return mgop_seterr(MGOP_ERR_TIMEOUT, "shutting down");
+    mgop_tracer.kube.timeout_ms = left < mgop_tracer.cfg.timeout_ms ? left : mgop_tracer.cfg.timeout_ms;
+    mgop_buf_init(&out, resp, sizeof(resp));
+    rc = mgop_kube_request(&mgop_tracer.kube, "POST", path, "application/json", body, n, &out, &status);
+    mgop_trace_count(&mgop_tracer.st.requests, 1);
+    if (!rc && status / 100 == 2) return MGOP_OK;
+    mgop_trace_count(&mgop_tracer.st.failures, 1);
+    if (!rc && status != 429 && status != 502 && status != 503 && status != 504) {
+      char why[400];
+      snprintf(why, sizeof(why), "the collector answered HTTP %d and refused the spans: %.300s", status, mgop_buf_cstr(&out));
+      *rejected = 1;
+      mgop_trace_complain(why);
+      return MGOP_ERR_STATUS;
+    }
+    if (rc) mgop_trace_complain(mgop_errmsg());
+    wait = !rc && mgop_tracer.kube.last_retry_after_s > 0 ? mgop_tracer.kube.last_retry_after_s * 1000LL : backoff;
+    backoff = backoff < 8000 ? backoff * 2 : backoff;
+    if (mgop_now_ms() + wait >= deadline) return rc ? rc : MGOP_ERR_STATUS;
+    pthread_mutex_lock(&mgop_tracer.mu);
+    mgop_trace_wait_locked(mgop_now_ms() + wait);
+    pthread_mutex_unlock(&mgop_tracer.mu);
+  }
+}
+
+/* The body of one request: as many of the batch's spans from `from` as
+ * fit; returns the index after the last one written. */
+static int mgop_trace_body(const struct mgop_span *spans, int from, int n, struct mgop_buf *b) {
+  static const char tail[] = "]}]}]}";
+  int i;
+  mgop_buf_init(b, mgop_tracer.body, sizeof(mgop_tracer.body) - sizeof(tail));
+  mgop_buf_printf(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[%s]},\"scopeSpans\":[{\"scope\":"
+                  "{\"name\":\"multigres-operator\",\"version\":\"" MGOP_VERSION "\"},\"spans\":[", mgop_tracer.cfg.resource);
+  for (i = from; i < n; i++) {
+    size_t at = b->len;
+    if (i > from) mgop_buf_puts(b, ",");
+    mgop_span_json(b, &spans[i]);
+    if (b->overflow) { /* this one goes in the next request */
+      b->overflow = 0;
+      b->len = at;
+      break;
+    }
+  }
+  b->cap += sizeof(tail);
+  mgop_buf_puts(b, tail);
+  return i;
+}
+
+int mgop_trace_export_step(int flush, long long deadline_ms) {
+  int n = 0;
+  pthread_mutex_lock(&mgop_tracer.mu);
+  if (!flush && mgop_tracer.count < mgop_tracer.cfg.batch_max)
+    mgop_trace_wait_locked(mgop_now_ms() + mgop_tracer.cfg.delay_ms);
+  flush |= mgop_tracer.wake;
+  mgop_tracer.wake = 0;
+  while (n < mgop_tracer.count && n < mgop_tracer.cfg.batch_max) {
+    mgop_tracer.batch[n++] = mgop_tracer.q[mgop_tracer.head];
+    mgop_tracer.head = (mgop_tracer.head + 1) % mgop_tracer.cfg.queue_max;
+  }
+  mgop_tracer.count -= n;
+  pthread_mutex_unlock(&mgop_tracer.mu);
+  if (n == 0) return !flush;
+  for (int i = 0; i < n;) {
+    struct mgop_buf b;
+    int next = mgop_trace_body(mgop_tracer.batch, i, n, &b), rejected = 0;
+    long long deadline = deadline_ms ? deadline_ms : mgop_now_ms() + mgop_tracer.cfg.export_timeout_ms;
+    if (next == i) next = i + 1; /* a span larger than a request: cannot be (bounded fields), but never loop */
+    if (!b.overflow && mgop_trace_post(b.p, b.len, deadline, &rejected) == MGOP_OK)
+      mgop_trace_count(&mgop_tracer.st.exported, (unsigned long long)(next - i));
+    else
+      mgop_trace_count(rejected ? &mgop_tracer.st.dropped_rejected : &mgop_tracer.st.dropped_failed,
+                       (unsigned long long)(next - i));
+    i = next;
+  }
+  return 1;
 }
 
 #endif /* MULTIGRES_OP_IMPLEMENTED */

@@ -2740,6 +2740,236 @@ static void test_http_call_plain(void) {
 }
 
 /* ======================================================================
+ * 7e2. Tracing: W3C trace context, the OTEL_* settings, OTLP JSON export
+ * ==================================================================== */
+static void test_traceparent(void) {
+  struct mgop_trace_ctx c;
+  char out[56];
+  const char *ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  CHECK(mgop_traceparent_parse(ok, strlen(ok), &c) == 0 && (c.flags & 1) && c.trace_id[0] == 0x4b && c.span_id[7] == 0xb7);
+  mgop_traceparent_format(&c, out);
+  CHECK(strcmp(out, ok) == 0);
+  CHECK(mgop_traceparent_parse("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", 55, &c) != 0); /* upper */
+  CHECK(mgop_traceparent_parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01", 55, &c) != 0);
+  CHECK(mgop_traceparent_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", 55, &c) != 0);
+  CHECK(mgop_traceparent_parse("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 55, &c) != 0);
+  CHECK(mgop_traceparent_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", 57, &c) != 0);
+  CHECK(mgop_traceparent_parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-later", 61, &c) == 0 &&
+        !(c.flags & 1)); /* a later version keeps 00's prefix */
+  CHECK(mgop_traceparent_parse("00-4bf92f35", 11, &c) != 0 && strstr(mgop_errmsg(), "traceparent") != NULL);
+}
+
+/* getenv over a table: "NAME=value" entries. */
+static const char *const *t_env;
+static const char *t_getenv(const char *name) {
+  size_t n = strlen(name);
+  for (int i = 0; t_env && t_env[i]; i++)
+    if (!strncmp(t_env[i], name, n) && t_env[i][n] == '=') return t_env[i] + n + 1;
+  return NULL;
+}
+static int t_trace_cfg(struct mgop_trace_cfg *c, const char *const *env) {
+  t_env = env;
+  return mgop_trace_config(c, t_getenv, "9.9.9");
+}
+
+static void test_trace_config(void) {
+  static struct mgop_trace_cfg c;
+  const char *none[] = {NULL};
+  const char *base[] = {"OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318/", "OTEL_SERVICE_NAME=op-a",
+                        "OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=edge%20a,service.name=ignored",
+                        "OTEL_EXPORTER_OTLP_HEADERS=x-api-key=s%3Dcret, x-team = db", NULL};
+  const char *full[] = {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://b:2/t",
+                        "OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_TRACES_SAMPLER=traceidratio",
+                        "OTEL_TRACES_SAMPLER_ARG=0.25", NULL};
+  const char *off1[] = {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_TRACES_EXPORTER=none", NULL};
+  const char *off2[] = {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_SDK_DISABLED=true", NULL};
+  const char *bad[][4] = {
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_TRACES_EXPORTER=zipkin", NULL, "OTEL_TRACES_EXPORTER"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=collector:4318", NULL, NULL, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_TRACES_SAMPLER=sometimes", NULL, "OTEL_TRACES_SAMPLER"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_TRACES_SAMPLER=traceidratio", "OTEL_TRACES_SAMPLER_ARG=2",
+       "OTEL_TRACES_SAMPLER_ARG"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_BSP_MAX_QUEUE_SIZE=99999", NULL, "OTEL_BSP_MAX_QUEUE_SIZE"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=600", NULL, "above OTEL_BSP_MAX_QUEUE_SIZE"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=https://a:1", NULL, NULL, "OTEL_EXPORTER_OTLP_CERTIFICATE"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_EXPORTER_OTLP_HEADERS=novalue", NULL, "OTEL_EXPORTER_OTLP_HEADERS"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_EXPORTER_OTLP_HEADERS=a b=c", NULL, "not a header name"},
+      {"OTEL_EXPORTER_OTLP_ENDPOINT=http://a:1", "OTEL_EXPORTER_OTLP_TIMEOUT=10s", NULL, "OTEL_EXPORTER_OTLP_TIMEOUT"},
+  };
+  CHECK(t_trace_cfg(&c, none) == 0 && !c.enabled);
+  CHECK(t_trace_cfg(&c, off1) == 0 && !c.enabled);
+  CHECK(t_trace_cfg(&c, off2) == 0 && !c.enabled);
+  CHECK(t_trace_cfg(&c, base) == 0 && c.enabled);
+  CHECK(strcmp(c.url, "http://collector:4318/v1/traces") == 0);
+  CHECK(strcmp(c.headers, "x-api-key: s=cret\r\nx-team: db\r\n") == 0);
+  CHECK(strstr(c.resource, "{\"key\":\"service.name\",\"value\":{\"stringValue\":\"op-a\"}}") != NULL);
+  CHECK(strstr(c.resource, "\"service.version\",\"value\":{\"stringValue\":\"9.9.9\"}") != NULL);
+  CHECK(strstr(c.resource, "\"k8s.cluster.name\",\"value\":{\"stringValue\":\"edge a\"}") != NULL);
+  CHECK(strstr(c.resource, "ignored") == NULL);
+  CHECK(c.sampler == MGOP_SAMPLE_PB_ALWAYS_ON && c.queue_max == MGOP_TRACE_QUEUE_DEFAULT && c.batch_max == 512);
+  CHECK(c.delay_ms == 5000 && c.timeout_ms == 10000 && !c.note[0]);
+  CHECK(t_trace_cfg(&c, full) == 0 && c.enabled && strcmp(c.url, "http://b:2/t") == 0);
+  CHECK(c.sampler == MGOP_SAMPLE_RATIO && c.ratio == 0.25 && strstr(c.note, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc") != NULL);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    const char *env[4] = {bad[i][0], bad[i][1], bad[i][2], NULL};
+    int rc = t_trace_cfg(&c, env);
+    CHECK(rc == MGOP_ERR_CONFIG);
+    if (rc != MGOP_ERR_CONFIG || !strstr(mgop_errmsg(), bad[i][3]))
+      fprintf(stderr, "  bad[%zu]: rc %d, message %s\n", i, rc, mgop_errmsg());
+    CHECK(strstr(mgop_errmsg(), bad[i][3]) != NULL);
+  }
+}
+
+/* Child: answers POSTs with the given statuses in order (keep-alive, or a
+ * new connection when the client closed), writing each body to dir/N. */
+static void t_otlp_server(int lfd, const int *statuses, int n, const char *dir) {
+  int fd = -1;
+  for (int i = 0; i < n; i++) {
+    char buf[65536], path[340], resp[200];
+    size_t got = 0;
+    long clen = -1;
+    char *body = NULL;
+    for (;;) {
+      ssize_t r;
+      if (fd < 0) fd = accept(lfd, NULL, NULL);
+      r = read(fd, buf + got, sizeof(buf) - 1 - got);
+      if (r <= 0) { close(fd), fd = -1, got = 0; continue; }
+      got += (size_t)r;
+      buf[got] = 0;
+      if (!body && (body = strstr(buf, "\r\n\r\n"))) {
+        char *cl = strcasestr(buf, "Content-Length:");
+        body += 4;
+        clen = cl ? strtol(cl + 15, NULL, 10) : 0;
+      }
+      if (body && (long)(got - (size_t)(body - buf)) >= clen) break;
+    }
+    snprintf(path, sizeof(path), "%s/%d", dir, i);
+    FILE *f = fopen(path, "w");
+    if (f) fwrite(buf, 1, got, f), fclose(f);
+    snprintf(resp, sizeof(resp), "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n%sContent-Length: 2\r\n\r\n{}",
+             statuses[i], statuses[i] == 503 ? "Retry-After: 1\r\n" : "");
+    if (write(fd, resp, strlen(resp)) < 0) _exit(1);
+  }
+  _exit(0);
+}
+
+static char *t_slurp(const char *path, char *buf, size_t cap) {
+  size_t n = 0;
+  buf[0] = 0;
+  if (mgop_read_file(path, buf, cap - 1, &n)) return buf;
+  buf[n] = 0;
+  return buf;
+}
+
+static void test_trace_export(void) {
+  static struct mgop_trace_cfg c;
+  static char got[65536];
+  struct mgop_trace_stats st;
+  struct mgop_span root, child, extra;
+  struct mgop_json j;
+  char url[80], dir[300], path[320], t[33], sid[17], line[600];
+  int port, lfd = t_listen(&port), statuses[] = {503, 200, 400};
+  const char *env[] = {url, "OTEL_BSP_MAX_QUEUE_SIZE=2", "OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20x", NULL};
+  pid_t pid;
+  snprintf(url, sizeof(url), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:%d/v1/traces", port);
+  snprintf(dir, sizeof(dir), "%s/otlp", t_tmpdir);
+  mkdir(dir, 0700);
+  if (t_trace_cfg(&c, env)) fprintf(stderr, "  config: %s\n", mgop_errmsg());
+  CHECK(c.enabled && c.queue_max == 2 && c.batch_max == 2);
+  CHECK(mgop_trace_start(&c) == 0 && mgop_trace_on());
+  if ((pid = fork()) == 0) t_otlp_server(lfd, statuses, 3, dir);
+  mgop_span_begin(&root, "MultigresCluster.Reconcile", MGOP_SPAN_INTERNAL, NULL);
+  CHECK(root.recording && mgop_span_cur == &root && mgop_all_zero(root.parent, 8));
+  mgop_span_str(&root, "k8s.resource.name", "a \"quoted\" name");
+  mgop_span_int(&root, "multigres.generation", 7);
+  mgop_span_bool(&root, "admission.allowed", 1);
+  mgop_span_begin(&child, "child", MGOP_SPAN_CLIENT, NULL); /* the thread's current span is its parent */
+  CHECK(memcmp(child.ctx.trace_id, root.ctx.trace_id, 16) == 0 && memcmp(child.parent, root.ctx.span_id, 8) == 0);
+  mgop_span_error(&child, "it failed: %d", 42);
+  mgop_span_end(&child);
+  CHECK(mgop_span_cur == &root);
+  mgop_span_end(&root);
+  CHECK(mgop_span_cur == NULL);
+  mgop_span_begin(&extra, "third", MGOP_SPAN_INTERNAL, NULL);
+  mgop_span_end(&extra); /* the queue holds 2: dropped */
+  mgop_trace_get_stats(&st);
+  CHECK(st.dropped_full == 1);
+  CHECK(mgop_trace_export_step(1, mgop_now_ms() + 5000) == 1); /* 503 (Retry-After: 1), then 200 */
+  mgop_span_begin(&extra, "refused", MGOP_SPAN_SERVER, NULL);
+  mgop_span_end(&extra);
+  CHECK(mgop_trace_export_step(1, mgop_now_ms() + 5000) == 1); /* 400: dropped as rejected */
+  CHECK(mgop_trace_export_step(1, mgop_now_ms() + 1000) == 0); /* nothing left */
+  waitpid(pid, NULL, 0);
+  close(lfd);
+  mgop_trace_get_stats(&st);
+  CHECK(st.exported == 2 && st.dropped_rejected == 1 && st.requests == 3 && st.failures == 2);
+  snprintf(path, sizeof(path), "%s/1", dir);
+  t_slurp(path, got, sizeof(got));
+  CHECK(strncmp(got, "POST /v1/traces HTTP/1.1\r\n", 26) == 0);
+  CHECK(strstr(got, "\r\nContent-Type: application/json\r\n") && strstr(got, "\r\nauthorization: Bearer x\r\n"));
+  {
+    const char *body = strstr(got, "\r\n\r\n");
+    int spans;
+    static jsmntok_t tok[2048];
+    CHECK(body && mgop_json_parse(&j, body + 4, strlen(body + 4), tok, 2048) == 0);
+    if (!body) return;
+    spans = mgop_json_path(&j, 0, "resourceSpans");
+    spans = mgop_json_path(&j, mgop_json_at(&j, spans, 0), "scopeSpans");
+    spans = mgop_json_key(&j, mgop_json_at(&j, spans, 0), "spans");
+    CHECK(mgop_json_is(&j, spans, JSMN_ARRAY) && j.tok[spans].size == 2);
+    mgop_hex(root.ctx.trace_id, 16, t);
+    mgop_hex(root.ctx.span_id, 8, sid);
+    snprintf(line, sizeof(line), "\"traceId\":\"%s\",\"spanId\":\"", t);
+    CHECK(strstr(body, line) != NULL);
+    snprintf(line, sizeof(line), "\"parentSpanId\":\"%s\",\"name\":\"child\",\"kind\":3", sid);
+    CHECK(strstr(body, line) != NULL);
+    CHECK(strstr(body, "\"status\":{\"code\":2,\"message\":\"it failed: 42\"}") != NULL);
+    CHECK(strstr(body, "{\"key\":\"k8s.resource.name\",\"value\":{\"stringValue\":\"a \\\"quoted\\\" name\"}}") != NULL);
+    CHECK(strstr(body, "{\"key\":\"multigres.generation\",\"value\":{\"intValue\":\"7\"}}") != NULL);
+    CHECK(strstr(body, "{\"key\":\"service.name\",\"value\":{\"stringValue\":\"multigres-operator\"}}") != NULL);
+  }
+  c.enabled = 0; /* tracing off again for the tests after this one */
+  CHECK(mgop_trace_start(&c) == 0 && !mgop_trace_on());
+  mgop_span_begin(&extra, "off", MGOP_SPAN_INTERNAL, NULL);
+  CHECK(!extra.recording && mgop_span_cur == NULL);
+  mgop_span_end(&extra);
+}
+
+static void test_trace_sampler_and_attrs(void) {
+  static struct mgop_trace_cfg c;
+  struct mgop_span s, k;
+  struct mgop_trace_ctx unsampled;
+  int sampled = 0;
+  const char *ratio[] = {"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9", "OTEL_TRACES_SAMPLER=parentbased_traceidratio",
+                         "OTEL_TRACES_SAMPLER_ARG=0.5", NULL};
+  char big[300];
+  CHECK(t_trace_cfg(&c, ratio) == 0 && mgop_trace_start(&c) == 0);
+  for (int i = 0; i < 400; i++) {
+    mgop_span_begin(&s, "r", MGOP_SPAN_INTERNAL, NULL);
+    sampled += s.recording;
+    s.recording = 0; /* not queued */
+    mgop_span_end(&s);
+  }
+  CHECK(sampled > 140 && sampled < 260); /* about half of the roots */
+  mgop_traceparent_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", 55, &unsampled);
+  mgop_span_begin(&s, "child of unsampled", MGOP_SPAN_INTERNAL, &unsampled);
+  CHECK(!s.recording && !(s.ctx.flags & 1) && s.ctx.trace_id[0] == 0x4b); /* parent-based: follows the parent */
+  mgop_span_end(&s);
+  mgop_traceparent_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 55, &unsampled);
+  mgop_span_begin(&k, "late parent", MGOP_SPAN_INTERNAL, NULL);
+  mgop_span_continue(&k, &unsampled, NULL);
+  CHECK(k.recording && k.ctx.trace_id[0] == 0x4b && k.parent[7] == 0xb7);
+  memset(big, 'x', sizeof(big) - 1);
+  big[sizeof(big) - 1] = 0;
+  for (int i = 0; i < 10; i++) mgop_span_str(&k, "k", big); /* 1 KiB of attributes: the rest counted */
+  CHECK(k.attrs_dropped > 0 && k.attrs_len <= sizeof(k.attrs));
+  k.recording = 0;
+  mgop_span_end(&k);
+  c.enabled = 0;
+  mgop_trace_start(&c);
+}
+
+/* ======================================================================
  * 7f. Backup schedule: cron parsing and the next fire time (UTC)
  * ==================================================================== */
 static long long t_utc(int y, int mo, int d, int h, int mi) {
@@ -4645,6 +4875,10 @@ static const struct t_case t_cases[] = {
     {"backup_health_verdicts", test_backup_health_verdicts},
     {"backup_tick", test_backup_tick},
     {"http_call_plain", test_http_call_plain},
+    {"traceparent", test_traceparent},
+    {"trace_config", test_trace_config},
+    {"trace_export", test_trace_export},
+    {"trace_sampler_and_attrs", test_trace_sampler_and_attrs},
     {"cron_parse", test_cron_parse},
     {"cron_next", test_cron_next},
     {"backup_schedule_jitter", test_backup_schedule_jitter},

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/integration/run.sh [PATTERN] - run the integration tests against the
 # real local control plane (tests/controlplane/cp.sh). Brings it up, installs
-# the CRDs, runs every t_*.sh (or those matching PATTERN), tears it down, and
+# the CRDs, runs every t_*.sh (or those whose name matches PATTERN, an
+# extended regular expression: `serving`, `serving|tracing`), tears it down, and
 # ends with "N passed, N failed".
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +27,7 @@ wait_for 60 "every CRD Established" kubectl wait --for=condition=Established --t
 passed=0 failed=0 failed_names=()
 for t in "$HERE"/t_*.sh; do
   name=$(basename "$t" .sh)
-  [ -n "$pattern" ] && [[ $name != *$pattern* ]] && continue
+  [ -n "$pattern" ] && [[ ! $name =~ $pattern ]] && continue
   echo "=== $name" >&2
   start=$(date +%s); touch "$IT_LOGS/.start"
   if bash "$t"; then
