@@ -8822,8 +8822,10 @@ static void mgop_wh_serve(const struct mgop_pki_pair *pair) {
     return;
   }
   MGOP_LOG(MGOP_INFO, ("webhook: serving certificate %s%s", serial, mgop_wh.serial[0] ? " (rotated)" : ""));
+  pthread_mutex_lock(&mgop_shared.mu); /* /metrics reads the expiry from it */
   snprintf(mgop_wh.serial, sizeof(mgop_wh.serial), "%s", serial);
   snprintf(mgop_wh.serving_cert, sizeof(mgop_wh.serving_cert), "%s", pair->cert);
+  pthread_mutex_unlock(&mgop_shared.mu);
 }
 
 #define MGOP_WH_CA_SECRET "multigres-operator-webhook-ca"
@@ -9298,9 +9300,11 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
     if (!strcmp(op, mgop_wh_ops[i])) opi = i;
   for (int i = 0; i <= K_SHARD; i++) /* the eight multigres.com kinds come first in the table */
     if (!strcmp(kind, mgop_kinds[i].kind)) ki = i;
-  if (ki >= 0) {
+  if (ki >= 0) { /* under the lock /metrics renders with: with --metrics-secure another thread reads them */
+    pthread_mutex_lock(&mgop_shared.mu);
     mgop_wh.total[opi][ki][v.errored ? 2 : v.allowed ? 0 : 1]++;
     mgop_histogram_observe(&mgop_wh.latency[opi][ki], (double)(mgop_now_us() - t0) / 1e6);
+    pthread_mutex_unlock(&mgop_shared.mu);
   }
   MGOP_LOG(v.allowed ? MGOP_DEBUG : MGOP_INFO, ("webhook: %s %s %s/%s: %s%s%s", op, kind, ns, uid,
                                                 v.allowed ? "allowed" : "denied: ", v.allowed ? "" : v.message,
@@ -9546,7 +9550,7 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  * 13. The loop
  * ==================================================================== */
 /* Three threads, each with its own API connection where it needs one (and
- * a fourth, the trace exporter, when tracing is on):
+ * two more when asked: the trace exporter and the secure metrics server):
  *   the loop     (main thread) watches, reconciles, rotates certificates;
  *                it owns every table of sections 3-9, the watches and
  *                mgop_server.api, and the etcd client of the topology
@@ -9557,9 +9561,13 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   Lease        acquires and renews the Lease on mgop_lease.api.
  *   exporter     POSTs ended spans to the OTLP collector (multigres-op.h
  *                2.12); spans reach it only through the tracer's queue.
+ *   metrics      with --metrics-secure only: /metrics over TLS, the token
+ *                reviews on mgop_msec.api and their cache, all its own.
  * What crosses threads, and how (nothing else does):
  *   - mgop_shared.mu guards mgop_shared's plain fields, the metric series
- *     and mgop_stats: the loop writes them, the serving thread renders them;
+ *     and mgop_stats: the loop writes them, the serving thread (or the
+ *     secure metrics thread) renders them; also the webhook's counters and
+ *     served certificate, which the serving thread writes under it;
  *   - mgop_tcache.lock (rwlock) guards the template cache;
  *   - mgop_trace_links.mu guards the admission -> reconcile trace links
  *     (serving writes, loop reads);
@@ -9569,10 +9577,10 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   - atomics: mgop_shared.synced and .beat_ms (loop -> serving), the
  *     Lease's leading, renewed_ms, seen_ok_ms, new_term, lost (Lease ->
  *     all), mgop_stop_signal and mgop_io_abort (signal -> all);
- *   - pipes: stop (main -> both threads), offer (loop -> serving: a new
+ *   - pipes: stop (main -> every thread), offer (loop -> serving: a new
  *     certificate in mgop_shared.offer), wake (Lease -> loop).
- * The serving thread's servers, connections, admission arena and the
- * webhook's counters are its own; the loop never touches them after start.
+ * The serving thread's servers, connections and admission arena are its
+ * own; the loop never touches them after start.
  * The builders run on both (admission renders a cluster): their scratch is
  * _Thread_local. The backup health and schedule table (mgop_bh_table, the
  * running job) and the multiadmin calls are the loop's alone. */
@@ -9586,6 +9594,38 @@ static int mgop_signalled(void) { return __atomic_load_n(&mgop_stop_signal, __AT
 #define MGOP_HTTP_CONNS 8 /* per plain-HTTP server: Prometheus and the kubelet */
 static struct mgop_srv mgop_http_srv[2];
 static struct mgop_srv_conn mgop_http_conns[2][MGOP_HTTP_CONNS];
+
+/* --metrics-secure: /metrics over TLS, on a thread of its own (it makes
+ * API requests, which the serving thread never does). A scraper presents a
+ * bearer token; TokenReview says who it is and SubjectAccessReview whether
+ * it may get the non-resource URL /metrics (the reference operator's
+ * filters, and its metrics-reader ClusterRole). Verdicts are cached by the
+ * token's SHA-256: allowed for 2 minutes, refused for 30 s; an API server
+ * that cannot answer gets 503, not cached. The certificate: tls.crt and
+ * tls.key from --metrics-cert-path (re-read when tls.crt changes), else a
+ * self-signed pair made at start and renewed 30 days before it expires. */
+#define MGOP_MSEC_CACHE 64
+#define MGOP_MSEC_ALLOW_S 120
+#define MGOP_MSEC_DENY_S 30
+#define MGOP_MSEC_REVIEW_MS 2000
+#define MGOP_MSEC_VALIDITY_S (365LL * 24 * 3600)
+static struct {
+  int enabled;
+  char cert_path[512];
+  long long cert_mtime, next_check_ms;
+  struct mgop_kubecfg cfg;     /* its own copy: token reloads are per client */
+  struct mgop_kube api;
+  struct mgop_pki_pair ca, pair;
+  struct mgop_msec_verdict {
+    unsigned char hash[32];
+    long long until_s;
+    int status;                /* 200, 401 or 403 */
+    char why[200];
+  } cache[MGOP_MSEC_CACHE];
+  unsigned long long reviews;
+} mgop_msec;
+
+static void *mgop_msec_main(void *arg);
 
 #define MGOP_LOOP_NICE 10 /* the loop's nice value: below the serving and Lease threads */
 static int mgop_stopping(void) { return mgop_signalled() || __atomic_load_n(&mgop_lease.lost, __ATOMIC_ACQUIRE); }
@@ -9615,7 +9655,8 @@ static void *mgop_serve_main(void *arg) {
   mgop_short_slice("serving");
   for (;;) {
     struct pollfd pfd[2 + 2 * (MGOP_HTTP_CONNS + 1) + MGOP_WH_CONNS + 1];
-    struct mgop_srv *srvs[3] = {&mgop_http_srv[0], &mgop_http_srv[1], mgop_wh.enabled ? &mgop_wh.srv : NULL};
+    struct mgop_srv *srvs[3] = {mgop_msec.enabled ? NULL : &mgop_http_srv[0], &mgop_http_srv[1],
+                                mgop_wh.enabled ? &mgop_wh.srv : NULL};
     int n = 2, at[3], cnt[3];
     long long wait = 1000;
     pfd[0] = (struct pollfd){mgop_shared.stop_pipe[0], POLLIN, 0};
@@ -9706,7 +9747,7 @@ static void mgop_trace_stop(pthread_t thread) {
 
 /* Starts the threads with SIGTERM/SIGINT blocked, so signals reach the
  * loop (whose poll() they interrupt). */
-static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *trace, int *started) {
+static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *trace, pthread_t *msec, int *started) {
   sigset_t block, old;
   pthread_attr_t attr;
   int rc = 0;
@@ -9723,6 +9764,10 @@ static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *tra
   if (!rc && mgop_lease.enabled) {
     if (pthread_create(lease, &attr, mgop_lease_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the Lease thread");
     else started[1] = 1;
+  }
+  if (!rc && mgop_msec.enabled) {
+    if (pthread_create(msec, &attr, mgop_msec_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the metrics thread");
+    else started[3] = 1;
   }
   if (!rc && mgop_trace_on()) {
     if (pthread_create(trace, &attr, mgop_trace_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the trace exporter");
@@ -9751,6 +9796,8 @@ struct mgop_options {
   const char *multiadmin_address;
   int zap_devel, zap_level, zap_level_set, zap_json; /* zap_json -1: by the mode */
   int enable_http2;           /* accepted: the servers speak HTTP/1.1 only */
+  int metrics_secure;         /* /metrics over TLS, TokenReview + SubjectAccessReview */
+  const char *metrics_cert_path; /* its tls.crt/tls.key; unset: a self-signed pair */
   const char *webhook_port;   /* --webhook-port, as ":PORT" */
   const char *webhook_service_account; /* the operator's identity when SelfSubjectReview does not answer */
 };
@@ -9835,19 +9882,196 @@ static int mgop_webhook_setup(const struct mgop_options *opt) {
   return 0;
 }
 
-/* /metrics and the probes: plain HTTP, on every replica. */
+/* The served pair: from --metrics-cert-path, or self-signed. 0 when
+ * nothing changed or it was replaced; -1 on error (logged). */
+static int mgop_msec_cert(int first) {
+  struct stat st;
+  long long now_s = (long long)time(NULL);
+  if (mgop_msec.cert_path[0]) {
+    static char crt[MGOP_PKI_PEM_MAX], key[MGOP_PKI_PEM_MAX];
+    char path[600];
+    size_t cn = 0, kn = 0;
+    snprintf(path, sizeof(path), "%s/tls.crt", mgop_msec.cert_path);
+    if (stat(path, &st)) { MGOP_LOG(MGOP_ERROR, ("metrics: %s: %s", path, strerror(errno))); return -1; }
+    if (!first && (long long)st.st_mtime == mgop_msec.cert_mtime) return 0;
+    if (mgop_read_file(path, crt, sizeof(crt) - 1, &cn)) { MGOP_LOG(MGOP_ERROR, ("metrics: %s", mgop_errmsg())); return -1; }
+    snprintf(path, sizeof(path), "%s/tls.key", mgop_msec.cert_path);
+    if (mgop_read_file(path, key, sizeof(key) - 1, &kn)) { MGOP_LOG(MGOP_ERROR, ("metrics: %s", mgop_errmsg())); return -1; }
+    crt[cn] = key[kn] = 0;
+    if (mgop_srv_set_cert(&mgop_http_srv[0], crt, cn, key, kn))
+      { MGOP_LOG(MGOP_ERROR, ("metrics: %s/tls.crt and tls.key: %s", mgop_msec.cert_path, mgop_errmsg())); return -1; }
+    mgop_msec.cert_mtime = (long long)st.st_mtime;
+    MGOP_LOG(MGOP_INFO, ("metrics: serving the certificate in %s", mgop_msec.cert_path));
+    return 0;
+  }
+  if (!first && !mgop_pki_needs_renewal(mgop_msec.pair.cert, mgop_msec.pair.cert_len, now_s, 30LL * 24 * 3600)) return 0;
+  {
+    char host[256] = "localhost";
+    const char *names[] = {"localhost", host, "127.0.0.1"};
+    gethostname(host, sizeof(host) - 1);
+    if (mgop_pki_make_ca(&mgop_msec.ca, "multigres-operator-metrics", MGOP_MSEC_VALIDITY_S, now_s) ||
+        mgop_pki_make_serving(&mgop_msec.pair, &mgop_msec.ca, names, 3, MGOP_MSEC_VALIDITY_S, now_s) ||
+        mgop_srv_set_cert(&mgop_http_srv[0], mgop_msec.pair.cert, mgop_msec.pair.cert_len, mgop_msec.pair.key,
+                          mgop_msec.pair.key_len))
+      { MGOP_LOG(MGOP_ERROR, ("metrics: cannot make a self-signed certificate: %s", mgop_errmsg())); return -1; }
+  }
+  MGOP_LOG(MGOP_INFO, ("metrics: serving a self-signed certificate (scrapers skip verification, or pass "
+                       "--metrics-cert-path)"));
+  return 0;
+}
+
+static int mgop_msec_setup(const struct mgop_options *opt) {
+  mgop_msec.enabled = 1;
+  snprintf(mgop_msec.cert_path, sizeof(mgop_msec.cert_path), "%s", opt->metrics_cert_path ? opt->metrics_cert_path : "");
+  mgop_msec.cfg = mgop_server.cfg;
+  if (mgop_kube_init(&mgop_msec.api, &mgop_msec.cfg)) {
+    MGOP_LOG(MGOP_ERROR, ("--metrics-secure: cannot set up its API client: %s", mgop_errmsg()));
+    return 2;
+  }
+  mgop_msec.api.timeout_ms = MGOP_MSEC_REVIEW_MS;
+  return mgop_msec_cert(1) ? 2 : 0;
+}
+
+/* TokenReview, then SubjectAccessReview: 200, 401 or 403 with why; 503
+ * when the API server did not answer (why says so). */
+static int mgop_msec_review(const char *token, char *why, size_t cap) {
+  static char body[16384], out_mem[32768];
+  static jsmntok_t tok[2048];
+  struct mgop_buf b, out;
+  struct mgop_jw w;
+  struct mgop_json j;
+  int status = 0, st, user, allowed = 0, authenticated = 0;
+  char name[256] = "";
+  mgop_buf_init(&b, body, sizeof(body));
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "authentication.k8s.io/v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "TokenReview");
+  mgop_jw_key(&w, "spec"); mgop_jw_obj(&w); mgop_jw_key(&w, "token"); mgop_jw_str(&w, token); mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  mgop_buf_init(&out, out_mem, sizeof(out_mem));
+  mgop_msec.reviews++;
+  if (mgop_kube_request(&mgop_msec.api, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", "application/json",
+                        b.p, b.len, &out, &status) || status != 201 ||
+      mgop_json_parse(&j, out.p, out.len, tok, sizeof(tok) / sizeof(tok[0])))
+    return snprintf(why, cap, "TokenReview failed: %.200s", status ? "unexpected answer" : mgop_errmsg()), 503;
+  st = mgop_json_key(&j, 0, "status");
+  mgop_json_bool(&j, mgop_json_key(&j, st, "authenticated"), &authenticated);
+  if (!authenticated) return snprintf(why, cap, "the bearer token is not valid"), 401;
+  user = mgop_json_key(&j, st, "user");
+  mgop_json_path_str(&j, user, "username", name, sizeof(name));
+  mgop_buf_init(&b, body, sizeof(body));
+  mgop_jw_init(&w, &b);
+  mgop_jw_obj(&w);
+  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "authorization.k8s.io/v1");
+  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "SubjectAccessReview");
+  mgop_jw_key(&w, "spec"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "user"); mgop_jw_str(&w, name);
+  if (mgop_json_key(&j, user, "uid") >= 0) mgop_jw_key(&w, "uid"), mgop_jw_copy(&w, &j, mgop_json_key(&j, user, "uid"));
+  if (mgop_json_key(&j, user, "groups") >= 0) mgop_jw_key(&w, "groups"), mgop_jw_copy(&w, &j, mgop_json_key(&j, user, "groups"));
+  if (mgop_json_key(&j, user, "extra") >= 0) mgop_jw_key(&w, "extra"), mgop_jw_copy(&w, &j, mgop_json_key(&j, user, "extra"));
+  mgop_jw_key(&w, "nonResourceAttributes"); mgop_jw_obj(&w);
+  mgop_jw_key(&w, "path"); mgop_jw_str(&w, "/metrics");
+  mgop_jw_key(&w, "verb"); mgop_jw_str(&w, "get");
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  mgop_jw_obj_end(&w);
+  if (b.overflow) return snprintf(why, cap, "the token's user is too large to review"), 401;
+  mgop_buf_init(&out, out_mem, sizeof(out_mem));
+  if (mgop_kube_request(&mgop_msec.api, "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                        "application/json", b.p, b.len, &out, &status) || status != 201 ||
+      mgop_json_parse(&j, out.p, out.len, tok, sizeof(tok) / sizeof(tok[0])))
+    return snprintf(why, cap, "SubjectAccessReview failed: %.200s", status ? "unexpected answer" : mgop_errmsg()), 503;
+  mgop_json_bool(&j, mgop_json_path(&j, 0, "status.allowed"), &allowed);
+  if (!allowed) return snprintf(why, cap, "%.180s may not get /metrics (grant it the ClusterRole multigres-operator-"
+                                "metrics-reader)", name), 403;
+  return snprintf(why, cap, "%.180s", name), 200;
+}
+
+/* The verdict for this Authorization header, from the cache or a review. */
+static int mgop_msec_verdict(const char *authorization, char *why, size_t cap) {
+  unsigned char hash[32];
+  long long now_s = (long long)time(NULL);
+  struct mgop_msec_verdict *slot = &mgop_msec.cache[0];
+  int status;
+  if (strncasecmp(authorization, "Bearer ", 7) || !authorization[7])
+    return snprintf(why, cap, "no bearer token: send Authorization: Bearer <a ServiceAccount token>"), 401;
+  mbedtls_sha256((const unsigned char *)authorization + 7, strlen(authorization + 7), hash, 0);
+  for (int i = 0; i < MGOP_MSEC_CACHE; i++) {
+    struct mgop_msec_verdict *v = &mgop_msec.cache[i];
+    if (v->until_s > now_s && !memcmp(v->hash, hash, 32)) return snprintf(why, cap, "%s", v->why), v->status;
+    if (v->until_s < slot->until_s) slot = v;
+  }
+  status = mgop_msec_review(authorization + 7, why, cap);
+  if (status == 503) return status;
+  memcpy(slot->hash, hash, 32);
+  slot->until_s = now_s + (status == 200 ? MGOP_MSEC_ALLOW_S : MGOP_MSEC_DENY_S);
+  slot->status = status;
+  snprintf(slot->why, sizeof(slot->why), "%.199s", why);
+  return status;
+}
+
+static void mgop_serve_metrics_secure(void *ctx, const struct mgop_http_req *req, const char *body, size_t body_len,
+                                      struct mgop_srv_resp *resp) {
+  char why[300];
+  (void)ctx, (void)body, (void)body_len;
+  snprintf(resp->content_type, sizeof(resp->content_type), "text/plain; charset=utf-8");
+  if (strcmp(req->path, "/metrics")) {
+    mgop_buf_puts(&resp->body, "not found; this server serves /metrics (the probes have their own port)\n");
+    resp->status = 404;
+    return;
+  }
+  if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
+    resp->status = 405;
+    snprintf(resp->headers, sizeof(resp->headers), "Allow: GET, HEAD\r\n");
+    return;
+  }
+  resp->status = mgop_msec_verdict(req->authorization, why, sizeof(why));
+  if (resp->status != 200) {
+    if (resp->status == 401) snprintf(resp->headers, sizeof(resp->headers), "WWW-Authenticate: Bearer\r\n");
+    mgop_buf_printf(&resp->body, "%s\n", why);
+    return;
+  }
+  snprintf(resp->content_type, sizeof(resp->content_type), "text/plain; version=0.0.4; charset=utf-8");
+  mgop_metrics_render(&resp->body);
+}
+
+/* The secure metrics thread: its server, its certificate checks, until stop. */
+static void *mgop_msec_main(void *arg) {
+  (void)arg;
+  while (!mgop_signalled()) {
+    struct pollfd pfd[1 + MGOP_HTTP_CONNS + 1];
+    int n = mgop_srv_pollfds(&mgop_http_srv[0], pfd + 1, MGOP_HTTP_CONNS + 1);
+    long long wait = mgop_srv_wake_ms(&mgop_http_srv[0], mgop_now_ms());
+    pfd[0] = (struct pollfd){mgop_shared.stop_pipe[0], POLLIN, 0};
+    if (poll(pfd, (nfds_t)n + 1, (int)(wait > 1000 ? 1000 : wait < 0 ? 0 : wait)) < 0 && errno != EINTR) break;
+    if (pfd[0].revents) break;
+    mgop_srv_step(&mgop_http_srv[0], pfd + 1, n, mgop_now_ms());
+    if (mgop_now_ms() >= mgop_msec.next_check_ms) {
+      mgop_msec_cert(0);
+      mgop_msec.next_check_ms = mgop_now_ms() + (mgop_msec.cert_path[0] ? 60000 : 3600000);
+    }
+  }
+  return NULL;
+}
+
+/* /metrics and the probes, on every replica: plain HTTP, or /metrics over
+ * TLS on its own thread with --metrics-secure. */
 static int mgop_http_setup(const struct mgop_options *opt) {
   for (int i = 0; i < 2; i++) {
     const char *addr = i ? opt->probe_addr : opt->metrics_addr;
-    mgop_srv_init(&mgop_http_srv[i], i ? "probes" : "metrics", 0, mgop_http_conns[i], MGOP_HTTP_CONNS, mgop_serve_http,
-                  NULL);
+    int secure = i == 0 && opt->metrics_secure && addr && strcmp(addr, "0");
+    mgop_srv_init(&mgop_http_srv[i], i ? "probes" : "metrics", secure, mgop_http_conns[i], MGOP_HTTP_CONNS,
+                  secure ? mgop_serve_metrics_secure : mgop_serve_http, NULL);
+    if (secure && mgop_msec_setup(opt)) return 2;
     if (!addr || !strcmp(addr, "0")) continue;
     if (mgop_srv_listen(&mgop_http_srv[i], addr)) {
       MGOP_LOG(MGOP_ERROR, ("cannot serve %s on %s: %s", i ? "/healthz and /readyz" : "/metrics", addr, mgop_errmsg()));
       return 2;
     }
-    MGOP_LOG(MGOP_INFO, ("serving %s on %s (port %d)", i ? "/healthz and /readyz" : "/metrics", addr,
-                         mgop_srv_port(&mgop_http_srv[i])));
+    MGOP_LOG(MGOP_INFO, ("serving %s on %s (port %d)%s", i ? "/healthz and /readyz" : "/metrics", addr,
+                         mgop_srv_port(&mgop_http_srv[i]), secure ? " over HTTPS, for bearer tokens allowed to get "
+                         "/metrics (TokenReview, SubjectAccessReview)" : ""));
   }
   return 0;
 }
@@ -10074,15 +10298,15 @@ static int mgop_loop(void) {
 int mgop_run(const struct mgop_options *opt); /* also called by tests */
 int mgop_run(const struct mgop_options *opt) {
   struct sigaction sa;
-  int rc, exit_code = 0, started[3] = {0, 0, 0};
-  pthread_t serve_thread, lease_thread, trace_thread;
+  int rc, exit_code = 0, started[4] = {0, 0, 0, 0};
+  pthread_t serve_thread, lease_thread, trace_thread, msec_thread;
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = mgop_on_signal; /* no SA_RESTART: poll() must wake up */
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   if ((rc = mgop_setup(opt))) return rc;
-  if (mgop_threads_start(&serve_thread, &lease_thread, &trace_thread, started)) {
+  if (mgop_threads_start(&serve_thread, &lease_thread, &trace_thread, &msec_thread, started)) {
     MGOP_LOG(MGOP_ERROR, ("%s", mgop_errmsg()));
     exit_code = 2;
     __atomic_store_n(&mgop_stop_signal, SIGTERM, __ATOMIC_RELEASE);
@@ -10098,11 +10322,13 @@ int mgop_run(const struct mgop_options *opt) {
   if (started[2]) mgop_trace_stop(trace_thread); /* flushes beside the Lease's release */
   if (started[1]) pthread_join(lease_thread, NULL);
   if (started[0]) pthread_join(serve_thread, NULL);
+  if (started[3]) pthread_join(msec_thread, NULL);
   mgop_arena_reset(&mgop_server.arena);
   for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);
   if (mgop_wh.enabled) mgop_srv_close(&mgop_wh.srv);
   for (int i = 0; i < K_COUNT; i++) mgop_watch_close(&mgop_server.watches[i]);
   if (mgop_lease.enabled) mgop_kube_free(&mgop_lease.api);
+  if (mgop_msec.enabled) mgop_kube_free(&mgop_msec.api);
   mgop_kube_free(&mgop_server.api);
   return exit_code;
 }
@@ -10387,7 +10613,9 @@ static const char mgop_usage[] =
     "The reference operator's flags (docs/operations.md): --webhook-port N (the port of\n"
     "  --webhook-bind-address), --webhook-service-account NAME (also POD_SERVICE_ACCOUNT; POD_NAMESPACE\n"
     "  is the default webhook namespace), --enable-http2 (accepted; the servers speak HTTP/1.1),\n"
-    "  --metrics-secure=false (what this operator does; true is refused)\n"
+    "  --metrics-secure[=true] (/metrics over HTTPS, each scraper's bearer token checked by TokenReview\n"
+    "  and SubjectAccessReview: get on /metrics; --metrics-cert-path DIR with tls.crt/tls.key, else\n"
+    "  a self-signed certificate)\n"
     "  --image-update-strategy S  immediate (default) or lazy: when clusters that do not set\n"
     "                           spec.imageUpdatePolicy.strategy adopt a changed default image set\n"
     "                           (MULTIGRES_IMAGE_<COMPONENT> overrides a built-in image; docs/operations.md)\n";
@@ -10436,6 +10664,7 @@ static const struct mgop_flag mgop_flags[] = {
     /* the reference operator's, so a Deployment written for it starts
      * (mgop_flag_dropin says what each does here) */
     {"metrics-secure", MGOP_F_BOOL, 0},
+    {"metrics-cert-path", MGOP_F_STRING, MGOP_OPT(metrics_cert_path)},
     {"enable-http2", MGOP_F_BOOL, 0},
     {"webhook-port", MGOP_F_DROPIN, 0},
     {"webhook-service-account", MGOP_F_STRING, MGOP_OPT(webhook_service_account)},
@@ -10508,12 +10737,7 @@ static int mgop_flag_bool(const struct mgop_flag *f, const char *name, const cha
   else if (!strcmp(f->name, "webhook-use-internal-certs")) opt->webhook_internal_certs = on;
   else if (!strcmp(f->name, "topology-registration")) mgop_topo_enabled = on;
   else if (!strcmp(f->name, "enable-http2")) opt->enable_http2 = on;
-  else if (!strcmp(f->name, "metrics-secure") && on) {
-    fprintf(stderr, "multigres-op: %s=true is not supported: /metrics is served over plain HTTP, without the "
-            "reference operator's TokenReview authentication; pass --metrics-secure=false and keep the port "
-            "private (a NetworkPolicy)\n", name);
-    return 2;
-  }
+  else if (!strcmp(f->name, "metrics-secure")) opt->metrics_secure = on;
   return 0;
 }
 
@@ -10672,6 +10896,11 @@ int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_
   mgop_log_json = opt->zap_json >= 0 ? opt->zap_json : !opt->zap_devel;
   if (opt->multiadmin_address) mgop_ma_override = opt->multiadmin_address;
   if (opt->webhook_port) opt->webhook_bind = opt->webhook_port;
+  if (opt->metrics_cert_path && !opt->metrics_secure) {
+    fprintf(stderr, "multigres-op: --metrics-cert-path is for --metrics-secure (plain HTTP has no certificate): "
+            "add --metrics-secure, or drop --metrics-cert-path\n");
+    return 2;
+  }
   /* the reference's Deployment sets these from the downward API */
   if (!opt->webhook_service_ns && getenv("POD_NAMESPACE") && getenv("POD_NAMESPACE")[0])
     opt->webhook_service_ns = getenv("POD_NAMESPACE");

@@ -750,6 +750,7 @@ struct mgop_http_req {
   char path[MGOP_HTTP_TARGET_MAX];   /* "/validate", or "*"; no query     */
   char query[MGOP_HTTP_TARGET_MAX];  /* after '?', or ""                  */
   char content_type[128];
+  char authorization[4096];          /* the Authorization header, or ""   */
   int minor;                         /* HTTP/1.minor                      */
   long long content_length;          /* -1 when absent                    */
   size_t body_len;                   /* bytes of body after the head      */
@@ -4556,6 +4557,10 @@ target_done:
       if ((size_t)(ve - v) >= sizeof(r->content_type)) return mgop_req_fail(r, 431, "Content-Type too long");
       memcpy(r->content_type, v, (size_t)(ve - v));
       r->content_type[ve - v] = 0;
+    } else if (mgop_hdr_name_eq(p, nlen, "authorization")) {
+      if ((size_t)(ve - v) >= sizeof(r->authorization)) return mgop_req_fail(r, 431, "Authorization too long");
+      memcpy(r->authorization, v, (size_t)(ve - v));
+      r->authorization[ve - v] = 0;
     }
   }
   if (hosts > 1) return mgop_req_fail(r, 400, "more than one Host header");

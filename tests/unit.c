@@ -3127,7 +3127,14 @@ static void test_flags(void) {
     CHECK(mgop_log_ts(ts, sizeof(ts)) == 1 && strlen(ts) >= 19 && !strchr(ts, 'T'));
     mgop_log_time = -1;
     unsetenv("POD_NAMESPACE");
-    CHECK(mgop_parse_flags(2, secure, &opt, &exit_now) == 2);
+    CHECK(mgop_parse_flags(2, secure, &opt, &exit_now) == 0 && opt.metrics_secure == 1); /* --metrics-secure is served now */
+    {
+      char *certless[] = {"x", "--metrics-cert-path", "/etc/certs", NULL};
+      struct mgop_options o2;
+      memset(&o2, 0, sizeof(o2));
+      o2.watch_namespace = "";
+      CHECK(mgop_parse_flags(3, certless, &o2, &exit_now) == 2); /* a certificate for plain HTTP: refused */
+    }
     CHECK(mgop_parse_flags(2, lazy, &opt, &exit_now) == 0 && mgop_img_defaults.lazy == 1);
     mgop_img_defaults.lazy = 0;
     CHECK(mgop_parse_flags(2, later, &opt, &exit_now) == 2);
@@ -4785,6 +4792,7 @@ static void test_pki_round_trip(void);
 static void test_pki_san_ip_eku(void);
 static void test_pki_renewal(void);
 static void test_http_request_parser(void);
+static void test_http_request_authorization(void);
 static void test_srv_listen_addresses(void);
 static void test_srv_https_swap(void);
 static void test_srv_plain(void);
@@ -4875,6 +4883,7 @@ static const struct t_case t_cases[] = {
     {"backup_health_verdicts", test_backup_health_verdicts},
     {"backup_tick", test_backup_tick},
     {"http_call_plain", test_http_call_plain},
+    {"http_request_authorization", test_http_request_authorization},
     {"traceparent", test_traceparent},
     {"trace_config", test_trace_config},
     {"trace_export", test_trace_export},
@@ -5104,6 +5113,16 @@ struct t_req_case {
   long long cl;
   int close;
 };
+
+static void test_http_request_authorization(void) {
+  static char req[6000];
+  static struct mgop_http_req r;
+  const char *ok = "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc.def\r\n\r\n";
+  CHECK(mgop_http_parse_request(ok, strlen(ok), 8192, 1024, &r) == MGOP_OK && strcmp(r.authorization, "Bearer abc.def") == 0);
+  CHECK(mgop_http_parse_request("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27, 8192, 1024, &r) == MGOP_OK && !r.authorization[0]);
+  snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %05000d\r\n\r\n", 7);
+  CHECK(mgop_http_parse_request(req, strlen(req), 8192, 1024, &r) == MGOP_ERR_TOOBIG && r.status == 431);
+}
 
 static void test_http_request_parser(void) {
   static const struct t_req_case cases[] = {
