@@ -9932,6 +9932,17 @@ static int mgop_msec_setup(const struct mgop_options *opt) {
   return mgop_msec_cert(1) ? 2 : 0;
 }
 
+/* Starts a review request's body in b: apiVersion, kind, and an open spec. */
+static void mgop_msec_request(struct mgop_jw *w, struct mgop_buf *b, char *mem, size_t cap, const char *api_version,
+                              const char *kind) {
+  mgop_buf_init(b, mem, cap);
+  mgop_jw_init(w, b);
+  mgop_jw_obj(w);
+  mgop_jw_key(w, "apiVersion"); mgop_jw_str(w, api_version);
+  mgop_jw_key(w, "kind"); mgop_jw_str(w, kind);
+  mgop_jw_key(w, "spec"); mgop_jw_obj(w);
+}
+
 /* TokenReview, then SubjectAccessReview: 200, 401 or 403 with why; 503
  * when the API server did not answer (why says so). */
 static int mgop_msec_review(const char *token, char *why, size_t cap) {
@@ -9942,12 +9953,9 @@ static int mgop_msec_review(const char *token, char *why, size_t cap) {
   struct mgop_json j;
   int status = 0, st, user, allowed = 0, authenticated = 0;
   char name[256] = "";
-  mgop_buf_init(&b, body, sizeof(body));
-  mgop_jw_init(&w, &b);
-  mgop_jw_obj(&w);
-  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "authentication.k8s.io/v1");
-  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "TokenReview");
-  mgop_jw_key(&w, "spec"); mgop_jw_obj(&w); mgop_jw_key(&w, "token"); mgop_jw_str(&w, token); mgop_jw_obj_end(&w);
+  mgop_msec_request(&w, &b, body, sizeof(body), "authentication.k8s.io/v1", "TokenReview");
+  mgop_jw_key(&w, "token"); mgop_jw_str(&w, token);
+  mgop_jw_obj_end(&w);
   mgop_jw_obj_end(&w);
   mgop_buf_init(&out, out_mem, sizeof(out_mem));
   mgop_msec.reviews++;
@@ -9960,16 +9968,13 @@ static int mgop_msec_review(const char *token, char *why, size_t cap) {
   if (!authenticated) return snprintf(why, cap, "the bearer token is not valid"), 401;
   user = mgop_json_key(&j, st, "user");
   mgop_json_path_str(&j, user, "username", name, sizeof(name));
-  mgop_buf_init(&b, body, sizeof(body));
-  mgop_jw_init(&w, &b);
-  mgop_jw_obj(&w);
-  mgop_jw_key(&w, "apiVersion"); mgop_jw_str(&w, "authorization.k8s.io/v1");
-  mgop_jw_key(&w, "kind"); mgop_jw_str(&w, "SubjectAccessReview");
-  mgop_jw_key(&w, "spec"); mgop_jw_obj(&w);
+  mgop_msec_request(&w, &b, body, sizeof(body), "authorization.k8s.io/v1", "SubjectAccessReview");
   mgop_jw_key(&w, "user"); mgop_jw_str(&w, name);
-  if (mgop_json_key(&j, user, "uid") >= 0) mgop_jw_key(&w, "uid"), mgop_jw_copy(&w, &j, mgop_json_key(&j, user, "uid"));
-  if (mgop_json_key(&j, user, "groups") >= 0) mgop_jw_key(&w, "groups"), mgop_jw_copy(&w, &j, mgop_json_key(&j, user, "groups"));
-  if (mgop_json_key(&j, user, "extra") >= 0) mgop_jw_key(&w, "extra"), mgop_jw_copy(&w, &j, mgop_json_key(&j, user, "extra"));
+  for (int i = 0; i < 3; i++) { /* the rest of the user as TokenReview gave it */
+    static const char *const keys[] = {"uid", "groups", "extra"};
+    int t = mgop_json_key(&j, user, keys[i]);
+    if (t >= 0) mgop_jw_key(&w, keys[i]), mgop_jw_copy(&w, &j, t);
+  }
   mgop_jw_key(&w, "nonResourceAttributes"); mgop_jw_obj(&w);
   mgop_jw_key(&w, "path"); mgop_jw_str(&w, "/metrics");
   mgop_jw_key(&w, "verb"); mgop_jw_str(&w, "get");

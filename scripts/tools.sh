@@ -11,17 +11,23 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${MGOP_CACHE:-$HOME/.cache/multigres-op}
 export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
-src=$ROOT/tests/metrics-lint
-key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
-out=$CACHE/tools/metrics-lint-$key
-if [ ! -x "$out/metrics-lint" ]; then
-  command -v go >/dev/null || { echo "tools.sh: Go not found (expected /usr/local/go/bin/go)" >&2; exit 1; }
-  echo "tools.sh: building metrics-lint from Go modules" >&2
-  mkdir -p "$out"
-  (cd "$src" && GOFLAGS=-mod=mod go build -trimpath -o "$out/metrics-lint.tmp" .) && mv "$out/metrics-lint.tmp" "$out/metrics-lint"
-fi
+# go_tool NAME: tests/NAME, a module whose main package is its root, built
+# once per content of go.mod, go.sum and main.go into $CACHE/tools/NAME-KEY
+# and linked from $CACHE/tools/bin/NAME
+go_tool() {
+  local name=$1 src=$ROOT/tests/$1 key out
+  key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
+  out=$CACHE/tools/$name-$key
+  if [ ! -x "$out/$name" ]; then
+    command -v go >/dev/null || { echo "tools.sh: Go not found (expected /usr/local/go/bin/go)" >&2; exit 1; }
+    echo "tools.sh: building $name from Go modules" >&2
+    mkdir -p "$out"
+    (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$out/$name.tmp" .) && mv "$out/$name.tmp" "$out/$name"
+  fi
+  ln -sfn "$out/$name" "$CACHE/tools/bin/$name"
+}
 mkdir -p "$CACHE/tools/bin"
-ln -sfn "$out/metrics-lint" "$CACHE/tools/bin/metrics-lint"
+go_tool metrics-lint
 
 # promtool: Prometheus's own, from the wrapper module's pinned go.mod/go.sum;
 # remove_all_sd leaves out the service-discovery plugins rule tests do not
@@ -39,14 +45,5 @@ if [ ! -x "$pout/promtool" ]; then
 fi
 ln -sfn "$pout/promtool" "$CACHE/tools/bin/promtool"
 
-# otlp-receiver: small, its own module (pdata's JSON decoder)
-osrc=$ROOT/tests/otlp-receiver
-okey=$(cat "$osrc/go.mod" "$osrc/go.sum" "$osrc/main.go" | sha256sum | cut -c1-12)
-oout=$CACHE/tools/otlp-receiver-$okey
-if [ ! -x "$oout/otlp-receiver" ]; then
-  command -v go >/dev/null || { echo "tools.sh: Go not found (expected /usr/local/go/bin/go)" >&2; exit 1; }
-  echo "tools.sh: building otlp-receiver from Go modules" >&2
-  mkdir -p "$oout"
-  (cd "$osrc" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$oout/otlp-receiver.tmp" .) && mv "$oout/otlp-receiver.tmp" "$oout/otlp-receiver"
-fi
-ln -sfn "$oout/otlp-receiver" "$CACHE/tools/bin/otlp-receiver"
+# otlp-receiver: t_tracing's OTLP/HTTP JSON receiver (pdata's decoder)
+go_tool otlp-receiver
