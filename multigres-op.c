@@ -4873,15 +4873,99 @@ static int mgop_pg_param_check(const char *key, char *msg, size_t cap) {
   return -1;
 }
 
+/* postgresConfigRef (deprecated in favour of postgresConfig, as in the
+ * reference operator): a ConfigMap key of postgresql.conf lines. The key is
+ * mounted at MGOP_PG_REF_DIR and our postgresql.conf includes it first, so
+ * postgresConfig's lines, after it, win. Live, the operator reads the
+ * ConfigMap (a GET per turn of the shard: ConfigMaps are not watched) to
+ * refuse what postgresConfig refuses and to put its content's hash on the
+ * pods, so a changed ConfigMap rolls them at the cluster's next turn; render
+ * has no API server and hashes the reference alone. 0, or an error (a
+ * stall for bad content; a missing ConfigMap retries with backoff). */
+#define MGOP_PG_REF_DIR "/etc/postgres-config-ref"
+#define MGOP_PG_REF_MAX (64 * 1024) /* postgresql.conf bytes read from the ConfigMap */
+static int mgop_pg_ref_lines(struct mgop_rctx *r, const char *what, const char *name, const char *key, const char *text) {
+  int line = 0;
+  for (const char *p = text; *p; line++) {
+    size_t n = strcspn(p, "\n"), k;
+    char pname[128], why[300];
+    const char *q = p;
+    while (q < p + n && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
+    k = strspn(q, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.");
+    if (q < p + n && *q != '#') { /* a setting: its name is checked as postgresConfig's are */
+      snprintf(pname, sizeof(pname), "%.*s", (int)(k < sizeof(pname) ? k : sizeof(pname) - 1), q);
+      if (!k || mgop_pg_param_check(pname, why, sizeof(why))) {
+        mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfigRef: ConfigMap %s, key %s, line %d: %s", what, name, key,
+                   line + 1, k ? why : "expected name = value");
+        return MGOP_ERR_CONFIG;
+      }
+    }
+    p += n + (p[n] == '\n');
+  }
+  return MGOP_OK;
+}
+
+static int mgop_pg_config_ref(struct mgop_rctx *r, const struct mgop_json *cfg, int ref, const char *what, char *name,
+                              char *key, uint64_t *hash) {
+  struct mgop_json j;
+  struct mgop_buf b;
+  char path[600], *text;
+  int status, rc, data;
+  size_t cap = MGOP_PG_REF_MAX * 2 + 8192;
+  if (mgop_json_path_str(cfg, ref, "name", name, 254) || mgop_json_path_str(cfg, ref, "key", key, 254) || !name[0] ||
+      !key[0] || key[strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")]) {
+    mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfigRef needs a name and a key (letters, digits, -, _ and .)",
+               what);
+    return MGOP_ERR_CONFIG;
+  }
+  if (r->render) { /* offline: the reference, not the content */
+    *hash = mgop_fnv1a64(mgop_fnv1a64(MGOP_FNV64_INIT, name, strlen(name) + 1), key, strlen(key));
+    return MGOP_OK;
+  }
+  if (!(text = mgop_arena_alloc(r->arena, cap))) return mgop_seterr(MGOP_ERR_NOMEM, "reconcile arena exhausted");
+  mgop_buf_init(&b, text, cap);
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/configmaps/%s", r->ns, name);
+  rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+  if (rc == MGOP_ERR_NOTFOUND || (!rc && status == 404))
+    return mgop_seterr(MGOP_ERR_CONFIG, "%s.postgresConfigRef: ConfigMap %s not found in namespace %s; create it (the "
+                       "pool pods cannot start without it) or remove postgresConfigRef", what, name, r->ns);
+  if (rc) return rc;
+  if (b.overflow)
+    return mgop_seterr(MGOP_ERR_CONFIG, "%s.postgresConfigRef: ConfigMap %s is larger than %zu bytes; at most %d bytes "
+                       "of postgresql.conf are read (or move the settings into postgresConfig)", what, name, cap,
+                       MGOP_PG_REF_MAX);
+  if ((rc = mgop_parse_arena(r->arena, b.p, b.len, &j))) return rc;
+  data = mgop_json_path(&j, 0, "data");
+  text = mgop_arena_alloc(r->arena, MGOP_PG_REF_MAX + 1);
+  if (!text) return mgop_seterr(MGOP_ERR_NOMEM, "reconcile arena exhausted");
+  if ((rc = mgop_json_str(&j, mgop_json_key(&j, data, key), text, MGOP_PG_REF_MAX + 1))) {
+    mgop_stall(r, "InvalidPostgresConfig", "%s.postgresConfigRef: ConfigMap %s %s", what, name,
+               rc == MGOP_ERR_TOOBIG ? "holds more than 64 KiB under its key; move settings into postgresConfig"
+                                     : "has no such data key; set key to one of its keys");
+    return MGOP_ERR_CONFIG;
+  }
+  if ((rc = mgop_pg_ref_lines(r, what, name, key, text))) return rc;
+  *hash = mgop_fnv1a64(MGOP_FNV64_INIT, text, strlen(text));
+  return MGOP_OK;
+}
+
 static int mgop_build_postgres_config(struct mgop_rctx *r, const struct mgop_json *cfg, const char *what, const char *cr,
-                                      const char *uid, const struct mgop_ids *ids, uint64_t *hash) {
-  int pc = mgop_json_key(cfg, 0, "postgresConfig"), rc;
+                                      const char *uid, const struct mgop_ids *ids, uint64_t *hash, char *ref_name,
+                                      char *ref_key) {
+  int pc = mgop_json_key(cfg, 0, "postgresConfig"), ref = mgop_json_key(cfg, 0, "postgresConfigRef"), rc;
+  int inline_n = mgop_json_is(cfg, pc, JSMN_OBJECT) ? cfg->tok[pc].size : 0;
+  uint64_t ref_hash = 0;
   struct mgop_build o;
   char name[300], *text;
   size_t cap = 24 * 1024, len = 0;
-  if (!mgop_json_is(cfg, pc, JSMN_OBJECT) || cfg->tok[pc].size == 0) return 0;
+  ref_name[0] = ref_key[0] = 0;
+  if (inline_n == 0 && !mgop_json_is(cfg, ref, JSMN_OBJECT)) return 0;
   if (!(text = mgop_arena_alloc(r->arena, cap))) return mgop_seterr(MGOP_ERR_NOMEM, "reconcile arena exhausted");
-  for (int i = 0, k = pc + 1; i < cfg->tok[pc].size; i++, k = mgop_json_next(cfg, k + 1)) {
+  if (mgop_json_is(cfg, ref, JSMN_OBJECT)) { /* first, so postgresConfig's lines win */
+    if ((rc = mgop_pg_config_ref(r, cfg, ref, what, ref_name, ref_key, &ref_hash))) return rc;
+    len += (size_t)snprintf(text, cap, "include '" MGOP_PG_REF_DIR "/%s'\n", ref_key);
+  }
+  for (int i = 0, k = pc + 1; i < inline_n; i++, k = mgop_json_next(cfg, k + 1)) {
     char key[128], val[1024], why[300];
     if (mgop_json_str(cfg, k, key, sizeof(key))) key[0] = 0;
     if (mgop_pg_param_check(key, why, sizeof(why))) {
@@ -4913,7 +4997,7 @@ static int mgop_build_postgres_config(struct mgop_rctx *r, const struct mgop_jso
       return MGOP_ERR_CONFIG;
     }
   }
-  *hash = mgop_fnv1a64(MGOP_FNV64_INIT, text, len);
+  *hash = mgop_fnv1a64(mgop_fnv1a64(MGOP_FNV64_INIT, text, len), &ref_hash, sizeof(ref_hash));
   snprintf(name, sizeof(name), "%s-postgres-config", cr);
   if ((rc = mgop_build_begin(r, &o, K_CM, name))) return rc;
   mgop_build_meta_ids(&o, "postgres-config", ids, K_SHARD, cr, uid);
@@ -4983,6 +5067,7 @@ struct mgop_shard_build {
   char cm[300], secret[300], pw_key[254], su_json[MGOP_SU_JSON_BUF], initdb[6 * 512 + 1];
   int pg_conf;                /* a postgres-config ConfigMap, its hash   */
   uint64_t pg_conf_hash;
+  char pg_ref_name[254], pg_ref_key[254]; /* postgresConfigRef ("": none) */
   long long replicas;         /* pool pods of the shard, all cells       */
 };
 
@@ -5030,7 +5115,7 @@ static int mgop_build_shard_cm(struct mgop_rctx *r, struct mgop_shard_build *sb,
 
 /* The pool pod's containers that take a per-pod buffer: their strings. */
 struct mgop_pool_bufs {
-  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + MGOP_SU_JSON_BUF], mnt0[1024], mnt1[1280];
+  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + MGOP_SU_JSON_BUF], mnt0[1280], mnt1[1280];
   char image[MGOP_IMAGE_BUF], pooler_image[MGOP_IMAGE_BUF], level[16];
 };
 static const char mgop_pool_service_ports[] =
@@ -5077,8 +5162,10 @@ static void mgop_pgctld_ctr(struct mgop_rctx *r, const struct mgop_shard_build *
   snprintf(b->mnt0, sizeof(b->mnt0), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
            "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
            "{\"name\":\"pg-hba-template\",\"mountPath\":\"/etc/pgctld\",\"readOnly\":true},"
-           "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s%s]",
+           "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s%s%s]",
            sb->pg_conf ? ",{\"name\":\"postgres-config\",\"mountPath\":\"/etc/postgres-config\",\"readOnly\":true}" : "",
+           sb->pg_ref_name[0] ? ",{\"name\":\"postgres-config-ref\",\"mountPath\":\"" MGOP_PG_REF_DIR "\",\"readOnly\":true}"
+                              : "",
            bp->pgctld_mounts);
   c->security = identity;
 }
@@ -5207,7 +5294,7 @@ static int mgop_pool_cell_at(struct mgop_rctx *r, const struct mgop_shard_build 
 static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb, const char *pool, int pv, int pcells,
                                int ci, const char *identity) {
   static _Thread_local struct mgop_pool_bufs b; /* 13 KiB */
-  char cell[64], zone[64], sts[64], svc[64], vols[3584], pod_ann[256];
+  char cell[64], zone[64], sts[64], svc[64], vols[4608], pod_ann[256], ref_vol[900] = "";
   const char *zone_key = NULL;
   long long per = mgop_i64_or(sb->pdoc, pv, "replicasPerCell", 3), reps;
   struct mgop_ids pids = sb->ids;
@@ -5231,16 +5318,19 @@ static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb,
   mgop_pgctld_ctr(r, sb, pv, identity, &ctr[0], &b);
   mgop_multipooler_ctr(r, sb, pv, cell, identity, &ctr[1], &b);
   mgop_exporter_ctr(&ctr[2], sb->su_json, b.env2, sizeof(b.env2));
-  _Static_assert(sizeof(vols) >= 2 * (300 + 64) + 300 + 254 + (300 + 64) + sizeof(sb->bp.volumes) + 256,
+  _Static_assert(sizeof(vols) >= 2 * (300 + 64) + 300 + 254 + (300 + 64) + sizeof(sb->bp.volumes) + sizeof(ref_vol) + 256,
                  "the pool volumes fit");
+  if (sb->pg_ref_name[0]) /* postgresConfigRef's key, and only it, as a file */
+    snprintf(ref_vol, sizeof(ref_vol), ",{\"name\":\"postgres-config-ref\",\"configMap\":{\"name\":\"%s\",\"items\":"
+             "[{\"key\":\"%s\",\"path\":\"%s\"}]}}", sb->pg_ref_name, sb->pg_ref_key, sb->pg_ref_key);
   snprintf(vols, sizeof(vols),
            "[{\"name\":\"socket-dir\",\"emptyDir\":{}},"
            "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
            "{\"name\":\"postgres-exporter-queries\",\"configMap\":{\"name\":\"%s-exporter-queries\"}},"
            "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
-           "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s]", sb->cm, sb->cr, sb->secret, sb->pw_key,
+           "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s%s]", sb->cm, sb->cr, sb->secret, sb->pw_key,
            sb->pg_conf ? ",{\"name\":\"postgres-config\",\"configMap\":{\"name\":\"" : "", sb->pg_conf ? sb->cr : "",
-           sb->pg_conf ? "-postgres-config\"}}" : "", sb->bp.volumes);
+           sb->pg_conf ? "-postgres-config\"}}" : "", ref_vol, sb->bp.volumes);
   memset(&p, 0, sizeof(p));
   p.component = "shard-pool";
   p.ids = &pids;
@@ -5366,7 +5456,9 @@ static int mgop_build_shard_workloads(struct mgop_rctx *r, struct mgop_shard_bui
   if ((rc = mgop_build_shard_cm(r, sb, sb->cm, "pg-hba-config", "pg_hba_template.conf", mgop_pg_hba))) return rc;
   snprintf(qcm, sizeof(qcm), "%s-exporter-queries", sb->cr);
   if ((rc = mgop_build_shard_cm(r, sb, qcm, "postgres-exporter-queries", "queries.yml", mgop_exporter_queries))) return rc;
-  if ((rc = mgop_build_postgres_config(r, &sb->cfg, sb->what, sb->cr, sb->uid, &sb->ids, &sb->pg_conf_hash)) < 0) return rc;
+  if ((rc = mgop_build_postgres_config(r, &sb->cfg, sb->what, sb->cr, sb->uid, &sb->ids, &sb->pg_conf_hash,
+                                       sb->pg_ref_name, sb->pg_ref_key)) < 0)
+    return rc;
   sb->pg_conf = rc == 1;
   if (!r->render && own_secret && (rc = mgop_ensure_password_secret(r, sb->secret, sb->cr, sb->uid, &sb->ids, sb->cm)))
     return rc;
@@ -8979,9 +9071,6 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.postgresConfigRef", "the ConfigMap is not read", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.postgresConfigRef", "the ConfigMap is not read", NULL},
-    {MGOP_KB(K_SHARDT), "spec.postgresConfigRef", "the ConfigMap is not read", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},

@@ -4500,6 +4500,22 @@ static void test_postgres_config(void) {
   snprintf(yaml, sizeof(yaml), "%s{}}]\n", head); /* none: nothing of it */
   CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) == 0);
   CHECK(strstr(out, "postgres-config") == NULL && strstr(out, "POSTGRES_INITDB_EXTRA_CONF") == NULL);
+  /* postgresConfigRef: its key mounted and included first, postgresConfig after it (so it wins) */
+  snprintf(yaml, sizeof(yaml), "%s{postgresConfigRef: {name: legacy, key: custom.conf}, postgresConfig: {work_mem: 8MB}}}]\n",
+           head);
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "\"postgresql.conf\":\"include '/etc/postgres-config-ref/custom.conf'\\nwork_mem = '8MB'\\n\"") != NULL);
+  CHECK(strstr(out, "{\"name\":\"postgres-config-ref\",\"configMap\":{\"name\":\"legacy\",\"items\":[{\"key\":"
+                    "\"custom.conf\",\"path\":\"custom.conf\"}]}}") != NULL);
+  CHECK(strstr(out, "{\"name\":\"postgres-config-ref\",\"mountPath\":\"/etc/postgres-config-ref\",\"readOnly\":true}") != NULL);
+  CHECK((h = strstr(out, "\"multigres.com/postgres-config-hash\":\"")) != NULL);
+  if (h) snprintf(hash1, sizeof(hash1), "%.16s", h + 37);
+  snprintf(yaml, sizeof(yaml), "%s{postgresConfigRef: {name: other, key: custom.conf}, postgresConfig: {work_mem: 8MB}}}]\n",
+           head);
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) == 0 && (h = strstr(out, "\"multigres.com/postgres-config-hash\":\"")));
+  CHECK(h && strncmp(hash1, h + 37, 16)); /* another ConfigMap: the pods roll */
+  snprintf(yaml, sizeof(yaml), "%s{postgresConfigRef: {name: legacy, key: \"a/b\"}}}]\n", head);
+  CHECK(t_render_yaml("pc.yaml", yaml, out, sizeof(out)) != 0); /* not a ConfigMap key */
 }
 
 /* Every pool pod runs postgres_exporter on :9187 (where the scrape
