@@ -7596,11 +7596,11 @@ static void mgop_trace_link_record(const char *uid, long long generation, const 
 
 static int mgop_trace_link_find(const char *uid, long long generation, struct mgop_trace_ctx *out) {
   int found = 0;
+  long long now_s = (long long)time(NULL);
   pthread_mutex_lock(&mgop_trace_links.mu);
   for (int i = 0; i < MGOP_TRACE_LINKS && !found; i++) {
     const struct mgop_trace_link *e = &mgop_trace_links.e[i];
-    if (e->uid[0] && !strcmp(e->uid, uid) && e->generation == generation &&
-        (long long)time(NULL) - e->at_s <= MGOP_TRACE_FRESH_S)
+    if (e->uid[0] && !strcmp(e->uid, uid) && e->generation == generation && now_s - e->at_s <= MGOP_TRACE_FRESH_S)
       *out = e->ctx, found = 1;
   }
   pthread_mutex_unlock(&mgop_trace_links.mu);
@@ -8932,6 +8932,28 @@ static int mgop_wh_due(const char *cert, size_t len, long long validity_s, long 
   return not_after - now < validity_s / 3 || not_after - now < margin;
 }
 
+/* tls.crt and tls.key in dir (a mounted cert-manager Secret) into p when
+ * tls.crt's modification time is not *mtime, or force: 1 when loaded (and
+ * *mtime set), 0 when unchanged, or an error with the reason. */
+static int mgop_cert_dir_load(const char *dir, long long *mtime, int force, struct mgop_pki_pair *p) {
+  char path[600], cert[MGOP_PKI_PEM_MAX], key[MGOP_PKI_PEM_MAX];
+  struct stat st;
+  size_t cl, kl;
+  int rc;
+  snprintf(path, sizeof(path), "%s/tls.crt", dir);
+  if (stat(path, &st)) return mgop_seterr(MGOP_ERR_IO, "certificate %s: %s", path, strerror(errno));
+  if (!force && (long long)st.st_mtime == *mtime) return 0;
+  if ((rc = mgop_read_file(path, cert, sizeof(cert) - 1, &cl))) return rc;
+  snprintf(path, sizeof(path), "%s/tls.key", dir);
+  if ((rc = mgop_read_file(path, key, sizeof(key) - 1, &kl))) return rc;
+  cert[cl] = key[kl] = 0;
+  rc = mgop_pki_pair_load(p, cert, cl, key, kl);
+  mbedtls_platform_zeroize(key, sizeof(key));
+  if (rc) return rc;
+  *mtime = (long long)st.st_mtime;
+  return 1;
+}
+
 /* The hourly (--webhook-cert-check-interval) check. The leader makes what
  * is missing or near expiry; every replica serves what the Secrets hold. */
 static int mgop_wh_certs(void) {
@@ -8943,20 +8965,12 @@ static int mgop_wh_certs(void) {
   int nnames, rc, lead = mgop_may_write(), ca_new = 0;
   long long now = (long long)time(NULL);
   if (!mgop_wh.internal_certs) { /* cert-manager: files in cert_dir, re-read when they change */
-    char path[512];
-    struct stat st;
-    size_t cl, kl;
-    snprintf(path, sizeof(path), "%s/tls.crt", mgop_wh.cert_dir);
-    if (stat(path, &st)) return mgop_seterr(MGOP_ERR_IO, "webhook certificate %s: %s", path, strerror(errno));
-    if ((long long)st.st_mtime == mgop_wh.dir_mtime && mgop_wh.offered_serial[0]) return MGOP_OK;
-    if ((rc = mgop_read_file(path, cert, sizeof(cert) - 1, &cl))) return rc;
-    snprintf(path, sizeof(path), "%s/tls.key", mgop_wh.cert_dir);
-    if ((rc = mgop_read_file(path, key, sizeof(key) - 1, &kl))) return rc;
-    cert[cl] = key[kl] = 0;
-    if ((rc = mgop_pki_pair_load(&cand, cert, cl, key, kl))) return rc;
-    mgop_wh.dir_mtime = (long long)st.st_mtime;
-    mgop_wh_offer(&cand);
-    mbedtls_platform_zeroize(key, sizeof(key));
+    if ((rc = mgop_cert_dir_load(mgop_wh.cert_dir, &mgop_wh.dir_mtime, !mgop_wh.offered_serial[0], &cand)) < 0) {
+      char why[512];
+      snprintf(why, sizeof(why), "%s", mgop_errmsg()); /* mgop_seterr writes where mgop_errmsg points */
+      return mgop_seterr(rc, "webhook %.480s", why);
+    }
+    if (rc == 1) mgop_wh_offer(&cand);
     return MGOP_OK;
   }
   mgop_wh_names(names, &nnames, store, sizeof(store));
@@ -9711,7 +9725,6 @@ static struct {
     int status;                /* 200, 401 or 403 */
     char why[200];
   } cache[MGOP_MSEC_CACHE];
-  unsigned long long reviews;
 } mgop_msec;
 
 static void *mgop_msec_main(void *arg);
@@ -9974,23 +9987,14 @@ static int mgop_webhook_setup(const struct mgop_options *opt) {
 /* The served pair: from --metrics-cert-path, or self-signed. 0 when
  * nothing changed or it was replaced; -1 on error (logged). */
 static int mgop_msec_cert(int first) {
-  struct stat st;
   long long now_s = (long long)time(NULL);
   if (mgop_msec.cert_path[0]) {
-    static char crt[MGOP_PKI_PEM_MAX], key[MGOP_PKI_PEM_MAX];
-    char path[600];
-    size_t cn = 0, kn = 0;
-    snprintf(path, sizeof(path), "%s/tls.crt", mgop_msec.cert_path);
-    if (stat(path, &st)) { MGOP_LOG(MGOP_ERROR, ("metrics: %s: %s", path, strerror(errno))); return -1; }
-    if (!first && (long long)st.st_mtime == mgop_msec.cert_mtime) return 0;
-    if (mgop_read_file(path, crt, sizeof(crt) - 1, &cn)) { MGOP_LOG(MGOP_ERROR, ("metrics: %s", mgop_errmsg())); return -1; }
-    snprintf(path, sizeof(path), "%s/tls.key", mgop_msec.cert_path);
-    if (mgop_read_file(path, key, sizeof(key) - 1, &kn)) { MGOP_LOG(MGOP_ERROR, ("metrics: %s", mgop_errmsg())); return -1; }
-    crt[cn] = key[kn] = 0;
-    if (mgop_srv_set_cert(&mgop_http_srv[0], crt, cn, key, kn))
-      { MGOP_LOG(MGOP_ERROR, ("metrics: %s/tls.crt and tls.key: %s", mgop_msec.cert_path, mgop_errmsg())); return -1; }
-    mgop_msec.cert_mtime = (long long)st.st_mtime;
-    MGOP_LOG(MGOP_INFO, ("metrics: serving the certificate in %s", mgop_msec.cert_path));
+    int rc = mgop_cert_dir_load(mgop_msec.cert_path, &mgop_msec.cert_mtime, first, &mgop_msec.pair);
+    if (rc == 1 && mgop_srv_set_cert(&mgop_http_srv[0], mgop_msec.pair.cert, mgop_msec.pair.cert_len, mgop_msec.pair.key,
+                                     mgop_msec.pair.key_len))
+      rc = -1;
+    if (rc < 0) { MGOP_LOG(MGOP_ERROR, ("metrics: %s/tls.crt and tls.key: %s", mgop_msec.cert_path, mgop_errmsg())); return -1; }
+    if (rc == 1) MGOP_LOG(MGOP_INFO, ("metrics: serving the certificate in %s", mgop_msec.cert_path));
     return 0;
   }
   if (!first && !mgop_pki_needs_renewal(mgop_msec.pair.cert, mgop_msec.pair.cert_len, now_s, 30LL * 24 * 3600)) return 0;
@@ -10047,7 +10051,6 @@ static int mgop_msec_review(const char *token, char *why, size_t cap) {
   mgop_jw_obj_end(&w);
   mgop_jw_obj_end(&w);
   mgop_buf_init(&out, out_mem, sizeof(out_mem));
-  mgop_msec.reviews++;
   if (mgop_kube_request(&mgop_msec.api, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", "application/json",
                         b.p, b.len, &out, &status) || status != 201 ||
       mgop_json_parse(&j, out.p, out.len, tok, sizeof(tok) / sizeof(tok[0])))
