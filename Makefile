@@ -20,7 +20,7 @@
 #                        check-generated fails on drift
 #   make demo            local control plane + CRDs + operator + sample cluster
 #   make bench           figures to compare across commits (BENCH_CLUSTERS=10 clusters)
-#   make tools           test tools from Go modules (metrics-lint, promtool)
+#   make tools           test tools from Go modules (metrics-lint, promtool, otlp-receiver, cert-manager)
 #   make cp-up / cp-down the local control plane alone
 #
 # Third-party libraries (mbedTLS 3.6.6 LTS, libyaml 0.2.5, jsmn 1.1.0) are built

@@ -51,6 +51,7 @@ enum mgop_kind_id {
   K_CLUSTER, K_CORET, K_CELLT, K_SHARDT,              /* user-edited     */
   K_TOPO, K_CELL, K_TG, K_SHARD,                      /* our children    */
   K_STS, K_DEPLOY, K_SVC, K_CM, K_PDB,                /* our workloads   */
+  K_CERT,                                             /* ... if served   */
   K_POD, K_NODE,                                      /* only read       */
   K_COUNT
 };
@@ -76,6 +77,9 @@ static const struct mgop_kind mgop_kinds[K_COUNT] = {
     [K_SVC] = {"Service", "v1", "/api/v1", "services", MGOP_ROLE_WORKLOAD, 0},
     [K_CM] = {"ConfigMap", "v1", "/api/v1", "configmaps", MGOP_ROLE_WORKLOAD, 0},
     [K_PDB] = {"PodDisruptionBudget", "policy/v1", "/apis/policy/v1", "poddisruptionbudgets", MGOP_ROLE_WORKLOAD, 1},
+    /* cert-manager's, for internalTLS and certCommonName (section 5, TLS);
+     * its watch is optional: without cert-manager it costs no requests */
+    [K_CERT] = {"Certificate", "cert-manager.io/v1", "/apis/cert-manager.io/v1", "certificates", MGOP_ROLE_WORKLOAD, 1},
     /* why pods do not schedule (managed pods only), which zones exist (section 9) */
     [K_POD] = {"Pod", "v1", "/api/v1", "pods", MGOP_ROLE_OBSERVED, 0},
     [K_NODE] = {"Node", "v1", "/api/v1", "nodes", MGOP_ROLE_OBSERVED, 0},
@@ -300,6 +304,11 @@ struct mgop_rctx {
   char roll_note[MGOP_SHARDS_MAX][600];
   int roll_held[MGOP_SHARDS_MAX];         /* 1: a scale-down held (primary); 2: one drains */
   int password_ref_checked;   /* spec.postgresPasswordSecretRef read this turn */
+  /* TLS (section 5): spec.internalTLS.enabled, certCommonName, issuerName */
+  struct mgop_tls_want {
+    int internal;
+    char cn[254], issuer[254];
+  } tls;
   /* images (section 4): the default set this cluster is on, and why */
   struct mgop_img_state {
     int resolved;
@@ -1626,7 +1635,13 @@ static int mgop_prune(struct mgop_rctx *r) {
     mgop_collection_path(kind, r->ns, path, sizeof(path));
     snprintf(path + strlen(path), sizeof(path) - strlen(path), "?labelSelector=%s%%2Cmultigres.com%%2Fcluster%%3D%s",
              MGOP_MANAGED_SELECTOR, r->name);
-    if ((rc = mgop_kube_list(mgop_api_ptr, NULL, path, mgop_prune_on_item, &pl, rv, sizeof(rv), NULL))) return rc;
+    rc = mgop_kube_list(mgop_api_ptr, NULL, path, mgop_prune_on_item, &pl, rv, sizeof(rv), NULL);
+    if (rc == MGOP_ERR_NOTFOUND && kind == K_CERT) { /* cert-manager uninstalled: its CRD took them along */
+      for (int i = 0; i < n; i++)
+        if (mgop_prune_items[i].kind == kind) mgop_fp_remove(mgop_prune_items[i].key); /* no side tables */
+      rc = MGOP_OK;
+    }
+    if (rc) return rc;
   }
   qsort(mgop_prune_items, (size_t)n, sizeof(mgop_prune_items[0]), mgop_cmp_prune);
   for (int i = 0; i < n && rc == MGOP_OK; i++) {
@@ -2785,7 +2800,7 @@ static const char *mgop_log_level_of(struct mgop_rctx *r, const char *comp, char
 struct mgop_ctr {
   const char *name, *image;
   const char *command;           /* JSON array literal or NULL      */
-  const char *args[24];
+  const char *args[32];
   int nargs;
   const char *env;               /* JSON array literal or NULL      */
   const char *ports;             /* JSON array literal              */
@@ -3134,6 +3149,177 @@ static long long mgop_i64_or(const struct mgop_json *j, int t, const char *path,
 }
 
 /* multiadmin, multiadmin-web and the cluster-wide gateway Services. */
+/* ---- TLS: cert-manager Certificates -------------------------------------------
+ * spec.internalTLS.enabled: one Certificate per component (multiadmin,
+ * multigateway, multiorch, multipooler), named, with its Secret, after the
+ * component's identity <component>.<cluster>.<namespace>.multigres.internal
+ * (the reference operator's names, so its Secrets carry over); the
+ * components verify each other by that name, not by cluster DNS.
+ * spec.certCommonName: multigateway's public PostgreSQL certificate,
+ * Certificate and Secret <cluster>-pg-tls (the reference names them after
+ * the CN and the fixed "generated-certs", which two clusters in one
+ * namespace would share). All from the ClusterIssuer spec.issuerName
+ * (unset: supabase-issuer, the reference's default), owned by the cluster.
+ * The spec is the reference's: RSA 2048, 44640h, so renewal (cert-manager
+ * renews at two thirds) is years away; the components read the files at
+ * start, so a renewed certificate takes effect as pods restart. */
+#define MGOP_TLS_DEFAULT_ISSUER "supabase-issuer"
+#define MGOP_TLS_DOMAIN "multigres.internal"
+#define MGOP_TLS_CN_MAX 64 /* X.509's upper bound on a common name */
+enum { MGOP_TLS_ADMIN, MGOP_TLS_GATEWAY, MGOP_TLS_ORCH, MGOP_TLS_POOLER, MGOP_TLS_COMPONENTS };
+static const char *const mgop_tls_components[MGOP_TLS_COMPONENTS] = {"multiadmin", "multigateway", "multiorch",
+                                                                      "multipooler"};
+/* the flags and mounts per component; the mount directories are the reference's */
+static const struct {
+  const char *volume, *dir;
+  int client; /* also dials multipoolers: the --multipooler-grpc-* flags */
+} mgop_tls_mounts[MGOP_TLS_COMPONENTS] = {
+    {"tls-certs", "/etc/multiadmin/tls", 1},
+    {"tls-certs-internal", "/etc/multigateway/tls-internal", 1},
+    {"tls-certs", "/etc/multigres/tls", 1},
+    {"tls-certs", "/etc/multigres/tls", 0},
+};
+#define MGOP_TLS_ARGS 9
+
+/* What this cluster asks for, into r->tls. */
+static void mgop_tls_of(struct mgop_rctx *r) {
+  int on = 0;
+  memset(&r->tls, 0, sizeof(r->tls));
+  mgop_json_bool(&r->root, mgop_json_path(&r->root, r->spec, "internalTLS.enabled"), &on);
+  r->tls.internal = on;
+  mgop_str_or(&r->root, r->spec, "certCommonName", r->tls.cn, sizeof(r->tls.cn), NULL);
+  if (!mgop_str_or(&r->root, r->spec, "issuerName", r->tls.issuer, sizeof(r->tls.issuer), NULL))
+    snprintf(r->tls.issuer, sizeof(r->tls.issuer), "%s", MGOP_TLS_DEFAULT_ISSUER);
+}
+
+/* A component's identity: its Certificate's, Secret's and DNS name. */
+static void mgop_tls_identity(const struct mgop_rctx *r, int comp, char *out, size_t cap) {
+  snprintf(out, cap, "%s.%s.%s." MGOP_TLS_DOMAIN, mgop_tls_components[comp], r->name, r->ns);
+}
+
+/* One Certificate: dns (n names) from issuer; server and/or client use. */
+static int mgop_build_cert(struct mgop_rctx *r, const char *name, const char *component, const char *const *dns, int n,
+                           int client) {
+  struct mgop_build o;
+  int rc;
+  if ((rc = mgop_build_begin(r, &o, K_CERT, name))) return rc;
+  mgop_build_meta_ids(&o, component, NULL, K_CLUSTER, r->name, r->uid);
+  mgop_jw_key(&o.w, "spec"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "secretName"); mgop_jw_str(&o.w, name);
+  mgop_jw_key(&o.w, "secretTemplate"); mgop_jw_obj(&o.w); /* the Secret says whose it is */
+  mgop_jw_key(&o.w, "labels"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "app.kubernetes.io/part-of"); mgop_jw_str(&o.w, "multigres");
+  mgop_jw_key(&o.w, "multigres.com/cluster"); mgop_jw_str(&o.w, r->name);
+  mgop_jw_obj_end(&o.w); mgop_jw_obj_end(&o.w);
+  if (strlen(dns[0]) <= MGOP_TLS_CN_MAX) { mgop_jw_key(&o.w, "commonName"); mgop_jw_str(&o.w, dns[0]); }
+  mgop_jw_key(&o.w, "dnsNames"); mgop_jw_arr(&o.w);
+  for (int i = 0; i < n; i++) mgop_jw_str(&o.w, dns[i]);
+  mgop_jw_arr_end(&o.w);
+  mgop_jw_key(&o.w, "duration"); mgop_jw_str(&o.w, "44640h0m0s");
+  mgop_jw_key(&o.w, "privateKey"); MGOP_JW_LIT(&o.w, "{\"algorithm\":\"RSA\",\"size\":2048,\"rotationPolicy\":\"Always\"}");
+  mgop_jw_key(&o.w, "usages");
+  if (client) MGOP_JW_LIT(&o.w, "[\"digital signature\",\"key encipherment\",\"server auth\",\"client auth\"]");
+  else MGOP_JW_LIT(&o.w, "[\"digital signature\",\"key encipherment\",\"server auth\"]");
+  mgop_jw_key(&o.w, "issuerRef"); mgop_jw_obj(&o.w);
+  mgop_jw_key(&o.w, "name"); mgop_jw_str(&o.w, r->tls.issuer);
+  mgop_jw_key(&o.w, "kind"); mgop_jw_str(&o.w, "ClusterIssuer");
+  mgop_jw_key(&o.w, "group"); mgop_jw_str(&o.w, "cert-manager.io");
+  mgop_jw_obj_end(&o.w);
+  mgop_jw_obj_end(&o.w);
+  return mgop_build_end(&o);
+}
+
+/* Live, before the first Certificate: cert-manager must be installed. Its
+ * watch is ABSENT when the API server did not serve certificates; ask the
+ * group again (a discovery GET, which every user may make) and start the
+ * watch once it is there. Missing, it is an error the turn retries, so
+ * installing cert-manager is enough. */
+static int mgop_tls_check_cert_manager(struct mgop_rctx *r) {
+  static char body[64 * 1024];
+  struct mgop_buf b;
+  int status = 0, rc;
+  if (r->render || mgop_server.watches[K_CERT].state != MGOP_W_ABSENT) return MGOP_OK;
+  mgop_buf_init(&b, body, sizeof(body));
+  rc = mgop_kube_get(mgop_api_ptr, "/apis/cert-manager.io/v1", &b, &status);
+  if (rc == MGOP_ERR_NOTFOUND)
+    return mgop_seterr(MGOP_ERR_STATUS, "%s needs cert-manager, and the API server serves no cert-manager.io/v1 "
+                       "Certificates: install cert-manager (its CRDs and controller), or unset %s",
+                       r->tls.internal ? "spec.internalTLS.enabled" : "spec.certCommonName",
+                       r->tls.internal ? "it" : "the field");
+  if (rc) return rc;
+  mgop_watch_enable(&mgop_server.watches[K_CERT]);
+  MGOP_LOG(MGOP_INFO, ("cert-manager.io/v1 is served now: watching Certificates"));
+  return MGOP_OK;
+}
+
+/* The cluster's Certificates (phase 1, owned by the cluster). */
+static int mgop_build_certs(struct mgop_rctx *r) {
+  char id[MGOP_TLS_COMPONENTS][MGOP_NAME_MAX + 1], pub[MGOP_NAME_MAX + 1];
+  int rc;
+  if (!r->tls.internal && !r->tls.cn[0]) return MGOP_OK;
+  snprintf(r->where, sizeof(r->where), "%s", r->tls.internal ? "spec.internalTLS" : "spec.certCommonName");
+  if ((rc = mgop_tls_check_cert_manager(r))) return rc;
+  for (int c = 0; r->tls.internal && c < MGOP_TLS_COMPONENTS; c++) mgop_tls_identity(r, c, id[c], sizeof(id[c]));
+  for (int c = 0; r->tls.internal && c < MGOP_TLS_COMPONENTS; c++) {
+    /* multigateway also answers to multipooler's name: Multigres forwards
+     * cancel requests between gateways with the --multipooler-grpc-* flags */
+    const char *dns[2] = {id[c], id[MGOP_TLS_POOLER]};
+    if ((rc = mgop_build_cert(r, id[c], mgop_tls_components[c], dns, c == MGOP_TLS_GATEWAY ? 2 : 1, 1))) return rc;
+  }
+  if (r->tls.cn[0]) {
+    const char *dns[2] = {r->tls.cn, r->tls.cn + 3}; /* also the name without "db.", as the reference does */
+    snprintf(pub, sizeof(pub), "%s-pg-tls", r->name);
+    if ((rc = mgop_build_cert(r, pub, "multigateway", dns, strncmp(r->tls.cn, "db.", 3) || !r->tls.cn[3] ? 1 : 2, 0)))
+      return rc;
+  }
+  return MGOP_OK;
+}
+
+/* "[x, y]" from the elements a and b, each "" or ",{...}" (as built for
+ * appending to a list); NULL when both are empty or out is too small. */
+static const char *mgop_json_list2(char *out, size_t cap, const char *a, const char *b) {
+  struct mgop_buf lb;
+  const char *first = a[0] ? a : b, *second = a[0] ? b : "";
+  if (!first[0]) return NULL;
+  mgop_buf_init(&lb, out, cap);
+  mgop_buf_printf(&lb, "[%s%s]", first + 1, second);
+  return lb.overflow ? NULL : out;
+}
+
+/* A component's TLS pieces: its volume (",{...}" to append to the pod's
+ * list), its mount (",{...}" for the container) and its flags (args[i]
+ * point into bufs). Returns how many flags, 0 without internalTLS. */
+struct mgop_tls_parts {
+  char volume[MGOP_NAME_MAX + 160], mount[200];
+  char bufs[MGOP_TLS_ARGS][MGOP_NAME_MAX + 64];
+};
+static int mgop_tls_component(const struct mgop_rctx *r, int comp, struct mgop_tls_parts *t, const char **args) {
+  char id[MGOP_NAME_MAX + 1], pooler[MGOP_NAME_MAX + 1];
+  const char *d = mgop_tls_mounts[comp].dir;
+  int n = 0;
+  t->volume[0] = t->mount[0] = 0;
+  if (!r->tls.internal) return 0;
+  mgop_tls_identity(r, comp, id, sizeof(id));
+  mgop_tls_identity(r, MGOP_TLS_POOLER, pooler, sizeof(pooler));
+  snprintf(t->volume, sizeof(t->volume), ",{\"name\":\"%s\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292}}",
+           mgop_tls_mounts[comp].volume, id);
+  snprintf(t->mount, sizeof(t->mount), ",{\"name\":\"%s\",\"mountPath\":\"%s\",\"readOnly\":true}",
+           mgop_tls_mounts[comp].volume, d);
+  snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-cert=%s/tls.crt", d);
+  snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-key=%s/tls.key", d);
+  snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-ca=%s/ca.crt", d);
+  snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-server-ca=%s/ca.crt", d);
+  if (mgop_tls_mounts[comp].client) {
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-cert=%s/tls.crt", d);
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-key=%s/tls.key", d);
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-ca=%s/ca.crt", d);
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-server-name=%s", pooler);
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-require-tls");
+  }
+  for (int i = 0; i < n; i++) args[i] = t->bufs[i];
+  return n;
+}
+
 static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *root) {
   struct mgop_json admin, web;
   struct mgop_chain c = {"spec.multiadmin", &r->root, mgop_json_key(&r->root, r->spec, "multiadmin"), "spec",
@@ -3160,6 +3346,10 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
     memcpy(ctr.args, args, sizeof(args));
     ctr.nargs = 7;
   }
+  static _Thread_local struct mgop_tls_parts tls; /* 3 KiB */
+  char vols[sizeof(tls.volume) + 2], mounts[sizeof(tls.mount) + 2];
+  ctr.nargs += mgop_tls_component(r, MGOP_TLS_ADMIN, &tls, ctr.args + ctr.nargs);
+  ctr.mounts = mgop_json_list2(mounts, sizeof(mounts), tls.mount, "");
   ctr.ports = "[{\"name\":\"http\",\"containerPort\":18000,\"protocol\":\"TCP\"},"
               "{\"name\":\"grpc\",\"containerPort\":18070,\"protocol\":\"TCP\"}]";
   ctr.ready_path = "/ready";
@@ -3176,8 +3366,10 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   p.tol_doc = &r->root; /* the cluster's own spec: placement is not in the template chain */
   p.ctr = &ctr;
   p.nctr = 1;
+  p.volumes = mgop_json_list2(vols, sizeof(vols), tls.volume, "");
   if ((rc = mgop_build_deployment(r, K_CLUSTER, r->name, r->uid, name, mgop_i64_or(&admin, 0, "replicas", 1), &p)))
     return rc;
+  p.volumes = NULL; /* multiadmin-web's pod: no certificate */
   if ((rc = mgop_build_service(r, K_CLUSTER, r->name, r->uid, name, "multiadmin", NULL, 0,
                                "[{\"name\":\"http\",\"port\":18000,\"targetPort\":18000,\"protocol\":\"TCP\"},"
                                "{\"name\":\"grpc\",\"port\":18070,\"targetPort\":18070,\"protocol\":\"TCP\"}]")))
@@ -3394,12 +3586,30 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
       const char *args[] = {"multigateway", "--http-port=15100", "--grpc-port=15170", "--pg-port=5432",
                             "--pg-replica-port=5433", a_addr, a_root, a_cell, a_lv};
       int nb = mgop_gateway_buffer_args(r, what, &cfg, gwt, a_buf);
-      _Static_assert(sizeof(args) / sizeof(args[0]) + MGOP_BUFFER_ARGS <= sizeof(ctr.args) / sizeof(ctr.args[0]),
+      _Static_assert(sizeof(args) / sizeof(args[0]) + MGOP_BUFFER_ARGS + MGOP_TLS_ARGS + 2 <=
+                         sizeof(ctr.args) / sizeof(ctr.args[0]),
                      "the gateway's arguments fit a container");
       if (nb < 0) return MGOP_ERR_CONFIG;
       memcpy(ctr.args, args, sizeof(args));
       ctr.nargs = 9;
       for (int i = 0; i < nb; i++) ctr.args[ctr.nargs++] = a_buf[i];
+    }
+    /* internal mTLS, and the public PostgreSQL certificate (certCommonName) */
+    static _Thread_local struct mgop_tls_parts tls; /* 3 KiB */
+    char vols[2 * sizeof(tls.volume) + 2], mounts[2 * sizeof(tls.mount) + 2];
+    ctr.nargs += mgop_tls_component(r, MGOP_TLS_GATEWAY, &tls, ctr.args + ctr.nargs);
+    {
+      char pub_vol[MGOP_NAME_MAX + 160] = "", pub_mnt[200] = "";
+      if (r->tls.cn[0]) {
+        snprintf(pub_vol, sizeof(pub_vol), ",{\"name\":\"tls-certs\",\"secret\":{\"secretName\":\"%s-pg-tls\","
+                 "\"defaultMode\":292}}", r->name);
+        snprintf(pub_mnt, sizeof(pub_mnt), ",{\"name\":\"tls-certs\",\"mountPath\":\"/etc/multigateway/tls\","
+                 "\"readOnly\":true}");
+        ctr.args[ctr.nargs++] = "--pg-tls-cert-file=/etc/multigateway/tls/tls.crt";
+        ctr.args[ctr.nargs++] = "--pg-tls-key-file=/etc/multigateway/tls/tls.key";
+      }
+      ctr.mounts = mgop_json_list2(mounts, sizeof(mounts), tls.mount, pub_mnt);
+      mgop_json_list2(vols, sizeof(vols), tls.volume, pub_vol);
     }
     ctr.ports = "[{\"name\":\"http\",\"containerPort\":15100,\"protocol\":\"TCP\"},"
                 "{\"name\":\"grpc\",\"containerPort\":15170,\"protocol\":\"TCP\"},"
@@ -3421,6 +3631,7 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
     p.zone = zone;
     p.ctr = &ctr;
     p.nctr = 1;
+    p.volumes = ctr.mounts ? vols : NULL; /* the two lists go together */
     if ((rc = mgop_build_deployment(r, K_CELL, cr, uid, gw, mgop_i64_or(&cfg, gwt, "replicas", 1), &p))) return rc;
   }
   return mgop_build_service(r, K_CELL, cr, uid, gws, "multigateway", &ids, 0,
@@ -5115,8 +5326,9 @@ static int mgop_build_shard_cm(struct mgop_rctx *r, struct mgop_shard_build *sb,
 
 /* The pool pod's containers that take a per-pod buffer: their strings. */
 struct mgop_pool_bufs {
-  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + MGOP_SU_JSON_BUF], mnt0[1280], mnt1[1280];
+  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + MGOP_SU_JSON_BUF], mnt0[1280], mnt1[1280 + 200];
   char image[MGOP_IMAGE_BUF], pooler_image[MGOP_IMAGE_BUF], level[16];
+  struct mgop_tls_parts tls;
 };
 static const char mgop_pool_service_ports[] =
     "[{\"name\":\"http\",\"port\":15200,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
@@ -5192,6 +5404,7 @@ static void mgop_multipooler_ctr(struct mgop_rctx *r, const struct mgop_shard_bu
     memcpy(c->args, args, sizeof(args));
     c->nargs = bp->a_cipher[0] ? 18 : 17;
   }
+  c->nargs += mgop_tls_component(r, MGOP_TLS_POOLER, &b->tls, c->args + c->nargs);
   c->env = b->env1;
   snprintf(b->env1, sizeof(b->env1), "[{\"name\":\"POD_NAME\",\"valueFrom\":{\"fieldRef\":{\"fieldPath\":\"metadata.name\"}}},"
            "{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
@@ -5210,8 +5423,8 @@ static void mgop_multipooler_ctr(struct mgop_rctx *r, const struct mgop_shard_bu
   c->mounts = b->mnt1;
   snprintf(b->mnt1, sizeof(b->mnt1), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
            "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
-           "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s]",
-           bp->pooler_mounts);
+           "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s%s]",
+           bp->pooler_mounts, b->tls.mount);
   c->security = identity;
 }
 
@@ -5294,7 +5507,7 @@ static int mgop_pool_cell_at(struct mgop_rctx *r, const struct mgop_shard_build 
 static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb, const char *pool, int pv, int pcells,
                                int ci, const char *identity) {
   static _Thread_local struct mgop_pool_bufs b; /* 13 KiB */
-  char cell[64], zone[64], sts[64], svc[64], vols[4608], pod_ann[256], ref_vol[900] = "";
+  char cell[64], zone[64], sts[64], svc[64], vols[4608 + 512], pod_ann[256], ref_vol[900] = "";
   const char *zone_key = NULL;
   long long per = mgop_i64_or(sb->pdoc, pv, "replicasPerCell", 3), reps;
   struct mgop_ids pids = sb->ids;
@@ -5318,7 +5531,8 @@ static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb,
   mgop_pgctld_ctr(r, sb, pv, identity, &ctr[0], &b);
   mgop_multipooler_ctr(r, sb, pv, cell, identity, &ctr[1], &b);
   mgop_exporter_ctr(&ctr[2], sb->su_json, b.env2, sizeof(b.env2));
-  _Static_assert(sizeof(vols) >= 2 * (300 + 64) + 300 + 254 + (300 + 64) + sizeof(sb->bp.volumes) + sizeof(ref_vol) + 256,
+  _Static_assert(sizeof(vols) >= 2 * (300 + 64) + 300 + 254 + (300 + 64) + sizeof(sb->bp.volumes) + sizeof(ref_vol) +
+                     sizeof(b.tls.volume) + 256,
                  "the pool volumes fit");
   if (sb->pg_ref_name[0]) /* postgresConfigRef's key, and only it, as a file */
     snprintf(ref_vol, sizeof(ref_vol), ",{\"name\":\"postgres-config-ref\",\"configMap\":{\"name\":\"%s\",\"items\":"
@@ -5328,9 +5542,9 @@ static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb,
            "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
            "{\"name\":\"postgres-exporter-queries\",\"configMap\":{\"name\":\"%s-exporter-queries\"}},"
            "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
-           "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s%s]", sb->cm, sb->cr, sb->secret, sb->pw_key,
+           "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s%s%s]", sb->cm, sb->cr, sb->secret, sb->pw_key,
            sb->pg_conf ? ",{\"name\":\"postgres-config\",\"configMap\":{\"name\":\"" : "", sb->pg_conf ? sb->cr : "",
-           sb->pg_conf ? "-postgres-config\"}}" : "", ref_vol, sb->bp.volumes);
+           sb->pg_conf ? "-postgres-config\"}}" : "", ref_vol, sb->bp.volumes, b.tls.volume);
   memset(&p, 0, sizeof(p));
   p.component = "shard-pool";
   p.ids = &pids;
@@ -5415,6 +5629,10 @@ static int mgop_build_shard_orch(struct mgop_rctx *r, struct mgop_shard_build *s
       memcpy(ctr.args, args, sizeof(args));
       ctr.nargs = 8;
     }
+    static _Thread_local struct mgop_tls_parts tls; /* 3 KiB */
+    char vols[sizeof(tls.volume) + 2], mounts[sizeof(tls.mount) + 2];
+    ctr.nargs += mgop_tls_component(r, MGOP_TLS_ORCH, &tls, ctr.args + ctr.nargs);
+    ctr.mounts = mgop_json_list2(mounts, sizeof(mounts), tls.mount, "");
     ctr.ports = "[{\"name\":\"http\",\"containerPort\":15300,\"protocol\":\"TCP\"},"
                 "{\"name\":\"grpc\",\"containerPort\":15370,\"protocol\":\"TCP\"}]";
     ctr.ready_path = "/ready";
@@ -5433,6 +5651,7 @@ static int mgop_build_shard_orch(struct mgop_rctx *r, struct mgop_shard_build *s
     p.zone = zone;
     p.ctr = &ctr;
     p.nctr = 1;
+    p.volumes = mgop_json_list2(vols, sizeof(vols), tls.volume, "");
     if ((rc = mgop_build_deployment(r, K_SHARD, sb->cr, sb->uid, dn, mgop_i64_or(cfg, orch, "replicas", 1), &p))) return rc;
     if ((rc = mgop_build_service(r, K_SHARD, sb->cr, sb->uid, sv, "multiorch", &oids, 0,
                                  "[{\"name\":\"http\",\"port\":15300,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
@@ -5763,8 +5982,10 @@ static int mgop_reconcile_phases(struct mgop_rctx *r) {
   }
   r->ncells = r->root.tok[cells].size;
 
-  /* phase 1: CRs owned by the cluster */
+  /* phase 1: CRs owned by the cluster, and its Certificates */
   mark = r->ndesired;
+  mgop_tls_of(r);
+  if ((rc = mgop_build_certs(r))) return rc;
   snprintf(r->where, sizeof(r->where), "spec.globalTopoServer");
   if (topo_managed) {
     struct mgop_topo_target t = {topo_name, NULL, K_CLUSTER, r->name, r->uid};
@@ -7205,6 +7426,23 @@ static void mgop_tg_status_extra(struct mgop_jw *w, void *ctx) {
 static const char *mgop_phase(int ready, int some) { return ready ? "Healthy" : some ? "Progressing" : "Initializing"; }
 
 static int mgop_unsched_why(const char *kind, const char *ns, const char *name, char *out, size_t cap);
+
+/* Whether cert-manager has issued every Certificate of this turn (Ready, as
+ * its watch shows); the first one it has not goes into why. */
+static int mgop_certs_issued(const struct mgop_rctx *r, char *why, size_t why_cap) {
+  for (int i = 0; i < r->ndesired; i++) {
+    const struct mgop_desired *d = &r->desired[i];
+    const struct mgop_fp *f;
+    if (d->kind != K_CERT) continue;
+    f = mgop_fp_find(mgop_fp_key("Certificate", r->ns, d->name));
+    if (f && f->ready) continue;
+    if (!why[0])
+      snprintf(why, why_cap, "Certificate %.130s not issued yet by ClusterIssuer %.80s (kubectl describe it)",
+               d->name, r->tls.issuer);
+    return 0;
+  }
+  return 1;
+}
 /* A workload that is not ready because the scheduler refuses its pods: the
  * reason goes onto msg, and the first of the turn into why (the cluster's). */
 static void mgop_status_why(const char *kind, const char *ns, const char *name, int ready, char *msg, size_t cap,
@@ -7443,7 +7681,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   rs.ready_shards = ready_shards;
   rs.admin_ready = admin_ready;
   rs.r = r;
-  root_ready = ok && !stalled && topo_ready && admin_ready && r->ncells > 0 && ready_cells == r->ncells &&
+  root_ready = ok && !stalled && mgop_certs_issued(r, why, sizeof(why)) && topo_ready && admin_ready && r->ncells > 0 &&
+               ready_cells == r->ncells &&
                r->nshard_names > 0 && ready_shards == r->nshard_names && (r->topo_state == 1 || !mgop_topo_enabled);
   r->root_ready = root_ready;
   if (stalled) snprintf(msg, sizeof(msg), "%.590s", r->stalled_msg);
@@ -7841,6 +8080,18 @@ static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj,
       f->update_rev = mgop_json_path_str(j, st, "updateRevision", rev, sizeof(rev)) == MGOP_OK
                           ? mgop_fnv1a64(MGOP_FNV64_INIT, rev, strlen(rev)) : 0;
     }
+  } else if (kind == K_CERT) { /* issued: cert-manager's Ready condition */
+    int conds = mgop_json_key(j, st, "conditions");
+    f->desired = 1;
+    f->ready = 0;
+    for (int i = 0; mgop_json_is(j, conds, JSMN_ARRAY) && i < j->tok[conds].size; i++) {
+      int c = mgop_json_at(j, conds, i);
+      char type[16], status[8];
+      if (!mgop_json_path_str(j, c, "type", type, sizeof(type)) && !strcmp(type, "Ready") &&
+          !mgop_json_path_str(j, c, "status", status, sizeof(status)))
+        f->ready = !strcmp(status, "True");
+    }
+    f->flags |= MGOP_FP_SETTLED;
   } else {
     f->desired = f->ready = 1;
     f->flags |= MGOP_FP_SETTLED;
@@ -9089,9 +9340,6 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_CLUSTER), "spec.postgresInitSecretsRef", "no day-0 init Secret is read", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.internalTLS", "the components talk without mutual TLS", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.certCommonName", "multigateway serves no public PostgreSQL TLS certificate", NULL},
-    {MGOP_KB(K_CLUSTER), "spec.issuerName", "no cert-manager Certificate is requested", NULL},
 };
 #define MGOP_UNIMPLEMENTED_N (sizeof(mgop_unimplemented_fields) / sizeof(mgop_unimplemented_fields[0]))
 
@@ -9203,6 +9451,13 @@ static void mgop_admit_cluster(const struct mgop_json *j, int object, const char
   if (r.backup_warn[0]) {
     size_t n = strlen(v->warning);
     snprintf(v->warning + n, sizeof(v->warning) - n, "%s%s", n ? "; " : "", r.backup_warn);
+  }
+  if ((r.tls.internal || r.tls.cn[0]) && !strcmp(r.tls.issuer, MGOP_TLS_DEFAULT_ISSUER) &&
+      !mgop_json_is(&r.root, mgop_json_key(&r.root, r.spec, "issuerName"), JSMN_STRING)) {
+    size_t n = strlen(v->warning); /* the reference's default, which few clusters have */
+    snprintf(v->warning + n, sizeof(v->warning) - n, "%sspec.issuerName is unset: the certificates come from the "
+             "ClusterIssuer " MGOP_TLS_DEFAULT_ISSUER " (the reference operator's default); set it to your ClusterIssuer",
+             n ? "; " : "");
   }
 }
 
@@ -9579,7 +9834,7 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
 /* On the loop: every watch has listed once. */
 static int mgop_synced(void) {
   for (int k = 0; k < K_COUNT; k++)
-    if (!mgop_server.watches[k].rv[0]) return 0; /* not listed once yet */
+    if (!mgop_server.watches[k].rv[0] && mgop_server.watches[k].state != MGOP_W_ABSENT) return 0; /* not listed once yet */
   return 1;
 }
 
@@ -10214,6 +10469,7 @@ static int mgop_setup(const struct mgop_options *opt) {
     mgop_watch_init(&mgop_server.watches[i], &mgop_server.api, mgop_kinds[i].kind, path, owned ? MGOP_MANAGED_SELECTOR : NULL,
                     mgop_on_event, (void *)(intptr_t)i);
   }
+  mgop_server.watches[K_CERT].optional = 1;
   if (opt->webhook_enable && mgop_webhook_setup(opt)) return 2;
   return mgop_http_setup(opt);
 }

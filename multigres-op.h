@@ -504,7 +504,9 @@ typedef int (*mgop_item_fn)(void *ctx, const struct mgop_json *j, int item);
 int mgop_kube_list(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx, char *rv,
                    size_t rvcap, unsigned long *skipped);
 
-enum mgop_watch_state { MGOP_W_LIST, MGOP_W_START, MGOP_W_STREAM, MGOP_W_BACKOFF };
+/* ABSENT: an optional kind (mgop_watch.optional) the API server does not
+ * serve (404 on the list): no requests until mgop_watch_enable. */
+enum mgop_watch_state { MGOP_W_LIST, MGOP_W_START, MGOP_W_STREAM, MGOP_W_BACKOFF, MGOP_W_ABSENT };
 struct mgop_watch;
 /* type is ADDED, MODIFIED, DELETED, or SYNC for objects seen by a (re)list.
  * LIST_BEGIN and LIST_END (j NULL, obj -1) bracket a complete (re)list:
@@ -531,6 +533,7 @@ struct mgop_watch {
   void *ctx;
   struct mgop_kube *kube;
   int retry_after_s;          /* from the last 429/503, or -1         */
+  int optional;               /* a 404 on the list means ABSENT, not an error */
   unsigned long long events, relists, restarts, overlong; /* overlong: events and list items dropped */
 };
 void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind, const char *path,
@@ -541,6 +544,8 @@ int mgop_watch_step(struct mgop_watch *w, long long now);
 int mgop_watch_fd(const struct mgop_watch *w);     /* -1 when not streaming */
 long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now); /* ms until step is due */
 void mgop_watch_close(struct mgop_watch *w);
+/* An ABSENT watch lists again at its next step (the kind may be served now). */
+void mgop_watch_enable(struct mgop_watch *w);
 
 /* Server-side apply of one object (JSON is valid apply YAML), as
  * fieldManager=multigres-operator with force. `item_path` is the object's own
@@ -3597,6 +3602,12 @@ void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind
 
 void mgop_watch_close(struct mgop_watch *w) { mgop_conn_close(&w->conn); }
 
+void mgop_watch_enable(struct mgop_watch *w) {
+  if (w->state != MGOP_W_ABSENT) return;
+  w->state = MGOP_W_LIST;
+  w->backoff_ms = MGOP_BACKOFF_MIN_MS;
+}
+
 static void mgop_watch_backoff(struct mgop_watch *w, long long now, const char *why) {
   /* full jitter: uniform in [backoff/2, backoff] */
   int span = w->backoff_ms / 2;
@@ -3664,6 +3675,7 @@ static int mgop_watch_start(struct mgop_watch *w) {
       (rc = mgop_http_read_head(&w->conn, &w->resp, deadline)))
     return mgop_seterr(rc, "watch %s: %s while starting the watch", w->kind, mgop_err_name(rc));
   if (w->resp.status == 410) return MGOP_ERR_GONE;
+  if (w->resp.status == 404 && w->optional) return MGOP_ERR_GONE; /* relist: ABSENT if it is still 404 */
   if (w->resp.status == 401 && w->kube->cfg->token_file[0]) {
     mgop_kubecfg_reload_token(w->kube->cfg, mgop_now_ms(), 1);
     return mgop_seterr(MGOP_ERR_AUTH, "watch %s: 401, token re-read", w->kind);
@@ -3714,8 +3726,20 @@ int mgop_watch_step(struct mgop_watch *w, long long now) {
       if (now < w->next_ms) return MGOP_OK;
       w->state = w->rv[0] ? MGOP_W_START : MGOP_W_LIST;
       return mgop_watch_step(w, now);
+    case MGOP_W_ABSENT: return MGOP_OK;
     case MGOP_W_LIST:
       rc = mgop_watch_do_list(w);
+      if ((rc == MGOP_ERR_NOTFOUND || (rc == MGOP_ERR_AUTH && strstr(mgop_errmsg(), ": 403 Forbidden"))) && w->optional) {
+        mgop_watch_close(w);
+        w->rv[0] = 0;
+        w->state = MGOP_W_ABSENT;
+        if (rc == MGOP_ERR_NOTFOUND)
+          MGOP_LOG(MGOP_INFO, ("watch %s: the API server does not serve it; not watched until it is needed", w->kind));
+        else /* an older Role without the grant: the rest of the operator works */
+          MGOP_LOG(MGOP_WARN, ("watch %s: forbidden (%s); not watched until it is needed: grant list and watch on it "
+                               "(the release's RBAC does)", w->kind, mgop_errmsg()));
+        return MGOP_OK;
+      }
       if (rc) {
         mgop_watch_backoff(w, now, mgop_errmsg());
         return rc;
@@ -3777,6 +3801,7 @@ int mgop_watch_fd(const struct mgop_watch *w) { return w->state == MGOP_W_STREAM
 long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now) {
   switch (w->state) {
     case MGOP_W_BACKOFF: return w->next_ms > now ? w->next_ms - now : 0;
+    case MGOP_W_ABSENT: return MGOP_WATCH_IDLE_MS; /* nothing to do until enabled */
     case MGOP_W_STREAM: {
       if (mgop_conn_has_buffered((struct mgop_conn *)&w->conn)) return 0;
       long long idle_end = w->last_data_ms + MGOP_WATCH_IDLE_MS;

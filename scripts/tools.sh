@@ -5,7 +5,9 @@
 # promtool (the wrapper module tests/promtool: Prometheus's cmd/promtool
 # as a `tool`), which unit-tests the alert rules (tests/alerts/run.sh), and
 # otlp-receiver (tests/otlp-receiver: the OTLP/HTTP JSON receiver that
-# t_tracing checks the operator's spans with, on the collector's decoder).
+# t_tracing checks the operator's spans with, on the collector's decoder),
+# and cert-manager (tests/cert-manager: cert-manager's own controllers in a
+# small main, with its CRDs beside it; t_internal_tls issues certificates).
 # Prints nothing when the cached builds are current.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +24,7 @@ go_tool() {
     command -v go >/dev/null || { echo "tools.sh: Go not found (expected /usr/local/go/bin/go)" >&2; exit 1; }
     echo "tools.sh: building $name from Go modules" >&2
     mkdir -p "$out"
-    (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$out/$name.tmp" .) && mv "$out/$name.tmp" "$out/$name"
+    (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n 10 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" .) && mv "$out/$name.tmp" "$out/$name"
   fi
   ln -sfn "$out/$name" "$CACHE/tools/bin/$name"
 }
@@ -47,3 +49,14 @@ ln -sfn "$pout/promtool" "$CACHE/tools/bin/promtool"
 
 # otlp-receiver: t_tracing's OTLP/HTTP JSON receiver (pdata's decoder)
 go_tool otlp-receiver
+
+# cert-manager: its controllers (about 5 min cold), and its CRDs from the
+# same module version, kept beside the binary
+go_tool cert-manager
+cm_bin=$(readlink "$CACHE/tools/bin/cert-manager")
+if [ ! -s "$(dirname "$cm_bin")/crds/cert-manager.io_certificates.yaml" ]; then
+  cm_dir=$(cd "$ROOT/tests/cert-manager" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager)
+  mkdir -p "$(dirname "$cm_bin")/crds"
+  cp "$cm_dir"/deploy/crds/*.yaml "$(dirname "$cm_bin")/crds/"
+fi
+ln -sfn "$(dirname "$cm_bin")/crds" "$CACHE/tools/bin/cert-manager-crds"

@@ -3737,7 +3737,12 @@ static const char t_walk_cluster_s3[] =
     "\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"}],"
     "\"databases\":[{\"name\":\"postgres\",\"default\":true,\"backup\":{\"type\":\"s3\",\"s3\":{\"bucket\":\"walk-value\","
     "\"region\":\"walk-value\",\"credentialsSecret\":\"walk-creds\"}},\"tablegroups\":[{\"name\":\"default\",\"default\":true,\"shards\":[{\"name\":\"0-inf\"}]}]}]}}";
+/* the issuer of the cluster's Certificates, which exist with internalTLS */
+static const char t_walk_cluster_tls[] =
+    "{\"apiVersion\":\"multigres.com/v1alpha1\",\"kind\":\"MultigresCluster\",\"metadata\":{\"name\":\"w\"},"
+    "\"spec\":{\"internalTLS\":{\"enabled\":true},\"cells\":[{\"name\":\"a\",\"zone\":\"z1\"}]}}";
 static const struct { const char *prefix, *base; } t_field_bases[] = {
+    {"spec.issuerName", t_walk_cluster_tls},
     {"spec.databases[].tablegroups[].backup.s3", t_walk_cluster_s3},
     {"spec.databases[].tablegroups[].shards[].backup.s3", t_walk_cluster_s3},
 };
@@ -4454,6 +4459,51 @@ static void test_cell_pdbs(void) {
 /* postgresSuperuser reaches pgctld, multipooler and multiadmin-web
  * (POSTGRES_USER, escaped); a shard's initdbArgs reach pgctld
  * (POSTGRES_INITDB_ARGS) and nothing else. */
+/* internalTLS, certCommonName, issuerName: the Certificates (names, DNS
+ * names, issuer) and, on each component, its Secret volume and flags. */
+static void test_render_tls(void) {
+  static char out[512 * 1024];
+  static const char head[] = "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: t}\n"
+                             "spec:\n  cells: [{name: a, zone: z1}]\n";
+  char yaml[1024];
+  CHECK(t_render_yaml("tls.yaml", head, out, sizeof(out)) == 0);
+  CHECK(t_count(out, "\"kind\":\"Certificate\"") == 0 && t_count(out, "--grpc-cert") == 0);
+  snprintf(yaml, sizeof(yaml), "%s  internalTLS: {enabled: true}\n", head);
+  CHECK(t_render_yaml("tls.yaml", yaml, out, sizeof(out)) == 0);
+  CHECK(t_count(out, "\"kind\":\"Certificate\"") == 4);
+  CHECK(t_count(out, "\"issuerRef\":{\"name\":\"supabase-issuer\",\"kind\":\"ClusterIssuer\",\"group\":\"cert-manager.io\"}") == 4);
+  CHECK(strstr(out, "\"secretName\":\"multipooler.t.default.multigres.internal\"") != NULL);
+  /* multigateway also answers to multipooler's name */
+  CHECK(strstr(out, "\"dnsNames\":[\"multigateway.t.default.multigres.internal\","
+                    "\"multipooler.t.default.multigres.internal\"]") != NULL);
+  /* four servers; three clients of multipooler, which check its name */
+  CHECK(t_count(out, "--grpc-cert=") == 4 && t_count(out, "--grpc-server-ca=") == 4);
+  CHECK(t_count(out, "\"--multipooler-grpc-server-name=multipooler.t.default.multigres.internal\"") == 3);
+  CHECK(strstr(out, "\"--grpc-cert=/etc/multigres/tls/tls.crt\"") && strstr(out, "\"--grpc-cert=/etc/multiadmin/tls/tls.crt\"") &&
+        strstr(out, "\"--grpc-cert=/etc/multigateway/tls-internal/tls.crt\""));
+  CHECK(t_count(out, "{\"name\":\"tls-certs\",\"secret\":{\"secretName\":\"multiorch.t.default.multigres.internal\","
+                     "\"defaultMode\":292}}") == 1);
+  CHECK(t_count(out, "--pg-tls-cert-file") == 0);
+  snprintf(yaml, sizeof(yaml), "%s  certCommonName: db.example.com\n  issuerName: corp-ca\n", head);
+  CHECK(t_render_yaml("tls.yaml", yaml, out, sizeof(out)) == 0);
+  CHECK(t_count(out, "\"kind\":\"Certificate\"") == 1 && t_count(out, "--grpc-cert") == 0);
+  CHECK(strstr(out, "\"secretName\":\"t-pg-tls\"") && strstr(out, "\"dnsNames\":[\"db.example.com\",\"example.com\"]") &&
+        strstr(out, "\"issuerRef\":{\"name\":\"corp-ca\""));
+  CHECK(t_count(out, "\"--pg-tls-cert-file=/etc/multigateway/tls/tls.crt\"") == 1);
+  CHECK(t_count(out, "{\"name\":\"tls-certs\",\"secret\":{\"secretName\":\"t-pg-tls\",\"defaultMode\":292}}") == 1);
+  /* admission: the reference's default issuer is named when none is */
+  static const char review[] =
+      "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"t1\","
+      "\"kind\":{\"group\":\"multigres.com\",\"version\":\"v1alpha1\",\"kind\":\"MultigresCluster\"},"
+      "\"operation\":\"CREATE\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"alice\"},\"object\":"
+      "{\"metadata\":{\"name\":\"t\"},\"spec\":{\"internalTLS\":{\"enabled\":true},\"cells\":[{\"name\":\"a\",\"zone\":\"z\"}]}}}}";
+  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
+  t_admit(review, out, sizeof(out));
+  CHECK(strstr(out, "\"allowed\":true") && strstr(out, "spec.issuerName is unset: the certificates come from the "
+                                                       "ClusterIssuer supabase-issuer"));
+  mgop_arena_reset(&mgop_server.arena);
+}
+
 static void test_superuser_initdb(void) {
   static char out[512 * 1024];
   CHECK(t_render_yaml("su.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: s}\n"
@@ -4617,8 +4667,8 @@ static void test_unimplemented_warnings(void) {
 #define T_NOTE(path) "\"" path " is accepted but not implemented yet and has no effect (issue #13)\""
   static char out[64 * 1024];
   static const char cluster[] = T_UREVIEW("MultigresCluster", "CREATE",
-      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"internalTLS\":{\"enabled\":true},"
-      "\"issuerName\":null,\"cells\":[{\"name\":\"a\",\"zone\":\"z\"},{\"name\":\"b\",\"zone\":\"y\","
+      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"postgresInitSecretsRef\":{\"name\":\"init\"},"
+      "\"issuerName\":null,\"internalTLS\":{\"enabled\":false},\"cells\":[{\"name\":\"a\",\"zone\":\"z\"},{\"name\":\"b\",\"zone\":\"y\","
       "\"metadata\":\"rack 7\"}]}}");
   static const char shard_template[] = T_UREVIEW("ShardTemplate", "UPDATE",
       "{\"metadata\":{\"name\":\"t\"},\"spec\":{\"postgresConfig\":{\"work_mem\":\"64MB\"},\"pools\":{\"p\":"
@@ -4630,8 +4680,8 @@ static void test_unimplemented_warnings(void) {
   mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   t_admit(cluster, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
-  CHECK(strstr(out, "," T_NOTE("spec.cells[].metadata") "," T_NOTE("spec.internalTLS") "]") != NULL);
-  CHECK(strstr(out, "issuerName") == NULL);
+  CHECK(strstr(out, "," T_NOTE("spec.cells[].metadata") "," T_NOTE("spec.postgresInitSecretsRef") "]") != NULL);
+  CHECK(strstr(out, "issuerName") == NULL && strstr(out, "internalTLS") == NULL); /* acted on: no warning */
   t_admit(shard_template, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
   /* fsGroup, initdbArgs and postgresConfig are acted on: no warning for them */
@@ -4643,11 +4693,11 @@ static void test_unimplemented_warnings(void) {
   {
     CHECK(t_render_yaml("unimplemented.yaml",
                         "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: x}\n"
-                        "spec: {issuerName: ca, cells: [{name: a, zone: z}]}\n---\n"
+                        "spec: {postgresInitSecretsRef: {name: init}, cells: [{name: a, zone: z}]}\n---\n"
                         "apiVersion: multigres.com/v1alpha1\nkind: CellTemplate\nmetadata: {name: t}\n"
                         "spec: {localTopoServer: {external: {endpoints: ['https://e:2379'], caSecret: ca}}}\n",
                         out, sizeof(out)) == 0);
-    CHECK(strstr(out, "\n# warning: MultigresCluster default/x: spec.issuerName is accepted but not implemented yet "
+    CHECK(strstr(out, "\n# warning: MultigresCluster default/x: spec.postgresInitSecretsRef is accepted but not implemented yet "
                       "and has no effect (issue #13)\n") != NULL);
     CHECK(strstr(out, "\n# warning: CellTemplate default/t: spec.localTopoServer.external.caSecret is accepted but not "
                       "implemented yet and has no effect (issue #13)\n") != NULL);
@@ -4917,6 +4967,7 @@ static const struct t_case t_cases[] = {
     {"observability", test_observability},
     {"cell_pdbs", test_cell_pdbs},
     {"superuser_initdb", test_superuser_initdb},
+    {"render_tls", test_render_tls},
     {"postgres_config", test_postgres_config},
     {"pg_param_check", test_pg_param_check},
     {"drain_steps", test_drain_steps},

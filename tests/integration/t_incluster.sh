@@ -329,6 +329,8 @@ exempt.add(("", "pods", "patch"))
 exempt.add(("", "pods", "get"))
 # a shard's postgresConfigRef ConfigMap is read by name (tests/integration/t_pg_config_ref.sh)
 exempt.add(("", "configmaps", "get"))
+# cert-manager Certificates: internalTLS and certCommonName only, with cert-manager (tests/integration/t_internal_tls.sh)
+exempt |= {("cert-manager.io", "certificates", v) for v in ("list", "watch", "create", "patch", "delete")}
 unused = sorted(granted - used - exempt)
 if unused:
     sys.exit("granted but never used (least privilege): " + ", ".join(f"{v} {g or 'core'}/{r}" for g, r, v in unused))
