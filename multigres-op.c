@@ -304,6 +304,12 @@ struct mgop_rctx {
   char roll_note[MGOP_SHARDS_MAX][600];
   int roll_held[MGOP_SHARDS_MAX];         /* 1: a scale-down held (primary); 2: one drains */
   int password_ref_checked;   /* spec.postgresPasswordSecretRef read this turn */
+  /* spec.postgresInitSecretsRef: the Secret and key, the pool pods' pieces */
+  struct mgop_init_secrets {
+    char name[254], key[254];
+    int checked;                /* read and valid this turn             */
+    char volume[254 + 254 + 200], mount[160], env[160]; /* ",{...}" or "" */
+  } init;
   /* TLS (section 5): spec.internalTLS.enabled, certCommonName, issuerName */
   struct mgop_tls_want {
     int internal;
@@ -1059,6 +1065,40 @@ static void mgop_topo_labels(struct mgop_jw *w, struct mgop_rctx *r, const struc
   if (t->cell) { mgop_jw_key(w, "multigres.com/cell"); mgop_jw_str(w, t->cell); }
 }
 
+/* etcd.maintenance: MVCC history compaction and the backend quota, as
+ * etcd's environment, always (the reference operator's defaults: periodic,
+ * 1h, 2 GiB; etcd's own is no compaction at all, so history grows until
+ * the quota stops writes). defragmentationEnabled is not implemented (the
+ * fields table says so). The schema's CEL checks the values; this repeats
+ * the quota's range for render, which has no API server. */
+#define MGOP_ETCD_QUOTA_DEFAULT 2147483648LL
+#define MGOP_ETCD_QUOTA_MIN 1048576LL
+#define MGOP_ETCD_QUOTA_MAX 8589934592LL
+static int mgop_etcd_maintenance_env(struct mgop_rctx *r, struct mgop_jw *w, const struct mgop_json *topo, int etcd) {
+  int m = mgop_json_key(topo, etcd, "maintenance");
+  char mode_buf[16], keep[40], quota[24];
+  long long q = MGOP_ETCD_QUOTA_DEFAULT;
+  const char *mode = mgop_str_or(topo, m, "autoCompactionMode", mode_buf, sizeof(mode_buf), "periodic");
+  if (!mgop_str_or(topo, m, "autoCompactionRetention", keep, sizeof(keep), NULL))
+    snprintf(keep, sizeof(keep), "%s", strcmp(mode, "revision") ? "1h" : "10000");
+  mgop_json_i64(topo, mgop_json_key(topo, m, "quotaBackendBytes"), &q);
+  if (q < MGOP_ETCD_QUOTA_MIN || q > MGOP_ETCD_QUOTA_MAX) {
+    mgop_stall(r, "InvalidSpec", "%s.etcd.maintenance.quotaBackendBytes is %lld; etcd takes 1048576 (1 MiB) to "
+               "8589934592 (8 GiB): set it in that range, never below the current backend size", r->where, q);
+    return MGOP_ERR_CONFIG;
+  }
+  snprintf(quota, sizeof(quota), "%lld", q);
+  const char *env[][2] = {{"ETCD_AUTO_COMPACTION_MODE", mode}, {"ETCD_AUTO_COMPACTION_RETENTION", keep},
+                          {"ETCD_QUOTA_BACKEND_BYTES", quota}};
+  for (size_t i = 0; i < sizeof(env) / sizeof(env[0]); i++) {
+    mgop_jw_obj(w);
+    mgop_jw_key(w, "name"); mgop_jw_str(w, env[i][0]);
+    mgop_jw_key(w, "value"); mgop_jw_str(w, env[i][1]);
+    mgop_jw_obj_end(w);
+  }
+  return MGOP_OK;
+}
+
 /* A TopoServer CR (cr=1), or its etcd StatefulSet and Services (cr=0,
  * owned by the CR whose uid is topo_uid). */
 static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, const struct mgop_topo_target *t, int cr,
@@ -1189,6 +1229,7 @@ static int mgop_build_topo(struct mgop_rctx *r, const struct mgop_json *topo, co
     mgop_jw_obj(w); mgop_jw_key(w, "name"); mgop_jw_str(w, "ETCD_INITIAL_CLUSTER_STATE"); mgop_jw_key(w, "value"); mgop_jw_str(w, "new"); mgop_jw_obj_end(w);
     mgop_jw_obj(w); mgop_jw_key(w, "name"); mgop_jw_str(w, "ETCD_INITIAL_CLUSTER_TOKEN"); mgop_jw_key(w, "value"); mgop_jw_str(w, name); mgop_jw_obj_end(w);
     mgop_jw_obj(w); mgop_jw_key(w, "name"); mgop_jw_str(w, "ETCD_LISTEN_METRICS_URLS"); mgop_jw_key(w, "value"); mgop_jw_str(w, "http://0.0.0.0:2381"); mgop_jw_obj_end(w);
+    if ((rc = mgop_etcd_maintenance_env(r, w, topo, etcd))) return rc;
     mgop_jw_arr_end(w);
     mgop_jw_key(w, "ports"); mgop_jw_arr(w);
     MGOP_JW_LIT(w, "{\"name\":\"client\",\"containerPort\":2379,\"protocol\":\"TCP\"}");
@@ -3859,6 +3900,113 @@ static int mgop_check_password_ref(struct mgop_rctx *r, const char *name, const 
   return MGOP_OK;
 }
 
+/* ---- postgresInitSecretsRef -------------------------------------------------
+ * Day-0 settings pgctld applies once, when it initialises a data directory:
+ * a JSON document {"roles": {role: password or SCRAM verifier},
+ * "database_settings": {database: {parameter: value}}} in one key of the
+ * user's Secret (default init-secrets.json). The key is mounted into the
+ * pgctld container only, and named by POSTGRES_INIT_SECRETS_FILE (the
+ * reference operator's wiring; pgctld's --pg-init-secrets-file). Live, the
+ * Secret is read once a turn and its shape checked, so a typo is reported
+ * by the operator, not found by pgctld failing its first init; the
+ * document is not hashed onto the pods (pgctld reads it only at init). */
+#define MGOP_INIT_SECRETS_FILE "init-secrets.json"
+#define MGOP_INIT_SECRETS_DIR "/etc/postgres-init-secrets"
+#define MGOP_INIT_SECRETS_MAX (64 * 1024) /* the document; a Secret may hold 1 MiB, pgctld's is small */
+
+static void mgop_init_secrets_of(struct mgop_rctx *r) {
+  struct mgop_init_secrets *in = &r->init;
+  int ref = mgop_json_key(&r->root, r->spec, "postgresInitSecretsRef");
+  memset(in, 0, sizeof(*in));
+  if (mgop_json_path_str(&r->root, ref, "name", in->name, sizeof(in->name)) || !in->name[0]) {
+    in->name[0] = 0;
+    return;
+  }
+  if (mgop_json_path_str(&r->root, ref, "key", in->key, sizeof(in->key)) || !in->key[0])
+    snprintf(in->key, sizeof(in->key), "%s", MGOP_INIT_SECRETS_FILE);
+  snprintf(in->volume, sizeof(in->volume), ",{\"name\":\"postgres-init-secrets\",\"secret\":{\"secretName\":\"%s\","
+           "\"defaultMode\":292,\"items\":[{\"key\":\"%s\",\"path\":\"" MGOP_INIT_SECRETS_FILE "\"}]}}", in->name, in->key);
+  snprintf(in->mount, sizeof(in->mount), ",{\"name\":\"postgres-init-secrets\",\"mountPath\":\"" MGOP_INIT_SECRETS_DIR
+           "\",\"readOnly\":true}");
+  snprintf(in->env, sizeof(in->env), ",{\"name\":\"POSTGRES_INIT_SECRETS_FILE\",\"value\":\"" MGOP_INIT_SECRETS_DIR
+           "/" MGOP_INIT_SECRETS_FILE "\"}");
+}
+
+static int mgop_pg_param_check(const char *key, char *msg, size_t cap); /* postgresConfig, below */
+
+/* The document's shape, as pgctld reads it; unknown top-level keys are
+ * ignored, as pgctld ignores them. su: the superuser, whose password comes
+ * from the password Secret and must not be set here. */
+static int mgop_init_secrets_valid(const struct mgop_json *j, const char *su, char *why, size_t cap) {
+  int roles = mgop_json_key(j, 0, "roles"), dbs = mgop_json_key(j, 0, "database_settings");
+  if (!mgop_json_is(j, 0, JSMN_OBJECT)) return snprintf(why, cap, "the document is not a JSON object"), 0;
+  if (roles >= 0 && !mgop_json_is(j, roles, JSMN_OBJECT)) return snprintf(why, cap, "\"roles\" is not an object"), 0;
+  for (int i = 0, k = roles + 1; roles >= 0 && i < j->tok[roles].size; i++, k = mgop_json_next(j, k + 1)) {
+    char role[64];
+    if (mgop_json_str(j, k, role, sizeof(role)) || !role[0])
+      return snprintf(why, cap, "roles: a role name is empty or longer than 63 characters"), 0;
+    if (!mgop_json_is(j, k + 1, JSMN_STRING) || j->tok[k + 1].end == j->tok[k + 1].start)
+      return snprintf(why, cap, "roles.%s is not a non-empty string (a password or a SCRAM-SHA-256 verifier)", role), 0;
+    if (!strcmp(role, su))
+      return snprintf(why, cap, "roles.%s is the superuser, whose password comes from the password Secret "
+                      "(postgresPasswordSecretRef); remove it", role), 0;
+  }
+  if (dbs >= 0 && !mgop_json_is(j, dbs, JSMN_OBJECT)) return snprintf(why, cap, "\"database_settings\" is not an object"), 0;
+  for (int i = 0, k = dbs + 1; dbs >= 0 && i < j->tok[dbs].size; i++, k = mgop_json_next(j, k + 1)) {
+    char db[64];
+    if (mgop_json_str(j, k, db, sizeof(db)) || !db[0])
+      return snprintf(why, cap, "database_settings: a database name is empty or longer than 63 characters"), 0;
+    if (!mgop_json_is(j, k + 1, JSMN_OBJECT)) return snprintf(why, cap, "database_settings.%s is not an object", db), 0;
+    for (int p = 0, q = k + 2; p < j->tok[k + 1].size; p++, q = mgop_json_next(j, q + 1)) {
+      char name[80], msg[300];
+      if (mgop_json_str(j, q, name, sizeof(name)) || mgop_pg_param_check(name, msg, sizeof(msg)))
+        return snprintf(why, cap, "database_settings.%s: %.200s", db, name[0] ? msg : "a key is not a string"), 0;
+      if (!mgop_json_is(j, q + 1, JSMN_STRING))
+        return snprintf(why, cap, "database_settings.%s.%s is not a string", db, name), 0;
+    }
+  }
+  return 1;
+}
+
+/* Live, once a turn: the Secret exists, holds the key, and the key holds a
+ * document pgctld will take. An error the turn retries (Secrets are not
+ * watched), naming the field, the Secret and the fix. */
+static int mgop_check_init_secrets(struct mgop_rctx *r, const char *su) {
+  static char body[MGOP_INIT_SECRETS_MAX * 2];
+  static unsigned char doc[MGOP_INIT_SECRETS_MAX];
+  struct mgop_init_secrets *in = &r->init;
+  char path[400], why[300] = "";
+  struct mgop_buf b;
+  struct mgop_json j, d;
+  size_t n = 0;
+  int status, rc, data, v, ok = 0;
+  if (r->render || !in->name[0] || in->checked) return MGOP_OK;
+  snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", r->ns, in->name);
+  mgop_buf_init(&b, body, sizeof(body));
+  rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+  if (rc == MGOP_ERR_NOTFOUND)
+    return mgop_seterr(MGOP_ERR_CONFIG, "spec.postgresInitSecretsRef names Secret %s, which does not exist in namespace "
+                       "%s: create it with the day-0 settings (JSON) under the key %s", in->name, r->ns, in->key);
+  if (rc == MGOP_ERR_TOOBIG || b.overflow)
+    snprintf(why, sizeof(why), "it is larger than %d KiB", MGOP_INIT_SECRETS_MAX / 1024);
+  else if (rc) return rc;
+  else if ((rc = mgop_parse_arena(r->arena, b.p, b.len, &j))) snprintf(why, sizeof(why), "it cannot be read: %.200s", mgop_errmsg());
+  else if ((data = mgop_json_key(&j, 0, "data")), (v = mgop_json_key(&j, data, in->key)) < 0)
+    snprintf(why, sizeof(why), "it has no key %.200s", in->key);
+  else if (mgop_b64_decode(j.js + j.tok[v].start, (size_t)(j.tok[v].end - j.tok[v].start), doc, sizeof(doc), &n))
+    snprintf(why, sizeof(why), "key %.200s is not base64 of at most %d KiB", in->key, MGOP_INIT_SECRETS_MAX / 1024);
+  else if (mgop_parse_arena(r->arena, (const char *)doc, n, &d))
+    snprintf(why, sizeof(why), "key %.100s is not JSON: %.150s", in->key, mgop_errmsg());
+  else ok = mgop_init_secrets_valid(&d, su, why, sizeof(why));
+  memset(body, 0, sizeof(body)); /* passwords do not stay in memory */
+  memset(doc, 0, sizeof(doc));
+  if (!ok)
+    return mgop_seterr(MGOP_ERR_CONFIG, "spec.postgresInitSecretsRef: Secret %s: %s (pgctld would refuse it at the "
+                       "first start of each new pool pod)", in->name, why);
+  in->checked = 1;
+  return MGOP_OK;
+}
+
 /* The superuser password Secret: created once with a random password and
  * never written again (never applied, so an edit or rotation by the user
  * sticks; never rendered, so no password reaches a pull request). */
@@ -5326,7 +5474,7 @@ static int mgop_build_shard_cm(struct mgop_rctx *r, struct mgop_shard_build *sb,
 
 /* The pool pod's containers that take a per-pod buffer: their strings. */
 struct mgop_pool_bufs {
-  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + MGOP_SU_JSON_BUF], mnt0[1280], mnt1[1280 + 200];
+  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + MGOP_SU_JSON_BUF], mnt0[1280 + 160], mnt1[1280 + 200];
   char image[MGOP_IMAGE_BUF], pooler_image[MGOP_IMAGE_BUF], level[16];
   struct mgop_tls_parts tls;
 };
@@ -5357,11 +5505,11 @@ static void mgop_pgctld_ctr(struct mgop_rctx *r, const struct mgop_shard_build *
   c->env = b->env0;
   snprintf(b->env0, sizeof(b->env0), "[{\"name\":\"PGDATA\",\"value\":\"/var/lib/pooler/pg_data\"},"
            "{\"name\":\"POSTGRES_USER\",\"value\":\"%s\"},"
-           "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s%s%s%s%s]",
+           "{\"name\":\"POSTGRES_PASSWORD_FILE\",\"value\":\"/etc/postgres-password/password\"}%s%s%s%s%s%s]",
            sb->su_json, sb->initdb[0] ? ",{\"name\":\"POSTGRES_INITDB_ARGS\",\"value\":\"" : "", sb->initdb,
            sb->initdb[0] ? "\"}" : "",
            sb->pg_conf ? ",{\"name\":\"POSTGRES_INITDB_EXTRA_CONF\",\"value\":\"/etc/postgres-config/postgresql.conf\"}" : "",
-           bp->pooler_env);
+           r->init.env, bp->pooler_env);
   c->ports = "[{\"name\":\"pgctld-http\",\"containerPort\":15400,\"protocol\":\"TCP\"},"
              "{\"name\":\"pgctld-grpc\",\"containerPort\":15470,\"protocol\":\"TCP\"},"
              "{\"name\":\"pgbackrest\",\"containerPort\":8432,\"protocol\":\"TCP\"}]";
@@ -5374,11 +5522,11 @@ static void mgop_pgctld_ctr(struct mgop_rctx *r, const struct mgop_shard_build *
   snprintf(b->mnt0, sizeof(b->mnt0), "[{\"name\":\"pgdata\",\"mountPath\":\"/var/lib/pooler\"},"
            "{\"name\":\"socket-dir\",\"mountPath\":\"/var/run/postgresql\"},"
            "{\"name\":\"pg-hba-template\",\"mountPath\":\"/etc/pgctld\",\"readOnly\":true},"
-           "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s%s%s]",
+           "{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true}%s%s%s%s]",
            sb->pg_conf ? ",{\"name\":\"postgres-config\",\"mountPath\":\"/etc/postgres-config\",\"readOnly\":true}" : "",
            sb->pg_ref_name[0] ? ",{\"name\":\"postgres-config-ref\",\"mountPath\":\"" MGOP_PG_REF_DIR "\",\"readOnly\":true}"
                               : "",
-           bp->pgctld_mounts);
+           r->init.mount, bp->pgctld_mounts);
   c->security = identity;
 }
 
@@ -5507,7 +5655,7 @@ static int mgop_pool_cell_at(struct mgop_rctx *r, const struct mgop_shard_build 
 static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb, const char *pool, int pv, int pcells,
                                int ci, const char *identity) {
   static _Thread_local struct mgop_pool_bufs b; /* 13 KiB */
-  char cell[64], zone[64], sts[64], svc[64], vols[4608 + 512], pod_ann[256], ref_vol[900] = "";
+  char cell[64], zone[64], sts[64], svc[64], vols[4608 + 512 + 720], pod_ann[256], ref_vol[900] = "";
   const char *zone_key = NULL;
   long long per = mgop_i64_or(sb->pdoc, pv, "replicasPerCell", 3), reps;
   struct mgop_ids pids = sb->ids;
@@ -5532,7 +5680,7 @@ static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb,
   mgop_multipooler_ctr(r, sb, pv, cell, identity, &ctr[1], &b);
   mgop_exporter_ctr(&ctr[2], sb->su_json, b.env2, sizeof(b.env2));
   _Static_assert(sizeof(vols) >= 2 * (300 + 64) + 300 + 254 + (300 + 64) + sizeof(sb->bp.volumes) + sizeof(ref_vol) +
-                     sizeof(b.tls.volume) + 256,
+                     sizeof(b.tls.volume) + sizeof(r->init.volume) + 256,
                  "the pool volumes fit");
   if (sb->pg_ref_name[0]) /* postgresConfigRef's key, and only it, as a file */
     snprintf(ref_vol, sizeof(ref_vol), ",{\"name\":\"postgres-config-ref\",\"configMap\":{\"name\":\"%s\",\"items\":"
@@ -5542,9 +5690,9 @@ static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb,
            "{\"name\":\"pg-hba-template\",\"configMap\":{\"name\":\"%s\"}},"
            "{\"name\":\"postgres-exporter-queries\",\"configMap\":{\"name\":\"%s-exporter-queries\"}},"
            "{\"name\":\"postgres-password\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292,"
-           "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s%s%s]", sb->cm, sb->cr, sb->secret, sb->pw_key,
+           "\"items\":[{\"key\":\"%s\",\"path\":\"password\"}]}}%s%s%s%s%s%s%s]", sb->cm, sb->cr, sb->secret, sb->pw_key,
            sb->pg_conf ? ",{\"name\":\"postgres-config\",\"configMap\":{\"name\":\"" : "", sb->pg_conf ? sb->cr : "",
-           sb->pg_conf ? "-postgres-config\"}}" : "", ref_vol, sb->bp.volumes, b.tls.volume);
+           sb->pg_conf ? "-postgres-config\"}}" : "", ref_vol, sb->bp.volumes, b.tls.volume, r->init.volume);
   memset(&p, 0, sizeof(p));
   p.component = "shard-pool";
   p.ids = &pids;
@@ -5682,6 +5830,11 @@ static int mgop_build_shard_workloads(struct mgop_rctx *r, struct mgop_shard_bui
   if (!r->render && own_secret && (rc = mgop_ensure_password_secret(r, sb->secret, sb->cr, sb->uid, &sb->ids, sb->cm)))
     return rc;
   if (!r->render && !own_secret && (rc = mgop_check_password_ref(r, sb->secret, sb->pw_key))) return rc;
+  { /* the superuser may not be among the init Secret's roles */
+    char su[64];
+    if ((rc = mgop_check_init_secrets(r, mgop_str_or(&r->root, r->spec, "postgresSuperuser", su, sizeof(su), "postgres"))))
+      return rc;
+  }
   if ((rc = mgop_backup_shard(r, sb->d, sb->tg, sb->shard, sb->cr, sb->uid, &sb->ids, &sb->bk, pdoc, sb->pools))) return rc;
   mgop_backup_pod_parts(&sb->bk, &sb->bp);
   sb->replicas = 0;
@@ -5985,6 +6138,7 @@ static int mgop_reconcile_phases(struct mgop_rctx *r) {
   /* phase 1: CRs owned by the cluster, and its Certificates */
   mark = r->ndesired;
   mgop_tls_of(r);
+  mgop_init_secrets_of(r);
   if ((rc = mgop_build_certs(r))) return rc;
   snprintf(r->where, sizeof(r->where), "spec.globalTopoServer");
   if (topo_managed) {
@@ -9328,18 +9482,17 @@ struct mgop_unimplemented {
 #define MGOP_SHARD_PATH "spec.databases[].tablegroups[].shards[]"
 #define MGOP_LOCAL_TOPO "spec.cells[].spec.localTopoServer"
 static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
-    {MGOP_KB_CC, "spec.globalTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
+    {MGOP_KB_CC, "spec.globalTopoServer.etcd.maintenance.defragmentationEnabled", "no defragmentation runs (compaction and the quota do apply)", "false"},
     {MGOP_KB(K_CLUSTER), "spec.cells[].metadata", "not written into the cell's topology record", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
+    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".etcd.maintenance.defragmentationEnabled", "no defragmentation runs (compaction and the quota do apply)", "false"},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance", "no compaction, quota or defragmentation setting reaches etcd", NULL},
+    {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance.defragmentationEnabled", "no defragmentation runs (compaction and the quota do apply)", "false"},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
     {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
-    {MGOP_KB(K_CLUSTER), "spec.postgresInitSecretsRef", "no day-0 init Secret is read", NULL},
 };
 #define MGOP_UNIMPLEMENTED_N (sizeof(mgop_unimplemented_fields) / sizeof(mgop_unimplemented_fields[0]))
 

@@ -3775,7 +3775,7 @@ static const struct { const char *suffix, *values; } t_field_hints[] = {
     {"affinity", "{\"nodeAffinity\":{\"requiredDuringSchedulingIgnoredDuringExecution\":{\"nodeSelectorTerms\":"
                  "[{\"matchExpressions\":[{\"key\":\"walk\",\"operator\":\"Exists\"}]}]}}}"},
     {".schedule", "\"0 3 * * *\""},
-    {".autoCompactionRetention", "\"1h\""},
+    {".autoCompactionRetention", "\"2h\""}, /* not 1h, the default */
     {".metricExportInterval", "\"5000\""},
     {".otlpEndpoint", "\"http://walk-otel:4318\""},
     {".s3.endpoint", "\"http://walk-minio:9000\""},
@@ -4504,6 +4504,74 @@ static void test_render_tls(void) {
   mgop_arena_reset(&mgop_server.arena);
 }
 
+/* etcd.maintenance: compaction and quota in etcd's environment, with the
+ * reference's defaults when unset; the default retention follows the mode. */
+static void test_etcd_maintenance(void) {
+  static char out[512 * 1024];
+  static const char head[] = "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: m}\n"
+                             "spec:\n  cells: [{name: a, zone: z1}]\n";
+  char yaml[1024];
+#define T_ENV(n, v) "{\"name\":\"" n "\",\"value\":\"" v "\"}"
+  CHECK(t_render_yaml("em.yaml", head, out, sizeof(out)) == 0);
+  CHECK(t_count(out, T_ENV("ETCD_AUTO_COMPACTION_MODE", "periodic") "," T_ENV("ETCD_AUTO_COMPACTION_RETENTION", "1h") ","
+                     T_ENV("ETCD_QUOTA_BACKEND_BYTES", "2147483648")) == 1);
+  snprintf(yaml, sizeof(yaml), "%s  globalTopoServer: {etcd: {maintenance: {autoCompactionMode: revision, "
+           "quotaBackendBytes: 536870912}}}\n", head);
+  CHECK(t_render_yaml("em.yaml", yaml, out, sizeof(out)) == 0);
+  CHECK(t_count(out, T_ENV("ETCD_AUTO_COMPACTION_MODE", "revision") "," T_ENV("ETCD_AUTO_COMPACTION_RETENTION", "10000") ","
+                     T_ENV("ETCD_QUOTA_BACKEND_BYTES", "536870912")) == 1);
+  fprintf(stderr, "    (an expected error follows)\n");
+  snprintf(yaml, sizeof(yaml), "%s  globalTopoServer: {etcd: {maintenance: {quotaBackendBytes: 1024}}}\n", head);
+  CHECK(t_render_yaml("em.yaml", yaml, out, sizeof(out)) != 0);
+#undef T_ENV
+}
+
+/* postgresInitSecretsRef: the key mounted into pgctld only, named by
+ * POSTGRES_INIT_SECRETS_FILE; the document's shape as pgctld reads it. */
+static void test_init_secrets(void) {
+  static char out[512 * 1024];
+  char why[300];
+  struct mgop_json j;
+  static const struct { const char *doc; int ok; const char *why; } cases[] = {
+      {"{}", 1, ""},
+      {"{\"roles\":{\"app\":\"s3cret\",\"ro\":\"SCRAM-SHA-256$4096:abc\"},\"database_settings\":{\"postgres\":"
+       "{\"work_mem\":\"8MB\",\"myext.flag\":\"on\"}},\"future\":1}", 1, ""},
+      {"[]", 0, "the document is not a JSON object"},
+      {"{\"roles\":[\"app\"]}", 0, "\"roles\" is not an object"},
+      {"{\"roles\":{\"app\":\"\"}}", 0, "roles.app is not a non-empty string"},
+      {"{\"roles\":{\"app\":5}}", 0, "roles.app is not a non-empty string"},
+      {"{\"roles\":{\"admin\":\"x\"}}", 0, "roles.admin is the superuser"},
+      {"{\"database_settings\":{\"postgres\":\"x\"}}", 0, "database_settings.postgres is not an object"},
+      {"{\"database_settings\":{\"postgres\":{\"wrok_mem\":\"1MB\"}}}", 0, "did you mean work_mem?"},
+      {"{\"database_settings\":{\"postgres\":{\"work_mem\":8}}}", 0, "database_settings.postgres.work_mem is not a string"},
+  };
+  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    why[0] = 0;
+    CHECK(mgop_parse_arena(&mgop_server.arena, cases[i].doc, strlen(cases[i].doc), &j) == MGOP_OK);
+    CHECK(mgop_init_secrets_valid(&j, "admin", why, sizeof(why)) == cases[i].ok);
+    if (!strstr(why, cases[i].why)) fprintf(stderr, "    case %zu: %s\n", i, why);
+    CHECK(strstr(why, cases[i].why) != NULL);
+  }
+  mgop_arena_reset(&mgop_server.arena);
+  CHECK(t_render_yaml("is.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: i}\n"
+                      "spec:\n  postgresInitSecretsRef: {name: day0}\n  cells: [{name: a, zone: z1}]\n", out, sizeof(out)) == 0);
+  CHECK(t_count(out, "{\"name\":\"postgres-init-secrets\",\"secret\":{\"secretName\":\"day0\",\"defaultMode\":292,"
+                     "\"items\":[{\"key\":\"init-secrets.json\",\"path\":\"init-secrets.json\"}]}}") == 1);
+  /* one pool StatefulSet: one mount and one variable, on pgctld */
+  CHECK(t_count(out, "{\"name\":\"postgres-init-secrets\",\"mountPath\":\"/etc/postgres-init-secrets\",\"readOnly\":true}") == 1);
+  CHECK(t_count(out, "{\"name\":\"POSTGRES_INIT_SECRETS_FILE\",\"value\":\"/etc/postgres-init-secrets/init-secrets.json\"}") == 1);
+  {
+    const char *ctr = strstr(out, "\"name\":\"POSTGRES_INIT_SECRETS_FILE\""), *pg = strstr(out, "\"/usr/local/bin/pgctld\"");
+    const char *mp = pg ? strstr(pg, "\"name\":\"multipooler\"") : NULL;
+    CHECK(ctr && pg && mp && ctr > pg && ctr < mp); /* in pgctld's container, before multipooler's */
+  }
+  CHECK(t_render_yaml("is.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: i}\n"
+                      "spec:\n  postgresInitSecretsRef: {name: day0, key: boot.json}\n  cells: [{name: a, zone: z1}]\n",
+                      out, sizeof(out)) == 0);
+  CHECK(t_count(out, "\"items\":[{\"key\":\"boot.json\",\"path\":\"init-secrets.json\"}]") == 1);
+}
+
 static void test_superuser_initdb(void) {
   static char out[512 * 1024];
   CHECK(t_render_yaml("su.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: s}\n"
@@ -4667,7 +4735,7 @@ static void test_unimplemented_warnings(void) {
 #define T_NOTE(path) "\"" path " is accepted but not implemented yet and has no effect (issue #13)\""
   static char out[64 * 1024];
   static const char cluster[] = T_UREVIEW("MultigresCluster", "CREATE",
-      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"postgresInitSecretsRef\":{\"name\":\"init\"},"
+      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"globalTopoServer\":{\"etcd\":{\"maintenance\":{\"defragmentationEnabled\":true}}},"
       "\"issuerName\":null,\"internalTLS\":{\"enabled\":false},\"cells\":[{\"name\":\"a\",\"zone\":\"z\"},{\"name\":\"b\",\"zone\":\"y\","
       "\"metadata\":\"rack 7\"}]}}");
   static const char shard_template[] = T_UREVIEW("ShardTemplate", "UPDATE",
@@ -4680,7 +4748,7 @@ static void test_unimplemented_warnings(void) {
   mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   t_admit(cluster, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
-  CHECK(strstr(out, "," T_NOTE("spec.cells[].metadata") "," T_NOTE("spec.postgresInitSecretsRef") "]") != NULL);
+  CHECK(strstr(out, "," T_NOTE("spec.globalTopoServer.etcd.maintenance.defragmentationEnabled") "," T_NOTE("spec.cells[].metadata") "]") != NULL);
   CHECK(strstr(out, "issuerName") == NULL && strstr(out, "internalTLS") == NULL); /* acted on: no warning */
   t_admit(shard_template, out, sizeof(out));
   CHECK(strstr(out, "\"allowed\":true") != NULL);
@@ -4693,11 +4761,11 @@ static void test_unimplemented_warnings(void) {
   {
     CHECK(t_render_yaml("unimplemented.yaml",
                         "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: x}\n"
-                        "spec: {postgresInitSecretsRef: {name: init}, cells: [{name: a, zone: z}]}\n---\n"
+                        "spec: {globalTopoServer: {etcd: {maintenance: {defragmentationEnabled: true}}}, cells: [{name: a, zone: z}]}\n---\n"
                         "apiVersion: multigres.com/v1alpha1\nkind: CellTemplate\nmetadata: {name: t}\n"
                         "spec: {localTopoServer: {external: {endpoints: ['https://e:2379'], caSecret: ca}}}\n",
                         out, sizeof(out)) == 0);
-    CHECK(strstr(out, "\n# warning: MultigresCluster default/x: spec.postgresInitSecretsRef is accepted but not implemented yet "
+    CHECK(strstr(out, "\n# warning: MultigresCluster default/x: spec.globalTopoServer.etcd.maintenance.defragmentationEnabled is accepted but not implemented yet "
                       "and has no effect (issue #13)\n") != NULL);
     CHECK(strstr(out, "\n# warning: CellTemplate default/t: spec.localTopoServer.external.caSecret is accepted but not "
                       "implemented yet and has no effect (issue #13)\n") != NULL);
@@ -4968,6 +5036,8 @@ static const struct t_case t_cases[] = {
     {"cell_pdbs", test_cell_pdbs},
     {"superuser_initdb", test_superuser_initdb},
     {"render_tls", test_render_tls},
+    {"etcd_maintenance", test_etcd_maintenance},
+    {"init_secrets", test_init_secrets},
     {"postgres_config", test_postgres_config},
     {"pg_param_check", test_pg_param_check},
     {"drain_steps", test_drain_steps},
