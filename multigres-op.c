@@ -3220,7 +3220,7 @@ static const struct {
     {"tls-certs", "/etc/multigres/tls", 1},
     {"tls-certs", "/etc/multigres/tls", 0},
 };
-#define MGOP_TLS_ARGS 9
+#define MGOP_TLS_ARGS 12 /* 9 of internalTLS, 3 of the topology client */
 
 /* What this cluster asks for, into r->tls. */
 static void mgop_tls_of(struct mgop_rctx *r) {
@@ -3327,36 +3327,75 @@ static const char *mgop_json_list2(char *out, size_t cap, const char *a, const c
   return lb.overflow ? NULL : out;
 }
 
-/* A component's TLS pieces: its volume (",{...}" to append to the pod's
- * list), its mount (",{...}" for the container) and its flags (args[i]
- * point into bufs). Returns how many flags, 0 without internalTLS. */
+/* A component's TLS pieces: its volumes (",{...}" each, to append to the
+ * pod's list), its mounts (the same, for the container) and its flags
+ * (args[i] point into bufs). Returns how many flags. Two sources:
+ *  - internalTLS: the component's certificate (above);
+ *  - an external global etcd with caSecret and/or clientCertSecret: the
+ *    client side of that TLS for every component that opens the topology
+ *    (not pgctld, which shares the data volume), one projected volume at
+ *    /etc/multigres/topo-client-tls and the --topo-etcd-tls-* flags, as
+ *    the reference operator wires it. A cell's own external etcd has no
+ *    TLS yet: the flags are process-wide (the fields table says so). */
+#define MGOP_TOPO_TLS_DIR "/etc/multigres/topo-client-tls"
 struct mgop_tls_parts {
-  char volume[MGOP_NAME_MAX + 160], mount[200];
+  char volume[MGOP_NAME_MAX + 160 + 2 * MGOP_NAME_MAX + 320], mount[200 + 120];
   char bufs[MGOP_TLS_ARGS][MGOP_NAME_MAX + 64];
 };
+static int mgop_tls_topo_client(const struct mgop_rctx *r, struct mgop_tls_parts *t, int n) {
+  const struct mgop_json *topo = &r->topo_doc;
+  int ext = topo->tok ? mgop_json_key(topo, 0, "external") : -1;
+  char ca[254] = "", cl[254] = "";
+  struct mgop_buf vb;
+  if (ext < 0) return n;
+  mgop_json_path_str(topo, ext, "caSecret", ca, sizeof(ca));
+  mgop_json_path_str(topo, ext, "clientCertSecret", cl, sizeof(cl));
+  if (!ca[0] && !cl[0]) return n;
+  vb = mgop_buf_resume(t->volume, sizeof(t->volume), strlen(t->volume));
+  mgop_buf_puts(&vb, ",{\"name\":\"topo-client-tls\",\"projected\":{\"defaultMode\":292,\"sources\":[");
+  if (cl[0])
+    mgop_buf_printf(&vb, "{\"secret\":{\"name\":\"%s\",\"items\":[{\"key\":\"tls.crt\",\"path\":\"tls.crt\"},"
+                    "{\"key\":\"tls.key\",\"path\":\"tls.key\"}]}}", cl);
+  if (ca[0])
+    mgop_buf_printf(&vb, "%s{\"secret\":{\"name\":\"%s\",\"items\":[{\"key\":\"ca.crt\",\"path\":\"ca.crt\"}]}}",
+                    cl[0] ? "," : "", ca);
+  mgop_buf_puts(&vb, "]}}");
+  mgop_buf_cstr(&vb);
+  snprintf(t->mount + strlen(t->mount), sizeof(t->mount) - strlen(t->mount),
+           ",{\"name\":\"topo-client-tls\",\"mountPath\":\"" MGOP_TOPO_TLS_DIR "\",\"readOnly\":true}");
+  if (cl[0]) {
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--topo-etcd-tls-cert=" MGOP_TOPO_TLS_DIR "/tls.crt");
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--topo-etcd-tls-key=" MGOP_TOPO_TLS_DIR "/tls.key");
+  }
+  if (ca[0]) snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--topo-etcd-tls-ca=" MGOP_TOPO_TLS_DIR "/ca.crt");
+  return n;
+}
+
 static int mgop_tls_component(const struct mgop_rctx *r, int comp, struct mgop_tls_parts *t, const char **args) {
   char id[MGOP_NAME_MAX + 1], pooler[MGOP_NAME_MAX + 1];
   const char *d = mgop_tls_mounts[comp].dir;
   int n = 0;
   t->volume[0] = t->mount[0] = 0;
-  if (!r->tls.internal) return 0;
-  mgop_tls_identity(r, comp, id, sizeof(id));
-  mgop_tls_identity(r, MGOP_TLS_POOLER, pooler, sizeof(pooler));
-  snprintf(t->volume, sizeof(t->volume), ",{\"name\":\"%s\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292}}",
-           mgop_tls_mounts[comp].volume, id);
-  snprintf(t->mount, sizeof(t->mount), ",{\"name\":\"%s\",\"mountPath\":\"%s\",\"readOnly\":true}",
-           mgop_tls_mounts[comp].volume, d);
-  snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-cert=%s/tls.crt", d);
-  snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-key=%s/tls.key", d);
-  snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-ca=%s/ca.crt", d);
-  snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-server-ca=%s/ca.crt", d);
-  if (mgop_tls_mounts[comp].client) {
-    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-cert=%s/tls.crt", d);
-    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-key=%s/tls.key", d);
-    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-ca=%s/ca.crt", d);
-    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-server-name=%s", pooler);
-    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-require-tls");
+  if (r->tls.internal) {
+    mgop_tls_identity(r, comp, id, sizeof(id));
+    mgop_tls_identity(r, MGOP_TLS_POOLER, pooler, sizeof(pooler));
+    snprintf(t->volume, sizeof(t->volume), ",{\"name\":\"%s\",\"secret\":{\"secretName\":\"%s\",\"defaultMode\":292}}",
+             mgop_tls_mounts[comp].volume, id);
+    snprintf(t->mount, sizeof(t->mount), ",{\"name\":\"%s\",\"mountPath\":\"%s\",\"readOnly\":true}",
+             mgop_tls_mounts[comp].volume, d);
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-cert=%s/tls.crt", d);
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-key=%s/tls.key", d);
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-ca=%s/ca.crt", d);
+    snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--grpc-server-ca=%s/ca.crt", d);
+    if (mgop_tls_mounts[comp].client) {
+      snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-cert=%s/tls.crt", d);
+      snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-key=%s/tls.key", d);
+      snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-ca=%s/ca.crt", d);
+      snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-server-name=%s", pooler);
+      snprintf(t->bufs[n++], sizeof(t->bufs[0]), "--multipooler-grpc-require-tls");
+    }
   }
+  n = mgop_tls_topo_client(r, t, n);
   for (int i = 0; i < n; i++) args[i] = t->bufs[i];
   return n;
 }
@@ -5474,7 +5513,7 @@ static int mgop_build_shard_cm(struct mgop_rctx *r, struct mgop_shard_build *sb,
 
 /* The pool pod's containers that take a per-pod buffer: their strings. */
 struct mgop_pool_bufs {
-  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + MGOP_SU_JSON_BUF], mnt0[1280 + 160], mnt1[1280 + 200];
+  char a[8][1100], env0[1600 + 400 + 3200], env1[1700 + 400], env2[256 + MGOP_SU_JSON_BUF], mnt0[1280 + 160], mnt1[1280 + 320];
   char image[MGOP_IMAGE_BUF], pooler_image[MGOP_IMAGE_BUF], level[16];
   struct mgop_tls_parts tls;
 };
@@ -5655,7 +5694,7 @@ static int mgop_pool_cell_at(struct mgop_rctx *r, const struct mgop_shard_build 
 static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb, const char *pool, int pv, int pcells,
                                int ci, const char *identity) {
   static _Thread_local struct mgop_pool_bufs b; /* 13 KiB */
-  char cell[64], zone[64], sts[64], svc[64], vols[4608 + 512 + 720], pod_ann[256], ref_vol[900] = "";
+  char cell[64], zone[64], sts[64], svc[64], vols[4608 + 1632 + 720], pod_ann[256], ref_vol[900] = "";
   const char *zone_key = NULL;
   long long per = mgop_i64_or(sb->pdoc, pv, "replicasPerCell", 3), reps;
   struct mgop_ids pids = sb->ids;

@@ -3720,8 +3720,6 @@ static const struct { const char *path, *test; } t_field_runtime[] = {
     {".backup.scheduleJitterSeconds", "test_backup_schedule_jitter, t_backup_contract"},
     {".backup.retention", "multiadmin expires backups at run time: t_backup_contract"},
     {".backup.filesystem.storage", "the backup PVC is created live, once: t_backup; RWO warning: test_backup_rwo_warning"},
-    {"spec.globalTopoServer.external.caSecret", "the operator's etcd client: t_topology (TLS)"},
-    {"spec.globalTopoServer.external.clientCertSecret", "the operator's etcd client: t_topology (TLS)"},
     {"spec.topologyPruning", "read by the topology sync; t_topology covers pruning on (the default), not off"},
     {"spec.imageUpdatePolicy", "which default image set, against the recorded one: test_images_resolve, t_images"},
     {"spec.externalGateway.enabled", "alone (no IPs, no annotations) it shows only in status.gateway: test_exposure"},
@@ -4491,6 +4489,18 @@ static void test_render_tls(void) {
         strstr(out, "\"issuerRef\":{\"name\":\"corp-ca\""));
   CHECK(t_count(out, "\"--pg-tls-cert-file=/etc/multigateway/tls/tls.crt\"") == 1);
   CHECK(t_count(out, "{\"name\":\"tls-certs\",\"secret\":{\"secretName\":\"t-pg-tls\",\"defaultMode\":292}}") == 1);
+  /* an external global etcd with TLS: its client side on the four components that open the topology */
+  CHECK(t_render_yaml("tls.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: t}\n"
+                      "spec:\n  globalTopoServer: {external: {endpoints: ['https://e:2379'], caSecret: eca, "
+                      "clientCertSecret: ecl}}\n  cells: [{name: a, zone: z1}]\n", out, sizeof(out)) == 0);
+  CHECK(t_count(out, "\"--topo-etcd-tls-cert=/etc/multigres/topo-client-tls/tls.crt\"") == 4 &&
+        t_count(out, "\"--topo-etcd-tls-key=/etc/multigres/topo-client-tls/tls.key\"") == 4 &&
+        t_count(out, "\"--topo-etcd-tls-ca=/etc/multigres/topo-client-tls/ca.crt\"") == 4);
+  CHECK(t_count(out, "{\"name\":\"topo-client-tls\",\"mountPath\":\"/etc/multigres/topo-client-tls\",\"readOnly\":true}") == 4);
+  CHECK(t_count(out, "{\"name\":\"topo-client-tls\",\"projected\":{\"defaultMode\":292,\"sources\":[{\"secret\":"
+                     "{\"name\":\"ecl\",\"items\":[{\"key\":\"tls.crt\",\"path\":\"tls.crt\"},{\"key\":\"tls.key\","
+                     "\"path\":\"tls.key\"}]}},{\"secret\":{\"name\":\"eca\",\"items\":[{\"key\":\"ca.crt\","
+                     "\"path\":\"ca.crt\"}]}}]}}") == 4);
   /* admission: the reference's default issuer is named when none is */
   static const char review[] =
       "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"t1\","
