@@ -9529,9 +9529,9 @@ static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
     {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance.defragmentationEnabled", "no defragmentation runs (compaction and the quota do apply)", "false"},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.caSecret", "no TLS to a cell's external etcd", NULL},
     {MGOP_KB(K_CELLT), "spec.localTopoServer.external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
-    {MGOP_KB(K_SHARDT), "spec.pools.*.type", "readOnly pools run as readWrite ones", "readWrite"},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.type", "Multigres has no read-only pooler, so a readOnly pool runs as readWrite ones do", "readWrite"},
+    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "Multigres has no read-only pooler, so a readOnly pool runs as readWrite ones do", "readWrite"},
+    {MGOP_KB(K_SHARDT), "spec.pools.*.type", "Multigres has no read-only pooler, so a readOnly pool runs as readWrite ones do", "readWrite"},
 };
 #define MGOP_UNIMPLEMENTED_N (sizeof(mgop_unimplemented_fields) / sizeof(mgop_unimplemented_fields[0]))
 
