@@ -3293,6 +3293,36 @@ static int mgop_tls_check_cert_manager(struct mgop_rctx *r) {
   return MGOP_OK;
 }
 
+/* A renewed certificate reaches the components as they restart (they read
+ * the files at start), so their pods carry multigres.com/tls-revision: the
+ * issuance count of each certificate they mount ("i" internal, "p" the
+ * public one). cert-manager's renewal moves it, and the pods roll (pool
+ * pods through the operator's safe roll). Not issued yet counts as the
+ * first issuance, so the first certificate rolls nothing; render and
+ * admission (which never read the loop's tables) say 1. */
+static int mgop_tls_revision(const struct mgop_rctx *r, const char *cert) {
+  const struct mgop_fp *f = r->render ? NULL : mgop_fp_find(mgop_fp_key("Certificate", r->ns, cert));
+  return f && f->cert_revision > 1 ? f->cert_revision : 1;
+}
+
+/* The pod annotation of comp's certificates ("{...}"), or NULL without TLS;
+ * extra (",\"key\":\"value\"" or "") goes inside the object. */
+static const char *mgop_tls_pod_annotations(const struct mgop_rctx *r, int comp, const char *extra, char *out, size_t cap) {
+  char id[MGOP_NAME_MAX + 1], rev[32] = "";
+  int n = 0;
+  if (r->tls.internal) {
+    mgop_tls_identity(r, comp, id, sizeof(id));
+    n += snprintf(rev + n, sizeof(rev) - (size_t)n, "i%d", mgop_tls_revision(r, id));
+  }
+  if (comp == MGOP_TLS_GATEWAY && r->tls.cn[0]) {
+    snprintf(id, sizeof(id), "%s-pg-tls", r->name);
+    snprintf(rev + n, sizeof(rev) - (size_t)n, "p%d", mgop_tls_revision(r, id));
+  }
+  if (!rev[0]) return extra[0] ? (snprintf(out, cap, "{%s}", extra + 1), out) : NULL;
+  snprintf(out, cap, "{\"multigres.com/tls-revision\":\"%s\"%s}", rev, extra);
+  return out;
+}
+
 /* The cluster's Certificates (phase 1, owned by the cluster). */
 static int mgop_build_certs(struct mgop_rctx *r) {
   char id[MGOP_TLS_COMPONENTS][MGOP_NAME_MAX + 1], pub[MGOP_NAME_MAX + 1];
@@ -3447,9 +3477,11 @@ static int mgop_build_admin(struct mgop_rctx *r, const char *addr, const char *r
   p.ctr = &ctr;
   p.nctr = 1;
   p.volumes = mgop_json_list2(vols, sizeof(vols), tls.volume, "");
+  char pod_ann[96];
+  p.annotations = mgop_tls_pod_annotations(r, MGOP_TLS_ADMIN, "", pod_ann, sizeof(pod_ann));
   if ((rc = mgop_build_deployment(r, K_CLUSTER, r->name, r->uid, name, mgop_i64_or(&admin, 0, "replicas", 1), &p)))
     return rc;
-  p.volumes = NULL; /* multiadmin-web's pod: no certificate */
+  p.volumes = p.annotations = NULL; /* multiadmin-web's pod: no certificate */
   if ((rc = mgop_build_service(r, K_CLUSTER, r->name, r->uid, name, "multiadmin", NULL, 0,
                                "[{\"name\":\"http\",\"port\":18000,\"targetPort\":18000,\"protocol\":\"TCP\"},"
                                "{\"name\":\"grpc\",\"port\":18070,\"targetPort\":18070,\"protocol\":\"TCP\"}]")))
@@ -3712,6 +3744,8 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
     p.ctr = &ctr;
     p.nctr = 1;
     p.volumes = ctr.mounts ? vols : NULL; /* the two lists go together */
+    char pod_ann[96];
+    p.annotations = mgop_tls_pod_annotations(r, MGOP_TLS_GATEWAY, "", pod_ann, sizeof(pod_ann));
     if ((rc = mgop_build_deployment(r, K_CELL, cr, uid, gw, mgop_i64_or(&cfg, gwt, "replicas", 1), &p))) return rc;
   }
   return mgop_build_service(r, K_CELL, cr, uid, gws, "multigateway", &ids, 0,
@@ -5694,7 +5728,7 @@ static int mgop_pool_cell_at(struct mgop_rctx *r, const struct mgop_shard_build 
 static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb, const char *pool, int pv, int pcells,
                                int ci, const char *identity) {
   static _Thread_local struct mgop_pool_bufs b; /* 13 KiB */
-  char cell[64], zone[64], sts[64], svc[64], vols[4608 + 1632 + 720], pod_ann[256], ref_vol[900] = "";
+  char cell[64], zone[64], sts[64], svc[64], vols[4608 + 1632 + 720], pod_ann[320], ref_vol[900] = "";
   const char *zone_key = NULL;
   long long per = mgop_i64_or(sb->pdoc, pv, "replicasPerCell", 3), reps;
   struct mgop_ids pids = sb->ids;
@@ -5746,13 +5780,13 @@ static int mgop_build_pool_set(struct mgop_rctx *r, struct mgop_shard_build *sb,
   p.volumes = vols;
   p.service_account = sb->bk.service_account[0] ? sb->bk.service_account : NULL; /* IRSA */
   { /* the configuration's hash: a change of postgresConfig is a change of the pods */
-    char conf_hash[80] = "";
+    char conf_hash[80] = "", extra[256];
     if (sb->pg_conf) snprintf(conf_hash, sizeof(conf_hash), ",\"multigres.com/postgres-config-hash\":\"%016llx\"",
                               (unsigned long long)sb->pg_conf_hash);
-    snprintf(pod_ann, sizeof(pod_ann), "{\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\","
-             "\"prometheus.io/path\":\"/metrics\"%s}", conf_hash);
+    snprintf(extra, sizeof(extra), ",\"prometheus.io/scrape\":\"true\",\"prometheus.io/port\":\"9187\","
+             "\"prometheus.io/path\":\"/metrics\"%s", conf_hash);
+    p.annotations = mgop_tls_pod_annotations(r, MGOP_TLS_POOLER, extra, pod_ann, sizeof(pod_ann));
   }
-  p.annotations = pod_ann;
   reps = mgop_scale_down_guard(r, sb->cr, sts, cell, per); /* never removes the primary */
   if ((rc = mgop_build_begin(r, &o, K_STS, sts))) return rc;
   mgop_build_meta_ids(&o, "shard-pool", &pids, K_SHARD, sb->cr, sb->uid);
@@ -5839,6 +5873,8 @@ static int mgop_build_shard_orch(struct mgop_rctx *r, struct mgop_shard_build *s
     p.ctr = &ctr;
     p.nctr = 1;
     p.volumes = mgop_json_list2(vols, sizeof(vols), tls.volume, "");
+    char pod_ann[96];
+    p.annotations = mgop_tls_pod_annotations(r, MGOP_TLS_ORCH, "", pod_ann, sizeof(pod_ann));
     if ((rc = mgop_build_deployment(r, K_SHARD, sb->cr, sb->uid, dn, mgop_i64_or(cfg, orch, "replicas", 1), &p))) return rc;
     if ((rc = mgop_build_service(r, K_SHARD, sb->cr, sb->uid, sv, "multiorch", &oids, 0,
                                  "[{\"name\":\"http\",\"port\":15300,\"targetPort\":\"http\",\"protocol\":\"TCP\"},"
@@ -8273,8 +8309,11 @@ static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj,
       f->update_rev = mgop_json_path_str(j, st, "updateRevision", rev, sizeof(rev)) == MGOP_OK
                           ? mgop_fnv1a64(MGOP_FNV64_INIT, rev, strlen(rev)) : 0;
     }
-  } else if (kind == K_CERT) { /* issued: cert-manager's Ready condition */
+  } else if (kind == K_CERT) { /* issued: cert-manager's Ready condition, and how often */
     int conds = mgop_json_key(j, st, "conditions");
+    long long rev = 0;
+    mgop_json_i64(j, mgop_json_key(j, st, "revision"), &rev);
+    f->cert_revision = rev > 0 && rev < INT32_MAX ? (int32_t)rev : 0;
     f->desired = 1;
     f->ready = 0;
     for (int i = 0; mgop_json_is(j, conds, JSMN_ARRAY) && i < j->tok[conds].size; i++) {

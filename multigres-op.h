@@ -626,6 +626,8 @@ struct mgop_fp {
   int32_t stale;          /* StatefulSets: pods created but not at
                            * status.updateRevision (status.replicas -
                            * status.updatedReplicas)                    */
+  int32_t cert_revision;  /* Certificates: status.revision, cert-manager's
+                           * count of issuances (0: none yet)           */
   uint64_t update_rev;    /* StatefulSets: hash of status.updateRevision */
   uint64_t roles_hash;    /* Shards: hash of status.podRoles as last
                            * written or seen (0: not known)            */

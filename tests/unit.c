@@ -4482,12 +4482,15 @@ static void test_render_tls(void) {
   CHECK(t_count(out, "{\"name\":\"tls-certs\",\"secret\":{\"secretName\":\"multiorch.t.default.multigres.internal\","
                      "\"defaultMode\":292}}") == 1);
   CHECK(t_count(out, "--pg-tls-cert-file") == 0);
+  /* the pods carry the issuance count of their certificates: not issued yet (render) counts as the first */
+  CHECK(t_count(out, "\"multigres.com/tls-revision\":\"i1\"") == 4);
   snprintf(yaml, sizeof(yaml), "%s  certCommonName: db.example.com\n  issuerName: corp-ca\n", head);
   CHECK(t_render_yaml("tls.yaml", yaml, out, sizeof(out)) == 0);
   CHECK(t_count(out, "\"kind\":\"Certificate\"") == 1 && t_count(out, "--grpc-cert") == 0);
   CHECK(strstr(out, "\"secretName\":\"t-pg-tls\"") && strstr(out, "\"dnsNames\":[\"db.example.com\",\"example.com\"]") &&
         strstr(out, "\"issuerRef\":{\"name\":\"corp-ca\""));
   CHECK(t_count(out, "\"--pg-tls-cert-file=/etc/multigateway/tls/tls.crt\"") == 1);
+  CHECK(t_count(out, "\"multigres.com/tls-revision\":\"p1\"") == 1 && t_count(out, "tls-revision") == 1);
   CHECK(t_count(out, "{\"name\":\"tls-certs\",\"secret\":{\"secretName\":\"t-pg-tls\",\"defaultMode\":292}}") == 1);
   /* an external global etcd with TLS: its client side on the four components that open the topology */
   CHECK(t_render_yaml("tls.yaml", "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: t}\n"

@@ -141,6 +141,19 @@ ready() { [ "$(jget -n $ns mgc $c -o jsonpath='{.status.conditions[?(@.type=="Re
 wait_for 120 "the cluster Ready once issued" ready || fail "not Ready: $(messages)"
 note "Ready once every Certificate is issued"
 
+# a renewal (as cmctl renew asks for one: the Issuing condition) rolls the pods that mount it
+orch_rev() { jget -n $ns deploy -l "multigres.com/cluster=$c,app.kubernetes.io/component=multiorch" \
+  -o jsonpath='{.items[0].spec.template.metadata.annotations.multigres\.com/tls-revision}'; }
+[ "$(orch_rev)" = i1 ] || fail "multiorch's tls-revision after the first issuance: $(orch_rev)"
+kubectl patch -n $ns certificates.cert-manager.io "$(ident multiorch)" --subresource=status --type=merge \
+  -p '{"status":{"conditions":[{"type":"Issuing","status":"True","reason":"ManuallyTriggered","message":"t_internal_tls"}]}}' >/dev/null
+renewed() { [ "$(orch_rev)" = i2 ]; }
+wait_for 120 "multiorch's pods rolled to the renewed certificate" renewed ||
+  fail "after the renewal multiorch's tls-revision is $(orch_rev); Certificate: $(jget -n $ns certificates.cert-manager.io "$(ident multiorch)" -o jsonpath='{.status.revision}')"
+[ "$(jget -n $ns deploy -l "multigres.com/cluster=$c,app.kubernetes.io/component=multiadmin" -o jsonpath='{.items[0].spec.template.metadata.annotations.multigres\.com/tls-revision}')" = i1 ] ||
+  fail "multiadmin rolled for multiorch's certificate"
+note "renewed multiorch's certificate: its pods roll (tls-revision i2), the others do not"
+
 kubectl patch -n $ns mgc $c --type merge -p '{"spec":{"internalTLS":{"enabled":false}}}' >/dev/null
 wait_for 60 "the internal Certificates pruned" ncerts 1 || fail "Certificates left: $(certs | tr '\n' ' ')"
 [ "$(certs)" = "$c-pg-tls" ] || fail "the wrong Certificate is left: $(certs)"
