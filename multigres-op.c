@@ -8287,7 +8287,7 @@ static int32_t mgop_etcd_members_of(const struct mgop_json *j, int obj) {
 
 /* Readiness of a workload as its controller reports it. */
 static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj, struct mgop_fp *f) {
-  long long gen = 0, observed = -1, replicas = 1, ready = 0, updated = 0;
+  long long gen = 0, observed = -1, replicas = 1, ready = 0, updated = 0, created = -1;
   int st = mgop_json_key(j, obj, "status");
   mgop_json_i64(j, mgop_json_path(j, obj, "metadata.generation"), &gen);
   mgop_json_i64(j, mgop_json_key(j, st, "observedGeneration"), &observed);
@@ -8299,11 +8299,13 @@ static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj,
     f->desired = (int32_t)replicas;
     f->ready = (int32_t)ready;
     if (kind == K_STS) { /* which pods are stale (section 8, rolling) */
-      long long created = 0;
+      created = 0;
       mgop_json_i64(j, mgop_json_key(j, st, "replicas"), &created);
       f->stale = created > updated ? (int32_t)(created - updated) : 0;
     }
-    if (observed >= gen && updated >= replicas) f->flags |= MGOP_FP_SETTLED;
+    /* a scale-down is settled when the pods beyond spec.replicas are gone
+     * (status.replicas counts them), not when the controller saw the spec */
+    if (observed >= gen && updated >= replicas && created <= replicas) f->flags |= MGOP_FP_SETTLED;
     if (kind == K_STS) {
       char rev[128];
       f->update_rev = mgop_json_path_str(j, st, "updateRevision", rev, sizeof(rev)) == MGOP_OK

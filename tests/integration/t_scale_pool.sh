@@ -25,6 +25,8 @@ changed=$( (diff <(echo "$before") <(echo "$after") || true) | grep '^>' | sed '
 [ "$changed" = "StatefulSet/${pool#*/}" ] || { note "changed: $changed"; fail "scaling one pool changed other workloads"; }
 wait_for 30 "2 pool pods" sh -c "[ \$(kubectl get -n $ns pods -l multigres.com/cluster=$c,app.kubernetes.io/component=shard-pool -o name | wc -l) = 2 ]" ||
   fail "not 2 pool pods"
-[ "$(kubectl get -n $ns shard -l multigres.com/cluster=$c -o jsonpath='{.items[0].status.readyReplicas}/{.items[0].status.replicas}')" = 2/2 ] ||
-  fail "the Shard does not report 2/2 pool pods"
+# Ready again waited for the StatefulSet's status to count 2 pods, and the
+# Shard's status is written in the same turn as the cluster's
+shard_counts=$(kubectl get -n $ns shard -l multigres.com/cluster=$c -o jsonpath='{.items[0].status.readyReplicas}/{.items[0].status.replicas}')
+[ "$shard_counts" = 2/2 ] || fail "the Shard reports $shard_counts pool pods ready, not 2/2"
 operator_alive scale || fail "operator exited"
