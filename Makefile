@@ -196,7 +196,7 @@ check-generated: multigres-op
 test-alerts:
 	tests/alerts/run.sh
 
-test: test-unit check-symbols check-generated test-alerts test-integration
+test: test-unit check-symbols check-generated test-alerts test-integration test-gitops
 
 # --- the local control plane and the demo ----------------------------------------
 cp-up:

@@ -3,18 +3,20 @@
 # built from Go modules (build.sh), run out of cluster against a private test
 # control plane (tests/controlplane/cp.sh), the operator from the built binary,
 # Git served over smart HTTP on loopback (githttp.py). Runs g_*.sh (or those
-# matching PATTERN): the Argo CD scenarios with Argo CD running, then the Flux
-# ones with Flux running. One line per scenario with its timing; ends with
-# "N passed, N failed". Knobs: MGOP_GITOPS_SOAK (seconds a converged
-# Application or Kustomization must stay unchanged, default 120),
-# MGOP_CP_DIR (default /tmp/multigres-op-cp-gitops).
+# matching PATTERN): the Argo CD scenarios with Argo CD running and the Flux
+# ones with Flux running, the two parts side by side. One line per scenario
+# with its timing; ends with "N passed, N failed". Knobs: MGOP_GITOPS_SOAK
+# (seconds a converged Application or Kustomization must stay unchanged,
+# default 300, the issue's five minutes), MGOP_GITOPS_PARALLEL (1: Argo CD and
+# Flux parts at once; 0: one after the other), MGOP_CP_DIR (default
+# /tmp/multigres-op-cp-gitops).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CP="$ROOT/tests/controlplane/cp.sh"
 pattern=${1:-}
 export MGOP_CP_DIR=${MGOP_CP_DIR:-/tmp/multigres-op-cp-gitops}
-export MGOP_GITOPS_SOAK=${MGOP_GITOPS_SOAK:-120}
+export MGOP_GITOPS_SOAK=${MGOP_GITOPS_SOAK:-300}
 
 for p in redis-server:redis-server git:git; do
   command -v "${p%%:*}" >/dev/null || { echo "${p%%:*} missing: apt-get install ${p#*:} (.ci/run does)" >&2; exit 1; }
@@ -160,39 +162,59 @@ start_flux() {
   wait_port "$sh" 60 && wait_port "$kh" 60
 }
 
-passed=0 failed=0 failed_names=()
-run_one() {
-  local t=$1 name start out rc
+# Each part (Argo CD, Flux) writes one line per scenario into its own results
+# file; the two parts run side by side (MGOP_GITOPS_PARALLEL=1, the default:
+# they share the control plane and the operator but not a namespace, a tool or
+# a Git repository) or one after the other (0).
+run_one() { # run_one SCENARIO RESULTS
+  local t=$1 res=$2 name start out rc line
   name=$(basename "$t" .sh)
   echo "=== $name" >&2
   start=$(date +%s)
   out=$(bash "$t"); rc=$?
-  if [ $rc = 0 ]; then
-    passed=$((passed + 1)); echo "ok   $name ($(elapsed_since "$start")s): $out"
-  else
-    failed=$((failed + 1)); failed_names+=("$name"); echo "FAIL $name ($(elapsed_since "$start")s): $out"
-  fi
+  if [ $rc = 0 ]; then line="ok   $name ($(elapsed_since "$start")s): $out"
+  else line="FAIL $name ($(elapsed_since "$start")s): $out"; fi
+  echo "$line"; echo "$line" >>"$res"
 }
-if [ -n "$argo" ]; then
+argo_part() {
+  local t0 t
   t0=$(date +%s)
   if start_argocd; then
     echo "--- Argo CD $(sed -n 's/^argocd=//p' "$ARGOCD_BIN/VERSIONS") up in $(elapsed_since "$t0")s" >&2
-    for t in $argo; do run_one "$t"; done
+    for t in $argo; do run_one "$t" "$GITOPS_DIR/results.argo"; done
   else
-    echo "FAIL argocd: did not start (logs in $IT_LOGS/gitops-argocd-*.log)"; failed=$((failed + 1)); failed_names+=(argocd)
+    echo "FAIL argocd: did not start (logs in $IT_LOGS/gitops-argocd-*.log)" | tee -a "$GITOPS_DIR/results.argo"
   fi
   for n in argocd-application-controller argocd-repo-server redis; do stop_bg $n; done
-fi
-if [ -n "$flux" ]; then
+}
+flux_part() {
+  local t0 t
   t0=$(date +%s)
   if start_flux; then
     echo "--- Flux source-controller/kustomize-controller $(sed -n 's/^source-controller=//p' "$FLUX_BIN/VERSIONS") up in $(elapsed_since "$t0")s" >&2
-    for t in $flux; do run_one "$t"; done
+    for t in $flux; do run_one "$t" "$GITOPS_DIR/results.flux"; done
   else
-    echo "FAIL flux: did not start (logs in $IT_LOGS/gitops-*-controller.log)"; failed=$((failed + 1)); failed_names+=(flux)
+    echo "FAIL flux: did not start (logs in $IT_LOGS/gitops-*-controller.log)" | tee -a "$GITOPS_DIR/results.flux"
   fi
+  for n in kustomize-controller source-controller; do stop_bg $n; done
+}
+: >"$GITOPS_DIR/results.argo"; : >"$GITOPS_DIR/results.flux"
+t_all=$(date +%s)
+if [ "${MGOP_GITOPS_PARALLEL:-1}" = 1 ] && [ -n "$argo" ] && [ -n "$flux" ]; then
+  argo_part & argo_pid=$!   # a subshell: run.sh's EXIT trap is not inherited
+  flux_part
+  wait "$argo_pid"
+else
+  [ -z "$argo" ] || argo_part
+  [ -z "$flux" ] || flux_part
 fi
-operator_alive gitops || { echo "FAIL operator: exited during the run"; failed=$((failed + 1)); failed_names+=(operator); }
-[ "$failed" -gt 0 ] && echo "failed: ${failed_names[*]}" >&2
+passed=$(cat "$GITOPS_DIR/results.argo" "$GITOPS_DIR/results.flux" | grep -c '^ok ')
+failed=$(cat "$GITOPS_DIR/results.argo" "$GITOPS_DIR/results.flux" | grep -c '^FAIL ')
+failed_names=$(cat "$GITOPS_DIR/results.argo" "$GITOPS_DIR/results.flux" | sed -n 's/^FAIL \([^ :]*\).*/\1/p' | tr '\n' ' ')
+if ! operator_alive gitops; then
+  echo "FAIL operator: exited during the run"; failed=$((failed + 1)); failed_names+="operator"
+fi
+[ "$failed" -gt 0 ] && echo "failed: $failed_names" >&2
+echo "--- scenarios took $(elapsed_since "$t_all")s (soak ${MGOP_GITOPS_SOAK}s, parallel ${MGOP_GITOPS_PARALLEL:-1})" >&2
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
