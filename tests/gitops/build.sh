@@ -102,10 +102,12 @@ regen_flux() {
     "github.com/fluxcd/kustomize-controller@$FLUX_KUSTOMIZE_VERSION"
 }
 
-wrapper_hash() { # wrapper_hash <dir...>: 12 hex digits over the wrapper files
+# wrapper_hash <dir...>: 12 hex digits over the wrapper files, named relative
+# to this directory so that every checkout of one commit shares the cache
+wrapper_hash() {
   local d f
   for d in "$@"; do for f in go.mod go.sum main.go; do
-    [ -f "$d/$f" ] && { echo "== $d/$f"; cat "$d/$f"; }
+    [ -f "$d/$f" ] && { echo "== ${d#"$HERE"/}/$f"; cat "$d/$f"; }
   done; done | sha256sum | cut -c1-12
 }
 
