@@ -5,7 +5,7 @@
 
 GITOPS_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { free_ports 1; } # tests/integration/lib.sh: below the ephemeral range
 
 # start_bg NAME COMMAND...: a long-lived helper in its own session, its pid in
 # $GITOPS_DIR/pids/NAME.pid and its output in $IT_LOGS/gitops-NAME.log.

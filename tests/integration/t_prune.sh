@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ns=it-prune c=p1
 new_namespace $ns
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_ports 1)
 start_operator prune --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --metrics-bind-address=127.0.0.1:$port
 trap 'stop_operator prune' EXIT
 

@@ -35,11 +35,7 @@ etcd_bin=${etcd_bins[0]}
 [ -x "$etcd_bin" ] || fail "no etcd binary in ${MGOP_CACHE:-$HOME/.cache/multigres-op}/controlplane"
 dir=$IT_LOGS/rolling
 rm -rf "$dir"; mkdir -p "$dir"
-read -r ep epeer mport < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(3)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
+read -r ep epeer mport < <(free_ports 3)
 U=http://127.0.0.1:$ep root=/it/rolling
 state=$dir/ma.state reqs=$dir/ma.requests
 echo none >"$state"; echo ok >"$state.switch"; : >"$state.hook"; : >"$reqs"

@@ -26,11 +26,7 @@ etcd_bin=${etcd_bins[0]}
 [ -x "$etcd_bin" ] || fail "no etcd binary in ${MGOP_CACHE:-$HOME/.cache/multigres-op}/controlplane"
 dir=$IT_LOGS/topology
 rm -rf "$dir"; mkdir -p "$dir"
-read -r p1 p1peer p2 p2peer dead < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
+read -r p1 p1peer p2 p2peer dead < <(free_ports 5)
 
 # start_etcd NAME CLIENT_PORT PEER_PORT SCHEME [TLS flags...]
 start_etcd() {
