@@ -14,6 +14,8 @@
 #   cp.sh logs [name]        tail component logs
 #   cp.sh env                print the env file (source it: eval "$(cp.sh env)")
 #   cp.sh bin-dir            print the cached bin dir (builds nothing)
+#   cp.sh ports N            print N ports free on 127.0.0.1, below the ephemeral
+#                            range (the tests' servers listen on them)
 #   cp.sh kubectl ARGS...    the cached kubectl with the admin kubeconfig
 #
 # See README.md next to this file.
@@ -1073,6 +1075,7 @@ main() {
     logs) cmd_logs "$@" ;;
     env) [ -f "$D/env" ] || die "no $D/env (run: cp.sh up)"; cat "$D/env" ;;
     bin-dir) echo "$BIN" ;;
+    ports) [[ ${1:-} =~ ^[1-9][0-9]?$ ]] || die "usage: cp.sh ports N (1-99)"; free_ports "$1" ;;
     kubectl) exec "$BIN/kubectl" --kubeconfig "$D/kubeconfig" "$@" ;;
     -h|--help|help|"") usage ;;
     *) usage >&2; die "unknown command: $cmd" ;;

@@ -189,27 +189,9 @@ print(n)
 PY
 }
 
-# free_ports N: N distinct ports free on 127.0.0.1 now, drawn below the
-# kernel's ephemeral range (ip_local_port_range). A port bound to 0 comes from
-# that range, which every outgoing connection also draws from, so another
+# free_ports N: N distinct ports free on 127.0.0.1 now, from the control
+# plane's picker, below the kernel's ephemeral range. A port bound to 0 comes
+# from that range, which every outgoing connection also draws from, so another
 # process's connect could take it before the server binds it (seen: etcd's
-# peer port, "bind: address already in use"); below the range only an
-# explicit bind can.
-free_ports() {
-  python3 - "$1" <<'PY'
-import random, socket, sys
-n = int(sys.argv[1])
-lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-held, ports = [], []
-for _ in range(2000):
-    if len(ports) == n: break
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", random.randrange(10000, lo) if lo > 11000 else 0))
-    except OSError:
-        s.close(); continue
-    held.append(s); ports.append(s.getsockname()[1])
-if len(ports) < n: sys.exit("free_ports: no %d free ports below %d" % (n, lo))
-print(*ports)
-PY
-}
+# peer port, "bind: address already in use").
+free_ports() { "$ROOT/tests/controlplane/cp.sh" ports "$1"; }
