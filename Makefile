@@ -19,7 +19,9 @@
 #                        the pods table of docs/components.md;
 #                        check-generated fails on drift
 #   make demo            local control plane + CRDs + operator + sample cluster
-#   make bench           figures to compare across commits (BENCH_CLUSTERS=10 clusters)
+#   make bench           figures to compare across commits (BENCH_SIZES="10 100 1000" clusters, BENCH_MIX=100)
+#   make test-scale      200 minimal clusters (MGOP_SCALE_CLUSTERS) all Ready, then an idle minute
+#                        with no request (not in make test: CI's time budget)
 #   make tools           test tools from Go modules (metrics-lint, promtool, otlp-receiver, cert-manager)
 #   make cp-up / cp-down the local control plane alone
 #
@@ -27,7 +29,8 @@
 # from Debian's source packages by scripts/deps.sh into $(MGOP_CACHE)/deps.
 
 MGOP_CACHE ?= $(HOME)/.cache/multigres-op
-BENCH_CLUSTERS ?= 10
+BENCH_SIZES ?= 10 100 1000
+BENCH_MIX ?= 100
 export MGOP_CACHE
 CC ?= gcc
 BASE_VERSION := 0.1.0
@@ -58,7 +61,7 @@ $(BUILD)/deps-%.mk: scripts/deps.sh scripts/mbedtls_config.h
 GLIBC_CFLAGS = $(DEPS_glibc_CFLAGS)
 GLIBC_LIBS = $(DEPS_glibc_LIBS) -pthread
 
-.PHONY: all static test test-unit test-integration test-gitops test-alerts asan valgrind clang tsan fuzz check-symbols demo \
+.PHONY: all static test test-unit test-integration test-gitops test-scale test-alerts asan valgrind clang tsan fuzz check-symbols demo \
         cp-up cp-down clean help image generate check-generated tools bench
 
 all: multigres-op
@@ -163,6 +166,10 @@ test-gitops: multigres-op
 	lua5.1 tests/gitops/health_test.lua config/argocd/health.lua
 	tests/gitops/run.sh
 
+# the scale path as a test, on a control plane of its own sized for it
+test-scale: multigres-op
+	tests/scale/run.sh
+
 # figures to compare across commits (bench/run.sh: convergence time, API requests, RSS, latency)
 # the serving-latency client: a compiled one on the operator's own HTTP/TLS code
 $(BUILD)/serving_latency: bench/serving_latency.c multigres-op.h $(BUILD)/deps-glibc.mk
@@ -170,7 +177,7 @@ $(BUILD)/serving_latency: bench/serving_latency.c multigres-op.h $(BUILD)/deps-g
 	$(CC) $(BASE_CFLAGS) -O2 $(GLIBC_CFLAGS) bench/serving_latency.c -o $@ $(GLIBC_LIBS)
 
 bench: multigres-op $(BUILD)/serving_latency
-	bench/run.sh $(BENCH_CLUSTERS)
+	BENCH_MIX=$(BENCH_MIX) bench/run.sh $(BENCH_SIZES)
 
 # test tools from Go modules (metrics-lint: the /metrics checker), cached in $(MGOP_CACHE)
 tools:

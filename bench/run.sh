@@ -1,178 +1,355 @@
 #!/usr/bin/env bash
-# bench/run.sh [CLUSTERS] - figures to compare across commits, against the
-# real local control plane (kwok nodes): N copies of config/samples/minimal.yaml
-# in one namespace. Prints one "bench <name> <value> <unit>" line per figure:
-#   converge_seconds      apply of N clusters -> all Ready
-#   api_requests          requests the operator made to converge them
-#   api_writes            of which writes
-#   idle_writes_30s       writes during 30 s of idle afterwards (should be 0)
-#   rss_kib, hwm_kib      the operator's resident memory now and at its peak
-#   reconcile_p50_ms, reconcile_p99_ms  from the reconcile latency histogram
-#   render_ms             `multigres-op render` of the sample, offline
-#   binary_bytes          the static binary (make static), the one measured
-#   webhook_p50_ms/p99_ms, healthz_p50_ms/p99_ms   the serving path
-#                         (bench/serving_latency.c, 50 reviews/s over one
-#                         keep-alive TLS connection, each followed by a
-#                         /healthz), with the loop idle, then while it
-#                         applies LOAD_CLUSTERS (100) more clusters
-#                         (suffix _idle and _busy)
-#                         The operator runs in a session of its own
-#                         (setsid: the kernel's autogroup schedules it apart
-#                         from kubectl and the load generator, as a pod's
-#                         cgroup is on a node); the control plane's
-#                         processes each have theirs already (cp.sh)
-#   webhook_server_p50/p99_ms_{idle,busy}_le   the same windows from the
-#                         webhook's own histogram (request read -> response
-#                         queued): the upper bound of the bucket holding the
-#                         quantile, without the client's own scheduling
-# Timings vary with the machine; compare runs made on the same one. The
-# lines are also kept as JSON in bench/results/<date>-<commit>-<N>.json.
+# bench/run.sh [N ...] - figures to compare across commits, against the real
+# local control plane (kwok nodes; tests/controlplane/cp.sh), one control
+# plane per size, sized for it. For each N (default: $BENCH_SIZES, else
+# "10 100 1000"), N copies of config/samples/minimal.yaml in one namespace;
+# then the templated mix ($BENCH_MIX consumers of one CellTemplate, default
+# 100; 0 skips it). Prints one "bench <size> <name> <value> <unit>" line per
+# figure and keeps them all as JSON in bench/results/<date>-<commit>.json;
+# bench/plot draws them.
+#
+# Per size:
+#   converge_seconds       apply of N clusters -> all N Ready
+#   applied_seconds        apply -> the operator's last object apply (its own
+#                          part; the rest is the control plane scheduling and
+#                          binding volumes, and kwok starting pods)
+#   input_seconds          apply -> kubectl has created the N clusters
+#   pvc_bind_p50/p99/max_seconds  the control plane's PVC creation -> bound
+#                          (audit log): is provisioning the bottleneck?
+#   cpu_seconds            the operator's CPU (user+system) over the converge
+#   rss_kib, hwm_kib       resident memory after the idle minute, and its peak
+#   api_requests           the operator's requests while converging, from the
+#   api_<verb>             API server's audit log (user agent multigres-op/),
+#   api_requests_per_cluster  and by verb
+#   settle_seconds         all Ready -> the operator's request counter stops
+#   idle_requests_60s      requests in the minute after that (want 0)
+#   webhook_p50/p99_ms_busy, healthz_p50/p99_ms_busy
+#                          the serving path while the N clusters converge
+#                          (bench/serving_latency.c: 50 AdmissionReviews a
+#                          second over one keep-alive TLS connection, each
+#                          followed by a GET /healthz); _idle: the same after
+#   start_to_first_reconcile_ms  operator restarted with the N clusters
+#                          present: launch -> its first reconcile turn
+#   restart_to_idle_seconds      launch -> its last request (it is idle)
+#   restart_writes         writes after that restart until idle (want 0)
+# The mix: mix_converge_seconds, mix_api_requests, and
+#   template_change_seconds  one CellTemplate change -> all the consumers'
+#                          multigateway Deployments carry it
+#   template_change_requests the operator's requests for it
+#
+# The operator runs in a session of its own (setsid: the kernel's autogroup
+# schedules it apart from kubectl and the load generator, as a pod's cgroup is
+# on a node); the control plane's processes each have theirs already (cp.sh).
+# Timings vary with the machine; compare runs made on the same one.
 set -euo pipefail
-N=${1:-${BENCH_CLUSTERS:-10}}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CP="$ROOT/tests/controlplane/cp.sh"
-export MGOP_CP_DIR=${MGOP_CP_DIR:-/tmp/multigres-op-bench}
-make -s -C "$ROOT" static >&2       # the shipped binary is what we measure
+read -r -a SIZES <<<"${*:-${BENCH_SIZES:-10 100 1000}}"
+MIX=${BENCH_MIX:-100}
+for n in "${SIZES[@]}" "$MIX"; do
+  [[ $n =~ ^[0-9]+$ && $n -le 5000 ]] || { echo "bench: a size is a number of clusters 0..5000, not '$n'" >&2; exit 2; }
+done
+make -s -C "$ROOT" static build/serving_latency >&2 # the shipped binary is what we measure
 export OP_BIN=$ROOT/build/static/multigres-op
 "$CP" build >&2
-"$CP" up >&2
-trap '"$CP" down >&2' EXIT
-source "$MGOP_CP_DIR/env"
 export IT_LOGS=$ROOT/build/bench
-source "$ROOT/tests/integration/lib.sh"
-kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null
-for _ in $(seq 12); do # retried: kubectl wait fails at once on a CRD whose status is not filled yet
-  kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null 2>&1 && break
-  sleep 1
-done
-kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null
-ns=bench
-new_namespace $ns
-# every "bench NAME VALUE UNIT" line printed below also goes to the results file
+source "$ROOT/tests/integration/lib.sh" # start_operator, cluster_manifest, free_ports, ...
 lines=$(mktemp)
-exec > >(tee "$lines")
-# tables sized for N (and the LOAD_CLUSTERS added later): the defaults hold ~300 minimal clusters
-objects=$(( (N + ${LOAD_CLUSTERS:-100}) * 40 )) series=$(( (N + ${LOAD_CLUSTERS:-100}) * 10 ))
-[ $objects -ge 8192 ] || objects=8192
-[ $series -ge 2048 ] || series=2048
-OP_OWN_SESSION=1 start_operator bench --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns --metrics-bind-address 127.0.0.1:0 \
-  --max-objects $objects --max-metric-series $series \
-  --health-probe-bind-address 127.0.0.1:0 --webhook-enable --webhook-bind-address 127.0.0.1:0 \
-  --webhook-service-namespace $ns --webhook-configuration-name bench-none --webhook-extra-sans 127.0.0.1 \
-  --webhook-owner-deployment=
-trap 'stop_operator bench; "$CP" down >&2' EXIT
-wait_log bench '(port ' >/dev/null
-port=$(grep -o 'serving /metrics on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
-metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
-pid=$(cat "$IT_LOGS/bench.pid")
-sleep 2
-req0=$(metric 'multigres_operator_api_requests_total{kind="all"}') wr0=$(metric 'multigres_operator_api_requests_total{kind="write"}')
-t0=$(date +%s.%N)
-for i in $(seq 1 "$N"); do cluster_manifest $ns b$i; echo ---; done | kubectl apply -f - >/dev/null
-for i in $(seq 1 "$N"); do
-  kubectl wait -n $ns --for=condition=Ready mgc/b$i --timeout=600s >/dev/null || { echo "bench: b$i never Ready" >&2; exit 1; }
-done
-t1=$(date +%s.%N)
-req1=$(metric 'multigres_operator_api_requests_total{kind="all"}') wr1=$(metric 'multigres_operator_api_requests_total{kind="write"}')
-sleep 30
-wr2=$(metric 'multigres_operator_api_requests_total{kind="write"}')
-read -r rss hwm < <(awk '/^VmRSS:/ {r = $2} /^VmHWM:/ {h = $2} END {print r, h}' "/proc/$pid/status")
-quantile() { # Q: from the cumulative reconcile histogram, the upper bound of the bucket holding quantile Q
-  curl -s "http://127.0.0.1:$port/metrics" | python3 -c '
-import re, sys
-q = float(sys.argv[1]); b = []
-for l in sys.stdin:
-    m = re.match(r"controller_runtime_reconcile_time_seconds_bucket\{controller=\"multigrescluster\",le=\"([^\"]+)\"\} (\d+)", l)
-    if m: b.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), int(m.group(2))))
-total = b[-1][1]
-print(next(int(le * 1000) if le != float("inf") else -1 for le, n in b if n >= q * total))' "$1"
+cp_dir=
+cleanup() {
+  [ -z "$cp_dir" ] || { stop_operator bench; MGOP_CP_DIR=$cp_dir "$CP" down >&2 || true; }
+  rm -f "$lines"
 }
-rs=$(date +%s%N); "$OP_BIN" render -f "$ROOT/config/samples/minimal.yaml" >/dev/null; re=$(date +%s%N)
-echo "bench clusters $N count"
-echo "bench converge_seconds $(python3 -c "print(round($t1 - $t0, 1))") s"
-echo "bench api_requests $((${req1%.*} - ${req0%.*})) count"
-echo "bench api_writes $((${wr1%.*} - ${wr0%.*})) count"
-echo "bench idle_writes_30s $((${wr2%.*} - ${wr1%.*})) count"
-echo "bench rss_kib $rss KiB"
-echo "bench hwm_kib $hwm KiB"
-echo "bench reconcile_p50_ms $(quantile 0.5) ms"
-echo "bench reconcile_p99_ms $(quantile 0.99) ms"
-echo "bench render_ms $(( (re - rs) / 1000000 )) ms"
-echo "bench binary_bytes $(stat -c %s "$ROOT/build/static/multigres-op" 2>/dev/null || echo 0) bytes"
+trap cleanup EXIT
+ns=bench
+fig() { echo "bench $1 $2 $3 $4" | tee -a "$lines"; } # SIZE NAME VALUE UNIT
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), ${3:-1}))" "$1" "$2"; }
 
-# The serving path, idle and while the loop is busy applying more clusters.
-LOAD=${LOAD_CLUSTERS:-100}
-wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
-wport=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
-pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/bench.log" | grep -o '[0-9]*$')
-# the load generator and the applying kubectl each in a session of their own
-# too: in the bench's session they would take the client's own CPU share; the
-# generator also asks for the short scheduler slice the operator's serving
-# thread has (serving_latency.c), so its own wake-ups do not add to the figures
-serving() { setsid -w "$ROOT/build/serving_latency" "$wport" "$pport" $ns "$1" 50; }
-# the webhook's own time per review (request read to response queued), from
-# its histogram: the upper bound of the bucket holding p50 and p99 over a
-# window, without the client's scheduling on a loaded machine
-wh_snap() { curl -s "http://127.0.0.1:$port/metrics" | grep -F 'multigres_operator_webhook_request_duration_seconds_bucket{operation="CREATE",resource="multigresclusters"' || true; }
-wh_quantiles() { # BEFORE AFTER: "p50_ms p99_ms"
-  python3 -c '
-import re, sys
-def load(t):
-    d = {}
-    for l in t.splitlines():
-        m = re.search(r"le=\"([^\"]+)\"\} (\d+)", l)
-        if m: d[float("inf") if m.group(1) == "+Inf" else float(m.group(1))] = int(m.group(2))
-    return d
-a, b = load(sys.argv[1]), load(sys.argv[2])
-les = sorted(b); n = b[les[-1]] - a.get(les[-1], 0)
-def q(x):
-    for le in les:
-        if b[le] - a.get(le, 0) >= x * n: return "%g" % (le * 1000) if le != float("inf") else "inf"
-print(q(0.5), q(0.99))' "$1" "$2"
+# cp_up CLUSTERS: a control plane with room for them (a minimal cluster has
+# 10 pods, 5 of them in its cell's zone, us-east-1a, which one node in four
+# has; 250 pods a node, filled to 80%), the operator's CRDs, namespace $ns
+cp_up() {
+  export MGOP_CP_DIR=/tmp/multigres-op-bench-$1
+  export MGOP_CP_NODES=$(( 4 * ($1 / 40 + 1) )) MGOP_CP_KCM_QPS=${BENCH_KCM_QPS:-200}
+  cp_dir=$MGOP_CP_DIR
+  "$CP" up >&2
+  source "$MGOP_CP_DIR/env"
+  kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null
+  for _ in $(seq 12); do # kubectl wait fails at once on a CRD whose status is not filled yet
+    kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null 2>&1 && break
+    sleep 1
+  done
+  kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null
+  new_namespace $ns
 }
-s0=$(wh_snap)
-read -r wi50 wi99 hi50 hi99 ni ei < <(serving 15)
-s1=$(wh_snap)
-read -r whi50 whi99 < <(wh_quantiles "$s0" "$s1")
-applied0=$(count_log bench '"msg":"applied"')
-for i in $(seq 1 "$LOAD"); do cluster_manifest $ns w$i; echo ---; done >"$IT_LOGS/bench-load.yaml"
-setsid -w kubectl apply -f "$IT_LOGS/bench-load.yaml" >/dev/null &
-loader=$!
-read -r wb50 wb99 hb50 hb99 nb eb < <(serving 20)
-s2=$(wh_snap)
-read -r whb50 whb99 < <(wh_quantiles "$s1" "$s2")
-wait $loader
-applied=$(( $(count_log bench '"msg":"applied"') - applied0 ))
-for phase in idle busy; do
-  if [ $phase = idle ]; then set -- "$wi50" "$wi99" "$hi50" "$hi99" "$ni" "$ei"; else set -- "$wb50" "$wb99" "$hb50" "$hb99" "$nb" "$eb"; fi
-  echo "bench webhook_p50_ms_$phase $1 ms"
-  echo "bench webhook_p99_ms_$phase $2 ms"
-  echo "bench healthz_p50_ms_$phase $3 ms"
-  echo "bench healthz_p99_ms_$phase $4 ms"
-  echo "bench serving_requests_$phase $5 count"
-  echo "bench serving_errors_$phase $6 count"
-done
-echo "bench webhook_server_p50_ms_idle_le $whi50 ms"
-echo "bench webhook_server_p99_ms_idle_le $whi99 ms"
-echo "bench webhook_server_p50_ms_busy_le $whb50 ms"
-echo "bench webhook_server_p99_ms_busy_le $whb99 ms"
-echo "bench objects_applied_while_busy $applied count"
-# the figures as JSON, beside the earlier ones (compare across commits)
-exec >&2
-sleep 0.2 # tee flushes
+
+cp_down() { # the operator's audit lines stay in build/bench/audit-<size>.log
+  stop_operator bench
+  audit_lines '"userAgent":"multigres-op/' >"$IT_LOGS/audit-$1.log" || true
+  "$CP" down >&2; cp_dir=
+}
+
+# op_start CLUSTERS: the operator ("bench"; its log build/bench/bench.log),
+# tables sized for CLUSTERS, on fixed ports (the pollers start before it listens)
+op_start() {
+  local objects=$(( $1 * 32 )) series=$(( $1 * 16 ))
+  [ $objects -ge 8192 ] || objects=8192
+  [ $series -ge 2048 ] || series=2048
+  read -r mport pport wport < <(free_ports 3)
+  OP_OWN_SESSION=1 start_operator bench --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns \
+    --max-objects $objects --max-metric-series $series \
+    --metrics-bind-address 127.0.0.1:$mport --health-probe-bind-address 127.0.0.1:$pport \
+    --webhook-enable --webhook-bind-address 127.0.0.1:$wport \
+    --webhook-service-namespace $ns --webhook-configuration-name bench-none --webhook-extra-sans 127.0.0.1 \
+    --webhook-owner-deployment=
+}
+metric() { curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+op_mem() { # the operator's "VmRSS VmHWM" in KiB
+  awk '/^VmRSS:/ {r = $2} /^VmHWM:/ {h = $2} END {print r, h}' "/proc/$(cat "$IT_LOGS/bench.pid")/status"
+}
+op_cpu() { # the operator's user+system CPU seconds so far
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) / hz}' "/proc/$(cat "$IT_LOGS/bench.pid")/stat"
+}
+# serving SECONDS: "webhook_p50 webhook_p99 healthz_p50 healthz_p99 count errors"
+serving() { setsid -w "$ROOT/build/serving_latency" "$wport" "$pport" $ns "$1" 50; }
+serving_figs() { # SIZE PHASE FILE
+  local w50 w99 h50 h99 n e
+  read -r w50 w99 h50 h99 n e <"$3"
+  fig "$1" webhook_p50_ms_$2 "$w50" ms; fig "$1" webhook_p99_ms_$2 "$w99" ms
+  fig "$1" healthz_p50_ms_$2 "$h50" ms; fig "$1" healthz_p99_ms_$2 "$h99" ms
+  fig "$1" serving_requests_$2 "$n" count; fig "$1" serving_errors_$2 "$e" count
+}
+
+# audit FROM TO: the operator's requests received in [FROM, TO) (epoch
+# seconds), from the audit log: "total get list watch create update patch delete"
+# (a watch counts when it is opened: the operator's watches end after their
+# timeoutSeconds, a few minutes, and are opened again)
+audit() {
+  audit_lines '"userAgent":"multigres-op/' | python3 -c '
+import json, sys, datetime
+lo, hi = float(sys.argv[1]), float(sys.argv[2])
+verbs = ["get", "list", "watch", "create", "update", "patch", "delete"]
+n = dict.fromkeys(verbs, 0); total = 0; seen = set()
+for line in sys.stdin:
+    try: e = json.loads(line)
+    except ValueError: continue
+    # a watch is logged when it starts (ResponseStarted) and again when it ends
+    if e.get("auditID") in seen: continue
+    seen.add(e.get("auditID"))
+    t = datetime.datetime.strptime(e["requestReceivedTimestamp"][:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
+    t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
+    # a review (selfsubjectreviews, ...) is a query with verb create, not a write
+    if lo <= t < hi and not e.get("objectRef", {}).get("resource", "").endswith("reviews"):
+        total += 1
+        v = e.get("verb")
+        if v in n: n[v] += 1
+print(total, *[n[v] for v in verbs])' "$1" "$2"
+}
+audit_figs() { # SIZE PREFIX FROM TO CLUSTERS
+  local total get list watch create update patch delete
+  read -r total get list watch create update patch delete < <(audit "$3" "$4")
+  fig "$1" "${2}requests" "$total" count
+  [ "$5" = 0 ] || fig "$1" "${2}requests_per_cluster" "$(python3 -c "print(round($total / $5, 1))")" count
+  for v in get list watch create update patch delete; do fig "$1" "${2}$v" "${!v}" count; done
+}
+
+# ready_count: clusters in $ns whose Ready condition is True
+ready_count() {
+  local s
+  s=$(kubectl get mgc -n $ns -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null) || true
+  grep -c '^True$' <<<"$s" || true
+}
+# pvc_figs SIZE: how long the control plane took to bind the PVCs of $ns,
+# from the audit log: creation (by the StatefulSet controller) to the PV
+# controller's last status update, p50, p99 and max; then the share of the
+# converge time that is (whether provisioning is the bottleneck)
+pvc_figs() {
+  local p50 p99 max cnt
+  read -r cnt p50 p99 max < <(audit_lines '"resource":"persistentvolumeclaims"' | python3 -c '
+import json, sys, datetime
+ns = sys.argv[1]; made, bound = {}, {}
+def ts(e):
+    t = datetime.datetime.strptime(e["requestReceivedTimestamp"][:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
+    return t.replace(tzinfo=datetime.timezone.utc).timestamp()
+for line in sys.stdin:
+    e = json.loads(line); o = e.get("objectRef", {})
+    if e.get("stage") != "ResponseComplete" or o.get("namespace") != ns: continue
+    code = e.get("responseStatus", {}).get("code", 0)
+    if e["verb"] == "create" and code == 201: made[o.get("name")] = ts(e)
+    elif e["verb"] in ("update", "patch") and o.get("subresource") == "status" and code == 200:
+        bound[o.get("name")] = max(bound.get(o.get("name"), 0), ts(e))
+d = sorted(bound[n] - made[n] for n in made if n in bound)
+if not d: print(0, -1, -1, -1)
+else: print(len(d), round(d[len(d) // 2], 2), round(d[min(len(d) - 1, int(len(d) * 0.99))], 2), round(d[-1], 2))' $ns)
+  fig "$1" pvcs_bound "$cnt" count
+  fig "$1" pvc_bind_p50_seconds "$p50" s
+  fig "$1" pvc_bind_p99_seconds "$p99" s
+  fig "$1" pvc_bind_max_seconds "$max" s
+}
+
+# wait_ready CLUSTERS TIMEOUT: all of them Ready (kubectl wait watches them,
+# which costs the API server less than polling a thousand statuses)
+wait_ready() {
+  kubectl wait -n $ns --for=condition=Ready mgc --all --timeout="$2s" >/dev/null 2>&1 && [ "$(ready_count)" -ge "$1" ] && return 0
+  echo "bench: $(ready_count) of $1 clusters Ready after $2 s" >&2
+  return 1
+}
+# quiet SECONDS: wait until the operator's request counter has not moved for
+# SECONDS; prints the epoch time of its last move
+quiet() {
+  python3 - "http://127.0.0.1:$mport/metrics" "$1" <<'PY'
+import sys, time, urllib.request
+url, still = sys.argv[1], float(sys.argv[2])
+def count():
+    for l in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+        if l.startswith('multigres_operator_api_requests_total{kind="all"}'): return float(l.split()[1])
+last, moved = count(), time.time()
+while time.time() - moved < still:
+    time.sleep(0.1)
+    c = count()
+    if c != last: last, moved = c, time.time()
+print("%.3f" % moved)
+PY
+}
+# first_reconcile LAUNCH: seconds from LAUNCH until the reconcile counter
+# first moves (polled every 2 ms; the poller starts before the operator)
+first_reconcile() {
+  python3 - "http://127.0.0.1:$mport/metrics" "$1" <<'PY'
+import sys, time, http.client
+port = int(sys.argv[1].split(":")[2].split("/")[0]); launch = float(sys.argv[2])
+deadline = time.time() + 120
+while time.time() < deadline:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2); c.request("GET", "/metrics")
+        body = c.getresponse().read().decode(); c.close()
+        n = sum(float(l.split()[1]) for l in body.splitlines()
+                if l.startswith("controller_runtime_reconcile_total{controller=\"multigrescluster\""))
+        if n > 0:
+            print(round((time.time() - launch) * 1000)); sys.exit(0)
+    except OSError: pass
+    time.sleep(0.002)
+print(-1)
+PY
+}
+
+bench_size() { # N
+  local n=$1 t0 t_in t1 t_last cpu0 cpu1 idle_from restart_t first idle_at w_from
+  cp_up "$n"
+  op_start "$n"
+  wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
+  sleep 2
+  rm -f "$IT_LOGS"/part.*
+  for i in $(seq 1 "$n"); do { cluster_manifest $ns b$i; echo ---; } >>"$IT_LOGS/part.$(( i % 4 ))"; done
+  cpu0=$(op_cpu) t0=$(now)
+  # the serving path's figures while the N clusters converge
+  serving 20 >"$IT_LOGS/serving-busy" &
+  local sp=$! pids=() f
+  for f in "$IT_LOGS"/part.*; do kubectl apply -f "$f" >/dev/null & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p"; done
+  t_in=$(now)
+  wait_ready "$n" $(( n * 3 + 300 ))
+  t1=$(now) cpu1=$(op_cpu)
+  wait $sp
+  rm -f "$IT_LOGS"/part.*
+  t_last=$(grep -F '"msg":"applied"' "$IT_LOGS/bench.log" | tail -1 | python3 -c '
+import sys, json, datetime
+ts = json.loads(sys.stdin.read())["ts"]
+print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp())')
+  fig "$n" clusters "$n" count
+  fig "$n" converge_seconds "$(elapsed "$t0" "$t1")" s
+  fig "$n" applied_seconds "$(elapsed "$t0" "$t_last")" s
+  fig "$n" input_seconds "$(elapsed "$t0" "$t_in")" s
+  fig "$n" cpu_seconds "$(elapsed "$cpu0" "$cpu1" 2)" s
+  pvc_figs "$n"
+  audit_figs "$n" api_ "$t0" "$t1" "$n"
+  idle_from=$(quiet 5)
+  fig "$n" settle_seconds "$(elapsed "$t1" "$idle_from")" s
+  sleep 60
+  audit_figs "$n" idle_ "$idle_from" "$(python3 -c "print(float('$idle_from') + 60)")" 0
+  serving 15 >"$IT_LOGS/serving-idle"
+  serving_figs "$n" busy "$IT_LOGS/serving-busy"
+  serving_figs "$n" idle "$IT_LOGS/serving-idle"
+  read -r rss hwm < <(op_mem)
+  fig "$n" rss_kib "$rss" KiB
+  fig "$n" hwm_kib "$hwm" KiB
+  # restart with the N clusters present
+  stop_operator bench
+  restart_t=$(now) w_from=$restart_t
+  op_start "$n"
+  first=$(first_reconcile "$restart_t")
+  idle_at=$(quiet 5)
+  fig "$n" start_to_first_reconcile_ms "$first" ms
+  fig "$n" restart_to_idle_seconds "$(elapsed "$restart_t" "$idle_at")" s
+  read -r _ _ _ _ c u p d < <(audit "$w_from" "$(now)")
+  fig "$n" restart_writes $(( c + u + p + d )) count
+  read -r rss hwm < <(op_mem)
+  fig "$n" restart_hwm_kib "$hwm" KiB
+  cp_down "$n"
+}
+
+# the templated mix: MIX clusters whose cell takes CellTemplate bench-cell,
+# and MIX/2 minimal ones; then one change of the template
+bench_mix() {
+  local n=$1 m=$(( $1 / 2 )) t0 t1 t2 t3 s
+  cp_up $(( n + m ))
+  op_start $(( n + m ))
+  wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
+  template() { # CPU
+    printf 'apiVersion: multigres.com/v1alpha1\nkind: CellTemplate\nmetadata: {name: bench-cell, namespace: %s}\n' $ns
+    printf 'spec:\n  multigateway:\n    replicas: 1\n    resources: {requests: {cpu: %s, memory: 64Mi}}\n' "$1"
+  }
+  template 100m | kubectl apply -f - >/dev/null
+  {
+    for i in $(seq 1 "$n"); do cluster_manifest $ns t$i | sed 's/^      zone: us-east-1a$/&\n      cellTemplate: bench-cell/'; echo ---; done
+    for i in $(seq 1 "$m"); do cluster_manifest $ns m$i; echo ---; done
+  } | kubectl apply -f - >/dev/null
+  t0=$(now)
+  wait_ready $(( n + m )) $(( (n + m) * 3 + 300 ))
+  t1=$(now)
+  fig mix clusters $(( n + m )) count
+  fig mix template_consumers "$n" count
+  fig mix converge_seconds "$(elapsed "$t0" "$t1")" s
+  audit_figs mix api_ "$t0" "$t1" $(( n + m ))
+  quiet 5 >/dev/null
+  t2=$(now)
+  template 200m | kubectl apply -f - >/dev/null
+  for _ in $(seq 600); do
+    s=$(kubectl get deploy -n $ns -l app.kubernetes.io/component=multigateway \
+      -o jsonpath='{range .items[*]}{.spec.template.spec.containers[0].resources.requests.cpu}{"\n"}{end}')
+    [ "$(grep -c '^200m$' <<<"$s" || true)" -ge "$n" ] && break
+    sleep 0.2
+  done
+  t3=$(now)
+  [ "$(grep -c '^200m$' <<<"$s" || true)" -ge "$n" ] || { echo "bench: the template change reached $(grep -c '^200m$' <<<"$s" || true) of $n consumers" >&2; return 1; }
+  fig mix template_change_seconds "$(elapsed "$t2" "$t3" 2)" s
+  audit_figs mix template_change_ "$t2" "$t3" "$n"
+  read -r rss hwm < <(op_mem)
+  fig mix hwm_kib "$hwm" KiB
+  cp_down mix
+}
+
 mkdir -p "$ROOT/bench/results"
-out="$ROOT/bench/results/$(date -u +%Y%m%d)-$(git -C "$ROOT" rev-parse --short HEAD)-$N.json"
-python3 - "$lines" "$out" "$(git -C "$ROOT" rev-parse HEAD)" "$(nproc)" <<'PY'
+out="$ROOT/bench/results/$(date -u +%Y%m%d)-$(git -C "$ROOT" rev-parse --short HEAD).json"
+# the JSON is rewritten after every size, so a size that fails keeps the others
+save() {
+  python3 - "$lines" "$out" "$(git -C "$ROOT" rev-parse HEAD)" "$(nproc)" <<'PY'
 import json, sys, time
-figs = {}
+runs = {}
 for l in open(sys.argv[1]):
     p = l.split()
-    if len(p) == 4 and p[0] == "bench":
-        try: v = float(p[2])
-        except ValueError: v = p[2]
-        figs[p[1]] = {"value": v, "unit": p[3]}
+    if len(p) == 5 and p[0] == "bench":
+        try: v = float(p[3])
+        except ValueError: v = p[3]
+        runs.setdefault(p[1], {})[p[2]] = {"value": v, "unit": p[4]}
 json.dump({"commit": sys.argv[3], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "cpus": int(sys.argv[4]), "figures": figs}, open(sys.argv[2], "w"), indent=1, sort_keys=True)
+           "cpus": int(sys.argv[4]), "runs": runs}, open(sys.argv[2], "w"), indent=1, sort_keys=True)
 PY
-rm -f "$lines"
-echo "bench: results in ${out#$ROOT/}"
+}
+fig all binary_bytes "$(stat -c %s "$OP_BIN")" bytes
+rs=$(date +%s%N); "$OP_BIN" render -f "$ROOT/config/samples/minimal.yaml" >/dev/null; re=$(date +%s%N)
+fig all render_ms $(( (re - rs) / 1000000 )) ms
+for n in "${SIZES[@]}"; do bench_size "$n"; save; done
+[ "$MIX" = 0 ] || { bench_mix "$MIX"; save; }
+echo "bench: results in ${out#$ROOT/}" >&2
+"$ROOT/bench/plot" "$out" >&2

@@ -9,8 +9,9 @@
 #    Ready once they all are;
 #  - no flapping for MGOP_GITOPS_SOAK seconds: the Kustomizations reconcile
 #    again and again and never go Ready=False (Unknown while a reconcile runs
-#    is Flux's own marker), with no Warning Event, and the clusters stay
-#    Ready and are not written (same resourceVersion).
+#    is Flux's own marker, and so is a dependent's short DependencyNotReady
+#    when its check meets that Unknown), with no Warning Event, and the
+#    clusters stay Ready and are not written (same resourceVersion).
 set -euo pipefail
 source "$MGOP_CP_DIR/env"; source "$(dirname "$0")/../integration/lib.sh"; source "$(dirname "$0")/lib.sh"
 ns=gitops-flux
@@ -97,9 +98,14 @@ PY
 
 # soak: nothing flaps, nothing is rewritten. kustomize-controller marks its
 # Ready condition Unknown ("Reconciliation in progress") at the start of
-# every reconcile, which is its own heartbeat, not a flap: the soak allows
-# Unknown, never False, and wants each Kustomization back at Ready=True at
-# the end, no failure Event, the clusters Ready throughout and not written.
+# every reconcile, which is its own heartbeat, not a flap. A dependent's
+# dependsOn check reads its dependency afresh and takes that Unknown for "not
+# ready": when the two reconciles meet, the dependent is False with
+# DependencyNotReady and retries after --requeue-dependency (30 s). The soak
+# allows Unknown, and that False only on mgop-templates or mgop-clusters,
+# only with that reason and for at most 60 s (counted); any other False
+# fails. It wants each Kustomization back at Ready=True at the end, no
+# failure Event, the clusters Ready throughout and not written.
 snap() {
   kubectl -n $ns get multigresclusters -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.resourceVersion} {.metadata.generation}{"\n"}{end}'
 }
@@ -119,15 +125,23 @@ before=$(snap)
 soak0=$(date +%s)
 runs0=$(count_log gitops-kustomize-controller '"name":"mgop-clusters"')
 end=$(( soak0 + MGOP_GITOPS_SOAK ))
+declare -A dnr_since=()
+dep_episodes=0
 while [ "$(date +%s)" -lt "$end" ]; do
   for k in mgop-crds mgop-templates mgop-clusters; do
-    [ "$(ks_ready $k)" != False ] || fail "$k went Ready=False during the soak: $(ks_cond $k reason): $(ks_cond $k message)"
+    if [ "$(ks_ready $k)" != False ]; then unset "dnr_since[$k]"; continue; fi
+    reason=$(ks_cond $k reason)
+    [ "$k" != mgop-crds ] && [ "$reason" = DependencyNotReady ] ||
+      fail "$k went Ready=False during the soak: $reason: $(ks_cond $k message)"
+    [ -n "${dnr_since[$k]:-}" ] || { dnr_since[$k]=$(date +%s); dep_episodes=$((dep_episodes + 1)); }
+    [ $(( $(date +%s) - ${dnr_since[$k]} )) -le 60 ] ||
+      fail "$k stayed DependencyNotReady for more than 60 s during the soak: $(ks_cond $k message)"
   done
   clusters_ready $ns || fail "a cluster left Ready during the soak"
   sleep 3
 done
 for k in mgop-crds mgop-templates mgop-clusters; do
-  wait_for 30 "$k Ready again" sh -c "kubectl -n flux-system get kustomization $k -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" ||
+  wait_for 60 "$k Ready again" sh -c "kubectl -n flux-system get kustomization $k -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" ||
     fail "$k not Ready at the end of the soak: $(ks_cond $k message)"
 done
 after=$(snap)
@@ -136,4 +150,4 @@ bad=$(failures "$soak0")
 [ -z "$bad" ] || fail "Warning Events during the soak: $bad"
 runs=$(( $(count_log gitops-kustomize-controller '"name":"mgop-clusters"') - runs0 ))
 [ "$runs" -ge 2 ] || fail "kustomize-controller logged only $runs lines on mgop-clusters during the soak; the soak proved nothing"
-echo "dependsOn crds -> templates -> clusters kept; mgop-clusters Ready ${lag}s after the last cluster, ${converge}s after resume, never before; no flap or rewrite for ${MGOP_GITOPS_SOAK}s ($runs controller log lines)"
+echo "dependsOn crds -> templates -> clusters kept; mgop-clusters Ready ${lag}s after the last cluster, ${converge}s after resume, never before; no flap or rewrite for ${MGOP_GITOPS_SOAK}s ($runs controller log lines; $dep_episodes DependencyNotReady retries while a dependency reconciled)"

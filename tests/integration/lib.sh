@@ -168,6 +168,12 @@ wait_for() {
 
 jget() { kubectl get "$@" 2>/dev/null; } # quiet kubectl get
 
+# audit_lines STRING: the audit log's lines with STRING, those of the files
+# the API server rotated away at 100 MB (audit-<time>.log) first
+audit_lines() {
+  cat $(ls "${MGOP_AUDIT_LOG%/*}"/audit-*.log 2>/dev/null | sort) "$MGOP_AUDIT_LOG" | grep -F -- "$1"
+}
+
 # writes_by_operator SINCE_EPOCH: write requests the operator made since then,
 # counted in the API server's audit log (its user agent is multigres-op/...).
 writes_by_operator() {

@@ -142,17 +142,26 @@ wait_for 120 "the cluster Ready once issued" ready || fail "not Ready: $(message
 note "Ready once every Certificate is issued"
 
 # a renewal (as cmctl renew asks for one: the Issuing condition) rolls the pods that mount it
-orch_rev() { jget -n $ns deploy -l "multigres.com/cluster=$c,app.kubernetes.io/component=multiorch" \
+tls_rev() { jget -n $ns deploy -l "multigres.com/cluster=$c,app.kubernetes.io/component=$1" \
   -o jsonpath='{.items[0].spec.template.metadata.annotations.multigres\.com/tls-revision}'; }
-[ "$(orch_rev)" = i1 ] || fail "multiorch's tls-revision after the first issuance: $(orch_rev)"
+cert_rev() { jget -n $ns certificates.cert-manager.io "$(ident "$1")" -o jsonpath='{.status.revision}'; }
+# The pods carry the issuance count of the certificate they mount: i1 after
+# the first. cert-manager may issue more than once before it settles (seen:
+# multiorch's at revision 2 when its CA issuer became ready while the first
+# request was in flight), so the count is read from the Certificate.
+orch0=$(cert_rev multiorch) admin0=$(cert_rev multiadmin)
+[[ $orch0 =~ ^[1-9][0-9]*$ && $admin0 =~ ^[1-9][0-9]*$ ]] || fail "Certificates without a revision after issuance: multiorch '$orch0', multiadmin '$admin0'"
+at_rev() { [ "$(tls_rev "$1")" = "i$2" ]; }
+wait_for 60 "multiorch's pods at revision $orch0" at_rev multiorch "$orch0" ||
+  fail "multiorch's tls-revision after issuance: $(tls_rev multiorch), its Certificate's revision $orch0"
+wait_for 60 "multiadmin's pods at revision $admin0" at_rev multiadmin "$admin0" ||
+  fail "multiadmin's tls-revision after issuance: $(tls_rev multiadmin), its Certificate's revision $admin0"
 kubectl patch -n $ns certificates.cert-manager.io "$(ident multiorch)" --subresource=status --type=merge \
   -p '{"status":{"conditions":[{"type":"Issuing","status":"True","reason":"ManuallyTriggered","message":"t_internal_tls"}]}}' >/dev/null
-renewed() { [ "$(orch_rev)" = i2 ]; }
-wait_for 120 "multiorch's pods rolled to the renewed certificate" renewed ||
-  fail "after the renewal multiorch's tls-revision is $(orch_rev); Certificate: $(jget -n $ns certificates.cert-manager.io "$(ident multiorch)" -o jsonpath='{.status.revision}')"
-[ "$(jget -n $ns deploy -l "multigres.com/cluster=$c,app.kubernetes.io/component=multiadmin" -o jsonpath='{.items[0].spec.template.metadata.annotations.multigres\.com/tls-revision}')" = i1 ] ||
-  fail "multiadmin rolled for multiorch's certificate"
-note "renewed multiorch's certificate: its pods roll (tls-revision i2), the others do not"
+wait_for 120 "multiorch's pods rolled to the renewed certificate" at_rev multiorch $((orch0 + 1)) ||
+  fail "after the renewal multiorch's tls-revision is $(tls_rev multiorch), not i$((orch0 + 1)); Certificate: $(cert_rev multiorch)"
+at_rev multiadmin "$admin0" || fail "multiadmin rolled for multiorch's certificate: $(tls_rev multiadmin), its Certificate's revision $admin0"
+note "renewed multiorch's certificate: its pods roll (tls-revision i$orch0 -> i$((orch0 + 1))), the others do not"
 
 kubectl patch -n $ns mgc $c --type merge -p '{"spec":{"internalTLS":{"enabled":false}}}' >/dev/null
 wait_for 60 "the internal Certificates pruned" ncerts 1 || fail "Certificates left: $(certs | tr '\n' ' ')"
