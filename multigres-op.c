@@ -6845,6 +6845,15 @@ static struct mgop_roll_pick mgop_roll_next(const struct mgop_roll_pod *p, int n
   return k;
 }
 
+/* Whether a StatefulSet's controller has seen its latest spec: the one we
+ * applied and the one the watch last showed. Until then its updateRevision
+ * and stale count describe the spec before, and a roll that trusted them
+ * could see one StatefulSet's change and not its sibling's, and so take the
+ * primary while a stale replica waits (or a reverted pod as still stale). */
+static int mgop_sts_observed(const struct mgop_fp *f) {
+  return f->observed_gen >= f->seen_gen && f->observed_gen >= f->applied_gen;
+}
+
 /* One turn's view of one shard's pool StatefulSets and pods (loop-owned
  * scratch, reused shard by shard). */
 struct mgop_roll_set { char name[64], cell[64]; uint64_t rev; int desired, ready, pods; };
@@ -6852,6 +6861,8 @@ static struct {
   struct mgop_roll_set sets[MGOP_ROLL_SETS_MAX];
   struct mgop_roll_pod pods[MGOP_ROLL_PODS_MAX];
   int nsets, npods, overflow;
+  int unobserved;             /* a set whose controller has not seen its
+                                 latest spec yet (-1: none)            */
 } mgop_rl;
 
 /* The StatefulSets of shard s this turn built, with what their watch shows.
@@ -6860,6 +6871,7 @@ static int mgop_roll_sets(struct mgop_rctx *r, int s, int *whole, int *updated, 
   static const char cell_label[] = "\"multigres.com/cell\":\"";
   int stale = 0;
   mgop_rl.nsets = 0;
+  mgop_rl.unobserved = -1;
   *whole = 1;
   *updated = *total = 0;
   for (int i = 0; i < r->ndesired && mgop_rl.nsets < MGOP_ROLL_SETS_MAX; i++) {
@@ -6879,6 +6891,7 @@ static int mgop_roll_sets(struct mgop_rctx *r, int s, int *whole, int *updated, 
     *total += f->desired;
     stale += f->stale > 0;
     if (f->ready < f->desired) *whole = 0;
+    if (!mgop_sts_observed(f) && mgop_rl.unobserved < 0) mgop_rl.unobserved = mgop_rl.nsets;
     mgop_rl.nsets++;
   }
   return stale;
@@ -7544,8 +7557,16 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
   const char *cr = r->shard_names[s], *uid = mgop_uid_of(r, K_SHARD, cr);
   struct mgop_roll_pick k;
   struct mgop_roll_pod *p;
-  int whole, updated, total, status = 0;
-  if (!mgop_roll_sets(r, s, &whole, &updated, &total)) { /* nothing stale: no request, unless a drain was left */
+  int whole, updated, total, status = 0, stale = mgop_roll_sets(r, s, &whole, &updated, &total);
+  if (mgop_rl.unobserved >= 0) { /* decide on the specs as they are now: the watch brings the controller's word */
+    if (stale || mgop_roll_drain_flag(r, MGOP_ROLL_FLAG_ASK)) {
+      snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "waiting for the StatefulSet controller to observe "
+               "StatefulSet %s's latest spec", mgop_rl.sets[mgop_rl.unobserved].name);
+      mgop_enqueue(r->ns, r->name, 5000);
+    }
+    return;
+  }
+  if (!stale) { /* nothing stale: no request, unless a drain was left */
     if (!r->roll_held[s] && mgop_roll_drain_flag(r, MGOP_ROLL_FLAG_ASK) && !mgop_roll_list(r, s)) {
       mgop_roll_revoke_fresh(r, s);
       mgop_roll_drain_flag(r, MGOP_ROLL_FLAG_CLEAR);
@@ -8308,6 +8329,7 @@ static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj,
     if (observed >= gen && updated >= replicas && created <= replicas) f->flags |= MGOP_FP_SETTLED;
     if (kind == K_STS) {
       char rev[128];
+      f->observed_gen = observed;
       f->update_rev = mgop_json_path_str(j, st, "updateRevision", rev, sizeof(rev)) == MGOP_OK
                           ? mgop_fnv1a64(MGOP_FNV64_INIT, rev, strlen(rev)) : 0;
     }

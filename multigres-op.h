@@ -629,6 +629,9 @@ struct mgop_fp {
   int32_t cert_revision;  /* Certificates: status.revision, cert-manager's
                            * count of issuances (0: none yet)           */
   uint64_t update_rev;    /* StatefulSets: hash of status.updateRevision */
+  long long observed_gen; /* StatefulSets: status.observedGeneration, the
+                           * spec its updateRevision and staleness are of
+                           * (-1: not reported)                          */
   uint64_t roles_hash;    /* Shards: hash of status.podRoles as last
                            * written or seen (0: not known)            */
 };

@@ -4955,6 +4955,7 @@ static void test_etcd_unreachable_endpoints(void);
 static void test_pooler_record(void);
 static void test_roll_order(void);
 static void test_roll_waits(void);
+static void test_roll_observed(void);
 static void test_drain_steps(void);
 
 struct t_case { const char *name; void (*fn)(void); };
@@ -5075,6 +5076,7 @@ static const struct t_case t_cases[] = {
     {"pooler_roles", test_pooler_roles},
     {"roll_order", test_roll_order},
     {"roll_waits", test_roll_waits},
+    {"roll_observed", test_roll_observed},
 };
 
 int main(int argc, char **argv) {
@@ -6433,4 +6435,36 @@ static void test_roll_waits(void) {
   p[0].ready = 1, p[3].ready = 1, p[4].ready = 0; /* the primary down: never replaced while down */
   k = mgop_roll_next(p, n, 1);
   CHECK(k.pod == -1 && k.wait && k.blocker == 4);
+}
+
+/* A StatefulSet's revision counts only once its controller has seen the
+ * spec: the generation the watch shows and the one our apply returned. */
+static void test_roll_observed(void) {
+  static const char *const docs[] = {
+      /* the controller is behind the spec: updateRevision is the old one */
+      "{\"metadata\":{\"generation\":5},\"spec\":{\"replicas\":1},\"status\":{\"observedGeneration\":4,"
+      "\"replicas\":1,\"updatedReplicas\":1,\"readyReplicas\":1,\"updateRevision\":\"s-old\"}}",
+      /* it caught up: one pod stale */
+      "{\"metadata\":{\"generation\":5},\"spec\":{\"replicas\":1},\"status\":{\"observedGeneration\":5,"
+      "\"replicas\":1,\"updatedReplicas\":0,\"readyReplicas\":1,\"updateRevision\":\"s-new\"}}",
+      /* a new StatefulSet its controller has not reported on */
+      "{\"metadata\":{\"generation\":1},\"spec\":{\"replicas\":1}}",
+  };
+  static const int want[] = {0, 1, 0};
+  struct mgop_fp f;
+  struct mgop_json j;
+  for (int i = 0; i < 3; i++) {
+    memset(&f, 0, sizeof(f));
+    CHECK(mgop_json_parse(&j, docs[i], strlen(docs[i]), t_tok, 256) == 0);
+    mgop_json_i64(&j, mgop_json_path(&j, 0, "metadata.generation"), &f.seen_gen);
+    mgop_observe_readiness(K_STS, &j, 0, &f);
+    CHECK(mgop_sts_observed(&f) == want[i]);
+    if (i == 1) {
+      CHECK(f.stale == 1 && f.update_rev == mgop_fnv1a64(MGOP_FNV64_INIT, "s-new", 5));
+      f.applied_gen = 6; /* our apply's generation, which the watch has not shown yet */
+      CHECK(!mgop_sts_observed(&f));
+      f.observed_gen = 6;
+      CHECK(mgop_sts_observed(&f));
+    }
+  }
 }
