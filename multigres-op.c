@@ -7562,6 +7562,7 @@ static void mgop_roll_shard(struct mgop_rctx *r, int s) {
     if (stale || mgop_roll_drain_flag(r, MGOP_ROLL_FLAG_ASK)) {
       snprintf(r->roll_note[s], sizeof(r->roll_note[s]), "waiting for the StatefulSet controller to observe "
                "StatefulSet %s's latest spec", mgop_rl.sets[mgop_rl.unobserved].name);
+      MGOP_LOG(MGOP_INFO, ("roll of shard %s/%s waits: %s", r->ns, r->shard_names[s], r->roll_note[s]));
       mgop_enqueue(r->ns, r->name, 5000);
     }
     return;
