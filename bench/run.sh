@@ -46,6 +46,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CP="$ROOT/tests/controlplane/cp.sh"
 read -r -a SIZES <<<"${*:-${BENCH_SIZES:-10 100 1000}}"
 MIX=${BENCH_MIX:-100}
+BINDER=${BENCH_BINDER:-1}
+binder_pid=
 for n in "${SIZES[@]}" "$MIX"; do
   [[ $n =~ ^[0-9]+$ && $n -le 5000 ]] || { echo "bench: a size is a number of clusters 0..5000, not '$n'" >&2; exit 2; }
 done
@@ -57,6 +59,7 @@ source "$ROOT/tests/integration/lib.sh" # start_operator, cluster_manifest, free
 lines=$(mktemp)
 cp_dir=
 cleanup() {
+  binder_down
   [ -z "$cp_dir" ] || { stop_operator bench; MGOP_CP_DIR=$cp_dir "$CP" down >&2 || true; }
   rm -f "$lines"
 }
@@ -82,10 +85,37 @@ cp_up() {
   done
   kubectl wait --for=condition=Established --timeout=10s crd --all >/dev/null
   new_namespace $ns
+  if [ "$BINDER" = 1 ]; then binder_up; fi
 }
+
+# binder_up: volumes bound by bench/pvc_binder.py (a PVC binder for
+# benchmarks, several requests in flight) instead of the control plane's
+# hostpath provisioner, whose single claim worker binds a few PVCs a second
+# and would be what the converge time measures at 1,000 clusters. The
+# StorageClass bench-prebound becomes the default; nothing claims its
+# provisioner but the binder. BENCH_BINDER=0 keeps the hostpath one.
+binder_up() {
+  kubectl annotate storageclass standard storageclass.kubernetes.io/is-default-class- >/dev/null
+  kubectl apply -f - >/dev/null <<'EOF'
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: bench-prebound
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: bench.multigres.com/pre-bound
+reclaimPolicy: Retain
+volumeBindingMode: Immediate
+allowVolumeExpansion: true
+EOF
+  setsid "$ROOT/bench/pvc_binder.py" bench-prebound 2>>"$IT_LOGS/pvc-binder.log" &
+  binder_pid=$!
+}
+binder_down() { [ -z "$binder_pid" ] || { kill -- -"$binder_pid" 2>/dev/null || kill "$binder_pid" 2>/dev/null || true; binder_pid=; }; }
 
 cp_down() { # the operator's audit lines stay in build/bench/audit-<size>.log
   stop_operator bench
+  binder_down
   audit_lines '"userAgent":"multigres-op/' >"$IT_LOGS/audit-$1.log" || true
   "$CP" down >&2; cp_dir=
 }
@@ -160,10 +190,10 @@ ready_count() {
   s=$(kubectl get mgc -n $ns -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null) || true
   grep -c '^True$' <<<"$s" || true
 }
-# pvc_figs SIZE: how long the control plane took to bind the PVCs of $ns,
-# from the audit log: creation (by the StatefulSet controller) to the PV
-# controller's last status update, p50, p99 and max; then the share of the
-# converge time that is (whether provisioning is the bottleneck)
+# pvc_figs SIZE: how long binding the PVCs of $ns took, from the audit log:
+# creation (by the StatefulSet controller) to the last status update (by the
+# PV controller, or by bench/pvc_binder.py: pvc_binder 1), p50, p99 and max
+# (whether provisioning is the bottleneck)
 pvc_figs() {
   local p50 p99 max cnt
   read -r cnt p50 p99 max < <(audit_lines '"resource":"persistentvolumeclaims"' | python3 -c '
@@ -182,6 +212,7 @@ for line in sys.stdin:
 d = sorted(bound[n] - made[n] for n in made if n in bound)
 if not d: print(0, -1, -1, -1)
 else: print(len(d), round(d[len(d) // 2], 2), round(d[min(len(d) - 1, int(len(d) * 0.99))], 2), round(d[-1], 2))' $ns)
+  fig "$1" pvc_binder "$BINDER" flag
   fig "$1" pvcs_bound "$cnt" count
   fig "$1" pvc_bind_p50_seconds "$p50" s
   fig "$1" pvc_bind_p99_seconds "$p99" s
