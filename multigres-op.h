@@ -631,7 +631,8 @@ struct mgop_fp {
   uint64_t update_rev;    /* StatefulSets: hash of status.updateRevision */
   long long observed_gen; /* StatefulSets: status.observedGeneration, the
                            * spec its updateRevision and staleness are of
-                           * (-1: not reported)                          */
+                           * (-1: the status has none; 0: no watch event
+                           * yet, only our apply)                        */
   uint64_t roles_hash;    /* Shards: hash of status.podRoles as last
                            * written or seen (0: not known)            */
 };
