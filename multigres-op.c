@@ -161,6 +161,7 @@ static const char mgop_default_global_topo[] =
   MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, MGOP_TABLEGROUPS_MAX, MGOP_SHARDS_MAX, \
                   MGOP_SHARDS_MAX * MGOP_CRD_POOLS_MAX * MGOP_CRD_CELLS_MAX)
 #define MGOP_DESIRED_MAX 1024
+#define MGOP_APPLIES_IN_FLIGHT_DEFAULT 4 /* --max-applies-in-flight */
 _Static_assert(MGOP_OBJECTS_SCHEMA_MAX == 18511, "docs/operations.md (Limits) quotes this figure");
 _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3 / 2 <= MGOP_DESIRED_MAX,
                "a 50-cell cluster with a pool in every cell fits with room to spare");
@@ -474,6 +475,7 @@ static struct {
   int incomplete;             /* a template found no row: misses prove nothing */
   unsigned long long refused; /* templates too large for what is left  */
 } mgop_tcache = {.lock = PTHREAD_RWLOCK_INITIALIZER};
+static int mgop_tcache_enabled; /* live: the loop fills the template cache */
 
 /* A template for admission: MGOP_ERR_NOTFOUND when the cache says it does
  * not exist, MGOP_ERR_AGAIN when the cache cannot tell (not synced yet,
@@ -564,6 +566,10 @@ static struct mgop_server {
   struct mgop_kubecfg cfg;           /* where the API server is, who we are */
   struct mgop_kube api;              /* the loop's own API connection       */
   struct mgop_watch watches[K_COUNT];
+  struct mgop_conn lister;           /* every watch's LIST, kept alive      */
+  struct mgop_pool pool;             /* applies in flight beside the loop's */
+  struct mgop_pool_job jobs[MGOP_DESIRED_MAX];  /* one phase's applies      */
+  int job_desired[MGOP_DESIRED_MAX];            /* ... their desired index  */
   uint32_t list_epoch[K_COUNT];      /* per kind: bumped by each (re)list (section 9) */
   struct mgop_root_ref roots[MGOP_WORK_SLOTS];             /* every cluster seen  */
   struct mgop_template_ref templates[MGOP_TEMPLATE_SLOTS]; /* every template seen */
@@ -593,6 +599,13 @@ static int mgop_fetch_uncached(struct mgop_rctx *r, int kind, const char *name, 
         return mgop_parse_arena(r->arena, m->json, m->len, out);
     }
     return MGOP_ERR_NOTFOUND;
+  }
+  if (mgop_tcache_enabled) { /* the watches' copy, when it can tell (complete,
+    * listed): a template absent there needs no GET, in every turn of every
+    * cluster that names a default template nobody made; one created later
+    * wakes the clusters that looked for it (mgop_note_uses) */
+    int rc = mgop_tcache_get(r, kind, name, out);
+    if (rc != MGOP_ERR_AGAIN) return rc;
   }
   {
     char path[512];
@@ -1294,76 +1307,105 @@ static int mgop_in_sync(const struct mgop_desired *d, const struct mgop_fp *f) {
   return strcmp(f->seen_rv, f->applied_rv) == 0;
 }
 
-/* Applies every desired object from index `from` that is out of sync. A
- * rejected object does not hold back the ones after it: the first error is
- * returned once all were tried. */
+/* One apply's result: counted, logged, kept in the object table. Returns
+ * rc when the API server is unreachable or refuses us (the turn stops),
+ * 0 otherwise; a rejected object is counted in *rejected, its rc kept in
+ * *first_rc, and the turn goes on. */
+static int mgop_apply_result(struct mgop_rctx *r, const struct mgop_desired *d, const struct mgop_pool_job *j,
+                             int *first_rc, int *rejected) {
+  uint64_t key = mgop_desired_key(r, d);
+  struct mgop_fp *f;
+  if (j->rc) {
+    int status = j->status;
+    mgop_seterr(j->rc, "%s", j->err);
+    r->failed++;
+    if (!r->last_error[0]) snprintf(r->last_error, sizeof(r->last_error), "%s", mgop_errmsg());
+    MGOP_LOG(MGOP_WARN, ("apply %s %s/%s failed: %s", mgop_kinds[d->kind].kind, r->ns, d->name, mgop_errmsg()));
+    if (status < 400 || status >= 500 || status == 401 || status == 403 || status == 429)
+      return j->rc; /* the API server is unreachable or refuses us: nothing after this would fare better */
+    /* the API server rejects this object: a human must look; the objects
+     * after it are still applied, and the turn reports every rejection */
+    if (status == 422 || status == 400)
+      mgop_stall(r, "ApplyRejected", "%s %s was rejected: %s", mgop_kinds[d->kind].kind, d->name, mgop_errmsg());
+    if (!*first_rc) *first_rc = j->rc;
+    (*rejected)++;
+    return MGOP_OK;
+  }
+  r->applied++;
+  if (r->applied_note_len < sizeof(r->applied_note) - 80)
+    r->applied_note_len += (size_t)snprintf(r->applied_note + r->applied_note_len,
+                                            sizeof(r->applied_note) - r->applied_note_len, "%s%s %s",
+                                            r->applied > 1 ? ", " : "", mgop_kinds[d->kind].kind, d->name);
+  f = mgop_fp_upsert(key);
+  if (!f)
+    mgop_limit_reached(r, MGOP_L_FINGERPRINTS, "%s %s was applied, but the operator's object table is full (%zu "
+                       "rows for all clusters), so it cannot tell when it is in sync: raise --max-objects (about 26 "
+                       "per minimal cluster) or run fewer clusters per operator", mgop_kinds[d->kind].kind, d->name,
+                       mgop_fp_slots());
+  if (f) {
+    f->cluster = mgop_cluster_hash(r->ns, r->name);
+    f->kind = d->kind + 1; /* swept by a relist that does not show it */
+    f->epoch = mgop_server.list_epoch[d->kind];
+    /* a new generation is not settled until its controller says so */
+    if (mgop_kinds[d->kind].generation && j->res.generation != f->seen_gen) f->flags &= ~MGOP_FP_SETTLED;
+    f->applied_hash = d->hash;
+    f->applied_gen = j->res.generation;
+    snprintf(f->applied_rv, sizeof(f->applied_rv), "%s", j->res.rv);
+    /* until the watch reports it, what we wrote is what exists */
+    f->flags |= MGOP_FP_EXISTS;
+    f->seen_gen = j->res.generation;
+    snprintf(f->seen_rv, sizeof(f->seen_rv), "%s", j->res.rv);
+    snprintf(f->uid, sizeof(f->uid), "%s", j->res.uid);
+  }
+  {
+    char fields[512];
+    snprintf(fields, sizeof(fields), "\"kind\":\"%s\",\"namespace\":\"%s\",\"name\":\"%s\",\"resourceVersion\":\"%s\"",
+             mgop_kinds[d->kind].kind, r->ns, d->name, j->res.rv);
+    mgop_log_fields(MGOP_INFO, "reconcile", "applied", fields);
+  }
+  return MGOP_OK;
+}
+
+/* Applies every desired object from index `from` that is out of sync, as
+ * one batch: the objects of a phase never depend on each other (a child
+ * needs its owner's uid, so owners are a phase before), so they go out
+ * several at a time (--max-applies-in-flight) and their results are read in
+ * order. A rejected object does not hold back the others: the first error
+ * is returned once all were tried. */
 static int mgop_apply_from(struct mgop_rctx *r, int from) {
-  int first_rc = MGOP_OK, rejected = 0;
+  struct mgop_pool_job *jobs = mgop_server.jobs;
+  int n = 0, first_rc = MGOP_OK, rejected = 0, stop = -1;
   for (int i = from; i < r->ndesired; i++) {
     struct mgop_desired *d = &r->desired[i];
-    uint64_t key = mgop_desired_key(r, d);
-    struct mgop_fp *f = mgop_fp_find(key);
-    struct mgop_applied res;
     char path[512];
-    int status = 0, rc;
-    if (mgop_in_sync(d, f)) {
+    if (mgop_in_sync(d, mgop_fp_find(mgop_desired_key(r, d)))) {
       r->skipped++;
       continue;
     }
-    if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not applying");
     mgop_item_path(d->kind, r->ns, d->name, path, sizeof(path));
-    rc = mgop_kube_apply(mgop_api_ptr, path, d->json, d->len, &res, &status);
-    if (rc) {
-      r->failed++;
-      if (!r->last_error[0]) snprintf(r->last_error, sizeof(r->last_error), "%s", mgop_errmsg());
-      MGOP_LOG(MGOP_WARN, ("apply %s %s/%s failed: %s", mgop_kinds[d->kind].kind, r->ns, d->name, mgop_errmsg()));
-      if (status < 400 || status >= 500 || status == 401 || status == 403 || status == 429)
-        return rc; /* the API server is unreachable or refuses us: nothing after this would fare better */
-      /* the API server rejects this object: a human must look; the objects
-       * after it are still applied, and the turn reports every rejection */
-      if (status == 422 || status == 400)
-        mgop_stall(r, "ApplyRejected", "%s %s was rejected: %s", mgop_kinds[d->kind].kind, d->name, mgop_errmsg());
-      if (!first_rc) first_rc = rc;
-      rejected++;
-      continue;
-    }
-    r->applied++;
-    if (r->applied_note_len < sizeof(r->applied_note) - 80)
-      r->applied_note_len += (size_t)snprintf(r->applied_note + r->applied_note_len,
-                                              sizeof(r->applied_note) - r->applied_note_len, "%s%s %s",
-                                              r->applied > 1 ? ", " : "", mgop_kinds[d->kind].kind, d->name);
-    f = mgop_fp_upsert(key);
-    if (!f)
-      mgop_limit_reached(r, MGOP_L_FINGERPRINTS, "%s %s was applied, but the operator's object table is full (%zu "
-                         "rows for all clusters), so it cannot tell when it is in sync: raise --max-objects (about 26 "
-                         "per minimal cluster) or run fewer clusters per operator", mgop_kinds[d->kind].kind, d->name,
-                         mgop_fp_slots());
-    if (f) {
-      f->cluster = mgop_cluster_hash(r->ns, r->name);
-      f->kind = d->kind + 1; /* swept by a relist that does not show it */
-      f->epoch = mgop_server.list_epoch[d->kind];
-      /* a new generation is not settled until its controller says so */
-      if (mgop_kinds[d->kind].generation && res.generation != f->seen_gen) f->flags &= ~MGOP_FP_SETTLED;
-      f->applied_hash = d->hash;
-      f->applied_gen = res.generation;
-      snprintf(f->applied_rv, sizeof(f->applied_rv), "%s", res.rv);
-      /* until the watch reports it, what we wrote is what exists */
-      f->flags |= MGOP_FP_EXISTS;
-      f->seen_gen = res.generation;
-      snprintf(f->seen_rv, sizeof(f->seen_rv), "%s", res.rv);
-      snprintf(f->uid, sizeof(f->uid), "%s", res.uid);
-    }
-    {
-      char fields[512];
-      snprintf(fields, sizeof(fields), "\"kind\":\"%s\",\"namespace\":\"%s\",\"name\":\"%s\",\"resourceVersion\":\"%s\"",
-               mgop_kinds[d->kind].kind, r->ns, d->name, res.rv);
-      mgop_log_fields(MGOP_INFO, "reconcile", "applied", fields);
-    }
+    memset(&jobs[n], 0, offsetof(struct mgop_pool_job, err) + 1);
+    if (!(jobs[n].path = mgop_arena_strndup(r->arena, path, strlen(path))))
+      return mgop_seterr(MGOP_ERR_NOMEM, "reconcile arena exhausted");
+    jobs[n].json = d->json;
+    jobs[n].len = d->len;
+    mgop_server.job_desired[n++] = i;
   }
+  if (!n) return MGOP_OK;
+  if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not applying");
+  mgop_pool_apply(&mgop_server.pool, mgop_api_ptr, jobs, n);
+  mgop_pool_take_stats(&mgop_server.pool, &mgop_api_ptr->stats);
+  for (int k = 0; k < n; k++)
+    if (mgop_apply_result(r, &r->desired[mgop_server.job_desired[k]], &jobs[k], &first_rc, &rejected) && stop < 0)
+      stop = k;
+  if (stop >= 0) return mgop_seterr(jobs[stop].rc, "%s", jobs[stop].err);
   if (rejected > 1 && !strncmp(r->stalled_reason, "ApplyRejected", 13)) {
-    size_t n = strlen(r->stalled_msg);
-    snprintf(r->stalled_msg + n, sizeof(r->stalled_msg) - n, " (and %d more object%s rejected this turn; see the "
+    size_t len = strlen(r->stalled_msg);
+    snprintf(r->stalled_msg + len, sizeof(r->stalled_msg) - len, " (and %d more object%s rejected this turn; see the "
              "operator log)", rejected - 1, rejected == 2 ? "" : "s");
+  }
+  if (first_rc) { /* the message of the first rejection, not the last */
+    for (int k = 0; k < n; k++)
+      if (jobs[k].rc == first_rc) return mgop_seterr(first_rc, "%s", jobs[k].err);
   }
   return first_rc;
 }
@@ -9661,7 +9703,6 @@ static void mgop_deny(struct mgop_verdict *v, int code, const char *reason, cons
 /* Admission's own memory: it runs on the serving thread, beside the loop. */
 static unsigned char mgop_admit_arena_mem[4 * 1024 * 1024];
 static struct mgop_arena mgop_admit_arena;
-static int mgop_tcache_enabled; /* live: the loop fills the template cache */
 
 /* A MultigresCluster as the reconciler would resolve it, templates from the
  * watch cache: anything that would stall it is refused with the same
@@ -10374,6 +10415,7 @@ static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *tra
   pthread_attr_setstacksize(&attr, 1024 * 1024); /* admission resolves a whole cluster on it */
   if (pthread_create(serve, &attr, mgop_serve_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the serving thread");
   else started[0] = 1;
+  if (!rc) rc = mgop_pool_start(&mgop_server.pool);
   if (!rc && mgop_lease.enabled) {
     if (pthread_create(lease, &attr, mgop_lease_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the Lease thread");
     else started[1] = 1;
@@ -10406,6 +10448,7 @@ struct mgop_options {
       *webhook_owner, *webhook_extra_sans;
   long long webhook_cert_validity_s, webhook_ca_validity_s, webhook_check_s;
   size_t max_objects, max_series; /* 0: the defaults */
+  int applies_in_flight;      /* --max-applies-in-flight; 0: the default */
   const char *multiadmin_address;
   int zap_devel, zap_level, zap_level_set, zap_json; /* zap_json -1: by the mode */
   int enable_http2;           /* accepted: the servers speak HTTP/1.1 only */
@@ -10450,7 +10493,7 @@ static int mgop_lease_setup(const struct mgop_options *opt) {
   }
   for (int i = 0; i < 8; i++) snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
   snprintf(mgop_lease.identity, sizeof(mgop_lease.identity), "%s_%s", host[0] ? host : "multigres-op", hex);
-  mgop_lease.cfg = mgop_server.cfg; /* its own token reloads, its own connection */
+  mgop_kubecfg_copy(&mgop_lease.cfg, &mgop_server.cfg); /* its own token reloads, its own connection */
   if (mgop_kube_init(&mgop_lease.api, &mgop_lease.cfg)) {
     MGOP_LOG(MGOP_ERROR, ("cannot set up the Lease's API client: %s", mgop_errmsg()));
     return 2;
@@ -10527,7 +10570,7 @@ static int mgop_msec_cert(int first) {
 static int mgop_msec_setup(const struct mgop_options *opt) {
   mgop_msec.enabled = 1;
   snprintf(mgop_msec.cert_path, sizeof(mgop_msec.cert_path), "%s", opt->metrics_cert_path ? opt->metrics_cert_path : "");
-  mgop_msec.cfg = mgop_server.cfg;
+  mgop_kubecfg_copy(&mgop_msec.cfg, &mgop_server.cfg);
   if (mgop_kube_init(&mgop_msec.api, &mgop_msec.cfg)) {
     MGOP_LOG(MGOP_ERROR, ("--metrics-secure: cannot set up its API client: %s", mgop_errmsg()));
     return 2;
@@ -10702,6 +10745,11 @@ static int mgop_setup(const struct mgop_options *opt) {
   }
   mgop_server.api.may_write = mgop_may_write; /* only the leader's requests may write */
   mgop_server.api.beat_ms = &mgop_shared.beat_ms;
+  if (mgop_pool_init(&mgop_server.pool, (opt->applies_in_flight ? opt->applies_in_flight : MGOP_APPLIES_IN_FLIGHT_DEFAULT) - 1,
+                     &mgop_server.cfg, mgop_may_write, &mgop_shared.beat_ms)) {
+    MGOP_LOG(MGOP_ERROR, ("cannot set up the apply workers: %s", mgop_errmsg()));
+    return 2;
+  }
   mgop_api_ptr = &mgop_server.api;
   mgop_tcache_enabled = 1;
   mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
@@ -10724,7 +10772,9 @@ static int mgop_setup(const struct mgop_options *opt) {
     mgop_collection_path(i, i == K_NODE ? "" : opt->watch_namespace, path, sizeof(path));
     mgop_watch_init(&mgop_server.watches[i], &mgop_server.api, mgop_kinds[i].kind, path, owned ? MGOP_MANAGED_SELECTOR : NULL,
                     mgop_on_event, (void *)(intptr_t)i);
+    mgop_server.watches[i].list_conn = &mgop_server.lister;
   }
+  mgop_conn_init(&mgop_server.lister);
   mgop_server.watches[K_CERT].optional = 1;
   if (opt->webhook_enable && mgop_webhook_setup(opt)) return 2;
   return mgop_http_setup(opt);
@@ -10868,7 +10918,7 @@ static int mgop_loop(void) {
     for (int i = 0; i < K_COUNT; i++) {
       struct mgop_watch *w = &mgop_server.watches[i];
       due = mgop_watch_wake_ms(w, now);
-      if (w->state != MGOP_W_STREAM && due == 0) {
+      if (w->state != MGOP_W_STREAM && w->state != MGOP_W_START && due == 0) {
         mgop_watch_step(w, now);
         due = mgop_watch_wake_ms(w, mgop_now_ms());
       }
@@ -10887,7 +10937,16 @@ static int mgop_loop(void) {
         if (mgop_server.roots[i].used) mgop_enqueue(mgop_server.roots[i].ns, mgop_server.roots[i].name, 0);
     /* one root per turn so watches stay fresh; only the leader takes work
      * (the others keep watching, ready to take over) */
+    mgop_crd_check(); /* once, before the first turn: it gates reconciling */
     if (mgop_loop_reconcile()) wait = 0;
+    /* streams open after the turn, each on a connection (and a TLS
+     * handshake) of its own: the first reconcile after a start acts on the
+     * lists, all made over one connection, without waiting for them */
+    for (int i = 0; i < K_COUNT && !mgop_stopping(); i++)
+      if (mgop_server.watches[i].state == MGOP_W_START) {
+        mgop_watch_step(&mgop_server.watches[i], mgop_now_ms());
+        wait = 0; /* the next turn polls the new stream */
+      }
     wait = mgop_loop_timers(wait);
     pfd[n] = (struct pollfd){mgop_shared.wake_pipe[0], POLLIN, 0};
     if (poll(pfd, (nfds_t)n + (mgop_shared.wake_pipe[0] >= 0), (int)wait) < 0 && errno != EINTR) {
@@ -10932,10 +10991,12 @@ int mgop_run(const struct mgop_options *opt) {
   if (started[1]) pthread_join(lease_thread, NULL);
   if (started[0]) pthread_join(serve_thread, NULL);
   if (started[3]) pthread_join(msec_thread, NULL);
+  mgop_pool_stop(&mgop_server.pool);
   mgop_arena_reset(&mgop_server.arena);
   for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);
   if (mgop_wh.enabled) mgop_srv_close(&mgop_wh.srv);
   for (int i = 0; i < K_COUNT; i++) mgop_watch_close(&mgop_server.watches[i]);
+  mgop_conn_close(&mgop_server.lister);
   if (mgop_lease.enabled) mgop_kube_free(&mgop_lease.api);
   if (mgop_msec.enabled) mgop_kube_free(&mgop_msec.api);
   mgop_kube_free(&mgop_server.api);
@@ -11210,6 +11271,9 @@ static const char mgop_usage[] =
     "                           32768; about 220 bytes each). Full: a cluster stalls, LimitReached\n"
     "  --max-metric-series N    labelled gauge series (default: 2048; about 7 a minimal cluster;\n"
     "                           about 310 bytes each); full: a series is not exposed, and counted\n"
+    "  --max-applies-in-flight N  server-side applies of one reconcile phase sent at once, each\n"
+    "                           beyond the first on an API connection of its own (default: 4;\n"
+    "                           1 to 17; 1: one at a time)\n"
     "  --zap-devel              development mode: console encoder, debug level (default: true)\n"
     "  --zap-log-level LEVEL    debug, info, warn, error, or 0 (debug), 1 (info), 2 (error);\n"
     "                           default: debug with --zap-devel, else info\n"
@@ -11270,6 +11334,7 @@ static const struct mgop_flag mgop_flags[] = {
     {"topology-registration", MGOP_F_BOOL, 0},
     {"max-objects", MGOP_F_COUNT, 0},
     {"max-metric-series", MGOP_F_COUNT, 0},
+    {"max-applies-in-flight", MGOP_F_COUNT, 0},
     /* the reference operator's, so a Deployment written for it starts
      * (mgop_flag_dropin says what each does here) */
     {"metrics-secure", MGOP_F_BOOL, 0},
@@ -11413,6 +11478,15 @@ static int mgop_flag_value(const struct mgop_flag *f, const char *name, const ch
     case MGOP_F_COUNT: {
       char *end;
       long long n = strtoll(val, &end, 10);
+      if (!strcmp(f->name, "max-applies-in-flight")) {
+        if (*end || end == val || n < 1 || n > MGOP_POOL_WORKERS_MAX + 1) {
+          fprintf(stderr, "multigres-op: %s takes a count from 1 to %d, not \"%s\"\n", name, MGOP_POOL_WORKERS_MAX + 1,
+                  val);
+          return 2;
+        }
+        opt->applies_in_flight = (int)n;
+        return 0;
+      }
       if (*end || end == val || n < 64 || n > 4194304) {
         fprintf(stderr, "multigres-op: %s takes a count from 64 to 4194304, not \"%s\"\n", name, val);
         return 2;

@@ -13,7 +13,8 @@
  *        2.5 http              connection, request writer, response reader,
  *                              incremental chunked decoder, line splitter
  *        2.6 kube              API requests, streamed paginated LIST, WATCH,
- *                              server-side apply, status patches
+ *                              server-side apply, status patches, a pool
+ *                              that keeps several applies in flight
  *        2.7 state             names, the fingerprint table, the work set
  *        2.8 pki               ECDSA P-256 CA and serving certificates (SAN,
  *                              EKU in DER), validity, renewal, verification
@@ -37,7 +38,9 @@
  * Threads: the mechanism keeps no shared mutable state except the mbedTLS
  * heap and RNG (built with MBEDTLS_THREADING_C, so they lock) and the
  * tracer of 2.12 (its queue and counters under its own mutex; its client
- * and scratch belong to the one exporter thread). The last
+ * and scratch belong to the one exporter thread) and the apply pool of 2.6
+ * (a batch handed over and given back under its mutex; each worker's client
+ * and buffers are its own). The last
  * error, the log line and scratch buffers are per thread (_Thread_local);
  * every other object (a kube client, a connection, a server, a watch)
  * belongs to the one thread that made it. What the policy shares between
@@ -54,6 +57,7 @@
 #include <stdint.h>
 #include <stdarg.h>
 #include <signal.h>
+#include <pthread.h>
 
 #define JSMN_STATIC
 #define JSMN_STRICT
@@ -337,6 +341,9 @@ int mgop_kubecfg_from_file(struct mgop_kubecfg *c, const char *path, const char 
 int mgop_kubecfg_in_cluster(struct mgop_kubecfg *c, const char *sa_dir);
 /* --kubeconfig flag, then $KUBECONFIG, then in-cluster, then ~/.kube/config. */
 int mgop_kubecfg_auto(struct mgop_kubecfg *c, const char *flag_path, const char *context);
+/* A copy for another client (its own token reloads) that writes only the
+ * bytes in use: the three PEM buffers are 64 KiB each, mostly empty. */
+void mgop_kubecfg_copy(struct mgop_kubecfg *dst, const struct mgop_kubecfg *src);
 /* Re-read token_file if it is time (or force). Returns MGOP_OK when unchanged too. */
 int mgop_kubecfg_reload_token(struct mgop_kubecfg *c, long long now_ms, int force);
 int mgop_url_parse(const char *url, char *scheme, size_t scap, char *host, size_t hcap, char *port, size_t pcap,
@@ -534,12 +541,17 @@ struct mgop_watch {
   struct mgop_kube *kube;
   int retry_after_s;          /* from the last 429/503, or -1         */
   int optional;               /* a 404 on the list means ABSENT, not an error */
+  struct mgop_conn *list_conn; /* NULL: LIST on conn; else a keep-alive one
+                                * shared by several watches (see mgop_watch_step) */
   unsigned long long events, relists, restarts, overlong; /* overlong: events and list items dropped */
 };
 void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind, const char *path,
                      const char *selector, mgop_event_fn fn, void *ctx);
 /* Drives the state machine: list, (re)start, read what is available.
- * Never blocks longer than one request. */
+ * Never blocks longer than one request. With a shared list_conn a LIST
+ * step ends in START, and the stream opens at the next step: its owner can
+ * list every kind over one TLS handshake and open the streams (one
+ * handshake each) after acting on what the lists showed. */
 int mgop_watch_step(struct mgop_watch *w, long long now);
 int mgop_watch_fd(const struct mgop_watch *w);     /* -1 when not streaming */
 long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now); /* ms until step is due */
@@ -554,6 +566,44 @@ void mgop_watch_enable(struct mgop_watch *w);
 struct mgop_applied { char rv[24]; char uid[40]; long long generation; };
 int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, struct mgop_applied *out,
                     int *status);
+/* The same with the caller's response buffer and tokens (any thread). */
+int mgop_kube_apply_into(struct mgop_kube *k, const char *item_path, const char *json, size_t n,
+                         struct mgop_applied *out, int *status, char *body, size_t cap, jsmntok_t *tok, unsigned ntok);
+
+/* Several applies in flight for one caller: a batch of independent applies
+ * runs on `workers` threads, each with an API connection of its own, while
+ * the caller runs its share on its own client; mgop_pool_apply returns when
+ * every job has its result, so the caller reads them in order as if it had
+ * made them one by one. No job may depend on another of its batch. Memory
+ * is allocated at start; 0 workers: the caller makes every request. */
+#define MGOP_POOL_WORKERS_MAX 16
+#define MGOP_POOL_BODY (64 * 1024)   /* one apply response  */
+#define MGOP_POOL_TOKENS 4096        /* ... its tokens      */
+struct mgop_pool_job {
+  const char *path;                  /* the object's item path (caller's) */
+  const char *json;
+  size_t len;
+  int rc, status;                    /* results                           */
+  struct mgop_applied res;
+  char err[512];                     /* mgop_errmsg() when rc != 0        */
+};
+struct mgop_pool_worker;
+struct mgop_pool {
+  pthread_mutex_t mu;
+  pthread_cond_t work, done;
+  struct mgop_pool_job *jobs;        /* the batch under way, or NULL      */
+  int njobs, next, finished, stop;
+  int nworkers, running;             /* made, and threads started         */
+  struct mgop_pool_worker *w;
+  unsigned long long batches, parallel_jobs, max_in_flight, in_flight;
+};
+int mgop_pool_init(struct mgop_pool *p, int workers, const struct mgop_kubecfg *cfg, int (*may_write)(void),
+                   long long *beat_ms);
+int mgop_pool_start(struct mgop_pool *p);  /* the threads (signals blocked by the caller) */
+void mgop_pool_apply(struct mgop_pool *p, struct mgop_kube *own, struct mgop_pool_job *jobs, int n);
+/* Adds the workers' request counts to *into and zeroes them (between batches). */
+void mgop_pool_take_stats(struct mgop_pool *p, struct mgop_kube_stats *into);
+void mgop_pool_stop(struct mgop_pool *p);  /* joins the threads, frees the clients */
 /* JSON merge patch of the status subresource; rv (24 bytes, or NULL) gets
  * the resourceVersion the write made, so its watch echo can be told apart. */
 int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
@@ -2248,6 +2298,17 @@ static int mgop_trim_token(char *tok) {
   return (int)n;
 }
 
+void mgop_kubecfg_copy(struct mgop_kubecfg *dst, const struct mgop_kubecfg *src) {
+  memcpy(dst, src, offsetof(struct mgop_kubecfg, ca));
+  memcpy(dst->ca, src->ca, src->ca_len < sizeof(src->ca) ? src->ca_len : sizeof(src->ca));
+  memcpy(dst->cert, src->cert, src->cert_len < sizeof(src->cert) ? src->cert_len : sizeof(src->cert));
+  memcpy(dst->key, src->key, src->key_len < sizeof(src->key) ? src->key_len : sizeof(src->key));
+  dst->ca_len = src->ca_len;
+  dst->cert_len = src->cert_len;
+  dst->key_len = src->key_len;
+  dst->token_loaded_ms = src->token_loaded_ms;
+}
+
 int mgop_kubecfg_reload_token(struct mgop_kubecfg *c, long long now_ms, int force) {
   char tmp[MGOP_TOKEN_MAX];
   size_t n;
@@ -3496,18 +3557,23 @@ static char mgop_small_body[64 * 1024]; /* apply/patch/delete responses */
 
 int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, struct mgop_applied *res,
                     int *status) {
+  static jsmntok_t tok[4096];
+  return mgop_kube_apply_into(k, item_path, json, n, res, status, mgop_small_body, sizeof(mgop_small_body), tok, 4096);
+}
+
+int mgop_kube_apply_into(struct mgop_kube *k, const char *item_path, const char *json, size_t n,
+                         struct mgop_applied *res, int *status, char *body, size_t cap, jsmntok_t *tok, unsigned ntok) {
   char path[1024];
   struct mgop_buf out;
   int rc;
   snprintf(path, sizeof(path), "%s?fieldManager=multigres-operator&force=true", item_path);
-  mgop_buf_init(&out, mgop_small_body, sizeof(mgop_small_body));
-  rc = mgop_kube_request(k, "PATCH", path, "application/apply-patch+yaml", json, n, &out, status);
+  mgop_buf_init(&out, body, cap);
+  rc = mgop_kube_exchange(k, &k->conn, "PATCH", path, "application/apply-patch+yaml", json, n, &out, NULL, status);
   if (rc && rc != MGOP_ERR_TOOBIG) return rc;
   if (*status == 200 || *status == 201) {
-    static jsmntok_t tok[4096];
     struct mgop_json j;
     memset(res, 0, sizeof(*res));
-    if (!out.overflow && mgop_json_parse(&j, out.p, out.len, tok, 4096) == MGOP_OK) {
+    if (!out.overflow && mgop_json_parse(&j, out.p, out.len, tok, ntok) == MGOP_OK) {
       mgop_json_path_str(&j, 0, "metadata.resourceVersion", res->rv, sizeof(res->rv));
       mgop_json_path_str(&j, 0, "metadata.uid", res->uid, sizeof(res->uid));
       mgop_json_i64(&j, mgop_json_path(&j, 0, "metadata.generation"), &res->generation);
@@ -3519,6 +3585,145 @@ int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json
     mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
     return mgop_seterr(MGOP_ERR_STATUS, "apply %s: HTTP %d: %s", item_path, *status, msg);
   }
+}
+
+/* --- the apply pool ---------------------------------------------------------- */
+struct mgop_pool_worker {
+  struct mgop_pool *pool;
+  pthread_t thread;
+  struct mgop_kubecfg cfg;           /* its own copy: its own token reloads */
+  struct mgop_kube kube;
+  char body[MGOP_POOL_BODY];
+  jsmntok_t tok[MGOP_POOL_TOKENS];
+};
+
+static void mgop_pool_run_one(struct mgop_kube *k, struct mgop_pool_job *j, char *body, size_t cap, jsmntok_t *tok,
+                              unsigned ntok) {
+  j->status = 0;
+  j->err[0] = 0;
+  j->rc = body ? mgop_kube_apply_into(k, j->path, j->json, j->len, &j->res, &j->status, body, cap, tok, ntok)
+               : mgop_kube_apply(k, j->path, j->json, j->len, &j->res, &j->status);
+  if (j->rc) snprintf(j->err, sizeof(j->err), "%s", mgop_errmsg());
+}
+
+/* Takes the next job of the batch, or -1 (under the mutex). */
+static int mgop_pool_take(struct mgop_pool *p) {
+  if (!p->jobs || p->next >= p->njobs) return -1;
+  if (++p->in_flight > p->max_in_flight) p->max_in_flight = p->in_flight;
+  return p->next++;
+}
+
+static void mgop_pool_finish(struct mgop_pool *p) { /* under the mutex */
+  p->in_flight--;
+  if (++p->finished == p->njobs) pthread_cond_signal(&p->done);
+}
+
+static void *mgop_pool_main(void *arg) {
+  struct mgop_pool_worker *w = arg;
+  struct mgop_pool *p = w->pool;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    int i;
+    while (!p->stop && (i = mgop_pool_take(p)) < 0) pthread_cond_wait(&p->work, &p->mu);
+    if (p->stop) break;
+    pthread_mutex_unlock(&p->mu);
+    mgop_pool_run_one(&w->kube, &p->jobs[i], w->body, sizeof(w->body), w->tok, MGOP_POOL_TOKENS);
+    pthread_mutex_lock(&p->mu);
+    mgop_pool_finish(p);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+int mgop_pool_init(struct mgop_pool *p, int workers, const struct mgop_kubecfg *cfg, int (*may_write)(void),
+                   long long *beat_ms) {
+  memset(p, 0, sizeof(*p));
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->work, NULL);
+  pthread_cond_init(&p->done, NULL);
+  if (workers < 0 || workers > MGOP_POOL_WORKERS_MAX)
+    return mgop_seterr(MGOP_ERR_CONFIG, "%d apply workers: between 0 and %d", workers, MGOP_POOL_WORKERS_MAX);
+  if (!workers) return MGOP_OK;
+  if (!(p->w = mgop_table_alloc((size_t)workers, sizeof(*p->w))))
+    return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate %d apply workers", workers);
+  for (int i = 0; i < workers; i++) {
+    struct mgop_pool_worker *w = &p->w[i];
+    w->pool = p;
+    mgop_kubecfg_copy(&w->cfg, cfg);
+    if (mgop_kube_init(&w->kube, &w->cfg)) {
+      for (int k = 0; k < i; k++) mgop_kube_free(&p->w[k].kube);
+      return mgop_seterr(MGOP_ERR_CONFIG, "apply worker %d: %s", i + 1, mgop_errmsg());
+    }
+    w->kube.may_write = may_write;
+    w->kube.beat_ms = beat_ms;
+    p->nworkers++;
+  }
+  return MGOP_OK;
+}
+
+int mgop_pool_start(struct mgop_pool *p) {
+  pthread_attr_t attr;
+  int rc = MGOP_OK;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 1024 * 1024); /* glibc carves the ~300 KiB of static TLS from it */
+  for (; p->running < p->nworkers; p->running++) {
+    int e = pthread_create(&p->w[p->running].thread, &attr, mgop_pool_main, &p->w[p->running]);
+    if (e) {
+      rc = mgop_seterr(MGOP_ERR_IO, "cannot start apply worker %d: %s", p->running + 1, strerror(e));
+      break;
+    }
+  }
+  pthread_attr_destroy(&attr);
+  return rc;
+}
+
+void mgop_pool_apply(struct mgop_pool *p, struct mgop_kube *own, struct mgop_pool_job *jobs, int n) {
+  int i;
+  if (!p || !p->running || n < 2) {
+    for (i = 0; i < n; i++) mgop_pool_run_one(own, &jobs[i], NULL, 0, NULL, 0);
+    return;
+  }
+  pthread_mutex_lock(&p->mu);
+  p->jobs = jobs;
+  p->njobs = n;
+  p->next = p->finished = 0;
+  p->batches++;
+  p->parallel_jobs += (unsigned long long)n;
+  pthread_cond_broadcast(&p->work);
+  while ((i = mgop_pool_take(p)) >= 0) { /* the caller takes its share */
+    pthread_mutex_unlock(&p->mu);
+    mgop_pool_run_one(own, &jobs[i], NULL, 0, NULL, 0);
+    pthread_mutex_lock(&p->mu);
+    mgop_pool_finish(p);
+  }
+  while (p->finished < p->njobs) pthread_cond_wait(&p->done, &p->mu);
+  p->jobs = NULL;
+  p->njobs = p->next = p->finished = 0;
+  pthread_mutex_unlock(&p->mu);
+}
+
+void mgop_pool_take_stats(struct mgop_pool *p, struct mgop_kube_stats *into) {
+  pthread_mutex_lock(&p->mu);
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mgop_kube_stats *s = &p->w[i].kube.stats;
+    into->requests += s->requests;
+    into->writes += s->writes;
+    into->errors += s->errors;
+    into->reconnects += s->reconnects;
+    into->token_reloads += s->token_reloads;
+    memset(s, 0, sizeof(*s));
+  }
+  pthread_mutex_unlock(&p->mu);
+}
+
+void mgop_pool_stop(struct mgop_pool *p) {
+  pthread_mutex_lock(&p->mu);
+  p->stop = 1;
+  pthread_cond_broadcast(&p->work);
+  pthread_mutex_unlock(&p->mu);
+  for (int i = 0; i < p->running; i++) pthread_join(p->w[i].thread, NULL);
+  for (int i = 0; i < p->nworkers; i++) mgop_kube_free(&p->w[i].kube);
+  p->running = p->nworkers = 0;
 }
 
 int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
@@ -3600,6 +3805,7 @@ void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind
   w->backoff_ms = MGOP_BACKOFF_MIN_MS;
   w->retry_after_s = -1;
   w->kube = k;
+  w->list_conn = NULL;
   w->on_event = fn;
   w->ctx = ctx;
   mgop_conn_init(&w->conn);
@@ -3654,8 +3860,9 @@ static int mgop_watch_do_list(struct mgop_watch *w) {
   snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?labelSelector=" : "", w->selector);
   w->relists++;
   if (w->on_event) w->on_event(w->ctx, w, "LIST_BEGIN", NULL, -1);
-  rc = mgop_kube_list(w->kube, &w->conn, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped);
-  mgop_watch_close(w);
+  rc = mgop_kube_list(w->kube, w->list_conn ? w->list_conn : &w->conn, path, mgop_watch_list_item, w, w->rv,
+                      sizeof(w->rv), &skipped);
+  mgop_watch_close(w); /* its own connection; a shared one stays open (a failed exchange closed it) */
   w->overlong += skipped;
   if (rc) w->retry_after_s = w->kube->last_retry_after_s;
   else if (skipped) /* what the list did not show may still exist: forget nothing */
@@ -3751,6 +3958,7 @@ int mgop_watch_step(struct mgop_watch *w, long long now) {
         return rc;
       }
       w->state = MGOP_W_START;
+      if (w->list_conn) return MGOP_OK; /* the owner starts it when it chooses */
       MGOP_FALLTHROUGH;
     case MGOP_W_START:
       rc = mgop_watch_start(w);

@@ -1091,6 +1091,169 @@ static void test_fake_watch_honours_retry_after(void) {
   CHECK(t_fake_wait(pid) == 0);
 }
 
+/* Watches sharing a list connection: both LISTs go over one connection,
+ * kept alive, and each LIST step stops at START (the owner opens the
+ * streams later); the streams then get connections of their own. */
+static void test_fake_watch_shared_list_conn(void) {
+  static char list1[256], list2[256];
+  static struct mgop_watch w[2];
+  static const char *const empty = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+  struct t_step steps[4] = {
+      {"GET /apis/x/v1/things?limit=500 ",
+       t_plain(list1, sizeof(list1), "{\"metadata\":{\"resourceVersion\":\"4\"},\"items\":[" T_OBJ("a", "4") "]}"), 0},
+      {"GET /apis/x/v1/others?limit=500 ",
+       t_plain(list2, sizeof(list2), "{\"metadata\":{\"resourceVersion\":\"5\"},\"items\":[" T_OBJ("b", "5") "]}"), 0},
+      {"/apis/x/v1/things?watch=1&allowWatchBookmarks=true&resourceVersion=4", empty, 1},
+      {"/apis/x/v1/others?watch=1&allowWatchBookmarks=true&resourceVersion=5", empty, 1},
+  };
+  struct t_events ev = {{{0}}, 0};
+  struct mgop_kube k;
+  struct mgop_conn lister;
+  int port, lister_fd;
+  pid_t pid = t_fake_start(steps, 4, &port);
+  t_fake_client(&k, port);
+  mgop_conn_init(&lister);
+  mgop_watch_init(&w[0], &k, "Thing", "/apis/x/v1/things", NULL, t_record, &ev);
+  mgop_watch_init(&w[1], &k, "Other", "/apis/x/v1/others", NULL, t_record, &ev);
+  w[0].list_conn = w[1].list_conn = &lister;
+  mgop_watch_step(&w[0], mgop_now_ms());
+  lister_fd = lister.fd;
+  mgop_watch_step(&w[1], mgop_now_ms());
+  CHECK(w[0].state == MGOP_W_START && w[1].state == MGOP_W_START); /* listed, not started */
+  CHECK(w[0].conn.fd < 0 && w[1].conn.fd < 0);
+  CHECK(lister_fd >= 0 && lister.fd == lister_fd); /* one connection, still open */
+  CHECK(k.stats.reconnects == 1);
+  CHECK(ev.n == 2 && !strcmp(ev.log[0], "SYNC a") && !strcmp(ev.log[1], "SYNC b"));
+  CHECK_STR(w[0].rv, "4");
+  CHECK_STR(w[1].rv, "5");
+  for (int i = 0; i < 2; i++) {
+    mgop_watch_step(&w[i], mgop_now_ms());
+    CHECK(w[i].restarts == 1 && w[i].conn.fd != lister.fd);
+  }
+  for (int i = 0; i < 2; i++) mgop_watch_close(&w[i]);
+  mgop_conn_close(&lister);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
+/* Reads one request, head and Content-Length body; returns its first line. */
+static int t_read_whole_request(int fd, char *line, size_t cap) {
+  char buf[8192], *end = NULL, *cl;
+  size_t n = 0, want = 0;
+  while (n < sizeof(buf) - 1 && (!end || n < want)) {
+    ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
+    if (r <= 0) return -1;
+    n += (size_t)r;
+    buf[n] = 0;
+    if (!end && (end = strstr(buf, "\r\n\r\n"))) {
+      cl = strcasestr(buf, "Content-Length:");
+      want = (size_t)(end + 4 - buf) + (cl && cl < end ? strtoul(cl + 15, NULL, 10) : 0);
+    }
+  }
+  snprintf(line, cap, "%.*s", (int)strcspn(buf, "\r\n"), buf);
+  return 0;
+}
+
+/* Child for the apply pool: holds the first `hold` requests until all of
+ * them are open at once (exit 5 when they never are: the pool sent them one
+ * by one), then answers every request at once. Each answer carries a
+ * resourceVersion from the object's name (/things/oN -> "10N"); /things/bad
+ * gets 422. */
+static void t_pool_serve(int lfd, int hold, int total) {
+  int conns[8], nconn = 0, answered = 0, pending[8] = {0}, npending = 0, held = 1;
+  long long until = mgop_now_ms() + 20000; /* valgrind is slow */
+  char names[8][64];
+  while (answered < total) {
+    struct pollfd p[9];
+    p[0] = (struct pollfd){lfd, POLLIN, 0};
+    for (int i = 0; i < nconn; i++) p[i + 1] = (struct pollfd){conns[i], pending[i] ? 0 : POLLIN, 0};
+    if (mgop_now_ms() > until) _exit(5);
+    if (poll(p, (nfds_t)nconn + 1, 100) < 0) _exit(4);
+    int polled = nconn; /* a connection accepted now is polled next turn */
+    if (p[0].revents && nconn < 8) conns[nconn++] = accept(lfd, NULL, NULL);
+    for (int i = 0; i < polled; i++) {
+      char line[2048], *s;
+      if (!(p[i + 1].revents & POLLIN) || pending[i]) continue;
+      if (t_read_whole_request(conns[i], line, sizeof(line))) { /* closed */
+        close(conns[i]);
+        conns[i] = conns[--nconn];
+        pending[i] = pending[nconn];
+        memcpy(names[i], names[nconn], sizeof(names[0]));
+        break;
+      }
+      s = strstr(line, "/things/");
+      snprintf(names[i], sizeof(names[i]), "%.*s", s ? (int)strcspn(s + 8, "? ") : 0, s ? s + 8 : "");
+      pending[i] = 1;
+      npending++;
+    }
+    if (held && npending < hold) continue;
+    held = 0;
+    for (int i = 0; i < nconn; i++) {
+      char reply[512], body[200];
+      if (!pending[i]) continue;
+      if (!strcmp(names[i], "bad"))
+        snprintf(body, sizeof(body), "{\"kind\":\"Status\",\"message\":\"spec.x: Invalid value\"}");
+      else
+        snprintf(body, sizeof(body), "{\"metadata\":{\"name\":\"%.20s\",\"uid\":\"u-%.20s\",\"resourceVersion\":\"10%.8s\","
+                 "\"generation\":1}}", names[i], names[i], names[i][0] == 'o' ? names[i] + 1 : "0");
+      snprintf(reply, sizeof(reply), "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+               strcmp(names[i], "bad") ? "200 OK" : "422 Unprocessable Entity", strlen(body), body);
+      if (write(conns[i], reply, strlen(reply)) < 0) _exit(2);
+      pending[i] = 0;
+      npending--;
+      answered++;
+    }
+  }
+  usleep(100000);
+  _exit(0);
+}
+
+/* Several applies in flight: two workers and the caller send a batch of
+ * three at once (the server answers none before all three are open), the
+ * results land in their own jobs, a 422 keeps its status and message, and
+ * the workers' requests are counted. */
+static void test_apply_pool(void) {
+  static struct mgop_pool pool;
+  static struct mgop_pool_job jobs[5];
+  static const char *const names[5] = {"o1", "o2", "o3", "bad", "o5"};
+  char paths[5][64];
+  struct mgop_kube k;
+  struct mgop_kube_stats st = {0, 0, 0, 0, 0};
+  int port, lfd = t_listen(&port);
+  pid_t pid = fork();
+  if (pid == 0) t_pool_serve(lfd, 3, 8);
+  close(lfd);
+  t_fake_client(&k, port);
+  CHECK(mgop_pool_init(&pool, 2, &t_cfg, NULL, NULL) == MGOP_OK);
+  CHECK(mgop_pool_start(&pool) == MGOP_OK && pool.running == 2);
+  if (pool.running != 2) fprintf(stderr, "    pool: %d of %d running: %s\n", pool.running, pool.nworkers, mgop_errmsg());
+  for (int i = 0; i < 5; i++) {
+    snprintf(paths[i], sizeof(paths[i]), "/apis/x/v1/namespaces/d/things/%s", names[i]);
+    jobs[i] = (struct mgop_pool_job){.path = paths[i], .json = "{}", .len = 2};
+  }
+  mgop_pool_apply(&pool, &k, jobs, 3);
+  for (int i = 0; i < 3; i++) {
+    char rv[16];
+    snprintf(rv, sizeof(rv), "10%d", i + 1);
+    CHECK(jobs[i].rc == MGOP_OK && jobs[i].status == 200);
+    CHECK_STR(jobs[i].res.rv, rv);
+  }
+  CHECK(pool.max_in_flight == 3);
+  mgop_pool_apply(&pool, &k, jobs, 5);
+  CHECK(jobs[3].rc == MGOP_ERR_STATUS && jobs[3].status == 422 && strstr(jobs[3].err, "spec.x: Invalid value"));
+  CHECK(jobs[4].rc == MGOP_OK);
+  CHECK_STR(jobs[4].res.uid, "u-o5");
+  mgop_pool_take_stats(&pool, &st);
+  CHECK(st.requests + k.stats.requests == 8 && st.writes + k.stats.writes == 8);
+  CHECK(st.requests >= 2); /* the workers' share is counted */
+  mgop_pool_take_stats(&pool, &st);
+  CHECK(st.requests + k.stats.requests == 8); /* taken once */
+  mgop_pool_stop(&pool);
+  CHECK(pool.running == 0);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
 /* ======================================================================
  * 7. TLS against a local mbedTLS server
  * ==================================================================== */
@@ -5007,6 +5170,8 @@ static const struct t_case t_cases[] = {
     {"fake_truncated_and_429", test_fake_truncated_and_429},
     {"fake_overlong_event_relists", test_fake_overlong_event_relists},
     {"fake_watch_honours_retry_after", test_fake_watch_honours_retry_after},
+    {"fake_watch_shared_list_conn", test_fake_watch_shared_list_conn},
+    {"apply_pool", test_apply_pool},
     {"ip_san_matcher", test_ip_san_matcher},
     {"tls_verification", test_tls_verification},
     {"tls_ip_san", test_tls_ip_san},
