@@ -10204,8 +10204,9 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
 /* ======================================================================
  * 13. The loop
  * ==================================================================== */
-/* Three threads, each with its own API connection where it needs one (and
- * two more when asked: the trace exporter and the secure metrics server):
+/* Three threads and the apply workers, each with its own API connection
+ * where it needs one (and two more when asked: the trace exporter and the
+ * secure metrics server):
  *   the loop     (main thread) watches, reconciles, rotates certificates;
  *                it owns every table of sections 3-9, the watches and
  *                mgop_server.api, and the etcd client of the topology
@@ -10218,6 +10219,9 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *                2.12); spans reach it only through the tracer's queue.
  *   metrics      with --metrics-secure only: /metrics over TLS, the token
  *                reviews on mgop_msec.api and their cache, all its own.
+ *   apply workers (--max-applies-in-flight minus 1) send a phase's
+ *                applies beside the loop's own (mgop_server.pool); each
+ *                client and response buffer is the worker's own.
  * What crosses threads, and how (nothing else does):
  *   - mgop_shared.mu guards mgop_shared's plain fields, the metric series
  *     and mgop_stats: the loop writes them, the serving thread (or the
@@ -10232,6 +10236,11 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   - atomics: mgop_shared.synced and .beat_ms (loop -> serving), the
  *     Lease's leading, renewed_ms, seen_ok_ms, new_term, lost (Lease ->
  *     all), mgop_stop_signal and mgop_io_abort (signal -> all);
+ *   - mgop_server.pool.mu: a batch of applies (the jobs) handed to the
+ *     workers and back; the loop reads the results and the workers' request
+ *     counts only after the batch, under it;
+ *   - the servers' response-buffer slots (multigres-op.h 2.9), under their
+ *     own lock: the serving and secure metrics threads both take them;
  *   - pipes: stop (main -> every thread), offer (loop -> serving: a new
  *     certificate in mgop_shared.offer), wake (Lease -> loop).
  * The serving thread's servers, connections and admission arena are its

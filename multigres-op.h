@@ -40,7 +40,9 @@
  * tracer of 2.12 (its queue and counters under its own mutex; its client
  * and scratch belong to the one exporter thread) and the apply pool of 2.6
  * (a batch handed over and given back under its mutex; each worker's client
- * and buffers are its own). The last
+ * and buffers are its own) and the servers' response-buffer slots of 2.9
+ * (taken and given back under their own lock: the serving and secure-metrics
+ * threads share them). The last
  * error, the log line and scratch buffers are per thread (_Thread_local);
  * every other object (a kube client, a connection, a server, a watch)
  * belongs to the one thread that made it. What the policy shares between
@@ -4870,26 +4872,38 @@ int mgop_srv_pool_init(size_t slot_bytes) {
 static char *mgop_srv_big_buf(int i) { return mgop_srv_pool_mem + (size_t)i * mgop_srv_big; }
 static char mgop_srv_drain[4096];
 
-static int mgop_srv_pool_get(void) {
+/* The slots are shared by every server (the serving thread's and, with
+ * --metrics-secure, the metrics thread's): taken and given back under a lock. */
+static pthread_mutex_t mgop_srv_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* A free slot, if at least min_free are free; else -1. */
+static int mgop_srv_pool_take(int min_free) {
+  int nfree = 0, slot = -1;
   if (!mgop_srv_pool_mem && mgop_srv_pool_init(MGOP_SRV_BIG_MAX)) return -1; /* sized at start-up */
+  pthread_mutex_lock(&mgop_srv_pool_mu);
   for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++)
     if (!mgop_srv_pool_used[i]) {
-      mgop_srv_pool_used[i] = 1;
-      return i;
+      nfree++;
+      if (slot < 0) slot = i;
     }
-  return -1;
+  if (slot >= 0 && nfree >= min_free) mgop_srv_pool_used[slot] = 1;
+  else slot = -1;
+  pthread_mutex_unlock(&mgop_srv_pool_mu);
+  return slot;
 }
+
+static int mgop_srv_pool_get(void) { return mgop_srv_pool_take(1); }
 
 /* A request body may take a slot only if one stays free for responses:
  * otherwise requests holding every slot could not be answered. */
-static int mgop_srv_pool_get_for_request(void) {
-  int nfree = 0;
-  for (int i = 0; i < MGOP_SRV_BIG_SLOTS; i++) nfree += !mgop_srv_pool_used[i];
-  return nfree >= 2 ? mgop_srv_pool_get() : -1;
-}
+static int mgop_srv_pool_get_for_request(void) { return mgop_srv_pool_take(2); }
 
 static void mgop_srv_pool_put(int *slot) {
-  if (*slot >= 0) mgop_srv_pool_used[*slot] = 0;
+  if (*slot >= 0) {
+    pthread_mutex_lock(&mgop_srv_pool_mu);
+    mgop_srv_pool_used[*slot] = 0;
+    pthread_mutex_unlock(&mgop_srv_pool_mu);
+  }
   *slot = -1;
 }
 
