@@ -46,6 +46,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CP="$ROOT/tests/controlplane/cp.sh"
 read -r -a SIZES <<<"${*:-${BENCH_SIZES:-10 100 1000}}"
 MIX=${BENCH_MIX:-100}
+BENCH_OP_FLAGS=${BENCH_OP_FLAGS:-} # more operator flags, e.g. --max-applies-in-flight 1 (an A/B of one knob)
 BINDER=${BENCH_BINDER:-1}
 binder_pid=
 for n in "${SIZES[@]}" "$MIX"; do
@@ -121,18 +122,20 @@ cp_down() { # the operator's audit lines stay in build/bench/audit-<size>.log
 }
 
 # op_start CLUSTERS: the operator ("bench"; its log build/bench/bench.log),
-# tables sized for CLUSTERS, on fixed ports (the pollers start before it listens)
-op_start() {
+# tables sized for CLUSTERS, on fixed ports (the pollers start before it
+# listens): op_ports picks them, op_launch starts it
+op_ports() { read -r mport pport wport < <(free_ports 3); }
+op_start() { op_ports; op_launch "$1"; }
+op_launch() {
   local objects=$(( $1 * 32 )) series=$(( $1 * 16 ))
   [ $objects -ge 8192 ] || objects=8192
   [ $series -ge 2048 ] || series=2048
-  read -r mport pport wport < <(free_ports 3)
   OP_OWN_SESSION=1 start_operator bench --kubeconfig "$MGOP_KUBECONFIG" --namespace $ns \
     --max-objects $objects --max-metric-series $series \
     --metrics-bind-address 127.0.0.1:$mport --health-probe-bind-address 127.0.0.1:$pport \
     --webhook-enable --webhook-bind-address 127.0.0.1:$wport \
     --webhook-service-namespace $ns --webhook-configuration-name bench-none --webhook-extra-sans 127.0.0.1 \
-    --webhook-owner-deployment=
+    --webhook-owner-deployment= $BENCH_OP_FLAGS
 }
 metric() { curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 op_mem() { # the operator's "VmRSS VmHWM" in KiB
@@ -243,12 +246,13 @@ while time.time() - moved < still:
 print("%.3f" % moved)
 PY
 }
-# first_reconcile LAUNCH: seconds from LAUNCH until the reconcile counter
-# first moves (polled every 2 ms; the poller starts before the operator)
-first_reconcile() {
-  python3 - "http://127.0.0.1:$mport/metrics" "$1" <<'PY'
+# first_reconcile_at: the time (epoch seconds) the reconcile counter first
+# moves, polled every 2 ms; started before the operator, so its own start-up
+# is not in the figure; -1 if it never moves
+first_reconcile_at() {
+  python3 - "http://127.0.0.1:$mport/metrics" <<'PY'
 import sys, time, http.client
-port = int(sys.argv[1].split(":")[2].split("/")[0]); launch = float(sys.argv[2])
+port = int(sys.argv[1].split(":")[2].split("/")[0])
 deadline = time.time() + 120
 while time.time() < deadline:
     try:
@@ -257,7 +261,7 @@ while time.time() < deadline:
         n = sum(float(l.split()[1]) for l in body.splitlines()
                 if l.startswith("controller_runtime_reconcile_total{controller=\"multigrescluster\""))
         if n > 0:
-            print(round((time.time() - launch) * 1000)); sys.exit(0)
+            print("%.4f" % time.time()); sys.exit(0)
     except OSError: pass
     time.sleep(0.002)
 print(-1)
@@ -306,9 +310,16 @@ print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dat
   fig "$n" hwm_kib "$hwm" KiB
   # restart with the N clusters present
   stop_operator bench
-  restart_t=$(now) w_from=$restart_t
-  op_start "$n"
-  first=$(first_reconcile "$restart_t")
+  w_from=$(now)
+  op_ports
+  first_reconcile_at >"$IT_LOGS/first-reconcile" &
+  local poller=$!
+  sleep 0.5 # the poller polls
+  restart_t=$(now)
+  op_launch "$n"
+  wait "$poller"
+  first=$(python3 -c 'import sys; t = float(open(sys.argv[1]).read() or -1)
+print(round((t - float(sys.argv[2])) * 1000) if t > 0 else -1)' "$IT_LOGS/first-reconcile" "$restart_t")
   idle_at=$(quiet 5)
   fig "$n" start_to_first_reconcile_ms "$first" ms
   fig "$n" restart_to_idle_seconds "$(elapsed "$restart_t" "$idle_at")" s
@@ -361,10 +372,11 @@ bench_mix() {
 }
 
 mkdir -p "$ROOT/bench/results"
-out="$ROOT/bench/results/$(date -u +%Y%m%d)-$(git -C "$ROOT" rev-parse --short HEAD).json"
+commit=$(git -C "$ROOT" rev-parse HEAD) # the binary's, even if HEAD moves during the run
+out="$ROOT/bench/results/$(date -u +%Y%m%d)-${commit:0:7}.json"
 # the JSON is rewritten after every size, so a size that fails keeps the others
 save() {
-  python3 - "$lines" "$out" "$(git -C "$ROOT" rev-parse HEAD)" "$(nproc)" <<'PY'
+  python3 - "$lines" "$out" "$commit" "$(nproc)" <<'PY'
 import json, sys, time
 runs = {}
 for l in open(sys.argv[1]):
