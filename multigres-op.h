@@ -597,7 +597,7 @@ struct mgop_pool {
   int njobs, next, finished, stop;
   int nworkers, running;             /* made, and threads started         */
   struct mgop_pool_worker *w;
-  unsigned long long batches, parallel_jobs, max_in_flight, in_flight;
+  unsigned long long max_in_flight, in_flight; /* jobs sent and not answered: the most, and now */
 };
 int mgop_pool_init(struct mgop_pool *p, int workers, const struct mgop_kubecfg *cfg, int (*may_write)(void),
                    long long *beat_ms);
@@ -3689,8 +3689,6 @@ void mgop_pool_apply(struct mgop_pool *p, struct mgop_kube *own, struct mgop_poo
   p->jobs = jobs;
   p->njobs = n;
   p->next = p->finished = 0;
-  p->batches++;
-  p->parallel_jobs += (unsigned long long)n;
   pthread_cond_broadcast(&p->work);
   while ((i = mgop_pool_take(p)) >= 0) { /* the caller takes its share */
     pthread_mutex_unlock(&p->mu);
