@@ -292,6 +292,7 @@ struct mgop_rctx {
   char topo_addr[1024], topo_root[MGOP_ROOT_PATH_BUF];
   struct mgop_topo_want_cell {
     char name[64], addrs[1100], root[MGOP_ROOT_PATH_BUF];
+    int defrag;                 /* a managed etcd with defragmentationEnabled */
   } topo_cells[MGOP_CRD_CELLS_MAX];
   int ntopo_cells;
   int topo_state;             /* 0 not tried, 1 registered and read back, -1 not */
@@ -1081,8 +1082,8 @@ static void mgop_topo_labels(struct mgop_jw *w, struct mgop_rctx *r, const struc
 /* etcd.maintenance: MVCC history compaction and the backend quota, as
  * etcd's environment, always (the reference operator's defaults: periodic,
  * 1h, 2 GiB; etcd's own is no compaction at all, so history grows until
- * the quota stops writes). defragmentationEnabled is not implemented (the
- * fields table says so). The schema's CEL checks the values; this repeats
+ * the quota stops writes). defragmentationEnabled is run time's
+ * (mgop_defrag_cluster). The schema's CEL checks the values; this repeats
  * the quota's range for render, which has no API server. */
 #define MGOP_ETCD_QUOTA_DEFAULT 2147483648LL
 #define MGOP_ETCD_QUOTA_MIN 1048576LL
@@ -3407,8 +3408,9 @@ static const char *mgop_json_list2(char *out, size_t cap, const char *a, const c
  *    client side of that TLS for every component that opens the topology
  *    (not pgctld, which shares the data volume), one projected volume at
  *    /etc/multigres/topo-client-tls and the --topo-etcd-tls-* flags, as
- *    the reference operator wires it. A cell's own external etcd has no
- *    TLS yet: the flags are process-wide (the fields table says so). */
+ *    the reference operator wires it. The flags are process-wide, so a
+ *    cell's own external etcd uses these Secrets or none
+ *    (mgop_cell_refusals). */
 #define MGOP_TOPO_TLS_DIR "/etc/multigres/topo-client-tls"
 struct mgop_tls_parts {
   char volume[MGOP_NAME_MAX + 160 + 2 * MGOP_NAME_MAX + 320], mount[200 + 120];
@@ -3639,6 +3641,40 @@ static int mgop_gateway_buffer_args(struct mgop_rctx *r, const char *what, const
   return n;
 }
 
+/* What a cell may not ask for, refused where it is asked:
+ *  - metadata: Multigres's Cell record (proto/clustermetadata.proto: name,
+ *    server_addresses, root) has no field to hold it;
+ *  - an external local etcd's caSecret/clientCertSecret other than the
+ *    global topology's: every Multigres component takes one etcd TLS set-up
+ *    per process (--topo-etcd-tls-ca, -cert, -key) and opens the global and
+ *    its cell's topology with it, so the global's Secrets, mounted already
+ *    (mgop_tls_topo_client), are the only ones a cell can use. */
+static int mgop_cell_refusals(struct mgop_rctx *r, int cell, const char *what, const struct mgop_json *cfg) {
+  static const char *const keys[] = {"caSecret", "clientCertSecret"};
+  int ext = mgop_json_key(cfg, mgop_json_key(cfg, 0, "localTopoServer"), "external");
+  int gext = r->topo_doc.tok ? mgop_json_key(&r->topo_doc, 0, "external") : -1;
+  int meta = mgop_json_key(&r->root, cell, "metadata");
+  if (mgop_json_is(&r->root, meta, JSMN_STRING) && r->root.tok[meta].end > r->root.tok[meta].start) {
+    mgop_stall(r, "InvalidSpec", "%s.metadata is set, but Multigres's Cell topology record (name, server_addresses "
+               "and root in proto/clustermetadata.proto) has no field to hold it, so it cannot be copied there; "
+               "remove it (a note for people fits an annotation of the MultigresCluster)", what);
+    return MGOP_ERR_CONFIG;
+  }
+  for (int i = 0; ext >= 0 && i < 2; i++) {
+    char mine[254] = "", global[254] = "";
+    mgop_json_path_str(cfg, ext, keys[i], mine, sizeof(mine));
+    if (gext >= 0) mgop_json_path_str(&r->topo_doc, gext, keys[i], global, sizeof(global));
+    if (!mine[0] || !strcmp(mine, global)) continue;
+    mgop_stall(r, "InvalidSpec", "%s: localTopoServer.external.%s is \"%s\" but spec.globalTopoServer.external.%s is "
+               "%s%s%s: Multigres components take one etcd TLS set-up per process (--topo-etcd-tls-ca, "
+               "--topo-etcd-tls-cert, --topo-etcd-tls-key) for the global and the cell topology alike; name the same "
+               "Secret in both, or leave the cell's unset", what, keys[i], mine, keys[i], global[0] ? "\"" : "",
+               global[0] ? global : "unset", global[0] ? "\"" : "");
+    return MGOP_ERR_CONFIG;
+  }
+  return MGOP_OK;
+}
+
 /* One cell: its Cell CR (workloads=0, phase 1), its local TopoServer CR
  * (workloads=2, phase 2), or its workloads (workloads=1, phase 3). */
 static void mgop_topo_note_cell(struct mgop_rctx *r, const char *name, const char *cr, const struct mgop_json *cfg,
@@ -3663,6 +3699,7 @@ static int mgop_build_cell(struct mgop_rctx *r, int cell, int workloads, const c
   snprintf(r->where, sizeof(r->where), "%s", what);
   c = (struct mgop_chain){what, &r->root, cell, "spec", "cellTemplate", "cellTemplate", K_CELLT, "spec", "overrides"};
   if ((rc = mgop_resolve_chain(r, &c, &cfg, src, sizeof(src)))) return rc;
+  if (!workloads && (rc = mgop_cell_refusals(r, cell, what, &cfg))) return rc;
   mgop_cell_zone(&r->root, cell, &zone_key, zone, sizeof(zone));
   memset(&ids, 0, sizeof(ids));
   ids.cell = name;
@@ -3950,6 +3987,21 @@ static void mgop_exporter_ctr(struct mgop_ctr *c, const char *su_json, char *env
   c->mounts = "[{\"name\":\"postgres-password\",\"mountPath\":\"/etc/postgres-password\",\"readOnly\":true},"
               "{\"name\":\"postgres-exporter-queries\",\"mountPath\":\"/etc/postgres-exporter\",\"readOnly\":true}]";
   c->security = "{\"runAsNonRoot\":true,\"runAsUser\":999,\"runAsGroup\":999}";
+}
+
+/* A pool's type: readWrite (or unset). Multigres has no read-only pooler:
+ * a pooler is PRIMARY or REPLICA and every REPLICA serves reads already, so
+ * readOnly is refused (the reference operator's schema now allows
+ * readWrite only) rather than run as something it is not. */
+#define MGOP_POOL_TYPE_WHY                                                                                 \
+  "Multigres has no read-only pooler (a pooler is PRIMARY or REPLICA, and every replica of a readWrite pool " \
+  "serves reads already); remove type or set it to readWrite"
+static int mgop_pool_type(struct mgop_rctx *r, const struct mgop_json *pdoc, int pv, const char *what, const char *pool) {
+  char type[16] = "";
+  mgop_json_path_str(pdoc, pv, "type", type, sizeof(type));
+  if (!type[0] || !strcmp(type, "readWrite")) return MGOP_OK;
+  mgop_stall(r, "InvalidSpec", "%s.pools.%s.type is \"%s\": " MGOP_POOL_TYPE_WHY, what, pool, type);
+  return MGOP_ERR_CONFIG;
 }
 
 /* A pool's user and group: postgres's (999/999 unset, the Multigres images'
@@ -5967,6 +6019,7 @@ static int mgop_build_shard_workloads(struct mgop_rctx *r, struct mgop_shard_bui
     int pv = pt + 1, pcells = mgop_json_key(pdoc, pv, "cells");
     int ncells = mgop_json_is(pdoc, pcells, JSMN_ARRAY) ? pdoc->tok[pcells].size : r->root.tok[sb->all_cells].size;
     if (mgop_json_str(pdoc, pt, pool, sizeof(pool))) continue;
+    if ((rc = mgop_pool_type(r, pdoc, pv, sb->what, pool))) return rc;
     if ((rc = mgop_pool_identity(r, pdoc, pv, sb->what, pool, identity, sizeof(identity)))) return rc;
     for (int ci = 0; ci < ncells; ci++)
       if ((rc = mgop_build_pool_set(r, sb, pool, pv, pcells, ci, identity))) return rc;
@@ -6321,6 +6374,7 @@ struct mgop_topo_slot {
   int backoff_ms;
   char error[400];
   uint64_t etcd_cfg;          /* mgop_topo_etcd_cfg when last pointed here */
+  long long defrag_next_ms;   /* the next look at its managed etcds' storage */
 };
 static struct mgop_topo_slot mgop_topo_slots[MGOP_WORK_SLOTS];
 static int mgop_topo_enabled = 1;        /* --topology-registration */
@@ -6338,6 +6392,11 @@ static struct mgop_topo_slot *mgop_topo_slot(const char *ns, const char *name) {
   memset(free_slot, 0, sizeof(*free_slot));
   free_slot->key = key;
   return free_slot;
+}
+
+static int mgop_defrag_enabled(const struct mgop_json *doc, int etcd) {
+  int t = mgop_json_path(doc, mgop_json_key(doc, etcd, "maintenance"), "defragmentationEnabled");
+  return t >= 0 && mgop_json_is(doc, t, JSMN_PRIMITIVE) && doc->js[doc->tok[t].start] == 't';
 }
 
 /* Phase 1 notes each cell's record: where its components find the cell's
@@ -6369,6 +6428,7 @@ static void mgop_topo_note_cell(struct mgop_rctx *r, const char *name, const cha
     const char *tparts[] = {cr, "topo"};
     mgop_name(tname, sizeof(tname), MGOP_LIMIT_STS, 1, tparts, 2);
     snprintf(c->addrs, sizeof(c->addrs), "%s.%s.svc:2379", tname, r->ns);
+    c->defrag = mgop_defrag_enabled(cfg, et);
   } else if (lt >= 0 && ext >= 0) {
     int eps = mgop_json_key(cfg, ext, "endpoints");
     struct mgop_buf b;
@@ -7038,6 +7098,161 @@ static int mgop_roll_read_primaries(struct mgop_rctx *r, const char *cell, char 
     return snprintf(why, wcap, "the pooler records could not be read: %.200s", mgop_errmsg()), 0;
   *n = pr.n;
   return 1;
+}
+
+/* ---- etcd defragmentation ---------------------------------------------------
+ * etcd.maintenance.defragmentationEnabled of an operator-managed etcd (the
+ * global one, or a cell's): compaction frees pages inside the backend file
+ * but never shrinks it; a defragmentation rewrites it. Every
+ * MGOP_DEFRAG_INTERVAL_MS a cluster's turn looks at each such etcd: its
+ * members (asked through the client Service) and each member's status
+ * (asked of that member). It defragments at most one member a look, and
+ * only when every member answered and all name the same leader (the health
+ * gate), and only a member whose backend is at least half free and
+ * MGOP_DEFRAG_MIN_FREE of it, followers before the leader. The next member
+ * waits for the next look, so two members are never defragmented at once.
+ * A defragmentation blocks that member's requests while bbolt copies the
+ * live pages (well under a second for a topology's few MiB); the call is
+ * bounded by MGOP_DEFRAG_TIMEOUT_MS and runs on the loop. Events say what
+ * was done (EtcdDefragmented) or why not (EtcdDefragDeferred). */
+#define MGOP_DEFRAG_INTERVAL_MS (5LL * 60 * 1000)
+#define MGOP_DEFRAG_MIN_FREE (8LL << 20)
+#define MGOP_DEFRAG_TIMEOUT_MS 60000LL
+
+struct mgop_defrag_view {
+  struct mgop_etcd_members m;
+  struct mgop_etcd_status st[MGOP_ETCD_ENDPOINTS_MAX];
+  char err[MGOP_ETCD_ENDPOINTS_MAX][200]; /* "" when the member answered */
+};
+
+/* The member to defragment, or -1: *deferred 1 when the gate held it back,
+ * 0 when no member needs it; why says which. */
+static int mgop_defrag_pick(const struct mgop_defrag_view *v, int *deferred, char *why, size_t cap) {
+  unsigned long long leader = 0;
+  int best = -1;
+  *deferred = 1;
+  if (v->m.n == 0) return snprintf(why, cap, "the member list is empty"), -1;
+  for (int i = 0; i < v->m.n; i++) {
+    if (v->err[i][0]) return snprintf(why, cap, "member %s did not answer: %s", v->m.name[i], v->err[i]), -1;
+    if (!v->st[i].leader) return snprintf(why, cap, "member %s knows no leader", v->m.name[i]), -1;
+    if (leader && v->st[i].leader != leader)
+      return snprintf(why, cap, "the members name different leaders (an election is under way)"), -1;
+    leader = v->st[i].leader;
+  }
+  *deferred = 0;
+  for (int i = 0; i < v->m.n; i++) {
+    long long free_b = v->st[i].db_size - v->st[i].db_in_use, best_free;
+    int follower = v->st[i].member_id != leader;
+    if (free_b < MGOP_DEFRAG_MIN_FREE || free_b * 2 < v->st[i].db_size) continue;
+    if (best < 0) { best = i; continue; }
+    best_free = v->st[best].db_size - v->st[best].db_in_use;
+    if (follower != (v->st[best].member_id != leader) ? follower : free_b > best_free) best = i;
+  }
+  if (best < 0)
+    snprintf(why, cap, "no member has half of its backend and %lld MiB free", MGOP_DEFRAG_MIN_FREE >> 20);
+  return best;
+}
+
+/* Points member at one member's client URL, with client's PEMs. */
+static int mgop_defrag_member(const struct mgop_etcd *client, struct mgop_etcd *member, const char *url) {
+  const struct mgop_kubecfg *c = &client->cfg;
+  return mgop_etcd_init(member, &url, 1, c->ca, c->ca_len ? c->ca_len - 1 : 0, c->cert, c->cert_len ? c->cert_len - 1 : 0,
+                        c->key, c->key_len ? c->key_len - 1 : 0);
+}
+
+/* The view of one etcd cluster reached through client: its members, and
+ * each one's status asked of that member (through member). */
+static int mgop_defrag_gather(struct mgop_etcd *client, struct mgop_etcd *member, struct mgop_defrag_view *v) {
+  int rc;
+  if ((rc = mgop_etcd_member_list(client, &v->m))) return rc;
+  for (int i = 0; i < v->m.n; i++) {
+    v->err[i][0] = 0;
+    if (!v->m.url[i][0]) snprintf(v->err[i], sizeof(v->err[i]), "it has not started (no client URL)");
+    else if (mgop_defrag_member(client, member, v->m.url[i]) || mgop_etcd_status(member, &v->st[i]))
+      snprintf(v->err[i], sizeof(v->err[i]), "%.190s", mgop_errmsg());
+  }
+  return MGOP_OK;
+}
+
+/* One look at an etcd cluster: its view, then the member picked
+ * defragmented. 1 when a member was defragmented, 0 when none was
+ * (*deferred: held back by the gate), msg says which; <0 when the member
+ * list could not be read or the defragmentation failed (msg says). */
+static int mgop_defrag_pass(struct mgop_etcd *client, struct mgop_etcd *member, struct mgop_defrag_view *v,
+                            int *deferred, char *msg, size_t cap) {
+  char why[300];
+  int rc, pick;
+  *deferred = 0;
+  msg[0] = 0;
+  if ((rc = mgop_defrag_gather(client, member, v))) {
+    snprintf(msg, cap, "the members could not be listed: %.400s", mgop_errmsg());
+    return rc;
+  }
+  if ((pick = mgop_defrag_pick(v, deferred, why, sizeof(why))) < 0) {
+    snprintf(msg, cap, "%s", why);
+    return 0;
+  }
+  {
+    const char *url = v->m.url[pick];
+    struct mgop_etcd_status after;
+    long long t0 = mgop_now_ms();
+    if ((rc = mgop_defrag_member(client, member, url)) || (rc = mgop_etcd_defragment(member, MGOP_DEFRAG_TIMEOUT_MS))) {
+      snprintf(msg, cap, "member %s (%s): the defragmentation failed: %.250s", v->m.name[pick], url, mgop_errmsg());
+      return rc;
+    }
+    if (mgop_etcd_status(member, &after)) after.db_size = -1;
+    snprintf(msg, cap, "member %s (%s)%s: backend %.1f MiB with %.1f MiB free, %.1f MiB after, in %lld ms",
+             v->m.name[pick], url, v->st[pick].member_id == v->st[pick].leader ? ", the leader" : "",
+             v->st[pick].db_size / 1048576.0, (v->st[pick].db_size - v->st[pick].db_in_use) / 1048576.0,
+             after.db_size < 0 ? -1.0 : after.db_size / 1048576.0, mgop_now_ms() - t0);
+  }
+  return 1;
+}
+
+/* The cluster's managed etcds with defragmentation on, when their look is
+ * due; wakes the cluster for the next look. */
+static void mgop_defrag_cluster(struct mgop_rctx *r) {
+  static struct mgop_etcd client, member;
+  static struct mgop_defrag_view view;
+  const char *addrs[1 + MGOP_CRD_CELLS_MAX];
+  struct mgop_topo_slot *slot;
+  int n = 0, g = mgop_json_key(&r->topo_doc, 0, "etcd");
+  long long now = mgop_now_ms();
+  if (r->render) return;
+  if (g >= 0 && mgop_defrag_enabled(&r->topo_doc, g)) addrs[n++] = r->topo_addr;
+  for (int i = 0; i < r->ntopo_cells; i++)
+    if (r->topo_cells[i].defrag) addrs[n++] = r->topo_cells[i].addrs;
+  if (!n || !(slot = mgop_topo_slot(r->ns, r->name))) return;
+  if (slot->defrag_next_ms > now) {
+    mgop_enqueue(r->ns, r->name, slot->defrag_next_ms - now + 100);
+    return;
+  }
+  slot->defrag_next_ms = now + MGOP_DEFRAG_INTERVAL_MS;
+  for (int i = 0; i < n; i++) {
+    char url[MGOP_ETCD_URL_MAX], msg[700] = "";
+    const char *u = url;
+    int deferred = 0, rc;
+    snprintf(url, sizeof(url), "http://%.240s", addrs[i]);
+    rc = mgop_etcd_init(&client, &u, 1, NULL, 0, NULL, 0, NULL, 0);
+    if (rc) snprintf(msg, sizeof(msg), "%.600s", mgop_errmsg());
+    else rc = mgop_defrag_pass(&client, &member, &view, &deferred, msg, sizeof(msg));
+    if (rc == 1) {
+      MGOP_LOG(MGOP_INFO, ("etcd %s of %s/%s defragmented: %s", addrs[i], r->ns, r->name, msg));
+      mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "EtcdDefragmented", "Defragment", msg);
+    } else if (rc < 0 || deferred) {
+      char note[1000];
+      snprintf(note, sizeof(note), "etcd %.200s: %s; the next look is in %lld s", addrs[i], msg,
+               MGOP_DEFRAG_INTERVAL_MS / 1000);
+      MGOP_LOG(MGOP_WARN, ("defragmentation of %s/%s: %s", r->ns, r->name, note));
+      mgop_event(r, K_CLUSTER, r->name, r->uid, "Warning", rc < 0 ? "EtcdDefragFailed" : "EtcdDefragDeferred",
+                 "Defragment", note);
+    } else {
+      MGOP_LOG(MGOP_DEBUG, ("etcd %s of %s/%s: nothing to defragment: %s", addrs[i], r->ns, r->name, msg));
+    }
+  }
+  mgop_etcd_free(&client);
+  mgop_etcd_free(&member);
+  mgop_enqueue(r->ns, r->name, MGOP_DEFRAG_INTERVAL_MS + 100);
 }
 
 /* ---- pooler roles ----------------------------------------------------------
@@ -8211,6 +8426,7 @@ static int mgop_reconcile(const char *ns, const char *name, struct mgop_span *sp
   /* Multigres's own records, once the objects are applied: an unreachable
    * topology holds Ready (and retries on its own backoff), not the turn */
   if (rc == MGOP_OK && !r.stalled_reason[0] && mgop_may_write() && mgop_topo_enabled) mgop_topo_sync(&r);
+  if (rc == MGOP_OK && !r.stalled_reason[0] && mgop_may_write()) mgop_defrag_cluster(&r);
   /* pool pods whose template changed, one per shard at a time */
   if (rc == MGOP_OK && !r.stalled_reason[0] && mgop_may_write()) mgop_roll(&r);
   mgop_note_uses(ns, name, &r, rc == MGOP_OK);
@@ -9605,88 +9821,7 @@ struct mgop_verdict {
   char reason[32];
   char message[700];
   char warning[900];
-  char notes[8192];               /* more warnings, one a line (fields not implemented) */
 };
-
-/* ---- Fields accepted but not implemented yet (issue #13). The CRD takes
- * them so the reference operator's manifests apply unchanged; they have no
- * effect yet. Admission and render say so for every one an object sets, so
- * none is ignored silently. The field walk in tests/unit.c keeps this table
- * true: it fails when a field acts on nothing and is not listed here (or
- * covered at run time), and when a listed field starts to act. docs/api.md
- * lists the same paths. A path names a subtree; [] is any element, * any key. */
-#define MGOP_KB(k) (1u << (k))
-#define MGOP_UNIMPLEMENTED_PATH_MAX 80 /* the field walk checks every path's length */
-struct mgop_unimplemented {
-  unsigned kinds;
-  const char *path, *why;
-  const char *idle; /* a value that is what the operator does anyway (JSON text,
-                       strings unquoted): setting it draws no warning */
-};
-#define MGOP_KB_CC (MGOP_KB(K_CLUSTER) | MGOP_KB(K_CORET))
-#define MGOP_SHARD_PATH "spec.databases[].tablegroups[].shards[]"
-#define MGOP_LOCAL_TOPO "spec.cells[].spec.localTopoServer"
-static const struct mgop_unimplemented mgop_unimplemented_fields[] = {
-    {MGOP_KB_CC, "spec.globalTopoServer.etcd.maintenance.defragmentationEnabled", "no defragmentation runs (compaction and the quota do apply)", "false"},
-    {MGOP_KB(K_CLUSTER), "spec.cells[].metadata", "not written into the cell's topology record", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".etcd.maintenance.defragmentationEnabled", "no defragmentation runs (compaction and the quota do apply)", "false"},
-    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.caSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_LOCAL_TOPO ".external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CELLT), "spec.localTopoServer.etcd.maintenance.defragmentationEnabled", "no defragmentation runs (compaction and the quota do apply)", "false"},
-    {MGOP_KB(K_CELLT), "spec.localTopoServer.external.caSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CELLT), "spec.localTopoServer.external.clientCertSecret", "no TLS to a cell's external etcd", NULL},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".spec.pools.*.type", "Multigres has no read-only pooler, so a readOnly pool runs as readWrite ones do", "readWrite"},
-    {MGOP_KB(K_CLUSTER), MGOP_SHARD_PATH ".overrides.pools.*.type", "Multigres has no read-only pooler, so a readOnly pool runs as readWrite ones do", "readWrite"},
-    {MGOP_KB(K_SHARDT), "spec.pools.*.type", "Multigres has no read-only pooler, so a readOnly pool runs as readWrite ones do", "readWrite"},
-};
-#define MGOP_UNIMPLEMENTED_N (sizeof(mgop_unimplemented_fields) / sizeof(mgop_unimplemented_fields[0]))
-
-/* 1 when the value at t has something at path p ("a.b[].c.*") other than
- * idle (JSON text, strings unquoted; NULL: anything counts). */
-static int mgop_sets_path(const struct mgop_json *j, int t, const char *p, const char *idle) {
-  size_t n;
-  if (t < 0 || mgop_json_is_null(j, t)) return 0;
-  if (*p == '.') p++;
-  if (!*p) {
-    struct mgop_str v = mgop_json_raw(j, t);
-    return !idle || v.n != strlen(idle) || memcmp(v.p, idle, v.n);
-  }
-  if (!strncmp(p, "[]", 2)) {
-    if (!mgop_json_is(j, t, JSMN_ARRAY)) return 0;
-    for (int e = t + 1, i = 0; i < j->tok[t].size; i++, e = mgop_json_next(j, e))
-      if (mgop_sets_path(j, e, p + 2, idle)) return 1;
-    return 0;
-  }
-  if (*p == '*') {
-    if (!mgop_json_is(j, t, JSMN_OBJECT)) return 0;
-    for (int k = t + 1, i = 0; i < j->tok[t].size; i++, k = mgop_json_next(j, k + 1))
-      if (mgop_sets_path(j, k + 1, p + 1, idle)) return 1;
-    return 0;
-  }
-  n = strcspn(p, ".[*");
-  return mgop_sets_path(j, mgop_json_keyn(j, t, p, n), p + n, idle);
-}
-
-/* Calls fn for every listed field the object (kind k, at token obj) sets. */
-static void mgop_unimplemented_each(int k, const struct mgop_json *j, int obj,
-                                    void (*fn)(void *ctx, const char *path), void *ctx) {
-  for (size_t i = 0; i < MGOP_UNIMPLEMENTED_N; i++) {
-    const struct mgop_unimplemented *u = &mgop_unimplemented_fields[i];
-    if ((u->kinds & MGOP_KB(k)) && mgop_sets_path(j, obj, u->path, u->idle)) fn(ctx, u->path);
-  }
-}
-
-#define MGOP_UNIMPLEMENTED_NOTE "%s is accepted but not implemented yet and has no effect (issue #13)"
-
-/* One warning a line in v->notes: each row warns once, so the buffer fits
- * the whole table (asserted below). */
-static void mgop_note_unimplemented(void *ctx, const char *path) {
-  struct mgop_verdict *v = ctx;
-  size_t n = strlen(v->notes);
-  snprintf(v->notes + n, sizeof(v->notes) - n, "%s" MGOP_UNIMPLEMENTED_NOTE, n ? "\n" : "", path);
-}
-_Static_assert(MGOP_UNIMPLEMENTED_N * (MGOP_UNIMPLEMENTED_PATH_MAX + sizeof(MGOP_UNIMPLEMENTED_NOTE)) <
-               sizeof(((struct mgop_verdict *)0)->notes), "every unimplemented field fits one review's notes");
 
 static void mgop_deny(struct mgop_verdict *v, int code, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -9829,10 +9964,19 @@ static void mgop_admit(const struct mgop_json *j, int req, const char *op, const
               j->tok[cons].size > 1 ? "s" : "", list, j->tok[cons].size > 1 ? "them" : "it");
     return;
   }
-  if ((k == K_CLUSTER || mgop_kinds[k].role == MGOP_ROLE_TEMPLATE) && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE")))
-    mgop_unimplemented_each(k, j, mgop_json_key(j, req, "object"), mgop_note_unimplemented, v);
   if (k == K_SHARDT && (!strcmp(op, "CREATE") || !strcmp(op, "UPDATE"))) { /* before any cluster uses it */
     int pc = mgop_json_path(j, mgop_json_key(j, req, "object"), "spec.postgresConfig");
+    int pools = mgop_json_path(j, mgop_json_key(j, req, "object"), "spec.pools");
+    for (int i = 0, kt = pools + 1; mgop_json_is(j, pools, JSMN_OBJECT) && i < j->tok[pools].size;
+         i++, kt = mgop_json_next(j, kt + 1)) {
+      char pool[64] = "", type[16] = "";
+      mgop_json_str(j, kt, pool, sizeof(pool));
+      mgop_json_path_str(j, kt + 1, "type", type, sizeof(type));
+      if (type[0] && strcmp(type, "readWrite")) {
+        mgop_deny(v, 422, "Invalid", "spec.pools.%s.type is \"%s\": " MGOP_POOL_TYPE_WHY, pool, type);
+        return;
+      }
+    }
     for (int i = 0, kt = pc + 1; mgop_json_is(j, pc, JSMN_OBJECT) && i < j->tok[pc].size; i++, kt = mgop_json_next(j, kt + 1)) {
       char key[128], why[300];
       if (mgop_json_str(j, kt, key, sizeof(key))) key[0] = 0;
@@ -9868,7 +10012,7 @@ static void mgop_admit_trace(const struct mgop_json *j, int rq, const char *op, 
   mgop_span_bool(span, "admission.dry_run", dry);
   mgop_span_bool(span, "admission.allowed", v->allowed);
   if (!v->allowed) mgop_span_str(span, "admission.message", v->message);
-  if (v->warning[0] || v->notes[0]) mgop_span_bool(span, "admission.warnings", 1);
+  if (v->warning[0]) mgop_span_bool(span, "admission.warnings", 1);
   if (v->errored) mgop_span_error(span, "admitted unchecked: %s", v->warning);
   if (dry || !v->allowed || strcmp(kind, "MultigresCluster") || (strcmp(op, "CREATE") && strcmp(op, "UPDATE"))) return;
   mgop_json_path_str(j, obj, "metadata.uid", uid, sizeof(uid));
@@ -9942,10 +10086,9 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
     mgop_jw_key(&w, "message"); mgop_jw_str(&w, v.message);
     mgop_jw_obj_end(&w);
   }
-  if (v.warning[0] || v.notes[0]) {
+  if (v.warning[0]) {
     mgop_jw_key(&w, "warnings"); mgop_jw_arr(&w);
-    if (v.warning[0]) mgop_jw_str(&w, v.warning);
-    for (const char *l = v.notes; *l; l += strcspn(l, "\n"), l += *l == '\n') mgop_jw_strn(&w, l, strcspn(l, "\n"));
+    mgop_jw_str(&w, v.warning);
     mgop_jw_arr_end(&w);
   }
   mgop_jw_obj_end(&w);
@@ -9963,7 +10106,7 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
   }
   MGOP_LOG(v.allowed ? MGOP_DEBUG : MGOP_INFO, ("webhook: %s %s %s/%s: %s%s%s", op, kind, ns, uid,
                                                 v.allowed ? "allowed" : "denied: ", v.allowed ? "" : v.message,
-                                                v.warning[0] || v.notes[0] ? " (warning)" : ""));
+                                                v.warning[0] ? " (warning)" : ""));
   mgop_span_end(&span);
 }
 
@@ -11093,30 +11236,6 @@ static void mgop_topo_render(struct mgop_rctx *r, FILE *out) {
   }
 }
 
-/* Fields the manifests set that have no effect yet, as YAML comments (the
- * stream still applies), the same sentences admission warns with. */
-struct mgop_render_note { const struct mgop_manifest *m; FILE *out; };
-static void mgop_render_note_line(void *ctx, const char *path) {
-  const struct mgop_render_note *n = ctx;
-  fprintf(n->out, "# warning: %s %s/%s: " MGOP_UNIMPLEMENTED_NOTE "\n", mgop_kinds[n->m->kind].kind, n->m->ns,
-          n->m->name, path);
-}
-
-static void mgop_render_notes(const struct mgop_manifest *m, const struct mgop_json *j, FILE *out) {
-  struct mgop_render_note n = {m, out};
-  mgop_unimplemented_each(m->kind, j, 0, mgop_render_note_line, &n);
-}
-
-static void mgop_render_template_notes(FILE *out) {
-  for (int i = 0; i < mgop_nmanifests; i++) {
-    struct mgop_json j;
-    if (mgop_kinds[mgop_manifests[i].kind].role != MGOP_ROLE_TEMPLATE) continue;
-    mgop_arena_reset(&mgop_server.arena);
-    if (mgop_parse_arena(&mgop_server.arena, mgop_manifests[i].json, mgop_manifests[i].len, &j) == 0)
-      mgop_render_notes(&mgop_manifests[i], &j, out);
-  }
-}
-
 /* Prints every child object for the clusters in the files, as a YAML stream
  * of JSON documents, through the same builders as the live reconcile. */
 int mgop_render(const struct mgop_options *opt, FILE *out); /* also called by tests */
@@ -11211,11 +11330,9 @@ int mgop_render(const struct mgop_options *opt, FILE *out) {
       return 1;
     }
     fprintf(out, "# MultigresCluster %s/%s: %d objects\n", r.ns, r.name, r.ndesired);
-    mgop_render_notes(m, &r.root, out);
     for (int d = 0; d < r.ndesired; d++) fprintf(out, "---\n%.*s\n", (int)r.desired[d].len, r.desired[d].json);
     mgop_topo_render(&r, out);
   }
-  mgop_render_template_notes(out);
   mgop_arena_reset(&mgop_server.arena);
   return 0;
 }
@@ -11300,7 +11417,10 @@ static const char mgop_usage[] =
     "  a self-signed certificate)\n"
     "  --image-update-strategy S  immediate (default) or lazy: when clusters that do not set\n"
     "                           spec.imageUpdatePolicy.strategy adopt a changed default image set\n"
-    "                           (MULTIGRES_IMAGE_<COMPONENT> overrides a built-in image; docs/operations.md)\n";
+    "                           (MULTIGRES_IMAGE_<COMPONENT> overrides a built-in image; docs/operations.md)\n"
+    "Commands: multigres-op render [-n NS] -f FILE|DIR ...  (the objects a cluster makes, offline);\n"
+    "  multigres-op etcd-defrag --endpoints http://HOST:PORT[,...] [--dry-run]  (one defragmentation\n"
+    "  look at an etcd: every member answering, one leader; the member with half its backend free)\n";
 
 /* Every flag the operator accepts; anything else is an error. Each says
  * what it sets: a string of mgop_options (at its offset), or a kind whose
@@ -11543,11 +11663,67 @@ static void mgop_flag_defaults(struct mgop_options *opt) { /* seed 003's */
   opt->zap_level = opt->zap_level_set = 0;
 }
 
+/* multigres-op etcd-defrag --endpoints URL[,URL...] [--dry-run]: one look
+ * at an etcd cluster, as the operator takes at a managed etcd with
+ * defragmentationEnabled (same gate, same pick), for an etcd the operator
+ * does not manage or for a look now. Plain http:// endpoints. Exit 0 when
+ * the look was taken (whatever it decided), 1 when it could not be. */
+static int mgop_etcd_defrag_cmd(int argc, char **argv) {
+  static struct mgop_etcd client, member;
+  static struct mgop_defrag_view view;
+  static char list[MGOP_ETCD_ENDPOINTS_MAX * MGOP_ETCD_URL_MAX];
+  const char *eps[MGOP_ETCD_ENDPOINTS_MAX];
+  char msg[700] = "", why[300];
+  int n = 0, dry = 0, deferred, rc;
+  for (int i = 2; i < argc; i++) {
+    if (!strcmp(argv[i], "--dry-run")) dry = 1;
+    else if (!strcmp(argv[i], "--endpoints") && i + 1 < argc) snprintf(list, sizeof(list), "%s", argv[++i]);
+    else if (!strncmp(argv[i], "--endpoints=", 12)) snprintf(list, sizeof(list), "%s", argv[i] + 12);
+    else {
+      fprintf(stderr, "multigres-op etcd-defrag: unknown argument \"%s\"; usage: multigres-op etcd-defrag "
+              "--endpoints http://HOST:PORT[,...] [--dry-run]\n", argv[i]);
+      return 2;
+    }
+  }
+  for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    if (n == MGOP_ETCD_ENDPOINTS_MAX) {
+      fprintf(stderr, "multigres-op etcd-defrag: at most %d endpoints\n", MGOP_ETCD_ENDPOINTS_MAX);
+      return 2;
+    }
+    eps[n++] = t;
+  }
+  if (!n) {
+    fprintf(stderr, "multigres-op etcd-defrag: --endpoints is required (http://HOST:PORT[,...])\n");
+    return 2;
+  }
+  if ((rc = mgop_etcd_init(&client, eps, n, NULL, 0, NULL, 0, NULL, 0))) {
+    fprintf(stderr, "multigres-op etcd-defrag: %s\n", mgop_errmsg());
+    return 2;
+  }
+  if (dry) {
+    int pick;
+    if ((rc = mgop_defrag_gather(&client, &member, &view))) goto failed;
+    for (int i = 0; i < view.m.n; i++)
+      printf("member %s %s: %s\n", view.m.name[i], view.m.url[i], view.err[i]);
+    pick = mgop_defrag_pick(&view, &deferred, why, sizeof(why));
+    if (pick >= 0) printf("would defragment member %s\n", view.m.name[pick]);
+    else printf("%s: %s\n", deferred ? "deferred" : "nothing to defragment", why);
+    return 0;
+  }
+  if ((rc = mgop_defrag_pass(&client, &member, &view, &deferred, msg, sizeof(msg))) < 0) goto failed;
+  printf("%s: %s\n", rc == 1 ? "defragmented" : deferred ? "deferred" : "nothing to defragment", msg);
+  return 0;
+failed:
+  fprintf(stderr, "multigres-op etcd-defrag: %s\n", msg[0] ? msg : mgop_errmsg());
+  return 1;
+}
+
 int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now);
 int mgop_parse_flags(int argc, char **argv, struct mgop_options *opt, int *exit_now) {
   *exit_now = 0;
   mgop_flag_defaults(opt);
   if (argc > 1 && !strcmp(argv[1], "render")) return mgop_parse_render(argc, argv, opt);
+  if (argc > 1 && !strcmp(argv[1], "etcd-defrag")) return *exit_now = 1, mgop_etcd_defrag_cmd(argc, argv);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val, *eq;
     char name[64];

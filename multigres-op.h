@@ -1066,6 +1066,29 @@ int mgop_etcd_update(struct mgop_etcd *e, const char *key, const void *val, size
 /* Deletes one key; *deleted (may be NULL) is 0 when there was none. */
 int mgop_etcd_delete(struct mgop_etcd *e, const char *key, long long *deleted);
 
+/* Storage maintenance (the gateway's Cluster and Maintenance services):
+ * the members and their client URLs, one member's status (ask a client
+ * made for that member alone: status describes whoever answers), and a
+ * defragmentation of that member, bounded by timeout_ms (it blocks the
+ * member's writes while bbolt copies the live pages). */
+struct mgop_etcd_status {
+  long long db_size, db_in_use; /* bytes of the backend file, and in use */
+  unsigned long long member_id, leader;
+  int alarms;                   /* entries of "errors" (NOSPACE, ...)   */
+};
+struct mgop_etcd_members {
+  int n;
+  unsigned long long id[MGOP_ETCD_ENDPOINTS_MAX];
+  char name[MGOP_ETCD_ENDPOINTS_MAX][64];
+  char url[MGOP_ETCD_ENDPOINTS_MAX][MGOP_ETCD_URL_MAX]; /* its first client URL */
+};
+int mgop_etcd_parse_status(const char *body, size_t n, struct mgop_etcd_status *st);
+/* MGOP_ERR_TOOBIG past MGOP_ETCD_ENDPOINTS_MAX members or a longer URL. */
+int mgop_etcd_parse_members(const char *body, size_t n, struct mgop_etcd_members *m);
+int mgop_etcd_member_list(struct mgop_etcd *e, struct mgop_etcd_members *m);
+int mgop_etcd_status(struct mgop_etcd *e, struct mgop_etcd_status *st);
+int mgop_etcd_defragment(struct mgop_etcd *e, long long timeout_ms);
+
 /* Multigres's topology records (proto/clustermetadata.proto, package
  * clustermetadata), hand-encoded. Field numbers, checked against
  * Multigres's source:
@@ -6240,6 +6263,80 @@ int mgop_etcd_create(struct mgop_etcd *e, const char *key, const void *val, size
 int mgop_etcd_update(struct mgop_etcd *e, const char *key, const void *val, size_t n, long long mod_revision,
                      int *swapped) {
   return mgop_etcd_txn_put(e, key, val, n, "MOD", mod_revision, swapped);
+}
+
+static int mgop_etcd_u64(const struct mgop_json *j, int obj, const char *key, unsigned long long *out) {
+  char v[32], *end;
+  *out = 0;
+  if (mgop_json_key(j, obj, key) < 0) return MGOP_OK; /* proto3: zero left out */
+  if (mgop_json_path_str(j, obj, key, v, sizeof(v)) || !v[0]) return mgop_seterr(MGOP_ERR_PARSE, "etcd: %s is not a number", key);
+  errno = 0;
+  *out = strtoull(v, &end, 10);
+  if (*end || errno || v[0] == '-') return mgop_seterr(MGOP_ERR_PARSE, "etcd: %s is not a number", key);
+  return MGOP_OK;
+}
+
+int mgop_etcd_parse_status(const char *body, size_t n, struct mgop_etcd_status *st) {
+  struct mgop_json j;
+  int rc, errs;
+  memset(st, 0, sizeof(*st));
+  if ((rc = mgop_etcd_parse(&j, body, n)) || (rc = mgop_etcd_i64(&j, 0, "dbSize", &st->db_size)) ||
+      (rc = mgop_etcd_i64(&j, 0, "dbSizeInUse", &st->db_in_use)) || (rc = mgop_etcd_u64(&j, 0, "leader", &st->leader)) ||
+      (rc = mgop_etcd_u64(&j, mgop_json_key(&j, 0, "header"), "member_id", &st->member_id)))
+    return rc;
+  if (st->db_size < 0 || st->db_in_use < 0) return mgop_seterr(MGOP_ERR_PARSE, "etcd: a negative database size");
+  errs = mgop_json_key(&j, 0, "errors");
+  st->alarms = mgop_json_is(&j, errs, JSMN_ARRAY) ? j.tok[errs].size : 0;
+  return MGOP_OK;
+}
+
+int mgop_etcd_parse_members(const char *body, size_t n, struct mgop_etcd_members *m) {
+  struct mgop_json j;
+  int rc, list;
+  memset(m, 0, sizeof(*m));
+  if ((rc = mgop_etcd_parse(&j, body, n))) return rc;
+  list = mgop_json_key(&j, 0, "members");
+  if (list >= 0 && !mgop_json_is(&j, list, JSMN_ARRAY)) return mgop_seterr(MGOP_ERR_PARSE, "etcd: members is not a list");
+  for (int i = 0; list >= 0 && i < j.tok[list].size; i++) {
+    int mem = mgop_json_at(&j, list, i), urls = mgop_json_key(&j, mem, "clientURLs");
+    if (m->n == MGOP_ETCD_ENDPOINTS_MAX)
+      return mgop_seterr(MGOP_ERR_TOOBIG, "etcd: more than %d members", MGOP_ETCD_ENDPOINTS_MAX);
+    if ((rc = mgop_etcd_u64(&j, mem, "ID", &m->id[m->n]))) return rc;
+    if (mgop_json_key(&j, mem, "name") >= 0 && mgop_json_path_str(&j, mem, "name", m->name[m->n], sizeof(m->name[0])))
+      return mgop_seterr(MGOP_ERR_TOOBIG, "etcd: a member name is over %zu bytes", sizeof(m->name[0]) - 1);
+    if (mgop_json_is(&j, urls, JSMN_ARRAY) && j.tok[urls].size > 0 &&
+        mgop_json_str(&j, mgop_json_at(&j, urls, 0), m->url[m->n], sizeof(m->url[0])))
+      return mgop_seterr(MGOP_ERR_TOOBIG, "etcd: a member's client URL is over %d bytes", MGOP_ETCD_URL_MAX - 1);
+    m->n++; /* a member not started yet has no client URL: it stays, with url "" */
+  }
+  return MGOP_OK;
+}
+
+int mgop_etcd_member_list(struct mgop_etcd *e, struct mgop_etcd_members *m) {
+  struct mgop_buf out;
+  int rc;
+  mgop_buf_init(&out, mgop_etcd_body, sizeof(mgop_etcd_body));
+  if ((rc = mgop_etcd_call(e, "/v3/cluster/member/list", "{}", 2, &out))) return rc;
+  return mgop_etcd_parse_members(out.p, out.len, m);
+}
+
+int mgop_etcd_status(struct mgop_etcd *e, struct mgop_etcd_status *st) {
+  struct mgop_buf out;
+  int rc;
+  mgop_buf_init(&out, mgop_etcd_body, sizeof(mgop_etcd_body));
+  if ((rc = mgop_etcd_call(e, "/v3/maintenance/status", "{}", 2, &out))) return rc;
+  return mgop_etcd_parse_status(out.p, out.len, st);
+}
+
+int mgop_etcd_defragment(struct mgop_etcd *e, long long timeout_ms) {
+  struct mgop_buf out;
+  long long was = e->timeout_ms;
+  int rc;
+  mgop_buf_init(&out, mgop_etcd_body, sizeof(mgop_etcd_body));
+  e->timeout_ms = timeout_ms;
+  rc = mgop_etcd_call(e, "/v3/maintenance/defragment", "{}", 2, &out);
+  e->timeout_ms = was;
+  return rc;
 }
 
 int mgop_etcd_delete(struct mgop_etcd *e, const char *key, long long *deleted) {

@@ -3852,11 +3852,10 @@ static void test_abort_and_write_gate(void) {
  * fields), the leaf itself unset, so creating a parent never counts as the
  * leaf acting. A leaf is acted on when a value changes the hash, refused
  * when the render stalls naming it. Otherwise it must be covered at run
- * time (t_field_runtime, with its test) or be listed in
- * mgop_unimplemented_fields; a new CRD field that does neither fails here,
- * and so does a listed field that starts to act.
+ * time (t_field_runtime, with its test); a new CRD field that does none of
+ * these fails here.
  * MGOP_WALK_VERBOSE=1 prints every leaf's outcome (0 acted on, 1 refused,
- * 2 run-time, 3 fixed, 5 neither); MGOP_WALK_DEBUG=PATH-PART prints the
+ * 2 run-time, 3 fixed, 4 neither); MGOP_WALK_DEBUG=PATH-PART prints the
  * scaffold and the edited documents of matching leaves.
  * ==================================================================== */
 #define T_SEGS 24
@@ -3887,6 +3886,7 @@ static const struct { const char *path, *test; } t_field_runtime[] = {
     {"spec.imageUpdatePolicy", "which default image set, against the recorded one: test_images_resolve, t_images"},
     {"spec.externalGateway.enabled", "alone (no IPs, no annotations) it shows only in status.gateway: test_exposure"},
     {"spec.externalAdminWeb.enabled", "alone (no IPs, no annotations) it shows only in status.adminWeb: test_exposure"},
+    {".etcd.maintenance.defragmentationEnabled", "the loop's look at a managed etcd: test_defrag_pick, t_etcd_defrag"},
 };
 
 /* The base of leaves that only mean something beside another setting: a
@@ -4278,19 +4278,11 @@ static uint64_t t_walk_render(const char *const *docs, int n, char *msg, size_t 
   return mgop_fnv1a64(h, topo, strnlen(topo, sizeof(topo)));
 }
 
-enum { T_ACTED, T_REFUSED, T_RUNTIME, T_FIXED, T_UNIMPL, T_NONE, T_OUTCOMES };
+enum { T_ACTED, T_REFUSED, T_RUNTIME, T_FIXED, T_NONE, T_OUTCOMES };
 struct t_walk {
   int count[T_OUTCOMES], walked;
-  int row_seen[MGOP_UNIMPLEMENTED_N], row_acted[MGOP_UNIMPLEMENTED_N];
   char doc[64 * 1024], scaffold[64 * 1024];
 };
-
-static int t_unimplemented_row(int kind, const char *path) {
-  for (size_t i = 0; i < MGOP_UNIMPLEMENTED_N; i++)
-    if ((mgop_unimplemented_fields[i].kinds & MGOP_KB(kind)) && t_path_under(path, mgop_unimplemented_fields[i].path))
-      return (int)i;
-  return -1;
-}
 
 /* The leaf's documents: the edited one first, then the other base
  * documents (a cluster walk's templates, or a template walk's cluster). */
@@ -4349,23 +4341,16 @@ static int t_walk_classify(const struct t_leaf *lf, struct t_walk *wk) {
   return t_walk_try(lf, wk);
 }
 
-/* One leaf: its outcome against the two tables. */
+/* One leaf: acted on, refused, or covered at run time; anything else fails. */
 static void t_walk_leaf(struct t_leaf *lf, struct t_walk *wk) {
-  int outcome = t_walk_classify(lf, wk), row = t_unimplemented_row(lf->kind, lf->path);
+  int outcome = t_walk_classify(lf, wk);
   const char *kind = mgop_kinds[lf->kind].kind;
   wk->walked++;
   if (getenv("MGOP_WALK_VERBOSE")) fprintf(stderr, "    walk %s %s: %d\n", kind, lf->path, outcome);
-  if (row >= 0) wk->row_seen[row] = 1;
-  if (row >= 0 && (outcome == T_ACTED || outcome == T_REFUSED)) {
-    wk->row_acted[row] = 1;
-    fprintf(stderr, "    field walk: %s %s is %s but listed in mgop_unimplemented_fields (%s): shrink the list\n",
-            kind, lf->path, outcome == T_ACTED ? "acted on" : "refused", mgop_unimplemented_fields[row].path);
-  }
-  if (row >= 0 && outcome == T_NONE) outcome = T_UNIMPL;
   if (outcome == T_NONE)
-    fprintf(stderr, "    field walk: %s %s is accepted and ignored: act on it, refuse it, or list it in "
-            "mgop_unimplemented_fields (or t_field_runtime with its test)\n", kind, lf->path);
-  CHECK(outcome != T_NONE && !(row >= 0 && wk->row_acted[row]));
+    fprintf(stderr, "    field walk: %s %s is accepted and ignored: act on it or refuse it (or list it in "
+            "t_field_runtime with the test that covers it)\n", kind, lf->path);
+  CHECK(outcome != T_NONE);
   wk->count[outcome]++;
 }
 
@@ -4433,15 +4418,9 @@ static void test_field_walk(void) {
     CHECK(lf.sch[0] >= 0);
     if (lf.sch[0] >= 0) t_walk_schema(&lf, 0, &wk);
   }
-  for (size_t i = 0; i < MGOP_UNIMPLEMENTED_N; i++) {
-    if (!wk.row_seen[i])
-      fprintf(stderr, "    field walk: mgop_unimplemented_fields names %s, which no CRD has\n",
-              mgop_unimplemented_fields[i].path);
-    CHECK(wk.row_seen[i] && strlen(mgop_unimplemented_fields[i].path) <= MGOP_UNIMPLEMENTED_PATH_MAX);
-  }
   fprintf(stderr, "    field walk: %d leaves walked: %d acted on, %d refused, %d run-time, %d fixed by CEL, "
-          "%d unimplemented, %d ignored\n", wk.walked, wk.count[T_ACTED], wk.count[T_REFUSED], wk.count[T_RUNTIME],
-          wk.count[T_FIXED], wk.count[T_UNIMPL], wk.count[T_NONE]);
+          "%d ignored\n", wk.walked, wk.count[T_ACTED], wk.count[T_REFUSED], wk.count[T_RUNTIME],
+          wk.count[T_FIXED], wk.count[T_NONE]);
   CHECK(wk.walked > 400 && wk.count[T_ACTED] > 200);
   mgop_arena_reset(&mgop_server.arena);
 }
@@ -4901,81 +4880,93 @@ static void test_pg_param_check(void) {
   }
 }
 
-/* Admission warns, once a field, for every listed field an object sets
- * (an explicit null is unset); render says the same in comments. */
-static void test_unimplemented_warnings(void) {
+/* The fields Multigres cannot honour are refused, at admission and in
+ * render, naming the field: a cell's metadata (no place in the Cell
+ * record), a readOnly pool (no read-only pooler), a cell's external etcd
+ * TLS other than the global topology's (one TLS set-up per process). The
+ * same Secrets as the global's are accepted and mounted once. */
+static void test_field_refusals(void) {
 #define T_UREVIEW(kind, op, obj)                                                                             \
   "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"w1\","     \
   "\"kind\":{\"group\":\"multigres.com\",\"version\":\"v1alpha1\",\"kind\":\"" kind "\"},\"operation\":\"" \
   op "\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"alice\"},\"object\":" obj "}}"
-#define T_NOTE(path) "\"" path " is accepted but not implemented yet and has no effect (issue #13)\""
-  static char out[64 * 1024];
-  static const char cluster[] = T_UREVIEW("MultigresCluster", "CREATE",
-      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"globalTopoServer\":{\"etcd\":{\"maintenance\":{\"defragmentationEnabled\":true}}},"
-      "\"issuerName\":null,\"internalTLS\":{\"enabled\":false},\"cells\":[{\"name\":\"a\",\"zone\":\"z\"},{\"name\":\"b\",\"zone\":\"y\","
+  static char out[512 * 1024];
+  static const char meta[] = T_UREVIEW("MultigresCluster", "CREATE",
+      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"z\"},{\"name\":\"b\",\"zone\":\"y\","
       "\"metadata\":\"rack 7\"}]}}");
-  static const char shard_template[] = T_UREVIEW("ShardTemplate", "UPDATE",
-      "{\"metadata\":{\"name\":\"t\"},\"spec\":{\"postgresConfig\":{\"work_mem\":\"64MB\"},\"pools\":{\"p\":"
-      "{\"type\":\"readWrite\",\"fsGroup\":999}},\"initdbArgs\":\"--data-checksums\"}}");
   static const char read_only[] = T_UREVIEW("ShardTemplate", "CREATE",
       "{\"metadata\":{\"name\":\"t\"},\"spec\":{\"pools\":{\"p\":{\"type\":\"readWrite\"},\"q\":{\"type\":\"readOnly\"}}}}");
-  static const char plain[] = T_UREVIEW("CellTemplate", "CREATE",
-      "{\"metadata\":{\"name\":\"t\"},\"spec\":{\"multigateway\":{\"replicas\":2}}}");
+  static const char read_write[] = T_UREVIEW("ShardTemplate", "UPDATE",
+      "{\"metadata\":{\"name\":\"t\"},\"spec\":{\"postgresConfig\":{\"work_mem\":\"64MB\"},\"pools\":{\"p\":"
+      "{\"type\":\"readWrite\",\"fsGroup\":999}},\"initdbArgs\":\"--data-checksums\"}}");
+  static const char defrag[] = T_UREVIEW("MultigresCluster", "CREATE",
+      "{\"metadata\":{\"name\":\"c\"},\"spec\":{\"globalTopoServer\":{\"etcd\":{\"maintenance\":{\"defragmentationEnabled\":true}}},"
+      "\"cells\":[{\"name\":\"a\",\"zone\":\"z\"}]}}");
+  static const char ext_tls[] =
+      "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: x}\n"
+      "spec:\n  globalTopoServer: {external: {endpoints: ['https://g:2379'], caSecret: %s, clientCertSecret: gcl}}\n"
+      "  cells: [{name: a, zone: z, spec: {localTopoServer: {external: {endpoints: ['https://e:2379'], caSecret: %s}}}}]\n";
+  char doc[1024];
   mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
-  t_admit(cluster, out, sizeof(out));
-  CHECK(strstr(out, "\"allowed\":true") != NULL);
-  CHECK(strstr(out, "," T_NOTE("spec.globalTopoServer.etcd.maintenance.defragmentationEnabled") "," T_NOTE("spec.cells[].metadata") "]") != NULL);
-  CHECK(strstr(out, "issuerName") == NULL && strstr(out, "internalTLS") == NULL); /* acted on: no warning */
-  t_admit(shard_template, out, sizeof(out));
-  CHECK(strstr(out, "\"allowed\":true") != NULL);
-  /* fsGroup, initdbArgs and postgresConfig are acted on: no warning for them */
-  CHECK(strstr(out, "warnings") == NULL);
-  t_admit(read_only, out, sizeof(out)); /* readWrite is what every pool does: only readOnly warns */
-  CHECK(strstr(out, "\"warnings\":[" T_NOTE("spec.pools.*.type") "]") != NULL);
-  t_admit(plain, out, sizeof(out));
+  t_admit(meta, out, sizeof(out));
+  CHECK(strstr(out, "\"allowed\":false") != NULL && strstr(out, "spec.cells[name=b].metadata is set") != NULL);
+  t_admit(read_only, out, sizeof(out));
+  CHECK(strstr(out, "\"allowed\":false") != NULL && strstr(out, "spec.pools.q.type is \\\"readOnly\\\"") != NULL);
+  t_admit(read_write, out, sizeof(out)); /* readWrite, fsGroup, initdbArgs, postgresConfig: admitted, no warning */
   CHECK(strstr(out, "\"allowed\":true") != NULL && strstr(out, "warnings") == NULL);
-  {
-    CHECK(t_render_yaml("unimplemented.yaml",
-                        "apiVersion: multigres.com/v1alpha1\nkind: MultigresCluster\nmetadata: {name: x}\n"
-                        "spec: {globalTopoServer: {etcd: {maintenance: {defragmentationEnabled: true}}}, cells: [{name: a, zone: z}]}\n---\n"
-                        "apiVersion: multigres.com/v1alpha1\nkind: CellTemplate\nmetadata: {name: t}\n"
-                        "spec: {localTopoServer: {external: {endpoints: ['https://e:2379'], caSecret: ca}}}\n",
-                        out, sizeof(out)) == 0);
-    CHECK(strstr(out, "\n# warning: MultigresCluster default/x: spec.globalTopoServer.etcd.maintenance.defragmentationEnabled is accepted but not implemented yet "
-                      "and has no effect (issue #13)\n") != NULL);
-    CHECK(strstr(out, "\n# warning: CellTemplate default/t: spec.localTopoServer.external.caSecret is accepted but not "
-                      "implemented yet and has no effect (issue #13)\n") != NULL);
-  }
+  t_admit(defrag, out, sizeof(out)); /* acted on at run time: admitted without a warning */
+  CHECK(strstr(out, "\"allowed\":true") != NULL && strstr(out, "warnings") == NULL);
+  fprintf(stderr, "    (an expected error follows)\n");
+  snprintf(doc, sizeof(doc), ext_tls, "gca", "other-ca");
+  CHECK(t_render_yaml("celltls.yaml", doc, out, sizeof(out)) != 0);
+  snprintf(doc, sizeof(doc), ext_tls, "gca", "gca"); /* the global's own Secret: mounted once, flags once */
+  CHECK(t_render_yaml("celltls.yaml", doc, out, sizeof(out)) == 0);
+  CHECK(strstr(out, "--topo-etcd-tls-ca=/etc/multigres/topo-client-tls/ca.crt") != NULL);
+  CHECK(strstr(out, "\"name\":\"gca\"") != NULL && strstr(out, "other-ca") == NULL);
   mgop_arena_reset(&mgop_server.arena);
-#undef T_NOTE
 #undef T_UREVIEW
 }
 
-/* docs/api.md lists exactly mgop_unimplemented_fields, row for row. */
-static void test_unimplemented_docs(void) {
-  static char doc[256 * 1024];
-  size_t n;
-  char *sec, *end, line[600];
-  int rows = 0;
-  CHECK(mgop_read_file("docs/api.md", doc, sizeof(doc), &n) == 0);
-  sec = strstr(doc, "\n## Fields accepted but not implemented yet\n");
-  CHECK(sec != NULL);
-  if (!sec) return;
-  end = strstr(sec + 1, "\n## ");
-  if (end) *end = 0;
-  for (char *p = strstr(sec, "\n| `"); p; p = strstr(p + 1, "\n| `")) rows++;
-  for (size_t i = 0; i < MGOP_UNIMPLEMENTED_N; i++) {
-    const struct mgop_unimplemented *u = &mgop_unimplemented_fields[i];
-    size_t o = (size_t)snprintf(line, sizeof(line), "\n| `%s` |", u->path);
-    for (int k = K_CLUSTER; k <= K_SHARDT; k++)
-      if (u->kinds & MGOP_KB(k)) o += (size_t)snprintf(line + o, sizeof(line) - o, " %s", mgop_kinds[k].kind);
-    snprintf(line + o, sizeof(line) - o, " | %s |\n", u->why);
-    if (!strstr(sec, line)) fprintf(stderr, "    docs/api.md lacks the row:%s", line);
-    CHECK(strstr(sec, line) != NULL);
-  }
-  if (rows != (int)MGOP_UNIMPLEMENTED_N)
-    fprintf(stderr, "    docs/api.md lists %d rows, mgop_unimplemented_fields %zu\n", rows, MGOP_UNIMPLEMENTED_N);
-  CHECK(rows == (int)MGOP_UNIMPLEMENTED_N);
+/* etcd's maintenance answers (as etcd 3.5 writes them) and the pick: the
+ * gate (every member answered, one leader) and followers before the
+ * leader, the most free space first, half free and 8 MiB at least. */
+static void test_defrag_pick(void) {
+  static struct mgop_defrag_view v;
+  static const char status[] = "{\"header\":{\"cluster_id\":\"1\",\"member_id\":\"11975791918105126159\",\"revision\":\"1\"},"
+      "\"version\":\"3.5.35\",\"dbSize\":\"22503424\",\"leader\":\"11706740456508220416\",\"raftIndex\":\"8\","
+      "\"dbSizeInUse\":\"16384\",\"errors\":[\"memberID:1 alarm:NOSPACE\"]}";
+  static const char members[] = "{\"header\":{\"member_id\":\"1\"},\"members\":[{\"ID\":\"3465089203331334342\",\"name\":\"m3\","
+      "\"peerURLs\":[\"http://127.0.0.1:23103\"],\"clientURLs\":[\"http://127.0.0.1:23003\"]},{\"ID\":\"7\",\"name\":\"m4\"}]}";
+  struct mgop_etcd_status st;
+  char why[300];
+  int deferred;
+  CHECK(mgop_etcd_parse_status(status, sizeof(status) - 1, &st) == MGOP_OK);
+  CHECK(st.db_size == 22503424 && st.db_in_use == 16384 && st.alarms == 1);
+  CHECK(st.member_id == 11975791918105126159ULL && st.leader == 11706740456508220416ULL);
+  CHECK(mgop_etcd_parse_status("{\"dbSize\":\"-5\"}", 15, &st) != MGOP_OK);
+  CHECK(mgop_etcd_parse_members(members, sizeof(members) - 1, &v.m) == MGOP_OK);
+  CHECK(v.m.n == 2 && !strcmp(v.m.name[0], "m3") && !strcmp(v.m.url[0], "http://127.0.0.1:23003"));
+  CHECK(v.m.id[0] == 3465089203331334342ULL && v.m.url[1][0] == 0); /* not started: no client URL */
+  /* three members: 1 the leader (30 MiB free of 40), 2 (20 of 30), 3 (1 of 30) */
+  memset(&v, 0, sizeof(v));
+  v.m.n = 3;
+  for (int i = 0; i < 3; i++) snprintf(v.m.name[i], sizeof(v.m.name[i]), "m%d", i + 1);
+  v.st[0] = (struct mgop_etcd_status){40 << 20, 10 << 20, 1, 1, 0};
+  v.st[1] = (struct mgop_etcd_status){30 << 20, 10 << 20, 2, 1, 0};
+  v.st[2] = (struct mgop_etcd_status){30 << 20, 29 << 20, 3, 1, 0};
+  CHECK(mgop_defrag_pick(&v, &deferred, why, sizeof(why)) == 1 && !deferred); /* a follower before the leader */
+  v.st[1].db_in_use = 20 << 20;                                               /* m2: a third free, not half */
+  CHECK(mgop_defrag_pick(&v, &deferred, why, sizeof(why)) == 0 && !deferred); /* then the leader */
+  v.st[0].db_in_use = 33 << 20;                                               /* m1: 7 MiB free, under 8 */
+  CHECK(mgop_defrag_pick(&v, &deferred, why, sizeof(why)) == -1 && !deferred && strstr(why, "8 MiB") != NULL);
+  v.st[0].db_in_use = 1 << 20;
+  snprintf(v.err[2], sizeof(v.err[2]), "connection refused");                 /* the gate: one did not answer */
+  CHECK(mgop_defrag_pick(&v, &deferred, why, sizeof(why)) == -1 && deferred && strstr(why, "member m3 did not answer") != NULL);
+  v.err[2][0] = 0;
+  v.st[2].leader = 3;                                                          /* two leaders named */
+  CHECK(mgop_defrag_pick(&v, &deferred, why, sizeof(why)) == -1 && deferred && strstr(why, "different leaders") != NULL);
+  v.st[2].leader = 0;
+  CHECK(mgop_defrag_pick(&v, &deferred, why, sizeof(why)) == -1 && deferred && strstr(why, "knows no leader") != NULL);
 }
 
 /* Image sets: the revision is the reference operator's (vectors computed
@@ -5142,8 +5133,8 @@ static const struct t_case t_cases[] = {
     {"admission", test_admission},
     {"admission_cache", test_admission_cache},
     {"field_walk", test_field_walk},
-    {"unimplemented_warnings", test_unimplemented_warnings},
-    {"unimplemented_docs", test_unimplemented_docs},
+    {"field_refusals", test_field_refusals},
+    {"defrag_pick", test_defrag_pick},
     {"abort_and_write_gate", test_abort_and_write_gate},
     {"limits_images", test_limits_images},
     {"limits_fifty_cells", test_limits_fifty_cells},

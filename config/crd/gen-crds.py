@@ -14,7 +14,8 @@ user-edited kinds carry no `default:` values.
 Field names, enums, bounds and rules follow the reference operator's public API
 (numtide/multigres-operator, api/v1alpha1) so that its users' manifests apply
 unchanged; where the reference's versions disagree (zone vs zoneId, pool type
-readOnly), the schema accepts the union.
+readOnly), the schema accepts the union, and the operator refuses with a
+message what Multigres cannot do (readOnly, a cell's metadata).
 """
 
 import json
@@ -324,10 +325,11 @@ def external_topo(desc, cel):
     return O(desc, {
         "endpoints": endpoints,
         "implementation": S("Topology client implementation. Unset: etcd.", maxLength=63),
-        "caSecret": S("Secret (same namespace) holding the CA certificate (ca.crt) that verifies the etcd servers.",
-                      maxLength=253),
+        "caSecret": S("Secret (same namespace) holding the CA certificate (ca.crt) that verifies the etcd servers. "
+                      "A cell's: the global topology's Secret or unset (Multigres components take one etcd TLS "
+                      "set-up per process).", maxLength=253),
         "clientCertSecret": S("Secret (same namespace) of type kubernetes.io/tls with the client certificate and key "
-                              "presented to etcd.", maxLength=253),
+                              "presented to etcd. A cell's: the global topology's Secret or unset.", maxLength=253),
         "rootPath": S("Key prefix of this cluster's topology inside the external etcd.", minLength=1, maxLength=512),
     }, required=["endpoints"])
 
@@ -485,8 +487,9 @@ def pool_spec(desc, cel, pool_cells_rule=True):
         cells = with_rules(cells, [rule("oldSelf.all(c, c in self)",
                                         "cells cannot be removed from a pool (append-only); add the removed cell back")], cel)
     return O(desc, {
-        "type": S("Pool role. readWrite pools hold the primary and its synchronous standbys; readOnly pools serve "
-                  "replica reads. Unset: readWrite.", enum=["readWrite", "readOnly"]),
+        "type": S("Pool role: readWrite (the default), whose replicas serve reads too. readOnly is accepted from "
+                  "older manifests and refused with a message: Multigres has no read-only pooler.",
+                  enum=["readWrite", "readOnly"]),
         "cells": cells,
         "replicasPerCell": I32("Pods per cell (at least 1; 3 recommended for the AT_LEAST_2 durability policy). "
                                "Unset: inherited, then 3.", minimum=1, maximum=32),
@@ -668,8 +671,9 @@ def cluster_schema():
                     "and region. Immutable.", minLength=1, maxLength=63),
         "region": S("Region name, e.g. us-east-1, for region-wide cells. Set exactly one of zone, zoneId and region. "
                     "Immutable.", minLength=1, maxLength=63),
-        "metadata": S("Opaque document copied verbatim into the cell's topology record for admin clients; "
-                      "the operator does not read it.", maxLength=4096),
+        "metadata": S("Accepted from the reference operator's manifests and refused when set: Multigres's Cell "
+                      "topology record (name, server_addresses, root) has no field to hold it. Keep notes in an "
+                      "annotation.", maxLength=4096),
         "cellTemplate": template_ref("Name of a CellTemplate to use. Unset: spec.templateDefaults.cellTemplate, then the "
                                      "CellTemplate named default, then the operator defaults. Not with spec."),
         "overrides": O("Fields applied on top of the template (deep merge). Not with spec.", {

@@ -23,9 +23,9 @@ spec:
   multiorch: {cells: [zone-a, zone-b]}
   pools:
     main: {type: readWrite, cells: [zone-a], replicasPerCell: 1}
-    keep: {type: readOnly, cells: [zone-a, zone-b], replicasPerCell: 1}
-    ret: {type: readOnly, cells: [zone-a], replicasPerCell: 1}
-    del: {type: readOnly, cells: [zone-b], replicasPerCell: 1, pvcDeletionPolicy: {whenDeleted: Delete}}
+    keep: {cells: [zone-a, zone-b], replicasPerCell: 1}
+    ret: {cells: [zone-a], replicasPerCell: 1}
+    del: {cells: [zone-b], replicasPerCell: 1, pvcDeletionPolicy: {whenDeleted: Delete}}
 ---
 apiVersion: multigres.com/v1alpha1
 kind: ShardTemplate
@@ -34,7 +34,7 @@ spec:
   multiorch: {cells: [zone-a]}
   pools:
     main: {type: readWrite, cells: [zone-a], replicasPerCell: 1}
-    keep: {type: readOnly, cells: [zone-a, zone-b], replicasPerCell: 1}
+    keep: {cells: [zone-a, zone-b], replicasPerCell: 1}
 EOF
 # manifest ZONE_B_SPEC SHARD_TEMPLATE EXTRA_TABLEGROUP
 manifest() {

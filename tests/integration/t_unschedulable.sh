@@ -2,8 +2,9 @@
 # Why a cluster does not converge: a cell whose zone no node carries.
 #  - admission allows the cluster but kubectl prints the webhook's warning
 #    naming the field, the zone and the node label (a cell in a zone that
-#    exists gets none); a field accepted but not implemented yet gets its
-#    own warning;
+#    exists gets none); fields Multigres cannot honour are refused by the
+#    API server's call to the webhook, naming the field (a cell's metadata,
+#    a readOnly pool), and defragmentationEnabled is admitted with no warning;
 #  - its pool and gateway pods cannot be scheduled, and the Cell, Shard and
 #    cluster status messages name a pod and the scheduler's reason instead
 #    of a bare count; the cluster in a real zone never names the zone's
@@ -29,8 +30,8 @@ wait_log unsched '"msg":"serving the admission webhook on 127.0.0.1:0 (port ' ||
 wait_log unsched 'serving /healthz and /readyz on 127.0.0.1:0 (port ' || fail "no probe server"
 port=$(grep -o 'admission webhook on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/unsched.log" | grep -o '[0-9]*$')
 pport=$(grep -o 'serving /healthz and /readyz on 127.0.0.1:0 (port [0-9]*' "$IT_LOGS/unsched.log" | grep -o '[0-9]*$')
-local_webhooks $vwc "$port" $ns 'vmultigrescluster|multigresclusters|"CREATE", "UPDATE"' ||
-  fail "webhook configuration rejected"
+local_webhooks $vwc "$port" $ns 'vmultigrescluster|multigresclusters|"CREATE", "UPDATE"' \
+  'vtemplates|shardtemplates|"CREATE", "UPDATE", "DELETE"' || fail "webhook configuration rejected"
 wait_for 30 "CA bundle patched" sh -c \
   "kubectl get validatingwebhookconfiguration $vwc -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | grep -q ." ||
   fail "the operator did not patch the CA bundle"
@@ -47,14 +48,17 @@ grep -qF 'Warning: spec.cells[0].zone "mars-1a" matches no node'"'"'s topology.k
 note "kubectl: $(grep -F Warning <<<"$out")"
 out=$(cluster found us-east-1a | kubectl apply -f - 2>&1) || fail "the second cluster was refused: $out"
 grep -qF 'Warning' <<<"$out" && fail "a cell in an existing zone was warned about: $out"
-# fields accepted but not implemented yet (docs/api.md): one warning each, printed by kubectl
+# fields Multigres cannot honour (docs/api.md): refused, naming the field; defragmentation: acted on, no warning
 out=$(printf '%s\n  globalTopoServer: {etcd: {maintenance: {defragmentationEnabled: true}}}\n' "$(cluster inert us-east-1a)" |
-  kubectl apply --dry-run=server -f - 2>&1) || fail "the cluster with unimplemented fields was refused: $out"
-for f in spec.globalTopoServer.etcd.maintenance.defragmentationEnabled; do
-  grep -qF "Warning: $f is accepted but not implemented yet and has no effect (issue #13)" <<<"$out" ||
-    fail "kubectl printed no warning for $f: $out"
-done
-note "kubectl: $(grep -F -c 'not implemented yet' <<<"$out") warnings for fields not implemented yet"
+  kubectl apply --dry-run=server -f - 2>&1) || fail "the cluster with defragmentationEnabled was refused: $out"
+grep -qF 'Warning' <<<"$out" && fail "defragmentationEnabled drew a warning: $out"
+out=$(cluster meta us-east-1a | sed 's/zone: us-east-1a}/zone: us-east-1a, metadata: "rack 7"}/' |
+  kubectl apply --dry-run=server -f - 2>&1) && fail "a cell with metadata was admitted: $out"
+grep -qF 'spec.cells[name=zone-x].metadata is set, but Multigres' <<<"$out" || fail "no reason for the metadata refusal: $out"
+out=$(printf 'apiVersion: multigres.com/v1alpha1\nkind: ShardTemplate\nmetadata: {name: ro, namespace: %s}\nspec:\n  pools: {q: {type: readOnly}}\n' $ns |
+  kubectl apply --dry-run=server -f - 2>&1) && fail "a readOnly pool was admitted: $out"
+grep -qF 'spec.pools.q.type is "readOnly": Multigres has no read-only pooler' <<<"$out" || fail "no reason for the readOnly refusal: $out"
+note "refused: cells[].metadata and a readOnly pool, each naming the field"
 
 msg_has() { # KIND NAME TEXT: the object's status.message contains TEXT
   local m
