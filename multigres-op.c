@@ -7104,7 +7104,8 @@ static int mgop_roll_read_primaries(struct mgop_rctx *r, const char *cell, char 
  * etcd.maintenance.defragmentationEnabled of an operator-managed etcd (the
  * global one, or a cell's): compaction frees pages inside the backend file
  * but never shrinks it; a defragmentation rewrites it. Every
- * MGOP_DEFRAG_INTERVAL_MS a cluster's turn looks at each such etcd: its
+ * MGOP_DEFRAG_INTERVAL_MS (the first one interval after the operator
+ * first sees the cluster) a cluster's turn looks at each such etcd: its
  * members (asked through the client Service) and each member's status
  * (asked of that member). It defragments at most one member a look, and
  * only when every member answered and all name the same leader (the health
@@ -7223,6 +7224,7 @@ static void mgop_defrag_cluster(struct mgop_rctx *r) {
   for (int i = 0; i < r->ntopo_cells; i++)
     if (r->topo_cells[i].defrag) addrs[n++] = r->topo_cells[i].addrs;
   if (!n || !(slot = mgop_topo_slot(r->ns, r->name))) return;
+  if (!slot->defrag_next_ms) slot->defrag_next_ms = now + MGOP_DEFRAG_INTERVAL_MS; /* a new etcd starts unfragmented */
   if (slot->defrag_next_ms > now) {
     mgop_enqueue(r->ns, r->name, slot->defrag_next_ms - now + 100);
     return;

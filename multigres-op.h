@@ -3343,7 +3343,8 @@ static int mgop_kube_exchange(struct mgop_kube *k, struct mgop_conn *c, const ch
     }
     break;
   }
-  if (rc || *status >= 400) k->stats.errors++;
+  /* 404 is an answer (the object is absent, which GETs and DELETEs ask) */
+  if (rc || (*status >= 400 && *status != 404)) k->stats.errors++;
   return rc;
 }
 
@@ -6312,29 +6313,30 @@ int mgop_etcd_parse_members(const char *body, size_t n, struct mgop_etcd_members
   return MGOP_OK;
 }
 
+/* A maintenance call: an empty request, the answer in out. */
+static int mgop_etcd_call_empty(struct mgop_etcd *e, const char *path, struct mgop_buf *out) {
+  mgop_buf_init(out, mgop_etcd_body, sizeof(mgop_etcd_body));
+  return mgop_etcd_call(e, path, "{}", 2, out);
+}
+
 int mgop_etcd_member_list(struct mgop_etcd *e, struct mgop_etcd_members *m) {
   struct mgop_buf out;
-  int rc;
-  mgop_buf_init(&out, mgop_etcd_body, sizeof(mgop_etcd_body));
-  if ((rc = mgop_etcd_call(e, "/v3/cluster/member/list", "{}", 2, &out))) return rc;
-  return mgop_etcd_parse_members(out.p, out.len, m);
+  int rc = mgop_etcd_call_empty(e, "/v3/cluster/member/list", &out);
+  return rc ? rc : mgop_etcd_parse_members(out.p, out.len, m);
 }
 
 int mgop_etcd_status(struct mgop_etcd *e, struct mgop_etcd_status *st) {
   struct mgop_buf out;
-  int rc;
-  mgop_buf_init(&out, mgop_etcd_body, sizeof(mgop_etcd_body));
-  if ((rc = mgop_etcd_call(e, "/v3/maintenance/status", "{}", 2, &out))) return rc;
-  return mgop_etcd_parse_status(out.p, out.len, st);
+  int rc = mgop_etcd_call_empty(e, "/v3/maintenance/status", &out);
+  return rc ? rc : mgop_etcd_parse_status(out.p, out.len, st);
 }
 
 int mgop_etcd_defragment(struct mgop_etcd *e, long long timeout_ms) {
   struct mgop_buf out;
   long long was = e->timeout_ms;
   int rc;
-  mgop_buf_init(&out, mgop_etcd_body, sizeof(mgop_etcd_body));
   e->timeout_ms = timeout_ms;
-  rc = mgop_etcd_call(e, "/v3/maintenance/defragment", "{}", 2, &out);
+  rc = mgop_etcd_call_empty(e, "/v3/maintenance/defragment", &out);
   e->timeout_ms = was;
   return rc;
 }
