@@ -3996,10 +3996,16 @@ static void mgop_exporter_ctr(struct mgop_ctr *c, const char *su_json, char *env
 #define MGOP_POOL_TYPE_WHY                                                                                 \
   "Multigres has no read-only pooler (a pooler is PRIMARY or REPLICA, and every replica of a readWrite pool " \
   "serves reads already); remove type or set it to readWrite"
+/* The pool's type when it is refused (into type), else NULL: admission of
+ * a ShardTemplate and the reconciler ask the same question. */
+static const char *mgop_pool_type_refused(const struct mgop_json *pdoc, int pv, char *type, size_t cap) {
+  type[0] = 0;
+  mgop_json_path_str(pdoc, pv, "type", type, cap);
+  return type[0] && strcmp(type, "readWrite") ? type : NULL;
+}
 static int mgop_pool_type(struct mgop_rctx *r, const struct mgop_json *pdoc, int pv, const char *what, const char *pool) {
-  char type[16] = "";
-  mgop_json_path_str(pdoc, pv, "type", type, sizeof(type));
-  if (!type[0] || !strcmp(type, "readWrite")) return MGOP_OK;
+  char type[16];
+  if (!mgop_pool_type_refused(pdoc, pv, type, sizeof(type))) return MGOP_OK;
   mgop_stall(r, "InvalidSpec", "%s.pools.%s.type is \"%s\": " MGOP_POOL_TYPE_WHY, what, pool, type);
   return MGOP_ERR_CONFIG;
 }
@@ -7115,7 +7121,8 @@ static int mgop_roll_read_primaries(struct mgop_rctx *r, const char *cell, char 
  * A defragmentation blocks that member's requests while bbolt copies the
  * live pages (well under a second for a topology's few MiB); the call is
  * bounded by MGOP_DEFRAG_TIMEOUT_MS and runs on the loop. Events say what
- * was done (EtcdDefragmented) or why not (EtcdDefragDeferred). */
+ * was done (EtcdDefragmented) or why not (EtcdDefragDeferred by the gate,
+ * EtcdDefragFailed when the members could not be listed or the call failed). */
 #define MGOP_DEFRAG_INTERVAL_MS (5LL * 60 * 1000)
 #define MGOP_DEFRAG_MIN_FREE (8LL << 20)
 #define MGOP_DEFRAG_TIMEOUT_MS 60000LL
@@ -9971,10 +9978,9 @@ static void mgop_admit(const struct mgop_json *j, int req, const char *op, const
     int pools = mgop_json_path(j, mgop_json_key(j, req, "object"), "spec.pools");
     for (int i = 0, kt = pools + 1; mgop_json_is(j, pools, JSMN_OBJECT) && i < j->tok[pools].size;
          i++, kt = mgop_json_next(j, kt + 1)) {
-      char pool[64] = "", type[16] = "";
+      char pool[64] = "", type[16];
       mgop_json_str(j, kt, pool, sizeof(pool));
-      mgop_json_path_str(j, kt + 1, "type", type, sizeof(type));
-      if (type[0] && strcmp(type, "readWrite")) {
+      if (mgop_pool_type_refused(j, kt + 1, type, sizeof(type))) {
         mgop_deny(v, 422, "Invalid", "spec.pools.%s.type is \"%s\": " MGOP_POOL_TYPE_WHY, pool, type);
         return;
       }
