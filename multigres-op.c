@@ -573,6 +573,7 @@ static struct mgop_server {
   int job_desired[MGOP_DESIRED_MAX];            /* ... their desired index  */
   uint32_t list_epoch[K_COUNT];      /* per kind: bumped by each (re)list (section 9) */
   struct mgop_root_ref roots[MGOP_WORK_SLOTS];             /* every cluster seen  */
+  size_t roots_span;                 /* rows ever used: scans stop there (untouched pages cost nothing) */
   struct mgop_template_ref templates[MGOP_TEMPLATE_SLOTS]; /* every template seen */
   struct mgop_unsched unsched[MGOP_UNSCHED_SLOTS];         /* pods the scheduler refused */
   unsigned long long unsched_dropped; /* rows refused: the table was full    */
@@ -1295,6 +1296,7 @@ static uint64_t mgop_cluster_hash(const char *ns, const char *cluster) {
   return h ? h : 1;
 }
 
+/* uids and resourceVersions, kept as hashes where they are only compared */
 static uint64_t mgop_uid_hash(const char *uid) { return mgop_fnv1a64(MGOP_FNV64_INIT, uid, strlen(uid)); }
 
 static uint64_t mgop_desired_key(const struct mgop_rctx *r, const struct mgop_desired *d) {
@@ -1305,7 +1307,7 @@ static uint64_t mgop_desired_key(const struct mgop_rctx *r, const struct mgop_de
 static int mgop_in_sync(const struct mgop_desired *d, const struct mgop_fp *f) {
   if (!f || !(f->flags & MGOP_FP_EXISTS) || f->applied_hash != d->hash) return 0;
   if (mgop_kinds[d->kind].generation) return f->seen_gen == f->applied_gen;
-  return strcmp(f->seen_rv, f->applied_rv) == 0;
+  return f->seen_rv == f->applied_rv;
 }
 
 /* One apply's result: counted, logged, kept in the object table. Returns
@@ -1351,11 +1353,11 @@ static int mgop_apply_result(struct mgop_rctx *r, const struct mgop_desired *d, 
     if (mgop_kinds[d->kind].generation && j->res.generation != f->seen_gen) f->flags &= ~MGOP_FP_SETTLED;
     f->applied_hash = d->hash;
     f->applied_gen = j->res.generation;
-    snprintf(f->applied_rv, sizeof(f->applied_rv), "%s", j->res.rv);
+    f->applied_rv = mgop_uid_hash(j->res.rv);
     /* until the watch reports it, what we wrote is what exists */
     f->flags |= MGOP_FP_EXISTS;
     f->seen_gen = j->res.generation;
-    snprintf(f->seen_rv, sizeof(f->seen_rv), "%s", j->res.rv);
+    f->seen_rv = mgop_uid_hash(j->res.rv);
     snprintf(f->uid, sizeof(f->uid), "%s", j->res.uid);
   }
   {
@@ -1429,14 +1431,28 @@ struct mgop_series {
   char labels[MGOP_LABELS_MAX]; /* rendered: a="x",b="y"               */
   double value;
 };
+/* Rows are dense, [0, mgop_series_used), found through an open-addressing
+ * index of row numbers: the pages the table costs follow the series that
+ * exist, not --max-metric-series (a hashed table of rows touched them all
+ * once a few thousand were spread over it), and /metrics reads only those. */
 static struct mgop_series *mgop_series; /* mgop_series_cap rows, allocated at start-up */
-static size_t mgop_series_cap;
+static uint32_t *mgop_series_index;     /* row + 1; 0 empty */
+static size_t mgop_series_cap, mgop_series_icap;
+#define MGOP_SERIES_ROWS_MAX ((size_t)1 << 28)
 
 /* Start-up, before the threads (or a test's first gauge): the table. */
 static int mgop_series_init(size_t rows) {
   if (mgop_series) return MGOP_OK;
-  if (rows < 2 || !(mgop_series = mgop_table_alloc(rows, sizeof(*mgop_series))))
+  if (rows < 2 || rows > MGOP_SERIES_ROWS_MAX)
+    return mgop_seterr(MGOP_ERR_NOMEM, "a metric series table of %zu rows: between 2 and %zu", rows,
+                       MGOP_SERIES_ROWS_MAX);
+  mgop_series_icap = rows + rows / 4 + 1; /* always an empty slot: a probe ends */
+  mgop_series = mgop_table_alloc(rows, sizeof(*mgop_series));
+  mgop_series_index = mgop_table_alloc(mgop_series_icap, sizeof(*mgop_series_index));
+  if (!mgop_series || !mgop_series_index) {
+    mgop_series = NULL;
     return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate a metric series table of %zu rows", rows);
+  }
   mgop_series_cap = rows;
   return MGOP_OK;
 }
@@ -1507,26 +1523,28 @@ static void mgop_gauge_set(uint64_t owner, const char *family, const char *label
   pthread_mutex_unlock(&mgop_shared.mu);
 }
 
-/* Rows are found by a hash of family and labels, open addressing with
- * linear probing (a status turn sets dozens; a scan of the whole table each
- * time was the cost at scale). One slot always stays empty, so a probe ends. */
+/* A status turn sets dozens of series: the index finds each by a hash of
+ * family and labels (a scan of the whole table each time was the cost at
+ * scale). */
 static size_t mgop_series_used;
 static size_t mgop_series_home(const char *family, const char *labels) {
   uint64_t h = mgop_fnv1a64(MGOP_FNV64_INIT, family, strlen(family) + 1);
-  return (size_t)(mgop_fnv1a64(h, labels, strlen(labels)) % mgop_series_cap);
+  return (size_t)(mgop_fnv1a64(h, labels, strlen(labels)) % mgop_series_icap);
 }
 
 static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char *labels, double value) {
   size_t i;
   struct mgop_series *s;
   if (mgop_series_init(MGOP_SERIES_DEFAULT)) abort(); /* sized at start-up; here only in tests */
-  for (i = mgop_series_home(family, labels); (s = &mgop_series[i])->family; i = (i + 1) % mgop_series_cap)
+  for (i = mgop_series_home(family, labels); mgop_series_index[i]; i = (i + 1) % mgop_series_icap) {
+    s = &mgop_series[mgop_series_index[i] - 1];
     if (s->family == family && !strcmp(s->labels, labels)) {
       s->owner = owner;
       s->value = value;
       return;
     }
-  if (mgop_series_used >= mgop_series_cap - 1) {
+  }
+  if (mgop_series_used >= mgop_series_cap) {
     char what[300];
     mgop_series_full++;
     snprintf(what, sizeof(what), "metric series table full (%zu series; raise --max-metric-series); %s{%.160s} is not "
@@ -1534,32 +1552,34 @@ static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char
     mgop_limit_note(MGOP_L_METRIC_SERIES, what);
     return;
   }
-  mgop_series_used++;
+  s = &mgop_series[mgop_series_used];
+  mgop_series_index[i] = (uint32_t)++mgop_series_used;
   s->owner = owner;
   s->family = family;
   snprintf(s->labels, sizeof(s->labels), "%s", labels);
   s->value = value;
 }
 
-/* Drops a cluster's rows, then re-inserts the rest in probe order from an
- * empty slot so no chain is left broken (rare: a cluster went away). */
+/* Drops a cluster's rows (rare: a cluster went away): the rest close up,
+ * in order, and the index is rebuilt. */
 static void mgop_series_drop(uint64_t owner) {
-  size_t start = 0;
+  size_t kept = 0, was;
   pthread_mutex_lock(&mgop_shared.mu);
-  for (size_t i = 0; i < mgop_series_cap; i++)
-    if (mgop_series[i].family && mgop_series[i].owner == owner) {
-      memset(&mgop_series[i], 0, sizeof(mgop_series[i]));
-      mgop_series_used--;
+  was = mgop_series_used;
+  for (size_t i = 0; i < was; i++)
+    if (mgop_series[i].owner != owner) {
+      if (kept != i) mgop_series[kept] = mgop_series[i];
+      kept++;
     }
-  while (start + 1 < mgop_series_cap && mgop_series[start].family) start++;
-  for (size_t n = 1; n <= mgop_series_cap; n++) {
-    size_t at = (start + n) % mgop_series_cap, to;
-    struct mgop_series row = mgop_series[at];
-    if (!row.family) continue;
-    mgop_series[at].family = NULL;
-    for (to = mgop_series_home(row.family, row.labels); mgop_series[to].family; to = (to + 1) % mgop_series_cap) {}
-    if (to != at) memset(&mgop_series[at], 0, sizeof(mgop_series[at]));
-    mgop_series[to] = row;
+  if (kept != was) {
+    memset(&mgop_series[kept], 0, (was - kept) * sizeof(mgop_series[0]));
+    mgop_series_used = kept;
+    memset(mgop_series_index, 0, mgop_series_icap * sizeof(mgop_series_index[0]));
+    for (size_t r = 0; r < kept; r++) {
+      size_t at = mgop_series_home(mgop_series[r].family, mgop_series[r].labels);
+      while (mgop_series_index[at]) at = (at + 1) % mgop_series_icap;
+      mgop_series_index[at] = (uint32_t)(r + 1);
+    }
   }
   pthread_mutex_unlock(&mgop_shared.mu);
 }
@@ -1694,7 +1714,7 @@ static int mgop_prune(struct mgop_rctx *r) {
   size_t note_len = 0;
   for (int i = 0; i < r->ndesired; i++) want[i] = mgop_desired_key(r, &r->desired[i]);
   qsort(want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64);
-  for (size_t i = 0; i < mgop_fp_slots(); i++) {
+  for (size_t i = 0; i < mgop_fp_span(); i++) {
     struct mgop_fp *f = mgop_fp_at(i);
     int depth;
     if (!f || f->cluster != cl || f->kind <= 0 || !(f->flags & MGOP_FP_EXISTS) || !f->uid[0]) continue;
@@ -1940,7 +1960,7 @@ static int mgop_patch_object(const char *path, const char *json, size_t n, int *
 /* Has the StatefulSet watch seen orphans of this cluster's name? */
 static int mgop_has_orphans(const struct mgop_rctx *r) {
   uint64_t cl = mgop_cluster_hash(r->ns, r->name);
-  for (size_t i = 0; i < mgop_fp_slots(); i++) {
+  for (size_t i = 0; i < mgop_fp_span(); i++) {
     const struct mgop_fp *f = mgop_fp_at(i);
     if (f && f->cluster == cl && f->kind == K_STS + 1 && (f->flags & MGOP_FP_EXISTS) && (f->flags & MGOP_FP_ORPHANED))
       return 1;
@@ -4847,14 +4867,17 @@ struct mgop_bh {
   char shard_cr[MGOP_SHARD_CR_NAME_MAX + 1], db[32], tg[32], sn[32];
 };
 static struct mgop_bh mgop_bh_table[MGOP_BH_MAX];
+static int mgop_bh_span; /* rows ever used: scans stop there, so the pages of
+                            rows never used are never touched (~1 KB each) */
 static const char *mgop_ma_override; /* --multiadmin-address: every cluster's multiadmin (out of cluster) */
 
 static struct mgop_bh *mgop_bh_slot(uint64_t key) {
   struct mgop_bh *free_slot = NULL;
-  for (int i = 0; i < MGOP_BH_MAX; i++) {
+  for (int i = 0; i < mgop_bh_span; i++) {
     if (mgop_bh_table[i].key == key) return &mgop_bh_table[i];
     if (!mgop_bh_table[i].key && !free_slot) free_slot = &mgop_bh_table[i];
   }
+  if (!free_slot && mgop_bh_span < MGOP_BH_MAX) free_slot = &mgop_bh_table[mgop_bh_span++];
   if (!free_slot) {
     char what[160];
     snprintf(what, sizeof(what), "backup health is kept for at most %d shards; more get no BackupHealthy condition",
@@ -5044,7 +5067,7 @@ static long long mgop_backup_tick(void) {
   struct mgop_bh *due = NULL;
   long long now = mgop_now_ms();
   if (!mgop_backup_check_ms) return -1;
-  for (int i = 0; i < MGOP_BH_MAX; i++) {
+  for (int i = 0; i < mgop_bh_span; i++) {
     struct mgop_bh *h = &mgop_bh_table[i];
     if (!h->key || !h->cluster[0] || !h->checked_ms) continue; /* the cluster's first turn checks it */
     if (!due || h->checked_ms < due->checked_ms) due = h;
@@ -5052,7 +5075,7 @@ static long long mgop_backup_tick(void) {
   if (!due) return -1;
   if (due->checked_ms + mgop_backup_check_ms > now) return due->checked_ms + mgop_backup_check_ms - now;
   mgop_bh_recheck(due, down_host, sizeof(down_host));
-  for (int i = 0; down_host[0] && i < MGOP_BH_MAX; i++) {
+  for (int i = 0; down_host[0] && i < mgop_bh_span; i++) {
     struct mgop_bh *h = &mgop_bh_table[i];
     if (h != due && h->checked_ms && h->checked_ms + mgop_backup_check_ms <= now && !strcmp(h->ns, due->ns) &&
         !strcmp(h->cluster, due->cluster))
@@ -5096,7 +5119,7 @@ static long long mgop_sched_busy_ms;
 
 /* A Shard is gone: its slot is free for another. */
 static void mgop_bh_forget(uint64_t key) {
-  for (int i = 0; i < MGOP_BH_MAX; i++)
+  for (int i = 0; i < mgop_bh_span; i++)
     if (mgop_bh_table[i].key == key) {
       if (mgop_sched_busy == key) mgop_sched_busy = 0;
       memset(&mgop_bh_table[i], 0, sizeof(mgop_bh_table[i]));
@@ -6635,7 +6658,7 @@ static int mgop_topo_leftovers(struct mgop_rctx *r) {
   int left = 0;
   for (int i = 0; i < r->ndesired; i++) want[i] = mgop_desired_key(r, &r->desired[i]);
   qsort(want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64);
-  for (size_t i = 0; i < mgop_fp_slots(); i++) {
+  for (size_t i = 0; i < mgop_fp_span(); i++) {
     struct mgop_fp *f = mgop_fp_at(i);
     if (!f || f->cluster != cl || f->kind <= 0 || !(f->flags & MGOP_FP_EXISTS) || !f->uid[0]) continue;
     if (!bsearch(&f->key, want, (size_t)r->ndesired, sizeof(want[0]), mgop_cmp_u64)) left++;
@@ -8479,7 +8502,7 @@ static struct mgop_template_ref *mgop_template_find(uint64_t key) {
 }
 
 static struct mgop_root_ref *mgop_root_find(const char *ns, const char *name) {
-  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++)
+  for (size_t i = 0; i < mgop_server.roots_span; i++)
     if (mgop_server.roots[i].used && !strcmp(mgop_server.roots[i].ns, ns) && !strcmp(mgop_server.roots[i].name, name)) return &mgop_server.roots[i];
   return NULL;
 }
@@ -8523,7 +8546,7 @@ static void mgop_note_uses(const char *ns, const char *name, const struct mgop_r
 
 static void mgop_roots_set(const char *ns, const char *name, int present) {
   struct mgop_root_ref *free_slot = NULL;
-  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_server.roots_span; i++) {
     struct mgop_root_ref *r = &mgop_server.roots[i];
     if (r->used && !strcmp(r->ns, ns) && !strcmp(r->name, name)) {
       if (!present) memset(r, 0, sizeof(*r));
@@ -8531,6 +8554,8 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
     }
     if (!r->used && !free_slot) free_slot = r;
   }
+  if (present && !free_slot && mgop_server.roots_span < MGOP_WORK_SLOTS)
+    free_slot = &mgop_server.roots[mgop_server.roots_span++];
   if (present && !free_slot) { /* its turn stalls with the same message (mgop_reconcile) */
     char what[400];
     snprintf(what, sizeof(what), "cluster table full (%d clusters); MultigresCluster %.63s/%.253s is not reconciled",
@@ -8625,7 +8650,7 @@ static void mgop_observe_readiness(int kind, const struct mgop_json *j, int obj,
 /* The clusters of ns that use the template key reconcile, and those not
  * reconciled yet since start (they may turn out to use it). */
 static void mgop_wake_consumers(const char *ns, uint64_t key) {
-  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_server.roots_span; i++) {
     struct mgop_root_ref *r = &mgop_server.roots[i];
     if (r->used && !strcmp(r->ns, ns) && (!r->uses_known || mgop_root_uses(r, key))) mgop_enqueue(ns, r->name, 100);
   }
@@ -8767,7 +8792,7 @@ static int mgop_template_sync(const char *ns, const char *id) {
   struct mgop_jw w;
   if (!t || strcmp(t->ns, ns)) return MGOP_OK; /* deleted since */
   if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader: template upkeep waits");
-  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_server.roots_span; i++) {
     struct mgop_root_ref *r = &mgop_server.roots[i];
     if (!r->used || strcmp(r->ns, ns)) continue;
     if (!r->uses_known) all_known = 0;
@@ -9039,7 +9064,7 @@ static int mgop_observed_list_end(int kind) {
     pthread_rwlock_unlock(&mgop_tcache.lock);
   }
   if (gone && kind == K_POD) /* their clusters are not known from a bare row */
-    for (size_t r = 0; r < MGOP_WORK_SLOTS; r++)
+    for (size_t r = 0; r < mgop_server.roots_span; r++)
       if (mgop_server.roots[r].used) mgop_enqueue(mgop_server.roots[r].ns, mgop_server.roots[r].name, 100);
   return gone;
 }
@@ -9093,7 +9118,7 @@ static void mgop_on_list_end(int kind) {
   if (k->role == MGOP_ROLE_OBSERVED) {
     gone = mgop_observed_list_end(kind);
   } else if (k->role == MGOP_ROLE_ROOT) {
-    for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+    for (size_t i = 0; i < mgop_server.roots_span; i++) {
       struct mgop_root_ref *r = &mgop_server.roots[i];
       if (!r->used || r->epoch == mgop_server.list_epoch[kind]) continue;
       mgop_forget_root(r->ns, r->name);
@@ -9109,14 +9134,14 @@ static void mgop_on_list_end(int kind) {
       gone++;
     }
   } else {
-    for (size_t i = 0; i < mgop_fp_slots(); i++) {
+    for (size_t i = 0; i < mgop_fp_span(); i++) {
       struct mgop_fp *f = mgop_fp_at(i);
       if (!f || f->kind != kind + 1 || f->epoch == mgop_server.list_epoch[kind]) continue;
       mgop_forget_object(kind, f->key);
       gone++;
     }
     if (gone) /* the owners are not known from a bare row: every cluster checks its tree */
-      for (size_t r = 0; r < MGOP_WORK_SLOTS; r++)
+      for (size_t r = 0; r < mgop_server.roots_span; r++)
         if (mgop_server.roots[r].used) mgop_enqueue(mgop_server.roots[r].ns, mgop_server.roots[r].name, 100);
   }
   if (gone) MGOP_LOG(MGOP_INFO, ("relist of %s: %d object%s deleted while the watch was down", k->kind, gone,
@@ -9225,7 +9250,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       }
       mgop_json_path_str(j, obj, "metadata.resourceVersion", rv, sizeof(rv));
       mgop_json_i64(j, mgop_json_path(j, obj, "metadata.generation"), &gen);
-      snprintf(f->seen_rv, sizeof(f->seen_rv), "%s", rv);
+      f->seen_rv = mgop_uid_hash(rv);
       f->seen_gen = gen;
       f->kind = kind + 1;
       f->epoch = mgop_server.list_epoch[kind];
@@ -9239,7 +9264,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
         if (mgop_json_str(j, mgop_json_key(j, ann, MGOP_HASH_ANNOTATION), hex, sizeof(hex)) == MGOP_OK) {
           f->applied_hash = strtoull(hex, NULL, 16);
           f->applied_gen = gen;
-          snprintf(f->applied_rv, sizeof(f->applied_rv), "%s", rv);
+          f->applied_rv = mgop_uid_hash(rv);
         }
       }
       mgop_observe_readiness(kind, j, obj, f);
@@ -10195,7 +10220,7 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
 
   for (size_t f = 0; f < sizeof(mgop_families) / sizeof(mgop_families[0]); f++) {
     mgop_metric_head(b, mgop_families[f].name, "gauge", mgop_families[f].help);
-    for (size_t i = 0; i < mgop_series_cap; i++)
+    for (size_t i = 0; i < mgop_series_used; i++)
       if (mgop_series[i].family == mgop_families[f].name)
         mgop_buf_printf(b, "%s{%s} %g\n", mgop_families[f].name, mgop_series[i].labels, mgop_series[i].value);
   }
@@ -10959,14 +10984,14 @@ static void mgop_loop_yields(void) {
  * operator newer than its CRDs would write fields the API server prunes, so
  * it reconciles nothing until they are applied: a log line, /readyz 503 and
  * multigres_operator_crd_schema_outdated say which. Read at start (eight
- * GETs) and, while not current, every MGOP_CRD_RECHECK_MS; once current,
+ * GETs of the CRDs' metadata) and, while not current, every MGOP_CRD_RECHECK_MS; once current,
  * never again (idle costs nothing). A CRD that cannot be read for another
  * reason (no RBAC grant) is logged and not held against the operator. */
 #define MGOP_CRD_SCHEMA 3 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
 #define MGOP_CRD_RECHECK_MS 10000
 static void mgop_crd_check(void) {
-  static char body[256 * 1024];
-  static jsmntok_t tok[32768];
+  static char body[64 * 1024];
+  static jsmntok_t tok[4096];
   char path[256], why[400] = "", v[16];
   int outdated = 0;
   if (mgop_server.crd_checked || mgop_now_ms() < mgop_server.crd_next_ms) return;
@@ -10978,7 +11003,11 @@ static void mgop_crd_check(void) {
     snprintf(path, sizeof(path), "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s.multigres.com",
              mgop_kinds[k].plural);
     mgop_buf_init(&b, body, sizeof(body));
+    /* the metadata alone: a CRD is a few hundred KB of schema (the eight
+     * took ~45 ms to fetch and parse at every start), its metadata ~2 KB */
+    mgop_api_ptr->accept = MGOP_ACCEPT_METADATA;
     rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
+    mgop_api_ptr->accept = NULL;
     if (rc == MGOP_ERR_NOTFOUND) {
       snprintf(why, sizeof(why), "CRD %s.multigres.com is not installed", mgop_kinds[k].plural);
       outdated = 1;
@@ -11093,7 +11122,7 @@ static int mgop_loop(void) {
      * template cache says "listed" would admit clusters it could judge) */
     mgop_publish();
     if (__atomic_exchange_n(&mgop_lease.new_term, 0, __ATOMIC_ACQ_REL))
-      for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) /* every known cluster gets a turn under the new leader */
+      for (size_t i = 0; i < mgop_server.roots_span; i++) /* every known cluster gets a turn under the new leader */
         if (mgop_server.roots[i].used) mgop_enqueue(mgop_server.roots[i].ns, mgop_server.roots[i].name, 0);
     /* one root per turn so watches stay fresh; only the leader takes work
      * (the others keep watching, ready to take over) */

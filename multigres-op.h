@@ -458,7 +458,10 @@ struct mgop_kube {
                                  so a watchdog sees a waiting caller live */
   const char *peer;           /* for messages; NULL: "API server"      */
   const char *extra_headers;  /* more header lines ("K: v\r\n" each), or NULL */
+  const char *accept;         /* the Accept header's value; NULL: application/json */
 };
+/* An object's metadata alone (PartialObjectMetadata), for an Accept */
+#define MGOP_ACCEPT_METADATA "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg);
 void mgop_kube_free(struct mgop_kube *k);
 /* One request. *status gets the HTTP status; body (bounded) goes to out,
@@ -653,8 +656,9 @@ struct mgop_fp {
   uint64_t status_hash;   /* hash of the status we last wrote           */
   long long applied_gen;  /* generation our apply returned (0: none)    */
   long long seen_gen;     /* generation last seen on a watch            */
-  char applied_rv[24];    /* resourceVersion our apply returned         */
-  char seen_rv[24];       /* resourceVersion last seen on a watch       */
+  uint64_t applied_rv;    /* hash of the resourceVersion our apply returned */
+  uint64_t seen_rv;       /* ... and of the one last seen on a watch (only
+                             compared: a hash keeps the row small)      */
   char uid[40];
   int32_t ready, desired; /* readiness summary from the watch           */
   uint32_t flags;
@@ -709,12 +713,13 @@ struct mgop_fp *mgop_fp_find(uint64_t key);
 struct mgop_fp *mgop_fp_upsert(uint64_t key); /* NULL when full */
 void mgop_fp_remove(uint64_t key);
 size_t mgop_fp_count(void);
-/* Tombstones left by removals, and their removal: row pointers move, so
- * only between turns, when nobody holds one. */
+/* Tombstones removals leave in the index, and their removal (rows do not
+ * move: a row pointer stays good until its key is removed). */
 size_t mgop_fp_tombstones(void);
 void mgop_fp_compact(void);
-/* Row i (0 <= i < mgop_fp_slots()) when it holds a key, else NULL: for a
- * sweep; removing the row returned is safe while sweeping. */
+/* Row i (0 <= i < mgop_fp_span(), the rows ever used) when it holds a key,
+ * else NULL: for a sweep; removing the row returned is safe while sweeping. */
+size_t mgop_fp_span(void);
 struct mgop_fp *mgop_fp_at(size_t i);
 
 
@@ -2644,11 +2649,29 @@ static int mgop_tls_inited;
 static unsigned char mgop_tls_heap[MGOP_TLS_HEAP_SIZE];
 #endif
 
+#ifdef MGOP_TLS_FIXED_HEAP
+/* The allocator's init clears its whole buffer, which makes every page of
+ * it resident though the heap's high water is a fraction of it (about a
+ * quarter: multigres_operator_tls_heap_high_water_bytes). The pages it
+ * cleared are handed back: they read as zeros again and cost memory only
+ * once the allocator reaches them. Whole pages strictly inside the buffer
+ * only (the first may share a page with the allocator's header or with
+ * file-backed data), and only anonymous private memory, where
+ * MADV_DONTNEED means zero-fill on the next touch. */
+static void mgop_release_zero_pages(void *buf, size_t len) {
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)buf, hi = lo + len;
+  lo = (lo + page - 1) / page * page + page;
+  hi = hi / page * page;
+  if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* a hint: if refused, only memory is lost */
+}
+#endif
+
 int mgop_tls_global_init(void) {
   int r;
   if (mgop_tls_inited) return MGOP_OK;
 #ifdef MGOP_TLS_FIXED_HEAP
   mbedtls_memory_buffer_alloc_init(mgop_tls_heap, sizeof(mgop_tls_heap));
+  mgop_release_zero_pages(mgop_tls_heap, sizeof(mgop_tls_heap));
 #endif
   mbedtls_entropy_init(&mgop_entropy);
   mbedtls_ctr_drbg_init(&mgop_drbg);
@@ -3228,6 +3251,7 @@ int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg) {
   k->beat_ms = NULL;
   k->peer = NULL;
   k->extra_headers = NULL;
+  k->accept = NULL;
   mgop_conn_init(&k->conn);
   if (!strcmp(cfg->scheme, "https")) return mgop_tls_client_init(&k->tls, cfg);
   memset(&k->tls, 0, sizeof(k->tls));
@@ -3248,7 +3272,8 @@ int mgop_kube_write_head(struct mgop_kube *k, struct mgop_conn *c, const char *m
   mgop_buf_init(&b, head, sizeof(head));
   mgop_buf_printf(&b, "%s %s%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n", method, cfg->path_prefix, path, v6 ? "[" : "",
                   cfg->host, v6 ? "]" : "", cfg->port);
-  mgop_buf_puts(&b, "User-Agent: multigres-op/" MGOP_VERSION "\r\nAccept: application/json\r\n");
+  mgop_buf_printf(&b, "User-Agent: multigres-op/" MGOP_VERSION "\r\nAccept: %s\r\n",
+                  k->accept ? k->accept : "application/json");
   if (cfg->token[0]) mgop_buf_printf(&b, "Authorization: Bearer %s\r\n", cfg->token);
   if (content_type) mgop_buf_printf(&b, "Content-Type: %s\r\n", content_type);
   if (body_len || content_type) mgop_buf_printf(&b, "Content-Length: %zu\r\n", body_len);
@@ -4101,10 +4126,20 @@ int mgop_name(char *out, size_t cap, size_t limit, int hashed, const char *const
   return MGOP_OK;
 }
 
-static struct mgop_fp *mgop_fp_table;
-static size_t mgop_fp_cap; /* slots */
+/* Rows are dense: a new row takes the place a removed one left, else the
+ * next unused one, and never moves while it lives; an open-addressing
+ * index of row numbers finds them. So the pages the table costs follow the
+ * rows in use, not --max-objects (a bound, not a price; a hashed table of
+ * rows touched all of them once a few thousand objects were spread over
+ * it), and compaction rebuilds only the index. */
+static struct mgop_fp *mgop_fp_table; /* mgop_fp_cap rows; [0, mgop_fp_span) ever used */
+static uint32_t *mgop_fp_index;       /* row + 1; 0 empty; MGOP_FP_GONE removed */
+static uint32_t *mgop_fp_free;        /* rows removed, reused first (a stack) */
+static size_t mgop_fp_cap, mgop_fp_icap, mgop_fp_span_n, mgop_fp_nfree;
 static size_t mgop_fp_used;
-static size_t mgop_fp_dead; /* tombstones: a miss probes past them */
+static size_t mgop_fp_dead; /* index tombstones: a miss probes past them */
+#define MGOP_FP_GONE UINT32_MAX
+#define MGOP_FP_ROWS_MAX ((size_t)1 << 28)
 
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name) {
   uint64_t h = MGOP_FNV64_INIT;
@@ -4116,8 +4151,16 @@ uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name) {
 
 int mgop_fp_init(size_t slots) {
   if (mgop_fp_table) return mgop_seterr(MGOP_ERR_NOMEM, "the object table is already sized (%zu rows)", mgop_fp_cap);
-  if (slots < 2 || !(mgop_fp_table = mgop_table_alloc(slots, sizeof(*mgop_fp_table))))
+  if (slots < 2 || slots > MGOP_FP_ROWS_MAX)
+    return mgop_seterr(MGOP_ERR_NOMEM, "an object table of %zu rows: between 2 and %zu", slots, MGOP_FP_ROWS_MAX);
+  mgop_fp_icap = slots + slots / 4 + 1; /* always an empty slot; short probe chains even when full */
+  mgop_fp_table = mgop_table_alloc(slots, sizeof(*mgop_fp_table));
+  mgop_fp_index = mgop_table_alloc(mgop_fp_icap, sizeof(*mgop_fp_index));
+  mgop_fp_free = mgop_table_alloc(slots, sizeof(*mgop_fp_free));
+  if (!mgop_fp_table || !mgop_fp_index || !mgop_fp_free) {
+    mgop_fp_table = NULL;
     return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate an object table of %zu rows", slots);
+  }
   mgop_fp_cap = slots;
   return MGOP_OK;
 }
@@ -4127,18 +4170,27 @@ size_t mgop_fp_slots(void) {
   return mgop_fp_cap;
 }
 
+size_t mgop_fp_span(void) { return mgop_fp_span_n; }
+
+/* The index slot holding key (*found 1), or the one it would take: the
+ * first tombstone on its chain, else the empty slot ending it. */
 static size_t mgop_fp_slot(uint64_t key, int *found) {
-  size_t cap = mgop_fp_slots(), i = (size_t)(key % cap), first_free = (size_t)-1;
+  size_t cap, i, first_free = (size_t)-1;
+  mgop_fp_slots();
+  cap = mgop_fp_icap;
+  i = (size_t)(key % cap);
   for (size_t probe = 0; probe < cap; probe++, i = (i + 1) % cap) {
-    if (mgop_fp_table[i].key == key) {
-      *found = 1;
-      return i;
-    }
-    if (mgop_fp_table[i].key == 0) {
+    uint32_t v = mgop_fp_index[i];
+    if (v == 0) {
       *found = 0;
       return first_free != (size_t)-1 ? first_free : i;
     }
-    if (mgop_fp_table[i].key == UINT64_MAX && first_free == (size_t)-1) first_free = i; /* tombstone */
+    if (v == MGOP_FP_GONE) {
+      if (first_free == (size_t)-1) first_free = i;
+    } else if (mgop_fp_table[v - 1].key == key) {
+      *found = 1;
+      return i;
+    }
   }
   *found = 0;
   return first_free;
@@ -4147,32 +4199,36 @@ static size_t mgop_fp_slot(uint64_t key, int *found) {
 struct mgop_fp *mgop_fp_find(uint64_t key) {
   int found;
   size_t i = mgop_fp_slot(key, &found);
-  return found ? &mgop_fp_table[i] : NULL;
+  return found ? &mgop_fp_table[mgop_fp_index[i] - 1] : NULL;
 }
 
 struct mgop_fp *mgop_fp_upsert(uint64_t key) {
   int found;
-  size_t i = mgop_fp_slot(key, &found);
-  if (found) return &mgop_fp_table[i];
-  if (i == (size_t)-1 || mgop_fp_used >= mgop_fp_cap - 1) return NULL; /* keep one empty slot */
-  if (mgop_fp_table[i].key == UINT64_MAX) mgop_fp_dead--;
-  memset(&mgop_fp_table[i], 0, sizeof(mgop_fp_table[i]));
-  mgop_fp_table[i].key = key;
+  size_t i = mgop_fp_slot(key, &found), row;
+  if (found) return &mgop_fp_table[mgop_fp_index[i] - 1];
+  if (i == (size_t)-1 || mgop_fp_used >= mgop_fp_cap) return NULL;
+  row = mgop_fp_nfree ? mgop_fp_free[--mgop_fp_nfree] : mgop_fp_span_n++;
+  if (mgop_fp_index[i] == MGOP_FP_GONE) mgop_fp_dead--;
+  mgop_fp_index[i] = (uint32_t)(row + 1);
+  memset(&mgop_fp_table[row], 0, sizeof(mgop_fp_table[row]));
+  mgop_fp_table[row].key = key;
   mgop_fp_used++;
-  return &mgop_fp_table[i];
+  return &mgop_fp_table[row];
 }
 
 struct mgop_fp *mgop_fp_at(size_t i) {
-  if (i >= mgop_fp_slots() || mgop_fp_table[i].key == 0 || mgop_fp_table[i].key == UINT64_MAX) return NULL;
+  if (i >= mgop_fp_span_n || mgop_fp_table[i].key == 0) return NULL;
   return &mgop_fp_table[i];
 }
 
 void mgop_fp_remove(uint64_t key) {
   int found;
-  size_t i = mgop_fp_slot(key, &found);
+  size_t i = mgop_fp_slot(key, &found), row;
   if (!found) return;
-  memset(&mgop_fp_table[i], 0, sizeof(mgop_fp_table[i]));
-  mgop_fp_table[i].key = UINT64_MAX; /* tombstone keeps probe chains intact */
+  row = mgop_fp_index[i] - 1;
+  memset(&mgop_fp_table[row], 0, sizeof(mgop_fp_table[row])); /* key 0: a free row */
+  mgop_fp_free[mgop_fp_nfree++] = (uint32_t)row;
+  mgop_fp_index[i] = MGOP_FP_GONE; /* keeps the probe chains through it intact */
   mgop_fp_used--;
   mgop_fp_dead++;
 }
@@ -4180,25 +4236,16 @@ void mgop_fp_remove(uint64_t key) {
 size_t mgop_fp_count(void) { return mgop_fp_used; }
 size_t mgop_fp_tombstones(void) { return mgop_fp_dead; }
 
-/* Rebuilds the probe chains without tombstones, in place: clear them, then
- * re-insert every row in probe order starting after an empty slot, so each
- * row moves only towards its home slot, over rows already placed. */
+/* Rebuilds the index without tombstones; the rows stay where they are. */
 void mgop_fp_compact(void) {
-  size_t start = 0, i, cap = mgop_fp_slots();
-  for (i = 0; i < cap; i++)
-    if (mgop_fp_table[i].key == UINT64_MAX) mgop_fp_table[i].key = 0;
+  mgop_fp_slots();
+  memset(mgop_fp_index, 0, mgop_fp_icap * sizeof(*mgop_fp_index));
   mgop_fp_dead = 0;
-  while (start < cap && mgop_fp_table[start].key) start++;
-  if (start == cap) return; /* cannot happen: upsert keeps one slot empty */
-  for (size_t n = 1; n <= cap; n++) {
-    size_t at = (start + n) % cap, to;
-    uint64_t key = mgop_fp_table[at].key;
-    if (!key) continue;
-    mgop_fp_table[at].key = 0;
-    for (to = (size_t)(key % cap); mgop_fp_table[to].key; to = (to + 1) % cap) {}
-    if (to != at) mgop_fp_table[to] = mgop_fp_table[at];
-    mgop_fp_table[to].key = key;
-    if (to != at) memset(&mgop_fp_table[at], 0, sizeof(mgop_fp_table[at]));
+  for (size_t row = 0; row < mgop_fp_span_n; row++) {
+    size_t at;
+    if (!mgop_fp_table[row].key) continue;
+    for (at = (size_t)(mgop_fp_table[row].key % mgop_fp_icap); mgop_fp_index[at]; at = (at + 1) % mgop_fp_icap) {}
+    mgop_fp_index[at] = (uint32_t)(row + 1);
   }
 }
 

@@ -17,6 +17,8 @@
 #   pvc_bind_p50/p99/max_seconds  the control plane's PVC creation -> bound
 #                          (audit log): is provisioning the bottleneck?
 #   cpu_seconds            the operator's CPU (user+system) over the converge
+#   apiserver_cpu_seconds  kube-apiserver's over the same time (on 2 cores it
+#                          is the bound: see bench_own)
 #   rss_kib, hwm_kib       resident memory after the idle minute, and its peak
 #   api_requests           the operator's requests while converging, from the
 #   api_<verb>             API server's audit log (user agent multigres-op/),
@@ -32,6 +34,11 @@
 #                          present: launch -> its first reconcile turn
 #   restart_to_idle_seconds      launch -> its last request (it is idle)
 #   restart_writes         writes after that restart until idle (want 0)
+# Then the same N with the control plane's controllers paused (bench_own,
+# BENCH_OWN=0 skips it; BENCH_FULL=0 runs it alone): the operator's own part
+# with the API server serving nothing else: own_applied_seconds,
+# own_objects_applied, own_cpu_seconds, own_apiserver_cpu_seconds,
+# own_api_requests(_per_cluster), own_api_<verb>, own_hwm_kib
 # The mix: mix_converge_seconds, mix_api_requests, and
 #   template_change_seconds  one CellTemplate change -> all the consumers'
 #                          multigateway Deployments carry it
@@ -48,6 +55,8 @@ read -r -a SIZES <<<"${*:-${BENCH_SIZES:-10 100 1000}}"
 MIX=${BENCH_MIX:-100}
 BENCH_OP_FLAGS=${BENCH_OP_FLAGS:-} # more operator flags, e.g. --max-applies-in-flight 1 (an A/B of one knob)
 BINDER=${BENCH_BINDER:-1}
+OWN=${BENCH_OWN:-1}   # 0: no bench_own (the operator's part alone)
+FULL=${BENCH_FULL:-1} # 0: bench_own alone
 binder_pid=
 for n in "${SIZES[@]}" "$MIX"; do
   [[ $n =~ ^[0-9]+$ && $n -le 5000 ]] || { echo "bench: a size is a number of clusters 0..5000, not '$n'" >&2; exit 2; }
@@ -141,9 +150,10 @@ metric() { curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 == m {p
 op_mem() { # the operator's "VmRSS VmHWM" in KiB
   awk '/^VmRSS:/ {r = $2} /^VmHWM:/ {h = $2} END {print r, h}' "/proc/$(cat "$IT_LOGS/bench.pid")/status"
 }
-op_cpu() { # the operator's user+system CPU seconds so far
-  awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) / hz}' "/proc/$(cat "$IT_LOGS/bench.pid")/stat"
+pid_cpu() { # PID: its user+system CPU seconds so far
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) / hz}' "/proc/$1/stat"
 }
+op_cpu() { pid_cpu "$(cat "$IT_LOGS/bench.pid")"; } # the operator's
 # serving SECONDS: "webhook_p50 webhook_p99 healthz_p50 healthz_p99 count errors"
 serving() { setsid -w "$ROOT/build/serving_latency" "$wport" "$pport" $ns "$1" 50; }
 serving_figs() { # SIZE PHASE FILE
@@ -269,14 +279,14 @@ PY
 }
 
 bench_size() { # N
-  local n=$1 t0 t_in t1 t_last cpu0 cpu1 idle_from restart_t first idle_at w_from
+  local n=$1 t0 t_in t1 t_last cpu0 cpu1 a0 a1 idle_from restart_t first idle_at w_from
   cp_up "$n"
   op_start "$n"
   wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
   sleep 2
   rm -f "$IT_LOGS"/part.*
   for i in $(seq 1 "$n"); do { cluster_manifest $ns b$i; echo ---; } >>"$IT_LOGS/part.$(( i % 4 ))"; done
-  cpu0=$(op_cpu) t0=$(now)
+  cpu0=$(op_cpu) a0=$(pid_cpu "$(cat "$cp_dir/pids/kube-apiserver.pid")") t0=$(now)
   # the serving path's figures while the N clusters converge
   serving 20 >"$IT_LOGS/serving-busy" &
   local sp=$! pids=() f
@@ -284,7 +294,7 @@ bench_size() { # N
   for p in "${pids[@]}"; do wait "$p"; done
   t_in=$(now)
   wait_ready "$n" $(( n * 3 + 300 ))
-  t1=$(now) cpu1=$(op_cpu)
+  t1=$(now) cpu1=$(op_cpu) a1=$(pid_cpu "$(cat "$cp_dir/pids/kube-apiserver.pid")")
   wait $sp
   rm -f "$IT_LOGS"/part.*
   t_last=$(grep -F '"msg":"applied"' "$IT_LOGS/bench.log" | tail -1 | python3 -c '
@@ -296,6 +306,7 @@ print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dat
   fig "$n" applied_seconds "$(elapsed "$t0" "$t_last")" s
   fig "$n" input_seconds "$(elapsed "$t0" "$t_in")" s
   fig "$n" cpu_seconds "$(elapsed "$cpu0" "$cpu1" 2)" s
+  fig "$n" apiserver_cpu_seconds "$(elapsed "$a0" "$a1" 1)" s
   pvc_figs "$n"
   audit_figs "$n" api_ "$t0" "$t1" "$n"
   idle_from=$(quiet 5)
@@ -308,8 +319,10 @@ print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dat
   read -r rss hwm < <(op_mem)
   fig "$n" rss_kib "$rss" KiB
   fig "$n" hwm_kib "$hwm" KiB
-  # restart with the N clusters present
+  # restart with the N clusters present (the converge's log stays in
+  # build/bench/converge-<size>.log)
   stop_operator bench
+  cp "$IT_LOGS/bench.log" "$IT_LOGS/converge-$n.log"
   w_from=$(now)
   op_ports
   first_reconcile_at >"$IT_LOGS/first-reconcile" &
@@ -328,6 +341,63 @@ print(round((t - float(sys.argv[2])) * 1000) if t > 0 else -1)' "$IT_LOGS/first-
   read -r rss hwm < <(op_mem)
   fig "$n" restart_hwm_kib "$hwm" KiB
   cp_down "$n"
+}
+
+# bench_own CLUSTERS: the operator's own part alone. On a 2-core machine
+# the control plane's controllers are the API server's main load while N
+# clusters converge (kube-controller-manager makes about 4 requests for each
+# of the operator's: pods, ReplicaSets, Endpoints, Events), so
+# applied_seconds measures the API server's CPU as much as the operator.
+# Here the same N clusters go to a control plane whose controllers are
+# paused (SIGSTOP: kube-controller-manager, kube-scheduler, kwok), so the
+# API server serves the operator alone; nothing becomes Ready, and the run
+# ends when every cluster has had its turn and no object was applied for
+# 10 s:
+#   own_applied_seconds    apply -> the operator's last object apply
+#   own_objects_applied    the objects it applied (23 a minimal cluster)
+#   own_cpu_seconds, own_hwm_kib, own_api_requests(_per_cluster)
+#   own_apiserver_cpu_seconds  kube-apiserver's CPU over the same time
+bench_own() {
+  local n=$1 t0 t_last cpu0 cpu1 a0 a1 f pids=() p
+  BINDER=0 cp_up "$n"
+  for p in kube-controller-manager kube-scheduler kwok; do kill -STOP "$(cat "$cp_dir/pids/$p.pid")"; done
+  op_start "$n"
+  wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
+  rm -f "$IT_LOGS"/part.*
+  for i in $(seq 1 "$n"); do { cluster_manifest $ns b$i; echo ---; } >>"$IT_LOGS/part.$(( i % 4 ))"; done
+  cpu0=$(op_cpu) a0=$(pid_cpu "$(cat "$cp_dir/pids/kube-apiserver.pid")") t0=$(now)
+  for f in "$IT_LOGS"/part.*; do kubectl apply -f "$f" >/dev/null & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p"; done
+  rm -f "$IT_LOGS"/part.*
+  python3 - "$IT_LOGS/bench.log" "$n" $(( n * 2 + 120 )) <<'PY' || { echo "bench: own part of $n: not every cluster had its turn" >&2; return 1; }
+import json, sys, time
+log, n, deadline = sys.argv[1], int(sys.argv[2]), time.time() + int(sys.argv[3])
+count, moved = -1, time.time()
+while time.time() < deadline:
+    applied, names = 0, set()
+    for line in open(log):
+        if '"msg":"applied"' in line: applied += 1
+        elif '"msg":"reconciled"' in line: names.add(json.loads(line)["name"])
+    if applied != count: count, moved = applied, time.time()
+    if len(names) >= n and time.time() - moved >= 10: sys.exit(0)
+    time.sleep(0.5)
+sys.exit(1)
+PY
+  cpu1=$(op_cpu) a1=$(pid_cpu "$(cat "$cp_dir/pids/kube-apiserver.pid")")
+  t_last=$(grep -F '"msg":"applied"' "$IT_LOGS/bench.log" | tail -1 | python3 -c '
+import sys, json, datetime
+ts = json.loads(sys.stdin.read())["ts"]
+print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp())')
+  fig "$n" own_applied_seconds "$(elapsed "$t0" "$t_last")" s
+  fig "$n" own_objects_applied "$(grep -c -F '"msg":"applied"' "$IT_LOGS/bench.log")" count
+  fig "$n" own_cpu_seconds "$(elapsed "$cpu0" "$cpu1" 2)" s
+  fig "$n" own_apiserver_cpu_seconds "$(elapsed "$a0" "$a1" 1)" s
+  audit_figs "$n" own_api_ "$t0" "$t_last" "$n"
+  read -r _ hwm < <(op_mem)
+  fig "$n" own_hwm_kib "$hwm" KiB
+  cp "$IT_LOGS/bench.log" "$IT_LOGS/own-$n.log"
+  for p in kube-controller-manager kube-scheduler kwok; do kill -CONT "$(cat "$cp_dir/pids/$p.pid")"; done
+  cp_down "own-$n"
 }
 
 # the templated mix: MIX clusters whose cell takes CellTemplate bench-cell,
@@ -392,7 +462,10 @@ PY
 fig all binary_bytes "$(stat -c %s "$OP_BIN")" bytes
 rs=$(date +%s%N); "$OP_BIN" render -f "$ROOT/config/samples/minimal.yaml" >/dev/null; re=$(date +%s%N)
 fig all render_ms $(( (re - rs) / 1000000 )) ms
-for n in "${SIZES[@]}"; do bench_size "$n"; save; done
+for n in "${SIZES[@]}"; do
+  [ "$FULL" = 0 ] || { bench_size "$n"; save; }
+  [ "$OWN" = 0 ] || { bench_own "$n"; save; }
+done
 [ "$MIX" = 0 ] || { bench_mix "$MIX"; save; }
 echo "bench: results in ${out#$ROOT/}" >&2
 "$ROOT/bench/plot" "$out" >&2

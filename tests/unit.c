@@ -1489,7 +1489,8 @@ static void test_fp_table(void) {
       snprintf(name, sizeof(name), "x%d", i);
       if (mgop_fp_upsert(mgop_fp_key("K", "n", name))) added++;
     }
-    CHECK(added == mgop_fp_slots() - 1 - before);
+    CHECK(added == mgop_fp_slots() - before); /* every row, then refused */
+    CHECK(mgop_fp_span() == mgop_fp_slots());
     for (int i = 0; i < (int)mgop_fp_slots() + 10; i++) {
       snprintf(name, sizeof(name), "x%d", i);
       mgop_fp_remove(mgop_fp_key("K", "n", name));
@@ -1497,6 +1498,7 @@ static void test_fp_table(void) {
     CHECK(mgop_fp_count() == before);
     CHECK(mgop_fp_upsert(mgop_fp_key("K", "n", "again")) != NULL);
     mgop_fp_remove(mgop_fp_key("K", "n", "again"));
+    mgop_fp_compact();
   }
   /* compaction clears the tombstones and keeps every live row, its fields
    * and its reachability (rows that probed past a tombstone move home) */
@@ -1514,7 +1516,11 @@ static void test_fp_table(void) {
       mgop_fp_remove(mgop_fp_key("K", "n", name));
     }
     CHECK(mgop_fp_tombstones() >= 1500);
-    mgop_fp_compact();
+    { /* rows do not move: a pointer taken before compaction stays good */
+      struct mgop_fp *kept = mgop_fp_find(mgop_fp_key("K", "n", "c1"));
+      mgop_fp_compact();
+      CHECK(kept != NULL && kept == mgop_fp_find(mgop_fp_key("K", "n", "c1")) && kept->applied_gen == 1);
+    }
     CHECK(mgop_fp_tombstones() == 0);
     CHECK(mgop_fp_count() == before + 1500);
     for (int i = 0; i < 3000; i++) {
@@ -1524,9 +1530,20 @@ static void test_fp_table(void) {
       if (f && f->applied_gen == i) fields++;
     }
     CHECK(lost == 0 && fields == 1500);
-    for (size_t i = 0, live = 0; i < mgop_fp_slots(); i++) { /* no row was left twice */
-      if (mgop_fp_at(i)) live++;
-      if (i == mgop_fp_slots() - 1) CHECK(live == before + 1500);
+    { /* no row was left twice; removed rows are reused before new ones */
+      size_t live = 0, span = mgop_fp_span();
+      for (size_t i = 0; i < span; i++)
+        if (mgop_fp_at(i)) live++;
+      CHECK(live == before + 1500);
+      for (int i = 0; i < 1500; i++) {
+        snprintf(name, sizeof(name), "r%d", i);
+        CHECK(mgop_fp_upsert(mgop_fp_key("K", "n", name)) != NULL);
+      }
+      CHECK(mgop_fp_span() == span); /* the 1500 rows freed above, not new pages */
+      for (int i = 0; i < 1500; i++) {
+        snprintf(name, sizeof(name), "r%d", i);
+        mgop_fp_remove(mgop_fp_key("K", "n", name));
+      }
     }
     for (int i = 1; i < 3000; i += 2) {
       snprintf(name, sizeof(name), "c%d", i);
@@ -2198,7 +2215,7 @@ static void test_limits_metric_labels(void) {
   mgop_series_drop(owner);
 }
 
-/* The series table is hashed: a set finds its row again after other
+/* The series table is indexed: a set finds its row again after other
  * clusters' rows were dropped around it (no duplicate row, no lost one),
  * and a full table refuses and counts instead of overwriting. */
 static int t_series_rows(uint64_t owner) {
@@ -2232,14 +2249,19 @@ static void test_metric_series(void) {
       }
     CHECK(total == 200 * 5 && updated == 100 * 5);
   }
+  { /* dense: the rows in use are the first ones, so memory follows them */
+    int dense = 1;
+    for (size_t i = 0; i < mgop_series_cap; i++) dense &= (i < mgop_series_used) == (mgop_series[i].family != NULL);
+    CHECK(dense);
+  }
   for (uint64_t o = 1; o <= 300; o++) mgop_series_drop(0x1000 + o);
   size_t others = mgop_series_used;
   for (size_t i = 0; i < mgop_series_cap + 5; i++) {
     snprintf(l, sizeof(l), "n=\"%zu\"", i);
     mgop_gauge_set(0x9999, mgop_f_cells, l, 1);
   }
-  CHECK(t_series_rows(0x9999) == (int)mgop_series_cap - 1 - (int)others);
-  CHECK(mgop_series_used == mgop_series_cap - 1 && mgop_series_full > full_before);
+  CHECK(t_series_rows(0x9999) == (int)mgop_series_cap - (int)others);
+  CHECK(mgop_series_used == mgop_series_cap && mgop_series_full > full_before);
   mgop_series_drop(0x9999);
   CHECK(t_series_rows(0x9999) == 0);
 }
