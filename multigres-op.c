@@ -10990,8 +10990,8 @@ static void mgop_loop_yields(void) {
 #define MGOP_CRD_SCHEMA 3 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
 #define MGOP_CRD_RECHECK_MS 10000
 static void mgop_crd_check(void) {
-  static char body[64 * 1024];
-  static jsmntok_t tok[4096];
+  static char body[256 * 1024]; /* a client-side apply's last-applied annotation is in the metadata too */
+  static jsmntok_t tok[32768];
   char path[256], why[400] = "", v[16];
   int outdated = 0;
   if (mgop_server.crd_checked || mgop_now_ms() < mgop_server.crd_next_ms) return;
