@@ -1446,7 +1446,7 @@ static int mgop_series_init(size_t rows) {
   if (rows < 2 || rows > MGOP_SERIES_ROWS_MAX)
     return mgop_seterr(MGOP_ERR_NOMEM, "a metric series table of %zu rows: between 2 and %zu", rows,
                        MGOP_SERIES_ROWS_MAX);
-  mgop_series_icap = rows + rows / 4 + 1; /* always an empty slot: a probe ends */
+  mgop_series_icap = mgop_dense_index_slots(rows);
   mgop_series = mgop_table_alloc(rows, sizeof(*mgop_series));
   mgop_series_index = mgop_table_alloc(mgop_series_icap, sizeof(*mgop_series_index));
   if (!mgop_series || !mgop_series_index) {
@@ -1575,11 +1575,9 @@ static void mgop_series_drop(uint64_t owner) {
     memset(&mgop_series[kept], 0, (was - kept) * sizeof(mgop_series[0]));
     mgop_series_used = kept;
     memset(mgop_series_index, 0, mgop_series_icap * sizeof(mgop_series_index[0]));
-    for (size_t r = 0; r < kept; r++) {
-      size_t at = mgop_series_home(mgop_series[r].family, mgop_series[r].labels);
-      while (mgop_series_index[at]) at = (at + 1) % mgop_series_icap;
-      mgop_series_index[at] = (uint32_t)(r + 1);
-    }
+    for (size_t r = 0; r < kept; r++)
+      mgop_dense_index_put(mgop_series_index, mgop_series_icap, mgop_series_home(mgop_series[r].family,
+                           mgop_series[r].labels), r);
   }
   pthread_mutex_unlock(&mgop_shared.mu);
 }

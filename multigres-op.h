@@ -230,6 +230,12 @@ struct mgop_arena {
  * costs resident memory only once written (calloc may clear it all up
  * front). NULL when it cannot be had. Never freed: it lives as the process. */
 void *mgop_table_alloc(size_t n, size_t size);
+/* Dense tables (rows [0, used), found through an open-addressing index of
+ * row numbers, row + 1, 0 empty): the index's size for a bound of `rows`,
+ * which always leaves an empty slot so a probe ends, and the insertion of
+ * row `row` at the first empty slot from `home` (a rebuild). */
+size_t mgop_dense_index_slots(size_t rows);
+void mgop_dense_index_put(uint32_t *index, size_t slots, size_t home, size_t row);
 void mgop_arena_init(struct mgop_arena *a, void *mem, size_t cap);
 void *mgop_arena_alloc(struct mgop_arena *a, size_t n);
 char *mgop_arena_strndup(struct mgop_arena *a, const char *s, size_t n);
@@ -1568,6 +1574,13 @@ void *mgop_table_alloc(size_t n, size_t size) {
   return p == MAP_FAILED ? NULL : p;
 }
 
+size_t mgop_dense_index_slots(size_t rows) { return rows + rows / 4 + 1; } /* short probe chains even when full */
+
+void mgop_dense_index_put(uint32_t *index, size_t slots, size_t home, size_t row) {
+  while (index[home]) home = (home + 1) % slots;
+  index[home] = (uint32_t)(row + 1);
+}
+
 void *mgop_arena_alloc(struct mgop_arena *a, size_t n) {
   size_t need = (n + 15) & ~(size_t)15;
   if (need < n || need > a->cap - a->used) return NULL;
@@ -2656,8 +2669,8 @@ static unsigned char mgop_tls_heap[MGOP_TLS_HEAP_SIZE];
  * cleared are handed back: they read as zeros again and cost memory only
  * once the allocator reaches them. Whole pages strictly inside the buffer
  * only (the first may share a page with the allocator's header or with
- * file-backed data), and only anonymous private memory, where
- * MADV_DONTNEED means zero-fill on the next touch. */
+ * file-backed data); the buffer is in .bss, anonymous private memory,
+ * where MADV_DONTNEED means zero-fill on the next touch. */
 static void mgop_release_zero_pages(void *buf, size_t len) {
   uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)buf, hi = lo + len;
   lo = (lo + page - 1) / page * page + page;
@@ -4153,7 +4166,7 @@ int mgop_fp_init(size_t slots) {
   if (mgop_fp_table) return mgop_seterr(MGOP_ERR_NOMEM, "the object table is already sized (%zu rows)", mgop_fp_cap);
   if (slots < 2 || slots > MGOP_FP_ROWS_MAX)
     return mgop_seterr(MGOP_ERR_NOMEM, "an object table of %zu rows: between 2 and %zu", slots, MGOP_FP_ROWS_MAX);
-  mgop_fp_icap = slots + slots / 4 + 1; /* always an empty slot; short probe chains even when full */
+  mgop_fp_icap = mgop_dense_index_slots(slots);
   mgop_fp_table = mgop_table_alloc(slots, sizeof(*mgop_fp_table));
   mgop_fp_index = mgop_table_alloc(mgop_fp_icap, sizeof(*mgop_fp_index));
   mgop_fp_free = mgop_table_alloc(slots, sizeof(*mgop_fp_free));
@@ -4241,12 +4254,9 @@ void mgop_fp_compact(void) {
   mgop_fp_slots();
   memset(mgop_fp_index, 0, mgop_fp_icap * sizeof(*mgop_fp_index));
   mgop_fp_dead = 0;
-  for (size_t row = 0; row < mgop_fp_span_n; row++) {
-    size_t at;
-    if (!mgop_fp_table[row].key) continue;
-    for (at = (size_t)(mgop_fp_table[row].key % mgop_fp_icap); mgop_fp_index[at]; at = (at + 1) % mgop_fp_icap) {}
-    mgop_fp_index[at] = (uint32_t)(row + 1);
-  }
+  for (size_t row = 0; row < mgop_fp_span_n; row++)
+    if (mgop_fp_table[row].key)
+      mgop_dense_index_put(mgop_fp_index, mgop_fp_icap, (size_t)(mgop_fp_table[row].key % mgop_fp_icap), row);
 }
 
 static struct mgop_work mgop_work_set[MGOP_WORK_SLOTS];

@@ -154,6 +154,26 @@ pid_cpu() { # PID: its user+system CPU seconds so far
   awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) / hz}' "/proc/$1/stat"
 }
 op_cpu() { pid_cpu "$(cat "$IT_LOGS/bench.pid")"; } # the operator's
+apiserver_cpu() { pid_cpu "$(cat "$cp_dir/pids/kube-apiserver.pid")"; }
+# write_parts N: the N minimal clusters' manifests in four files, which
+# apply_parts applies in parallel (four kubectl, as users' tools would)
+write_parts() {
+  rm -f "$IT_LOGS"/part.*
+  for i in $(seq 1 "$1"); do { cluster_manifest $ns b$i; echo ---; } >>"$IT_LOGS/part.$(( i % 4 ))"; done
+}
+apply_parts() {
+  local f p pids=()
+  for f in "$IT_LOGS"/part.*; do kubectl apply -f "$f" >/dev/null & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p"; done
+  rm -f "$IT_LOGS"/part.*
+}
+# last_applied_at: the epoch time of the operator's last object apply (its log)
+last_applied_at() {
+  grep -F '"msg":"applied"' "$IT_LOGS/bench.log" | tail -1 | python3 -c '
+import sys, json, datetime
+ts = json.loads(sys.stdin.read())["ts"]
+print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp())'
+}
 # serving SECONDS: "webhook_p50 webhook_p99 healthz_p50 healthz_p99 count errors"
 serving() { setsid -w "$ROOT/build/serving_latency" "$wport" "$pport" $ns "$1" 50; }
 serving_figs() { # SIZE PHASE FILE
@@ -284,23 +304,17 @@ bench_size() { # N
   op_start "$n"
   wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
   sleep 2
-  rm -f "$IT_LOGS"/part.*
-  for i in $(seq 1 "$n"); do { cluster_manifest $ns b$i; echo ---; } >>"$IT_LOGS/part.$(( i % 4 ))"; done
-  cpu0=$(op_cpu) a0=$(pid_cpu "$(cat "$cp_dir/pids/kube-apiserver.pid")") t0=$(now)
+  write_parts "$n"
+  cpu0=$(op_cpu) a0=$(apiserver_cpu) t0=$(now)
   # the serving path's figures while the N clusters converge
   serving 20 >"$IT_LOGS/serving-busy" &
-  local sp=$! pids=() f
-  for f in "$IT_LOGS"/part.*; do kubectl apply -f "$f" >/dev/null & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p"; done
+  local sp=$!
+  apply_parts
   t_in=$(now)
   wait_ready "$n" $(( n * 3 + 300 ))
-  t1=$(now) cpu1=$(op_cpu) a1=$(pid_cpu "$(cat "$cp_dir/pids/kube-apiserver.pid")")
+  t1=$(now) cpu1=$(op_cpu) a1=$(apiserver_cpu)
   wait $sp
-  rm -f "$IT_LOGS"/part.*
-  t_last=$(grep -F '"msg":"applied"' "$IT_LOGS/bench.log" | tail -1 | python3 -c '
-import sys, json, datetime
-ts = json.loads(sys.stdin.read())["ts"]
-print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp())')
+  t_last=$(last_applied_at)
   fig "$n" clusters "$n" count
   fig "$n" converge_seconds "$(elapsed "$t0" "$t1")" s
   fig "$n" applied_seconds "$(elapsed "$t0" "$t_last")" s
@@ -358,17 +372,14 @@ print(round((t - float(sys.argv[2])) * 1000) if t > 0 else -1)' "$IT_LOGS/first-
 #   own_cpu_seconds, own_hwm_kib, own_api_requests(_per_cluster)
 #   own_apiserver_cpu_seconds  kube-apiserver's CPU over the same time
 bench_own() {
-  local n=$1 t0 t_last cpu0 cpu1 a0 a1 f pids=() p
+  local n=$1 t0 t_last cpu0 cpu1 a0 a1 p
   BINDER=0 cp_up "$n"
   for p in kube-controller-manager kube-scheduler kwok; do kill -STOP "$(cat "$cp_dir/pids/$p.pid")"; done
   op_start "$n"
   wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
-  rm -f "$IT_LOGS"/part.*
-  for i in $(seq 1 "$n"); do { cluster_manifest $ns b$i; echo ---; } >>"$IT_LOGS/part.$(( i % 4 ))"; done
-  cpu0=$(op_cpu) a0=$(pid_cpu "$(cat "$cp_dir/pids/kube-apiserver.pid")") t0=$(now)
-  for f in "$IT_LOGS"/part.*; do kubectl apply -f "$f" >/dev/null & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p"; done
-  rm -f "$IT_LOGS"/part.*
+  write_parts "$n"
+  cpu0=$(op_cpu) a0=$(apiserver_cpu) t0=$(now)
+  apply_parts
   python3 - "$IT_LOGS/bench.log" "$n" $(( n * 2 + 120 )) <<'PY' || { echo "bench: own part of $n: not every cluster had its turn" >&2; return 1; }
 import json, sys, time
 log, n, deadline = sys.argv[1], int(sys.argv[2]), time.time() + int(sys.argv[3])
@@ -383,11 +394,8 @@ while time.time() < deadline:
     time.sleep(0.5)
 sys.exit(1)
 PY
-  cpu1=$(op_cpu) a1=$(pid_cpu "$(cat "$cp_dir/pids/kube-apiserver.pid")")
-  t_last=$(grep -F '"msg":"applied"' "$IT_LOGS/bench.log" | tail -1 | python3 -c '
-import sys, json, datetime
-ts = json.loads(sys.stdin.read())["ts"]
-print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp())')
+  cpu1=$(op_cpu) a1=$(apiserver_cpu)
+  t_last=$(last_applied_at)
   fig "$n" own_applied_seconds "$(elapsed "$t0" "$t_last")" s
   fig "$n" own_objects_applied "$(grep -c -F '"msg":"applied"' "$IT_LOGS/bench.log")" count
   fig "$n" own_cpu_seconds "$(elapsed "$cpu0" "$cpu1" 2)" s
