@@ -10584,6 +10584,7 @@ static void mgop_trace_stop(pthread_t thread) {
 
 /* Starts the threads with SIGTERM/SIGINT blocked, so signals reach the
  * loop (whose poll() they interrupt). */
+static void mgop_crd_first_start(void); /* section 13 */
 static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *trace, pthread_t *msec, int *started) {
   sigset_t block, old;
   pthread_attr_t attr;
@@ -10599,6 +10600,7 @@ static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *tra
   if (pthread_create(serve, &attr, mgop_serve_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the serving thread");
   else started[0] = 1;
   if (!rc) rc = mgop_pool_start(&mgop_server.pool);
+  if (!rc) mgop_crd_first_start(); /* the CRDs' first look, beside the loop's lists */
   if (!rc && mgop_lease.enabled) {
     if (pthread_create(lease, &attr, mgop_lease_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the Lease thread");
     else started[1] = 1;
@@ -10987,49 +10989,109 @@ static void mgop_loop_yields(void) {
  * reason (no RBAC grant) is logged and not held against the operator. */
 #define MGOP_CRD_SCHEMA 3 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
 #define MGOP_CRD_RECHECK_MS 10000
-static void mgop_crd_check(void) {
+enum { MGOP_CRD_CURRENT, MGOP_CRD_OUTDATED, MGOP_CRD_RETRY };
+/* Reads the eight CRDs' schema versions over k: CURRENT (also when not
+ * ours to read: 401/403 are logged once and not held against the operator),
+ * OUTDATED with why, or RETRY (logged). Any thread; one caller at a time. */
+static int mgop_crd_read(struct mgop_kube *k, char *why, size_t why_cap) {
   static char body[256 * 1024]; /* a client-side apply's last-applied annotation is in the metadata too */
   static jsmntok_t tok[32768];
-  char path[256], why[400] = "", v[16];
-  int outdated = 0;
-  if (mgop_server.crd_checked || mgop_now_ms() < mgop_server.crd_next_ms) return;
-  for (int k = K_CLUSTER; k <= K_SHARD && !outdated; k++) {
+  char path[256], v[16];
+  why[0] = 0;
+  for (int kind = K_CLUSTER; kind <= K_SHARD; kind++) {
     struct mgop_buf b;
     struct mgop_json j;
     int status = 0, rc;
     long version = 0;
     snprintf(path, sizeof(path), "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s.multigres.com",
-             mgop_kinds[k].plural);
+             mgop_kinds[kind].plural);
     mgop_buf_init(&b, body, sizeof(body));
     /* the metadata alone: a CRD is a few hundred KB of schema (the eight
      * took ~45 ms to fetch and parse at every start), its metadata ~2 KB */
-    mgop_api_ptr->accept = MGOP_ACCEPT_METADATA;
-    rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
-    mgop_api_ptr->accept = NULL;
+    k->accept = MGOP_ACCEPT_METADATA;
+    rc = mgop_kube_get(k, path, &b, &status);
+    k->accept = NULL;
     if (rc == MGOP_ERR_NOTFOUND) {
-      snprintf(why, sizeof(why), "CRD %s.multigres.com is not installed", mgop_kinds[k].plural);
-      outdated = 1;
-    } else if (rc || mgop_json_parse(&j, b.p, b.len, tok, sizeof(tok) / sizeof(tok[0]))) {
+      snprintf(why, why_cap, "CRD %s.multigres.com is not installed", mgop_kinds[kind].plural);
+      return MGOP_CRD_OUTDATED;
+    }
+    if (rc || mgop_json_parse(&j, b.p, b.len, tok, sizeof(tok) / sizeof(tok[0]))) {
       if (status == 401 || status == 403) { /* not ours to decide: say so once, go on */
         MGOP_LOG(MGOP_WARN, ("CRD schema version not checked: %s (grant get on customresourcedefinitions)",
                              mgop_errmsg()));
-        break;
+        return MGOP_CRD_CURRENT;
       }
       MGOP_LOG(MGOP_WARN, ("CRD schema version: %s; looking again in %d s", mgop_errmsg(), MGOP_CRD_RECHECK_MS / 1000));
-      mgop_server.crd_next_ms = mgop_now_ms() + MGOP_CRD_RECHECK_MS;
-      return;
-    } else {
-      if (mgop_json_str(&j, mgop_json_key(&j, mgop_json_path(&j, 0, "metadata.annotations"),
-                                          "multigres.com/schema-version"), v, sizeof(v)) == MGOP_OK)
-        version = strtol(v, NULL, 10);
-      if (version < MGOP_CRD_SCHEMA) {
-        snprintf(why, sizeof(why), "CRD %s.multigres.com has schema version %ld (multigres.com/schema-version), this "
-                 "operator needs %d: apply the crds.yaml of this release", mgop_kinds[k].plural, version,
-                 MGOP_CRD_SCHEMA);
-        outdated = 1;
-      }
+      return MGOP_CRD_RETRY;
+    }
+    if (mgop_json_str(&j, mgop_json_key(&j, mgop_json_path(&j, 0, "metadata.annotations"),
+                                        "multigres.com/schema-version"), v, sizeof(v)) == MGOP_OK)
+      version = strtol(v, NULL, 10);
+    if (version < MGOP_CRD_SCHEMA) {
+      snprintf(why, why_cap, "CRD %s.multigres.com has schema version %ld (multigres.com/schema-version), this "
+               "operator needs %d: apply the crds.yaml of this release", mgop_kinds[kind].plural, version,
+               MGOP_CRD_SCHEMA);
+      return MGOP_CRD_OUTDATED;
     }
   }
+  return MGOP_CRD_CURRENT;
+}
+
+/* The first look runs on a thread with an API connection of its own while
+ * the loop lists (its eight GETs were ~30 ms on the way to the first turn);
+ * the loop takes its result, and makes any later look itself. */
+static struct {
+  pthread_t thread;
+  int state;                         /* loop only: 0 none, 1 running, 2 joined */
+  int done;                          /* atomic: the thread's result is in      */
+  int result;
+  char why[400];
+  struct mgop_kube api;
+} mgop_crd_first;
+
+static void *mgop_crd_first_main(void *arg) {
+  (void)arg;
+  mgop_crd_first.result = mgop_crd_read(&mgop_crd_first.api, mgop_crd_first.why, sizeof(mgop_crd_first.why));
+  __atomic_store_n(&mgop_crd_first.done, 1, __ATOMIC_RELEASE);
+  if (write(mgop_shared.wake_pipe[1], "c", 1) < 0) { /* the loop also polls at least every second */ }
+  return NULL;
+}
+
+/* Before the threads' signal mask is restored (it blocks SIGTERM/SIGINT):
+ * the first look's thread; if it cannot start, the loop looks itself. */
+static void mgop_crd_first_start(void) {
+  if (mgop_kube_init(&mgop_crd_first.api, &mgop_server.cfg)) return;
+  mgop_crd_first.api.beat_ms = &mgop_shared.beat_ms;
+  if (pthread_create(&mgop_crd_first.thread, NULL, mgop_crd_first_main, NULL)) {
+    mgop_kube_free(&mgop_crd_first.api);
+    return;
+  }
+  mgop_crd_first.state = 1;
+}
+
+/* The loop's side: takes a result (the first thread's, or its own look's). */
+static void mgop_crd_check(void) {
+  char why[400];
+  int result, outdated;
+  if (mgop_server.crd_checked) return;
+  if (mgop_crd_first.state == 1) {
+    if (!__atomic_load_n(&mgop_crd_first.done, __ATOMIC_ACQUIRE)) return;
+    pthread_join(mgop_crd_first.thread, NULL);
+    mgop_server.api.stats.requests += mgop_crd_first.api.stats.requests;
+    mgop_server.api.stats.errors += mgop_crd_first.api.stats.errors;
+    mgop_server.api.stats.reconnects += mgop_crd_first.api.stats.reconnects;
+    mgop_server.api.stats.token_reloads += mgop_crd_first.api.stats.token_reloads;
+    mgop_kube_free(&mgop_crd_first.api);
+    mgop_crd_first.state = 2;
+    result = mgop_crd_first.result;
+    snprintf(why, sizeof(why), "%s", mgop_crd_first.why);
+  } else {
+    if (mgop_now_ms() < mgop_server.crd_next_ms) return;
+    result = mgop_crd_read(mgop_api_ptr, why, sizeof(why));
+  }
+  mgop_server.crd_next_ms = mgop_now_ms() + MGOP_CRD_RECHECK_MS;
+  if (result == MGOP_CRD_RETRY) return;
+  outdated = result == MGOP_CRD_OUTDATED;
   pthread_mutex_lock(&mgop_shared.mu);
   if (outdated && (!mgop_shared.crd_outdated || strcmp(mgop_shared.crd_msg, why)))
     MGOP_LOG(MGOP_ERROR, ("not reconciling: %s", why));
@@ -11039,7 +11101,6 @@ static void mgop_crd_check(void) {
   snprintf(mgop_shared.crd_msg, sizeof(mgop_shared.crd_msg), "%s", why);
   pthread_mutex_unlock(&mgop_shared.mu);
   mgop_server.crd_checked = !outdated;
-  mgop_server.crd_next_ms = mgop_now_ms() + MGOP_CRD_RECHECK_MS;
 }
 
 /* One reconcile, of the root that is due, on the leader. 1 when it ran. */
@@ -11078,8 +11139,8 @@ static int mgop_loop_reconcile(void) {
 static long long mgop_loop_timers(long long wait) {
   long long due = mgop_work_next_due(mgop_now_ms());
   mgop_crd_check();
-  if (!mgop_server.crd_checked && mgop_server.crd_next_ms - mgop_now_ms() < wait)
-    wait = mgop_server.crd_next_ms - mgop_now_ms();
+  if (!mgop_server.crd_checked && mgop_crd_first.state != 1 && mgop_server.crd_next_ms - mgop_now_ms() < wait)
+    wait = mgop_server.crd_next_ms - mgop_now_ms(); /* the first look's thread wakes the loop itself */
   if (due >= 0 && due < wait) wait = due;
   if (mgop_may_write() && (due = mgop_backup_tick()) >= 0 && due < wait) wait = due;
   if (mgop_wh.enabled && mgop_now_ms() >= mgop_wh.next_check_ms) { /* certificates: hourly, or soon after a miss */
@@ -11178,6 +11239,10 @@ int mgop_run(const struct mgop_options *opt) {
   if (started[1]) pthread_join(lease_thread, NULL);
   if (started[0]) pthread_join(serve_thread, NULL);
   if (started[3]) pthread_join(msec_thread, NULL);
+  if (mgop_crd_first.state == 1) { /* stopped before the first look was taken */
+    pthread_join(mgop_crd_first.thread, NULL);
+    mgop_kube_free(&mgop_crd_first.api);
+  }
   mgop_pool_stop(&mgop_server.pool);
   mgop_arena_reset(&mgop_server.arena);
   for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);

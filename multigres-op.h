@@ -33,10 +33,11 @@
  * Ownership rule (stated once, holds everywhere): every pointer handed to a
  * callback is borrowed and valid only for the duration of that callback.
  * Nothing in this file calls malloc after start-up except libyaml (bounded by
- * the input size it is given) and, in sanitizer builds, the arena.
+ * the input size it is given), mbedTLS (through a counter that bounds its
+ * bytes in use at MGOP_TLS_HEAP_SIZE) and, in sanitizer builds, the arena.
  *
  * Threads: the mechanism keeps no shared mutable state except the mbedTLS
- * heap and RNG (built with MBEDTLS_THREADING_C, so they lock) and the
+ * heap's counter (atomic) and RNG (MBEDTLS_THREADING_C: it locks) and the
  * tracer of 2.12 (its queue and counters under its own mutex; its client
  * and scratch belong to the one exporter thread) and the apply pool of 2.6
  * (a batch handed over and given back under its mutex; each worker's client
@@ -1298,10 +1299,8 @@ void mgop_trace_get_stats(struct mgop_trace_stats *out);
 #include <mbedtls/asn1.h>
 #include <mbedtls/net_sockets.h> /* error codes only; we do our own sockets */
 #include <psa/crypto.h>
-#if defined(MBEDTLS_MEMORY_BUFFER_ALLOC_C) && !defined(MGOP_SANITIZE)
-#include <mbedtls/memory_buffer_alloc.h>
-#define MGOP_TLS_FIXED_HEAP 1
-#endif
+#include <mbedtls/platform.h> /* mbedtls_platform_set_calloc_free: the bounded TLS heap */
+#include <malloc.h>         /* malloc_usable_size: what a TLS heap block counts */
 #define MGOP_FALLTHROUGH __attribute__((fallthrough))
 
 /* ======================================================================
@@ -2658,34 +2657,41 @@ int mgop_kubecfg_auto(struct mgop_kubecfg *c, const char *flag_path, const char 
 static mbedtls_entropy_context mgop_entropy;
 static mbedtls_ctr_drbg_context mgop_drbg;
 static int mgop_tls_inited;
-#ifdef MGOP_TLS_FIXED_HEAP
-static unsigned char mgop_tls_heap[MGOP_TLS_HEAP_SIZE];
-#endif
-
-#ifdef MGOP_TLS_FIXED_HEAP
-/* The allocator's init clears its whole buffer, which makes every page of
- * it resident though the heap's high water is a fraction of it (about a
- * quarter: multigres_operator_tls_heap_high_water_bytes). The pages it
- * cleared are handed back: they read as zeros again and cost memory only
- * once the allocator reaches them. Whole pages strictly inside the buffer
- * only (the first may share a page with the allocator's header or with
- * file-backed data); the buffer is in .bss, anonymous private memory,
- * where MADV_DONTNEED means zero-fill on the next touch. */
-static void mgop_release_zero_pages(void *buf, size_t len) {
-  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)buf, hi = lo + len;
-  lo = (lo + page - 1) / page * page + page;
-  hi = hi / page * page;
-  if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* a hint: if refused, only memory is lost */
+/* mbedTLS's heap: libc's, behind a counter that refuses an allocation
+ * taking the bytes in use past MGOP_TLS_HEAP_SIZE (the handshake or request
+ * then fails with mbedTLS's "allocation failed", logged, and is retried).
+ * A fixed buffer with mbedTLS's own allocator was bounded too, but its init
+ * clears the whole buffer: 512 page faults at every start on a VM, and
+ * pages made resident that the heap never used (its high water is a quarter
+ * of the buffer). A block counts as malloc_usable_size says (glibc and musl
+ * both have it), so no header moves the pointer mbedTLS holds. */
+static size_t mgop_tls_heap_used, mgop_tls_heap_max;
+static void *mgop_tls_heap_calloc(size_t n, size_t size) {
+  size_t bytes, used;
+  void *p;
+  if (size && n > (MGOP_TLS_HEAP_SIZE) / size) return NULL;
+  if (!(p = calloc(n, size))) return NULL;
+  bytes = malloc_usable_size(p);
+  used = __atomic_add_fetch(&mgop_tls_heap_used, bytes, __ATOMIC_RELAXED);
+  if (used > MGOP_TLS_HEAP_SIZE) {
+    __atomic_sub_fetch(&mgop_tls_heap_used, bytes, __ATOMIC_RELAXED);
+    free(p);
+    return NULL;
+  }
+  for (size_t max = __atomic_load_n(&mgop_tls_heap_max, __ATOMIC_RELAXED); used > max;)
+    if (__atomic_compare_exchange_n(&mgop_tls_heap_max, &max, used, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
+  return p;
 }
-#endif
+static void mgop_tls_heap_free(void *p) {
+  if (!p) return;
+  __atomic_sub_fetch(&mgop_tls_heap_used, malloc_usable_size(p), __ATOMIC_RELAXED);
+  free(p);
+}
 
 int mgop_tls_global_init(void) {
   int r;
   if (mgop_tls_inited) return MGOP_OK;
-#ifdef MGOP_TLS_FIXED_HEAP
-  mbedtls_memory_buffer_alloc_init(mgop_tls_heap, sizeof(mgop_tls_heap));
-  mgop_release_zero_pages(mgop_tls_heap, sizeof(mgop_tls_heap));
-#endif
+  mbedtls_platform_set_calloc_free(mgop_tls_heap_calloc, mgop_tls_heap_free);
   mbedtls_entropy_init(&mgop_entropy);
   mbedtls_ctr_drbg_init(&mgop_drbg);
   r = mbedtls_ctr_drbg_seed(&mgop_drbg, mbedtls_entropy_func, &mgop_entropy,
@@ -2701,15 +2707,7 @@ int mgop_tls_global_init(void) {
   return MGOP_OK;
 }
 
-size_t mgop_tls_heap_high_water(void) {
-#if defined(MGOP_TLS_FIXED_HEAP) && defined(MBEDTLS_MEMORY_DEBUG)
-  size_t max_used, max_blocks;
-  mbedtls_memory_buffer_alloc_max_get(&max_used, &max_blocks);
-  return max_used;
-#else
-  return 0;
-#endif
-}
+size_t mgop_tls_heap_high_water(void) { return __atomic_load_n(&mgop_tls_heap_max, __ATOMIC_RELAXED); }
 
 static int mgop_tls_fail(int r, const char *what) {
   char e[160];

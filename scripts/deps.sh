@@ -220,8 +220,7 @@ fetch_sources() {
 }
 
 # ---- build ---------------------------------------------------------------------
-REQUIRED_SYMBOLS="mbedtls_memory_buffer_alloc_init mbedtls_memory_buffer_alloc_max_get
- mbedtls_platform_set_calloc_free mbedtls_ssl_config_defaults mbedtls_ssl_setup
+REQUIRED_SYMBOLS="mbedtls_platform_set_calloc_free mbedtls_ssl_config_defaults mbedtls_ssl_setup
  mbedtls_ssl_handshake mbedtls_ssl_set_hostname mbedtls_ssl_get_peer_cert
  mbedtls_ssl_tls13_handshake_client_step mbedtls_ssl_tls13_handshake_server_step psa_crypto_init
  mbedtls_ctr_drbg_seed mbedtls_entropy_func mbedtls_x509_crt_parse mbedtls_x509_crt_verify
@@ -381,18 +380,19 @@ verify_prefix() {  # verify_prefix TOOLCHAIN CC STAGE FINAL_PREFIX
   mkdir -p "$d"
   cat > "$d/smoke.c" <<'EOF'
 #include <stdio.h>
+#include <stdlib.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/version.h>
-#include <mbedtls/memory_buffer_alloc.h>
+#include <mbedtls/platform.h>
 #include <yaml.h>
 #include <jsmn.h>
-#if !defined(MBEDTLS_MEMORY_BUFFER_ALLOC_C) || !defined(MBEDTLS_THREADING_C) || !defined(MBEDTLS_THREADING_PTHREAD)
+#if !defined(MBEDTLS_PLATFORM_MEMORY) || !defined(MBEDTLS_THREADING_C) || !defined(MBEDTLS_THREADING_PTHREAD)
 #error "not multigres-op's mbedTLS configuration"
 #endif
-static unsigned char heap[32 * 1024];
+static void *smoke_calloc(size_t n, size_t size) { return calloc(n, size); }
 int main(void) {
     mbedtls_ssl_config conf; yaml_parser_t p; jsmn_parser j;
-    mbedtls_memory_buffer_alloc_init(heap, sizeof heap);
+    mbedtls_platform_set_calloc_free(smoke_calloc, free);
     mbedtls_ssl_config_init(&conf);
     if (mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
                                     MBEDTLS_SSL_PRESET_DEFAULT) != 0) return 1;

@@ -15,11 +15,10 @@
 #define MBEDTLS_HAVE_TIME_DATE
 #define MBEDTLS_PLATFORM_C
 #define MBEDTLS_ERROR_C
-/* Bounded heap: mbedtls_calloc/free over MGOP_TLS_HEAP_SIZE (2 MiB, section
- * 1); MEMORY_DEBUG adds the counters behind the high-water metric. */
+/* Bounded heap: mbedtls_calloc/free are set at start to a counter over
+ * libc's that refuses past MGOP_TLS_HEAP_SIZE (2 MiB, section 1) and keeps
+ * the high water for the metric. */
 #define MBEDTLS_PLATFORM_MEMORY
-#define MBEDTLS_MEMORY_BUFFER_ALLOC_C
-#define MBEDTLS_MEMORY_DEBUG
 /* Randomness: CTR_DRBG over getrandom() (deps.sh patch for musl). */
 #define MBEDTLS_ENTROPY_C
 #define MBEDTLS_CTR_DRBG_C

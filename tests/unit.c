@@ -5133,6 +5133,7 @@ static void test_pooler_record(void);
 static void test_roll_order(void);
 static void test_roll_waits(void);
 static void test_roll_observed(void);
+static void test_tls_heap_bound(void);
 static void test_drain_steps(void);
 
 struct t_case { const char *name; void (*fn)(void); };
@@ -5256,6 +5257,7 @@ static const struct t_case t_cases[] = {
     {"roll_order", test_roll_order},
     {"roll_waits", test_roll_waits},
     {"roll_observed", test_roll_observed},
+    {"tls_heap_bound", test_tls_heap_bound},
 };
 
 int main(int argc, char **argv) {
@@ -6646,4 +6648,31 @@ static void test_roll_observed(void) {
       CHECK(mgop_sts_observed(&f));
     }
   }
+}
+
+/* mbedTLS's heap is libc's behind a counter: blocks are handed out until the
+ * bytes in use would pass MGOP_TLS_HEAP_SIZE, then refused (NULL, which
+ * mbedTLS reports as an allocation failure); freeing makes room again, and
+ * the high water the metric shows covers the peak. */
+static void test_tls_heap_bound(void) {
+  enum { BLOCK = 64 * 1024, MAXB = MGOP_TLS_HEAP_SIZE / BLOCK + 2 };
+  void *b[MAXB];
+  int n = 0;
+  size_t hw0 = mgop_tls_heap_high_water();
+  CHECK(mbedtls_calloc((size_t)MGOP_TLS_HEAP_SIZE + 1, 1) == NULL); /* one block beyond the bound */
+  CHECK(mbedtls_calloc(SIZE_MAX / 2, 4) == NULL);                     /* n * size overflows */
+  while (n < MAXB && (b[n] = mbedtls_calloc(1, BLOCK))) {
+    CHECK(((unsigned char *)b[n])[BLOCK - 1] == 0); /* calloc's zeros */
+    n++;
+  }
+  CHECK(n > 0 && n < MAXB); /* refused before the bound was passed */
+  CHECK(mgop_tls_heap_high_water() <= (size_t)MGOP_TLS_HEAP_SIZE);
+  CHECK(mgop_tls_heap_high_water() >= (size_t)n * BLOCK && mgop_tls_heap_high_water() >= hw0);
+  mbedtls_free(b[--n]);
+  CHECK((b[n] = mbedtls_calloc(1, BLOCK)) != NULL); /* room again */
+  n++;
+  while (n > 0) mbedtls_free(b[--n]);
+  mbedtls_free(NULL);
+  CHECK((b[0] = mbedtls_calloc(8, BLOCK / 8)) != NULL); /* all handed back */
+  mbedtls_free(b[0]);
 }
