@@ -1356,6 +1356,7 @@ static int mgop_apply_result(struct mgop_rctx *r, const struct mgop_desired *d, 
     f->applied_rv = mgop_uid_hash(j->res.rv);
     /* until the watch reports it, what we wrote is what exists */
     f->flags |= MGOP_FP_EXISTS;
+    if (j->status == 201) f->flags |= MGOP_FP_CREATED;
     f->seen_gen = j->res.generation;
     f->seen_rv = mgop_uid_hash(j->res.rv);
     snprintf(f->uid, sizeof(f->uid), "%s", j->res.uid);
@@ -4613,6 +4614,17 @@ static void mgop_backup_meta(struct mgop_rctx *r, struct mgop_jw *w, const char 
   mgop_jw_obj_end(w);
 }
 
+/* Whether the Shard was created by this process's apply and its backup
+ * objects not made yet (MGOP_FP_CREATED): then they are made without a GET
+ * first, three round trips less in a new cluster's first turn. What could
+ * already be there is a retained PVC (its create answers 409, taken as
+ * there) or a former Shard's Secrets waiting for the garbage collector
+ * (applied over, with the new owner). */
+static int mgop_shard_created(struct mgop_rctx *r, const char *shard_cr) {
+  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("Shard", r->ns, shard_cr));
+  return f && (f->flags & MGOP_FP_CREATED);
+}
+
 /* The shard's backup PVC: created once when missing, never changed or
  * deleted by the operator. whenDeleted: Delete makes the Shard its owner
  * (the garbage collector removes it with the Shard); Retain leaves it
@@ -4629,10 +4641,12 @@ static int mgop_ensure_backup_pvc(struct mgop_rctx *r, const struct mgop_backup_
   char path[512];
   int rc, status = 0;
   if (f && (f->flags & MGOP_FP_EXISTS)) return MGOP_OK;
-  mgop_buf_init(&out, body, sizeof(body));
-  rc = mgop_core_get(r, "persistentvolumeclaims", b->pvc, &out, &j, tok, 1024);
-  if (rc == MGOP_OK) goto exists;
-  if (rc != MGOP_ERR_NOTFOUND) return rc;
+  if (!mgop_shard_created(r, shard_cr)) { /* a new Shard's PVC: created at once (409: a retained one is there) */
+    mgop_buf_init(&out, body, sizeof(body));
+    rc = mgop_core_get(r, "persistentvolumeclaims", b->pvc, &out, &j, tok, 1024);
+    if (rc == MGOP_OK) goto exists;
+    if (rc != MGOP_ERR_NOTFOUND) return rc;
+  }
   mgop_buf_init(&bb, mem, sizeof(mem));
   mgop_jw_init(&w, &bb);
   mgop_jw_obj(&w);
@@ -4739,12 +4753,13 @@ static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_bac
   char ca_name[300];
   long long now = mgop_wall_s(), na = 0;
   const char *why;
-  int rc, ca_new = 0;
+  int rc, ca_new = 0, fresh;
   const char *names[] = {MGOP_PGBR_CN, shard_cr};
   if (f && f->owner_uid == suid && f->renew_at > now) goto requeue;
   cur_ca[0] = cur_crt[0] = 0;
+  fresh = mgop_shard_created(r, shard_cr);
   mgop_buf_init(&out, body, sizeof(body));
-  rc = mgop_core_get(r, "secrets", b->tls_secret, &out, &j, tok, 256);
+  rc = fresh ? MGOP_ERR_NOTFOUND : mgop_core_get(r, "secrets", b->tls_secret, &out, &j, tok, 256);
   if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
   if (!rc) {
     mgop_secret_value(&j, "tls.crt", cur_crt, sizeof(cur_crt));
@@ -4755,7 +4770,7 @@ static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_bac
   snprintf(ca_name, sizeof(ca_name), "%.200s-pgbackrest-ca", shard_cr);
   ca_crt[0] = ca_key[0] = 0;
   mgop_buf_init(&out, body, sizeof(body));
-  rc = mgop_core_get(r, "secrets", ca_name, &out, &j, tok, 256);
+  rc = fresh ? MGOP_ERR_NOTFOUND : mgop_core_get(r, "secrets", ca_name, &out, &j, tok, 256);
   if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
   if (!rc) {
     mgop_secret_value(&j, "ca.crt", ca_crt, sizeof(ca_crt));
@@ -4829,6 +4844,10 @@ static int mgop_backup_shard(struct mgop_rctx *r, const struct mgop_json *d, int
     }
   }
   if (b->tls_own && (rc = mgop_ensure_pgbackrest_tls(r, b, cr, uid, ids))) return rc;
+  { /* made: from now on a look comes first (they may have been removed) */
+    struct mgop_fp *f = mgop_fp_find(mgop_fp_key("Shard", r->ns, cr));
+    if (f) f->flags &= ~MGOP_FP_CREATED;
+  }
   return MGOP_OK;
 }
 
@@ -11200,6 +11219,10 @@ static int mgop_loop(void) {
     if (poll(pfd, (nfds_t)n + (mgop_shared.wake_pipe[0] >= 0), (int)wait) < 0 && errno != EINTR) {
       MGOP_LOG(MGOP_ERROR, ("poll failed: %s", strerror(errno)));
       return 1;
+    }
+    if (mgop_shared.wake_pipe[0] >= 0 && (pfd[n].revents & POLLIN)) { /* emptied, or every poll would return at once */
+      char drain[64];
+      while (read(mgop_shared.wake_pipe[0], drain, sizeof(drain)) > 0) {}
     }
     now = mgop_now_ms();
     for (int p = 0; p < n && !mgop_stopping(); p++) {

@@ -710,6 +710,10 @@ struct mgop_fp {
                                highest ordinal                          */
 #define MGOP_FP_ROLL_DRAIN 64u /* pool StatefulSets: a rolling update drains
                                one of its pods                          */
+#define MGOP_FP_CREATED 128u /* our apply created it (201) and what it owns
+                               was not made yet: a Shard's backup PVC and
+                               certificate Secrets are created without a
+                               GET first (cleared once they are)         */
 uint64_t mgop_fp_key(const char *kind, const char *ns, const char *name);
 /* The table is allocated once, before its first use: mgop_fp_init(slots)
  * at start-up (--max-objects), or MGOP_FP_SLOTS_DEFAULT on first use.

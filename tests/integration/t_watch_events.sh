@@ -30,3 +30,14 @@ sleep 2
 [ "$(count_log watch '"name":"w2"')" = 0 ] || fail "--namespace $ns saw a cluster in it-watch-other"
 kubectl delete namespace it-watch-other --wait=false >/dev/null
 operator_alive watch || fail "operator exited"
+
+# nothing to do costs no CPU: the loop sleeps in poll() (a wake-up byte
+# left unread in its pipe once made every poll return at once: a core spent
+# while "idle", with no request to show for it)
+sleep 2
+pid=$(cat "$IT_LOGS/watch.pid")
+cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$pid/stat"; }
+c0=$(cpu_ticks); sleep 3; c1=$(cpu_ticks)
+hz=$(getconf CLK_TCK)
+[ $(( (c1 - c0) * 10 )) -le $(( hz * 3 )) ] || fail "idle operator used $(( (c1 - c0) * 1000 / hz )) ms of CPU in 3 s (at most 300)"
+note "idle: $(( (c1 - c0) * 1000 / hz )) ms of CPU in 3 s"
