@@ -11070,6 +11070,7 @@ static struct {
 
 static void *mgop_crd_first_main(void *arg) {
   (void)arg;
+  mgop_loop_yields(); /* the loop's priority: at its own, it held the lists back while it ran */
   mgop_crd_first.result = mgop_crd_read(&mgop_crd_first.api, mgop_crd_first.why, sizeof(mgop_crd_first.why));
   __atomic_store_n(&mgop_crd_first.done, 1, __ATOMIC_RELEASE);
   if (write(mgop_shared.wake_pipe[1], "c", 1) < 0) { /* the loop also polls at least every second */ }
