@@ -61,7 +61,7 @@ $(BUILD)/deps-%.mk: scripts/deps.sh scripts/mbedtls_config.h
 GLIBC_CFLAGS = $(DEPS_glibc_CFLAGS)
 GLIBC_LIBS = $(DEPS_glibc_LIBS) -pthread
 
-.PHONY: all static test test-unit test-integration test-gitops test-scale test-alerts asan valgrind clang tsan fuzz check-symbols demo \
+.PHONY: FORCE all static test test-unit test-integration test-gitops test-scale test-alerts asan valgrind clang tsan fuzz check-symbols demo \
         cp-up cp-down clean help image generate check-generated tools bench
 
 all: multigres-op
@@ -69,11 +69,17 @@ all: multigres-op
 help:
 	@sed -n '3,22p' Makefile | sed 's/^# \{0,1\}//'
 
-multigres-op: $(SRC) $(BUILD)/deps-glibc.mk
+# The version the binaries carry (HEAD's): the stamp is rewritten only when
+# it changes, so a new commit rebuilds them and nothing else does.
+$(BUILD)/version: FORCE
+	@mkdir -p $(BUILD); echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' >$@
+FORCE:
+
+multigres-op: $(SRC) $(BUILD)/deps-glibc.mk $(BUILD)/version
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(GLIBC_CFLAGS) multigres-op.c -o $@ $(GLIBC_LIBS)
 
 # --- the shipped binary -------------------------------------------------------
-$(BUILD)/static/multigres-op: $(SRC) $(BUILD)/deps-musl.mk
+$(BUILD)/static/multigres-op: $(SRC) $(BUILD)/deps-musl.mk $(BUILD)/version
 	@mkdir -p $(dir $@)
 	$(DEPS_musl_CC) $(BASE_CFLAGS) -Os -ffunction-sections -fdata-sections $(DEPS_musl_CFLAGS) \
 	  multigres-op.c -o $@ -static -Wl,--gc-sections -s $(DEPS_musl_LIBS) -pthread

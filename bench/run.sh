@@ -39,6 +39,8 @@
 # with the API server serving nothing else: own_applied_seconds,
 # own_objects_applied, own_cpu_seconds, own_apiserver_cpu_seconds,
 # own_api_requests(_per_cluster), own_api_<verb>, own_hwm_kib
+# BENCH_FLOOR=1 adds bench_floor: the same objects applied by kubectl alone,
+# the API server's and etcd's CPU for them, the floor under the above.
 # The mix: mix_converge_seconds, mix_api_requests, and
 #   template_change_seconds  one CellTemplate change -> all the consumers'
 #                          multigateway Deployments carry it
@@ -57,6 +59,7 @@ BENCH_OP_FLAGS=${BENCH_OP_FLAGS:-} # more operator flags, e.g. --max-applies-in-
 BINDER=${BENCH_BINDER:-1}
 OWN=${BENCH_OWN:-1}   # 0: no bench_own (the operator's part alone)
 FULL=${BENCH_FULL:-1} # 0: bench_own alone
+FLOOR=${BENCH_FLOOR:-0} # 1: bench_floor too (the API server's cost of the objects alone)
 binder_pid=
 for n in "${SIZES[@]}" "$MIX"; do
   [[ $n =~ ^[0-9]+$ && $n -le 5000 ]] || { echo "bench: a size is a number of clusters 0..5000, not '$n'" >&2; exit 2; }
@@ -449,6 +452,43 @@ bench_mix() {
   cp_down mix
 }
 
+# bench_floor CLUSTERS: what the API server costs for the objects alone,
+# with no operator. The N minimal clusters' 23 objects each, as `render`
+# writes them, go to a control plane whose controllers are paused, applied
+# server-side by 8 kubectl at once; then the API server's and etcd's CPU
+# per object is the floor under own_apiserver_cpu_seconds (which also pays
+# for status writes, the finalizer, Secrets, PVCs and Events): on a machine
+# of C cores no client can have them applied in less than
+# floor_min_seconds = (API server + etcd CPU) / C. BENCH_FLOOR=1 runs it.
+#   floor_objects, floor_seconds (8 kubectl), floor_apiserver_cpu_seconds,
+#   floor_etcd_cpu_seconds, floor_apiserver_ms_per_object, floor_min_seconds
+bench_floor() {
+  local n=$1 d=$IT_LOGS/floor a0 a1 e0 e1 t0 t1 objs ok i p
+  BINDER=0 cp_up "$n"
+  for p in kube-controller-manager kube-scheduler kwok; do kill -STOP "$(cat "$cp_dir/pids/$p.pid")"; done
+  rm -rf "$d"; mkdir -p "$d"
+  for ((i = 1; i <= n; i += 10)); do # render takes a few clusters at a time
+    for p in $(seq "$i" $(( i + 9 < n ? i + 9 : n ))); do cluster_manifest $ns f$p; echo ---; done >"$d/in.yaml"
+    "$OP_BIN" render -n $ns -f "$d/in.yaml" | grep '^{' >>"$d/objects.jsonl"
+  done
+  objs=$(wc -l <"$d/objects.jsonl")
+  (cd "$d" && split -n l/8 -d objects.jsonl part. && for p in part.0?; do sed 's/$/\n---/' "$p" >"$p.yaml"; done)
+  a0=$(apiserver_cpu) e0=$(pid_cpu "$(cat "$cp_dir/pids/etcd.pid")") t0=$(now)
+  for p in "$d"/part.0?.yaml; do kubectl apply --server-side --field-manager=bench-floor -f "$p" >"$p.out" 2>&1 & done
+  wait
+  t1=$(now) a1=$(apiserver_cpu) e1=$(pid_cpu "$(cat "$cp_dir/pids/etcd.pid")")
+  ok=$(cat "$d"/part.0?.yaml.out | grep -c 'serverside-applied$' || true)
+  [ "$ok" = "$objs" ] || { echo "bench: floor: $ok of $objs objects applied (see $d)" >&2; return 1; }
+  fig "$n" floor_objects "$objs" count
+  fig "$n" floor_seconds "$(elapsed "$t0" "$t1")" s
+  fig "$n" floor_apiserver_cpu_seconds "$(elapsed "$a0" "$a1" 1)" s
+  fig "$n" floor_etcd_cpu_seconds "$(elapsed "$e0" "$e1" 1)" s
+  fig "$n" floor_apiserver_ms_per_object "$(python3 -c "print(round(($a1 - $a0) * 1000 / $objs, 2))")" ms
+  fig "$n" floor_min_seconds "$(python3 -c "print(round(($a1 - $a0 + $e1 - $e0) / $(nproc), 1))")" s
+  for p in kube-controller-manager kube-scheduler kwok; do kill -CONT "$(cat "$cp_dir/pids/$p.pid")"; done
+  cp_down "floor-$n"
+}
+
 mkdir -p "$ROOT/bench/results"
 commit=$(git -C "$ROOT" rev-parse HEAD) # the binary's, even if HEAD moves during the run
 out="$ROOT/bench/results/$(date -u +%Y%m%d)-${commit:0:7}.json"
@@ -473,6 +513,7 @@ fig all render_ms $(( (re - rs) / 1000000 )) ms
 for n in "${SIZES[@]}"; do
   [ "$FULL" = 0 ] || { bench_size "$n"; save; }
   [ "$OWN" = 0 ] || { bench_own "$n"; save; }
+  [ "$FLOOR" = 0 ] || { bench_floor "$n"; save; }
 done
 [ "$MIX" = 0 ] || { bench_mix "$MIX"; save; }
 echo "bench: results in ${out#$ROOT/}" >&2
