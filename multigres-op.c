@@ -4614,23 +4614,12 @@ static void mgop_backup_meta(struct mgop_rctx *r, struct mgop_jw *w, const char 
   mgop_jw_obj_end(w);
 }
 
-/* Whether the Shard was created by this process's apply and its backup
- * objects not made yet (MGOP_FP_CREATED): then they are made without a GET
- * first, three round trips less in a new cluster's first turn. What could
- * already be there is a retained PVC (its create answers 409, taken as
- * there) or a former Shard's Secrets waiting for the garbage collector
- * (applied over, with the new owner). */
-static int mgop_shard_created(struct mgop_rctx *r, const char *shard_cr) {
-  struct mgop_fp *f = mgop_fp_find(mgop_fp_key("Shard", r->ns, shard_cr));
-  return f && (f->flags & MGOP_FP_CREATED);
-}
-
 /* The shard's backup PVC: created once when missing, never changed or
  * deleted by the operator. whenDeleted: Delete makes the Shard its owner
  * (the garbage collector removes it with the Shard); Retain leaves it
  * unowned, so it outlives the cluster. The policy is read at creation. */
 static int mgop_ensure_backup_pvc(struct mgop_rctx *r, const struct mgop_backup_loc *b, const char *shard_cr,
-                                  const char *uid, const struct mgop_ids *ids, const char *when_deleted) {
+                                  const char *uid, const struct mgop_ids *ids, const char *when_deleted, int fresh) {
   static char body[16 * 1024], mem[4096];
   static jsmntok_t tok[1024];
   uint64_t key = mgop_fp_key("PersistentVolumeClaim", r->ns, b->pvc);
@@ -4641,7 +4630,7 @@ static int mgop_ensure_backup_pvc(struct mgop_rctx *r, const struct mgop_backup_
   char path[512];
   int rc, status = 0;
   if (f && (f->flags & MGOP_FP_EXISTS)) return MGOP_OK;
-  if (!mgop_shard_created(r, shard_cr)) { /* a new Shard's PVC: created at once (409: a retained one is there) */
+  if (!fresh) { /* a new Shard's PVC: created at once (409: a retained one is there) */
     mgop_buf_init(&out, body, sizeof(body));
     rc = mgop_core_get(r, "persistentvolumeclaims", b->pvc, &out, &j, tok, 1024);
     if (rc == MGOP_OK) goto exists;
@@ -4741,7 +4730,7 @@ static const char *mgop_pgbr_stale(const char *cert, const char *ca, long long n
  * the kubelet refreshes the projected files. The turn is re-queued for the
  * next renewal. */
 static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_backup_loc *b, const char *shard_cr,
-                                      const char *uid, const struct mgop_ids *ids) {
+                                      const char *uid, const struct mgop_ids *ids, int fresh) {
   static char body[64 * 1024], bundle[2 * MGOP_PKI_PEM_MAX], cur_ca[2 * MGOP_PKI_PEM_MAX];
   static char cur_crt[MGOP_PKI_PEM_MAX], ca_crt[MGOP_PKI_PEM_MAX], ca_key[MGOP_PKI_PEM_MAX];
   static struct mgop_pki_pair ca, leaf;
@@ -4753,11 +4742,10 @@ static int mgop_ensure_pgbackrest_tls(struct mgop_rctx *r, const struct mgop_bac
   char ca_name[300];
   long long now = mgop_wall_s(), na = 0;
   const char *why;
-  int rc, ca_new = 0, fresh;
+  int rc, ca_new = 0;
   const char *names[] = {MGOP_PGBR_CN, shard_cr};
   if (f && f->owner_uid == suid && f->renew_at > now) goto requeue;
   cur_ca[0] = cur_crt[0] = 0;
-  fresh = mgop_shard_created(r, shard_cr);
   mgop_buf_init(&out, body, sizeof(body));
   rc = fresh ? MGOP_ERR_NOTFOUND : mgop_core_get(r, "secrets", b->tls_secret, &out, &j, tok, 256);
   if (rc && rc != MGOP_ERR_NOTFOUND) return rc;
@@ -4817,11 +4805,17 @@ requeue:
 }
 
 /* Phase 3 of a shard's backups: the ReadWriteOnce warning (admission
- * returns it), and, live, the PVC and the certificate Secrets. */
+ * returns it), and, live, the PVC and the certificate Secrets. A Shard this
+ * process's apply created (MGOP_FP_CREATED) gets them without a GET first,
+ * three round trips less in a new cluster's first turn: what could already
+ * be there is a retained PVC (its create answers 409, taken as there) or a
+ * former Shard's Secrets waiting for the garbage collector (applied over,
+ * with the new owner). Once made, a look comes first again. */
 static int mgop_backup_shard(struct mgop_rctx *r, const struct mgop_json *d, int tg, int shard, const char *cr,
                              const char *uid, const struct mgop_ids *ids, const struct mgop_backup_loc *b,
                              const struct mgop_json *pdoc, int pools) {
-  int rc;
+  struct mgop_fp *row;
+  int rc, fresh;
   if (b->type == MGOP_BACKUP_FILESYSTEM && !b->rwx) {
     int cells = mgop_shard_cell_count(r, pdoc, pools);
     if (cells > 1 && !r->backup_warn[0])
@@ -4831,6 +4825,8 @@ static int mgop_backup_shard(struct mgop_rctx *r, const struct mgop_json *d, int
                "[ReadWriteMany]) or s3", r->where, cells);
   }
   if (r->render) return MGOP_OK;
+  row = mgop_fp_find(mgop_fp_key(mgop_kinds[K_SHARD].kind, r->ns, cr)); /* rows do not move within a turn */
+  fresh = row && (row->flags & MGOP_FP_CREATED);
   if (b->type == MGOP_BACKUP_FILESYSTEM) {
     char pol[16];
     int own = mgop_json_key(d, shard, "spec");
@@ -4839,15 +4835,12 @@ static int mgop_backup_shard(struct mgop_rctx *r, const struct mgop_json *d, int
       const struct mgop_json *docs[] = {d, d};
       const int toks[] = {own, tg};
       if ((rc = mgop_ensure_backup_pvc(r, b, cr, uid, ids, mgop_pvc_policy(r, "whenDeleted", docs, toks, 2, pol,
-                                                                         sizeof(pol)))))
+                                                                         sizeof(pol)), fresh)))
         return rc;
     }
   }
-  if (b->tls_own && (rc = mgop_ensure_pgbackrest_tls(r, b, cr, uid, ids))) return rc;
-  { /* made: from now on a look comes first (they may have been removed) */
-    struct mgop_fp *f = mgop_fp_find(mgop_fp_key("Shard", r->ns, cr));
-    if (f) f->flags &= ~MGOP_FP_CREATED;
-  }
+  if (b->tls_own && (rc = mgop_ensure_pgbackrest_tls(r, b, cr, uid, ids, fresh))) return rc;
+  if (row) row->flags &= ~MGOP_FP_CREATED;
   return MGOP_OK;
 }
 
@@ -11008,7 +11001,7 @@ static void mgop_loop_yields(void) {
  * reason (no RBAC grant) is logged and not held against the operator. */
 #define MGOP_CRD_SCHEMA 3 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
 #define MGOP_CRD_RECHECK_MS 10000
-enum { MGOP_CRD_CURRENT, MGOP_CRD_OUTDATED, MGOP_CRD_RETRY };
+enum { MGOP_CRD_CURRENT, MGOP_CRD_OUTDATED, MGOP_CRD_RETRY, MGOP_CRD_NOT_READ };
 /* Reads the eight CRDs' schema versions over k: CURRENT (also when not
  * ours to read: 401/403 are logged once and not held against the operator),
  * OUTDATED with why, or RETRY (logged). Any thread; one caller at a time. */
@@ -11063,51 +11056,55 @@ static struct {
   pthread_t thread;
   int state;                         /* loop only: 0 none, 1 running, 2 joined */
   int done;                          /* atomic: the thread's result is in      */
-  int result;
+  int result;                        /* MGOP_CRD_NOT_READ: the loop looks      */
   char why[400];
-  struct mgop_kube api;
+  struct mgop_kubecfg cfg;           /* its own copy: token reloads are per client */
+  struct mgop_kube api;              /* set up and freed by the thread         */
+  struct mgop_kube_stats stats;      /* its requests, for the loop's counters  */
 } mgop_crd_first;
 
 static void *mgop_crd_first_main(void *arg) {
   (void)arg;
   mgop_loop_yields(); /* the loop's priority: at its own, it held the lists back while it ran */
-  mgop_crd_first.result = mgop_crd_read(&mgop_crd_first.api, mgop_crd_first.why, sizeof(mgop_crd_first.why));
+  mgop_crd_first.result = MGOP_CRD_NOT_READ;
+  if (mgop_kube_init(&mgop_crd_first.api, &mgop_crd_first.cfg) == MGOP_OK) { /* its certificates parsed here, off the loop */
+    mgop_crd_first.api.beat_ms = &mgop_shared.beat_ms;
+    mgop_crd_first.result = mgop_crd_read(&mgop_crd_first.api, mgop_crd_first.why, sizeof(mgop_crd_first.why));
+    mgop_crd_first.stats = mgop_crd_first.api.stats;
+    mgop_kube_free(&mgop_crd_first.api);
+  }
   __atomic_store_n(&mgop_crd_first.done, 1, __ATOMIC_RELEASE);
   if (write(mgop_shared.wake_pipe[1], "c", 1) < 0) { /* the loop also polls at least every second */ }
   return NULL;
 }
 
-/* Before the threads' signal mask is restored (it blocks SIGTERM/SIGINT):
- * the first look's thread; if it cannot start, the loop looks itself. */
+/* Before the threads' signal mask is restored (it blocks SIGTERM/SIGINT)
+ * and before the loop's first request: the first look's thread; if it
+ * cannot start, the loop looks itself. */
 static void mgop_crd_first_start(void) {
-  if (mgop_kube_init(&mgop_crd_first.api, &mgop_server.cfg)) return;
-  mgop_crd_first.api.beat_ms = &mgop_shared.beat_ms;
-  if (pthread_create(&mgop_crd_first.thread, NULL, mgop_crd_first_main, NULL)) {
-    mgop_kube_free(&mgop_crd_first.api);
-    return;
-  }
-  mgop_crd_first.state = 1;
+  mgop_kubecfg_copy(&mgop_crd_first.cfg, &mgop_server.cfg);
+  if (pthread_create(&mgop_crd_first.thread, NULL, mgop_crd_first_main, NULL) == 0) mgop_crd_first.state = 1;
 }
 
 /* The loop's side: takes a result (the first thread's, or its own look's). */
 static void mgop_crd_check(void) {
-  char why[400];
-  int result, outdated;
+  char own[400];
+  const char *why = own;
+  int result = MGOP_CRD_NOT_READ, outdated;
   if (mgop_server.crd_checked) return;
   if (mgop_crd_first.state == 1) {
     if (!__atomic_load_n(&mgop_crd_first.done, __ATOMIC_ACQUIRE)) return;
     pthread_join(mgop_crd_first.thread, NULL);
-    mgop_server.api.stats.requests += mgop_crd_first.api.stats.requests;
-    mgop_server.api.stats.errors += mgop_crd_first.api.stats.errors;
-    mgop_server.api.stats.reconnects += mgop_crd_first.api.stats.reconnects;
-    mgop_server.api.stats.token_reloads += mgop_crd_first.api.stats.token_reloads;
-    mgop_kube_free(&mgop_crd_first.api);
+    mgop_kube_stats_add(&mgop_server.api.stats, &mgop_crd_first.stats);
     mgop_crd_first.state = 2;
     result = mgop_crd_first.result;
-    snprintf(why, sizeof(why), "%s", mgop_crd_first.why);
-  } else {
-    if (mgop_now_ms() < mgop_server.crd_next_ms) return;
-    result = mgop_crd_read(mgop_api_ptr, why, sizeof(why));
+    why = mgop_crd_first.why;
+  } else if (mgop_now_ms() < mgop_server.crd_next_ms) {
+    return;
+  }
+  if (result == MGOP_CRD_NOT_READ) {
+    why = own;
+    result = mgop_crd_read(mgop_api_ptr, own, sizeof(own));
   }
   mgop_server.crd_next_ms = mgop_now_ms() + MGOP_CRD_RECHECK_MS;
   if (result == MGOP_CRD_RETRY) return;
@@ -11263,10 +11260,7 @@ int mgop_run(const struct mgop_options *opt) {
   if (started[1]) pthread_join(lease_thread, NULL);
   if (started[0]) pthread_join(serve_thread, NULL);
   if (started[3]) pthread_join(msec_thread, NULL);
-  if (mgop_crd_first.state == 1) { /* stopped before the first look was taken */
-    pthread_join(mgop_crd_first.thread, NULL);
-    mgop_kube_free(&mgop_crd_first.api);
-  }
+  if (mgop_crd_first.state == 1) pthread_join(mgop_crd_first.thread, NULL); /* stopped before its look was taken */
   mgop_pool_stop(&mgop_server.pool);
   mgop_arena_reset(&mgop_server.arena);
   for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);

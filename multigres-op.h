@@ -470,6 +470,9 @@ struct mgop_kube {
 /* An object's metadata alone (PartialObjectMetadata), for an Accept */
 #define MGOP_ACCEPT_METADATA "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 int mgop_kube_init(struct mgop_kube *k, struct mgop_kubecfg *cfg);
+/* Adds one client's request counts to another's (a thread's client, after
+ * the thread is done with it or under the lock that hands it over). */
+void mgop_kube_stats_add(struct mgop_kube_stats *into, const struct mgop_kube_stats *from);
 void mgop_kube_free(struct mgop_kube *k);
 /* One request. *status gets the HTTP status; body (bounded) goes to out,
  * which may be NULL. Retries once on a stale keep-alive connection and once
@@ -3766,16 +3769,19 @@ void mgop_pool_apply(struct mgop_pool *p, struct mgop_kube *own, struct mgop_poo
   pthread_mutex_unlock(&p->mu);
 }
 
+void mgop_kube_stats_add(struct mgop_kube_stats *into, const struct mgop_kube_stats *from) {
+  into->requests += from->requests;
+  into->writes += from->writes;
+  into->errors += from->errors;
+  into->reconnects += from->reconnects;
+  into->token_reloads += from->token_reloads;
+}
+
 void mgop_pool_take_stats(struct mgop_pool *p, struct mgop_kube_stats *into) {
   pthread_mutex_lock(&p->mu);
   for (int i = 0; i < p->nworkers; i++) {
-    struct mgop_kube_stats *s = &p->w[i].kube.stats;
-    into->requests += s->requests;
-    into->writes += s->writes;
-    into->errors += s->errors;
-    into->reconnects += s->reconnects;
-    into->token_reloads += s->token_reloads;
-    memset(s, 0, sizeof(*s));
+    mgop_kube_stats_add(into, &p->w[i].kube.stats);
+    memset(&p->w[i].kube.stats, 0, sizeof(p->w[i].kube.stats));
   }
   pthread_mutex_unlock(&p->mu);
 }

@@ -360,6 +360,14 @@ print(round((t - float(sys.argv[2])) * 1000) if t > 0 else -1)' "$IT_LOGS/first-
   cp_down "$n"
 }
 
+# controllers STOP|CONT: pauses or resumes the control plane's controllers
+# (kube-controller-manager, kube-scheduler, kwok), so the API server serves
+# the one client being measured
+controllers() {
+  local p
+  for p in kube-controller-manager kube-scheduler kwok; do kill -"$1" "$(cat "$cp_dir/pids/$p.pid")"; done
+}
+
 # bench_own CLUSTERS: the operator's own part alone. On a 2-core machine
 # the control plane's controllers are the API server's main load while N
 # clusters converge (kube-controller-manager makes about 4 requests for each
@@ -377,7 +385,7 @@ print(round((t - float(sys.argv[2])) * 1000) if t > 0 else -1)' "$IT_LOGS/first-
 bench_own() {
   local n=$1 t0 t_last cpu0 cpu1 a0 a1 p
   BINDER=0 cp_up "$n"
-  for p in kube-controller-manager kube-scheduler kwok; do kill -STOP "$(cat "$cp_dir/pids/$p.pid")"; done
+  controllers STOP
   op_start "$n"
   wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
   write_parts "$n"
@@ -407,7 +415,7 @@ PY
   read -r _ hwm < <(op_mem)
   fig "$n" own_hwm_kib "$hwm" KiB
   cp "$IT_LOGS/bench.log" "$IT_LOGS/own-$n.log"
-  for p in kube-controller-manager kube-scheduler kwok; do kill -CONT "$(cat "$cp_dir/pids/$p.pid")"; done
+  controllers CONT
   cp_down "own-$n"
 }
 
@@ -465,7 +473,7 @@ bench_mix() {
 bench_floor() {
   local n=$1 d=$IT_LOGS/floor a0 a1 e0 e1 t0 t1 objs ok i p
   BINDER=0 cp_up "$n"
-  for p in kube-controller-manager kube-scheduler kwok; do kill -STOP "$(cat "$cp_dir/pids/$p.pid")"; done
+  controllers STOP
   rm -rf "$d"; mkdir -p "$d"
   for ((i = 1; i <= n; i += 10)); do # render takes a few clusters at a time
     for p in $(seq "$i" $(( i + 9 < n ? i + 9 : n ))); do cluster_manifest $ns f$p; echo ---; done >"$d/in.yaml"
@@ -485,7 +493,7 @@ bench_floor() {
   fig "$n" floor_etcd_cpu_seconds "$(elapsed "$e0" "$e1" 1)" s
   fig "$n" floor_apiserver_ms_per_object "$(python3 -c "print(round(($a1 - $a0) * 1000 / $objs, 2))")" ms
   fig "$n" floor_min_seconds "$(python3 -c "print(round(($a1 - $a0 + $e1 - $e0) / $(nproc), 1))")" s
-  for p in kube-controller-manager kube-scheduler kwok; do kill -CONT "$(cat "$cp_dir/pids/$p.pid")"; done
+  controllers CONT
   cp_down "floor-$n"
 }
 
