@@ -10407,7 +10407,9 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *                reviews on mgop_msec.api and their cache, all its own.
  *   apply workers (--max-applies-in-flight minus 1) send a phase's
  *                applies beside the loop's own (mgop_server.pool); each
- *                client and response buffer is the worker's own.
+ *                client and response buffer is the worker's own. When
+ *                several kinds are due to be listed (at start), they list
+ *                some of them beside the loop (mgop_loop_lists).
  * What crosses threads, and how (nothing else does):
  *   - mgop_shared.mu guards mgop_shared's plain fields, the metric series
  *     and mgop_stats: the loop writes them, the serving thread (or the
@@ -10425,6 +10427,10 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   - mgop_server.pool.mu: a batch of applies (the jobs) handed to the
  *     workers and back; the loop reads the results and the workers' request
  *     counts only after the batch, under it;
+ *   - a batch of lists (mgop_watch_list_many): while the loop waits for
+ *     it, the workers' list items reach the watch handlers, and so the
+ *     loop's tables, one at a time under that batch's mutex, which the
+ *     loop's own share of the lists takes too;
  *   - the servers' response-buffer slots (multigres-op.h 2.9), under their
  *     own lock: the serving and secure metrics threads both take them;
  *   - pipes: stop (main -> every thread), offer (loop -> serving: a new
@@ -11169,6 +11175,20 @@ static long long mgop_loop_timers(long long wait) {
   return wait < 0 ? 0 : wait;
 }
 
+/* Kinds due to be listed (all of them at start) are listed at once, on
+ * the apply workers' connections beside the loop's own: kube-apiserver
+ * serves them in parallel, and those connections are open for the first
+ * turn's applies. One kind alone is listed by its step, as before. */
+static void mgop_loop_lists(void) {
+  struct mgop_watch *due[K_COUNT];
+  int n = 0;
+  for (int i = 0; i < K_COUNT; i++)
+    if (mgop_server.watches[i].state == MGOP_W_LIST && mgop_server.watches[i].list_conn) due[n++] = &mgop_server.watches[i];
+  if (n < 2) return;
+  mgop_watch_list_many(due, n, &mgop_server.pool, mgop_now_ms());
+  mgop_pool_take_stats(&mgop_server.pool, &mgop_server.api.stats);
+}
+
 /* The loop: watches, one reconcile, timers, then poll() until something is
  * due. Returns when stopping, or 1 when poll() itself fails. */
 static int mgop_loop(void) {
@@ -11180,6 +11200,7 @@ static int mgop_loop(void) {
     /* deleted objects leave tombstones that every miss probes past; no row
      * pointer lives across turns, so this is the place to clear them */
     if (mgop_fp_tombstones() > mgop_fp_slots() / 8) mgop_fp_compact();
+    mgop_loop_lists();
     for (int i = 0; i < K_COUNT; i++) {
       struct mgop_watch *w = &mgop_server.watches[i];
       due = mgop_watch_wake_ms(w, now);
@@ -11206,8 +11227,9 @@ static int mgop_loop(void) {
     if (mgop_loop_reconcile()) wait = 0;
     /* streams open after the turn, each on a connection (and a TLS
      * handshake) of its own: the first reconcile after a start acts on the
-     * lists, all made over one connection, without waiting for them */
-    for (int i = 0; i < K_COUNT && !mgop_stopping(); i++)
+     * lists without waiting for them (nor for them while the CRDs' first
+     * look may still let that turn run) */
+    for (int i = 0; i < K_COUNT && !mgop_stopping() && mgop_crd_first.state != 1; i++) /* nor before the gate */
       if (mgop_server.watches[i].state == MGOP_W_START) {
         mgop_watch_step(&mgop_server.watches[i], mgop_now_ms());
         wait = 0; /* the next turn polls the new stream */

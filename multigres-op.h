@@ -525,6 +525,18 @@ typedef int (*mgop_item_fn)(void *ctx, const struct mgop_json *j, int item);
  * (may be NULL); the rest of the list goes on. */
 int mgop_kube_list(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx, char *rv,
                    size_t rvcap, unsigned long *skipped);
+/* The same with the caller's scanner and item buffer, so several lists can
+ * run at once on several threads; with serial set, each item is decoded
+ * and handed to fn under that mutex (fn and the shared token array see one
+ * item at a time), and so is the envelope. */
+struct mgop_list_bufs {
+  struct mgop_list_scan *scan;
+  char *item;
+  size_t cap;
+  pthread_mutex_t *serial;
+};
+int mgop_kube_list_with(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx,
+                        char *rv, size_t rvcap, unsigned long *skipped, const struct mgop_list_bufs *b);
 
 /* ABSENT: an optional kind (mgop_watch.optional) the API server does not
  * serve (404 on the list): no requests until mgop_watch_enable. */
@@ -568,6 +580,14 @@ void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind
  * list every kind over one TLS handshake and open the streams (one
  * handshake each) after acting on what the lists showed. */
 int mgop_watch_step(struct mgop_watch *w, long long now);
+struct mgop_pool;
+/* The LIST step of every watch of ws[] (each in state LIST with a shared
+ * list_conn) at once: the pool's workers list on their own connections
+ * while the caller lists on the watches' list_conn, each event handed to
+ * on_event one at a time (under a mutex: handlers need no locking of their
+ * own, but kinds interleave). Each watch ends as its step would: START,
+ * BACKOFF or ABSENT. Start-up lists all kinds this way. */
+void mgop_watch_list_many(struct mgop_watch *const *ws, int n, struct mgop_pool *p, long long now);
 int mgop_watch_fd(const struct mgop_watch *w);     /* -1 when not streaming */
 long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now); /* ms until step is due */
 void mgop_watch_close(struct mgop_watch *w);
@@ -598,6 +618,11 @@ struct mgop_pool_job {
   const char *path;                  /* the object's item path (caller's) */
   const char *json;
   size_t len;
+  /* or, when run is set, any read: run(arg, ...) with the thread's client,
+   * connection and list buffers (mgop_pool_run) */
+  int (*run)(void *arg, struct mgop_kube *k, struct mgop_conn *c, struct mgop_list_scan *scan, char *item,
+             size_t cap);
+  void *arg;
   int rc, status;                    /* results                           */
   struct mgop_applied res;
   char err[512];                     /* mgop_errmsg() when rc != 0        */
@@ -616,6 +641,10 @@ int mgop_pool_init(struct mgop_pool *p, int workers, const struct mgop_kubecfg *
                    long long *beat_ms);
 int mgop_pool_start(struct mgop_pool *p);  /* the threads (signals blocked by the caller) */
 void mgop_pool_apply(struct mgop_pool *p, struct mgop_kube *own, struct mgop_pool_job *jobs, int n);
+/* The same for jobs with run set: the caller's share runs on own and
+ * own_conn with the default list buffers (scan and item NULL). */
+void mgop_pool_run(struct mgop_pool *p, struct mgop_kube *own, struct mgop_conn *own_conn, struct mgop_pool_job *jobs,
+                   int n);
 /* Adds the workers' request counts to *into and zeroes them (between batches). */
 void mgop_pool_take_stats(struct mgop_pool *p, struct mgop_kube_stats *into);
 void mgop_pool_stop(struct mgop_pool *p);  /* joins the threads, frees the clients */
@@ -3546,10 +3575,21 @@ struct mgop_list_ctx {
   mgop_item_fn fn;
   void *ctx;
   unsigned long skipped;
+  pthread_mutex_t *serial;
 };
 
+static int mgop_list_on_item_locked(struct mgop_list_ctx *lc, char *item, size_t n, int truncated);
 static int mgop_list_on_item(void *ctx, char *item, size_t n, int truncated) {
   struct mgop_list_ctx *lc = ctx;
+  int rc;
+  if (!lc->serial) return mgop_list_on_item_locked(lc, item, n, truncated);
+  pthread_mutex_lock(lc->serial);
+  rc = mgop_list_on_item_locked(lc, item, n, truncated);
+  pthread_mutex_unlock(lc->serial);
+  return rc;
+}
+
+static int mgop_list_on_item_locked(struct mgop_list_ctx *lc, char *item, size_t n, int truncated) {
   struct mgop_json j;
   int rc = truncated ? mgop_seterr(MGOP_ERR_TOOBIG, "larger than %d bytes (MGOP_BODY_MAX)", MGOP_BODY_MAX)
                      : mgop_json_parse(&j, item, n, mgop_tokens, MGOP_JSON_TOKENS_MAX);
@@ -3569,24 +3609,44 @@ static int mgop_list_on_item(void *ctx, char *item, size_t n, int truncated) {
 /* Items of each page go to fn as they arrive; follows continue. */
 int mgop_kube_list(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx, char *rv,
                    size_t rvcap, unsigned long *skipped) {
+  static struct mgop_list_scan scan; /* its envelope buffer stays off the stack */
+  const struct mgop_list_bufs b = {&scan, mgop_body, sizeof(mgop_body), NULL};
+  return mgop_kube_list_with(k, c, path, fn, ctx, rv, rvcap, skipped, &b);
+}
+
+/* The page's envelope: its continue token, or on the last page (cont
+ * empty) the list's resourceVersion. */
+static int mgop_list_page_end(struct mgop_list_scan *scan, const char *path, char *cont, size_t ccap, char *rv,
+                              size_t rvcap) {
+  struct mgop_json env;
+  int rc = mgop_list_scan_end(scan, &env, mgop_tokens, MGOP_JSON_TOKENS_MAX);
+  if (rc) return mgop_seterr(rc, "GET %s: %s", path, mgop_errmsg());
+  if (mgop_json_path_str(&env, 0, "metadata.continue", cont, ccap) != MGOP_OK || !cont[0]) {
+    cont[0] = 0;
+    mgop_json_path_str(&env, 0, "metadata.resourceVersion", rv, rvcap);
+  }
+  return MGOP_OK;
+}
+
+int mgop_kube_list_with(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx,
+                        char *rv, size_t rvcap, unsigned long *skipped, const struct mgop_list_bufs *b) {
   char url[2048], cont[1024] = "";
   int status, rc, restarted = 0;
   const char *sep = strchr(path, '?') ? "&" : "?";
-  struct mgop_list_ctx lc = {path, fn, ctx, 0};
-  static struct mgop_list_scan scan; /* its envelope buffer stays off the stack */
+  struct mgop_list_ctx lc = {path, fn, ctx, 0, b->serial};
+  struct mgop_list_scan *scan = b->scan;
   if (rvcap) rv[0] = 0;
   if (skipped) *skipped = 0;
   if (!c) c = &k->conn;
   for (;;) {
-    struct mgop_json env;
-    struct mgop_kube_sink ok = {mgop_list_scan_feed, &scan, 0};
+    struct mgop_kube_sink ok = {mgop_list_scan_feed, scan, 0};
     struct mgop_buf ub;
     mgop_buf_init(&ub, url, sizeof(url));
     mgop_buf_printf(&ub, "%s%slimit=%d", path, sep, MGOP_LIST_PAGE);
     if (cont[0]) mgop_buf_printf(&ub, "&continue=%s", cont);
     if (ub.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "LIST URL for %s is too long", path);
     mgop_buf_cstr(&ub);
-    mgop_list_scan_init(&scan, mgop_body, sizeof(mgop_body), mgop_list_on_item, &lc);
+    mgop_list_scan_init(scan, b->item, b->cap, mgop_list_on_item, &lc);
     rc = mgop_kube_exchange(k, c, "GET", url, NULL, NULL, 0, NULL, &ok, &status);
     if (rc) return rc;
     if (status == 410 && cont[0] && !restarted) { /* continue token expired: start over once */
@@ -3599,12 +3659,11 @@ int mgop_kube_list(struct mgop_kube *k, struct mgop_conn *c, const char *path, m
       return mgop_seterr(MGOP_ERR_AUTH, "GET %s: %d %s: grant list/watch on this resource to the operator", path,
                          status, status == 401 ? "Unauthorized" : "Forbidden");
     if (status != 200) return mgop_seterr(MGOP_ERR_STATUS, "GET %s: HTTP %d", path, status);
-    if ((rc = mgop_list_scan_end(&scan, &env, mgop_tokens, MGOP_JSON_TOKENS_MAX)))
-      return mgop_seterr(rc, "GET %s: %s", path, mgop_errmsg());
-    if (mgop_json_path_str(&env, 0, "metadata.continue", cont, sizeof(cont)) != MGOP_OK || !cont[0]) {
-      mgop_json_path_str(&env, 0, "metadata.resourceVersion", rv, rvcap);
-      break; /* the last page: rv only now, so a failed list leaves it empty */
-    }
+    if (b->serial) pthread_mutex_lock(b->serial); /* the envelope's tokens are the shared array */
+    rc = mgop_list_page_end(scan, path, cont, sizeof(cont), rv, rvcap);
+    if (b->serial) pthread_mutex_unlock(b->serial);
+    if (rc) return rc;
+    if (!cont[0]) break; /* the last page: rv only now, so a failed list leaves it empty */
     /* a continue token is URL-safe base64 already; no escaping needed */
   }
   if (skipped) *skipped = lc.skipped;
@@ -3664,14 +3723,23 @@ struct mgop_pool_worker {
   struct mgop_kube kube;
   char body[MGOP_POOL_BODY];
   jsmntok_t tok[MGOP_POOL_TOKENS];
+  struct mgop_list_scan scan;        /* a list job's, with item below      */
+  char *item;                        /* MGOP_BODY_MAX, allocated at init:
+                                      * only what items touch is resident */
 };
 
-static void mgop_pool_run_one(struct mgop_kube *k, struct mgop_pool_job *j, char *body, size_t cap, jsmntok_t *tok,
-                              unsigned ntok) {
+/* One job on client k: an apply, or its run function on connection c. */
+static void mgop_pool_run_one(struct mgop_kube *k, struct mgop_conn *c, struct mgop_pool_job *j,
+                              struct mgop_pool_worker *w) {
   j->status = 0;
   j->err[0] = 0;
-  j->rc = body ? mgop_kube_apply_into(k, j->path, j->json, j->len, &j->res, &j->status, body, cap, tok, ntok)
-               : mgop_kube_apply(k, j->path, j->json, j->len, &j->res, &j->status);
+  if (j->run)
+    j->rc = j->run(j->arg, k, c, w ? &w->scan : NULL, w ? w->item : NULL, w ? MGOP_BODY_MAX : 0);
+  else if (w)
+    j->rc = mgop_kube_apply_into(k, j->path, j->json, j->len, &j->res, &j->status, w->body, sizeof(w->body), w->tok,
+                                 MGOP_POOL_TOKENS);
+  else
+    j->rc = mgop_kube_apply(k, j->path, j->json, j->len, &j->res, &j->status);
   if (j->rc) snprintf(j->err, sizeof(j->err), "%s", mgop_errmsg());
 }
 
@@ -3696,7 +3764,7 @@ static void *mgop_pool_main(void *arg) {
     while (!p->stop && (i = mgop_pool_take(p)) < 0) pthread_cond_wait(&p->work, &p->mu);
     if (p->stop) break;
     pthread_mutex_unlock(&p->mu);
-    mgop_pool_run_one(&w->kube, &p->jobs[i], w->body, sizeof(w->body), w->tok, MGOP_POOL_TOKENS);
+    mgop_pool_run_one(&w->kube, &w->kube.conn, &p->jobs[i], w);
     pthread_mutex_lock(&p->mu);
     mgop_pool_finish(p);
   }
@@ -3719,9 +3787,12 @@ int mgop_pool_init(struct mgop_pool *p, int workers, const struct mgop_kubecfg *
     struct mgop_pool_worker *w = &p->w[i];
     w->pool = p;
     mgop_kubecfg_copy(&w->cfg, cfg);
-    if (mgop_kube_init(&w->kube, &w->cfg)) {
+    if (!(w->item = mgop_table_alloc(1, MGOP_BODY_MAX)) || mgop_kube_init(&w->kube, &w->cfg)) {
+      int nomem = !w->item; /* the tables stay mapped, as p->w does: the process ends */
       for (int k = 0; k < i; k++) mgop_kube_free(&p->w[k].kube);
-      return mgop_seterr(MGOP_ERR_CONFIG, "apply worker %d: %s", i + 1, mgop_errmsg());
+      p->nworkers = 0;
+      return nomem ? mgop_seterr(MGOP_ERR_NOMEM, "apply worker %d: cannot allocate its list buffer", i + 1)
+                   : mgop_seterr(MGOP_ERR_CONFIG, "apply worker %d: %s", i + 1, mgop_errmsg());
     }
     w->kube.may_write = may_write;
     w->kube.beat_ms = beat_ms;
@@ -3747,9 +3818,14 @@ int mgop_pool_start(struct mgop_pool *p) {
 }
 
 void mgop_pool_apply(struct mgop_pool *p, struct mgop_kube *own, struct mgop_pool_job *jobs, int n) {
+  mgop_pool_run(p, own, &own->conn, jobs, n);
+}
+
+void mgop_pool_run(struct mgop_pool *p, struct mgop_kube *own, struct mgop_conn *own_conn, struct mgop_pool_job *jobs,
+                   int n) {
   int i;
   if (!p || !p->running || n < 2) {
-    for (i = 0; i < n; i++) mgop_pool_run_one(own, &jobs[i], NULL, 0, NULL, 0);
+    for (i = 0; i < n; i++) mgop_pool_run_one(own, own_conn, &jobs[i], NULL);
     return;
   }
   pthread_mutex_lock(&p->mu);
@@ -3759,7 +3835,7 @@ void mgop_pool_apply(struct mgop_pool *p, struct mgop_kube *own, struct mgop_poo
   pthread_cond_broadcast(&p->work);
   while ((i = mgop_pool_take(p)) >= 0) { /* the caller takes its share */
     pthread_mutex_unlock(&p->mu);
-    mgop_pool_run_one(own, &jobs[i], NULL, 0, NULL, 0);
+    mgop_pool_run_one(own, own_conn, &jobs[i], NULL);
     pthread_mutex_lock(&p->mu);
     mgop_pool_finish(p);
   }
@@ -3921,25 +3997,92 @@ static int mgop_watch_list_item(void *ctx, const struct mgop_json *j, int item) 
   return MGOP_OK;
 }
 
+static void mgop_watch_event_locked(struct mgop_watch *w, const char *type, pthread_mutex_t *serial) {
+  if (!w->on_event) return;
+  if (serial) pthread_mutex_lock(serial);
+  w->on_event(w->ctx, w, type, NULL, -1);
+  if (serial) pthread_mutex_unlock(serial);
+}
+
 /* The list streams over the watch's own connection, idle until the watch
- * starts, so event handlers may make requests on the shared one. */
-static int mgop_watch_do_list(struct mgop_watch *w) {
+ * starts, so event handlers may make requests on the shared one; or over
+ * client k's connection c with buffers b (mgop_watch_list_many). */
+static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct mgop_conn *c,
+                              const struct mgop_list_bufs *b) {
   char path[700];
   unsigned long skipped = 0;
   int rc;
   snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?labelSelector=" : "", w->selector);
   w->relists++;
-  if (w->on_event) w->on_event(w->ctx, w, "LIST_BEGIN", NULL, -1);
-  rc = mgop_kube_list(w->kube, w->list_conn ? w->list_conn : &w->conn, path, mgop_watch_list_item, w, w->rv,
-                      sizeof(w->rv), &skipped);
+  mgop_watch_event_locked(w, "LIST_BEGIN", b ? b->serial : NULL);
+  rc = b ? mgop_kube_list_with(k, c, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped, b)
+         : mgop_kube_list(k, c, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped);
   mgop_watch_close(w); /* its own connection; a shared one stays open (a failed exchange closed it) */
   w->overlong += skipped;
-  if (rc) w->retry_after_s = w->kube->last_retry_after_s;
+  if (rc) w->retry_after_s = k->last_retry_after_s;
   else if (skipped) /* what the list did not show may still exist: forget nothing */
     MGOP_LOG(MGOP_WARN, ("watch %s: the list skipped %lu object%s; deletions are inferred at the next complete "
                          "list", w->kind, skipped, skipped == 1 ? "" : "s"));
-  else if (w->on_event) w->on_event(w->ctx, w, "LIST_END", NULL, -1);
+  else mgop_watch_event_locked(w, "LIST_END", b ? b->serial : NULL);
   return rc;
+}
+
+/* After a LIST step (rc its result, mgop_errmsg() its error): the state
+ * it leaves the watch in. 1 when the caller goes on to start the stream. */
+static int mgop_watch_listed(struct mgop_watch *w, int rc, long long now) {
+  if ((rc == MGOP_ERR_NOTFOUND || (rc == MGOP_ERR_AUTH && strstr(mgop_errmsg(), ": 403 Forbidden"))) && w->optional) {
+    mgop_watch_close(w);
+    w->rv[0] = 0;
+    w->state = MGOP_W_ABSENT;
+    if (rc == MGOP_ERR_NOTFOUND)
+      MGOP_LOG(MGOP_INFO, ("watch %s: the API server does not serve it; not watched until it is needed", w->kind));
+    else /* an older Role without the grant: the rest of the operator works */
+      MGOP_LOG(MGOP_WARN, ("watch %s: forbidden (%s); not watched until it is needed: grant list and watch on it "
+                           "(the release's RBAC does)", w->kind, mgop_errmsg()));
+    return 0;
+  }
+  if (rc) {
+    mgop_watch_backoff(w, now, mgop_errmsg());
+    return 0;
+  }
+  w->state = MGOP_W_START;
+  return !w->list_conn; /* with a shared one, the owner starts it when it chooses */
+}
+
+struct mgop_list_many {
+  struct mgop_watch *w;
+  pthread_mutex_t *serial;
+};
+
+static int mgop_watch_list_job(void *arg, struct mgop_kube *k, struct mgop_conn *c, struct mgop_list_scan *scan,
+                               char *item, size_t cap) {
+  static struct mgop_list_scan own_scan; /* the caller's share: its thread only */
+  struct mgop_list_many *m = arg;
+  const struct mgop_list_bufs b = {scan ? scan : &own_scan, scan ? item : mgop_body, scan ? cap : sizeof(mgop_body),
+                                   m->serial};
+  return mgop_watch_do_list(m->w, k, scan ? c : m->w->list_conn, &b);
+}
+
+void mgop_watch_list_many(struct mgop_watch *const *ws, int n, struct mgop_pool *p, long long now) {
+  struct mgop_pool_job jobs[32];
+  struct mgop_list_many m[32];
+  pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
+  struct mgop_kube *own = n > 0 ? ws[0]->kube : NULL;
+  for (int from = 0; from < n; from += 32) {
+    int batch = n - from < 32 ? n - from : 32;
+    for (int i = 0; i < batch; i++) {
+      m[i] = (struct mgop_list_many){ws[from + i], &serial};
+      memset(&jobs[i], 0, sizeof(jobs[i]));
+      jobs[i].run = mgop_watch_list_job;
+      jobs[i].arg = &m[i];
+    }
+    mgop_pool_run(p, own, NULL, jobs, batch);
+    for (int i = 0; i < batch; i++) { /* as the step would have, in the caller's thread */
+      if (jobs[i].rc) mgop_seterr(jobs[i].rc, "%s", jobs[i].err);
+      mgop_watch_listed(ws[from + i], jobs[i].rc, now);
+    }
+  }
+  pthread_mutex_destroy(&serial);
 }
 
 static int mgop_watch_start(struct mgop_watch *w) {
@@ -4011,24 +4154,8 @@ int mgop_watch_step(struct mgop_watch *w, long long now) {
       return mgop_watch_step(w, now);
     case MGOP_W_ABSENT: return MGOP_OK;
     case MGOP_W_LIST:
-      rc = mgop_watch_do_list(w);
-      if ((rc == MGOP_ERR_NOTFOUND || (rc == MGOP_ERR_AUTH && strstr(mgop_errmsg(), ": 403 Forbidden"))) && w->optional) {
-        mgop_watch_close(w);
-        w->rv[0] = 0;
-        w->state = MGOP_W_ABSENT;
-        if (rc == MGOP_ERR_NOTFOUND)
-          MGOP_LOG(MGOP_INFO, ("watch %s: the API server does not serve it; not watched until it is needed", w->kind));
-        else /* an older Role without the grant: the rest of the operator works */
-          MGOP_LOG(MGOP_WARN, ("watch %s: forbidden (%s); not watched until it is needed: grant list and watch on it "
-                               "(the release's RBAC does)", w->kind, mgop_errmsg()));
-        return MGOP_OK;
-      }
-      if (rc) {
-        mgop_watch_backoff(w, now, mgop_errmsg());
-        return rc;
-      }
-      w->state = MGOP_W_START;
-      if (w->list_conn) return MGOP_OK; /* the owner starts it when it chooses */
+      rc = mgop_watch_do_list(w, w->kube, w->list_conn ? w->list_conn : &w->conn, NULL);
+      if (!mgop_watch_listed(w, rc, now)) return w->state == MGOP_W_BACKOFF ? rc : MGOP_OK;
       MGOP_FALLTHROUGH;
     case MGOP_W_START:
       rc = mgop_watch_start(w);

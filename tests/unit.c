@@ -1160,7 +1160,7 @@ static int t_read_whole_request(int fd, char *line, size_t cap) {
  * by one), then answers every request at once. Each answer carries a
  * resourceVersion from the object's name (/things/oN -> "10N"); /things/bad
  * gets 422. */
-static void t_pool_serve(int lfd, int hold, int total) {
+static void t_pool_serve(int lfd, int hold, int total, int lists) {
   int conns[8], nconn = 0, answered = 0, pending[8] = {0}, npending = 0, held = 1;
   long long until = mgop_now_ms() + 20000; /* valgrind is slow */
   char names[8][64];
@@ -1190,15 +1190,24 @@ static void t_pool_serve(int lfd, int hold, int total) {
     if (held && npending < hold) continue;
     held = 0;
     for (int i = 0; i < nconn; i++) {
-      char reply[512], body[200];
+      char reply[768], body[400];
       if (!pending[i]) continue;
-      if (!strcmp(names[i], "bad"))
+      if (lists) { /* /things/lN: N items; /things/missing: 404 */
+        int n = names[i][0] == 'l' ? atoi(names[i] + 1) : -1, off;
+        off = snprintf(body, sizeof(body), "{\"kind\":\"List\",\"metadata\":{\"resourceVersion\":\"5%d\"},\"items\":[", n);
+        for (int k = 0; k < n && k < 9; k++)
+          off += snprintf(body + off, sizeof(body) - (size_t)off, "%s{\"metadata\":{\"name\":\"i%d\"}}", k ? "," : "", k);
+        snprintf(body + off, sizeof(body) - (size_t)off, "]}");
+        snprintf(reply, sizeof(reply), "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                 n >= 0 ? "200 OK" : "404 Not Found", strlen(body), body);
+      } else if (!strcmp(names[i], "bad"))
         snprintf(body, sizeof(body), "{\"kind\":\"Status\",\"message\":\"spec.x: Invalid value\"}");
       else
         snprintf(body, sizeof(body), "{\"metadata\":{\"name\":\"%.20s\",\"uid\":\"u-%.20s\",\"resourceVersion\":\"10%.8s\","
                  "\"generation\":1}}", names[i], names[i], names[i][0] == 'o' ? names[i] + 1 : "0");
-      snprintf(reply, sizeof(reply), "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-               strcmp(names[i], "bad") ? "200 OK" : "422 Unprocessable Entity", strlen(body), body);
+      if (!lists)
+        snprintf(reply, sizeof(reply), "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                 strcmp(names[i], "bad") ? "200 OK" : "422 Unprocessable Entity", strlen(body), body);
       if (write(conns[i], reply, strlen(reply)) < 0) _exit(2);
       pending[i] = 0;
       npending--;
@@ -1207,6 +1216,20 @@ static void t_pool_serve(int lfd, int hold, int total) {
   }
   usleep(100000);
   _exit(0);
+}
+
+/* The pool tests' server (t_pool_serve in a child), a client k of it and
+ * a pool of two started workers; the child's pid. */
+static pid_t t_pool_setup(struct mgop_kube *k, struct mgop_pool *pool, int hold, int total, int lists) {
+  int port, lfd = t_listen(&port);
+  pid_t pid = fork();
+  if (pid == 0) t_pool_serve(lfd, hold, total, lists);
+  close(lfd);
+  t_fake_client(k, port);
+  CHECK(mgop_pool_init(pool, 2, &t_cfg, NULL, NULL) == MGOP_OK);
+  CHECK(mgop_pool_start(pool) == MGOP_OK && pool->running == 2);
+  if (pool->running != 2) fprintf(stderr, "    pool: %d of %d running: %s\n", pool->running, pool->nworkers, mgop_errmsg());
+  return pid;
 }
 
 /* Several applies in flight: two workers and the caller send a batch of
@@ -1220,14 +1243,7 @@ static void test_apply_pool(void) {
   char paths[5][64];
   struct mgop_kube k;
   struct mgop_kube_stats st = {0, 0, 0, 0, 0};
-  int port, lfd = t_listen(&port);
-  pid_t pid = fork();
-  if (pid == 0) t_pool_serve(lfd, 3, 8);
-  close(lfd);
-  t_fake_client(&k, port);
-  CHECK(mgop_pool_init(&pool, 2, &t_cfg, NULL, NULL) == MGOP_OK);
-  CHECK(mgop_pool_start(&pool) == MGOP_OK && pool.running == 2);
-  if (pool.running != 2) fprintf(stderr, "    pool: %d of %d running: %s\n", pool.running, pool.nworkers, mgop_errmsg());
+  pid_t pid = t_pool_setup(&k, &pool, 3, 8, 0);
   for (int i = 0; i < 5; i++) {
     snprintf(paths[i], sizeof(paths[i]), "/apis/x/v1/namespaces/d/things/%s", names[i]);
     jobs[i] = (struct mgop_pool_job){.path = paths[i], .json = "{}", .len = 2};
@@ -1251,6 +1267,60 @@ static void test_apply_pool(void) {
   CHECK(st.requests + k.stats.requests == 8); /* taken once */
   mgop_pool_stop(&pool);
   CHECK(pool.running == 0);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
+/* Several lists at once (the start-up's): two workers and the caller list
+ * three kinds (the server answers none before all three are open); every
+ * item reaches its watch's handler, one handler at a time; each watch ends
+ * in START with its list's resourceVersion, an optional kind's 404 in
+ * ABSENT. */
+struct t_many { int begin[4], end[4], sync[4], inside, overlap; };
+static struct t_many t_many;
+static void t_many_event(void *ctx, struct mgop_watch *w, const char *type, const struct mgop_json *j, int obj) {
+  int i = (int)(intptr_t)ctx;
+  (void)w, (void)j, (void)obj;
+  if (__atomic_add_fetch(&t_many.inside, 1, __ATOMIC_SEQ_CST) > 1) t_many.overlap = 1;
+  usleep(2000); /* long enough for two unguarded handlers to meet */
+  if (!strcmp(type, "LIST_BEGIN")) t_many.begin[i]++;
+  else if (!strcmp(type, "LIST_END")) t_many.end[i]++;
+  else if (!strcmp(type, "SYNC")) t_many.sync[i]++;
+  __atomic_sub_fetch(&t_many.inside, 1, __ATOMIC_SEQ_CST);
+}
+
+static void test_list_many(void) {
+  static struct mgop_pool pool;
+  static struct mgop_watch w[4];
+  struct mgop_watch *ws[4] = {&w[0], &w[1], &w[2], &w[3]};
+  static const char *const names[4] = {"l3", "l5", "l2", "missing"};
+  struct mgop_conn lister;
+  struct mgop_kube k;
+  struct mgop_kube_stats st = {0, 0, 0, 0, 0};
+  pid_t pid = t_pool_setup(&k, &pool, 3, 4, 1);
+  mgop_conn_init(&lister);
+  memset(&t_many, 0, sizeof(t_many));
+  for (int i = 0; i < 4; i++) {
+    char path[64];
+    snprintf(path, sizeof(path), "/apis/x/v1/namespaces/d/things/%s", names[i]);
+    mgop_watch_init(&w[i], &k, names[i], path, NULL, t_many_event, (void *)(intptr_t)i);
+    w[i].list_conn = &lister;
+  }
+  w[3].optional = 1;
+  mgop_watch_list_many(ws, 4, &pool, mgop_now_ms());
+  CHECK(!t_many.overlap);
+  CHECK(t_many.sync[0] == 3 && t_many.sync[1] == 5 && t_many.sync[2] == 2 && t_many.sync[3] == 0);
+  for (int i = 0; i < 3; i++) {
+    char rv[8];
+    snprintf(rv, sizeof(rv), "5%c", names[i][1]);
+    CHECK(t_many.begin[i] == 1 && t_many.end[i] == 1 && w[i].state == MGOP_W_START);
+    CHECK_STR(w[i].rv, rv);
+  }
+  CHECK(t_many.end[3] == 0 && w[3].state == MGOP_W_ABSENT);
+  mgop_pool_take_stats(&pool, &st);
+  CHECK(st.requests + k.stats.requests == 4 && st.requests >= 1); /* the workers' lists are counted */
+  mgop_pool_stop(&pool);
+  mgop_conn_close(&lister);
   mgop_kube_free(&k);
   CHECK(t_fake_wait(pid) == 0);
 }
@@ -5187,6 +5257,7 @@ static const struct t_case t_cases[] = {
     {"fake_watch_honours_retry_after", test_fake_watch_honours_retry_after},
     {"fake_watch_shared_list_conn", test_fake_watch_shared_list_conn},
     {"apply_pool", test_apply_pool},
+    {"list_many", test_list_many},
     {"ip_san_matcher", test_ip_san_matcher},
     {"tls_verification", test_tls_verification},
     {"tls_ip_san", test_tls_ip_san},
