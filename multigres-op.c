@@ -11229,7 +11229,7 @@ static int mgop_loop(void) {
      * handshake) of its own: the first reconcile after a start acts on the
      * lists without waiting for them (nor for them while the CRDs' first
      * look may still let that turn run) */
-    for (int i = 0; i < K_COUNT && !mgop_stopping() && mgop_crd_first.state != 1; i++) /* nor before the gate */
+    for (int i = 0; i < K_COUNT && !mgop_stopping() && mgop_crd_first.state != 1; i++)
       if (mgop_server.watches[i].state == MGOP_W_START) {
         mgop_watch_step(&mgop_server.watches[i], mgop_now_ms());
         wait = 0; /* the next turn polls the new stream */

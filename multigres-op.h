@@ -526,7 +526,8 @@ typedef int (*mgop_item_fn)(void *ctx, const struct mgop_json *j, int item);
 int mgop_kube_list(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx, char *rv,
                    size_t rvcap, unsigned long *skipped);
 /* The same with the caller's scanner and item buffer, so several lists can
- * run at once on several threads; with serial set, each item is decoded
+ * run at once on several threads (b NULL, or its scan NULL: mgop_kube_list's
+ * own, for the loop's thread); with serial set, each item is decoded
  * and handed to fn under that mutex (fn and the shared token array see one
  * item at a time), and so is the envelope. */
 struct mgop_list_bufs {
@@ -3609,9 +3610,7 @@ static int mgop_list_on_item_locked(struct mgop_list_ctx *lc, char *item, size_t
 /* Items of each page go to fn as they arrive; follows continue. */
 int mgop_kube_list(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx, char *rv,
                    size_t rvcap, unsigned long *skipped) {
-  static struct mgop_list_scan scan; /* its envelope buffer stays off the stack */
-  const struct mgop_list_bufs b = {&scan, mgop_body, sizeof(mgop_body), NULL};
-  return mgop_kube_list_with(k, c, path, fn, ctx, rv, rvcap, skipped, &b);
+  return mgop_kube_list_with(k, c, path, fn, ctx, rv, rvcap, skipped, NULL);
 }
 
 /* The page's envelope: its continue token, or on the last page (cont
@@ -3630,11 +3629,15 @@ static int mgop_list_page_end(struct mgop_list_scan *scan, const char *path, cha
 
 int mgop_kube_list_with(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx,
                         char *rv, size_t rvcap, unsigned long *skipped, const struct mgop_list_bufs *b) {
+  static struct mgop_list_scan own_scan; /* mgop_kube_list's: its envelope buffer stays off the stack */
+  const struct mgop_list_bufs own = {&own_scan, mgop_body, sizeof(mgop_body), b ? b->serial : NULL};
   char url[2048], cont[1024] = "";
   int status, rc, restarted = 0;
   const char *sep = strchr(path, '?') ? "&" : "?";
-  struct mgop_list_ctx lc = {path, fn, ctx, 0, b->serial};
-  struct mgop_list_scan *scan = b->scan;
+  struct mgop_list_ctx lc = {path, fn, ctx, 0, own.serial};
+  struct mgop_list_scan *scan;
+  if (!b || !b->scan) b = &own;
+  scan = b->scan;
   if (rvcap) rv[0] = 0;
   if (skipped) *skipped = 0;
   if (!c) c = &k->conn;
@@ -4006,7 +4009,8 @@ static void mgop_watch_event_locked(struct mgop_watch *w, const char *type, pthr
 
 /* The list streams over the watch's own connection, idle until the watch
  * starts, so event handlers may make requests on the shared one; or over
- * client k's connection c with buffers b (mgop_watch_list_many). */
+ * client k's connection c with buffers b (NULL: the loop's; see
+ * mgop_kube_list_with). */
 static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct mgop_conn *c,
                               const struct mgop_list_bufs *b) {
   char path[700];
@@ -4015,8 +4019,7 @@ static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct 
   snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?labelSelector=" : "", w->selector);
   w->relists++;
   mgop_watch_event_locked(w, "LIST_BEGIN", b ? b->serial : NULL);
-  rc = b ? mgop_kube_list_with(k, c, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped, b)
-         : mgop_kube_list(k, c, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped);
+  rc = mgop_kube_list_with(k, c, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped, b);
   mgop_watch_close(w); /* its own connection; a shared one stays open (a failed exchange closed it) */
   w->overlong += skipped;
   if (rc) w->retry_after_s = k->last_retry_after_s;
@@ -4056,18 +4059,17 @@ struct mgop_list_many {
 
 static int mgop_watch_list_job(void *arg, struct mgop_kube *k, struct mgop_conn *c, struct mgop_list_scan *scan,
                                char *item, size_t cap) {
-  static struct mgop_list_scan own_scan; /* the caller's share: its thread only */
   struct mgop_list_many *m = arg;
-  const struct mgop_list_bufs b = {scan ? scan : &own_scan, scan ? item : mgop_body, scan ? cap : sizeof(mgop_body),
-                                   m->serial};
-  return mgop_watch_do_list(m->w, k, scan ? c : m->w->list_conn, &b);
+  const struct mgop_list_bufs b = {scan, item, cap, m->serial}; /* the caller's share: scan NULL */
+  return mgop_watch_do_list(m->w, k, c, &b);
 }
 
 void mgop_watch_list_many(struct mgop_watch *const *ws, int n, struct mgop_pool *p, long long now) {
   struct mgop_pool_job jobs[32];
   struct mgop_list_many m[32];
   pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
-  struct mgop_kube *own = n > 0 ? ws[0]->kube : NULL;
+  struct mgop_kube *own = n > 0 ? ws[0]->kube : NULL; /* the watches share their client and list_conn */
+  struct mgop_conn *own_conn = n > 0 ? ws[0]->list_conn : NULL;
   for (int from = 0; from < n; from += 32) {
     int batch = n - from < 32 ? n - from : 32;
     for (int i = 0; i < batch; i++) {
@@ -4076,7 +4078,7 @@ void mgop_watch_list_many(struct mgop_watch *const *ws, int n, struct mgop_pool 
       jobs[i].run = mgop_watch_list_job;
       jobs[i].arg = &m[i];
     }
-    mgop_pool_run(p, own, NULL, jobs, batch);
+    mgop_pool_run(p, own, own_conn, jobs, batch);
     for (int i = 0; i < batch; i++) { /* as the step would have, in the caller's thread */
       if (jobs[i].rc) mgop_seterr(jobs[i].rc, "%s", jobs[i].err);
       mgop_watch_listed(ws[from + i], jobs[i].rc, now);
