@@ -10410,6 +10410,10 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *                client and response buffer is the worker's own. When
  *                several kinds are due to be listed (at start), they list
  *                some of them beside the loop (mgop_loop_lists).
+ *   CRD look     at start only, from set-up on (before the SelfSubjectReview):
+ *                the CRDs' schema versions on a client of its own
+ *                (mgop_crd_first), pipelined; the loop takes the result
+ *                once its done flag (atomic) is set, and joins it.
  * What crosses threads, and how (nothing else does):
  *   - mgop_shared.mu guards mgop_shared's plain fields, the metric series
  *     and mgop_stats: the loop writes them, the serving thread (or the
@@ -10434,7 +10438,7 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   - the servers' response-buffer slots (multigres-op.h 2.9), under their
  *     own lock: the serving and secure metrics threads both take them;
  *   - pipes: stop (main -> every thread), offer (loop -> serving: a new
- *     certificate in mgop_shared.offer), wake (Lease -> loop).
+ *     certificate in mgop_shared.offer), wake (Lease, CRD look -> loop).
  * The serving thread's servers, connections and admission arena are its
  * own; the loop never touches them after start.
  * The builders run on both (admission renders a cluster): their scratch is
@@ -10607,8 +10611,6 @@ static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *tra
   sigset_t block, old;
   pthread_attr_t attr;
   int rc = 0;
-  if (mgop_pipe(mgop_shared.stop_pipe) || mgop_pipe(mgop_shared.offer_pipe) || mgop_pipe(mgop_shared.wake_pipe))
-    return mgop_seterr(MGOP_ERR_IO, "pipe: %s", strerror(errno));
   sigemptyset(&block);
   sigaddset(&block, SIGTERM);
   sigaddset(&block, SIGINT);
@@ -10618,7 +10620,6 @@ static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *tra
   if (pthread_create(serve, &attr, mgop_serve_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the serving thread");
   else started[0] = 1;
   if (!rc) rc = mgop_pool_start(&mgop_server.pool);
-  if (!rc) mgop_crd_first_start(); /* the CRDs' first look, beside the loop's lists */
   if (!rc && mgop_lease.enabled) {
     if (pthread_create(lease, &attr, mgop_lease_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the Lease thread");
     else started[1] = 1;
@@ -10969,6 +10970,13 @@ static int mgop_setup(const struct mgop_options *opt) {
   }
   srand((unsigned)(mgop_now_ms() ^ getpid()));
   mgop_stats.start_s = (long long)time(NULL);
+  if (mgop_pipe(mgop_shared.stop_pipe) || mgop_pipe(mgop_shared.offer_pipe) || mgop_pipe(mgop_shared.wake_pipe)) {
+    MGOP_LOG(MGOP_ERROR, ("pipe: %s", strerror(errno)));
+    return 2;
+  }
+  /* the CRDs' first look starts here, beside the SelfSubjectReview, the
+   * webhook's set-up and then the loop's lists: the first turn waits for it */
+  mgop_crd_first_start();
   if (opt->leader_elect && mgop_lease_setup(opt)) return 2;
   for (int i = 0; i < K_COUNT; i++) {
     int owned = mgop_kinds[i].role == MGOP_ROLE_CHILD || mgop_kinds[i].role == MGOP_ROLE_WORKLOAD || i == K_POD;
@@ -11008,56 +11016,99 @@ static void mgop_loop_yields(void) {
 #define MGOP_CRD_SCHEMA 3 /* with SCHEMA_VERSION in config/crd/gen-crds.py */
 #define MGOP_CRD_RECHECK_MS 10000
 enum { MGOP_CRD_CURRENT, MGOP_CRD_OUTDATED, MGOP_CRD_RETRY, MGOP_CRD_NOT_READ };
-/* Reads the eight CRDs' schema versions over k: CURRENT (also when not
- * ours to read: 401/403 are logged once and not held against the operator),
- * OUTDATED with why, or RETRY (logged). Any thread; one caller at a time. */
-static int mgop_crd_read(struct mgop_kube *k, char *why, size_t why_cap) {
-  static char body[256 * 1024]; /* a client-side apply's last-applied annotation is in the metadata too */
+/* One CRD's answer (rc and status from its GET, its metadata in b): -1 to
+ * go on to the next, or the look's result (why filled in). */
+static int mgop_crd_judge(int kind, int rc, int status, const struct mgop_buf *b, char *why, size_t why_cap) {
   static jsmntok_t tok[32768];
-  char path[256], v[16];
-  why[0] = 0;
-  for (int kind = K_CLUSTER; kind <= K_SHARD; kind++) {
-    struct mgop_buf b;
-    struct mgop_json j;
-    int status = 0, rc;
-    long version = 0;
-    snprintf(path, sizeof(path), "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s.multigres.com",
-             mgop_kinds[kind].plural);
-    mgop_buf_init(&b, body, sizeof(body));
-    /* the metadata alone: a CRD is a few hundred KB of schema (the eight
-     * took ~45 ms to fetch and parse at every start), its metadata ~2 KB */
-    k->accept = MGOP_ACCEPT_METADATA;
-    rc = mgop_kube_get(k, path, &b, &status);
-    k->accept = NULL;
-    if (rc == MGOP_ERR_NOTFOUND) {
-      snprintf(why, why_cap, "CRD %s.multigres.com is not installed", mgop_kinds[kind].plural);
-      return MGOP_CRD_OUTDATED;
-    }
-    if (rc || mgop_json_parse(&j, b.p, b.len, tok, sizeof(tok) / sizeof(tok[0]))) {
-      if (status == 401 || status == 403) { /* not ours to decide: say so once, go on */
-        MGOP_LOG(MGOP_WARN, ("CRD schema version not checked: %s (grant get on customresourcedefinitions)",
-                             mgop_errmsg()));
-        return MGOP_CRD_CURRENT;
-      }
-      MGOP_LOG(MGOP_WARN, ("CRD schema version: %s; looking again in %d s", mgop_errmsg(), MGOP_CRD_RECHECK_MS / 1000));
-      return MGOP_CRD_RETRY;
-    }
-    if (mgop_json_str(&j, mgop_json_key(&j, mgop_json_path(&j, 0, "metadata.annotations"),
-                                        "multigres.com/schema-version"), v, sizeof(v)) == MGOP_OK)
-      version = strtol(v, NULL, 10);
-    if (version < MGOP_CRD_SCHEMA) {
-      snprintf(why, why_cap, "CRD %s.multigres.com has schema version %ld (multigres.com/schema-version), this "
-               "operator needs %d: apply the crds.yaml of this release", mgop_kinds[kind].plural, version,
-               MGOP_CRD_SCHEMA);
-      return MGOP_CRD_OUTDATED;
-    }
+  struct mgop_json j;
+  char v[16];
+  long version = 0;
+  if (rc == MGOP_ERR_NOTFOUND) {
+    snprintf(why, why_cap, "CRD %s.multigres.com is not installed", mgop_kinds[kind].plural);
+    return MGOP_CRD_OUTDATED;
   }
-  return MGOP_CRD_CURRENT;
+  if (rc || mgop_json_parse(&j, b->p, b->len, tok, sizeof(tok) / sizeof(tok[0]))) {
+    if (status == 401 || status == 403) { /* not ours to decide: say so once, go on */
+      MGOP_LOG(MGOP_WARN, ("CRD schema version not checked: %s (grant get on customresourcedefinitions)",
+                           mgop_errmsg()));
+      return MGOP_CRD_CURRENT;
+    }
+    MGOP_LOG(MGOP_WARN, ("CRD schema version: %s; looking again in %d s", mgop_errmsg(), MGOP_CRD_RECHECK_MS / 1000));
+    return MGOP_CRD_RETRY;
+  }
+  if (mgop_json_str(&j, mgop_json_key(&j, mgop_json_path(&j, 0, "metadata.annotations"),
+                                      "multigres.com/schema-version"), v, sizeof(v)) == MGOP_OK)
+    version = strtol(v, NULL, 10);
+  if (version < MGOP_CRD_SCHEMA) {
+    snprintf(why, why_cap, "CRD %s.multigres.com has schema version %ld (multigres.com/schema-version), this "
+             "operator needs %d: apply the crds.yaml of this release", mgop_kinds[kind].plural, version,
+             MGOP_CRD_SCHEMA);
+    return MGOP_CRD_OUTDATED;
+  }
+  return -1;
 }
 
-/* The first look runs on a thread with an API connection of its own while
- * the loop lists (its eight GETs were ~30 ms on the way to the first turn);
- * the loop takes its result, and makes any later look itself. */
+struct mgop_crd_look {
+  char *why;
+  size_t why_cap;
+  int result; /* -1 while every answer so far is current */
+  int again;  /* the answer to ask again one by one (not 200 or 404) */
+};
+
+/* A pipelined answer: 200 and 404 are judged; anything else (a 401 whose
+ * token the one-by-one path re-reads, a 5xx) stops the pipeline there. */
+static int mgop_crd_answer(void *ctx, int i, int status, struct mgop_buf *out) {
+  struct mgop_crd_look *l = ctx;
+  if (status != 200 && status != 404) return l->again = i, 1;
+  if (out->overflow)
+    mgop_seterr(MGOP_ERR_TOOBIG, "GET CRD %s: response larger than %zu bytes", mgop_kinds[K_CLUSTER + i].plural,
+                out->cap);
+  l->result = mgop_crd_judge(K_CLUSTER + i, status == 404 ? MGOP_ERR_NOTFOUND : out->overflow ? MGOP_ERR_TOOBIG : 0,
+                             status, out, l->why, l->why_cap);
+  return l->result >= 0;
+}
+
+/* Reads the eight CRDs' schema versions over k: CURRENT (also when not
+ * ours to read: 401/403 are logged once and not held against the operator),
+ * OUTDATED with why, or RETRY (logged). The eight GETs are pipelined on one
+ * connection (one round trip, not eight, on the way to the first turn); from
+ * the first answer that is not 200 or 404, or after a lost connection, they
+ * are asked one by one. Any thread; one caller at a time. */
+static int mgop_crd_read(struct mgop_kube *k, char *why, size_t why_cap) {
+  static char body[256 * 1024]; /* a client-side apply's last-applied annotation is in the metadata too */
+  static char paths[K_SHARD - K_CLUSTER + 1][128];
+  const char *pp[K_SHARD - K_CLUSTER + 1];
+  struct mgop_crd_look look = {why, why_cap, -1, -1};
+  struct mgop_buf b;
+  int answered = 0, n = K_SHARD - K_CLUSTER + 1;
+  why[0] = 0;
+  for (int i = 0; i < n; i++) {
+    /* resourceVersion=0: from kube-apiserver's cache, not a read from etcd
+     * (a CRD applied a moment ago is seen at the next look, 10 s later) */
+    snprintf(paths[i], sizeof(paths[i]),
+             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s.multigres.com?resourceVersion=0",
+             mgop_kinds[K_CLUSTER + i].plural);
+    pp[i] = paths[i];
+  }
+  mgop_buf_init(&b, body, sizeof(body));
+  /* the metadata alone: a CRD is a few hundred KB of schema (the eight
+   * took ~45 ms to fetch and parse at every start), its metadata ~2 KB */
+  k->accept = MGOP_ACCEPT_METADATA;
+  if (mgop_kube_get_pipelined(k, pp, n, &b, mgop_crd_answer, &look, &answered) < 0)
+    MGOP_LOG(MGOP_DEBUG, ("CRD schema version: %s; asking one by one", mgop_errmsg()));
+  for (int i = look.again >= 0 ? look.again : answered; look.result < 0 && i < n; i++) {
+    int status = 0, rc = mgop_kube_get(k, paths[i], &b, &status);
+    look.result = mgop_crd_judge(K_CLUSTER + i, rc, status, &b, why, why_cap);
+  }
+  k->accept = NULL;
+  return look.result < 0 ? MGOP_CRD_CURRENT : look.result;
+}
+
+/* The first look runs on a thread with an API connection of its own, from
+ * set-up on, while the loop takes its identity, starts its servers and
+ * lists (its eight GETs one by one were ~30 ms on the way to the first
+ * turn); the loop takes its result, and makes any later look itself. It
+ * keeps its normal priority: it is short, and the first turn waits for it. */
 static struct {
   pthread_t thread;
   int state;                         /* loop only: 0 none, 1 running, 2 joined */
@@ -11071,7 +11122,6 @@ static struct {
 
 static void *mgop_crd_first_main(void *arg) {
   (void)arg;
-  mgop_loop_yields(); /* the loop's priority: at its own, it held the lists back while it ran */
   mgop_crd_first.result = MGOP_CRD_NOT_READ;
   if (mgop_kube_init(&mgop_crd_first.api, &mgop_crd_first.cfg) == MGOP_OK) { /* its certificates parsed here, off the loop */
     mgop_crd_first.api.beat_ms = &mgop_shared.beat_ms;
@@ -11084,12 +11134,18 @@ static void *mgop_crd_first_main(void *arg) {
   return NULL;
 }
 
-/* Before the threads' signal mask is restored (it blocks SIGTERM/SIGINT)
- * and before the loop's first request: the first look's thread; if it
- * cannot start, the loop looks itself. */
+/* In set-up, before the loop's first request: the first look's thread
+ * (SIGTERM/SIGINT blocked in it, as in the other threads: the loop takes
+ * them); if it cannot start, the loop looks itself. */
 static void mgop_crd_first_start(void) {
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  sigaddset(&block, SIGINT);
   mgop_kubecfg_copy(&mgop_crd_first.cfg, &mgop_server.cfg);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
   if (pthread_create(&mgop_crd_first.thread, NULL, mgop_crd_first_main, NULL) == 0) mgop_crd_first.state = 1;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* The loop's side: takes a result (the first thread's, or its own look's). */
@@ -11264,7 +11320,10 @@ int mgop_run(const struct mgop_options *opt) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
-  if ((rc = mgop_setup(opt))) return rc;
+  if ((rc = mgop_setup(opt))) {
+    if (mgop_crd_first.state == 1) pthread_join(mgop_crd_first.thread, NULL); /* set-up failed after starting it */
+    return rc;
+  }
   if (mgop_threads_start(&serve_thread, &lease_thread, &trace_thread, &msec_thread, started)) {
     MGOP_LOG(MGOP_ERROR, ("%s", mgop_errmsg()));
     exit_code = 2;

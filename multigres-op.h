@@ -529,12 +529,17 @@ int mgop_kube_list(struct mgop_kube *k, struct mgop_conn *c, const char *path, m
  * run at once on several threads (b NULL, or its scan NULL: mgop_kube_list's
  * own, for the loop's thread); with serial set, each item is decoded
  * and handed to fn under that mutex (fn and the shared token array see one
- * item at a time), and so is the envelope. */
+ * item at a time), and so is the envelope. With any_version, the first page
+ * asks for resourceVersion=0: kube-apiserver answers from its watch cache
+ * (whole, limit ignored) instead of a read from etcd, which is what
+ * client-go's informers do for their first list; later pages (served from
+ * etcd when the cache is off) carry only continue, as they must. */
 struct mgop_list_bufs {
   struct mgop_list_scan *scan;
   char *item;
   size_t cap;
   pthread_mutex_t *serial;
+  int any_version;
 };
 int mgop_kube_list_with(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx,
                         char *rv, size_t rvcap, unsigned long *skipped, const struct mgop_list_bufs *b);
@@ -660,6 +665,17 @@ int mgop_kube_merge_patch(struct mgop_kube *k, const char *item_path, const char
                           int *status);
 /* GET one object into out (bounded). */
 int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *out, int *status);
+/* GETs of paths[0..n) pipelined on k's connection (HTTP/1.1: every request
+ * written, then the answers read in order): n round trips for the price of
+ * one. Each answer, whatever its status, is read into out and handed to
+ * each(ctx, i, status, out); a non-zero return stops there. *answered
+ * counts the answers handed over. Returns each()'s non-zero value, 0 when
+ * all n were, or a transport error (the connection is closed: a caller
+ * that needs the rest asks for them one by one). No retry, no token
+ * reload: for reads whose caller has a one-at-a-time path behind it. */
+typedef int (*mgop_get_each_fn)(void *ctx, int i, int status, struct mgop_buf *out);
+int mgop_kube_get_pipelined(struct mgop_kube *k, const char *const *paths, int n, struct mgop_buf *out,
+                            mgop_get_each_fn each, void *ctx, int *answered);
 /* DELETE one object; propagation is Background, Foreground or Orphan. With
  * a uid, only that incarnation: a precondition, so an object re-created under
  * the same name is never deleted by mistake (409 Conflict). 404 is success. */
@@ -3630,7 +3646,8 @@ static int mgop_list_page_end(struct mgop_list_scan *scan, const char *path, cha
 int mgop_kube_list_with(struct mgop_kube *k, struct mgop_conn *c, const char *path, mgop_item_fn fn, void *ctx,
                         char *rv, size_t rvcap, unsigned long *skipped, const struct mgop_list_bufs *b) {
   static struct mgop_list_scan own_scan; /* mgop_kube_list's: its envelope buffer stays off the stack */
-  const struct mgop_list_bufs own = {&own_scan, mgop_body, sizeof(mgop_body), b ? b->serial : NULL};
+  const struct mgop_list_bufs own = {&own_scan, mgop_body, sizeof(mgop_body), b ? b->serial : NULL,
+                                     b ? b->any_version : 0};
   char url[2048], cont[1024] = "";
   int status, rc, restarted = 0;
   const char *sep = strchr(path, '?') ? "&" : "?";
@@ -3647,6 +3664,7 @@ int mgop_kube_list_with(struct mgop_kube *k, struct mgop_conn *c, const char *pa
     mgop_buf_init(&ub, url, sizeof(url));
     mgop_buf_printf(&ub, "%s%slimit=%d", path, sep, MGOP_LIST_PAGE);
     if (cont[0]) mgop_buf_printf(&ub, "&continue=%s", cont);
+    else if (b->any_version) mgop_buf_printf(&ub, "&resourceVersion=0");
     if (ub.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "LIST URL for %s is too long", path);
     mgop_buf_cstr(&ub);
     mgop_list_scan_init(scan, b->item, b->cap, mgop_list_on_item, &lc);
@@ -3923,6 +3941,38 @@ int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *o
   }
 }
 
+int mgop_kube_get_pipelined(struct mgop_kube *k, const char *const *paths, int n, struct mgop_buf *out,
+                            mgop_get_each_fn each, void *ctx, int *answered) {
+  long long deadline = mgop_now_ms() + (k->timeout_ms > 0 ? k->timeout_ms : MGOP_REQUEST_TIMEOUT_MS);
+  struct mgop_conn *c = &k->conn;
+  int rc = MGOP_OK, stop = 0, i;
+  *answered = 0;
+  mgop_kubecfg_reload_token(k->cfg, mgop_now_ms(), 0);
+  if (c->fd < 0) {
+    if ((rc = mgop_conn_open(c, &k->tls, k->cfg, mgop_now_ms() + MGOP_CONNECT_TIMEOUT_MS))) return rc;
+    k->stats.reconnects++;
+  }
+  for (i = 0; i < n && !rc; i++) rc = mgop_kube_write_head(k, c, "GET", paths[i], NULL, 0, deadline);
+  k->stats.requests += (unsigned long long)i;
+  for (i = 0; i < n && !rc && !stop; i++) {
+    struct mgop_http_resp resp;
+    out->len = 0, out->overflow = 0;
+    if ((rc = mgop_http_read_head(c, &resp, deadline)) ||
+        (rc = mgop_http_read_body(c, &resp, mgop_sink_buf, out, deadline)))
+      break;
+    if (resp.status >= 400 && resp.status != 404) k->stats.errors++;
+    *answered = i + 1;
+    stop = each(ctx, i, resp.status, out);
+    if (resp.close && i + 1 < n && !stop) rc = MGOP_ERR_CLOSED;
+    if (resp.close) mgop_conn_close(c);
+  }
+  if (rc || (stop && i < n)) mgop_conn_close(c); /* answers still in flight: not reusable */
+  else if (c->fd >= 0) c->reused = 1;
+  if (rc) return mgop_seterr(rc, "pipelined GETs: %s after %d of %d answers (%s:%s)", mgop_err_name(rc), *answered, n,
+                             k->cfg->host, k->cfg->port);
+  return stop;
+}
+
 int mgop_kube_delete(struct mgop_kube *k, const char *item_path, const char *propagation, const char *uid,
                      int *status) {
   char body[256], msg[400];
@@ -4016,10 +4066,14 @@ static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct 
   char path[700];
   unsigned long skipped = 0;
   int rc;
+  /* a watch's first list may be the watch cache's (any version: what came
+   * before is nothing); a relist must not go back before what it has seen */
+  struct mgop_list_bufs first = {NULL, NULL, 0, NULL, 1};
+  if (b) first = *b, first.any_version = 1;
   snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?labelSelector=" : "", w->selector);
-  w->relists++;
   mgop_watch_event_locked(w, "LIST_BEGIN", b ? b->serial : NULL);
-  rc = mgop_kube_list_with(k, c, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped, b);
+  rc = mgop_kube_list_with(k, c, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped,
+                           w->relists++ ? b : &first);
   mgop_watch_close(w); /* its own connection; a shared one stays open (a failed exchange closed it) */
   w->overlong += skipped;
   if (rc) w->retry_after_s = k->last_retry_after_s;
@@ -4060,7 +4114,7 @@ struct mgop_list_many {
 static int mgop_watch_list_job(void *arg, struct mgop_kube *k, struct mgop_conn *c, struct mgop_list_scan *scan,
                                char *item, size_t cap) {
   struct mgop_list_many *m = arg;
-  const struct mgop_list_bufs b = {scan, item, cap, m->serial}; /* the caller's share: scan NULL */
+  const struct mgop_list_bufs b = {scan, item, cap, m->serial, 0}; /* the caller's share: scan NULL */
   return mgop_watch_do_list(m->w, k, c, &b);
 }
 

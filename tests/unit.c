@@ -839,10 +839,12 @@ static void test_fake_list_pages_and_watch_410(void) {
       "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410,\"reason\":\"Gone\"}}\n", NULL};
   static const char *const watch2_pieces[] = {
       "{\"type\":\"DELETED\",\"object\":{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"21\"}}}\n", NULL};
+  /* the first list may come from the watch cache (resourceVersion=0); its
+   * continue page and the relist after the 410 must not go back in time */
   struct t_step steps[5] = {
-      {"GET /apis/x/v1/things?limit=500 ", t_chunked(page1, sizeof(page1), page1_pieces), 0},
+      {"GET /apis/x/v1/things?limit=500&resourceVersion=0 ", t_chunked(page1, sizeof(page1), page1_pieces), 0},
       /* page 2, Content-Length body */
-      {"continue=tok1",
+      {"limit=500&continue=tok1 ",
        t_plain(page2, sizeof(page2),
                "{\"metadata\":{\"resourceVersion\":\"10\"},\"items\":[" T_OBJ("b", "7") ",{\"metadata\":{\"name\":\"c\"}}]}"),
        0},
@@ -928,8 +930,8 @@ static void test_fake_list_beyond_token_bound(void) {
   n += 2 * MGOP_JSON_TOKENS_MAX;
   sprintf(page2 + n, "]}," T_OBJ("p2", "71") "]}");
   struct t_step steps[3] = {
-      {"GET /apis/x/v1/things?limit=500 ", t_plain(list1, sizeof(list1), page1), 0},
-      {"limit=500&continue=p2", t_plain(list2, sizeof(list2), page2), 0},
+      {"GET /apis/x/v1/things?limit=500&resourceVersion=0 ", t_plain(list1, sizeof(list1), page1), 0},
+      {"limit=500&continue=p2 ", t_plain(list2, sizeof(list2), page2), 0},
       {"watch=1&allowWatchBookmarks=true&resourceVersion=77",
        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 1},
   };
@@ -1100,9 +1102,9 @@ static void test_fake_watch_shared_list_conn(void) {
   static struct mgop_watch w[2];
   static const char *const empty = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
   struct t_step steps[4] = {
-      {"GET /apis/x/v1/things?limit=500 ",
+      {"GET /apis/x/v1/things?limit=500&resourceVersion=0 ",
        t_plain(list1, sizeof(list1), "{\"metadata\":{\"resourceVersion\":\"4\"},\"items\":[" T_OBJ("a", "4") "]}"), 0},
-      {"GET /apis/x/v1/others?limit=500 ",
+      {"GET /apis/x/v1/others?limit=500&resourceVersion=0 ",
        t_plain(list2, sizeof(list2), "{\"metadata\":{\"resourceVersion\":\"5\"},\"items\":[" T_OBJ("b", "5") "]}"), 0},
       {"/apis/x/v1/things?watch=1&allowWatchBookmarks=true&resourceVersion=4", empty, 1},
       {"/apis/x/v1/others?watch=1&allowWatchBookmarks=true&resourceVersion=5", empty, 1},
@@ -1135,6 +1137,106 @@ static void test_fake_watch_shared_list_conn(void) {
   mgop_conn_close(&lister);
   mgop_kube_free(&k);
   CHECK(t_fake_wait(pid) == 0);
+}
+
+/* A server for pipelined GETs, in a child: on one connection it reads
+ * until all `want` request heads are in (the client must write them all
+ * before it reads: a client waiting between them would hang here and the
+ * child exit 4), checks their request lines against want_line[i] in order
+ * and that each asks for metadata only, writes the first `answer` replies
+ * back to back in small pieces, then, if answer < want, hangs up and serves
+ * the rest one request at a time on the client's next connection. */
+static void t_pipe_serve(int lfd, const char *const *want_line, const char *const *reply, int want, int answer) {
+  static char buf[65536];
+  size_t n = 0;
+  int heads = 0, cfd = accept(lfd, NULL, NULL);
+  char *p = buf;
+  while (heads < want) {
+    struct pollfd pf = {cfd, POLLIN, 0};
+    ssize_t r;
+    if (poll(&pf, 1, 5000) <= 0) _exit(4);
+    if ((r = read(cfd, buf + n, sizeof(buf) - 1 - n)) <= 0) _exit(3);
+    n += (size_t)r;
+    buf[n] = 0;
+    heads = 0;
+    for (char *q = buf; (q = strstr(q, "\r\n\r\n")); q += 4) heads++;
+  }
+  for (int i = 0; i < want; i++) {
+    char *end = strstr(p, "\r\n\r\n");
+    *end = 0;
+    if (strncmp(p, want_line[i], strlen(want_line[i])) || !strstr(p, "as=PartialObjectMetadata;")) {
+      fprintf(stderr, "    pipelined request %d: got \"%.120s\", want \"%s\"\n", i, p, want_line[i]);
+      _exit(1);
+    }
+    p = end + 4;
+  }
+  for (int i = 0; i < answer; i++)
+    for (size_t off = 0, len = strlen(reply[i]); off < len;) {
+      size_t piece = 1 + (size_t)(t_rand() % 9);
+      if (piece > len - off) piece = len - off;
+      if (send(cfd, reply[i] + off, piece, MSG_NOSIGNAL) < 0) break; /* the client may stop reading early */
+      off += piece;
+    }
+  if (answer < want) {
+    char line[2048];
+    close(cfd);
+    cfd = accept(lfd, NULL, NULL);
+    for (int i = answer; i < want; i++) {
+      if (t_read_request(cfd, line, sizeof(line)) || strncmp(line, want_line[i], strlen(want_line[i]))) _exit(5);
+      if (send(cfd, reply[i], strlen(reply[i]), MSG_NOSIGNAL) < 0) _exit(2);
+    }
+  }
+  usleep(100000);
+  _exit(0);
+}
+
+/* The CRDs' look: eight GETs pipelined on one connection, answers read in
+ * order whatever their framing (Content-Length, chunked, 404); an outdated
+ * CRD is named; a server that hangs up after three answers gets the other
+ * five asked one by one on a new connection, and the look still completes. */
+static void test_crd_read_pipelined(void) {
+  static char replies[8][512], lines[8][160];
+  const char *reply[8], *want_line[8];
+  char why[400];
+  for (int round = 0; round < 2; round++) {
+    struct mgop_kube k;
+    int port, lfd = t_listen(&port), result;
+    pid_t pid;
+    for (int i = 0; i < 8; i++) {
+      char body[256];
+      int outdated = round == 0 && i == 4;
+      snprintf(lines[i], sizeof(lines[i]), "GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions/%s.multigres.com?resourceVersion=0 ",
+               mgop_kinds[K_CLUSTER + i].plural);
+      snprintf(body, sizeof(body), "{\"kind\":\"PartialObjectMetadata\",\"metadata\":{\"name\":\"%s.multigres.com\","
+               "\"annotations\":{\"multigres.com/schema-version\":\"%d\"}}}", mgop_kinds[K_CLUSTER + i].plural,
+               outdated ? MGOP_CRD_SCHEMA - 1 : MGOP_CRD_SCHEMA);
+      if (i % 2) /* chunked: one chunk */
+        snprintf(replies[i], sizeof(replies[i]), "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n",
+                 strlen(body), body);
+      else
+        snprintf(replies[i], sizeof(replies[i]), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n%s\r\n%s", strlen(body),
+                 round == 1 && i == 2 ? "Connection: close\r\n" : "", body);
+      reply[i] = replies[i];
+      want_line[i] = lines[i];
+    }
+    pid = fork();
+    if (pid == 0) t_pipe_serve(lfd, want_line, reply, 8, round == 0 ? 8 : 3);
+    close(lfd);
+    t_fake_client(&k, port);
+    result = mgop_crd_read(&k, why, sizeof(why));
+    if (round == 0) {
+      CHECK(result == MGOP_CRD_OUTDATED);
+      CHECK(strstr(why, "CRD toposervers.multigres.com has schema version 2") != NULL);
+      CHECK(k.stats.requests == 8 && k.stats.reconnects == 1); /* one connection, no second try */
+      CHECK(k.conn.fd < 0); /* three answers were still in flight: not reused */
+    } else {
+      CHECK(result == MGOP_CRD_CURRENT);
+      CHECK(k.stats.requests == 13 && k.stats.reconnects == 2); /* eight written, five asked again */
+    }
+    CHECK(k.accept == NULL);
+    mgop_kube_free(&k);
+    CHECK(t_fake_wait(pid) == 0);
+  }
 }
 
 /* Reads one request, head and Content-Length body; returns its first line. */
@@ -5256,6 +5358,7 @@ static const struct t_case t_cases[] = {
     {"fake_overlong_event_relists", test_fake_overlong_event_relists},
     {"fake_watch_honours_retry_after", test_fake_watch_honours_retry_after},
     {"fake_watch_shared_list_conn", test_fake_watch_shared_list_conn},
+    {"crd_read_pipelined", test_crd_read_pipelined},
     {"apply_pool", test_apply_pool},
     {"list_many", test_list_many},
     {"ip_san_matcher", test_ip_san_matcher},
