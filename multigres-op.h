@@ -95,6 +95,8 @@
 #ifndef MGOP_TLS_HEAP_SIZE
 #define MGOP_TLS_HEAP_SIZE (2 * 1024 * 1024)
 #endif
+#define MGOP_TLS_SESSIONS 8              /* TLS 1.3 tickets kept: one per
+                                            server and credentials      */
 #define MGOP_LIST_PAGE 500               /* LIST ?limit= (streamed: memory
                                             does not depend on it)        */
 #define MGOP_WATCH_TIMEOUT_S 300         /* server-side ?timeoutSeconds=  */
@@ -371,12 +373,22 @@ struct mgop_tls {
   mbedtls_x509_crt ca;
   mbedtls_x509_crt cert;
   mbedtls_pk_context key;
+  uint64_t creds;             /* hash of CA, certificate and key: which sessions it may resume */
   int ready;
 };
 int mgop_tls_global_init(void);
 int mgop_tls_client_init(struct mgop_tls *t, const struct mgop_kubecfg *c);
 void mgop_tls_free(struct mgop_tls *t);
 size_t mgop_tls_heap_high_water(void);
+/* TLS 1.3 session resumption: each server's latest ticket, per credentials,
+ * is kept process-wide (MGOP_TLS_SESSIONS of them, the oldest replaced), so
+ * a client's next connection, or another client's with the same server and
+ * credentials (the apply workers', the watches'), resumes it: a fresh
+ * ECDHE, no certificate signed or verified on either side. Handshakes
+ * so far, full and resumed (with insecure-skip-tls-verify all count as
+ * full); forget drops every ticket (tests). */
+void mgop_tls_handshakes(unsigned long long *full, unsigned long long *resumed);
+void mgop_tls_sessions_forget(void);
 
 /* ======================================================================
  * 2.5 http
@@ -386,6 +398,8 @@ struct mgop_conn {
   int tls_on;
   int ssl_init;
   mbedtls_ssl_context ssl;
+  uint64_t sess_key;           /* its server and credentials (mgop_tls_handshakes) */
+  int offered, verified;       /* a ticket offered; the server's chain verified */
   unsigned char rbuf[MGOP_HTTP_RBUF];
   size_t rpos, rlen;
   int reused;                  /* at least one response already read */
@@ -2791,6 +2805,11 @@ int mgop_tls_client_init(struct mgop_tls *t, const struct mgop_kubecfg *c) {
     mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
     mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
   }
+  t->creds = mgop_fnv1a64(MGOP_FNV64_INIT, c->ca, c->ca_len);
+  t->creds = mgop_fnv1a64(t->creds, c->cert, c->cert_len);
+  t->creds = mgop_fnv1a64(t->creds, c->key, c->key_len);
+  t->creds = mgop_fnv1a64(t->creds, &c->insecure, sizeof(c->insecure));
+  mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(&t->conf, MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
   if (c->cert_len) {
     r = mbedtls_x509_crt_parse(&t->cert, c->cert, c->cert_len);
     if (r) return mgop_tls_fail(r, "client-certificate is not a valid certificate");
@@ -2809,6 +2828,83 @@ void mgop_tls_free(struct mgop_tls *t) {
   mbedtls_x509_crt_free(&t->cert);
   mbedtls_pk_free(&t->key);
   t->ready = 0;
+}
+
+/* The session store (mgop_tls_handshakes). A slot's session is only ever
+ * copied out or replaced under the lock. */
+static struct {
+  pthread_mutex_t mu;
+  struct { uint64_t key; long long at; int used; mbedtls_ssl_session s; } slot[MGOP_TLS_SESSIONS];
+  unsigned long long full, resumed;
+} mgop_tls_sess = {PTHREAD_MUTEX_INITIALIZER, {{0, 0, 0, {0}}}, 0, 0};
+
+static uint64_t mgop_tls_sess_key(const struct mgop_tls *t, const struct mgop_kubecfg *cfg) {
+  uint64_t h = mgop_fnv1a64(t->creds, cfg->host, strlen(cfg->host) + 1);
+  h = mgop_fnv1a64(h, cfg->port, strlen(cfg->port) + 1);
+  return mgop_fnv1a64(h, cfg->tls_server_name, strlen(cfg->tls_server_name) + 1);
+}
+
+/* Offers key's ticket, if one is kept, to a connection about to shake hands. */
+static void mgop_tls_sess_offer(struct mgop_conn *c) {
+  pthread_mutex_lock(&mgop_tls_sess.mu);
+  for (int i = 0; i < MGOP_TLS_SESSIONS; i++)
+    if (mgop_tls_sess.slot[i].used && mgop_tls_sess.slot[i].key == c->sess_key) {
+      c->offered = mbedtls_ssl_set_session(&c->ssl, &mgop_tls_sess.slot[i].s) == 0;
+      break;
+    }
+  pthread_mutex_unlock(&mgop_tls_sess.mu);
+}
+
+/* Keeps the ticket the server just sent (key's slot, else a free or the
+ * oldest one); drop: forgets key's ticket instead (a handshake that offered
+ * it failed: the next one goes without). */
+static void mgop_tls_sess_keep(struct mgop_conn *c, int drop) {
+  mbedtls_ssl_session s;
+  int pick = -1;
+  mbedtls_ssl_session_init(&s);
+  if (!drop && mbedtls_ssl_get_session(&c->ssl, &s)) {
+    mbedtls_ssl_session_free(&s);
+    return;
+  }
+  pthread_mutex_lock(&mgop_tls_sess.mu);
+  for (int i = 0; i < MGOP_TLS_SESSIONS && pick < 0; i++)
+    if (mgop_tls_sess.slot[i].used && mgop_tls_sess.slot[i].key == c->sess_key) pick = i;
+  if (drop) {
+    if (pick >= 0) mbedtls_ssl_session_free(&mgop_tls_sess.slot[pick].s), mgop_tls_sess.slot[pick].used = 0;
+  } else {
+    for (int i = 0; i < MGOP_TLS_SESSIONS && pick < 0; i++)
+      if (!mgop_tls_sess.slot[i].used) pick = i;
+    if (pick < 0) /* all taken: the oldest goes */
+      for (int i = pick = 0; i < MGOP_TLS_SESSIONS; i++)
+        if (mgop_tls_sess.slot[i].at < mgop_tls_sess.slot[pick].at) pick = i;
+    if (mgop_tls_sess.slot[pick].used) mbedtls_ssl_session_free(&mgop_tls_sess.slot[pick].s);
+    mgop_tls_sess.slot[pick].s = s; /* the slot owns what s held */
+    mgop_tls_sess.slot[pick].key = c->sess_key;
+    mgop_tls_sess.slot[pick].at = mgop_now_ms();
+    mgop_tls_sess.slot[pick].used = 1;
+  }
+  pthread_mutex_unlock(&mgop_tls_sess.mu);
+  if (drop) mbedtls_ssl_session_free(&s);
+}
+
+void mgop_tls_handshakes(unsigned long long *full, unsigned long long *resumed) {
+  *full = __atomic_load_n(&mgop_tls_sess.full, __ATOMIC_RELAXED);
+  *resumed = __atomic_load_n(&mgop_tls_sess.resumed, __ATOMIC_RELAXED);
+}
+
+void mgop_tls_sessions_forget(void) {
+  pthread_mutex_lock(&mgop_tls_sess.mu);
+  for (int i = 0; i < MGOP_TLS_SESSIONS; i++)
+    if (mgop_tls_sess.slot[i].used) mbedtls_ssl_session_free(&mgop_tls_sess.slot[i].s), mgop_tls_sess.slot[i].used = 0;
+  pthread_mutex_unlock(&mgop_tls_sess.mu);
+}
+
+/* Runs in a full handshake's certificate check only: marks the connection
+ * as not resumed (the flags mbedTLS computed stand). */
+static int mgop_tls_mark_verified(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
+  (void)crt, (void)depth, (void)flags;
+  ((struct mgop_conn *)ctx)->verified = 1;
+  return 0;
 }
 
 /* ======================================================================
@@ -2928,6 +3024,10 @@ int mgop_conn_open(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_
     return mgop_tls_fail(r, "TLS hostname");
   }
   mbedtls_ssl_set_bio(&c->ssl, &c->fd, mgop_fd_send, mgop_fd_recv, NULL);
+  c->sess_key = mgop_tls_sess_key(tls, cfg);
+  c->offered = c->verified = 0;
+  mbedtls_ssl_set_verify(&c->ssl, mgop_tls_mark_verified, c);
+  mgop_tls_sess_offer(c);
   while ((r = mbedtls_ssl_handshake(&c->ssl)) != 0) {
     if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
       if (mgop_wait_fd(c->fd, r == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT, deadline)) {
@@ -2940,6 +3040,7 @@ int mgop_conn_open(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_
       uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
       char vinfo[256] = "";
       if (flags && flags != (uint32_t)-1) mbedtls_x509_crt_verify_info(vinfo, sizeof(vinfo), "", flags);
+      if (c->offered) mgop_tls_sess_keep(c, 1);
       mgop_conn_close(c);
       if (vinfo[0]) {
         size_t n = strlen(vinfo);
@@ -2950,6 +3051,8 @@ int mgop_conn_open(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_
       return mgop_tls_fail(r, "TLS handshake");
     }
   }
+  if (c->offered && !c->verified && !cfg->insecure) __atomic_add_fetch(&mgop_tls_sess.resumed, 1, __ATOMIC_RELAXED);
+  else __atomic_add_fetch(&mgop_tls_sess.full, 1, __ATOMIC_RELAXED);
   return MGOP_OK;
 }
 
@@ -2985,6 +3088,10 @@ int mgop_conn_read(struct mgop_conn *c, void *buf, size_t n, long long deadline)
     if (c->fd < 0) return MGOP_ERR_CLOSED;
     r = c->tls_on ? mbedtls_ssl_read(&c->ssl, buf, n) : mgop_fd_recv(&c->fd, buf, n);
     if (r > 0) return r;
+    if (r == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) { /* TLS 1.3, after the handshake */
+      mgop_tls_sess_keep(c, 0);
+      continue;
+    }
     if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == MBEDTLS_ERR_NET_CONN_RESET) return MGOP_ERR_CLOSED;
     if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
       if (deadline == 0) return MGOP_ERR_AGAIN;

@@ -63,10 +63,12 @@
 #define MBEDTLS_X509_RSASSA_PSS_SUPPORT  /* offers rsa_pss_rsae: TLS 1.3, RSA certs */
 #define MBEDTLS_X509_CREATE_C
 #define MBEDTLS_X509_CRT_WRITE_C
-/* TLS 1.2 and 1.3, client and server, ECDHE only: no PSK, tickets,
+/* TLS 1.2 and 1.3, client and server, ECDHE only: no external PSK,
  * renegotiation or DTLS. TLS 1.3 runs on PSA (psa_crypto_init in
  * mgop_tls_global_init; HKDF_C enables PSA's HKDF); key slots grow from the
- * bounded heap. */
+ * bounded heap. Clients resume TLS 1.3 sessions from the server's tickets
+ * (psk_dhe_ke: a fresh ECDHE, no certificate signed or verified on either
+ * side); the webhook server issues none (no ticket callbacks). */
 #define MBEDTLS_PSA_CRYPTO_C
 #define MBEDTLS_PSA_KEY_STORE_DYNAMIC
 #define MBEDTLS_HKDF_C
@@ -76,6 +78,8 @@
 #define MBEDTLS_SSL_PROTO_TLS1_2
 #define MBEDTLS_SSL_PROTO_TLS1_3
 #define MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL_ENABLED
+#define MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_PSK_EPHEMERAL_ENABLED
+#define MBEDTLS_SSL_SESSION_TICKETS
 #define MBEDTLS_SSL_TLS1_3_COMPATIBILITY_MODE  /* Go peers expect it */
 #define MBEDTLS_KEY_EXCHANGE_ECDHE_RSA_ENABLED
 #define MBEDTLS_KEY_EXCHANGE_ECDHE_ECDSA_ENABLED

@@ -48,7 +48,9 @@ for want in \
   "multigres_operator_toposerver_replicas{name=\"$c-global-topo\",namespace=\"$ns\",state=\"ready\"} 3" \
   'process_resident_memory_bytes [1-9]' \
   'multigres_operator_arena_high_water_bytes [1-9]' \
-  'multigres_operator_tls_heap_high_water_bytes [1-9]'; do
+  'multigres_operator_tls_heap_high_water_bytes [1-9]' \
+  'multigres_operator_tls_handshakes_total{resumed="false"} [1-9]' \
+  'multigres_operator_tls_handshakes_total{resumed="true"} [1-9]'; do
   grep -q "^$want" "$m" || fail "missing from /metrics: $want"
 done
 note "$(grep -c '^# TYPE' "$m") families, RSS $(awk '/^process_resident_memory_bytes/ {printf "%.1f MiB", $2/1048576}' "$m")"
