@@ -386,9 +386,8 @@ size_t mgop_tls_heap_high_water(void);
  * credentials (the apply workers', the watches'), resumes it: a fresh
  * ECDHE, no certificate signed or verified on either side. Handshakes
  * so far, full and resumed (with insecure-skip-tls-verify all count as
- * full); forget drops every ticket (tests). */
+ * full). */
 void mgop_tls_handshakes(unsigned long long *full, unsigned long long *resumed);
-void mgop_tls_sessions_forget(void);
 
 /* ======================================================================
  * 2.5 http
@@ -2890,13 +2889,6 @@ static void mgop_tls_sess_keep(struct mgop_conn *c, int drop) {
 void mgop_tls_handshakes(unsigned long long *full, unsigned long long *resumed) {
   *full = __atomic_load_n(&mgop_tls_sess.full, __ATOMIC_RELAXED);
   *resumed = __atomic_load_n(&mgop_tls_sess.resumed, __ATOMIC_RELAXED);
-}
-
-void mgop_tls_sessions_forget(void) {
-  pthread_mutex_lock(&mgop_tls_sess.mu);
-  for (int i = 0; i < MGOP_TLS_SESSIONS; i++)
-    if (mgop_tls_sess.slot[i].used) mbedtls_ssl_session_free(&mgop_tls_sess.slot[i].s), mgop_tls_sess.slot[i].used = 0;
-  pthread_mutex_unlock(&mgop_tls_sess.mu);
 }
 
 /* Runs in a full handshake's certificate check only: marks the connection
