@@ -10615,14 +10615,21 @@ static void mgop_trace_stop(pthread_t thread) {
 /* Starts the threads with SIGTERM/SIGINT blocked, so signals reach the
  * loop (whose poll() they interrupt). */
 static void mgop_crd_first_start(void); /* section 13 */
-static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *trace, pthread_t *msec, int *started) {
-  sigset_t block, old;
-  pthread_attr_t attr;
-  int rc = 0;
+/* Blocks SIGTERM/SIGINT in the calling thread, old mask in *old: threads
+ * created meanwhile inherit it, so only the loop takes them. */
+static void mgop_block_stop_signals(sigset_t *old) {
+  sigset_t block;
   sigemptyset(&block);
   sigaddset(&block, SIGTERM);
   sigaddset(&block, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &block, &old);
+  pthread_sigmask(SIG_BLOCK, &block, old);
+}
+
+static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *trace, pthread_t *msec, int *started) {
+  sigset_t old;
+  pthread_attr_t attr;
+  int rc = 0;
+  mgop_block_stop_signals(&old);
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 1024 * 1024); /* admission resolves a whole cluster on it */
   if (pthread_create(serve, &attr, mgop_serve_main, NULL)) rc = mgop_seterr(MGOP_ERR_IO, "cannot start the serving thread");
@@ -11146,12 +11153,9 @@ static void *mgop_crd_first_main(void *arg) {
  * (SIGTERM/SIGINT blocked in it, as in the other threads: the loop takes
  * them); if it cannot start, the loop looks itself. */
 static void mgop_crd_first_start(void) {
-  sigset_t block, old;
-  sigemptyset(&block);
-  sigaddset(&block, SIGTERM);
-  sigaddset(&block, SIGINT);
+  sigset_t old;
   mgop_kubecfg_copy(&mgop_crd_first.cfg, &mgop_server.cfg);
-  pthread_sigmask(SIG_BLOCK, &block, &old);
+  mgop_block_stop_signals(&old);
   if (pthread_create(&mgop_crd_first.thread, NULL, mgop_crd_first_main, NULL) == 0) mgop_crd_first.state = 1;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
@@ -11253,9 +11257,10 @@ static void mgop_loop_lists(void) {
    * busy node it is the slowest to get through one: a short one. */
   static const int first[] = {K_CLUSTER, K_POD, K_STS, K_DEPLOY, K_SVC};
   enum { NFIRST = sizeof(first) / sizeof(first[0]) };
-  for (int i = 0, k; i < K_COUNT + NFIRST; i++) {
-    if (i < NFIRST) k = first[i];
-    else if ((k = i - NFIRST) == K_CLUSTER || k == K_POD || k == K_STS || k == K_DEPLOY || k == K_SVC) continue;
+  char placed[K_COUNT] = {0};
+  for (int i = 0, k; i < NFIRST + K_COUNT; i++) {
+    if (placed[k = i < NFIRST ? first[i] : i - NFIRST]) continue;
+    placed[k] = 1;
     if (mgop_server.watches[k].state == MGOP_W_LIST && mgop_server.watches[k].list_conn) due[n++] = &mgop_server.watches[k];
   }
   if (n < 2) return;

@@ -3465,6 +3465,17 @@ static int mgop_sink_tracked(void *ctx, const char *data, size_t n) {
   return s->rc = s->fn(s->ctx, data, n);
 }
 
+/* Opens c to k's server if it is closed; a short per-request deadline
+ * bounds the connect too. */
+static int mgop_kube_connect(struct mgop_kube *k, struct mgop_conn *c) {
+  long long ct = k->timeout_ms > 0 && k->timeout_ms < MGOP_CONNECT_TIMEOUT_MS ? k->timeout_ms : MGOP_CONNECT_TIMEOUT_MS;
+  int rc;
+  if (c->fd >= 0) return MGOP_OK;
+  if ((rc = mgop_conn_open(c, &k->tls, k->cfg, mgop_now_ms() + ct))) return rc;
+  k->stats.reconnects++;
+  return MGOP_OK;
+}
+
 static int mgop_kube_once(struct mgop_kube *k, struct mgop_conn *c, const char *method, const char *path,
                           const char *ctype, const char *body, size_t blen, struct mgop_buf *out,
                           struct mgop_kube_sink *ok, int *status, int *retryable) {
@@ -3472,11 +3483,7 @@ static int mgop_kube_once(struct mgop_kube *k, struct mgop_conn *c, const char *
   struct mgop_http_resp resp;
   int rc, was_reused = c->fd >= 0 && c->reused;
   *retryable = 0;
-  if (c->fd < 0) { /* a short per-request deadline bounds the connect too */
-    long long ct = k->timeout_ms > 0 && k->timeout_ms < MGOP_CONNECT_TIMEOUT_MS ? k->timeout_ms : MGOP_CONNECT_TIMEOUT_MS;
-    if ((rc = mgop_conn_open(c, &k->tls, k->cfg, mgop_now_ms() + ct))) return rc;
-    k->stats.reconnects++;
-  }
+  if ((rc = mgop_kube_connect(k, c))) return rc;
   rc = mgop_kube_write_head(k, c, method, path, ctype, blen, deadline);
   if (!rc && blen) rc = mgop_conn_write(c, body, blen, deadline);
   if (!rc) rc = mgop_http_read_head(c, &resp, deadline);
@@ -4047,10 +4054,7 @@ int mgop_kube_get_pipelined(struct mgop_kube *k, const char *const *paths, int n
   int rc = MGOP_OK, stop = 0, i;
   *answered = 0;
   mgop_kubecfg_reload_token(k->cfg, mgop_now_ms(), 0);
-  if (c->fd < 0) {
-    if ((rc = mgop_conn_open(c, &k->tls, k->cfg, mgop_now_ms() + MGOP_CONNECT_TIMEOUT_MS))) return rc;
-    k->stats.reconnects++;
-  }
+  if ((rc = mgop_kube_connect(k, c))) return rc;
   for (i = 0; i < n && !rc; i++) rc = mgop_kube_write_head(k, c, "GET", paths[i], NULL, 0, deadline);
   k->stats.requests += (unsigned long long)i;
   for (i = 0; i < n && !rc && !stop; i++) {
