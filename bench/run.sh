@@ -177,8 +177,9 @@ import sys, json, datetime
 ts = json.loads(sys.stdin.read())["ts"]
 print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp())'
 }
-# serving SECONDS: "webhook_p50 webhook_p99 healthz_p50 healthz_p99 count errors"
-serving() { setsid -w "$ROOT/build/serving_latency" "$wport" "$pport" $ns "$1" 50; }
+# serving SECONDS PHASE: "webhook_p50 webhook_p99 healthz_p50 healthz_p99 count errors"
+# (each webhook sample stays in build/bench/serving-PHASE.samples, to place the outliers)
+serving() { SERVING_SAMPLES=$IT_LOGS/serving-$2.samples setsid -w "$ROOT/build/serving_latency" "$wport" "$pport" $ns "$1" 50; }
 serving_figs() { # SIZE PHASE FILE
   local w50 w99 h50 h99 n e
   read -r w50 w99 h50 h99 n e <"$3"
@@ -310,7 +311,7 @@ bench_size() { # N
   write_parts "$n"
   cpu0=$(op_cpu) a0=$(apiserver_cpu) t0=$(now)
   # the serving path's figures while the N clusters converge
-  serving 20 >"$IT_LOGS/serving-busy" &
+  serving 20 busy >"$IT_LOGS/serving-busy" &
   local sp=$!
   apply_parts
   t_in=$(now)
@@ -330,7 +331,7 @@ bench_size() { # N
   fig "$n" settle_seconds "$(elapsed "$t1" "$idle_from")" s
   sleep 60
   audit_figs "$n" idle_ "$idle_from" "$(python3 -c "print(float('$idle_from') + 60)")" 0
-  serving 15 >"$IT_LOGS/serving-idle"
+  serving 15 idle >"$IT_LOGS/serving-idle"
   serving_figs "$n" busy "$IT_LOGS/serving-busy"
   serving_figs "$n" idle "$IT_LOGS/serving-idle"
   read -r rss hwm < <(op_mem)

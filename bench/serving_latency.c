@@ -6,7 +6,8 @@
  * a MultigresCluster that the webhook resolves in full; and a GET /healthz
  * on the probe port after each. Prints
  *   webhook_p50_ms webhook_p99_ms healthz_p50_ms healthz_p99_ms count errors
- * on one line. Every answer is checked: a review must come back 200 and
+ * on one line (and with SERVING_SAMPLES=FILE, each webhook sample in order as
+ * "ms-since-start latency-ms" to FILE, to place the outliers in time). Every answer is checked: a review must come back 200 and
  * allowed with its uid echoed, /healthz must say ok; anything else counts
  * as an error.
  *
@@ -22,7 +23,7 @@
 
 #define MAX_SAMPLES 200000
 
-static double wl[MAX_SAMPLES], hl[MAX_SAMPLES];
+static double wl[MAX_SAMPLES], hl[MAX_SAMPLES], wat[MAX_SAMPLES];
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -61,7 +62,8 @@ int main(int argc, char **argv) {
   static struct mgop_kubecfg hcfg, pcfg;
   static struct mgop_kube hook, probe;
   static char out[64 * 1024], body[2048];
-  double seconds, rate, end;
+  double seconds, rate, start, end;
+  const char *samples = getenv("SERVING_SAMPLES");
   int nw = 0, nh = 0, errors = 0;
   long i = 0;
   if (argc != 6) {
@@ -75,7 +77,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "serving_latency: %s\n", mgop_errmsg());
     return 1;
   }
-  end = now_ms() + seconds * 1000.0;
+  start = now_ms();
+  end = start + seconds * 1000.0;
   while (now_ms() < end) {
     double due = now_ms() + 1000.0 / rate, t0, t1;
     char uid[32], want[64];
@@ -95,7 +98,7 @@ int main(int argc, char **argv) {
         status == 200 && !b.overflow) {
       t1 = now_ms();
       out[b.len] = 0;
-      if (strstr(out, want) && nw < MAX_SAMPLES) wl[nw++] = t1 - t0;
+      if (strstr(out, want) && nw < MAX_SAMPLES) wat[nw] = t0 - start, wl[nw++] = t1 - t0;
       else errors++;
     } else {
       errors++;
@@ -118,6 +121,13 @@ int main(int argc, char **argv) {
       struct timespec ts = {(time_t)(left / 1000.0), (long)((left - (double)(time_t)(left / 1000.0) * 1000.0) * 1e6)};
       nanosleep(&ts, NULL);
     }
+  }
+  if (samples && *samples) { /* the raw webhook samples, in order: "ms-since-start latency-ms", to place outliers */
+    FILE *f = fopen(samples, "w");
+    int j;
+    if (!f) fprintf(stderr, "serving_latency: %s: %s\n", samples, strerror(errno));
+    for (j = 0; f && j < nw; j++) fprintf(f, "%.1f %.3f\n", wat[j], wl[j]);
+    if (f) fclose(f);
   }
   printf("%.2f %.2f %.2f %.2f %d %d\n", pct(wl, nw, 0.5), pct(wl, nw, 0.99), pct(hl, nh, 0.5), pct(hl, nh, 0.99), nw,
          errors);
