@@ -1357,6 +1357,15 @@ static int mgop_apply_result(struct mgop_rctx *r, const struct mgop_desired *d, 
     /* until the watch reports it, what we wrote is what exists */
     f->flags |= MGOP_FP_EXISTS;
     if (j->status == 201) f->flags |= MGOP_FP_CREATED;
+    /* a workload created now has none ready and the replicas the server
+     * stored: this turn's status says so (0/1, not 0/0), and the watch's
+     * first report of it changes nothing, so the status is not written
+     * twice in a row */
+    if (j->status == 201 && (d->kind == K_STS || d->kind == K_DEPLOY) && j->res.replicas >= 0 &&
+        j->res.replicas <= INT32_MAX) {
+      f->desired = (int32_t)j->res.replicas;
+      f->ready = 0;
+    }
     f->seen_gen = j->res.generation;
     f->seen_rv = mgop_uid_hash(j->res.rv);
     snprintf(f->uid, sizeof(f->uid), "%s", j->res.uid);

@@ -617,7 +617,10 @@ void mgop_watch_enable(struct mgop_watch *w);
  * fieldManager=multigres-operator with force. `item_path` is the object's own
  * path. The new resourceVersion goes to rv. On failure *status is set and the
  * API server's message is in mgop_errmsg(). */
-struct mgop_applied { char rv[24]; char uid[40]; long long generation; };
+struct mgop_applied {
+  char rv[24]; char uid[40]; long long generation;
+  long long replicas; /* spec.replicas as the server stored it; -1 when it has none */
+};
 int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, struct mgop_applied *out,
                     int *status);
 /* The same with the caller's response buffer and tokens (any thread). */
@@ -3828,10 +3831,12 @@ int mgop_kube_apply_into(struct mgop_kube *k, const char *item_path, const char 
   if (*status == 200 || *status == 201) {
     struct mgop_json j;
     memset(res, 0, sizeof(*res));
+    res->replicas = -1;
     if (!out.overflow && mgop_json_parse(&j, out.p, out.len, tok, ntok) == MGOP_OK) {
       mgop_json_path_str(&j, 0, "metadata.resourceVersion", res->rv, sizeof(res->rv));
       mgop_json_path_str(&j, 0, "metadata.uid", res->uid, sizeof(res->uid));
       mgop_json_i64(&j, mgop_json_path(&j, 0, "metadata.generation"), &res->generation);
+      mgop_json_i64(&j, mgop_json_path(&j, 0, "spec.replicas"), &res->replicas);
     }
     return MGOP_OK;
   }

@@ -1005,6 +1005,34 @@ static void test_fake_delete_statuses(void) {
   CHECK(t_fake_wait(pid) == 0);
 }
 
+/* What an apply's answer tells: resourceVersion, uid, generation, and
+ * spec.replicas where the object has one (-1 where not). */
+static void test_fake_apply_answer(void) {
+  static const char sts[] = "{\"kind\":\"StatefulSet\",\"metadata\":{\"name\":\"s\",\"uid\":\"u-9\",\"resourceVersion\":\"42\","
+                            "\"generation\":1},\"spec\":{\"replicas\":3},\"status\":{\"replicas\":0}}";
+  static const char svc[] = "{\"kind\":\"Service\",\"metadata\":{\"name\":\"v\",\"uid\":\"u-8\",\"resourceVersion\":\"43\"},"
+                            "\"spec\":{\"ports\":[]}}";
+  static char r1[512], r2[512];
+  struct t_step steps[2] = {{"PATCH /x/s?fieldManager=multigres-operator&force=true ", r1, 0},
+                            {"PATCH /x/v?fieldManager=multigres-operator&force=true ", r2, 0}};
+  struct mgop_kube k;
+  struct mgop_applied res;
+  int port, status = 0;
+  pid_t pid;
+  snprintf(r1, sizeof(r1), "HTTP/1.1 201 Created\r\nContent-Length: %zu\r\n\r\n%s", strlen(sts), sts);
+  snprintf(r2, sizeof(r2), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(svc), svc);
+  pid = t_fake_start(steps, 2, &port);
+  t_fake_client(&k, port);
+  CHECK(mgop_kube_apply(&k, "/x/s", "{}", 2, &res, &status) == MGOP_OK && status == 201);
+  CHECK_STR(res.rv, "42");
+  CHECK_STR(res.uid, "u-9");
+  CHECK(res.generation == 1 && res.replicas == 3);
+  CHECK(mgop_kube_apply(&k, "/x/v", "{}", 2, &res, &status) == MGOP_OK && status == 200);
+  CHECK(strcmp(res.uid, "u-8") == 0 && res.replicas == -1);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+}
+
 static void test_fake_truncated_and_429(void) {
   static const struct t_step steps[] = {
       {"GET /a ", "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}", 0},
@@ -1634,6 +1662,52 @@ static void test_names(void) {
     mgop_name(n2, sizeof(n2), 63, 1, p2, 2);
     CHECK(strcmp(n1, n2) != 0);
   }
+}
+
+/* A workload the turn created has none ready and the replicas the server
+ * stored, so the turn's status says 0/3 at once and the watch's first report
+ * of it (the same) costs no second status write; an update (200) keeps what
+ * the watch last said. */
+static void test_apply_result_created_workload(void) {
+  struct mgop_rctx r;
+  struct mgop_desired d;
+  struct mgop_pool_job j;
+  int first_rc = 0, rejected = 0, ready, desired;
+  struct mgop_fp *f;
+  memset(&r, 0, sizeof(r));
+  memset(&d, 0, sizeof(d));
+  memset(&j, 0, sizeof(j));
+  r.ns = "ut-applied";
+  r.name = "c";
+  d.kind = K_STS;
+  snprintf(d.name, sizeof(d.name), "c-pool");
+  d.hash = 7;
+  j.status = 201;
+  snprintf(j.res.rv, sizeof(j.res.rv), "11");
+  snprintf(j.res.uid, sizeof(j.res.uid), "u-1");
+  j.res.generation = 1;
+  j.res.replicas = 3;
+  CHECK(mgop_apply_result(&r, &d, &j, &first_rc, &rejected) == MGOP_OK && !rejected);
+  f = mgop_fp_find(mgop_fp_key("StatefulSet", "ut-applied", "c-pool"));
+  CHECK(f != NULL && f->desired == 3 && f->ready == 0);
+  CHECK(mgop_workload_ready(&r, "StatefulSet", "c-pool", &ready, &desired) == 0 && ready == 0 && desired == 3);
+  /* the watch has since seen 3 ready; a later apply (200) leaves that be */
+  if (f) f->ready = 3;
+  j.status = 200;
+  j.res.generation = 2;
+  j.res.replicas = 5;
+  CHECK(mgop_apply_result(&r, &d, &j, &first_rc, &rejected) == MGOP_OK);
+  CHECK(f != NULL && f->desired == 3 && f->ready == 3);
+  /* a created Service has no replicas: its row keeps none */
+  d.kind = K_SVC;
+  snprintf(d.name, sizeof(d.name), "c-svc");
+  j.status = 201;
+  j.res.replicas = -1;
+  CHECK(mgop_apply_result(&r, &d, &j, &first_rc, &rejected) == MGOP_OK);
+  f = mgop_fp_find(mgop_fp_key("Service", "ut-applied", "c-svc"));
+  CHECK(f != NULL && f->desired == 0 && f->ready == 0);
+  mgop_fp_remove(mgop_fp_key("StatefulSet", "ut-applied", "c-pool"));
+  mgop_fp_remove(mgop_fp_key("Service", "ut-applied", "c-svc"));
 }
 
 static void test_fp_table(void) {
@@ -5366,7 +5440,9 @@ static const struct t_case t_cases[] = {
     {"tls_ip_san", test_tls_ip_san},
     {"tls_rsa_and_versions", test_tls_rsa_and_versions},
     {"names", test_names},
+    {"fake_apply_answer", test_fake_apply_answer},
     {"fp_table", test_fp_table},
+    {"apply_result_created_workload", test_apply_result_created_workload},
     {"fake_delete_statuses", test_fake_delete_statuses},
     {"json_canon_hash", test_json_canon_hash},
     {"adopt_status", test_adopt_status},
