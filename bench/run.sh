@@ -512,8 +512,8 @@ for l in open(sys.argv[1]):
         try: v = float(p[3])
         except ValueError: v = p[3]
         runs.setdefault(p[1], {})[p[2]] = {"value": v, "unit": p[4]}
-# the CPU's model beside the count: the same 2 CPUs on another host have
-# served the API server's requests in half the time
+# the CPU's model beside the count: on two hosts of 2 CPUs the same 100-cluster
+# converge cost kube-apiserver 101.6 and 60.1 s of CPU
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
 json.dump({"commit": sys.argv[3], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "cpus": int(sys.argv[4]), "cpu_model": model, "runs": runs}, open(sys.argv[2], "w"), indent=1, sort_keys=True)

@@ -6,10 +6,10 @@
  * a MultigresCluster that the webhook resolves in full; and a GET /healthz
  * on the probe port after each. Prints
  *   webhook_p50_ms webhook_p99_ms healthz_p50_ms healthz_p99_ms count errors
- * on one line (and with SERVING_SAMPLES=FILE, each webhook sample in order as
- * "ms-since-start latency-ms" to FILE, to place the outliers in time). Every answer is checked: a review must come back 200 and
- * allowed with its uid echoed, /healthz must say ok; anything else counts
- * as an error.
+ * on one line (and with SERVING_SAMPLES=FILE, each webhook sample in order
+ * as "ms-since-start latency-ms" to FILE, to place the outliers in time).
+ * Every answer is checked: a review must come back 200 and allowed with its
+ * uid echoed, /healthz must say ok; anything else counts as an error.
  *
  * A C client on the operator's own HTTP/1.1 and TLS code (multigres-op.h),
  * like the API server a compiled client: a Python generator spends more of
