@@ -407,11 +407,12 @@ static void mgop_stall(struct mgop_rctx *r, const char *reason, const char *fmt,
  * the same spec with the same message. */
 enum mgop_limit_id {
   MGOP_L_OBJECTS, MGOP_L_ARENA, MGOP_L_TEMPLATES_PER_CLUSTER, MGOP_L_VALUE_LENGTH, MGOP_L_CLUSTERS,
-  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_METRIC_SERIES, MGOP_L_STS_FACTS, MGOP_L_COUNT
+  MGOP_L_TEMPLATES, MGOP_L_FINGERPRINTS, MGOP_L_METRIC_LABELS, MGOP_L_METRIC_SERIES, MGOP_L_STS_FACTS,
+  MGOP_L_UNSCHEDULABLE, MGOP_L_NODES, MGOP_L_COUNT
 };
 static const char *const mgop_limit_names[MGOP_L_COUNT] = {
     "objects_per_cluster", "reconcile_arena", "templates_per_cluster", "value_length", "clusters",
-    "templates", "fingerprints", "metric_labels", "metric_series", "statefulset_facts"};
+    "templates", "fingerprints", "metric_labels", "metric_series", "statefulset_facts", "unschedulable_pods", "nodes"};
 static unsigned long long mgop_limit_hits[MGOP_L_COUNT];
 
 /* Counted and logged only: a process-wide table, no cluster to stall. The
@@ -534,6 +535,8 @@ struct mgop_root_ref {
   uint32_t epoch;                   /* list epoch when last seen          */
   int nuses;
   uint64_t uses[MGOP_TREFS_MAX];
+  long long recheck_ms;             /* the progress recheck's interval now */
+  long long recheck_due;            /* when it fires (0: none queued)      */
 };
 
 /* Templates seen on the watches, so a key leads back to a name. */
@@ -550,8 +553,8 @@ struct mgop_template_ref {
                                        apply and status patch made: their
                                        watch echoes need no upkeep turn   */
 };
-#define MGOP_UNSCHED_SLOTS 256 /* unschedulable pods remembered; more: counted, logged */
-#define MGOP_NODE_SLOTS 1024   /* nodes whose zone is known; more: zone warnings off */
+#define MGOP_UNSCHED_SLOTS 2048 /* unschedulable pods remembered; more: limit unschedulable_pods */
+#define MGOP_NODE_SLOTS 1024    /* nodes whose zone is known; more: limit nodes, zone warnings off */
 #define MGOP_ZONE_LABEL "topology.kubernetes.io/zone"
 #define MGOP_REGION_LABEL "topology.kubernetes.io/region"
 struct mgop_unsched {
@@ -576,8 +579,9 @@ static struct mgop_server {
   size_t roots_span;                 /* rows ever used: scans stop there (untouched pages cost nothing) */
   struct mgop_template_ref templates[MGOP_TEMPLATE_SLOTS]; /* every template seen */
   struct mgop_unsched unsched[MGOP_UNSCHED_SLOTS];         /* pods the scheduler refused */
-  unsigned long long unsched_dropped; /* rows refused: the table was full    */
+  int unsched_span;                  /* rows ever used: scans stop there    */
   struct mgop_node_ref nodes[MGOP_NODE_SLOTS];  /* under mgop_tcache.lock    */
+  int nodes_span;                    /* rows ever used (under the lock too) */
   int nodes_synced;                  /* the Node watch listed completely once */
   int nodes_overflow;                /* a node found no row: the zone set is partial */
   struct mgop_arena arena;           /* one turn's memory, reset per turn   */
@@ -8283,7 +8287,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
 static void mgop_note_uses(const char *ns, const char *name, const struct mgop_rctx *r, int complete);
 static void mgop_enqueue(const char *ns, const char *name, long long delay_ms);
 
-#define MGOP_PROGRESS_RECHECK_MS 30000
+#define MGOP_PROGRESS_RECHECK_MS 30000      /* first look at a converging cluster no event woke */
+#define MGOP_PROGRESS_RECHECK_MAX_MS 300000 /* the interval doubles up to this */
 static struct mgop_root_ref *mgop_root_find(const char *ns, const char *name);
 
 /* The deletion-policy annotation and our finalizer, as the cluster shows them. */
@@ -8427,11 +8432,34 @@ static void mgop_trace_follow(struct mgop_rctx *r, struct mgop_span *span) {
   else mgop_span_continue(span, NULL, &parent);
 }
 
+/* The safety net for a converging cluster (not Ready, not Stalled): a turn
+ * after MGOP_PROGRESS_RECHECK_MS even if no watch event wakes it. Each time
+ * it is what started the turn (no event came first), the interval doubles up
+ * to MGOP_PROGRESS_RECHECK_MAX_MS; a turn an event started resets it. A
+ * cluster that waits many minutes for its Pods to be scheduled then costs a
+ * few GETs, not one every 30 s (the 1,000-cluster run's audit: 18-30 turns
+ * for half the clusters, most of them this net). A Ready or Stalled cluster,
+ * or one retrying an error, queues no recheck. */
+static long long mgop_recheck_delay(struct mgop_root_ref *root, long long turn_started, int converging) {
+  long long delay = MGOP_PROGRESS_RECHECK_MS;
+  if (!root) return converging ? delay : -1;
+  if (!converging) {
+    root->recheck_ms = root->recheck_due = 0;
+    return -1;
+  }
+  if (root->recheck_due && turn_started >= root->recheck_due && root->recheck_ms)
+    delay = root->recheck_ms * 2 > MGOP_PROGRESS_RECHECK_MAX_MS ? MGOP_PROGRESS_RECHECK_MAX_MS : root->recheck_ms * 2;
+  root->recheck_ms = delay;
+  root->recheck_due = turn_started + delay;
+  return delay;
+}
+
 static int mgop_reconcile(const char *ns, const char *name, struct mgop_span *span) {
   static struct mgop_rctx r;
   struct mgop_buf b;
   int status, rc;
   char path[512];
+  long long started = mgop_now_ms(), recheck;
   mgop_rctx_clear(&r);
   mgop_arena_reset(&mgop_server.arena);
   r.arena = &mgop_server.arena;
@@ -8503,10 +8531,10 @@ static int mgop_reconcile(const char *ns, const char *name, struct mgop_span *sp
     mgop_span_error(span, "Stalled (%s): %s", r.stalled_reason, r.stalled_msg);
   }
   /* a Stalled cluster waits for a change; other errors retry with backoff;
-   * one still converging looks again after MGOP_PROGRESS_RECHECK_MS even if
-   * no watch event wakes it (a safety net: events normally do, and a
-   * converged cluster costs nothing while idle) */
-  if (!rc && !r.stalled_reason[0] && !r.root_ready) mgop_enqueue(ns, name, MGOP_PROGRESS_RECHECK_MS);
+   * one still converging looks again later even if no watch event wakes it
+   * (mgop_recheck_delay; a converged cluster costs nothing while idle) */
+  recheck = mgop_recheck_delay(mgop_root_find(ns, name), started, !rc && !r.stalled_reason[0] && !r.root_ready);
+  if (recheck >= 0) mgop_enqueue(ns, name, recheck);
   return r.stalled_reason[0] ? MGOP_OK : rc;
 }
 
@@ -8588,6 +8616,7 @@ static void mgop_roots_set(const char *ns, const char *name, int present) {
     free_slot->used = 1;
     free_slot->uses_known = 0;
     free_slot->nuses = 0;
+    free_slot->recheck_ms = free_slot->recheck_due = 0;
   }
 }
 
@@ -8985,22 +9014,27 @@ static uint64_t mgop_pod_workload(const struct mgop_json *j, int obj, const char
   return 0;
 }
 
-static struct mgop_unsched *mgop_unsched_row(uint64_t pod, int create) {
+static struct mgop_unsched *mgop_unsched_row(uint64_t pod, int create, const char *ns, const char *name) {
   struct mgop_unsched *free_row = NULL;
-  for (int i = 0; i < MGOP_UNSCHED_SLOTS; i++) {
+  for (int i = 0; i < mgop_server.unsched_span; i++) {
     if (mgop_server.unsched[i].pod == pod) return &mgop_server.unsched[i];
     if (!free_row && !mgop_server.unsched[i].pod) free_row = &mgop_server.unsched[i];
   }
-  if (create && !free_row && mgop_server.unsched_dropped++ % 100 == 0)
-    MGOP_LOG(MGOP_ERROR, ("more than %d unschedulable pods (MGOP_UNSCHED_SLOTS): status messages name the first %d "
-                          "only", MGOP_UNSCHED_SLOTS, MGOP_UNSCHED_SLOTS));
-  return create ? free_row : NULL;
+  if (!create) return NULL;
+  if (!free_row && mgop_server.unsched_span < MGOP_UNSCHED_SLOTS) free_row = &mgop_server.unsched[mgop_server.unsched_span++];
+  if (!free_row) {
+    char what[512];
+    snprintf(what, sizeof(what), "more than %d unschedulable pods at once (MGOP_UNSCHED_SLOTS); Pod %.63s/%.253s is "
+             "not remembered: its workload's status does not say why it waits", MGOP_UNSCHED_SLOTS, ns, name);
+    mgop_limit_note(MGOP_L_UNSCHEDULABLE, what);
+  }
+  return free_row;
 }
 
 /* Why a workload's pods do not schedule, or NULL. */
 static const struct mgop_unsched *mgop_unsched_find(const char *kind, const char *ns, const char *name) {
   uint64_t key = mgop_fp_key(kind, ns, name);
-  for (int i = 0; i < MGOP_UNSCHED_SLOTS; i++)
+  for (int i = 0; i < mgop_server.unsched_span; i++)
     if (mgop_server.unsched[i].pod && mgop_server.unsched[i].workload == key) return &mgop_server.unsched[i];
   return NULL;
 }
@@ -9020,11 +9054,11 @@ static int mgop_on_pod(const char *type, const char *ns, const char *name, const
   if (strcmp(type, "DELETED")) mgop_pod_unschedulable(j, obj, reason, sizeof(reason));
   if (reason[0]) wl = mgop_pod_workload(j, obj, ns);
   if (!wl) { /* scheduled, gone, or not ours to explain */
-    if (!(row = mgop_unsched_row(key, 0))) return 0;
+    if (!(row = mgop_unsched_row(key, 0, ns, name))) return 0;
     memset(row, 0, sizeof(*row));
     return 1;
   }
-  if (!(row = mgop_unsched_row(key, 1))) return 0;
+  if (!(row = mgop_unsched_row(key, 1, ns, name))) return 0;
   row->epoch = mgop_server.list_epoch[K_POD];
   if (row->pod == key && row->workload == wl && !strcmp(row->reason, reason)) return 0;
   row->pod = key;
@@ -9043,7 +9077,7 @@ static void mgop_on_node(const char *type, const char *name, const struct mgop_j
 
 static void mgop_on_node_locked(const char *type, uint64_t key, const struct mgop_json *j, int labels) {
   struct mgop_node_ref *row = NULL, *free_row = NULL;
-  for (int i = 0; i < MGOP_NODE_SLOTS && !row; i++) {
+  for (int i = 0; i < mgop_server.nodes_span && !row; i++) {
     if (mgop_server.nodes[i].key == key) row = &mgop_server.nodes[i];
     else if (!free_row && !mgop_server.nodes[i].key) free_row = &mgop_server.nodes[i];
   }
@@ -9051,10 +9085,12 @@ static void mgop_on_node_locked(const char *type, uint64_t key, const struct mgo
     if (row) memset(row, 0, sizeof(*row));
     return;
   }
+  if (!row && !free_row && mgop_server.nodes_span < MGOP_NODE_SLOTS) free_row = &mgop_server.nodes[mgop_server.nodes_span++];
   if (!row && !(row = free_row)) {
-    if (!mgop_server.nodes_overflow)
-      MGOP_LOG(MGOP_ERROR, ("more than %d nodes (MGOP_NODE_SLOTS): admission no longer warns about cell zones "
-                            "that match no node", MGOP_NODE_SLOTS));
+    char what[200];
+    snprintf(what, sizeof(what), "more than %d nodes (MGOP_NODE_SLOTS): admission no longer warns about cell zones "
+             "or regions that match no node", MGOP_NODE_SLOTS);
+    mgop_limit_note(MGOP_L_NODES, what);
     mgop_server.nodes_overflow = 1;
     return;
   }
@@ -9067,13 +9103,13 @@ static void mgop_on_node_locked(const char *type, uint64_t key, const struct mgo
 /* A relist of pods or nodes: rows it did not show are gone. */
 static int mgop_observed_list_end(int kind) {
   int gone = 0;
-  for (int i = 0; kind == K_POD && i < MGOP_UNSCHED_SLOTS; i++)
+  for (int i = 0; kind == K_POD && i < mgop_server.unsched_span; i++)
     if (mgop_server.unsched[i].pod && mgop_server.unsched[i].epoch != mgop_server.list_epoch[K_POD]) {
       memset(&mgop_server.unsched[i], 0, sizeof(mgop_server.unsched[i]));
       gone++;
     }
   if (kind == K_NODE) pthread_rwlock_wrlock(&mgop_tcache.lock);
-  for (int i = 0; kind == K_NODE && i < MGOP_NODE_SLOTS; i++)
+  for (int i = 0; kind == K_NODE && i < mgop_server.nodes_span; i++)
     if (mgop_server.nodes[i].key && mgop_server.nodes[i].epoch != mgop_server.list_epoch[K_NODE]) {
       memset(&mgop_server.nodes[i], 0, sizeof(mgop_server.nodes[i]));
       gone++;
@@ -9089,7 +9125,7 @@ static int mgop_observed_list_end(int kind) {
 }
 
 static int mgop_zone_known(int region, const char *value) {
-  for (int i = 0; i < MGOP_NODE_SLOTS; i++)
+  for (int i = 0; i < mgop_server.nodes_span; i++)
     if (mgop_server.nodes[i].key && !strcmp(region ? mgop_server.nodes[i].region : mgop_server.nodes[i].zone, value)) return 1;
   return 0;
 }

@@ -1664,6 +1664,30 @@ static void test_names(void) {
   }
 }
 
+/* The progress recheck backs off while nothing but itself wakes a
+ * converging cluster (30, 60, 120, 240, 300, 300 s), an event-started turn
+ * brings it back to 30 s, and Ready/Stalled/error turns queue none. */
+static void test_recheck_backoff(void) {
+  struct mgop_root_ref root;
+  long long t = 1000000, want[] = {30000, 60000, 120000, 240000, 300000, 300000}, d;
+  memset(&root, 0, sizeof(root));
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+    d = mgop_recheck_delay(&root, t, 1);
+    CHECK(d == want[i]);
+    t += d; /* the recheck itself starts the next turn, on time */
+  }
+  d = mgop_recheck_delay(&root, t + 5, 1); /* a late pop is still the recheck */
+  CHECK(d == MGOP_PROGRESS_RECHECK_MAX_MS);
+  t += 5 + d;
+  CHECK(mgop_recheck_delay(&root, t - 1000, 1) == MGOP_PROGRESS_RECHECK_MS); /* an event came first */
+  CHECK(root.recheck_due == t - 1000 + MGOP_PROGRESS_RECHECK_MS);
+  CHECK(mgop_recheck_delay(&root, t + 40000, 0) == -1); /* Ready: none, and the next wait starts over */
+  CHECK(root.recheck_due == 0 && root.recheck_ms == 0);
+  CHECK(mgop_recheck_delay(&root, t + 500000, 1) == MGOP_PROGRESS_RECHECK_MS);
+  CHECK(mgop_recheck_delay(NULL, t, 1) == MGOP_PROGRESS_RECHECK_MS); /* not tracked: the first interval */
+  CHECK(mgop_recheck_delay(NULL, t, 0) == -1);
+}
+
 /* A workload the turn created has none ready and the replicas the server
  * stored, so the turn's status says 0/3 at once and the watch's first report
  * of it (the same) costs no second status write; an update (200) keeps what
@@ -3695,16 +3719,23 @@ static void test_unschedulable_pods(void) {
   t_event(K_POD, "LIST_BEGIN", NULL);
   t_event(K_POD, "LIST_END", NULL);
   CHECK(mgop_unsched_why("StatefulSet", "us", "c-pool", w, sizeof(w)) == 0);
-  /* the table is bounded: past MGOP_UNSCHED_SLOTS pods, rows are refused and counted (and logged) */
+  /* the table is bounded: past MGOP_UNSCHED_SLOTS pods, rows are refused and
+   * counted (limit unschedulable_pods, and logged); scans stop at the rows used */
+  CHECK(mgop_server.unsched_span <= 2);
   mgop_log_level = MGOP_ERROR + 1;
-  for (int i = 0; i <= MGOP_UNSCHED_SLOTS; i++) {
-    char pod[600];
-    snprintf(pod, sizeof(pod), T_POD("p-%d", "StatefulSet", "big", "False", "x"), i);
-    t_event(K_POD, "ADDED", pod);
+  {
+    unsigned long long hits = mgop_limit_hits[MGOP_L_UNSCHEDULABLE];
+    for (int i = 0; i <= MGOP_UNSCHED_SLOTS; i++) {
+      char pod[600];
+      snprintf(pod, sizeof(pod), T_POD("p-%d", "StatefulSet", "big", "False", "x"), i);
+      t_event(K_POD, "ADDED", pod);
+    }
+    CHECK(mgop_limit_hits[MGOP_L_UNSCHEDULABLE] == hits + 1 && mgop_server.unsched_span == MGOP_UNSCHED_SLOTS);
+    CHECK(!strcmp(mgop_limit_names[MGOP_L_UNSCHEDULABLE], "unschedulable_pods"));
+    mgop_limit_hits[MGOP_L_UNSCHEDULABLE] = hits;
   }
-  CHECK(mgop_server.unsched_dropped == 1);
   memset(mgop_server.unsched, 0, sizeof(mgop_server.unsched));
-  mgop_server.unsched_dropped = 0;
+  mgop_server.unsched_span = 0;
   t_drain_work();
   mgop_log_level = saved;
 }
@@ -3755,8 +3786,24 @@ static void test_cell_zone_warnings(void) {
           strstr(body, "\"warnings\":[\"spec.cells[0].zone \\\"mars-1a\\\" matches no node"));
     mgop_arena_reset(&mgop_server.arena);
   }
+  /* past MGOP_NODE_SLOTS nodes: limit nodes counted once, and no more warnings (the zone set is partial) */
+  CHECK(mgop_server.nodes_span == 2);
+  mgop_log_level = MGOP_ERROR + 1;
+  {
+    unsigned long long hits = mgop_limit_hits[MGOP_L_NODES];
+    for (int i = 0; i < MGOP_NODE_SLOTS; i++) { /* n2 holds a row: the last one is refused */
+      char node[300];
+      snprintf(node, sizeof(node), T_NODE("m-%d", "mars-1a", "mars"), i);
+      t_event(K_NODE, "ADDED", node);
+    }
+    CHECK(mgop_limit_hits[MGOP_L_NODES] == hits + 1 && mgop_server.nodes_span == MGOP_NODE_SLOTS);
+    out[0] = 0;
+    mgop_cell_zone_warnings(&j, 0, out, sizeof(out));
+    CHECK_STR(out, "");
+    mgop_limit_hits[MGOP_L_NODES] = hits;
+  }
   memset(mgop_server.nodes, 0, sizeof(mgop_server.nodes));
-  mgop_server.nodes_synced = 0;
+  mgop_server.nodes_synced = mgop_server.nodes_overflow = mgop_server.nodes_span = 0;
   mgop_log_level = saved;
 }
 #undef T_POD
@@ -5443,6 +5490,7 @@ static const struct t_case t_cases[] = {
     {"fake_apply_answer", test_fake_apply_answer},
     {"fp_table", test_fp_table},
     {"apply_result_created_workload", test_apply_result_created_workload},
+    {"recheck_backoff", test_recheck_backoff},
     {"fake_delete_statuses", test_fake_delete_statuses},
     {"json_canon_hash", test_json_canon_hash},
     {"adopt_status", test_adopt_status},
