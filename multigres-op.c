@@ -1303,6 +1303,29 @@ static uint64_t mgop_cluster_hash(const char *ns, const char *cluster) {
 /* uids and resourceVersions, kept as hashes where they are only compared */
 static uint64_t mgop_uid_hash(const char *uid) { return mgop_fnv1a64(MGOP_FNV64_INIT, uid, strlen(uid)); }
 
+/* Our own writes and their watch echoes. A write's answer carries the
+ * resourceVersion it made; the watch later reports that same version, which
+ * tells the loop nothing it does not know, and its turn would only GET the
+ * cluster to find nothing to do (one such turn per cluster after every
+ * apply, in the 1,000-cluster run). A row remembers two versions of ours:
+ * applied_rv (an apply, or the cluster's metadata patch) and, for kinds
+ * whose sync is judged by generation, seen_rv (a status write; what a
+ * watch event last showed otherwise). An event of either is an echo and
+ * wakes nobody; any other version, a deletion, or a write whose answer did
+ * not give its version wakes the cluster as before. */
+static void mgop_note_own_write(struct mgop_fp *f, const char *rv, int status_write) {
+  if (!f || !rv[0]) return;
+  if (status_write) f->seen_rv = mgop_uid_hash(rv);
+  else f->applied_rv = mgop_uid_hash(rv);
+}
+
+static int mgop_is_own_echo(const struct mgop_fp *f, const char *rv) {
+  uint64_t h;
+  if (!f || !rv[0]) return 0;
+  h = mgop_uid_hash(rv);
+  return h == f->applied_rv || h == f->seen_rv;
+}
+
 static uint64_t mgop_desired_key(const struct mgop_rctx *r, const struct mgop_desired *d) {
   return mgop_fp_key(mgop_kinds[d->kind].kind, r->ns, d->name);
 }
@@ -1965,7 +1988,7 @@ static void mgop_orphan_gauge(const char *ns, const char *name, int count) {
 }
 
 static int mgop_patch_object(const char *path, const char *json, size_t n, int *status) {
-  int rc = mgop_kube_merge_patch(mgop_api_ptr, path, MGOP_ORPHAN_MANAGER, json, n, status);
+  int rc = mgop_kube_merge_patch(mgop_api_ptr, path, MGOP_ORPHAN_MANAGER, json, n, NULL, status);
   return rc == MGOP_ERR_NOTFOUND ? MGOP_OK : rc; /* gone already: nothing to keep */
 }
 
@@ -2023,7 +2046,7 @@ static int mgop_orphan_detach(struct mgop_rctx *r, int counts[MGOP_O_KINDS + 1])
                mgop_orphans[i].name);
       mgop_buf_init(&b, mem, sizeof(mem));
       if ((rc = mgop_orphan_patch(&b, r->uid, 0))) return rc;
-      rc = mgop_kube_merge_patch(mgop_api_ptr, secret, MGOP_ORPHAN_MANAGER, b.p, b.len, &status);
+      rc = mgop_kube_merge_patch(mgop_api_ptr, secret, MGOP_ORPHAN_MANAGER, b.p, b.len, NULL, &status);
       if (rc == MGOP_ERR_NOTFOUND) continue;
       if (rc) return rc;
       counts[MGOP_O_KINDS]++;
@@ -2330,7 +2353,7 @@ static int mgop_write_status_x(struct mgop_rctx *r, int kind, const char *name, 
                                int stalled, const char *reason, const char *message, long long generation,
                                const char *phase, void (*extra)(struct mgop_jw *, void *), void *extra_ctx,
                                const struct mgop_xcond *x) {
-  char mem[MGOP_STATUS_BUF], path[512];
+  char mem[MGOP_STATUS_BUF], path[512], rv[24];
   struct mgop_buf b;
   struct mgop_jw w;
   int state = stalled ? 2 : ready, status, rc;
@@ -2369,9 +2392,10 @@ static int mgop_write_status_x(struct mgop_rctx *r, int kind, const char *name, 
   if (r->render) return MGOP_OK;
   if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not writing status");
   mgop_item_path(kind, r->ns, name, path, sizeof(path));
-  rc = mgop_kube_patch_status(mgop_api_ptr, path, b.p, b.len, NULL, &status);
+  rc = mgop_kube_patch_status(mgop_api_ptr, path, b.p, b.len, rv, &status);
   if (rc == MGOP_OK) {
     f->status_hash = h;
+    if (mgop_kinds[kind].generation) mgop_note_own_write(f, rv, 1);
     return 1; /* written */
   }
   MGOP_LOG(MGOP_WARN, ("status of %s %s/%s not written: %s", mgop_kinds[kind].kind, r->ns, name, mgop_errmsg()));
@@ -7569,7 +7593,7 @@ static int mgop_drain_mark(struct mgop_rctx *r, const char *pod, const char *uid
              "\":\"%s\"%s%s%s}}}", uid, mgop_drain_names[state], ts[0] ? ",\"" MGOP_DRAIN_AT_ANNOTATION "\":\"" : "", ts,
              ts[0] ? "\"" : "");
   mgop_item_path(K_POD, r->ns, pod, path, sizeof(path));
-  return mgop_kube_merge_patch(mgop_api_ptr, path, MGOP_MANAGER, body, strlen(body), &status);
+  return mgop_kube_merge_patch(mgop_api_ptr, path, MGOP_MANAGER, body, strlen(body), NULL, &status);
 }
 
 /* The pod's pooler record out of its cell's topology (best effort: why says
@@ -8337,7 +8361,8 @@ static int mgop_images_record(struct mgop_rctx *r) {
   mgop_jw_obj_end(&w);
   if (rb.overflow || bb.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "the applied-images record does not fit");
   mgop_item_path(K_CLUSTER, r->ns, r->name, path, sizeof(path));
-  if ((rc = mgop_kube_merge_patch(mgop_api_ptr, path, MGOP_MANAGER, body, bb.len, &status))) return rc;
+  if ((rc = mgop_kube_merge_patch(mgop_api_ptr, path, MGOP_MANAGER, body, bb.len, rv, &status))) return rc;
+  mgop_note_own_write(mgop_fp_find(mgop_fp_key("MultigresCluster", r->ns, r->name)), rv, 0);
   if (m->record_invalid)
     mgop_event(r, K_CLUSTER, r->name, r->uid, "Warning", "ImagesRecordInvalid", "ResolveImages",
                "the " MGOP_APPLIED_IMAGES_ANNOTATION " annotation was not a complete image set and was rewritten");
@@ -9228,8 +9253,9 @@ static void mgop_note_owner(struct mgop_fp *f, const struct mgop_json *j, int ob
 
 static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, const struct mgop_json *j, int obj) {
   int kind = (int)(intptr_t)ctx;
-  char ns[64], name[254], cluster[64], rv[24];
+  char ns[64], name[254], cluster[64], rv[24] = "";
   long long gen = 0;
+  int echo = 0;
   (void)w;
   if (!j) {
     if (!strcmp(type, "LIST_BEGIN")) mgop_server.list_epoch[kind]++;
@@ -9275,6 +9301,8 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
         struct mgop_root_ref *r = mgop_root_find(ns, name);
         if (r) r->epoch = mgop_server.list_epoch[kind];
       }
+      mgop_json_path_str(j, obj, "metadata.resourceVersion", rv, sizeof(rv));
+      if (mgop_is_own_echo(mgop_fp_find(mgop_fp_key("MultigresCluster", ns, name)), rv)) return;
       mgop_enqueue(ns, name, 0);
       return;
     case MGOP_ROLE_TEMPLATE:
@@ -9289,7 +9317,8 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       return;
     default: break;
   }
-  /* a child or workload: record what exists, wake its cluster */
+  /* a child or workload: record what exists, wake its cluster (unless the
+   * event is the echo of our own write) */
   {
     uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, ns, name);
     if (!strcmp(type, "DELETED")) {
@@ -9305,7 +9334,8 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       }
       mgop_json_path_str(j, obj, "metadata.resourceVersion", rv, sizeof(rv));
       mgop_json_i64(j, mgop_json_path(j, obj, "metadata.generation"), &gen);
-      f->seen_rv = mgop_uid_hash(rv);
+      echo = mgop_is_own_echo(f, rv);
+      if (!echo) f->seen_rv = mgop_uid_hash(rv); /* an echo keeps the version of our status write */
       f->seen_gen = gen;
       f->kind = kind + 1;
       f->epoch = mgop_server.list_epoch[kind];
@@ -9339,7 +9369,7 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       }
     }
   }
-  {
+  if (!echo) {
     int labels = mgop_json_path(j, obj, "metadata.labels");
     if (mgop_json_str(j, mgop_json_key(j, labels, "multigres.com/cluster"), cluster, sizeof(cluster)) == MGOP_OK)
       mgop_enqueue(ns, cluster, 200); /* coalesce bursts of child events */

@@ -676,9 +676,10 @@ int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const cha
                            int *status);
 /* JSON merge patch of an object (metadata and spec), as fieldManager
  * `manager`. A uid makes it a precondition on that incarnation (409 when the
- * name now holds another object). 404 is MGOP_ERR_NOTFOUND. */
+ * name now holds another object). 404 is MGOP_ERR_NOTFOUND. rv as for
+ * mgop_kube_patch_status. */
 int mgop_kube_merge_patch(struct mgop_kube *k, const char *item_path, const char *manager, const char *json, size_t n,
-                          int *status);
+                          char *rv, int *status);
 /* GET one object into out (bounded). */
 int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *out, int *status);
 /* GETs of paths[0..n) pipelined on k's connection (HTTP/1.1: every request
@@ -4004,6 +4005,19 @@ void mgop_pool_stop(struct mgop_pool *p) {
   p->running = p->nworkers = 0;
 }
 
+/* The resourceVersion a write's answer (the object) carries, into rv (24
+ * bytes; NULL: not wanted). Empty when the answer did not fit or parse: the
+ * caller then cannot tell the write's watch echo apart, which only costs a
+ * turn. */
+static void mgop_kube_written_rv(const struct mgop_buf *out, char *rv) {
+  static jsmntok_t tok[4096]; /* the loop's: so is mgop_small_body, the answers' buffer */
+  struct mgop_json j;
+  if (!rv) return;
+  rv[0] = 0;
+  if (!out->overflow && mgop_json_parse(&j, out->p, out->len, tok, 4096) == MGOP_OK)
+    mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, 24);
+}
+
 int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
                            int *status) {
   char path[1024], msg[400];
@@ -4015,10 +4029,7 @@ int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const cha
   rc = mgop_kube_request(k, "PATCH", path, "application/merge-patch+json", json, n, &out, status);
   if (rc && rc != MGOP_ERR_TOOBIG) return rc;
   if (*status == 200) {
-    static jsmntok_t tok[4096];
-    struct mgop_json j;
-    if (rv && !out.overflow && mgop_json_parse(&j, out.p, out.len, tok, 4096) == MGOP_OK)
-      mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, 24);
+    mgop_kube_written_rv(&out, rv);
     return MGOP_OK;
   }
   mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
@@ -4026,15 +4037,19 @@ int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const cha
 }
 
 int mgop_kube_merge_patch(struct mgop_kube *k, const char *item_path, const char *manager, const char *json, size_t n,
-                          int *status) {
+                          char *rv, int *status) {
   char path[1024], msg[400];
   struct mgop_buf out;
   int rc;
   snprintf(path, sizeof(path), "%s?fieldManager=%s", item_path, manager);
   mgop_buf_init(&out, mgop_small_body, sizeof(mgop_small_body));
+  if (rv) rv[0] = 0;
   rc = mgop_kube_request(k, "PATCH", path, "application/merge-patch+json", json, n, &out, status);
   if (rc && rc != MGOP_ERR_TOOBIG) return rc;
-  if (*status == 200) return MGOP_OK;
+  if (*status == 200) {
+    mgop_kube_written_rv(&out, rv);
+    return MGOP_OK;
+  }
   if (*status == 404) return MGOP_ERR_NOTFOUND;
   mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));
   return mgop_seterr(MGOP_ERR_STATUS, "patch %s: HTTP %d: %s", item_path, *status, msg);

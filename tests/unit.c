@@ -3661,6 +3661,85 @@ static void test_relist_sweeps(void) {
 #undef T_ROOT_OBJ
 }
 
+static void t_drain_work(void);
+
+/* The watch echo of our own write (an apply, a status write, the
+ * cluster's metadata patch) wakes nobody; any other version, or a deletion,
+ * wakes the cluster as before. */
+static void test_own_echo(void) {
+#define T_CELL_RV(rv, gen) "{\"metadata\":{\"namespace\":\"ec\",\"name\":\"a\",\"uid\":\"u-a\",\"resourceVersion\":\"" rv "\"," \
+  "\"generation\":" gen ",\"labels\":{\"multigres.com/cluster\":\"c\"}}}"
+#define T_CM_RV(rv) "{\"metadata\":{\"namespace\":\"ec\",\"name\":\"c-cm\",\"uid\":\"u-cm\",\"resourceVersion\":\"" rv "\"," \
+  "\"labels\":{\"multigres.com/cluster\":\"c\"}}}"
+#define T_ROOT_RV(rv) "{\"metadata\":{\"namespace\":\"ec\",\"name\":\"c\",\"uid\":\"r-c\",\"resourceVersion\":\"" rv "\",\"generation\":1}}"
+  struct mgop_rctx r;
+  struct mgop_desired d;
+  struct mgop_pool_job job;
+  struct mgop_fp *f, *root;
+  int first_rc = 0, rejected = 0, saved = mgop_log_level;
+  mgop_log_level = MGOP_ERROR;
+  t_drain_work();
+  memset(&r, 0, sizeof(r));
+  memset(&d, 0, sizeof(d));
+  memset(&job, 0, sizeof(job));
+  r.ns = "ec";
+  r.name = "c";
+  /* a Cell the turn applied (version 10) and whose status it wrote (11) */
+  d.kind = K_CELL;
+  snprintf(d.name, sizeof(d.name), "a");
+  d.hash = 5;
+  job.status = 201;
+  snprintf(job.res.rv, sizeof(job.res.rv), "10");
+  snprintf(job.res.uid, sizeof(job.res.uid), "u-a");
+  job.res.generation = 1;
+  job.res.replicas = -1;
+  CHECK(mgop_apply_result(&r, &d, &job, &first_rc, &rejected) == MGOP_OK);
+  f = mgop_fp_find(mgop_fp_key("Cell", "ec", "a"));
+  mgop_note_own_write(f, "11", 1);
+  t_event(K_CELL, "ADDED", T_CELL_RV("10", "1"));
+  t_event(K_CELL, "MODIFIED", T_CELL_RV("11", "1"));
+  CHECK(mgop_work_depth() == 0);
+  CHECK(f != NULL && f->seen_rv == mgop_uid_hash("11")); /* the echoes kept our status write's version */
+  t_event(K_CELL, "MODIFIED", T_CELL_RV("12", "2")); /* someone else's edit */
+  CHECK(mgop_work_depth() == 1 && f->seen_gen == 2);
+  t_drain_work();
+  t_event(K_CELL, "DELETED", T_CELL_RV("12", "2"));
+  CHECK(mgop_work_depth() == 1);
+  t_drain_work();
+  /* a ConfigMap (in sync by resourceVersion): its echo leaves it in sync */
+  d.kind = K_CM;
+  snprintf(d.name, sizeof(d.name), "c-cm");
+  snprintf(job.res.rv, sizeof(job.res.rv), "20");
+  CHECK(mgop_apply_result(&r, &d, &job, &first_rc, &rejected) == MGOP_OK);
+  t_event(K_CM, "ADDED", T_CM_RV("20"));
+  CHECK(mgop_work_depth() == 0 && mgop_in_sync(&d, mgop_fp_find(mgop_fp_key("ConfigMap", "ec", "c-cm"))));
+  t_event(K_CM, "MODIFIED", T_CM_RV("21"));
+  CHECK(mgop_work_depth() == 1 && !mgop_in_sync(&d, mgop_fp_find(mgop_fp_key("ConfigMap", "ec", "c-cm"))));
+  t_drain_work();
+  /* the cluster: its metadata patch (30) and status write (31) are echoes, a spec edit (32) is not */
+  root = mgop_fp_upsert(mgop_fp_key("MultigresCluster", "ec", "c"));
+  t_event(K_CLUSTER, "ADDED", T_ROOT_RV("29"));
+  CHECK(mgop_work_depth() == 1);
+  t_drain_work();
+  mgop_note_own_write(root, "30", 0);
+  mgop_note_own_write(root, "31", 1);
+  mgop_note_own_write(root, "", 1); /* an answer without a version changes nothing */
+  t_event(K_CLUSTER, "MODIFIED", T_ROOT_RV("30"));
+  t_event(K_CLUSTER, "MODIFIED", T_ROOT_RV("31"));
+  CHECK(mgop_work_depth() == 0);
+  t_event(K_CLUSTER, "MODIFIED", T_ROOT_RV("32"));
+  CHECK(mgop_work_depth() == 1);
+  t_drain_work();
+  mgop_fp_remove(mgop_fp_key("Cell", "ec", "a"));
+  mgop_fp_remove(mgop_fp_key("ConfigMap", "ec", "c-cm"));
+  mgop_fp_remove(mgop_fp_key("MultigresCluster", "ec", "c"));
+  mgop_roots_set("ec", "c", 0);
+  mgop_log_level = saved;
+#undef T_CELL_RV
+#undef T_CM_RV
+#undef T_ROOT_RV
+}
+
 /* ======================================================================
  * 8c. why a cluster does not converge: unschedulable pods and node zones
  * ==================================================================== */
@@ -5491,6 +5570,7 @@ static const struct t_case t_cases[] = {
     {"fp_table", test_fp_table},
     {"apply_result_created_workload", test_apply_result_created_workload},
     {"recheck_backoff", test_recheck_backoff},
+    {"own_echo", test_own_echo},
     {"fake_delete_statuses", test_fake_delete_statuses},
     {"json_canon_hash", test_json_canon_hash},
     {"adopt_status", test_adopt_status},
