@@ -1664,9 +1664,9 @@ static void test_names(void) {
   }
 }
 
-/* The progress recheck backs off while nothing but itself wakes a
- * converging cluster (30, 60, 120, 240, 300, 300 s), an event-started turn
- * brings it back to 30 s, and Ready/Stalled/error turns queue none. */
+/* The progress recheck backs off (30, 60, 120, 240, 300, 300 s) while the
+ * cluster converges, an event-started turn in between keeps the net's time,
+ * and Ready/Stalled/error turns queue none (the next wait starts at 30 s). */
 static void test_recheck_backoff(void) {
   struct mgop_root_ref root;
   long long t = 1000000, want[] = {30000, 60000, 120000, 240000, 300000, 300000}, d;
@@ -1679,11 +1679,15 @@ static void test_recheck_backoff(void) {
   d = mgop_recheck_delay(&root, t + 5, 1); /* a late pop is still the recheck */
   CHECK(d == MGOP_PROGRESS_RECHECK_MAX_MS);
   t += 5 + d;
-  CHECK(mgop_recheck_delay(&root, t - 1000, 1) == MGOP_PROGRESS_RECHECK_MS); /* an event came first */
-  CHECK(root.recheck_due == t - 1000 + MGOP_PROGRESS_RECHECK_MS);
+  /* events' turns 200 s and 1 s before the net is due: it stays due then */
+  CHECK(mgop_recheck_delay(&root, t - 200000, 1) == 200000);
+  CHECK(mgop_recheck_delay(&root, t - 1000, 1) == 1000);
+  CHECK(root.recheck_due == t && root.recheck_ms == MGOP_PROGRESS_RECHECK_MAX_MS);
   CHECK(mgop_recheck_delay(&root, t + 40000, 0) == -1); /* Ready: none, and the next wait starts over */
   CHECK(root.recheck_due == 0 && root.recheck_ms == 0);
   CHECK(mgop_recheck_delay(&root, t + 500000, 1) == MGOP_PROGRESS_RECHECK_MS);
+  CHECK(mgop_recheck_delay(&root, t + 510000, 1) == 20000); /* an event's turn 10 s later */
+  CHECK(mgop_recheck_delay(&root, t + 530000, 1) == 60000); /* the net, then doubled */
   CHECK(mgop_recheck_delay(NULL, t, 1) == MGOP_PROGRESS_RECHECK_MS); /* not tracked: the first interval */
   CHECK(mgop_recheck_delay(NULL, t, 0) == -1);
 }
