@@ -4837,7 +4837,9 @@ good:
     f->renew_at = na - mgop_pgbr_cert_validity_s / 3; /* mgop_pgbr_due's third */
   }
 requeue:
-  if (f && f->renew_at > now) mgop_enqueue(r->ns, r->name, (f->renew_at - now + 1) * 1000);
+  /* >=: a look in the very second renewal falls due finds it not yet due
+   * (less than a third left is strict), and must come back a second later */
+  if (f && f->renew_at >= now) mgop_enqueue(r->ns, r->name, (f->renew_at - now + 1) * 1000);
   return MGOP_OK;
 }
 
@@ -5245,6 +5247,13 @@ static void mgop_sched_follow(struct mgop_rctx *r, int s, struct mgop_bh *h) {
   }
 }
 
+/* multigres_operator_backup_missed_runs of a shard that missed any */
+static void mgop_backup_missed_gauge(const struct mgop_rctx *r, int s, const struct mgop_bh *h, uint64_t owner) {
+  char l[MGOP_LABELS_MAX] = "";
+  if (h->missed && !mgop_label(l, sizeof(l), "shard", r->shard_names[s]) && !mgop_label(l, sizeof(l), "namespace", r->ns))
+    mgop_gauge_set(owner, mgop_f_backup_missed, l, h->missed);
+}
+
 /* One shard's schedule, each turn. Returns ms until it wants a turn (-1: none). */
 static long long mgop_backup_schedule(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner) {
   static char body[4096];
@@ -5263,11 +5272,7 @@ static long long mgop_backup_schedule(struct mgop_rctx *r, int s, struct mgop_bh
     h->sched_adopted = 0;
   }
   if (mgop_sched_busy == h->key) mgop_sched_follow(r, s, h);
-  if (h->missed) {
-    char l[MGOP_LABELS_MAX] = "";
-    if (!mgop_label(l, sizeof(l), "shard", r->shard_names[s]) && !mgop_label(l, sizeof(l), "namespace", r->ns))
-      mgop_gauge_set(owner, mgop_f_backup_missed, l, h->missed);
-  }
+  mgop_backup_missed_gauge(r, s, h, owner); /* a count adopted from the status after a restart */
   if (h->next_s <= 0 || now < h->next_s) return h->next_s > 0 ? (h->next_s - now) * 1000 : -1;
   if (now - h->next_s > MGOP_SCHED_GRACE_S) { /* missed: say so, and wait for the next one */
     char note[400], t[32];
@@ -5275,6 +5280,7 @@ static long long mgop_backup_schedule(struct mgop_rctx *r, int s, struct mgop_bh
     snprintf(note, sizeof(note), "scheduled backup of %s/%s/%s due at %s was missed (noticed %lld s late); the "
              "next one is on schedule", r->shard_db[s], r->shard_tgn[s], r->shard_sn[s], t, now - h->next_s);
     h->missed++;
+    mgop_backup_missed_gauge(r, s, h, owner); /* now: no later turn may come to set it */
     mgop_event(r, K_SHARD, r->shard_names[s], NULL, "Warning", "BackupMissed", "Backup", note);
     MGOP_LOG(MGOP_WARN, ("Shard %s/%s: %s", r->ns, r->shard_names[s], note));
     h->next_s = mgop_sched_next(h, &c, now, r->shard_jitter[s], &base);
