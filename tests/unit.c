@@ -1692,6 +1692,26 @@ static void test_recheck_backoff(void) {
   CHECK(mgop_recheck_delay(NULL, t, 0) == -1);
 }
 
+/* One apply's result handed to mgop_apply_result as a worker would: kind
+ * and name in r's cluster, answered with status, resourceVersion rv,
+ * generation gen and spec.replicas (-1: none). d is left describing it. */
+static int t_apply_result(struct mgop_rctx *r, struct mgop_desired *d, int kind, const char *name, int status,
+                          const char *rv, long long gen, long long replicas, int *rejected) {
+  struct mgop_pool_job j;
+  int first_rc = 0;
+  memset(d, 0, sizeof(*d));
+  memset(&j, 0, sizeof(j));
+  d->kind = kind;
+  snprintf(d->name, sizeof(d->name), "%s", name);
+  d->hash = 7;
+  j.status = status;
+  snprintf(j.res.rv, sizeof(j.res.rv), "%s", rv);
+  snprintf(j.res.uid, sizeof(j.res.uid), "u-%s", name);
+  j.res.generation = gen;
+  j.res.replicas = replicas;
+  return mgop_apply_result(r, d, &j, &first_rc, rejected);
+}
+
 /* A workload the turn created has none ready and the replicas the server
  * stored, so the turn's status says 0/3 at once and the watch's first report
  * of it (the same) costs no second status write; an update (200) keeps what
@@ -1699,39 +1719,21 @@ static void test_recheck_backoff(void) {
 static void test_apply_result_created_workload(void) {
   struct mgop_rctx r;
   struct mgop_desired d;
-  struct mgop_pool_job j;
-  int first_rc = 0, rejected = 0, ready, desired;
+  int rejected = 0, ready, desired;
   struct mgop_fp *f;
   memset(&r, 0, sizeof(r));
-  memset(&d, 0, sizeof(d));
-  memset(&j, 0, sizeof(j));
   r.ns = "ut-applied";
   r.name = "c";
-  d.kind = K_STS;
-  snprintf(d.name, sizeof(d.name), "c-pool");
-  d.hash = 7;
-  j.status = 201;
-  snprintf(j.res.rv, sizeof(j.res.rv), "11");
-  snprintf(j.res.uid, sizeof(j.res.uid), "u-1");
-  j.res.generation = 1;
-  j.res.replicas = 3;
-  CHECK(mgop_apply_result(&r, &d, &j, &first_rc, &rejected) == MGOP_OK && !rejected);
+  CHECK(t_apply_result(&r, &d, K_STS, "c-pool", 201, "11", 1, 3, &rejected) == MGOP_OK && !rejected);
   f = mgop_fp_find(mgop_fp_key("StatefulSet", "ut-applied", "c-pool"));
   CHECK(f != NULL && f->desired == 3 && f->ready == 0);
   CHECK(mgop_workload_ready(&r, "StatefulSet", "c-pool", &ready, &desired) == 0 && ready == 0 && desired == 3);
   /* the watch has since seen 3 ready; a later apply (200) leaves that be */
   if (f) f->ready = 3;
-  j.status = 200;
-  j.res.generation = 2;
-  j.res.replicas = 5;
-  CHECK(mgop_apply_result(&r, &d, &j, &first_rc, &rejected) == MGOP_OK);
+  CHECK(t_apply_result(&r, &d, K_STS, "c-pool", 200, "11", 2, 5, &rejected) == MGOP_OK);
   CHECK(f != NULL && f->desired == 3 && f->ready == 3);
   /* a created Service has no replicas: its row keeps none */
-  d.kind = K_SVC;
-  snprintf(d.name, sizeof(d.name), "c-svc");
-  j.status = 201;
-  j.res.replicas = -1;
-  CHECK(mgop_apply_result(&r, &d, &j, &first_rc, &rejected) == MGOP_OK);
+  CHECK(t_apply_result(&r, &d, K_SVC, "c-svc", 201, "11", 2, -1, &rejected) == MGOP_OK);
   f = mgop_fp_find(mgop_fp_key("Service", "ut-applied", "c-svc"));
   CHECK(f != NULL && f->desired == 0 && f->ready == 0);
   mgop_fp_remove(mgop_fp_key("StatefulSet", "ut-applied", "c-pool"));
@@ -3678,26 +3680,15 @@ static void test_own_echo(void) {
 #define T_ROOT_RV(rv) "{\"metadata\":{\"namespace\":\"ec\",\"name\":\"c\",\"uid\":\"r-c\",\"resourceVersion\":\"" rv "\",\"generation\":1}}"
   struct mgop_rctx r;
   struct mgop_desired d;
-  struct mgop_pool_job job;
   struct mgop_fp *f, *root;
-  int first_rc = 0, rejected = 0, saved = mgop_log_level;
+  int rejected = 0, saved = mgop_log_level;
   mgop_log_level = MGOP_ERROR;
   t_drain_work();
   memset(&r, 0, sizeof(r));
-  memset(&d, 0, sizeof(d));
-  memset(&job, 0, sizeof(job));
   r.ns = "ec";
   r.name = "c";
   /* a Cell the turn applied (version 10) and whose status it wrote (11) */
-  d.kind = K_CELL;
-  snprintf(d.name, sizeof(d.name), "a");
-  d.hash = 5;
-  job.status = 201;
-  snprintf(job.res.rv, sizeof(job.res.rv), "10");
-  snprintf(job.res.uid, sizeof(job.res.uid), "u-a");
-  job.res.generation = 1;
-  job.res.replicas = -1;
-  CHECK(mgop_apply_result(&r, &d, &job, &first_rc, &rejected) == MGOP_OK);
+  CHECK(t_apply_result(&r, &d, K_CELL, "a", 201, "10", 1, -1, &rejected) == MGOP_OK);
   f = mgop_fp_find(mgop_fp_key("Cell", "ec", "a"));
   mgop_note_own_write(f, "11", 1);
   t_event(K_CELL, "ADDED", T_CELL_RV("10", "1"));
@@ -3711,10 +3702,7 @@ static void test_own_echo(void) {
   CHECK(mgop_work_depth() == 1);
   t_drain_work();
   /* a ConfigMap (in sync by resourceVersion): its echo leaves it in sync */
-  d.kind = K_CM;
-  snprintf(d.name, sizeof(d.name), "c-cm");
-  snprintf(job.res.rv, sizeof(job.res.rv), "20");
-  CHECK(mgop_apply_result(&r, &d, &job, &first_rc, &rejected) == MGOP_OK);
+  CHECK(t_apply_result(&r, &d, K_CM, "c-cm", 201, "20", 1, -1, &rejected) == MGOP_OK);
   t_event(K_CM, "ADDED", T_CM_RV("20"));
   CHECK(mgop_work_depth() == 0 && mgop_in_sync(&d, mgop_fp_find(mgop_fp_key("ConfigMap", "ec", "c-cm"))));
   t_event(K_CM, "MODIFIED", T_CM_RV("21"));
