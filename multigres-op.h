@@ -97,6 +97,8 @@
 #endif
 #define MGOP_TLS_SESSIONS 8              /* TLS 1.3 tickets kept: one per
                                             server and credentials      */
+#define MGOP_TLS_TICKET_WAIT_MS 100      /* longest wait for another
+                                            connection's ticket         */
 #define MGOP_LIST_PAGE 500               /* LIST ?limit= (streamed: memory
                                             does not depend on it)        */
 #define MGOP_WATCH_TIMEOUT_S 300         /* server-side ?timeoutSeconds=  */
@@ -269,6 +271,12 @@ struct mgop_json {
   jsmntok_t *tok;
   int ntok;
 };
+/* Drops every metadata.managedFields (the key, its value and a comma) from
+ * the JSON text p[0..n), in place, and returns the new length: the
+ * operator never reads them, and they are ~40% of an object's bytes as
+ * kube-apiserver sends it (more of its tokens). Text that is not valid JSON
+ * is left as the parser will find it. */
+size_t mgop_json_drop_managed_fields(char *p, size_t n);
 /* Parses exactly one JSON value (trailing whitespace allowed). */
 int mgop_json_parse(struct mgop_json *j, const char *js, size_t len, jsmntok_t *tok, unsigned maxtok);
 int mgop_json_next(const struct mgop_json *j, int t);            /* token after t's subtree */
@@ -384,7 +392,12 @@ size_t mgop_tls_heap_high_water(void);
  * is kept process-wide (MGOP_TLS_SESSIONS of them, the oldest replaced), so
  * a client's next connection, or another client's with the same server and
  * credentials (the apply workers', the watches'), resumes it: a fresh
- * ECDHE, no certificate signed or verified on either side. Handshakes
+ * ECDHE, no certificate signed or verified on either side. While one
+ * connection's full handshake is under way, another to the same server
+ * and credentials waits for the ticket it brings (at most
+ * MGOP_TLS_TICKET_WAIT_MS, and no longer than that connection's first
+ * answer): at start every connection opens at once, and each full one
+ * signs with the client key on both sides of a 2-core node. Handshakes
  * so far, full and resumed (with insecure-skip-tls-verify all count as
  * full). */
 void mgop_tls_handshakes(unsigned long long *full, unsigned long long *resumed);
@@ -399,6 +412,7 @@ struct mgop_conn {
   mbedtls_ssl_context ssl;
   uint64_t sess_key;           /* its server and credentials (mgop_tls_handshakes) */
   int offered, verified;       /* a ticket offered; the server's chain verified */
+  int brings;                  /* its full handshake brings the ticket others wait for */
   unsigned char rbuf[MGOP_HTTP_RBUF];
   size_t rpos, rlen;
   int reused;                  /* at least one response already read */
@@ -572,7 +586,7 @@ typedef void (*mgop_event_fn)(void *ctx, struct mgop_watch *w, const char *type,
 struct mgop_watch {
   char kind[48];              /* for logs and metrics                 */
   char path[384];             /* collection path                      */
-  char selector[256];         /* labelSelector, URL-encoded, or ""    */
+  char selector[256];         /* query selectors, URL-encoded: "labelSelector=...&fieldSelector=...", or "" */
   char rv[32];
   enum mgop_watch_state state;
   long long next_ms;          /* when BACKOFF ends                    */
@@ -1771,6 +1785,73 @@ int mgop_read_file(const char *path, char *buf, size_t cap, size_t *len) {
 /* ======================================================================
  * 3.2 json
  * ==================================================================== */
+/* The index past the string whose opening quote is p[i], or n. */
+static size_t mgop_json_skip_str(const char *p, size_t n, size_t i) {
+  for (i++; i < n && p[i] != '"'; i++)
+    if (p[i] == '\\') i++;
+  return i < n ? i + 1 : n;
+}
+
+/* The index past the array or object that opens at p[i], or n. */
+static size_t mgop_json_skip_nest(const char *p, size_t n, size_t i) {
+  size_t depth = 0;
+  while (i < n) {
+    char c = p[i];
+    if (c == '"') {
+      i = mgop_json_skip_str(p, n, i);
+      continue;
+    }
+    i++;
+    if (c == '{' || c == '[') depth++;
+    else if ((c == '}' || c == ']') && --depth == 0) return i;
+  }
+  return n;
+}
+
+static int mgop_json_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+size_t mgop_json_drop_managed_fields(char *p, size_t n) {
+  uint64_t meta = 0; /* bit d: the object at depth d is a "metadata" value (depths past 63: never) */
+  unsigned depth = 0;
+  int key_is_meta = 0; /* the last string read was "metadata" */
+  size_t i = 0;
+  while (i < n) {
+    char c = p[i];
+    if (c == '"') {
+      size_t s = i, e = mgop_json_skip_str(p, n, i), v = e, end, from, to;
+      key_is_meta = e - s == 10 && !memcmp(p + s + 1, "metadata", 8);
+      i = e;
+      if (e - s != 15 || memcmp(p + s + 1, "managedFields", 13) || depth >= 64 || !(meta >> depth & 1)) continue;
+      while (v < n && mgop_json_ws(p[v])) v++;
+      if (v >= n || p[v] != ':') continue; /* a value, not a key */
+      for (v++; v < n && mgop_json_ws(p[v]); v++) {}
+      if (v >= n || (p[v] != '[' && p[v] != '{')) continue; /* null or worse: the parser judges it */
+      if ((end = mgop_json_skip_nest(p, n, v)) >= n) return n; /* unclosed: left for the parser */
+      for (from = s; from > 0 && mgop_json_ws(p[from - 1]); from--) {}
+      to = end;
+      if (from > 0 && p[from - 1] == ',') from--; /* ,"managedFields":[...] */
+      else { /* the first key: "managedFields":[...], */
+        while (to < n && mgop_json_ws(p[to])) to++;
+        if (to < n && p[to] == ',') to++;
+        else to = end;
+      }
+      memmove(p + from, p + to, n - to);
+      n -= to - from;
+      i = from;
+      continue;
+    }
+    i++;
+    if (c == '{' || c == '[') {
+      depth++;
+      if (depth < 64) meta = (meta & ~(1ull << depth)) | ((uint64_t)(c == '{' && key_is_meta) << depth);
+    } else if (c == '}' || c == ']') {
+      if (depth) depth--;
+    }
+    if (c != ':' && !mgop_json_ws(c)) key_is_meta = 0; /* "metadata" : { keeps it to the brace */
+  }
+  return n;
+}
+
 int mgop_json_parse(struct mgop_json *j, const char *js, size_t len, jsmntok_t *tok, unsigned maxtok) {
   jsmn_parser p;
   int n;
@@ -2734,27 +2815,85 @@ static int mgop_tls_inited;
  * clears the whole buffer: 512 page faults at every start on a VM, and
  * pages made resident that the heap never used (its high water is a quarter
  * of the buffer). A block counts as malloc_usable_size says (glibc and musl
- * both have it), so no header moves the pointer mbedTLS holds. */
+ * both have it), so no header moves the pointer mbedTLS holds.
+ *
+ * A handshake allocates and frees a bignum's limbs at nearly every step;
+ * with several connections shaking hands at once (at start) libc's heap
+ * lock was what they waited on (musl's malloc has one lock). So each
+ * thread keeps up to MGOP_TLS_CACHE_DEPTH freed blocks of each small size
+ * class and hands them out again without the lock: at most ~17 KiB a
+ * thread, not counted as in use, freed when the thread ends. */
+#define MGOP_TLS_CACHE_STEP 32    /* size classes: 32, 64, ... bytes    */
+#define MGOP_TLS_CACHE_CLASSES 16 /* ... up to 512                       */
+#define MGOP_TLS_CACHE_DEPTH 4    /* blocks kept per class and thread    */
 static size_t mgop_tls_heap_used, mgop_tls_heap_max;
-static void *mgop_tls_heap_calloc(size_t n, size_t size) {
-  size_t bytes, used;
-  void *p;
-  if (size && n > (MGOP_TLS_HEAP_SIZE) / size) return NULL;
-  if (!(p = calloc(n, size))) return NULL;
-  bytes = malloc_usable_size(p);
-  used = __atomic_add_fetch(&mgop_tls_heap_used, bytes, __ATOMIC_RELAXED);
+static _Thread_local struct mgop_tls_cache {
+  void *blk[MGOP_TLS_CACHE_CLASSES][MGOP_TLS_CACHE_DEPTH];
+  unsigned char n[MGOP_TLS_CACHE_CLASSES];
+  int registered;                 /* its thread frees it at exit */
+} mgop_tls_cache;
+static pthread_key_t mgop_tls_cache_key;
+static pthread_once_t mgop_tls_cache_once = PTHREAD_ONCE_INIT;
+
+static void mgop_tls_cache_flush(void *arg) {
+  struct mgop_tls_cache *tc = arg;
+  for (int c = 0; c < MGOP_TLS_CACHE_CLASSES; c++)
+    while (tc->n[c]) free(tc->blk[c][--tc->n[c]]);
+}
+static void mgop_tls_cache_key_make(void) { pthread_key_create(&mgop_tls_cache_key, mgop_tls_cache_flush); }
+
+static int mgop_tls_heap_count(size_t bytes) { /* 0 when the bound refuses them */
+  size_t used = __atomic_add_fetch(&mgop_tls_heap_used, bytes, __ATOMIC_RELAXED);
   if (used > MGOP_TLS_HEAP_SIZE) {
     __atomic_sub_fetch(&mgop_tls_heap_used, bytes, __ATOMIC_RELAXED);
-    free(p);
-    return NULL;
+    return 0;
   }
   for (size_t max = __atomic_load_n(&mgop_tls_heap_max, __ATOMIC_RELAXED); used > max;)
     if (__atomic_compare_exchange_n(&mgop_tls_heap_max, &max, used, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
+  return 1;
+}
+
+static void *mgop_tls_heap_calloc(size_t n, size_t size) {
+  size_t want, cls = 0;
+  void *p;
+  if (size && n > (MGOP_TLS_HEAP_SIZE) / size) return NULL;
+  want = n * size;
+  if (want && want <= MGOP_TLS_CACHE_STEP * MGOP_TLS_CACHE_CLASSES) {
+    cls = (want + MGOP_TLS_CACHE_STEP - 1) / MGOP_TLS_CACHE_STEP; /* 1..CLASSES */
+    want = cls * MGOP_TLS_CACHE_STEP;
+    if (mgop_tls_cache.n[cls - 1]) {
+      p = mgop_tls_cache.blk[cls - 1][--mgop_tls_cache.n[cls - 1]];
+      if (!mgop_tls_heap_count(malloc_usable_size(p))) {
+        mgop_tls_cache.blk[cls - 1][mgop_tls_cache.n[cls - 1]++] = p;
+        return NULL;
+      }
+      return memset(p, 0, n * size);
+    }
+  }
+  if (!(p = calloc(1, want ? want : 1))) return NULL;
+  if (!mgop_tls_heap_count(malloc_usable_size(p))) {
+    free(p);
+    return NULL;
+  }
   return p;
 }
+
 static void mgop_tls_heap_free(void *p) {
+  size_t bytes, cls;
   if (!p) return;
-  __atomic_sub_fetch(&mgop_tls_heap_used, malloc_usable_size(p), __ATOMIC_RELAXED);
+  bytes = malloc_usable_size(p);
+  __atomic_sub_fetch(&mgop_tls_heap_used, bytes, __ATOMIC_RELAXED);
+  cls = bytes / MGOP_TLS_CACHE_STEP; /* the class it can serve: its size rounded down */
+  if (cls >= 1 && bytes < MGOP_TLS_CACHE_STEP * (MGOP_TLS_CACHE_CLASSES + 1) && cls <= MGOP_TLS_CACHE_CLASSES &&
+      mgop_tls_cache.n[cls - 1] < MGOP_TLS_CACHE_DEPTH) {
+    if (!mgop_tls_cache.registered) {
+      pthread_once(&mgop_tls_cache_once, mgop_tls_cache_key_make);
+      pthread_setspecific(mgop_tls_cache_key, &mgop_tls_cache);
+      mgop_tls_cache.registered = 1;
+    }
+    mgop_tls_cache.blk[cls - 1][mgop_tls_cache.n[cls - 1]++] = p;
+    return;
+  }
   free(p);
 }
 
@@ -2837,9 +2976,16 @@ void mgop_tls_free(struct mgop_tls *t) {
  * copied out or replaced under the lock. */
 static struct {
   pthread_mutex_t mu;
-  struct { uint64_t key; long long at; int used; mbedtls_ssl_session s; } slot[MGOP_TLS_SESSIONS];
+  pthread_cond_t ticket;             /* a ticket kept, or a bringer gone */
+  struct {
+    uint64_t key;
+    long long at;
+    int used;                        /* s holds key's ticket */
+    long long coming_until;          /* without one: a full handshake brings it by then */
+    mbedtls_ssl_session s;
+  } slot[MGOP_TLS_SESSIONS];
   unsigned long long full, resumed;
-} mgop_tls_sess = {PTHREAD_MUTEX_INITIALIZER, {{0, 0, 0, {0}}}, 0, 0};
+} mgop_tls_sess = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {{0, 0, 0, 0, {0}}}, 0, 0};
 
 static uint64_t mgop_tls_sess_key(const struct mgop_tls *t, const struct mgop_kubecfg *cfg) {
   uint64_t h = mgop_fnv1a64(t->creds, cfg->host, strlen(cfg->host) + 1);
@@ -2847,14 +2993,75 @@ static uint64_t mgop_tls_sess_key(const struct mgop_tls *t, const struct mgop_ku
   return mgop_fnv1a64(h, cfg->tls_server_name, strlen(cfg->tls_server_name) + 1);
 }
 
-/* Offers key's ticket, if one is kept, to a connection about to shake hands. */
-static void mgop_tls_sess_offer(struct mgop_conn *c) {
-  pthread_mutex_lock(&mgop_tls_sess.mu);
+/* key's slot (a ticket, or one coming), or -1; under the lock. */
+static int mgop_tls_sess_slot(uint64_t key, long long now) {
   for (int i = 0; i < MGOP_TLS_SESSIONS; i++)
-    if (mgop_tls_sess.slot[i].used && mgop_tls_sess.slot[i].key == c->sess_key) {
+    if (mgop_tls_sess.slot[i].key == key && (mgop_tls_sess.slot[i].used || mgop_tls_sess.slot[i].coming_until > now))
+      return i;
+  return -1;
+}
+
+/* A free slot, else the oldest ticket's; under the lock. */
+static int mgop_tls_sess_free_slot(long long now) {
+  int pick = -1;
+  for (int i = 0; i < MGOP_TLS_SESSIONS && pick < 0; i++)
+    if (!mgop_tls_sess.slot[i].used && mgop_tls_sess.slot[i].coming_until <= now) pick = i;
+  if (pick < 0) /* all taken: the oldest goes */
+    for (int i = pick = 0; i < MGOP_TLS_SESSIONS; i++)
+      if (mgop_tls_sess.slot[i].at < mgop_tls_sess.slot[pick].at) pick = i;
+  return pick;
+}
+
+static long long mgop_realtime_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Offers key's ticket, if one is kept, to a connection about to shake
+ * hands; while another connection's full handshake brings one, waits for
+ * it (until deadline at most); with neither, this connection brings it. */
+static void mgop_tls_sess_offer(struct mgop_conn *c, long long deadline) {
+  pthread_mutex_lock(&mgop_tls_sess.mu);
+  for (;;) {
+    long long now = mgop_now_ms(), until;
+    int i = mgop_tls_sess_slot(c->sess_key, now);
+    struct timespec ts;
+    if (i >= 0 && mgop_tls_sess.slot[i].used) {
       c->offered = mbedtls_ssl_set_session(&c->ssl, &mgop_tls_sess.slot[i].s) == 0;
       break;
     }
+    if (i < 0) { /* this one brings it */
+      i = mgop_tls_sess_free_slot(now);
+      if (mgop_tls_sess.slot[i].used) mbedtls_ssl_session_free(&mgop_tls_sess.slot[i].s);
+      memset(&mgop_tls_sess.slot[i], 0, sizeof(mgop_tls_sess.slot[i]));
+      mgop_tls_sess.slot[i].key = c->sess_key;
+      mgop_tls_sess.slot[i].at = now;
+      mgop_tls_sess.slot[i].coming_until = now + MGOP_TLS_TICKET_WAIT_MS;
+      c->brings = 1;
+      break;
+    }
+    until = mgop_tls_sess.slot[i].coming_until < deadline ? mgop_tls_sess.slot[i].coming_until : deadline;
+    if (until <= now) break; /* out of time: a full handshake of its own */
+    /* the condition variable's clock is CLOCK_REALTIME: a step of the wall
+     * clock ends the wait early or late, never past coming_until's check */
+    until = mgop_realtime_ms() + (until - now);
+    ts.tv_sec = (time_t)(until / 1000);
+    ts.tv_nsec = (long)(until % 1000) * 1000000L;
+    pthread_cond_timedwait(&mgop_tls_sess.ticket, &mgop_tls_sess.mu, &ts);
+  }
+  pthread_mutex_unlock(&mgop_tls_sess.mu);
+}
+
+/* The connection that was to bring key's ticket will not (it failed, or
+ * answered without one): the waiting connections go on, each on its own. */
+static void mgop_tls_sess_not_coming(struct mgop_conn *c) {
+  if (!c->brings) return;
+  c->brings = 0;
+  pthread_mutex_lock(&mgop_tls_sess.mu);
+  for (int i = 0; i < MGOP_TLS_SESSIONS; i++)
+    if (mgop_tls_sess.slot[i].key == c->sess_key && !mgop_tls_sess.slot[i].used) mgop_tls_sess.slot[i].coming_until = 0;
+  pthread_cond_broadcast(&mgop_tls_sess.ticket);
   pthread_mutex_unlock(&mgop_tls_sess.mu);
 }
 
@@ -2863,29 +3070,31 @@ static void mgop_tls_sess_offer(struct mgop_conn *c) {
  * it failed: the next one goes without). */
 static void mgop_tls_sess_keep(struct mgop_conn *c, int drop) {
   mbedtls_ssl_session s;
-  int pick = -1;
+  long long now = mgop_now_ms();
+  int pick;
   mbedtls_ssl_session_init(&s);
   if (!drop && mbedtls_ssl_get_session(&c->ssl, &s)) {
     mbedtls_ssl_session_free(&s);
+    mgop_tls_sess_not_coming(c);
     return;
   }
+  c->brings = 0;
   pthread_mutex_lock(&mgop_tls_sess.mu);
-  for (int i = 0; i < MGOP_TLS_SESSIONS && pick < 0; i++)
-    if (mgop_tls_sess.slot[i].used && mgop_tls_sess.slot[i].key == c->sess_key) pick = i;
+  pick = mgop_tls_sess_slot(c->sess_key, now);
   if (drop) {
-    if (pick >= 0) mbedtls_ssl_session_free(&mgop_tls_sess.slot[pick].s), mgop_tls_sess.slot[pick].used = 0;
+    if (pick >= 0 && mgop_tls_sess.slot[pick].used)
+      mbedtls_ssl_session_free(&mgop_tls_sess.slot[pick].s), mgop_tls_sess.slot[pick].used = 0;
+    if (pick >= 0) mgop_tls_sess.slot[pick].coming_until = 0;
   } else {
-    for (int i = 0; i < MGOP_TLS_SESSIONS && pick < 0; i++)
-      if (!mgop_tls_sess.slot[i].used) pick = i;
-    if (pick < 0) /* all taken: the oldest goes */
-      for (int i = pick = 0; i < MGOP_TLS_SESSIONS; i++)
-        if (mgop_tls_sess.slot[i].at < mgop_tls_sess.slot[pick].at) pick = i;
+    if (pick < 0) pick = mgop_tls_sess_free_slot(now);
     if (mgop_tls_sess.slot[pick].used) mbedtls_ssl_session_free(&mgop_tls_sess.slot[pick].s);
     mgop_tls_sess.slot[pick].s = s; /* the slot owns what s held */
     mgop_tls_sess.slot[pick].key = c->sess_key;
-    mgop_tls_sess.slot[pick].at = mgop_now_ms();
+    mgop_tls_sess.slot[pick].at = now;
     mgop_tls_sess.slot[pick].used = 1;
+    mgop_tls_sess.slot[pick].coming_until = 0;
   }
+  pthread_cond_broadcast(&mgop_tls_sess.ticket);
   pthread_mutex_unlock(&mgop_tls_sess.mu);
   if (drop) mbedtls_ssl_session_free(&s);
 }
@@ -3021,9 +3230,9 @@ int mgop_conn_open(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_
   }
   mbedtls_ssl_set_bio(&c->ssl, &c->fd, mgop_fd_send, mgop_fd_recv, NULL);
   c->sess_key = mgop_tls_sess_key(tls, cfg);
-  c->offered = c->verified = 0;
+  c->offered = c->verified = c->brings = 0;
   mbedtls_ssl_set_verify(&c->ssl, mgop_tls_mark_verified, c);
-  mgop_tls_sess_offer(c);
+  mgop_tls_sess_offer(c, deadline);
   while ((r = mbedtls_ssl_handshake(&c->ssl)) != 0) {
     if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
       if (mgop_wait_fd(c->fd, r == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT, deadline)) {
@@ -3083,7 +3292,10 @@ int mgop_conn_read(struct mgop_conn *c, void *buf, size_t n, long long deadline)
     int r;
     if (c->fd < 0) return MGOP_ERR_CLOSED;
     r = c->tls_on ? mbedtls_ssl_read(&c->ssl, buf, n) : mgop_fd_recv(&c->fd, buf, n);
-    if (r > 0) return r;
+    if (r > 0) {
+      if (c->brings) mgop_tls_sess_not_coming(c); /* the server sends its tickets before any answer */
+      return r;
+    }
     if (r == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) { /* TLS 1.3, after the handshake */
       mgop_tls_sess_keep(c, 0);
       continue;
@@ -3104,6 +3316,7 @@ int mgop_conn_has_buffered(struct mgop_conn *c) {
 }
 
 void mgop_conn_close(struct mgop_conn *c) {
+  mgop_tls_sess_not_coming(c);
   if (c->ssl_init) {
     mbedtls_ssl_free(&c->ssl);
     c->ssl_init = 0;
@@ -3583,12 +3796,27 @@ static int mgop_ls_track(struct mgop_list_scan *s, char c) {
   return MGOP_OK;
 }
 
-static int mgop_ls_item_byte(struct mgop_list_scan *s, char c) {
-  int rc;
-  if (s->len < s->cap) s->item[s->len++] = c;
-  s->total++;
-  if ((rc = mgop_ls_track(s, c))) return rc;
-  if (s->in_str || s->depth != 2) return MGOP_OK;
+/* The item's bytes from d[0..n), in one run: at the byte that closes it,
+ * or at n, copied once; a string's body is skipped to its next quote or
+ * backslash without a look at each byte's meaning (list items are nearly
+ * all of a LIST's bytes, and most of theirs are in strings). *used: the
+ * bytes taken. */
+static int mgop_ls_item_run(struct mgop_list_scan *s, const char *d, size_t n, size_t *used) {
+  size_t j = 0, room = s->cap - s->len, take;
+  int closed = 0, rc;
+  while (j < n && !closed) {
+    char c = d[j++];
+    if (s->in_str && !s->esc)
+      while (c != '"' && c != '\\' && j < n) c = d[j++];
+    if ((rc = mgop_ls_track(s, c))) return rc;
+    closed = !s->in_str && s->depth == 2;
+  }
+  take = j < room ? j : room;
+  memcpy(s->item + s->len, d, take);
+  s->len += take;
+  s->total += j;
+  *used = j;
+  if (!closed) return MGOP_OK;
   s->in_item = 0; /* the element closed */
   s->expect = MGOP_LS_SEP;
   s->items++;
@@ -3609,9 +3837,10 @@ static int mgop_ls_env_byte(struct mgop_list_scan *s, char c) {
 static int mgop_ls_items_byte(struct mgop_list_scan *s, char c) {
   if (mgop_ls_ws(c)) return MGOP_OK;
   if (c == '{' && s->expect != MGOP_LS_SEP) {
+    size_t used;
     s->in_item = 1;
     s->len = s->total = 0;
-    return mgop_ls_item_byte(s, c);
+    return mgop_ls_item_run(s, &c, 1, &used);
   }
   if (c == ',' && s->expect == MGOP_LS_SEP) {
     s->expect = MGOP_LS_NEXT;
@@ -3655,9 +3884,14 @@ int mgop_list_scan_feed(void *scan, const char *data, size_t n) {
   for (size_t i = 0; i < n; i++) {
     char c = data[i];
     int rc = MGOP_OK;
+    if (s->state == MGOP_LS_BODY && s->in_item) {
+      size_t used = 1;
+      if ((rc = mgop_ls_item_run(s, data + i, n - i, &used))) return rc;
+      i += used - 1; /* the loop's i++ takes the last */
+      continue;
+    }
     if (s->state == MGOP_LS_BODY) {
-      if (s->in_item) rc = mgop_ls_item_byte(s, c);
-      else if (s->in_items) rc = mgop_ls_items_byte(s, c);
+      if (s->in_items) rc = mgop_ls_items_byte(s, c);
       else rc = mgop_ls_body_byte(s, c);
     } else if (!mgop_ls_ws(c)) {
       if (s->state == MGOP_LS_AFTER || c != '{')
@@ -3719,7 +3953,8 @@ static int mgop_list_on_item(void *ctx, char *item, size_t n, int truncated) {
 static int mgop_list_on_item_locked(struct mgop_list_ctx *lc, char *item, size_t n, int truncated) {
   struct mgop_json j;
   int rc = truncated ? mgop_seterr(MGOP_ERR_TOOBIG, "larger than %d bytes (MGOP_BODY_MAX)", MGOP_BODY_MAX)
-                     : mgop_json_parse(&j, item, n, mgop_tokens, MGOP_JSON_TOKENS_MAX);
+                     : mgop_json_parse(&j, item, n = mgop_json_drop_managed_fields(item, n), mgop_tokens,
+                                       MGOP_JSON_TOKENS_MAX);
   if (rc == MGOP_ERR_TOOBIG) { /* this object only: the others still count */
     char ns[64], name[254];
     mgop_list_item_str(item, n, "namespace", ns, sizeof(ns));
@@ -4058,7 +4293,10 @@ int mgop_kube_merge_patch(struct mgop_kube *k, const char *item_path, const char
 int mgop_kube_get(struct mgop_kube *k, const char *item_path, struct mgop_buf *out, int *status) {
   int rc = mgop_kube_request(k, "GET", item_path, NULL, NULL, 0, out, status);
   if (rc) return rc;
-  if (*status == 200) return MGOP_OK;
+  if (*status == 200) {
+    if (!out->overflow) out->len = mgop_json_drop_managed_fields(out->p, out->len);
+    return MGOP_OK;
+  }
   if (*status == 404) return MGOP_ERR_NOTFOUND;
   {
     char msg[400];
@@ -4193,7 +4431,7 @@ static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct 
    * before is nothing); a relist must not go back before what it has seen */
   struct mgop_list_bufs first = {NULL, NULL, 0, NULL, 1};
   if (b) first = *b, first.any_version = 1;
-  snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?labelSelector=" : "", w->selector);
+  snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?" : "", w->selector);
   mgop_watch_event_locked(w, "LIST_BEGIN", b ? b->serial : NULL);
   rc = mgop_kube_list_with(k, c, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped,
                            w->relists++ ? b : &first);
@@ -4270,7 +4508,7 @@ static int mgop_watch_start(struct mgop_watch *w) {
   int rc;
   /* the server ends a watch at timeoutSeconds; jitter so watches don't restart together */
   snprintf(path, sizeof(path), "%s?watch=1&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%d%s%s",
-           w->path, w->rv, MGOP_WATCH_TIMEOUT_S - (rand() % 60), w->selector[0] ? "&labelSelector=" : "",
+           w->path, w->rv, MGOP_WATCH_TIMEOUT_S - (rand() % 60), w->selector[0] ? "&" : "",
            w->selector);
   mgop_kubecfg_reload_token(w->kube->cfg, mgop_now_ms(), 0);
   if ((rc = mgop_conn_open(&w->conn, &w->kube->tls, w->kube->cfg, mgop_now_ms() + MGOP_CONNECT_TIMEOUT_MS)))
@@ -4300,7 +4538,7 @@ static int mgop_watch_on_line(void *ctx, char *line, size_t n) {
   struct mgop_json j;
   char type[16], rv[32];
   int obj, rc;
-  rc = mgop_json_parse(&j, line, n, mgop_tokens, MGOP_JSON_TOKENS_MAX);
+  rc = mgop_json_parse(&j, line, mgop_json_drop_managed_fields(line, n), mgop_tokens, MGOP_JSON_TOKENS_MAX);
   if (rc) {
     MGOP_LOG(MGOP_WARN, ("watch %s: undecodable event skipped, will relist: %s", w->kind, mgop_errmsg()));
     w->overlong++;

@@ -31,8 +31,13 @@
 #                          second over one keep-alive TLS connection, each
 #                          followed by a GET /healthz); _idle: the same after
 #   start_to_first_reconcile_ms  operator restarted with the N clusters
-#                          present: launch -> its first reconcile turn
+#                          present: launch -> its first reconcile turn done
+#                          (the time of its log line "first reconcile ...":
+#                          a poller of /metrics every 2 ms, used before
+#                          20261205, took CPU from the start it measured)
 #   restart_to_idle_seconds      launch -> its last request (it is idle)
+#   restart_full_tls_handshakes  the restarted operator's TLS handshakes that were
+#                          not resumed (each signs), until idle
 #   restart_writes         writes after that restart until idle (want 0)
 # Then the same N with the control plane's controllers paused (bench_own,
 # BENCH_OWN=0 skips it; BENCH_FULL=0 runs it alone): the operator's own part
@@ -280,24 +285,20 @@ while time.time() - moved < still:
 print("%.3f" % moved)
 PY
 }
-# first_reconcile_at: the time (epoch seconds) the reconcile counter first
-# moves, polled every 2 ms; started before the operator, so its own start-up
-# is not in the figure; -1 if it never moves
+# first_reconcile_at: the time (epoch seconds) of the operator's log line
+# "first reconcile (...) done N ms after start", waited for up to 120 s;
+# -1 if it never came
 first_reconcile_at() {
-  python3 - "http://127.0.0.1:$mport/metrics" <<'PY'
-import sys, time, http.client
-port = int(sys.argv[1].split(":")[2].split("/")[0])
+  python3 - "$IT_LOGS/bench.log" <<'PY'
+import sys, time, json, datetime
 deadline = time.time() + 120
 while time.time() < deadline:
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2); c.request("GET", "/metrics")
-        body = c.getresponse().read().decode(); c.close()
-        n = sum(float(l.split()[1]) for l in body.splitlines()
-                if l.startswith("controller_runtime_reconcile_total{controller=\"multigrescluster\""))
-        if n > 0:
-            print("%.4f" % time.time()); sys.exit(0)
-    except OSError: pass
-    time.sleep(0.002)
+    for line in open(sys.argv[1]):
+        if '"msg":"first reconcile (' in line:
+            ts = json.loads(line)["ts"]
+            t = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+            print("%.4f" % t.timestamp()); sys.exit(0)
+    time.sleep(0.1)
 print(-1)
 PY
 }
@@ -343,16 +344,14 @@ bench_size() { # N
   cp "$IT_LOGS/bench.log" "$IT_LOGS/converge-$n.log"
   w_from=$(now)
   op_ports
-  first_reconcile_at >"$IT_LOGS/first-reconcile" &
-  local poller=$!
-  sleep 0.5 # the poller polls
   restart_t=$(now)
   op_launch "$n"
-  wait "$poller"
+  first_reconcile_at >"$IT_LOGS/first-reconcile"
   first=$(python3 -c 'import sys; t = float(open(sys.argv[1]).read() or -1)
 print(round((t - float(sys.argv[2])) * 1000) if t > 0 else -1)' "$IT_LOGS/first-reconcile" "$restart_t")
   idle_at=$(quiet 5)
   fig "$n" start_to_first_reconcile_ms "$first" ms
+  fig "$n" restart_full_tls_handshakes "$(metric 'multigres_operator_tls_handshakes_total{resumed="false"}')" count
   fig "$n" restart_to_idle_seconds "$(elapsed "$restart_t" "$idle_at")" s
   read -r _ _ _ _ c u p d < <(audit "$w_from" "$(now)")
   fig "$n" restart_writes $(( c + u + p + d )) count

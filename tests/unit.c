@@ -260,6 +260,49 @@ static int t_scan_whole(const char *body, size_t cap, struct t_items *got, int *
   return rc;
 }
 
+/* metadata.managedFields go before an object is parsed, wherever metadata
+ * is (a list item, a watch event's object); nothing else does */
+static int t_drop_mf(const char *in, const char *want) {
+  static char buf[512];
+  size_t n = strlen(in);
+  memcpy(buf, in, n + 1);
+  n = mgop_json_drop_managed_fields(buf, n);
+  buf[n] = 0;
+  if (strcmp(buf, want)) fprintf(stderr, "    drop_managed_fields(%s)\n      = %s\n   want %s\n", in, buf, want);
+  return !strcmp(buf, want);
+}
+
+static void test_drop_managed_fields(void) {
+  static jsmntok_t tok[64];
+  struct mgop_json j;
+  char name[8];
+  const char *same[] = {
+      "{\"spec\":{\"managedFields\":[1]},\"data\":{\"managedFields\":\"x\"}}", /* not metadata */
+      "{\"metadata\":{\"labels\":{\"managedFields\":[1]}}}",                   /* a level down */
+      "{\"metadata\":{\"name\":\"\\\"managedFields\\\":[1]\"}}",              /* inside a string */
+      "{\"kind\":\"metadata\",\"x\":{\"managedFields\":[1]}}",                   /* "metadata" a value */
+      "{\"metadata\":{\"managedFields\":null}}",                                /* not a list */
+      "{\"metadata\":{\"managedFields\":[{\"a\":1}",                           /* cut short */
+      "{\"metadata\":{\"name\":\"managedFields\"}}",                            /* a value */
+  };
+  CHECK(t_drop_mf("{\"metadata\":{\"name\":\"a\",\"managedFields\":[{\"manager\":\"x\",\"fieldsV1\":{\"f:a\":{}}}]},"
+                  "\"spec\":{}}",
+                  "{\"metadata\":{\"name\":\"a\"},\"spec\":{}}"));
+  CHECK(t_drop_mf("{\"metadata\":{\"managedFields\":[],\"name\":\"a\"}}", "{\"metadata\":{\"name\":\"a\"}}"));
+  CHECK(t_drop_mf("{\"metadata\":{\"managedFields\":[{}]}}", "{\"metadata\":{}}"));
+  CHECK(t_drop_mf("{\"type\":\"ADDED\",\"object\":{\"metadata\" : {\"uid\":\"u\" , \"managedFields\" : [ {\"a\":\"]\\\"}\"} ] }"
+                  ",\"status\":{\"metadata\":{\"managedFields\":[2],\"b\":1}}}}",
+                  "{\"type\":\"ADDED\",\"object\":{\"metadata\" : {\"uid\":\"u\"  },\"status\":{\"metadata\":{\"b\":1}}}}"));
+  for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) CHECK(t_drop_mf(same[i], same[i]));
+  { /* what is left parses, and reads the same */
+    char doc[] = "{\"metadata\":{\"managedFields\":[{\"f:x\":{}}],\"name\":\"n1\"},\"x\":[1]}";
+    size_t n = mgop_json_drop_managed_fields(doc, strlen(doc));
+    CHECK(mgop_json_parse(&j, doc, n, tok, 64) == 0 && mgop_json_path_str(&j, 0, "metadata.name", name, sizeof(name)) == 0);
+    CHECK_STR(name, "n1");
+    CHECK(mgop_json_key(&j, mgop_json_key(&j, 0, "metadata"), "managedFields") < 0);
+  }
+}
+
 static void test_list_scan_errors(void) {
   static char big_env[MGOP_LIST_ENVELOPE_MAX + 64];
   struct t_items got;
@@ -5498,6 +5541,8 @@ static void test_roll_order(void);
 static void test_roll_waits(void);
 static void test_roll_observed(void);
 static void test_tls_heap_bound(void);
+static void test_tls_heap_cache(void);
+static void test_tls_ticket_wait(void);
 static void test_drain_steps(void);
 
 struct t_case { const char *name; void (*fn)(void); };
@@ -5511,6 +5556,7 @@ static const struct t_case t_cases[] = {
     {"lines", test_lines},
     {"list_scan_splits", test_list_scan_splits},
     {"list_scan_errors", test_list_scan_errors},
+    {"drop_managed_fields", test_drop_managed_fields},
     {"http_head", test_http_head},
     {"json_accessors", test_json_accessors},
     {"json_malformed", test_json_malformed},
@@ -5628,6 +5674,8 @@ static const struct t_case t_cases[] = {
     {"roll_waits", test_roll_waits},
     {"roll_observed", test_roll_observed},
     {"tls_heap_bound", test_tls_heap_bound},
+    {"tls_heap_cache", test_tls_heap_cache},
+    {"tls_ticket_wait", test_tls_ticket_wait},
 };
 
 int main(int argc, char **argv) {
@@ -7017,6 +7065,81 @@ static void test_roll_observed(void) {
       f.observed_gen = 6;
       CHECK(mgop_sts_observed(&f));
     }
+  }
+}
+
+/* Small blocks mbedTLS frees stay in the thread's cache and come back,
+ * zeroed, to the next request of their size class, without libc's lock;
+ * they are not counted as in use; each class keeps MGOP_TLS_CACHE_DEPTH;
+ * and the bound still counts every block mbedTLS holds. */
+static void test_tls_heap_cache(void) {
+  void *a, *b, *c[MGOP_TLS_CACHE_DEPTH + 2];
+  size_t used0 = __atomic_load_n(&mgop_tls_heap_used, __ATOMIC_RELAXED);
+  CHECK((a = mbedtls_calloc(1, 100)) != NULL);
+  CHECK(malloc_usable_size(a) >= 128); /* its class: 100 rounded up to 128 */
+  memset(a, 0xab, 100);
+  mbedtls_free(a);
+  CHECK(__atomic_load_n(&mgop_tls_heap_used, __ATOMIC_RELAXED) == used0); /* cached is not in use */
+  CHECK((b = mbedtls_calloc(4, 25)) == a); /* the same class: the same block */
+  CHECK(((unsigned char *)b)[0] == 0 && ((unsigned char *)b)[99] == 0);
+  CHECK(__atomic_load_n(&mgop_tls_heap_used, __ATOMIC_RELAXED) == used0 + malloc_usable_size(b));
+  mbedtls_free(b);
+  for (int i = 0; i < MGOP_TLS_CACHE_DEPTH + 2; i++) CHECK((c[i] = mbedtls_calloc(1, 64)) != NULL);
+  for (int i = 0; i < MGOP_TLS_CACHE_DEPTH + 2; i++) mbedtls_free(c[i]);
+  CHECK(mgop_tls_cache.n[64 / MGOP_TLS_CACHE_STEP - 1] <= MGOP_TLS_CACHE_DEPTH);
+  CHECK(__atomic_load_n(&mgop_tls_heap_used, __ATOMIC_RELAXED) == used0);
+  mgop_tls_cache_flush(&mgop_tls_cache); /* what a thread's end does */
+  for (int k = 0; k < MGOP_TLS_CACHE_CLASSES; k++) CHECK(mgop_tls_cache.n[k] == 0);
+}
+
+/* While one connection's full handshake brings a server's ticket, another
+ * to the same server and credentials waits for it; when the first answers
+ * without one (or fails), the waiter goes on and brings it itself; and a
+ * waiter never waits past its own deadline. */
+struct t_waiter { struct mgop_conn c; long long deadline, waited; };
+static void *t_ticket_waiter(void *arg) {
+  struct t_waiter *w = arg;
+  long long t0 = mgop_now_ms();
+  mgop_tls_sess_offer(&w->c, w->deadline);
+  w->waited = mgop_now_ms() - t0;
+  return NULL;
+}
+
+static void test_tls_ticket_wait(void) {
+  struct mgop_conn first;
+  struct t_waiter w;
+  pthread_t th;
+  mgop_conn_init(&first);
+  mgop_conn_init(&w.c);
+  first.sess_key = w.c.sess_key = 0x5e55105e55105eull;
+  mgop_tls_sess_offer(&first, mgop_now_ms() + 1000);
+  CHECK(first.brings == 1 && !first.offered); /* nobody's ticket: it brings one */
+  w.deadline = mgop_now_ms() + 5000;
+  CHECK(pthread_create(&th, NULL, t_ticket_waiter, &w) == 0);
+  usleep(30 * 1000);
+  mgop_tls_sess_not_coming(&first); /* answered without a ticket */
+  pthread_join(th, NULL);
+  CHECK(first.brings == 0);
+  CHECK(w.waited >= 20 && w.waited < MGOP_TLS_TICKET_WAIT_MS); /* it waited, and was woken */
+  CHECK(w.c.brings == 1 && !w.c.offered);                      /* now it brings the ticket */
+  { /* a third waits no longer than its deadline */
+    struct t_waiter late;
+    mgop_conn_init(&late.c);
+    late.c.sess_key = w.c.sess_key;
+    late.deadline = mgop_now_ms() + 20;
+    t_ticket_waiter(&late);
+    CHECK(late.waited >= 15 && late.waited < MGOP_TLS_TICKET_WAIT_MS && !late.c.brings && !late.c.offered);
+  }
+  mgop_conn_close(&w.c); /* closing clears what it was to bring */
+  CHECK(w.c.brings == 0);
+  {
+    struct t_waiter next;
+    mgop_conn_init(&next.c);
+    next.c.sess_key = w.c.sess_key;
+    next.deadline = mgop_now_ms() + 1000;
+    t_ticket_waiter(&next);
+    CHECK(next.waited < 20 && next.c.brings == 1); /* nobody brings one: no wait */
+    mgop_tls_sess_not_coming(&next.c);
   }
 }
 

@@ -8,7 +8,10 @@
 #  - its pool and gateway pods cannot be scheduled, and the Cell, Shard and
 #    cluster status messages name a pod and the scheduler's reason instead
 #    of a bare count; the cluster in a real zone never names the zone's
-#    reason and, once Ready, no scheduling problem.
+#    reason and, once Ready, no scheduling problem;
+#  - the operator watches Pending pods only: when a node takes the lost
+#    zone for a while, the pods start, leave that watch (a DELETED event)
+#    and the reason leaves the messages with them.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ns=it-unsched vwc=it-unsched-config
@@ -20,7 +23,13 @@ start_operator unsched --kubeconfig "$opkc" --namespace $ns \
   --webhook-enable --webhook-bind-address 127.0.0.1:0 --webhook-service-namespace $ns \
   --webhook-configuration-name $vwc --webhook-extra-sans 127.0.0.1 --webhook-owner-deployment= \
   --webhook-cert-check-interval 3s --health-probe-bind-address 127.0.0.1:0
+znode= zold=
+zone_back() { # the node's zone label as it was
+  if [ -n "$zold" ]; then kubectl label node "$znode" "topology.kubernetes.io/zone=$zold" --overwrite >/dev/null
+  else kubectl label node "$znode" topology.kubernetes.io/zone- >/dev/null; fi
+}
 cleanup() {
+  [ -z "$znode" ] || zone_back 2>/dev/null || true
   kubectl delete validatingwebhookconfiguration $vwc --ignore-not-found >/dev/null 2>&1 || true
   kubectl delete clusterrolebinding it-unsched-op --ignore-not-found >/dev/null 2>&1 || true
   stop_operator unsched
@@ -89,4 +98,16 @@ wait_for 120 "found Ready" sh -c "[ \"\$(kubectl get -n $ns mgc found -o jsonpat
   fail "the schedulable cluster never Ready: $(jget -n $ns mgc found -o jsonpath='{.status.message}')"
 m=$(jget -n $ns mgc found -o jsonpath='{.status.message}')
 [[ $m != *"cannot be scheduled"* ]] || fail "the schedulable cluster, Ready, still claims a scheduling problem: $m"
+# one node takes the lost zone: the pods schedule and leave the Pending watch
+znode=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
+zold=$(kubectl get node "$znode" -o jsonpath='{.metadata.labels.topology\.kubernetes\.io/zone}')
+kubectl label node "$znode" topology.kubernetes.io/zone=mars-1a --overwrite >/dev/null
+not_unsched() { ! msg_has mgc lost "cannot be scheduled"; }
+wait_for 120 "the lost cluster's message drops the reason once its pods start" not_unsched ||
+  fail "node $znode took zone mars-1a, yet: $(jget -n $ns mgc lost -o jsonpath='{.status.message}')"
+cell_clear() { ! msg_has cell "$cell" "$reason"; }
+wait_for 30 "the Cell's message drops it too" cell_clear ||
+  fail "Cell $cell still names the reason: $(jget -n $ns cell "$cell" -o jsonpath='{.status.message}')"
+note "zone mars-1a on $znode: the pods started; cluster: $(jget -n $ns mgc lost -o jsonpath='{.status.message}')"
+zone_back && znode=
 operator_alive unsched || fail "operator exited"
