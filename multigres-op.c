@@ -11079,7 +11079,7 @@ static int mgop_setup(const struct mgop_options *opt) {
   }
   if (opt->leader_elect && mgop_lease_setup(opt)) return 2;
   for (int i = 0; i < K_COUNT; i++) {
-    int owned = mgop_kinds[i].role == MGOP_ROLE_CHILD || mgop_kinds[i].role == MGOP_ROLE_WORKLOAD || i == K_POD;
+    int owned = mgop_kinds[i].role == MGOP_ROLE_CHILD || mgop_kinds[i].role == MGOP_ROLE_WORKLOAD;
     mgop_collection_path(i, i == K_NODE ? "" : opt->watch_namespace, path, sizeof(path));
     /* Pods are watched for one thing, why a workload's pods do not
      * schedule, and only a Pending pod is unscheduled: a pod that leaves

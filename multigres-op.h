@@ -1452,6 +1452,18 @@ long long mgop_now_us(void) {
   return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Waits on cv (mu held) for at most ms, or until signalled. The
+ * condition's clock is CLOCK_REALTIME: a step of the wall clock ends the
+ * wait early or late, so callers check their own monotonic deadline. */
+static void mgop_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long long ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += (time_t)(ms / 1000);
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  pthread_cond_timedwait(cv, mu, &ts);
+}
+
 void mgop_wall_iso8601(char *out, size_t cap) {
   struct timespec ts;
   struct tm tm;
@@ -1872,7 +1884,7 @@ int mgop_json_parse(struct mgop_json *j, const char *js, size_t len, jsmntok_t *
   /* exactly one top-level value: the first token's subtree must cover all */
   if (mgop_json_next(j, 0) != n) return mgop_seterr(MGOP_ERR_PARSE, "JSON has more than one top-level value");
   end = (size_t)tok[0].end + (tok[0].type == JSMN_STRING); /* a string token excludes its closing quote */
-  while (end < len && (js[end] == ' ' || js[end] == '\n' || js[end] == '\r' || js[end] == '\t')) end++;
+  while (end < len && mgop_json_ws(js[end])) end++;
   if (end != len) return mgop_seterr(MGOP_ERR_PARSE, "JSON has trailing bytes at %zu", end);
   /* a strict primitive check jsmn leaves to us */
   for (int i = 0; i < n; i++) {
@@ -2884,8 +2896,7 @@ static void mgop_tls_heap_free(void *p) {
   bytes = malloc_usable_size(p);
   __atomic_sub_fetch(&mgop_tls_heap_used, bytes, __ATOMIC_RELAXED);
   cls = bytes / MGOP_TLS_CACHE_STEP; /* the class it can serve: its size rounded down */
-  if (cls >= 1 && bytes < MGOP_TLS_CACHE_STEP * (MGOP_TLS_CACHE_CLASSES + 1) && cls <= MGOP_TLS_CACHE_CLASSES &&
-      mgop_tls_cache.n[cls - 1] < MGOP_TLS_CACHE_DEPTH) {
+  if (cls >= 1 && cls <= MGOP_TLS_CACHE_CLASSES && mgop_tls_cache.n[cls - 1] < MGOP_TLS_CACHE_DEPTH) {
     if (!mgop_tls_cache.registered) {
       pthread_once(&mgop_tls_cache_once, mgop_tls_cache_key_make);
       pthread_setspecific(mgop_tls_cache_key, &mgop_tls_cache);
@@ -3012,12 +3023,6 @@ static int mgop_tls_sess_free_slot(long long now) {
   return pick;
 }
 
-static long long mgop_realtime_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Offers key's ticket, if one is kept, to a connection about to shake
  * hands; while another connection's full handshake brings one, waits for
  * it (until deadline at most); with neither, this connection brings it. */
@@ -3026,7 +3031,6 @@ static void mgop_tls_sess_offer(struct mgop_conn *c, long long deadline) {
   for (;;) {
     long long now = mgop_now_ms(), until;
     int i = mgop_tls_sess_slot(c->sess_key, now);
-    struct timespec ts;
     if (i >= 0 && mgop_tls_sess.slot[i].used) {
       c->offered = mbedtls_ssl_set_session(&c->ssl, &mgop_tls_sess.slot[i].s) == 0;
       break;
@@ -3043,12 +3047,7 @@ static void mgop_tls_sess_offer(struct mgop_conn *c, long long deadline) {
     }
     until = mgop_tls_sess.slot[i].coming_until < deadline ? mgop_tls_sess.slot[i].coming_until : deadline;
     if (until <= now) break; /* out of time: a full handshake of its own */
-    /* the condition variable's clock is CLOCK_REALTIME: a step of the wall
-     * clock ends the wait early or late, never past coming_until's check */
-    until = mgop_realtime_ms() + (until - now);
-    ts.tv_sec = (time_t)(until / 1000);
-    ts.tv_nsec = (long)(until % 1000) * 1000000L;
-    pthread_cond_timedwait(&mgop_tls_sess.ticket, &mgop_tls_sess.mu, &ts);
+    mgop_cond_wait_ms(&mgop_tls_sess.ticket, &mgop_tls_sess.mu, until - now);
   }
   pthread_mutex_unlock(&mgop_tls_sess.mu);
 }
@@ -3778,8 +3777,6 @@ void mgop_list_scan_init(struct mgop_list_scan *s, char *item, size_t cap, mgop_
   s->ctx = ctx;
 }
 
-static int mgop_ls_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-
 /* String and nesting state, the same for item and envelope bytes. */
 static int mgop_ls_track(struct mgop_list_scan *s, char c) {
   if (s->in_str) {
@@ -3835,7 +3832,7 @@ static int mgop_ls_env_byte(struct mgop_list_scan *s, char c) {
 /* Between the elements of items[]: whitespace and commas are dropped, so
  * the envelope keeps "items":[]. */
 static int mgop_ls_items_byte(struct mgop_list_scan *s, char c) {
-  if (mgop_ls_ws(c)) return MGOP_OK;
+  if (mgop_json_ws(c)) return MGOP_OK;
   if (c == '{' && s->expect != MGOP_LS_SEP) {
     size_t used;
     s->in_item = 1;
@@ -3893,7 +3890,7 @@ int mgop_list_scan_feed(void *scan, const char *data, size_t n) {
     if (s->state == MGOP_LS_BODY) {
       if (s->in_items) rc = mgop_ls_items_byte(s, c);
       else rc = mgop_ls_body_byte(s, c);
-    } else if (!mgop_ls_ws(c)) {
+    } else if (!mgop_json_ws(c)) {
       if (s->state == MGOP_LS_AFTER || c != '{')
         return mgop_seterr(MGOP_ERR_PARSE, "LIST body is not one JSON object (byte 0x%02x)", (unsigned char)c);
       s->state = MGOP_LS_BODY;
@@ -7662,13 +7659,8 @@ static void mgop_trace_count(unsigned long long *counter, unsigned long long n) 
 /* Waits on the queue's condition until `until_ms` (monotonic) or a wake. */
 static void mgop_trace_wait_locked(long long until_ms) {
   long long left = until_ms - mgop_now_ms();
-  struct timespec ts;
   if (left <= 0 || mgop_tracer.wake) return;
-  clock_gettime(CLOCK_REALTIME, &ts); /* the condition's clock */
-  ts.tv_sec += (time_t)(left / 1000);
-  ts.tv_nsec += (long)(left % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-  pthread_cond_timedwait(&mgop_tracer.cv, &mgop_tracer.mu, &ts);
+  mgop_cond_wait_ms(&mgop_tracer.cv, &mgop_tracer.mu, left);
 }
 
 /* A failure worth a log line at most every 30 s (a collector down for an
