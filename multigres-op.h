@@ -2935,6 +2935,15 @@ static int mgop_tls_fail(int r, const char *what) {
   return mgop_seterr(MGOP_ERR_TLS, "%s: %s (mbedtls -0x%04x)", what, e, -r);
 }
 
+/* The client's groups, P-256 first: mbedTLS makes a P-256 key share in a
+ * quarter of X25519's time (a precomputed fixed-base comb against a
+ * Montgomery ladder: 0.25 against 1.0 ms on the bench host) and agrees in
+ * the same 0.7 ms, on every handshake, a resumed one too (psk_dhe_ke).
+ * The client sends one key share, and a Go server takes a group the client
+ * sent a share for over its own order, so no HelloRetryRequest. */
+static const uint16_t mgop_tls_client_groups[] = {MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1, MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
+                                                  MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1, MBEDTLS_SSL_IANA_TLS_GROUP_NONE};
+
 int mgop_tls_client_init(struct mgop_tls *t, const struct mgop_kubecfg *c) {
   int r;
   memset(t, 0, sizeof(*t));
@@ -2949,6 +2958,7 @@ int mgop_tls_client_init(struct mgop_tls *t, const struct mgop_kubecfg *c) {
   if (r) return mgop_tls_fail(r, "TLS defaults");
   mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &mgop_drbg);
   mbedtls_ssl_conf_min_tls_version(&t->conf, MBEDTLS_SSL_VERSION_TLS1_2);
+  mbedtls_ssl_conf_groups(&t->conf, mgop_tls_client_groups);
   if (c->insecure) {
     mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_NONE);
   } else {

@@ -78,7 +78,9 @@ lines=$(mktemp)
 cp_dir=
 cleanup() {
   binder_down
-  [ -z "$cp_dir" ] || { stop_operator bench; MGOP_CP_DIR=$cp_dir "$CP" down >&2 || true; }
+  # a run that failed while bench_own had the controllers paused: resumed,
+  # or a stopped process would not take cp.sh's SIGTERM
+  [ -z "$cp_dir" ] || { controllers CONT 2>/dev/null || true; stop_operator bench; MGOP_CP_DIR=$cp_dir "$CP" down >&2 || true; }
   rm -f "$lines"
 }
 trap cleanup EXIT
