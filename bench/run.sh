@@ -60,7 +60,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CP="$ROOT/tests/controlplane/cp.sh"
 read -r -a SIZES <<<"${*:-${BENCH_SIZES:-10 100 1000}}"
 MIX=${BENCH_MIX:-100}
-BENCH_OP_FLAGS=${BENCH_OP_FLAGS:-} # more operator flags, e.g. --max-applies-in-flight 1 (an A/B of one knob)
+BENCH_OP_FLAGS=${BENCH_OP_FLAGS:-} # more operator flags, e.g. --max-applies-in-flight 1 (an A/B of one knob; the results record them as op_flags)
 BINDER=${BENCH_BINDER:-1}
 OWN=${BENCH_OWN:-1}   # 0: no bench_own (the operator's part alone)
 FULL=${BENCH_FULL:-1} # 0: bench_own alone
@@ -504,7 +504,7 @@ commit=$(git -C "$ROOT" rev-parse HEAD) # the binary's, even if HEAD moves durin
 out="$ROOT/bench/results/$(date -u +%Y%m%d)-${commit:0:7}.json"
 # the JSON is rewritten after every size, so a size that fails keeps the others
 save() {
-  python3 - "$lines" "$out" "$commit" "$(nproc)" <<'PY'
+  python3 - "$lines" "$out" "$commit" "$(nproc)" "$BENCH_OP_FLAGS" <<'PY'
 import json, sys, time
 runs = {}
 for l in open(sys.argv[1]):
@@ -516,8 +516,10 @@ for l in open(sys.argv[1]):
 # the CPU's model beside the count: on two hosts of 2 CPUs the same 100-cluster
 # converge cost kube-apiserver 101.6 and 60.1 s of CPU
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
-json.dump({"commit": sys.argv[3], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "cpus": int(sys.argv[4]), "cpu_model": model, "runs": runs}, open(sys.argv[2], "w"), indent=1, sort_keys=True)
+res = {"commit": sys.argv[3], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+       "cpus": int(sys.argv[4]), "cpu_model": model, "runs": runs}
+if sys.argv[5]: res["op_flags"] = sys.argv[5] # BENCH_OP_FLAGS: an A/B's side
+json.dump(res, open(sys.argv[2], "w"), indent=1, sort_keys=True)
 PY
 }
 fig all binary_bytes "$(stat -c %s "$OP_BIN")" bytes
