@@ -484,14 +484,10 @@ static int mgop_tcache_enabled; /* live: the loop fills the template cache */
  * no room for it, or the lock not had within the budget). */
 static int mgop_tcache_get(struct mgop_rctx *r, int kind, const char *name, struct mgop_json *out) {
   uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, r->ns, name);
-  struct timespec until;
+  struct timespec until = mgop_realtime_in_ms(MGOP_TCACHE_WAIT_MS);
   char *mem = NULL;
   size_t n = 0;
   int rc = MGOP_ERR_NOTFOUND, toobig = 0, synced;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_nsec += MGOP_TCACHE_WAIT_MS * 1000000L;
-  until.tv_sec += until.tv_nsec / 1000000000L;
-  until.tv_nsec %= 1000000000L;
   if (pthread_rwlock_timedrdlock(&mgop_tcache.lock, &until))
     return mgop_seterr(MGOP_ERR_AGAIN, "the template cache was busy for %d ms", MGOP_TCACHE_WAIT_MS);
   synced = mgop_tcache.synced && !mgop_tcache.incomplete;

@@ -1452,15 +1452,21 @@ long long mgop_now_us(void) {
   return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Waits on cv (mu held) for at most ms, or until signalled. The
- * condition's clock is CLOCK_REALTIME: a step of the wall clock ends the
- * wait early or late, so callers check their own monotonic deadline. */
-static void mgop_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long long ms) {
+/* The CLOCK_REALTIME time ms from now: the clock of pthread's timed waits
+ * (a condition's, a rwlock's). A step of the wall clock ends such a wait
+ * early or late, so callers check their own monotonic deadline. */
+static struct timespec mgop_realtime_in_ms(long long ms) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   ts.tv_sec += (time_t)(ms / 1000);
   ts.tv_nsec += (long)(ms % 1000) * 1000000L;
   if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  return ts;
+}
+
+/* Waits on cv (mu held) for at most ms, or until signalled. */
+static void mgop_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long long ms) {
+  struct timespec ts = mgop_realtime_in_ms(ms);
   pthread_cond_timedwait(cv, mu, &ts);
 }
 
