@@ -4,7 +4,7 @@
 #   make static          build/static/multigres-op: musl-gcc -static, shipped binary
 #   make image           the FROM scratch image (docker; without an engine, its files in a chroot)
 #   make test            unit tests, symbol check, generated files, alert rules, then integration tests
-#                        (real control plane)
+#                        (real control plane), the 200-cluster scale test and the GitOps e2e
 #   make test-unit       unit tests alone (ends "N passed, N failed")
 #   make test-integration  integration tests against the real local control plane
 #   make test-alerts     the PrometheusRule's alerts unit-tested by promtool (tests/alerts)
@@ -21,7 +21,7 @@
 #   make demo            local control plane + CRDs + operator + sample cluster
 #   make bench           figures to compare across commits (BENCH_SIZES="10 100 1000" clusters, BENCH_MIX=100)
 #   make test-scale      200 minimal clusters (MGOP_SCALE_CLUSTERS) all Ready, then an idle minute
-#                        with no request (not in make test: CI's time budget)
+#                        with no request (~5 minutes on 2 cores)
 #   make tools           test tools from Go modules (metrics-lint, promtool, otlp-receiver, cert-manager)
 #   make cp-up / cp-down the local control plane alone
 #
@@ -209,7 +209,7 @@ check-generated: multigres-op
 test-alerts:
 	tests/alerts/run.sh
 
-test: test-unit check-symbols check-generated test-alerts test-integration test-gitops
+test: test-unit check-symbols check-generated test-alerts test-integration test-scale test-gitops
 
 # --- the local control plane and the demo ----------------------------------------
 cp-up:

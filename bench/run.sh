@@ -62,6 +62,18 @@ read -r -a SIZES <<<"${*:-${BENCH_SIZES:-10 100 1000}}"
 MIX=${BENCH_MIX:-100}
 BENCH_OP_FLAGS=${BENCH_OP_FLAGS:-} # more operator flags, e.g. --max-applies-in-flight 1 (an A/B of one knob; the results record them as op_flags)
 BINDER=${BENCH_BINDER:-1}
+# kube-apiserver flags of every bench control plane (recorded as
+# cp_apiserver_args; BENCH_CP_APISERVER_ARGS= runs a stock v1.33 one). The
+# default allocates Services' cluster IPs with the bitmap allocator, the
+# default up to Kubernetes v1.32: v1.33's IPAddress allocator lists every
+# IPAddress object twice per allocation (ipallocator's Used(), for a metric),
+# so each ClusterIP Service costs kube-apiserver time in proportion to the
+# Services already there. At 1,000 clusters (7,000 such Services) that was
+# a third of kube-apiserver's CPU in a profile of bench_own (cache.ListAll
+# under createIPAddress and Free), and bench_own took 139-149 s with it
+# against 110-121 s without, for the same 34,994 requests. Like the PVC
+# binder, a control-plane bottleneck that is not the operator's.
+CP_APISERVER_ARGS=${BENCH_CP_APISERVER_ARGS---feature-gates=MultiCIDRServiceAllocator=false}
 OWN=${BENCH_OWN:-1}   # 0: no bench_own (the operator's part alone)
 FULL=${BENCH_FULL:-1} # 0: bench_own alone
 FLOOR=${BENCH_FLOOR:-0} # 1: bench_floor too (the API server's cost of the objects alone)
@@ -96,7 +108,7 @@ cp_up() {
   export MGOP_CP_DIR=/tmp/multigres-op-bench-$1
   export MGOP_CP_NODES=$(( 4 * ($1 / 40 + 1) )) MGOP_CP_KCM_QPS=${BENCH_KCM_QPS:-200}
   cp_dir=$MGOP_CP_DIR
-  "$CP" up >&2
+  MGOP_CP_APISERVER_EXTRA_ARGS="$CP_APISERVER_ARGS" "$CP" up >&2
   source "$MGOP_CP_DIR/env"
   kubectl apply --server-side -f "$ROOT/crds.yaml" >/dev/null
   for _ in $(seq 12); do # kubectl wait fails at once on a CRD whose status is not filled yet
@@ -504,7 +516,7 @@ commit=$(git -C "$ROOT" rev-parse HEAD) # the binary's, even if HEAD moves durin
 out="$ROOT/bench/results/$(date -u +%Y%m%d)-${commit:0:7}.json"
 # the JSON is rewritten after every size, so a size that fails keeps the others
 save() {
-  python3 - "$lines" "$out" "$commit" "$(nproc)" "$BENCH_OP_FLAGS" <<'PY'
+  python3 - "$lines" "$out" "$commit" "$(nproc)" "$BENCH_OP_FLAGS" "$CP_APISERVER_ARGS" <<'PY'
 import json, sys, time
 runs = {}
 for l in open(sys.argv[1]):
@@ -519,6 +531,7 @@ model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.sta
 res = {"commit": sys.argv[3], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
        "cpus": int(sys.argv[4]), "cpu_model": model, "runs": runs}
 if sys.argv[5]: res["op_flags"] = sys.argv[5] # BENCH_OP_FLAGS: an A/B's side
+res["cp_apiserver_args"] = sys.argv[6] # BENCH_CP_APISERVER_ARGS ("": a stock kube-apiserver)
 json.dump(res, open(sys.argv[2], "w"), indent=1, sort_keys=True)
 PY
 }
