@@ -85,6 +85,7 @@ binder_pid=
 for n in "${SIZES[@]}" "$MIX"; do
   [[ $n =~ ^[0-9]+$ && $n -le 5000 ]] || { echo "bench: a size is a number of clusters 0..5000, not '$n'" >&2; exit 2; }
 done
+[[ ${BENCH_RESTARTS:-1} =~ ^[1-9][0-9]?$ ]] || { echo "bench: BENCH_RESTARTS is a number of restarts 1..99, not '$BENCH_RESTARTS'" >&2; exit 2; }
 make -s -C "$ROOT" static build/serving_latency >&2 # the shipped binary is what we measure
 export OP_BIN=$ROOT/build/static/multigres-op
 "$CP" build >&2
