@@ -566,7 +566,6 @@ static struct mgop_server {
   struct mgop_kubecfg cfg;           /* where the API server is, who we are */
   struct mgop_kube api;              /* the loop's own API connection       */
   struct mgop_watch watches[K_COUNT];
-  struct mgop_conn lister;           /* every watch's LIST, kept alive      */
   struct mgop_pool pool;             /* applies in flight beside the loop's */
   struct mgop_pool_job jobs[MGOP_DESIRED_MAX];  /* one phase's applies      */
   int job_desired[MGOP_DESIRED_MAX];            /* ... their desired index  */
@@ -11085,9 +11084,10 @@ static int mgop_setup(const struct mgop_options *opt) {
                     i == K_POD ? "labelSelector=" MGOP_MANAGED_SELECTOR "&fieldSelector=status.phase%3DPending"
                     : owned    ? "labelSelector=" MGOP_MANAGED_SELECTOR : NULL,
                     mgop_on_event, (void *)(intptr_t)i);
-    mgop_server.watches[i].list_conn = &mgop_server.lister;
+    /* every LIST goes over the loop's own connection (handlers make no
+     * requests): the first turn's GETs then find it open, not a handshake */
+    mgop_server.watches[i].list_conn = &mgop_server.api.conn;
   }
-  mgop_conn_init(&mgop_server.lister);
   mgop_server.watches[K_CERT].optional = 1;
   if (opt->webhook_enable && mgop_webhook_setup(opt)) return 2;
   /* the CRDs' first look and the webhook's SelfSubjectReview start here,
@@ -11476,7 +11476,6 @@ int mgop_run(const struct mgop_options *opt) {
   for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);
   if (mgop_wh.enabled) mgop_srv_close(&mgop_wh.srv);
   for (int i = 0; i < K_COUNT; i++) mgop_watch_close(&mgop_server.watches[i]);
-  mgop_conn_close(&mgop_server.lister);
   if (mgop_lease.enabled) mgop_kube_free(&mgop_lease.api);
   if (mgop_msec.enabled) mgop_kube_free(&mgop_msec.api);
   mgop_kube_free(&mgop_server.api);
