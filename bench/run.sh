@@ -5,7 +5,8 @@
 # "10 100 1000"), N copies of config/samples/minimal.yaml in one namespace;
 # then the templated mix ($BENCH_MIX consumers of one CellTemplate, default
 # 100; 0 skips it). Prints one "bench <size> <name> <value> <unit>" line per
-# figure and keeps them all as JSON in bench/results/<date>-<commit>.json;
+# figure and keeps them all as JSON in bench/results/<date>-<commit>.json
+# (-<HHMMSS> added for a second run of the commit that day);
 # bench/plot draws them.
 #
 # Per size:
@@ -572,6 +573,9 @@ bench_floor() {
 mkdir -p "$ROOT/bench/results"
 commit=$(git -C "$ROOT" rev-parse HEAD) # the binary's, even if HEAD moves during the run
 out="$ROOT/bench/results/$(date -u +%Y%m%d)-${commit:0:7}.json"
+# a second run of one commit on one day (an A/B of a flag, say) keeps the
+# first's file: its name carries the time too
+[ ! -e "$out" ] || out="${out%.json}-$(date -u +%H%M%S).json"
 # the JSON is rewritten after every size, so a size that fails keeps the others
 save() {
   python3 - "$lines" "$out" "$commit" "$(nproc)" "$BENCH_OP_FLAGS" "$CP_APISERVER_ARGS" "$OP_AUTH" <<'PY'
