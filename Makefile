@@ -116,7 +116,7 @@ asan: $(BUILD)/unit-asan
 
 valgrind: $(BUILD)/unit-vg
 	valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
-	  --track-fds=no $(BUILD)/unit-vg
+	  --suppressions=tests/valgrind.supp --track-fds=no $(BUILD)/unit-vg
 
 clang: $(BUILD)/deps-glibc.mk
 	@mkdir -p $(BUILD)

@@ -10529,6 +10529,9 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *     loop's own share of the lists takes too;
  *   - the servers' response-buffer slots (multigres-op.h 2.9), under their
  *     own lock: the serving and secure metrics threads both take them;
+ *   - name lookups (multigres-op.h 3.5, mgop_dns): one question and its
+ *     answer under the resolver's lock, asked by any thread that connects
+ *     to a name;
  *   - pipes: stop (main -> every thread), offer (loop -> serving: a new
  *     certificate in mgop_shared.offer), wake (Lease, CRD look -> loop).
  * The serving thread's servers, connections and admission arena are its
@@ -11472,6 +11475,7 @@ int mgop_run(const struct mgop_options *opt) {
   if (started[3]) pthread_join(msec_thread, NULL);
   if (mgop_crd_first.state == 1) pthread_join(mgop_crd_first.thread, NULL); /* stopped before its look was taken */
   mgop_pool_stop(&mgop_server.pool);
+  mgop_dns_stop(MGOP_IO_SLICE_MS); /* a lookup still under way is not waited out */
   mgop_arena_reset(&mgop_server.arena);
   for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);
   if (mgop_wh.enabled) mgop_srv_close(&mgop_wh.srv);

@@ -61,6 +61,7 @@
 #include <stdarg.h>
 #include <signal.h>
 #include <pthread.h>
+#include <sys/socket.h>
 
 #define JSMN_STATIC
 #define JSMN_STRICT
@@ -405,6 +406,34 @@ void mgop_tls_handshakes(unsigned long long *full, unsigned long long *resumed);
 /* ======================================================================
  * 2.5 http
  * ==================================================================== */
+/* Name lookups with a deadline. getaddrinfo() takes none: musl waits out
+ * resolv.conf's timeout (5 s), asking again every 2.5 s, and a loop held
+ * by one unanswered query holds every cluster's turn. A name (an address
+ * literal needs no lookup) goes to one resolver thread, started at the
+ * first such lookup; the caller waits for its answer until its deadline,
+ * or until shutdown, and then gives up (the thread finishes the lookup and
+ * drops the answer). One lookup at a time: a caller that finds an earlier
+ * one unanswered waits for it within the same deadline, unless it has
+ * waited MGOP_DNS_SLOW_MS already (DNS is not answering: a loop of turns
+ * must not pay a deadline each). MGOP_ERR_TIMEOUT then, MGOP_ERR_IO when
+ * the name does not resolve. */
+#define MGOP_DNS_ADDRS 4               /* addresses of one answer tried */
+#define MGOP_DNS_SLOW_MS 500           /* a question unanswered this long:
+                                          the next caller fails at once  */
+struct mgop_dns_answer {
+  int n;
+  int family[MGOP_DNS_ADDRS];
+  socklen_t len[MGOP_DNS_ADDRS];
+  struct sockaddr_storage addr[MGOP_DNS_ADDRS];
+  char err[128];                       /* when n is 0: why               */
+};
+int mgop_dns_lookup(const char *host, const char *port, long long deadline, struct mgop_dns_answer *a);
+/* Ends the resolver thread, waiting at most wait_ms for a lookup under way
+ * (it then ends after it). */
+void mgop_dns_stop(long long wait_ms);
+/* what the resolver thread calls: getaddrinfo() (tests swap in a slow one) */
+extern int (*mgop_dns_resolve)(const char *host, const char *port, int numeric_only, struct mgop_dns_answer *a);
+
 struct mgop_conn {
   int fd;
   int tls_on;
@@ -3189,18 +3218,157 @@ static void mgop_sock_tune(int fd) {
 #endif
 }
 
-static int mgop_tcp_connect(const char *host, const char *port, long long deadline) {
+/* getaddrinfo() into an answer: 0, or its error (a's err says it). */
+static int mgop_dns_getaddrinfo(const char *host, const char *port, int numeric_only, struct mgop_dns_answer *a) {
   struct addrinfo hints, *res = NULL, *ai;
-  int fd = -1, r, last_errno = 0;
+  int r;
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  r = getaddrinfo(host, port, &hints, &res);
-  if (r) return mgop_seterr(MGOP_ERR_IO, "cannot resolve %s: %s", host, gai_strerror(r));
-  for (ai = res; ai; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+  hints.ai_flags = numeric_only ? AI_NUMERICHOST : 0;
+  a->n = 0;
+  a->err[0] = 0;
+  if ((r = getaddrinfo(host, port, &hints, &res))) {
+    snprintf(a->err, sizeof(a->err), "%s", gai_strerror(r));
+    return r;
+  }
+  for (ai = res; ai && a->n < MGOP_DNS_ADDRS; ai = ai->ai_next) {
+    if (ai->ai_addrlen > sizeof(a->addr[0])) continue;
+    a->family[a->n] = ai->ai_family;
+    a->len[a->n] = ai->ai_addrlen;
+    memcpy(&a->addr[a->n++], ai->ai_addr, ai->ai_addrlen);
+  }
+  freeaddrinfo(res);
+  if (!a->n) snprintf(a->err, sizeof(a->err), "no usable address");
+  return a->n ? 0 : EAI_NONAME;
+}
+int (*mgop_dns_resolve)(const char *host, const char *port, int numeric_only, struct mgop_dns_answer *a) =
+    mgop_dns_getaddrinfo;
+
+/* The resolver thread's state: one question and its answer. asked,
+ * answered and taken count questions: the next is asked only once the
+ * last answer was taken by its caller (or its caller gave up, given_up),
+ * so no caller ever reads an answer to another's question. */
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int started, stop;
+  unsigned long long asked, answered, taken, given_up;
+  long long asked_ms;
+  char host[256], port[16];
+  struct mgop_dns_answer ans;
+} mgop_dns = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, "", "", {0}};
+
+static void *mgop_dns_main(void *arg) {
+  static struct mgop_dns_answer ans; /* this thread's alone */
+  char host[sizeof(mgop_dns.host)], port[sizeof(mgop_dns.port)];
+  (void)arg;
+  pthread_mutex_lock(&mgop_dns.mu);
+  for (;;) {
+    unsigned long long q;
+    while (mgop_dns.answered == mgop_dns.asked && !mgop_dns.stop) pthread_cond_wait(&mgop_dns.cv, &mgop_dns.mu);
+    if (mgop_dns.stop) break;
+    q = mgop_dns.asked;
+    memcpy(host, mgop_dns.host, sizeof(host));
+    memcpy(port, mgop_dns.port, sizeof(port));
+    pthread_mutex_unlock(&mgop_dns.mu);
+    mgop_dns_resolve(host, port, 0, &ans);
+    pthread_mutex_lock(&mgop_dns.mu);
+    mgop_dns.ans = ans;
+    mgop_dns.answered = q;
+    if (mgop_dns.given_up == q) mgop_dns.taken = q; /* nobody waits for it */
+    pthread_cond_broadcast(&mgop_dns.cv);
+  }
+  /* a question asked meanwhile gets no answer (its caller sees none), and
+   * the next lookup starts another thread */
+  mgop_dns.ans.n = 0;
+  snprintf(mgop_dns.ans.err, sizeof(mgop_dns.ans.err), "the resolver stopped");
+  mgop_dns.answered = mgop_dns.taken = mgop_dns.asked;
+  mgop_dns.started = mgop_dns.stop = 0;
+  pthread_cond_broadcast(&mgop_dns.cv);
+  pthread_mutex_unlock(&mgop_dns.mu);
+  return NULL;
+}
+
+void mgop_dns_stop(long long wait_ms) {
+  long long until = mgop_now_ms() + wait_ms;
+  pthread_mutex_lock(&mgop_dns.mu);
+  if (mgop_dns.started) {
+    mgop_dns.stop = 1;
+    pthread_cond_broadcast(&mgop_dns.cv);
+    while (mgop_dns.started && mgop_now_ms() < until) mgop_cond_wait_ms(&mgop_dns.cv, &mgop_dns.mu, until - mgop_now_ms());
+  }
+  pthread_mutex_unlock(&mgop_dns.mu);
+}
+
+/* Waits on the resolver (mu held) until done() or the deadline or
+ * shutdown, or (slow set) until the question asked has waited
+ * MGOP_DNS_SLOW_MS: 1 when done. */
+static int mgop_dns_wait(int (*done)(unsigned long long), unsigned long long q, long long deadline, int slow) {
+  while (!done(q)) {
+    long long now = mgop_now_ms(), left = deadline - now;
+    if (slow && now - mgop_dns.asked_ms >= MGOP_DNS_SLOW_MS) left = 0;
+    if (left <= 0 || __atomic_load_n(&mgop_io_abort, __ATOMIC_RELAXED)) return 0;
+    mgop_cond_wait_ms(&mgop_dns.cv, &mgop_dns.mu, left < MGOP_IO_SLICE_MS ? left : MGOP_IO_SLICE_MS);
+  }
+  return 1;
+}
+static int mgop_dns_idle(unsigned long long q) { (void)q; return mgop_dns.taken == mgop_dns.asked; }
+static int mgop_dns_answered(unsigned long long q) { return mgop_dns.answered >= q; }
+
+int mgop_dns_lookup(const char *host, const char *port, long long deadline, struct mgop_dns_answer *a) {
+  unsigned long long q;
+  if (!mgop_dns_resolve(host, port, 1, a)) return MGOP_OK; /* an address: no question to ask */
+  if (strlen(host) >= sizeof(mgop_dns.host) || strlen(port) >= sizeof(mgop_dns.port))
+    return mgop_seterr(MGOP_ERR_CONFIG, "cannot resolve %.80s: name too long", host);
+  pthread_mutex_lock(&mgop_dns.mu);
+  if (!mgop_dns.started) {
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 1024 * 1024); /* glibc carves the static TLS from it */
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    mgop_dns.started = pthread_create(&t, &attr, mgop_dns_main, NULL) == 0;
+    pthread_attr_destroy(&attr);
+    if (!mgop_dns.started) { /* no thread: a lookup without a deadline, as before */
+      pthread_mutex_unlock(&mgop_dns.mu);
+      return mgop_dns_resolve(host, port, 0, a) ? mgop_seterr(MGOP_ERR_IO, "cannot resolve %s: %s", host, a->err)
+                                                : MGOP_OK;
+    }
+  }
+  if (!mgop_dns_wait(mgop_dns_idle, 0, deadline, 1)) {
+    char earlier[sizeof(mgop_dns.host)];
+    long long waited = mgop_now_ms() - mgop_dns.asked_ms;
+    memcpy(earlier, mgop_dns.host, sizeof(earlier));
+    pthread_mutex_unlock(&mgop_dns.mu);
+    return mgop_seterr(MGOP_ERR_TIMEOUT, "cannot resolve %s: the lookup of %s before it is still unanswered after "
+                       "%lld ms", host, earlier, waited);
+  }
+  snprintf(mgop_dns.host, sizeof(mgop_dns.host), "%s", host);
+  snprintf(mgop_dns.port, sizeof(mgop_dns.port), "%s", port);
+  q = ++mgop_dns.asked;
+  mgop_dns.asked_ms = mgop_now_ms();
+  pthread_cond_broadcast(&mgop_dns.cv);
+  if (!mgop_dns_wait(mgop_dns_answered, q, deadline, 0)) {
+    mgop_dns.given_up = q; /* its answer frees the resolver for the next */
+    pthread_mutex_unlock(&mgop_dns.mu);
+    return mgop_seterr(MGOP_ERR_TIMEOUT, "cannot resolve %s: no answer from DNS in time", host);
+  }
+  *a = mgop_dns.ans;
+  mgop_dns.taken = q;
+  pthread_cond_broadcast(&mgop_dns.cv); /* a caller may be waiting to ask */
+  pthread_mutex_unlock(&mgop_dns.mu);
+  return a->n ? MGOP_OK : mgop_seterr(MGOP_ERR_IO, "cannot resolve %s: %s", host, a->err);
+}
+
+static int mgop_tcp_connect(const char *host, const char *port, long long deadline) {
+  static _Thread_local struct mgop_dns_answer ans;
+  int fd = -1, r, last_errno = 0;
+  if ((r = mgop_dns_lookup(host, port, deadline, &ans))) return r;
+  for (int i = 0; i < ans.n; i++) {
+    fd = socket(ans.family[i], SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) continue;
-    r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    r = connect(fd, (const struct sockaddr *)&ans.addr[i], ans.len[i]);
     if (r < 0 && errno == EINPROGRESS) {
       int err = 0;
       socklen_t len = sizeof(err);
@@ -3216,7 +3384,6 @@ static int mgop_tcp_connect(const char *host, const char *port, long long deadli
     close(fd);
     fd = -1;
   }
-  freeaddrinfo(res);
   if (fd < 0) return mgop_seterr(MGOP_ERR_IO, "cannot connect to %s:%s: %s", host, port, strerror(last_errno));
   mgop_sock_tune(fd);
   return fd;
