@@ -407,19 +407,25 @@ void mgop_tls_handshakes(unsigned long long *full, unsigned long long *resumed);
  * 2.5 http
  * ==================================================================== */
 /* Name lookups with a deadline. getaddrinfo() takes none: musl waits out
- * resolv.conf's timeout (5 s), asking again every 2.5 s, and a loop held
- * by one unanswered query holds every cluster's turn. A name (an address
- * literal needs no lookup) goes to one resolver thread, started at the
- * first such lookup; the caller waits for its answer until its deadline,
- * or until shutdown, and then gives up (the thread finishes the lookup and
- * drops the answer). One lookup at a time: a caller that finds an earlier
- * one unanswered waits for it within the same deadline, unless it has
- * waited MGOP_DNS_SLOW_MS already (DNS is not answering: a loop of turns
- * must not pay a deadline each). MGOP_ERR_TIMEOUT then, MGOP_ERR_IO when
- * the name does not resolve. */
+ * resolv.conf's timeout (5 s), asking again every 2.5 s, and with DNS down
+ * every cluster's turn that looks a name up held the loop that long. A
+ * name (an address literal needs no lookup) goes to one resolver thread,
+ * started at the first such lookup; the caller waits for its answer until
+ * its deadline or MGOP_DNS_WAIT_MS, whichever is later (one dropped query
+ * is asked again and answered, as before), or until shutdown, and then
+ * gives up (the thread finishes the lookup and drops the answer). One
+ * lookup at a time: a caller that finds an earlier one unanswered waits
+ * for it, unless it has been unanswered MGOP_DNS_WAIT_MS (DNS is down: a
+ * loop of turns must not each pay the wait). MGOP_ERR_TIMEOUT then,
+ * MGOP_ERR_IO when the name does not resolve. */
 #define MGOP_DNS_ADDRS 4               /* addresses of one answer tried */
-#define MGOP_DNS_SLOW_MS 500           /* a question unanswered this long:
-                                          the next caller fails at once  */
+#ifndef MGOP_DNS_WAIT_MS
+#define MGOP_DNS_WAIT_MS 3000          /* a lookup's least patience: musl
+                                          asks again after 2.5 s, so a
+                                          dropped query still recovers;
+                                          a question unanswered this long
+                                          fails the next caller at once */
+#endif
 struct mgop_dns_answer {
   int n;
   int family[MGOP_DNS_ADDRS];
@@ -3303,11 +3309,11 @@ void mgop_dns_stop(long long wait_ms) {
 
 /* Waits on the resolver (mu held) until done() or the deadline or
  * shutdown, or (slow set) until the question asked has waited
- * MGOP_DNS_SLOW_MS: 1 when done. */
+ * MGOP_DNS_WAIT_MS: 1 when done. */
 static int mgop_dns_wait(int (*done)(unsigned long long), unsigned long long q, long long deadline, int slow) {
   while (!done(q)) {
     long long now = mgop_now_ms(), left = deadline - now;
-    if (slow && now - mgop_dns.asked_ms >= MGOP_DNS_SLOW_MS) left = 0;
+    if (slow && now - mgop_dns.asked_ms >= MGOP_DNS_WAIT_MS) left = 0;
     if (left <= 0 || __atomic_load_n(&mgop_io_abort, __ATOMIC_RELAXED)) return 0;
     mgop_cond_wait_ms(&mgop_dns.cv, &mgop_dns.mu, left < MGOP_IO_SLICE_MS ? left : MGOP_IO_SLICE_MS);
   }
@@ -3321,6 +3327,7 @@ int mgop_dns_lookup(const char *host, const char *port, long long deadline, stru
   if (!mgop_dns_resolve(host, port, 1, a)) return MGOP_OK; /* an address: no question to ask */
   if (strlen(host) >= sizeof(mgop_dns.host) || strlen(port) >= sizeof(mgop_dns.port))
     return mgop_seterr(MGOP_ERR_CONFIG, "cannot resolve %.80s: name too long", host);
+  if (deadline < mgop_now_ms() + MGOP_DNS_WAIT_MS) deadline = mgop_now_ms() + MGOP_DNS_WAIT_MS;
   pthread_mutex_lock(&mgop_dns.mu);
   if (!mgop_dns.started) {
     pthread_attr_t attr;
