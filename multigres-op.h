@@ -418,7 +418,9 @@ void mgop_tls_handshakes(unsigned long long *full, unsigned long long *resumed);
  * for it, unless it has been unanswered MGOP_DNS_WAIT_MS (DNS is down: a
  * loop of turns must not each pay the wait). MGOP_ERR_TIMEOUT then,
  * MGOP_ERR_IO when the name does not resolve. */
-#define MGOP_DNS_ADDRS 4               /* addresses of one answer tried */
+#define MGOP_DNS_ADDRS 8               /* addresses of one answer tried
+                                          (a connect error says so when
+                                          a name has more)               */
 #ifndef MGOP_DNS_WAIT_MS
 #define MGOP_DNS_WAIT_MS 3000          /* a lookup's least patience: musl
                                           asks again after 2.5 s, so a
@@ -427,7 +429,7 @@ void mgop_tls_handshakes(unsigned long long *full, unsigned long long *resumed);
                                           fails the next caller at once */
 #endif
 struct mgop_dns_answer {
-  int n;
+  int n, total;                        /* kept, and in getaddrinfo's answer */
   int family[MGOP_DNS_ADDRS];
   socklen_t len[MGOP_DNS_ADDRS];
   struct sockaddr_storage addr[MGOP_DNS_ADDRS];
@@ -3232,14 +3234,16 @@ static int mgop_dns_getaddrinfo(const char *host, const char *port, int numeric_
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = numeric_only ? AI_NUMERICHOST : 0;
-  a->n = 0;
+  a->n = a->total = 0;
   a->err[0] = 0;
   if ((r = getaddrinfo(host, port, &hints, &res))) {
     snprintf(a->err, sizeof(a->err), "%s", gai_strerror(r));
     return r;
   }
-  for (ai = res; ai && a->n < MGOP_DNS_ADDRS; ai = ai->ai_next) {
-    if (ai->ai_addrlen > sizeof(a->addr[0])) continue;
+  a->total = 0;
+  for (ai = res; ai; ai = ai->ai_next) {
+    a->total++;
+    if (a->n == MGOP_DNS_ADDRS || ai->ai_addrlen > sizeof(a->addr[0])) continue;
     a->family[a->n] = ai->ai_family;
     a->len[a->n] = ai->ai_addrlen;
     memcpy(&a->addr[a->n++], ai->ai_addr, ai->ai_addrlen);
@@ -3391,6 +3395,9 @@ static int mgop_tcp_connect(const char *host, const char *port, long long deadli
     close(fd);
     fd = -1;
   }
+  if (fd < 0 && ans.total > ans.n)
+    return mgop_seterr(MGOP_ERR_IO, "cannot connect to %s:%s: %s (tried the first %d of its %d addresses)", host,
+                       port, strerror(last_errno), ans.n, ans.total);
   if (fd < 0) return mgop_seterr(MGOP_ERR_IO, "cannot connect to %s:%s: %s", host, port, strerror(last_errno));
   mgop_sock_tune(fd);
   return fd;

@@ -1485,7 +1485,7 @@ static int t_dns_fake(const char *host, const char *port, int numeric_only, stru
   in->sin_addr.s_addr = htonl(0x7f000001);
   a->family[0] = AF_INET;
   a->len[0] = sizeof(*in);
-  a->n = 1;
+  a->n = a->total = 1;
   return 0;
 }
 
