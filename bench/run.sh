@@ -136,22 +136,15 @@ cp_up() {
 }
 
 # op_identity: the kubeconfig the operator runs with, op_kubeconfig. For
-# BENCH_OP_AUTH=token a ServiceAccount of its own in $ns with a 48-hour
-# token, bound to cluster-admin (the bench's webhook configuration is not
-# the one the release's ClusterRole names), as the integration tests'
-# operator_kubeconfig does; kubectl stays the admin
+# BENCH_OP_AUTH=token the integration tests' operator_kubeconfig: a
+# ServiceAccount of its own in $ns with a 48-hour token, bound to
+# cluster-admin (the bench's webhook configuration is not the one the
+# release's ClusterRole names); kubectl stays the admin
 op_identity() {
   op_kubeconfig=$MGOP_KUBECONFIG
   [ "$OP_AUTH" = token ] || return 0
   op_kubeconfig=$MGOP_CP_DIR/kubeconfig-bench-operator
-  kubectl -n $ns create serviceaccount multigres-op-bench >/dev/null
-  kubectl create clusterrolebinding multigres-op-bench --clusterrole=cluster-admin \
-    --serviceaccount=$ns:multigres-op-bench >/dev/null
-  kubectl config view --raw --minify >"$op_kubeconfig.src"
-  KUBECONFIG=$op_kubeconfig.src kubectl config set-credentials op \
-    --token="$(kubectl -n $ns create token multigres-op-bench --duration=48h)" >/dev/null
-  KUBECONFIG=$op_kubeconfig.src kubectl config set-context --current --user=op >/dev/null
-  mv "$op_kubeconfig.src" "$op_kubeconfig"
+  operator_kubeconfig $ns multigres-op-bench "$op_kubeconfig" 48h
 }
 
 # binder_up: volumes bound by bench/pvc_binder.py (a PVC binder for

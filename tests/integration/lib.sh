@@ -69,16 +69,17 @@ event_needle() { # TYPE NAMESPACE NAME
   printf '"kind":"MultigresCluster","type":"%s","namespace":"%s","name":"%s"' "$1" "$2" "$3"
 }
 
-# operator_kubeconfig NS BINDING FILE: a ServiceAccount "op" in NS bound to
-# cluster-admin (ClusterRoleBinding BINDING) and a kubeconfig for it in FILE,
+# operator_kubeconfig NS BINDING FILE [DURATION]: a ServiceAccount "op" in NS
+# bound to cluster-admin (ClusterRoleBinding BINDING) and a kubeconfig for it
+# in FILE with a token valid for DURATION (1h; the bench's runs are longer),
 # so the operator has its own identity, as in a Pod, and kubectl (admin) is
 # someone else: the webhook configurations exclude the operator by name.
 operator_kubeconfig() {
-  local ns=$1 binding=$2 kc=$3
+  local ns=$1 binding=$2 kc=$3 duration=${4:-1h}
   kubectl -n "$ns" create serviceaccount op >/dev/null
   kubectl create clusterrolebinding "$binding" --clusterrole=cluster-admin --serviceaccount="$ns:op" >/dev/null 2>&1 || true
   kubectl config view --raw --minify >"$kc.src"
-  KUBECONFIG=$kc.src kubectl config set-credentials op --token="$(kubectl create token op -n "$ns" --duration=1h)" >/dev/null
+  KUBECONFIG=$kc.src kubectl config set-credentials op --token="$(kubectl create token op -n "$ns" --duration="$duration")" >/dev/null
   KUBECONFIG=$kc.src kubectl config set-context --current --user=op >/dev/null
   mv "$kc.src" "$kc"
 }
