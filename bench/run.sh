@@ -183,7 +183,7 @@ cp_down() { # the operator's audit lines stay in build/bench/audit-<size>.log
 # tables sized for CLUSTERS, on fixed ports (the pollers start before it
 # listens): op_ports picks them, op_launch starts it
 op_ports() { read -r mport pport wport < <(free_ports 3); }
-op_start() { op_ports; op_launch "$1"; }
+op_start() { op_ports; op_launched=$(now); op_launch "$1"; } # op_launched: when (epoch seconds)
 op_launch() {
   local objects=$(( $1 * 32 )) series=$(( $1 * 16 ))
   [ $objects -ge 8192 ] || objects=8192
@@ -345,7 +345,7 @@ PY
 }
 
 bench_size() { # N
-  local n=$1 t0 t_in t1 t_last cpu0 cpu1 a0 a1 idle_from restart_t first idle_at w_from
+  local n=$1 t0 t_in t1 t_last cpu0 cpu1 a0 a1 idle_from first idle_at w_from
   cp_up "$n"
   op_start "$n"
   wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
@@ -384,13 +384,11 @@ bench_size() { # N
   stop_operator bench
   cp "$IT_LOGS/bench.log" "$IT_LOGS/converge-$n.log"
   w_from=$(now)
-  op_ports
-  restart_t=$(now)
-  op_launch "$n"
-  first=$(first_reconcile_ms "$restart_t")
+  op_start "$n"
+  first=$(first_reconcile_ms "$op_launched")
   idle_at=$(quiet 5)
   fig "$n" restart_full_tls_handshakes "$(metric 'multigres_operator_tls_handshakes_total{resumed="false"}')" count
-  fig "$n" restart_to_idle_seconds "$(elapsed "$restart_t" "$idle_at")" s
+  fig "$n" restart_to_idle_seconds "$(elapsed "$op_launched" "$idle_at")" s
   read -r _ _ _ _ c u p d < <(audit "$w_from" "$(now)")
   fig "$n" restart_writes $(( c + u + p + d )) count
   read -r rss hwm < <(op_mem)
@@ -401,10 +399,8 @@ bench_size() { # N
   local samples=("$first") k
   for (( k = 1; k < $(restarts "$n"); k++ )); do
     stop_operator bench
-    op_ports
-    restart_t=$(now)
-    op_launch "$n"
-    samples+=("$(first_reconcile_ms "$restart_t")")
+    op_start "$n"
+    samples+=("$(first_reconcile_ms "$op_launched")")
     quiet 5 >/dev/null
   done
   read -r first lo hi < <(printf '%s\n' "${samples[@]}" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)], v[1], v[NR]}')
