@@ -3311,20 +3311,19 @@ void mgop_dns_stop(long long wait_ms) {
   pthread_mutex_unlock(&mgop_dns.mu);
 }
 
-/* Waits on the resolver (mu held) until done() or the deadline or
- * shutdown, or (slow set) until the question asked has waited
- * MGOP_DNS_WAIT_MS: 1 when done. */
-static int mgop_dns_wait(int (*done)(unsigned long long), unsigned long long q, long long deadline, int slow) {
-  while (!done(q)) {
+/* Waits on the resolver (mu held) until question q is answered, or with
+ * q 0 until the resolver is free to be asked (the last answer taken; not
+ * past MGOP_DNS_WAIT_MS of that question's age), within the deadline and
+ * shutdown: 1 when it is. */
+static int mgop_dns_wait(unsigned long long q, long long deadline) {
+  while (q ? mgop_dns.answered < q : mgop_dns.taken != mgop_dns.asked) {
     long long now = mgop_now_ms(), left = deadline - now;
-    if (slow && now - mgop_dns.asked_ms >= MGOP_DNS_WAIT_MS) left = 0;
+    if (!q && now - mgop_dns.asked_ms >= MGOP_DNS_WAIT_MS) left = 0;
     if (left <= 0 || __atomic_load_n(&mgop_io_abort, __ATOMIC_RELAXED)) return 0;
     mgop_cond_wait_ms(&mgop_dns.cv, &mgop_dns.mu, left < MGOP_IO_SLICE_MS ? left : MGOP_IO_SLICE_MS);
   }
   return 1;
 }
-static int mgop_dns_idle(unsigned long long q) { (void)q; return mgop_dns.taken == mgop_dns.asked; }
-static int mgop_dns_answered(unsigned long long q) { return mgop_dns.answered >= q; }
 
 int mgop_dns_lookup(const char *host, const char *port, long long deadline, struct mgop_dns_answer *a) {
   unsigned long long q;
@@ -3347,7 +3346,7 @@ int mgop_dns_lookup(const char *host, const char *port, long long deadline, stru
                                                 : MGOP_OK;
     }
   }
-  if (!mgop_dns_wait(mgop_dns_idle, 0, deadline, 1)) {
+  if (!mgop_dns_wait(0, deadline)) {
     char earlier[sizeof(mgop_dns.host)];
     long long waited = mgop_now_ms() - mgop_dns.asked_ms;
     memcpy(earlier, mgop_dns.host, sizeof(earlier));
@@ -3360,7 +3359,7 @@ int mgop_dns_lookup(const char *host, const char *port, long long deadline, stru
   q = ++mgop_dns.asked;
   mgop_dns.asked_ms = mgop_now_ms();
   pthread_cond_broadcast(&mgop_dns.cv);
-  if (!mgop_dns_wait(mgop_dns_answered, q, deadline, 0)) {
+  if (!mgop_dns_wait(q, deadline)) {
     mgop_dns.given_up = q; /* its answer frees the resolver for the next */
     pthread_mutex_unlock(&mgop_dns.mu);
     return mgop_seterr(MGOP_ERR_TIMEOUT, "cannot resolve %s: no answer from DNS in time", host);
