@@ -151,7 +151,8 @@ fuzz: $(FUZZERS)
 # The threads (loop, serving, Lease, trace exporter) under ThreadSanitizer:
 # t_serving drives admission, probes, a killed API server, SIGKILL and
 # SIGTERM, t_tracing the span queue from the loop and the webhook,
-# t_metrics_secure the metrics thread; any report fails.
+# t_metrics_secure the metrics thread, t_backup_contract the backup
+# checker's rings; any report fails.
 $(BUILD)/multigres-op-tsan: $(SRC) $(BUILD)/deps-glibc.mk
 	@mkdir -p $(BUILD)
 	$(CC) $(BASE_CFLAGS) -O1 -g -fsanitize=thread $(GLIBC_CFLAGS) multigres-op.c -o $@ $(GLIBC_LIBS)
@@ -159,7 +160,7 @@ $(BUILD)/multigres-op-tsan: $(SRC) $(BUILD)/deps-glibc.mk
 tsan: $(BUILD)/multigres-op-tsan tools
 	@rm -f $(BUILD)/tsan.*
 	OP_BIN=$(CURDIR)/$(BUILD)/multigres-op-tsan TSAN_OPTIONS="log_path=$(CURDIR)/$(BUILD)/tsan exitcode=0" \
-	  tests/integration/run.sh 'serving|tracing|metrics_secure'
+	  tests/integration/run.sh 'serving|tracing|metrics_secure|backup_contract'
 	@if ls $(BUILD)/tsan.* >/dev/null 2>&1; then cat $(BUILD)/tsan.*; echo "tsan: data races reported"; exit 1; fi; \
 	  echo "tsan: no data race reported"
 

@@ -2228,7 +2228,7 @@ static int mgop_reclaim_finish(struct mgop_rctx *r) {
  * agree and are True while converging; Stalled is True on an error that
  * needs a human. `since` is the last transition time. */
 static void mgop_backup_condition(struct mgop_jw *w, long long generation); /* section 8: BackupHealthy */
-static void mgop_bh_adopt(uint64_t key, const char *status, long long since);
+static void mgop_bh_adopt(uint64_t key, const char *status, long long since, const char *reason, const char *msg);
 static void mgop_sched_adopt(uint64_t key, const struct mgop_json *j, int bs);
 /* A sixth condition some kinds carry (TopologyRegistered), or NULL. */
 struct mgop_xcond {
@@ -2317,10 +2317,13 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
         continue;
       if (!strcmp(type, "Stalled")) stalled = !strcmp(cs, "True");
       if (!strcmp(type, "BackupHealthy")) {
+        char why[32], said[320]; /* mgop_bh's reason and msg: longer ones are not ours to repeat */
+        int told = !mgop_json_path_str(j, c, "reason", why, sizeof(why)) &&
+                   !mgop_json_path_str(j, c, "message", said, sizeof(said));
         memset(&tm, 0, sizeof(tm));
         if (mgop_json_path_str(j, c, "lastTransitionTime", ltt, sizeof(ltt)) == MGOP_OK &&
             strptime(ltt, "%Y-%m-%dT%H:%M:%SZ", &tm))
-          mgop_bh_adopt(f->key, cs, (long long)timegm(&tm));
+          mgop_bh_adopt(f->key, cs, (long long)timegm(&tm), told ? why : NULL, told ? said : NULL);
       }
       if (!strcmp(type, "TopologyRegistered") || !strcmp(type, "RollingUpdate")) { /* the sixth condition: its time too */
         memset(&tm, 0, sizeof(tm));
@@ -4883,12 +4886,18 @@ static int mgop_backup_shard(struct mgop_rctx *r, const struct mgop_json *d, int
 /* ---- Backup health --------------------------------------------------------
  * The Shard's BackupHealthy condition, from multiadmin's GetBackups
  * (GET /api/v1/backups?database=&table_group=&shard=), checked at most every
- * MGOP_BACKUP_CHECK_MS per shard over one short call (MGOP_MA_TIMEOUT_MS);
- * once the cluster's multiadmin does not answer, the turn's other shards
- * are reported without another try. Unknown is an answer too: multiadmin
- * lists a shard's backups through a serving non-primary pooler, so a shard
- * with only its primary gets Unknown/NoReplica, not a guess. The age of the
- * newest complete backup is multigres_operator_last_backup_age_seconds. */
+ * --backup-check-interval per shard over one short call (MGOP_MA_TIMEOUT_MS).
+ * The calls run on the checker thread, never on the loop: a multiadmin that
+ * does not answer, or a name DNS does not, holds up no reconcile. The loop
+ * asks (a turn, for a shard due; between turns, mgop_backup_tick) and takes
+ * the verdicts back (mgop_bh_collect); checks already waiting for a
+ * multiadmin that did not answer get its verdict without another try.
+ * Until a shard's first verdict, its condition is what the live Shard
+ * showed (a restart writes nothing) or Unknown/Checking. Unknown is an
+ * answer too: multiadmin lists a shard's backups through a serving
+ * non-primary pooler, so a shard with only its primary gets
+ * Unknown/NoReplica, not a guess. The age of the newest complete backup is
+ * multigres_operator_last_backup_age_seconds. */
 #define MGOP_BH_MAX 1024            /* shards whose backup health is kept */
 static long long mgop_backup_check_ms = 120000; /* --backup-check-interval; 0: no checks */
 struct mgop_bh {
@@ -4911,6 +4920,7 @@ struct mgop_bh {
   uint64_t owner;                   /* the cluster's fp key: its metric series */
   char ns[MGOP_CRD_NAMESPACE_MAX + 1], cluster[MGOP_CRD_CLUSTER_NAME_MAX + 1];
   char shard_cr[MGOP_SHARD_CR_NAME_MAX + 1], db[32], tg[32], sn[32];
+  int asked;                        /* its check is with the checker thread */
 };
 static struct mgop_bh mgop_bh_table[MGOP_BH_MAX];
 static int mgop_bh_span; /* rows ever used: scans stop there, so the pages of
@@ -4992,81 +5002,211 @@ static void mgop_ma_endpoint(const struct mgop_rctx *r, char *host, size_t hcap,
   mgop_ma_endpoint_of(r->ns, r->name, host, hcap, port, pcap);
 }
 
+/* What one check found, made on the checker thread and applied by the loop
+ * (mgop_bh_apply), which alone keeps the lastTransitionTime. */
+struct mgop_bh_verdict {
+  int state;                        /* 0 Unknown, 1 True, 2 False           */
+  char reason[32], msg[320];
+  long long last_s;                 /* newest complete backup (0: not known) */
+  int unreachable;                  /* no answer at all: shared, not retried */
+};
+
+static void mgop_bh_verdict_set(struct mgop_bh_verdict *v, int state, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void mgop_bh_verdict_set(struct mgop_bh_verdict *v, int state, const char *reason, const char *fmt, ...) {
+  va_list ap;
+  v->state = state;
+  snprintf(v->reason, sizeof(v->reason), "%s", reason);
+  va_start(ap, fmt);
+  vsnprintf(v->msg, sizeof(v->msg), fmt, ap);
+  va_end(ap);
+}
+
 /* The verdict from a 200 response. */
-static void mgop_bh_from_list(struct mgop_bh *h, const struct mgop_ma_backups *b) {
+static void mgop_bh_verdict_of(const struct mgop_ma_backups *b, struct mgop_bh_verdict *v) {
   char t1[32], t2[32];
-  if (b->complete_s) h->last_s = b->complete_s;
+  v->last_s = b->complete_s;
   mgop_iso_time(b->complete_s, t1, sizeof(t1));
   mgop_iso_time(b->newest_s, t2, sizeof(t2));
   if (b->complete_s && b->newest_status == MGOP_MA_FAILED && b->newest_s > b->complete_s)
-    mgop_bh_set(h, 2, "BackupFailed", "the newest backup %s (%s) failed; the last complete one is %s (%s)",
-                b->newest_id, t2, b->complete_id, t1);
+    mgop_bh_verdict_set(v, 2, "BackupFailed", "the newest backup %s (%s) failed; the last complete one is %s (%s)",
+                        b->newest_id, t2, b->complete_id, t1);
   else if (b->complete_s)
-    mgop_bh_set(h, 1, "BackupCompleted", "last complete backup %s (%s) at %s", b->complete_id,
-                b->complete_type[0] ? b->complete_type : "type unknown", t1);
+    mgop_bh_verdict_set(v, 1, "BackupCompleted", "last complete backup %s (%s) at %s", b->complete_id,
+                        b->complete_type[0] ? b->complete_type : "type unknown", t1);
   else if (b->failed)
-    mgop_bh_set(h, 2, "BackupFailed", "no complete backup; %d failed, the newest %s (%s)", b->failed, b->newest_id, t2);
+    mgop_bh_verdict_set(v, 2, "BackupFailed", "no complete backup; %d failed, the newest %s (%s)", b->failed,
+                        b->newest_id, t2);
   else
-    mgop_bh_set(h, 2, "NoBackup", "multiadmin lists no complete backup of this shard (%d listed, %d in progress)",
-                b->n, b->incomplete);
+    mgop_bh_verdict_set(v, 2, "NoBackup", "multiadmin lists no complete backup of this shard (%d listed, %d in "
+                        "progress)", b->n, b->incomplete);
+}
+
+static void mgop_bh_apply(struct mgop_bh *h, const struct mgop_bh_verdict *v) {
+  if (v->last_s) h->last_s = v->last_s;
+  mgop_bh_set(h, v->state, v->reason, "%s", v->msg);
 }
 
 /* What a Shard's live BackupHealthy said when first seen (status: True,
- * False, Unknown), so a restart keeps its lastTransitionTime. */
-static void mgop_bh_adopt(uint64_t key, const char *status, long long since) {
+ * False, Unknown), so a restart keeps its lastTransitionTime, and writes it
+ * as it was until the first check answers. */
+static void mgop_bh_adopt(uint64_t key, const char *status, long long since, const char *reason, const char *msg) {
   struct mgop_bh *h = mgop_bh_slot(key);
   if (!h || h->since_s) return;
   h->adopted_state = !strcmp(status, "True") ? 1 : !strcmp(status, "False") ? 2 : 0;
   h->adopted_since = since;
+  if (reason && reason[0] && msg) mgop_bh_set(h, h->adopted_state, reason, "%s", msg);
 }
 
-/* One shard's check, now: GET /api/v1/backups from its cluster's multiadmin.
- * down_host: a multiadmin that did not answer earlier in the same pass
- * (one 2 s wait per cluster, not per shard); set when this one does not. */
-static void mgop_bh_check(struct mgop_bh *h, char *down_host, size_t down_cap) {
-  static struct mgop_conn conn;
+/* ---- The checker thread --------------------------------------------------
+ * Asks multiadmin for one shard's backups at a time, in the order asked.
+ * The loop owns mgop_bh_table; the thread sees only the jobs it is handed
+ * (where to call, and the slot's key to hand the verdict back with). Both
+ * rings are bounded: a full ask ring leaves the rest due for the next tick
+ * (the thread's answers wake the loop), a full answer ring holds the thread
+ * until the loop collects. Started at the first check. */
+#define MGOP_BHC_RING 32
+struct mgop_bh_job {
+  int slot;
+  uint64_t key;                     /* the slot's, when asked               */
+  unsigned long long seq;           /* the asks' count, this one included   */
+  char host[300], port[16], target[400];
+  struct mgop_bh_verdict v;         /* the answer                           */
+};
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;                /* a job, a free answer place, or stop  */
+  int started, stop;
+  struct mgop_bh_job ask[MGOP_BHC_RING], answer[MGOP_BHC_RING];
+  int ask_head, asks, answer_head, answers;
+  unsigned long long asked;         /* jobs ever asked (their seq)          */
+  unsigned long calls;              /* made (the unit test counts them)     */
+} mgop_bhc = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* One GetBackups call, on the checker thread. */
+static void mgop_bh_call(const struct mgop_bh_job *j, struct mgop_bh_verdict *v) {
+  static struct mgop_conn conn;     /* the checker thread's alone */
   static char body[MGOP_MA_BODY_MAX];
-  char host[300], port[16], target[400], db[100], tg[100], sh[100], msg[200];
+  char msg[200];
   struct mgop_buf out;
   struct mgop_ma_backups b;
   int status = 0, rc;
-  long long now = mgop_now_ms();
-  h->checked_ms = now;
-  mgop_ma_endpoint_of(h->ns, h->cluster, host, sizeof(host), port, sizeof(port));
-  if (down_host[0] && !strcmp(down_host, host)) {
-    mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s did not answer this turn", host, port);
-    return;
+  memset(v, 0, sizeof(*v));
+  mgop_buf_init(&out, body, sizeof(body) - 1);
+  mgop_conn_init(&conn);
+  rc = mgop_http_call(&conn, j->host, j->port, "GET", j->target, NULL, 0, &out, &status,
+                      mgop_now_ms() + MGOP_MA_TIMEOUT_MS);
+  if (rc && !status) {
+    v->unreachable = 1;
+    mgop_bh_verdict_set(v, 0, "MultiadminUnreachable", "multiadmin at %s:%s: %.200s", j->host, j->port,
+                        mgop_errmsg());
+  } else if (rc) {
+    mgop_bh_verdict_set(v, 0, "BadResponse", "multiadmin at %s:%s, HTTP %d: %.200s", j->host, j->port, status,
+                        mgop_errmsg());
+  } else if (status != 200) {
+    mgop_kube_status_message(out.p, out.len, msg, sizeof(msg)); /* grpc-gateway: {"code","message"} */
+    if (status == 404 && strstr(msg, "replica"))
+      mgop_bh_verdict_set(v, 0, "NoReplica", "multiadmin lists backups through a serving non-primary pooler and has "
+                          "none for this shard: %s", msg);
+    else
+      mgop_bh_verdict_set(v, 0, "MultiadminError", "multiadmin GetBackups: HTTP %d: %s", status, msg);
+  } else if (mgop_ma_parse_backups(out.p, out.len, &b)) {
+    mgop_bh_verdict_set(v, 0, "BadResponse", "multiadmin GetBackups: %.200s", mgop_errmsg());
+  } else {
+    mgop_bh_verdict_of(&b, v);
   }
+}
+
+static void *mgop_bhc_main(void *arg) {
+  struct mgop_bh_job j;
+  struct mgop_bh_verdict down;   /* the last multiadmin that did not answer */
+  unsigned long long down_upto = 0; /* the jobs asked before that was known */
+  char down_host[sizeof(j.host) + sizeof(j.port)] = "", where[sizeof(down_host)];
+  (void)arg;
+  pthread_mutex_lock(&mgop_bhc.mu);
+  for (;;) {
+    while (!mgop_bhc.stop && (!mgop_bhc.asks || mgop_bhc.answers == MGOP_BHC_RING))
+      pthread_cond_wait(&mgop_bhc.cv, &mgop_bhc.mu);
+    if (mgop_bhc.stop) break;
+    j = mgop_bhc.ask[mgop_bhc.ask_head];
+    mgop_bhc.ask_head = (mgop_bhc.ask_head + 1) % MGOP_BHC_RING;
+    mgop_bhc.asks--;
+    pthread_mutex_unlock(&mgop_bhc.mu);
+    snprintf(where, sizeof(where), "%s:%s", j.host, j.port);
+    if (down_host[0] && !strcmp(down_host, where) && j.seq <= down_upto) {
+      j.v = down; /* asked before its multiadmin failed to answer: the same verdict, word for word */
+      pthread_mutex_lock(&mgop_bhc.mu);
+    } else {
+      __atomic_add_fetch(&mgop_bhc.calls, 1, __ATOMIC_RELAXED);
+      mgop_bh_call(&j, &j.v);
+      pthread_mutex_lock(&mgop_bhc.mu);
+      if (j.v.unreachable) down = j.v, down_upto = mgop_bhc.asked, memcpy(down_host, where, sizeof(where));
+    }
+    mgop_bhc.answer[(mgop_bhc.answer_head + mgop_bhc.answers) % MGOP_BHC_RING] = j;
+    mgop_bhc.answers++;
+    if (mgop_shared.wake_pipe[1] >= 0 && write(mgop_shared.wake_pipe[1], "b", 1) < 0) { /* the loop polls anyway */ }
+  }
+  mgop_bhc.started = 0;
+  pthread_cond_broadcast(&mgop_bhc.cv);
+  pthread_mutex_unlock(&mgop_bhc.mu);
+  return NULL;
+}
+
+static void mgop_block_stop_signals(sigset_t *old); /* section 13 */
+
+/* Hands h's check to the thread (mu held); 0 when the ring is full. */
+static int mgop_bh_ask(struct mgop_bh *h, long long now) {
+  struct mgop_bh_job *j;
+  char db[100], tg[100], sh[100];
+  if (mgop_bhc.asks == MGOP_BHC_RING) return 0;
+  mgop_bhc.stop = 0; /* a thread told to stop that has not yet: it goes on */
+  if (!mgop_bhc.started) {
+    pthread_attr_t attr;
+    pthread_t t;
+    sigset_t old;
+    int e;
+    mgop_block_stop_signals(&old); /* the loop takes SIGTERM, not this thread */
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 1024 * 1024); /* glibc carves the static TLS from it */
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    e = pthread_create(&t, &attr, mgop_bhc_main, NULL);
+    mgop_bhc.started = e == 0;
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e) { /* the verdict says so; the next interval tries again */
+      mgop_bh_set(h, 0, "CheckerNotRunning", "the backup checker thread could not start: %s", strerror(e));
+      h->checked_ms = now;
+      return 1;
+    }
+  }
+  j = &mgop_bhc.ask[(mgop_bhc.ask_head + mgop_bhc.asks) % MGOP_BHC_RING];
+  memset(j, 0, sizeof(*j));
+  j->slot = (int)(h - mgop_bh_table);
+  j->key = h->key;
+  j->seq = ++mgop_bhc.asked;
+  mgop_ma_endpoint_of(h->ns, h->cluster, j->host, sizeof(j->host), j->port, sizeof(j->port));
   mgop_query_value(h->db, db, sizeof(db));
   mgop_query_value(h->tg, tg, sizeof(tg));
   mgop_query_value(h->sn, sh, sizeof(sh));
-  snprintf(target, sizeof(target), "/api/v1/backups?database=%s&table_group=%s&shard=%s", db, tg, sh);
-  mgop_buf_init(&out, body, sizeof(body) - 1);
-  mgop_conn_init(&conn);
-  rc = mgop_http_call(&conn, host, port, "GET", target, NULL, 0, &out, &status, now + MGOP_MA_TIMEOUT_MS);
-  if (rc && !status) {
-    snprintf(down_host, down_cap, "%s", host);
-    mgop_bh_set(h, 0, "MultiadminUnreachable", "multiadmin at %s:%s: %.200s", host, port, mgop_errmsg());
-    return;
+  snprintf(j->target, sizeof(j->target), "/api/v1/backups?database=%s&table_group=%s&shard=%s", db, tg, sh);
+  mgop_bhc.asks++;
+  h->asked = 1;
+  h->checked_ms = now;
+  return 1;
+}
+
+/* Stops the checker thread, waiting at most wait_ms for a call under way. */
+static void mgop_bhc_stop(long long wait_ms) {
+  long long until = mgop_now_ms() + wait_ms;
+  pthread_mutex_lock(&mgop_bhc.mu);
+  if (mgop_bhc.started) {
+    mgop_bhc.stop = 1;
+    pthread_cond_broadcast(&mgop_bhc.cv);
+    while (mgop_bhc.started && mgop_now_ms() < until) mgop_cond_wait_ms(&mgop_bhc.cv, &mgop_bhc.mu, until - mgop_now_ms());
   }
-  if (rc) {
-    mgop_bh_set(h, 0, "BadResponse", "multiadmin at %s:%s, HTTP %d: %.200s", host, port, status, mgop_errmsg());
-    return;
-  }
-  if (status != 200) {
-    mgop_kube_status_message(out.p, out.len, msg, sizeof(msg)); /* grpc-gateway: {"code","message"} */
-    if (status == 404 && strstr(msg, "replica"))
-      mgop_bh_set(h, 0, "NoReplica", "multiadmin lists backups through a serving non-primary pooler and has none "
-                  "for this shard: %s", msg);
-    else
-      mgop_bh_set(h, 0, "MultiadminError", "multiadmin GetBackups: HTTP %d: %s", status, msg);
-    return;
-  }
-  if (mgop_ma_parse_backups(out.p, out.len, &b)) {
-    mgop_bh_set(h, 0, "BadResponse", "multiadmin GetBackups: %.200s", mgop_errmsg());
-    return;
-  }
-  mgop_bh_from_list(h, &b);
+  mgop_bhc.asks = mgop_bhc.answers = 0; /* what was asked is asked again at the next start */
+  pthread_mutex_unlock(&mgop_bhc.mu);
+  for (int i = 0; i < mgop_bh_span; i++) mgop_bh_table[i].asked = 0;
 }
 
 /* The last-backup-age gauge of a shard, from its newest complete backup. */
@@ -5077,9 +5217,34 @@ static void mgop_bh_age_gauge(const struct mgop_bh *h) {
     mgop_gauge_set(h->owner, mgop_f_backup_age, l, (double)(mgop_wall_s() - h->last_s));
 }
 
-/* A shard's turn: records where its check goes, and checks when due. */
-static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner, char *down_host,
-                               size_t down_cap) {
+/* The loop: the thread's answers into the table; a verdict that changed
+ * wakes its cluster to write it. An answer for a slot forgotten (or given
+ * to another Shard) meanwhile is dropped. */
+static void mgop_bh_collect(void) {
+  pthread_mutex_lock(&mgop_bhc.mu);
+  while (mgop_bhc.answers) {
+    struct mgop_bh_job j = mgop_bhc.answer[mgop_bhc.answer_head];
+    struct mgop_bh *h = &mgop_bh_table[j.slot];
+    mgop_bhc.answer_head = (mgop_bhc.answer_head + 1) % MGOP_BHC_RING;
+    mgop_bhc.answers--;
+    pthread_cond_broadcast(&mgop_bhc.cv); /* a free answer place */
+    pthread_mutex_unlock(&mgop_bhc.mu);
+    if (h->key == j.key && h->asked) {
+      int changed = h->state != j.v.state || strcmp(h->reason, j.v.reason) || strcmp(h->msg, j.v.msg);
+      h->asked = 0;
+      mgop_bh_apply(h, &j.v);
+      mgop_bh_age_gauge(h);
+      if (changed) mgop_enqueue(h->ns, h->cluster, 0);
+    }
+    pthread_mutex_lock(&mgop_bhc.mu);
+  }
+  pthread_mutex_unlock(&mgop_bhc.mu);
+}
+
+/* A shard's turn: records where its check goes, asks for one when due, and
+ * gives a shard without any verdict yet its Unknown/Checking. */
+static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner) {
+  long long now = mgop_now_ms();
   h->owner = owner;
   snprintf(h->ns, sizeof(h->ns), "%s", r->ns);
   snprintf(h->cluster, sizeof(h->cluster), "%s", r->name);
@@ -5088,46 +5253,39 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, ui
   snprintf(h->db, sizeof(h->db), "%s", r->shard_db[s]);
   snprintf(h->tg, sizeof(h->tg), "%s", r->shard_tgn[s]);
   snprintf(h->sn, sizeof(h->sn), "%s", r->shard_sn[s]);
-  if (!h->checked_ms || mgop_now_ms() - h->checked_ms >= mgop_backup_check_ms) mgop_bh_check(h, down_host, down_cap);
+  if (!h->asked && (!h->checked_ms || now - h->checked_ms >= mgop_backup_check_ms)) {
+    pthread_mutex_lock(&mgop_bhc.mu);
+    mgop_bh_ask(h, now); /* a full ring: the tick asks again */
+    pthread_cond_broadcast(&mgop_bhc.cv);
+    pthread_mutex_unlock(&mgop_bhc.mu);
+  }
+  if (!h->since_s) mgop_bh_set(h, 0, "Checking", "waiting for multiadmin's answer to the first check");
   mgop_bh_age_gauge(h);
 }
 
-/* One check of a slot; a verdict that changed wakes its cluster to write it. */
-static void mgop_bh_recheck(struct mgop_bh *h, char *down_host, size_t down_cap) {
-  int state = h->state;
-  char reason[sizeof(h->reason)], msg[sizeof(h->msg)];
-  memcpy(reason, h->reason, sizeof(reason));
-  memcpy(msg, h->msg, sizeof(msg));
-  mgop_bh_check(h, down_host, down_cap);
-  mgop_bh_age_gauge(h);
-  if (h->state != state || strcmp(h->reason, reason) || strcmp(h->msg, msg)) mgop_enqueue(h->ns, h->cluster, 0);
-}
-
-/* The loop, between turns: the check most overdue, run where the shard's
- * last turn recorded (one call per pass, so watches stay fresh; the other
- * due shards of a multiadmin that did not answer share its verdict). An
- * unchanged verdict costs no API request, so a converged fleet stays at
- * zero requests while idle. Returns ms until the next is due (-1: none). */
+/* The loop, between turns: takes the answers in, and asks for every check
+ * due, in slot order as the ring has room. An unchanged verdict costs
+ * no API request, so a converged fleet stays at zero requests while idle.
+ * Returns ms until the next is due (-1: none; 0: more due than the ring
+ * took, or a verdict changed: the thread's next answer wakes the loop). */
 static long long mgop_backup_tick(void) {
-  char down_host[300] = "";
-  struct mgop_bh *due = NULL;
-  long long now = mgop_now_ms();
+  long long now, next = -1;
   if (!mgop_backup_check_ms) return -1;
+  mgop_bh_collect();
+  now = mgop_now_ms();
+  pthread_mutex_lock(&mgop_bhc.mu);
   for (int i = 0; i < mgop_bh_span; i++) {
     struct mgop_bh *h = &mgop_bh_table[i];
-    if (!h->key || !h->cluster[0] || !h->checked_ms) continue; /* the cluster's first turn checks it */
-    if (!due || h->checked_ms < due->checked_ms) due = h;
+    long long due;
+    if (!h->key || !h->cluster[0] || !h->checked_ms || h->asked) continue; /* the cluster's first turn asks */
+    due = h->checked_ms + mgop_backup_check_ms - now;
+    if (due <= 0 && mgop_bh_ask(h, now)) continue;
+    if (due < 0) due = -1; /* the ring is full: its answers bring the loop back */
+    else if (next < 0 || due < next) next = due;
   }
-  if (!due) return -1;
-  if (due->checked_ms + mgop_backup_check_ms > now) return due->checked_ms + mgop_backup_check_ms - now;
-  mgop_bh_recheck(due, down_host, sizeof(down_host));
-  for (int i = 0; down_host[0] && i < mgop_bh_span; i++) {
-    struct mgop_bh *h = &mgop_bh_table[i];
-    if (h != due && h->checked_ms && h->checked_ms + mgop_backup_check_ms <= now && !strcmp(h->ns, due->ns) &&
-        !strcmp(h->cluster, due->cluster))
-      mgop_bh_recheck(h, down_host, sizeof(down_host));
-  }
-  return 0; /* another may be due already: the loop comes back after its watches */
+  pthread_cond_broadcast(&mgop_bhc.cv);
+  pthread_mutex_unlock(&mgop_bhc.mu);
+  return next;
 }
 
 /* Set around a Shard's status write: mgop_conditions appends it. */
@@ -8072,7 +8230,6 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   char name[80];
   int rd, ds;
   uint64_t owner = mgop_fp_key("MultigresCluster", r->ns, r->name); /* of its metric series */
-  char ma_down[300] = ""; /* this turn's multiadmin, when it did not answer */
   long long sched_wake = -1;         /* ms until a shard's schedule wants a turn */
   long long role_wake = -1;          /* ms until pooler roles are read again */
   int topo_down = 0;                 /* the topology failed a role read this turn */
@@ -8216,7 +8373,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       if (h) {
         long long want = mgop_backup_schedule(r, s, h, owner);
         if (want >= 0 && (sched_wake < 0 || want < sched_wake)) sched_wake = want;
-        mgop_backup_health(r, s, h, owner, ma_down, sizeof(ma_down));
+        mgop_backup_health(r, s, h, owner);
       }
       mgop_cond_backup = h;
       {
@@ -10502,6 +10659,8 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *                client and response buffer is the worker's own. When
  *                several kinds are due to be listed (at start), they list
  *                some of them beside the loop (mgop_loop_lists).
+ *   backup checker  from the first shard's check: multiadmin's GetBackups,
+ *                one at a time, for the loop (mgop_bhc, section 5).
  *   CRD look     at start only, from set-up on (before the SelfSubjectReview):
  *                the CRDs' schema versions on a client of its own
  *                (mgop_crd_first), pipelined; the loop takes the result
@@ -10532,13 +10691,18 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *   - name lookups (multigres-op.h 3.5, mgop_dns): one question and its
  *     answer under the resolver's lock, asked by any thread that connects
  *     to a name;
+ *   - backup checks (mgop_bhc.mu): the loop puts copies of where to call
+ *     in the ask ring, the checker puts verdicts in the answer ring, and
+ *     the loop takes them into mgop_bh_table, which stays the loop's alone
+ *     (as does the running job); the scheduled backups' and switch-primary
+ *     multiadmin calls are made by the loop;
  *   - pipes: stop (main -> every thread), offer (loop -> serving: a new
- *     certificate in mgop_shared.offer), wake (Lease, CRD look -> loop).
+ *     certificate in mgop_shared.offer), wake (Lease, CRD look, backup
+ *     checker -> loop).
  * The serving thread's servers, connections and admission arena are its
  * own; the loop never touches them after start.
  * The builders run on both (admission renders a cluster): their scratch is
- * _Thread_local. The backup health and schedule table (mgop_bh_table, the
- * running job) and the multiadmin calls are the loop's alone. */
+ * _Thread_local. */
 static int mgop_stop_signal; /* __atomic only: the handler writes, every thread reads */
 static void mgop_on_signal(int sig) {
   __atomic_store_n(&mgop_stop_signal, sig, __ATOMIC_RELEASE);
@@ -11475,7 +11639,8 @@ int mgop_run(const struct mgop_options *opt) {
   if (started[3]) pthread_join(msec_thread, NULL);
   if (mgop_crd_first.state == 1) pthread_join(mgop_crd_first.thread, NULL); /* stopped before its look was taken */
   mgop_pool_stop(&mgop_server.pool);
-  mgop_dns_stop(MGOP_IO_SLICE_MS); /* a lookup still under way is not waited out */
+  mgop_bhc_stop(MGOP_IO_SLICE_MS); /* a backup check under way is not waited out: its thread ends after it */
+  mgop_dns_stop(MGOP_IO_SLICE_MS); /* nor a lookup */
   mgop_arena_reset(&mgop_server.arena);
   for (int i = 0; i < 2; i++) mgop_srv_close(&mgop_http_srv[i]);
   if (mgop_wh.enabled) mgop_srv_close(&mgop_wh.srv);

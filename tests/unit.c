@@ -3278,17 +3278,51 @@ static void test_multiadmin_parse_backups(void) {
   CHECK(mgop_ma_parse_backups("{\"backups\":[", 12, &b) != 0);
 }
 
-/* The verdicts BackupHealthy gives for what multiadmin lists. */
-/* The checks between turns: the most overdue first, one call per pass; the
- * other due shards of a multiadmin that does not answer share its verdict;
- * a verdict that changed queues its cluster, an unchanged one queues
- * nothing (no API request while idle). */
+/* A GetBackups answer, as the checker thread judges it and the loop applies it. */
+static void t_bh_from_list(struct mgop_bh *h, const struct mgop_ma_backups *b) {
+  struct mgop_bh_verdict v;
+  memset(&v, 0, sizeof(v));
+  mgop_bh_verdict_of(b, &v);
+  mgop_bh_apply(h, &v);
+}
+
+static int t_bh_has(uint64_t key) {
+  for (int i = 0; i < mgop_bh_span; i++)
+    if (mgop_bh_table[i].key == key) return 1;
+  return 0;
+}
+
+/* Collects the checker thread's answers until each of the slots has a
+ * verdict and no check out (at most 3 s), asking for what the tick still
+ * has due meanwhile. */
+static int t_bh_settle(struct mgop_bh *const *hs, int n) {
+  long long until = mgop_now_ms() + 3000;
+  for (;;) {
+    int out = 0;
+    mgop_bh_collect();
+    for (int i = 0; i < n; i++) out += hs[i]->asked || !hs[i]->reason[0];
+    if (!out) return 1;
+    if (mgop_now_ms() > until) return 0;
+    mgop_backup_tick();
+    usleep(1000);
+  }
+}
+
+/* The checks run on the checker thread, not the loop: a tick asks for
+ * every check due and takes the verdicts back. Checks asked before their
+ * multiadmin failed to answer share its verdict word for word, without a
+ * call of their own; a verdict that changed queues its cluster, an
+ * unchanged one queues nothing (no API request while idle); an answer for
+ * a Shard forgotten meanwhile is dropped; a full ring asks for the rest as
+ * answers come back. */
 static void test_backup_tick(void) {
-  struct mgop_bh *a, *b, *other;
+  struct mgop_bh *a, *b, *other, *many[40];
   struct mgop_work item;
   long long now = mgop_now_ms(), saved_interval = mgop_backup_check_ms;
   const char *saved_ma = mgop_ma_override;
   struct mgop_work drained;
+  unsigned long calls;
+  int most = 0, all_unreachable = 1;
   while (mgop_work_pop(now + 3600000, &drained) == MGOP_OK) {} /* an empty work set */
   mgop_backup_check_ms = 1000;
   mgop_ma_override = "127.0.0.1:1"; /* nothing listens: refused at once */
@@ -3298,24 +3332,91 @@ static void test_backup_tick(void) {
   snprintf(a->ns, sizeof(a->ns), "ns"), snprintf(a->cluster, sizeof(a->cluster), "c1");
   *b = *a, b->key = 0xb2;
   snprintf(other->ns, sizeof(other->ns), "ns"), snprintf(other->cluster, sizeof(other->cluster), "c2");
-  a->checked_ms = now - 5000, b->checked_ms = now - 2000, other->checked_ms = now; /* a most overdue; other not due */
-  CHECK(mgop_backup_tick() == 0);
+  a->checked_ms = now - 5000, b->checked_ms = now - 2000, other->checked_ms = now; /* other not due */
+  calls = __atomic_load_n(&mgop_bhc.calls, __ATOMIC_RELAXED);
+  CHECK(mgop_backup_tick() > 0); /* other's, in about a second */
+  CHECK(a->asked && b->asked && !other->asked);
+  CHECK(t_bh_settle((struct mgop_bh *[]){a, b}, 2));
   CHECK_STR(a->reason, "MultiadminUnreachable");
-  CHECK_STR(b->reason, "MultiadminUnreachable"); /* same multiadmin: no call of its own */
+  CHECK_STR(b->reason, "MultiadminUnreachable");
+  CHECK_STR(a->msg, b->msg); /* the same verdict, so no status churns between them */
+  CHECK(__atomic_load_n(&mgop_bhc.calls, __ATOMIC_RELAXED) - calls == 1); /* same multiadmin: one call */
   CHECK(other->reason[0] == 0 && other->checked_ms == now);
   CHECK(mgop_work_pop(mgop_now_ms() + 10, &item) == MGOP_OK && !strcmp(item.name, "c1"));
   CHECK(mgop_work_pop(mgop_now_ms() + 10, &item) != MGOP_OK); /* c1 once, c2 not */
-  /* the same verdict again: nothing queued */
+  /* the same verdict again: a call (asked after the last one failed), nothing queued */
   a->checked_ms = b->checked_ms = mgop_now_ms() - 5000;
   other->checked_ms = mgop_now_ms();
-  CHECK(mgop_backup_tick() == 0);
+  calls = __atomic_load_n(&mgop_bhc.calls, __ATOMIC_RELAXED);
+  mgop_backup_tick();
+  CHECK(t_bh_settle((struct mgop_bh *[]){a, b}, 2));
+  CHECK(__atomic_load_n(&mgop_bhc.calls, __ATOMIC_RELAXED) - calls == 1);
   CHECK(mgop_work_pop(mgop_now_ms() + 10, &item) != MGOP_OK);
-  /* nothing due: the time until the first is */
-  CHECK(mgop_backup_tick() > 0);
-  mgop_bh_forget(0xa1), mgop_bh_forget(0xb2), mgop_bh_forget(0xc3);
-  CHECK(mgop_backup_tick() == -1);
+  /* forgotten while its check is out: the answer finds no slot to change */
+  a->checked_ms = mgop_now_ms() - 5000;
+  mgop_backup_tick();
+  CHECK(a->asked);
+  mgop_bh_forget(0xa1);
+  for (long long until = mgop_now_ms() + 3000; !most && mgop_now_ms() < until; usleep(1000)) {
+    pthread_mutex_lock(&mgop_bhc.mu);
+    most = mgop_bhc.answers; /* a's, once the thread is through with it */
+    pthread_mutex_unlock(&mgop_bhc.mu);
+  }
+  CHECK(most == 1);
+  mgop_bh_collect();
+  CHECK(mgop_work_pop(mgop_now_ms() + 10, &item) != MGOP_OK && !t_bh_has(0xa1));
+  most = 0;
+  mgop_bh_forget(0xb2), mgop_bh_forget(0xc3);
+  CHECK(mgop_backup_tick() == -1); /* nothing left to check */
+  /* more due than the ring holds: the rest is asked as answers come back */
+  for (int i = 0; i < 40; i++) {
+    many[i] = mgop_bh_slot(0xd00 + (uint64_t)i);
+    CHECK(many[i] != NULL);
+    if (!many[i]) return;
+    snprintf(many[i]->ns, sizeof(many[i]->ns), "ns"), snprintf(many[i]->cluster, sizeof(many[i]->cluster), "c3");
+    many[i]->checked_ms = mgop_now_ms() - 5000;
+  }
+  pthread_mutex_lock(&mgop_bhc.mu); /* the thread takes nothing until all of the first tick's asks are in */
+  for (int i = 0; i < 40; i++) mgop_bh_ask(many[i], mgop_now_ms());
+  pthread_mutex_unlock(&mgop_bhc.mu);
+  for (int i = 0; i < 40; i++) most += many[i]->asked;
+  CHECK(most == MGOP_BHC_RING);
+  pthread_cond_broadcast(&mgop_bhc.cv);
+  CHECK(t_bh_settle(many, 40));
+  for (int i = 0; i < 40; i++) all_unreachable &= !strcmp(many[i]->reason, "MultiadminUnreachable");
+  CHECK(all_unreachable);
+  while (mgop_work_pop(mgop_now_ms() + 10, &drained) == MGOP_OK) {}
+  for (int i = 0; i < 40; i++) mgop_bh_forget(0xd00 + (uint64_t)i);
   mgop_backup_check_ms = saved_interval;
   mgop_ma_override = saved_ma;
+}
+
+/* A restart writes what the live Shard showed until the first check
+ * answers, and keeps its lastTransitionTime when the answer agrees. */
+static void test_backup_adopt(void) {
+  struct mgop_bh *h;
+  struct mgop_ma_backups none;
+  mgop_fake_now_s = 1796184000LL;
+  mgop_bh_adopt(0xe1, "False", 1796100000LL, "NoBackup", "multiadmin lists no complete backup");
+  h = mgop_bh_slot(0xe1);
+  CHECK(h && h->state == 2 && h->since_s == 1796100000LL);
+  if (!h) return;
+  CHECK_STR(h->reason, "NoBackup");
+  CHECK_STR(h->msg, "multiadmin lists no complete backup");
+  memset(&none, 0, sizeof(none));
+  t_bh_from_list(h, &none); /* still False: the time stays */
+  CHECK(h->state == 2 && h->since_s == 1796100000LL);
+  mgop_bh_forget(0xe1);
+  /* a condition whose words are not ours (too long): only its time is kept */
+  mgop_bh_adopt(0xe2, "Unknown", 1796100000LL, NULL, NULL);
+  h = mgop_bh_slot(0xe2);
+  CHECK(h && h->since_s == 0 && h->adopted_since == 1796100000LL);
+  if (h) {
+    mgop_bh_set(h, 0, "Checking", "waiting");
+    CHECK(h->since_s == 1796100000LL); /* Unknown before and now: the live time */
+  }
+  mgop_bh_forget(0xe2);
+  mgop_fake_now_s = 0;
 }
 
 static void test_backup_health_verdicts(void) {
@@ -3324,7 +3425,7 @@ static void test_backup_health_verdicts(void) {
   memset(&h, 0, sizeof(h));
   memset(&b, 0, sizeof(b));
   mgop_fake_now_s = 1796184000LL;
-  mgop_bh_from_list(&h, &b); /* none */
+  t_bh_from_list(&h, &b); /* none */
   CHECK(h.state == 2);
   CHECK_STR(h.reason, "NoBackup");
   CHECK(h.since_s == 1796184000LL);
@@ -3333,20 +3434,20 @@ static void test_backup_health_verdicts(void) {
   b.newest_status = MGOP_MA_FAILED;
   snprintf(b.newest_id, sizeof(b.newest_id), "f1");
   mgop_fake_now_s += 60;
-  mgop_bh_from_list(&h, &b); /* failed: still False, the transition time stays */
+  t_bh_from_list(&h, &b); /* failed: still False, the transition time stays */
   CHECK(h.state == 2 && h.since_s == 1796184000LL);
   CHECK_STR(h.reason, "BackupFailed");
   b.n = 2;
   b.complete = 1;
   b.complete_s = 1796176800LL;
   snprintf(b.complete_id, sizeof(b.complete_id), "c1");
-  mgop_bh_from_list(&h, &b); /* a complete one, but the newer one failed */
+  t_bh_from_list(&h, &b); /* a complete one, but the newer one failed */
   CHECK(h.state == 2);
   CHECK(strstr(h.msg, "the newest backup f1") != NULL);
   b.newest_s = b.complete_s;
   b.newest_status = MGOP_MA_COMPLETE;
   snprintf(b.complete_type, sizeof(b.complete_type), "full");
-  mgop_bh_from_list(&h, &b);
+  t_bh_from_list(&h, &b);
   CHECK(h.state == 1 && h.since_s == 1796184060LL && h.last_s == 1796176800LL);
   CHECK_STR(h.reason, "BackupCompleted");
   CHECK_STR(h.msg, "last complete backup c1 (full) at 2026-12-02T02:00:00Z");
@@ -3354,7 +3455,7 @@ static void test_backup_health_verdicts(void) {
   memset(&h, 0, sizeof(h));
   h.adopted_state = 1;
   h.adopted_since = 1700000000LL;
-  mgop_bh_from_list(&h, &b);
+  t_bh_from_list(&h, &b);
   CHECK(h.since_s == 1700000000LL);
   mgop_fake_now_s = 0;
 }
@@ -5791,6 +5892,7 @@ static const struct t_case t_cases[] = {
     {"multiadmin_parse_backups", test_multiadmin_parse_backups},
     {"backup_health_verdicts", test_backup_health_verdicts},
     {"backup_tick", test_backup_tick},
+    {"backup_adopt", test_backup_adopt},
     {"http_call_plain", test_http_call_plain},
     {"http_request_authorization", test_http_request_authorization},
     {"traceparent", test_traceparent},
@@ -5870,6 +5972,7 @@ int main(int argc, char **argv) {
     snprintf(cmd, sizeof(cmd), "rm -rf %s", t_tmpdir);
     if (system(cmd)) { /* best effort */ }
   }
+  mgop_bhc_stop(1000);
   mgop_dns_stop(1000); /* as the operator does on its way out: no thread left for valgrind's leak check */
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
