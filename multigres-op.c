@@ -5266,8 +5266,9 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, ui
 /* The loop, between turns: takes the answers in, and asks for every check
  * due, in slot order as the ring has room. An unchanged verdict costs
  * no API request, so a converged fleet stays at zero requests while idle.
- * Returns ms until the next is due (-1: none; 0: more due than the ring
- * took, or a verdict changed: the thread's next answer wakes the loop). */
+ * Returns ms until the next check not yet due is (-1: none). Checks asked,
+ * and checks due that a full ring left, count on the thread's answers,
+ * which wake the loop. */
 static long long mgop_backup_tick(void) {
   long long now, next = -1;
   if (!mgop_backup_check_ms) return -1;
