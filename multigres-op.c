@@ -5161,17 +5161,11 @@ static int mgop_bh_ask(struct mgop_bh *h, long long now) {
   if (mgop_bhc.asks == MGOP_BHC_RING) return 0;
   mgop_bhc.stop = 0; /* a thread told to stop that has not yet: it goes on */
   if (!mgop_bhc.started) {
-    pthread_attr_t attr;
-    pthread_t t;
     sigset_t old;
     int e;
     mgop_block_stop_signals(&old); /* the loop takes SIGTERM, not this thread */
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 1024 * 1024); /* glibc carves the static TLS from it */
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    e = pthread_create(&t, &attr, mgop_bhc_main, NULL);
+    e = mgop_thread_detached(mgop_bhc_main);
     mgop_bhc.started = e == 0;
-    pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) { /* the verdict says so; the next interval tries again */
       mgop_bh_set(h, 0, "CheckerNotRunning", "the backup checker thread could not start: %s", strerror(e));
@@ -5197,13 +5191,8 @@ static int mgop_bh_ask(struct mgop_bh *h, long long now) {
 
 /* Stops the checker thread, waiting at most wait_ms for a call under way. */
 static void mgop_bhc_stop(long long wait_ms) {
-  long long until = mgop_now_ms() + wait_ms;
   pthread_mutex_lock(&mgop_bhc.mu);
-  if (mgop_bhc.started) {
-    mgop_bhc.stop = 1;
-    pthread_cond_broadcast(&mgop_bhc.cv);
-    while (mgop_bhc.started && mgop_now_ms() < until) mgop_cond_wait_ms(&mgop_bhc.cv, &mgop_bhc.mu, until - mgop_now_ms());
-  }
+  mgop_thread_stop_wait(&mgop_bhc.cv, &mgop_bhc.mu, &mgop_bhc.started, &mgop_bhc.stop, wait_ms);
   mgop_bhc.asks = mgop_bhc.answers = 0; /* what was asked is asked again at the next start */
   pthread_mutex_unlock(&mgop_bhc.mu);
   for (int i = 0; i < mgop_bh_span; i++) mgop_bh_table[i].asked = 0;

@@ -1507,6 +1507,33 @@ static void mgop_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long long
   pthread_cond_timedwait(cv, mu, &ts);
 }
 
+/* A worker started on first use (the resolver, the backup checker):
+ * detached, on a 1 MiB stack (glibc carves the static TLS from it).
+ * 0, or pthread_create's error. */
+static int mgop_thread_detached(void *(*fn)(void *)) {
+  pthread_attr_t attr;
+  pthread_t t;
+  int e;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 1024 * 1024);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  e = pthread_create(&t, &attr, fn, NULL);
+  pthread_attr_destroy(&attr);
+  return e;
+}
+
+/* Tells such a worker to stop (mu held; its state's *started and *stop
+ * are under mu): sets *stop, wakes it on cv, and waits at most wait_ms
+ * for it to clear *started on its way out. */
+static void mgop_thread_stop_wait(pthread_cond_t *cv, pthread_mutex_t *mu, const int *started, int *stop,
+                                  long long wait_ms) {
+  long long until = mgop_now_ms() + wait_ms;
+  if (!*started) return;
+  *stop = 1;
+  pthread_cond_broadcast(cv);
+  while (*started && mgop_now_ms() < until) mgop_cond_wait_ms(cv, mu, until - mgop_now_ms());
+}
+
 void mgop_wall_iso8601(char *out, size_t cap) {
   struct timespec ts;
   struct tm tm;
@@ -3301,13 +3328,8 @@ static void *mgop_dns_main(void *arg) {
 }
 
 void mgop_dns_stop(long long wait_ms) {
-  long long until = mgop_now_ms() + wait_ms;
   pthread_mutex_lock(&mgop_dns.mu);
-  if (mgop_dns.started) {
-    mgop_dns.stop = 1;
-    pthread_cond_broadcast(&mgop_dns.cv);
-    while (mgop_dns.started && mgop_now_ms() < until) mgop_cond_wait_ms(&mgop_dns.cv, &mgop_dns.mu, until - mgop_now_ms());
-  }
+  mgop_thread_stop_wait(&mgop_dns.cv, &mgop_dns.mu, &mgop_dns.started, &mgop_dns.stop, wait_ms);
   pthread_mutex_unlock(&mgop_dns.mu);
 }
 
@@ -3333,13 +3355,7 @@ int mgop_dns_lookup(const char *host, const char *port, long long deadline, stru
   if (deadline < mgop_now_ms() + MGOP_DNS_WAIT_MS) deadline = mgop_now_ms() + MGOP_DNS_WAIT_MS;
   pthread_mutex_lock(&mgop_dns.mu);
   if (!mgop_dns.started) {
-    pthread_attr_t attr;
-    pthread_t t;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 1024 * 1024); /* glibc carves the static TLS from it */
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    mgop_dns.started = pthread_create(&t, &attr, mgop_dns_main, NULL) == 0;
-    pthread_attr_destroy(&attr);
+    mgop_dns.started = mgop_thread_detached(mgop_dns_main) == 0;
     if (!mgop_dns.started) { /* no thread: a lookup without a deadline, as before */
       pthread_mutex_unlock(&mgop_dns.mu);
       return mgop_dns_resolve(host, port, 0, a) ? mgop_seterr(MGOP_ERR_IO, "cannot resolve %s: %s", host, a->err)
