@@ -5152,25 +5152,22 @@ static void *mgop_bhc_main(void *arg) {
   return NULL;
 }
 
-static void mgop_block_stop_signals(sigset_t *old); /* section 13 */
-
-/* Hands h's check to the thread (mu held); 0 when the ring is full. */
+/* Hands h's check to the thread (mu held): 1, or 0 when the ring is full,
+ * or 2 when the thread cannot start and that verdict is new (set here, for
+ * the caller to write). */
 static int mgop_bh_ask(struct mgop_bh *h, long long now) {
   struct mgop_bh_job *j;
   char db[100], tg[100], sh[100];
   if (mgop_bhc.asks == MGOP_BHC_RING) return 0;
   mgop_bhc.stop = 0; /* a thread told to stop that has not yet: it goes on */
   if (!mgop_bhc.started) {
-    sigset_t old;
-    int e;
-    mgop_block_stop_signals(&old); /* the loop takes SIGTERM, not this thread */
-    e = mgop_thread_detached(mgop_bhc_main);
+    int e = mgop_thread_detached(mgop_bhc_main);
     mgop_bhc.started = e == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) { /* the verdict says so; the next interval tries again */
+      int changed = h->state != 0 || strcmp(h->reason, "CheckerNotRunning");
       mgop_bh_set(h, 0, "CheckerNotRunning", "the backup checker thread could not start: %s", strerror(e));
       h->checked_ms = now;
-      return 1;
+      return changed ? 2 : 1;
     }
   }
   j = &mgop_bhc.ask[(mgop_bhc.ask_head + mgop_bhc.asks) % MGOP_BHC_RING];
@@ -5269,9 +5266,11 @@ static long long mgop_backup_tick(void) {
     long long due;
     if (!h->key || !h->cluster[0] || !h->checked_ms || h->asked) continue; /* the cluster's first turn asks */
     due = h->checked_ms + mgop_backup_check_ms - now;
-    if (due <= 0 && mgop_bh_ask(h, now)) continue;
-    if (due < 0) due = -1; /* the ring is full: its answers bring the loop back */
-    else if (next < 0 || due < next) next = due;
+    if (due <= 0) { /* asked; or the ring is full, and its answers bring the loop back */
+      if (mgop_bh_ask(h, now) == 2) mgop_enqueue(h->ns, h->cluster, 0); /* no thread: the turn writes why */
+      continue;
+    }
+    if (next < 0 || due < next) next = due;
   }
   pthread_cond_broadcast(&mgop_bhc.cv);
   pthread_mutex_unlock(&mgop_bhc.mu);
@@ -10856,16 +10855,6 @@ static void mgop_trace_stop(pthread_t thread) {
 /* Starts the threads with SIGTERM/SIGINT blocked, so signals reach the
  * loop (whose poll() they interrupt). */
 static int mgop_crd_first_start(void); /* section 13 */
-/* Blocks SIGTERM/SIGINT in the calling thread, old mask in *old: threads
- * created meanwhile inherit it, so only the loop takes them. */
-static void mgop_block_stop_signals(sigset_t *old) {
-  sigset_t block;
-  sigemptyset(&block);
-  sigaddset(&block, SIGTERM);
-  sigaddset(&block, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &block, old);
-}
-
 static int mgop_threads_start(pthread_t *serve, pthread_t *lease, pthread_t *trace, pthread_t *msec, int *started) {
   sigset_t old;
   pthread_attr_t attr;

@@ -1507,17 +1507,32 @@ static void mgop_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long long
   pthread_cond_timedwait(cv, mu, &ts);
 }
 
+/* Blocks SIGTERM/SIGINT in the calling thread, old mask in *old: threads
+ * created meanwhile inherit it, so only the loop (whose poll() they
+ * interrupt) takes them. */
+static void mgop_block_stop_signals(sigset_t *old) {
+  sigset_t block;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  sigaddset(&block, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &block, old);
+}
+
 /* A worker started on first use (the resolver, the backup checker):
- * detached, on a 1 MiB stack (glibc carves the static TLS from it).
- * 0, or pthread_create's error. */
+ * detached, on a 1 MiB stack (glibc carves the static TLS from it), with
+ * the stop signals blocked like every other thread's. 0, or
+ * pthread_create's error. */
 static int mgop_thread_detached(void *(*fn)(void *)) {
   pthread_attr_t attr;
   pthread_t t;
+  sigset_t old;
   int e;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 1024 * 1024);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  mgop_block_stop_signals(&old);
   e = pthread_create(&t, &attr, fn, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&attr);
   return e;
 }
