@@ -278,6 +278,10 @@ struct mgop_json {
  * kube-apiserver sends it (more of its tokens). Text that is not valid JSON
  * is left as the parser will find it. */
 size_t mgop_json_drop_managed_fields(char *p, size_t n);
+/* The same for one object (a list item, a watch event's line), whose own
+ * metadata is the first "metadata" object in it: only that one's, and the
+ * scan stops where it closes. */
+size_t mgop_json_drop_object_managed_fields(char *p, size_t n);
 /* Parses exactly one JSON value (trailing whitespace allowed). */
 int mgop_json_parse(struct mgop_json *j, const char *js, size_t len, jsmntok_t *tok, unsigned maxtok);
 int mgop_json_next(const struct mgop_json *j, int t);            /* token after t's subtree */
@@ -641,6 +645,7 @@ struct mgop_watch {
   struct mgop_conn *list_conn; /* NULL: LIST on conn; else a keep-alive one
                                 * shared by several watches (see mgop_watch_step) */
   unsigned long long events, relists, restarts, overlong; /* overlong: events and list items dropped */
+  unsigned long list_items;   /* objects the last list showed (a debug log line) */
 };
 void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind, const char *path,
                      const char *selector, mgop_event_fn fn, void *ctx);
@@ -1907,9 +1912,12 @@ static size_t mgop_json_skip_nest(const char *p, size_t n, size_t i) {
 
 static int mgop_json_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
-size_t mgop_json_drop_managed_fields(char *p, size_t n) {
+/* first_only: p is one object (a list item, a watch event), whose own
+ * metadata is the first "metadata" object in it; the scan ends where that
+ * object closes (about half the bytes: spec and status are never read). */
+static size_t mgop_json_drop_mf(char *p, size_t n, int first_only) {
   uint64_t meta = 0; /* bit d: the object at depth d is a "metadata" value (depths past 63: never) */
-  unsigned depth = 0;
+  unsigned depth = 0, first_depth = 0; /* first_depth: the first metadata object's, once open */
   int key_is_meta = 0; /* the last string read was "metadata" */
   size_t i = 0;
   while (i < n) {
@@ -1941,13 +1949,18 @@ size_t mgop_json_drop_managed_fields(char *p, size_t n) {
     if (c == '{' || c == '[') {
       depth++;
       if (depth < 64) meta = (meta & ~(1ull << depth)) | ((uint64_t)(c == '{' && key_is_meta) << depth);
+      if (first_only && !first_depth && c == '{' && key_is_meta) first_depth = depth;
     } else if (c == '}' || c == ']') {
+      if (first_only && first_depth && depth == first_depth) return n;
       if (depth) depth--;
     }
     if (c != ':' && !mgop_json_ws(c)) key_is_meta = 0; /* "metadata" : { keeps it to the brace */
   }
   return n;
 }
+
+size_t mgop_json_drop_managed_fields(char *p, size_t n) { return mgop_json_drop_mf(p, n, 0); }
+size_t mgop_json_drop_object_managed_fields(char *p, size_t n) { return mgop_json_drop_mf(p, n, 1); }
 
 int mgop_json_parse(struct mgop_json *j, const char *js, size_t len, jsmntok_t *tok, unsigned maxtok) {
   jsmn_parser p;
@@ -4167,6 +4180,9 @@ static int mgop_list_on_item_locked(struct mgop_list_ctx *lc, char *item, size_t
 static int mgop_list_on_item(void *ctx, char *item, size_t n, int truncated) {
   struct mgop_list_ctx *lc = ctx;
   int rc;
+  /* outside the lock: item is this connection's own buffer, so the lists
+   * beside each other drop in parallel (and tokens are then fewer) */
+  if (!truncated) n = mgop_json_drop_object_managed_fields(item, n);
   if (!lc->serial) return mgop_list_on_item_locked(lc, item, n, truncated);
   pthread_mutex_lock(lc->serial);
   rc = mgop_list_on_item_locked(lc, item, n, truncated);
@@ -4177,8 +4193,7 @@ static int mgop_list_on_item(void *ctx, char *item, size_t n, int truncated) {
 static int mgop_list_on_item_locked(struct mgop_list_ctx *lc, char *item, size_t n, int truncated) {
   struct mgop_json j;
   int rc = truncated ? mgop_seterr(MGOP_ERR_TOOBIG, "larger than %d bytes (MGOP_BODY_MAX)", MGOP_BODY_MAX)
-                     : mgop_json_parse(&j, item, n = mgop_json_drop_managed_fields(item, n), mgop_tokens,
-                                       MGOP_JSON_TOKENS_MAX);
+                     : mgop_json_parse(&j, item, n, mgop_tokens, MGOP_JSON_TOKENS_MAX);
   if (rc == MGOP_ERR_TOOBIG) { /* this object only: the others still count */
     char ns[64], name[254];
     mgop_list_item_str(item, n, "namespace", ns, sizeof(ns));
@@ -4631,6 +4646,7 @@ static void mgop_watch_backoff(struct mgop_watch *w, long long now, const char *
 
 static int mgop_watch_list_item(void *ctx, const struct mgop_json *j, int item) {
   struct mgop_watch *w = ctx;
+  w->list_items++;
   if (w->on_event) w->on_event(w->ctx, w, "SYNC", j, item);
   return MGOP_OK;
 }
@@ -4650,6 +4666,7 @@ static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct 
                               const struct mgop_list_bufs *b) {
   char path[700];
   unsigned long skipped = 0;
+  long long t0 = mgop_now_ms();
   int rc;
   /* a watch's first list may be the watch cache's (any version: what came
    * before is nothing); a relist must not go back before what it has seen */
@@ -4657,6 +4674,7 @@ static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct 
   if (b) first = *b, first.any_version = 1;
   snprintf(path, sizeof(path), "%s%s%s", w->path, w->selector[0] ? "?" : "", w->selector);
   mgop_watch_event_locked(w, "LIST_BEGIN", b ? b->serial : NULL);
+  w->list_items = 0;
   rc = mgop_kube_list_with(k, c, path, mgop_watch_list_item, w, w->rv, sizeof(w->rv), &skipped,
                            w->relists++ ? b : &first);
   mgop_watch_close(w); /* its own connection; a shared one stays open (a failed exchange closed it) */
@@ -4666,6 +4684,8 @@ static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct 
     MGOP_LOG(MGOP_WARN, ("watch %s: the list skipped %lu object%s; deletions are inferred at the next complete "
                          "list", w->kind, skipped, skipped == 1 ? "" : "s"));
   else mgop_watch_event_locked(w, "LIST_END", b ? b->serial : NULL);
+  MGOP_LOG(MGOP_DEBUG, ("watch %s: listed %lu objects in %lld ms%s", w->kind, w->list_items, mgop_now_ms() - t0,
+                        rc ? " (failed)" : ""));
   return rc;
 }
 
@@ -4762,7 +4782,7 @@ static int mgop_watch_on_line(void *ctx, char *line, size_t n) {
   struct mgop_json j;
   char type[16], rv[32];
   int obj, rc;
-  rc = mgop_json_parse(&j, line, mgop_json_drop_managed_fields(line, n), mgop_tokens, MGOP_JSON_TOKENS_MAX);
+  rc = mgop_json_parse(&j, line, mgop_json_drop_object_managed_fields(line, n), mgop_tokens, MGOP_JSON_TOKENS_MAX);
   if (rc) {
     MGOP_LOG(MGOP_WARN, ("watch %s: undecodable event skipped, will relist: %s", w->kind, mgop_errmsg()));
     w->overlong++;

@@ -38,7 +38,11 @@
 #                          20261205, took CPU from the start it measured);
 #                          the median of BENCH_RESTARTS restarts (default 5
 #                          up to 100 clusters, 1 beyond; before 20261206
-#                          one), with _min, _max and _samples. The restart_
+#                          one), with _min, _max and _samples; and
+#                          _cpu_ms, the median of the CPU the operator
+#                          had used by then (the same log line, from
+#                          8a70e6f on: less noisy than the wall time on a
+#                          busy host). The restart_
 #                          figures below are the first restart's
 #   restart_to_idle_seconds      launch -> its last request (it is idle)
 #   restart_full_tls_handshakes  the restarted operator's TLS handshakes that were
@@ -327,20 +331,21 @@ print("%.3f" % moved)
 PY
 }
 # first_reconcile_at: the time (epoch seconds) of the operator's log line
-# "first reconcile (...) done N ms after start", waited for up to 120 s;
-# -1 if it never came
+# "first reconcile (...) done N ms after start, C ms of CPU", waited for up
+# to 120 s, and C (-1 when the line has none); -1 -1 if it never came
 first_reconcile_at() {
   python3 - "$IT_LOGS/bench.log" <<'PY'
-import sys, time, json, datetime
+import sys, time, json, datetime, re
 deadline = time.time() + 120
 while time.time() < deadline:
     for line in open(sys.argv[1]):
         if '"msg":"first reconcile (' in line:
             ts = json.loads(line)["ts"]
             t = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
-            print("%.4f" % t.timestamp()); sys.exit(0)
+            cpu = re.search(r", (\d+) ms of CPU", json.loads(line)["msg"])
+            print("%.4f %s" % (t.timestamp(), cpu.group(1) if cpu else -1)); sys.exit(0)
     time.sleep(0.1)
-print(-1)
+print(-1, -1)
 PY
 }
 
@@ -385,7 +390,7 @@ bench_size() { # N
   cp "$IT_LOGS/bench.log" "$IT_LOGS/converge-$n.log"
   w_from=$(now)
   op_start "$n"
-  first=$(first_reconcile_ms "$op_launched")
+  read -r first first_cpu < <(first_reconcile_ms "$op_launched")
   idle_at=$(quiet 5)
   fig "$n" restart_full_tls_handshakes "$(metric 'multigres_operator_tls_handshakes_total{resumed="false"}')" count
   fig "$n" restart_to_idle_seconds "$(elapsed "$op_launched" "$idle_at")" s
@@ -396,14 +401,17 @@ bench_size() { # N
   # more restarts, for start_to_first_reconcile alone: one is a noisy
   # sample (47 to 73 ms at 10 clusters on one host in one evening), so the
   # figure is the median of RESTARTS, with the least and the most
-  local samples=("$first") k
+  local samples=("$first") cpus=("$first_cpu") k ms cpu
   for (( k = 1; k < $(restarts "$n"); k++ )); do
     stop_operator bench
     op_start "$n"
-    samples+=("$(first_reconcile_ms "$op_launched")")
+    read -r ms cpu < <(first_reconcile_ms "$op_launched")
+    samples+=("$ms") cpus+=("$cpu")
     quiet 5 >/dev/null
   done
   read -r first lo hi < <(printf '%s\n' "${samples[@]}" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)], v[1], v[NR]}')
+  read -r cpu _ _ < <(printf '%s\n' "${cpus[@]}" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)], v[1], v[NR]}')
+  fig "$n" start_to_first_reconcile_cpu_ms "$cpu" ms
   fig "$n" start_to_first_reconcile_ms "$first" ms
   fig "$n" start_to_first_reconcile_ms_min "$lo" ms
   fig "$n" start_to_first_reconcile_ms_max "$hi" ms
@@ -414,12 +422,13 @@ bench_size() { # N
 # clusters (BENCH_RESTARTS, default 5; 1 beyond 100 clusters, where each
 # waits over a minute for the operator to go idle)
 restarts() { if [ -n "${BENCH_RESTARTS:-}" ]; then echo "$BENCH_RESTARTS"; elif [ "$1" -le 100 ]; then echo 5; else echo 1; fi; }
-# first_reconcile_ms LAUNCH: ms from LAUNCH (epoch seconds) to the operator's
-# "first reconcile" log line (-1: none within 120 s)
+# first_reconcile_ms LAUNCH: "MS CPU": ms from LAUNCH (epoch seconds) to the
+# operator's "first reconcile" log line, and its CPU ms then (-1: none
+# within 120 s, or no CPU in the line)
 first_reconcile_ms() {
   first_reconcile_at >"$IT_LOGS/first-reconcile"
-  python3 -c 'import sys; t = float(open(sys.argv[1]).read() or -1)
-print(round((t - float(sys.argv[2])) * 1000) if t > 0 else -1)' "$IT_LOGS/first-reconcile" "$1"
+  python3 -c 'import sys; t, c = (open(sys.argv[1]).read().split() + ["-1", "-1"])[:2]
+print(round((float(t) - float(sys.argv[2])) * 1000) if float(t) > 0 else -1, c)' "$IT_LOGS/first-reconcile" "$1"
 }
 
 # controllers STOP|CONT: pauses or resumes the control plane's controllers

@@ -295,6 +295,30 @@ static void test_drop_managed_fields(void) {
                   ",\"status\":{\"metadata\":{\"managedFields\":[2],\"b\":1}}}}",
                   "{\"type\":\"ADDED\",\"object\":{\"metadata\" : {\"uid\":\"u\"  },\"status\":{\"metadata\":{\"b\":1}}}}"));
   for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) CHECK(t_drop_mf(same[i], same[i]));
+  /* one object: its own metadata's only, and nothing past where that closes */
+  {
+    static const struct { const char *in, *want; } one[] = {
+        {"{\"type\":\"ADDED\",\"object\":{\"metadata\" : {\"uid\":\"u\" , \"managedFields\" : [ {\"a\":\"]\\\"}\"} ] }"
+         ",\"status\":{\"metadata\":{\"managedFields\":[2],\"b\":1}}}}",
+         "{\"type\":\"ADDED\",\"object\":{\"metadata\" : {\"uid\":\"u\"  },\"status\":{\"metadata\":{\"managedFields\":[2],\"b\":1}}}}"},
+        {"{\"kind\":\"metadata\",\"metadata\":{\"labels\":{\"metadata\":\"x\"},\"managedFields\":[{}]},\"spec\":{}}",
+         "{\"kind\":\"metadata\",\"metadata\":{\"labels\":{\"metadata\":\"x\"}},\"spec\":{}}"},
+        /* the first metadata holds none: what follows is not looked at */
+        {"{\"metadata\":{\"name\":\"a\"},\"spec\":{\"metadata\":{\"managedFields\":[1]}}}",
+         "{\"metadata\":{\"name\":\"a\"},\"spec\":{\"metadata\":{\"managedFields\":[1]}}}"},
+        {"{\"metadata\":{\"managedFields\":[{\"a\":1}", "{\"metadata\":{\"managedFields\":[{\"a\":1}"}, /* cut short */
+        {"{\"spec\":{}}", "{\"spec\":{}}"},
+    };
+    for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
+      static char buf[512];
+      size_t n = strlen(one[i].in);
+      memcpy(buf, one[i].in, n + 1);
+      n = mgop_json_drop_object_managed_fields(buf, n);
+      buf[n] = 0;
+      if (strcmp(buf, one[i].want)) fprintf(stderr, "    drop_object_managed_fields(%s)\n      = %s\n", one[i].in, buf);
+      CHECK_STR(buf, one[i].want);
+    }
+  }
   { /* what is left parses, and reads the same */
     char doc[] = "{\"metadata\":{\"managedFields\":[{\"f:x\":{}}],\"name\":\"n1\"},\"x\":[1]}";
     size_t n = mgop_json_drop_managed_fields(doc, strlen(doc));
