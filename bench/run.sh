@@ -409,8 +409,8 @@ bench_size() { # N
     samples+=("$ms") cpus+=("$cpu")
     quiet 5 >/dev/null
   done
-  read -r first lo hi < <(printf '%s\n' "${samples[@]}" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)], v[1], v[NR]}')
-  read -r cpu _ _ < <(printf '%s\n' "${cpus[@]}" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)], v[1], v[NR]}')
+  read -r first lo hi < <(median_least_most "${samples[@]}")
+  read -r cpu _ _ < <(median_least_most "${cpus[@]}")
   fig "$n" start_to_first_reconcile_cpu_ms "$cpu" ms
   fig "$n" start_to_first_reconcile_ms "$first" ms
   fig "$n" start_to_first_reconcile_ms_min "$lo" ms
@@ -418,6 +418,8 @@ bench_size() { # N
   fig "$n" start_to_first_reconcile_samples "${#samples[@]}" count
   cp_down "$n"
 }
+# median_least_most VALUE...: "MEDIAN LEAST MOST" of the numbers
+median_least_most() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)], v[1], v[NR]}'; }
 # restarts N: how many restarts sample start_to_first_reconcile at N
 # clusters (BENCH_RESTARTS, default 5; 1 beyond 100 clusters, where each
 # waits over a minute for the operator to go idle)
