@@ -177,6 +177,9 @@ _Static_assert(MGOP_OBJECTS_OF(MGOP_CRD_CELLS_MAX, 1, 1, MGOP_CRD_CELLS_MAX) * 3
  * 63) and the image sets. */
 #define MGOP_STATUS_BUF (7 * (200 + 600) + MGOP_CRD_CELLS_MAX * (MGOP_CRD_CELL_NAME_MAX + 64) + \
                          MGOP_TREFS_MAX * (63 + 4) + 2048 + MGOP_STATUS_TOPO_BUF + MGOP_STATUS_IMAGES_BUF)
+/* A turn's children's status writes go out together (mgop_status_flush):
+ * this many at most per round; more take further rounds, not a limit */
+#define MGOP_STATUS_BATCH_MAX 64
 /* status.topology: the root and the registered names (a removed cell stays
  * listed until pruned, so twice the cells) */
 #define MGOP_STATUS_TOPO_BUF (MGOP_CRD_ROOT_PATH_MAX + (2 * MGOP_CRD_CELLS_MAX + 8) * (63 + 4) + 128)
@@ -569,6 +572,11 @@ static struct mgop_server {
   struct mgop_pool pool;             /* applies in flight beside the loop's */
   struct mgop_pool_job jobs[MGOP_DESIRED_MAX];  /* one phase's applies      */
   int job_desired[MGOP_DESIRED_MAX];            /* ... their desired index  */
+  struct mgop_status_batch {         /* a turn's children's status writes (section 7) */
+    int open, n;
+    struct mgop_status_pending { uint64_t key, hash; int kind; const char *name; } w[MGOP_STATUS_BATCH_MAX];
+    struct mgop_pool_job jobs[MGOP_STATUS_BATCH_MAX];
+  } status_batch;
   uint32_t list_epoch[K_COUNT];      /* per kind: bumped by each (re)list (section 9) */
   struct mgop_root_ref roots[MGOP_WORK_SLOTS];             /* every cluster seen  */
   size_t roots_span;                 /* rows ever used: scans stop there (untouched pages cost nothing) */
@@ -2349,6 +2357,67 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
 /* Patches `status` when it differs from what we last wrote: returns 1 when
  * it wrote, 0 when nothing changed, or an error. The transition time is
  * kept in the object's fingerprint row. */
+/* A turn's status writes of its children (TopoServers, Cells, Shards,
+ * TableGroups) go out together: while the batch is open they are queued
+ * (their bodies in the turn's arena) and mgop_status_flush sends them side
+ * by side on the apply pool, before the root's, which is written last as
+ * ever. A new cluster's first turn made them one after another: four round
+ * trips in a row of its ~25. An object queued twice, a full batch or a
+ * full arena flushes first; whatever cannot be queued is written at once. */
+static void mgop_status_flush(struct mgop_rctx *r);
+
+static int mgop_status_queue(struct mgop_rctx *r, int kind, const char *name, const char *path,
+                             const struct mgop_buf *b, uint64_t h) {
+  struct mgop_status_batch *sb = &mgop_server.status_batch;
+  uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, r->ns, name);
+  struct mgop_pool_job *j;
+  char *json, *ipath, *iname;
+  if (!sb->open || kind == K_CLUSTER || r->render) return 0;
+  for (int i = 0; i < sb->n; i++)
+    if (sb->w[i].key == key) { mgop_status_flush(r); break; } /* its writes stay in order */
+  if (sb->n == MGOP_STATUS_BATCH_MAX) mgop_status_flush(r);
+  if (!(json = mgop_arena_strndup(r->arena, b->p, b->len)) || !(ipath = mgop_arena_strndup(r->arena, path, strlen(path))) ||
+      !(iname = mgop_arena_strndup(r->arena, name, strlen(name))))
+    return 0;
+  j = &sb->jobs[sb->n];
+  memset(j, 0, offsetof(struct mgop_pool_job, err) + 1);
+  j->path = ipath;
+  j->json = json;
+  j->len = b->len;
+  j->status_patch = 1;
+  sb->w[sb->n++] = (struct mgop_status_pending){key, h, kind, iname};
+  return 1;
+}
+
+/* Sends the queued status writes (several in flight) and records each
+ * as mgop_write_status_x does one; returns the rc of key's write when it
+ * was among them and failed, else 0. */
+static int mgop_status_flush_for(struct mgop_rctx *r, uint64_t key) {
+  struct mgop_status_batch *sb = &mgop_server.status_batch;
+  int n = sb->n, failed = 0;
+  if (!n) return 0;
+  sb->n = 0;
+  mgop_pool_apply(&mgop_server.pool, mgop_api_ptr, sb->jobs, n);
+  mgop_pool_take_stats(&mgop_server.pool, &mgop_api_ptr->stats);
+  for (int i = 0; i < n; i++) {
+    const struct mgop_status_pending *w = &sb->w[i];
+    struct mgop_fp *f = mgop_fp_find(w->key);
+    if (sb->jobs[i].rc) {
+      if (w->key == key) failed = sb->jobs[i].rc;
+      mgop_seterr(sb->jobs[i].rc, "%s", sb->jobs[i].err);
+      MGOP_LOG(MGOP_WARN, ("status of %s %s/%s not written: %s", mgop_kinds[w->kind].kind, r->ns, w->name,
+                           mgop_errmsg()));
+      continue;
+    }
+    if (!f) continue; /* forgotten meanwhile: nothing to record */
+    f->status_hash = w->hash;
+    if (mgop_kinds[w->kind].generation) mgop_note_own_write(f, sb->jobs[i].res.rv, 1);
+  }
+  return failed;
+}
+
+static void mgop_status_flush(struct mgop_rctx *r) { mgop_status_flush_for(r, 0); }
+
 static int mgop_write_status_x(struct mgop_rctx *r, int kind, const char *name, struct mgop_fp *f, int ready,
                                int stalled, const char *reason, const char *message, long long generation,
                                const char *phase, void (*extra)(struct mgop_jw *, void *), void *extra_ctx,
@@ -2392,6 +2461,7 @@ static int mgop_write_status_x(struct mgop_rctx *r, int kind, const char *name, 
   if (r->render) return MGOP_OK;
   if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not writing status");
   mgop_item_path(kind, r->ns, name, path, sizeof(path));
+  if (mgop_status_queue(r, kind, name, path, &b, h)) return 1; /* written by the flush */
   rc = mgop_kube_patch_status(mgop_api_ptr, path, b.p, b.len, rv, &status);
   if (rc == MGOP_OK) {
     f->status_hash = h;
@@ -7627,6 +7697,8 @@ static void mgop_write_pod_roles(struct mgop_rctx *r, const char *shard, struct 
   if (b.overflow || h == (f->roles_hash ? f->roles_hash : mgop_roles_hash(NULL, -1)) || r->render ||
       !mgop_may_write())
     return; /* unchanged; never seen counts as none listed */
+  /* a JSON patch into status: the Shard's own status write goes first */
+  if (mgop_status_flush_for(r, mgop_fp_key("Shard", r->ns, shard))) return;
   mgop_item_path(K_SHARD, r->ns, shard, path, sizeof(path) - 8);
   strcat(path, "/status");
   if (mgop_kube_request(mgop_api_ptr, "PATCH", path, "application/json-patch+json", b.p, b.len, NULL, &status) ==
@@ -8224,6 +8296,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   int topo_down = 0;                 /* the topology failed a role read this turn */
   memset(&rs, 0, sizeof(rs));
   mgop_series_drop(owner);
+  mgop_server.status_batch.open = 1; /* the children's writes go out together, before the root's */
+  mgop_server.status_batch.n = 0;
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
   {
     struct mgop_fp *topo_fp = mgop_fp_find(mgop_fp_key("TopoServer", r->ns, topo_name));
@@ -8409,6 +8483,8 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
                         f->seen_gen, mgop_phase(ready, c.ready), mgop_tg_status_extra, &c);
     }
   }
+  mgop_status_flush(r);
+  mgop_server.status_batch.open = 0;
   rs.topo_ready = topo_ready;
   rs.topo_name = topo_name;
   rs.cells = r->ncells;

@@ -696,6 +696,9 @@ struct mgop_pool_job {
   const char *path;                  /* the object's item path (caller's) */
   const char *json;
   size_t len;
+  int status_patch;                  /* 1: a merge patch of path's status
+                                      * subresource (res.rv gets its
+                                      * resourceVersion), not an apply    */
   /* or, when run is set, any read: run(arg, ...) with the thread's client,
    * connection and list buffers (mgop_pool_run) */
   int (*run)(void *arg, struct mgop_kube *k, struct mgop_conn *c, struct mgop_list_scan *scan, char *item,
@@ -730,6 +733,9 @@ void mgop_pool_stop(struct mgop_pool *p);  /* joins the threads, frees the clien
  * the resourceVersion the write made, so its watch echo can be told apart. */
 int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
                            int *status);
+/* The same with the caller's response buffer and tokens (any thread). */
+int mgop_kube_patch_status_into(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
+                                int *status, char *body, size_t cap, jsmntok_t *tok, unsigned ntok);
 /* JSON merge patch of an object (metadata and spec), as fieldManager
  * `manager`. A uid makes it a precondition on that incarnation (409 when the
  * name now holds another object). 404 is MGOP_ERR_NOTFOUND. rv as for
@@ -4342,6 +4348,11 @@ static void mgop_pool_run_one(struct mgop_kube *k, struct mgop_conn *c, struct m
   j->err[0] = 0;
   if (j->run)
     j->rc = j->run(j->arg, k, c, w ? &w->scan : NULL, w ? w->item : NULL, w ? MGOP_BODY_MAX : 0);
+  else if (j->status_patch && w)
+    j->rc = mgop_kube_patch_status_into(k, j->path, j->json, j->len, j->res.rv, &j->status, w->body, sizeof(w->body),
+                                        w->tok, MGOP_POOL_TOKENS);
+  else if (j->status_patch)
+    j->rc = mgop_kube_patch_status(k, j->path, j->json, j->len, j->res.rv, &j->status);
   else if (w)
     j->rc = mgop_kube_apply_into(k, j->path, j->json, j->len, &j->res, &j->status, w->body, sizeof(w->body), w->tok,
                                  MGOP_POOL_TOKENS);
@@ -4483,27 +4494,37 @@ void mgop_pool_stop(struct mgop_pool *p) {
  * bytes; NULL: not wanted). Empty when the answer did not fit or parse: the
  * caller then cannot tell the write's watch echo apart, which only costs a
  * turn. */
-static void mgop_kube_written_rv(const struct mgop_buf *out, char *rv) {
-  static jsmntok_t tok[4096]; /* the loop's: so is mgop_small_body, the answers' buffer */
+static void mgop_kube_written_rv_tok(const struct mgop_buf *out, char *rv, jsmntok_t *tok, unsigned ntok) {
   struct mgop_json j;
   if (!rv) return;
   rv[0] = 0;
-  if (!out->overflow && mgop_json_parse(&j, out->p, out->len, tok, 4096) == MGOP_OK)
+  if (!out->overflow && mgop_json_parse(&j, out->p, out->len, tok, ntok) == MGOP_OK)
     mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, 24);
+}
+
+static jsmntok_t mgop_small_tok[4096]; /* the loop's: so is mgop_small_body, the answers' buffer */
+static void mgop_kube_written_rv(const struct mgop_buf *out, char *rv) {
+  mgop_kube_written_rv_tok(out, rv, mgop_small_tok, 4096);
 }
 
 int mgop_kube_patch_status(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
                            int *status) {
+  return mgop_kube_patch_status_into(k, item_path, json, n, rv, status, mgop_small_body, sizeof(mgop_small_body),
+                                     mgop_small_tok, 4096);
+}
+
+int mgop_kube_patch_status_into(struct mgop_kube *k, const char *item_path, const char *json, size_t n, char *rv,
+                                int *status, char *body, size_t cap, jsmntok_t *tok, unsigned ntok) {
   char path[1024], msg[400];
   struct mgop_buf out;
   int rc;
   snprintf(path, sizeof(path), "%s/status", item_path);
-  mgop_buf_init(&out, mgop_small_body, sizeof(mgop_small_body));
+  mgop_buf_init(&out, body, cap);
   if (rv) rv[0] = 0;
   rc = mgop_kube_request(k, "PATCH", path, "application/merge-patch+json", json, n, &out, status);
   if (rc && rc != MGOP_ERR_TOOBIG) return rc;
   if (*status == 200) {
-    mgop_kube_written_rv(&out, rv);
+    mgop_kube_written_rv_tok(&out, rv, tok, ntok);
     return MGOP_OK;
   }
   mgop_kube_status_message(out.p, out.len, msg, sizeof(msg));

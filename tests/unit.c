@@ -1970,6 +1970,72 @@ static void test_apply_result_created_workload(void) {
   mgop_fp_remove(mgop_fp_key("Service", "ut-applied", "c-svc"));
 }
 
+/* A turn's children's status writes go out as one batch, before the
+ * root's. The faults a real API server does not make on demand: one write
+ * of the batch refused (500) while the others succeed. The refused one
+ * keeps no hash (the next turn writes it again) and reports its failure
+ * to whoever needs its status (the Shard's podRoles patch); the others are
+ * recorded as written, their echoes known by resourceVersion; an object
+ * queued twice flushes the first write before the second, in order. */
+static void test_status_batch_fault(void) {
+  static char ok1[512], ok2[512];
+  static struct mgop_rctx r;
+  const char *err500 = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 35\r\n\r\n{\"message\":\"etcdserver: timed out\"}";
+  struct t_step steps[] = {
+      {"PATCH /apis/multigres.com/v1alpha1/namespaces/ut-sb/cells/c-a/status", t_plain(ok1, sizeof(ok1), T_OBJ("c-a", "11")), 0},
+      {"PATCH /apis/multigres.com/v1alpha1/namespaces/ut-sb/shards/c-s/status", err500, 0},
+      {"PATCH /apis/multigres.com/v1alpha1/namespaces/ut-sb/cells/c-a/status", t_plain(ok2, sizeof(ok2), T_OBJ("c-a", "12")), 0},
+  };
+  struct mgop_kube k, *saved = mgop_api_ptr;
+  struct mgop_fp *cell, *shard;
+  uint64_t ck = mgop_fp_key("Cell", "ut-sb", "c-a"), sk = mgop_fp_key("Shard", "ut-sb", "c-s"), first_hash;
+  int port, w1, w2, w3;
+  pid_t pid = t_fake_start(steps, 3, &port);
+  t_fake_client(&k, port);
+  mgop_api_ptr = &k;
+  memset(&r, 0, sizeof(r));
+  mgop_arena_reset(&mgop_server.arena);
+  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
+  r.arena = &mgop_server.arena;
+  r.ns = "ut-sb", r.name = "c";
+  cell = mgop_fp_upsert(ck), shard = mgop_fp_upsert(sk);
+  CHECK(cell && shard);
+  if (!cell || !shard) return;
+  snprintf(cell->uid, sizeof(cell->uid), "u-a"), snprintf(shard->uid, sizeof(shard->uid), "u-s");
+  mgop_server.status_batch.open = 1, mgop_server.status_batch.n = 0;
+  w1 = mgop_write_status(&r, K_CELL, "c-a", cell, 0, 0, "GatewayNotReady", "0/1 ready", 1, "Initializing", NULL, NULL);
+  w2 = mgop_write_status(&r, K_SHARD, "c-s", shard, 0, 0, "NotAllPodsReady", "0/1 ready", 1, "Initializing", NULL, NULL);
+  CHECK(w1 == 1 && w2 == 1 && mgop_server.status_batch.n == 2); /* queued: nothing sent yet */
+  CHECK(cell->status_hash == 0 && shard->status_hash == 0);
+  /* the Cell again: its first write and the Shard's go out first */
+  w3 = mgop_write_status(&r, K_CELL, "c-a", cell, 1, 0, "GatewayReady", "1/1 ready", 1, "Healthy", NULL, NULL);
+  CHECK(w3 == 1 && mgop_server.status_batch.n == 1);
+  first_hash = cell->status_hash;
+  CHECK(first_hash != 0 && cell->seen_rv == mgop_uid_hash("11"));
+  CHECK(shard->status_hash == 0); /* refused: written again next turn */
+  CHECK(mgop_status_flush_for(&r, ck) == 0);
+  CHECK(cell->status_hash != 0 && cell->status_hash != first_hash && cell->seen_rv == mgop_uid_hash("12"));
+  mgop_server.status_batch.open = 0;
+  CHECK(t_fake_wait(pid) == 0); /* the three requests, in this order */
+  /* a refused Shard write is reported to its podRoles patch */
+  {
+    struct t_step again[] = {{"PATCH /apis/multigres.com/v1alpha1/namespaces/ut-sb/shards/c-s/status", err500, 0}};
+    pid = t_fake_start(again, 1, &port);
+    mgop_kube_free(&k);
+    t_fake_client(&k, port);
+    mgop_server.status_batch.open = 1, mgop_server.status_batch.n = 0;
+    CHECK(mgop_write_status(&r, K_SHARD, "c-s", shard, 0, 0, "NotAllPodsReady", "0/1 ready", 1, "Initializing", NULL,
+                            NULL) == 1);
+    CHECK(mgop_status_flush_for(&r, sk) != 0 && shard->status_hash == 0);
+    mgop_server.status_batch.open = 0;
+    CHECK(t_fake_wait(pid) == 0);
+  }
+  mgop_kube_free(&k);
+  mgop_api_ptr = saved;
+  mgop_fp_remove(ck), mgop_fp_remove(sk);
+  mgop_arena_reset(&mgop_server.arena);
+}
+
 static void test_fp_table(void) {
   uint64_t k1 = mgop_fp_key("StatefulSet", "ns", "a"), k2 = mgop_fp_key("StatefulSet", "ns", "b");
   size_t before = mgop_fp_count();
@@ -5916,6 +5982,7 @@ static const struct t_case t_cases[] = {
     {"multiadmin_parse_backups", test_multiadmin_parse_backups},
     {"backup_health_verdicts", test_backup_health_verdicts},
     {"backup_tick", test_backup_tick},
+    {"status_batch_fault", test_status_batch_fault},
     {"backup_adopt", test_backup_adopt},
     {"http_call_plain", test_http_call_plain},
     {"http_request_authorization", test_http_request_authorization},
