@@ -5299,7 +5299,7 @@ static void mgop_bh_collect(void) {
 
 /* A shard's turn: records where its check goes, asks for one when due, and
  * gives a shard without any verdict yet its Unknown/Checking. */
-static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner) {
+static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner, int admin_pods) {
   long long now = mgop_now_ms();
   h->owner = owner;
   snprintf(h->ns, sizeof(h->ns), "%s", r->ns);
@@ -5309,6 +5309,18 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, ui
   snprintf(h->db, sizeof(h->db), "%s", r->shard_db[s]);
   snprintf(h->tg, sizeof(h->tg), "%s", r->shard_tgn[s]);
   snprintf(h->sn, sizeof(h->sn), "%s", r->shard_sn[s]);
+  /* the cluster's multiadmin has no ready pod (a new cluster's first
+   * turns): its Service has no endpoint, so a call could only fail. The
+   * verdict says so now, with no call and no second turn to write
+   * MultiadminUnreachable; the turn that sees a ready pod (its Deployment's
+   * watch event wakes the cluster) asks at once */
+  if (!mgop_ma_override && !admin_pods && !h->asked) {
+    h->checked_ms = 0;
+    mgop_bh_set(h, 0, "MultiadminNotReady", "multiadmin (Deployment %s-multiadmin) has no ready pod: the first check "
+                "waits for one", r->name);
+    mgop_bh_age_gauge(h);
+    return;
+  }
   if (!h->asked && (!h->checked_ms || now - h->checked_ms >= mgop_backup_check_ms)) {
     pthread_mutex_lock(&mgop_bhc.mu);
     mgop_bh_ask(h, now); /* a full ring: the tick asks again */
@@ -8436,7 +8448,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       if (h) {
         long long want = mgop_backup_schedule(r, s, h, owner);
         if (want >= 0 && (sched_wake < 0 || want < sched_wake)) sched_wake = want;
-        mgop_backup_health(r, s, h, owner);
+        mgop_backup_health(r, s, h, owner, rd);
       }
       mgop_cond_backup = h;
       {

@@ -3481,6 +3481,50 @@ static void test_backup_tick(void) {
   mgop_ma_override = saved_ma;
 }
 
+/* A cluster whose multiadmin has no ready pod gets MultiadminNotReady at
+ * once, with no call and nothing for the tick to ask (a new cluster's
+ * first turn writes its final word; no second turn for Unreachable); the
+ * turn that sees a ready pod asks at once; with --multiadmin-address the
+ * Deployment is not what answers, so it asks regardless. */
+static void test_backup_gate(void) {
+  static struct mgop_rctx r;
+  struct mgop_bh *h;
+  struct mgop_work drained;
+  const char *saved_ma = mgop_ma_override;
+  long long saved_interval = mgop_backup_check_ms;
+  while (mgop_work_pop(mgop_now_ms() + 3600000, &drained) == MGOP_OK) {}
+  memset(&r, 0, sizeof(r));
+  r.ns = "ns", r.name = "gate";
+  snprintf(r.shard_names[0], sizeof(r.shard_names[0]), "gate-postgres-default-0-inf");
+  snprintf(r.shard_db[0], sizeof(r.shard_db[0]), "postgres");
+  snprintf(r.shard_tgn[0], sizeof(r.shard_tgn[0]), "default");
+  snprintf(r.shard_sn[0], sizeof(r.shard_sn[0]), "0-inf");
+  mgop_backup_check_ms = 1000;
+  mgop_ma_override = NULL;
+  h = mgop_bh_slot(0xf1);
+  CHECK(h != NULL);
+  if (!h) return;
+  mgop_backup_health(&r, 0, h, 0, 0);
+  CHECK(!h->asked && h->checked_ms == 0 && h->state == 0);
+  CHECK_STR(h->reason, "MultiadminNotReady");
+  CHECK(strstr(h->msg, "gate-multiadmin") != NULL);
+  CHECK(mgop_backup_tick() == -1 && !h->asked); /* the tick asks nothing for it */
+  mgop_backup_health(&r, 0, h, 0, 1);            /* a ready pod: asked now */
+  CHECK(h->asked && h->checked_ms > 0);
+  CHECK(t_bh_settle((struct mgop_bh *[]){h}, 1) && strcmp(h->reason, "MultiadminNotReady") != 0);
+  /* --multiadmin-address: asked with no ready pod too */
+  mgop_ma_override = "127.0.0.1:1";
+  h->checked_ms = mgop_now_ms() - 5000;
+  mgop_backup_health(&r, 0, h, 0, 0);
+  CHECK(h->asked);
+  CHECK(t_bh_settle((struct mgop_bh *[]){h}, 1));
+  CHECK_STR(h->reason, "MultiadminUnreachable");
+  while (mgop_work_pop(mgop_now_ms() + 10, &drained) == MGOP_OK) {}
+  mgop_bh_forget(0xf1);
+  mgop_backup_check_ms = saved_interval;
+  mgop_ma_override = saved_ma;
+}
+
 /* A restart writes what the live Shard showed until the first check
  * answers, and keeps its lastTransitionTime when the answer agrees. */
 static void test_backup_adopt(void) {
@@ -5982,6 +6026,7 @@ static const struct t_case t_cases[] = {
     {"multiadmin_parse_backups", test_multiadmin_parse_backups},
     {"backup_health_verdicts", test_backup_health_verdicts},
     {"backup_tick", test_backup_tick},
+    {"backup_gate", test_backup_gate},
     {"status_batch_fault", test_status_batch_fault},
     {"backup_adopt", test_backup_adopt},
     {"http_call_plain", test_http_call_plain},
