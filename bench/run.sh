@@ -69,6 +69,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CP="$ROOT/tests/controlplane/cp.sh"
 read -r -a SIZES <<<"${*:-${BENCH_SIZES:-10 100 1000}}"
 MIX=${BENCH_MIX:-100}
+# BENCH_OP_BIN: measure this binary instead of the tree's static build (an
+# A/B of two commits on one host, alternating; its --version is recorded as
+# op_version)
+BENCH_OP_BIN=${BENCH_OP_BIN:-}
 BENCH_OP_FLAGS=${BENCH_OP_FLAGS:-} # more operator flags, e.g. --max-applies-in-flight 1 (an A/B of one knob; the results record them as op_flags)
 BINDER=${BENCH_BINDER:-1}
 # kube-apiserver flags of every bench control plane (recorded as
@@ -100,7 +104,8 @@ done
 [[ $OP_AUTH == token || $OP_AUTH == cert ]] || { echo "bench: BENCH_OP_AUTH is token or cert, not '$OP_AUTH'" >&2; exit 2; }
 [[ ${BENCH_RESTARTS:-1} =~ ^[1-9][0-9]?$ ]] || { echo "bench: BENCH_RESTARTS is a number of restarts 1..99, not '$BENCH_RESTARTS'" >&2; exit 2; }
 make -s -C "$ROOT" static build/serving_latency >&2 # the shipped binary is what we measure
-export OP_BIN=$ROOT/build/static/multigres-op
+export OP_BIN=${BENCH_OP_BIN:-$ROOT/build/static/multigres-op}
+[ -x "$OP_BIN" ] || { echo "bench: BENCH_OP_BIN=$OP_BIN is not an executable" >&2; exit 2; }
 "$CP" build >&2
 export IT_LOGS=$ROOT/build/bench
 source "$ROOT/tests/integration/lib.sh" # start_operator, cluster_manifest, free_ports, ...
@@ -572,6 +577,10 @@ bench_floor() {
 
 mkdir -p "$ROOT/bench/results"
 commit=$(git -C "$ROOT" rev-parse HEAD) # the binary's, even if HEAD moves during the run
+if [ -n "$BENCH_OP_BIN" ]; then # the measured binary's own commit, from its version (0.1.0+<commit>)
+  v=$("$OP_BIN" --version)
+  commit=${v##*+}
+fi
 out="$ROOT/bench/results/$(date -u +%Y%m%d)-${commit:0:7}.json"
 # a second run of one commit on one day (an A/B of a flag, say) keeps the
 # first's file: its name carries the time too
