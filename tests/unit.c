@@ -6111,6 +6111,10 @@ int main(int argc, char **argv) {
   mgop_bhc_stop(1000);
   mgop_dns_stop(1000); /* as the operator does on its way out: no thread left for valgrind's leak check */
   printf("%d passed, %d failed\n", passed, failed);
+  if (only && !passed && !failed) { /* a mistyped name runs nothing: that is no pass */
+    fprintf(stderr, "no test name contains \"%s\"\n", only);
+    return 2;
+  }
   return failed ? 1 : 0;
 }
 
