@@ -3509,9 +3509,11 @@ static void test_backup_gate(void) {
   CHECK_STR(h->reason, "MultiadminNotReady");
   CHECK(strstr(h->msg, "gate-multiadmin") != NULL);
   CHECK(mgop_backup_tick() == -1 && !h->asked); /* the tick asks nothing for it */
+  mgop_dns_resolve = t_dns_fake; /* the Service's name as 127.0.0.1: no real lookup (see test_dns_deadline) */
   mgop_backup_health(&r, 0, h, 0, 1);            /* a ready pod: asked now */
   CHECK(h->asked && h->checked_ms > 0);
   CHECK(t_bh_settle((struct mgop_bh *[]){h}, 1) && strcmp(h->reason, "MultiadminNotReady") != 0);
+  mgop_dns_resolve = mgop_dns_getaddrinfo;
   /* --multiadmin-address: asked with no ready pod too */
   mgop_ma_override = "127.0.0.1:1";
   h->checked_ms = mgop_now_ms() - 5000;
