@@ -2354,16 +2354,13 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
   }
 }
 
-/* Patches `status` when it differs from what we last wrote: returns 1 when
- * it wrote, 0 when nothing changed, or an error. The transition time is
- * kept in the object's fingerprint row. */
 /* A turn's status writes of its children (TopoServers, Cells, Shards,
  * TableGroups) go out together: while the batch is open they are queued
  * (their bodies in the turn's arena) and mgop_status_flush sends them side
  * by side on the apply pool, before the root's, which is written last as
- * ever. A new cluster's first turn made them one after another: four round
- * trips in a row of its ~25. An object queued twice, a full batch or a
- * full arena flushes first; whatever cannot be queued is written at once. */
+ * ever. One after another they were four round trips in a row in every new
+ * cluster's first turn. An object queued twice, a full batch or a full
+ * arena flushes first; whatever cannot be queued is written at once. */
 static void mgop_status_flush(struct mgop_rctx *r);
 
 static int mgop_status_queue(struct mgop_rctx *r, int kind, const char *name, const char *path,
@@ -2376,7 +2373,8 @@ static int mgop_status_queue(struct mgop_rctx *r, int kind, const char *name, co
   for (int i = 0; i < sb->n; i++)
     if (sb->w[i].key == key) { mgop_status_flush(r); break; } /* its writes stay in order */
   if (sb->n == MGOP_STATUS_BATCH_MAX) mgop_status_flush(r);
-  if (!(json = mgop_arena_strndup(r->arena, b->p, b->len)) || !(ipath = mgop_arena_strndup(r->arena, path, strlen(path))) ||
+  if (!(json = mgop_arena_strndup(r->arena, b->p, b->len)) ||
+      !(ipath = mgop_arena_strndup(r->arena, path, strlen(path))) ||
       !(iname = mgop_arena_strndup(r->arena, name, strlen(name))))
     return 0;
   j = &sb->jobs[sb->n];
@@ -2417,6 +2415,11 @@ static int mgop_status_flush_for(struct mgop_rctx *r, uint64_t key) {
 }
 
 static void mgop_status_flush(struct mgop_rctx *r) { mgop_status_flush_for(r, 0); }
+
+/* Patches `status` when it differs from what we last wrote: returns 1 when
+ * it wrote (or queued the write in the open batch), 0 when nothing
+ * changed, or an error. The transition time is kept in the object's
+ * fingerprint row. */
 
 static int mgop_write_status_x(struct mgop_rctx *r, int kind, const char *name, struct mgop_fp *f, int ready,
                                int stalled, const char *reason, const char *message, long long generation,
@@ -5298,7 +5301,9 @@ static void mgop_bh_collect(void) {
 }
 
 /* A shard's turn: records where its check goes, asks for one when due, and
- * gives a shard without any verdict yet its Unknown/Checking. */
+ * gives a shard without any verdict yet its Unknown/Checking, or, while its
+ * cluster's multiadmin has no ready pod (admin_pods), Unknown/
+ * MultiadminNotReady without asking. */
 static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, uint64_t owner, int admin_pods) {
   long long now = mgop_now_ms();
   h->owner = owner;
