@@ -4293,11 +4293,12 @@ void mgop_kube_status_message(const char *body, size_t n, char *out, size_t cap)
 }
 
 static char mgop_small_body[64 * 1024]; /* apply/patch/delete responses */
+static jsmntok_t mgop_small_tok[4096];     /* the loop's, to read mgop_small_body */
 
 int mgop_kube_apply(struct mgop_kube *k, const char *item_path, const char *json, size_t n, struct mgop_applied *res,
                     int *status) {
-  static jsmntok_t tok[4096];
-  return mgop_kube_apply_into(k, item_path, json, n, res, status, mgop_small_body, sizeof(mgop_small_body), tok, 4096);
+  return mgop_kube_apply_into(k, item_path, json, n, res, status, mgop_small_body, sizeof(mgop_small_body),
+                              mgop_small_tok, 4096);
 }
 
 int mgop_kube_apply_into(struct mgop_kube *k, const char *item_path, const char *json, size_t n,
@@ -4502,7 +4503,6 @@ static void mgop_kube_written_rv_tok(const struct mgop_buf *out, char *rv, jsmnt
     mgop_json_path_str(&j, 0, "metadata.resourceVersion", rv, 24);
 }
 
-static jsmntok_t mgop_small_tok[4096]; /* the loop's: so is mgop_small_body, the answers' buffer */
 static void mgop_kube_written_rv(const struct mgop_buf *out, char *rv) {
   mgop_kube_written_rv_tok(out, rv, mgop_small_tok, 4096);
 }
