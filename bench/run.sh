@@ -42,8 +42,11 @@
 #                          _cpu_ms, the median of the CPU the operator
 #                          had used by then (the same log line, from
 #                          8a70e6f on: less noisy than the wall time on a
-#                          busy host). The restart_
-#                          figures below are the first restart's
+#                          busy host)
+#   start_lists, start_lists_kib, start_lists_apiserver_cpu_ms, start_lists_wall_ms
+#                          the floor under it: the LISTs of the last start,
+#                          replayed (bench/list_replay.py; start_lists_figs)
+# The restart_ figures are the first restart's:
 #   restart_to_idle_seconds      launch -> its last request (it is idle)
 #   restart_full_tls_handshakes  the restarted operator's TLS handshakes that were
 #                          not resumed (each signs), until idle
@@ -421,7 +424,37 @@ bench_size() { # N
   fig "$n" start_to_first_reconcile_ms_min "$lo" ms
   fig "$n" start_to_first_reconcile_ms_max "$hi" ms
   fig "$n" start_to_first_reconcile_samples "${#samples[@]}" count
+  start_lists_figs "$n" "$op_launched"
   cp_down "$n"
+}
+# start_lists_figs N LAUNCH: the floor under start_to_first_reconcile. The
+# LISTs the operator launched at LAUNCH made before its first reconcile
+# (the audit log's), replayed by bench/list_replay.py one after another on
+# one connection, 5 rounds, with the operator idle:
+#   start_lists            how many
+#   start_lists_kib        their bodies (compact JSON, as the operator reads them)
+#   start_lists_apiserver_cpu_ms  kube-apiserver's CPU to serve them (the
+#                          median round): on C cores no first reconcile
+#                          comes sooner than this / C
+#   start_lists_wall_ms    that round's wall time
+start_lists_figs() {
+  local lists bytes cpu wall
+  audit_lines '"userAgent":"multigres-op/' | python3 -c '
+import json, sys, datetime
+lo = float(sys.argv[1]); seen = set()
+for line in sys.stdin:
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("verb") != "list" or e.get("auditID") in seen: continue
+    seen.add(e.get("auditID"))
+    t = datetime.datetime.strptime(e["requestReceivedTimestamp"][:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
+    if t.replace(tzinfo=datetime.timezone.utc).timestamp() >= lo: print(e["requestURI"])' "$2" >"$IT_LOGS/start-lists-$1"
+  read -r lists bytes cpu wall < <("$ROOT/bench/list_replay.py" "$op_kubeconfig" "$(cat "$cp_dir/pids/kube-apiserver.pid")" 5 \
+    <"$IT_LOGS/start-lists-$1")
+  fig "$1" start_lists "$lists" count
+  fig "$1" start_lists_kib "$(( bytes / 1024 ))" KiB
+  fig "$1" start_lists_apiserver_cpu_ms "$cpu" ms
+  fig "$1" start_lists_wall_ms "$wall" ms
 }
 # median_least_most VALUE...: "MEDIAN LEAST MOST" of the numbers
 median_least_most() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)], v[1], v[NR]}'; }
