@@ -863,7 +863,9 @@ struct mgop_fp *mgop_fp_at(size_t i);
 
 
 /* The work set: roots (namespace/name of a kind) waiting to be reconciled,
- * de-duplicated, each with a not-before time. */
+ * de-duplicated, each with a not-before time. Every watch event of a child
+ * queues its cluster, so an add finds the root by hash (an index twice the
+ * slots, linear probing); a pop, once a turn, scans the slots in use. */
 #ifndef MGOP_WORK_SLOTS
 #define MGOP_WORK_SLOTS 1024
 #endif
@@ -874,6 +876,7 @@ struct mgop_work {
   long long not_before;
   int attempts;
   int used;
+  uint64_t key;               /* hash of kind, ns and name: its index slot */
 };
 /* Adds (or moves earlier) a root; returns MGOP_ERR_NOMEM when full. */
 int mgop_work_add(const char *kind, const char *ns, const char *name, long long not_before);
@@ -5078,63 +5081,115 @@ void mgop_fp_compact(void) {
 
 static struct mgop_work mgop_work_set[MGOP_WORK_SLOTS];
 static size_t mgop_work_used;
+static size_t mgop_work_span;                   /* slots ever taken: [0, span) */
+static uint32_t mgop_work_free[MGOP_WORK_SLOTS]; /* slots below span given back */
+static size_t mgop_work_nfree;
+#define MGOP_WORK_INDEX (2 * MGOP_WORK_SLOTS) /* at most half full: every probe meets an empty entry */
+static uint32_t mgop_work_index[MGOP_WORK_INDEX]; /* slot + 1; 0: empty */
 
-int mgop_work_add(const char *kind, const char *ns, const char *name, long long not_before) {
-  struct mgop_work *free_slot = NULL;
-  if (strlen(kind) >= sizeof(free_slot->kind) || strlen(ns) >= sizeof(free_slot->ns) ||
-      strlen(name) >= sizeof(free_slot->name))
-    return mgop_seterr(MGOP_ERR_TOOBIG, "work item %s %s/%s: name too long", kind, ns, name);
-  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
-    struct mgop_work *w = &mgop_work_set[i];
-    if (!w->used) {
-      if (!free_slot) free_slot = w;
-      continue;
-    }
-    if (!strcmp(w->kind, kind) && !strcmp(w->ns, ns) && !strcmp(w->name, name)) {
-      if (not_before < w->not_before) w->not_before = not_before;
-      return MGOP_OK;
+static uint64_t mgop_work_key(const char *kind, const char *ns, const char *name) {
+  uint64_t h = mgop_fnv1a64(MGOP_FNV64_INIT, kind, strlen(kind) + 1); /* the NULs keep "a","bc" from "ab","c" */
+  h = mgop_fnv1a64(h, ns, strlen(ns) + 1);
+  return mgop_fnv1a64(h, name, strlen(name));
+}
+
+/* The index entry of kind/ns/name (*found 1), or the empty one where it
+ * would go (*found 0). */
+static size_t mgop_work_probe(uint64_t key, const char *kind, const char *ns, const char *name, int *found) {
+  size_t i = (size_t)(key % MGOP_WORK_INDEX);
+  for (; mgop_work_index[i]; i = (i + 1) % MGOP_WORK_INDEX) {
+    const struct mgop_work *w = &mgop_work_set[mgop_work_index[i] - 1];
+    if (w->key == key && !strcmp(w->kind, kind) && !strcmp(w->ns, ns) && !strcmp(w->name, name)) {
+      *found = 1;
+      return i;
     }
   }
-  if (!free_slot) return mgop_seterr(MGOP_ERR_NOMEM, "work set full (%d roots)", MGOP_WORK_SLOTS);
-  memset(free_slot, 0, sizeof(*free_slot));
-  snprintf(free_slot->kind, sizeof(free_slot->kind), "%s", kind);
-  snprintf(free_slot->ns, sizeof(free_slot->ns), "%s", ns);
-  snprintf(free_slot->name, sizeof(free_slot->name), "%s", name);
-  free_slot->not_before = not_before;
-  free_slot->used = 1;
+  *found = 0;
+  return i;
+}
+
+/* Empties index entry p and moves later entries of its run back into the
+ * gap (no tombstones: a probe stops at the first empty entry). An entry at
+ * j may fill the gap at p unless its home lies cyclically in (p, j]. */
+static void mgop_work_unindex(size_t p) {
+  size_t j = p;
+  mgop_work_index[p] = 0;
+  for (;;) {
+    size_t home;
+    int stays;
+    j = (j + 1) % MGOP_WORK_INDEX;
+    if (!mgop_work_index[j]) return;
+    home = (size_t)(mgop_work_set[mgop_work_index[j] - 1].key % MGOP_WORK_INDEX);
+    stays = p <= j ? (home > p && home <= j) : (home > p || home <= j);
+    if (stays) continue;
+    mgop_work_index[p] = mgop_work_index[j];
+    mgop_work_index[j] = 0;
+    p = j;
+  }
+}
+
+int mgop_work_add(const char *kind, const char *ns, const char *name, long long not_before) {
+  struct mgop_work *w;
+  uint64_t key;
+  size_t i, slot;
+  int found;
+  if (strlen(kind) >= sizeof(w->kind) || strlen(ns) >= sizeof(w->ns) || strlen(name) >= sizeof(w->name))
+    return mgop_seterr(MGOP_ERR_TOOBIG, "work item %s %s/%s: name too long", kind, ns, name);
+  key = mgop_work_key(kind, ns, name);
+  i = mgop_work_probe(key, kind, ns, name, &found);
+  if (found) {
+    w = &mgop_work_set[mgop_work_index[i] - 1];
+    if (not_before < w->not_before) w->not_before = not_before;
+    return MGOP_OK;
+  }
+  if (mgop_work_used >= MGOP_WORK_SLOTS) return mgop_seterr(MGOP_ERR_NOMEM, "work set full (%d roots)", MGOP_WORK_SLOTS);
+  slot = mgop_work_nfree ? mgop_work_free[--mgop_work_nfree] : mgop_work_span++;
+  w = &mgop_work_set[slot];
+  memset(w, 0, sizeof(*w));
+  snprintf(w->kind, sizeof(w->kind), "%s", kind);
+  snprintf(w->ns, sizeof(w->ns), "%s", ns);
+  snprintf(w->name, sizeof(w->name), "%s", name);
+  w->not_before = not_before;
+  w->key = key;
+  w->used = 1;
+  mgop_work_index[i] = (uint32_t)slot + 1;
   mgop_work_used++;
   return MGOP_OK;
 }
 
 int mgop_work_retry(const struct mgop_work *item, long long not_before) {
-  int rc = mgop_work_add(item->kind, item->ns, item->name, not_before);
+  int rc = mgop_work_add(item->kind, item->ns, item->name, not_before), found;
+  size_t i;
   if (rc) return rc;
-  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
-    struct mgop_work *w = &mgop_work_set[i];
-    if (w->used && !strcmp(w->kind, item->kind) && !strcmp(w->ns, item->ns) && !strcmp(w->name, item->name)) {
-      if (item->attempts + 1 > w->attempts) w->attempts = item->attempts + 1;
-      break;
-    }
+  i = mgop_work_probe(mgop_work_key(item->kind, item->ns, item->name), item->kind, item->ns, item->name, &found);
+  if (found) {
+    struct mgop_work *w = &mgop_work_set[mgop_work_index[i] - 1];
+    if (item->attempts + 1 > w->attempts) w->attempts = item->attempts + 1;
   }
   return MGOP_OK;
 }
 
 int mgop_work_pop(long long now, struct mgop_work *out) {
   struct mgop_work *best = NULL;
-  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+  size_t i;
+  int found;
+  for (i = 0; i < mgop_work_span; i++) {
     struct mgop_work *w = &mgop_work_set[i];
     if (w->used && w->not_before <= now && (!best || w->not_before < best->not_before)) best = w;
   }
   if (!best) return MGOP_ERR_AGAIN;
   *out = *best;
+  i = mgop_work_probe(best->key, best->kind, best->ns, best->name, &found);
+  if (found) mgop_work_unindex(i);
   best->used = 0;
+  mgop_work_free[mgop_work_nfree++] = (uint32_t)(best - mgop_work_set);
   mgop_work_used--;
   return MGOP_OK;
 }
 
 long long mgop_work_next_due(long long now) {
   long long best = -1;
-  for (size_t i = 0; i < MGOP_WORK_SLOTS; i++) {
+  for (size_t i = 0; i < mgop_work_span; i++) {
     struct mgop_work *w = &mgop_work_set[i];
     if (!w->used) continue;
     if (w->not_before <= now) return 0;

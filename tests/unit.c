@@ -2251,6 +2251,60 @@ static void test_work_set(void) {
   }
 }
 
+/* The work set's hash index, full: every root found after each pop has
+ * shifted its probe run back, the set refusing one more, pops in time
+ * order, and a retry counting its attempts. */
+static int t_work_all_found(int live[], int n) { /* each live root is still one entry */
+  size_t depth = mgop_work_depth();
+  for (int i = 0; i < n; i++) {
+    char name[16];
+    if (!live[i]) continue;
+    snprintf(name, sizeof(name), "c%d", i);
+    if (mgop_work_add(i % 3 ? "MultigresCluster" : "CellTemplate", i % 2 ? "ns-a" : "ns-b", name, LLONG_MAX) ||
+        mgop_work_depth() != depth)
+      return 0;
+  }
+  return 1;
+}
+
+static void test_work_index(void) {
+  static int live[MGOP_WORK_SLOTS];
+  struct mgop_work w;
+  long long last = -1;
+  int popped = 0, order_ok = 1, found_ok = 1;
+  CHECK(mgop_work_depth() == 0);
+  for (int i = 0; i < MGOP_WORK_SLOTS; i++) { /* not_before a permutation of 0..SLOTS-1 */
+    char name[16];
+    snprintf(name, sizeof(name), "c%d", i);
+    live[i] = 1;
+    CHECK(mgop_work_add(i % 3 ? "MultigresCluster" : "CellTemplate", i % 2 ? "ns-a" : "ns-b", name,
+                        (long long)((i * 389) % MGOP_WORK_SLOTS)) == MGOP_OK);
+  }
+  CHECK(mgop_work_depth() == MGOP_WORK_SLOTS);
+  CHECK(mgop_work_add("MultigresCluster", "ns-a", "one-more", 0) == MGOP_ERR_NOMEM);
+  CHECK(strstr(mgop_errmsg(), "work set full") != NULL);
+  CHECK(t_work_all_found(live, MGOP_WORK_SLOTS));
+  CHECK(mgop_work_depth() == MGOP_WORK_SLOTS); /* the check added nothing */
+  while (mgop_work_pop(LLONG_MAX - 1, &w) == MGOP_OK) {
+    order_ok &= w.not_before > last;
+    last = w.not_before;
+    live[atoi(w.name + 1)] = 0;
+    popped++;
+    if (popped % 64 == 0 || popped > MGOP_WORK_SLOTS - 8) found_ok &= t_work_all_found(live, MGOP_WORK_SLOTS);
+    if (popped == MGOP_WORK_SLOTS / 2) { /* a popped one comes back as a new entry, and goes */
+      CHECK(mgop_work_add(w.kind, w.ns, w.name, w.not_before) == MGOP_OK);
+      CHECK(mgop_work_depth() == (size_t)(MGOP_WORK_SLOTS - popped + 1));
+      CHECK(mgop_work_pop(LLONG_MAX - 1, &w) == MGOP_OK && w.not_before == last);
+    }
+  }
+  CHECK(popped == MGOP_WORK_SLOTS && order_ok && found_ok);
+  CHECK(mgop_work_depth() == 0 && mgop_work_next_due(0) == -1);
+  CHECK(mgop_work_add("MultigresCluster", "ns-a", "r", 10) == MGOP_OK); /* a retry: one more attempt, later */
+  CHECK(mgop_work_pop(10, &w) == MGOP_OK && w.attempts == 0);
+  CHECK(mgop_work_retry(&w, 20) == MGOP_OK && mgop_work_next_due(10) == 10);
+  CHECK(mgop_work_pop(20, &w) == MGOP_OK && w.attempts == 1 && mgop_work_depth() == 0);
+}
+
 /* ======================================================================
  * 7c. render: the builders, offline
  * ==================================================================== */
@@ -2836,6 +2890,48 @@ static void test_metric_series(void) {
   CHECK(mgop_series_used == mgop_series_cap && mgop_series_full > full_before);
   mgop_series_drop(0x9999);
   CHECK(t_series_rows(0x9999) == 0);
+}
+
+/* A status turn keeps the series it set and drops its cluster's others (a
+ * removed cell, an old phase), never another cluster's (a series is its
+ * family and labels, which name its cluster); the rows it kept
+ * are found by the index after the sweep closed the table up. */
+static double t_series_value(uint64_t owner, const char *labels) {
+  for (size_t i = 0; i < mgop_series_used; i++)
+    if (mgop_series[i].owner == owner && !strcmp(mgop_series[i].labels, labels)) return mgop_series[i].value;
+  return -1;
+}
+
+static void test_metric_series_sweep(void) {
+  const uint64_t a = 0x5eed1, b = 0x5eed2;
+  size_t used;
+  mgop_series_begin();
+  mgop_gauge_set(a, mgop_f_cells, "cell=\"z1\"", 1);
+  mgop_gauge_set(a, mgop_f_cells, "cell=\"z2\"", 2);
+  mgop_gauge_set(a, mgop_f_cluster_info, "phase=\"Progressing\"", 1);
+  mgop_gauge_set(b, mgop_f_cells, "cell=\"b1\"", 5);
+  mgop_series_sweep(a);
+  CHECK(t_series_rows(a) == 3 && t_series_rows(b) == 1);
+  mgop_series_begin(); /* b's turn: a's rows stay, set or not */
+  mgop_gauge_set(b, mgop_f_cells, "cell=\"b1\"", 6);
+  mgop_series_sweep(b);
+  CHECK(t_series_rows(a) == 3 && t_series_value(b, "cell=\"b1\"") == 6);
+  mgop_series_begin(); /* a's turn: z2 is gone, the phase moved on */
+  mgop_gauge_set(a, mgop_f_cells, "cell=\"z1\"", 11);
+  mgop_gauge_set(a, mgop_f_cluster_info, "phase=\"Healthy\"", 1);
+  used = mgop_series_used;
+  mgop_series_sweep(a);
+  CHECK(mgop_series_used == used - 2 && t_series_rows(a) == 2 && t_series_rows(b) == 1);
+  CHECK(t_series_value(a, "cell=\"z2\"") < 0 && t_series_value(a, "phase=\"Progressing\"") < 0);
+  CHECK(t_series_value(a, "cell=\"z1\"") == 11 && t_series_value(a, "phase=\"Healthy\"") == 1);
+  mgop_series_begin(); /* the index finds the kept rows: a set updates, adds none */
+  used = mgop_series_used;
+  mgop_gauge_set(a, mgop_f_cells, "cell=\"z1\"", 12);
+  mgop_gauge_set(b, mgop_f_cells, "cell=\"b1\"", 7);
+  CHECK(mgop_series_used == used && t_series_value(a, "cell=\"z1\"") == 12 && t_series_value(b, "cell=\"b1\"") == 7);
+  mgop_series_drop(a);
+  mgop_series_drop(b);
+  CHECK(t_series_rows(a) == 0 && t_series_rows(b) == 0);
 }
 
 /* The watch echo of the operator's own template write queues no upkeep
@@ -4108,6 +4204,36 @@ static void test_relist_sweeps(void) {
   mgop_log_level = saved;
 #undef T_CELL_OBJ
 #undef T_ROOT_OBJ
+}
+
+/* A turn asks whether its cluster has orphaned StatefulSets: only a
+ * cluster one was seen for scans the object table; the answer is the
+ * table's, and the filter's "maybe" stays after the orphan is adopted. */
+static void test_orphan_filter(void) {
+#define T_ORPHAN_STS(orphaned) "{\"metadata\":{\"namespace\":\"of\",\"name\":\"x-pool\",\"uid\":\"u-x\"," \
+  "\"resourceVersion\":\"3\",\"generation\":1,\"labels\":{\"app.kubernetes.io/managed-by\":\"multigres-operator\"," \
+  "\"multigres.com/cluster\":\"x\"" orphaned "}}}"
+  static struct mgop_rctx r;
+  int saved = mgop_log_level;
+  mgop_log_level = MGOP_ERROR;
+  r.ns = "of";
+  r.name = "x";
+  CHECK(!mgop_orphan_maybe(mgop_cluster_hash("of", "x")) && !mgop_has_orphans(&r));
+  t_event(K_STS, "ADDED", T_ORPHAN_STS(",\"multigres.com/orphaned-from\":\"uid-old\""));
+  CHECK(mgop_orphan_maybe(mgop_cluster_hash("of", "x")) && mgop_has_orphans(&r));
+  r.name = "y"; /* another cluster of the namespace */
+  CHECK(!mgop_has_orphans(&r));
+  r.name = "x";
+  t_event(K_STS, "MODIFIED", T_ORPHAN_STS("")); /* adopted: the label went */
+  CHECK(mgop_orphan_maybe(mgop_cluster_hash("of", "x")) && !mgop_has_orphans(&r));
+  mgop_fp_remove(mgop_fp_key("StatefulSet", "of", "x-pool"));
+  mgop_sts_fact_set(mgop_fp_key("StatefulSet", "of", "x-pool"), 1, "", 0, "a test's");
+  while (mgop_work_depth() > 0) {
+    struct mgop_work w;
+    mgop_work_pop(LLONG_MAX, &w);
+  }
+  mgop_log_level = saved;
+#undef T_ORPHAN_STS
 }
 
 static void t_drain_work(void);
@@ -5976,11 +6102,13 @@ static const struct t_case t_cases[] = {
     {"limits_metric_labels", test_limits_metric_labels},
     {"limits_cluster_table", test_limits_cluster_table},
     {"metric_series", test_metric_series},
+    {"metric_series_sweep", test_metric_series_sweep},
     {"template_own_echo", test_template_own_echo},
     {"quantity", test_quantity},
     {"storage_growth", test_storage_growth},
     {"admission_storage", test_admission_storage},
     {"relist_sweeps", test_relist_sweeps},
+    {"orphan_filter", test_orphan_filter},
     {"unschedulable_pods", test_unschedulable_pods},
     {"cell_zone_warnings", test_cell_zone_warnings},
     {"fnv", test_fnv},
@@ -6016,6 +6144,7 @@ static const struct t_case t_cases[] = {
     {"adopt_status", test_adopt_status},
     {"prune_owner_depth", test_prune_owner_depth},
     {"work_set", test_work_set},
+    {"work_index", test_work_index},
     {"render_minimal", test_render_minimal},
     {"render_defaults_and_errors", test_render_defaults_and_errors},
     {"backup_builtin_default", test_backup_builtin_default},
