@@ -6,12 +6,13 @@ start made (their request URIs on stdin, one a line, as the API server's
 audit log has them), replayed one after another on one keep-alive TLS
 connection, with KUBECONFIG's credentials and a user agent of its own
 (kube-apiserver pretty-prints for curl's, which doubles the bytes; not
-"multigres-op/...", which the bench counts as the operator's requests). Each round
-reads /proc for kube-apiserver's CPU around it. Prints
+"multigres-op/...", which the bench counts as the operator's requests).
+Each round reads /proc for kube-apiserver's CPU around it. Prints
 "LISTS BYTES CPU_MS WALL_MS": the lists, the bytes of their bodies, and the
-median round's kube-apiserver CPU (ms) and wall time (ms). A first reconcile
-cannot come before the API server has served these: on C cores, not before
-CPU_MS / C however fast the client is.
+median round's kube-apiserver CPU (ms, its threads' schedstat; in
+20261206-3967316.json and before, /proc/PID/stat's 10 ms ticks) and wall
+time (ms). A first reconcile cannot come before the API server has served
+these: on C cores, not before CPU_MS / C however fast the client is.
 """
 import base64, http.client, json, os, ssl, subprocess, sys, tempfile, time
 
@@ -47,9 +48,17 @@ def client(path):
 
 
 def cpu_ms(pid):
-    with open("/proc/%s/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+    """The process's CPU time, its threads' schedstat summed: nanoseconds,
+    where /proc/PID/stat counts 10 ms ticks (the lists at 10 clusters take
+    two of them)."""
+    total = 0
+    for task in os.listdir("/proc/%s/task" % pid):
+        try:
+            with open("/proc/%s/task/%s/schedstat" % (pid, task)) as f:
+                total += int(f.read().split()[0])
+        except OSError:  # the thread ended meanwhile
+            pass
+    return total / 1e6
 
 
 def main():
