@@ -1475,7 +1475,6 @@ struct mgop_series {
   const char *family;        /* a name from mgop_families              */
   char labels[MGOP_LABELS_MAX]; /* rendered: a="x",b="y"               */
   double value;
-  unsigned turn;             /* mgop_series_turn when last set         */
 };
 /* Rows are dense, [0, mgop_series_used), found through an open-addressing
  * index of row numbers: the pages the table costs follow the series that
@@ -1484,6 +1483,7 @@ struct mgop_series {
 static struct mgop_series *mgop_series; /* mgop_series_cap rows, allocated at start-up */
 static uint32_t *mgop_series_index;     /* row + 1; 0 empty */
 static size_t mgop_series_cap, mgop_series_icap;
+static uint64_t *mgop_series_set; /* a bit a row: set by the status turn under way (mgop_series_begin) */
 #define MGOP_SERIES_ROWS_MAX ((size_t)1 << 28)
 
 /* Start-up, before the threads (or a test's first gauge): the table. */
@@ -1495,7 +1495,8 @@ static int mgop_series_init(size_t rows) {
   mgop_series_icap = mgop_dense_index_slots(rows);
   mgop_series = mgop_table_alloc(rows, sizeof(*mgop_series));
   mgop_series_index = mgop_table_alloc(mgop_series_icap, sizeof(*mgop_series_index));
-  if (!mgop_series || !mgop_series_index) {
+  mgop_series_set = mgop_table_alloc((rows + 63) / 64, sizeof(*mgop_series_set));
+  if (!mgop_series || !mgop_series_index || !mgop_series_set) {
     mgop_series = NULL;
     return mgop_seterr(MGOP_ERR_NOMEM, "cannot allocate a metric series table of %zu rows", rows);
   }
@@ -1576,11 +1577,13 @@ static void mgop_gauge_set(uint64_t owner, const char *family, const char *label
  * scale). */
 static size_t mgop_series_used;
 /* A cluster's status turn sets its series again and then drops those it did
- * not set (a cell, shard or phase that is gone): each row keeps the turn
- * that last set it. Dropping them all first and setting them again cost a
- * rebuild of the whole index every turn (a tenth of the operator's CPU at
- * 1,000 clusters), and a scrape in between saw the cluster without them. */
-static unsigned mgop_series_turn;
+ * not set (a cell, shard or phase that is gone): mgop_series_set has a bit
+ * for each row the turn set (a bit, not a field: a field cost every row 8
+ * bytes). Dropping them all first and setting them again cost a rebuild of
+ * the whole index every turn (a tenth of the operator's CPU at 1,000
+ * clusters), and a scrape in between saw the cluster without them. */
+static void mgop_series_mark(size_t row) { mgop_series_set[row / 64] |= 1ull << (row % 64); }
+static int mgop_series_marked(size_t row) { return (int)(mgop_series_set[row / 64] >> (row % 64) & 1); }
 static size_t mgop_series_home(const char *family, const char *labels) {
   uint64_t h = mgop_fnv1a64(MGOP_FNV64_INIT, family, strlen(family) + 1);
   return (size_t)(mgop_fnv1a64(h, labels, strlen(labels)) % mgop_series_icap);
@@ -1595,7 +1598,7 @@ static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char
     if (s->family == family && !strcmp(s->labels, labels)) {
       s->owner = owner;
       s->value = value;
-      s->turn = mgop_series_turn;
+      mgop_series_mark(mgop_series_index[i] - 1);
       return;
     }
   }
@@ -1613,7 +1616,7 @@ static void mgop_gauge_set_locked(uint64_t owner, const char *family, const char
   s->family = family;
   snprintf(s->labels, sizeof(s->labels), "%s", labels);
   s->value = value;
-  s->turn = mgop_series_turn;
+  mgop_series_mark(mgop_series_used - 1);
 }
 
 /* Drops owner's rows, all of them (a cluster or its orphans went away) or
@@ -1624,11 +1627,16 @@ static void mgop_series_drop_rows(uint64_t owner, int all) {
   pthread_mutex_lock(&mgop_shared.mu);
   was = mgop_series_used;
   for (size_t i = 0; i < was; i++)
-    if (mgop_series[i].owner != owner || (!all && mgop_series[i].turn == mgop_series_turn)) {
-      if (kept != i) mgop_series[kept] = mgop_series[i];
+    if (mgop_series[i].owner != owner || (!all && mgop_series_marked(i))) {
+      if (kept != i) {
+        mgop_series[kept] = mgop_series[i];
+        mgop_series_set[kept / 64] &= ~(1ull << (kept % 64)); /* the row's bit moves with it */
+        if (mgop_series_marked(i)) mgop_series_mark(kept);
+      }
       kept++;
     }
   if (kept != was) {
+    for (size_t r = kept; r < was; r++) mgop_series_set[r / 64] &= ~(1ull << (r % 64));
     memset(&mgop_series[kept], 0, (was - kept) * sizeof(mgop_series[0]));
     mgop_series_used = kept;
     memset(mgop_series_index, 0, mgop_series_icap * sizeof(mgop_series_index[0]));
@@ -1644,7 +1652,8 @@ static void mgop_series_drop(uint64_t owner) { mgop_series_drop_rows(owner, 1); 
 /* A status turn begins: the series it sets from now on are its own. */
 static void mgop_series_begin(void) {
   pthread_mutex_lock(&mgop_shared.mu);
-  mgop_series_turn++;
+  if (mgop_series_init(MGOP_SERIES_DEFAULT)) abort(); /* sized at start-up; here only in tests */
+  memset(mgop_series_set, 0, (mgop_series_used + 63) / 64 * sizeof(*mgop_series_set));
   pthread_mutex_unlock(&mgop_shared.mu);
 }
 
@@ -5033,6 +5042,8 @@ struct mgop_bh {
   char ns[MGOP_CRD_NAMESPACE_MAX + 1], cluster[MGOP_CRD_CLUSTER_NAME_MAX + 1];
   char shard_cr[MGOP_SHARD_CR_NAME_MAX + 1], db[32], tg[32], sn[32];
   int asked;                        /* its check is with the checker thread */
+  int ask_due;                      /* a turn's ask found the ring full: the
+                                       tick asks as soon as it has room    */
 };
 static struct mgop_bh mgop_bh_table[MGOP_BH_MAX];
 static int mgop_bh_span; /* rows ever used: scans stop there, so the pages of
@@ -5294,6 +5305,7 @@ static int mgop_bh_ask(struct mgop_bh *h, long long now) {
   snprintf(j->target, sizeof(j->target), "/api/v1/backups?database=%s&table_group=%s&shard=%s", db, tg, sh);
   mgop_bhc.asks++;
   h->asked = 1;
+  h->ask_due = 0;
   h->checked_ms = now;
   return 1;
 }
@@ -5360,6 +5372,7 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, ui
    * watch event wakes the cluster) asks at once */
   if (!mgop_ma_override && !admin_pods && !h->asked) {
     h->checked_ms = 0;
+    h->ask_due = 0;
     mgop_bh_set(h, 0, "MultiadminNotReady", "multiadmin (Deployment %s-multiadmin) has no ready pod: the first check "
                 "waits for one", r->name);
     mgop_bh_age_gauge(h);
@@ -5367,7 +5380,12 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, ui
   }
   if (!h->asked && (!h->checked_ms || now - h->checked_ms >= mgop_backup_check_ms)) {
     pthread_mutex_lock(&mgop_bhc.mu);
-    mgop_bh_ask(h, now); /* a full ring: the tick asks again */
+    /* a full ring: the tick asks when answers make room. A first check
+     * (checked_ms 0) is not otherwise the tick's, so without ask_due it
+     * waited for the cluster's next turn, which a converged cluster may
+     * never take (five of 1,000 kept MultiadminNotReady so, until a
+     * restart asked) */
+    if (!mgop_bh_ask(h, now)) h->ask_due = 1;
     pthread_cond_broadcast(&mgop_bhc.cv);
     pthread_mutex_unlock(&mgop_bhc.mu);
   }
@@ -5390,8 +5408,9 @@ static long long mgop_backup_tick(void) {
   for (int i = 0; i < mgop_bh_span; i++) {
     struct mgop_bh *h = &mgop_bh_table[i];
     long long due;
-    if (!h->key || !h->cluster[0] || !h->checked_ms || h->asked) continue; /* the cluster's first turn asks */
-    due = h->checked_ms + mgop_backup_check_ms - now;
+    /* a first check is asked by the cluster's turn, or here if that found the ring full */
+    if (!h->key || !h->cluster[0] || (!h->checked_ms && !h->ask_due) || h->asked) continue;
+    due = h->ask_due ? 0 : h->checked_ms + mgop_backup_check_ms - now;
     if (due <= 0) { /* asked; or the ring is full, and its answers bring the loop back */
       if (mgop_bh_ask(h, now) == 2) mgop_enqueue(h->ns, h->cluster, 0); /* no thread: the turn writes why */
       continue;

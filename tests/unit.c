@@ -3606,6 +3606,25 @@ static void test_backup_gate(void) {
   CHECK(strstr(h->msg, "gate-multiadmin") != NULL);
   CHECK(mgop_backup_tick() == -1 && !h->asked); /* the tick asks nothing for it */
   mgop_dns_resolve = t_dns_fake; /* the Service's name as 127.0.0.1: no real lookup (see test_dns_deadline) */
+  /* a ready pod while the ring is full (many multiadmins ready at once):
+   * no turn of the cluster may come again, so the tick asks once there is room */
+  mgop_bhc_stop(2000);
+  pthread_mutex_lock(&mgop_bhc.mu);
+  mgop_bhc.asks = MGOP_BHC_RING; /* full, and no thread to empty it */
+  pthread_mutex_unlock(&mgop_bhc.mu);
+  mgop_backup_health(&r, 0, h, 0, 1);
+  CHECK(!h->asked && h->ask_due && h->checked_ms == 0);
+  mgop_backup_tick(); /* still full: still due */
+  CHECK(!h->asked && h->ask_due);
+  pthread_mutex_lock(&mgop_bhc.mu);
+  mgop_bhc.asks = 0; /* room */
+  pthread_mutex_unlock(&mgop_bhc.mu);
+  mgop_backup_tick();
+  CHECK(h->asked && !h->ask_due && h->checked_ms > 0);
+  CHECK(t_bh_settle((struct mgop_bh *[]){h}, 1) && strcmp(h->reason, "MultiadminNotReady") != 0);
+  mgop_backup_health(&r, 0, h, 0, 0); /* no ready pod again: back to the gate */
+  CHECK(!h->asked && h->checked_ms == 0 && !h->ask_due);
+  CHECK_STR(h->reason, "MultiadminNotReady");
   mgop_backup_health(&r, 0, h, 0, 1);            /* a ready pod: asked now */
   CHECK(h->asked && h->checked_ms > 0);
   CHECK(t_bh_settle((struct mgop_bh *[]){h}, 1) && strcmp(h->reason, "MultiadminNotReady") != 0);
