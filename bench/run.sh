@@ -393,7 +393,7 @@ bench_size() { # N
   fig "$n" rss_kib "$rss" KiB
   fig "$n" hwm_kib "$hwm" KiB
   # restart with the N clusters present (the converge's log stays in
-  # build/bench/converge-<size>.log)
+  # build/bench/converge-<size>.log, the first restart's in restart-<size>.log)
   stop_operator bench
   cp "$IT_LOGS/bench.log" "$IT_LOGS/converge-$n.log"
   w_from=$(now)
@@ -406,6 +406,7 @@ bench_size() { # N
   fig "$n" restart_writes $(( c + u + p + d )) count
   read -r rss hwm < <(op_mem)
   fig "$n" restart_hwm_kib "$hwm" KiB
+  cp "$IT_LOGS/bench.log" "$IT_LOGS/restart-$n.log" # the restart whose writes count (the next starts overwrite bench.log)
   # more restarts, for start_to_first_reconcile alone: one is a noisy
   # sample (47 to 73 ms at 10 clusters on one host in one evening), so the
   # figure is the median of RESTARTS, with the least and the most
