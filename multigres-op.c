@@ -1583,6 +1583,7 @@ static size_t mgop_series_used;
  * the whole index every turn (a tenth of the operator's CPU at 1,000
  * clusters), and a scrape in between saw the cluster without them. */
 static void mgop_series_mark(size_t row) { mgop_series_set[row / 64] |= 1ull << (row % 64); }
+static void mgop_series_unmark(size_t row) { mgop_series_set[row / 64] &= ~(1ull << (row % 64)); }
 static int mgop_series_marked(size_t row) { return (int)(mgop_series_set[row / 64] >> (row % 64) & 1); }
 static size_t mgop_series_home(const char *family, const char *labels) {
   uint64_t h = mgop_fnv1a64(MGOP_FNV64_INIT, family, strlen(family) + 1);
@@ -1630,13 +1631,13 @@ static void mgop_series_drop_rows(uint64_t owner, int all) {
     if (mgop_series[i].owner != owner || (!all && mgop_series_marked(i))) {
       if (kept != i) {
         mgop_series[kept] = mgop_series[i];
-        mgop_series_set[kept / 64] &= ~(1ull << (kept % 64)); /* the row's bit moves with it */
+        mgop_series_unmark(kept); /* the row's bit moves with it */
         if (mgop_series_marked(i)) mgop_series_mark(kept);
       }
       kept++;
     }
   if (kept != was) {
-    for (size_t r = kept; r < was; r++) mgop_series_set[r / 64] &= ~(1ull << (r % 64));
+    for (size_t r = kept; r < was; r++) mgop_series_unmark(r);
     memset(&mgop_series[kept], 0, (was - kept) * sizeof(mgop_series[0]));
     mgop_series_used = kept;
     memset(mgop_series_index, 0, mgop_series_icap * sizeof(mgop_series_index[0]));
@@ -5042,8 +5043,8 @@ struct mgop_bh {
   char ns[MGOP_CRD_NAMESPACE_MAX + 1], cluster[MGOP_CRD_CLUSTER_NAME_MAX + 1];
   char shard_cr[MGOP_SHARD_CR_NAME_MAX + 1], db[32], tg[32], sn[32];
   int asked;                        /* its check is with the checker thread */
-  int ask_due;                      /* a turn's ask found the ring full: the
-                                       tick asks as soon as it has room    */
+  int ask_due;                      /* an ask found the ring full: the tick
+                                       asks as soon as it has room         */
 };
 static struct mgop_bh mgop_bh_table[MGOP_BH_MAX];
 static int mgop_bh_span; /* rows ever used: scans stop there, so the pages of
@@ -5275,13 +5276,20 @@ static void *mgop_bhc_main(void *arg) {
   return NULL;
 }
 
-/* Hands h's check to the thread (mu held): 1, or 0 when the ring is full,
- * or 2 when the thread cannot start and that verdict is new (set here, for
- * the caller to write). */
+/* Hands h's check to the thread (mu held): 1, or 0 when the ring is full
+ * (the check stays due: ask_due, for the tick), or 2 when the thread cannot
+ * start and that verdict is new (set here, for the caller to write). */
 static int mgop_bh_ask(struct mgop_bh *h, long long now) {
   struct mgop_bh_job *j;
   char db[100], tg[100], sh[100];
-  if (mgop_bhc.asks == MGOP_BHC_RING) return 0;
+  if (mgop_bhc.asks == MGOP_BHC_RING) {
+    /* a first check (checked_ms 0) is the turn's, not the tick's: without
+     * this it waited for the cluster's next turn, which a converged cluster
+     * may never take (five of 1,000 kept MultiadminNotReady so, until a
+     * restart asked) */
+    h->ask_due = 1;
+    return 0;
+  }
   mgop_bhc.stop = 0; /* a thread told to stop that has not yet: it goes on */
   if (!mgop_bhc.started) {
     int e = mgop_thread_detached(mgop_bhc_main);
@@ -5380,12 +5388,7 @@ static void mgop_backup_health(struct mgop_rctx *r, int s, struct mgop_bh *h, ui
   }
   if (!h->asked && (!h->checked_ms || now - h->checked_ms >= mgop_backup_check_ms)) {
     pthread_mutex_lock(&mgop_bhc.mu);
-    /* a full ring: the tick asks when answers make room. A first check
-     * (checked_ms 0) is not otherwise the tick's, so without ask_due it
-     * waited for the cluster's next turn, which a converged cluster may
-     * never take (five of 1,000 kept MultiadminNotReady so, until a
-     * restart asked) */
-    if (!mgop_bh_ask(h, now)) h->ask_due = 1;
+    mgop_bh_ask(h, now); /* a full ring: the tick asks when answers make room */
     pthread_cond_broadcast(&mgop_bhc.cv);
     pthread_mutex_unlock(&mgop_bhc.mu);
   }
@@ -9669,8 +9672,12 @@ static void mgop_on_event(void *ctx, struct mgop_watch *w, const char *type, con
       }
       if (kind == K_STS) { /* left behind by a deleted cluster (section 6, orphan and reclaim) */
         int labels = mgop_json_path(j, obj, "metadata.labels");
-        if (mgop_json_key(j, labels, MGOP_ORPHANED_FROM_LABEL) >= 0) f->flags |= MGOP_FP_ORPHANED, mgop_orphan_mark(f->cluster);
-        else f->flags &= ~MGOP_FP_ORPHANED;
+        if (mgop_json_key(j, labels, MGOP_ORPHANED_FROM_LABEL) >= 0) {
+          f->flags |= MGOP_FP_ORPHANED;
+          mgop_orphan_mark(f->cluster);
+        } else {
+          f->flags &= ~MGOP_FP_ORPHANED;
+        }
       }
     }
   }

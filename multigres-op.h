@@ -5108,6 +5108,13 @@ static size_t mgop_work_probe(uint64_t key, const char *kind, const char *ns, co
   return i;
 }
 
+/* The index entry that holds slot (which is in the set). */
+static size_t mgop_work_entry_of(size_t slot) {
+  size_t i = (size_t)(mgop_work_set[slot].key % MGOP_WORK_INDEX);
+  while (mgop_work_index[i] != slot + 1) i = (i + 1) % MGOP_WORK_INDEX;
+  return i;
+}
+
 /* Empties index entry p and moves later entries of its run back into the
  * gap (no tombstones: a probe stops at the first empty entry). An entry at
  * j may fill the gap at p unless its home lies cyclically in (p, j]. */
@@ -5128,7 +5135,9 @@ static void mgop_work_unindex(size_t p) {
   }
 }
 
-int mgop_work_add(const char *kind, const char *ns, const char *name, long long not_before) {
+/* Adds kind/ns/name (or moves it earlier); *out: its entry. */
+static int mgop_work_put(const char *kind, const char *ns, const char *name, long long not_before,
+                         struct mgop_work **out) {
   struct mgop_work *w;
   uint64_t key;
   size_t i, slot;
@@ -5138,7 +5147,7 @@ int mgop_work_add(const char *kind, const char *ns, const char *name, long long 
   key = mgop_work_key(kind, ns, name);
   i = mgop_work_probe(key, kind, ns, name, &found);
   if (found) {
-    w = &mgop_work_set[mgop_work_index[i] - 1];
+    *out = w = &mgop_work_set[mgop_work_index[i] - 1];
     if (not_before < w->not_before) w->not_before = not_before;
     return MGOP_OK;
   }
@@ -5154,33 +5163,33 @@ int mgop_work_add(const char *kind, const char *ns, const char *name, long long 
   w->used = 1;
   mgop_work_index[i] = (uint32_t)slot + 1;
   mgop_work_used++;
+  *out = w;
   return MGOP_OK;
 }
 
+int mgop_work_add(const char *kind, const char *ns, const char *name, long long not_before) {
+  struct mgop_work *w;
+  return mgop_work_put(kind, ns, name, not_before, &w);
+}
+
 int mgop_work_retry(const struct mgop_work *item, long long not_before) {
-  int rc = mgop_work_add(item->kind, item->ns, item->name, not_before), found;
-  size_t i;
+  struct mgop_work *w;
+  int rc = mgop_work_put(item->kind, item->ns, item->name, not_before, &w);
   if (rc) return rc;
-  i = mgop_work_probe(mgop_work_key(item->kind, item->ns, item->name), item->kind, item->ns, item->name, &found);
-  if (found) {
-    struct mgop_work *w = &mgop_work_set[mgop_work_index[i] - 1];
-    if (item->attempts + 1 > w->attempts) w->attempts = item->attempts + 1;
-  }
+  if (item->attempts + 1 > w->attempts) w->attempts = item->attempts + 1;
   return MGOP_OK;
 }
 
 int mgop_work_pop(long long now, struct mgop_work *out) {
   struct mgop_work *best = NULL;
   size_t i;
-  int found;
   for (i = 0; i < mgop_work_span; i++) {
     struct mgop_work *w = &mgop_work_set[i];
     if (w->used && w->not_before <= now && (!best || w->not_before < best->not_before)) best = w;
   }
   if (!best) return MGOP_ERR_AGAIN;
   *out = *best;
-  i = mgop_work_probe(best->key, best->kind, best->ns, best->name, &found);
-  if (found) mgop_work_unindex(i);
+  mgop_work_unindex(mgop_work_entry_of((size_t)(best - mgop_work_set)));
   best->used = 0;
   mgop_work_free[mgop_work_nfree++] = (uint32_t)(best - mgop_work_set);
   mgop_work_used--;
