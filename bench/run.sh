@@ -429,8 +429,9 @@ bench_size() { # N
   cp_down "$n"
 }
 # start_lists_figs N LAUNCH: the floor under start_to_first_reconcile. The
-# LISTs the operator launched at LAUNCH made before its first reconcile
-# (the audit log's), replayed by bench/list_replay.py one after another on
+# LISTs the operator launched at LAUNCH made since (the audit log's: a
+# start lists every kind once, and a relist in the seconds until now would
+# count too), replayed by bench/list_replay.py one after another on
 # one connection, 5 rounds, with the operator idle:
 #   start_lists            how many
 #   start_lists_kib        their bodies (compact JSON, as the operator reads them)
