@@ -8812,7 +8812,15 @@ static int mgop_reconcile(const char *ns, const char *name, struct mgop_span *sp
   mgop_json_i64(&r.root, mgop_json_path(&r.root, 0, "metadata.generation"), &r.generation);
   mgop_trace_follow(&r, span);
   r.spec = mgop_json_key(&r.root, 0, "spec");
-  mgop_adopt_status(mgop_fp_upsert(mgop_fp_key("MultigresCluster", ns, name)), &r.root, 0);
+  {
+    struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", ns, name));
+    char rv[32];
+    mgop_adopt_status(root_fp, &r.root, 0);
+    /* this turn acts on this version: its watch event, when it comes after
+     * (a start's list after the early turn), brings nothing new */
+    if (root_fp && mgop_json_path_str(&r.root, 0, "metadata.resourceVersion", rv, sizeof(rv)) == MGOP_OK)
+      root_fp->seen_rv = mgop_uid_hash(rv);
+  }
   mgop_images_resolve(&r);
   if (!mgop_root_find(ns, name)) { /* the cluster table was full when it appeared */
     mgop_stall(&r, "LimitReached", "this operator already tracks %d MultigresClusters, the most it can; this one is "
@@ -9711,6 +9719,7 @@ static struct {
                                   written at all (readiness)               */
   int new_term;                /* shared: became leader; the loop takes it */
   int lost;                    /* shared: renew deadline passed            */
+  int tried;                   /* shared: a first try is over, won or not  */
   struct mgop_kube api;        /* its own connection: never queued behind
                                   a reconcile's request                    */
   struct mgop_kubecfg cfg;     /* its own copy: token reloads are per client */
@@ -9850,6 +9859,7 @@ static long long mgop_lease_step(void) {
   } else if (mgop_lease.leading && mgop_now_ms() - mgop_lease.renewed_ms >= MGOP_LEASE_RENEW_DEADLINE_MS) {
     return -1;
   }
+  __atomic_store_n(&mgop_lease.tried, 1, __ATOMIC_RELEASE); /* after leading: the early turn reads them in turn */
   mgop_lease.next_ms = mgop_now_ms() + MGOP_LEASE_RETRY_MS;
   if (!mgop_lease.leading && mgop_lease.expires_ms > mgop_now_ms() && mgop_lease.expires_ms < mgop_lease.next_ms)
     mgop_lease.next_ms = mgop_lease.expires_ms + 1; /* try the moment another holder's lease runs out */
@@ -10825,15 +10835,15 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  *     members: the loop records them from its watch, admission reads them
  *     (the fp table itself is the loop's alone);
  *   - atomics: mgop_shared.synced and .beat_ms (loop -> serving), the
- *     Lease's leading, renewed_ms, seen_ok_ms, new_term, lost (Lease ->
- *     all), mgop_stop_signal and mgop_io_abort (signal -> all);
+ *     Lease's leading, renewed_ms, seen_ok_ms, new_term, lost, tried (Lease
+ *     -> all), mgop_stop_signal and mgop_io_abort (signal -> all);
  *   - mgop_server.pool.mu: a batch of applies (the jobs) handed to the
  *     workers and back; the loop reads the results and the workers' request
  *     counts only after the batch, under it;
- *   - a batch of lists (mgop_watch_list_many): while the loop waits for
- *     it, the workers' list items reach the watch handlers, and so the
- *     loop's tables, one at a time under that batch's mutex, which the
- *     loop's own share of the lists takes too;
+ *   - a batch of lists (mgop_watch_list_many, and mgop_early_turn's):
+ *     while the loop waits for it, the workers' list items reach the watch
+ *     handlers, and so the loop's tables, one at a time under that batch's
+ *     mutex, which the loop's own share of the lists takes too;
  *   - the servers' response-buffer slots (multigres-op.h 2.9), under their
  *     own lock: the serving and secure metrics threads both take them;
  *   - name lookups (multigres-op.h 3.5, mgop_dns): one question and its
@@ -11679,11 +11689,140 @@ static void mgop_loop_lists(void) {
   mgop_pool_take_stats(&mgop_server.pool, &mgop_server.api.stats);
 }
 
+/* ---- the start's early turn ----------------------------------------------
+ * A start's full lists cost kube-apiserver CPU in proportion to the
+ * clusters (1.25 s of it at 1,000, 98.9 MB of JSON), and no turn could
+ * run before them. So before them, one cluster is read whole on its own:
+ * the first cluster of the cluster list (limit=1), then its objects by its
+ * label, every watched kind at once on the pool's connections, from the
+ * watch cache as the full lists are. Its turn then acts on a complete view
+ * of that cluster: a turn reads no other cluster's objects (the tree, prune
+ * and the rollups go by the cluster's label, the one these lists select).
+ * The rows stay; the full lists that follow see them again, as watch
+ * events, and infer deletions as they always did. When a list fails, the
+ * CRDs' or the Lease's first look is slow, or this replica does not lead,
+ * the cluster waits for the full lists, as every cluster did before. */
+#define MGOP_EARLY_WAIT_MS 200 /* for the CRDs' first look and the Lease's, begun before */
+
+struct mgop_early_list {
+  int kind;
+  char path[800];
+  pthread_mutex_t *serial;
+  unsigned long items;
+};
+
+static int mgop_early_item(void *ctx, const struct mgop_json *j, int item) {
+  struct mgop_early_list *e = ctx;
+  e->items++;
+  mgop_on_event((void *)(intptr_t)e->kind, NULL, "SYNC", j, item); /* under e->serial (mgop_kube_list_with) */
+  return MGOP_OK;
+}
+
+static int mgop_early_job(void *arg, struct mgop_kube *k, struct mgop_conn *c, struct mgop_list_scan *scan,
+                          char *item, size_t cap) {
+  struct mgop_early_list *e = arg;
+  const struct mgop_list_bufs b = {scan, item, cap, e->serial, 1};
+  char rv[32];
+  unsigned long skipped = 0;
+  int rc = mgop_kube_list_with(k, c, e->path, mgop_early_item, e, rv, sizeof(rv), &skipped, &b);
+  if (rc == MGOP_OK && skipped) rc = mgop_seterr(MGOP_ERR_TOOBIG, "%s: %lu objects too large to read", e->path, skipped);
+  if ((rc == MGOP_ERR_NOTFOUND || rc == MGOP_ERR_AUTH) && mgop_server.watches[e->kind].optional)
+    rc = MGOP_OK; /* cert-manager's kind, not served: nothing of it exists */
+  return rc;
+}
+
+/* The first cluster of the list: ns and name, and its row (a SYNC, as the
+ * full list's would be). MGOP_ERR_NOTFOUND when there is none. */
+static int mgop_early_pick(char *ns, size_t ns_cap, char *name, size_t name_cap) {
+  char path[800];
+  struct mgop_buf b;
+  struct mgop_json j;
+  int status, rc, item;
+  snprintf(path, sizeof(path), "%s?limit=1", mgop_server.watches[K_CLUSTER].path);
+  mgop_buf_init(&b, mgop_server.root_body, sizeof(mgop_server.root_body));
+  if ((rc = mgop_kube_get(mgop_api_ptr, path, &b, &status))) return rc;
+  if (b.overflow) return mgop_seterr(MGOP_ERR_TOOBIG, "the first MultigresCluster is over %zu bytes", b.cap);
+  if ((rc = mgop_json_parse(&j, b.p, b.len, mgop_tokens, MGOP_JSON_TOKENS_MAX))) return rc;
+  item = mgop_json_at(&j, mgop_json_key(&j, 0, "items"), 0);
+  if (item < 0) return mgop_seterr(MGOP_ERR_NOTFOUND, "no MultigresCluster");
+  if (mgop_json_path_str(&j, item, "metadata.namespace", ns, ns_cap) ||
+      mgop_json_path_str(&j, item, "metadata.name", name, name_cap))
+    return mgop_seterr(MGOP_ERR_PARSE, "the first MultigresCluster has no namespace or name");
+  mgop_on_event((void *)(intptr_t)K_CLUSTER, NULL, "SYNC", &j, item);
+  return MGOP_OK;
+}
+
+/* The lists of one cluster's objects: every watched kind but the roots,
+ * the templates and the Nodes, with the watch's selector and the
+ * cluster's label. Returns how many. */
+static int mgop_early_lists(const char *ns, const char *name, struct mgop_early_list *out, pthread_mutex_t *serial) {
+  int n = 0;
+  for (int k = 0; k < K_COUNT; k++) {
+    const struct mgop_watch *w = &mgop_server.watches[k];
+    char coll[400];
+    if (mgop_kinds[k].role <= MGOP_ROLE_TEMPLATE || k == K_NODE || w->state == MGOP_W_ABSENT) continue;
+    mgop_collection_path(k, ns, coll, sizeof(coll));
+    /* the watch's selector begins with its labelSelector: the cluster's label joins it */
+    snprintf(out[n].path, sizeof(out[n].path), "%s?labelSelector=multigres.com%%2Fcluster%%3D%s%%2C%s", coll, name,
+             w->selector + strlen("labelSelector="));
+    out[n].kind = k;
+    out[n].serial = serial;
+    out[n].items = 0;
+    n++;
+  }
+  return n;
+}
+
+/* Once, before the full lists. 1 when the turn ran. */
+static int mgop_early_turn(void) {
+  struct mgop_early_list lists[K_COUNT];
+  struct mgop_pool_job jobs[K_COUNT];
+  pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
+  char ns[64], name[MGOP_NAME_MAX + 1];
+  unsigned long objects = 0;
+  long long t0 = mgop_now_ms();
+  int n, rc;
+  if ((rc = mgop_early_pick(ns, sizeof(ns), name, sizeof(name)))) {
+    if (rc != MGOP_ERR_NOTFOUND) MGOP_LOG(MGOP_INFO, ("early turn: none (%s); the full lists come first", mgop_errmsg()));
+    return 0;
+  }
+  n = mgop_early_lists(ns, name, lists, &serial);
+  for (int i = 0; i < n; i++) {
+    memset(&jobs[i], 0, sizeof(jobs[i]));
+    jobs[i].run = mgop_early_job;
+    jobs[i].arg = &lists[i];
+  }
+  mgop_pool_run(&mgop_server.pool, mgop_api_ptr, &mgop_server.api.conn, jobs, n);
+  mgop_pool_take_stats(&mgop_server.pool, &mgop_server.api.stats);
+  pthread_mutex_destroy(&serial);
+  for (int i = 0; i < n; i++) {
+    if (jobs[i].rc) {
+      MGOP_LOG(MGOP_INFO, ("early turn: MultigresCluster %s/%s waits for the full lists: %s", ns, name, jobs[i].err));
+      return 0;
+    }
+    objects += lists[i].items;
+  }
+  /* the CRDs' first look and the Lease's, begun before this, in their threads */
+  while (((mgop_crd_first.state == 1 && !__atomic_load_n(&mgop_crd_first.done, __ATOMIC_ACQUIRE)) ||
+          (!mgop_may_write() && !__atomic_load_n(&mgop_lease.tried, __ATOMIC_ACQUIRE))) &&
+         mgop_now_ms() - t0 < MGOP_EARLY_WAIT_MS && !mgop_stopping())
+    poll(NULL, 0, 1);
+  mgop_crd_check();
+  if (!mgop_server.crd_checked || !mgop_may_write()) return 0; /* the loop tells why, as ever; a standby takes no turn */
+  /* the new term's turn for every cluster: the full lists' events give it
+   * (this cluster had its own just now), and no other cluster is known yet */
+  __atomic_store_n(&mgop_lease.new_term, 0, __ATOMIC_RELEASE);
+  MGOP_LOG(MGOP_INFO, ("early turn: MultigresCluster %s/%s read on its own (%d lists, %lu objects, %lld ms); the "
+                       "other clusters wait for the full lists", ns, name, n, objects, mgop_now_ms() - t0));
+  return mgop_loop_reconcile();
+}
+
 /* The loop: watches, one reconcile, timers, then poll() until something is
  * due. Returns when stopping, or 1 when poll() itself fails. */
 static int mgop_loop(void) {
   int yields = 0;
   mgop_publish();
+  mgop_early_turn();
   while (!mgop_stopping()) {
     struct pollfd pfd[K_COUNT + 1];
     int owner[K_COUNT], n = 0;

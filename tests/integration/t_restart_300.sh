@@ -8,6 +8,9 @@
 # spend the machine's two cores on 3000 pods the kwok nodes could not run
 # anyway (they fit ~40 clusters' pods), and the workloads' status does not
 # matter here.
+# The restart's first turn is the early turn's (one cluster read by its
+# label before the full lists): it must read that cluster whole, each cluster
+# must get one turn, and the restart must write nothing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ns=it-r300
@@ -36,6 +39,7 @@ metric() { # NAME{labels}: its value, or empty
   awk -v m="$1" '$1 == m {print $2}' <<<"$m"
 }
 writes() { metric 'multigres_operator_api_requests_total{kind="write"}'; }
+turns() { metric 'controller_runtime_reconcile_total{controller="multigrescluster",result="success"}'; }
 readyz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pport/readyz" || true; }
 
 # wait_idle SECONDS: until the write counter has not moved for QUIET_S (the
@@ -74,6 +78,18 @@ until [ "$(readyz)" = 200 ]; do
 done
 sync_s=$(($(date +%s) - t0))
 w0=$(writes)
+# one turn a cluster: the early turn's cluster (read on its own before the
+# full lists) is not taken again when the full lists show it unchanged. The
+# clusters are not Ready (no controller manager), so each schedules a
+# recheck 30 s after its turn: the count is read well before that.
+for _ in $(seq 1 100); do
+  [ "$(turns)" = "$N" ] && break
+  sleep 0.2
+done
+sleep 2
+turns_n=$(turns)
+[ $(($(date +%s) - t0)) -lt 28 ] || fail "the turns were counted $(($(date +%s) - t0))s after the restart, too late: the 30 s rechecks would be in the count"
+[ "$turns_n" = "$N" ] || fail "$turns_n cluster turns after the restart, for $N clusters (one a cluster)"
 wait_idle $((IDLE_BOUND_S * 2)) || fail "not idle $((IDLE_BOUND_S * 2))s after the restart"
 idle_s=$((idle_at - t0))
 since=$(date +%s)
@@ -86,6 +102,21 @@ for _ in $(seq 1 $((IDLE_BOUND_S * 5))); do
 done
 tracked_s=$(($(date +%s) - t0))
 echo "  restart with $N clusters: synced in ${sync_s}s, idle in ${idle_s}s ($(writes) writes, $((${w0:-0})) before sync); $fps2 objects tracked after ${tracked_s}s (before: $fps)" >&2
+
+# the early turn: the first cluster of the list, read by its label alone,
+# reconciled before the full lists (and what it read is that cluster whole:
+# its turn, like every other, wrote nothing)
+early=$(grep -o '"msg":"early turn: MultigresCluster [^"]*' "$IT_LOGS/r300b.log" || true)
+[ -n "$early" ] || fail "the restarted operator took no early turn: $(grep -o '"msg":"[^"]*' "$IT_LOGS/r300b.log" | head -20)"
+ecl=$(sed -E 's#.*MultigresCluster [^/]*/([^ ]*) .*#\1#' <<<"$early")
+eobj=$(sed -E 's#.* lists, ([0-9]+) objects.*#\1#' <<<"$early")
+first=$(grep -o '"msg":"first reconcile ([^)]*' "$IT_LOGS/r300b.log" || true)
+[ "$first" = "\"msg\":\"first reconcile (MultigresCluster $ns/$ecl" ] || fail "the first reconcile was not the early turn's cluster $ecl: $first"
+kinds=toposervers,cells,tablegroups,shards,statefulsets,deployments,services,configmaps,poddisruptionbudgets
+want=$(kubectl get -n $ns $kinds -l "multigres.com/cluster=$ecl,app.kubernetes.io/managed-by=multigres-operator" -o name | wc -l)
+[ "$eobj" = "$want" ] || fail "the early turn read $eobj objects of $ecl, kubectl shows $want: $early"
+note "early turn: $early"
+[ "$(writes)" = 0 ] || fail "the restart wrote $(writes) times: a cluster's turn saw a view that differs from the first operator's"
 
 log=$(grep -F 'more than' "$IT_LOGS/r300b.log" || true)
 [ -z "$log" ] || fail "a bound was hit while listing: ${log:0:300}"
