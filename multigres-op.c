@@ -1521,6 +1521,7 @@ static struct {
   long long start_s;
   long long start_ms;  /* monotonic, at main(): for the first turn's log line */
   int turned;          /* the first turn is logged */
+  int listed;          /* the start's full lists are logged */
 } mgop_stats;
 
 static void mgop_histogram_observe(struct mgop_histogram *h, double v) {
@@ -11687,6 +11688,10 @@ static void mgop_loop_lists(void) {
   if (n < 2) return;
   mgop_watch_list_many(due, n, &mgop_server.pool, mgop_now_ms());
   mgop_pool_take_stats(&mgop_server.pool, &mgop_server.api.stats);
+  if (!mgop_stats.listed) { /* when the clusters the early turn did not take can take theirs (the bench reads it) */
+    mgop_stats.listed = 1;
+    MGOP_LOG(MGOP_INFO, ("full lists done %lld ms after start (%d kinds)", mgop_now_ms() - mgop_stats.start_ms, n));
+  }
 }
 
 /* ---- the start's early turn ----------------------------------------------

@@ -43,6 +43,11 @@
 #                          had used by then (the same log line, from
 #                          8a70e6f on: less noisy than the wall time on a
 #                          busy host)
+#   start_to_full_lists_ms  the same restarts' median launch -> the full
+#                          lists done (its log line "full lists done ..."):
+#                          the first turn is the early turn's, on one
+#                          cluster's objects alone (from 87f81d4 on); every
+#                          other cluster's waits for these
 #   start_lists, start_lists_kib, start_lists_apiserver_cpu_ms, start_lists_wall_ms
 #                          the floor under it: the LISTs of the last start,
 #                          replayed (bench/list_replay.py; start_lists_figs)
@@ -339,21 +344,26 @@ print("%.3f" % moved)
 PY
 }
 # first_reconcile_at: the time (epoch seconds) of the operator's log line
-# "first reconcile (...) done N ms after start, C ms of CPU", waited for up
-# to 120 s, and C (-1 when the line has none); -1 -1 if it never came
+# "first reconcile (...) done N ms after start, C ms of CPU", C (-1 when the
+# line has none), and the time of its line "full lists done ..." (the other
+# clusters' turns wait for those), both waited for up to 120 s; -1 for a
+# line that never came
 first_reconcile_at() {
   python3 - "$IT_LOGS/bench.log" <<'PY'
 import sys, time, json, datetime, re
-deadline = time.time() + 120
-while time.time() < deadline:
+def at(line):
+    ts = json.loads(line)["ts"]
+    return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+deadline, first, cpu, listed = time.time() + 120, -1, -1, -1
+while time.time() < deadline and (first < 0 or listed < 0):
     for line in open(sys.argv[1]):
-        if '"msg":"first reconcile (' in line:
-            ts = json.loads(line)["ts"]
-            t = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
-            cpu = re.search(r", (\d+) ms of CPU", json.loads(line)["msg"])
-            print("%.4f %s" % (t.timestamp(), cpu.group(1) if cpu else -1)); sys.exit(0)
-    time.sleep(0.1)
-print(-1, -1)
+        if '"msg":"first reconcile (' in line and first < 0:
+            m = re.search(r", (\d+) ms of CPU", json.loads(line)["msg"])
+            first, cpu = at(line), (m.group(1) if m else -1)
+        if '"msg":"full lists done ' in line and listed < 0:
+            listed = at(line)
+    if first < 0 or listed < 0: time.sleep(0.1)
+print("%.4f %s %.4f" % (first, cpu, listed))
 PY
 }
 
@@ -398,7 +408,7 @@ bench_size() { # N
   cp "$IT_LOGS/bench.log" "$IT_LOGS/converge-$n.log"
   w_from=$(now)
   op_start "$n"
-  read -r first first_cpu < <(first_reconcile_ms "$op_launched")
+  read -r first first_cpu listed < <(first_reconcile_ms "$op_launched")
   idle_at=$(quiet 5)
   fig "$n" restart_full_tls_handshakes "$(metric 'multigres_operator_tls_handshakes_total{resumed="false"}')" count
   fig "$n" restart_to_idle_seconds "$(elapsed "$op_launched" "$idle_at")" s
@@ -410,17 +420,19 @@ bench_size() { # N
   # more restarts, for start_to_first_reconcile alone: one is a noisy
   # sample (47 to 73 ms at 10 clusters on one host in one evening), so the
   # figure is the median of RESTARTS, with the least and the most
-  local samples=("$first") cpus=("$first_cpu") k ms cpu
+  local samples=("$first") cpus=("$first_cpu") lists=("$listed") k ms cpu
   for (( k = 1; k < $(restarts "$n"); k++ )); do
     stop_operator bench
     op_start "$n"
-    read -r ms cpu < <(first_reconcile_ms "$op_launched")
-    samples+=("$ms") cpus+=("$cpu")
+    read -r ms cpu listed < <(first_reconcile_ms "$op_launched")
+    samples+=("$ms") cpus+=("$cpu") lists+=("$listed")
     quiet 5 >/dev/null
   done
   read -r first lo hi < <(median_least_most "${samples[@]}")
   read -r cpu _ _ < <(median_least_most "${cpus[@]}")
+  read -r listed _ _ < <(median_least_most "${lists[@]}")
   fig "$n" start_to_first_reconcile_cpu_ms "$cpu" ms
+  fig "$n" start_to_full_lists_ms "$listed" ms
   fig "$n" start_to_first_reconcile_ms "$first" ms
   fig "$n" start_to_first_reconcile_ms_min "$lo" ms
   fig "$n" start_to_first_reconcile_ms_max "$hi" ms
@@ -464,13 +476,14 @@ median_least_most() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {prin
 # clusters (BENCH_RESTARTS, default 5; 1 beyond 100 clusters, where each
 # waits over a minute for the operator to go idle)
 restarts() { if [ -n "${BENCH_RESTARTS:-}" ]; then echo "$BENCH_RESTARTS"; elif [ "$1" -le 100 ]; then echo 5; else echo 1; fi; }
-# first_reconcile_ms LAUNCH: "MS CPU": ms from LAUNCH (epoch seconds) to the
-# operator's "first reconcile" log line, and its CPU ms then (-1: none
-# within 120 s, or no CPU in the line)
+# first_reconcile_ms LAUNCH: "MS CPU LISTED": ms from LAUNCH (epoch seconds)
+# to the operator's "first reconcile" log line, its CPU ms then, and ms to
+# its "full lists done" line (-1: none within 120 s, or no CPU in the line)
 first_reconcile_ms() {
   first_reconcile_at >"$IT_LOGS/first-reconcile"
-  python3 -c 'import sys; t, c = (open(sys.argv[1]).read().split() + ["-1", "-1"])[:2]
-print(round((float(t) - float(sys.argv[2])) * 1000) if float(t) > 0 else -1, c)' "$IT_LOGS/first-reconcile" "$1"
+  python3 -c 'import sys; t, c, l = (open(sys.argv[1]).read().split() + ["-1", "-1", "-1"])[:3]
+ms = lambda x: round((float(x) - float(sys.argv[2])) * 1000) if float(x) > 0 else -1
+print(ms(t), c, ms(l))' "$IT_LOGS/first-reconcile" "$1"
 }
 
 # controllers STOP|CONT: pauses or resumes the control plane's controllers
