@@ -11759,13 +11759,19 @@ static int mgop_early_pick(char *ns, size_t ns_cap, char *name, size_t name_cap)
 
 /* The lists of one cluster's objects: every watched kind but the roots,
  * the templates and the Nodes, with the watch's selector and the
- * cluster's label. Returns how many. */
+ * cluster's label. Returns how many. The longest first (jobs are taken in
+ * order, a connection each): kube-apiserver filters every object of the
+ * kind in the namespace by the selector, and at 1,000 clusters the
+ * Services' and the Deployments' took 14-17 ms where the others took 3-5. */
 static int mgop_early_lists(const char *ns, const char *name, struct mgop_early_list *out, pthread_mutex_t *serial) {
+  static const int order[] = {K_SVC, K_DEPLOY, K_TG, K_STS, K_SHARD, K_TOPO, K_CM, K_CELL, K_PDB, K_POD, K_CERT};
+  _Static_assert(sizeof(order) / sizeof(order[0]) == K_COUNT - 5, "every kind a cluster owns, and Pods (a new kind goes here)");
   int n = 0;
-  for (int k = 0; k < K_COUNT; k++) {
+  for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+    int k = order[i];
     const struct mgop_watch *w = &mgop_server.watches[k];
     char coll[400];
-    if (mgop_kinds[k].role <= MGOP_ROLE_TEMPLATE || k == K_NODE || w->state == MGOP_W_ABSENT) continue;
+    if (w->state == MGOP_W_ABSENT) continue;
     mgop_collection_path(k, ns, coll, sizeof(coll));
     /* the watch's selector begins with its labelSelector: the cluster's label joins it */
     snprintf(out[n].path, sizeof(out[n].path), "%s?labelSelector=multigres.com%%2Fcluster%%3D%s%%2C%s", coll, name,
@@ -11782,11 +11788,12 @@ static int mgop_early_lists(const char *ns, const char *name, struct mgop_early_
 static int mgop_early_turn(void) {
   struct mgop_early_list lists[K_COUNT];
   struct mgop_pool_job jobs[K_COUNT];
+  struct mgop_watch *templates[3];
   pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
   char ns[64], name[MGOP_NAME_MAX + 1];
   unsigned long objects = 0;
   long long t0 = mgop_now_ms();
-  int n, rc;
+  int n, rc, ntemplates = 0;
   if ((rc = mgop_early_pick(ns, sizeof(ns), name, sizeof(name)))) {
     if (rc != MGOP_ERR_NOTFOUND) MGOP_LOG(MGOP_INFO, ("early turn: none (%s); the full lists come first", mgop_errmsg()));
     return 0;
@@ -11797,9 +11804,16 @@ static int mgop_early_turn(void) {
     jobs[i].run = mgop_early_job;
     jobs[i].arg = &lists[i];
   }
-  mgop_pool_run(&mgop_server.pool, mgop_api_ptr, &mgop_server.api.conn, jobs, n);
+  /* the templates' own lists, whole, in the same batch (after the cluster's:
+   * they are short): the turn then reads them from the cache, not by three
+   * GETs in a row */
+  for (int k = K_CORET; k <= K_SHARDT; k++)
+    if (mgop_server.watches[k].state == MGOP_W_LIST) templates[ntemplates++] = &mgop_server.watches[k];
+  if (ntemplates) mgop_watch_list_batch(templates, ntemplates, jobs, n, &serial, &mgop_server.pool, mgop_now_ms());
+  else mgop_pool_run(&mgop_server.pool, mgop_api_ptr, &mgop_server.api.conn, jobs, n);
   mgop_pool_take_stats(&mgop_server.pool, &mgop_server.api.stats);
   pthread_mutex_destroy(&serial);
+  mgop_publish(); /* the template cache says whether it is listed */
   for (int i = 0; i < n; i++) {
     if (jobs[i].rc) {
       MGOP_LOG(MGOP_INFO, ("early turn: MultigresCluster %s/%s waits for the full lists: %s", ns, name, jobs[i].err));

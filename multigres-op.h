@@ -656,6 +656,7 @@ void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind
  * handshake each) after acting on what the lists showed. */
 int mgop_watch_step(struct mgop_watch *w, long long now);
 struct mgop_pool;
+struct mgop_pool_job;
 /* The LIST step of every watch of ws[] (each in state LIST with a shared
  * list_conn) at once: the pool's workers list on their own connections
  * while the caller lists on the watches' list_conn, each event handed to
@@ -663,6 +664,13 @@ struct mgop_pool;
  * own, but kinds interleave). Each watch ends as its step would: START,
  * BACKOFF or ABSENT. Start-up lists all kinds this way. */
 void mgop_watch_list_many(struct mgop_watch *const *ws, int n, struct mgop_pool *p, long long now);
+/* The same with other read jobs in the batch, taken before the lists: their
+ * run gets serial, which the lists' events are handed over under (a job
+ * whose items reach the same handlers takes it too, as
+ * mgop_kube_list_with does with its bufs' serial). At most 32 jobs in all
+ * (MGOP_ERR_TOOBIG, with no request made). */
+int mgop_watch_list_batch(struct mgop_watch *const *ws, int n, struct mgop_pool_job *extra, int nextra,
+                          pthread_mutex_t *serial, struct mgop_pool *p, long long now);
 int mgop_watch_fd(const struct mgop_watch *w);     /* -1 when not streaming */
 long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now); /* ms until step is due */
 void mgop_watch_close(struct mgop_watch *w);
@@ -4747,26 +4755,35 @@ static int mgop_watch_list_job(void *arg, struct mgop_kube *k, struct mgop_conn 
   return mgop_watch_do_list(m->w, k, c, &b);
 }
 
-void mgop_watch_list_many(struct mgop_watch *const *ws, int n, struct mgop_pool *p, long long now) {
+int mgop_watch_list_batch(struct mgop_watch *const *ws, int n, struct mgop_pool_job *extra, int nextra,
+                          pthread_mutex_t *serial, struct mgop_pool *p, long long now) {
   struct mgop_pool_job jobs[32];
   struct mgop_list_many m[32];
-  pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
   struct mgop_kube *own = n > 0 ? ws[0]->kube : NULL; /* the watches share their client and list_conn */
   struct mgop_conn *own_conn = n > 0 ? ws[0]->list_conn : NULL;
-  for (int from = 0; from < n; from += 32) {
-    int batch = n - from < 32 ? n - from : 32;
-    for (int i = 0; i < batch; i++) {
-      m[i] = (struct mgop_list_many){ws[from + i], &serial};
-      memset(&jobs[i], 0, sizeof(jobs[i]));
-      jobs[i].run = mgop_watch_list_job;
-      jobs[i].arg = &m[i];
-    }
-    mgop_pool_run(p, own, own_conn, jobs, batch);
-    for (int i = 0; i < batch; i++) { /* as the step would have, in the caller's thread */
-      if (jobs[i].rc) mgop_seterr(jobs[i].rc, "%s", jobs[i].err);
-      mgop_watch_listed(ws[from + i], jobs[i].rc, now);
-    }
+  if (n < 0 || nextra < 0 || n + nextra > 32 || (n == 0 && nextra > 0))
+    return mgop_seterr(MGOP_ERR_TOOBIG, "a batch of %d lists and %d other jobs (at most 32, one list at least)", n,
+                       nextra);
+  for (int i = 0; i < nextra; i++) jobs[i] = extra[i];
+  for (int i = 0; i < n; i++) {
+    m[i] = (struct mgop_list_many){ws[i], serial};
+    memset(&jobs[nextra + i], 0, sizeof(jobs[0]));
+    jobs[nextra + i].run = mgop_watch_list_job;
+    jobs[nextra + i].arg = &m[i];
   }
+  mgop_pool_run(p, own, own_conn, jobs, nextra + n);
+  for (int i = 0; i < nextra; i++) extra[i] = jobs[i]; /* their results */
+  for (int i = 0; i < n; i++) { /* as the step would have, in the caller's thread */
+    if (jobs[nextra + i].rc) mgop_seterr(jobs[nextra + i].rc, "%s", jobs[nextra + i].err);
+    mgop_watch_listed(ws[i], jobs[nextra + i].rc, now);
+  }
+  return MGOP_OK;
+}
+
+void mgop_watch_list_many(struct mgop_watch *const *ws, int n, struct mgop_pool *p, long long now) {
+  pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
+  for (int from = 0; from < n; from += 32)
+    mgop_watch_list_batch(ws + from, n - from < 32 ? n - from : 32, NULL, 0, &serial, p, now);
   pthread_mutex_destroy(&serial);
 }
 
