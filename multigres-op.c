@@ -11731,8 +11731,8 @@ static int mgop_early_job(void *arg, struct mgop_kube *k, struct mgop_conn *c, s
   unsigned long skipped = 0;
   int rc = mgop_kube_list_with(k, c, e->path, mgop_early_item, e, rv, sizeof(rv), &skipped, &b);
   if (rc == MGOP_OK && skipped) rc = mgop_seterr(MGOP_ERR_TOOBIG, "%s: %lu objects too large to read", e->path, skipped);
-  if ((rc == MGOP_ERR_NOTFOUND || rc == MGOP_ERR_AUTH) && mgop_server.watches[e->kind].optional)
-    rc = MGOP_OK; /* cert-manager's kind, not served: nothing of it exists */
+  if (mgop_watch_not_served(&mgop_server.watches[e->kind], rc))
+    rc = MGOP_OK; /* cert-manager's kind, not served: nothing of it exists (its watch says so at its list) */
   return rc;
 }
 

@@ -676,6 +676,10 @@ long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now); /* ms u
 void mgop_watch_close(struct mgop_watch *w);
 /* An ABSENT watch lists again at its next step (the kind may be served now). */
 void mgop_watch_enable(struct mgop_watch *w);
+/* rc (mgop_errmsg() its error), a LIST's of w's kind, says the kind is not
+ * there for the operator: an optional kind the API server does not serve
+ * (404), or one an older Role forbids (403). Such a watch goes ABSENT. */
+int mgop_watch_not_served(const struct mgop_watch *w, int rc);
 
 /* Server-side apply of one object (JSON is valid apply YAML), as
  * fieldManager=multigres-operator with force. `item_path` is the object's own
@@ -4723,8 +4727,12 @@ static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct 
 
 /* After a LIST step (rc its result, mgop_errmsg() its error): the state
  * it leaves the watch in. 1 when the caller goes on to start the stream. */
+int mgop_watch_not_served(const struct mgop_watch *w, int rc) {
+  return w->optional && (rc == MGOP_ERR_NOTFOUND || (rc == MGOP_ERR_AUTH && strstr(mgop_errmsg(), ": 403 Forbidden")));
+}
+
 static int mgop_watch_listed(struct mgop_watch *w, int rc, long long now) {
-  if ((rc == MGOP_ERR_NOTFOUND || (rc == MGOP_ERR_AUTH && strstr(mgop_errmsg(), ": 403 Forbidden"))) && w->optional) {
+  if (mgop_watch_not_served(w, rc)) {
     mgop_watch_close(w);
     w->rv[0] = 0;
     w->state = MGOP_W_ABSENT;

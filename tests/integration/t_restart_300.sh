@@ -107,7 +107,10 @@ echo "  restart with $N clusters: synced in ${sync_s}s, idle in ${idle_s}s ($(wr
 # reconciled before the full lists (and what it read is that cluster whole:
 # its turn, like every other, wrote nothing)
 early=$(grep -o '"msg":"early turn: MultigresCluster [^"]*' "$IT_LOGS/r300b.log" || true)
-[ -n "$early" ] || fail "the restarted operator took no early turn: $(grep -o '"msg":"[^"]*' "$IT_LOGS/r300b.log" | head -20)"
+if [ -z "$early" ]; then
+  msgs=$(grep -o '"msg":"[^"]*' "$IT_LOGS/r300b.log" || true) # captured, then cut: no pipe into head under pipefail
+  fail "the restarted operator took no early turn: ${msgs:0:2000}"
+fi
 ecl=$(sed -E 's#.*MultigresCluster [^/]*/([^ ]*) .*#\1#' <<<"$early")
 eobj=$(sed -E 's#.* lists, ([0-9]+) objects.*#\1#' <<<"$early")
 first=$(grep -o '"msg":"first reconcile ([^)]*' "$IT_LOGS/r300b.log" || true)
