@@ -8788,96 +8788,100 @@ static long long mgop_recheck_delay(struct mgop_root_ref *root, long long turn_s
   return delay;
 }
 
+/* The loop's turn (mgop_reconcile), and the early turn's render before it:
+ * one context, so the start touches no second one's pages */
+static struct mgop_rctx mgop_loop_rctx;
+
 static int mgop_reconcile(const char *ns, const char *name, struct mgop_span *span) {
-  static struct mgop_rctx r;
+  struct mgop_rctx *r = &mgop_loop_rctx;
   struct mgop_buf b;
   int status, rc;
   char path[512];
   long long started = mgop_now_ms(), recheck;
-  mgop_rctx_clear(&r);
+  mgop_rctx_clear(r);
   mgop_arena_reset(&mgop_server.arena);
-  r.arena = &mgop_server.arena;
-  r.ns = ns;
-  r.name = name;
+  r->arena = &mgop_server.arena;
+  r->ns = ns;
+  r->name = name;
   mgop_buf_init(&b, mgop_server.root_body, sizeof(mgop_server.root_body));
   mgop_item_path(K_CLUSTER, ns, name, path, sizeof(path));
   rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
   if (rc == MGOP_ERR_NOTFOUND) return MGOP_OK; /* deleted: garbage collection removes the children */
   if (rc) return rc;
-  if ((rc = mgop_parse_arena(r.arena, b.p, b.len, &r.root))) return rc;
-  mgop_json_path_str(&r.root, 0, "metadata.uid", r.uid, sizeof(r.uid));
-  mgop_deletion_policy_of(&r);
-  if (mgop_json_path(&r.root, 0, "metadata.deletionTimestamp") >= 0) return mgop_cluster_deleting(&r);
-  if (r.orphan_policy != r.has_orphan_fin && (rc = mgop_orphan_finalizer(&r, r.orphan_policy))) return rc;
-  r.adopting = mgop_has_orphans(&r);
-  mgop_json_i64(&r.root, mgop_json_path(&r.root, 0, "metadata.generation"), &r.generation);
-  mgop_trace_follow(&r, span);
-  r.spec = mgop_json_key(&r.root, 0, "spec");
+  if ((rc = mgop_parse_arena(r->arena, b.p, b.len, &r->root))) return rc;
+  mgop_json_path_str(&r->root, 0, "metadata.uid", r->uid, sizeof(r->uid));
+  mgop_deletion_policy_of(r);
+  if (mgop_json_path(&r->root, 0, "metadata.deletionTimestamp") >= 0) return mgop_cluster_deleting(r);
+  if (r->orphan_policy != r->has_orphan_fin && (rc = mgop_orphan_finalizer(r, r->orphan_policy))) return rc;
+  r->adopting = mgop_has_orphans(r);
+  mgop_json_i64(&r->root, mgop_json_path(&r->root, 0, "metadata.generation"), &r->generation);
+  mgop_trace_follow(r, span);
+  r->spec = mgop_json_key(&r->root, 0, "spec");
   {
     struct mgop_fp *root_fp = mgop_fp_upsert(mgop_fp_key("MultigresCluster", ns, name));
     char rv[32];
-    mgop_adopt_status(root_fp, &r.root, 0);
+    mgop_adopt_status(root_fp, &r->root, 0);
     /* this turn acts on this version: its watch event, when it comes after
      * (a start's list after the early turn), brings nothing new */
-    if (root_fp && mgop_json_path_str(&r.root, 0, "metadata.resourceVersion", rv, sizeof(rv)) == MGOP_OK)
+    if (root_fp && mgop_json_path_str(&r->root, 0, "metadata.resourceVersion", rv, sizeof(rv)) == MGOP_OK)
       root_fp->seen_rv = mgop_uid_hash(rv);
   }
-  mgop_images_resolve(&r);
+  mgop_images_resolve(r);
   if (!mgop_root_find(ns, name)) { /* the cluster table was full when it appeared */
-    mgop_stall(&r, "LimitReached", "this operator already tracks %d MultigresClusters, the most it can; this one is "
+    mgop_stall(r, "LimitReached", "this operator already tracks %d MultigresClusters, the most it can; this one is "
                "not reconciled: delete unused clusters, or run another operator with --namespace for some namespaces "
                "(limit clusters)", MGOP_WORK_SLOTS);
     rc = MGOP_ERR_CONFIG;
-  } else if ((rc = mgop_images_record(&r)) == MGOP_OK) {
-    rc = mgop_reconcile_tree(&r);
+  } else if ((rc = mgop_images_record(r)) == MGOP_OK) {
+    rc = mgop_reconcile_tree(r);
   }
-  if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
-  for (int i = 0; i < r.ntrefs; i++)
-    if (r.trefs[i].found && r.trefs[i].terminating)
-      mgop_stall(&r, "TemplateDeleting", "%s \"%s\" is being deleted, but this cluster still resolves it; the "
+  if (rc && !r->last_error[0]) snprintf(r->last_error, sizeof(r->last_error), "%s", mgop_errmsg());
+  for (int i = 0; i < r->ntrefs; i++)
+    if (r->trefs[i].found && r->trefs[i].terminating)
+      mgop_stall(r, "TemplateDeleting", "%s \"%s\" is being deleted, but this cluster still resolves it; the "
                  "operator keeps its settings and holds the deletion (finalizer %s) until no cluster uses it: name "
                  "another template or set the values inline, and the deletion completes",
-                 mgop_kinds[r.trefs[i].kind].kind, r.trefs[i].name, MGOP_TEMPLATE_FINALIZER);
+                 mgop_kinds[r->trefs[i].kind].kind, r->trefs[i].name, MGOP_TEMPLATE_FINALIZER);
   /* only a turn that built the whole tree knows what is no longer wanted */
-  if (rc == MGOP_OK && !r.stalled_reason[0]) {
-    rc = mgop_prune(&r);
-    if (rc == MGOP_OK && r.adopting) rc = mgop_reclaim_finish(&r);
-    if (rc && !r.last_error[0]) snprintf(r.last_error, sizeof(r.last_error), "%s", mgop_errmsg());
+  if (rc == MGOP_OK && !r->stalled_reason[0]) {
+    rc = mgop_prune(r);
+    if (rc == MGOP_OK && r->adopting) rc = mgop_reclaim_finish(r);
+    if (rc && !r->last_error[0]) snprintf(r->last_error, sizeof(r->last_error), "%s", mgop_errmsg());
   }
   /* Multigres's own records, once the objects are applied: an unreachable
    * topology holds Ready (and retries on its own backoff), not the turn */
-  if (rc == MGOP_OK && !r.stalled_reason[0] && mgop_may_write() && mgop_topo_enabled) mgop_topo_sync(&r);
-  if (rc == MGOP_OK && !r.stalled_reason[0] && mgop_may_write()) mgop_defrag_cluster(&r);
+  if (rc == MGOP_OK && !r->stalled_reason[0] && mgop_may_write() && mgop_topo_enabled) mgop_topo_sync(r);
+  if (rc == MGOP_OK && !r->stalled_reason[0] && mgop_may_write()) mgop_defrag_cluster(r);
   /* pool pods whose template changed, one per shard at a time */
-  if (rc == MGOP_OK && !r.stalled_reason[0] && mgop_may_write()) mgop_roll(&r);
-  mgop_note_uses(ns, name, &r, rc == MGOP_OK);
-  if (r.applied) { /* what changed in the cluster, in one Event */
+  if (rc == MGOP_OK && !r->stalled_reason[0] && mgop_may_write()) mgop_roll(r);
+  mgop_note_uses(ns, name, r, rc == MGOP_OK);
+  if (r->applied) { /* what changed in the cluster, in one Event */
     char note[1000];
-    snprintf(note, sizeof(note), "applied %d object%s: %s%s", r.applied, r.applied == 1 ? "" : "s", r.applied_note,
-             r.applied_note_len >= sizeof(r.applied_note) - 80 ? ", ..." : "");
-    mgop_event(&r, K_CLUSTER, name, r.uid, "Normal", "Applied", "Apply", note);
+    snprintf(note, sizeof(note), "applied %d object%s: %.900s%s", r->applied, r->applied == 1 ? "" : "s", r->applied_note,
+             r->applied_note_len >= sizeof(r->applied_note) - 80 ? ", ..." : "");
+    mgop_event(r, K_CLUSTER, name, r->uid, "Normal", "Applied", "Apply", note);
   }
-  mgop_reconcile_status(&r, rc == MGOP_OK);
+  mgop_reconcile_status(r, rc == MGOP_OK);
   {
     char f[256];
     snprintf(f, sizeof(f), "\"namespace\":\"%s\",\"name\":\"%s\",\"applied\":%d,\"unchanged\":%d,\"failed\":%d%s",
-             ns, name, r.applied, r.skipped, r.failed, r.stalled_reason[0] ? ",\"stalled\":true" : "");
-    mgop_log_fields(r.applied || r.failed ? MGOP_INFO : MGOP_DEBUG, "reconcile", "reconciled", f);
+             ns, name, r->applied, r->skipped, r->failed, r->stalled_reason[0] ? ",\"stalled\":true" : "");
+    mgop_log_fields(r->applied || r->failed ? MGOP_INFO : MGOP_DEBUG, "reconcile", "reconciled", f);
   }
-  mgop_span_int(span, "multigres.generation", r.generation);
-  mgop_span_int(span, "multigres.objects.applied", r.applied);
-  mgop_span_int(span, "multigres.objects.unchanged", r.skipped);
-  mgop_span_int(span, "multigres.objects.failed", r.failed);
-  if (r.stalled_reason[0]) {
-    mgop_span_str(span, "multigres.stalled", r.stalled_reason);
-    mgop_span_error(span, "Stalled (%s): %s", r.stalled_reason, r.stalled_msg);
+  mgop_span_int(span, "multigres.generation", r->generation);
+  mgop_span_int(span, "multigres.objects.applied", r->applied);
+  mgop_span_int(span, "multigres.objects.unchanged", r->skipped);
+  mgop_span_int(span, "multigres.objects.failed", r->failed);
+  if (r->stalled_reason[0]) {
+    mgop_span_str(span, "multigres.stalled", r->stalled_reason);
+    mgop_span_error(span, "Stalled (%s): %s", r->stalled_reason, r->stalled_msg);
   }
   /* a Stalled cluster waits for a change; other errors retry with backoff;
    * one still converging looks again later even if no watch event wakes it
    * (mgop_recheck_delay; a converged cluster costs nothing while idle) */
-  recheck = mgop_recheck_delay(mgop_root_find(ns, name), started, !rc && !r.stalled_reason[0] && !r.root_ready);
+  recheck = mgop_recheck_delay(mgop_root_find(ns, name), started, !rc && !r->stalled_reason[0] && !r->root_ready);
   if (recheck >= 0) mgop_enqueue(ns, name, recheck);
-  return r.stalled_reason[0] ? MGOP_OK : rc;
+  return r->stalled_reason[0] ? MGOP_OK : rc;
 }
 
 /* ======================================================================
@@ -11697,17 +11701,36 @@ static void mgop_loop_lists(void) {
 /* ---- the start's early turn ----------------------------------------------
  * A start's full lists cost kube-apiserver CPU in proportion to the
  * clusters (1.25 s of it at 1,000, 98.9 MB of JSON), and no turn could
- * run before them. So before them, one cluster is read whole on its own:
- * the first cluster of the cluster list (limit=1), then its objects by its
- * label, every watched kind at once on the pool's connections, from the
- * watch cache as the full lists are. Its turn then acts on a complete view
- * of that cluster: a turn reads no other cluster's objects (the tree, prune
- * and the rollups go by the cluster's label, the one these lists select).
- * The rows stay; the full lists that follow see them again, as watch
- * events, and infer deletions as they always did. When a list fails, the
- * CRDs' or the Lease's first look is slow, or this replica does not lead,
- * the cluster waits for the full lists, as every cluster did before. */
+ * run before them. So before them, one cluster is read whole on its own,
+ * and its turn runs on that view:
+ *   1. the first cluster of the cluster list (limit=1);
+ *   2. the templates' own lists, whole, and the cluster's unscheduled
+ *      Pending Pods (by its label, and spec.nodeName empty: kube-apiserver
+ *      keeps pods indexed by node, so it does not filter every pod of the
+ *      namespace);
+ *   3. its tree, rendered from those by the builders, offline: the names of
+ *      the objects it owns;
+ *   4. each of those objects by name, all at once on the pool's
+ *      connections: a list whose field selector is its metadata.name, which
+ *      kube-apiserver answers from one key of its watch cache, with the
+ *      cluster's label and the watch's own selector still applied.
+ * Why by name: a label-selected list costs kube-apiserver every object of
+ * the kind in the namespace (it has no label index), and at 1,000 clusters
+ * in one namespace the early turn's lists took 90 ms; a read by name costs
+ * the same at 10 clusters as at 1,000.
+ * The view is the one the full lists give that cluster: a turn reads no
+ * other cluster's objects (its tree, prune and rollups go by its label), and
+ * a Pending pod explains a workload only while it is unscheduled. One
+ * difference: objects of the cluster that its tree no longer names (a
+ * removed cell's) are not read. Its turn then prunes nothing; the full
+ * lists show them as new, and their events give the cluster a second turn,
+ * which prunes them. The rows stay; the full lists that follow see them
+ * again, as watch events, and infer deletions as they always did. When a
+ * read fails, the tree does not render, the CRDs' or the Lease's first look
+ * is slow, or this replica does not lead, the cluster waits for the full
+ * lists, as every cluster did before. */
 #define MGOP_EARLY_WAIT_MS 200 /* for the CRDs' first look and the Lease's, begun before */
+#define MGOP_EARLY_JOBS 16     /* reads at once: one a pool connection (--max-applies-in-flight), at most this many */
 
 struct mgop_early_list {
   int kind;
@@ -11736,9 +11759,10 @@ static int mgop_early_job(void *arg, struct mgop_kube *k, struct mgop_conn *c, s
   return rc;
 }
 
-/* The first cluster of the list: ns and name, and its row (a SYNC, as the
- * full list's would be). MGOP_ERR_NOTFOUND when there is none. */
-static int mgop_early_pick(char *ns, size_t ns_cap, char *name, size_t name_cap) {
+/* The first cluster of the list: ns and name, the object's JSON (in
+ * root_body, until the turn's GET), and its row (a SYNC, as the full list's
+ * would be). MGOP_ERR_NOTFOUND when there is none. */
+static int mgop_early_pick(char *ns, size_t ns_cap, char *name, size_t name_cap, const char **js, size_t *len) {
   char path[800];
   struct mgop_buf b;
   struct mgop_json j;
@@ -11753,73 +11777,157 @@ static int mgop_early_pick(char *ns, size_t ns_cap, char *name, size_t name_cap)
   if (mgop_json_path_str(&j, item, "metadata.namespace", ns, ns_cap) ||
       mgop_json_path_str(&j, item, "metadata.name", name, name_cap))
     return mgop_seterr(MGOP_ERR_PARSE, "the first MultigresCluster has no namespace or name");
+  *js = b.p + j.tok[item].start;
+  *len = (size_t)(j.tok[item].end - j.tok[item].start);
   mgop_on_event((void *)(intptr_t)K_CLUSTER, NULL, "SYNC", &j, item);
   return MGOP_OK;
 }
 
-/* The lists of one cluster's objects: every watched kind but the roots,
- * the templates and the Nodes, with the watch's selector and the
- * cluster's label. Returns how many. The longest first (jobs are taken in
- * order, a connection each): kube-apiserver filters every object of the
- * kind in the namespace by the selector, and at 1,000 clusters the
- * Services' and the Deployments' took 14-17 ms where the others took 3-5. */
-static int mgop_early_lists(const char *ns, const char *name, struct mgop_early_list *out, pthread_mutex_t *serial) {
-  static const int order[] = {K_SVC, K_DEPLOY, K_TG, K_STS, K_SHARD, K_TOPO, K_CM, K_CELL, K_PDB, K_POD, K_CERT};
-  _Static_assert(sizeof(order) / sizeof(order[0]) == K_COUNT - 5, "every kind a cluster owns, and Pods (a new kind goes here)");
-  int n = 0;
-  for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-    int k = order[i];
-    const struct mgop_watch *w = &mgop_server.watches[k];
+/* The cluster's unscheduled Pending Pods: the Pod watch's selector (its
+ * labelSelector, then its fieldSelector), the cluster's label, and an empty
+ * spec.nodeName, which kube-apiserver looks up in its pod index. */
+static int mgop_early_pods(const char *ns, const char *name, struct mgop_early_list *out, pthread_mutex_t *serial) {
+  const struct mgop_watch *w = &mgop_server.watches[K_POD];
+  char coll[400];
+  mgop_collection_path(K_POD, ns, coll, sizeof(coll));
+  out->kind = K_POD;
+  out->serial = serial;
+  out->items = 0;
+  if (snprintf(out->path, sizeof(out->path), "%s?labelSelector=multigres.com%%2Fcluster%%3D%s%%2C%s%%2Cspec.nodeName%%3D",
+               coll, name, w->selector + strlen("labelSelector=")) >= (int)sizeof(out->path))
+    return mgop_seterr(MGOP_ERR_TOOBIG, "the Pod list's path for %s/%s is over %zu bytes", ns, name, sizeof(out->path));
+  return MGOP_OK;
+}
+
+/* The cluster's tree, rendered into the loop's context (the builders,
+ * offline, templates from the watch cache): r->desired names what it owns.
+ * The turn clears that context after the reads. */
+static int mgop_early_render(const char *ns, const char *name, const char *js, size_t len) {
+  struct mgop_rctx *r = &mgop_loop_rctx;
+  int rc;
+  mgop_rctx_clear(r);
+  mgop_arena_reset(&mgop_server.arena);
+  r->render = 1;
+  r->cached_templates = 1;
+  r->arena = &mgop_server.arena;
+  r->ns = ns;
+  r->name = name;
+  if ((rc = mgop_parse_arena(r->arena, js, len, &r->root))) return rc;
+  mgop_json_path_str(&r->root, 0, "metadata.uid", r->uid, sizeof(r->uid));
+  r->spec = mgop_json_key(&r->root, 0, "spec");
+  rc = mgop_reconcile_tree(r);
+  if (!rc && r->stalled_reason[0]) rc = mgop_seterr(MGOP_ERR_CONFIG, "%s: %s", r->stalled_reason, r->stalled_msg);
+  return rc;
+}
+
+/* The rendered objects, read by name: the batch's jobs share them, each
+ * taking the next until none is left, so a slow read holds up one
+ * connection, not a share of the objects. */
+struct mgop_early_reads {
+  const struct mgop_rctx *r; /* the render: r->desired */
+  int next;                  /* the next object to read (atomic) */
+  pthread_mutex_t *serial;
+  unsigned long items, reads; /* under serial */
+};
+
+static int mgop_early_readable(int kind) {
+  enum mgop_role role = mgop_kinds[kind].role;
+  return (role == MGOP_ROLE_CHILD || role == MGOP_ROLE_WORKLOAD) && mgop_server.watches[kind].state != MGOP_W_ABSENT;
+}
+
+static int mgop_early_read_job(void *arg, struct mgop_kube *k, struct mgop_conn *c, struct mgop_list_scan *scan,
+                               char *item, size_t cap) {
+  struct mgop_early_reads *e = arg;
+  for (;;) {
+    int i = __atomic_fetch_add(&e->next, 1, __ATOMIC_RELAXED), rc;
+    const struct mgop_desired *d;
+    struct mgop_early_list one;
     char coll[400];
-    if (w->state == MGOP_W_ABSENT) continue;
-    mgop_collection_path(k, ns, coll, sizeof(coll));
-    /* the watch's selector begins with its labelSelector: the cluster's label joins it */
-    snprintf(out[n].path, sizeof(out[n].path), "%s?labelSelector=multigres.com%%2Fcluster%%3D%s%%2C%s", coll, name,
-             w->selector + strlen("labelSelector="));
-    out[n].kind = k;
-    out[n].serial = serial;
-    out[n].items = 0;
-    n++;
+    if (i >= e->r->ndesired) return MGOP_OK;
+    d = &e->r->desired[i];
+    if (!mgop_early_readable(d->kind)) continue;
+    mgop_collection_path(d->kind, e->r->ns, coll, sizeof(coll));
+    /* an owned kind's watch selector is its labelSelector: the cluster's label joins it */
+    if (snprintf(one.path, sizeof(one.path), "%s?labelSelector=multigres.com%%2Fcluster%%3D%s%%2C%s&fieldSelector="
+                 "metadata.name%%3D%s", coll, e->r->name,
+                 mgop_server.watches[d->kind].selector + strlen("labelSelector="), d->name) >= (int)sizeof(one.path))
+      return mgop_seterr(MGOP_ERR_TOOBIG, "the path to read %s %s is over %zu bytes", mgop_kinds[d->kind].kind,
+                         d->name, sizeof(one.path));
+    one.kind = d->kind;
+    one.serial = e->serial;
+    one.items = 0;
+    if ((rc = mgop_early_job(&one, k, c, scan, item, cap))) return rc;
+    pthread_mutex_lock(e->serial);
+    e->items += one.items;
+    e->reads++;
+    pthread_mutex_unlock(e->serial);
   }
-  return n;
+}
+
+/* Runs jobs[0..n) with the templates' whole lists, when there are any */
+static void mgop_early_batch(struct mgop_pool_job *jobs, int n, pthread_mutex_t *serial, int templates) {
+  struct mgop_watch *ws[3];
+  int nws = 0;
+  for (int k = K_CORET; templates && k <= K_SHARDT; k++)
+    if (mgop_server.watches[k].state == MGOP_W_LIST) ws[nws++] = &mgop_server.watches[k];
+  if (nws) mgop_watch_list_batch(ws, nws, jobs, n, serial, &mgop_server.pool, mgop_now_ms());
+  else mgop_pool_run(&mgop_server.pool, mgop_api_ptr, &mgop_server.api.conn, jobs, n);
+  mgop_pool_take_stats(&mgop_server.pool, &mgop_server.api.stats);
+}
+
+static const char *mgop_early_failed(const struct mgop_pool_job *jobs, int n) {
+  for (int i = 0; i < n; i++)
+    if (jobs[i].rc) return jobs[i].err;
+  return NULL;
+}
+
+/* Reads the cluster: steps 2 to 4 above. 0, or why not (for the log). */
+static const char *mgop_early_read(const char *ns, const char *name, const char *js, size_t len,
+                                   unsigned long *objects, int *reads) {
+  static struct mgop_pool_job jobs[MGOP_EARLY_JOBS]; /* the loop's, 1 KiB each: not on its stack */
+  struct mgop_early_list pods;
+  struct mgop_early_reads e = {&mgop_loop_rctx, 0, NULL, 0, 0};
+  pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
+  const char *why;
+  int n = mgop_server.pool.nworkers + 1;
+  if (n > MGOP_EARLY_JOBS) n = MGOP_EARLY_JOBS;
+  e.serial = &serial;
+  if (mgop_early_pods(ns, name, &pods, &serial)) return mgop_errmsg();
+  memset(jobs, 0, sizeof(jobs[0]));
+  jobs[0].run = mgop_early_job;
+  jobs[0].arg = &pods;
+  mgop_early_batch(jobs, 1, &serial, 1);
+  mgop_publish(); /* the template cache says whether it is listed */
+  if ((why = mgop_early_failed(jobs, 1))) return why;
+  if (mgop_early_render(ns, name, js, len)) return mgop_errmsg();
+  for (int i = 0; i < n; i++) {
+    memset(&jobs[i], 0, sizeof(jobs[i]));
+    jobs[i].run = mgop_early_read_job;
+    jobs[i].arg = &e;
+  }
+  mgop_early_batch(jobs, n, &serial, 0);
+  pthread_mutex_destroy(&serial);
+  if ((why = mgop_early_failed(jobs, n))) return why;
+  *objects = pods.items + e.items;
+  *reads = (int)e.reads + 1;
+  return NULL;
 }
 
 /* Once, before the full lists. 1 when the turn ran. */
 static int mgop_early_turn(void) {
-  struct mgop_early_list lists[K_COUNT];
-  struct mgop_pool_job jobs[K_COUNT];
-  struct mgop_watch *templates[3];
-  pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
   char ns[64], name[MGOP_NAME_MAX + 1];
+  const char *js = NULL, *why;
+  size_t len = 0;
   unsigned long objects = 0;
   long long t0 = mgop_now_ms();
-  int n, rc, ntemplates = 0;
-  if ((rc = mgop_early_pick(ns, sizeof(ns), name, sizeof(name)))) {
+  int rc, reads = 0;
+  if ((rc = mgop_early_pick(ns, sizeof(ns), name, sizeof(name), &js, &len))) {
     if (rc != MGOP_ERR_NOTFOUND) MGOP_LOG(MGOP_INFO, ("early turn: none (%s); the full lists come first", mgop_errmsg()));
     return 0;
   }
-  n = mgop_early_lists(ns, name, lists, &serial);
-  for (int i = 0; i < n; i++) {
-    memset(&jobs[i], 0, sizeof(jobs[i]));
-    jobs[i].run = mgop_early_job;
-    jobs[i].arg = &lists[i];
-  }
-  /* the templates' own lists, whole, in the same batch (after the cluster's:
-   * they are short): the turn then reads them from the cache, not by three
-   * GETs in a row */
-  for (int k = K_CORET; k <= K_SHARDT; k++)
-    if (mgop_server.watches[k].state == MGOP_W_LIST) templates[ntemplates++] = &mgop_server.watches[k];
-  if (ntemplates) mgop_watch_list_batch(templates, ntemplates, jobs, n, &serial, &mgop_server.pool, mgop_now_ms());
-  else mgop_pool_run(&mgop_server.pool, mgop_api_ptr, &mgop_server.api.conn, jobs, n);
-  mgop_pool_take_stats(&mgop_server.pool, &mgop_server.api.stats);
-  pthread_mutex_destroy(&serial);
-  mgop_publish(); /* the template cache says whether it is listed */
-  for (int i = 0; i < n; i++) {
-    if (jobs[i].rc) {
-      MGOP_LOG(MGOP_INFO, ("early turn: MultigresCluster %s/%s waits for the full lists: %s", ns, name, jobs[i].err));
-      return 0;
-    }
-    objects += lists[i].items;
+  if ((why = mgop_early_read(ns, name, js, len, &objects, &reads))) {
+    MGOP_LOG(MGOP_INFO, ("early turn: MultigresCluster %s/%s waits for the full lists: %s", ns, name, why));
+    return 0;
   }
   /* the CRDs' first look and the Lease's, begun before this, in their threads */
   while (((mgop_crd_first.state == 1 && !__atomic_load_n(&mgop_crd_first.done, __ATOMIC_ACQUIRE)) ||
@@ -11831,8 +11939,8 @@ static int mgop_early_turn(void) {
   /* the new term's turn for every cluster: the full lists' events give it
    * (this cluster had its own just now), and no other cluster is known yet */
   __atomic_store_n(&mgop_lease.new_term, 0, __ATOMIC_RELEASE);
-  MGOP_LOG(MGOP_INFO, ("early turn: MultigresCluster %s/%s read on its own (%d lists, %lu objects, %lld ms); the "
-                       "other clusters wait for the full lists", ns, name, n, objects, mgop_now_ms() - t0));
+  MGOP_LOG(MGOP_INFO, ("early turn: MultigresCluster %s/%s read on its own (%d reads, %lu objects, %lld ms); the "
+                       "other clusters wait for the full lists", ns, name, reads, objects, mgop_now_ms() - t0));
   return mgop_loop_reconcile();
 }
 

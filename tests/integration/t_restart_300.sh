@@ -112,7 +112,7 @@ if [ -z "$early" ]; then
   fail "the restarted operator took no early turn: ${msgs:0:2000}"
 fi
 ecl=$(sed -E 's#.*MultigresCluster [^/]*/([^ ]*) .*#\1#' <<<"$early")
-eobj=$(sed -E 's#.* lists, ([0-9]+) objects.*#\1#' <<<"$early")
+eobj=$(sed -E 's#.* reads, ([0-9]+) objects.*#\1#' <<<"$early")
 first=$(grep -o '"msg":"first reconcile ([^)]*' "$IT_LOGS/r300b.log" || true)
 [ "$first" = "\"msg\":\"first reconcile (MultigresCluster $ns/$ecl" ] || fail "the first reconcile was not the early turn's cluster $ecl: $first"
 kinds=toposervers,cells,tablegroups,shards,statefulsets,deployments,services,configmaps,poddisruptionbudgets
