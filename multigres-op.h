@@ -107,6 +107,8 @@
 #define MGOP_TOKEN_RELOAD_MS 60000       /* bound tokens rotate           */
 #define MGOP_REQUEST_TIMEOUT_MS 30000
 #define MGOP_CONNECT_TIMEOUT_MS 10000
+#define MGOP_POOL_WARM_MS 1000           /* a worker's connection opened at
+                                            its start (struct mgop_pool) */
 #define MGOP_IO_SLICE_MS 100             /* a blocked request notices shutdown */
 #define MGOP_BACKOFF_MIN_MS 200
 #define MGOP_BACKOFF_MAX_MS 30000
@@ -460,6 +462,12 @@ struct mgop_conn {
 };
 void mgop_conn_init(struct mgop_conn *c);
 int mgop_conn_open(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_kubecfg *cfg, long long deadline);
+/* Opens c ahead of its first request, by resuming: waits (until deadline)
+ * for another connection to the server to bring a ticket, and opens
+ * nothing without one. A full handshake here would bring the ticket only
+ * at this connection's first answer, and the others would wait for it.
+ * 1 when opened. */
+int mgop_conn_open_ahead(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_kubecfg *cfg, long long deadline);
 int mgop_conn_write(struct mgop_conn *c, const void *buf, size_t n, long long deadline);
 /* deadline 0: non-blocking (MGOP_ERR_AGAIN); otherwise wait until deadline. */
 int mgop_conn_read(struct mgop_conn *c, void *buf, size_t n, long long deadline);
@@ -729,6 +737,11 @@ struct mgop_pool {
   int nworkers, running;             /* made, and threads started         */
   struct mgop_pool_worker *w;
   unsigned long long max_in_flight, in_flight; /* jobs sent and not answered: the most, and now */
+  int warm;                          /* set before mgop_pool_start: each worker opens its
+                                      * connection as it starts, beside the caller's first
+                                      * requests, once another connection brings a ticket
+                                      * (mgop_conn_open_ahead, within MGOP_POOL_WARM_MS; a
+                                      * job that finds it closed opens it, as ever) */
 };
 int mgop_pool_init(struct mgop_pool *p, int workers, const struct mgop_kubecfg *cfg, int (*may_write)(void),
                    long long *beat_ms);
@@ -3521,6 +3534,20 @@ int mgop_conn_open(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_
   return MGOP_OK;
 }
 
+int mgop_conn_open_ahead(struct mgop_conn *c, struct mgop_tls *tls, const struct mgop_kubecfg *cfg, long long deadline) {
+  uint64_t key = mgop_tls_sess_key(tls, cfg);
+  int ready = strcmp(cfg->scheme, "https") != 0;
+  pthread_mutex_lock(&mgop_tls_sess.mu);
+  while (!ready) {
+    long long now = mgop_now_ms();
+    int i = mgop_tls_sess_slot(key, now);
+    if ((ready = i >= 0 && mgop_tls_sess.slot[i].used) || now >= deadline) break;
+    mgop_cond_wait_ms(&mgop_tls_sess.ticket, &mgop_tls_sess.mu, deadline - now);
+  }
+  pthread_mutex_unlock(&mgop_tls_sess.mu);
+  return ready && mgop_conn_open(c, tls, cfg, deadline) == MGOP_OK;
+}
+
 int mgop_conn_write(struct mgop_conn *c, const void *buf, size_t n, long long deadline) {
   const unsigned char *p = buf;
   while (n > 0) {
@@ -4392,12 +4419,16 @@ static void mgop_pool_finish(struct mgop_pool *p) { /* under the mutex */
 static void *mgop_pool_main(void *arg) {
   struct mgop_pool_worker *w = arg;
   struct mgop_pool *p = w->pool;
+  /* counted at the first job: the caller reads the stats between batches */
+  int warmed = p->warm && mgop_conn_open_ahead(&w->kube.conn, &w->kube.tls, w->kube.cfg, mgop_now_ms() + MGOP_POOL_WARM_MS);
   pthread_mutex_lock(&p->mu);
   for (;;) {
     int i;
     while (!p->stop && (i = mgop_pool_take(p)) < 0) pthread_cond_wait(&p->work, &p->mu);
     if (p->stop) break;
     pthread_mutex_unlock(&p->mu);
+    w->kube.stats.reconnects += (unsigned)warmed;
+    warmed = 0;
     mgop_pool_run_one(&w->kube, &w->kube.conn, &p->jobs[i], w);
     pthread_mutex_lock(&p->mu);
     mgop_pool_finish(p);

@@ -8,8 +8,8 @@
 # spend the machine's two cores on 3000 pods the kwok nodes could not run
 # anyway (they fit ~40 clusters' pods), and the workloads' status does not
 # matter here.
-# The restart's first turn is the early turn's (one cluster read by its
-# label before the full lists): it must read that cluster whole, each cluster
+# The restart's first turn is the early turn's (one cluster, its objects
+# read by name before the full lists): it must read that cluster whole, each cluster
 # must get one turn, and the restart must write nothing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -103,9 +103,9 @@ done
 tracked_s=$(($(date +%s) - t0))
 echo "  restart with $N clusters: synced in ${sync_s}s, idle in ${idle_s}s ($(writes) writes, $((${w0:-0})) before sync); $fps2 objects tracked after ${tracked_s}s (before: $fps)" >&2
 
-# the early turn: the first cluster of the list, read by its label alone,
-# reconciled before the full lists (and what it read is that cluster whole:
-# its turn, like every other, wrote nothing)
+# the early turn: the first cluster of the list, its objects read by the
+# names its rendered tree gives, reconciled before the full lists (and what
+# it read is that cluster whole: its turn, like every other, wrote nothing)
 early=$(grep -o '"msg":"early turn: MultigresCluster [^"]*' "$IT_LOGS/r300b.log" || true)
 if [ -z "$early" ]; then
   msgs=$(grep -o '"msg":"[^"]*' "$IT_LOGS/r300b.log" || true) # captured, then cut: no pipe into head under pipefail
