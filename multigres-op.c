@@ -85,6 +85,12 @@ static const struct mgop_kind mgop_kinds[K_COUNT] = {
     [K_NODE] = {"Node", "v1", "/api/v1", "nodes", MGOP_ROLE_OBSERVED, 0},
 };
 
+/* A kind whose objects a cluster owns (its children and workloads): watched
+ * by the managed-by label, pruned, read by the early turn. */
+static int mgop_kind_owned(int kind) {
+  return mgop_kinds[kind].role == MGOP_ROLE_CHILD || mgop_kinds[kind].role == MGOP_ROLE_WORKLOAD;
+}
+
 static void mgop_collection_path(int kind, const char *ns, char *out, size_t cap) {
   const struct mgop_kind *k = &mgop_kinds[kind];
   snprintf(out, cap, "%s%s%s/%s", k->prefix, ns[0] ? "/namespaces/" : "", ns, k->plural);
@@ -11408,7 +11414,7 @@ static int mgop_setup(const struct mgop_options *opt) {
   }
   if (opt->leader_elect && mgop_lease_setup(opt)) return 2;
   for (int i = 0; i < K_COUNT; i++) {
-    int owned = mgop_kinds[i].role == MGOP_ROLE_CHILD || mgop_kinds[i].role == MGOP_ROLE_WORKLOAD;
+    int owned = mgop_kind_owned(i);
     mgop_collection_path(i, i == K_NODE ? "" : opt->watch_namespace, path, sizeof(path));
     /* Pods are watched for one thing, why a workload's pods do not
      * schedule, and only a Pending pod is unscheduled: a pod that leaves
@@ -11797,20 +11803,27 @@ static int mgop_early_pick(char *ns, size_t ns_cap, char *name, size_t name_cap,
   return MGOP_OK;
 }
 
-/* The cluster's unscheduled Pending Pods: the Pod watch's selector (its
- * labelSelector, then its fieldSelector), the cluster's label, and an empty
- * spec.nodeName, which kube-apiserver looks up in its pod index. */
-static int mgop_early_pods(const char *ns, const char *name, struct mgop_early_list *out, pthread_mutex_t *serial) {
-  const struct mgop_watch *w = &mgop_server.watches[K_POD];
+/* One early read of kind in ns: the kind's watch selector (it begins with
+ * its labelSelector, which the cluster's label joins), then more. */
+static int mgop_early_path(struct mgop_early_list *out, int kind, const char *ns, const char *cluster,
+                           pthread_mutex_t *serial, const char *more) {
   char coll[400];
-  mgop_collection_path(K_POD, ns, coll, sizeof(coll));
-  out->kind = K_POD;
+  mgop_collection_path(kind, ns, coll, sizeof(coll));
+  out->kind = kind;
   out->serial = serial;
   out->items = 0;
-  if (snprintf(out->path, sizeof(out->path), "%s?labelSelector=multigres.com%%2Fcluster%%3D%s%%2C%s%%2Cspec.nodeName%%3D",
-               coll, name, w->selector + strlen("labelSelector=")) >= (int)sizeof(out->path))
-    return mgop_seterr(MGOP_ERR_TOOBIG, "the Pod list's path for %s/%s is over %zu bytes", ns, name, sizeof(out->path));
+  if (snprintf(out->path, sizeof(out->path), "%s?labelSelector=multigres.com%%2Fcluster%%3D%s%%2C%s%s", coll, cluster,
+               mgop_server.watches[kind].selector + strlen("labelSelector="), more) >= (int)sizeof(out->path))
+    return mgop_seterr(MGOP_ERR_TOOBIG, "the path to read %s of %s/%s (%s) is over %zu bytes", mgop_kinds[kind].kind,
+                       ns, cluster, more, sizeof(out->path));
   return MGOP_OK;
+}
+
+/* The cluster's unscheduled Pending Pods: the Pod watch's selector ends with
+ * its fieldSelector, which an empty spec.nodeName joins (kube-apiserver
+ * looks that up in its pod index). */
+static int mgop_early_pods(const char *ns, const char *name, struct mgop_early_list *out, pthread_mutex_t *serial) {
+  return mgop_early_path(out, K_POD, ns, name, serial, "%2Cspec.nodeName%3D");
 }
 
 /* The cluster's tree, rendered into the loop's context (the builders,
@@ -11845,8 +11858,7 @@ struct mgop_early_reads {
 };
 
 static int mgop_early_readable(int kind) {
-  enum mgop_role role = mgop_kinds[kind].role;
-  return (role == MGOP_ROLE_CHILD || role == MGOP_ROLE_WORKLOAD) && mgop_server.watches[kind].state != MGOP_W_ABSENT;
+  return mgop_kind_owned(kind) && mgop_server.watches[kind].state != MGOP_W_ABSENT;
 }
 
 static int mgop_early_read_job(void *arg, struct mgop_kube *k, struct mgop_conn *c, struct mgop_list_scan *scan,
@@ -11856,20 +11868,12 @@ static int mgop_early_read_job(void *arg, struct mgop_kube *k, struct mgop_conn 
     int i = __atomic_fetch_add(&e->next, 1, __ATOMIC_RELAXED), rc;
     const struct mgop_desired *d;
     struct mgop_early_list one;
-    char coll[400];
+    char by_name[sizeof("&fieldSelector=metadata.name%3D") + MGOP_NAME_MAX]; /* d->name fits */
     if (i >= e->r->ndesired) return MGOP_OK;
     d = &e->r->desired[i];
     if (!mgop_early_readable(d->kind)) continue;
-    mgop_collection_path(d->kind, e->r->ns, coll, sizeof(coll));
-    /* an owned kind's watch selector is its labelSelector: the cluster's label joins it */
-    if (snprintf(one.path, sizeof(one.path), "%s?labelSelector=multigres.com%%2Fcluster%%3D%s%%2C%s&fieldSelector="
-                 "metadata.name%%3D%s", coll, e->r->name,
-                 mgop_server.watches[d->kind].selector + strlen("labelSelector="), d->name) >= (int)sizeof(one.path))
-      return mgop_seterr(MGOP_ERR_TOOBIG, "the path to read %s %s is over %zu bytes", mgop_kinds[d->kind].kind,
-                         d->name, sizeof(one.path));
-    one.kind = d->kind;
-    one.serial = e->serial;
-    one.items = 0;
+    snprintf(by_name, sizeof(by_name), "&fieldSelector=metadata.name%%3D%s", d->name);
+    if ((rc = mgop_early_path(&one, d->kind, e->r->ns, e->r->name, e->serial, by_name))) return rc;
     if ((rc = mgop_early_job(&one, k, c, scan, item, cap))) return rc;
     pthread_mutex_lock(e->serial);
     e->items += one.items;
@@ -11903,12 +11907,11 @@ static const char *mgop_early_read(const char *ns, const char *name, const char 
                                    unsigned long *objects, int *reads, long long at[3]) {
   static struct mgop_pool_job jobs[MGOP_EARLY_JOBS]; /* the loop's, 1 KiB each: not on its stack */
   struct mgop_early_list pods;
-  struct mgop_early_reads e = {&mgop_loop_rctx, 0, NULL, 0, 0};
   pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
+  struct mgop_early_reads e = {&mgop_loop_rctx, 0, &serial, 0, 0};
   const char *why;
   int n = mgop_server.pool.nworkers + 1;
   if (n > MGOP_EARLY_JOBS) n = MGOP_EARLY_JOBS;
-  e.serial = &serial;
   if (mgop_early_pods(ns, name, &pods, &serial)) return mgop_errmsg();
   memset(jobs, 0, sizeof(jobs[0]));
   jobs[0].run = mgop_early_job;

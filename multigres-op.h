@@ -4756,12 +4756,12 @@ static int mgop_watch_do_list(struct mgop_watch *w, struct mgop_kube *k, struct 
   return rc;
 }
 
-/* After a LIST step (rc its result, mgop_errmsg() its error): the state
- * it leaves the watch in. 1 when the caller goes on to start the stream. */
 int mgop_watch_not_served(const struct mgop_watch *w, int rc) {
   return w->optional && (rc == MGOP_ERR_NOTFOUND || (rc == MGOP_ERR_AUTH && strstr(mgop_errmsg(), ": 403 Forbidden")));
 }
 
+/* After a LIST step (rc its result, mgop_errmsg() its error): the state
+ * it leaves the watch in. 1 when the caller goes on to start the stream. */
 static int mgop_watch_listed(struct mgop_watch *w, int rc, long long now) {
   if (mgop_watch_not_served(w, rc)) {
     mgop_watch_close(w);
