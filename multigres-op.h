@@ -102,8 +102,13 @@
                                             connection's ticket         */
 #define MGOP_LIST_PAGE 500               /* LIST ?limit= (streamed: memory
                                             does not depend on it)        */
-#define MGOP_WATCH_TIMEOUT_S 300         /* server-side ?timeoutSeconds=  */
-#define MGOP_WATCH_IDLE_MS ((MGOP_WATCH_TIMEOUT_S + 60) * 1000LL)
+#define MGOP_WATCH_TIMEOUT_S 3600        /* server-side ?timeoutSeconds=,
+                                            jittered down to half: what
+                                            kube-apiserver picks when none
+                                            is asked (--min-request-timeout
+                                            1800 s, times 1 to 2)         */
+#define MGOP_WATCH_GRACE_MS 60000LL      /* a stream not ended this long
+                                            after its timeout is dead      */
 #define MGOP_TOKEN_RELOAD_MS 60000       /* bound tokens rotate           */
 #define MGOP_REQUEST_TIMEOUT_MS 30000
 #define MGOP_CONNECT_TIMEOUT_MS 10000
@@ -641,6 +646,10 @@ struct mgop_watch {
   long long next_ms;          /* when BACKOFF ends                    */
   long long last_data_ms;
   int backoff_ms;
+  /* mgop_watch_init zeroes the fields above conn */
+  unsigned long long events, relists, restarts, overlong; /* overlong: events and list items dropped */
+  int timeout_s;              /* the stream's timeoutSeconds         */
+  unsigned long list_items;   /* objects the last list showed (a debug log line) */
   struct mgop_conn conn;
   struct mgop_http_resp resp;
   struct mgop_lines lines;
@@ -652,8 +661,6 @@ struct mgop_watch {
   int optional;               /* a 404 on the list means ABSENT, not an error */
   struct mgop_conn *list_conn; /* NULL: LIST on conn; else a keep-alive one
                                 * shared by several watches (see mgop_watch_step) */
-  unsigned long long events, relists, restarts, overlong; /* overlong: events and list items dropped */
-  unsigned long list_items;   /* objects the last list showed (a debug log line) */
 };
 void mgop_watch_init(struct mgop_watch *w, struct mgop_kube *k, const char *kind, const char *path,
                      const char *selector, mgop_event_fn fn, void *ctx);
@@ -4826,14 +4833,21 @@ void mgop_watch_list_many(struct mgop_watch *const *ws, int n, struct mgop_pool 
   pthread_mutex_destroy(&serial);
 }
 
+/* The server ends a watch at timeoutSeconds; jitter so watches don't
+ * restart together. Long, as kube-apiserver's own default: an idle operator
+ * reopens one of its watches (one per kind) about every 3 minutes
+ * (client-go's 5 to 10 would be 2 a minute). A peer gone dead is found by TCP keepalive
+ * (mgop_sock_tune: about a minute), not by the stream's silence, which on a
+ * quiet kind lasts until the timeout: kube-apiserver's periodic bookmark
+ * comes only once the kind's resourceVersion has moved on. */
+static int mgop_watch_timeout_s(void) { return MGOP_WATCH_TIMEOUT_S - rand() % (MGOP_WATCH_TIMEOUT_S / 2); }
+
 static int mgop_watch_start(struct mgop_watch *w) {
   char path[900];
   long long deadline = mgop_now_ms() + MGOP_REQUEST_TIMEOUT_MS;
   int rc;
-  /* the server ends a watch at timeoutSeconds; jitter so watches don't restart together */
   snprintf(path, sizeof(path), "%s?watch=1&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%d%s%s",
-           w->path, w->rv, MGOP_WATCH_TIMEOUT_S - (rand() % 60), w->selector[0] ? "&" : "",
-           w->selector);
+           w->path, w->rv, w->timeout_s = mgop_watch_timeout_s(), w->selector[0] ? "&" : "", w->selector);
   mgop_kubecfg_reload_token(w->kube->cfg, mgop_now_ms(), 0);
   if ((rc = mgop_conn_open(&w->conn, &w->kube->tls, w->kube->cfg, mgop_now_ms() + MGOP_CONNECT_TIMEOUT_MS)))
     return rc;
@@ -4880,10 +4894,16 @@ static int mgop_watch_on_line(void *ctx, char *line, size_t n) {
   }
   if (mgop_json_path_str(&j, obj, "metadata.resourceVersion", rv, sizeof(rv)) == MGOP_OK && rv[0])
     memcpy(w->rv, rv, sizeof(rv));
+  w->last_data_ms = mgop_now_ms();
   if (!strcmp(type, "BOOKMARK")) return MGOP_OK;
   w->events++;
   if (w->on_event) w->on_event(w->ctx, w, type, &j, obj);
   return MGOP_OK;
+}
+
+/* How long a stream may stay silent: the server ends it at its timeout */
+static long long mgop_watch_idle_ms(const struct mgop_watch *w) {
+  return w->timeout_s * 1000LL + MGOP_WATCH_GRACE_MS;
 }
 
 int mgop_watch_step(struct mgop_watch *w, long long now) {
@@ -4922,11 +4942,9 @@ int mgop_watch_step(struct mgop_watch *w, long long now) {
         rc = MGOP_ERR_TOOBIG;
       }
       if (rc == MGOP_ERR_AGAIN) {
-        if (now - w->last_data_ms > MGOP_WATCH_IDLE_MS) {
-          mgop_watch_backoff(w, now, "no data or bookmark for too long");
-          return MGOP_ERR_TIMEOUT;
-        }
-        return MGOP_OK;
+        if (now - w->last_data_ms <= mgop_watch_idle_ms(w)) return MGOP_OK;
+        mgop_watch_backoff(w, now, "not ended by the server after its timeoutSeconds");
+        return MGOP_ERR_TIMEOUT;
       }
       w->last_data_ms = now;
       if (rc == MGOP_OK) { /* server ended the watch (timeoutSeconds): resume from rv */
@@ -4953,10 +4971,10 @@ int mgop_watch_fd(const struct mgop_watch *w) { return w->state == MGOP_W_STREAM
 long long mgop_watch_wake_ms(const struct mgop_watch *w, long long now) {
   switch (w->state) {
     case MGOP_W_BACKOFF: return w->next_ms > now ? w->next_ms - now : 0;
-    case MGOP_W_ABSENT: return MGOP_WATCH_IDLE_MS; /* nothing to do until enabled */
+    case MGOP_W_ABSENT: return MGOP_WATCH_TIMEOUT_S * 1000LL; /* nothing to do until enabled */
     case MGOP_W_STREAM: {
       if (mgop_conn_has_buffered((struct mgop_conn *)&w->conn)) return 0;
-      long long idle_end = w->last_data_ms + MGOP_WATCH_IDLE_MS;
+      long long idle_end = w->last_data_ms + mgop_watch_idle_ms(w);
       return idle_end > now ? idle_end - now : 0;
     }
     default: return 0;

@@ -1167,6 +1167,61 @@ static void test_fake_overlong_event_relists(void) {
   t_fake_wait(pid);
 }
 
+/* A stream the server has not ended a minute after its timeoutSeconds is
+ * dead: closed, backed off and resumed from its resourceVersion. Silence
+ * before that is a quiet kind, not a dead stream, bookmark or not. */
+static void test_fake_watch_silent_past_timeout(void) {
+  static char watch1[1024], watch2[1024], list1[256];
+  static const char *const first[] = {"{\"type\":\"ADDED\",\"object\":" T_OBJ("a", "2") "}\n",
+                                      "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"5\"}}}\n", NULL};
+  static const char *const second[] = {"{\"type\":\"ADDED\",\"object\":" T_OBJ("b", "6") "}\n", NULL};
+  struct t_step steps[3];
+  struct mgop_kube k;
+  static struct mgop_watch w;
+  struct t_events ev = {{{0}}, 0};
+  int port, rounds = 0;
+  long long silent_from;
+  t_chunked(watch1, sizeof(watch1), first);
+  watch1[strlen(watch1) - 5] = 0; /* no last chunk: the stream stays open, silent */
+  steps[0] = (struct t_step){"limit=500", t_plain(list1, sizeof(list1), "{\"metadata\":{\"resourceVersion\":\"1\"},\"items\":[]}"), 0};
+  steps[1] = (struct t_step){"resourceVersion=1&timeoutSeconds=", watch1, 0};
+  steps[2] = (struct t_step){"resourceVersion=5&timeoutSeconds=", t_chunked(watch2, sizeof(watch2), second), 1};
+  pid_t pid = t_fake_start(steps, 3, &port);
+  t_fake_client(&k, port);
+  mgop_watch_init(&w, &k, "Thing", "/apis/x/v1/things", NULL, t_record, &ev);
+  while (strcmp(w.rv, "5") && rounds++ < 400) {
+    mgop_watch_step(&w, mgop_now_ms());
+    if (w.state == MGOP_W_STREAM) poll(&(struct pollfd){w.conn.fd, POLLIN, 0}, 1, 20);
+  }
+  CHECK_STR(w.rv, "5");
+  CHECK(w.timeout_s >= MGOP_WATCH_TIMEOUT_S / 2 && w.timeout_s <= MGOP_WATCH_TIMEOUT_S);
+  usleep(200000); /* the server writes its reply in pieces: let it finish before we hang up */
+  mgop_watch_step(&w, mgop_now_ms());
+  silent_from = w.last_data_ms;
+  CHECK(mgop_watch_step(&w, silent_from + w.timeout_s * 1000LL) == MGOP_OK && w.state == MGOP_W_STREAM);
+  CHECK(mgop_watch_step(&w, silent_from + w.timeout_s * 1000LL + MGOP_WATCH_GRACE_MS + 1) == MGOP_ERR_TIMEOUT);
+  CHECK(w.state == MGOP_W_BACKOFF);
+  w.next_ms = 0; /* no wait for the backoff */
+  for (rounds = 0; strcmp(w.rv, "6") && rounds < 400; rounds++) {
+    mgop_watch_step(&w, mgop_now_ms());
+    if (w.state == MGOP_W_STREAM) poll(&(struct pollfd){w.conn.fd, POLLIN, 0}, 1, 20);
+  }
+  CHECK_STR(w.rv, "6");
+  CHECK(w.restarts == 2 && w.relists == 1); /* resumed from the bookmark's version, not relisted */
+  CHECK(ev.n == 2 && !strcmp(ev.log[0], "ADDED a") && !strcmp(ev.log[1], "ADDED b"));
+  usleep(200000);
+  mgop_watch_close(&w);
+  mgop_kube_free(&k);
+  CHECK(t_fake_wait(pid) == 0);
+  for (int i = 0; i < 1000; i++) {
+    int t = mgop_watch_timeout_s();
+    if (t < MGOP_WATCH_TIMEOUT_S / 2 || t > MGOP_WATCH_TIMEOUT_S) {
+      CHECK(!"timeoutSeconds out of its range");
+      break;
+    }
+  }
+}
+
 static void test_fake_watch_honours_retry_after(void) {
   static char list[256];
   struct t_step steps[2] = {
@@ -6141,6 +6196,7 @@ static const struct t_case t_cases[] = {
     {"fake_list_failed_page", test_fake_list_failed_page},
     {"fake_truncated_and_429", test_fake_truncated_and_429},
     {"fake_overlong_event_relists", test_fake_overlong_event_relists},
+    {"fake_watch_silent_past_timeout", test_fake_watch_silent_past_timeout},
     {"fake_watch_honours_retry_after", test_fake_watch_honours_retry_after},
     {"fake_watch_shared_list_conn", test_fake_watch_shared_list_conn},
     {"crd_read_pipelined", test_crd_read_pipelined},

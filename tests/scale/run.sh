@@ -78,7 +78,7 @@ check() {
 
 # requests_by_operator FROM TO [list|watch]: the operator's requests received
 # in [FROM, TO) by the audit log (audit_lines: rotated files too), watches
-# aside (it reopens each after its timeoutSeconds, a few minutes); "watch":
+# aside (it reopens each after its timeoutSeconds, 30 to 60 minutes); "watch":
 # the watches opened; "list": the requests themselves
 requests_by_operator() {
   audit_lines '"userAgent":"multigres-op/' | python3 -c '
