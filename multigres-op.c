@@ -11907,7 +11907,7 @@ static const char *mgop_early_read(const char *ns, const char *name, const char 
                                    unsigned long *objects, int *reads, long long at[3]) {
   static struct mgop_pool_job jobs[MGOP_EARLY_JOBS]; /* the loop's, 1 KiB each: not on its stack */
   struct mgop_early_list pods;
-  pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
+  static pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER; /* the loop's: no destroy on every way out */
   struct mgop_early_reads e = {&mgop_loop_rctx, 0, &serial, 0, 0};
   const char *why;
   int n = mgop_server.pool.nworkers + 1;
@@ -11930,7 +11930,6 @@ static const char *mgop_early_read(const char *ns, const char *name, const char 
     jobs[i].arg = &e;
   }
   mgop_early_batch(jobs, n, &serial, 0);
-  pthread_mutex_destroy(&serial);
   if ((why = mgop_early_failed(jobs, n))) return why;
   *objects = pods.items + e.items;
   *reads = (int)e.reads + 1;
