@@ -30,7 +30,12 @@
 #                          the serving path while the N clusters converge
 #                          (bench/serving_latency.c: 50 AdmissionReviews a
 #                          second over one keep-alive TLS connection, each
-#                          followed by a GET /healthz); _idle: the same after
+#                          followed by a GET /healthz); _idle: the same after;
+#   webhook_over_5ms_busy/_idle  the answers over 5 ms as the client timed
+#                          them, and webhook_server_over_2_5ms/_5ms_busy/_idle
+#                          as the operator's own histogram did (request read
+#                          to answer queued): is the tail in the operator?
+#                          (results from 7 December 2026, 06:00 UTC on)
 #   start_to_first_reconcile_ms  operator restarted with the N clusters
 #                          present: launch -> its first reconcile turn done
 #                          (the time of its log line "first reconcile ...":
@@ -243,11 +248,37 @@ print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dat
 # serving SECONDS PHASE: "webhook_p50 webhook_p99 healthz_p50 healthz_p99 count errors"
 # (each webhook sample stays in build/bench/serving-PHASE.samples, to place the outliers)
 serving() { SERVING_SAMPLES=$IT_LOGS/serving-$2.samples setsid -w "$ROOT/build/serving_latency" "$wport" "$pport" $ns "$1" 50; }
+# wh_hist: the operator's own admission latency histogram, summed over its
+# label sets: "answers within 2.5 ms, within 5 ms, all" (its /metrics)
+wh_hist() {
+  curl -s "http://127.0.0.1:$mport/metrics" | awk '
+    /^multigres_operator_webhook_request_duration_seconds_bucket\{/ && /le="0.0025"/ {a += $2}
+    /^multigres_operator_webhook_request_duration_seconds_bucket\{/ && /le="0.005"/ {b += $2}
+    /^multigres_operator_webhook_request_duration_seconds_count\{/ {n += $2}
+    END {printf "%d %d %d\n", a, b, n}'
+}
+# serving_timed SECONDS PHASE: serving, with the server's histogram read before
+# and after into $IT_LOGS/serving-PHASE.server ("within 2.5 ms, 5 ms, all")
+serving_timed() {
+  local a0 b0 n0 a1 b1 n1
+  read -r a0 b0 n0 < <(wh_hist)
+  serving "$1" "$2" >"$IT_LOGS/serving-$2"
+  read -r a1 b1 n1 < <(wh_hist)
+  echo "$(( a1 - a0 )) $(( b1 - b0 )) $(( n1 - n0 ))" >"$IT_LOGS/serving-$2.server"
+}
 serving_figs() { # SIZE PHASE FILE
-  local w50 w99 h50 h99 n e
+  local w50 w99 h50 h99 n e a b all
   read -r w50 w99 h50 h99 n e <"$3"
   fig "$1" webhook_p50_ms_$2 "$w50" ms; fig "$1" webhook_p99_ms_$2 "$w99" ms
   fig "$1" healthz_p50_ms_$2 "$h50" ms; fig "$1" healthz_p99_ms_$2 "$h99" ms
+  # where the slow answers were slow: the client's count over 5 ms against
+  # the operator's own (request read to answer queued)
+  fig "$1" webhook_over_5ms_$2 "$(awk '$2 > 5 {c++} END {print c + 0}' "$3.samples")" count
+  if [ -s "$3.server" ]; then
+    read -r a b all <"$3.server"
+    fig "$1" webhook_server_over_2_5ms_$2 "$(( all - a ))" count
+    fig "$1" webhook_server_over_5ms_$2 "$(( all - b ))" count
+  fi
   fig "$1" serving_requests_$2 "$n" count; fig "$1" serving_errors_$2 "$e" count
 }
 
@@ -377,7 +408,7 @@ bench_size() { # N
   write_parts "$n"
   cpu0=$(op_cpu) a0=$(apiserver_cpu) t0=$(now)
   # the serving path's figures while the N clusters converge
-  serving 20 busy >"$IT_LOGS/serving-busy" &
+  serving_timed 20 busy &
   local sp=$!
   apply_parts
   t_in=$(now)
@@ -397,7 +428,7 @@ bench_size() { # N
   fig "$n" settle_seconds "$(elapsed "$t1" "$idle_from")" s
   sleep 60
   audit_figs "$n" idle_ "$idle_from" "$(python3 -c "print(float('$idle_from') + 60)")" 0
-  serving 15 idle >"$IT_LOGS/serving-idle"
+  serving_timed 15 idle
   serving_figs "$n" busy "$IT_LOGS/serving-busy"
   serving_figs "$n" idle "$IT_LOGS/serving-idle"
   read -r rss hwm < <(op_mem)
