@@ -35,7 +35,7 @@
 #                          them, and webhook_server_over_2_5ms/_5ms_busy/_idle
 #                          as the operator's own histogram did (request read
 #                          to answer queued): is the tail in the operator?
-#                          (results from 7 December 2026, 06:00 UTC on)
+#                          (from 415814a on)
 #   start_to_first_reconcile_ms  operator restarted with the N clusters
 #                          present: launch -> its first reconcile turn done
 #                          (the time of its log line "first reconcile ...":
@@ -285,7 +285,7 @@ serving_figs() { # SIZE PHASE FILE
 # audit FROM TO: the operator's requests received in [FROM, TO) (epoch
 # seconds), from the audit log: "total get list watch create update patch delete"
 # (a watch counts when it is opened: the operator's watches end after their
-# timeoutSeconds, 30 to 60 minutes from this commit on, 4 to 5 before,
+# timeoutSeconds: 30 to 60 minutes from 3cda810 on, 4 to 5 before,
 # and are opened again)
 audit() {
   audit_lines '"userAgent":"multigres-op/' | python3 -c '
