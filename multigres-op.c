@@ -9949,10 +9949,27 @@ static struct {
   long long dir_mtime;            /* of tls.crt in cert_dir            */
   struct mgop_srv srv;
   struct mgop_srv_conn conns[MGOP_WH_CONNS];
-  /* metrics: operation x resource x result */
+} mgop_wh;
+
+/* The webhook's own metrics: operation x resource x result. Under a lock
+ * of their own, which the loop never takes, so an answer never waits for
+ * the loop: at nice 10 it can be preempted holding mgop_shared.mu (a status
+ * turn's series sweep). The serving thread counts; /metrics (that thread,
+ * or the secure metrics thread) copies them out and renders the copy. */
+struct mgop_wh_counts {
   unsigned long long total[4][8][3];
   struct mgop_histogram latency[4][8];
-} mgop_wh;
+};
+static struct {
+  pthread_mutex_t mu;
+  struct mgop_wh_counts c;
+} mgop_wh_metrics = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void mgop_wh_counts_get(struct mgop_wh_counts *out) {
+  pthread_mutex_lock(&mgop_wh_metrics.mu);
+  *out = mgop_wh_metrics.c;
+  pthread_mutex_unlock(&mgop_wh_metrics.mu);
+}
 
 static const char *const mgop_wh_ops[4] = {"CREATE", "UPDATE", "DELETE", "CONNECT"};
 static const char *const mgop_wh_results[3] = {"allowed", "denied", "error"};
@@ -10563,11 +10580,11 @@ static void mgop_serve_webhook(void *ctx, const struct mgop_http_req *req, const
     if (!strcmp(op, mgop_wh_ops[i])) opi = i;
   for (int i = 0; i <= K_SHARD; i++) /* the eight multigres.com kinds come first in the table */
     if (!strcmp(kind, mgop_kinds[i].kind)) ki = i;
-  if (ki >= 0) { /* under the lock /metrics renders with: with --metrics-secure another thread reads them */
-    pthread_mutex_lock(&mgop_shared.mu);
-    mgop_wh.total[opi][ki][v.errored ? 2 : v.allowed ? 0 : 1]++;
-    mgop_histogram_observe(&mgop_wh.latency[opi][ki], (double)(mgop_now_us() - t0) / 1e6);
-    pthread_mutex_unlock(&mgop_shared.mu);
+  if (ki >= 0) {
+    pthread_mutex_lock(&mgop_wh_metrics.mu);
+    mgop_wh_metrics.c.total[opi][ki][v.errored ? 2 : v.allowed ? 0 : 1]++;
+    mgop_histogram_observe(&mgop_wh_metrics.c.latency[opi][ki], (double)(mgop_now_us() - t0) / 1e6);
+    pthread_mutex_unlock(&mgop_wh_metrics.mu);
   }
   MGOP_LOG(v.allowed ? MGOP_DEBUG : MGOP_INFO, ("webhook: %s %s %s/%s: %s%s%s", op, kind, ns, uid,
                                                 v.allowed ? "allowed" : "denied: ", v.allowed ? "" : v.message,
@@ -10617,6 +10634,7 @@ static void mgop_metrics_render(struct mgop_buf *b) {
 static void mgop_metrics_render_locked(struct mgop_buf *b) {
   static const char *const hist_names[] = {"controller_runtime_reconcile_time_seconds",
                                            "multigres_reconciliation_duration_seconds"};
+  struct mgop_wh_counts wh;
   char l[96];
   mgop_metric_head(b, "controller_runtime_reconcile_total", "counter", "Reconcile turns per controller and result.");
   for (int c = 0; c < MGOP_C_COUNT; c++) {
@@ -10657,19 +10675,20 @@ static void mgop_metrics_render_locked(struct mgop_buf *b) {
         mgop_buf_printf(b, "%s{%s} %g\n", mgop_families[f].name, mgop_series[i].labels, mgop_series[i].value);
   }
 
+  mgop_wh_counts_get(&wh);
   mgop_metric_head(b, "multigres_operator_webhook_request_total", "counter", "Admission requests, by result.");
   for (int o = 0; o < 4; o++)
     for (int k = 0; k <= K_SHARD; k++)
       for (int res = 0; res < 3; res++)
-        if (mgop_wh.total[o][k][res])
+        if (wh.total[o][k][res])
           mgop_buf_printf(b, "multigres_operator_webhook_request_total{operation=\"%s\",resource=\"%s\",result=\"%s\"} %llu\n",
-                          mgop_wh_ops[o], mgop_kinds[k].plural, mgop_wh_results[res], mgop_wh.total[o][k][res]);
+                          mgop_wh_ops[o], mgop_kinds[k].plural, mgop_wh_results[res], wh.total[o][k][res]);
   mgop_metric_head(b, "multigres_operator_webhook_request_duration_seconds", "histogram", "Admission latency.");
   for (int o = 0; o < 4; o++)
     for (int k = 0; k <= K_SHARD; k++)
-      if (mgop_wh.latency[o][k].count) {
+      if (wh.latency[o][k].count) {
         snprintf(l, sizeof(l), "operation=\"%s\",resource=\"%s\"", mgop_wh_ops[o], mgop_kinds[k].plural);
-        mgop_histogram_write(b, "multigres_operator_webhook_request_duration_seconds", l, &mgop_wh.latency[o][k]);
+        mgop_histogram_write(b, "multigres_operator_webhook_request_duration_seconds", l, &wh.latency[o][k]);
       }
   mgop_metric_head(b, "multigres_operator_webhook_certificate_expiry_seconds", "gauge",
                    "Unix time the served webhook certificate expires (0: none yet).");
@@ -10849,8 +10868,10 @@ static void mgop_serve_http(void *ctx, const struct mgop_http_req *req, const ch
  * What crosses threads, and how (nothing else does):
  *   - mgop_shared.mu guards mgop_shared's plain fields, the metric series
  *     and mgop_stats: the loop writes them, the serving thread (or the
- *     secure metrics thread) renders them; also the webhook's counters and
- *     served certificate, which the serving thread writes under it;
+ *     secure metrics thread) renders them; also the webhook's served
+ *     certificate, which the serving thread writes under it;
+ *   - mgop_wh_metrics.mu guards the webhook's own counters: the serving
+ *     thread counts, /metrics copies them out; the loop never takes it;
  *   - mgop_tcache.lock (rwlock) guards the template cache;
  *   - mgop_trace_links.mu guards the admission -> reconcile trace links
  *     (serving writes, loop reads);
@@ -10927,20 +10948,28 @@ static struct {
 static void *mgop_msec_main(void *arg);
 
 #define MGOP_LOOP_NICE 10 /* the loop's nice value: below the serving and Lease threads */
+/* The serving and Lease threads' scheduler slice (mgop_short_slice): under
+ * the smallest default (0.75 ms, one CPU), so they are picked first on
+ * wake-up on any node, and over twice an answer's CPU (0.25 to 0.4 ms to
+ * resolve a cluster at 100), so an answer is not cut short. With 0.1 ms,
+ * the answers that took over 1 ms had used 0.3 ms of CPU and been
+ * preempted one to three times, each time waiting 1 to 9 ms for a core. */
+#define MGOP_SERVING_SLICE_NS 700000
 static int mgop_stopping(void) { return mgop_signalled() || __atomic_load_n(&mgop_lease.lost, __ATOMIC_ACQUIRE); }
 
 /* Linux 6.12+ schedules fair threads by EEVDF, and a thread may ask for a
  * shorter slice (sched_attr.sched_runtime): its virtual deadline comes
- * sooner, so on wake-up it is picked before threads on the default slice.
- * The serving and Lease threads ask for 0.1 ms, so a review, a probe or a
- * renewal on a busy node does not wait out another thread's slice. It
- * needs no privilege; an older kernel ignores the field or refuses the
- * call, which changes nothing else (logged at debug). */
+ * sooner, so on wake-up it is picked before threads on the default slice
+ * (0.75 ms times 1 + log2 of the CPUs, up to 8: 1.5 ms on 2 cores). The
+ * serving and Lease threads ask for MGOP_SERVING_SLICE_NS, so a review, a
+ * probe or a renewal on a busy node does not wait out another thread's
+ * slice. It needs no privilege; an older kernel ignores the field or
+ * refuses the call, which changes nothing else (logged at debug). */
 struct mgop_sched_attr { uint32_t size, policy; uint64_t flags; int32_t nice; uint32_t priority;
                          uint64_t runtime_ns, deadline_ns, period_ns; };
 static void mgop_short_slice(const char *who) {
 #ifdef SYS_sched_setattr
-  struct mgop_sched_attr a = {sizeof(a), 0 /* SCHED_OTHER */, 0, 0, 0, 100000, 0, 0};
+  struct mgop_sched_attr a = {sizeof(a), 0 /* SCHED_OTHER */, 0, 0, 0, MGOP_SERVING_SLICE_NS, 0, 0};
   if (syscall(SYS_sched_setattr, 0, &a, 0))
     MGOP_LOG(MGOP_DEBUG, ("%s thread: no short scheduler slice: %s", who, strerror(errno)));
 #else
