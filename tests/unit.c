@@ -3160,6 +3160,20 @@ static void test_storage_growth(void) {
 }
 
 /* The webhook refuses what the live StatefulSets cannot take. */
+/* One AdmissionReview POSTed to /validate: the answer in out, its HTTP status returned. */
+static int t_admit(const char *body, char *out, size_t cap) {
+  struct mgop_http_req req;
+  struct mgop_srv_resp resp;
+  memset(&req, 0, sizeof(req));
+  memset(&resp, 0, sizeof(resp));
+  snprintf(req.method, sizeof(req.method), "POST");
+  snprintf(req.path, sizeof(req.path), "/validate");
+  mgop_buf_init(&resp.body, out, cap - 1);
+  mgop_serve_webhook(NULL, &req, body, strlen(body), &resp);
+  mgop_buf_cstr(&resp.body);
+  return resp.status;
+}
+
 static void test_admission_storage(void) {
 #define T_UPDATE(size, etcd)                                                                                        \
   "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"s\",\"kind\":"    \
@@ -3186,15 +3200,7 @@ static void test_admission_storage(void) {
                       strstr(r.desired[i].name, "global-topo") ? 3 : 0, "test");
   }
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    struct mgop_http_req req;
-    struct mgop_srv_resp resp;
-    memset(&req, 0, sizeof(req));
-    memset(&resp, 0, sizeof(resp));
-    snprintf(req.method, sizeof(req.method), "POST");
-    snprintf(req.path, sizeof(req.path), "/validate");
-    mgop_buf_init(&resp.body, out, sizeof(out) - 1);
-    mgop_serve_webhook(NULL, &req, cases[i].body, strlen(cases[i].body), &resp);
-    mgop_buf_cstr(&resp.body);
+    t_admit(cases[i].body, out, sizeof(out));
     if (!(strstr(out, cases[i].says) && strstr(out, cases[i].allowed ? "\"allowed\":true" : "\"allowed\":false")))
       fprintf(stderr, "    storage admission case %zu: %s\n", i, out);
     CHECK(strstr(out, cases[i].says) != NULL);
@@ -4486,17 +4492,8 @@ static void test_cell_zone_warnings(void) {
         "\"kind\":{\"group\":\"multigres.com\",\"version\":\"v1alpha1\",\"kind\":\"MultigresCluster\"},"
         "\"operation\":\"CREATE\",\"namespace\":\"ns\",\"userInfo\":{\"username\":\"alice\"},"
         "\"object\":{\"metadata\":{\"name\":\"c\"},\"spec\":{\"cells\":[{\"name\":\"a\",\"zone\":\"mars-1a\"}]}}}}";
-    struct mgop_http_req req;
-    struct mgop_srv_resp resp;
-    memset(&req, 0, sizeof(req));
-    memset(&resp, 0, sizeof(resp));
-    snprintf(req.method, sizeof(req.method), "POST");
-    snprintf(req.path, sizeof(req.path), "/validate");
     mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
-    mgop_buf_init(&resp.body, body, sizeof(body) - 1);
-    mgop_serve_webhook(NULL, &req, review, sizeof(review) - 1, &resp);
-    mgop_buf_cstr(&resp.body);
-    CHECK(resp.status == 200 && strstr(body, "\"allowed\":true") &&
+    CHECK(t_admit(review, body, sizeof(body)) == 200 && strstr(body, "\"allowed\":true") &&
           strstr(body, "\"warnings\":[\"spec.cells[0].zone \\\"mars-1a\\\" matches no node"));
     mgop_arena_reset(&mgop_server.arena);
   }
@@ -4591,16 +4588,7 @@ static void test_orphan_compat(void) {
 struct t_review_call { const char *body; int status, done; char out[8192]; };
 static void *t_review_thread(void *arg) { /* one review answered on a thread of its own */
   struct t_review_call *c = arg;
-  struct mgop_http_req req;
-  struct mgop_srv_resp resp;
-  memset(&req, 0, sizeof(req));
-  memset(&resp, 0, sizeof(resp));
-  snprintf(req.method, sizeof(req.method), "POST");
-  snprintf(req.path, sizeof(req.path), "/validate");
-  mgop_buf_init(&resp.body, c->out, sizeof(c->out) - 1);
-  mgop_serve_webhook(NULL, &req, c->body, strlen(c->body), &resp);
-  mgop_buf_cstr(&resp.body);
-  c->status = resp.status;
+  c->status = t_admit(c->body, c->out, sizeof(c->out));
   __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
   return NULL;
 }
@@ -4677,19 +4665,11 @@ static void test_admission(void) {
   mgop_arena_reset(&mgop_server.arena);
   mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    struct mgop_http_req req;
-    struct mgop_srv_resp resp;
-    memset(&req, 0, sizeof(req));
-    memset(&resp, 0, sizeof(resp));
-    snprintf(req.method, sizeof(req.method), "POST");
-    snprintf(req.path, sizeof(req.path), "/validate");
-    mgop_buf_init(&resp.body, out, sizeof(out) - 1);
-    mgop_serve_webhook(NULL, &req, cases[i].body, strlen(cases[i].body), &resp);
-    mgop_buf_cstr(&resp.body);
+    int status = t_admit(cases[i].body, out, sizeof(out));
     {
-      int ok = resp.status == cases[i].status && strstr(out, cases[i].says) != NULL &&
+      int ok = status == cases[i].status && strstr(out, cases[i].says) != NULL &&
                (cases[i].status != 200 || strstr(out, cases[i].allowed ? "\"allowed\":true" : "\"allowed\":false"));
-      if (!ok) fprintf(stderr, "    admission case \"%s\": HTTP %d: %s\n", cases[i].what, resp.status, out);
+      if (!ok) fprintf(stderr, "    admission case \"%s\": HTTP %d: %s\n", cases[i].what, status, out);
       CHECK(ok);
     }
   }
@@ -4722,18 +4702,6 @@ static void test_admission(void) {
 /* ======================================================================
  * 8c. admission from the template cache (the serving thread's view)
  * ==================================================================== */
-static void t_admit(const char *body, char *out, size_t cap) {
-  struct mgop_http_req req;
-  struct mgop_srv_resp resp;
-  memset(&req, 0, sizeof(req));
-  memset(&resp, 0, sizeof(resp));
-  snprintf(req.method, sizeof(req.method), "POST");
-  snprintf(req.path, sizeof(req.path), "/validate");
-  mgop_buf_init(&resp.body, out, cap - 1);
-  mgop_serve_webhook(NULL, &req, body, strlen(body), &resp);
-  mgop_buf_cstr(&resp.body);
-}
-
 static int t_tcache_put(const char *ns, const char *name, const char *json) {
   static jsmntok_t tok[4096];
   struct mgop_json j;
