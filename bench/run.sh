@@ -40,7 +40,10 @@
 #                          present: launch -> its first reconcile turn done
 #                          (the time of its log line "first reconcile ...":
 #                          a poller of /metrics every 2 ms, used before
-#                          20261205, took CPU from the start it measured);
+#                          20261205, took CPU from the start it measured,
+#                          and so did the log's reader, a python3 begun at
+#                          launch, up to 26702f4; it starts a second
+#                          later now);
 #                          the median of BENCH_RESTARTS restarts (default 5
 #                          up to 100 clusters, 1 beyond; before 20261206
 #                          one), with _min, _max and _samples; and
@@ -510,8 +513,15 @@ median_least_most() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {prin
 restarts() { if [ -n "${BENCH_RESTARTS:-}" ]; then echo "$BENCH_RESTARTS"; elif [ "$1" -le 100 ]; then echo 5; else echo 1; fi; }
 # first_reconcile_ms LAUNCH: "MS CPU LISTED": ms from LAUNCH (epoch seconds)
 # to the operator's "first reconcile" log line, its CPU ms then, and ms to
-# its "full lists done" line (-1: none within 120 s, or no CPU in the line)
+# its "full lists done" line (-1: none within 120 s, or no CPU in the line).
+# The times are the log lines' own, so the reader need not be there when
+# they are written: it starts a second after LAUNCH, when the start it
+# measures is over. A python3 start costs 0.3 s of CPU on the 2-core
+# machine, and one begun at LAUNCH took a core from the operator and
+# kube-apiserver while they started: at 10 clusters, 35 to 40 ms alone,
+# 52 to 74 ms beside it (up to 26702f4; bench/results/ab/20261207-waiter)
 first_reconcile_ms() {
+  sleep 1
   first_reconcile_at >"$IT_LOGS/first-reconcile"
   python3 -c 'import sys; t, c, l = (open(sys.argv[1]).read().split() + ["-1", "-1", "-1"])[:3]
 ms = lambda x: round((float(x) - float(sys.argv[2])) * 1000) if float(x) > 0 else -1
