@@ -65,7 +65,10 @@
 #                          the floor under it: the LISTs of the last start,
 #                          replayed (bench/list_replay.py; start_lists_figs)
 # The restart_ figures are the first restart's:
-#   restart_to_idle_seconds      launch -> its last request (it is idle)
+#   restart_to_idle_seconds      exec -> its last request (it is idle): the
+#                          audit log's (up to c055db6 launch -> when the
+#                          request counter last moved, as quiet saw it,
+#                          which was when quiet began if that was later)
 #   restart_full_tls_handshakes  the restarted operator's TLS handshakes that were
 #                          not resumed (each signs), until idle
 #   restart_writes         writes after that restart until idle (want 0)
@@ -259,6 +262,20 @@ last_applied_at() {
 import sys, json, datetime
 ts = json.loads(sys.stdin.read())["ts"]
 print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp())'
+}
+# last_request_at SINCE: when kube-apiserver received the operator's last
+# request since SINCE (epoch seconds; its audit log)
+last_request_at() {
+  audit_lines '"userAgent":"multigres-op/' | python3 -c '
+import json, sys, datetime
+lo, last = float(sys.argv[1]), -1.0
+for line in sys.stdin:
+    try: e = json.loads(line)
+    except ValueError: continue
+    t = datetime.datetime.strptime(e["requestReceivedTimestamp"][:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
+    t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
+    if t >= lo: last = max(last, t)
+print("%.4f" % last)' "$1"
 }
 # serving SECONDS PHASE: "webhook_p50 webhook_p99 healthz_p50 healthz_p99 count errors"
 # (each webhook sample stays in build/bench/serving-PHASE.samples, to place the outliers)
@@ -456,9 +473,10 @@ bench_size() { # N
   w_from=$(now)
   op_start "$n"
   read -r first first_cpu listed < <(first_reconcile_ms "$(op_exec_at)")
-  idle_at=$(quiet 5)
+  quiet 5 >/dev/null
+  idle_at=$(last_request_at "$op_launched")
   fig "$n" restart_full_tls_handshakes "$(metric 'multigres_operator_tls_handshakes_total{resumed="false"}')" count
-  fig "$n" restart_to_idle_seconds "$(elapsed "$op_launched" "$idle_at")" s
+  fig "$n" restart_to_idle_seconds "$(elapsed "$(op_exec_at)" "$idle_at")" s
   read -r _ _ _ _ c u p d < <(audit "$w_from" "$(now)")
   fig "$n" restart_writes $(( c + u + p + d )) count
   read -r rss hwm < <(op_mem)
@@ -536,7 +554,7 @@ exec_ms() { python3 -c 'import sys; print(round((float(sys.argv[2]) - float(sys.
 # measures is over. A python3 start costs 0.3 s of CPU on the 2-core
 # machine, and one begun at LAUNCH took a core from the operator and
 # kube-apiserver while they started: at 10 clusters, 35 to 40 ms alone,
-# 52 to 74 ms beside it (up to 26702f4; bench/results/ab/20261207-waiter)
+# 52 to 74 ms beside it (up to 26702f4; bench/results/ab/20261207-start-harness)
 first_reconcile_ms() {
   sleep 1
   first_reconcile_at >"$IT_LOGS/first-reconcile"
