@@ -2848,12 +2848,24 @@ int mgop_yaml_to_json_docs(const char *text, size_t len, struct mgop_buf *scratc
   return rc;
 }
 
+/* Empties c as memset would, but of the three 64 KiB PEM buffers zeroes
+ * only the bytes in use (nothing reads past a length): a start's memset of
+ * all of it was 50 first touches, 14 us each on a VM, before any request. */
+static void mgop_kubecfg_clear(struct mgop_kubecfg *c) {
+  memset(c->ca, 0, c->ca_len < sizeof(c->ca) ? c->ca_len : sizeof(c->ca));
+  memset(c->cert, 0, c->cert_len < sizeof(c->cert) ? c->cert_len : sizeof(c->cert));
+  memset(c->key, 0, c->key_len < sizeof(c->key) ? c->key_len : sizeof(c->key));
+  memset(c, 0, offsetof(struct mgop_kubecfg, ca));
+  c->ca_len = c->cert_len = c->key_len = 0;
+  c->token_loaded_ms = 0;
+}
+
 int mgop_kubecfg_from_yaml(struct mgop_kubecfg *c, const char *text, size_t len, const char *base_dir,
                            const char *context) {
   yaml_parser_t parser;
   yaml_document_t doc;
   int r;
-  memset(c, 0, sizeof(*c));
+  mgop_kubecfg_clear(c);
   snprintf(c->source, sizeof(c->source), "kubeconfig");
   if (len > MGOP_KUBECONFIG_MAX) return mgop_seterr(MGOP_ERR_TOOBIG, "kubeconfig is larger than 1 MiB");
   if (!yaml_parser_initialize(&parser)) return mgop_seterr(MGOP_ERR_NOMEM, "cannot initialise the YAML parser");
@@ -2894,7 +2906,7 @@ int mgop_kubecfg_in_cluster(struct mgop_kubecfg *c, const char *sa_dir) {
   char path[1024];
   size_t n;
   int r;
-  memset(c, 0, sizeof(*c));
+  mgop_kubecfg_clear(c);
   snprintf(c->source, sizeof(c->source), "in-cluster");
   if (!host || !host[0] || !port || !port[0])
     return mgop_seterr(MGOP_ERR_CONFIG, "not running in a cluster: KUBERNETES_SERVICE_HOST and "
