@@ -6977,7 +6977,9 @@ static void test_srv_plain(void) {
   struct mgop_http_resp r;
   struct mgop_buf body;
   int port;
+  memset(conns, 0x5a, sizeof(conns)); /* a slot is set up at its first use, not at init (its pages untouched) */
   mgop_srv_init(&s, "metrics", 0, conns, 3, t_srv_handler, &x);
+  CHECK(s.span == 0 && conns[0].fd == 0x5a5a5a5a && conns[2].gen == 0x5a5a5a5a);
   s.request_timeout_ms = 1000;
   t_srv = &s;
   t_srvx = &x;
@@ -7037,7 +7039,7 @@ static void test_srv_plain(void) {
   CHECK(t_exchange(&k2, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
   t_pump_for(20);
   CHECK(t_exchange(&k3, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
-  CHECK(s.stats.active == 3 && s.stats.evicted == 0);
+  CHECK(s.stats.active == 3 && s.stats.evicted == 0 && s.span == 3);
   CHECK(t_cli_open(&k4, port, NULL, NULL) == MGOP_OK);
   CHECK(t_exchange(&k4, T_RAW("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), &r, &body, 0) == 200);
   CHECK(s.stats.evicted == 1);
