@@ -6004,9 +6004,10 @@ static struct mgop_srv_conn *mgop_srv_conn_fresh(struct mgop_srv_conn *c) {
   return c;
 }
 
-/* A free slot, else (evict=1) the one to close: the least recently used
- * idle keep-alive connection, a lingering one, or the oldest connection
- * still sending its head after a second. NULL when none. */
+/* A free slot (a slot never used is set up here, and the span grows),
+ * else (evict=1) the one to close: the least recently used idle keep-alive
+ * connection, a lingering one, or the oldest connection still sending its
+ * head after a second. NULL when none. */
 static struct mgop_srv_conn *mgop_srv_slot(struct mgop_srv *s, long long now, int evict) {
   struct mgop_srv_conn *best = NULL;
   int rank = 0;
@@ -6568,7 +6569,7 @@ int mgop_srv_pollfds(const struct mgop_srv *s, struct pollfd *pfd, int cap) {
   int n = 0;
   long long now = mgop_now_ms();
   if (s->lfd >= 0 && n < cap && (!s->tls || s->cur >= 0) && now >= s->accept_pause_until &&
-      mgop_srv_slot((struct mgop_srv *)s, now, 0)) {
+      mgop_srv_slot((struct mgop_srv *)s, now, 0)) { /* the server's own thread: growing the span is safe */
     pfd[n].fd = s->lfd;
     pfd[n].events = POLLIN;
     pfd[n++].revents = 0;
