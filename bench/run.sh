@@ -265,20 +265,6 @@ import sys, json, datetime
 ts = json.loads(sys.stdin.read())["ts"]
 print(datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp())'
 }
-# last_request_at SINCE: when kube-apiserver received the operator's last
-# request since SINCE (epoch seconds; its audit log)
-last_request_at() {
-  audit_lines '"userAgent":"multigres-op/' | python3 -c '
-import json, sys, datetime
-lo, last = float(sys.argv[1]), -1.0
-for line in sys.stdin:
-    try: e = json.loads(line)
-    except ValueError: continue
-    t = datetime.datetime.strptime(e["requestReceivedTimestamp"][:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
-    t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
-    if t >= lo: last = max(last, t)
-print("%.4f" % last)' "$1"
-}
 # serving SECONDS PHASE: "webhook_p50 webhook_p99 healthz_p50 healthz_p99 count errors"
 # (each webhook sample stays in build/bench/serving-PHASE.samples, to place the outliers)
 serving() { SERVING_SAMPLES=$IT_LOGS/serving-$2.samples setsid -w "$ROOT/build/serving_latency" "$wport" "$pport" $ns "$1" 50; }
@@ -317,7 +303,9 @@ serving_figs() { # SIZE PHASE FILE
 }
 
 # audit FROM TO: the operator's requests received in [FROM, TO) (epoch
-# seconds), from the audit log: "total get list watch create update patch delete"
+# seconds), from the audit log: "total get list watch create update patch delete
+# last" (last: when the last request of the window was received, reviews
+# included, -1 for none)
 # (a watch counts when it is opened: the operator's watches end after their
 # timeoutSeconds: 30 to 60 minutes from 3cda810 on, 4 to 5 before,
 # and are opened again)
@@ -326,7 +314,7 @@ audit() {
 import json, sys, datetime
 lo, hi = float(sys.argv[1]), float(sys.argv[2])
 verbs = ["get", "list", "watch", "create", "update", "patch", "delete"]
-n = dict.fromkeys(verbs, 0); total = 0; seen = set()
+n = dict.fromkeys(verbs, 0); total = 0; seen = set(); last = -1.0
 for line in sys.stdin:
     try: e = json.loads(line)
     except ValueError: continue
@@ -335,16 +323,17 @@ for line in sys.stdin:
     seen.add(e.get("auditID"))
     t = datetime.datetime.strptime(e["requestReceivedTimestamp"][:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
     t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
+    if lo <= t < hi: last = max(last, t)
     # a review (selfsubjectreviews, ...) is a query with verb create, not a write
     if lo <= t < hi and not e.get("objectRef", {}).get("resource", "").endswith("reviews"):
         total += 1
         v = e.get("verb")
         if v in n: n[v] += 1
-print(total, *[n[v] for v in verbs])' "$1" "$2"
+print(total, *[n[v] for v in verbs], "%.4f" % last)' "$1" "$2"
 }
 audit_figs() { # SIZE PREFIX FROM TO CLUSTERS
   local total get list watch create update patch delete
-  read -r total get list watch create update patch delete < <(audit "$3" "$4")
+  read -r total get list watch create update patch delete _ < <(audit "$3" "$4")
   fig "$1" "${2}requests" "$total" count
   [ "$5" = 0 ] || fig "$1" "${2}requests_per_cluster" "$(python3 -c "print(round($total / $5, 1))")" count
   for v in get list watch create update patch delete; do fig "$1" "${2}$v" "${!v}" count; done
@@ -476,10 +465,10 @@ bench_size() { # N
   op_start "$n"
   read -r first first_cpu listed < <(first_reconcile_ms "$(op_exec_at)")
   quiet 5 >/dev/null
-  idle_at=$(last_request_at "$op_launched")
   fig "$n" restart_full_tls_handshakes "$(metric 'multigres_operator_tls_handshakes_total{resumed="false"}')" count
+  # w_from is after the old operator stopped: the window's requests are the new one's
+  read -r _ _ _ _ c u p d idle_at < <(audit "$w_from" "$(now)")
   fig "$n" restart_to_idle_seconds "$(elapsed "$(op_exec_at)" "$idle_at")" s
-  read -r _ _ _ _ c u p d < <(audit "$w_from" "$(now)")
   fig "$n" restart_writes $(( c + u + p + d )) count
   read -r rss hwm < <(op_mem)
   fig "$n" restart_hwm_kib "$hwm" KiB
