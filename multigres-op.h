@@ -1099,8 +1099,10 @@ int mgop_srv_port(const struct mgop_srv *s);   /* the bound port, or -1 */
 int mgop_srv_set_cert(struct mgop_srv *s, const char *cert, size_t cert_len, const char *key, size_t key_len);
 /* Serial (hex) of the certificate new connections get, or "" (tests, logs). */
 void mgop_srv_cert_serial(const struct mgop_srv *s, char *out, size_t cap);
-/* Fills up to cap pollfds (at most nconns + 1 are needed); returns how many. */
-int mgop_srv_pollfds(const struct mgop_srv *s, struct pollfd *pfd, int cap);
+/* Fills up to cap pollfds (at most nconns + 1 are needed); returns how many.
+ * Not const: it may set up the next connection slot (mgop_srv_slot), so
+ * call it on the server's own thread. */
+int mgop_srv_pollfds(struct mgop_srv *s, struct pollfd *pfd, int cap);
 /* After poll(): pfd/n as filled by mgop_srv_pollfds, revents set. Accepts,
  * handshakes, reads, calls the handler, writes, enforces deadlines.
  * Never blocks. */
@@ -6565,11 +6567,11 @@ void mgop_srv_cert_serial(const struct mgop_srv *s, char *out, size_t cap) {
   if (s->cur >= 0) mgop_hex_serial(&s->gens[s->cur].crt.serial, out, cap);
 }
 
-int mgop_srv_pollfds(const struct mgop_srv *s, struct pollfd *pfd, int cap) {
+int mgop_srv_pollfds(struct mgop_srv *s, struct pollfd *pfd, int cap) {
   int n = 0;
   long long now = mgop_now_ms();
   if (s->lfd >= 0 && n < cap && (!s->tls || s->cur >= 0) && now >= s->accept_pause_until &&
-      mgop_srv_slot((struct mgop_srv *)s, now, 0)) { /* the server's own thread: growing the span is safe */
+      mgop_srv_slot(s, now, 0)) { /* listen only while a slot is free (it may grow the span) */
     pfd[n].fd = s->lfd;
     pfd[n].events = POLLIN;
     pfd[n++].revents = 0;
