@@ -217,7 +217,8 @@ cp_down() { # the operator's audit lines stay in build/bench/audit-<size>.log
 # listens): op_ports picks them, op_launch starts it
 op_ports() { read -r mport pport wport < <(free_ports 3); }
 # op_launched: when (epoch seconds); op_exec_at: when the operator was
-# exec'd, which the start figures count from
+# exec'd, which the start figures count from (it waits for the stamp: read
+# it once a start)
 op_start() { op_ports; rm -f "$IT_LOGS/exec-stamp"; op_launched=$(now); op_launch "$1"; }
 op_exec_at() {
   local i
@@ -423,7 +424,7 @@ PY
 }
 
 bench_size() { # N
-  local n=$1 t0 t_in t1 t_last cpu0 cpu1 a0 a1 idle_from first idle_at w_from
+  local n=$1 t0 t_in t1 t_last cpu0 cpu1 a0 a1 idle_from first idle_at w_from exec_at
   cp_up "$n"
   op_start "$n"
   wait_log bench '"msg":"webhook: serving certificate ' >/dev/null
@@ -463,12 +464,13 @@ bench_size() { # N
   cp "$IT_LOGS/bench.log" "$IT_LOGS/converge-$n.log"
   w_from=$(now)
   op_start "$n"
-  read -r first first_cpu listed < <(first_reconcile_ms "$(op_exec_at)")
+  exec_at=$(op_exec_at)
+  read -r first first_cpu listed < <(first_reconcile_ms "$exec_at")
   quiet 5 >/dev/null
   fig "$n" restart_full_tls_handshakes "$(metric 'multigres_operator_tls_handshakes_total{resumed="false"}')" count
   # w_from is after the old operator stopped: the window's requests are the new one's
   read -r _ _ _ _ c u p d idle_at < <(audit "$w_from" "$(now)")
-  fig "$n" restart_to_idle_seconds "$(elapsed "$(op_exec_at)" "$idle_at")" s
+  fig "$n" restart_to_idle_seconds "$(elapsed "$exec_at" "$idle_at")" s
   fig "$n" restart_writes $(( c + u + p + d )) count
   read -r rss hwm < <(op_mem)
   fig "$n" restart_hwm_kib "$hwm" KiB
@@ -477,12 +479,13 @@ bench_size() { # N
   # sample (47 to 73 ms at 10 clusters on one host in one evening), so the
   # figure is the median of RESTARTS, with the least and the most
   local samples=("$first") cpus=("$first_cpu") lists=("$listed") k ms cpu
-  local execs=("$(exec_ms)")
+  local execs=("$(exec_ms "$exec_at")")
   for (( k = 1; k < $(restarts "$n"); k++ )); do
     stop_operator bench
     op_start "$n"
-    read -r ms cpu listed < <(first_reconcile_ms "$(op_exec_at)")
-    samples+=("$ms") cpus+=("$cpu") lists+=("$listed") execs+=("$(exec_ms)")
+    exec_at=$(op_exec_at)
+    read -r ms cpu listed < <(first_reconcile_ms "$exec_at")
+    samples+=("$ms") cpus+=("$cpu") lists+=("$listed") execs+=("$(exec_ms "$exec_at")")
     quiet 5 >/dev/null
   done
   read -r first lo hi < <(median_least_most "${samples[@]}")
@@ -534,9 +537,9 @@ median_least_most() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {prin
 # clusters (BENCH_RESTARTS, default 5; 1 beyond 100 clusters, where each
 # waits over a minute for the operator to go idle)
 restarts() { if [ -n "${BENCH_RESTARTS:-}" ]; then echo "$BENCH_RESTARTS"; elif [ "$1" -le 100 ]; then echo 5; else echo 1; fi; }
-# exec_ms: ms from the script's launch of the operator to its exec (the
-# harness's own part, left out of the start figures)
-exec_ms() { python3 -c 'import sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1000))' "$op_launched" "$(op_exec_at)"; }
+# exec_ms EXEC_AT: ms from the script's launch of the operator to its exec
+# (the harness's own part, left out of the start figures)
+exec_ms() { python3 -c 'import sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1000))' "$op_launched" "$1"; }
 # first_reconcile_ms LAUNCH: "MS CPU LISTED": ms from LAUNCH (epoch seconds)
 # to the operator's "first reconcile" log line, its CPU ms then, and ms to
 # its "full lists done" line (-1: none within 120 s, or no CPU in the line).
