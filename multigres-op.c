@@ -578,9 +578,14 @@ static struct mgop_server {
   struct mgop_pool pool;             /* applies in flight beside the loop's */
   struct mgop_pool_job jobs[MGOP_DESIRED_MAX];  /* one phase's applies      */
   int job_desired[MGOP_DESIRED_MAX];            /* ... their desired index  */
-  struct mgop_status_batch {         /* a turn's children's status writes (section 7) */
+  struct mgop_status_batch {         /* a turn's status writes and Events (section 7) */
     int open, n;
-    struct mgop_status_pending { uint64_t key, hash; int kind; const char *name; } w[MGOP_STATUS_BATCH_MAX];
+    struct mgop_status_pending {
+      uint64_t key, hash;
+      int kind;
+      const char *name;
+      const char *reason;            /* an Event's (its POST), or NULL: a status write */
+    } w[MGOP_STATUS_BATCH_MAX];
     struct mgop_pool_job jobs[MGOP_STATUS_BATCH_MAX];
   } status_batch;
   uint32_t list_epoch[K_COUNT];      /* per kind: bumped by each (re)list (section 9) */
@@ -2416,13 +2421,16 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
   }
 }
 
-/* A turn's status writes of its children (TopoServers, Cells, Shards,
- * TableGroups) go out together: while the batch is open they are queued
- * (their bodies in the turn's arena) and mgop_status_flush sends them side
- * by side on the apply pool, before the root's, which is written last as
- * ever. One after another they were four round trips in a row in every new
- * cluster's first turn. An object queued twice, a full batch or a full
- * arena flushes first; whatever cannot be queued is written at once. */
+/* The end of a turn goes out together: while the batch is open, its status
+ * writes of the children (TopoServers, Cells, Shards, TableGroups), the
+ * root's while it is not Ready, and its Events are queued (their bodies in
+ * the turn's arena), and mgop_status_flush sends them side by side on the
+ * apply pool. One after another they were six round trips in a row in every
+ * new cluster's first turn, and three in each later turn that applied
+ * something. A root that is Ready is written after the flush, so whoever
+ * reads it Ready finds its children's statuses already written. An object
+ * queued twice, a full batch or a full arena flushes first; whatever cannot
+ * be queued is written at once. */
 static void mgop_status_flush(struct mgop_rctx *r);
 
 static int mgop_status_queue(struct mgop_rctx *r, int kind, const char *name, const char *path,
@@ -2431,9 +2439,9 @@ static int mgop_status_queue(struct mgop_rctx *r, int kind, const char *name, co
   uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, r->ns, name);
   struct mgop_pool_job *j;
   char *json, *ipath, *iname;
-  if (!sb->open || kind == K_CLUSTER || r->render) return 0;
+  if (!sb->open || r->render) return 0;
   for (int i = 0; i < sb->n; i++)
-    if (sb->w[i].key == key) { mgop_status_flush(r); break; } /* its writes stay in order */
+    if (!sb->w[i].reason && sb->w[i].key == key) { mgop_status_flush(r); break; } /* its writes stay in order */
   if (sb->n == MGOP_STATUS_BATCH_MAX) mgop_status_flush(r);
   if (!(json = mgop_arena_strndup(r->arena, b->p, b->len)) ||
       !(ipath = mgop_arena_strndup(r->arena, path, strlen(path))) ||
@@ -2445,7 +2453,31 @@ static int mgop_status_queue(struct mgop_rctx *r, int kind, const char *name, co
   j->json = json;
   j->len = b->len;
   j->status_patch = 1;
-  sb->w[sb->n++] = (struct mgop_status_pending){key, h, kind, iname};
+  sb->w[sb->n++] = (struct mgop_status_pending){key, h, kind, iname, NULL};
+  return 1;
+}
+
+/* Queues an Event's POST in the open batch: 1, or 0 when it cannot be
+ * queued (no batch open, or no room in the arena) and is sent at once. */
+static int mgop_event_queue(struct mgop_rctx *r, int kind, const char *name, const char *reason, const char *path,
+                            const struct mgop_buf *b) {
+  struct mgop_status_batch *sb = &mgop_server.status_batch;
+  struct mgop_pool_job *j;
+  char *json, *ipath, *iname, *ireason;
+  if (!sb->open) return 0;
+  if (sb->n == MGOP_STATUS_BATCH_MAX) mgop_status_flush(r);
+  if (!(json = mgop_arena_strndup(r->arena, b->p, b->len)) ||
+      !(ipath = mgop_arena_strndup(r->arena, path, strlen(path))) ||
+      !(iname = mgop_arena_strndup(r->arena, name, strlen(name))) ||
+      !(ireason = mgop_arena_strndup(r->arena, reason, strlen(reason))))
+    return 0;
+  j = &sb->jobs[sb->n];
+  memset(j, 0, offsetof(struct mgop_pool_job, err) + 1);
+  j->path = ipath;
+  j->json = json;
+  j->len = b->len;
+  j->method = "POST";
+  sb->w[sb->n++] = (struct mgop_status_pending){0, 0, kind, iname, ireason};
   return 1;
 }
 
@@ -2461,7 +2493,14 @@ static int mgop_status_flush_for(struct mgop_rctx *r, uint64_t key) {
   mgop_pool_take_stats(&mgop_server.pool, &mgop_api_ptr->stats);
   for (int i = 0; i < n; i++) {
     const struct mgop_status_pending *w = &sb->w[i];
-    struct mgop_fp *f = mgop_fp_find(w->key);
+    struct mgop_fp *f;
+    if (w->reason) { /* an Event: best effort, as mgop_event's own */
+      if (sb->jobs[i].rc || sb->jobs[i].status != 201)
+        MGOP_LOG(MGOP_WARN, ("event %s on %s %s/%s not recorded (HTTP %d): %s", w->reason, mgop_kinds[w->kind].kind,
+                             r->ns, w->name, sb->jobs[i].status, sb->jobs[i].err));
+      continue;
+    }
+    f = mgop_fp_find(w->key);
     if (sb->jobs[i].rc) {
       if (w->key == key) failed = sb->jobs[i].rc;
       mgop_seterr(sb->jobs[i].rc, "%s", sb->jobs[i].err);
@@ -2477,6 +2516,11 @@ static int mgop_status_flush_for(struct mgop_rctx *r, uint64_t key) {
 }
 
 static void mgop_status_flush(struct mgop_rctx *r) { mgop_status_flush_for(r, 0); }
+static void mgop_status_open(void) {
+  if (mgop_server.status_batch.open) return;
+  mgop_server.status_batch.open = 1;
+  mgop_server.status_batch.n = 0;
+}
 
 /* Patches `status` when it differs from what we last wrote: returns 1 when
  * it wrote (or queued the write in the open batch), 0 when nothing
@@ -2526,7 +2570,7 @@ static int mgop_write_status_x(struct mgop_rctx *r, int kind, const char *name, 
   if (r->render) return MGOP_OK;
   if (!mgop_may_write()) return mgop_seterr(MGOP_ERR_STATUS, "not the leader any more: not writing status");
   mgop_item_path(kind, r->ns, name, path, sizeof(path));
-  if (mgop_status_queue(r, kind, name, path, &b, h)) return 1; /* written by the flush */
+  if (!(kind == K_CLUSTER && ready) && mgop_status_queue(r, kind, name, path, &b, h)) return 1; /* written by the flush */
   rc = mgop_kube_patch_status(mgop_api_ptr, path, b.p, b.len, rv, &status);
   if (rc == MGOP_OK) {
     f->status_hash = h;
@@ -2693,6 +2737,7 @@ static void mgop_event(struct mgop_rctx *r, int kind, const char *name, const ch
   mgop_jw_obj_end(&w);
   if (b.overflow) return;
   snprintf(path, sizeof(path), "/apis/events.k8s.io/v1/namespaces/%s/events", r->ns);
+  if (mgop_event_queue(r, kind, name, reason, path, &b)) return; /* sent by the flush, with the turn's status */
   {
     char resp[2048], why[300] = "";
     struct mgop_buf out;
@@ -8387,8 +8432,7 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
   int topo_down = 0;                 /* the topology failed a role read this turn */
   memset(&rs, 0, sizeof(rs));
   mgop_series_begin();
-  mgop_server.status_batch.open = 1; /* the children's writes go out together, before the root's */
-  mgop_server.status_batch.n = 0;
+  mgop_status_open(); /* mgop_reconcile opened it for the turn's Event; a test may call this alone */
   mgop_name(topo_name, sizeof(topo_name), MGOP_LIMIT_STS, 0, parts, 2);
   {
     struct mgop_fp *topo_fp = mgop_fp_find(mgop_fp_key("TopoServer", r->ns, topo_name));
@@ -8574,8 +8618,6 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
                         f->seen_gen, mgop_phase(ready, c.ready), mgop_tg_status_extra, &c);
     }
   }
-  mgop_status_flush(r);
-  mgop_server.status_batch.open = 0;
   rs.topo_ready = topo_ready;
   rs.topo_name = topo_name;
   rs.cells = r->ncells;
@@ -8616,8 +8658,18 @@ static void mgop_reconcile_status(struct mgop_rctx *r, int ok) {
       mgop_gauge_set(owner, mgop_f_cells, l, r->ncells);
       mgop_gauge_set(owner, mgop_f_shards, l, r->nshard_names);
     }
-    int wrote = mgop_write_status_x(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
-                                    phase, mgop_root_status_extra, &rs, &xc);
+    int wrote = 0, failed;
+    /* not Ready: beside the children's (queued); Ready: after them */
+    if (!root_ready)
+      wrote = mgop_write_status_x(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
+                                  phase, mgop_root_status_extra, &rs, &xc);
+    failed = mgop_status_flush_for(r, mgop_fp_key("MultigresCluster", r->ns, r->name));
+    mgop_server.status_batch.open = 0;
+    if (root_ready)
+      wrote = mgop_write_status_x(r, K_CLUSTER, r->name, root_fp, root_ready, stalled, reason, msg, r->generation,
+                                  phase, mgop_root_status_extra, &rs, &xc);
+    else if (failed)
+      wrote = failed;
     /* an Event when the story changes: stalled, failing, or converged */
     if (wrote == 1 && (stalled || !ok)) mgop_event(r, K_CLUSTER, r->name, r->uid, "Warning", reason, "Reconcile", msg);
     else if (wrote == 1 && root_ready) mgop_event(r, K_CLUSTER, r->name, r->uid, "Normal", "Converged", "Reconcile", msg);
@@ -8873,6 +8925,7 @@ static int mgop_reconcile(const char *ns, const char *name, struct mgop_span *sp
   /* pool pods whose template changed, one per shard at a time */
   if (rc == MGOP_OK && !r->stalled_reason[0] && mgop_may_write()) mgop_roll(r);
   mgop_note_uses(ns, name, r, rc == MGOP_OK);
+  mgop_status_open(); /* from here the turn's Event and status writes go out together */
   if (r->applied) { /* what changed in the cluster, in one Event */
     char note[1000];
     snprintf(note, sizeof(note), "applied %d object%s: %.900s%s", r->applied, r->applied == 1 ? "" : "s", r->applied_note,

@@ -726,6 +726,10 @@ struct mgop_pool_job {
   int status_patch;                  /* 1: a merge patch of path's status
                                       * subresource (res.rv gets its
                                       * resourceVersion), not an apply    */
+  const char *method;                /* or, when set, this request of path
+                                      * with json as its body (an Event's
+                                      * POST): status, and the server's
+                                      * message in err when it refused    */
   /* or, when run is set, any read: run(arg, ...) with the thread's client,
    * connection and list buffers (mgop_pool_run) */
   int (*run)(void *arg, struct mgop_kube *k, struct mgop_conn *c, struct mgop_list_scan *scan, char *item,
@@ -4413,7 +4417,13 @@ static void mgop_pool_run_one(struct mgop_kube *k, struct mgop_conn *c, struct m
   j->err[0] = 0;
   if (j->run)
     j->rc = j->run(j->arg, k, c, w ? &w->scan : NULL, w ? w->item : NULL, w ? MGOP_BODY_MAX : 0);
-  else if (j->status_patch && w)
+  else if (j->method) {
+    char mem[4096]; /* the caller's share; only a refusal's message is read from the (bounded) answer */
+    struct mgop_buf out;
+    mgop_buf_init(&out, w ? w->body : mem, w ? sizeof(w->body) : sizeof(mem));
+    j->rc = mgop_kube_request(k, j->method, j->path, "application/json", j->json, j->len, &out, &j->status);
+    if (!j->rc && (j->status < 200 || j->status > 299)) mgop_kube_status_message(out.p, out.len, j->err, sizeof(j->err));
+  } else if (j->status_patch && w)
     j->rc = mgop_kube_patch_status_into(k, j->path, j->json, j->len, j->res.rv, &j->status, w->body, sizeof(w->body),
                                         w->tok, MGOP_POOL_TOKENS);
   else if (j->status_patch)

@@ -2091,6 +2091,64 @@ static void test_status_batch_fault(void) {
   mgop_arena_reset(&mgop_server.arena);
 }
 
+/* The end of a turn in one batch: its Event and the root's status while it
+ * is not Ready go out beside the children's, and a Ready root is written at
+ * once, after them (the batch still open). Faults a real API server does not
+ * make on demand: the Event refused (403), which is logged and costs the
+ * turn nothing; then the root's write of the batch refused (500), which the
+ * flush reports for the root's key and which keeps no hash. */
+static void test_status_batch_event_root(void) {
+  static char ok1[512], ok2[512];
+  static struct mgop_rctx r;
+  const char *err403 = "HTTP/1.1 403 Forbidden\r\nContent-Length: 33\r\n\r\n{\"message\":\"events is forbidden\"}";
+  const char *err500 = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 35\r\n\r\n{\"message\":\"etcdserver: timed out\"}";
+  struct t_step steps[] = {
+      {"POST /apis/events.k8s.io/v1/namespaces/ut-se/events", err403, 0},
+      {"PATCH /apis/multigres.com/v1alpha1/namespaces/ut-se/multigresclusters/c/status", t_plain(ok1, sizeof(ok1), T_OBJ("c", "21")), 0},
+      {"PATCH /apis/multigres.com/v1alpha1/namespaces/ut-se/multigresclusters/c/status", t_plain(ok2, sizeof(ok2), T_OBJ("c", "22")), 0},
+      {"PATCH /apis/multigres.com/v1alpha1/namespaces/ut-se/multigresclusters/c/status", err500, 0},
+  };
+  struct mgop_kube k, *saved = mgop_api_ptr;
+  struct mgop_fp *root;
+  uint64_t rk = mgop_fp_key("MultigresCluster", "ut-se", "c"), h1;
+  int port;
+  pid_t pid = t_fake_start(steps, 4, &port);
+  t_fake_client(&k, port);
+  mgop_api_ptr = &k;
+  memset(&r, 0, sizeof(r));
+  mgop_arena_reset(&mgop_server.arena);
+  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
+  r.arena = &mgop_server.arena;
+  r.ns = "ut-se", r.name = "c";
+  root = mgop_fp_upsert(rk);
+  CHECK(root != NULL);
+  if (!root) return;
+  mgop_status_open();
+  mgop_event(&r, K_CLUSTER, "c", "u-c", "Normal", "Applied", "Apply", "applied 1 object: Service c-svc");
+  CHECK(mgop_server.status_batch.n == 1 && mgop_server.status_batch.w[0].reason != NULL); /* queued */
+  CHECK(mgop_write_status(&r, K_CLUSTER, "c", root, 0, 0, "Progressing", "0/1 cells ready", 1, "Initializing", NULL,
+                          NULL) == 1);
+  CHECK(mgop_server.status_batch.n == 2 && root->status_hash == 0); /* queued beside the Event */
+  CHECK(mgop_status_flush_for(&r, rk) == 0); /* the Event's 403 is not the root's */
+  h1 = root->status_hash;
+  CHECK(h1 != 0 && root->seen_rv == mgop_uid_hash("21") && mgop_server.status_batch.n == 0);
+  /* Ready: written at once though the batch is open */
+  CHECK(mgop_write_status(&r, K_CLUSTER, "c", root, 1, 0, "Converged", "1/1 cells ready", 1, "Healthy", NULL, NULL) == 1);
+  CHECK(mgop_server.status_batch.n == 0 && root->status_hash != 0 && root->status_hash != h1 &&
+        root->seen_rv == mgop_uid_hash("22"));
+  /* not Ready again, and refused within the batch */
+  h1 = root->status_hash;
+  CHECK(mgop_write_status(&r, K_CLUSTER, "c", root, 0, 0, "Progressing", "0/1 cells ready", 1, "Progressing", NULL,
+                          NULL) == 1);
+  CHECK(mgop_status_flush_for(&r, rk) == MGOP_ERR_STATUS && root->status_hash == h1);
+  mgop_server.status_batch.open = 0;
+  CHECK(t_fake_wait(pid) == 0); /* the four requests, in this order */
+  mgop_kube_free(&k);
+  mgop_api_ptr = saved;
+  mgop_fp_remove(rk);
+  mgop_arena_reset(&mgop_server.arena);
+}
+
 static void test_fp_table(void) {
   uint64_t k1 = mgop_fp_key("StatefulSet", "ns", "a"), k2 = mgop_fp_key("StatefulSet", "ns", "b");
   size_t before = mgop_fp_count();
@@ -6233,6 +6291,7 @@ static const struct t_case t_cases[] = {
     {"backup_tick", test_backup_tick},
     {"backup_gate", test_backup_gate},
     {"status_batch_fault", test_status_batch_fault},
+    {"status_batch_event_root", test_status_batch_event_root},
     {"backup_adopt", test_backup_adopt},
     {"http_call_plain", test_http_call_plain},
     {"http_request_authorization", test_http_request_authorization},
