@@ -2433,52 +2433,48 @@ static void mgop_adopt_status(struct mgop_fp *f, const struct mgop_json *j, int 
  * be queued is written at once. */
 static void mgop_status_flush(struct mgop_rctx *r);
 
-static int mgop_status_queue(struct mgop_rctx *r, int kind, const char *name, const char *path,
-                             const struct mgop_buf *b, uint64_t h) {
+/* Adds one write to the open batch, its strings copied into the turn's
+ * arena: a status merge patch of path (reason NULL; key and h record it),
+ * or an Event's POST to path (reason its reason). 1, or 0 when the arena
+ * has no room and the caller writes it at once. */
+static int mgop_batch_add(struct mgop_rctx *r, int kind, const char *name, const char *reason, const char *path,
+                          const struct mgop_buf *b, uint64_t key, uint64_t h) {
   struct mgop_status_batch *sb = &mgop_server.status_batch;
-  uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, r->ns, name);
   struct mgop_pool_job *j;
-  char *json, *ipath, *iname;
-  if (!sb->open || r->render) return 0;
-  for (int i = 0; i < sb->n; i++)
-    if (!sb->w[i].reason && sb->w[i].key == key) { mgop_status_flush(r); break; } /* its writes stay in order */
+  char *json, *ipath, *iname, *ireason = NULL;
   if (sb->n == MGOP_STATUS_BATCH_MAX) mgop_status_flush(r);
   if (!(json = mgop_arena_strndup(r->arena, b->p, b->len)) ||
       !(ipath = mgop_arena_strndup(r->arena, path, strlen(path))) ||
-      !(iname = mgop_arena_strndup(r->arena, name, strlen(name))))
+      !(iname = mgop_arena_strndup(r->arena, name, strlen(name))) ||
+      (reason && !(ireason = mgop_arena_strndup(r->arena, reason, strlen(reason)))))
     return 0;
   j = &sb->jobs[sb->n];
   memset(j, 0, offsetof(struct mgop_pool_job, err) + 1);
   j->path = ipath;
   j->json = json;
   j->len = b->len;
-  j->status_patch = 1;
-  sb->w[sb->n++] = (struct mgop_status_pending){key, h, kind, iname, NULL};
+  j->status_patch = !reason;
+  j->method = reason ? "POST" : NULL;
+  sb->w[sb->n++] = (struct mgop_status_pending){key, h, kind, iname, ireason};
   return 1;
+}
+
+static int mgop_status_queue(struct mgop_rctx *r, int kind, const char *name, const char *path,
+                             const struct mgop_buf *b, uint64_t h) {
+  struct mgop_status_batch *sb = &mgop_server.status_batch;
+  uint64_t key = mgop_fp_key(mgop_kinds[kind].kind, r->ns, name);
+  if (!sb->open || r->render) return 0;
+  for (int i = 0; i < sb->n; i++)
+    if (!sb->w[i].reason && sb->w[i].key == key) { mgop_status_flush(r); break; } /* its writes stay in order */
+  return mgop_batch_add(r, kind, name, NULL, path, b, key, h);
 }
 
 /* Queues an Event's POST in the open batch: 1, or 0 when it cannot be
  * queued (no batch open, or no room in the arena) and is sent at once. */
 static int mgop_event_queue(struct mgop_rctx *r, int kind, const char *name, const char *reason, const char *path,
                             const struct mgop_buf *b) {
-  struct mgop_status_batch *sb = &mgop_server.status_batch;
-  struct mgop_pool_job *j;
-  char *json, *ipath, *iname, *ireason;
-  if (!sb->open) return 0;
-  if (sb->n == MGOP_STATUS_BATCH_MAX) mgop_status_flush(r);
-  if (!(json = mgop_arena_strndup(r->arena, b->p, b->len)) ||
-      !(ipath = mgop_arena_strndup(r->arena, path, strlen(path))) ||
-      !(iname = mgop_arena_strndup(r->arena, name, strlen(name))) ||
-      !(ireason = mgop_arena_strndup(r->arena, reason, strlen(reason))))
-    return 0;
-  j = &sb->jobs[sb->n];
-  memset(j, 0, offsetof(struct mgop_pool_job, err) + 1);
-  j->path = ipath;
-  j->json = json;
-  j->len = b->len;
-  j->method = "POST";
-  sb->w[sb->n++] = (struct mgop_status_pending){0, 0, kind, iname, ireason};
-  return 1;
+  if (!mgop_server.status_batch.open) return 0;
+  return mgop_batch_add(r, kind, name, reason, path, b, 0, 0);
 }
 
 /* Sends the queued status writes (several in flight) and records each

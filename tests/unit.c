@@ -2025,6 +2025,15 @@ static void test_apply_result_created_workload(void) {
   mgop_fp_remove(mgop_fp_key("Service", "ut-applied", "c-svc"));
 }
 
+/* A turn's context on a fresh reconcile arena, as mgop_reconcile sets one up. */
+static void t_turn_begin(struct mgop_rctx *r, const char *ns, const char *name) {
+  memset(r, 0, sizeof(*r));
+  mgop_arena_reset(&mgop_server.arena);
+  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
+  r->arena = &mgop_server.arena;
+  r->ns = ns, r->name = name;
+}
+
 /* A turn's children's status writes go out as one batch, before the
  * root's. The faults a real API server does not make on demand: one write
  * of the batch refused (500) while the others succeed. The refused one
@@ -2048,11 +2057,7 @@ static void test_status_batch_fault(void) {
   pid_t pid = t_fake_start(steps, 3, &port);
   t_fake_client(&k, port);
   mgop_api_ptr = &k;
-  memset(&r, 0, sizeof(r));
-  mgop_arena_reset(&mgop_server.arena);
-  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
-  r.arena = &mgop_server.arena;
-  r.ns = "ut-sb", r.name = "c";
+  t_turn_begin(&r, "ut-sb", "c");
   cell = mgop_fp_upsert(ck), shard = mgop_fp_upsert(sk);
   CHECK(cell && shard);
   if (!cell || !shard) return;
@@ -2115,11 +2120,7 @@ static void test_status_batch_event_root(void) {
   pid_t pid = t_fake_start(steps, 4, &port);
   t_fake_client(&k, port);
   mgop_api_ptr = &k;
-  memset(&r, 0, sizeof(r));
-  mgop_arena_reset(&mgop_server.arena);
-  mgop_arena_init(&mgop_server.arena, mgop_server.arena_mem, sizeof(mgop_server.arena_mem));
-  r.arena = &mgop_server.arena;
-  r.ns = "ut-se", r.name = "c";
+  t_turn_begin(&r, "ut-se", "c");
   root = mgop_fp_upsert(rk);
   CHECK(root != NULL);
   if (!root) return;
