@@ -8863,12 +8863,14 @@ static int mgop_reconcile(const char *ns, const char *name, struct mgop_span *sp
   r->arena = &mgop_server.arena;
   r->ns = ns;
   r->name = name;
-  mgop_buf_init(&b, mgop_server.root_body, sizeof(mgop_server.root_body));
   mgop_item_path(K_CLUSTER, ns, name, path, sizeof(path));
   if (mgop_server.root_early && mgop_server.root_early_key == mgop_fp_key("MultigresCluster", ns, name)) {
-    b.len = mgop_server.root_early; /* read by the early turn a few ms ago: a newer version comes as an event */
+    /* read by the early turn a few ms ago (a newer version comes as an
+     * event), and kept whole: mgop_buf_init would write its first byte */
+    b = (struct mgop_buf){.p = mgop_server.root_body, .len = mgop_server.root_early, .cap = sizeof(mgop_server.root_body)};
     rc = MGOP_OK;
   } else {
+    mgop_buf_init(&b, mgop_server.root_body, sizeof(mgop_server.root_body));
     rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
   }
   mgop_server.root_early = 0;
@@ -11741,9 +11743,10 @@ static int mgop_loop_reconcile(void) {
     long long cpu_ms = -1;
     if (!getrusage(RUSAGE_SELF, &ru))
       cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000LL + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
-    mgop_stats.turned = 1;
-    MGOP_LOG(MGOP_INFO, ("first reconcile (%s %s/%s) done %lld ms after start, %lld ms of CPU", item.kind, item.ns,
-                         item.name, mgop_now_ms() - mgop_stats.start_ms, cpu_ms));
+    /* a turn that failed has not reconciled: the figure waits for one that did */
+    mgop_stats.turned = !rc;
+    MGOP_LOG(MGOP_INFO, ("first reconcile (%s %s/%s) %s %lld ms after start, %lld ms of CPU", item.kind, item.ns,
+                         item.name, rc ? "failed" : "done", mgop_now_ms() - mgop_stats.start_ms, cpu_ms));
   }
   if (rc && !mgop_stopping()) {
     int backoff = 1000 << (item.attempts < 5 ? item.attempts : 5);

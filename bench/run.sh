@@ -41,6 +41,9 @@
 #                          done (up to f906a62 from the script's launch,
 #                          which added start_exec_ms; the time of its log
 #                          line "first reconcile ...":
+#                          a turn that failed is not one: up to 06415e4 the
+#                          early turn's always failed, its root's body
+#                          cleared, and the figure counted it;
 #                          a poller of /metrics every 2 ms, used before
 #                          20261205, took CPU from the start it measured,
 #                          and so did the log's reader, a python3 begun at
@@ -76,7 +79,10 @@
 # BENCH_OWN=0 skips it; BENCH_FULL=0 runs it alone): the operator's own part
 # with the API server serving nothing else: own_applied_seconds,
 # own_objects_applied, own_cpu_seconds, own_apiserver_cpu_seconds,
-# own_api_requests(_per_cluster), own_api_<verb>, own_hwm_kib
+# own_api_requests(_per_cluster), own_api_<verb>, own_hwm_kib; with
+# BENCH_OWN_RESTARTS=1 then restarts as above on that quiet control plane
+# (the N clusters' objects all applied, nothing Ready): own_start_to_*
+# and own_start_exec_ms, a cheap start figure at 1,000
 # BENCH_FLOOR=1 adds bench_floor: the same objects applied by kubectl alone,
 # the API server's and etcd's CPU for them, the floor under the above.
 # The mix: mix_converge_seconds, mix_api_requests, and
@@ -413,7 +419,7 @@ def at(line):
 deadline, first, cpu, listed = time.time() + 120, -1, -1, -1
 while time.time() < deadline and (first < 0 or listed < 0):
     for line in open(sys.argv[1]):
-        if '"msg":"first reconcile (' in line and first < 0:
+        if '"msg":"first reconcile (' in line and ') done ' in line and first < 0: # not a turn that failed
             m = re.search(r", (\d+) ms of CPU", json.loads(line)["msg"])
             first, cpu = at(line), (m.group(1) if m else -1)
         if '"msg":"full lists done ' in line and listed < 0:
@@ -475,11 +481,17 @@ bench_size() { # N
   read -r rss hwm < <(op_mem)
   fig "$n" restart_hwm_kib "$hwm" KiB
   cp "$IT_LOGS/bench.log" "$IT_LOGS/restart-$n.log" # the restart whose writes count (the next starts overwrite bench.log)
-  # more restarts, for start_to_first_reconcile alone: one is a noisy
-  # sample (47 to 73 ms at 10 clusters on one host in one evening), so the
-  # figure is the median of RESTARTS, with the least and the most
-  local samples=("$first") cpus=("$first_cpu") lists=("$listed") k ms cpu
-  local execs=("$(exec_ms "$exec_at")")
+  start_samples "$n" "" "$first" "$first_cpu" "$listed" "$(exec_ms "$exec_at")"
+  start_lists_figs "$n" "$op_launched"
+  cp_down "$n"
+}
+# start_samples N PREFIX MS CPU LISTED EXEC: the start figures (PREFIX
+# start_...), from a first restart's MS CPU LISTED EXEC and more restarts:
+# one is a noisy sample (47 to 73 ms at 10 clusters on one host in one
+# evening), so each figure is the median of RESTARTS, with the least and
+# the most for the first reconcile
+start_samples() {
+  local n=$1 pre=$2 samples=("$3") cpus=("$4") lists=("$5") execs=("$6") k ms cpu listed first lo hi exec_at
   for (( k = 1; k < $(restarts "$n"); k++ )); do
     stop_operator bench
     op_start "$n"
@@ -491,15 +503,13 @@ bench_size() { # N
   read -r first lo hi < <(median_least_most "${samples[@]}")
   read -r cpu _ _ < <(median_least_most "${cpus[@]}")
   read -r listed _ _ < <(median_least_most "${lists[@]}")
-  fig "$n" start_to_first_reconcile_cpu_ms "$cpu" ms
-  fig "$n" start_exec_ms "$(median_least_most "${execs[@]}" | cut -d' ' -f1)" ms
-  fig "$n" start_to_full_lists_ms "$listed" ms
-  fig "$n" start_to_first_reconcile_ms "$first" ms
-  fig "$n" start_to_first_reconcile_ms_min "$lo" ms
-  fig "$n" start_to_first_reconcile_ms_max "$hi" ms
-  fig "$n" start_to_first_reconcile_samples "${#samples[@]}" count
-  start_lists_figs "$n" "$op_launched"
-  cp_down "$n"
+  fig "$n" "${pre}start_to_first_reconcile_cpu_ms" "$cpu" ms
+  fig "$n" "${pre}start_exec_ms" "$(median_least_most "${execs[@]}" | cut -d' ' -f1)" ms
+  fig "$n" "${pre}start_to_full_lists_ms" "$listed" ms
+  fig "$n" "${pre}start_to_first_reconcile_ms" "$first" ms
+  fig "$n" "${pre}start_to_first_reconcile_ms_min" "$lo" ms
+  fig "$n" "${pre}start_to_first_reconcile_ms_max" "$hi" ms
+  fig "$n" "${pre}start_to_first_reconcile_samples" "${#samples[@]}" count
 }
 # start_lists_figs N LAUNCH: the floor under start_to_first_reconcile. The
 # LISTs the operator launched at LAUNCH made since (the audit log's: a
@@ -612,6 +622,15 @@ PY
   read -r _ hwm < <(op_mem)
   fig "$n" own_hwm_kib "$hwm" KiB
   cp "$IT_LOGS/bench.log" "$IT_LOGS/own-$n.log"
+  if [ "${BENCH_OWN_RESTARTS:-0}" = 1 ]; then # the start, on this quiet control plane
+    local exec_at first cpu listed
+    stop_operator bench
+    op_start "$n"
+    exec_at=$(op_exec_at)
+    read -r first cpu listed < <(first_reconcile_ms "$exec_at")
+    quiet 5 >/dev/null
+    start_samples "$n" own_ "$first" "$cpu" "$listed" "$(exec_ms "$exec_at")"
+  fi
   controllers CONT
   cp_down "own-$n"
 }

@@ -123,6 +123,8 @@ trap 'stop_operator prune2' EXIT
 ready_again $((gen + 1)) || fail "not Ready after step 2"
 early=$(grep -o '"msg":"early turn: MultigresCluster [^"]*' "$IT_LOGS/prune2.log" || true)
 [[ $early == *"MultigresCluster $ns/$c read on its own"* ]] || fail "the restart took no early turn for $c: $early"
+first=$(grep -o '"msg":"first reconcile ([^)]*) [a-z]*' "$IT_LOGS/prune2.log" || true)
+[ "$first" = "\"msg\":\"first reconcile (MultigresCluster $ns/$c) done" ] || fail "the early turn's reconcile did not succeed: $first"
 wait_for 30 "step 2 pruned" sh -c "! kubectl get -n $ns tablegroups -l multigres.com/cluster=$c -o name | grep -q extra" || fail "the TableGroup stayed"
 sleep 3
 after=$(objects)
