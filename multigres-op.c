@@ -8852,28 +8852,34 @@ static long long mgop_recheck_delay(struct mgop_root_ref *root, long long turn_s
  * one context, so the start touches no second one's pages */
 static struct mgop_rctx mgop_loop_rctx;
 
+/* The cluster a turn acts on, in root_body: the copy the early turn kept
+ * when it is this cluster's (read a few ms ago; a newer version comes as an
+ * event), else a GET. The copy serves one turn. */
+static int mgop_turn_root(const char *ns, const char *name, struct mgop_buf *b) {
+  char path[512];
+  int status, kept = mgop_server.root_early && mgop_server.root_early_key == mgop_fp_key("MultigresCluster", ns, name);
+  size_t len = mgop_server.root_early;
+  mgop_server.root_early = 0;
+  if (kept) { /* whole: mgop_buf_init would write a NUL over its first byte (up to 06415e4 it did) */
+    *b = (struct mgop_buf){.p = mgop_server.root_body, .len = len, .cap = sizeof(mgop_server.root_body)};
+    return MGOP_OK;
+  }
+  mgop_buf_init(b, mgop_server.root_body, sizeof(mgop_server.root_body));
+  mgop_item_path(K_CLUSTER, ns, name, path, sizeof(path));
+  return mgop_kube_get(mgop_api_ptr, path, b, &status);
+}
+
 static int mgop_reconcile(const char *ns, const char *name, struct mgop_span *span) {
   struct mgop_rctx *r = &mgop_loop_rctx;
   struct mgop_buf b;
-  int status, rc;
-  char path[512];
+  int rc;
   long long started = mgop_now_ms(), recheck;
   mgop_rctx_clear(r);
   mgop_arena_reset(&mgop_server.arena);
   r->arena = &mgop_server.arena;
   r->ns = ns;
   r->name = name;
-  mgop_item_path(K_CLUSTER, ns, name, path, sizeof(path));
-  if (mgop_server.root_early && mgop_server.root_early_key == mgop_fp_key("MultigresCluster", ns, name)) {
-    /* read by the early turn a few ms ago (a newer version comes as an
-     * event), and kept whole: mgop_buf_init would write its first byte */
-    b = (struct mgop_buf){.p = mgop_server.root_body, .len = mgop_server.root_early, .cap = sizeof(mgop_server.root_body)};
-    rc = MGOP_OK;
-  } else {
-    mgop_buf_init(&b, mgop_server.root_body, sizeof(mgop_server.root_body));
-    rc = mgop_kube_get(mgop_api_ptr, path, &b, &status);
-  }
-  mgop_server.root_early = 0;
+  rc = mgop_turn_root(ns, name, &b);
   if (rc == MGOP_ERR_NOTFOUND) return MGOP_OK; /* deleted: garbage collection removes the children */
   if (rc) return rc;
   if ((rc = mgop_parse_arena(r->arena, b.p, b.len, &r->root))) return rc;
