@@ -485,14 +485,15 @@ bench_size() { # N
   start_lists_figs "$n" "$op_launched"
   cp_down "$n"
 }
-# start_samples N PREFIX MS CPU LISTED EXEC: the start figures (PREFIX
-# start_...), from a first restart's MS CPU LISTED EXEC and more restarts:
-# one is a noisy sample (47 to 73 ms at 10 clusters on one host in one
-# evening), so each figure is the median of RESTARTS, with the least and
-# the most for the first reconcile
+# start_samples N PREFIX [MS CPU LISTED EXEC]: the start figures (PREFIX
+# start_...) of RESTARTS restarts, the first of them the caller's when it
+# passes its MS CPU LISTED EXEC: one is a noisy sample (47 to 73 ms at 10
+# clusters on one host in one evening), so each figure is the median, with
+# the least and the most for the first reconcile
 start_samples() {
-  local n=$1 pre=$2 samples=("$3") cpus=("$4") lists=("$5") execs=("$6") k ms cpu listed first lo hi exec_at
-  for (( k = 1; k < $(restarts "$n"); k++ )); do
+  local n=$1 pre=$2 samples=() cpus=() lists=() execs=() k ms cpu listed first lo hi exec_at
+  [ $# -lt 6 ] || samples=("$3") cpus=("$4") lists=("$5") execs=("$6")
+  for (( k = ${#samples[@]}; k < $(restarts "$n"); k++ )); do
     stop_operator bench
     op_start "$n"
     exec_at=$(op_exec_at)
@@ -622,15 +623,7 @@ PY
   read -r _ hwm < <(op_mem)
   fig "$n" own_hwm_kib "$hwm" KiB
   cp "$IT_LOGS/bench.log" "$IT_LOGS/own-$n.log"
-  if [ "${BENCH_OWN_RESTARTS:-0}" = 1 ]; then # the start, on this quiet control plane
-    local exec_at first cpu listed
-    stop_operator bench
-    op_start "$n"
-    exec_at=$(op_exec_at)
-    read -r first cpu listed < <(first_reconcile_ms "$exec_at")
-    quiet 5 >/dev/null
-    start_samples "$n" own_ "$first" "$cpu" "$listed" "$(exec_ms "$exec_at")"
-  fi
+  [ "${BENCH_OWN_RESTARTS:-0}" != 1 ] || start_samples "$n" own_ # the start, on this quiet control plane
   controllers CONT
   cp_down "own-$n"
 }
